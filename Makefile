@@ -1,0 +1,27 @@
+# Every target that runs HELIOS depends on `venv`, so a fresh checkout needs
+# only `make test` or `make run`.
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.stamp
+PYTEST_ARGS ?=
+
+.PHONY: venv test run lint
+
+venv: $(STAMP)
+
+# Re-install only when the packaging files change; the stamp records the
+# last successful install.
+$(STAMP): pyproject.toml setup.cfg
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -e '.[test]'
+	touch $@
+
+test: venv
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+run: venv
+	.venv/bin/helios atlasd --data ./data
+
+lint: venv
+	$(VENV)/bin/ruff check

@@ -1,0 +1,1 @@
+"""The `helios` command line: one click group, one module per command group."""

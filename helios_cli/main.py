@@ -1,0 +1,50 @@
+"""The `helios` click group: global options, configuration and logging setup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from helios_cli.context import CliContext, fail
+from helios_core import __version__
+from helios_core.config import load_config
+from helios_core.errors import HeliosError
+from helios_core.observability.logging import FORMATS, LEVELS, setup_logging
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="HELIOS_CONFIG",
+    help="YAML config file (see configs/default.yaml). Env: HELIOS_CONFIG.",
+)
+@click.option("--log-level", type=click.Choice(list(LEVELS)), help="Overrides log.level.")
+@click.option("--log-format", type=click.Choice(FORMATS), help="Overrides log.format.")
+@click.version_option(__version__, "--version", prog_name="helios", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, log_level: str | None, log_format: str | None) -> None:
+    """HELIOS: durable key-value store, API gateway, job queue and reverse proxy.
+
+    Settings come from defaults < --config FILE < HELIOS_<SECTION>__<KEY>
+    environment variables < command-line options.
+    """
+    try:
+        config = load_config(config_path, overrides={"log.level": log_level, "log.format": log_format})
+    except HeliosError as err:
+        fail(err)
+    setup_logging(config.log.level, config.log.format)
+    ctx.obj = CliContext(config=config, config_path=config_path)
+
+
+def main() -> None:
+    """Console-script entry point (`helios`)."""
+    cli.main(prog_name="helios")
+
+
+# --- subcommands ---
+# Register each command group here, one line each: cli.add_command(module.group)

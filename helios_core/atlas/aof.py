@@ -1,0 +1,111 @@
+"""AOF files: appending (with an injectable I/O seam for fault tests) and scanning.
+
+Scanning yields every line as either a decoded record or a bad line with the
+reason and byte offset; recovery and `helios aof-check` both decide what to
+do with bad lines from the same scan.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from helios_core.atlas.effects import Effect, RecordError, decode_line
+
+__all__ = ["AofFile", "Record", "BadLine", "scan_lines", "scan_file"]
+
+CHUNK = 8 << 20
+
+
+class AofFile:
+    """One AOF part opened for appending.
+
+    `os_write` and `os_fsync` are the only ways bytes reach the disk, so a
+    test can make them fail like a full or broken disk would.
+    """
+
+    os_write = staticmethod(os.write)
+    os_fsync = staticmethod(os.fsync)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.size = os.fstat(self.fd).st_size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of data; on error the file may hold part of it (the caller truncates)."""
+        view = memoryview(data)
+        while view:
+            n = self.os_write(self.fd, view)
+            self.size += n
+            view = view[n:]
+
+    def fsync(self) -> None:
+        self.os_fsync(self.fd)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        self.size = size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass(slots=True)
+class Record:
+    offset: int
+    end: int
+    seq: int | None
+    effect: Effect
+
+
+@dataclass(slots=True)
+class BadLine:
+    offset: int
+    end: int
+    reason: str
+    torn: bool  # the file ends inside this line (no newline): a write cut short
+
+
+def scan_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """(offset, line without newline, ended by a newline) for every line of the file."""
+    with open(path, "rb") as f:
+        offset = 0
+        rest = b""
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                break
+            buf = rest + chunk if rest else chunk
+            start = 0
+            while True:
+                nl = buf.find(b"\n", start)
+                if nl == -1:
+                    break
+                yield offset + start, buf[start:nl], True
+                start = nl + 1
+            offset += start
+            rest = buf[start:]
+        if rest:
+            yield offset, rest, False
+
+
+def scan_file(path: Path, now_ms: int) -> Iterator[Record | BadLine]:
+    for offset, line, complete in scan_lines(path):
+        end = offset + len(line) + (1 if complete else 0)
+        if not line.strip():
+            if line and not complete:
+                yield BadLine(offset, end, "file ends with an incomplete line", True)
+            continue
+        try:
+            seq, eff = decode_line(line, now_ms)
+        except RecordError as e:
+            yield BadLine(offset, end, str(e), not complete)
+            continue
+        # A valid last record without its newline (a hand-made file, or a write cut
+        # just before it) is kept; recovery adds the newline before appending.
+        yield Record(offset, end, seq, eff)

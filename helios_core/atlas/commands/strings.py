@@ -1,0 +1,290 @@
+"""String commands: GET SET MGET MSET INCR* DECR* and friends, with Redis's semantics."""
+
+from __future__ import annotations
+
+from helios_core.atlas.commands.table import (
+    NOT_INT, OK, SYNTAX, Ctx, command, err, parse_float, parse_int,
+)
+
+MAX_MS = (1 << 63) - 1
+
+
+def _expire_ms(ctx: Ctx, opt: bytes, raw: bytes, cmd: str) -> int:
+    """Absolute expiry (ms) for EX/PX/EXAT/PXAT `raw`; Redis's errors for bad values."""
+    v = parse_int(raw)
+    if v <= 0:
+        raise err(f"ERR invalid expire time in '{cmd}' command")
+    if opt == b"EX":
+        ms = v * 1000 + ctx.now_ms
+    elif opt == b"PX":
+        ms = v + ctx.now_ms
+    elif opt == b"EXAT":
+        ms = v * 1000
+    else:
+        ms = v
+    if ms > MAX_MS or (opt == b"EX" and v > MAX_MS // 1000):
+        raise err(f"ERR invalid expire time in '{cmd}' command")
+    return ms
+
+
+def set_value(ctx: Ctx, key: bytes, value: bytes, exp: int | None) -> None:
+    """Emit the SET, or a DEL when the expiry is already past (as Redis does)."""
+    if exp is not None and exp <= ctx.now_ms:
+        if key in ctx.ks.data:
+            ctx.emit(("DEL", key))
+    else:
+        ctx.emit(("SET", key, value, exp))
+
+
+@command("get", 2, "readonly fast")
+def get(ctx: Ctx, args: list[bytes]):
+    return ctx.get_str(args[0])
+
+
+@command("set", -3, "write denyoom")
+def set_(ctx: Ctx, args: list[bytes]):
+    key, value = args[0], args[1]
+    nx = xx = want_get = keepttl = False
+    exp: int | None = None
+    exp_opt = None
+    i, n = 2, len(args)
+    while i < n:
+        opt = args[i].upper()
+        if opt == b"NX" and not xx:
+            nx = True
+        elif opt == b"XX" and not nx:
+            xx = True
+        elif opt == b"GET":
+            want_get = True
+        elif opt == b"KEEPTTL" and exp_opt is None:
+            keepttl = True
+        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and exp_opt is None and not keepttl and i + 1 < n:
+            exp_opt = opt
+            i += 1
+            exp = _expire_ms(ctx, opt, args[i], "set")
+        else:
+            raise err(SYNTAX)
+        i += 1
+    old = ctx.get_str(key) if want_get else ctx.lookup(key)
+    exists = old is not None
+    if (nx and exists) or (xx and not exists):
+        return old if want_get else None
+    if keepttl and exists:
+        exp = ctx.expiry(key)
+    set_value(ctx, key, value, exp)
+    return old if want_get else OK
+
+
+@command("setnx", 3, "write denyoom fast")
+def setnx(ctx: Ctx, args: list[bytes]):
+    if ctx.lookup(args[0]) is not None:
+        return 0
+    ctx.emit(("SET", args[0], args[1], None))
+    return 1
+
+
+def _setex(ctx: Ctx, args: list[bytes], opt: bytes, name: str):
+    exp = _expire_ms(ctx, opt, args[1], name)
+    ctx.emit(("SET", args[0], args[2], exp))
+    return OK
+
+
+@command("setex", 4, "write denyoom")
+def setex(ctx: Ctx, args: list[bytes]):
+    return _setex(ctx, args, b"EX", "setex")
+
+
+@command("psetex", 4, "write denyoom")
+def psetex(ctx: Ctx, args: list[bytes]):
+    return _setex(ctx, args, b"PX", "psetex")
+
+
+@command("getset", 3, "write denyoom fast")
+def getset(ctx: Ctx, args: list[bytes]):
+    old = ctx.get_str(args[0])
+    ctx.emit(("SET", args[0], args[1], None))
+    return old
+
+
+@command("getdel", 2, "write fast")
+def getdel(ctx: Ctx, args: list[bytes]):
+    old = ctx.get_str(args[0])
+    if old is not None:
+        ctx.emit(("DEL", args[0]))
+    return old
+
+
+@command("getex", -2, "write fast")
+def getex(ctx: Ctx, args: list[bytes]):
+    key = args[0]
+    exp: int | None = None
+    persist = False
+    i, n = 1, len(args)
+    seen = False
+    while i < n:
+        opt = args[i].upper()
+        if opt == b"PERSIST" and not seen:
+            persist = seen = True
+        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and not seen and i + 1 < n:
+            i += 1
+            exp = _expire_ms(ctx, opt, args[i], "getex")
+            seen = True
+        else:
+            raise err(SYNTAX)
+        i += 1
+    value = ctx.get_str(key)
+    if value is None:
+        return None
+    if exp is not None:
+        if exp <= ctx.now_ms:
+            ctx.emit(("DEL", key))
+        else:
+            ctx.emit(("EXPIRE", key, exp))
+    elif persist and ctx.expiry(key) is not None:
+        ctx.emit(("PERSIST", key))
+    return value
+
+
+@command("mget", -2, "readonly fast", keys=(1, -1, 1))
+def mget(ctx: Ctx, args: list[bytes]):
+    out = []
+    for key in args:
+        v = ctx.lookup(key)
+        out.append(v if type(v) is bytes else None)
+    return out
+
+
+@command("mset", -3, "write denyoom", keys=(1, -1, 2))
+def mset(ctx: Ctx, args: list[bytes]):
+    if len(args) % 2:
+        raise err("ERR wrong number of arguments for 'mset' command")
+    for i in range(0, len(args), 2):
+        ctx.emit(("SET", args[i], args[i + 1], None))
+    return OK
+
+
+@command("msetnx", -3, "write denyoom", keys=(1, -1, 2))
+def msetnx(ctx: Ctx, args: list[bytes]):
+    if len(args) % 2:
+        raise err("ERR wrong number of arguments for 'msetnx' command")
+    if any(ctx.lookup(args[i]) is not None for i in range(0, len(args), 2)):
+        return 0
+    for i in range(0, len(args), 2):
+        ctx.emit(("SET", args[i], args[i + 1], None))
+    return 1
+
+
+def _incr(ctx: Ctx, key: bytes, by: int) -> int:
+    cur = ctx.get_str(key)
+    if cur is None:
+        n = 0
+    else:
+        if len(cur) > 20:
+            raise err(NOT_INT)
+        n = parse_int(cur)
+    n += by
+    if not -(1 << 63) <= n < (1 << 63):
+        raise err("ERR increment or decrement would overflow")
+    # INCR keeps the key's TTL; the effect carries it as an absolute time.
+    ctx.emit(("SET", key, b"%d" % n, ctx.expiry(key) if cur is not None else None))
+    return n
+
+
+@command("incr", 2, "write denyoom fast")
+def incr(ctx: Ctx, args: list[bytes]):
+    return _incr(ctx, args[0], 1)
+
+
+@command("decr", 2, "write denyoom fast")
+def decr(ctx: Ctx, args: list[bytes]):
+    return _incr(ctx, args[0], -1)
+
+
+@command("incrby", 3, "write denyoom fast")
+def incrby(ctx: Ctx, args: list[bytes]):
+    return _incr(ctx, args[0], parse_int(args[1]))
+
+
+@command("decrby", 3, "write denyoom fast")
+def decrby(ctx: Ctx, args: list[bytes]):
+    by = parse_int(args[1])
+    if by == -(1 << 63):
+        raise err("ERR decrement would overflow")
+    return _incr(ctx, args[0], -by)
+
+
+def format_float(v: float) -> bytes:
+    """Redis's human form of a double: integers without '.0', shortest round-trip otherwise."""
+    if v == float("inf"):
+        return b"inf"
+    if v == float("-inf"):
+        return b"-inf"
+    if v.is_integer() and abs(v) < 1e17:
+        return b"%d" % int(v)
+    return repr(v).encode()
+
+
+@command("incrbyfloat", 3, "write denyoom fast")
+def incrbyfloat(ctx: Ctx, args: list[bytes]):
+    key = args[0]
+    by = parse_float(args[1])
+    cur = ctx.get_str(key)
+    base = 0.0 if cur is None else parse_float(cur)
+    n = base + by
+    if n != n or n in (float("inf"), float("-inf")):
+        raise err("ERR increment would produce NaN or Infinity")
+    out = format_float(n)
+    ctx.emit(("SET", key, out, ctx.expiry(key) if cur is not None else None))
+    return out
+
+
+@command("append", 3, "write denyoom fast")
+def append(ctx: Ctx, args: list[bytes]):
+    cur = ctx.get_str(args[0])
+    new = args[1] if cur is None else cur + args[1]
+    ctx.engine.check_value_size(len(new))
+    ctx.emit(("SET", args[0], new, ctx.expiry(args[0]) if cur is not None else None))
+    return len(new)
+
+
+@command("strlen", 2, "readonly fast")
+def strlen(ctx: Ctx, args: list[bytes]):
+    v = ctx.get_str(args[0])
+    return 0 if v is None else len(v)
+
+
+@command("getrange", 4, "readonly")
+def getrange(ctx: Ctx, args: list[bytes]):
+    start, end = parse_int(args[1]), parse_int(args[2])
+    v = ctx.get_str(args[0]) or b""
+    n = len(v)
+    if start < 0 and end < 0 and start > end:
+        return b""
+    if start < 0:
+        start = max(n + start, 0)
+    if end < 0:
+        end = max(n + end, 0)
+    end = min(end, n - 1)
+    if start > end or n == 0:
+        return b""
+    return v[start:end + 1]
+
+
+@command("setrange", 4, "write denyoom")
+def setrange(ctx: Ctx, args: list[bytes]):
+    offset = parse_int(args[1])
+    if offset < 0:
+        raise err("ERR offset is out of range")
+    cur = ctx.get_str(args[0])
+    piece = args[2]
+    existed = cur is not None
+    if not existed and not piece:
+        return 0
+    cur = cur or b""
+    if not piece:
+        return len(cur)
+    ctx.engine.check_value_size(offset + len(piece))
+    buf = cur.ljust(offset, b"\x00")
+    new = buf[:offset] + piece + buf[offset + len(piece):]
+    ctx.emit(("SET", args[0], new, ctx.expiry(args[0]) if existed else None))
+    return len(new)

@@ -1,0 +1,223 @@
+"""The one command table.
+
+Every ATLAS command is defined once here (name, arity, flags, key positions,
+handler).  The RESP server, the JSON-lines protocol, the embedded Store and
+the CLI all dispatch through `TABLE`; nothing else implements a command.
+
+A handler gets a `Ctx` and the arguments after the command name.  It
+validates everything first, then emits effects through `ctx.emit` (which the
+engine logs to the AOF and applies), and returns the reply as plain Python:
+bytes (bulk), int, float (a score: bulk in RESP2, double in RESP3), None
+(nil), list, dict, `Simple` (status line), or raises `CommandError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from helios_core.atlas.zset import ZSet
+from helios_core.errors import CommandError
+
+if TYPE_CHECKING:
+    from helios_core.atlas.keyspace import Keyspace
+
+__all__ = [
+    "TABLE", "Command", "Ctx", "Simple", "OK", "command", "err", "WRONGTYPE", "NOT_INT",
+    "SYNTAX", "parse_int", "parse_float", "glob_to_regex",
+]
+
+
+class Simple(str):
+    """A status reply (`+OK`), as opposed to a bulk string."""
+
+
+OK = Simple("OK")
+
+WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+NOT_INT = "ERR value is not an integer or out of range"
+NOT_FLOAT = "ERR value is not a valid float"
+SYNTAX = "ERR syntax error"
+
+
+def err(text: str) -> CommandError:
+    return CommandError(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str                     # lower case, as COMMAND reports it
+    arity: int                    # Redis convention: N exact, -N at least N (name included)
+    flags: frozenset[str]
+    handler: Callable[[Ctx, list[bytes]], Any]
+    first_key: int = 1
+    last_key: int = 1
+    step: int = 1
+    doc: str = ""
+
+    @property
+    def is_write(self) -> bool:
+        return "write" in self.flags
+
+
+@dataclass
+class CommandTable:
+    commands: dict[bytes, Command] = field(default_factory=dict)
+
+    def get(self, name: bytes) -> Command | None:
+        cmd = self.commands.get(name)
+        if cmd is None:
+            cmd = self.commands.get(name.lower())
+        return cmd
+
+    def register(self, cmd: Command) -> None:
+        key = cmd.name.encode()
+        if key in self.commands:
+            raise ValueError(f"command {cmd.name} defined twice")
+        self.commands[key] = cmd
+
+
+TABLE = CommandTable()
+
+
+def command(name: str, arity: int, flags: str = "", keys: tuple[int, int, int] = (1, 1, 1), doc: str = ""):
+    """Register the decorated handler as command `name` in TABLE."""
+
+    def deco(fn: Callable[[Ctx, list[bytes]], Any]) -> Callable[[Ctx, list[bytes]], Any]:
+        TABLE.register(Command(name.lower(), arity, frozenset(flags.split()), fn, *keys, doc=doc or (fn.__doc__ or "")))
+        return fn
+
+    return deco
+
+
+class Ctx:
+    """What a handler sees: the keyspace, the time, and a way to emit effects.
+
+    `emit` is bound by the engine: it applies the effect (recording undo) and
+    queues it for the AOF record of the current command or batch.
+    """
+
+    __slots__ = ("ks", "now_ms", "emit", "writable", "engine", "conn")
+
+    def __init__(self, ks: Keyspace, emit: Callable[[tuple], None], engine: Any = None) -> None:
+        self.ks = ks
+        self.now_ms = 0
+        self.emit = emit
+        self.writable = True
+        self.engine = engine
+        self.conn: Any = None
+
+    def lookup(self, key: bytes):
+        """The live value at key, or None; a key found expired is deleted (a logged DEL)."""
+        ks = self.ks
+        value = ks.data.get(key)
+        if value is None:
+            return None
+        exp = ks.expires.get(key)
+        if exp is not None and exp <= self.now_ms:
+            if self.writable:
+                self.emit(("DEL", key))
+            return None
+        return value
+
+    def get_str(self, key: bytes) -> bytes | None:
+        value = self.lookup(key)
+        if value is not None and type(value) is not bytes:
+            raise CommandError(WRONGTYPE)
+        return value
+
+    def get_zset(self, key: bytes) -> ZSet | None:
+        value = self.lookup(key)
+        if value is not None and type(value) is not ZSet:
+            raise CommandError(WRONGTYPE)
+        return value
+
+    def expiry(self, key: bytes) -> int | None:
+        return self.ks.expires.get(key)
+
+
+# -- argument parsing shared by the command modules ----------------------------------
+
+_INT_RE = re.compile(rb"-?(0|[1-9][0-9]*)\Z")
+
+
+def parse_int(raw: bytes, what: str = NOT_INT) -> int:
+    """Strict 64-bit signed integer, as Redis's string2ll."""
+    if not _INT_RE.match(raw) or raw == b"-0":
+        raise CommandError(what)
+    v = int(raw)
+    if not -(1 << 63) <= v < (1 << 63):
+        raise CommandError(what)
+    return v
+
+
+def parse_float(raw: bytes, what: str = NOT_FLOAT) -> float:
+    s = raw.strip().lower()
+    if not s or s != raw.lower() or s in (b"nan", b"+nan", b"-nan"):
+        raise CommandError(what)
+    if s in (b"inf", b"+inf", b"infinity", b"+infinity"):
+        return float("inf")
+    if s in (b"-inf", b"-infinity"):
+        return float("-inf")
+    try:
+        v = float(s)
+    except ValueError:
+        raise CommandError(what) from None
+    if v != v:
+        raise CommandError(what)
+    return v
+
+
+@lru_cache(maxsize=256)
+def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
+    """Redis glob (`*`, `?`, `[a-z]`, `[^x]`, backslash escapes) as a compiled bytes regex."""
+    out = bytearray()
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i:i + 1]
+        if c == b"*":
+            out += b".*"
+        elif c == b"?":
+            out += b"."
+        elif c == b"\\" and i + 1 < n:
+            i += 1
+            out += re.escape(pattern[i:i + 1])
+        elif c == b"[":
+            j = i + 1
+            neg = j < n and pattern[j:j + 1] == b"^"
+            if neg:
+                j += 1
+            chars = bytearray()
+            while j < n and pattern[j:j + 1] != b"]":
+                if pattern[j:j + 1] == b"\\" and j + 1 < n:
+                    j += 1
+                    chars += re.escape(pattern[j:j + 1])
+                elif pattern[j + 1:j + 2] == b"-" and j + 2 < n and pattern[j + 2:j + 3] != b"]":
+                    lo, hi = pattern[j:j + 1], pattern[j + 2:j + 3]
+                    if lo > hi:
+                        lo, hi = hi, lo
+                    chars += re.escape(lo) + b"-" + re.escape(hi)
+                    j += 2
+                else:
+                    chars += re.escape(pattern[j:j + 1])
+                j += 1
+            if not chars:
+                out += b"[^\\x00-\\xff]" if not neg else b"[\\x00-\\xff]"
+            else:
+                out += b"[" + (b"^" if neg else b"") + bytes(chars) + b"]"
+            i = j
+        else:
+            out += re.escape(c)
+        i += 1
+    return re.compile(bytes(out) + b"\\Z", re.DOTALL)
+
+
+def literal_prefix(pattern: bytes) -> bytes:
+    """The part of a glob before its first special character (for index range scans)."""
+    for i, c in enumerate(pattern):
+        if c in b"*?[\\":
+            return pattern[:i]
+    return pattern

@@ -1,0 +1,319 @@
+"""Effects: the small, idempotent vocabulary every write compiles to.
+
+Commands never touch the keyspace directly; they emit effects, and the same
+`apply_effect` runs live and during AOF replay, so replay is deterministic.
+Expiry is always absolute (ms since epoch): a relative TTL replayed after
+downtime would restart its countdown.
+
+    ("SET", key, value, exp|None)     replace value and expiry
+    ("DEL", key)
+    ("EXPIRE", key, exp)              absolute ms
+    ("PERSIST", key)
+    ("ZADD", key, [(score, member)])  create the zset if missing
+    ("ZREM", key, [member])           delete the key when it empties
+    ("FLUSHALL",)
+
+`apply_effect` can record an undo log, so a batch whose AOF write fails is
+rolled back and memory never gets ahead of disk.  The AOF line codec lives
+here too, next to the vocabulary it encodes.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import zlib
+from typing import Any
+
+import orjson
+
+from helios_core.atlas.keyspace import Keyspace
+from helios_core.atlas.zset import ZSet
+
+__all__ = [
+    "Effect", "apply_effect", "undo_effects", "encode_record", "decode_line", "RecordError",
+    "effect_keys", "KNOWN_CMDS",
+]
+
+Effect = tuple
+KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "FLUSHALL", "MULTI"})
+
+
+# -- applying -----------------------------------------------------------------------
+
+def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
+    op = eff[0]
+    if op == "SET":
+        _, key, value, exp = eff
+        if undo is not None:
+            undo.append(("put", key, ks.data.get(key), ks.expires.get(key)))
+        ks.put(key, value, exp)
+    elif op == "DEL":
+        key = eff[1]
+        if undo is not None:
+            undo.append(("put", key, ks.data.get(key), ks.expires.get(key)))
+        ks.remove(key)
+    elif op == "EXPIRE":
+        key = eff[1]
+        if key in ks.data:
+            if undo is not None:
+                undo.append(("exp", key, ks.expires.get(key)))
+            ks.set_expiry(key, eff[2])
+    elif op == "PERSIST":
+        key = eff[1]
+        if key in ks.data:
+            if undo is not None:
+                undo.append(("exp", key, ks.expires.get(key)))
+            ks.clear_expiry(key)
+    elif op == "ZADD":
+        _, key, pairs = eff
+        z = ks.data.get(key)
+        if not isinstance(z, ZSet):
+            if undo is not None:
+                undo.append(("put", key, z, ks.expires.get(key)))
+                undo = None  # the new zset is dropped whole on undo
+            z = ZSet()
+            ks.put(key, z, None)
+        olds = [(member, z.add(member, score)) for score, member in pairs]
+        if undo is not None:
+            undo.append(("zrestore", key, olds))
+    elif op == "ZREM":
+        _, key, members = eff
+        z = ks.data.get(key)
+        if isinstance(z, ZSet):
+            olds = [(m, z.remove(m)) for m in members]
+            if undo is not None:
+                undo.append(("zrestore", key, olds))
+            if not z:
+                if undo is not None:
+                    undo.append(("put", key, z, ks.expires.get(key)))
+                ks.remove(key)
+    elif op == "FLUSHALL":
+        if undo is not None:
+            undo.append(("swap", ks.data, ks.expires))
+        ks.clear()
+    elif op == "MULTI":
+        for sub in eff[1]:
+            apply_effect(ks, sub, undo)
+    else:  # pragma: no cover - commands only emit known effects
+        raise ValueError(f"unknown effect {op!r}")
+
+
+def undo_effects(ks: Keyspace, undo: list) -> None:
+    """Roll back, newest first, what `apply_effect` recorded."""
+    for entry in reversed(undo):
+        kind = entry[0]
+        if kind == "put":
+            _, key, value, exp = entry
+            if value is None:
+                ks.remove(key)
+            else:
+                ks.put(key, value, exp)
+        elif kind == "exp":
+            _, key, exp = entry
+            if exp is None:
+                ks.clear_expiry(key)
+            else:
+                ks.set_expiry(key, exp)
+        elif kind == "zrestore":
+            _, key, olds = entry
+            z = ks.data.get(key)
+            if isinstance(z, ZSet):
+                for member, old in reversed(olds):
+                    if old is None:
+                        z.remove(member)
+                    else:
+                        z.add(member, old)
+        elif kind == "swap":
+            ks.swap_in(entry[1], entry[2])
+
+
+def effect_keys(eff: Effect) -> list[bytes]:
+    if eff[0] == "MULTI":
+        return [k for sub in eff[1] for k in effect_keys(sub)]
+    if eff[0] == "FLUSHALL":
+        return []
+    return [eff[1]]
+
+
+# -- AOF line codec -----------------------------------------------------------------
+#
+# One JSON object per line.  Bytes fields are written as UTF-8 text when they
+# decode, else under a `_b64` twin name.  `crc` (CRC-32 of the line without the
+# crc field) is the last field, so a reader strips it by position and checks
+# bit flips anywhere in the record.
+
+class RecordError(ValueError):
+    """A line that is not a valid AOF record; the message says why."""
+
+
+def _put_bytes(rec: dict, name: str, value: bytes) -> None:
+    try:
+        rec[name] = value.decode()
+    except UnicodeDecodeError:
+        rec[name + "_b64"] = base64.b64encode(value).decode()
+
+
+def _score_out(score: float) -> float | str:
+    return score if math.isfinite(score) else ("inf" if score > 0 else "-inf")
+
+
+def _effect_to_obj(eff: Effect) -> dict:
+    op = eff[0]
+    rec: dict[str, Any] = {"cmd": op}
+    if op == "FLUSHALL":
+        return rec
+    if op == "MULTI":
+        rec["ops"] = [_effect_to_obj(e) for e in eff[1]]
+        return rec
+    _put_bytes(rec, "key", eff[1])
+    if op == "SET":
+        _put_bytes(rec, "value", eff[2])
+        if eff[3] is not None:
+            rec["exp"] = eff[3]
+    elif op == "EXPIRE":
+        rec["exp"] = eff[2]
+    elif op == "ZADD":
+        try:
+            rec["members"] = [[_score_out(s), m.decode()] for s, m in eff[2]]
+        except UnicodeDecodeError:
+            rec["members_b64"] = [[_score_out(s), base64.b64encode(m).decode()] for s, m in eff[2]]
+    elif op == "ZREM":
+        try:
+            rec["members"] = [m.decode() for m in eff[2]]
+        except UnicodeDecodeError:
+            rec["members_b64"] = [base64.b64encode(m).decode() for m in eff[2]]
+    return rec
+
+
+def encode_record(seq: int, effects: list[Effect]) -> bytes:
+    """One AOF line (with trailing newline) holding `effects` atomically."""
+    obj = _effect_to_obj(effects[0] if len(effects) == 1 else ("MULTI", effects))
+    body = orjson.dumps({"seq": seq, **obj})
+    return b"%s,\"crc\":%d}\n" % (body[:-1], zlib.crc32(body))
+
+
+def _get_bytes(rec: dict, name: str, required: bool = True) -> bytes | None:
+    v = rec.get(name)
+    if isinstance(v, str):
+        return v.encode()
+    b = rec.get(name + "_b64")
+    if isinstance(b, str):
+        try:
+            return base64.b64decode(b, validate=True)
+        except ValueError as e:
+            raise RecordError(f"field '{name}_b64' is not valid base64") from e
+    if required:
+        raise RecordError(f"{rec.get('cmd')} record without '{name}'")
+    return None
+
+
+def _score_in(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise RecordError(f"bad score {v!r}")
+    try:
+        f = float(v)
+    except ValueError as e:
+        raise RecordError(f"bad score {v!r}") from e
+    if math.isnan(f):
+        raise RecordError("score is NaN")
+    return f
+
+
+def _exp_in(rec: dict, now_ms: int) -> int | None:
+    exp = rec.get("exp")
+    if exp is not None:
+        if not isinstance(exp, int) or isinstance(exp, bool):
+            raise RecordError(f"field 'exp' must be an integer, got {exp!r}")
+        return exp
+    ttl = rec.get("ttl")  # the original design's relative seconds; 0 means none
+    if ttl is None or ttl == 0:
+        return None
+    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
+        raise RecordError(f"field 'ttl' must be a number, got {ttl!r}")
+    return now_ms + int(ttl * 1000)
+
+
+def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
+    if not isinstance(rec, dict):
+        raise RecordError("record is not a JSON object")
+    op = rec.get("cmd")
+    if not isinstance(op, str):
+        raise RecordError("record without 'cmd'")
+    op = op.upper()
+    if op == "SET":
+        return ("SET", _get_bytes(rec, "key"), _get_bytes(rec, "value"), _exp_in(rec, now_ms))
+    if op == "DEL":
+        return ("DEL", _get_bytes(rec, "key"))
+    if op in ("EXPIRE", "PEXPIRE"):
+        key = _get_bytes(rec, "key")
+        exp = _exp_in(rec, now_ms)
+        if exp is None:
+            if "exp" not in rec and "ttl" not in rec:
+                raise RecordError("EXPIRE record without 'exp' or 'ttl'")
+            return ("DEL", key)  # EXPIRE with ttl 0 (or less) deletes, as in Redis
+        return ("EXPIRE", key, exp)
+    if op == "PERSIST":
+        return ("PERSIST", _get_bytes(rec, "key"))
+    if op == "ZADD":
+        key = _get_bytes(rec, "key")
+        if "members" in rec:
+            raw = rec["members"]
+            decode = str.encode
+        elif "members_b64" in rec:
+            raw = rec["members_b64"]
+            decode = base64.b64decode
+        else:
+            raise RecordError("ZADD record without 'members'")
+        if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[1], str)
+                                                for p in raw):
+            raise RecordError("ZADD 'members' must be a list of [score, member] pairs")
+        return ("ZADD", key, [(_score_in(s), decode(m)) for s, m in raw])
+    if op == "ZREM":
+        key = _get_bytes(rec, "key")
+        if "members" in rec:
+            raw, decode = rec["members"], str.encode
+        elif "members_b64" in rec:
+            raw, decode = rec["members_b64"], base64.b64decode
+        else:
+            raise RecordError("ZREM record without 'members'")
+        if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw):
+            raise RecordError("ZREM 'members' must be a list of strings")
+        return ("ZREM", key, [decode(m) for m in raw])
+    if op == "FLUSHALL":
+        return ("FLUSHALL",)
+    if op == "MULTI":
+        ops = rec.get("ops")
+        if not isinstance(ops, list):
+            raise RecordError("MULTI record without 'ops' list")
+        return ("MULTI", [_obj_to_effect(o, now_ms) for o in ops])
+    raise RecordError(f"unknown command '{op}'")
+
+
+def decode_line(line: bytes, now_ms: int) -> tuple[int | None, Effect]:
+    """Parse one AOF line (without its newline) into (seq or None, effect).
+
+    Raises RecordError naming what is wrong.  Lines without `seq`, `crc` or
+    `exp` (the original design's format) are accepted; `now_ms` anchors their
+    relative `ttl`.
+    """
+    crc_at = line.rfind(b',"crc":')
+    if crc_at != -1:
+        body = line[:crc_at] + b"}"
+        try:
+            crc = int(line[crc_at + 7:-1])
+        except ValueError:
+            raise RecordError("field 'crc' is not an integer or not last") from None
+        if zlib.crc32(body) != crc or line[-1:] != b"}":
+            raise RecordError("checksum mismatch (the line was altered or torn)")
+    else:
+        body = line
+    try:
+        rec = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise RecordError(f"not valid JSON ({e})") from None
+    eff = _obj_to_effect(rec, now_ms)
+    seq = rec.get("seq")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 1):
+        raise RecordError(f"field 'seq' must be a positive integer, got {seq!r}")
+    return seq, eff

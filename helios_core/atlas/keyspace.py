@@ -1,0 +1,124 @@
+"""The keyspace: keys (bytes) to values (bytes or ZSet), with absolute expiry times.
+
+It knows nothing of commands, files or clocks: callers pass `now_ms`.  Expiry
+is tracked twice on purpose: `expires` (key -> ms) is the truth, and a heap of
+(ms, key) lets the active cycle find due keys without scanning.  Heap entries
+go stale when a key's expiry changes; they are skipped when popped, and the
+heap is rebuilt when stale entries outnumber live ones, so its size stays
+within a constant factor of `expires`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+
+from sortedcontainers import SortedList
+
+from helios_core.atlas.zset import ZSet
+
+__all__ = ["Keyspace", "Value"]
+
+Value = bytes | ZSet
+
+
+class Keyspace:
+    __slots__ = ("data", "expires", "_heap", "_index")
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, Value] = {}
+        self.expires: dict[bytes, int] = {}
+        self._heap: list[tuple[int, bytes]] = []
+        # Sorted key index for SCAN/KEYS/prefix scans: built on first use, then maintained.
+        self._index: SortedList | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    # -- raw access (no expiry check) ------------------------------------------------
+
+    def raw_get(self, key: bytes) -> Value | None:
+        return self.data.get(key)
+
+    def is_expired(self, key: bytes, now_ms: int) -> bool:
+        exp = self.expires.get(key)
+        return exp is not None and exp <= now_ms
+
+    # -- mutation ----------------------------------------------------------------
+
+    def put(self, key: bytes, value: Value, exp: int | None) -> None:
+        data = self.data
+        if self._index is not None and key not in data:
+            self._index.add(key)
+        data[key] = value
+        if exp is None:
+            self.expires.pop(key, None)
+        else:
+            self.set_expiry(key, exp)
+
+    def put_keep_expiry(self, key: bytes, value: Value) -> None:
+        if self._index is not None and key not in self.data:
+            self._index.add(key)
+        self.data[key] = value
+
+    def set_expiry(self, key: bytes, exp: int) -> None:
+        if self.expires.get(key) != exp:
+            self.expires[key] = exp
+            heap = self._heap
+            heapq.heappush(heap, (exp, key))
+            if len(heap) > 2 * len(self.expires) + 1024:
+                self._rebuild_heap()
+
+    def clear_expiry(self, key: bytes) -> None:
+        self.expires.pop(key, None)
+
+    def remove(self, key: bytes) -> Value | None:
+        value = self.data.pop(key, None)
+        if value is not None:
+            self.expires.pop(key, None)
+            if self._index is not None:
+                self._index.discard(key)
+        return value
+
+    def clear(self) -> None:
+        self.data = {}
+        self.expires = {}
+        self._heap = []
+        self._index = None
+
+    def swap_in(self, data: dict[bytes, Value], expires: dict[bytes, int]) -> None:
+        """Replace the whole content (used to undo a FLUSHALL and to load snapshots)."""
+        self.data = data
+        self.expires = expires
+        self._index = None
+        self._rebuild_heap()
+
+    def _rebuild_heap(self) -> None:
+        self._heap = [(exp, key) for key, exp in self.expires.items()]
+        heapq.heapify(self._heap)
+
+    # -- expiry ------------------------------------------------------------------
+
+    def due_keys(self, now_ms: int, limit: int) -> list[bytes]:
+        """Up to `limit` keys whose expiry is <= now_ms, cheapest first; does not remove them."""
+        heap, expires = self._heap, self.expires
+        out: list[bytes] = []
+        while heap and len(out) < limit:
+            exp, key = heap[0]
+            if exp > now_ms:
+                break
+            heapq.heappop(heap)
+            if expires.get(key) == exp:
+                out.append(key)
+        return out
+
+    # -- ordered access ------------------------------------------------------------
+
+    def sorted_keys(self) -> SortedList:
+        if self._index is None:
+            self._index = SortedList(self.data)
+        return self._index
+
+    def keys_from(self, start: bytes, inclusive: bool) -> Iterator[bytes]:
+        index = self.sorted_keys()
+        return index.irange(minimum=start, inclusive=(inclusive, True))

@@ -1,0 +1,124 @@
+"""Sorted set: members (bytes) with float scores, ordered by (score, member) like Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from sortedcontainers import SortedList
+
+__all__ = ["ZSet"]
+
+
+class ZSet:
+    __slots__ = ("scores", "order")
+
+    def __init__(self) -> None:
+        self.scores: dict[bytes, float] = {}
+        self.order: SortedList = SortedList()
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ZSet) and self.scores == other.scores
+
+    def __repr__(self) -> str:
+        return f"ZSet({list(self.order)!r})"
+
+    def copy(self) -> ZSet:
+        z = ZSet()
+        z.scores = dict(self.scores)
+        z.order = SortedList(self.order)
+        return z
+
+    def add(self, member: bytes, score: float) -> float | None:
+        """Set member's score; returns the previous score (None if it was new)."""
+        old = self.scores.get(member)
+        if old is not None:
+            if old == score:
+                return old
+            self.order.remove((old, member))
+        self.scores[member] = score
+        self.order.add((score, member))
+        return old
+
+    def remove(self, member: bytes) -> float | None:
+        old = self.scores.pop(member, None)
+        if old is not None:
+            self.order.remove((old, member))
+        return old
+
+    def score(self, member: bytes) -> float | None:
+        return self.scores.get(member)
+
+    def rank(self, member: bytes) -> int | None:
+        s = self.scores.get(member)
+        if s is None:
+            return None
+        return self.order.index((s, member))
+
+    def items(self) -> Iterator[tuple[float, bytes]]:
+        return iter(self.order)
+
+    def range_by_index(self, start: int, stop: int) -> list[tuple[float, bytes]]:
+        """Inclusive Redis-style indexes, negatives counted from the end."""
+        n = len(self.order)
+        if start < 0:
+            start = max(n + start, 0)
+        if stop < 0:
+            stop = n + stop
+        if start > stop or start >= n:
+            return []
+        return list(self.order.islice(start, min(stop, n - 1) + 1))
+
+    def range_by_score(self, lo: float, lo_excl: bool, hi: float, hi_excl: bool) -> Iterable[tuple[float, bytes]]:
+        # (score, member) tuples: a bare (score,) sorts before every member of that score.
+        start = self._after_score(lo) if lo_excl else self.order.bisect_left((lo,))
+        end = self._after_score(hi) if not hi_excl else self.order.bisect_left((hi,))
+        if start >= end:
+            return []
+        return self.order.islice(start, end)
+
+    def _after_score(self, score: float) -> int:
+        """Index of the first element whose score is greater than `score`."""
+        lst = self.order
+        i = lst.bisect_left((score,))
+        n = len(lst)
+        # Members of equal score are contiguous; step over them with a galloping search.
+        if i < n and lst[i][0] == score:
+            lo, hi = i, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if lst[mid][0] <= score:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            return lo
+        return i
+
+    def range_by_lex(self, lo: bytes | None, lo_excl: bool, hi: bytes | None, hi_excl: bool) -> list[tuple[float, bytes]]:
+        """BYLEX assumes equal scores (as Redis does); None bounds mean -/+ infinity."""
+        out = []
+        for score, member in self.order:
+            if lo is not None and (member < lo or (lo_excl and member == lo)):
+                continue
+            if hi is not None and (member > hi or (hi_excl and member == hi)):
+                continue
+            out.append((score, member))
+        return out
+
+    def pop_min(self, count: int) -> list[tuple[float, bytes]]:
+        got = list(self.order.islice(0, count))
+        for score, member in got:
+            self.order.remove((score, member))
+            del self.scores[member]
+        return got
+
+    def pop_max(self, count: int) -> list[tuple[float, bytes]]:
+        n = len(self.order)
+        got = list(self.order.islice(max(n - count, 0), n))
+        got.reverse()
+        for score, member in got:
+            self.order.remove((score, member))
+            del self.scores[member]
+        return got

@@ -1,0 +1,471 @@
+"""HELIOS configuration: schema, YAML loading, environment and CLI overrides.
+
+The schema is a set of frozen dataclasses, one per section of the YAML file,
+gathered as fields of `HeliosConfig`.  To add a section, write its dataclass
+(every field with a default and a `setting(...)` metadata) and add one field
+to `HeliosConfig`; loading, environment variables, validation, error
+messages and `config_to_dict` follow from the schema.
+
+Precedence, lowest first::
+
+    dataclass defaults < YAML file < HELIOS_<SECTION>__<KEY> env vars < overrides
+
+Values from YAML must already have the right type (``true`` is not ``1``,
+``"10"`` is not ``10``); values from the environment and from string
+overrides are parsed by the field's type.  Every mistake raises `ConfigError`
+naming where it was made (file and line, or environment variable), the dotted
+key, what was wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from helios_core.errors import ConfigError
+from helios_core.observability.logging import FORMATS as LOG_FORMATS
+from helios_core.observability.logging import LEVELS as LOG_LEVELS
+
+__all__ = [
+    "ENV_PREFIX",
+    "LogConfig",
+    "AtlasConfig",
+    "HeliosConfig",
+    "setting",
+    "load_config",
+    "config_to_dict",
+    "schema_keys",
+]
+
+ENV_PREFIX = "HELIOS_"
+_ENV_SEPARATOR = "__"
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def setting(
+    doc: str,
+    *,
+    choices: Sequence[str] | None = None,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    example: str | None = None,
+) -> dict[str, Any]:
+    """Field metadata: a one-line doc and the constraints the loader enforces.
+
+    `minimum`/`maximum` apply to every integer in the value, including the
+    integers inside a list.  `example` shows the YAML spelling in error
+    messages for types that are not obvious.
+    """
+    return {
+        "doc": doc,
+        "choices": tuple(choices) if choices is not None else None,
+        "minimum": minimum,
+        "maximum": maximum,
+        "example": example,
+    }
+
+
+class _Section:
+    """Base of every section dataclass: validates the values it is built with."""
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        section = _SECTION_NAMES.get(type(self), type(self).__name__)
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            problem = _problem(f, hints[f.name], getattr(self, f.name))
+            if problem is not None:
+                raise ConfigError(problem, key=f"{section}.{f.name}")
+
+
+@dataclass(frozen=True)
+class LogConfig(_Section):
+    level: str = field(default="info", metadata=setting("Lowest level written.", choices=tuple(LOG_LEVELS)))
+    format: str = field(
+        default="console",
+        metadata=setting("json: one JSON object per line; console: readable text.", choices=LOG_FORMATS),
+    )
+
+
+@dataclass(frozen=True)
+class AtlasConfig(_Section):
+    appendfsync: str = field(
+        default="always",
+        metadata=setting(
+            "When the AOF is fsynced: after every write, once a second, or left to the OS.",
+            choices=("always", "everysec", "no"),
+        ),
+    )
+    aof_truncate_torn_tail: bool = field(
+        default=True,
+        metadata=setting("On start, cut off a partly written last AOF record instead of refusing to load."),
+    )
+    max_value_bytes: int = field(
+        default=536870912, metadata=setting("Largest value a single write may store.", minimum=1)
+    )
+    save: tuple[tuple[int, int], ...] = field(
+        default=((3600, 1), (300, 100), (60, 10000)),
+        metadata=setting(
+            "Snapshot after SECONDS if at least CHANGES writes happened; an empty list disables.",
+            minimum=1,
+            example='["3600 1", "300 100"]',
+        ),
+    )
+    snapshot_on_aof_bytes: int = field(
+        default=67108864,
+        metadata=setting(
+            "Also snapshot when the active AOF grows past this many bytes; 0 disables.", minimum=0
+        ),
+    )
+    active_expire_hz: int = field(
+        default=10, metadata=setting("Active expiry cycles per second.", minimum=1, maximum=500)
+    )
+    active_expire_budget: int = field(
+        default=200, metadata=setting("Most keys one active expiry cycle examines.", minimum=1)
+    )
+
+
+@dataclass(frozen=True)
+class HeliosConfig:
+    """The whole configuration; each field is one section of the YAML file."""
+
+    log: LogConfig = field(default_factory=LogConfig)
+    atlas: AtlasConfig = field(default_factory=AtlasConfig)
+
+
+def _sections() -> dict[str, type]:
+    hints = get_type_hints(HeliosConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(HeliosConfig)}
+
+
+_SECTION_NAMES: dict[type, str] = {cls: name for name, cls in _sections().items()}
+
+
+def _iter_schema() -> Iterator[tuple[str, str, dataclasses.Field[Any], Any]]:
+    for section, cls in _sections().items():
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            yield section, f.name, f, hints[f.name]
+
+
+def schema_keys() -> list[str]:
+    """Every setting as a dotted key, e.g. ``"atlas.appendfsync"``, in schema order."""
+    return [f"{section}.{name}" for section, name, _, _ in _iter_schema()]
+
+
+# --------------------------------------------------------------------------
+# Types: checking, converting from YAML/Python data, parsing from text.
+# --------------------------------------------------------------------------
+
+
+class _Bad(Exception):
+    """A value could not be used; `index` points into a list when known."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.message, self.index = message, index
+
+
+def _is_variadic(tp: Any) -> bool:
+    args = get_args(tp)
+    return get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _describe(tp: Any) -> str:
+    if tp is bool:
+        return "a boolean (true or false)"
+    if tp is int:
+        return "an integer"
+    if tp is str:
+        return "a string"
+    if _is_variadic(tp):
+        return f"a list of {_describe(get_args(tp)[0])}"
+    if get_origin(tp) is tuple:
+        return f'a string of {len(get_args(tp))} space-separated integers such as "60 1000"'
+    return str(tp)
+
+
+def _shown(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string"}.get(type(value))
+    if kind is None:
+        kind = "list" if isinstance(value, list | tuple) else "mapping" if isinstance(value, Mapping) else ""
+    if isinstance(value, bool):
+        return f"{kind} {str(value).lower()}"
+    return f"{kind} {value!r}".strip()
+
+
+def _from_data(value: Any, tp: Any) -> Any:
+    """Convert a YAML / Python value to `tp` without guessing across types."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        # bool is a subclass of int; `true` must never pass for 1.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return int(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return str(value)
+    elif _is_variadic(tp):
+        if isinstance(value, list | tuple):
+            item_tp = get_args(tp)[0]
+            out = []
+            for i, item in enumerate(value):
+                try:
+                    out.append(_from_data(item, item_tp))
+                except _Bad as bad:
+                    raise _Bad(f"item {i + 1}: {bad.message}", index=i) from None
+            return tuple(out)
+    elif get_origin(tp) is tuple:
+        if isinstance(value, str):
+            return _from_text(value, tp)
+        if isinstance(value, list | tuple) and len(value) == len(get_args(tp)):
+            return tuple(_from_data(v, t) for v, t in zip(value, get_args(tp), strict=True))
+    raise _Bad(f"expected {_describe(tp)}, got {_shown(value)}")
+
+
+def _from_text(text: str, tp: Any) -> Any:
+    """Parse an environment variable or command-line string as `tp`."""
+    if tp is str:
+        return text
+    if tp is bool:
+        word = text.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise _Bad(f"expected a boolean (true/false, yes/no, 1/0), got {text!r}")
+    if tp is int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise _Bad(f"expected an integer, got {text!r}") from None
+    if _is_variadic(tp):
+        items = [item for item in text.split(",") if item.strip()]
+        return tuple(_from_text(item, get_args(tp)[0]) for item in items)
+    if get_origin(tp) is tuple:
+        parts = text.split()
+        if len(parts) != len(get_args(tp)):
+            raise _Bad(f"expected {_describe(tp)}, got {text!r}")
+        return tuple(_from_text(p, t) for p, t in zip(parts, get_args(tp), strict=True))
+    raise _Bad(f"cannot parse {_describe(tp)} from text")
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (bool, str):
+        return isinstance(value, tp)
+    if _is_variadic(tp):
+        return isinstance(value, tuple) and all(_type_ok(v, get_args(tp)[0]) for v in value)
+    if get_origin(tp) is tuple:
+        args = get_args(tp)
+        return (
+            isinstance(value, tuple)
+            and len(value) == len(args)
+            and all(_type_ok(v, t) for v, t in zip(value, args, strict=True))
+        )
+    return isinstance(value, tp)
+
+
+def _ints(value: Any) -> Iterator[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        yield value
+    elif isinstance(value, tuple):
+        for item in value:
+            yield from _ints(item)
+
+
+def _problem(f: dataclasses.Field[Any], tp: Any, value: Any) -> str | None:
+    """What is wrong with `value` for field `f`, or None if it is acceptable."""
+    if not _type_ok(value, tp):
+        return f"expected {_describe(tp)}, got {_shown(value)}"
+    meta = f.metadata
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        return f"{value!r} is not allowed; expected one of: {', '.join(choices)}"
+    minimum, maximum = meta.get("minimum"), meta.get("maximum")
+    for number in _ints(value):
+        if minimum is not None and number < minimum:
+            return f"{number} is below the minimum {minimum}"
+        if maximum is not None and number > maximum:
+            return f"{number} is above the maximum {maximum}"
+    return None
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    """Where a value came from, for error messages."""
+
+    file: str | None = None
+    line: int | None = None
+    env: str | None = None
+    option: bool = False
+
+    def error(self, message: str, key: str | None) -> ConfigError:
+        if self.env is not None:
+            message = f"environment variable {self.env}: {message}"
+        elif self.option:
+            message = f"command-line option: {message}"
+        return ConfigError(message, file=self.file, line=self.line, key=key)
+
+
+def _suggest(name: str, known: Sequence[str], *, what: str = "keys") -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"; {hint}known {what}: {', '.join(known)}"
+
+
+def _unknown_section(section: str) -> str:
+    # Someone who wrote `appendfsync:` at the top level wants `atlas.appendfsync`.
+    leaf = [k for k in schema_keys() if k.split(".", 1)[1] == section]
+    if leaf:
+        known = ", ".join(_sections())
+        return f"unknown section '{section}'; did you mean '{leaf[0]}'? known sections: {known}"
+    return f"unknown section '{section}'{_suggest(section, list(_sections()), what='sections')}"
+
+
+def _lookup(section: str, key: str, source: _Source) -> tuple[dataclasses.Field[Any], Any]:
+    """The field and type for `section.key`, or a ConfigError suggesting the nearest key."""
+    if section not in _sections():
+        raise source.error(_unknown_section(section), f"{section}.{key}")
+    names = {name: (f, tp) for s, name, f, tp in _iter_schema() if s == section}
+    if key not in names:
+        raise source.error(
+            f"unknown key '{key}' in section '{section}'{_suggest(key, list(names))}", f"{section}.{key}"
+        )
+    return names[key]
+
+
+def _line(node: Any, key: Any) -> int | None:
+    try:
+        return int(node.lc.key(key)[0]) + 1
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def _read_yaml(path: Path, values: dict[str, dict[str, Any]]) -> None:
+    name = str(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {name}", file=name)
+    if not path.is_file():
+        raise ConfigError(f"config path is not a file: {name}", file=name)
+    try:
+        doc = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"invalid YAML: {err.problem or err}", file=name, line=line) from err
+    except (YAMLError, OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config: {err}", file=name) from err
+
+    if doc is None:  # an empty file is an empty configuration
+        return
+    if not isinstance(doc, CommentedMap):
+        problem = f"expected a mapping of sections at the top level, got {_shown(doc)}"
+        raise ConfigError(problem, file=name, line=1)
+    for section, body in doc.items():
+        top = _Source(file=name, line=_line(doc, section))
+        if str(section) not in _sections():
+            raise top.error(_unknown_section(str(section)), str(section))
+        if body is None:  # `atlas:` with nothing under it
+            continue
+        if not isinstance(body, CommentedMap):
+            raise top.error(f"expected a mapping of settings, got {_shown(body)}", str(section))
+        for key, raw in body.items():
+            source = _Source(file=name, line=_line(body, key))
+            dotted = f"{section}.{key}"
+            _, tp = _lookup(str(section), str(key), source)
+            try:
+                values[str(section)][str(key)] = _from_data(raw, tp)
+            except _Bad as bad:
+                if bad.index is not None and isinstance(raw, CommentedSeq):
+                    source.line = int(raw.lc.item(bad.index)[0]) + 1
+                raise source.error(bad.message, dotted) from None
+            _check(dotted, values, source)
+
+
+def _read_env(env: Mapping[str, str], values: dict[str, dict[str, Any]]) -> None:
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or _ENV_SEPARATOR not in var[len(ENV_PREFIX) :]:
+            continue  # HELIOS_CONFIG and friends are not settings
+        section, key = var[len(ENV_PREFIX) :].lower().split(_ENV_SEPARATOR, 1)
+        source = _Source(env=var)
+        _, tp = _lookup(section, key, source)
+        try:
+            values[section][key] = _from_text(env[var], tp)
+        except _Bad as bad:
+            raise source.error(bad.message, f"{section}.{key}") from None
+        _check(f"{section}.{key}", values, source)
+
+
+def _read_overrides(overrides: Mapping[str, Any], values: dict[str, dict[str, Any]]) -> None:
+    for dotted, raw in overrides.items():
+        if raw is None:  # a command-line option that was not given
+            continue
+        source = _Source(option=True)
+        section, _, key = dotted.partition(".")
+        _, tp = _lookup(section, key, source)
+        try:
+            value = _from_text(raw, tp) if isinstance(raw, str) and tp is not str else _from_data(raw, tp)
+        except _Bad as bad:
+            raise source.error(bad.message, dotted) from None
+        values[section][key] = value
+        _check(dotted, values, source)
+
+
+def _check(dotted: str, values: dict[str, dict[str, Any]], source: _Source) -> None:
+    section, key = dotted.split(".", 1)
+    f, tp = _lookup(section, key, source)
+    problem = _problem(f, tp, values[section][key])
+    if problem is not None:
+        raise source.error(problem, dotted)
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> HeliosConfig:
+    """Build the configuration from defaults, `path`, `env` and `overrides` (in rising precedence).
+
+    `env` defaults to ``os.environ``; pass ``{}`` to ignore the environment.
+    `overrides` maps dotted keys to values (``{"atlas.appendfsync": "no"}``);
+    ``None`` values are skipped so unset CLI options can be passed straight in.
+    """
+    values: dict[str, dict[str, Any]] = {section: {} for section in _sections()}
+    if path is not None:
+        _read_yaml(Path(path), values)
+    _read_env(os.environ if env is None else env, values)
+    if overrides:
+        _read_overrides(overrides, values)
+    return HeliosConfig(**{section: cls(**values[section]) for section, cls in _sections().items()})
+
+
+def _to_data(value: Any, tp: Any) -> Any:
+    if _is_variadic(tp):
+        return [_to_data(item, get_args(tp)[0]) for item in value]
+    if get_origin(tp) is tuple:
+        return " ".join(str(v) for v in value)
+    return value
+
+
+def config_to_dict(cfg: HeliosConfig) -> dict[str, dict[str, Any]]:
+    """The configuration as plain data in its YAML spelling (dumping it gives a loadable file)."""
+    out: dict[str, dict[str, Any]] = {}
+    for section, name, _, tp in _iter_schema():
+        out.setdefault(section, {})[name] = _to_data(getattr(getattr(cfg, section), name), tp)
+    return out

@@ -1,0 +1,26 @@
+"""Fixtures shared by every test suite."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+
+import pytest
+from loguru import logger
+
+
+@pytest.fixture(autouse=True)
+def _no_helios_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's HELIOS_* variables out of every test."""
+    for name in list(os.environ):
+        if name.startswith("HELIOS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put loguru back to its stock stderr handler after a test reconfigured it."""
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
