@@ -1,0 +1,129 @@
+"""EmbeddedStore: the Store contract on an ATLAS engine in this process.
+
+Everything runs on the loop thread, so a transaction is atomic simply by not
+yielding: `transact` drives `fn`'s coroutine by hand and refuses one that
+suspends on anything but its (never-suspending) txn reads.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from helios_core.atlas.engine import Engine
+from helios_core.config import AtlasConfig
+from helios_core.errors import HeliosError
+from helios_core.store.base import (
+    Key, ScoreBound, Store, Subscription, Txn, glob_escape, range_args, to_bytes,
+)
+
+__all__ = ["EmbeddedStore"]
+
+T = TypeVar("T")
+
+
+class _EmbeddedReads:
+    engine: Engine
+
+    def _run_now(self, argv: list[bytes]) -> Any:
+        return self.engine.execute(argv)
+
+    async def get(self, key: Key) -> bytes | None:
+        return await self._read([b"GET", to_bytes(key)])
+
+    async def mget(self, keys: list[Key]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return await self._read([b"MGET", *map(to_bytes, keys)])
+
+    async def exists(self, key: Key) -> bool:
+        return bool(await self._read([b"EXISTS", to_bytes(key)]))
+
+    async def pttl(self, key: Key) -> int:
+        return await self._read([b"PTTL", to_bytes(key)])
+
+    async def zscore(self, key: Key, member: Key) -> float | None:
+        return await self._read([b"ZSCORE", to_bytes(key), to_bytes(member)])
+
+    async def zcard(self, key: Key) -> int:
+        return await self._read([b"ZCARD", to_bytes(key)])
+
+    async def zrangebyscore(self, key: Key, lo: ScoreBound = "-inf", hi: ScoreBound = "+inf", *,
+                            offset: int = 0, count: int | None = None) -> list[tuple[bytes, float]]:
+        return list(await self._read(range_args(key, lo, hi, offset, count)))
+
+    async def _read(self, argv: list[bytes]) -> Any:
+        raise NotImplementedError
+
+
+class EmbeddedTxn(_EmbeddedReads, Txn):
+    def __init__(self, engine: Engine) -> None:
+        Txn.__init__(self)
+        self.engine = engine
+
+    async def _read(self, argv: list[bytes]) -> Any:
+        return self.engine.execute(argv)
+
+
+class EmbeddedStore(_EmbeddedReads, Store):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, data_dir: str | os.PathLike[str], config: AtlasConfig | None = None,
+                   **lock_info: Any) -> EmbeddedStore:
+        """Own `data_dir` (recovering it) and drive the engine from the running loop."""
+        engine = Engine.open(data_dir, config, **lock_info)
+        engine.attach()
+        return cls(engine)
+
+    async def _read(self, argv: list[bytes]) -> Any:
+        engine = self.engine
+        reply = engine.execute(argv)
+        seq = engine.pending_seq()
+        if seq:  # it may have seen a write that is not durable yet
+            await engine.wait_durable(seq)
+        return reply
+
+    async def execute(self, *args: Key | int | float) -> Any:
+        """Run any ATLAS command (the engine's one command table); waits for durability."""
+        return await self._read([to_bytes(a) for a in args])
+
+    async def scan(self, prefix: Key = b"", cursor: str = "0", count: int = 100) -> tuple[str, list[bytes]]:
+        argv = [b"SCAN", to_bytes(cursor), b"MATCH", glob_escape(to_bytes(prefix)) + b"*", b"COUNT", b"%d" % count]
+        nxt, keys = await self._read(argv)
+        return nxt.decode(), keys
+
+    async def transact(self, fn: Callable[[Txn], Awaitable[T] | T], *, durable: bool = True) -> T:
+        engine = self.engine
+        txn = EmbeddedTxn(engine)
+        result: Any = fn(txn)
+        if inspect.iscoroutine(result):
+            coro = result
+            try:
+                coro.send(None)
+            except StopIteration as stop:
+                result = stop.value
+            else:
+                coro.close()
+                raise HeliosError("a transaction function may await only its txn's reads; "
+                                  "do other awaits before calling transact()", code="bad_transaction")
+        if txn.writes:
+            with engine.batch():
+                for argv in txn.writes:
+                    engine.execute(argv)
+        seq = engine.pending_seq()
+        if seq and durable:
+            await engine.wait_durable(seq)
+        return result
+
+    def subscribe(self, prefix: Key) -> Subscription:
+        p = to_bytes(prefix)
+        sub = Subscription(p)
+        sub._closer = self.engine.subscribe(p, sub._deliver)
+        return sub
+
+    async def close(self) -> None:
+        await self.engine.aclose()
