@@ -17,7 +17,9 @@ caller calls `flush_sync()`.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -46,6 +48,22 @@ log = get_logger("atlas.engine")
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a snapshot child: die when the parent does.
+
+    An orphaned child finishing later would rename an old image over a newer
+    snapshot that the next owner of the directory took meanwhile, after that
+    owner had dropped the AOF parts the old image needs (Redis guards the same
+    way with PR_SET_PDEATHSIG).
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: fall back to the check below only
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 @dataclass
@@ -539,10 +557,12 @@ class Engine:
         upto = self._rotate()
         self._snapshot_seq, self._snapshot_t0, self._snapshot_dirty = upto, time.perf_counter(), self.dirty
         read_fd, write_fd = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # child: write the image and leave without running any parent cleanup
             code = 1
             try:
+                _die_with_parent(parent)
                 os.close(read_fd)
                 write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto)
                 code = 0
