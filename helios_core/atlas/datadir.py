@@ -67,8 +67,15 @@ class DirLock:
 
 
 def read_owner(lock_path: Path) -> dict:
+    """The owner record.  When this process holds the lock it must be read through
+    the held descriptor: opening and closing the file again would drop the lock."""
     try:
-        return json.loads(lock_path.read_text() or "{}")
+        held = _HELD.get(str(lock_path))
+        if held is not None:
+            blob = os.pread(held, 4096, 0)
+        else:
+            blob = lock_path.read_bytes()
+        return json.loads(blob or b"{}")
     except (OSError, ValueError):
         return {}
 
