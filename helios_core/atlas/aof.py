@@ -80,16 +80,11 @@ def scan_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
             chunk = f.read(CHUNK)
             if not chunk:
                 break
-            buf = rest + chunk if rest else chunk
-            start = 0
-            while True:
-                nl = buf.find(b"\n", start)
-                if nl == -1:
-                    break
-                yield offset + start, buf[start:nl], True
-                start = nl + 1
-            offset += start
-            rest = buf[start:]
+            lines = (rest + chunk if rest else chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield offset, line, True
+                offset += len(line) + 1
         if rest:
             yield offset, rest, False
 

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helios_core.atlas.aof import BadLine, Record, scan_file
+from helios_core.atlas.aof import scan_lines
 from helios_core.atlas.datadir import DataDir
-from helios_core.atlas.effects import apply_effect
+from helios_core.atlas.effects import RecordError, apply_effect, decode_line
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.snapshot import load_snapshot
 from helios_core.errors import CorruptFileError
@@ -53,39 +53,33 @@ def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: boo
     for i, path in enumerate(parts):
         rep.aof_files.append(str(path))
         is_last = i == len(parts) - 1
-        items = scan_file(path, now_ms)
-        for item in items:
-            if type(item) is Record:
-                seq = item.seq if item.seq is not None else last_seq + 1
-                if seq <= last_seq:
-                    raise _damage(path, item.offset, ddir,
-                                  f"record seq {seq} is not above the previous record's {last_seq}")
-                last_seq = seq
-                if seq > snap_seq:
-                    apply_effect(ks, item.effect, None)
-                    rep.records_replayed += 1
-                else:
-                    rep.records_skipped += 1
-                continue
-            bad: BadLine = item  # type: ignore[assignment]
-            following = sum(1 for x in items if type(x) is Record)
-            # Under appendfsync always nothing after the last valid record of the last
-            # part was acknowledged, so bad bytes there are a cut-short write, not loss.
-            if is_last and following == 0:
-                if not truncate_torn_tail:
-                    raise _damage(path, bad.offset, ddir, f"torn last record ({bad.reason}); "
-                                  "atlas.aof_truncate_torn_tail is off")
-                size = path.stat().st_size
-                log.warning("cutting torn last AOF record", path=str(path), offset=bad.offset,
-                            bytes=size - bad.offset, reason=bad.reason)
-                with open(path, "r+b") as f:
-                    f.truncate(bad.offset)
-                    f.flush()
-                    os.fsync(f.fileno())
-                rep.truncated_bytes = size - bad.offset
+        data, expires = ks.data, ks.expires
+        lines = scan_lines(path)
+        for offset, line, complete in lines:
+            try:
+                seq, eff = decode_line(line, now_ms)
+            except RecordError as e:
+                if not line.strip() and complete:
+                    continue  # blank lines are harmless
+                _bad_line(path, offset, str(e), lines, is_last, ddir, rep, truncate_torn_tail, now_ms)
                 break
-            raise _damage(path, bad.offset, ddir, bad.reason +
-                          (f"; {following} valid record(s) follow it" if following else ""))
+            if seq is None:
+                seq = last_seq + 1
+            elif seq <= last_seq:
+                raise _damage(path, offset, ddir, f"record seq {seq} is not above the previous record's {last_seq}")
+            last_seq = seq
+            if seq <= snap_seq:
+                rep.records_skipped += 1
+                continue
+            rep.records_replayed += 1
+            # The hot case inline: a plain SET without expiry on an unindexed keyspace.
+            if eff[0] == "SET" and eff[3] is None and ks._index is None:
+                data[eff[1]] = eff[2]
+                if expires:
+                    expires.pop(eff[1], None)
+            else:
+                apply_effect(ks, eff, None)
+                data, expires = ks.data, ks.expires  # FLUSHALL replaces them
     rep.last_seq = max(last_seq, snap_seq)
     if parts:
         last = parts[-1]
@@ -96,6 +90,33 @@ def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: boo
                 rep.needs_newline = f.read(1) != b"\n"
     rep.seconds = time.perf_counter() - started
     return rep
+
+
+def _bad_line(path: Path, offset: int, reason: str, rest, is_last: bool, ddir: DataDir,
+              rep: RecoveryReport, truncate_torn_tail: bool, now_ms: int) -> None:
+    """Decide about the first bad line: cut a torn tail, or stop with the damage named."""
+    following = 0
+    for _, line, _ in rest:
+        try:
+            decode_line(line, now_ms)
+            following += 1
+        except RecordError:
+            pass
+    # Under appendfsync always nothing after the last valid record of the last
+    # part was acknowledged, so bad bytes there are a cut-short write, not loss.
+    if is_last and following == 0:
+        if not truncate_torn_tail:
+            raise _damage(path, offset, ddir, f"torn last record ({reason}); atlas.aof_truncate_torn_tail is off")
+        size = path.stat().st_size
+        log.warning("cutting torn last AOF record", path=str(path), offset=offset,
+                    bytes=size - offset, reason=reason)
+        with open(path, "r+b") as f:
+            f.truncate(offset)
+            f.flush()
+            os.fsync(f.fileno())
+        rep.truncated_bytes = size - offset
+        return
+    raise _damage(path, offset, ddir, reason + (f"; {following} valid record(s) follow it" if following else ""))
 
 
 def _damage(path: Path, offset: int, ddir: DataDir, why: str) -> CorruptFileError:
