@@ -48,3 +48,6 @@ def main() -> None:
 
 # --- subcommands ---
 # Register each command group here, one line each: cli.add_command(module.group)
+from helios_cli import aof_check, snapshot  # noqa: E402, I001 - these modules never import main
+cli.add_command(aof_check.aof_check)
+cli.add_command(snapshot.snapshot)

@@ -82,7 +82,8 @@ def read_owner(lock_path: Path) -> dict:
 
 class DataDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path).absolute()
+        # The real path: the in-process lock registry must see through symlinks and "..".
+        self.path = Path(os.path.realpath(path))
 
     @property
     def snapshot_path(self) -> Path:

@@ -311,8 +311,11 @@ def decode_line(line: bytes, now_ms: int) -> tuple[int | None, Effect]:
         if at == -1 or type(crc) is not int or zlib.crc32(b"}", zlib.crc32(memoryview(line)[:at])) != crc:
             raise RecordError("checksum mismatch (the line was altered or torn)")
     seq = rec.get("seq")
-    if seq is not None and (type(seq) is not int or seq < 1):
-        raise RecordError(f"field 'seq' must be a positive integer, got {seq!r}")
+    if seq is not None:
+        if type(seq) is not int or seq < 1:
+            raise RecordError(f"field 'seq' must be a positive integer, got {seq!r}")
+        if crc is None:  # HELIOS writes both; a lost crc would switch the check off
+            raise RecordError("record has a 'seq' but no 'crc' (the line was altered)")
     if rec.get("cmd") == "SET":
         key, value, exp = rec.get("key"), rec.get("value"), rec.get("exp")
         if type(key) is str and type(value) is str and "ttl" not in rec and (exp is None or type(exp) is int):
