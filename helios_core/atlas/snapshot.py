@@ -162,13 +162,13 @@ def load_snapshot(path: Path) -> tuple[SnapshotInfo, dict, dict]:
         for chunk in unpacker:
             tag = chunk[0]
             if tag == "S":
-                data.update(zip(chunk[1], chunk[2]))
+                data.update(zip(chunk[1], chunk[2], strict=True))
             elif tag == "E":
-                expires.update(zip(chunk[1], chunk[2]))
+                expires.update(zip(chunk[1], chunk[2], strict=True))
             elif tag == "Z":
                 z = ZSet()
-                z.scores = dict(zip(chunk[2], chunk[3]))
-                z.order.update(zip(chunk[3], chunk[2]))
+                z.scores = dict(zip(chunk[2], chunk[3], strict=True))
+                z.order.update(zip(chunk[3], chunk[2], strict=True))
                 data[chunk[1]] = z
             elif tag == "END":
                 if chunk[1] != len(data):

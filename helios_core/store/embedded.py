@@ -16,7 +16,14 @@ from helios_core.atlas.engine import Engine
 from helios_core.config import AtlasConfig
 from helios_core.errors import HeliosError
 from helios_core.store.base import (
-    Key, ScoreBound, Store, Subscription, Txn, glob_escape, range_args, to_bytes,
+    Key,
+    ScoreBound,
+    Store,
+    Subscription,
+    Txn,
+    glob_escape,
+    range_args,
+    to_bytes,
 )
 
 __all__ = ["EmbeddedStore"]

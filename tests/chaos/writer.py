@@ -30,7 +30,7 @@ async def writer(store: EmbeddedStore, run: str, w: int) -> None:
         key = f"{run}:{w}:{i}"
         value = f"v{i}" * (1 + i % 7)
         if i % 5 == 0:
-            await store.transact(lambda t, k=key, v=value: (t.set(k, v), t.zadd(f"{run}:z", {k: i}),
+            await store.transact(lambda t, k=key, v=value, n=i: (t.set(k, v), t.zadd(f"{run}:z", {k: n}),
                                                            t.incrby(f"{run}:count:{w}", 1)))
             say(f"ACKTX {key} {value} {w}")
         else:
