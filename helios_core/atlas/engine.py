@@ -36,7 +36,8 @@ from helios_core.atlas.datadir import DataDir, DirLock, fsync_dir
 from helios_core.atlas.effects import apply_effect, effect_keys, encode_record, undo_effects
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.recovery import RecoveryReport, recover
-from helios_core.atlas.snapshot import SnapshotInfo, read_header, write_snapshot
+from helios_core.atlas.snapshot import VERSION as SNAPSHOT_VERSION
+from helios_core.atlas.snapshot import SnapshotInfo, write_snapshot
 from helios_core.config import AtlasConfig
 from helios_core.errors import AofWriteError, CommandError
 from helios_core.observability.logging import get_logger
@@ -105,6 +106,9 @@ class Engine:
         self._batch_depth = 0
         self._waiters: deque[tuple[int, Callable[[BaseException | None], None]]] = deque()
         self._listeners: list[tuple[bytes, Callable[[bytes | None], None]]] = []
+        # Called synchronously with each committed record's effects (atlasd's WATCH
+        # needs to see a change before the next command runs; `subscribe` is deferred).
+        self.commit_hook: Callable[[list[tuple]], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._io: ThreadPoolExecutor | None = None
         self._flush_scheduled = False
@@ -115,6 +119,12 @@ class Engine:
         self._snapshot_requested = False
         self._snapshot_child: int | None = None
         self._snapshot_retry_at = 0
+        # The snapshot being written: its seq, (created_ms, keys), start time, dirty count, child's pipe.
+        self._snapshot_seq = 0
+        self._snapshot_meta = (0, 0)
+        self._snapshot_t0 = 0.0
+        self._snapshot_dirty = 0
+        self._snapshot_pipe = -1
         self._closed = False
 
     # -- opening and closing --------------------------------------------------------
@@ -263,6 +273,8 @@ class Engine:
         self.dirty += 1
         if self._listeners:
             self._notify(effects)
+        if self.commit_hook is not None:
+            self.commit_hook(effects)
         if self._loop is not None and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush_pass)
@@ -435,9 +447,25 @@ class Engine:
         if self._buffer or self._snapshot_requested:
             self._flush_pass()
 
-    def _everysec_fsync(self) -> None:
-        if self._fsync_running or self.synced_seq >= self.written_seq or self.aof is None:
+    def set_policy(self, policy: str) -> None:
+        """Change appendfsync at run time (CONFIG SET); the caller updates `config` too."""
+        old, self.policy = self.policy, policy
+        if old == policy or self._loop is None or self._closed:
             return
+        if policy == "everysec":
+            self._every(1.0, self._everysec_fsync)
+        if policy == "always" and self._inflight is None and self.synced_seq < self.written_seq:
+            # Replies now wait for synced_seq: bring it up to what was written so far.
+            assert self.aof is not None
+            self._timed_fsync()
+            self.synced_seq = self.written_seq
+            self._release()
+
+    def _everysec_fsync(self) -> bool:
+        if self.policy != "everysec":
+            return False  # the policy changed: stop this timer
+        if self._fsync_running or self.synced_seq >= self.written_seq or self.aof is None:
+            return True
         assert self._loop is not None and self._io is not None
         self._fsync_running = True
         target, t0 = self.written_seq, time.perf_counter()
@@ -457,6 +485,7 @@ class Engine:
             self.synced_seq = max(self.synced_seq, target)
 
         self._loop.run_in_executor(self._io, self.aof.os_fsync, self.aof.fd).add_done_callback(done)
+        return True
 
     def _probe_disk(self) -> bool:
         """While writes are refused: try a real write + fsync, then cut it back off."""
@@ -556,6 +585,8 @@ class Engine:
     def _start_snapshot(self) -> None:
         upto = self._rotate()
         self._snapshot_seq, self._snapshot_t0, self._snapshot_dirty = upto, time.perf_counter(), self.dirty
+        created_ms = self.clock()
+        self._snapshot_meta = (created_ms, len(self.ks.data))
         read_fd, write_fd = os.pipe()
         parent = os.getpid()
         pid = os.fork()
@@ -564,7 +595,8 @@ class Engine:
             try:
                 _die_with_parent(parent)
                 os.close(read_fd)
-                write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto)
+                os.nice(10)  # the loop (same cores) comes first; the image can take longer
+                write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, created_ms)
                 code = 0
             except BaseException as e:  # noqa: BLE001 - report anything to the parent
                 try:
@@ -617,7 +649,10 @@ class Engine:
         self.stats.last_snapshot_seconds = seconds
         self.stats.last_snapshot_status = "ok"
         self.stats.last_snapshot_ms = self.clock()
-        info = read_header(self.dir.snapshot_path)
+        # Built from what the engine knows: re-reading a large file here would stall the loop.
+        created_ms, keys = self._snapshot_meta
+        info = SnapshotInfo(str(self.dir.snapshot_path), SNAPSHOT_VERSION, upto, created_ms, keys,
+                            self.dir.snapshot_path.stat().st_size)
         log.info("snapshot done", seq=upto, keys=info.keys, bytes=info.bytes, seconds=round(seconds, 3))
         return info
 
@@ -628,7 +663,8 @@ class Engine:
         self.flush_sync()
         upto = self._rotate()
         t0 = time.perf_counter()
-        write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto)
+        self._snapshot_meta = (self.clock(), len(self.ks.data))
+        write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, self._snapshot_meta[0])
         info = self._after_snapshot(upto, time.perf_counter() - t0)
         self.dirty = 0
         return info
