@@ -27,3 +27,6 @@ def alias(subcommand_name: str) -> Callable[[], None]:
 
     run.__name__ = run.__qualname__ = f"helios_{subcommand_name.replace('-', '_')}"
     return run
+
+
+gateway = alias("gateway")  # helios-gateway

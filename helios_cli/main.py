@@ -49,5 +49,10 @@ def main() -> None:
 # --- subcommands ---
 # Register each command group here, one line each: cli.add_command(module.group)
 from helios_cli import aof_check, snapshot  # noqa: E402, I001 - these modules never import main
+from helios_cli import atlasd  # noqa: E402, I001
+from helios_cli import gateway, user  # noqa: E402, I001
 cli.add_command(aof_check.aof_check)
 cli.add_command(snapshot.snapshot)
+cli.add_command(atlasd.atlasd)
+cli.add_command(gateway.gateway)
+cli.add_command(user.user)

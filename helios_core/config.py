@@ -39,6 +39,10 @@ __all__ = [
     "ENV_PREFIX",
     "LogConfig",
     "AtlasConfig",
+    "AtlasdConfig",
+    "GatewayConfig",
+    "AuthConfig",
+    "RateLimitConfig",
     "HeliosConfig",
     "setting",
     "load_config",
@@ -135,11 +139,158 @@ class AtlasConfig(_Section):
 
 
 @dataclass(frozen=True)
+class AtlasdConfig(_Section):
+    bind: str = field(
+        default="127.0.0.1",
+        metadata=setting("Addresses the TCP listener binds, space-separated (e.g. \"127.0.0.1 ::1\")."),
+    )
+    port: int = field(
+        default=6380, metadata=setting("TCP port for RESP clients; 0: unix socket only.", minimum=0, maximum=65535)
+    )
+    requirepass: str = field(
+        default="", metadata=setting("Password clients must AUTH with; empty: no password (protected mode).")
+    )
+    protected_mode: bool = field(
+        default=True,
+        metadata=setting("Without a password, serve only loopback and unix-socket clients."),
+    )
+    maxclients: int = field(
+        default=10000, metadata=setting("Most clients connected at once; others are refused.", minimum=1)
+    )
+    pubsub_output_limit: int = field(
+        default=33554432,
+        metadata=setting(
+            "Bytes of unsent messages after which a subscriber that does not read is disconnected; 0: no limit.",
+            minimum=0,
+        ),
+    )
+    metrics_port: int = field(
+        default=0,
+        metadata=setting("Port serving Prometheus metrics at /metrics; 0 disables.", minimum=0, maximum=65535),
+    )
+    shutdown_timeout: int = field(
+        default=10,
+        metadata=setting("Seconds a graceful shutdown waits for in-flight replies.", minimum=1),
+    )
+
+
+@dataclass(frozen=True)
+class GatewayConfig(_Section):
+    bind: str = field(default="127.0.0.1", metadata=setting("Address the gateway listens on."))
+    port: int = field(
+        default=8080, metadata=setting("TCP port; 0 picks a free one (printed at start).", minimum=0, maximum=65535)
+    )
+    max_body_bytes: int = field(
+        default=1048576,
+        metadata=setting("Largest request body (and so KV value); larger ones get 413.", minimum=1),
+    )
+    max_header_bytes: int = field(
+        default=16384, metadata=setting("Largest request head (request line and headers).", minimum=1024)
+    )
+    idle_timeout_seconds: int = field(
+        default=60,
+        metadata=setting("Close a connection that sends no complete request head for this long.", minimum=1),
+    )
+    body_timeout_seconds: int = field(
+        default=30, metadata=setting("Close a connection whose request body takes longer than this.", minimum=1)
+    )
+    shutdown_timeout_seconds: int = field(
+        default=30, metadata=setting("On SIGTERM, wait this long for in-flight requests.", minimum=0)
+    )
+    trusted_proxies: tuple[str, ...] = field(
+        default=(),
+        metadata=setting(
+            "Addresses or CIDR networks whose X-Forwarded-For is believed.", example='["10.0.0.0/8"]'
+        ),
+    )
+    access_log: bool = field(default=True, metadata=setting("Write one log line per request."))
+    kv_page_max: int = field(
+        default=1000, metadata=setting("Most keys one KV listing page returns.", minimum=1)
+    )
+    tls_cert: str = field(default="", metadata=setting("PEM certificate file; with tls_key, serve HTTPS."))
+    tls_key: str = field(default="", metadata=setting("PEM private key file for tls_cert."))
+
+
+@dataclass(frozen=True)
+class AuthConfig(_Section):
+    open_registration: bool = field(
+        default=False, metadata=setting("Let anyone create an account with POST /api/v1/auth/register.")
+    )
+    default_roles: tuple[str, ...] = field(
+        default=("user",), metadata=setting("Roles given to a self-registered user.", example='["user"]')
+    )
+    jwt_algorithms: tuple[str, ...] = field(
+        default=("HS256",),
+        metadata=setting(
+            "Algorithms a token may be signed with (allow-list); the first signing key's is used to sign.",
+            example='["HS256"]',
+        ),
+    )
+    jwt_keys: tuple[str, ...] = field(
+        default=(),
+        metadata=setting(
+            "Signing keys as KID=SECRET or KID=file:PEM; the first signs, all verify. "
+            "Empty: a secret generated once into the data directory.",
+            example='["k2=a-32-byte-or-longer-secret....", "k1=file:/etc/helios/old.pem"]',
+        ),
+    )
+    jwt_issuer: str = field(default="helios", metadata=setting("The iss claim issued and required."))
+    jwt_audience: str = field(default="helios", metadata=setting("The aud claim issued and required."))
+    access_token_seconds: int = field(
+        default=900, metadata=setting("Lifetime of an access token.", minimum=10)
+    )
+    refresh_token_seconds: int = field(
+        default=2592000, metadata=setting("Lifetime of a refresh token (renewed on each refresh).", minimum=60)
+    )
+    clock_skew_seconds: int = field(
+        default=10, metadata=setting("Leeway when checking exp, nbf and iat.", minimum=0, maximum=300)
+    )
+    bcrypt_cost: int = field(default=12, metadata=setting("bcrypt work factor.", minimum=4, maximum=31))
+    min_password_length: int = field(default=8, metadata=setting("Shortest password accepted.", minimum=1))
+    login_failures_per_user: tuple[int, int] = field(
+        default=(5, 300),
+        metadata=setting("Failed logins allowed per username: COUNT per SECONDS, then 429.", minimum=1,
+                         example='"5 300"'),
+    )
+    login_failures_per_client: tuple[int, int] = field(
+        default=(20, 300),
+        metadata=setting("Failed logins allowed per client address: COUNT per SECONDS, then 429.", minimum=1,
+                         example='"20 300"'),
+    )
+    audit_max_entries: int = field(
+        default=100000, metadata=setting("Audit log entries kept (oldest dropped first).", minimum=100)
+    )
+
+
+@dataclass(frozen=True)
+class RateLimitConfig(_Section):
+    enabled: bool = field(default=True, metadata=setting("Apply the request rate limit."))
+    default: tuple[int, int] = field(
+        default=(600, 60),
+        metadata=setting("Requests per client: LIMIT per SECONDS (a token bucket).", minimum=1, example='"600 60"'),
+    )
+    roles: tuple[str, ...] = field(
+        default=(),
+        metadata=setting("Per-role limits as \"ROLE LIMIT SECONDS\"; a user gets the largest of their roles'.",
+                         example='["admin 6000 60"]'),
+    )
+    clients: tuple[str, ...] = field(
+        default=(),
+        metadata=setting("Per-client limits as \"user:NAME LIMIT SECONDS\" or \"ip:ADDR LIMIT SECONDS\".",
+                         example='["ip:10.0.0.5 60 60"]'),
+    )
+
+
+@dataclass(frozen=True)
 class HeliosConfig:
     """The whole configuration; each field is one section of the YAML file."""
 
     log: LogConfig = field(default_factory=LogConfig)
     atlas: AtlasConfig = field(default_factory=AtlasConfig)
+    atlasd: AtlasdConfig = field(default_factory=AtlasdConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
 
 
 def _sections() -> dict[str, type]:

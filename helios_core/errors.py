@@ -18,6 +18,12 @@ __all__ = [
     "CorruptFileError",
     "AofWriteError",
     "CommandError",
+    "InvalidInputError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "ConflictError",
+    "RateLimitedError",
 ]
 
 
@@ -86,3 +92,50 @@ class CommandError(HeliosError):
 
     code = "command_error"
     status = 400
+
+
+# Errors of the domain modules (auth, rbac, ratelimit, kv) that an edge maps to HTTP.
+
+
+class InvalidInputError(HeliosError):
+    """The caller sent something unusable; `message` names the field and what is allowed."""
+
+    code = "invalid_input"
+    status = 400
+
+
+class AuthenticationError(HeliosError):
+    """Missing, invalid, expired or revoked credentials."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class PermissionDeniedError(HeliosError):
+    """Authenticated, but not allowed to do this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class NotFoundError(HeliosError):
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(HeliosError):
+    """The thing exists already, or the state changed under the caller."""
+
+    code = "conflict"
+    status = 409
+
+
+class RateLimitedError(HeliosError):
+    """Too many requests; `retry_after_ms` says when one would be admitted again."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_ms: int, code: str | None = None) -> None:
+        super().__init__(message, code=code, detail={"retry_after_ms": retry_after_ms})
+        self.retry_after_ms = retry_after_ms

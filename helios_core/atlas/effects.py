@@ -208,6 +208,13 @@ def _get_bytes(rec: dict, name: str, required: bool = True) -> bytes | None:
     return None
 
 
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as e:
+        raise RecordError("a member in 'members_b64' is not valid base64") from e
+
+
 def _score_in(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
         raise RecordError(f"bad score {v!r}")
@@ -262,7 +269,7 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
             decode = str.encode
         elif "members_b64" in rec:
             raw = rec["members_b64"]
-            decode = base64.b64decode
+            decode = _b64
         else:
             raise RecordError("ZADD record without 'members'")
         if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[1], str)
@@ -274,7 +281,7 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
         if "members" in rec:
             raw, decode = rec["members"], str.encode
         elif "members_b64" in rec:
-            raw, decode = rec["members_b64"], base64.b64decode
+            raw, decode = rec["members_b64"], _b64
         else:
             raise RecordError("ZREM record without 'members'")
         if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw):

@@ -199,7 +199,11 @@ class Engine:
             raise CommandError("ERR empty command")
         cmd = TABLE.get(args[0])
         if cmd is None:
-            shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:4])
+            shown = ""  # as Redis: each argument quoted and followed by a space, 128 characters in all
+            for a in args[1:]:
+                if len(shown) >= 128:
+                    break
+                shown += f"'{a.decode(errors='replace')[:128 - len(shown)]}' "
             raise CommandError(f"ERR unknown command '{args[0].decode(errors='replace')[:128]}', "
                                f"with args beginning with: {shown}")
         n = cmd.arity
@@ -224,7 +228,7 @@ class Engine:
             raise
         stats = self.stats.commands
         stats[cmd.name] = stats.get(cmd.name, 0) + 1
-        if effects and self._batch_depth == 0:
+        if self._effects and self._batch_depth == 0:  # (a handler that batches has committed already)
             self._commit()
         return reply
 

@@ -52,7 +52,7 @@ class Keyspace:
             self._index.add(key)
         data[key] = value
         if exp is None:
-            self.expires.pop(key, None)
+            self.clear_expiry(key)
         else:
             self.set_expiry(key, exp)
 
@@ -66,16 +66,16 @@ class Keyspace:
             self.expires[key] = exp
             heap = self._heap
             heapq.heappush(heap, (exp, key))
-            if len(heap) > 2 * len(self.expires) + 1024:
-                self._rebuild_heap()
+            self._bound_heap()
 
     def clear_expiry(self, key: bytes) -> None:
-        self.expires.pop(key, None)
+        if self.expires.pop(key, None) is not None:
+            self._bound_heap()  # its heap entry just went stale
 
     def remove(self, key: bytes) -> Value | None:
         value = self.data.pop(key, None)
         if value is not None:
-            self.expires.pop(key, None)
+            self.clear_expiry(key)
             if self._index is not None:
                 self._index.discard(key)
         return value
@@ -93,6 +93,12 @@ class Keyspace:
         self._index = None
         self._rebuild_heap()
 
+    def _bound_heap(self) -> None:
+        # Amortised O(1): a rebuild costs len(expires), and the next one needs about
+        # half as many pushes or expiry removals first.
+        if len(self._heap) > 2 * len(self.expires) + 1024:
+            self._rebuild_heap()
+
     def _rebuild_heap(self) -> None:
         self._heap = [(exp, key) for key, exp in self.expires.items()]
         heapq.heapify(self._heap)
@@ -108,7 +114,9 @@ class Keyspace:
             if exp > now_ms:
                 break
             heapq.heappop(heap)
-            if expires.get(key) == exp:
+            # An expiry removed and set again to the same time leaves two equal
+            # entries; they pop one after the other, so offer the key once.
+            if expires.get(key) == exp and (not out or out[-1] != key):
                 out.append(key)
         return out
 

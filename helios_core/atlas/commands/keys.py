@@ -5,7 +5,15 @@ from __future__ import annotations
 import random
 
 from helios_core.atlas.commands.table import (
-    OK, SYNTAX, Ctx, Simple, command, err, glob_to_regex, literal_prefix, parse_int,
+    OK,
+    SYNTAX,
+    Ctx,
+    Simple,
+    command,
+    err,
+    glob_to_regex,
+    literal_prefix,
+    parse_int,
 )
 from helios_core.atlas.zset import ZSet
 
@@ -34,7 +42,6 @@ def exists(ctx: Ctx, args: list[bytes]):
 
 def _expire_generic(ctx: Ctx, args: list[bytes], unit_ms: int, absolute: bool, name: str):
     key = args[0]
-    t = parse_int(args[1])
     nx = xx = gt = lt = False
     for raw in args[2:]:
         opt = raw.upper()
@@ -52,6 +59,7 @@ def _expire_generic(ctx: Ctx, args: list[bytes], unit_ms: int, absolute: bool, n
         raise err("ERR NX and XX, GT or LT options at the same time are not compatible")
     if gt and lt:
         raise err("ERR GT and LT options at the same time are not compatible")
+    t = parse_int(args[1])  # after the options, as Redis checks them
     if unit_ms == 1000 and abs(t) > MAX_MS // 1000:
         raise err(f"ERR invalid expire time in '{name}' command")
     when = t * unit_ms + (0 if absolute else ctx.now_ms)
@@ -196,12 +204,9 @@ class ScanCursors:
 
 @command("scan", -2, "readonly", keys=(0, 0, 0))
 def scan(ctx: Ctx, args: list[bytes]):
-    try:
-        cursor = int(args[0])
-        if cursor < 0 or cursor >= 1 << 64:
-            raise ValueError
-    except ValueError:
-        raise err("ERR invalid cursor") from None
+    cursor = int(args[0]) if args[0].isdigit() else -1  # isdigit: ASCII digits only, no sign or space
+    if cursor < 0 or cursor >= 1 << 64:
+        raise err("ERR invalid cursor")
     count, pattern, want_type = 10, None, None
     i = 1
     while i < len(args):
@@ -213,7 +218,7 @@ def scan(ctx: Ctx, args: list[bytes]):
             if count < 1:
                 raise err(SYNTAX)
         elif opt == b"MATCH":
-            pattern = args[i + 1]
+            pattern = args[i + 1] if args[i + 1] != b"*" else None  # "*" matches all, as in Redis
         elif opt == b"TYPE":
             want_type = args[i + 1].decode(errors="replace").lower()
         else:

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+from helios_core.atlas.commands.longdouble import ld_add, ld_format, ld_parse
 from helios_core.atlas.commands.table import (
-    NOT_INT, OK, SYNTAX, Ctx, command, err, parse_float, parse_int,
+    NOT_INT,
+    OK,
+    SYNTAX,
+    Ctx,
+    command,
+    err,
+    parse_int,
 )
 
 MAX_MS = (1 << 63) - 1
@@ -46,8 +55,11 @@ def set_(ctx: Ctx, args: list[bytes]):
     key, value = args[0], args[1]
     nx = xx = want_get = keepttl = False
     exp: int | None = None
-    exp_opt = None
+    exp_opt: bytes | None = None
+    exp_raw = b""
     i, n = 2, len(args)
+    # Options first, the expire time after (as Redis: a syntax error wins over a bad
+    # time); one kind of expiry may be repeated, the last value counts.
     while i < n:
         opt = args[i].upper()
         if opt == b"NX" and not xx:
@@ -58,13 +70,15 @@ def set_(ctx: Ctx, args: list[bytes]):
             want_get = True
         elif opt == b"KEEPTTL" and exp_opt is None:
             keepttl = True
-        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and exp_opt is None and not keepttl and i + 1 < n:
+        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and exp_opt in (None, opt) and not keepttl and i + 1 < n:
             exp_opt = opt
             i += 1
-            exp = _expire_ms(ctx, opt, args[i], "set")
+            exp_raw = args[i]
         else:
             raise err(SYNTAX)
         i += 1
+    if exp_opt is not None:
+        exp = _expire_ms(ctx, exp_opt, exp_raw, "set")
     old = ctx.get_str(key) if want_get else ctx.lookup(key)
     exists = old is not None
     if (nx and exists) or (xx and not exists):
@@ -118,23 +132,26 @@ def getdel(ctx: Ctx, args: list[bytes]):
 def getex(ctx: Ctx, args: list[bytes]):
     key = args[0]
     exp: int | None = None
+    exp_opt: bytes | None = None
+    exp_raw = b""
     persist = False
     i, n = 1, len(args)
-    seen = False
     while i < n:
         opt = args[i].upper()
-        if opt == b"PERSIST" and not seen:
-            persist = seen = True
-        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and not seen and i + 1 < n:
+        if opt == b"PERSIST" and exp_opt is None:
+            persist = True
+        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and exp_opt in (None, opt) and not persist and i + 1 < n:
+            exp_opt = opt
             i += 1
-            exp = _expire_ms(ctx, opt, args[i], "getex")
-            seen = True
+            exp_raw = args[i]
         else:
             raise err(SYNTAX)
         i += 1
     value = ctx.get_str(key)
     if value is None:
-        return None
+        return None  # Redis checks the time only for a key that exists
+    if exp_opt is not None:
+        exp = _expire_ms(ctx, exp_opt, exp_raw, "getex")
     if exp is not None:
         if exp <= ctx.now_ms:
             ctx.emit(("DEL", key))
@@ -213,27 +230,15 @@ def decrby(ctx: Ctx, args: list[bytes]):
     return _incr(ctx, args[0], -by)
 
 
-def format_float(v: float) -> bytes:
-    """Redis's human form of a double: integers without '.0', shortest round-trip otherwise."""
-    if v == float("inf"):
-        return b"inf"
-    if v == float("-inf"):
-        return b"-inf"
-    if v.is_integer() and abs(v) < 1e17:
-        return b"%d" % int(v)
-    return repr(v).encode()
-
-
 @command("incrbyfloat", 3, "write denyoom fast")
 def incrbyfloat(ctx: Ctx, args: list[bytes]):
     key = args[0]
-    by = parse_float(args[1])
     cur = ctx.get_str(key)
-    base = 0.0 if cur is None else parse_float(cur)
-    n = base + by
-    if n != n or n in (float("inf"), float("-inf")):
+    base = ld_parse(cur) if cur is not None else Fraction(0)
+    n = ld_add(base, ld_parse(args[1]))
+    if isinstance(n, float):
         raise err("ERR increment would produce NaN or Infinity")
-    out = format_float(n)
+    out = ld_format(n)
     ctx.emit(("SET", key, out, ctx.expiry(key) if cur is not None else None))
     return out
 

@@ -13,6 +13,7 @@ bytes (bulk), int, float (a score: bulk in RESP2, double in RESP3), None
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -154,21 +155,42 @@ def parse_int(raw: bytes, what: str = NOT_INT) -> int:
     return v
 
 
+# C's strtod grammar in the C locale: decimal, hexadecimal, inf/infinity, nan[(chars)].
+C_FLOAT_RE = re.compile(
+    rb"(?P<sign>[+-]?)(?:(?P<dec>(?P<dm>[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)"
+    rb"|0x(?P<hex>(?P<hm>[0-9a-f]+\.?[0-9a-f]*|\.[0-9a-f]+)(?:p[+-]?[0-9]+)?)"
+    rb"|(?P<inf>inf(?:inity)?)|(?P<nan>nan(?:\([0-9a-z_]*\))?))\Z", re.IGNORECASE)
+_NONZERO_DIGIT = re.compile(rb"[1-9a-f]", re.IGNORECASE)
+C_SPACE = b" \t\n\v\f\r"
+
+
+def c_strtod(text: bytes) -> tuple[float, bool] | None:
+    """C strtod over all of `text`: (value, ERANGE to zero or infinity), or None when not a number."""
+    m = C_FLOAT_RE.match(text)
+    if m is None:
+        return None
+    if m["nan"] is not None:
+        v = math.nan
+    elif m["inf"] is not None:
+        v = math.inf
+    elif m["hex"] is not None:
+        try:
+            v = float.fromhex(m["hex"].decode())
+        except OverflowError:
+            v = math.inf
+    else:
+        v = float(m["dec"])
+    mantissa = m["dm"] or m["hm"] or b""
+    out_of_range = (math.isinf(v) and m["inf"] is None) or (v == 0 and bool(_NONZERO_DIGIT.search(mantissa)))
+    return (-v if m["sign"] == b"-" else v), out_of_range
+
+
 def parse_float(raw: bytes, what: str = NOT_FLOAT) -> float:
-    s = raw.strip().lower()
-    if not s or s != raw.lower() or s in (b"nan", b"+nan", b"-nan"):
+    """A double as Redis's string2d reads one: all of it, no leading space, no overflow, no NaN."""
+    got = c_strtod(raw) if raw and raw[:1] not in C_SPACE else None
+    if got is None or got[1] or math.isnan(got[0]):
         raise CommandError(what)
-    if s in (b"inf", b"+inf", b"infinity", b"+infinity"):
-        return float("inf")
-    if s in (b"-inf", b"-infinity"):
-        return float("-inf")
-    try:
-        v = float(s)
-    except ValueError:
-        raise CommandError(what) from None
-    if v != v:
-        raise CommandError(what)
-    return v
+    return got[0]
 
 
 @lru_cache(maxsize=256)
@@ -195,11 +217,10 @@ def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
                 if pattern[j:j + 1] == b"\\" and j + 1 < n:
                     j += 1
                     chars += re.escape(pattern[j:j + 1])
-                elif pattern[j + 1:j + 2] == b"-" and j + 2 < n and pattern[j + 2:j + 3] != b"]":
-                    lo, hi = pattern[j:j + 1], pattern[j + 2:j + 3]
-                    if lo > hi:
-                        lo, hi = hi, lo
-                    chars += re.escape(lo) + b"-" + re.escape(hi)
+                elif pattern[j + 1:j + 2] == b"-" and j + 2 < n:
+                    # As Redis's stringmatchlen: a range may end in ']' (the class goes on
+                    # after it), and its ends compare as C's signed char.
+                    chars += _signed_range(pattern[j], pattern[j + 2])
                     j += 2
                 else:
                     chars += re.escape(pattern[j:j + 1])
@@ -212,7 +233,15 @@ def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
         else:
             out += re.escape(c)
         i += 1
-    return re.compile(bytes(out) + b"\\Z", re.DOTALL)
+    # Redis never matches an empty key against a non-empty pattern (KEYS/SCAN treat "*" apart).
+    return re.compile((b"(?=.)" if pattern else b"") + bytes(out) + b"\\Z", re.DOTALL)
+
+
+def _signed_range(a: int, b: int) -> bytes:
+    """Regex class items for the bytes between a and b compared as signed chars."""
+    lo, hi = sorted((a - 256 if a > 127 else a, b - 256 if b > 127 else b))
+    spans = [(lo, hi)] if lo >= 0 or hi < 0 else [(0, hi), (lo, -1)]
+    return b"".join(b"\\x%02x-\\x%02x" % (x % 256, y % 256) for x, y in spans)
 
 
 def literal_prefix(pattern: bytes) -> bytes:

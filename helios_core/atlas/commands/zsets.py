@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 
 from helios_core.atlas.commands.table import (
-    SYNTAX, Ctx, command, err, parse_float, parse_int,
+    C_SPACE,
+    SYNTAX,
+    Ctx,
+    c_strtod,
+    command,
+    err,
+    parse_float,
+    parse_int,
 )
 
 __all__ = ["Pairs"]
@@ -51,7 +58,6 @@ def _zadd_generic(ctx: Ctx, key: bytes, args: list[bytes], incr_cmd: bool):
     if z is None and xx:
         return None if incr else 0
     added = changed = 0
-    out: list[tuple[float, bytes]] = []
     pending: dict[bytes, float] = {}
     result = None
     for score, member in pairs:
@@ -72,9 +78,10 @@ def _zadd_generic(ctx: Ctx, key: bytes, args: list[bytes], incr_cmd: bool):
             if new != cur:
                 changed += 1
         pending[member] = new
-        out.append((new, member))
         result = new
-    real = [(s, m) for s, m in out if z is None or z.score(m) != s]
+    # A member named twice ends with its last score: compare that one with the stored score.
+    # "+ 0.0" stores -0 as 0, as Redis's (listpack) sorted sets do; the INCR reply keeps "-0".
+    real = [(s + 0.0, m) for m, s in pending.items() if z is None or z.score(m) != s]
     if real:
         ctx.emit(("ZADD", key, real))
     if incr:
@@ -122,12 +129,19 @@ def zcard(ctx: Ctx, args: list[bytes]):
 
 
 def parse_score_bound(raw: bytes) -> tuple[float, bool]:
+    """A score bound as Redis's zslParseRange reads it: C strtod on the C string.
+
+    So, unlike a ZADD score, leading space, out-of-range values (to inf or 0) and
+    even an empty string (0) are accepted; only NaN and trailing junk are not.
+    """
     excl = raw.startswith(b"(")
-    try:
-        v = parse_float(raw[1:] if excl else raw)
-    except Exception:
-        raise err("ERR min or max is not a float") from None
-    return v, excl
+    text = (raw[1:] if excl else raw).split(b"\0", 1)[0]
+    if not text:
+        return 0.0, excl
+    got = c_strtod(text.lstrip(C_SPACE))
+    if got is None or math.isnan(got[0]):
+        raise err("ERR min or max is not a float")
+    return got[0], excl
 
 
 def parse_lex_bound(raw: bytes) -> tuple[bytes | None, bool, int]:
@@ -157,7 +171,8 @@ def _reply(items: list[tuple[float, bytes]], withscores: bool):
 
 def zrange_generic(ctx: Ctx, key: bytes, start: bytes, stop: bytes, by: str, rev: bool,
                    limit: tuple[int, int] | None, withscores: bool):
-    if limit is not None and by == "index":
+    # Redis's default count is -1, so an explicit "LIMIT x -1" is no LIMIT at all.
+    if limit is not None and limit[1] != -1 and by == "index":
         raise err("ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX")
     if withscores and by == "lex":
         raise err("ERR syntax error, WITHSCORES not supported in combination with BYLEX")
@@ -201,6 +216,7 @@ def zrange_generic(ctx: Ctx, key: bytes, start: bytes, stop: bytes, by: str, rev
 def _parse_range_opts(args: list[bytes], allow_by: bool):
     by, rev, limit, withscores = "index", False, None, False
     i = 0
+    # REV, BYSCORE and BYLEX may each be given once, and BYSCORE/BYLEX not together.
     while i < len(args):
         opt = args[i].upper()
         if opt == b"WITHSCORES":
@@ -208,11 +224,11 @@ def _parse_range_opts(args: list[bytes], allow_by: bool):
         elif opt == b"LIMIT" and i + 2 < len(args):
             limit = (parse_int(args[i + 1]), parse_int(args[i + 2]))
             i += 2
-        elif allow_by and opt == b"BYSCORE":
+        elif allow_by and opt == b"BYSCORE" and by == "index":
             by = "score"
-        elif allow_by and opt == b"BYLEX":
+        elif allow_by and opt == b"BYLEX" and by == "index":
             by = "lex"
-        elif allow_by and opt == b"REV":
+        elif allow_by and opt == b"REV" and not rev:
             rev = True
         else:
             raise err(SYNTAX)
@@ -241,9 +257,7 @@ def zrevrangebyscore(ctx: Ctx, args: list[bytes]):
 @command("zrevrange", -4, "readonly")
 def zrevrange(ctx: Ctx, args: list[bytes]):
     _, _, limit, withscores = _parse_range_opts(args[3:], False)
-    if limit is not None:
-        raise err(SYNTAX)
-    return zrange_generic(ctx, args[0], args[1], args[2], "index", True, None, withscores)
+    return zrange_generic(ctx, args[0], args[1], args[2], "index", True, limit, withscores)
 
 
 @command("zcount", 4, "readonly fast")
@@ -290,7 +304,8 @@ def _pop(ctx: Ctx, args: list[bytes], high: bool):
         raise err(SYNTAX)
     count = 1
     if len(args) == 2:
-        count = parse_int(args[1])
+        # Redis answers a count that is not a number with the same text as a negative one.
+        count = parse_int(args[1], "ERR value is out of range, must be positive")
         if count < 0:
             raise err("ERR value is out of range, must be positive")
     z = ctx.get_zset(args[0])

@@ -1,0 +1,79 @@
+"""`helios gateway`: serve the HTTP API (auth, KV, admin) on a data directory.
+
+Options override the `gateway` section of the configuration; everything else
+(auth, rate limits, durability) comes from the configuration file and
+HELIOS_* environment variables.  The service runs until SIGTERM or SIGINT,
+then drains in-flight requests and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from helios_cli.context import CliContext, fail, pass_cli
+from helios_core.errors import HeliosError
+
+__all__ = ["gateway", "loop_factory"]
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where installed (faster HTTP), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def _announce(started: Any) -> None:
+    # The "listening on" line comes last, so a script can read up to it and have everything.
+    if started.admin_password:
+        click.echo('First start: created the user "admin" with this password (shown only now):')
+        click.echo(f"    {started.admin_password}")
+        click.echo(f"It is also in {started.password_file} (mode 0600). Log in with:")
+        click.echo(f"    curl -s -X POST {started.url}/api/v1/auth/login "
+                   f"-d '{{\"username\": \"admin\", \"password\": \"...\"}}'")
+    click.echo(f"helios gateway listening on {started.url} (data {started.data_dir})")
+
+
+@click.command("gateway", short_help="Serve the HTTP API (auth, KV, admin) on a data directory.")
+@click.option("--data", "data_dir", required=True, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path), help="Data directory (created if missing).")
+@click.option("--bind", metavar="ADDR", help="Listen address (gateway.bind, default 127.0.0.1).")
+@click.option("--port", type=int, metavar="PORT", help="TCP port (gateway.port, default 8080; 0: any free).")
+@click.option("--tls-cert", metavar="FILE", help="PEM certificate: serve HTTPS (gateway.tls_cert).")
+@click.option("--tls-key", metavar="FILE", help="PEM private key for --tls-cert (gateway.tls_key).")
+@pass_cli
+def gateway(obj: CliContext, data_dir: Path, bind: str | None, port: int | None, tls_cert: str | None,
+            tls_key: str | None) -> None:
+    """Serve the HELIOS HTTP API from DIR: /api/v1/auth, /api/v1/kv, /admin, /metrics, /healthz.
+
+    On the first start with no users, creates "admin" with a random password,
+    prints it once and writes it to DIR/initial_admin_password (mode 0600).
+    Stop with SIGTERM or Ctrl-C: in-flight requests finish first.
+    """
+    from helios_core.gateway.app import serve
+
+    changes = {k: v for k, v in {"bind": bind, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}.items()
+               if v is not None}
+    try:
+        config = dataclasses.replace(obj.config, gateway=dataclasses.replace(obj.config.gateway, **changes))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(serve(config, data_dir, _announce))
+    except HeliosError as e:
+        fail(e)
+    except OSError as e:
+        if e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES) and not e.filename:
+            g = obj.config.gateway
+            where = f"{bind or g.bind}:{port if port is not None else g.port}"
+            fail(HeliosError(f"cannot listen on {where}: {e.strerror}; pick another with --bind/--port",
+                             code="io"))
+        fail(HeliosError(f"cannot start the gateway: {e.strerror or e}"
+                         + (f" ({e.filename})" if e.filename else ""), code="io"))

@@ -1,0 +1,365 @@
+"""`helios user`: manage gateway accounts, on a data directory or through a running gateway.
+
+Two ways to reach the users, one set of commands:
+
+- ``--data DIR``: open the directory's store in this process (no service may
+  own it; if one does, the error names it and how to use ``--url`` instead);
+- ``--url URL --token TOKEN``: the gateway's admin API (``HELIOS_URL`` and
+  ``HELIOS_TOKEN`` work too), with an admin's access token.
+
+Human output is rich tables; ``--json`` prints JSON for scripts.  Exit status
+is 0 on success, 1 on failure (reason on stderr), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import getpass
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from helios_cli.context import CliContext, fail, pass_cli
+from helios_core.atlas.datadir import DataDir
+from helios_core.auth import Actor, AuditLog, AuthService, KeyRing, PasswordHasher
+from helios_core.auth.tokens import generate_secret
+from helios_core.errors import DataDirLockedError, HeliosError
+from helios_core.gateway.app import rate_limit_settings
+from helios_core.ratelimit import RateLimiter
+from helios_core.store import EmbeddedStore
+
+__all__ = ["user"]
+
+T = TypeVar("T")
+
+
+class Users(Protocol):
+    """What every command needs; implemented on a Store and over the admin API."""
+
+    async def add(self, name: str, roles: list[str], password: str | None) -> dict[str, Any]: ...
+    async def list(self) -> list[dict[str, Any]]: ...
+    async def passwd(self, name: str, password: str | None) -> dict[str, Any]: ...
+    async def grant(self, name: str, role: str) -> dict[str, Any]: ...
+    async def revoke(self, name: str, role: str) -> dict[str, Any]: ...
+    async def disable(self, name: str) -> dict[str, Any]: ...
+    async def remove(self, name: str) -> None: ...
+
+
+class StoreUsers:
+    """`AuthService` on an embedded store opened for the duration of one command."""
+
+    def __init__(self, service: AuthService) -> None:
+        self.svc = service
+        self.actor = _cli_actor()
+
+    @staticmethod
+    def now() -> int:
+        return int(datetime.now(UTC).timestamp() * 1000)
+
+    async def add(self, name: str, roles: list[str], password: str | None) -> dict[str, Any]:
+        u, generated = await self.svc.create_user(name, password, roles, self.now(), self.actor)
+        out: dict[str, Any] = await self.svc.describe(u)
+        if generated:
+            out["password"] = generated
+        return out
+
+    async def list(self) -> list[dict[str, Any]]:
+        return await self.svc.list_users()  # type: ignore[no-any-return]
+
+    async def passwd(self, name: str, password: str | None) -> dict[str, Any]:
+        u, generated = await self.svc.set_password(name, password, self.now(), self.actor)
+        out: dict[str, Any] = await self.svc.describe(u)
+        if generated:
+            out["password"] = generated
+        return out
+
+    async def grant(self, name: str, role: str) -> dict[str, Any]:
+        changed = await self.svc.grant(name, role, self.now(), self.actor)
+        return {**await self.svc.describe(await self.svc.users.require(name)), "changed": changed}
+
+    async def revoke(self, name: str, role: str) -> dict[str, Any]:
+        changed = await self.svc.revoke(name, role, self.now(), self.actor)
+        return {**await self.svc.describe(await self.svc.users.require(name)), "changed": changed}
+
+    async def disable(self, name: str) -> dict[str, Any]:
+        return await self.svc.describe(await self.svc.set_disabled(name, True, self.now(), self.actor))  # type: ignore[no-any-return]
+
+    async def remove(self, name: str) -> None:
+        await self.svc.remove_user(name, self.now(), self.actor)
+
+
+class ApiUsers:
+    """The gateway's /admin API."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+
+    def _call_sync(self, method: str, path: str, body: Any = None) -> Any:
+        data = orjson.dumps(body) if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+            "User-Agent": "helios-user-cli"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                raw = resp.read()
+                return orjson.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                err = orjson.loads(raw)["error"]
+                message, code = err["message"], err["code"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                message, code = raw.decode(errors="replace")[:200] or e.reason, "http_error"
+            raise HeliosError(f"{self.url}: {e.code} {message}", code=code) from None
+        except urllib.error.URLError as e:
+            raise HeliosError(f"cannot reach the gateway at {self.url}: {e.reason}", code="unreachable") from None
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, self._call_sync, method, path, body)
+
+    @staticmethod
+    def _q(name: str) -> str:
+        return urllib.parse.quote(name, safe="")
+
+    async def add(self, name: str, roles: list[str], password: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"username": name, "roles": roles}
+        if password is not None:
+            body["password"] = password
+        return await self._call("POST", "/admin/users", body)  # type: ignore[no-any-return]
+
+    async def list(self) -> list[dict[str, Any]]:
+        return (await self._call("GET", "/admin/users"))["users"]  # type: ignore[no-any-return]
+
+    async def passwd(self, name: str, password: str | None) -> dict[str, Any]:
+        body = {"password": password} if password is not None else {}
+        return await self._call("POST", f"/admin/users/{self._q(name)}/password", body)  # type: ignore[no-any-return]
+
+    async def grant(self, name: str, role: str) -> dict[str, Any]:
+        return await self._call("PUT", f"/admin/users/{self._q(name)}/roles/{self._q(role)}")  # type: ignore[no-any-return]
+
+    async def revoke(self, name: str, role: str) -> dict[str, Any]:
+        return await self._call("DELETE", f"/admin/users/{self._q(name)}/roles/{self._q(role)}")  # type: ignore[no-any-return]
+
+    async def disable(self, name: str) -> dict[str, Any]:
+        return await self._call("PATCH", f"/admin/users/{self._q(name)}", {"disabled": True})  # type: ignore[no-any-return]
+
+    async def remove(self, name: str) -> None:
+        await self._call("DELETE", f"/admin/users/{self._q(name)}")
+
+
+def _cli_actor() -> Actor:
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):
+        login = "unknown"
+    return Actor(f"cli:{login}", None, "local")
+
+
+async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Users], Awaitable[T]]) -> T:
+    if not data_dir.is_dir():
+        raise HeliosError(f"data directory {data_dir} does not exist", code="data_dir")
+    owner = DataDir(data_dir).owner()
+    if owner is not None:
+        pid = owner.get("pid") or "(unknown pid)"
+        what = f"{owner.get('tool')} " if owner.get("tool") else ""
+        hint = (f"; use --url {owner['url']} --token <admin access token> instead" if owner.get("url") else
+                "; stop it first (talking to a running owner through its socket is not supported yet)")
+        raise DataDirLockedError(f"data directory {data_dir} is in use by {what}process {pid}{hint}")
+    cfg = obj.config
+    store = await EmbeddedStore.open(data_dir, cfg.atlas, tool="helios user")
+    hasher = PasswordHasher(cfg.auth.bcrypt_cost)
+    try:
+        # The CLI issues no tokens; AuthService only needs a key ring to exist.
+        keys = KeyRing.from_specs([f"cli={generate_secret()}"], ("HS256",), issuer=cfg.auth.jwt_issuer,
+                                  audience=cfg.auth.jwt_audience)
+        svc = AuthService(store, cfg.auth, keys, hasher, RateLimiter(store, rate_limit_settings(cfg)),
+                          AuditLog(store, cfg.auth.audit_max_entries))
+        await svc.roles.seed()
+        return await work(StoreUsers(svc))
+    finally:
+        hasher.close()
+        await store.close()
+
+
+def _run(obj: CliContext, data_dir: Path | None, url: str | None, token: str | None,
+         work: Callable[[Users], Awaitable[T]]) -> T:
+    if (data_dir is None) == (url is None):
+        raise click.UsageError("give exactly one of --data DIR or --url URL")
+    try:
+        if data_dir is not None:
+            return asyncio.run(_with_store(obj, data_dir, work))
+        if not token or url is None:
+            raise click.UsageError("--url needs --token (an admin's access token; or set HELIOS_TOKEN)")
+        api = ApiUsers(url, token)
+
+        async def remote() -> T:
+            return await work(api)
+
+        return asyncio.run(remote())
+    except HeliosError as e:
+        fail(e)
+
+
+def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--data / --url / --token / --json, on every subcommand."""
+
+    @click.option("--data", "data_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+                  help="Data directory (no running service may own it).")
+    @click.option("--url", metavar="URL", envvar="HELIOS_URL", help="A running gateway (env HELIOS_URL).")
+    @click.option("--token", metavar="TOKEN", envvar="HELIOS_TOKEN",
+                  help="An admin's access token for --url (env HELIOS_TOKEN).")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _iso(ms: int | None) -> str:
+    if not ms:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _show_user(u: dict[str, Any], as_json: bool, note: str = "") -> None:
+    if as_json:
+        click.echo(orjson.dumps(u).decode())
+        return
+    c = _out()
+    if note:
+        c.print(note)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("username", u["username"])
+    table.add_row("id", u["id"])
+    table.add_row("roles", ", ".join(u.get("roles") or []) or "-")
+    table.add_row("disabled", "yes" if u.get("disabled") else "no")
+    table.add_row("created", _iso(u.get("created_ms")))
+    c.print(table)
+    if u.get("password"):
+        c.print(f"\n[bold]password[/bold] {u['password']}\n(generated; shown only now)")
+
+
+def _read_password(stdin: bool) -> str | None:
+    if not stdin:
+        return None
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise click.UsageError("--password-stdin: nothing on stdin")
+    return line
+
+
+@click.group("user", short_help="Manage gateway users (add, list, passwd, grant, revoke, disable, remove).")
+def user() -> None:
+    """Manage gateway users through --data DIR (embedded) or --url URL --token TOKEN (admin API)."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, metavar="ROLE", help="Role to give (repeatable; default: user).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of generating one.")
+@target_options
+@pass_cli
+def add(obj: CliContext, name: str, roles: tuple[str, ...], password_stdin: bool, data_dir: Path | None,
+        url: str | None, token: str | None, as_json: bool) -> None:
+    """Create user NAME; without --password-stdin a password is generated and printed once."""
+    password = _read_password(password_stdin)
+    u = _run(obj, data_dir, url, token, lambda users: users.add(name, list(roles) or ["user"], password))
+    _show_user(u, as_json, f"created user {u['username']}")
+
+
+@user.command("list")
+@target_options
+@pass_cli
+def list_(obj: CliContext, data_dir: Path | None, url: str | None, token: str | None, as_json: bool) -> None:
+    """List users and their roles."""
+    users = _run(obj, data_dir, url, token, lambda u: u.list())
+    if as_json:
+        click.echo(orjson.dumps(users).decode())
+        return
+    table = Table("username", "roles", "disabled", "created", "id")
+    for u in users:
+        table.add_row(u["username"], ", ".join(u.get("roles") or []) or "-", "yes" if u["disabled"] else "",
+                      _iso(u.get("created_ms")), u["id"])
+    _out().print(table)
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from stdin instead of generating one.")
+@target_options
+@pass_cli
+def passwd(obj: CliContext, name: str, password_stdin: bool, data_dir: Path | None, url: str | None,
+           token: str | None, as_json: bool) -> None:
+    """Set NAME's password (generated and printed once unless --password-stdin); ends their sessions."""
+    password = _read_password(password_stdin)
+    u = _run(obj, data_dir, url, token, lambda users: users.passwd(name, password))
+    _show_user(u, as_json, f"password of {u['username']} changed; their sessions are revoked")
+
+
+@user.command("grant")
+@click.argument("name")
+@click.argument("role")
+@target_options
+@pass_cli
+def grant(obj: CliContext, name: str, role: str, data_dir: Path | None, url: str | None, token: str | None,
+          as_json: bool) -> None:
+    """Give NAME the role ROLE."""
+    u = _run(obj, data_dir, url, token, lambda users: users.grant(name, role))
+    _show_user(u, as_json, f"{u['username']} has role {role}" + ("" if u.get("changed") else " (already)"))
+
+
+@user.command("revoke")
+@click.argument("name")
+@click.argument("role")
+@target_options
+@pass_cli
+def revoke(obj: CliContext, name: str, role: str, data_dir: Path | None, url: str | None, token: str | None,
+           as_json: bool) -> None:
+    """Take the role ROLE away from NAME."""
+    u = _run(obj, data_dir, url, token, lambda users: users.revoke(name, role))
+    _show_user(u, as_json, f"{u['username']} no longer has role {role}" + ("" if u.get("changed") else
+                                                                          " (did not have it)"))
+
+
+@user.command("disable")
+@click.argument("name")
+@target_options
+@pass_cli
+def disable(obj: CliContext, name: str, data_dir: Path | None, url: str | None, token: str | None,
+            as_json: bool) -> None:
+    """Disable NAME: logins fail and their sessions are revoked at once."""
+    u = _run(obj, data_dir, url, token, lambda users: users.disable(name))
+    _show_user(u, as_json, f"disabled {u['username']}; their sessions are revoked")
+
+
+@user.command("remove")
+@click.argument("name")
+@target_options
+@pass_cli
+def remove(obj: CliContext, name: str, data_dir: Path | None, url: str | None, token: str | None,
+           as_json: bool) -> None:
+    """Delete NAME, their roles and their sessions."""
+    _run(obj, data_dir, url, token, lambda users: users.remove(name))
+    if as_json:
+        click.echo(orjson.dumps({"removed": name}).decode())
+    else:
+        _out().print(f"removed user {name}")

@@ -1,0 +1,500 @@
+"""One RESP client connection: parse, execute, and release replies in order after durability.
+
+The hot path is `data_received`: parse every complete command in the read,
+run each through `Engine.execute` (no coroutine, no per-command future), and
+write all replies that may be shown at once in a single `transport.write`.
+
+A reply that may reveal a write not yet durable (`engine.pending_seq()` > 0)
+goes into `queue` with that seq; so does every reply after it, since replies
+on a connection keep their order.  One engine waiter per read (for the
+highest seq in it) releases the queue up to what is durable.  If the AOF
+write fails the engine undoes those writes and calls the waiter with the
+error: every queued reply above the durable point becomes that error.
+
+Connection state that changes how commands are dispatched (not
+authenticated, inside MULTI, RESP2 subscribed mode) sets `special`, which
+sends commands through `_dispatch_special` instead of straight to the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from helios_core.atlas.commands import TABLE
+from helios_core.atlas.commands.connection import NOAUTH, QUEUED
+from helios_core.atlas.commands.table import OK
+from helios_core.atlas.resp import NULL_ARRAY, QUERY_BUFFER_EXCEEDED, RespParser, encode, encode_error
+from helios_core.errors import CommandError, HeliosError
+from helios_core.observability.logging import get_logger
+
+if TYPE_CHECKING:
+    from helios_core.atlas.server import AtlasServer
+
+__all__ = ["Connection"]
+
+log = get_logger("atlasd")
+
+# Commands that run before AUTH, and the only ones a RESP2 subscriber may send.
+_NO_AUTH = frozenset((b"auth", b"hello", b"quit", b"reset"))
+_SUBSCRIBED_OK = frozenset((b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"ping",
+                            b"quit", b"reset", b"ssubscribe", b"sunsubscribe"))
+# Inside MULTI these run at once instead of being queued.
+_MULTI_NOW = frozenset((b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"))
+_NO_MULTI = frozenset((b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe", b"save",
+                       b"shutdown", b"ssubscribe", b"sunsubscribe"))
+
+# A client pipelining faster than replies become durable is paused at this many
+# queued replies and resumed when the queue is short again.
+_QUEUE_PAUSE = 20_000
+_QUEUE_RESUME = 2_000
+
+_DENIED = (
+    "DENIED ATLAS is running in protected mode because no password is set (atlasd --requirepass). "
+    "In this mode connections are only accepted from the loopback interface and the unix socket. "
+    "To connect from other hosts, set a password (--requirepass or `CONFIG SET requirepass` from a "
+    "local client) or, if you know what you are doing, disable protected mode "
+    "(`CONFIG SET protected-mode no`, or atlasd.protected_mode: false)."
+)
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "server", "engine", "id", "transport", "parser", "resp3", "name", "lib_name", "lib_ver",
+        "authed", "multi", "multi_error", "watching", "watch_dirty", "channels", "patterns",
+        "special", "closing", "queue", "out", "waiting_seq", "deferred", "read_paused",
+        "write_paused", "addr", "laddr", "is_unix", "created", "last_active", "last_cmd", "_durable_cb",
+        "net_in", "net_out",
+    )
+
+    def __init__(self, server: AtlasServer, is_unix: bool) -> None:
+        self.server = server
+        self.engine = server.engine
+        self.id = 0
+        self.transport: Any = None
+        self.parser = RespParser(max_bulk=server.max_bulk)
+        self.resp3 = False
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.authed = not server.requirepass
+        if not self.authed:
+            self.parser.set_unauthenticated(True, server.max_bulk)
+        self.multi: list[list[bytes]] | None = None
+        self.multi_error = False
+        self.watching: dict[bytes, int | None] = {}   # key -> its expiry when watched
+        self.watch_dirty = False
+        self.channels: set[bytes] = set()
+        self.patterns: set[bytes] = set()
+        self.special = not self.authed
+        self.closing = False
+        self.queue: deque[tuple[int, Any]] = deque()  # (seq, bytes | (future, render, resp3))
+        self.out: list[bytes] = []
+        self.waiting_seq = 0
+        self.deferred: tuple[asyncio.Future, Callable[[Any], Any]] | None = None
+        self.read_paused = False
+        self.write_paused = False
+        self.addr = ""
+        self.laddr = ""
+        self.is_unix = is_unix
+        self.created = self.last_active = time.monotonic()
+        self.last_cmd = b"NULL"
+        self._durable_cb = self._durable
+        self.net_in = self.net_out = 0  # added to the server's totals when the connection ends
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        server = self.server
+        self.addr, self.laddr, loopback = _addresses(transport, self.is_unix)
+        server.counters.connections += 1
+        if server.closing:
+            transport.close()
+            return
+        if server.protected_mode and not server.requirepass and not loopback:
+            self._refuse(_DENIED, "protected mode: not a loopback or unix-socket client")
+            return
+        if len(server.clients) >= server.maxclients:
+            self._refuse("ERR max number of clients reached", "maxclients reached")
+            return
+        server.add_client(self)
+
+    def _refuse(self, text: str, why: str) -> None:
+        self.server.counters.rejected += 1
+        log.warning("connection refused", addr=self.addr, reason=why)
+        self.transport.write(encode_error(text))
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.queue.clear()
+        self.deferred = None
+        self.server.remove_client(self)
+
+    def pause_writing(self) -> None:
+        # The client does not read its replies: stop reading its requests until it does.
+        self.write_paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.read_paused and not self.closing:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        cmds = parser.feed(data)
+        self.net_in += len(data)
+        if cmds:
+            self._run(cmds)
+        if parser.error is not None:
+            self._protocol_error(parser.error)
+
+    def eof_received(self) -> bool:
+        # The client closed its side: still send the replies it is owed, then close.
+        if self.queue:
+            self.closing = True
+            return True
+        return False
+
+    # -- the hot path ------------------------------------------------------------------
+
+    def _run(self, cmds: list[list[bytes]]) -> None:
+        engine = self.engine
+        execute = engine.execute
+        pending = engine.pending_seq
+        queue = self.queue
+        out = self.out
+        ctx = engine.ctx
+        ctx.conn = self  # also marks "inside this connection's batch" for push()
+        top = 0
+        try:
+            for argv in cmds:
+                try:
+                    reply = self._dispatch_special(argv) if self.special else execute(argv)
+                    if self.deferred is None:
+                        payload: Any = encode(reply, self.resp3)
+                    else:  # the reply comes later (SAVE, SHUTDOWN): hold its place in the queue
+                        fut, render = self.deferred
+                        self.deferred = None
+                        queue.append((pending(), (fut, render, self.resp3)))
+                        fut.add_done_callback(self._future_done)
+                        continue
+                except CommandError as e:
+                    payload = encode_error(e)
+                except HeliosError as e:
+                    payload = encode_error(f"ERR {e}")
+                except Exception as e:  # a bug in a handler must not take the connection down
+                    log.opt(exception=e).error("command failed", cmd=argv[0][:64].decode(errors="replace"))
+                    payload = encode_error(f"ERR internal error running '{argv[0][:64].decode(errors='replace')}': "
+                                           f"{type(e).__name__}: {e}")
+                seq = pending()
+                if seq or queue:
+                    queue.append((seq, payload))
+                    if seq > top:
+                        top = seq
+                else:
+                    out.append(payload)
+                if self.closing:
+                    break
+        finally:
+            ctx.conn = None
+        self.last_cmd = cmds[-1][0]
+        self.last_active = self.server.now  # a clock the server ticks: idle time in whole seconds
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self.net_out += len(data)
+            self.transport.write(data)
+        if top > self.waiting_seq:
+            self.waiting_seq = top
+            engine.add_waiter(top, self._durable_cb)
+        if queue:
+            if len(queue) > _QUEUE_PAUSE and not self.read_paused:
+                self.read_paused = True
+                self.transport.pause_reading()
+            if type(queue[0][1]) is bytes and queue[0][0] == 0:
+                self._drain()
+        elif self.closing:
+            self.transport.close()
+
+    def _write(self, data: bytes) -> None:
+        self.net_out += len(data)
+        self.transport.write(data)
+
+    def _durable(self, error: BaseException | None) -> None:
+        """Engine waiter: replies up to some seq are durable (or, with `error`, undone)."""
+        if error is not None:
+            # The engine undid every record above the durable point and reuses their seqs.
+            rel = self.engine.released_seq
+            text = encode_error(error)
+            items = [(0, text) if seq > rel else (seq, p) for seq, p in self.queue]
+            self.queue.clear()
+            self.queue.extend(items)
+            self.waiting_seq = 0
+        self._drain()
+
+    def _future_done(self, fut: asyncio.Future) -> None:
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write the queue's head up to the first reply still waiting (durability or a future)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        queue = self.queue
+        rel = self.engine.released_seq
+        parts = []
+        while queue:
+            seq, payload = queue[0]
+            if seq > rel:
+                break
+            if type(payload) is not bytes:
+                fut, render, resp3 = payload
+                if not fut.done():
+                    break
+                payload = _render_future(fut, render, resp3)
+                if payload is None:  # e.g. SHUTDOWN went ahead: nothing to say
+                    queue.popleft()
+                    continue
+            queue.popleft()
+            parts.append(payload)
+        if parts:
+            self._write(parts[0] if len(parts) == 1 else b"".join(parts))
+        if self.read_paused and len(queue) < _QUEUE_RESUME:
+            self.read_paused = False
+            if not self.write_paused:
+                self.transport.resume_reading()
+        if not queue and self.closing:
+            self.transport.close()
+
+    def idle(self) -> bool:
+        """No reply owed except ones waiting on a future (used by shutdown)."""
+        q = self.queue
+        return not q or (type(q[0][1]) is not bytes and not q[0][1][0].done())
+
+    # -- special dispatch: not authenticated, MULTI, RESP2 subscribed ------------------
+
+    def _dispatch_special(self, argv: list[bytes]) -> Any:
+        name = argv[0].lower()
+        if not self.authed and name not in _NO_AUTH:
+            self._flag_multi()
+            raise CommandError(NOAUTH)
+        if self.multi is not None and name not in _MULTI_NOW:
+            return self._queue_multi(name, argv)
+        if self.multi is not None:
+            if name == b"exec":
+                return self._exec()
+            if name == b"discard":
+                self.end_multi()
+                self.server.unwatch(self)
+                return OK
+        if self.channels or self.patterns:
+            if not self.resp3 and name not in _SUBSCRIBED_OK:
+                raise CommandError(
+                    f"ERR Can't execute '{name.decode(errors='replace')}': only (P|S)SUBSCRIBE / "
+                    f"(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+        return self.engine.execute(argv)
+
+    def _queue_multi(self, name: bytes, argv: list[bytes]) -> Any:
+        cmd = TABLE.get(argv[0])
+        if cmd is None:
+            self.multi_error = True
+            shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in argv[1:4])
+            raise CommandError(f"ERR unknown command '{argv[0].decode(errors='replace')[:128]}', "
+                               f"with args beginning with: {shown}")
+        n = cmd.arity
+        if (n > 0 and len(argv) != n) or (n < 0 and len(argv) < -n):
+            self.multi_error = True
+            raise CommandError(f"ERR wrong number of arguments for '{cmd.name}' command")
+        if name in _NO_MULTI:
+            self.multi_error = True
+            raise CommandError("ERR Command not allowed inside a transaction")
+        assert self.multi is not None
+        self.multi.append(argv)
+        return QUEUED
+
+    def _flag_multi(self) -> None:
+        if self.multi is not None:
+            self.multi_error = True
+
+    def _exec(self) -> Any:
+        queued, failed = self.multi or [], self.multi_error
+        self.end_multi()
+        dirty = self.watch_dirty or self.server.watch_expired(self)
+        self.server.unwatch(self)
+        if failed:
+            raise CommandError("EXECABORT Transaction discarded because of previous errors.")
+        if dirty:
+            return NULL_ARRAY
+        engine = self.engine
+        results: list[Any] = []
+        # One batch: every effect of the transaction becomes one atomic AOF record.
+        with engine.batch():
+            for argv in queued:
+                try:
+                    results.append(engine.execute(argv))
+                except CommandError as e:
+                    results.append(e)
+                except HeliosError as e:
+                    results.append(CommandError(f"ERR {e}"))
+        return results
+
+    # -- state changes used by the command handlers ------------------------------------
+
+    def _update_special(self) -> None:
+        self.special = (not self.authed or self.multi is not None
+                        or (not self.resp3 and bool(self.channels or self.patterns)))
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self.channels or self.patterns)
+
+    def set_authed(self, authed: bool) -> None:
+        self.authed = authed
+        self.parser.set_unauthenticated(not authed, self.server.max_bulk)
+        self._update_special()
+
+    def set_resp3(self, on: bool) -> None:
+        self.resp3 = on
+        self._update_special()
+
+    def begin_multi(self) -> None:
+        self.multi = []
+        self.multi_error = False
+        self._update_special()
+
+    def end_multi(self) -> None:
+        self.multi = None
+        self.multi_error = False
+        self._update_special()
+
+    def subscriptions_changed(self) -> None:
+        self._update_special()
+
+    def defer(self, fut: asyncio.Future, render: Callable[[Any], Any]) -> None:
+        """The running command's reply is `render(fut.result())`, sent in order once `fut` is done."""
+        self.deferred = (fut, render)
+
+    def reset(self) -> None:
+        server = self.server
+        self.end_multi()
+        server.unwatch(self)
+        server.unsubscribe(self, [], pattern=False)
+        server.unsubscribe(self, [], pattern=True)
+        self.name = b""
+        self.resp3 = False
+        self.set_authed(not server.requirepass)
+
+    def push(self, payload: bytes) -> None:
+        """Send an out-of-band message (pub/sub) after any replies already owed."""
+        if self.closing:
+            return
+        if self.queue:
+            self.queue.append((0, payload))
+        elif self.engine.ctx.conn is self:  # inside our own batch: after the replies gathered so far
+            self.out.append(payload)
+        else:
+            self._write(payload)
+        limit = self.server.pubsub_limit
+        if limit and self.transport.get_write_buffer_size() > limit:
+            log.warning("closing a subscriber that does not read its messages", id=self.id, addr=self.addr,
+                        buffered=self.transport.get_write_buffer_size())
+            self.kill()
+
+    def kill(self) -> None:
+        self.closing = True
+        self.queue.clear()
+        self.transport.abort()
+
+    def close_after_replies(self) -> None:
+        """Stop reading; close once every reply owed is written (graceful shutdown)."""
+        self.closing = True
+        self.transport.pause_reading()
+        if not self.queue:
+            self.transport.close()
+
+    def _protocol_error(self, text: str) -> None:
+        if text == QUERY_BUFFER_EXCEEDED:
+            log.warning("closing a client whose query buffer outgrew the limit", id=self.id, addr=self.addr)
+            self.kill()
+            return
+        log.debug("protocol error", id=self.id, addr=self.addr, error=text)
+        payload = encode_error(text)
+        self.closing = True
+        self.transport.pause_reading()
+        if self.queue:
+            self.queue.append((0, payload))
+            self._drain()
+        else:
+            self._write(payload)
+            self.transport.close()
+
+    def describe(self) -> str:
+        """One CLIENT LIST line."""
+        now = time.monotonic()
+        flags = ("P" if self.subscribed else "") + ("x" if self.multi is not None else "") + \
+                ("U" if self.is_unix else "")
+        return (f"id={self.id} addr={self.addr} laddr={self.laddr} fd={_fd(self.transport)} "
+                f"name={self.name.decode(errors='replace')} age={int(now - self.created)} "
+                f"idle={int(now - self.last_active)} flags={flags or 'N'} db=0 sub={len(self.channels)} "
+                f"psub={len(self.patterns)} ssub=0 multi={len(self.multi) if self.multi is not None else -1} "
+                f"qbuf={self.parser.buffered()} obl=0 oll={len(self.queue)} "
+                f"omem={self.transport.get_write_buffer_size() if self.transport else 0} "
+                f"cmd={self.last_cmd.decode(errors='replace').lower()} user=default "
+                f"lib-name={self.lib_name.decode(errors='replace')} "
+                f"lib-ver={self.lib_ver.decode(errors='replace')} resp={3 if self.resp3 else 2}")
+
+
+def _render_future(fut: asyncio.Future, render: Callable[[Any], Any], resp3: bool) -> bytes | None:
+    if fut.cancelled():
+        return encode_error("ERR cancelled")
+    exc = fut.exception()
+    if exc is not None:
+        text = str(exc)
+        head = text.split(" ", 1)[0]
+        return encode_error(text if head.isupper() and head.isalpha() else f"ERR {text}")
+    reply = render(fut.result())
+    return None if reply is None else encode(reply, resp3)
+
+
+def _fd(transport: Any) -> int:
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    try:
+        return sock.fileno() if sock is not None else -1
+    except (OSError, ValueError):
+        return -1
+
+
+def _addresses(transport: asyncio.BaseTransport, is_unix: bool) -> tuple[str, str, bool]:
+    """(addr, laddr, is_local) as CLIENT LIST shows them; unix-socket clients count as local."""
+    if is_unix:
+        path = transport.get_extra_info("sockname") or ""
+        return f"{path}:0", f"{path}:0", True
+    peer = transport.get_extra_info("peername")
+    local = transport.get_extra_info("sockname")
+    addr = _fmt(peer)
+    laddr = _fmt(local)
+    loopback = False
+    if peer:
+        host = peer[0]
+        if host.startswith("::ffff:"):
+            host = host[7:]
+        loopback = host == "::1" or host.startswith("127.")
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_UNIX:
+        loopback = True
+    return addr, laddr, loopback
+
+
+def _fmt(sockaddr: Any) -> str:
+    if not sockaddr:
+        return ""
+    if isinstance(sockaddr, tuple):
+        host, port = sockaddr[0], sockaddr[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(sockaddr)

@@ -1,0 +1,446 @@
+"""atlasd: the ATLAS engine served over the Redis protocol (TCP and a unix socket in the data dir).
+
+`AtlasServer` owns the engine for the life of the process: it opens (and so
+locks) the data directory, listens, keeps the registries connections share
+(clients, pub/sub channels and patterns, WATCHed keys), serves Prometheus
+metrics, and shuts down gracefully:
+
+    stop accepting -> stop reading -> let owed replies go out (they wait for
+    durability) -> optional final snapshot -> close clients -> remove the
+    socket -> flush, fsync and release the directory (Engine.aclose)
+
+The socket is removed before the lock is released, so a successor that takes
+the lock never has its fresh socket deleted by us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from tornado.httpserver import HTTPServer
+from tornado.web import Application, RequestHandler
+
+from helios_core import __version__
+from helios_core.atlas.commands.server import REDIS_COMPAT_VERSION
+from helios_core.atlas.commands.table import glob_to_regex
+from helios_core.atlas.connection import Connection
+from helios_core.atlas.engine import Engine
+from helios_core.atlas.resp import Push, Replies, encode
+from helios_core.config import HeliosConfig
+from helios_core.errors import HeliosError
+from helios_core.observability.logging import get_logger
+
+__all__ = ["AtlasServer", "SOCKET_NAME"]
+
+log = get_logger("atlasd")
+
+SOCKET_NAME = "atlas.sock"
+_EXPIRED_WHEN_WATCHED = -1  # marks a WATCHed key whose TTL had already run out
+_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes including the NUL
+
+
+@dataclass
+class Counters:
+    connections: int = 0
+    rejected: int = 0
+    net_input_bytes: int = 0
+    net_output_bytes: int = 0
+
+
+class AtlasServer:
+    def __init__(self, engine: Engine, config: HeliosConfig, socket_path: Path | None) -> None:
+        cfg = config.atlasd
+        self.engine = engine
+        self.config = config
+        self.bind = cfg.bind
+        self.port = cfg.port
+        self.socket_path = socket_path
+        self.requirepass: bytes | None = cfg.requirepass.encode() or None
+        self.protected_mode = cfg.protected_mode
+        self.maxclients = cfg.maxclients
+        self.pubsub_limit = cfg.pubsub_output_limit
+        self.max_bulk = engine.config.max_value_bytes
+        self.clients: dict[int, Connection] = {}
+        self.channels: dict[bytes, set[Connection]] = {}
+        self.patterns: dict[bytes, set[Connection]] = {}
+        self._pattern_rx: dict[bytes, re.Pattern[bytes]] = {}
+        self.watched: dict[bytes, set[Connection]] = {}
+        self.counters = Counters()
+        self.run_id = secrets.token_hex(20)
+        self.closing = False
+        self._next_id = 1
+        self._listeners: list[asyncio.AbstractServer] = []
+        self._stop: asyncio.Future[bool] | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._ops: tuple[float, int, float] = (time.monotonic(), 0, 0.0)
+        self._metrics_server: Any = None
+        self._sampler: asyncio.TimerHandle | None = None
+        self.now = time.monotonic()  # refreshed every second: connections stamp activity with it
+
+    @classmethod
+    def open(cls, data_dir: str | os.PathLike[str], config: HeliosConfig) -> AtlasServer:
+        """Lock and recover `data_dir`; the lock file says how to reach this daemon."""
+        path = Path(data_dir).absolute()
+        sock = path / SOCKET_NAME
+        if len(str(sock).encode()) > _UNIX_PATH_MAX:
+            raise HeliosError(f"the unix socket path {sock} is longer than the {_UNIX_PATH_MAX} bytes the OS allows; "
+                              f"use a data directory with a shorter path", code="bad_config")
+        port = config.atlasd.port
+        engine = Engine.open(path, config.atlas, component="atlasd", socket=str(sock),
+                             port=port or None, bind=config.atlasd.bind if port else None)
+        return cls(engine, config, sock)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop = loop.create_future()
+        self._stopped = loop.create_future()
+        self.engine.attach(loop)
+        where = str(self.socket_path)
+        try:
+            if self.socket_path is not None:
+                # We hold the directory lock, so a socket file left here is a dead owner's.
+                self.socket_path.unlink(missing_ok=True)
+                old = os.umask(0o177)  # born 0600: no window where others could connect
+                try:
+                    srv = await loop.create_unix_server(lambda: Connection(self, True), path=str(self.socket_path),
+                                                        backlog=511)
+                finally:
+                    os.umask(old)
+                os.chmod(self.socket_path, 0o600)
+                self._listeners.append(srv)
+            if self.port:
+                where = f"{self.bind}:{self.port}"
+                hosts = self.bind.replace(",", " ").split() or None
+                srv = await loop.create_server(lambda: Connection(self, False), host=hosts, port=self.port,
+                                               backlog=511, reuse_address=True)
+                self._listeners.append(srv)
+            where = f"{self.bind}:{self.config.atlasd.metrics_port} (metrics)"
+            if self.config.atlasd.metrics_port:
+                self._start_metrics()
+        except OSError as e:
+            await self._close_listeners()
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
+            if self.socket_path is not None:
+                self.socket_path.unlink(missing_ok=True)
+            await self.engine.aclose()
+            raise HeliosError(f"cannot listen on {where}: {e.strerror or e}", code="listen") from e
+        self._sampler = loop.call_later(1.0, self._sample_ops)
+        log.info("atlasd ready", data=str(self.engine.data_path()), bind=self.bind if self.port else None,
+                 port=self.port or None, socket=str(self.socket_path), appendfsync=self.engine.policy,
+                 metrics_port=self.config.atlasd.metrics_port or None, keys=len(self.engine.ks),
+                 version=__version__, pid=os.getpid())
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT or SHUTDOWN, then shut down gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            assert self._stop is not None
+            save = await self._stop
+            await self._shutdown(save)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    async def stop(self, save: bool = False) -> None:
+        """Shut down a server started with `start()` (not `run()`), as SIGTERM would."""
+        self.request_shutdown(save)
+        await self._shutdown(save)
+
+    def _on_signal(self, sig: int) -> None:
+        if self._stop is not None and self._stop.done():
+            log.warning("already shutting down", signal=signal.Signals(sig).name)
+            return
+        log.info("shutdown requested", signal=signal.Signals(sig).name)
+        self.request_shutdown(False)
+
+    def request_shutdown(self, save: bool) -> asyncio.Future[None]:
+        """Begin a graceful shutdown; the future fails only if the shutdown does."""
+        assert self._stop is not None and self._stopped is not None
+        if not self._stop.done():
+            self._stop.set_result(save)
+        return self._stopped
+
+    async def _shutdown(self, save: bool) -> None:
+        self.closing = True
+        await self._close_listeners()
+        timeout = float(self.config.atlasd.shutdown_timeout)
+        clients = list(self.clients.values())
+        for conn in clients:
+            conn.transport.pause_reading()
+        # Replies owed are released as their writes become durable (the engine keeps running).
+        await self._wait(lambda: all(c.idle() for c in self.clients.values()), timeout)
+        if save:
+            try:
+                info = await self.engine.bgsave()
+                log.info("final snapshot written", seq=info.seq, keys=info.keys)
+            except Exception as e:  # the AOF still holds everything: go on shutting down
+                log.error("final snapshot failed; the AOF has every write", error=str(e))
+        assert self._stopped is not None
+        if not self._stopped.done():
+            self._stopped.set_result(None)  # SHUTDOWN's own reply: none, the connection just closes
+        for conn in list(self.clients.values()):
+            conn.close_after_replies()
+        await self._wait(lambda: not self.clients, 2.0)
+        for conn in list(self.clients.values()):
+            conn.kill()
+        if self._sampler is not None:
+            self._sampler.cancel()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+        if self.socket_path is not None:
+            self.socket_path.unlink(missing_ok=True)
+        await self.engine.aclose()
+        log.info("atlasd stopped", seq=self.engine.seq)
+
+    async def _close_listeners(self) -> None:
+        for srv in self._listeners:
+            srv.close()
+        for srv in self._listeners:
+            try:
+                await asyncio.wait_for(srv.wait_closed(), 0.5)
+            except (TimeoutError, OSError):
+                pass  # Python 3.12+ waits for every connection here; they are closed below
+        self._listeners.clear()
+
+    @staticmethod
+    async def _wait(done: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    # -- clients --------------------------------------------------------------------------
+
+    def add_client(self, conn: Connection) -> None:
+        conn.id = self._next_id
+        self._next_id += 1
+        self.clients[conn.id] = conn
+
+    def remove_client(self, conn: Connection) -> None:
+        counters = self.counters
+        counters.net_input_bytes += conn.net_in
+        counters.net_output_bytes += conn.net_out
+        if self.clients.get(conn.id) is conn:
+            del self.clients[conn.id]
+        self.unwatch(conn)
+        if conn.channels:
+            self.unsubscribe(conn, [], pattern=False)
+        if conn.patterns:
+            self.unsubscribe(conn, [], pattern=True)
+
+    def set_requirepass(self, password: bytes | None) -> None:
+        """Connected clients keep their state (as Redis); with no password left, all are in."""
+        self.requirepass = password
+        if password is None:
+            for conn in self.clients.values():
+                conn.set_authed(True)
+
+    def set_max_bulk(self, n: int) -> None:
+        self.max_bulk = n
+        for conn in self.clients.values():
+            conn.parser.set_unauthenticated(not conn.authed, n)
+
+    def hello_info(self, conn: Connection) -> dict[bytes, Any]:
+        return {b"server": b"atlas", b"version": REDIS_COMPAT_VERSION.encode(), b"proto": 3 if conn.resp3 else 2,
+                b"id": conn.id, b"mode": b"standalone", b"role": b"master", b"modules": []}
+
+    def _sample_ops(self) -> None:
+        t0, n0, _ = self._ops
+        now, total = time.monotonic(), sum(self.engine.stats.commands.values())
+        self.now = now
+        self._ops = (now, total, (total - n0) / max(now - t0, 1e-6))
+        self._sampler = asyncio.get_running_loop().call_later(1.0, self._sample_ops)
+
+    def net_bytes(self) -> tuple[int, int]:
+        """Bytes read from and written to clients since start (or CONFIG RESETSTAT)."""
+        live = self.clients.values()
+        return (self.counters.net_input_bytes + sum(c.net_in for c in live),
+                self.counters.net_output_bytes + sum(c.net_out for c in live))
+
+    def ops_per_sec(self) -> int:
+        return int(self._ops[2])
+
+    def reset_stats(self) -> None:
+        self.counters = Counters()
+        for conn in self.clients.values():
+            conn.net_in = conn.net_out = 0
+
+    # -- WATCH ------------------------------------------------------------------------------
+    # A per-key registry of watchers, marked dirty by a synchronous engine commit
+    # hook (as Redis's touchWatchedKey): any committed change to a watched key,
+    # including expiry and FLUSHALL, fails the watcher's EXEC.  The hook is only
+    # installed while some key is watched, so plain traffic pays nothing.
+
+    def watch(self, conn: Connection, keys: list[bytes], now_ms: int) -> None:
+        ks = self.engine.ks
+        for key in keys:
+            if key in conn.watching:
+                continue
+            exp = ks.expires.get(key) if key in ks.data else None
+            # Remember the TTL, to notice it running out before anything deletes the key.  A key
+            # already expired when watched is logically absent: its deletion is no change (Redis 7).
+            conn.watching[key] = _EXPIRED_WHEN_WATCHED if exp is not None and exp <= now_ms else exp
+            self.watched.setdefault(key, set()).add(conn)
+        if self.watched:
+            self.engine.commit_hook = self._touch
+
+    def watch_expired(self, conn: Connection) -> bool:
+        """Did a watched key's TTL run out since WATCH (even if nothing deleted it yet)?"""
+        now = self.engine.clock()
+        return any(exp is not None and 0 <= exp <= now for exp in conn.watching.values())
+
+    def unwatch(self, conn: Connection) -> None:
+        for key in conn.watching:
+            conns = self.watched.get(key)
+            if conns is not None:
+                conns.discard(conn)
+                if not conns:
+                    del self.watched[key]
+        conn.watching = {}
+        conn.watch_dirty = False
+        if not self.watched:
+            self.engine.commit_hook = None
+
+    def _touch(self, effects: list[tuple]) -> None:
+        watched = self.watched
+        for eff in effects:
+            op = eff[0]
+            if op == "MULTI":
+                self._touch(eff[1])
+            elif op == "FLUSHALL":
+                for key, conns in watched.items():
+                    for conn in conns:
+                        if conn.watching.get(key) != _EXPIRED_WHEN_WATCHED:
+                            conn.watch_dirty = True
+            else:
+                key = eff[1]
+                touched = watched.get(key)
+                if touched:
+                    for conn in touched:
+                        if op == "DEL" and conn.watching.get(key) == _EXPIRED_WHEN_WATCHED:
+                            conn.watching[key] = None  # the dead key went; a later change counts
+                        else:
+                            conn.watch_dirty = True
+
+    # -- pub/sub ----------------------------------------------------------------------------
+
+    def subscribe(self, conn: Connection, names: list[bytes], *, pattern: bool) -> Replies:
+        kind = b"psubscribe" if pattern else b"subscribe"
+        mine = conn.patterns if pattern else conn.channels
+        registry = self.patterns if pattern else self.channels
+        replies = Replies()
+        for name in names:
+            if name not in mine:
+                mine.add(name)
+                registry.setdefault(name, set()).add(conn)
+                if pattern and name not in self._pattern_rx:
+                    self._pattern_rx[name] = glob_to_regex(name)
+            replies.append(Push([kind, name, len(conn.channels) + len(conn.patterns)]))
+        conn.subscriptions_changed()
+        return replies
+
+    def unsubscribe(self, conn: Connection, names: list[bytes], *, pattern: bool) -> Replies:
+        kind = b"punsubscribe" if pattern else b"unsubscribe"
+        mine = conn.patterns if pattern else conn.channels
+        registry = self.patterns if pattern else self.channels
+        replies = Replies()
+        targets = names or sorted(mine)
+        for name in targets:
+            if name in mine:
+                mine.discard(name)
+                conns = registry.get(name)
+                if conns is not None:
+                    conns.discard(conn)
+                    if not conns:
+                        del registry[name]
+                        if pattern:
+                            self._pattern_rx.pop(name, None)
+            replies.append(Push([kind, name, len(conn.channels) + len(conn.patterns)]))
+        if not targets:
+            replies.append(Push([kind, None, len(conn.channels) + len(conn.patterns)]))
+        conn.subscriptions_changed()
+        return replies
+
+    def publish(self, channel: bytes, message: bytes) -> int:
+        n = 0
+        subs = self.channels.get(channel)
+        if subs:
+            n += self._deliver(list(subs), Push([b"message", channel, message]))
+        for pat, conns in list(self.patterns.items()):
+            if self._pattern_rx[pat].match(channel):
+                n += self._deliver(list(conns), Push([b"pmessage", pat, channel, message]))
+        return n
+
+    @staticmethod
+    def _deliver(conns: list[Connection], msg: Push) -> int:
+        wire: dict[bool, bytes] = {}
+        for conn in conns:
+            data = wire.get(conn.resp3)
+            if data is None:
+                data = wire[conn.resp3] = encode(msg, conn.resp3)
+            conn.push(data)
+        return len(conns)
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def _start_metrics(self) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_AtlasCollector(self))
+
+        class MetricsHandler(RequestHandler):
+            def get(self) -> None:
+                self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.write(generate_latest(registry))
+
+        app = Application([(r"/metrics", MetricsHandler)])
+        server = self._metrics_server = HTTPServer(app)
+        for host in self.bind.replace(",", " ").split() or [""]:
+            server.listen(self.config.atlasd.metrics_port, address=host)
+
+
+class _AtlasCollector:
+    """Reads the engine's and server's counters at scrape time: nothing is counted twice."""
+
+    def __init__(self, server: AtlasServer) -> None:
+        self.server = server
+
+    def collect(self) -> Any:
+        server, engine = self.server, self.server.engine
+        stats = engine.stats
+        yield CounterMetricFamily("atlas_aof_bytes", "Bytes appended to the AOF.", value=stats.aof_bytes_total)
+        fsync = SummaryMetricFamily("atlas_aof_fsync_seconds", "Time spent in AOF fsync calls.")
+        fsync.add_metric([], count_value=stats.fsync_count, sum_value=stats.fsync_seconds_total)
+        yield fsync
+        yield GaugeMetricFamily("atlas_snapshot_duration_seconds", "Duration of the last snapshot.",
+                                value=stats.last_snapshot_seconds)
+        yield CounterMetricFamily("atlas_snapshots", "Snapshots completed.", value=stats.snapshots)
+        yield GaugeMetricFamily("atlas_snapshot_in_progress", "1 while a snapshot is being written.",
+                                value=int(engine.snapshot_in_progress))
+        yield GaugeMetricFamily("atlas_keys", "Keys in the keyspace.", value=len(engine.ks))
+        yield GaugeMetricFamily("atlas_keys_with_expiry", "Keys with a TTL.", value=len(engine.ks.expires))
+        yield CounterMetricFamily("atlas_expired_keys", "Keys removed by expiry.", value=stats.expired_keys)
+        cmds = CounterMetricFamily("atlas_commands", "Commands executed, by command.", labels=["cmd"])
+        for name, n in sorted(stats.commands.items()):
+            cmds.add_metric([name], n)
+        yield cmds
+        yield GaugeMetricFamily("atlas_connected_clients", "Client connections open.", value=len(server.clients))
+        yield CounterMetricFamily("atlas_connections", "Client connections accepted.",
+                                  value=server.counters.connections)
+        yield GaugeMetricFamily("atlas_aof_write_ok", "0 while AOF writes fail and writes are refused.",
+                                value=int(engine.aof_error is None))
+        yield GaugeMetricFamily("atlas_last_seq", "Sequence number of the last AOF record.", value=engine.seq)

@@ -1,0 +1,293 @@
+"""Authentication flows on the Store: bootstrap, login, refresh, logout, accounts.
+
+Every flow takes `now_ms` and an `Actor` (who asks, from where) and writes an
+audit event.  The gateway's handlers and the `helios user` command are thin
+layers over this class, so both behave the same and are audited the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from helios_core.auth.audit import Actor, AuditLog
+from helios_core.auth.passwords import PasswordHasher, check_password_policy, generate_password
+from helios_core.auth.sessions import Session, Sessions, TokenPair, token_key
+from helios_core.auth.tokens import KeyRing, token_hash
+from helios_core.auth.users import User, UserDirectory, normalize_username, user_key
+from helios_core.config import AuthConfig
+from helios_core.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+)
+from helios_core.ratelimit import Policy, RateLimiter
+from helios_core.rbac import Grant, RoleStore, allowed, user_roles_key, validate_role_name
+from helios_core.store.base import Store
+
+__all__ = ["Principal", "AuthService", "ADMIN_USERNAME"]
+
+ADMIN_USERNAME = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller, as of this request."""
+
+    user_id: str
+    username: str
+    roles: tuple[str, ...]
+    grants: tuple[Grant, ...]
+    session_id: str | None
+    token_hash: str
+
+    def can(self, permission: str, resource: str | None = None) -> bool:
+        return allowed(self.grants, permission, resource, self.user_id)
+
+    def permissions(self) -> list[str]:
+        return sorted({g.name + (f"@{g.prefix}" if g.prefix is not None else "") for g in self.grants})
+
+
+class AuthService:
+    def __init__(self, store: Store, config: AuthConfig, keys: KeyRing, hasher: PasswordHasher,
+                 limiter: RateLimiter, audit: AuditLog) -> None:
+        self.store = store
+        self.config = config
+        self.keys = keys
+        self.hasher = hasher
+        self.limiter = limiter
+        self.audit = audit
+        self.users = UserDirectory(store)
+        self.roles = RoleStore(store)
+        self.sessions = Sessions(store, keys, config.access_token_seconds, config.refresh_token_seconds)
+        n, w = config.login_failures_per_user
+        self._user_throttle = Policy(n, w, "login-user")
+        n, w = config.login_failures_per_client
+        self._client_throttle = Policy(n, w, "login-client")
+
+    # -- first start -------------------------------------------------------------------
+
+    async def bootstrap(self, now_ms: int) -> str | None:
+        """Seed the built-in roles; on a store without users, create `admin`.
+
+        Returns the admin's generated password (to be shown once), or None.
+        """
+        await self.roles.seed()
+        if await self.users.any_exist():
+            return None
+        password = generate_password()
+        try:
+            user = await self.users.create(ADMIN_USERNAME, await self.hasher.hash(password), ["admin"], now_ms)
+        except ConflictError:  # another process bootstrapped at the same moment
+            return None
+        await self.audit.record(now_ms, "user.create", Actor("system"), target=user.username,
+                                detail={"roles": ["admin"], "bootstrap": True})
+        return password
+
+    # -- per request -------------------------------------------------------------------
+
+    async def authenticate(self, token: str, now_ms: int) -> Principal:
+        """The caller a bearer token stands for; AuthenticationError (401) if it does not stand."""
+        claims = self.keys.verify(token, now_ms)
+        uid = claims["sub"]
+        thash = token_hash(token)
+        rec_raw, user_raw, roles_raw = await self.store.mget(
+            [token_key(thash), user_key(uid), user_roles_key(uid)])
+        if rec_raw is None:
+            raise AuthenticationError("token revoked or expired", code="token_revoked")
+        rec = orjson.loads(rec_raw)
+        if rec.get("kind") != "access" or rec.get("uid") != uid:
+            raise AuthenticationError("invalid token: not an access token for this subject", code="invalid_token")
+        if user_raw is None:
+            raise AuthenticationError("the token's user no longer exists", code="account_removed")
+        user = User.decode(user_raw)
+        if user.disabled:
+            raise AuthenticationError("account disabled", code="account_disabled")
+        roles = tuple(orjson.loads(roles_raw)) if roles_raw else ()
+        grants = await self.roles.grants_for(roles)
+        return Principal(uid, user.username, roles, grants, rec.get("sid"), thash)
+
+    # -- login and sessions ------------------------------------------------------------
+
+    async def _throttle(self, name: str, client: str | None, now_ms: int) -> None:
+        """Count one login attempt against the username's and the address's budgets (429 when spent)."""
+        buckets = [(f"login-user:{name}", self._user_throttle)]
+        if client:
+            buckets.append((f"login-ip:{client}", self._client_throttle))
+        for client_id, policy in buckets:
+            d = await self.limiter.hit_policy(client_id, policy, now_ms)
+            if not d.allowed:
+                raise RateLimitedError("too many failed logins; try again later", code="login_throttled",
+                                       retry_after_ms=d.retry_after_ms)
+
+    async def _forgive(self, name: str, client: str | None, now_ms: int) -> None:
+        await self.limiter.reset(f"login-user:{name}")
+        if client:
+            await self.limiter.credit(f"login-ip:{client}", self._client_throttle, now_ms)
+
+    async def _check_password(self, username: object, password: object, now_ms: int,
+                              actor: Actor, action: str) -> User:
+        name = username.strip().lower() if isinstance(username, str) else ""
+        if not isinstance(password, str):
+            raise InvalidInputError("password: expected a string")
+        try:
+            await self._throttle(name, actor.client, now_ms)
+        except RateLimitedError:
+            await self.audit.record(now_ms, action, actor, target=name or None, result="throttled")
+            raise
+        user = await self.users.by_name(name) if name else None
+        # Unknown users are checked against a dummy hash: same time as a wrong password.
+        ok = await self.hasher.verify(password, user.password_hash if user else None)
+        if user is None or not ok:
+            await self.audit.record(now_ms, action, actor, target=name or None, result="failed",
+                                    detail={"reason": "unknown user" if user is None else "wrong password"})
+            raise AuthenticationError("invalid username or password", code="invalid_credentials")
+        if user.disabled:
+            await self.audit.record(now_ms, action, actor, target=name, result="failed",
+                                    detail={"reason": "disabled"})
+            raise AuthenticationError("account disabled", code="account_disabled")
+        await self._forgive(name, actor.client, now_ms)
+        return user
+
+    async def login(self, username: object, password: object, now_ms: int, actor: Actor,
+                    user_agent: str | None = None) -> TokenPair:
+        user = await self._check_password(username, password, now_ms, actor, "auth.login")
+        pair = await self.sessions.open(user.id, now_ms, actor.client, user_agent)
+        await self.audit.record(now_ms, "auth.login", Actor(user.username, user.id, actor.client),
+                                target=user.username, detail={"session": pair.session_id})
+        return pair
+
+    async def refresh(self, refresh_token: object, now_ms: int, actor: Actor) -> TokenPair:
+        if not isinstance(refresh_token, str):
+            raise InvalidInputError("refresh_token: expected a string")
+        try:
+            pair = await self.sessions.refresh(refresh_token, now_ms, actor.client)
+        except AuthenticationError as e:
+            if e.code == "refresh_reused":
+                await self.audit.record(now_ms, "auth.refresh", Actor(None, e.detail.get("uid"), actor.client),
+                                        target=e.detail.get("sid"), result="reuse_detected",
+                                        detail={"revoked_session": e.detail.get("sid")})
+            raise
+        return pair
+
+    async def logout(self, principal: Principal, now_ms: int, actor: Actor) -> None:
+        """End the caller's session: its access and refresh tokens stop working at once."""
+        if not principal.session_id or not await self.sessions.revoke(principal.user_id, principal.session_id):
+            await self.store.delete(token_key(principal.token_hash))
+        await self.audit.record(now_ms, "auth.logout", actor, target=principal.username,
+                                detail={"session": principal.session_id})
+
+    async def register(self, username: object, password: object, now_ms: int, actor: Actor) -> User:
+        if not self.config.open_registration:
+            raise PermissionDeniedError("registration is closed; ask an administrator for an account",
+                                        code="registration_closed")
+        name = normalize_username(username)
+        password = check_password_policy(password, self.config.min_password_length)
+        user = await self.users.create(name, await self.hasher.hash(password),
+                                       list(self.config.default_roles), now_ms)
+        await self.audit.record(now_ms, "auth.register", actor, target=name)
+        return user
+
+    async def change_password(self, principal: Principal, current: object, new: object, now_ms: int,
+                              actor: Actor) -> int:
+        """Change the caller's password after checking the current one; revokes all their sessions."""
+        new = check_password_policy(new, self.config.min_password_length, "new_password")
+        try:
+            await self._check_password(principal.username, current, now_ms, actor, "auth.password")
+        except AuthenticationError as e:
+            if e.code == "account_disabled":
+                raise
+            raise PermissionDeniedError("current_password is wrong", code="wrong_password") from None
+        await self.users.update(principal.user_id, now_ms, password_hash=await self.hasher.hash(new))
+        n = await self.sessions.revoke_all(principal.user_id)
+        await self.audit.record(now_ms, "auth.password", actor, target=principal.username,
+                                detail={"sessions_revoked": n})
+        return n
+
+    # -- administration (admin API and `helios user`) ----------------------------------
+
+    async def create_user(self, username: object, password: str | None, roles: Iterable[str], now_ms: int,
+                          actor: Actor) -> tuple[User, str | None]:
+        """Create a user; with no password, one is generated and returned (to show once)."""
+        name = normalize_username(username)
+        role_list = [validate_role_name(r) for r in roles]
+        generated = None
+        if password is None:
+            password = generated = generate_password()
+        else:
+            check_password_policy(password, self.config.min_password_length)
+        user = await self.users.create(name, await self.hasher.hash(password), role_list, now_ms)
+        await self.audit.record(now_ms, "user.create", actor, target=name, detail={"roles": role_list})
+        return user, generated
+
+    async def set_password(self, username: str, password: str | None, now_ms: int,
+                           actor: Actor) -> tuple[User, str | None]:
+        user = await self.users.require(username)
+        generated = None
+        if password is None:
+            password = generated = generate_password()
+        else:
+            check_password_policy(password, self.config.min_password_length)
+        user = await self.users.update(user.id, now_ms, password_hash=await self.hasher.hash(password))
+        n = await self.sessions.revoke_all(user.id)
+        await self.audit.record(now_ms, "user.password", actor, target=user.username,
+                                detail={"sessions_revoked": n})
+        return user, generated
+
+    async def set_disabled(self, username: str, disabled: bool, now_ms: int, actor: Actor) -> User:
+        user = await self.users.require(username)
+        if disabled and actor.id == user.id:
+            raise ConflictError("you cannot disable your own account", code="disable_self")
+        user = await self.users.update(user.id, now_ms, disabled=disabled)
+        n = await self.sessions.revoke_all(user.id) if disabled else 0
+        await self.audit.record(now_ms, "user.disable" if disabled else "user.enable", actor,
+                                target=user.username, detail={"sessions_revoked": n})
+        return user
+
+    async def remove_user(self, username: str, now_ms: int, actor: Actor) -> User:
+        user = await self.users.require(username)
+        if actor.id == user.id:
+            raise ConflictError("you cannot remove your own account", code="remove_self")
+        await self.sessions.revoke_all(user.id)
+        await self.users.delete(user)
+        await self.audit.record(now_ms, "user.remove", actor, target=user.username)
+        return user
+
+    async def grant(self, username: str, role: str, now_ms: int, actor: Actor) -> bool:
+        user = await self.users.require(username)
+        changed = await self.roles.grant(user.id, validate_role_name(role))
+        await self.audit.record(now_ms, "role.grant", actor, target=user.username,
+                                detail={"role": role, "changed": changed})
+        return changed
+
+    async def revoke(self, username: str, role: str, now_ms: int, actor: Actor) -> bool:
+        user = await self.users.require(username)
+        changed = await self.roles.revoke(user.id, validate_role_name(role))
+        await self.audit.record(now_ms, "role.revoke", actor, target=user.username,
+                                detail={"role": role, "changed": changed})
+        return changed
+
+    async def describe(self, user: User) -> dict[str, Any]:
+        return user.public(await self.roles.roles_of(user.id))
+
+    async def list_users(self) -> list[dict[str, Any]]:
+        users = await self.users.list()
+        if not users:
+            return []
+        raws = await self.store.mget([user_roles_key(u.id) for u in users])
+        return [u.public(list(orjson.loads(r)) if r else []) for u, r in zip(users, raws, strict=True)]
+
+    async def sessions_of(self, username: str) -> tuple[User, Sequence[Session]]:
+        user = await self.users.require(username)
+        return user, await self.sessions.list(user.id)
+
+    async def revoke_session(self, user_id: str, sid: str, now_ms: int, actor: Actor, target: str) -> None:
+        if not await self.sessions.revoke(user_id, sid):
+            raise NotFoundError(f"session {sid!r} does not exist", code="session_not_found")
+        await self.audit.record(now_ms, "session.revoke", actor, target=target, detail={"session": sid})

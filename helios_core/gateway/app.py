@@ -1,0 +1,161 @@
+"""The gateway service: build it on a Store, serve it, shut it down gracefully.
+
+`GatewayService` wires the domain services (auth, rbac, rate limiting,
+audit) to the Tornado application.  `serve()` is what `helios gateway` runs:
+bind, open the data directory, bootstrap, serve until SIGTERM/SIGINT, then
+stop accepting, let in-flight requests finish (up to
+`gateway.shutdown_timeout_seconds`), close connections and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.web import Application
+
+from helios_core.auth import AuditLog, AuthService, KeyRing, PasswordHasher
+from helios_core.config import HeliosConfig
+from helios_core.errors import ConfigError
+from helios_core.gateway.base import NotFoundHandler
+from helios_core.gateway.bootstrap import signing_key_specs, write_initial_password
+from helios_core.gateway.context import Gateway, wall_ms
+from helios_core.gateway.limits import TrustedProxies, server_settings
+from helios_core.gateway.routes import HANDLERS, url_specs
+from helios_core.gateway.storeops import StoreOps
+from helios_core.observability.logging import get_logger
+from helios_core.ratelimit import Policy, RateLimiter, RateLimitSettings, parse_policy_entries
+from helios_core.store import EmbeddedStore, Store
+
+__all__ = ["GatewayService", "Started", "serve", "rate_limit_settings"]
+
+log = get_logger("gateway")
+
+
+def rate_limit_settings(config: HeliosConfig) -> RateLimitSettings:
+    rl = config.ratelimit
+    limit, window = rl.default
+    return RateLimitSettings(Policy(limit, window, "default"),
+                             parse_policy_entries(rl.roles, "ratelimit.roles"),
+                             parse_policy_entries(rl.clients, "ratelimit.clients"))
+
+
+class GatewayService:
+    def __init__(self, config: HeliosConfig, store: Store, *, key_specs: list[str],
+                 clock: Callable[[], int] = wall_ms, hasher: PasswordHasher | None = None) -> None:
+        a = config.auth
+        self.config = config
+        self.store = store
+        keys = KeyRing.from_specs(key_specs, a.jwt_algorithms, issuer=a.jwt_issuer, audience=a.jwt_audience,
+                                  leeway_s=a.clock_skew_seconds)
+        self.hasher = hasher or PasswordHasher(a.bcrypt_cost)
+        limiter = RateLimiter(store, rate_limit_settings(config))
+        audit = AuditLog(store, a.audit_max_entries)
+        auth = AuthService(store, a, keys, self.hasher, limiter, audit)
+        self.gateway = Gateway(config, store, auth, limiter, audit, StoreOps(store),
+                               TrustedProxies(config.gateway.trusted_proxies), clock)
+        self.app = Application(
+            url_specs(self.gateway),
+            default_handler_class=NotFoundHandler,
+            default_handler_args={"gateway": self.gateway},
+            log_function=self.gateway.request_done,
+            routes=HANDLERS,
+            serve_traceback=False,
+        )
+        self.server: HTTPServer | None = None
+
+    async def start(self) -> str | None:
+        """Seed roles, create the first admin on an empty store; returns that admin's password (once)."""
+        password = await self.gateway.auth.bootstrap(self.gateway.clock())
+        await self.hasher.warm_up()
+        return password
+
+    def listen(self, sockets: list[socket.socket]) -> HTTPServer:
+        g = self.config.gateway
+        ssl_ctx = None
+        if g.tls_cert or g.tls_key:
+            if not (g.tls_cert and g.tls_key):
+                raise ConfigError("give both gateway.tls_cert and gateway.tls_key", key="gateway.tls_cert")
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                ssl_ctx.load_cert_chain(g.tls_cert, g.tls_key)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError(f"cannot load the TLS certificate/key: {e}", key="gateway.tls_cert") from None
+        self.server = HTTPServer(self.app, ssl_options=ssl_ctx, **server_settings(g))
+        self.server.add_sockets(sockets)
+        return self.server
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Stop accepting, wait for in-flight requests, close connections; the store is the caller's."""
+        gw = self.gateway
+        gw.draining = True
+        if self.server is not None:
+            self.server.stop()
+        deadline = time.monotonic() + timeout_s
+        while gw.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if gw.inflight:
+            log.warning("shutdown timeout: cutting off in-flight requests", inflight=gw.inflight)
+        if self.server is not None:
+            try:
+                await asyncio.wait_for(self.server.close_all_connections(), 5)
+            except TimeoutError:
+                pass
+        self.hasher.close()
+
+
+@dataclass(frozen=True)
+class Started:
+    url: str
+    port: int
+    data_dir: Path
+    admin_password: str | None
+    password_file: Path | None
+
+
+async def serve(config: HeliosConfig, data_dir: Path, on_started: Callable[[Started], None],
+                stop: asyncio.Event | None = None) -> None:
+    """Run `helios gateway` until SIGTERM/SIGINT (or `stop` is set)."""
+    g = config.gateway
+    sockets = bind_sockets(g.port, g.bind, reuse_port=False)
+    port = sockets[0].getsockname()[1]
+    scheme = "https" if g.tls_cert else "http"
+    host = f"[{g.bind}]" if ":" in g.bind else g.bind
+    url = f"{scheme}://{host}:{port}"
+    try:
+        store = await EmbeddedStore.open(data_dir, config.atlas, tool="helios gateway", url=url)
+    except BaseException:
+        for s in sockets:
+            s.close()
+        raise
+    service: GatewayService | None = None
+    try:
+        service = GatewayService(config, store, key_specs=signing_key_specs(config.auth.jwt_keys, data_dir))
+        password = await service.start()
+        pw_file = write_initial_password(data_dir, password) if password else None
+        service.listen(sockets)
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("gateway listening", url=url, data=str(data_dir))
+        on_started(Started(url, port, Path(data_dir), password, pw_file))
+        await stop.wait()
+        log.info("shutting down", inflight=service.gateway.inflight)
+        await service.shutdown(g.shutdown_timeout_seconds)
+    finally:
+        if service is None or service.server is None:
+            for s in sockets:
+                s.close()
+        if service is not None:
+            service.hasher.close()
+        await store.close()
+        log.info("gateway stopped")

@@ -1,0 +1,369 @@
+"""The one base handler: every request's cross-cutting work, in one place and one order.
+
+`BaseHandler.prepare()` does, in order:
+
+1. request id (``X-Request-ID`` kept when sane, else made) and W3C trace
+   context (``traceparent`` kept, or a new trace started);
+2. the method check (405 with ``Allow``) and the body-size check (413 before
+   the body is read: bodies are streamed in, so an oversized one never sits
+   in memory);
+3. authentication (bearer JWT -> `Principal`, 401);
+4. rate limiting (token bucket per user or address, 429);
+5. the permission the handler declares for the method (403).
+
+`write_error()` renders every error, including 404, 405, 413 and 500, as
+``{"error": {"code", "message", "request_id"}}``; a stack trace is logged,
+never sent.  Handlers declare what they need per method in `needs`, which is
+also what the RBAC matrix test and the OpenAPI document read.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import orjson
+from tornado.web import HTTPError, RequestHandler, stream_request_body
+
+from helios_core.auth.audit import Actor
+from helios_core.auth.service import Principal
+from helios_core.errors import (
+    AofWriteError,
+    AuthenticationError,
+    CommandError,
+    HeliosError,
+    InvalidInputError,
+    PermissionDeniedError,
+    RateLimitedError,
+)
+from helios_core.observability.logging import get_logger
+
+if TYPE_CHECKING:
+    from helios_core.gateway.context import Gateway
+
+__all__ = ["BaseHandler", "Need", "PUBLIC", "PROBE", "AUTHENTICATED", "perm", "NotFoundHandler"]
+
+log = get_logger("gateway")
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 409: "conflict", 411: "length_required", 412: "precondition_failed",
+                 413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited",
+                 500: "internal", 501: "not_implemented", 503: "unavailable"}
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one method of a handler requires before it runs."""
+
+    permission: str | None = None  # None: being authenticated is enough (if `authenticate`)
+    authenticate: bool = True
+    resource: str | None = None  # path argument the permission's key scope applies to
+    resource_query: str | None = None  # ... or query argument (a listing prefix)
+    rate_limited: bool = True
+
+
+PUBLIC = Need(authenticate=False)  # anyone, rate-limited per address (login, register, refresh)
+PROBE = Need(authenticate=False, rate_limited=False)  # health checks, metrics, the API document
+AUTHENTICATED = Need()
+
+
+def perm(permission: str, **kw: Any) -> Need:
+    return Need(permission, **kw)
+
+
+def _unless_answered(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def method(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
+        if self._finished:
+            return None
+        return fn(self, *args, **kwargs)
+
+    method._unless_answered = True  # type: ignore[attr-defined]
+    return method
+
+
+@stream_request_body
+class BaseHandler(RequestHandler):
+    route: ClassVar[str] = ""  # the OpenAPI path template, e.g. "/api/v1/kv/{key}"
+    needs: ClassVar[dict[str, Need]] = {}
+
+    gw: Gateway
+    principal: Principal | None
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        # Tornado calls the method once the body is complete even if we answered
+        # while it streamed in (a chunked body over the limit): make that a no-op,
+        # so a DELETE with an oversized body gets 413 and deletes nothing.
+        super().__init_subclass__(**kw)
+        for method in cls.needs:
+            fn = cls.__dict__.get(method.lower())
+            if fn is not None and not getattr(fn, "_unless_answered", False):
+                setattr(cls, method.lower(), _unless_answered(fn))
+
+    def initialize(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.principal = None
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._request_id: str | None = None
+        self._trace: tuple[str, str, str] | None = None
+        self._sticky: dict[str, str] = {}
+        self._client: str | None = None
+        self._tracked = False
+
+    # -- identity of the request -------------------------------------------------------
+
+    @property
+    def request_id(self) -> str:
+        if self._request_id is None:
+            given = self.request.headers.get("X-Request-ID", "")
+            self._request_id = given if _REQUEST_ID_RE.match(given) else secrets.token_hex(16)
+        return self._request_id
+
+    @property
+    def trace_id(self) -> str:
+        return self._trace[0] if self._trace else ""
+
+    @property
+    def traceparent(self) -> str:
+        """This hop's W3C traceparent, for calls this request makes downstream."""
+        if self._trace is None:
+            return ""
+        trace_id, span_id, flags = self._trace
+        return f"00-{trace_id}-{span_id}-{flags}"
+
+    @property
+    def client(self) -> str:
+        if self._client is None:
+            self._client = self.gw.client_address(self.request)
+        return self._client
+
+    def actor(self) -> Actor:
+        p = self.principal
+        return Actor(p.username if p else None, p.user_id if p else None, self.client)
+
+    def me(self) -> Principal:
+        """The authenticated caller (handlers whose need authenticates always have one)."""
+        if self.principal is None:
+            raise AuthenticationError("authentication required", code="unauthenticated")
+        return self.principal
+
+    def now_ms(self) -> int:
+        return self.gw.clock()
+
+    def sticky_header(self, name: str, value: str) -> None:
+        """A header that survives an error response (send_error clears the others)."""
+        self._sticky[name] = value
+        self.set_header(name, value)
+
+    # -- the pipeline ------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        gw = self.gw
+        gw.inflight += 1
+        self._tracked = True
+        self.sticky_header("X-Request-ID", self.request_id)
+        m = _TRACEPARENT_RE.match(self.request.headers.get("traceparent", ""))
+        if m and m.group(1) != "0" * 32:
+            self._trace = (m.group(1), secrets.token_hex(8), m.group(3))
+        else:
+            self._trace = (secrets.token_hex(16), secrets.token_hex(8), "01")
+        self.sticky_header("traceparent", self.traceparent)
+
+        need = self.needs.get(self.request.method or "")
+        if need is None:
+            raise HTTPError(405)
+        self._check_length()
+        if need.authenticate:
+            await self._authenticate()
+        if need.rate_limited and gw.config.ratelimit.enabled:
+            await self._rate_limit()
+        if need.permission is not None:
+            self._authorize(need)
+
+    def _check_length(self) -> None:
+        limit = self.gw.config.gateway.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        if length is None:
+            return
+        if not length.isdigit():
+            raise InvalidInputError("Content-Length: not a number")
+        if int(length) > limit:
+            # Let the server drain the declared body quietly instead of answering a second
+            # (raw) 400 after ours; the connection closes as soon as our 413 is out.
+            self.request.connection.set_max_body_size(int(length))  # type: ignore[union-attr]
+            raise HeliosError(f"request body of {length} bytes exceeds the limit of {limit} bytes "
+                              f"(gateway.max_body_bytes)", code="payload_too_large", status=413)
+
+    async def _authenticate(self) -> None:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise AuthenticationError("authentication required: send Authorization: Bearer <access token>",
+                                      code="unauthenticated")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationError("Authorization must be 'Bearer <access token>'", code="invalid_token")
+        self.principal = await self.gw.auth.authenticate(token.strip(), self.now_ms())
+
+    async def _rate_limit(self) -> None:
+        p = self.principal
+        if p is not None:
+            client_id, names, roles = f"user:{p.user_id}", (f"user:{p.username}",), p.roles
+        else:
+            client_id, names, roles = f"ip:{self.client}", (f"ip:{self.client}",), ()
+        try:
+            d = await self.gw.limiter.hit(client_id, lambda s: s.policy_for(names, roles), self.now_ms())
+        except (CommandError, AofWriteError) as e:
+            # The store refuses writes (disk full): serve reads rather than refuse everyone.
+            log.warning("rate limiter unavailable; request let through", error=str(e))
+            return
+        pol = d.policy
+        reset_s = -(-d.reset_ms // 1000)
+        self.sticky_header("RateLimit-Policy", f'"{pol.name}";q={pol.limit};w={pol.window_s}')
+        self.sticky_header("RateLimit", f'"{pol.name}";r={d.remaining};t={reset_s}')
+        self.sticky_header("X-RateLimit-Limit", str(pol.limit))
+        self.sticky_header("X-RateLimit-Remaining", str(d.remaining))
+        self.sticky_header("X-RateLimit-Reset", str(reset_s))
+        if not d.allowed:
+            self.gw.metrics.rate_denied.labels("request").inc()
+            raise RateLimitedError(f"rate limit of {pol.limit} requests per {pol.window_s} s exceeded",
+                                   retry_after_ms=d.retry_after_ms)
+
+    def _authorize(self, need: Need) -> None:
+        p = self.principal
+        if p is None or need.permission is None:
+            return
+        resource = None
+        if need.resource is not None:
+            resource = self.path_kwargs.get(need.resource)
+        elif need.resource_query is not None:
+            resource = self.get_query_argument(need.resource_query, "")
+        if not p.can(need.permission, resource):
+            where = f" on {resource!r}" if resource is not None else ""
+            raise PermissionDeniedError(f"permission {need.permission}{where} is not granted to "
+                                        f"{p.username} (roles: {', '.join(p.roles) or 'none'})")
+
+    # -- the body ----------------------------------------------------------------------
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self._finished:
+            return None  # answered already (401, 413 ...): the rest of the body is dropped
+        self._size += len(chunk)
+        if self._size <= self.gw.config.gateway.max_body_bytes:
+            self._chunks.append(chunk)
+            return None
+        # A chunked body (no Content-Length) grew too big: answer now; the
+        # connection closes once the answer is out, and the method never runs.
+        self._chunks = []
+        try:
+            _ = self.body
+        except HeliosError as e:
+            self.send_error(413, exc_info=(type(e), e, None))
+        return None
+
+    @property
+    def body(self) -> bytes:
+        limit = self.gw.config.gateway.max_body_bytes
+        if self._size > limit:
+            raise HeliosError(f"request body exceeds the limit of {limit} bytes (gateway.max_body_bytes)",
+                              code="payload_too_large", status=413)
+        return b"".join(self._chunks)
+
+    def json_body(self) -> dict[str, Any]:
+        raw = self.body
+        if not raw:
+            raise InvalidInputError("request body: expected a JSON object, got nothing")
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise InvalidInputError(f"request body: invalid JSON ({e})") from None
+        if not isinstance(doc, dict):
+            raise InvalidInputError("request body: expected a JSON object")
+        return doc
+
+    # -- responses ---------------------------------------------------------------------
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.clear_header("Server")
+
+    def write_json(self, doc: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps(doc))
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, HeliosError):
+            status_code = exc.status
+            if isinstance(exc, CommandError) and exc.message.startswith("MISCONF"):
+                status_code = 503
+        super().send_error(status_code, **kwargs)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        for name, value in self._sticky.items():
+            self.set_header(name, value)
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        code = _STATUS_CODES.get(status_code, "error")
+        message = HTTPStatus(status_code).phrase if status_code in HTTPStatus._value2member_map_ else "error"
+        if isinstance(exc, CommandError) and status_code == 503:
+            code, message = "store_read_only", "the store refuses writes (disk error); reads still work"
+        elif isinstance(exc, HeliosError) and (status_code < 500 or status_code == 503):
+            code, message = exc.code, exc.message
+        elif isinstance(exc, HTTPError):
+            if status_code == 404:
+                message = f"no such endpoint: {self.request.method} {self.request.path}"
+            elif status_code == 405:
+                message = f"method {self.request.method} not allowed on {self.request.path}"
+            elif exc.reason:
+                message = exc.reason
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(sorted(self.needs)))
+        if isinstance(exc, RateLimitedError):
+            self.set_header("Retry-After", str(max(1, -(-exc.retry_after_ms // 1000))))
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="helios", error="invalid_token"')
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps({"error": {"code": code, "message": message, "request_id": self.request_id}}))
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        if isinstance(value, HTTPError) or (isinstance(value, HeliosError) and value.status < 500):
+            return  # an answer, not a fault: the request log line has the status
+        log.opt(exception=(typ, value, tb)).error("request failed", request_id=self.request_id,
+                                                  method=self.request.method, path=self.request.path)
+
+    def on_finish(self) -> None:
+        self._untrack()
+
+    def on_connection_close(self) -> None:
+        # The client went away (or the server cut a slow body): this request is
+        # no longer in flight even though it may never finish.
+        super().on_connection_close()
+        self._untrack()
+
+    def _untrack(self) -> None:
+        if self._tracked:
+            self._tracked = False
+            self.gw.inflight -= 1
+
+    def duration_ms(self) -> float:
+        return round(self.request.request_time() * 1000, 3)
+
+
+class NotFoundHandler(BaseHandler):
+    """Every path no route matches: the same JSON 404 as everything else."""
+
+    route = ""
+    needs = {m: PROBE for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+
+    async def prepare(self) -> None:
+        self.sticky_header("X-Request-ID", self.request_id)
+        raise HTTPError(404)

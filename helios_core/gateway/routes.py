@@ -1,0 +1,45 @@
+"""The route table: every handler, and its path template turned into a Tornado pattern.
+
+A handler's `route` is an OpenAPI path template (``/api/v1/kv/{key}``); the
+regular expression Tornado matches is derived from it here, so the router
+and the OpenAPI document cannot disagree about what the paths are.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tornado.web import URLSpec
+
+from helios_core.gateway.base import BaseHandler
+from helios_core.gateway.handlers import admin, auth, kv, ops
+
+__all__ = ["HANDLERS", "pattern", "url_specs"]
+
+HANDLERS: tuple[type[BaseHandler], ...] = (
+    ops.HealthHandler, ops.ReadyHandler, ops.MetricsHandler, ops.OpenApiHandler,
+    auth.RegisterHandler, auth.LoginHandler, auth.LogoutHandler, auth.RefreshHandler, auth.MeHandler,
+    auth.PasswordHandler, auth.SessionsHandler, auth.SessionHandler,
+    kv.KvListHandler, kv.KvItemHandler,
+    admin.UsersHandler, admin.UserHandler, admin.UserPasswordHandler, admin.UserRoleHandler,
+    admin.UserSessionsHandler, admin.UserSessionHandler, admin.RolesHandler, admin.RoleHandler,
+    admin.RateLimitHandler, admin.SnapshotHandler, admin.AofRewriteHandler, admin.StatsHandler,
+    admin.AuditHandler,
+)
+
+# Path parameters that may contain "/" (a KV key is any string); the rest stop at "/".
+_GREEDY = {"key"}
+
+
+def pattern(template: str) -> str:
+    def param(m: re.Match[str]) -> str:
+        name = m.group(1)
+        return f"(?P<{name}>.+)" if name in _GREEDY else f"(?P<{name}>[^/]+)"
+
+    parts = re.split(r"(\{[a-z_]+\})", template)
+    return "".join(re.sub(r"\{([a-z_]+)\}", param, p) if p.startswith("{") else re.escape(p) for p in parts)
+
+
+def url_specs(gateway: Any) -> list[URLSpec]:
+    return [URLSpec(pattern(h.route), h, {"gateway": gateway}, name=h.__name__) for h in HANDLERS]
