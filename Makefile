@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test run lint
+.PHONY: venv test run lint docs
 
 venv: $(STAMP)
 
@@ -25,3 +25,7 @@ run: venv
 
 lint: venv
 	$(VENV)/bin/ruff check
+
+# Regenerate the checked-in shell completions (completions/) and man pages (man/).
+docs: venv
+	$(VENV)/bin/python scripts/gen_docs.py
