@@ -4,21 +4,24 @@ Built for cron: exit 0 on success, 1 on any failure with the reason on
 stderr, 2 on a usage error.  A directory no process owns is snapshotted in
 this process (open the engine, `snapshot_sync()`, close), which also rotates
 and prunes the AOF.  A directory a daemon owns must be snapshotted by that
-daemon; asking it is `_snapshot_via_owner`'s job.
+daemon: `_snapshot_via_owner` asks it over the unix socket its lock file
+names and waits (bounded by --timeout) for the result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import orjson
+from click.core import ParameterSource
 from rich.console import Console
 from rich.text import Text
 
@@ -32,13 +35,86 @@ from helios_core.errors import DataDirLockedError, HeliosError
 __all__ = ["snapshot", "snapshot_dir", "copy_atomic"]
 
 
-def _snapshot_via_owner(ddir: DataDir, owner: dict, output: Path | None) -> NoReturn:
-    """Snapshot a directory a running process owns.  Not yet: it will ask the owner over its socket."""
+# A cron job must end: how long to wait for an owner's snapshot unless --timeout says.
+OWNER_SNAPSHOT_TIMEOUT = 600.0
+
+
+def _snapshot_via_owner(ddir: DataDir, owner: dict, output: Path | None, config: HeliosConfig,
+                        timeout: float = OWNER_SNAPSHOT_TIMEOUT) -> SnapshotInfo:
+    """Ask the daemon that owns `ddir` to snapshot it, over the socket its lock file names.
+
+    SAVE on atlasd replies once the snapshot is durable (or with the reason
+    it failed); one already running may predate this call, so it is waited
+    out (INFO persistence) and a new one asked for.  The result is read back
+    from DIR/dump.rdb (or from the `output` copy, which is what was delivered).
+    """
     pid = owner.get("pid") or "(unknown pid)"
-    reach = f" (socket {owner['socket']})" if owner.get("socket") else ""
-    raise DataDirLockedError(
-        f"data directory {ddir.path} is in use by process {pid}{reach}; ask that daemon to snapshot "
-        f"(BGSAVE through its socket): helios snapshot cannot ask a running owner yet")
+    sock = owner.get("socket")
+    if not sock:
+        raise DataDirLockedError(
+            f"data directory {ddir.path} is in use by process {pid}, which does not serve other processes "
+            f"(its lock file names no socket); stop it and run helios snapshot again")
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError as e:
+        raise HeliosError(f"snapshotting a directory a daemon owns needs the redis package (pip install redis): "
+                          f"{e}", code="missing_dependency") from e
+    # No client-side retries: a refused connection or password is reported at once, and
+    # SAVE is not sent twice.
+    client = redis.Redis(unix_socket_path=sock, password=config.atlasd.requirepass or None,
+                         socket_connect_timeout=5, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
+    try:
+        with client:
+            _save_and_wait(client, time.monotonic() + timeout)
+    except redis.TimeoutError as e:
+        raise HeliosError(f"process {pid} did not finish snapshotting {ddir.path} within {timeout:g}s (it may "
+                          f"still be writing it; see INFO persistence on {sock})", code="timeout") from e
+    except redis.AuthenticationError as e:
+        raise _auth_error(pid, sock, bool(config.atlasd.requirepass)) from e
+    except redis.ConnectionError as e:
+        raise DataDirLockedError(
+            f"data directory {ddir.path} is in use by process {pid}, but its socket {sock} does not answer "
+            f"({e}); ask that daemon to snapshot (BGSAVE) once it is reachable, or stop it") from e
+    except redis.ResponseError as e:
+        if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
+            raise _auth_error(pid, sock, bool(config.atlasd.requirepass)) from e
+        raise HeliosError(f"process {pid} could not snapshot {ddir.path}: {e}", code="snapshot_failed") from e
+    if output is None:
+        return read_header(ddir.snapshot_path)
+    # The copy is read through one open file: a newer dump.rdb renamed in meanwhile cannot tear it.
+    copy_atomic(ddir.snapshot_path, output)
+    info = read_header(output)  # verifies what was delivered
+    return dataclasses.replace(info, path=str(ddir.snapshot_path))
+
+
+def _auth_error(pid: object, sock: str, had_password: bool) -> HeliosError:
+    what = "refused our password" if had_password else "needs a password"
+    return HeliosError(f"process {pid} (socket {sock}) {what}: set atlasd.requirepass "
+                       f"(HELIOS_ATLASD__REQUIREPASS) to the daemon's", code="store_auth")
+
+
+def _save_and_wait(client: Any, deadline: float) -> None:
+    import redis
+
+    while True:
+        try:
+            client.execute_command("SAVE")
+            return
+        except redis.ResponseError as e:
+            if "in progress" not in str(e):
+                raise
+        delay = 0.02
+        while _persistence(client).get("rdb_bgsave_in_progress") not in (None, 0, "0"):
+            if time.monotonic() > deadline:
+                raise redis.TimeoutError("a snapshot already running did not finish")
+            time.sleep(delay)  # polling the daemon, with backoff
+            delay = min(delay * 2, 0.5)
+
+
+def _persistence(client: Any) -> dict[str, Any]:
+    return dict(client.info("persistence"))
 
 
 def copy_atomic(src: Path, dst: Path) -> None:
@@ -56,11 +132,12 @@ def copy_atomic(src: Path, dst: Path) -> None:
     fsync_dir(dst.parent)
 
 
-def snapshot_dir(ddir: DataDir, config: HeliosConfig, output: Path | None) -> SnapshotInfo:
-    """Snapshot an unowned directory in this process; with `output`, also copy the new file there."""
+def snapshot_dir(ddir: DataDir, config: HeliosConfig, output: Path | None,
+                 timeout: float = OWNER_SNAPSHOT_TIMEOUT) -> SnapshotInfo:
+    """Snapshot `ddir` (asking its owner if a daemon owns it); with `output`, also copy the new file there."""
     owner = ddir.owner()
     if owner is not None:
-        _snapshot_via_owner(ddir, owner, output)
+        return _snapshot_via_owner(ddir, owner, output, config, timeout)
     engine = Engine.open(ddir.path, config.atlas, tool="helios snapshot")
     try:
         info = engine.snapshot_sync()
@@ -92,16 +169,22 @@ def _emit(fields: dict[str, Any], as_json: bool) -> None:
 @click.command("snapshot", short_help="Snapshot a data directory, or verify a snapshot file.",
                options_metavar="(--data DIR [--output FILE] | --verify FILE) [--json]")
 @click.option("--data", "data_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
-              help="Data directory to snapshot (no running process may own it).")
+              help="Data directory to snapshot; if atlasd owns it, that daemon is asked to (over DIR's socket).")
 @click.option("--output", "-o", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
               help="With --data: also copy the new snapshot here (atomically).")
 @click.option("--verify", "verify_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
               help="Check a snapshot file's checksum and print its header.")
+@click.option("--timeout", metavar="SECONDS", type=click.FloatRange(min=0, min_open=True),
+              default=OWNER_SNAPSHOT_TIMEOUT, show_default=True,
+              help="With --data on a directory a daemon owns: how long to wait for its snapshot.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts).")
 @pass_cli
 def snapshot(obj: CliContext, data_dir: Path | None, output: Path | None, verify_path: Path | None,
-             as_json: bool) -> None:
+             timeout: float, as_json: bool) -> None:
     """Write DIR/dump.rdb from DIR's snapshot and AOF (rotating and pruning the AOF), or verify FILE.
+
+    When a daemon (atlasd) owns DIR, it is asked to snapshot through its unix
+    socket, and the command waits for the result.
 
     Exit status: 0 success, 1 failure (reason on stderr), 2 usage error.
     """
@@ -109,13 +192,15 @@ def snapshot(obj: CliContext, data_dir: Path | None, output: Path | None, verify
         if not data_dir.is_dir():
             fail(HeliosError(f"data directory {data_dir} does not exist", code="data_dir"))
         t0 = time.perf_counter()
-        info = _guarded(lambda: snapshot_dir(DataDir(data_dir), obj.config, output), "snapshot failed")
+        info = _guarded(lambda: snapshot_dir(DataDir(data_dir), obj.config, output, timeout), "snapshot failed")
         _emit({"path": info.path, "seq": info.seq, "keys": info.keys, "bytes": info.bytes,
                "seconds": round(time.perf_counter() - t0, 3), "created": _iso(info.created_ms),
                "output": str(output) if output else None}, as_json)
     elif verify_path is not None and data_dir is None:
         if output is not None:
             raise click.UsageError("--output only applies with --data")
+        if click.get_current_context().get_parameter_source("timeout") is not ParameterSource.DEFAULT:
+            raise click.UsageError("--timeout only applies with --data")
         info = _guarded(lambda: read_header(verify_path), "cannot verify")
         _emit({"path": info.path, "seq": info.seq, "created": _iso(info.created_ms), "keys": info.keys,
                "bytes": info.bytes, "version": info.version}, as_json)

@@ -130,6 +130,7 @@ class Subscription:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize)
         self._closer = closer
         self._overflow = False
+        self._ready: asyncio.Future[None] | None = None  # set by a backend that subscribes asynchronously
 
     def _deliver(self, key: bytes | None) -> None:
         try:
@@ -141,6 +142,16 @@ class Subscription:
                 while not self._queue.empty():
                     self._queue.get_nowait()
                 self._queue.put_nowait(None)
+
+    async def ready(self, timeout: float | None = None) -> None:
+        """Wait until changes are watched: any change made after this returns is delivered.
+
+        In process that is at once.  Over the network it is once the server
+        has confirmed the subscription; the same store's own writes already
+        wait for that, another process's do not.  Raises TimeoutError.
+        """
+        if self._ready is not None:
+            await asyncio.wait_for(asyncio.shield(self._ready), timeout)
 
     async def get(self, timeout: float | None = None) -> bytes | None:
         """The next changed key; raises TimeoutError after `timeout` seconds."""
@@ -175,7 +186,13 @@ class Store(ABC):
 
     @abstractmethod
     async def scan(self, prefix: Key = b"", cursor: str = "0", count: int = 100) -> tuple[str, list[bytes]]:
-        """One page of keys starting with prefix; pass the returned cursor back until it is "0"."""
+        """One page of keys starting with prefix; pass the returned cursor back until it is "0".
+
+        Every key that exists for the whole iteration is returned; no key twice
+        within a page.  Over Redis a key may come again in a later page (Redis
+        documents this for a table that shrinks mid-iteration): de-duplicate
+        across pages if that matters.
+        """
 
     @abstractmethod
     async def zscore(self, key: Key, member: Key) -> float | None: ...

@@ -1,26 +1,41 @@
 """The Store contract runs against every backend.
 
-A backend is an async context manager yielding an open Store on a fresh,
-empty keyspace.  The atlasd issue adds "atlasd" (over TCP) and "redis" (a
-real redis-server on an unused port) to BACKENDS; each skips itself when its
-server cannot be started here.
+A backend opens a Store on a fresh, empty keyspace as an async context
+manager.  "embedded" opens the engine in a tmp dir; "atlasd" is the real
+daemon (`helios atlasd`, a subprocess, over TCP with `appendfsync always`)
+and "redis" a real redis-server, each on an unused port, started once per
+session and FLUSHALLed before every test.  A backend whose server cannot be
+started here skips its tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from helios_core.config import AtlasConfig
-from helios_core.store import EmbeddedStore, Store
+from helios_core.store import EmbeddedStore, RemoteStore, Store
+from tests.integration.test_atlasd_support import Daemon
+from tests.redis_server import RedisServer, redis_server  # noqa: F401  (a fixture used by the "redis" backend)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """`server`: the name of the fixture giving what `open(tmp_path, server)` connects to, if any."""
+
+    open: Callable[[Path, Any], AbstractAsyncContextManager[Store]]
+    server: str | None = None
 
 
 @asynccontextmanager
-async def embedded(tmp_path: Path) -> AsyncIterator[Store]:
+async def embedded(tmp_path: Path, _server: None) -> AsyncIterator[Store]:
     store = await EmbeddedStore.open(tmp_path / "data", AtlasConfig(appendfsync="always", save=()))
     try:
         yield store
@@ -28,19 +43,69 @@ async def embedded(tmp_path: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
-BACKENDS: dict[str, Callable[[Path], object]] = {"embedded": embedded}
+@asynccontextmanager
+async def remote(url: str) -> AsyncIterator[Store]:
+    store = RemoteStore(url)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def run_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[Callable[[Store], Awaitable[None]]], None]:
-    """run_store(body): open the backend on a loop, await body(store), close it."""
-    factory = BACKENDS[request.param]
+def atlasd(tmp_path: Path, daemon: Daemon) -> AbstractAsyncContextManager[Store]:
+    return remote(f"atlas://127.0.0.1:{daemon.port}")
 
-    def run(body: Callable[[Store], Awaitable[None]]) -> None:
+
+def real_redis(tmp_path: Path, server: RedisServer) -> AbstractAsyncContextManager[Store]:
+    return remote(f"redis://{server.host}:{server.port}/0")
+
+
+BACKENDS: dict[str, Backend] = {
+    "embedded": Backend(embedded),
+    "atlasd": Backend(atlasd, server="atlasd_daemon"),
+    "redis": Backend(real_redis, server="redis_server"),
+}
+
+
+@pytest.fixture(scope="session")
+def atlasd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One `helios atlasd` for the session, as an operator starts it."""
+    d = Daemon(tmp_path_factory.mktemp("atlasd") / "data", "--appendfsync", "always").start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def _flushall(server: Any) -> None:
+    host = getattr(server, "host", "127.0.0.1")
+    with redis.Redis(host=host, port=server.port, socket_timeout=10) as r:
+        r.flushall()
+
+
+class RunStore:
+    """run_store(body): open the backend on a new loop, await body(store), close it."""
+
+    def __init__(self, backend: str, tmp_path: Path, server: Any) -> None:
+        self.backend = backend
+        self._tmp_path = tmp_path
+        self._server = server
+
+    def __call__(self, body: Callable[[Store], Awaitable[None]]) -> None:
+        factory = BACKENDS[self.backend].open
+
         async def main() -> None:
-            async with factory(tmp_path) as store:  # type: ignore[operator]
+            async with factory(self._tmp_path, self._server) as store:
                 await asyncio.wait_for(body(store), 30)
 
         asyncio.run(main())
 
-    return run
+
+@pytest.fixture(params=sorted(BACKENDS))
+def run_store(request: pytest.FixtureRequest, tmp_path: Path) -> RunStore:
+    backend = BACKENDS[request.param]
+    server = None
+    if backend.server is not None:
+        server = request.getfixturevalue(backend.server)
+        _flushall(server)
+    return RunStore(request.param, tmp_path, server)

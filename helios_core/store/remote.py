@@ -1,0 +1,496 @@
+"""RemoteStore: the Store contract over the Redis protocol (atlasd, Redis, Valkey).
+
+Built on redis-py's asyncio connections, used raw (no reply callbacks,
+`decode_responses=False`), so every reply is parsed here once, the same way
+for every server.
+
+Transactions are optimistic, as redis-py's `transaction()` helper: each
+attempt takes a connection of its own from the pool, every txn read first
+WATCHes the keys it reads (sent in the same round trip as the read), `fn`
+runs, and its writes go out as MULTI ... EXEC.  An EXEC that a change to a
+watched key aborted is retried with a fresh txn, up to `max_attempts` times.
+A write that fails inside EXEC (say INCRBY on a non-number) raises
+CommandError naming the command; the server has already applied the others
+(neither Redis nor atlasd rolls back), unlike the embedded engine, which
+applies all or nothing.
+
+Durability is the server's: atlasd acknowledges EXEC only once the
+transaction is durable under its own `appendfsync` policy, Redis per its
+`appendonly`/`appendfsync` settings.  `durable=False` cannot make a remote
+transaction faster (a client cannot ask for an earlier reply), so it is
+accepted and ignored.
+
+Change notification: atlasd has no keyspace notifications, so a
+RemoteStore announces its own writes.  Each transaction that writes also
+PUBLISHes, inside the same MULTI, an empty message on
+`helios:changes:<key>` for every key it wrote; `subscribe(prefix)`
+PSUBSCRIBEs `helios:changes:<glob-escaped prefix>*` over one pub/sub
+connection per store.  This works the same on atlasd and Redis, but a write
+made by a client that is not a HELIOS store (redis-cli, another program) is
+not seen.  A write may be announced although it changed nothing (DEL of a
+missing key): subscribers re-read, so that only costs a wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    ConnectionPool,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from helios_core.errors import CommandError, ConflictError, HeliosError
+from helios_core.store.base import (
+    Key,
+    ScoreBound,
+    Store,
+    Subscription,
+    Txn,
+    glob_escape,
+    range_args,
+    to_bytes,
+)
+from helios_core.store.url import StoreURL, parse_store_url
+
+__all__ = ["RemoteStore", "RemoteTxn", "CHANNEL_PREFIX"]
+
+T = TypeVar("T")
+
+CHANNEL_PREFIX = b"helios:changes:"
+MAX_ATTEMPTS = 50
+# Waiting for a new subscription's PSUBSCRIBE to be confirmed before the next write
+# (so this store's own later writes are seen) is bounded: a feed that cannot connect
+# must not stall writes, which fail or succeed on their own connections.
+_SUBSCRIBE_WAIT_SECONDS = 5.0
+_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _connection_class(target: StoreURL) -> type[AbstractConnection]:
+    return {"unix": UnixDomainSocketConnection, "tls": SSLConnection}.get(target.kind, Connection)
+
+
+def _connection_kwargs(target: StoreURL) -> dict[str, Any]:
+    kw: dict[str, Any] = {"username": target.username, "password": target.password, "db": target.db,
+                          "socket_timeout": target.timeout, "socket_connect_timeout": target.connect_timeout or 10.0,
+                          "decode_responses": False, "protocol": 2}
+    if target.kind == "unix":
+        kw["path"] = target.path
+    else:
+        kw["host"], kw["port"] = target.host, target.port
+    if target.kind == "tls":
+        kw.update(target.tls)
+    return kw
+
+
+async def _roundtrip(conn: AbstractConnection, commands: list[list[bytes]]) -> list[Any]:
+    """Send commands in one write; every reply, an error reply as a ResponseError in its place."""
+    await conn.send_packed_command(conn.pack_commands(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(await conn.read_response())
+        except ResponseError as e:  # the stream is still in step: read the rest
+            replies.append(e)
+    return replies
+
+
+def _is_auth_failure(e: BaseException | None) -> bool:
+    # redis-py wraps an AUTH refused while connecting in a plain ConnectionError.
+    while e is not None:
+        if isinstance(e, AuthenticationError):
+            return True
+        e = e.__cause__
+    return False
+
+
+def _score(v: Any) -> float:
+    return v if isinstance(v, float) else float(v)  # float(b"inf") is inf, as Redis spells it
+
+
+def _pairs(reply: list[Any]) -> list[tuple[bytes, float]]:
+    if reply and isinstance(reply[0], list | tuple):  # RESP3: [member, score] pairs
+        return [(m, _score(s)) for m, s in reply]
+    return [(reply[i], _score(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+
+def _written_keys(writes: Iterable[list[bytes]]) -> list[bytes]:
+    keys: dict[bytes, None] = {}
+    for argv in writes:
+        for key in argv[1:] if argv[0] == b"DEL" else argv[1:2]:
+            keys[key] = None
+    return list(keys)
+
+
+def _shown(argv: list[bytes]) -> str:
+    head = argv[0].decode()
+    return f"{head} {argv[1]!r}" if len(argv) > 1 else head
+
+
+class _RemoteReads:
+    """The reads Store and Txn share; `_read` runs one command and knows which keys it reads."""
+
+    async def _read(self, argv: list[bytes], keys: list[bytes]) -> Any:
+        raise NotImplementedError
+
+    async def get(self, key: Key) -> bytes | None:
+        k = to_bytes(key)
+        return await self._read([b"GET", k], [k])  # type: ignore[no-any-return]
+
+    async def mget(self, keys: list[Key]) -> list[bytes | None]:
+        if not keys:
+            return []
+        ks = [to_bytes(k) for k in keys]
+        return list(await self._read([b"MGET", *ks], ks))
+
+    async def exists(self, key: Key) -> bool:
+        k = to_bytes(key)
+        return bool(await self._read([b"EXISTS", k], [k]))
+
+    async def pttl(self, key: Key) -> int:
+        k = to_bytes(key)
+        return int(await self._read([b"PTTL", k], [k]))
+
+    async def zscore(self, key: Key, member: Key) -> float | None:
+        k = to_bytes(key)
+        reply = await self._read([b"ZSCORE", k, to_bytes(member)], [k])
+        return None if reply is None else _score(reply)
+
+    async def zcard(self, key: Key) -> int:
+        k = to_bytes(key)
+        return int(await self._read([b"ZCARD", k], [k]))
+
+    async def zrangebyscore(self, key: Key, lo: ScoreBound = "-inf", hi: ScoreBound = "+inf", *,
+                            offset: int = 0, count: int | None = None) -> list[tuple[bytes, float]]:
+        k = to_bytes(key)
+        return _pairs(await self._read(range_args(k, lo, hi, offset, count), [k]))
+
+
+class RemoteTxn(_RemoteReads, Txn):
+    """A transaction attempt on its own connection: a read WATCHes its keys in the same round trip."""
+
+    def __init__(self, conn: AbstractConnection) -> None:
+        Txn.__init__(self)
+        self.conn = conn
+        self.watched: set[bytes] = set()
+        # fn may gather several reads: one command/reply exchange at a time on the connection.
+        self.lock = asyncio.Lock()
+        self.in_flight = False  # stays True if an exchange was interrupted: a reply may be unread
+
+    async def _read(self, argv: list[bytes], keys: list[bytes]) -> Any:
+        async with self.lock:
+            new = [k for k in dict.fromkeys(keys) if k not in self.watched]
+            commands = [[b"WATCH", *new], argv] if new else [argv]
+            self.in_flight = True
+            replies = await _roundtrip(self.conn, commands)
+            self.in_flight = False
+            self.watched.update(new)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise CommandError(str(reply))
+        return replies[-1]
+
+
+class RemoteStore(_RemoteReads, Store):
+    def __init__(self, target: StoreURL | str, *, max_attempts: int = MAX_ATTEMPTS, notify: bool = True) -> None:
+        """`target`: a store URL or a parsed one.  `notify=False` stops announcing writes (see the module doc)."""
+        self.target = parse_store_url(target) if isinstance(target, str) else target
+        self.where = self.target.redacted
+        self.max_attempts = max_attempts
+        self.notify = notify
+        self._kwargs = _connection_kwargs(self.target)
+        self._pool = ConnectionPool(connection_class=_connection_class(self.target), **self._kwargs)
+        self._feed = _ChangeFeed(self)
+
+    def __repr__(self) -> str:
+        return f"RemoteStore({self.where!r})"
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _unavailable(self, e: BaseException) -> HeliosError:
+        if _is_auth_failure(e):
+            return HeliosError(f"the store at {self.where} refused our credentials: {e}; put the password in "
+                               f"the URL (redis://:PASSWORD@HOST or ?password=...)", code="store_auth", status=503)
+        return HeliosError(f"cannot reach the store at {self.where}: {e}", code="store_unavailable", status=503)
+
+    async def _acquire(self) -> AbstractConnection:
+        try:
+            conn: AbstractConnection = await self._pool.get_connection()
+            return conn
+        except ResponseError as e:  # e.g. NOAUTH / WRONGPASS while connecting
+            raise HeliosError(f"the store at {self.where} refused the connection: {e}", code="store_auth",
+                              status=503) from e
+        except _LOST as e:
+            raise self._unavailable(e) from e
+
+    async def _release(self, conn: AbstractConnection, *, clean: bool) -> None:
+        if not clean:  # unknown protocol state (a reply unread, WATCH or MULTI open): start over
+            await conn.disconnect()
+        await self._pool.release(conn)
+
+    async def _call(self, commands: list[list[bytes]]) -> list[Any]:
+        """One round trip on a pooled connection; retried once on a fresh one if the connection was lost."""
+        for attempt in (1, 2):
+            conn = await self._acquire()
+            clean = False
+            try:
+                replies = await _roundtrip(conn, commands)
+                clean = True
+                return replies
+            except _LOST as e:
+                if attempt == 2 or _is_auth_failure(e):
+                    raise self._unavailable(e) from e
+            finally:
+                await self._release(conn, clean=clean)
+        raise AssertionError("unreachable")
+
+    async def _read(self, argv: list[bytes], keys: list[bytes]) -> Any:
+        (reply,) = await self._call([argv])
+        if isinstance(reply, ResponseError):
+            raise CommandError(str(reply))
+        return reply
+
+    async def execute(self, *args: Key | int | float) -> Any:
+        """Run any command the server knows; the raw reply (bytes, int, list, None)."""
+        return await self._read([to_bytes(a) for a in args], [])
+
+    async def ping(self) -> None:
+        """Raise HeliosError unless the server answers (and accepts our credentials)."""
+        await self.execute("PING")
+
+    # -- Store ----------------------------------------------------------------------------
+
+    async def scan(self, prefix: Key = b"", cursor: str = "0", count: int = 100) -> tuple[str, list[bytes]]:
+        argv = [b"SCAN", to_bytes(cursor), b"MATCH", glob_escape(to_bytes(prefix)) + b"*", b"COUNT", b"%d" % count]
+        nxt, keys = await self._read(argv, [])
+        # Redis may return a key in more than one page when its table resizes mid-iteration
+        # (documented for SCAN); within one page a key is returned once.
+        return (nxt.decode() if isinstance(nxt, bytes) else str(nxt)), list(dict.fromkeys(keys))
+
+    async def transact(self, fn: Callable[[Txn], Awaitable[T] | T], *, durable: bool = True) -> T:
+        # `durable` is the server's business (see the module doc): nothing to do with it here.
+        await self._feed.settled()
+        lost = 0
+        watched: set[bytes] = set()
+        for attempt in range(1, self.max_attempts + 1):
+            conn = await self._acquire()
+            txn = RemoteTxn(conn)
+            clean = sent = False
+            try:
+                result: Any = fn(txn)
+                if inspect.isawaitable(result):
+                    result = await result
+                if not txn.writes:
+                    if txn.watched:
+                        await _roundtrip(conn, [[b"UNWATCH"]])
+                    clean = True
+                    return result  # type: ignore[no-any-return]
+                commands = [[b"MULTI"], *txn.writes]
+                if self.notify:
+                    commands += [[b"PUBLISH", CHANNEL_PREFIX + k, b""] for k in _written_keys(txn.writes)]
+                commands.append([b"EXEC"])
+                sent = True
+                replies = await _roundtrip(conn, commands)
+                clean = True
+                self._check_exec(txn.writes, replies)
+                if replies[-1] is not None:
+                    return result  # type: ignore[no-any-return]
+                watched |= txn.watched  # a watched key changed: run fn again on the new state
+            except _LOST as e:
+                if sent:
+                    raise HeliosError(f"lost the connection to {self.where} while committing a transaction; it "
+                                      f"may or may not have been applied: {e}", code="store_unavailable",
+                                      status=503) from e
+                lost += 1
+                if lost > 2:
+                    raise self._unavailable(e) from e
+            except BaseException:
+                # fn raised (or we were cancelled): leave the connection clean if no reply is owed.
+                if not sent and not txn.in_flight:
+                    try:
+                        await _roundtrip(conn, [[b"UNWATCH"]])
+                        clean = True
+                    except _LOST:
+                        pass
+                raise
+            finally:
+                await self._release(conn, clean=clean)
+            # Back off a little, growing, so a crowd of writers on one hot key spreads out.
+            await asyncio.sleep(random.uniform(0, min(0.0005 * 2 ** min(attempt, 7), 0.05)))
+        shown = ", ".join(repr(k) for k in sorted(watched)[:5]) or "(none)"
+        raise ConflictError(f"a transaction on {self.where} gave up after {self.max_attempts} attempts: keys it "
+                            f"read kept changing under it (WATCH conflicts on {shown})", code="transaction_conflict")
+
+    @staticmethod
+    def _check_exec(writes: list[list[bytes]], replies: list[Any]) -> None:
+        exec_reply = replies[-1]
+        if isinstance(exec_reply, ResponseError):  # EXECABORT: a command was refused while queueing
+            for argv, reply in zip(writes, replies[1:-1], strict=False):
+                if isinstance(reply, ResponseError):
+                    raise CommandError(f"transaction write {_shown(argv)} was refused, nothing was applied: {reply}")
+            raise CommandError(f"transaction refused: {exec_reply}")
+        if isinstance(replies[0], ResponseError):
+            raise CommandError(f"MULTI refused: {replies[0]}")
+        if exec_reply is None:
+            return
+        for argv, reply in zip(writes, exec_reply, strict=False):
+            if isinstance(reply, ResponseError):
+                raise CommandError(f"transaction write {_shown(argv)} failed: {reply} (the server applied the "
+                                   f"transaction's other writes: Redis-protocol transactions do not roll back)")
+
+    def subscribe(self, prefix: Key) -> Subscription:
+        p = to_bytes(prefix)
+        return self._feed.add(CHANNEL_PREFIX + glob_escape(p) + b"*", Subscription(p))
+
+    async def close(self) -> None:
+        await self._feed.close()
+        await self._pool.disconnect()
+
+
+class _ChangeFeed:
+    """One pub/sub connection per store, shared by its subscriptions (one PSUBSCRIBE per prefix).
+
+    A reader task owns the connection; it reconnects with backoff and, after a
+    reconnect, tells every subscription "possibly many changed" (None), since
+    messages published meanwhile are lost.
+    """
+
+    def __init__(self, store: RemoteStore) -> None:
+        self.store = store
+        self.subs: dict[bytes, set[Subscription]] = {}
+        # PSUBSCRIBEs not yet confirmed, and until when a write waits for them.
+        self.pending: dict[bytes, tuple[asyncio.Future[None], float]] = {}
+        self.conn: AbstractConnection | None = None
+        self.outbox: asyncio.Queue[list[bytes]] | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.closed = False
+
+    def add(self, pattern: bytes, sub: Subscription) -> Subscription:
+        if self.closed:
+            raise HeliosError("subscribe() on a closed store", code="store_closed")
+        subs = self.subs.get(pattern)
+        if subs is None:
+            subs = self.subs[pattern] = set()
+            loop = asyncio.get_running_loop()
+            self.pending[pattern] = (loop.create_future(), loop.time() + _SUBSCRIBE_WAIT_SECONDS)
+            self._start()
+            if self.conn is not None:  # else the reader subscribes every pattern once connected
+                self._send([b"PSUBSCRIBE", pattern])
+        subs.add(sub)
+        pending = self.pending.get(pattern)
+        sub._ready = pending[0] if pending is not None else None
+        sub._closer = lambda: self.remove(pattern, sub)
+        return sub
+
+    def remove(self, pattern: bytes, sub: Subscription) -> None:
+        subs = self.subs.get(pattern)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self.subs[pattern]
+            self._confirmed(pattern)
+            if self.conn is not None and not self.closed:
+                self._send([b"PUNSUBSCRIBE", pattern])
+
+    async def settled(self) -> None:
+        """Wait (bounded) until every subscription made so far is active on the server."""
+        if self.pending:
+            until = max(deadline for _, deadline in self.pending.values())
+            left = until - asyncio.get_running_loop().time()
+            if left > 0:
+                await asyncio.wait([fut for fut, _ in self.pending.values()], timeout=left)
+
+    def _confirmed(self, pattern: bytes) -> None:
+        fut, _ = self.pending.pop(pattern, (None, 0.0))
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _send(self, command: list[bytes]) -> None:
+        assert self.outbox is not None
+        self.outbox.put_nowait(command)
+
+    def _start(self) -> None:
+        if not self.tasks:
+            self.outbox = asyncio.Queue()
+            self.tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._send_loop())]
+
+    async def _send_loop(self) -> None:
+        assert self.outbox is not None
+        while True:
+            command = await self.outbox.get()
+            conn = self.conn
+            if conn is None:
+                continue  # the reader re-subscribes everything current when it reconnects
+            try:
+                await conn.send_packed_command(conn.pack_command(*command))
+            except _LOST:
+                pass  # the reader notices and reconnects
+
+    async def _read_loop(self) -> None:
+        store = self.store
+        # A subscriber waits for messages indefinitely: no read timeout on this connection.
+        kwargs = {**store._kwargs, "socket_timeout": None}
+        delay, reconnecting = 0.05, False
+        while not self.closed:
+            conn = _connection_class(store.target)(**kwargs)
+            try:
+                await conn.connect()
+                # No await between publishing the connection and listing the patterns: a
+                # subscribe() in between would be neither listed nor sent by add().
+                self.conn = conn
+                patterns = list(self.subs)
+                if patterns:
+                    await conn.send_packed_command(conn.pack_command(b"PSUBSCRIBE", *patterns))
+                if reconnecting:
+                    for subs in list(self.subs.values()):
+                        for sub in list(subs):
+                            sub._deliver(None)
+                delay = 0.05
+                while True:
+                    self._handle(await conn.read_response())
+            except asyncio.CancelledError:
+                raise
+            except (*_LOST, ResponseError):
+                pass
+            finally:
+                self.conn = None
+                await conn.disconnect()
+            reconnecting = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _handle(self, msg: Any) -> None:
+        if not isinstance(msg, list) or not msg:
+            return
+        kind = msg[0]
+        if kind == b"pmessage" and len(msg) == 4:
+            _, pattern, channel, _data = msg
+            key = channel[len(CHANNEL_PREFIX):]
+            for sub in list(self.subs.get(pattern, ())):
+                sub._deliver(key)
+        elif kind == b"psubscribe" and len(msg) >= 2:
+            self._confirmed(msg[1])
+
+    async def close(self) -> None:
+        self.closed = True
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self.tasks = []
+        for pattern in list(self.pending):
+            self._confirmed(pattern)

@@ -1,0 +1,270 @@
+"""Where a store lives: `--data DIR` or a store URL, turned into an open Store.
+
+Accepted URLs (see `FORMS`)::
+
+    atlas://HOST[:PORT]                  atlasd over TCP (port 6380 unless given)
+    redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]   Redis, Valkey, or atlasd (port 6379 unless given)
+    rediss://...                         the same over TLS
+    unix:///PATH/TO/atlas.sock           a unix socket (atlasd's is DIR/atlas.sock)
+
+Every form takes query parameters `password`, `username`, `db`, `timeout`
+(seconds a reply may take) and `connect_timeout`; `rediss://` also
+`ssl_cert_reqs` (none|optional|required), `ssl_ca_certs`, `ssl_certfile`,
+`ssl_keyfile` and `ssl_check_hostname`.  A password never appears in an
+error message: URLs are shown redacted.
+
+`open_store(data, url, config)` is what every command taking `--data DIR`
+uses, so the same command works with or without a daemon: a free directory
+is opened in this process (embedded); a directory atlasd owns is reached
+through the unix socket its lock file names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from helios_core.atlas.datadir import DataDir
+from helios_core.config import HeliosConfig
+from helios_core.errors import DataDirLockedError, HeliosError
+
+if TYPE_CHECKING:
+    from helios_core.store.base import Store
+
+__all__ = ["StoreURL", "parse_store_url", "open_store", "FORMS"]
+
+FORMS = ("atlas://HOST[:PORT], redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) "
+         "or unix:///PATH/TO/atlas.sock[?password=...]")
+DEFAULT_PORTS = {"atlas": 6380, "redis": 6379, "rediss": 6379}
+_COMMON_PARAMS = frozenset({"password", "username", "db", "timeout", "connect_timeout"})
+_TLS_PARAMS = frozenset({"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"})
+_CERT_REQS = ("none", "optional", "required")
+# How long open_store waits for an owner's socket to answer: atlasd records the
+# socket in its lock file before it starts listening on it.
+OWNER_CONNECT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, repr=False)
+class StoreURL:
+    """A parsed store URL.  `kind` is "tcp", "tls" or "unix"."""
+
+    url: str
+    kind: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    db: int = 0
+    timeout: float | None = None
+    connect_timeout: float | None = None
+    tls: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"StoreURL({self.redacted!r})"
+
+    @property
+    def redacted(self) -> str:
+        """The URL as it may be shown in logs and errors: no password."""
+        return redact(self.url)
+
+    @property
+    def where(self) -> str:
+        return self.path if self.kind == "unix" else f"{self.host}:{self.port}"
+
+
+def redact(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
+    query = "&".join(f"{k}=***" if k == "password" else f"{k}={quote(v, safe='/')}"
+                     for k, v in parse_qsl(parts.query, keep_blank_values=True))
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _bad(url: str, reason: str) -> HeliosError:
+    return HeliosError(f"bad store URL {redact(url)!r}: {reason}; use {FORMS}", code="bad_store_url")
+
+
+def parse_store_url(url: str) -> StoreURL:
+    """Parse a store URL or raise HeliosError naming it (redacted) and the accepted forms."""
+    if not isinstance(url, str) or "://" not in url:
+        raise _bad(str(url), "not a URL")
+    scheme, rest = url.split("://", 1)
+    scheme = scheme.lower()
+    if scheme not in ("atlas", "redis", "rediss", "unix"):
+        raise _bad(url, f"unknown scheme {scheme!r}")
+    if scheme == "unix":
+        return _parse_unix(url, rest)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError as e:  # a port that is not a number, or out of range
+        raise _bad(url, str(e)) from None
+    if not host:
+        raise _bad(url, "no host")
+    if parts.fragment:
+        raise _bad(url, "a URL fragment ('#...') means nothing here")
+    params = _params(url, parts.query, tls=scheme == "rediss")
+    db = _db_from_path(url, parts.path)
+    if "db" in params:
+        db = _int_param(url, "db", params.pop("db"))
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return _finish(url, "tls" if scheme == "rediss" else "tcp", params, host=host, port=port, db=db,
+                   username=username or None, password=password or None, atlas=scheme == "atlas")
+
+
+def _parse_unix(url: str, rest: str) -> StoreURL:
+    path, _, query = rest.partition("?")
+    if "#" in path:
+        raise _bad(url, "a URL fragment ('#...') means nothing here")
+    if not path:
+        raise _bad(url, "no socket path")
+    if "@" in path.split("/", 1)[0]:
+        raise _bad(url, "give a unix socket's credentials as ?password=... (and &username=...)")
+    params = _params(url, query, tls=False)
+    db = _int_param(url, "db", params.pop("db")) if "db" in params else 0
+    return _finish(url, "unix", params, path=os.path.abspath(unquote(path)), db=db)
+
+
+def _params(url: str, query: str, *, tls: bool) -> dict[str, str]:
+    allowed = _COMMON_PARAMS | (_TLS_PARAMS if tls else frozenset())
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in allowed:
+            raise _bad(url, f"unknown parameter {name!r} (known: {', '.join(sorted(allowed))})")
+        params[name] = value
+    return params
+
+
+def _db_from_path(url: str, path: str) -> int:
+    path = path.strip("/")
+    return _int_param(url, "db", path) if path else 0
+
+
+def _int_param(url: str, name: str, value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise _bad(url, f"{name} must be a whole number, not {value!r}") from None
+    if n < 0:
+        raise _bad(url, f"{name} must not be negative")
+    return n
+
+
+def _seconds(url: str, name: str, value: str) -> float:
+    try:
+        s = float(value)
+    except ValueError:
+        raise _bad(url, f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 < s < float("inf"):
+        raise _bad(url, f"{name} must be a positive number of seconds")
+    return s
+
+
+def _finish(url: str, kind: str, params: dict[str, str], *, atlas: bool = False, **fields: Any) -> StoreURL:
+    if "password" in params:
+        fields["password"] = params.pop("password") or None
+    if "username" in params:
+        fields["username"] = params.pop("username") or None
+    if atlas and fields.get("db"):
+        raise _bad(url, "atlasd has one database, db 0")
+    timeout = _seconds(url, "timeout", params.pop("timeout")) if "timeout" in params else None
+    connect = _seconds(url, "connect_timeout", params.pop("connect_timeout")) if "connect_timeout" in params else None
+    tls: dict[str, Any] = {}
+    for name, value in params.items():  # only TLS parameters are left
+        if name == "ssl_cert_reqs":
+            if value not in _CERT_REQS:
+                raise _bad(url, f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
+            tls[name] = value
+        elif name == "ssl_check_hostname":
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise _bad(url, "ssl_check_hostname must be true or false")
+            tls[name] = value.lower() in ("true", "1", "yes")
+        else:
+            tls[name] = value
+    return StoreURL(url=url, kind=kind, timeout=timeout, connect_timeout=connect, tls=tls, **fields)
+
+
+async def open_store(data: str | os.PathLike[str] | None = None, url: str | None = None,
+                     config: HeliosConfig | None = None, **lock_info: Any) -> Store:
+    """Open the store a command was pointed at: exactly one of `data` (a directory) or `url`.
+
+    A free directory is opened embedded (this process becomes its owner;
+    `lock_info` goes into the lock file, e.g. ``tool="helios user"``).  A
+    directory owned by atlasd is reached through the unix socket its lock
+    file names, with `config.atlasd.requirepass` if set.  A directory owned by
+    a process that serves no socket (another embedded user) is an error
+    naming that process.
+    """
+    if (data is None) == (url is None):
+        raise HeliosError("give exactly one of a data directory or a store URL", code="bad_store")
+    config = config or HeliosConfig()
+    if url is not None:
+        return await _remote(parse_store_url(url))
+    assert data is not None
+    ddir = DataDir(data)
+    for _ in range(3):
+        owner = ddir.owner()
+        if owner is not None:
+            return await _via_owner(ddir, owner, config)
+        from helios_core.store.embedded import EmbeddedStore
+
+        try:
+            return await EmbeddedStore.open(ddir.path, config.atlas, **lock_info)
+        except DataDirLockedError:
+            continue  # a daemon took the directory between owner() and the lock: ask it instead
+    raise DataDirLockedError(f"data directory {ddir.path} keeps changing owner; try again")
+
+
+async def _via_owner(ddir: DataDir, owner: dict, config: HeliosConfig) -> Store:
+    pid = owner.get("pid") or "(unknown pid)"
+    sock = owner.get("socket")
+    if not sock:
+        raise DataDirLockedError(
+            f"data directory {ddir.path} is in use by process {pid}, which does not serve other processes "
+            f"(it records no socket in {ddir.lock_path}); stop it, or run atlasd on the directory and let "
+            f"every command talk to that")
+    target = StoreURL(url=f"unix://{sock}", kind="unix", path=str(sock),
+                      password=config.atlasd.requirepass or None)
+    deadline = asyncio.get_running_loop().time() + OWNER_CONNECT_SECONDS
+    while True:
+        try:
+            return await _remote(target)
+        except HeliosError as e:
+            if e.code != "store_unavailable":
+                raise  # it answered: a wrong password, say, is not cured by waiting
+            if asyncio.get_running_loop().time() > deadline:
+                raise DataDirLockedError(
+                    f"data directory {ddir.path} is owned by process {pid}, but its socket {sock} "
+                    f"does not answer: {e}") from e
+            if ddir.owner() is None:  # it went away: the directory is free now
+                raise DataDirLockedError(f"process {pid} released data directory {ddir.path} while we "
+                                         f"connected to it; try again") from e
+        await asyncio.sleep(0.05)  # the daemon records its socket before it listens on it
+
+
+async def _remote(target: StoreURL) -> Store:
+    try:
+        from helios_core.store.remote import RemoteStore
+    except ImportError as e:  # redis-py is what speaks the protocol
+        raise HeliosError(f"store URLs need the redis package (pip install redis): {e}",
+                          code="missing_dependency") from e
+    store = RemoteStore(target)
+    try:
+        await store.ping()
+    except BaseException:
+        await store.close()
+        raise
+    return store
