@@ -21,7 +21,7 @@ test: venv
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 run: venv
-	.venv/bin/helios atlasd --data ./data
+	.venv/bin/helios gateway --data ./data
 
 lint: venv
 	$(VENV)/bin/ruff check

@@ -29,7 +29,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         import uvloop
     except ImportError:
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def _announce(started: Any) -> None:
@@ -61,8 +61,8 @@ def gateway(obj: CliContext, data_dir: Path, bind: str | None, port: int | None,
     """
     from helios_core.gateway.app import serve
 
-    changes = {k: v for k, v in {"bind": bind, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}.items()
-               if v is not None}
+    given: dict[str, Any] = {"bind": bind, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
+    changes = {k: v for k, v in given.items() if v is not None}
     try:
         config = dataclasses.replace(obj.config, gateway=dataclasses.replace(obj.config.gateway, **changes))
         with asyncio.Runner(loop_factory=loop_factory()) as runner:

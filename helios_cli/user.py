@@ -75,7 +75,7 @@ class StoreUsers:
         return out
 
     async def list(self) -> list[dict[str, Any]]:
-        return await self.svc.list_users()  # type: ignore[no-any-return]
+        return await self.svc.list_users()
 
     async def passwd(self, name: str, password: str | None) -> dict[str, Any]:
         u, generated = await self.svc.set_password(name, password, self.now(), self.actor)
@@ -93,7 +93,7 @@ class StoreUsers:
         return {**await self.svc.describe(await self.svc.users.require(name)), "changed": changed}
 
     async def disable(self, name: str) -> dict[str, Any]:
-        return await self.svc.describe(await self.svc.set_disabled(name, True, self.now(), self.actor))  # type: ignore[no-any-return]
+        return await self.svc.describe(await self.svc.set_disabled(name, True, self.now(), self.actor))
 
     async def remove(self, name: str) -> None:
         await self.svc.remove_user(name, self.now(), self.actor)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -71,8 +71,7 @@ class Policy:
         return {"limit": self.limit, "window": self.window_s}
 
 
-@dataclass(frozen=True)
-class Bucket:
+class Bucket(NamedTuple):  # NamedTuples: built on every request, and much cheaper than frozen dataclasses
     milli: int
     last_ms: int
 
@@ -90,8 +89,7 @@ class Bucket:
             return None
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     allowed: bool
     policy: Policy
     remaining: int  # whole tokens left after this request
@@ -300,7 +298,7 @@ class RateLimiter:
         """Give tokens back (a login that succeeded after all); never above capacity."""
         key = self.prefix + client_id
 
-        async def fn(txn: Txn) -> None:
+        async def fn(txn: Txn) -> int:
             cur = level(Bucket.decode(await txn.get(key)), policy, now_ms)
             milli = min(policy.capacity_milli, cur.milli + tokens * MILLI)
             if milli >= policy.capacity_milli:
@@ -308,8 +306,9 @@ class RateLimiter:
             else:
                 new = Bucket(milli, cur.last_ms)
                 txn.set(key, new.encode(), px=max(1, _until_full(new, policy, now_ms)))
+            return milli
 
-        await self.store.transact(fn, durable=False)
+        _: int = await self.store.transact(fn, durable=False)
 
     async def reset(self, client_id: str) -> None:
         await self.store.transact(lambda t: t.delete(self.prefix + client_id), durable=False)

@@ -218,20 +218,19 @@ class RoleStore:
             raise ConflictError(f"role {name!r} is built in and cannot be deleted", code="role_builtin")
         await self.store.delete(role_key(name))
 
-    async def roles_of(self, user_id: str) -> list[str]:
+    async def roles_of(self, user_id: str) -> Sequence[str]:
         raw = await self.store.get(user_roles_key(user_id))
-        return list(orjson.loads(raw)) if raw else []
+        return tuple(orjson.loads(raw)) if raw else ()
 
     async def grants_for(self, role_names: Sequence[str]) -> tuple[Grant, ...]:
         """Every grant of the named roles (roles deleted meanwhile give nothing)."""
         if not role_names:
             return ()
-        raws = await self.store.mget([role_key(r) for r in role_names])
-        out: list[Grant] = []
-        for raw in raws:
-            if raw is not None:
-                out.extend(self._role(raw).grants)
-        return tuple(out)
+        return self.grants_from(await self.store.mget([role_key(r) for r in role_names]))
+
+    def grants_from(self, raws: Sequence[bytes | None]) -> tuple[Grant, ...]:
+        """The grants of stored role definitions (None: a role deleted meanwhile, giving nothing)."""
+        return tuple(g for raw in raws if raw is not None for g in self._role(raw).grants)
 
     async def grant(self, user_id: str, role: str) -> bool:
         """Give `user_id` the role; returns False when they had it already."""

@@ -49,15 +49,16 @@ class AuditLog:
         limit = self.max_entries
         slack = max(1, limit // 100)  # trim in batches, not on every write
 
-        async def fn(txn: Txn) -> None:
+        async def fn(txn: Txn) -> int:
             txn.zadd(AUDIT_KEY, {member: -now_ms})
             n = await txn.zcard(AUDIT_KEY) + 1
             if n > limit + slack:
                 # Scores are -time: the oldest events have the highest scores.
                 oldest = await txn.zrangebyscore(AUDIT_KEY, "-inf", "+inf", offset=limit - 1, count=n - limit)
                 txn.zrem(AUDIT_KEY, *(m for m, _ in oldest))
+            return n
 
-        await self.store.transact(fn)
+        _: int = await self.store.transact(fn)
         return event
 
     async def query(self, *, limit: int = 100, cursor: str | None = None, since_ms: int | None = None,

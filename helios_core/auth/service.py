@@ -28,7 +28,7 @@ from helios_core.errors import (
     RateLimitedError,
 )
 from helios_core.ratelimit import Policy, RateLimiter
-from helios_core.rbac import Grant, RoleStore, allowed, user_roles_key, validate_role_name
+from helios_core.rbac import Grant, RoleStore, allowed, role_key, user_roles_key, validate_role_name
 from helios_core.store.base import Store
 
 __all__ = ["Principal", "AuthService", "ADMIN_USERNAME"]
@@ -70,6 +70,7 @@ class AuthService:
         self._user_throttle = Policy(n, w, "login-user")
         n, w = config.login_failures_per_client
         self._client_throttle = Policy(n, w, "login-client")
+        self._last_roles: dict[str, tuple[str, ...]] = {}  # user id -> role names seen last
 
     # -- first start -------------------------------------------------------------------
 
@@ -97,8 +98,13 @@ class AuthService:
         claims = self.keys.verify(token, now_ms)
         uid = claims["sub"]
         thash = token_hash(token)
-        rec_raw, user_raw, roles_raw = await self.store.mget(
-            [token_key(thash), user_key(uid), user_roles_key(uid)])
+        # One read for the common case: the role definitions are fetched with the
+        # token and the user, guessing the user's roles are the ones seen last time.
+        # A wrong guess (roles changed) costs a second read, never a stale answer.
+        guess = self._last_roles.get(uid, ())
+        raws = await self.store.mget([token_key(thash), user_key(uid), user_roles_key(uid),
+                                      *(role_key(r) for r in guess)])
+        rec_raw, user_raw, roles_raw = raws[0], raws[1], raws[2]
         if rec_raw is None:
             raise AuthenticationError("token revoked or expired", code="token_revoked")
         rec = orjson.loads(rec_raw)
@@ -110,7 +116,13 @@ class AuthService:
         if user.disabled:
             raise AuthenticationError("account disabled", code="account_disabled")
         roles = tuple(orjson.loads(roles_raw)) if roles_raw else ()
-        grants = await self.roles.grants_for(roles)
+        if roles == guess:
+            grants = self.roles.grants_from(raws[3:])
+        else:
+            grants = await self.roles.grants_for(roles)
+            if len(self._last_roles) > 100_000:
+                self._last_roles.clear()
+            self._last_roles[uid] = roles
         return Principal(uid, user.username, roles, grants, rec.get("sid"), thash)
 
     # -- login and sessions ------------------------------------------------------------
@@ -274,7 +286,7 @@ class AuthService:
         return changed
 
     async def describe(self, user: User) -> dict[str, Any]:
-        return user.public(await self.roles.roles_of(user.id))
+        return user.public(list(await self.roles.roles_of(user.id)))
 
     async def list_users(self) -> list[dict[str, Any]]:
         users = await self.users.list()

@@ -177,7 +177,7 @@ class Sessions:
             txn.set(session_key(uid, sid), sess.encode(), pxat=sess.expires_ms)
             return "ok"
 
-        outcome = await self.store.transact(fn)
+        outcome: str = await self.store.transact(fn)
         if outcome == "reused":
             raise AuthenticationError("refresh token reuse detected: the session is revoked; log in again",
                                       code="refresh_reused", detail={"uid": uid, "sid": sid})

@@ -15,6 +15,12 @@ Verification trusts nothing in the token before its signature checks out:
 Several keys may be configured: the first signs, all verify, so a new key
 can be put first while tokens signed with the old one stay valid until
 they expire.
+
+A token whose signature and claims checked out once is remembered (by its
+full text, signature included) so the next request with it skips the
+signature work: PyJWT's pure-Python base64 checks cost more than the rest of
+a KV read.  The times are still checked on every use, and revocation is the
+token record's business, not this cache's.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,12 +146,15 @@ class KeyRing:
                               key="auth.jwt_algorithms")
         self.keys = {k.kid: k for k in keys}
         self.signer = signer
+        self._sign_key: Any = signer.sign_key
         self.sign_algorithm = sign_algs[0]
         self.algorithms = frozenset(algorithms)
         self.issuer = issuer
         self.audience = audience
         self.leeway_ms = leeway_s * 1000
         self._jwt = jwt.PyJWT()
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.cache_size = 10000
 
     @classmethod
     def from_specs(cls, specs: Iterable[str], algorithms: Iterable[str], *, issuer: str, audience: str,
@@ -159,12 +169,22 @@ class KeyRing:
             "iss": self.issuer, "aud": self.audience, "sub": sub, "jti": secrets.token_urlsafe(12),
             "iat": now, "nbf": now, "exp": now + ttl_s, **(extra or {}),
         }
-        token = jwt.encode(claims, self.signer.sign_key, algorithm=self.sign_algorithm,
+        token = jwt.encode(claims, self._sign_key, algorithm=self.sign_algorithm,
                            headers={"kid": self.signer.kid, "typ": "JWT"})
         return token, claims
 
     def verify(self, token: str, now_ms: int) -> dict[str, Any]:
         """The token's claims if it is valid at `now_ms`; AuthenticationError otherwise."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify_signature(token)
+            self._verified[token] = claims
+            if len(self._verified) > self.cache_size:
+                self._verified.popitem(last=False)
+        self._check_times(claims, now_ms)
+        return claims
+
+    def _verify_signature(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -192,16 +212,15 @@ class KeyRing:
             raise _invalid(f"missing claim {e.claim!r}") from None
         except jwt.PyJWTError:
             raise _invalid("bad signature or malformed token") from None
-        self._check_times(claims, now_ms)
         if not isinstance(claims["sub"], str) or not isinstance(claims["jti"], str):
             raise _invalid("sub and jti must be strings")
-        return claims
-
-    def _check_times(self, claims: Mapping[str, Any], now_ms: int) -> None:
         for name in ("exp", "iat", "nbf"):
             v = claims.get(name)
             if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
                 raise _invalid(f"claim {name!r} must be a number")
+        return claims
+
+    def _check_times(self, claims: Mapping[str, Any], now_ms: int) -> None:
         leeway = self.leeway_ms
         if claims["exp"] * 1000 <= now_ms - leeway:
             raise AuthenticationError("token expired", code="token_expired")

@@ -78,7 +78,7 @@ class UserDirectory:
         user = User("u_" + secrets.token_hex(8), name, password_hash, now_ms, now_ms)
         roles = list(dict.fromkeys(roles))
 
-        async def fn(txn: Txn) -> None:
+        async def fn(txn: Txn) -> str:
             if await txn.exists(username_key(name)):
                 raise ConflictError(f"user {name!r} already exists", code="user_exists")
             found = await txn.mget([f"rbac:role:{r}" for r in roles]) if roles else []
@@ -88,8 +88,9 @@ class UserDirectory:
             txn.set(user_key(user.id), user.encode())
             txn.set(username_key(name), user.id)
             txn.set(user_roles_key(user.id), orjson.dumps(roles))
+            return user.id
 
-        await self.store.transact(fn)
+        _: str = await self.store.transact(fn)
         return user
 
     async def get(self, user_id: str) -> User | None:
@@ -146,7 +147,7 @@ class UserDirectory:
     async def delete(self, user: User) -> None:
         """Remove the user, their name and their roles (sessions are the caller's to revoke first)."""
 
-        async def fn(txn: Txn) -> None:
+        def fn(txn: Txn) -> None:
             txn.delete(user_key(user.id), username_key(user.username), user_roles_key(user.id))
 
         await self.store.transact(fn)

@@ -46,7 +46,7 @@ def _get_or_create(cls: type[M], name: str, doc: str, labels: Sequence[str], **k
             metric = _made[name] = cls(name, doc, labelnames=tuple(labels), registry=REGISTRY, **kw)
         elif not isinstance(metric, cls) or tuple(metric._labelnames) != tuple(labels):
             raise ValueError(f"metric {name} exists with another type or labels")
-        return metric  # type: ignore[no-any-return]
+        return metric
 
 
 def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:

@@ -264,7 +264,7 @@ def test_register_closed_and_open(tmp_path: Path) -> None:
         await svc.roles.seed()
         user = await svc.register("Eve", "long enough", NOW, ME)
         assert user.username == "eve"
-        assert await svc.roles.roles_of(user.id) == ["user"]
+        assert list(await svc.roles.roles_of(user.id)) == ["user"]
         with pytest.raises(ConflictError):
             await svc.register("eve", "long enough", NOW, ME)
         with pytest.raises(InvalidInputError, match="username"):

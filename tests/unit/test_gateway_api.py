@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from helios_core.observability.logging import setup_logging
+from helios_core.gateway.accesslog import AccessLog
 from tests.unit.test_gateway_harness import Api, run_gateway
 
 
@@ -88,18 +88,24 @@ def test_probes_metrics_and_document(tmp_path: Path) -> None:
     run_gateway(tmp_path, body)
 
 
-def test_request_log_line(tmp_path: Path, restore_logging: None) -> None:
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_request_log_line(tmp_path: Path, fmt: str) -> None:
     out = io.StringIO()
 
     async def body(api: Api) -> None:
-        setup_logging("info", "json", stream=out)
+        api.service.gateway.access = AccessLog("info", fmt, lambda: out)
         token = await api.admin_token()
         await api.call("GET", "/api/v1/kv/x", token=token, headers={"X-Request-ID": "log-me"})
 
     run_gateway(tmp_path, body)
-    lines = [orjson.loads(x) for x in out.getvalue().splitlines()]
-    [line] = [x for x in lines if x.get("request_id") == "log-me"]
-    assert line["component"] == "gateway.access"
+    [text] = [x for x in out.getvalue().splitlines() if "log-me" in x]
+    if fmt == "console":
+        assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO  gateway\.access request request_id=log-me method=GET "
+                            r"route=/api/v1/kv/\{key\} path=/api/v1/kv/x status=404 duration_ms=[\d.]+ user=admin "
+                            r"client=127\.0\.0\.1 trace_id=[0-9a-f]{32}", text), text
+        return
+    line = orjson.loads(text)
+    assert line["component"] == "gateway.access" and line["level"] == "info" and line["time"].endswith("Z")
     assert line["method"] == "GET" and line["route"] == "/api/v1/kv/{key}" and line["status"] == 404
     assert line["user"] == "admin" and line["client"] == "127.0.0.1"
     assert isinstance(line["duration_ms"], float)

@@ -85,7 +85,7 @@ def test_custom_roles_and_assignments(tmp_path: Path) -> None:
         assert await roles.grant("u1", "ops") is False
         with pytest.raises(NotFoundError):
             await roles.grant("u1", "nope")
-        assert await roles.roles_of("u1") == ["ops"]
+        assert list(await roles.roles_of("u1")) == ["ops"]
         assert [g.name for g in await roles.grants_for(["ops"])] == ["admin:store"]
         await roles.put(Role.build("ops", ["admin:audit"]))  # edits apply at the next lookup
         assert [g.name for g in await roles.grants_for(["ops"])] == ["admin:audit"]
