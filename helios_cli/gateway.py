@@ -37,22 +37,27 @@ def _announce(started: Any) -> None:
     if started.admin_password:
         click.echo('First start: created the user "admin" with this password (shown only now):')
         click.echo(f"    {started.admin_password}")
-        click.echo(f"It is also in {started.password_file} (mode 0600). Log in with:")
+        if started.password_file:
+            click.echo(f"It is also in {started.password_file} (mode 0600).")
+        click.echo("Log in with:")
         click.echo(f"    curl -s -X POST {started.url}/api/v1/auth/login "
                    f"-d '{{\"username\": \"admin\", \"password\": \"...\"}}'")
-    click.echo(f"helios gateway listening on {started.url} (data {started.data_dir})")
+    click.echo(f"helios gateway listening on {started.url} "
+               f"({f'data {started.data_dir}' if started.data_dir else f'store {started.store_url}'})")
 
 
 @click.command("gateway", short_help="Serve the HTTP API (auth, KV, admin) on a data directory.")
-@click.option("--data", "data_dir", required=True, metavar="DIR",
-              type=click.Path(file_okay=False, path_type=Path), help="Data directory (created if missing).")
+@click.option("--data", "data_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="Data directory (created if missing; reached through atlasd's socket when atlasd owns it).")
+@click.option("--store", "store_url", metavar="URL",
+              help="Instead of --data: atlas://HOST:PORT, redis://..., rediss://... or unix:///PATH.")
 @click.option("--bind", metavar="ADDR", help="Listen address (gateway.bind, default 127.0.0.1).")
 @click.option("--port", type=int, metavar="PORT", help="TCP port (gateway.port, default 8080; 0: any free).")
 @click.option("--tls-cert", metavar="FILE", help="PEM certificate: serve HTTPS (gateway.tls_cert).")
 @click.option("--tls-key", metavar="FILE", help="PEM private key for --tls-cert (gateway.tls_key).")
 @pass_cli
-def gateway(obj: CliContext, data_dir: Path, bind: str | None, port: int | None, tls_cert: str | None,
-            tls_key: str | None) -> None:
+def gateway(obj: CliContext, data_dir: Path | None, store_url: str | None, bind: str | None, port: int | None,
+            tls_cert: str | None, tls_key: str | None) -> None:
     """Serve the HELIOS HTTP API from DIR: /api/v1/auth, /api/v1/kv, /admin, /metrics, /healthz.
 
     On the first start with no users, creates "admin" with a random password,
@@ -61,12 +66,15 @@ def gateway(obj: CliContext, data_dir: Path, bind: str | None, port: int | None,
     """
     from helios_core.gateway.app import serve
 
+    if (data_dir is None) == (store_url is None):
+        raise click.UsageError("give exactly one of --data DIR or --store URL")
+
     given: dict[str, Any] = {"bind": bind, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
     changes = {k: v for k, v in given.items() if v is not None}
     try:
         config = dataclasses.replace(obj.config, gateway=dataclasses.replace(obj.config.gateway, **changes))
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(serve(config, data_dir, _announce))
+            runner.run(serve(config, data_dir, _announce, store_url=store_url))
     except HeliosError as e:
         fail(e)
     except OSError as e:

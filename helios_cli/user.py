@@ -37,7 +37,7 @@ from helios_core.auth.tokens import generate_secret
 from helios_core.errors import DataDirLockedError, HeliosError
 from helios_core.gateway.app import rate_limit_settings
 from helios_core.ratelimit import RateLimiter
-from helios_core.store import EmbeddedStore
+from helios_core.store.url import open_store
 
 __all__ = ["user"]
 
@@ -171,14 +171,16 @@ async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Users], A
     if not data_dir.is_dir():
         raise HeliosError(f"data directory {data_dir} does not exist", code="data_dir")
     owner = DataDir(data_dir).owner()
-    if owner is not None:
+    if owner is not None and not owner.get("socket"):
+        # A gateway owns it embedded and serves no store socket: its admin API is the way in.
         pid = owner.get("pid") or "(unknown pid)"
         what = f"{owner.get('tool')} " if owner.get("tool") else ""
-        hint = (f"; use --url {owner['url']} --token <admin access token> instead" if owner.get("url") else
-                "; stop it first (talking to a running owner through its socket is not supported yet)")
+        hint = (f"; use --url {owner['http_url']} --token <admin access token> instead" if owner.get("http_url")
+                else "; stop it first, or run the service on atlasd so that tools can share the directory")
         raise DataDirLockedError(f"data directory {data_dir} is in use by {what}process {pid}{hint}")
     cfg = obj.config
-    store = await EmbeddedStore.open(data_dir, cfg.atlas, tool="helios user")
+    # Free: opened embedded; owned by atlasd: reached through its socket.
+    store = await open_store(data=data_dir, config=cfg, tool="helios user")
     hasher = PasswordHasher(cfg.auth.bcrypt_cost)
     try:
         # The CLI issues no tokens; AuthService only needs a key ring to exist.

@@ -33,7 +33,8 @@ from helios_core.gateway.routes import HANDLERS, url_specs
 from helios_core.gateway.storeops import StoreOps
 from helios_core.observability.logging import get_logger
 from helios_core.ratelimit import Policy, RateLimiter, RateLimitSettings, parse_policy_entries
-from helios_core.store import EmbeddedStore, Store
+from helios_core.store import Store
+from helios_core.store.url import open_store
 
 __all__ = ["GatewayService", "Started", "serve", "rate_limit_settings"]
 
@@ -116,14 +117,21 @@ class GatewayService:
 class Started:
     url: str
     port: int
-    data_dir: Path
+    data_dir: Path | None
+    store_url: str | None
     admin_password: str | None
     password_file: Path | None
 
 
-async def serve(config: HeliosConfig, data_dir: Path, on_started: Callable[[Started], None],
-                stop: asyncio.Event | None = None) -> None:
-    """Run `helios gateway` until SIGTERM/SIGINT (or `stop` is set)."""
+async def serve(config: HeliosConfig, data_dir: Path | None, on_started: Callable[[Started], None],
+                stop: asyncio.Event | None = None, store_url: str | None = None) -> None:
+    """Run `helios gateway` until SIGTERM/SIGINT (or `stop` is set).
+
+    The store is `data_dir` (embedded when free, atlasd's socket when atlasd
+    owns it) or `store_url` (atlasd, Redis or Valkey).  Without a data
+    directory, auth.jwt_keys must be configured and the first admin password
+    is only printed.
+    """
     g = config.gateway
     sockets = bind_sockets(g.port, g.bind, reuse_port=False)
     port = sockets[0].getsockname()[1]
@@ -131,7 +139,7 @@ async def serve(config: HeliosConfig, data_dir: Path, on_started: Callable[[Star
     host = f"[{g.bind}]" if ":" in g.bind else g.bind
     url = f"{scheme}://{host}:{port}"
     try:
-        store = await EmbeddedStore.open(data_dir, config.atlas, tool="helios gateway", url=url)
+        store = await open_store(data=data_dir, url=store_url, config=config, tool="helios gateway", http_url=url)
     except BaseException:
         for s in sockets:
             s.close()
@@ -140,14 +148,14 @@ async def serve(config: HeliosConfig, data_dir: Path, on_started: Callable[[Star
     try:
         service = GatewayService(config, store, key_specs=signing_key_specs(config.auth.jwt_keys, data_dir))
         password = await service.start()
-        pw_file = write_initial_password(data_dir, password) if password else None
+        pw_file = write_initial_password(data_dir, password) if password and data_dir is not None else None
         service.listen(sockets)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        log.info("gateway listening", url=url, data=str(data_dir))
-        on_started(Started(url, port, Path(data_dir), password, pw_file))
+        log.info("gateway listening", url=url, data=str(data_dir) if data_dir else None, store=store_url)
+        on_started(Started(url, port, Path(data_dir) if data_dir else None, store_url, password, pw_file))
         await stop.wait()
         log.info("shutting down", inflight=service.gateway.inflight)
         await service.shutdown(g.shutdown_timeout_seconds)

@@ -86,7 +86,7 @@ def test_failures_exit_non_zero_with_a_reason(data: Path, tmp_path: Path) -> Non
 
 
 def test_an_owned_data_dir_is_refused_naming_the_owner(data: Path) -> None:
-    eng = Engine.open(data, AtlasConfig(), tool="helios gateway", url="http://127.0.0.1:8080")
+    eng = Engine.open(data, AtlasConfig(), tool="helios gateway", http_url="http://127.0.0.1:8080")
     try:
         r = run("list", "--data", str(data))
     finally:
