@@ -40,19 +40,26 @@ def _install_uvloop() -> None:
 @click.option("--requirepass", metavar="SECRET",
               help="Password clients must AUTH with (prefer HELIOS_ATLASD__REQUIREPASS: argv is visible "
                    "to other users).")
+@click.option("--tls-cert", metavar="FILE", help="PEM certificate: the TCP port speaks TLS (with --tls-key). "
+              "Overrides atlasd.tls_cert.")
+@click.option("--tls-key", metavar="FILE", help="PEM private key for --tls-cert. Overrides atlasd.tls_key.")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port; 0 disables.")
 @pass_cli
 def atlasd(obj: CliContext, data_dir: Path, bind: str | None, port: int | None, appendfsync: str | None,
-           requirepass: str | None, metrics_port: int | None) -> None:
+           requirepass: str | None, tls_cert: str | None, tls_key: str | None, metrics_port: int | None) -> None:
     """Serve ATLAS over RESP2/RESP3 (redis-cli, redis-py, any Redis client).
 
     Listens on --bind:--port and on the unix socket DIR/atlas.sock (mode
-    0600).  Stops gracefully on SIGTERM, SIGINT or SHUTDOWN [SAVE|NOSAVE]:
-    in-flight replies are sent, the AOF is flushed and fsynced, the lock is
-    released and the exit status is 0.
+    0600).  With --tls-cert and --tls-key the TCP port speaks TLS; the unix
+    socket stays plain.  A connection whose first byte is "{" speaks JSON
+    lines in the AOF's record format instead of RESP.  Stops gracefully on
+    SIGTERM, SIGINT or SHUTDOWN [SAVE|NOSAVE]: in-flight replies are sent,
+    the AOF is flushed and fsynced, the lock is released and the exit status
+    is 0.
     """
     overrides = {"atlasd.bind": bind, "atlasd.port": port, "atlas.appendfsync": appendfsync,
-                 "atlasd.requirepass": requirepass, "atlasd.metrics_port": metrics_port}
+                 "atlasd.requirepass": requirepass, "atlasd.metrics_port": metrics_port,
+                 "atlasd.tls_cert": tls_cert, "atlasd.tls_key": tls_key}
     try:
         loaded = load_config(obj.config_path, overrides=overrides)
         config = dataclasses.replace(obj.config, atlas=loaded.atlas, atlasd=loaded.atlasd)

@@ -172,6 +172,11 @@ class AtlasdConfig(_Section):
         default=10,
         metadata=setting("Seconds a graceful shutdown waits for in-flight replies.", minimum=1),
     )
+    tls_cert: str = field(
+        default="",
+        metadata=setting("PEM certificate file; with tls_key, the TCP port speaks TLS (the unix socket stays plain)."),
+    )
+    tls_key: str = field(default="", metadata=setting("PEM private key file for tls_cert."))
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,13 @@ write fails the engine undoes those writes and calls the waiter with the
 error: every queued reply above the durable point becomes that error.
 
 Connection state that changes how commands are dispatched (not
-authenticated, inside MULTI, RESP2 subscribed mode) sets `special`, which
-sends commands through `_dispatch_special` instead of straight to the engine.
+authenticated, inside MULTI, RESP2 subscribed mode, JSON lines) sets
+`special`, which sends commands through `_dispatch_special` instead of
+straight to the engine.
+
+A connection whose first byte is `{` speaks JSON lines instead of RESP
+(helios_core/atlas/jsonlines.py): it swaps in that parser and reply encoder
+and otherwise runs exactly the same path, durability queue included.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from helios_core.atlas.commands import TABLE
 from helios_core.atlas.commands.connection import NOAUTH, QUEUED
 from helios_core.atlas.commands.table import OK
+from helios_core.atlas.jsonlines import JsonBad, JsonBatch, JsonLinesParser, encode_json, encode_json_error
 from helios_core.atlas.resp import NULL_ARRAY, QUERY_BUFFER_EXCEEDED, RespParser, encode, encode_error
 from helios_core.errors import CommandError, HeliosError
 from helios_core.observability.logging import get_logger
@@ -68,7 +74,7 @@ class Connection(asyncio.Protocol):
         "authed", "multi", "multi_error", "watching", "watch_dirty", "channels", "patterns",
         "special", "closing", "queue", "out", "waiting_seq", "deferred", "read_paused",
         "write_paused", "addr", "laddr", "is_unix", "created", "last_active", "last_cmd", "_durable_cb",
-        "net_in", "net_out",
+        "net_in", "net_out", "sniff", "is_json", "enc", "enc_err", "futures",
     )
 
     def __init__(self, server: AtlasServer, is_unix: bool) -> None:
@@ -76,7 +82,11 @@ class Connection(asyncio.Protocol):
         self.engine = server.engine
         self.id = 0
         self.transport: Any = None
-        self.parser = RespParser(max_bulk=server.max_bulk)
+        self.parser: RespParser | JsonLinesParser = RespParser(max_bulk=server.max_bulk)
+        self.sniff = True      # the first read decides the protocol: "{" starts JSON lines
+        self.is_json = False
+        self.enc: Callable[[Any, bool], bytes] = encode  # reply encoder, and the error one
+        self.enc_err: Callable[[BaseException | str], bytes] = encode_error
         self.resp3 = False
         self.name = b""
         self.lib_name = b""
@@ -93,6 +103,7 @@ class Connection(asyncio.Protocol):
         self.special = not self.authed
         self.closing = False
         self.queue: deque[tuple[int, Any]] = deque()  # (seq, bytes | (future, render, resp3))
+        self.futures = 0  # entries in `queue` waiting on a future rather than on durability
         self.out: list[bytes] = []
         self.waiting_seq = 0
         self.deferred: tuple[asyncio.Future, Callable[[Any], Any]] | None = None
@@ -133,6 +144,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.queue.clear()
+        self.futures = 0
         self.deferred = None
         self.server.remove_client(self)
 
@@ -147,6 +159,10 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.sniff:
+            self.sniff = False
+            if data[:1] == b"{":
+                self._speak_json()
         parser = self.parser
         cmds = parser.feed(data)
         self.net_in += len(data)
@@ -162,42 +178,59 @@ class Connection(asyncio.Protocol):
             return True
         return False
 
+    def _speak_json(self) -> None:
+        parser = JsonLinesParser(self.server.max_bulk)
+        parser.set_unauthenticated(not self.authed, self.server.max_bulk)
+        self.parser = parser
+        self.is_json = True
+        self.enc = encode_json
+        self.enc_err = encode_json_error
+        self._update_special()
+
     # -- the hot path ------------------------------------------------------------------
 
     def _run(self, cmds: list[list[bytes]]) -> None:
         engine = self.engine
         execute = engine.execute
-        pending = engine.pending_seq
         queue = self.queue
         out = self.out
+        enc = self.enc
         ctx = engine.ctx
         ctx.conn = self  # also marks "inside this connection's batch" for push()
         top = 0
+        # What is durable can only grow while the batch runs (records are written and synced
+        # between loop passes): a reply judged against this value at worst waits for a waiter
+        # that add_waiter() below then calls at once.
+        rel = engine.released_seq
         try:
             for argv in cmds:
                 try:
                     reply = self._dispatch_special(argv) if self.special else execute(argv)
                     if self.deferred is None:
-                        payload: Any = encode(reply, self.resp3)
+                        payload: Any = enc(reply, self.resp3)
                     else:  # the reply comes later (SAVE, SHUTDOWN): hold its place in the queue
                         fut, render = self.deferred
                         self.deferred = None
-                        queue.append((pending(), (fut, render, self.resp3)))
+                        queue.append((engine.pending_seq(), (fut, render, self.resp3)))
+                        self.futures += 1
                         fut.add_done_callback(self._future_done)
                         continue
                 except CommandError as e:
-                    payload = encode_error(e)
+                    payload = self.enc_err(e)
                 except HeliosError as e:
-                    payload = encode_error(f"ERR {e}")
+                    payload = self.enc_err(f"ERR {e}")
                 except Exception as e:  # a bug in a handler must not take the connection down
                     log.opt(exception=e).error("command failed", cmd=argv[0][:64].decode(errors="replace"))
-                    payload = encode_error(f"ERR internal error running '{argv[0][:64].decode(errors='replace')}': "
+                    payload = self.enc_err(f"ERR internal error running '{argv[0][:64].decode(errors='replace')}': "
                                            f"{type(e).__name__}: {e}")
-                seq = pending()
-                if seq or queue:
+                # engine.pending_seq(), inlined: the reply waits for the newest record unless it is durable.
+                seq = engine.seq
+                if seq > rel:
                     queue.append((seq, payload))
                     if seq > top:
                         top = seq
+                elif queue:
+                    queue.append((0, payload))
                 else:
                     out.append(payload)
                 if self.closing:
@@ -232,11 +265,12 @@ class Connection(asyncio.Protocol):
         if error is not None:
             # The engine undid every record above the durable point and reuses their seqs.
             rel = self.engine.released_seq
-            text = encode_error(error)
+            text = self.enc_err(error)
             items = [(0, text) if seq > rel else (seq, p) for seq, p in self.queue]
             self.queue.clear()
             self.queue.extend(items)
             self.waiting_seq = 0
+            self.futures = sum(type(p) is not bytes for _, p in items)
         self._drain()
 
     def _future_done(self, fut: asyncio.Future) -> None:
@@ -244,10 +278,29 @@ class Connection(asyncio.Protocol):
 
     def _drain(self) -> None:
         """Write the queue's head up to the first reply still waiting (durability or a future)."""
-        if self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
         queue = self.queue
         rel = self.engine.released_seq
+        if queue and not self.read_paused and not self.closing:
+            # The common cases without the loop below: one reply owed (no pipelining), or
+            # only replies to writes that are all durable now (no future among them; every
+            # seq queued is at most waiting_seq).
+            if len(queue) == 1:
+                seq, payload = queue[0]
+                if type(payload) is bytes:
+                    if seq <= rel:
+                        queue.clear()
+                        self.net_out += len(payload)
+                        transport.write(payload)
+                    return
+            elif not self.futures and self.waiting_seq <= rel:
+                data = b"".join([p for _, p in queue])
+                queue.clear()
+                self.net_out += len(data)
+                transport.write(data)
+                return
         parts = []
         while queue:
             seq, payload = queue[0]
@@ -257,7 +310,8 @@ class Connection(asyncio.Protocol):
                 fut, render, resp3 = payload
                 if not fut.done():
                     break
-                payload = _render_future(fut, render, resp3)
+                payload = _render_future(fut, render, resp3, self.enc, self.enc_err)
+                self.futures -= 1
                 if payload is None:  # e.g. SHUTDOWN went ahead: nothing to say
                     queue.popleft()
                     continue
@@ -280,6 +334,8 @@ class Connection(asyncio.Protocol):
     # -- special dispatch: not authenticated, MULTI, RESP2 subscribed ------------------
 
     def _dispatch_special(self, argv: list[bytes]) -> Any:
+        if type(argv) is not list:  # a JSON line that is no plain command
+            return self._json_special(argv)
         name = argv[0].lower()
         if not self.authed and name not in _NO_AUTH:
             self._flag_multi()
@@ -294,17 +350,50 @@ class Connection(asyncio.Protocol):
                 self.server.unwatch(self)
                 return OK
         if self.channels or self.patterns:
-            if not self.resp3 and name not in _SUBSCRIBED_OK:
+            if not self.resp3 and not self.is_json and name not in _SUBSCRIBED_OK:
                 raise CommandError(
                     f"ERR Can't execute '{name.decode(errors='replace')}': only (P|S)SUBSCRIBE / "
                     f"(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
         return self.engine.execute(argv)
 
+    def _json_special(self, item: list[bytes]) -> Any:
+        if type(item) is JsonBad:
+            self._flag_multi()
+            raise CommandError(item.error)
+        if not self.authed:
+            raise CommandError(NOAUTH)
+        if self.multi is not None:
+            self.multi_error = True
+            raise CommandError("ERR MULTI with ops inside MULTI is not allowed")
+        assert type(item) is JsonBatch
+        return self._run_batch(item.ops)
+
+    def _run_batch(self, queued: list[list[bytes]]) -> list[Any]:
+        """Run `queued` as one atomic AOF record; each command's reply or error, as EXEC gives them."""
+        engine = self.engine
+        results: list[Any] = []
+        with engine.batch():
+            for argv in queued:
+                if argv[0].lower() in _NO_MULTI or argv[0].lower() in _MULTI_NOW:
+                    results.append(CommandError("ERR Command not allowed inside a transaction"))
+                    continue
+                try:
+                    results.append(engine.execute(argv))
+                except CommandError as e:
+                    results.append(e)
+                except HeliosError as e:
+                    results.append(CommandError(f"ERR {e}"))
+        return results
+
     def _queue_multi(self, name: bytes, argv: list[bytes]) -> Any:
         cmd = TABLE.get(argv[0])
         if cmd is None:
             self.multi_error = True
-            shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in argv[1:4])
+            shown = ""  # as Engine.execute (and Redis): each argument quoted and followed by a space, 128 in all
+            for a in argv[1:]:
+                if len(shown) >= 128:
+                    break
+                shown += f"'{a.decode(errors='replace')[:128 - len(shown)]}' "
             raise CommandError(f"ERR unknown command '{argv[0].decode(errors='replace')[:128]}', "
                                f"with args beginning with: {shown}")
         n = cmd.arity
@@ -331,23 +420,13 @@ class Connection(asyncio.Protocol):
             raise CommandError("EXECABORT Transaction discarded because of previous errors.")
         if dirty:
             return NULL_ARRAY
-        engine = self.engine
-        results: list[Any] = []
         # One batch: every effect of the transaction becomes one atomic AOF record.
-        with engine.batch():
-            for argv in queued:
-                try:
-                    results.append(engine.execute(argv))
-                except CommandError as e:
-                    results.append(e)
-                except HeliosError as e:
-                    results.append(CommandError(f"ERR {e}"))
-        return results
+        return self._run_batch(queued)
 
     # -- state changes used by the command handlers ------------------------------------
 
     def _update_special(self) -> None:
-        self.special = (not self.authed or self.multi is not None
+        self.special = (not self.authed or self.multi is not None or self.is_json
                         or (not self.resp3 and bool(self.channels or self.patterns)))
 
     @property
@@ -409,6 +488,7 @@ class Connection(asyncio.Protocol):
     def kill(self) -> None:
         self.closing = True
         self.queue.clear()
+        self.futures = 0
         self.transport.abort()
 
     def close_after_replies(self) -> None:
@@ -424,7 +504,7 @@ class Connection(asyncio.Protocol):
             self.kill()
             return
         log.debug("protocol error", id=self.id, addr=self.addr, error=text)
-        payload = encode_error(text)
+        payload = self.enc_err(text)
         self.closing = True
         self.transport.pause_reading()
         if self.queue:
@@ -450,16 +530,17 @@ class Connection(asyncio.Protocol):
                 f"lib-ver={self.lib_ver.decode(errors='replace')} resp={3 if self.resp3 else 2}")
 
 
-def _render_future(fut: asyncio.Future, render: Callable[[Any], Any], resp3: bool) -> bytes | None:
+def _render_future(fut: asyncio.Future, render: Callable[[Any], Any], resp3: bool,
+                   enc: Callable[[Any, bool], bytes], enc_err: Callable[[BaseException | str], bytes]) -> bytes | None:
     if fut.cancelled():
-        return encode_error("ERR cancelled")
+        return enc_err("ERR cancelled")
     exc = fut.exception()
     if exc is not None:
         text = str(exc)
         head = text.split(" ", 1)[0]
-        return encode_error(text if head.isupper() and head.isalpha() else f"ERR {text}")
+        return enc_err(text if head.isupper() and head.isalpha() else f"ERR {text}")
     reply = render(fut.result())
-    return None if reply is None else encode(reply, resp3)
+    return None if reply is None else enc(reply, resp3)
 
 
 def _fd(transport: Any) -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from helios_core.atlas.aof import AofFile
-from helios_core.atlas.commands import TABLE, Ctx
+from helios_core.atlas.commands import TABLE, Command, Ctx
 from helios_core.atlas.commands.keys import ScanCursors
 from helios_core.atlas.datadir import DataDir, DirLock, fsync_dir
 from helios_core.atlas.effects import apply_effect, effect_keys, encode_record, undo_effects
@@ -45,6 +45,8 @@ from helios_core.observability.logging import get_logger
 __all__ = ["Engine", "EngineStats", "wall_ms"]
 
 log = get_logger("atlas.engine")
+
+_DISPATCH_CACHE = 512  # most command-name spellings remembered by `execute`
 
 
 def wall_ms() -> int:
@@ -101,6 +103,7 @@ class Engine:
         self._lock: DirLock | None = None
         self.aof: AofFile | None = None
         self._effects: list[tuple] = []
+        self._dispatch: dict[bytes, tuple[Command, int, bool]] = {}  # command name as sent -> table entry
         self._undo: list = []          # undo log of records in _buffer
         self._buffer = bytearray()
         self._batch_depth = 0
@@ -195,6 +198,40 @@ class Engine:
         The reply may not be shown to anyone before `pending_seq()` is durable
         (see `add_waiter`).
         """
+        # The hot path of every protocol: one dict hit on the name as sent ("SET", "get")
+        # instead of a case-folding table lookup and a property per call.
+        try:
+            cmd, arity, is_write = self._dispatch[args[0]]
+        except (KeyError, IndexError):
+            cmd, arity, is_write = self._resolve(args)
+        n = len(args)
+        if n != arity and (arity > 0 or n < -arity):
+            raise CommandError(f"ERR wrong number of arguments for '{cmd.name}' command")
+        if is_write:
+            if self.aof_error is not None:
+                raise CommandError(self._misconf())
+            limit = self.config.max_value_bytes
+            for a in args:
+                if len(a) > limit:
+                    self.check_value_size(len(a))
+        ctx = self.ctx
+        ctx.now_ms = self.clock()
+        ctx.writable = self.aof_error is None
+        mark, undo_mark = len(self._effects), len(self._undo)
+        try:
+            reply = cmd.handler(ctx, args[1:])
+        except BaseException:
+            self._rollback(mark, undo_mark)
+            raise
+        stats = self.stats.commands
+        name = cmd.name
+        stats[name] = stats.get(name, 0) + 1
+        if self._effects and self._batch_depth == 0:  # (a handler that batches has committed already)
+            self._commit()
+        return reply
+
+    def _resolve(self, args: list[bytes]) -> tuple[Command, int, bool]:
+        """The table entry for args[0] (remembered under that spelling), or Redis's error."""
         if not args:
             raise CommandError("ERR empty command")
         cmd = TABLE.get(args[0])
@@ -206,31 +243,10 @@ class Engine:
                 shown += f"'{a.decode(errors='replace')[:128 - len(shown)]}' "
             raise CommandError(f"ERR unknown command '{args[0].decode(errors='replace')[:128]}', "
                                f"with args beginning with: {shown}")
-        n = cmd.arity
-        if (n > 0 and len(args) != n) or (n < 0 and len(args) < -n):
-            raise CommandError(f"ERR wrong number of arguments for '{cmd.name}' command")
-        if cmd.is_write:
-            if self.aof_error is not None:
-                raise CommandError(self._misconf())
-            limit = self.config.max_value_bytes
-            for a in args:
-                if len(a) > limit:
-                    self.check_value_size(len(a))
-        ctx = self.ctx
-        ctx.now_ms = self.clock()
-        ctx.writable = self.aof_error is None
-        effects = self._effects
-        mark, undo_mark = len(effects), len(self._undo)
-        try:
-            reply = cmd.handler(ctx, args[1:])
-        except BaseException:
-            self._rollback(mark, undo_mark)
-            raise
-        stats = self.stats.commands
-        stats[cmd.name] = stats.get(cmd.name, 0) + 1
-        if self._effects and self._batch_depth == 0:  # (a handler that batches has committed already)
-            self._commit()
-        return reply
+        entry = (cmd, cmd.arity, cmd.is_write)
+        if len(self._dispatch) < _DISPATCH_CACHE:  # bounded: clients may spell names in any case
+            self._dispatch[bytes(args[0])] = entry
+        return entry
 
     def _rollback(self, mark: int, undo_mark: int) -> None:
         if len(self._undo) > undo_mark:
@@ -279,7 +295,7 @@ class Engine:
             self._notify(effects)
         if self.commit_hook is not None:
             self.commit_hook(effects)
-        if self._loop is not None and not self._flush_scheduled:
+        if not self._flush_scheduled and self._loop is not None:  # (scheduled already: most commits)
             self._flush_scheduled = True
             self._loop.call_soon(self._flush_pass)
 

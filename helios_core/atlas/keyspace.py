@@ -52,7 +52,8 @@ class Keyspace:
             self._index.add(key)
         data[key] = value
         if exp is None:
-            self.clear_expiry(key)
+            if self.expires.pop(key, None) is not None:  # clear_expiry, inlined: every SET passes here
+                self._bound_heap()
         else:
             self.set_expiry(key, exp)
 

@@ -41,6 +41,20 @@ UNAUTH_MAX_MULTIBULK = 10
 UNAUTH_MAX_BULK = 16 * 1024
 _BIG_BULK = 32 * 1024                # bulks at least this long are gathered as chunks
 
+# The canonical headers of small requests, to check a split request against with
+# C-level lookups instead of formatting each header: "*3" -> 3, len 16 -> "$16".
+_MBULK_N = {b"*%d" % i: i for i in range(1, 1025)}
+_BULK_HDR = tuple(b"$%d" % i for i in range(4096))
+
+
+def _bulk_headers(args: list[bytes]) -> list[bytes]:
+    """["$len(a)" for a in args]: what a well-formed request has before each argument."""
+    try:
+        return [_BULK_HDR[len(a)] for a in args]
+    except IndexError:  # an argument of 4 KiB or more
+        return [b"$%d" % len(a) for a in args]
+
+
 # Set as `error` when the unparsed input outgrows the query buffer limit.  Redis
 # closes such a client without a reply; so does the server.
 QUERY_BUFFER_EXCEEDED = "query buffer limit exceeded"
@@ -112,11 +126,14 @@ class RespParser:
         # parse could make.
         parts = data.split(b"\r\n")
         last = len(parts) - 1  # parts[last] follows the final CRLF (b"" when data ends on one)
-        n = last >> 1
-        if last & 1 and not parts[last] and n and parts[0] == b"*%d" % n and n <= self.max_count \
-                and len(data) <= self.max_bulk:
+        n = _MBULK_N.get(parts[0], -1)
+        if 2 * n + 1 == last and not parts[last] and n <= self.max_count and len(data) <= self.max_bulk:
             args = parts[2:last:2]
-            if parts[1:last:2] == [b"$%d" % len(a) for a in args]:
+            try:
+                heads = [_BULK_HDR[len(a)] for a in args]  # _bulk_headers, inlined for the common case
+            except IndexError:
+                heads = _bulk_headers(args)
+            if parts[1:last:2] == heads:
                 return [args]
         return self._feed_pipeline(data, parts, last)
 
@@ -129,29 +146,24 @@ class RespParser:
         """
         out: list[list[bytes]] = []
         max_bulk = self.max_bulk
+        max_count = self.max_count
+        small = len(data) <= max_bulk  # then no bulk in it can be over the limit
+        mbulk_n = _MBULK_N.get
+        hdr = _BULK_HDR
         i = 0
         while i < last:
-            head = parts[i]
-            count = head[1:]
-            if head[:1] != b"*" or not count.isdigit() or count[0] == 48 or len(count) > 7:
+            n = mbulk_n(parts[i])  # "*N" as written by every client (N <= 1024); else the general parser
+            if n is None:
                 break
-            n = int(count)
             end = i + 1 + 2 * n
-            if end > last or n > self.max_count:
+            if end > last or n > max_count:
                 break
-            args = []
-            j = i + 1
-            while j < end:
-                h = parts[j]
-                size = h[1:]
-                if h[:1] != b"$" or not size.isdigit() or (size[0] == 48 and len(size) != 1) or len(size) > 12:
-                    break
-                arg = parts[j + 1]
-                if len(arg) != int(size) or len(arg) > max_bulk:
-                    break
-                args.append(arg)
-                j += 2
-            if j != end:
+            args = parts[i + 2:end:2]
+            try:
+                heads = [hdr[len(a)] for a in args]  # _bulk_headers, inlined for the common case
+            except IndexError:
+                heads = _bulk_headers(args)
+            if parts[i + 1:end:2] != heads or (not small and max(map(len, args)) > max_bulk):
                 break
             out.append(args)
             i = end

@@ -11,6 +11,10 @@ metrics, and shuts down gracefully:
 
 The socket is removed before the lock is released, so a successor that takes
 the lock never has its fresh socket deleted by us.
+
+With `atlasd.tls_cert` and `atlasd.tls_key` the TCP port speaks TLS only; the
+unix socket stays plain (it is reachable only by the directory's owner, mode
+0600, and local tools use it).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import re
 import secrets
 import signal
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +40,12 @@ from helios_core.atlas.commands.server import REDIS_COMPAT_VERSION
 from helios_core.atlas.commands.table import glob_to_regex
 from helios_core.atlas.connection import Connection
 from helios_core.atlas.engine import Engine
-from helios_core.atlas.resp import Push, Replies, encode
-from helios_core.config import HeliosConfig
+from helios_core.atlas.resp import Push, Replies
+from helios_core.config import AtlasdConfig, HeliosConfig
 from helios_core.errors import HeliosError
 from helios_core.observability.logging import get_logger
 
-__all__ = ["AtlasServer", "SOCKET_NAME"]
+__all__ = ["AtlasServer", "SOCKET_NAME", "tls_context"]
 
 log = get_logger("atlasd")
 
@@ -57,8 +62,26 @@ class Counters:
     net_output_bytes: int = 0
 
 
+def tls_context(cfg: AtlasdConfig) -> ssl.SSLContext | None:
+    """The server-side TLS context from atlasd.tls_cert/tls_key; None when neither is set."""
+    if not cfg.tls_cert and not cfg.tls_key:
+        return None
+    if not cfg.tls_cert or not cfg.tls_key:
+        raise HeliosError("atlasd.tls_cert and atlasd.tls_key go together (--tls-cert F --tls-key F): "
+                          "set both or neither", code="bad_config")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise HeliosError(f"cannot load the TLS certificate {cfg.tls_cert} with key {cfg.tls_key}: "
+                          f"{getattr(e, 'strerror', None) or e}", code="bad_config") from e
+    return ctx
+
+
 class AtlasServer:
-    def __init__(self, engine: Engine, config: HeliosConfig, socket_path: Path | None) -> None:
+    def __init__(self, engine: Engine, config: HeliosConfig, socket_path: Path | None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         cfg = config.atlasd
         self.engine = engine
         self.config = config
@@ -75,6 +98,7 @@ class AtlasServer:
         self.patterns: dict[bytes, set[Connection]] = {}
         self._pattern_rx: dict[bytes, re.Pattern[bytes]] = {}
         self.watched: dict[bytes, set[Connection]] = {}
+        self.watched_exists: dict[bytes, bool] = {}  # is a watched key in the keyspace (for FLUSHALL)
         self.counters = Counters()
         self.run_id = secrets.token_hex(20)
         self.closing = False
@@ -86,6 +110,7 @@ class AtlasServer:
         self._metrics_server: Any = None
         self._sampler: asyncio.TimerHandle | None = None
         self.now = time.monotonic()  # refreshed every second: connections stamp activity with it
+        self.ssl = ssl_context if ssl_context is not None else tls_context(cfg)
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str], config: HeliosConfig) -> AtlasServer:
@@ -96,9 +121,11 @@ class AtlasServer:
             raise HeliosError(f"the unix socket path {sock} is longer than the {_UNIX_PATH_MAX} bytes the OS allows; "
                               f"use a data directory with a shorter path", code="bad_config")
         port = config.atlasd.port
+        ctx = tls_context(config.atlasd)  # a bad certificate fails before the directory is locked
         engine = Engine.open(path, config.atlas, component="atlasd", socket=str(sock),
-                             port=port or None, bind=config.atlasd.bind if port else None)
-        return cls(engine, config, sock)
+                             port=port or None, bind=config.atlasd.bind if port else None,
+                             tls=bool(ctx) if port else None)
+        return cls(engine, config, sock, ctx)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -124,7 +151,7 @@ class AtlasServer:
                 where = f"{self.bind}:{self.port}"
                 hosts = self.bind.replace(",", " ").split() or None
                 srv = await loop.create_server(lambda: Connection(self, False), host=hosts, port=self.port,
-                                               backlog=511, reuse_address=True)
+                                               backlog=511, reuse_address=True, ssl=self.ssl)
                 self._listeners.append(srv)
             where = f"{self.bind}:{self.config.atlasd.metrics_port} (metrics)"
             if self.config.atlasd.metrics_port:
@@ -139,7 +166,8 @@ class AtlasServer:
             raise HeliosError(f"cannot listen on {where}: {e.strerror or e}", code="listen") from e
         self._sampler = loop.call_later(1.0, self._sample_ops)
         log.info("atlasd ready", data=str(self.engine.data_path()), bind=self.bind if self.port else None,
-                 port=self.port or None, socket=str(self.socket_path), appendfsync=self.engine.policy,
+                 port=self.port or None, tls=self.ssl is not None if self.port else None,
+                 socket=str(self.socket_path), appendfsync=self.engine.policy,
                  metrics_port=self.config.atlasd.metrics_port or None, keys=len(self.engine.ks),
                  version=__version__, pid=os.getpid())
 
@@ -283,8 +311,11 @@ class AtlasServer:
     # -- WATCH ------------------------------------------------------------------------------
     # A per-key registry of watchers, marked dirty by a synchronous engine commit
     # hook (as Redis's touchWatchedKey): any committed change to a watched key,
-    # including expiry and FLUSHALL, fails the watcher's EXEC.  The hook is only
-    # installed while some key is watched, so plain traffic pays nothing.
+    # including expiry, fails the watcher's EXEC.  FLUSHALL changes only the
+    # watched keys that were there (Redis 7.0's touchAllWatchedKeysInDb): the hook
+    # runs after the effects are applied, so whether each watched key exists is
+    # kept up to date as records pass.  The hook is only installed while some key
+    # is watched, so plain traffic pays nothing.
 
     def watch(self, conn: Connection, keys: list[bytes], now_ms: int) -> None:
         ks = self.engine.ks
@@ -296,6 +327,8 @@ class AtlasServer:
             # already expired when watched is logically absent: its deletion is no change (Redis 7).
             conn.watching[key] = _EXPIRED_WHEN_WATCHED if exp is not None and exp <= now_ms else exp
             self.watched.setdefault(key, set()).add(conn)
+            if key not in self.watched_exists:
+                self.watched_exists[key] = key in ks.data
         if self.watched:
             self.engine.commit_hook = self._touch
 
@@ -311,22 +344,36 @@ class AtlasServer:
                 conns.discard(conn)
                 if not conns:
                     del self.watched[key]
+                    self.watched_exists.pop(key, None)
         conn.watching = {}
         conn.watch_dirty = False
         if not self.watched:
             self.engine.commit_hook = None
 
     def _touch(self, effects: list[tuple]) -> None:
+        exists: dict[bytes, bool] = {}  # watched keys this record changed: there after each effect?
+        self._touch_effects(effects, exists)
+        data = self.engine.ks.data  # the record is applied: the truth for the records that follow
+        for key in exists:
+            self.watched_exists[key] = key in data
+
+    def _touch_effects(self, effects: list[tuple], exists: dict[bytes, bool]) -> None:
         watched = self.watched
         for eff in effects:
             op = eff[0]
             if op == "MULTI":
-                self._touch(eff[1])
+                self._touch_effects(eff[1], exists)
             elif op == "FLUSHALL":
                 for key, conns in watched.items():
+                    if not exists.get(key, self.watched_exists.get(key, False)):
+                        continue  # a key that was not there: no change
                     for conn in conns:
-                        if conn.watching.get(key) != _EXPIRED_WHEN_WATCHED:
+                        if conn.watching.get(key) == _EXPIRED_WHEN_WATCHED:
+                            conn.watching[key] = None  # the dead key went; a later change counts
+                        else:
                             conn.watch_dirty = True
+                for key in watched:
+                    exists[key] = False
             else:
                 key = eff[1]
                 touched = watched.get(key)
@@ -336,6 +383,9 @@ class AtlasServer:
                             conn.watching[key] = None  # the dead key went; a later change counts
                         else:
                             conn.watch_dirty = True
+                    # ZREM may have emptied (deleted) the key: then it is dirty already, and a
+                    # FLUSHALL after it changes nothing either way.
+                    exists[key] = op != "DEL"
 
     # -- pub/sub ----------------------------------------------------------------------------
 
@@ -388,11 +438,12 @@ class AtlasServer:
 
     @staticmethod
     def _deliver(conns: list[Connection], msg: Push) -> int:
-        wire: dict[bool, bytes] = {}
+        wire: dict[Any, bytes] = {}  # encoded once per (encoder, RESP3) among the receivers
         for conn in conns:
-            data = wire.get(conn.resp3)
+            kind = (conn.enc, conn.resp3)
+            data = wire.get(kind)
             if data is None:
-                data = wire[conn.resp3] = encode(msg, conn.resp3)
+                data = wire[kind] = conn.enc(msg, conn.resp3)
             conn.push(data)
         return len(conns)
 

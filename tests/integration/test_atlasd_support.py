@@ -42,6 +42,8 @@ class Daemon:
                 del self.env[name]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data.parent / f"atlasd-{data.name}-{self.port}.log"
+        # With TLS the TCP port takes only TLS clients (self-signed in tests: not verified).
+        self.tls_kw: dict[str, object] = {"ssl": True, "ssl_cert_reqs": None} if "--tls-cert" in self.extra else {}
 
     @property
     def socket_path(self) -> Path:
@@ -65,7 +67,7 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise AssertionError(f"atlasd exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with redis.Redis(port=self.port, socket_timeout=1) as r:
+                with redis.Redis(port=self.port, socket_timeout=1, **self.tls_kw) as r:  # type: ignore[arg-type]
                     if r.ping():
                         return
             except redis.AuthenticationError:
@@ -86,7 +88,7 @@ class Daemon:
             return ""
 
     def client(self, **kw: object) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=10, **kw)  # type: ignore[arg-type]
+        return redis.Redis(port=self.port, socket_timeout=10, **{**self.tls_kw, **kw})  # type: ignore[arg-type]
 
     def send(self, sig: int) -> None:
         assert self.proc is not None

@@ -72,8 +72,8 @@ def ping(ctx: Ctx, args: list[bytes]) -> Any:
     if len(args) > 1:
         raise err("ERR wrong number of arguments for 'ping' command")
     conn = ctx.conn
-    if conn is not None and conn.subscribed and not conn.resp3:
-        return [b"pong", args[0] if args else b""]
+    if conn is not None and conn.subscribed and not conn.resp3 and not conn.is_json:
+        return [b"pong", args[0] if args else b""]  # RESP2 subscribed mode: a reply shaped like a message
     return args[0] if args else PONG
 
 
