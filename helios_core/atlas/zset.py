@@ -96,7 +96,8 @@ class ZSet:
             return lo
         return i
 
-    def range_by_lex(self, lo: bytes | None, lo_excl: bool, hi: bytes | None, hi_excl: bool) -> list[tuple[float, bytes]]:
+    def range_by_lex(self, lo: bytes | None, lo_excl: bool, hi: bytes | None,
+                     hi_excl: bool) -> list[tuple[float, bytes]]:
         """BYLEX assumes equal scores (as Redis does); None bounds mean -/+ infinity."""
         out = []
         for score, member in self.order:
