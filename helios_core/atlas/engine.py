@@ -91,6 +91,13 @@ class Engine:
         self.clock = clock
         self.ks = Keyspace()
         self.ctx = Ctx(self.ks, self._emit, self)
+        # Keys whose newest record is not durable yet -> that record's seq (shared with ctx, which
+        # notes what a command read), and the seq of a pending FLUSHALL: a reply waits only for
+        # the records it may have seen ("a read that saw it waits too"), not for every write.
+        self._pending_keys: dict[bytes, int] = {}
+        self.ctx.pending = self._pending_keys
+        self._all_seq = 0
+        self._reply_seq = 0
         self.scan_cursors = ScanCursors()
         self.stats = EngineStats(started_ms=clock())
         self.policy = self.config.appendfsync
@@ -217,18 +224,29 @@ class Engine:
         ctx = self.ctx
         ctx.now_ms = self.clock()
         ctx.writable = self.aof_error is None
+        ctx.seen = 0
         mark, undo_mark = len(self._effects), len(self._undo)
+        seq_before = self.seq
         try:
             reply = cmd.handler(ctx, args[1:])
         except BaseException:
             self._rollback(mark, undo_mark)
+            self._reply_seq = self._seen_seq(cmd)  # an error may reveal state too (WRONGTYPE)
             raise
         stats = self.stats.commands
         name = cmd.name
         stats[name] = stats.get(name, 0) + 1
         if self._effects and self._batch_depth == 0:  # (a handler that batches has committed already)
             self._commit()
+        self._reply_seq = self.seq if self.seq != seq_before else self._seen_seq(cmd)
         return reply
+
+    def _seen_seq(self, cmd: Command) -> int:
+        """The newest not-yet-durable record a read may have seen."""
+        if cmd.first_key == 0:  # keyless (KEYS, SCAN, DBSIZE, ...): it may have seen anything
+            return self.seq
+        seen = self.ctx.seen
+        return seen if seen > self._all_seq else self._all_seq
 
     def _resolve(self, args: list[bytes]) -> tuple[Command, int, bool]:
         """The table entry for args[0] (remembered under that spelling), or Redis's error."""
@@ -268,6 +286,7 @@ class Engine:
             self._batch_depth -= 1
         if self._batch_depth == 0 and self._effects:
             self._commit()
+            self._reply_seq = self.seq
 
     def check_value_size(self, n: int) -> None:
         limit = self.config.max_value_bytes
@@ -291,6 +310,7 @@ class Engine:
         self._buffer += line
         self.stats.aof_bytes_total += len(line)
         self.dirty += 1
+        self._mark_pending(effects, self.seq)
         if self._listeners:
             self._notify(effects)
         if self.commit_hook is not None:
@@ -298,6 +318,17 @@ class Engine:
         if not self._flush_scheduled and self._loop is not None:  # (scheduled already: most commits)
             self._flush_scheduled = True
             self._loop.call_soon(self._flush_pass)
+
+    def _mark_pending(self, effects: list[tuple], seq: int) -> None:
+        pending = self._pending_keys
+        for eff in effects:
+            op = eff[0]
+            if op == "FLUSHALL":
+                self._all_seq = seq
+            elif op == "MULTI":
+                self._mark_pending(eff[1], seq)
+            else:
+                pending[eff[1]] = seq
 
     def internal_effects(self, effects: list[tuple]) -> None:
         """Apply and log effects the engine itself decides on (active expiry)."""
@@ -313,8 +344,13 @@ class Engine:
         return self.synced_seq if self.policy == "always" else self.written_seq
 
     def pending_seq(self) -> int:
-        """The seq a reply produced now must wait for (0: it may be sent at once)."""
-        return self.seq if self.seq > self.released_seq else 0
+        """The seq the reply of the last command must wait for (0: it may be sent at once).
+
+        A write waits for its own record; a read for the newest pending record
+        of the keys it looked at (all records, for keyless commands).
+        """
+        seq = self._reply_seq
+        return seq if seq > self.released_seq else 0
 
     def add_waiter(self, seq: int, callback: Callable[[BaseException | None], None]) -> None:
         """Call `callback(None)` once `seq` is durable, or `callback(error)` if it never will be."""
@@ -339,6 +375,13 @@ class Engine:
         waiters = self._waiters
         while waiters and waiters[0][0] <= rel:
             waiters.popleft()[1](None)
+        pending = self._pending_keys
+        if rel >= self.seq:
+            pending.clear()
+            self._all_seq = 0
+        elif pending:
+            for key in [k for k, s in pending.items() if s <= rel]:
+                del pending[key]
 
     def _fail(self, exc: BaseException, good_size: int, written_undo: list) -> None:
         """A write or fsync failed: undo everything not durable and refuse writes."""
@@ -346,6 +389,9 @@ class Engine:
         undo_effects(self.ks, written_undo)      # then the batch that failed
         self._undo = []
         self._buffer = bytearray()
+        # Memory is back to what is on disk: nothing is pending any more.
+        self._pending_keys.clear()
+        self._all_seq = self._reply_seq = 0
         if self.policy == "always":
             self.written_seq = self.synced_seq
         self.seq = self.written_seq  # the undone records' seqs are free again: the file was cut back

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from helios_core.atlas.engine import Engine
 from helios_core.config import AtlasConfig
-from helios_core.errors import HeliosError
+from helios_core.errors import CommandError, HeliosError
 from helios_core.store.base import (
     Key,
     ScoreBound,
@@ -88,7 +88,13 @@ class EmbeddedStore(_EmbeddedReads, Store):
 
     async def _read(self, argv: list[bytes]) -> Any:
         engine = self.engine
-        reply = engine.execute(argv)
+        try:
+            reply = engine.execute(argv)
+        except CommandError:
+            seq = engine.pending_seq()
+            if seq:  # the error may reveal a write that is not durable yet (WRONGTYPE)
+                await engine.wait_durable(seq)
+            raise
         seq = engine.pending_seq()
         if seq:  # it may have seen a write that is not durable yet
             await engine.wait_durable(seq)

@@ -313,3 +313,31 @@ def test_value_over_limit_is_refused_and_nothing_logged(tmp_path: Path) -> None:
 
 def test_aof_file_seam_defaults_are_real_os_calls() -> None:
     assert AofFile.os_write is os.write and AofFile.os_fsync is os.fsync
+
+
+def test_a_reply_waits_only_for_records_it_may_reveal(tmp_path: Path) -> None:
+    e = Engine.open(tmp_path, AtlasConfig(appendfsync="always"))
+    e.execute([b"SET", b"a", b"1"])
+    e.execute([b"SET", b"gone", b"x"])
+    e.flush_sync()
+    e.execute([b"SET", b"a", b"2"])           # pending, seq 3
+    assert e.pending_seq() == 3               # a write waits for itself
+    e.execute([b"GET", b"b"])
+    assert e.pending_seq() == 0               # another key: nothing to hide
+    e.execute([b"GET", b"a"])
+    assert e.pending_seq() == 3               # saw the pending value
+    e.execute([b"DEL", b"gone"])              # pending, seq 4
+    e.execute([b"EXISTS", b"gone"])
+    assert e.pending_seq() == 4               # absence reveals the pending DEL too
+    e.execute([b"DBSIZE"])
+    assert e.pending_seq() == 4               # keyless commands wait for everything
+    with pytest.raises(CommandError):
+        e.execute([b"ZADD", b"a", b"1", b"m"])  # WRONGTYPE reveals the pending SET's type
+    assert e.pending_seq() == 3
+    e.flush_sync()
+    e.execute([b"GET", b"a"])
+    assert e.pending_seq() == 0
+    e.execute([b"FLUSHALL"])                  # pending, seq 5
+    e.execute([b"GET", b"never-written"])
+    assert e.pending_seq() == 5               # a pending FLUSHALL touches every key
+    e.close()

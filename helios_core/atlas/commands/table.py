@@ -101,7 +101,7 @@ class Ctx:
     queues it for the AOF record of the current command or batch.
     """
 
-    __slots__ = ("ks", "now_ms", "emit", "writable", "engine", "conn")
+    __slots__ = ("ks", "now_ms", "emit", "writable", "engine", "conn", "pending", "seen")
 
     def __init__(self, ks: Keyspace, emit: Callable[[tuple], None], engine: Any = None) -> None:
         self.ks = ks
@@ -110,10 +110,17 @@ class Ctx:
         self.writable = True
         self.engine = engine
         self.conn: Any = None
+        # Set by the engine: keys with records not durable yet -> seq; `seen` is the newest of
+        # those a command looked at, so its reply waits for exactly what it may reveal.
+        self.pending: dict[bytes, int] = {}
+        self.seen = 0
 
     def lookup(self, key: bytes):
         """The live value at key, or None; a key found expired is deleted (a logged DEL)."""
         ks = self.ks
+        seq = self.pending.get(key)
+        if seq is not None and seq > self.seen:  # (a pending DEL is revealed by absence, too)
+            self.seen = seq
         value = ks.data.get(key)
         if value is None:
             return None
