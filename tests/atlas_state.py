@@ -16,3 +16,14 @@ def state(engine: Engine, now_ms: int | None = None) -> dict:
             continue
         out[key] = (list(value.items()) if isinstance(value, ZSet) else value, exp)
     return out
+
+
+def recovered_data(path) -> dict:
+    """What a fresh engine recovers from the data dir at `path` (raw keyspace dict)."""
+    from helios_core.config import AtlasConfig
+
+    eng = Engine.open(path, AtlasConfig())
+    try:
+        return dict(eng.ks.data)
+    finally:
+        eng.close()

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["Store", "Txn", "Subscription", "Key", "to_bytes", "ScoreBound"]
+__all__ = ["Reads", "Store", "Txn", "Subscription", "Key", "to_bytes", "ScoreBound"]
 
 Key = str | bytes
 ScoreBound = float | str  # a number, "-inf"/"+inf", or "(5" for an exclusive bound
@@ -52,13 +52,9 @@ def _bound(v: ScoreBound) -> bytes:
     return to_bytes(float(v)) if v not in (float("inf"), float("-inf")) else (b"+inf" if v > 0 else b"-inf")
 
 
-class Txn(ABC):
-    """Reads run now; writes are queued and applied together when `fn` returns."""
+class Reads(ABC):
+    """The reads a Store offers, and a Txn offers inside a transaction."""
 
-    def __init__(self) -> None:
-        self.writes: list[list[bytes]] = []
-
-    # reads
     @abstractmethod
     async def get(self, key: Key) -> bytes | None: ...
 
@@ -81,6 +77,13 @@ class Txn(ABC):
     @abstractmethod
     async def zrangebyscore(self, key: Key, lo: ScoreBound = "-inf", hi: ScoreBound = "+inf", *,
                             offset: int = 0, count: int | None = None) -> list[tuple[bytes, float]]: ...
+
+
+class Txn(Reads):
+    """Reads run now; writes are queued and applied together when `fn` returns."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[bytes]] = []
 
     # writes (queued)
     def set(self, key: Key, value: Key | int | float, *, px: int | None = None,
@@ -171,19 +174,7 @@ class Subscription:
             self._closer = None
 
 
-class Store(ABC):
-    @abstractmethod
-    async def get(self, key: Key) -> bytes | None: ...
-
-    @abstractmethod
-    async def mget(self, keys: list[Key]) -> list[bytes | None]: ...
-
-    @abstractmethod
-    async def exists(self, key: Key) -> bool: ...
-
-    @abstractmethod
-    async def pttl(self, key: Key) -> int: ...
-
+class Store(Reads):
     @abstractmethod
     async def scan(self, prefix: Key = b"", cursor: str = "0", count: int = 100) -> tuple[str, list[bytes]]:
         """One page of keys starting with prefix; pass the returned cursor back until it is "0".
@@ -193,16 +184,6 @@ class Store(ABC):
         documents this for a table that shrinks mid-iteration): de-duplicate
         across pages if that matters.
         """
-
-    @abstractmethod
-    async def zscore(self, key: Key, member: Key) -> float | None: ...
-
-    @abstractmethod
-    async def zcard(self, key: Key) -> int: ...
-
-    @abstractmethod
-    async def zrangebyscore(self, key: Key, lo: ScoreBound = "-inf", hi: ScoreBound = "+inf", *,
-                            offset: int = 0, count: int | None = None) -> list[tuple[bytes, float]]: ...
 
     @abstractmethod
     async def transact(self, fn: Callable[[Txn], Awaitable[T] | T], *, durable: bool = True) -> T: ...

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from helios_core.atlas.engine import Engine
 from helios_core.config import AtlasConfig
-from helios_core.errors import CommandError, HeliosError
+from helios_core.errors import HeliosError
 from helios_core.store.base import (
     Key,
     ScoreBound,
@@ -89,16 +89,12 @@ class EmbeddedStore(_EmbeddedReads, Store):
     async def _read(self, argv: list[bytes]) -> Any:
         engine = self.engine
         try:
-            reply = engine.execute(argv)
-        except CommandError:
+            return engine.execute(argv)
+        finally:
+            # The reply (or an error such as WRONGTYPE) may reveal a write not durable yet.
             seq = engine.pending_seq()
-            if seq:  # the error may reveal a write that is not durable yet (WRONGTYPE)
+            if seq:
                 await engine.wait_durable(seq)
-            raise
-        seq = engine.pending_seq()
-        if seq:  # it may have seen a write that is not durable yet
-            await engine.wait_durable(seq)
-        return reply
 
     async def execute(self, *args: Key | int | float) -> Any:
         """Run any ATLAS command (the engine's one command table); waits for durability."""

@@ -16,6 +16,7 @@ from helios_core.atlas.datadir import DataDir
 from helios_core.atlas.effects import encode_record
 from helios_core.atlas.engine import Engine
 from helios_core.config import AtlasConfig
+from tests.atlas_state import recovered_data
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -62,14 +63,6 @@ def run_json(*args: str) -> tuple[int, dict]:
 
 def backups(path: Path) -> list[Path]:
     return sorted(path.parent.glob(path.name + ".bak-*"))
-
-
-def keys_after_recovery(data: Path) -> dict[bytes, bytes]:
-    eng = Engine.open(data, AtlasConfig())
-    try:
-        return dict(eng.ks.data)
-    finally:
-        eng.close()
 
 
 @pytest.fixture
@@ -249,7 +242,7 @@ def test_fix_torn_tail_with_yes(torn: tuple[Path, bytes], data: Path) -> None:
     assert f"backup     {backup}" in result.stdout
     assert f"at byte {len(good)}: dropped {len(damaged) - len(good)} bytes" in result.stdout
     assert "now        OK, 5 records" in result.stdout
-    assert sorted(keys_after_recovery(data)) == [b"k0", b"k1", b"k2", b"k3", b"k4"]
+    assert sorted(recovered_data(data)) == [b"k0", b"k1", b"k2", b"k3", b"k4"]
 
 
 def test_fix_json(torn: tuple[Path, bytes]) -> None:
@@ -312,7 +305,7 @@ def test_fix_mid_file_with_force(aof: Path, data: Path) -> None:
     assert aof.read_bytes() == before[:cut_at]
     assert backups(aof)[0].read_bytes() == before
     assert "(2 valid records)" in result.stdout
-    assert sorted(keys_after_recovery(data)) == [b"k0", b"k1"]
+    assert sorted(recovered_data(data)) == [b"k0", b"k1"]
 
 
 def test_fix_rotated_part_refused_then_forced(data: Path, rotated: tuple[Path, Path]) -> None:
@@ -329,7 +322,7 @@ def test_fix_rotated_part_refused_then_forced(data: Path, rotated: tuple[Path, P
     assert part.read_bytes() == part_before[:cut_at]
     assert active.read_bytes() == active_before  # later parts are left alone
     assert "dropped" in result.stdout and "(2 valid records)" in result.stdout
-    assert sorted(keys_after_recovery(data)) == [b"k0", b"k1", b"k5", b"k6", b"k7"]
+    assert sorted(recovered_data(data)) == [b"k0", b"k1", b"k5", b"k6", b"k7"]
 
 
 def test_fix_refused_while_a_process_owns_the_dir(torn: tuple[Path, bytes], data: Path) -> None:

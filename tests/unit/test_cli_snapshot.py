@@ -14,20 +14,13 @@ from helios_cli.main import cli
 from helios_core.atlas.datadir import DataDir
 from helios_core.atlas.engine import Engine
 from helios_core.config import AtlasConfig
+from tests.atlas_state import recovered_data
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, ["snapshot", *args], env=env)
-
-
-def contents(data: Path) -> dict[bytes, object]:
-    eng = Engine.open(data, AtlasConfig())
-    try:
-        return dict(eng.ks.data)
-    finally:
-        eng.close()
 
 
 @pytest.fixture
@@ -46,7 +39,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def test_snapshot_free_dir_then_recovery_shows_the_same_keys(data: Path) -> None:
-    before = contents(data)
+    before = recovered_data(data)
     result = run("--data", str(data))
     assert result.exit_code == 0, result.output
     snap = data / "dump.rdb"
@@ -56,7 +49,7 @@ def test_snapshot_free_dir_then_recovery_shows_the_same_keys(data: Path) -> None
     # The AOF was rotated into the snapshot and pruned: recovery now comes from dump.rdb alone.
     assert DataDir(data).rotated_parts() == []
     assert (data / "appendonly.aof").stat().st_size == 0
-    assert contents(data) == before
+    assert recovered_data(data) == before
     assert not list(data.glob("dump.rdb.tmp-*"))
 
 
