@@ -56,3 +56,6 @@ cli.add_command(snapshot.snapshot)
 cli.add_command(atlasd.atlasd)
 cli.add_command(gateway.gateway)
 cli.add_command(user.user)
+from helios_cli import job, worker  # noqa: E402, I001
+cli.add_command(job.job)
+cli.add_command(worker.worker)

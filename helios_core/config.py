@@ -43,6 +43,7 @@ __all__ = [
     "GatewayConfig",
     "AuthConfig",
     "RateLimitConfig",
+    "JobsConfig",
     "HeliosConfig",
     "setting",
     "load_config",
@@ -287,6 +288,48 @@ class RateLimitConfig(_Section):
 
 
 @dataclass(frozen=True)
+class JobsConfig(_Section):
+    max_payload_bytes: int = field(
+        default=262144, metadata=setting("Largest job payload (JSON, encoded) and result; larger ones get 413.",
+                                         minimum=1)
+    )
+    visibility_timeout_seconds: int = field(
+        default=30, metadata=setting("Lease length when the worker asks for none.", minimum=1, maximum=43200)
+    )
+    max_attempts: int = field(
+        default=5, metadata=setting("Deliveries of a job before it fails into the DLQ.", minimum=1, maximum=1000)
+    )
+    backoff_base_ms: int = field(
+        default=1000, metadata=setting("Retry delay after the first failure (doubles each attempt, full jitter).",
+                                       minimum=0)
+    )
+    backoff_cap_ms: int = field(
+        default=300000, metadata=setting("Longest retry delay.", minimum=0)
+    )
+    dedup_window_seconds: int = field(
+        default=300, metadata=setting("How long a dedup_id returns the job it first made.", minimum=1)
+    )
+    done_retention_seconds: int = field(
+        default=604800, metadata=setting("How long DONE and CANCELLED jobs (and results) are kept.", minimum=1)
+    )
+    dlq_retention_seconds: int = field(
+        default=1209600, metadata=setting("How long FAILED jobs stay in the dead-letter queue.", minimum=1)
+    )
+    strict_queues: bool = field(
+        default=False,
+        metadata=setting("Only queues named in jobs.queues exist; otherwise a queue exists once enqueued to."),
+    )
+    queues: tuple[str, ...] = field(
+        default=(),
+        metadata=setting(
+            "Per-queue settings as \"NAME key=value ...\" (keys: visibility_timeout_seconds, max_attempts, "
+            "backoff_base_ms, backoff_cap_ms).",
+            example='["emails max_attempts=10 backoff_base_ms=2000"]',
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class HeliosConfig:
     """The whole configuration; each field is one section of the YAML file."""
 
@@ -296,6 +339,7 @@ class HeliosConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
 
 def _sections() -> dict[str, type]:

@@ -1,0 +1,23 @@
+"""The job queue: leases with fencing tokens, retries with backoff, a DLQ, dedup (see model.py)."""
+
+from helios_core.jobs.model import Job, Lease, State, new_job_id
+from helios_core.jobs.queue import (
+    MAX_ENQUEUE_BATCH,
+    MAX_LEASE_BATCH,
+    MAX_WAIT_SECONDS,
+    AckItem,
+    EnqueueRequest,
+    JobQueue,
+    JobStateError,
+    LeaseLostError,
+    PayloadTooLargeError,
+    QueueNotFoundError,
+    QueuePolicy,
+    QueueStats,
+)
+
+__all__ = [
+    "Job", "Lease", "State", "new_job_id", "JobQueue", "EnqueueRequest", "AckItem", "QueuePolicy", "QueueStats",
+    "LeaseLostError", "JobStateError", "QueueNotFoundError", "PayloadTooLargeError",
+    "MAX_LEASE_BATCH", "MAX_ENQUEUE_BATCH", "MAX_WAIT_SECONDS",
+]

@@ -1,0 +1,189 @@
+"""A job and its life: the record stored at ``job:{id}`` and the names of its indexes.
+
+States::
+
+    PENDING --lease--> IN_PROGRESS --ack--> DONE
+       ^                   |  \\--nack / lease expired, attempts left--> PENDING (after a delay)
+       |                   \\----nack / lease expired, no attempts left--> FAILED (in the DLQ)
+       +----------- redrive ------------------------------------------ FAILED
+    PENDING --cancel--> CANCELLED
+
+`attempts` counts deliveries: it grows by one at each lease.  A lease carries
+a fresh random token (a fencing token); ack, nack and extend must present it,
+so a worker whose lease expired can never finish a job someone else holds.
+
+Store layout (all under ``job:``; ``Q`` is a queue name, members are job ids):
+
+- ``job:{id}``            the job record (JSON), with a TTL once DONE/CANCELLED/FAILED
+- ``job:ready:{Q}``       sorted set of PENDING jobs that are due, by `ready_score`
+                          (priority first, then availability time)
+- ``job:delayed:{Q}``     PENDING jobs not yet due, by available_ms
+- ``job:leased:{Q}``      IN_PROGRESS jobs by lease deadline_ms
+- ``job:dlq:{Q}``         FAILED jobs by finished_ms
+- ``job:done:{Q}``        DONE and CANCELLED jobs by finished_ms (pruned past retention)
+- ``job:queues``          every queue ever enqueued to, scored by first use
+- ``job:dedup:{Q}:{dedup_id}``  the job id a dedup id made, TTL = the dedup window
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "State", "Lease", "Job", "new_job_id", "ready_score", "PRIORITY_MIN", "PRIORITY_MAX",
+    "QUEUE_NAME_RE", "job_key", "ready_key", "delayed_key", "leased_key", "dlq_key", "done_key",
+    "QUEUES_KEY", "dedup_key",
+]
+
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")  # SQS's rule: fits in a key segment, no ':'
+_JOB_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class State(StrEnum):
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+def new_job_id(now_ms: int, rand: bytes | None = None) -> str:
+    """A ULID: 48 bits of milliseconds then 80 random bits, Crockford base32.
+
+    Ids sort by creation time (to the millisecond), so a listing in id order
+    is a listing in enqueue order.
+    """
+    r = rand if rand is not None else os.urandom(10)
+    n = (now_ms & (1 << 48) - 1) << 80 | int.from_bytes(r[:10], "big")
+    out = []
+    for _ in range(26):
+        out.append(_CROCKFORD[n & 31])
+        n >>= 5
+    return "".join(reversed(out))
+
+
+def is_job_id(s: str) -> bool:
+    return bool(_JOB_ID_RE.match(s))
+
+
+def ready_score(priority: int, available_ms: int) -> float:
+    """Order of the ready set: higher priority first, then earlier availability.
+
+    (PRIORITY_MAX - priority) takes 11 bits and the time 42 (ms until 2109):
+    53 bits, exact in a float score.
+    """
+    return float((PRIORITY_MAX - priority) << 42 | (available_ms & (1 << 42) - 1))
+
+
+def job_key(job_id: str) -> str:
+    return "job:" + job_id
+
+
+def ready_key(queue: str) -> str:
+    return "job:ready:" + queue
+
+
+def delayed_key(queue: str) -> str:
+    return "job:delayed:" + queue
+
+
+def leased_key(queue: str) -> str:
+    return "job:leased:" + queue
+
+
+def dlq_key(queue: str) -> str:
+    return "job:dlq:" + queue
+
+
+def done_key(queue: str) -> str:
+    return "job:done:" + queue
+
+
+QUEUES_KEY = "job:queues"
+
+
+def dedup_key(queue: str, dedup_id: str) -> str:
+    # Per queue, as in SQS: the same dedup id sent to two queues makes two jobs.
+    return f"job:dedup:{queue}:{dedup_id}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    token: str
+    worker: str
+    deadline_ms: int
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    queue: str
+    payload: Any
+    state: State
+    created_ms: int
+    available_ms: int
+    max_attempts: int
+    visibility_timeout_s: int
+    priority: int = 0
+    attempts: int = 0
+    lease: Lease | None = None
+    last_error: str | None = None
+    result: Any = None
+    dedup_id: str | None = None
+    trace: str | None = None  # W3C traceparent of the request that enqueued it
+    finished_ms: int | None = None
+    updated_ms: int = 0
+
+    def encode(self) -> bytes:
+        d = self.to_dict()
+        return orjson.dumps(d)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Job:
+        d = orjson.loads(raw)
+        lease = d.get("lease")
+        return cls(
+            id=d["id"], queue=d["queue"], payload=d.get("payload"), state=State(d["state"]),
+            created_ms=d["created_ms"], available_ms=d["available_ms"], max_attempts=d["max_attempts"],
+            visibility_timeout_s=d["visibility_timeout_s"], priority=d.get("priority", 0),
+            attempts=d.get("attempts", 0),
+            lease=Lease(lease["token"], lease["worker"], lease["deadline_ms"]) if lease else None,
+            last_error=d.get("last_error"), result=d.get("result"), dedup_id=d.get("dedup_id"),
+            trace=d.get("trace"), finished_ms=d.get("finished_ms"), updated_ms=d.get("updated_ms", 0),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (and the API's, except that the API hides the lease token)."""
+        return {
+            "id": self.id, "queue": self.queue, "payload": self.payload, "state": str(self.state),
+            "created_ms": self.created_ms, "available_ms": self.available_ms, "max_attempts": self.max_attempts,
+            "visibility_timeout_s": self.visibility_timeout_s, "priority": self.priority,
+            "attempts": self.attempts,
+            "lease": None if self.lease is None else {
+                "token": self.lease.token, "worker": self.lease.worker, "deadline_ms": self.lease.deadline_ms},
+            "last_error": self.last_error, "result": self.result, "dedup_id": self.dedup_id,
+            "trace": self.trace, "finished_ms": self.finished_ms, "updated_ms": self.updated_ms,
+        }
+
+    def public(self, *, with_token: bool = False) -> dict[str, Any]:
+        """The API's view: the lease token only to the worker that holds the lease."""
+        d = self.to_dict()
+        if d["lease"] is not None and not with_token:
+            d["lease"] = {k: v for k, v in d["lease"].items() if k != "token"}
+        return d
+
+    def with_(self, **changes: Any) -> Job:
+        return replace(self, **changes)
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
