@@ -123,6 +123,11 @@ class Engine:
         self._io: ThreadPoolExecutor | None = None
         self._flush_scheduled = False
         self._inflight: tuple[int, int, list] | None = None
+        # appendfsync always: records written but not fsynced because nobody waits for them
+        # (durable=False writes such as rate-limit buckets): where they start in the file and
+        # their undo log, so a failed fsync can still cut them back off.
+        self._unsynced: tuple[int, list] | None = None
+        self._lazy_fsync: asyncio.TimerHandle | None = None
         self._fsync_running = False
         self._timers: list[asyncio.TimerHandle] = []
         self._snapshot_waiters: list[asyncio.Future] = []
@@ -172,6 +177,9 @@ class Engine:
         for t in self._timers:
             t.cancel()
         self._timers.clear()
+        if self._lazy_fsync is not None:
+            self._lazy_fsync.cancel()
+            self._lazy_fsync = None
         if self._snapshot_child is not None:
             try:
                 _, status = os.waitpid(self._snapshot_child, 0)
@@ -356,8 +364,13 @@ class Engine:
         """Call `callback(None)` once `seq` is durable, or `callback(error)` if it never will be."""
         if seq <= self.released_seq:
             callback(None)
-        else:
-            self._waiters.append((seq, callback))
+            return
+        self._waiters.append((seq, callback))
+        if (self._unsynced is not None and seq <= self.written_seq and self._inflight is None
+                and not self._flush_scheduled and self._loop is not None):
+            # A read saw a record written lazily (no fsync yet): sync it now.
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_pass)
 
     def wait_durable(self, seq: int | None = None) -> asyncio.Future:
         seq = self.pending_seq() if seq is None else seq
@@ -389,6 +402,7 @@ class Engine:
         undo_effects(self.ks, written_undo)      # then the batch that failed
         self._undo = []
         self._buffer = bytearray()
+        self._unsynced = None
         # Memory is back to what is on disk: nothing is pending any more.
         self._pending_keys.clear()
         self._all_seq = self._reply_seq = 0
@@ -420,6 +434,9 @@ class Engine:
         data, last, undo = self._buffer, self.seq, self._undo
         self._buffer, self._undo = bytearray(), []
         start = self.aof.size
+        if self._unsynced is not None:
+            start, undo = self._unsynced[0], self._unsynced[1] + undo
+            self._unsynced = None
         try:
             if data:
                 self.aof.write(data)
@@ -479,24 +496,54 @@ class Engine:
             self._start_snapshot()
             return
         if not self._buffer:
+            if self._unsynced is not None and self._waiters:
+                self._start_fsync()
             return
         assert self.aof is not None and self._io is not None and self._loop is not None
         data, last, undo = self._buffer, self.seq, self._undo
         self._buffer, self._undo = bytearray(), []
         start = self.aof.size
+        if self.policy == "always" and self._unsynced is not None:
+            start, undo = self._unsynced[0], self._unsynced[1] + undo
+        self._unsynced = None
         try:
             self.aof.write(data)
         except OSError as e:
             self._fail(e, start, undo)
             return
         self.written_seq = last
-        if self.policy == "always":
-            self._inflight = (start, last, undo)
-            t0 = time.perf_counter()
-            fut = self._loop.run_in_executor(self._io, self.aof.os_fsync, self.aof.fd)
-            fut.add_done_callback(lambda f: self._fsync_done(f, t0))
-        else:
+        if self.policy != "always":
             self._release()
+            return
+        self._unsynced = (start, undo)
+        if self._waiters:
+            self._start_fsync()
+        elif self._lazy_fsync is None:
+            # Nobody waits for these records (durable=False writes): under `always` they still
+            # reach the disk within a second, like everysec, instead of costing an fsync each.
+            self._lazy_fsync = self._loop.call_later(1.0, self._lazy_fsync_due)
+
+    def _start_fsync(self) -> None:
+        assert self.aof is not None and self._io is not None and self._loop is not None
+        assert self._unsynced is not None and self._inflight is None
+        start, undo = self._unsynced
+        self._unsynced = None
+        if self._lazy_fsync is not None:
+            self._lazy_fsync.cancel()
+            self._lazy_fsync = None
+        self._inflight = (start, self.written_seq, undo)
+        t0 = time.perf_counter()
+        fut = self._loop.run_in_executor(self._io, self.aof.os_fsync, self.aof.fd)
+        fut.add_done_callback(lambda f: self._fsync_done(f, t0))
+
+    def _lazy_fsync_due(self) -> None:
+        self._lazy_fsync = None
+        if self._closed or self._unsynced is None:
+            return
+        if self._inflight is None:
+            self._start_fsync()
+        else:  # the in-flight fsync's completion picks it up
+            self._lazy_fsync = self._loop.call_later(0.05, self._lazy_fsync_due) if self._loop else None
 
     def _fsync_done(self, fut: asyncio.Future, t0: float) -> None:
         assert self._inflight is not None
@@ -510,7 +557,7 @@ class Engine:
         self.stats.fsync_seconds_total += time.perf_counter() - t0
         self.synced_seq = last
         self._release()
-        if self._buffer or self._snapshot_requested:
+        if self._buffer or self._snapshot_requested or (self._unsynced is not None and self._waiters):
             self._flush_pass()
 
     def set_policy(self, policy: str) -> None:
@@ -518,6 +565,8 @@ class Engine:
         old, self.policy = self.policy, policy
         if old == policy or self._loop is None or self._closed:
             return
+        if old == "always" and self._unsynced is not None:
+            self._unsynced = None  # written: the new policy's fsync covers it
         if policy == "everysec":
             self._every(1.0, self._everysec_fsync)
         if policy == "always" and self._inflight is None and self.synced_seq < self.written_seq:

@@ -341,3 +341,63 @@ def test_a_reply_waits_only_for_records_it_may_reveal(tmp_path: Path) -> None:
     e.execute([b"GET", b"never-written"])
     assert e.pending_seq() == 5               # a pending FLUSHALL touches every key
     e.close()
+
+
+def test_always_syncs_unwaited_records_lazily_but_never_hides_them(tmp_path: Path) -> None:
+    """Under `always`, records nobody waits for (durable=False writes) are written at once but
+    fsynced within a second; a reply that may reveal one, or any durable write, syncs them first."""
+
+    async def main() -> None:
+        e = Engine.open(tmp_path, AtlasConfig(appendfsync="always"))
+        e.attach()
+        e.execute([b"SET", b"bucket", b"1"])          # nobody waits (a rate-limit bucket)
+        await asyncio.sleep(0)                        # the flush pass runs
+        await asyncio.sleep(0)
+        assert e.written_seq == 1 and e.synced_seq == 0 and aof_lines(tmp_path)
+        fsyncs = e.stats.fsync_count
+        e.execute([b"GET", b"bucket"])                # a read that saw it must wait for the fsync
+        await e.wait_durable(e.pending_seq())
+        assert e.synced_seq == 1 and e.stats.fsync_count == fsyncs + 1
+
+        e.execute([b"SET", b"bucket", b"2"])          # lazy again ...
+        await asyncio.sleep(0)
+        e.execute([b"SET", b"other", b"x"])           # ... until a durable write: one fsync covers both
+        await e.wait_durable(e.pending_seq())
+        assert e.synced_seq == 3
+
+        e.execute([b"SET", b"bucket", b"3"])          # with no one ever waiting: synced within ~1 s
+        for _ in range(300):
+            if e.synced_seq == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert e.synced_seq == 4
+        await e.aclose()
+
+    asyncio.run(main())
+
+
+def test_always_failed_lazy_fsync_undoes_the_unwaited_records(tmp_path: Path) -> None:
+    async def main() -> None:
+        e = Engine.open(tmp_path, AtlasConfig(appendfsync="always"))
+        e.attach()
+        e.execute([b"SET", b"a", b"durable"])
+        await e.wait_durable(e.pending_seq())
+        size = (tmp_path / "appendonly.aof").stat().st_size
+
+        def eio(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        e.execute([b"SET", b"bucket", b"1"])          # written lazily, not synced
+        await asyncio.sleep(0)
+        e.aof.os_fsync = eio  # type: ignore[union-attr]
+        e.execute([b"SET", b"b", b"2"])               # its fsync fails: both are undone
+        with pytest.raises(Exception, match="MISCONF"):
+            await e.wait_durable(e.pending_seq())
+        assert e.execute([b"GET", b"bucket"]) is None and e.execute([b"GET", b"b"]) is None
+        assert e.execute([b"GET", b"a"]) == b"durable"
+        assert (tmp_path / "appendonly.aof").stat().st_size == size and e.seq == 1
+        del e.aof.os_fsync  # type: ignore[union-attr]
+        e._probe_disk()
+        await e.aclose()
+
+    asyncio.run(main())
