@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run every ATLAS benchmark in turn, each against a redis-server it starts itself.
-# Extra arguments go to every script: `bench/run_all.sh --keys 100000` for a quick run,
+# Run every benchmark in turn, each against the peer (redis-server, Dramatiq, RQ) it starts itself.
+# Extra arguments go to every ATLAS script: `bench/run_all.sh --keys 100000` for a quick run,
 # `bench/run_all.sh --json` for machine-readable results after each table.
 set -euo pipefail
 
@@ -12,3 +12,11 @@ for name in recovery memory snapshot_latency inprocess_ops; do
     "$PY" "bench/$name.py" "$@"
     echo
 done
+
+# The job queue (HELIOS against Dramatiq and RQ) counts jobs, not keys: it gets only --json from
+# the arguments above; JOBS_ARGS passes its own (JOBS_ARGS=--quick for a smoke run).
+json=""
+for a in "$@"; do [ "$a" = "--json" ] && json="--json"; done
+echo "=== bench/jobs.py ${JOBS_ARGS:-} $json"
+# shellcheck disable=SC2086
+"$PY" bench/jobs.py ${JOBS_ARGS:-} $json

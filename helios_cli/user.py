@@ -5,10 +5,13 @@ Two ways to reach the users, one set of commands:
 - ``--data DIR``: open the directory's store in this process (no service may
   own it; if one does, the error names it and how to use ``--url`` instead);
 - ``--url URL --token TOKEN``: the gateway's admin API (``HELIOS_URL`` and
-  ``HELIOS_TOKEN`` work too), with an admin's access token.
+  ``HELIOS_TOKEN`` work too), with an admin's access token.  An explicit
+  ``--data`` wins over an exported ``HELIOS_URL``.
 
 Human output is rich tables; ``--json`` prints JSON for scripts.  Exit status
 is 0 on success, 1 on failure (reason on stderr), 2 on a usage error.
+`helios user token` prints only the token on stdout (hints go to stderr), so
+``export HELIOS_TOKEN=$(helios user token worker1 --data ./data)`` works.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import getpass
+import math
 import sys
 import urllib.error
 import urllib.parse
@@ -34,10 +38,12 @@ from helios_cli.context import CliContext, fail, pass_cli
 from helios_core.atlas.datadir import DataDir
 from helios_core.auth import Actor, AuditLog, AuthService, KeyRing, PasswordHasher
 from helios_core.auth.tokens import generate_secret
-from helios_core.errors import DataDirLockedError, HeliosError
+from helios_core.errors import DataDirLockedError, HeliosError, InvalidInputError
 from helios_core.gateway.app import rate_limit_settings
+from helios_core.gateway.bootstrap import signing_key_specs
 from helios_core.ratelimit import RateLimiter
 from helios_core.store.url import open_store
+from helios_core.worker.config import parse_duration
 
 __all__ = ["user"]
 
@@ -54,6 +60,7 @@ class Users(Protocol):
     async def revoke(self, name: str, role: str) -> dict[str, Any]: ...
     async def disable(self, name: str) -> dict[str, Any]: ...
     async def remove(self, name: str) -> None: ...
+    async def issue_token(self, name: str, ttl_s: int, label: str | None) -> dict[str, Any]: ...
 
 
 class StoreUsers:
@@ -97,6 +104,9 @@ class StoreUsers:
 
     async def remove(self, name: str) -> None:
         await self.svc.remove_user(name, self.now(), self.actor)
+
+    async def issue_token(self, name: str, ttl_s: int, label: str | None) -> dict[str, Any]:
+        return (await self.svc.issue_api_token(name, ttl_s, label, self.now(), self.actor)).to_json()
 
 
 class ApiUsers:
@@ -158,6 +168,12 @@ class ApiUsers:
     async def remove(self, name: str) -> None:
         await self._call("DELETE", f"/admin/users/{self._q(name)}")
 
+    async def issue_token(self, name: str, ttl_s: int, label: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"ttl_seconds": ttl_s}
+        if label is not None:
+            body["label"] = label
+        return await self._call("POST", f"/admin/users/{self._q(name)}/tokens", body)  # type: ignore[no-any-return]
+
 
 def _cli_actor() -> Actor:
     try:
@@ -167,7 +183,23 @@ def _cli_actor() -> Actor:
     return Actor(f"cli:{login}", None, "local")
 
 
-async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Users], Awaitable[T]]) -> T:
+def _key_ring(obj: CliContext, data_dir: Path, signing: bool) -> KeyRing:
+    a = obj.config.auth
+    if not signing:  # this command issues no tokens; AuthService only needs a key ring to exist
+        return KeyRing.from_specs([f"cli={generate_secret()}"], ("HS256",), issuer=a.jwt_issuer,
+                                  audience=a.jwt_audience)
+    # The gateway's own keys (auth.jwt_keys, else DATA/jwt_secret, made here if this
+    # directory has none yet), so that the gateway accepts what we sign.
+    try:
+        specs = signing_key_specs(a.jwt_keys, data_dir)
+    except OSError as e:
+        raise HeliosError(f"cannot read the signing key in {data_dir}: {e.strerror}", code="signing_key") from None
+    return KeyRing.from_specs(specs, a.jwt_algorithms, issuer=a.jwt_issuer, audience=a.jwt_audience,
+                              leeway_s=a.clock_skew_seconds)
+
+
+async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Users], Awaitable[T]],
+                      signing: bool = False) -> T:
     if not data_dir.is_dir():
         raise HeliosError(f"data directory {data_dir} does not exist", code="data_dir")
     owner = DataDir(data_dir).owner()
@@ -183,9 +215,7 @@ async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Users], A
     store = await open_store(data=data_dir, config=cfg, tool="helios user")
     hasher = PasswordHasher(cfg.auth.bcrypt_cost)
     try:
-        # The CLI issues no tokens; AuthService only needs a key ring to exist.
-        keys = KeyRing.from_specs([f"cli={generate_secret()}"], ("HS256",), issuer=cfg.auth.jwt_issuer,
-                                  audience=cfg.auth.jwt_audience)
+        keys = _key_ring(obj, data_dir, signing)
         svc = AuthService(store, cfg.auth, keys, hasher, RateLimiter(store, rate_limit_settings(cfg)),
                           AuditLog(store, cfg.auth.audit_max_entries))
         await svc.roles.seed()
@@ -195,13 +225,20 @@ async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Users], A
         await store.close()
 
 
+def _from_env(param: str) -> bool:
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.get_parameter_source(param) is click.core.ParameterSource.ENVIRONMENT
+
+
 def _run(obj: CliContext, data_dir: Path | None, url: str | None, token: str | None,
-         work: Callable[[Users], Awaitable[T]]) -> T:
+         work: Callable[[Users], Awaitable[T]], signing: bool = False) -> T:
+    if data_dir is not None and url is not None and _from_env("url"):
+        url = None  # an exported HELIOS_URL does not stand in the way of an explicit --data
     if (data_dir is None) == (url is None):
         raise click.UsageError("give exactly one of --data DIR or --url URL")
     try:
         if data_dir is not None:
-            return asyncio.run(_with_store(obj, data_dir, work))
+            return asyncio.run(_with_store(obj, data_dir, work, signing))
         if not token or url is None:
             raise click.UsageError("--url needs --token (an admin's access token; or set HELIOS_TOKEN)")
         api = ApiUsers(url, token)
@@ -269,7 +306,8 @@ def _read_password(stdin: bool) -> str | None:
     return line
 
 
-@click.group("user", short_help="Manage gateway users (add, list, passwd, grant, revoke, disable, remove).")
+@click.group("user", short_help="Manage gateway users (add, list, passwd, grant, revoke, disable, remove, "
+                                 "token).")
 def user() -> None:
     """Manage gateway users through --data DIR (embedded) or --url URL --token TOKEN (admin API)."""
 
@@ -365,3 +403,49 @@ def remove(obj: CliContext, name: str, data_dir: Path | None, url: str | None, t
         click.echo(orjson.dumps({"removed": name}).decode())
     else:
         _out().print(f"removed user {name}")
+
+
+class _Ttl(click.ParamType):
+    """A token lifetime: 30d, 12h, 90m, 45s or plain seconds -> whole seconds (at least 1)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            seconds = math.ceil(parse_duration(str(value)))
+        except InvalidInputError as e:
+            self.fail(e.message, param, ctx)
+        if seconds < 1:
+            self.fail("must be at least 1s", param, ctx)
+        return seconds
+
+
+@user.command("token")
+@click.argument("name")
+@click.option("--ttl", "ttl_s", type=_Ttl(), default="30d", show_default=True, metavar="DURATION",
+              help="Lifetime (30d, 12h, 90m or seconds); at most auth.api_token_max_seconds (365d).")
+@click.option("--label", metavar="TEXT", help="What the token is for; shown in NAME's session list.")
+@target_options
+@pass_cli
+def token_(obj: CliContext, name: str, ttl_s: int, label: str | None, data_dir: Path | None, url: str | None,
+           token: str | None, as_json: bool) -> None:
+    """Issue an API token for NAME: an access token that lives for --ttl, e.g. for `helios worker`.
+
+    Only the token goes to stdout (with --json: token, expires_ms, session_id),
+    so scripts can capture it:
+
+        export HELIOS_TOKEN=$(helios user token worker1 --data ./data)
+
+    The token is a session of NAME's without a refresh token: it ends when that
+    session is revoked, NAME's password changes, or NAME is disabled or removed.
+    With --data it is signed with the gateway's keys (auth.jwt_keys of the same
+    configuration, else DATA/jwt_secret).
+    """
+    t = _run(obj, data_dir, url, token, lambda users: users.issue_token(name, ttl_s, label), signing=True)
+    click.echo(orjson.dumps(t).decode() if as_json else t["token"])
+    what = f" ({label})" if label else ""
+    click.echo(f"API token for {name}{what}: session {t['session_id']}, expires {_iso(t['expires_ms'])}.\n"
+               f"Revoke it with DELETE /admin/users/{name}/sessions/{t['session_id']}; changing the password "
+               f"or disabling {name} ends it too.", err=True)

@@ -248,6 +248,11 @@ class AuthConfig(_Section):
     refresh_token_seconds: int = field(
         default=2592000, metadata=setting("Lifetime of a refresh token (renewed on each refresh).", minimum=60)
     )
+    api_token_max_seconds: int = field(
+        default=31536000,
+        metadata=setting("Longest lifetime of an API token (helios user token; POST /admin/users/{username}/tokens).",
+                         minimum=60),
+    )
     clock_skew_seconds: int = field(
         default=10, metadata=setting("Leeway when checking exp, nbf and iat.", minimum=0, maximum=300)
     )

@@ -46,7 +46,7 @@ USER_ROLES_PREFIX = "rbac:user_roles:"
 # What the built-in services check.  Custom roles may name others (a later
 # service's), but these are the ones documented in the admin API.
 KNOWN_PERMISSIONS: tuple[str, ...] = (
-    "kv:read", "kv:write", "jobs:enqueue", "jobs:work",
+    "kv:read", "kv:write", "jobs:enqueue", "jobs:work", "jobs:read", "jobs:admin",
     "admin:users", "admin:roles", "admin:sessions", "admin:ratelimit", "admin:store", "admin:audit",
 )
 
@@ -55,6 +55,7 @@ SEEDED_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "user": ("Own KV namespace users/{id}/ and enqueuing jobs.",
              ("kv:read@users/{user}/", "kv:write@users/{user}/", "jobs:enqueue")),
     "readonly": ("Read every KV key.", ("kv:read",)),
+    "worker": ("Lease and run jobs.", ("jobs:work", "jobs:read")),
 }
 
 _NAME_RE = re.compile(r"^(\*|[a-z][a-z0-9_-]*)(:(\*|[a-z][a-z0-9_-]*))*$")

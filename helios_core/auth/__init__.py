@@ -6,11 +6,11 @@ Domain code on the Store interface only; the gateway and `helios user` sit on `A
 from helios_core.auth.audit import Actor, AuditLog
 from helios_core.auth.passwords import PasswordHasher, generate_password
 from helios_core.auth.service import ADMIN_USERNAME, AuthService, Principal
-from helios_core.auth.sessions import Session, Sessions, TokenPair
+from helios_core.auth.sessions import ApiToken, Session, Sessions, TokenPair
 from helios_core.auth.tokens import KeyRing, token_hash
 from helios_core.auth.users import User, UserDirectory
 
 __all__ = [
     "Actor", "AuditLog", "PasswordHasher", "generate_password", "ADMIN_USERNAME", "AuthService", "Principal",
-    "Session", "Sessions", "TokenPair", "KeyRing", "token_hash", "User", "UserDirectory",
+    "ApiToken", "Session", "Sessions", "TokenPair", "KeyRing", "token_hash", "User", "UserDirectory",
 ]

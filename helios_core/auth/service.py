@@ -15,7 +15,7 @@ import orjson
 
 from helios_core.auth.audit import Actor, AuditLog
 from helios_core.auth.passwords import PasswordHasher, check_password_policy, generate_password
-from helios_core.auth.sessions import Session, Sessions, TokenPair, token_key
+from helios_core.auth.sessions import ApiToken, Session, Sessions, TokenPair, token_key
 from helios_core.auth.tokens import KeyRing, token_hash
 from helios_core.auth.users import User, UserDirectory, normalize_username, user_key
 from helios_core.config import AuthConfig
@@ -34,6 +34,7 @@ from helios_core.store.base import Store
 __all__ = ["Principal", "AuthService", "ADMIN_USERNAME"]
 
 ADMIN_USERNAME = "admin"
+_LABEL_MAX = 100  # characters of an API token's label
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,44 @@ class AuthService:
             return []
         raws = await self.store.mget([user_roles_key(u.id) for u in users])
         return [u.public(list(orjson.loads(r)) if r else []) for u, r in zip(users, raws, strict=True)]
+
+    async def issue_api_token(self, username: str, ttl_s: object, label: object, now_ms: int, actor: Actor,
+                              issuer: Principal | None = None) -> ApiToken:
+        """A revocable access token for `username` valid for `ttl_s` (up to auth.api_token_max_seconds).
+
+        It is a session of the user's (listed, revoked like any other) with no
+        refresh token.  `issuer` is the API caller: a token acts as its user, so
+        nobody may mint one for a user holding permissions they lack themselves
+        (admin:sessions alone must not be a way to become an admin).  The CLI
+        on a data directory passes none: file permissions are its authority.
+        """
+        limit = self.config.api_token_max_seconds
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= limit:
+            raise InvalidInputError(f"ttl_seconds: expected whole seconds from 1 to {limit} "
+                                    f"(auth.api_token_max_seconds), got {repr(ttl_s)[:40]}")
+        if label is not None and (not isinstance(label, str) or len(label) > _LABEL_MAX
+                                  or not label.isprintable()):
+            raise InvalidInputError(f"label: expected printable text of at most {_LABEL_MAX} characters")
+        label = (label.strip() or None) if isinstance(label, str) else None
+        user = await self.users.require(username)
+        if issuer is not None and issuer.user_id != user.id:
+            grants = await self.roles.grants_for(await self.roles.roles_of(user.id))
+            missing = sorted({g.name + (f"@{g.prefix}" if g.prefix is not None else "") for g in grants
+                              if not issuer.can(g.name, None if g.prefix is None
+                                                else g.prefix.replace("{user}", user.id))})
+            if missing:
+                raise PermissionDeniedError(f"cannot issue a token for {user.username}: it would carry "
+                                            f"permissions you do not hold ({', '.join(missing)})",
+                                            code="token_exceeds_issuer")
+        token = None if user.disabled else await self.sessions.issue_api_token(user.id, ttl_s, now_ms, label,
+                                                                               actor.client)
+        if token is None:
+            raise ConflictError(f"account {user.username} is disabled (or was just removed); enable it first",
+                                code="account_disabled")
+        await self.audit.record(now_ms, "token.issue", actor, target=user.username,
+                                detail={"session": token.session_id, "label": label, "ttl_s": ttl_s,
+                                        "expires_ms": token.expires_ms})
+        return token
 
     async def sessions_of(self, username: str) -> tuple[User, Sequence[Session]]:
         user = await self.users.require(username)

@@ -10,6 +10,12 @@ Refresh tokens are opaque random strings that rotate on every use: the used
 one is marked spent (its record kept until it would have expired) and a new
 pair is issued.  Presenting a spent refresh token again means it was copied:
 the whole family is revoked (RFC 6819 5.2.2.3, OAuth 2.0 Security BCP 4.14).
+
+An API token (`issue_api_token`) is an access token with a long lifetime for
+a client that runs for days (`helios worker`).  It gets a session of its own
+(kind ``api_token``, with a label) holding just that token and no refresh
+token, so everything that ends sessions ends it too: revoking the session,
+a password change, disabling or removing the user.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ from helios_core.auth.users import user_key
 from helios_core.errors import AuthenticationError
 from helios_core.store.base import Store, Txn
 
-__all__ = ["Session", "TokenPair", "Sessions", "token_key", "session_key", "TOKEN_PREFIX", "SESSION_PREFIX"]
+__all__ = ["Session", "TokenPair", "ApiToken", "Sessions", "token_key", "session_key", "TOKEN_PREFIX",
+           "SESSION_PREFIX", "LOGIN", "API_TOKEN"]
 
 TOKEN_PREFIX = "auth:token:"
 SESSION_PREFIX = "auth:session:"
 REFRESH_PREFIX = "rt_"
+LOGIN = "login"  # session kinds
+API_TOKEN = "api_token"
 
 
 def token_key(thash: str) -> str:
@@ -51,6 +60,8 @@ class Session:
     user_agent: str | None = None
     refresh: str = ""  # hash of the family's current refresh token
     access: dict[str, int] = field(default_factory=dict)  # hash -> expiry of live access tokens
+    kind: str = LOGIN  # or API_TOKEN (records written before API tokens existed are logins)
+    label: str | None = None  # what an API token is for, as its issuer said
 
     def encode(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -63,8 +74,9 @@ class Session:
         return [*self.access, *([self.refresh] if self.refresh else [])]
 
     def public(self, current_sid: str | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.sid, "created_ms": self.created_ms, "last_used_ms": self.last_used_ms,
-                               "expires_ms": self.expires_ms, "client": self.client, "user_agent": self.user_agent}
+        out: dict[str, Any] = {"id": self.sid, "kind": self.kind, "label": self.label, "created_ms": self.created_ms,
+                               "last_used_ms": self.last_used_ms, "expires_ms": self.expires_ms,
+                               "client": self.client, "user_agent": self.user_agent}
         if current_sid is not None:
             out["current"] = self.sid == current_sid
         return out
@@ -87,6 +99,17 @@ class TokenPair:
             "refresh_expires_in": max(0, -(-(self.refresh_expires_ms - now_ms) // 1000)),
             "session_id": self.session_id,
         }
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    token: str
+    expires_ms: int
+    session_id: str
+    label: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"token": self.token, "expires_ms": self.expires_ms, "session_id": self.session_id}
 
 
 @dataclass(frozen=True)
@@ -134,6 +157,28 @@ class Sessions:
 
         await self.store.transact(fn)
         return p
+
+    async def issue_api_token(self, uid: str, ttl_s: int, now_ms: int, label: str | None = None,
+                              client: str | None = None) -> ApiToken | None:
+        """A session holding one access token valid for `ttl_s`; None if the user is gone or disabled."""
+        sid = "s_" + secrets.token_hex(8)
+        token, claims = self.keys.issue(uid, now_ms, ttl_s, {"sid": sid})
+        exp_ms = claims["exp"] * 1000
+        h = token_hash(token)
+        sess = Session(sid, uid, now_ms, now_ms, exp_ms, client, None, "", {h: exp_ms}, API_TOKEN, label)
+
+        async def fn(txn: Txn) -> bool:
+            # Checked with the write, so a user disabled meanwhile never gets a live token.
+            user_raw = await txn.get(user_key(uid))
+            if user_raw is None or orjson.loads(user_raw).get("disabled"):
+                return False
+            txn.set(token_key(h), orjson.dumps({"kind": "access", "uid": uid, "sid": sid, "exp_ms": exp_ms}),
+                    pxat=exp_ms)
+            txn.set(session_key(uid, sid), sess.encode(), pxat=exp_ms)
+            return True
+
+        ok: bool = await self.store.transact(fn)
+        return ApiToken(token, exp_ms, sid, label) if ok else None
 
     async def refresh(self, refresh_token: str, now_ms: int, client: str | None = None) -> TokenPair:
         """Rotate: a new pair for a valid refresh token; reuse of a spent one revokes the family."""

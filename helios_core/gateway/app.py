@@ -1,10 +1,12 @@
 """The gateway service: build it on a Store, serve it, shut it down gracefully.
 
 `GatewayService` wires the domain services (auth, rbac, rate limiting,
-audit) to the Tornado application.  `serve()` is what `helios gateway` runs:
-bind, open the data directory, bootstrap, serve until SIGTERM/SIGINT, then
-stop accepting, let in-flight requests finish (up to
-`gateway.shutdown_timeout_seconds`), close connections and the store.
+audit, the job queue) to the Tornado application, and runs the job reaper
+(`JobReaper`: expired leases back to their queues, once a second).
+`serve()` is what `helios gateway` runs: bind, open the data directory,
+bootstrap, serve until SIGTERM/SIGINT, then stop accepting, end long polls,
+let in-flight requests finish (up to `gateway.shutdown_timeout_seconds`),
+close connections and the store.
 """
 
 from __future__ import annotations
@@ -28,25 +30,103 @@ from helios_core.errors import ConfigError
 from helios_core.gateway.base import NotFoundHandler
 from helios_core.gateway.bootstrap import signing_key_specs, write_initial_password
 from helios_core.gateway.context import Gateway, wall_ms
-from helios_core.gateway.limits import TrustedProxies, server_settings
+from helios_core.gateway.limits import GatewayHTTPServer, TrustedProxies, server_settings
 from helios_core.gateway.routes import HANDLERS, url_specs
 from helios_core.gateway.storeops import StoreOps
+from helios_core.jobs.queue import JobQueue
 from helios_core.observability.logging import get_logger
 from helios_core.ratelimit import Policy, RateLimiter, RateLimitSettings, parse_policy_entries
 from helios_core.store import Store
 from helios_core.store.url import open_store
 
-__all__ = ["GatewayService", "Started", "serve", "rate_limit_settings"]
+__all__ = ["GatewayService", "JobReaper", "Started", "serve", "rate_limit_settings", "BUILTIN_ROLE_POLICIES"]
 
 log = get_logger("gateway")
+
+# Limits for built-in roles that ratelimit.roles does not name.  A worker leases
+# and acks on every job, and every worker process of one account shares that
+# account's bucket: the 600/min default would throttle one busy worker to 5 jobs
+# a second.  Workers are service accounts an admin created, so they get 1000
+# requests a second; ratelimit.roles ("worker LIMIT SECONDS") or PUT
+# /admin/ratelimit replace it.
+BUILTIN_ROLE_POLICIES: dict[str, Policy] = {"worker": Policy(60000, 60, "worker")}
 
 
 def rate_limit_settings(config: HeliosConfig) -> RateLimitSettings:
     rl = config.ratelimit
     limit, window = rl.default
-    return RateLimitSettings(Policy(limit, window, "default"),
-                             parse_policy_entries(rl.roles, "ratelimit.roles"),
+    roles = {**BUILTIN_ROLE_POLICIES, **parse_policy_entries(rl.roles, "ratelimit.roles")}
+    return RateLimitSettings(Policy(limit, window, "default"), roles,
                              parse_policy_entries(rl.clients, "ratelimit.clients"))
+
+
+class JobReaper:
+    """Returns jobs whose lease ran out to their queue (or the DLQ), and refreshes the depth gauge.
+
+    `JobQueue.lease` also expires the leases of the queues it leases from, but
+    a queue nobody leases from would keep its jobs IN_PROGRESS for ever, and
+    after a restart every lease held when the gateway stopped has to run out
+    somewhere: hence one `expire` at start and then one a second.  A failing
+    tick (store read-only, atlasd away) is logged and retried, never fatal.
+    """
+
+    def __init__(self, gateway: Gateway, interval_s: float = 1.0, stats_every: int = 15) -> None:
+        self.gateway = gateway
+        self.interval_s = interval_s
+        # Ticks between depth refreshes: JobQueue.stats reads every member of every ready and
+        # delayed set (for the oldest pending age), so not every second; 15 s is a usual scrape.
+        self.stats_every = stats_every
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._ticks = 0
+        self._last_error: tuple[str, float] | None = None
+
+    async def tick(self) -> None:
+        """Expire the leases that ran out (and now and then refresh the depth gauge); never raises."""
+        gw = self.gateway
+        try:
+            now = gw.clock()
+            # JobQueue.expire(now) runs one transaction per queue anyway: asking per queue costs
+            # nothing more and says which queue the expired leases were on.
+            for queue in await gw.jobs.queues():
+                moved = await gw.jobs.expire(now, [queue])
+                if moved:
+                    gw.job_metrics.finish(queue, "expired", moved)
+            if self._ticks % self.stats_every == 0:
+                await self.refresh_depth()
+            self._last_error = None
+        except Exception as e:  # a background loop must outlive any one failure
+            # Log a persisting failure once a minute, not once a second.
+            text = f"{type(e).__name__}: {e}"
+            last = self._last_error
+            if last is None or last[0] != text or time.monotonic() - last[1] > 60:
+                log.opt(exception=e).warning("job reaper tick failed; retrying", error=text)
+                self._last_error = (text, time.monotonic())
+        finally:
+            self._ticks += 1
+
+    async def refresh_depth(self) -> None:
+        gw = self.gateway
+        gw.job_metrics.set_depth(await gw.jobs.stats(gw.clock()))
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stop.clear()
+            self._task = asyncio.create_task(self._run(), name="helios-job-reaper")
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+            except TimeoutError:
+                await self.tick()
+
+    async def stop(self) -> None:
+        """Stop after the tick in progress (never cut a transaction in half)."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._stop.set()
+            await task
 
 
 class GatewayService:
@@ -62,7 +142,9 @@ class GatewayService:
         audit = AuditLog(store, a.audit_max_entries)
         auth = AuthService(store, a, keys, self.hasher, limiter, audit)
         self.gateway = Gateway(config, store, auth, limiter, audit, StoreOps(store),
-                               TrustedProxies(config.gateway.trusted_proxies), clock)
+                               TrustedProxies(config.gateway.trusted_proxies), JobQueue(store, config.jobs),
+                               clock)
+        self.reaper = JobReaper(self.gateway)
         self.app = Application(
             url_specs(self.gateway),
             default_handler_class=NotFoundHandler,
@@ -74,9 +156,12 @@ class GatewayService:
         self.server: HTTPServer | None = None
 
     async def start(self) -> str | None:
-        """Seed roles, create the first admin on an empty store; returns that admin's password (once)."""
+        """Seed roles, create the first admin on an empty store, expire the leases that ran out while
+        the gateway was down and start the reaper; returns the new admin's password (once)."""
         password = await self.gateway.auth.bootstrap(self.gateway.clock())
         await self.hasher.warm_up()
+        await self.reaper.tick()
+        self.reaper.start()
         return password
 
     def listen(self, sockets: list[socket.socket]) -> HTTPServer:
@@ -90,14 +175,15 @@ class GatewayService:
                 ssl_ctx.load_cert_chain(g.tls_cert, g.tls_key)
             except (OSError, ssl.SSLError) as e:
                 raise ConfigError(f"cannot load the TLS certificate/key: {e}", key="gateway.tls_cert") from None
-        self.server = HTTPServer(self.app, ssl_options=ssl_ctx, **server_settings(g))
+        self.server = GatewayHTTPServer(self.app, ssl_options=ssl_ctx, **server_settings(g))
         self.server.add_sockets(sockets)
         return self.server
 
     async def shutdown(self, timeout_s: float) -> None:
-        """Stop accepting, wait for in-flight requests, close connections; the store is the caller's."""
+        """Stop accepting, end long polls, wait for in-flight requests, close connections; the store
+        is the caller's."""
         gw = self.gateway
-        gw.draining = True
+        gw.drain()  # a lease long poll answers what it has (usually []) instead of holding shutdown up
         if self.server is not None:
             self.server.stop()
         deadline = time.monotonic() + timeout_s
@@ -105,6 +191,7 @@ class GatewayService:
             await asyncio.sleep(0.01)
         if gw.inflight:
             log.warning("shutdown timeout: cutting off in-flight requests", inflight=gw.inflight)
+        await self.reaper.stop()
         if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.close_all_connections(), 5)
@@ -164,6 +251,7 @@ async def serve(config: HeliosConfig, data_dir: Path | None, on_started: Callabl
             for s in sockets:
                 s.close()
         if service is not None:
+            await service.reaper.stop()
             service.hasher.close()
         await store.close()
         log.info("gateway stopped")

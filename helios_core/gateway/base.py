@@ -13,7 +13,9 @@
 
 `write_error()` renders every error, including 404, 405, 413 and 500, as
 ``{"error": {"code", "message", "request_id"}}``; a stack trace is logged,
-never sent.  Handlers declare what they need per method in `needs`, which is
+never sent.  Requests too malformed to reach a handler (a bad request line,
+Host header or chunk size, a head over the limit) get the same shape from
+the HTTP layer: see `limits.GatewayHTTPServer`.  Handlers declare what they need per method in `needs`, which is
 also what the RBAC matrix test and the OpenAPI document read.
 """
 
@@ -46,7 +48,8 @@ from helios_core.observability.logging import get_logger
 if TYPE_CHECKING:
     from helios_core.gateway.context import Gateway
 
-__all__ = ["BaseHandler", "Need", "PUBLIC", "PROBE", "AUTHENTICATED", "perm", "NotFoundHandler"]
+__all__ = ["BaseHandler", "Need", "PUBLIC", "PROBE", "AUTHENTICATED", "perm", "NotFoundHandler", "error_body",
+           "request_id_of"]
 
 log = get_logger("gateway")
 
@@ -55,6 +58,7 @@ _TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$"
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 409: "conflict", 411: "length_required", 412: "precondition_failed",
                  413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited",
+                 431: "headers_too_large",
                  500: "internal", 501: "not_implemented", 503: "unavailable"}
 
 
@@ -81,6 +85,16 @@ def perm(permission: str, **kw: Any) -> Need:
 def _hex(bits: int) -> str:
     # Request, trace and span ids must be unique, not secret: no syscall per id.
     return f"{random.getrandbits(bits):0{bits // 4}x}"
+
+
+def request_id_of(given: str | None) -> str:
+    """The caller's X-Request-ID when it is sane, else a new one."""
+    return given if given and _REQUEST_ID_RE.match(given) else _hex(128)
+
+
+def error_body(code: str, message: str, request_id: str) -> bytes:
+    """The one error shape, for handlers (`write_error`) and the HTTP layer (`limits`) alike."""
+    return orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
 
 
 def _unless_answered(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,8 +142,7 @@ class BaseHandler(RequestHandler):
     @property
     def request_id(self) -> str:
         if self._request_id is None:
-            given = self.request.headers.get("X-Request-ID", "")
-            self._request_id = given if _REQUEST_ID_RE.match(given) else _hex(128)
+            self._request_id = request_id_of(self.request.headers.get("X-Request-ID"))
         return self._request_id
 
     @property
@@ -342,7 +355,7 @@ class BaseHandler(RequestHandler):
         if status_code == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="helios", error="invalid_token"')
         self.set_header("Content-Type", "application/json")
-        self.finish(orjson.dumps({"error": {"code": code, "message": message, "request_id": self.request_id}}))
+        self.finish(error_body(code, message, self.request_id))
 
     def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
         if isinstance(value, HTTPError) or (isinstance(value, HeliosError) and value.status < 500):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,14 +17,15 @@ from helios_core.config import HeliosConfig
 from helios_core.gateway.accesslog import AccessLog
 from helios_core.gateway.limits import TrustedProxies
 from helios_core.gateway.storeops import StoreOps
+from helios_core.jobs.queue import JobQueue, QueueStats
 from helios_core.observability import metrics
 from helios_core.ratelimit import RateLimiter
 from helios_core.store.base import Store
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["Gateway", "GatewayMetrics", "wall_ms"]
+__all__ = ["Gateway", "GatewayMetrics", "JobMetrics", "wall_ms"]
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
@@ -51,6 +53,43 @@ class GatewayMetrics:
 
 
 @dataclass
+class JobMetrics:
+    """The job queue as the gateway sees it: what was enqueued, how jobs ended, how deep queues are."""
+
+    enqueued: Counter = field(default_factory=lambda: metrics.counter(
+        "jobs_enqueued", "Jobs created (dedup hits not counted).", ("queue",)))
+    finished: Counter = field(default_factory=lambda: metrics.counter(
+        "jobs_finished", "Deliveries that ended: done (ack), failed (into the DLQ), retried (nack with "
+        "attempts left), expired (the lease ran out: back to the queue, or into the DLQ when out of attempts), "
+        "cancelled.", ("queue", "outcome")))
+    depth: Gauge = field(default_factory=lambda: metrics.gauge(
+        "worker_job_queue_depth", "Jobs per queue and state (refreshed every 15 s by the gateway's reaper).",
+        ("queue", "state")))
+    # labels() takes a lock and builds a key on every call: keep the children.
+    _enqueued: dict[str, Any] = field(default_factory=dict)
+    _finished: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def enqueue(self, queue: str, n: int = 1) -> None:
+        child = self._enqueued.get(queue)
+        if child is None:
+            child = self._enqueued[queue] = self.enqueued.labels(queue)
+        child.inc(n)
+
+    def finish(self, queue: str, outcome: str, n: int = 1) -> None:
+        key = (queue, outcome)
+        child = self._finished.get(key)
+        if child is None:
+            child = self._finished[key] = self.finished.labels(queue, outcome)
+        child.inc(n)
+
+    def set_depth(self, stats: list[QueueStats]) -> None:
+        for s in stats:
+            for state, n in (("pending", s.pending), ("delayed", s.delayed), ("in_progress", s.in_progress),
+                             ("done", s.done), ("failed", s.failed)):
+                self.depth.labels(s.queue, state).set(n)
+
+
+@dataclass
 class Gateway:
     config: HeliosConfig
     store: Store
@@ -59,15 +98,24 @@ class Gateway:
     audit: AuditLog
     ops: StoreOps
     proxies: TrustedProxies
+    jobs: JobQueue
     clock: Callable[[], int] = wall_ms
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    job_metrics: JobMetrics = field(default_factory=JobMetrics)
     inflight: int = 0
     draining: bool = False
     access: AccessLog | None = None
+    # Set with `draining` by `drain()`: long polls (job leases) wait on it and end early.
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         if self.access is None:
             self.access = AccessLog(self.config.log.level, self.config.log.format)
+
+    def drain(self) -> None:
+        """Shutting down: /readyz answers 503 and long polls return what they have."""
+        self.draining = True
+        self.drained.set()
 
     def client_address(self, request: HTTPServerRequest) -> str:
         return self.proxies.client(request)

@@ -1,32 +1,80 @@
-"""Connection limits and who the client is.
+"""Connection limits, the answer to input the HTTP layer refuses, and who the client is.
 
-Tornado enforces the limits on its HTTP server: `max_header_size` for the
-request head, `idle_connection_timeout` for the whole head (so a slowloris
-client that trickles header bytes is cut off, as is an idle keep-alive
-connection) and `body_timeout` for the body.  The body *size* is checked by
-`BaseHandler` so an oversized body gets the JSON 413; the server's own cap
-sits well above it only to bound chunked bodies that never say their size
-(the handler answers 413 as soon as one passes the limit).
+Tornado enforces the limits on its HTTP server: the request head's size,
+`idle_connection_timeout` for the whole head (so a slowloris client that
+trickles header bytes is cut off, as is an idle keep-alive connection) and
+`body_timeout` for the body.  The body *size* is checked by `BaseHandler`
+so an oversized body gets the JSON 413; the server's own cap sits well above
+it only to bound chunked bodies that never say their size (the handler
+answers 413 as soon as one passes the limit).
+
+Malformed requests.  Tornado's HTTP/1 layer refuses some input before any
+handler runs: a bad request line or header line, a bad ``Host`` header, a bad
+``Content-Length``/``Transfer-Encoding`` or chunk size.  It raises
+``HTTPInputError`` and `HTTP1Connection._read_message` answers a bare
+``HTTP/1.1 400 Bad Request`` with no body; a head over ``max_header_size``
+gets no answer at all (IOStream closes the socket itself when a read cannot
+be satisfied).  Tornado has no hook for either answer, so `GatewayHTTPServer`
+serves its connections with a subclass of `HTTP1Connection` (`_Connection`)
+that raises its own `_Refused` instead, at the only places the error comes
+from on a server: `_parse_headers` (request line, header lines, and the head
+size: the stream is let read `_HEAD_SLACK` more than the limit so that an
+oversized head arrives whole and can be answered 431), `_can_keep_alive`
+(Transfer-Encoding on HTTP/1.0), `_read_body` (Content-Length,
+Transfer-Encoding, chunks) and the Host check of `HTTPServerRequest`
+(`_HostGuard`).  `_Connection.read_response` answers a `_Refused` in the
+gateway's JSON error shape, unless the handler has answered already, and
+closes the connection, as Tornado does.  Only our server uses these classes;
+tests/unit/test_gateway_http_errors.py pins the Tornado (6.6) internals they
+rely on, with raw sockets.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Iterable
+from http import HTTPStatus
 from typing import Any
 
-from tornado.httputil import HTTPServerRequest
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters, HTTP1ServerConnection
+from tornado.httpserver import HTTPServer, _HTTPRequestContext
+from tornado.httputil import (
+    HTTPHeaders,
+    HTTPInputError,
+    HTTPMessageDelegate,
+    HTTPServerConnectionDelegate,
+    HTTPServerRequest,
+    RequestStartLine,
+    ResponseStartLine,
+    format_timestamp,
+    parse_request_start_line,
+)
+from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
+from tornado.log import gen_log
 
 from helios_core.config import GatewayConfig
 from helios_core.errors import ConfigError
+from helios_core.gateway.base import error_body, request_id_of
+from helios_core.observability.logging import get_logger
 
-__all__ = ["server_settings", "TrustedProxies"]
+__all__ = ["server_settings", "GatewayHTTPServer", "TrustedProxies"]
+
+log = get_logger("gateway")
 
 _CHUNKED_SLACK = 16 << 20
+# How far past gateway.max_header_bytes the stream itself reads a head.  A head
+# up to that size is read whole and answered 431 in JSON; a larger one makes
+# IOStream close the socket on its own, unanswered (it closes before anyone can
+# write).  IOStream reads up to 64 KiB per recv anyway, so this at most doubles
+# what one connection can make the server buffer.
+_HEAD_SLACK = 64 << 10
+_MAX_MESSAGE = 200
 
 
 def server_settings(cfg: GatewayConfig) -> dict[str, Any]:
-    """Keyword arguments for tornado's HTTPServer."""
+    """Keyword arguments for `GatewayHTTPServer` (or tornado's HTTPServer)."""
     return {
         "max_header_size": cfg.max_header_bytes,
         "idle_connection_timeout": cfg.idle_timeout_seconds,
@@ -34,6 +82,203 @@ def server_settings(cfg: GatewayConfig) -> dict[str, Any]:
         "max_body_size": 2 * cfg.max_body_bytes + _CHUNKED_SLACK,
         "xheaders": False,  # X-Forwarded-For is believed only from trusted proxies, below
     }
+
+
+# -- malformed requests --------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """A request the HTTP layer will not pass on: answered with the JSON error, then the connection closes.
+
+    Deliberately not an HTTPInputError: Tornado catches those inside
+    `_read_message` and writes its own bare 400.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message[:_MAX_MESSAGE]
+
+
+def _malformed(message: str) -> _Refused:
+    return _Refused(400, "malformed_request", message)
+
+
+def _framing(e: HTTPInputError, what: str = "malformed Content-Length or Transfer-Encoding") -> _Refused:
+    text = str(e)
+    if text in ("Content-Length too long", "chunked body too large"):
+        return _Refused(413, "payload_too_large", "request body too large (gateway.max_body_bytes)")
+    return _malformed(f"{what}: {text}")
+
+
+def _host_refusal(headers: HTTPHeaders) -> _Refused:
+    hosts = headers.get_list("Host")
+    if not hosts:
+        return _malformed("missing Host header (HTTP/1.1 requires one)")
+    if len(hosts) > 1 or "," in hosts[0]:
+        return _malformed("malformed Host header: more than one host")
+    return _malformed("malformed Host header: expected host[:port]")
+
+
+def _error_response(r: _Refused, headers: HTTPHeaders | None) -> bytes:
+    rid = request_id_of(headers.get("X-Request-ID") if headers is not None else None)
+    body = error_body(r.code, r.message, rid)
+    head = (f"HTTP/1.1 {r.status} {HTTPStatus(r.status).phrase}\r\n"
+            f"Date: {format_timestamp(time.time())}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+            f"X-Request-ID: {rid}\r\nConnection: close\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+class _HostGuard(HTTPMessageDelegate):
+    """Wraps the application's delegate to catch the Host check of `HTTPServerRequest`.
+
+    Anything but HTTPInputError raised from here would be logged by Tornado as
+    a crash, so the refusal is kept on the connection and raised from
+    `_read_body`, the next method Tornado calls on a server connection.
+    """
+
+    __slots__ = ("inner", "conn")
+
+    def __init__(self, inner: HTTPMessageDelegate, conn: _Connection) -> None:
+        self.inner = inner
+        self.conn = conn
+
+    def headers_received(self, start_line: RequestStartLine | ResponseStartLine,
+                         headers: HTTPHeaders) -> Awaitable[None] | None:
+        try:
+            return self.inner.headers_received(start_line, headers)
+        except HTTPInputError:
+            self.conn.refusal = _host_refusal(headers)
+            return None
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+    def on_connection_close(self) -> None:
+        self.inner.on_connection_close()
+
+
+class _Connection(HTTP1Connection):
+    """One request on a server connection; malformed input is answered in JSON, not with a bare 400."""
+
+    def __init__(self, stream: IOStream, params: HTTP1ConnectionParameters, context: object,
+                 head_limit: int) -> None:
+        super().__init__(stream, False, params, context)
+        self.head_limit = head_limit
+        self.refusal: _Refused | None = None
+
+    async def read_response(self, delegate: HTTPMessageDelegate) -> bool:
+        try:
+            return await super().read_response(_HostGuard(delegate, self))
+        except _Refused as r:
+            await self._refuse(r)
+            return False
+
+    def _parse_headers(self, data: bytes) -> tuple[str, HTTPHeaders]:
+        if len(data) > self.head_limit:
+            raise _Refused(431, "headers_too_large", f"request head of {len(data)} bytes is larger than "
+                                                     f"gateway.max_header_bytes ({self.head_limit} bytes)")
+        try:
+            start_line, headers = super()._parse_headers(data)
+        except HTTPInputError as e:
+            raise _malformed(f"malformed header line ({e})") from None
+        try:
+            parse_request_start_line(start_line)  # Tornado parses it again next: a failure is ours to answer
+        except HTTPInputError:
+            raise _malformed("malformed request line: expected 'METHOD /target HTTP/1.1'") from None
+        return start_line, headers
+
+    def _can_keep_alive(self, start_line: RequestStartLine, headers: HTTPHeaders) -> bool:
+        try:
+            return super()._can_keep_alive(start_line, headers)
+        except HTTPInputError as e:  # HTTP/1.0 with a Transfer-Encoding it cannot use
+            raise _framing(e) from None
+
+    def _read_body(self, code: int, headers: HTTPHeaders,
+                   delegate: HTTPMessageDelegate) -> Awaitable[None] | None:
+        if self.refusal is not None:
+            raise self.refusal
+        try:
+            body = super()._read_body(code, headers, delegate)
+        except HTTPInputError as e:
+            raise _framing(e) from None
+        return None if body is None else self._framed(body)
+
+    async def _framed(self, body: Awaitable[None]) -> None:
+        try:
+            await body
+        except HTTPInputError as e:  # a bad chunk size or terminator, found while reading
+            raise _framing(e, "malformed chunked body") from None
+
+    async def _refuse(self, r: _Refused) -> None:
+        log.info("malformed request refused", client=str(self.context), status=r.status, reason=r.message)
+        try:
+            if self._response_start_line is None:
+                await self.stream.write(_error_response(r, self._request_headers))
+            else:
+                # The handler answered already (413, 401 ...) while the body came in:
+                # let that answer go out, and do not send a second one.
+                await self.stream.write(b"")
+        except StreamClosedError:
+            pass
+        self.close()
+
+
+class _ServerConnection(HTTP1ServerConnection):
+    def __init__(self, stream: IOStream, params: HTTP1ConnectionParameters, context: object,
+                 head_limit: int) -> None:
+        super().__init__(stream, params, context)
+        self.head_limit = head_limit
+
+    async def _server_request_loop(self, delegate: HTTPServerConnectionDelegate) -> None:
+        # Tornado 6.6's loop as it is, with `_Connection` for each request: the
+        # class is not a parameter there.
+        try:
+            while True:
+                conn = _Connection(self.stream, self.params, self.context, self.head_limit)
+                request_delegate = delegate.start_request(self, conn)
+                try:
+                    ret = await conn.read_response(request_delegate)
+                except (StreamClosedError, UnsatisfiableReadError, asyncio.CancelledError):
+                    return
+                except Exception:
+                    gen_log.error("Uncaught exception", exc_info=True)
+                    conn.close()
+                    return
+                if not ret:
+                    return
+                await asyncio.sleep(0)
+        finally:
+            delegate.on_close(self)
+
+
+class GatewayHTTPServer(HTTPServer):
+    """Tornado's HTTPServer whose connections answer malformed requests in the gateway's JSON shape.
+
+    ``max_header_size`` is the limit a head is held to (431 above it); the
+    stream reads up to `_HEAD_SLACK` more so that it can still answer.
+    """
+
+    def initialize(self, request_callback: Any, max_header_size: int | None = None,  # type: ignore[override]
+                   **kwargs: Any) -> None:
+        self.head_limit = max_header_size or 65536
+        super().initialize(request_callback, max_header_size=self.head_limit + _HEAD_SLACK, **kwargs)
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        # HTTPServer.handle_stream, with our server connection.
+        context = _HTTPRequestContext(stream, address, self.protocol, self.trusted_downstream)
+        conn = _ServerConnection(stream, self.conn_params, context, self.head_limit)
+        self._connections.add(conn)
+        conn.start_serving(self)
+
+
+# -- who the client is ---------------------------------------------------------------------
 
 
 class TrustedProxies:

@@ -54,8 +54,9 @@ SCHEMAS: dict[str, Any] = {
     "Me": obj({"id": STR, "username": STR, "created_ms": INT, "updated_ms": INT, "disabled": BOOL,
                "roles": STRS, "permissions": STRS, "session_id": NSTR},
               ["id", "username", "roles", "permissions"]),
-    "Session": obj({"id": STR, "created_ms": INT, "last_used_ms": INT, "expires_ms": INT, "client": NSTR,
-                    "user_agent": NSTR, "current": BOOL}, ["id", "created_ms", "last_used_ms", "expires_ms"]),
+    "Session": obj({"id": STR, "kind": {"enum": ["login", "api_token"]}, "label": NSTR, "created_ms": INT,
+                    "last_used_ms": INT, "expires_ms": INT, "client": NSTR, "user_agent": NSTR, "current": BOOL},
+                   ["id", "created_ms", "last_used_ms", "expires_ms"]),
     "Sessions": obj({"sessions": {"type": "array", "items": ref("Session")}}, ["sessions"]),
     "Role": obj({"name": STR, "description": STR, "permissions": STRS, "builtin": BOOL},
                 ["name", "description", "permissions", "builtin"]),
@@ -190,6 +191,17 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Revoke all of a user's sessions", "admin",
         {"200": resp("Revoked.", obj({"sessions_revoked": INT}, ["sessions_revoked"]))}),
     ("/admin/users/{username}/sessions/{session_id}", "delete"): op("Revoke one session", "admin", NO_CONTENT),
+    ("/admin/users/{username}/tokens", "post"): op(
+        "Issue an API token: a long-lived access token for the user", "admin",
+        {"201": resp("The token (shown only now).", obj({"token": STR, "expires_ms": INT, "session_id": STR},
+                                                        ["token", "expires_ms", "session_id"]))},
+        request=body(obj({"ttl_seconds": {"type": "integer", "minimum": 1,
+                                          "description": "Lifetime, up to auth.api_token_max_seconds."},
+                          "label": {**STR, "maxLength": 100, "description": "What the token is for."}},
+                         ["ttl_seconds"])),
+        description="The token is a session of the user's with no refresh token: it shows in their session "
+                    "list and ends when that session is revoked, their password changes or they are disabled "
+                    "or removed. Only for users whose permissions the caller holds too."),
     ("/admin/roles", "get"): op("List roles", "admin", {"200": resp("Roles.", obj(
         {"roles": {"type": "array", "items": ref("Role")}}, ["roles"]))}),
     ("/admin/roles", "post"): op("Create a role", "admin", {"201": resp("Created.", ref("Role"))},
@@ -220,6 +232,148 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 query("result", "ok, failed, throttled, reuse_detected ...")]),
 }
 
+
+# ---- jobs: /api/v1/jobs (the contract: jobs_api.md; the handlers: handlers/jobs.py) ----------------
+
+QUEUE = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,80}$"}
+ANY: dict[str, Any] = {}  # any JSON value
+
+
+def _opt(kind: str, **bounds: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **bounds}
+
+
+def _located(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {**resp(description, schema),
+            "headers": {"Location": {"description": "The job's URL.", "required": True, "schema": STR}}}
+
+
+VISIBILITY = _opt("integer", minimum=1, maximum=43200, description="Lease length in seconds.")
+LEASE_TOKEN = {"type": "string", "minLength": 1, "maxLength": 200}
+_ENQUEUE = obj({
+    "queue": QUEUE, "payload": ANY,
+    "dedup_id": _opt("string", minLength=1, maxLength=128,
+                     description="Within jobs.dedup_window_seconds, the same id on the same queue returns "
+                                 "the job it first made."),
+    "delay_seconds": _opt("number", minimum=0, maximum=31622400, description="At most 366 days."),
+    "run_at_ms": _opt("integer", minimum=0, maximum=(1 << 42) - 1,
+                      description="When the job is due (ms since the epoch), at most 366 days ahead."),
+    "priority": _opt("integer", minimum=-1000, maximum=1000, description="Higher runs first (default 0)."),
+    "max_attempts": _opt("integer", minimum=1, maximum=1000), "visibility_timeout": VISIBILITY,
+}, ["queue", "payload"])
+_ACK_OK = obj({"id": STR, "ok": {"const": True}, "state": STR}, ["id", "ok", "state"])
+_ACK_FAILED = obj({"id": STR, "ok": {"const": False},
+                   "error": obj({"code": STR, "message": STR}, ["code", "message"])}, ["id", "ok", "error"])
+
+SCHEMAS.update({
+    "JobLease": obj({"token": {**STR, "description": "Only in lease answers."}, "worker": STR,
+                     "deadline_ms": INT}, ["worker", "deadline_ms"]),
+    "Job": obj({
+        "id": STR, "queue": STR, "payload": ANY,
+        "state": {"enum": ["PENDING", "IN_PROGRESS", "DONE", "FAILED", "CANCELLED"]},
+        "created_ms": INT, "available_ms": INT, "max_attempts": INT, "visibility_timeout_s": INT,
+        "priority": INT, "attempts": INT, "lease": {"anyOf": [ref("JobLease"), {"type": "null"}]},
+        "last_error": NSTR, "result": ANY, "dedup_id": NSTR, "trace": NSTR,
+        "finished_ms": {"type": ["integer", "null"]}, "updated_ms": INT,
+    }, ["id", "queue", "payload", "state", "created_ms", "available_ms", "max_attempts", "visibility_timeout_s",
+        "priority", "attempts", "lease", "last_error", "result", "dedup_id", "trace", "finished_ms", "updated_ms"]),
+    "JobEnvelope": obj({"job": ref("Job")}, ["job"]),
+    "JobPage": obj({"jobs": {"type": "array", "items": ref("Job")}, "cursor": NSTR}, ["jobs", "cursor"]),
+    "EnqueueInput": {**_ENQUEUE, "not": {"required": ["delay_seconds", "run_at_ms"]},
+                     "description": "delay_seconds or run_at_ms, not both."},
+    "Enqueued": obj({"job": ref("Job"), "created": BOOL}, ["job", "created"]),
+    "LeaseInput": obj({
+        "queues": {"type": "array", "items": QUEUE, "minItems": 1, "maxItems": 10},
+        "max": _opt("integer", minimum=1, maximum=100, description="Most jobs to lease (default 1)."),
+        "visibility_timeout": VISIBILITY,
+        "wait_seconds": _opt("number", minimum=0, maximum=20,
+                             description="Long poll: wait this long for a job (default 0)."),
+        "worker": _opt("string", minLength=1, maxLength=200, description="Default: the caller's username."),
+    }, ["queues"]),
+    "AckInput": obj({"lease_token": LEASE_TOKEN, "result": ANY}, ["lease_token"]),
+    "NackInput": obj({"lease_token": LEASE_TOKEN, "error": NSTR,
+                      "retry_delay_seconds": _opt("number", minimum=0, maximum=31622400,
+                                                  description="Default: backoff with full jitter.")},
+                     ["lease_token"]),
+    "ExtendInput": obj({"lease_token": LEASE_TOKEN, "visibility_timeout": VISIBILITY}, ["lease_token"]),
+    "AckBatchInput": obj({"acks": {"type": "array", "minItems": 1, "maxItems": 100, "items": obj(
+        {"id": {"type": "string", "minLength": 1, "maxLength": 64}, "lease_token": LEASE_TOKEN, "result": ANY},
+        ["id", "lease_token"])}}, ["acks"]),
+    "AckBatchResults": obj({"results": {"type": "array", "items": {"oneOf": [_ACK_OK, _ACK_FAILED]}}},
+                           ["results"]),
+    "QueueStats": obj({"queue": STR, "pending": INT, "delayed": INT, "in_progress": INT, "done": INT,
+                       "failed": INT, "oldest_pending_age_seconds": {"type": ["number", "null"]}},
+                      ["queue", "pending", "delayed", "in_progress", "done", "failed", "oldest_pending_age_seconds"]),
+})
+
+_JOB = {"200": resp("The job.", ref("JobEnvelope"))}
+_LEASE_LOST = {"409": resp("lease_lost: the token is not the job's current lease; nothing changed.", ref("Error"))}
+_TOO_LARGE = {"413": resp("payload_too_large: over jobs.max_payload_bytes.", ref("Error"))}
+_NOT_FOUND = {"404": resp("job_not_found.", ref("Error"))}
+_PAGE_PARAMS = [query("cursor", "From the previous page; absent for the first."),
+                query("limit", "1..1000 (default 100).", {"type": "string", "pattern": "^[0-9]+$"})]
+_QUEUE_PARAM = {**query("queue", "The queue.", QUEUE), "required": True}
+
+OPERATIONS.update({
+    ("/api/v1/jobs", "post"): op(
+        "Enqueue a job", "jobs",
+        {"201": _located("Created.", ref("Enqueued")),
+         "200": _located("A dedup hit: the job the dedup_id first made, unchanged.", ref("Enqueued")),
+         "404": resp("queue_not_found (jobs.strict_queues).", ref("Error")), **_TOO_LARGE},
+        request=body(ref("EnqueueInput"))),
+    ("/api/v1/jobs", "get"): op(
+        "List a queue's jobs", "jobs", {"200": resp("A page of jobs.", ref("JobPage"))},
+        params=[_QUEUE_PARAM, query("state", "Only jobs in this state.",
+                                    {"enum": ["PENDING", "IN_PROGRESS", "DONE", "FAILED", "CANCELLED"]}),
+                *_PAGE_PARAMS]),
+    ("/api/v1/jobs/batch", "post"): op(
+        "Enqueue up to 100 jobs in one transaction", "jobs",
+        {"201": resp("Created (or dedup hits), in order.", obj(
+            {"jobs": {"type": "array", "items": ref("Enqueued")}}, ["jobs"])), **_TOO_LARGE},
+        request=body(obj({"jobs": {"type": "array", "items": ref("EnqueueInput"), "minItems": 1, "maxItems": 100}},
+                         ["jobs"]))),
+    ("/api/v1/jobs/lease", "post"): op(
+        "Lease jobs (long poll with wait_seconds)", "jobs",
+        {"200": resp("Leased jobs with their lease tokens; empty when none came within the wait.", obj(
+            {"jobs": {"type": "array", "items": ref("Job")}}, ["jobs"])),
+         "404": resp("queue_not_found.", ref("Error"))},
+        request=body(ref("LeaseInput")),
+        description="Queues are tried in the order given. A long poll ends early, with what it has, when "
+                    "the gateway shuts down."),
+    ("/api/v1/jobs/ack", "post"): op(
+        "Acknowledge up to 100 jobs in one transaction", "jobs",
+        {"200": resp("One result per ack, in order.", ref("AckBatchResults"))}, request=body(ref("AckBatchInput"))),
+    ("/api/v1/jobs/dlq", "get"): op(
+        "List a queue's dead-letter queue (FAILED jobs)", "jobs", {"200": resp("A page of jobs.", ref("JobPage"))},
+        params=[_QUEUE_PARAM, *_PAGE_PARAMS]),
+    ("/api/v1/jobs/dlq/redrive", "post"): op(
+        "Move FAILED jobs back to PENDING (one queue, or all)", "jobs",
+        {"200": resp("How many moved.", obj({"redriven": INT}, ["redriven"]))},
+        request=body(obj({"queue": {"anyOf": [QUEUE, {"type": "null"}]}}), required=False)),
+    ("/api/v1/jobs/stats", "get"): op(
+        "Queue depths", "jobs",
+        {"200": resp("Per queue.", obj({"queues": {"type": "array", "items": ref("QueueStats")}}, ["queues"]))},
+        params=[query("queue", "Only this queue (default: all).", QUEUE)]),
+    ("/api/v1/jobs/{id}", "get"): op("Show a job", "jobs", {**_JOB, **_NOT_FOUND}),
+    ("/api/v1/jobs/{id}/ack", "post"): op(
+        "Acknowledge a job: DONE", "jobs", {**_JOB, **_NOT_FOUND, **_LEASE_LOST, **_TOO_LARGE},
+        request=body(ref("AckInput"))),
+    ("/api/v1/jobs/{id}/nack", "post"): op(
+        "Give a job back: retried later, or FAILED into the DLQ when out of attempts", "jobs",
+        {**_JOB, **_NOT_FOUND, **_LEASE_LOST}, request=body(ref("NackInput"))),
+    ("/api/v1/jobs/{id}/extend", "post"): op(
+        "Extend a lease (heartbeat)", "jobs", {**_JOB, **_NOT_FOUND, **_LEASE_LOST},
+        request=body(ref("ExtendInput")),
+        description="The deadline becomes now + visibility_timeout (default: the job's own)."),
+    ("/api/v1/jobs/{id}/cancel", "post"): op(
+        "Cancel a PENDING job", "jobs",
+        {**_JOB, **_NOT_FOUND, "409": resp("job_state: the job is not PENDING.", ref("Error"))}),
+    ("/api/v1/jobs/{id}/retry", "post"): op(
+        "Retry a FAILED job (attempts reset)", "jobs",
+        {**_JOB, **_NOT_FOUND, "409": resp("job_state: the job is not FAILED.", ref("Error"))}),
+})
+
+# ---- end of jobs -------------------------------------------------------------------------------------
 
 def build(handlers: Iterable[type[BaseHandler]]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}

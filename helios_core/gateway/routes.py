@@ -13,7 +13,7 @@ from typing import Any
 from tornado.web import URLSpec
 
 from helios_core.gateway.base import BaseHandler
-from helios_core.gateway.handlers import admin, auth, kv, ops
+from helios_core.gateway.handlers import admin, auth, jobs, kv, ops
 
 __all__ = ["HANDLERS", "pattern", "url_specs"]
 
@@ -22,8 +22,15 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     auth.RegisterHandler, auth.LoginHandler, auth.LogoutHandler, auth.RefreshHandler, auth.MeHandler,
     auth.PasswordHandler, auth.SessionsHandler, auth.SessionHandler,
     kv.KvListHandler, kv.KvItemHandler,
+    # jobs: the fixed paths first, since Tornado takes the first pattern that matches and
+    # /api/v1/jobs/{id} would match /api/v1/jobs/stats (job ids are checked in the handler).
+    jobs.JobsHandler, jobs.JobBatchHandler, jobs.LeaseHandler, jobs.AckBatchHandler, jobs.DlqHandler,
+    jobs.DlqRedriveHandler, jobs.JobStatsHandler,
+    jobs.JobHandler, jobs.JobAckHandler, jobs.JobNackHandler, jobs.JobExtendHandler, jobs.JobCancelHandler,
+    jobs.JobRetryHandler,
     admin.UsersHandler, admin.UserHandler, admin.UserPasswordHandler, admin.UserRoleHandler,
-    admin.UserSessionsHandler, admin.UserSessionHandler, admin.RolesHandler, admin.RoleHandler,
+    admin.UserSessionsHandler, admin.UserSessionHandler, admin.UserTokensHandler, admin.RolesHandler,
+    admin.RoleHandler,
     admin.RateLimitHandler, admin.SnapshotHandler, admin.AofRewriteHandler, admin.StatsHandler,
     admin.AuditHandler,
 )

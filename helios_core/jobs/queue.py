@@ -4,62 +4,92 @@ Pure logic over the `Store` interface; time (`now_ms`) and randomness (`rng`)
 are passed in, so a test can drive it through any schedule.  Nothing here
 knows HTTP; the gateway's handlers and `helios job --data` call it alike.
 
-SKELETON: signatures and contracts are fixed (the gateway handlers, the
-`helios job` CLI and the tests are written against them); bodies to be filled.
+Semantics are SQS's: a lease hides a job for its visibility timeout under a
+fresh fencing token; ack, nack and extend must present that token, or they
+fail with `LeaseLostError` and change nothing.  (A lease past its deadline
+that nobody has expired yet is still honoured: the job was not handed to
+anyone else.)  A lease that runs out returns the job to PENDING (the attempt
+counted), or to the DLQ once it has used its `max_attempts`.  There is no
+background reaper: expired leases of a queue are handled by the next lease
+on it (and by `expire`, which a service may call on a timer), inside the
+same transaction.
+
+Where things live: the state changes inside a transaction in transitions.py,
+listing and its cursor in listing.py, input checks in checks.py, queue
+settings and backoff in policy.py, the long poll's wake-up in waker.py.
+
+Cost per call on a remote store, where each read inside a transaction is a
+round trip (WATCH + read): `lease` reads three sorted sets per queue (the due
+leases and delayed jobs, the best ready ones) and then the records in one
+MGET; `ack`, `nack`, `extend` read one record; `ack_batch` reads all its
+records in one MGET; `enqueue` reads nothing unless it has a dedup id (or is
+the first to a queue in this process).  Index pruning adds one read now and then.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from helios_core.config import JobsConfig
-from helios_core.errors import ConflictError, HeliosError, InvalidInputError, NotFoundError
-from helios_core.jobs.model import Job, State
-from helios_core.store.base import Store
+from helios_core.errors import HeliosError, InvalidInputError
+from helios_core.jobs import checks
+from helios_core.jobs.errors import (
+    JobNotFoundError,
+    JobStateError,
+    LeaseLostError,
+    PayloadTooLargeError,
+    QueueNotFoundError,
+)
+from helios_core.jobs.listing import list_jobs
+from helios_core.jobs.model import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QUEUES_KEY,
+    Job,
+    JobIds,
+    State,
+    dedup_key,
+    delayed_key,
+    dlq_key,
+    done_key,
+    is_job_id,
+    job_id_ms,
+    job_key,
+    leased_key,
+    ready_key,
+    ready_score,
+)
+from helios_core.jobs.policy import ATTEMPTS_RANGE, VISIBILITY_RANGE, QueuePolicy, parse_queue_policies
+from helios_core.jobs.transitions import Retention, Transitions
+from helios_core.jobs.waker import Waker
+from helios_core.store.base import ScoreBound, Store, Txn
 
 __all__ = [
     "JobQueue", "EnqueueRequest", "AckItem", "QueuePolicy", "QueueStats",
-    "LeaseLostError", "JobStateError", "QueueNotFoundError", "PayloadTooLargeError",
-    "MAX_LEASE_BATCH", "MAX_ENQUEUE_BATCH", "MAX_WAIT_SECONDS",
+    "LeaseLostError", "JobStateError", "QueueNotFoundError", "JobNotFoundError", "PayloadTooLargeError",
+    "MAX_LEASE_BATCH", "MAX_ENQUEUE_BATCH", "MAX_WAIT_SECONDS", "MAX_LEASE_QUEUES", "MAX_LIST_LIMIT",
+    "parse_queue_policies",
 ]
+
+T = TypeVar("T")
+_Entries = list[tuple[bytes, float]]
+_Scan = tuple[str, _Entries, _Entries, _Entries]  # a queue, its leases, delayed and ready entries
 
 MAX_LEASE_BATCH = 100
 MAX_ENQUEUE_BATCH = 100
 MAX_WAIT_SECONDS = 20
-
-
-class LeaseLostError(ConflictError):
-    """ack/nack/extend with a token that is not the job's current lease (409): nothing changed."""
-
-    code = "lease_lost"
-
-
-class JobStateError(ConflictError):
-    """The job is not in a state that allows this (cancel a DONE job, redrive a PENDING one): 409."""
-
-    code = "job_state"
-
-
-class QueueNotFoundError(NotFoundError):
-    code = "queue_not_found"
-
-
-class PayloadTooLargeError(HeliosError):
-    code = "payload_too_large"
-    status = 413
-
-
-@dataclass(frozen=True)
-class QueuePolicy:
-    """A queue's settings: jobs.* defaults overridden by its jobs.queues entry."""
-
-    visibility_timeout_s: int
-    max_attempts: int
-    backoff_base_ms: int
-    backoff_cap_ms: int
+MAX_LEASE_QUEUES = 10
+MAX_LIST_LIMIT = 1000
+MAX_DELAY_MS = 366 * 86_400_000  # a delay, run_at or retry delay at most a year ahead
+MAX_ERROR_CHARS = 4096  # a nack's error text is cut to this (a traceback must not make the nack fail)
+MAX_NAME_CHARS = 200  # worker names, trace context
+# Expired leases and due delayed jobs handled per queue in one lease transaction;
+# the rest go in the next one.
+MAINTENANCE_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -93,32 +123,121 @@ class QueueStats:
     oldest_pending_age_ms: int | None  # now - the oldest PENDING job's created_ms
 
     def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-def parse_queue_policies(config: JobsConfig) -> dict[str, QueuePolicy]:
-    """jobs.queues entries ("NAME key=value ...") -> policies; ConfigError naming the entry when bad."""
-    raise NotImplementedError
+        """The API's shape (jobs_api.md), with the age also in ms."""
+        age = self.oldest_pending_age_ms
+        return {"queue": self.queue, "pending": self.pending, "delayed": self.delayed,
+                "in_progress": self.in_progress, "done": self.done, "failed": self.failed,
+                "oldest_pending_age_seconds": None if age is None else age / 1000,
+                "oldest_pending_age_ms": age}
 
 
 class JobQueue:
     def __init__(self, store: Store, config: JobsConfig, rng: random.Random | None = None) -> None:
-        raise NotImplementedError
+        self.store = store
+        self.config = config
+        self.rng = rng or random.Random()
+        self.policies = parse_queue_policies(config)
+        self._default = QueuePolicy.defaults(config)
+        self._retention = Retention(config.done_retention_seconds * 1000, config.dlq_retention_seconds * 1000)
+        # Queues known to be registered in job:queues (registration is never undone),
+        # so that enqueue and check_queue read job:queues only the first time.
+        self._registered: set[str] = set()
+        self._ids = JobIds()
 
-    def policy(self, queue: str) -> QueuePolicy: ...
+    def policy(self, queue: str) -> QueuePolicy:
+        return self.policies.get(queue, self._default)
 
     async def check_queue(self, queue: str) -> None:
         """InvalidInputError for a malformed name; QueueNotFoundError for a queue that does not exist
         (strict mode: not configured; otherwise: neither configured nor ever enqueued to)."""
+        checks.queue_name(queue)
+        if queue in self.policies:
+            return
+        if self.config.strict_queues:
+            raise QueueNotFoundError(
+                f"queue {queue!r} does not exist: jobs.strict_queues is on and jobs.queues has no entry for "
+                f"it; add one (\"{queue}\" alone takes the defaults) or use a configured queue",
+                detail={"queue": queue})
+        if queue in self._registered:
+            return
+        if await self.store.zscore(QUEUES_KEY, queue) is None:
+            raise QueueNotFoundError(
+                f"queue {queue!r} does not exist: nothing was ever enqueued to it; enqueue a job to create it, "
+                f"or name it in jobs.queues", detail={"queue": queue})
+        self._registered.add(queue)
+
+    # -- enqueue ---------------------------------------------------------------------------
 
     async def enqueue(self, req: EnqueueRequest, now_ms: int) -> tuple[Job, bool]:
         """Validate and add a job; returns (job, created).  created is False when req.dedup_id was
         seen on this queue within the dedup window: the job it first made is returned, unchanged."""
-        raise NotImplementedError
+        return (await self.enqueue_batch([req], now_ms))[0]
 
     async def enqueue_batch(self, reqs: Sequence[EnqueueRequest], now_ms: int) -> list[tuple[Job, bool]]:
         """Up to MAX_ENQUEUE_BATCH jobs in ONE transaction (all or nothing; validation first)."""
-        raise NotImplementedError
+        checks.int_field(len(reqs), "number of jobs", 1, MAX_ENQUEUE_BATCH)
+        jobs = [self._new_job(r, now_ms, f"jobs[{i}]." if len(reqs) > 1 else "") for i, r in enumerate(reqs)]
+        if self.config.strict_queues:
+            for job in jobs:
+                await self.check_queue(job.queue)
+        window_ms = self.config.dedup_window_seconds * 1000
+        unregistered = sorted({j.queue for j in jobs} - self._registered)
+
+        async def body(tx: Transitions) -> list[tuple[Job, bool]]:
+            dedups = [dedup_key(j.queue, j.dedup_id) for j in jobs if j.dedup_id is not None]
+            seen = dict(zip(dedups, await tx.txn.mget(list(dedups)), strict=True)) if dedups else {}
+            await tx.load([raw.decode() for raw in seen.values() if raw is not None])
+            for queue in unregistered:
+                if await tx.txn.zscore(QUEUES_KEY, queue) is None:
+                    tx.txn.zadd(QUEUES_KEY, {queue: now_ms})
+            out: list[tuple[Job, bool]] = []
+            made: dict[str, Job] = {}  # dedup key -> job made earlier in this batch
+            for job in jobs:
+                key = dedup_key(job.queue, job.dedup_id) if job.dedup_id is not None else None
+                first = None if key is None else made.get(key) or _existing(tx, seen.get(key))
+                if first is not None:
+                    out.append((first, False))
+                    continue
+                out.append((tx.create(job), True))
+                if key is not None:
+                    made[key] = job
+                    tx.txn.set(key, job.id, px=window_ms)
+            return out
+
+        result = await self._run(now_ms, body)
+        self._registered.update(unregistered)
+        return result
+
+    def _new_job(self, req: EnqueueRequest, now_ms: int, where: str) -> Job:
+        if not isinstance(req, EnqueueRequest):
+            raise InvalidInputError(f"{where or 'job'} must be an EnqueueRequest")
+        queue = checks.queue_name(req.queue, where + "queue")
+        checks.json_size(req.payload, where + "payload", self.config.max_payload_bytes)
+        policy = self.policy(queue)
+        priority = checks.int_field(req.priority, where + "priority", PRIORITY_MIN, PRIORITY_MAX)
+        max_attempts = policy.max_attempts if req.max_attempts is None else \
+            checks.int_field(req.max_attempts, where + "max_attempts", *ATTEMPTS_RANGE)
+        visibility = policy.visibility_timeout_s if req.visibility_timeout_s is None else \
+            checks.int_field(req.visibility_timeout_s, where + "visibility_timeout", *VISIBILITY_RANGE, "seconds")
+        return Job(
+            id=self._ids.next(now_ms), queue=queue, payload=req.payload, state=State.PENDING, created_ms=now_ms,
+            available_ms=self._available_ms(req, now_ms, where), max_attempts=max_attempts,
+            visibility_timeout_s=visibility, priority=priority, dedup_id=checks.dedup_id(req.dedup_id),
+            trace=checks.text_field(req.trace, where + "trace", MAX_NAME_CHARS, optional=True), updated_ms=now_ms,
+        )
+
+    @staticmethod
+    def _available_ms(req: EnqueueRequest, now_ms: int, where: str) -> int:
+        delay = checks.int_field(req.delay_ms, where + "delay_ms", 0, MAX_DELAY_MS, "ms")
+        if req.run_at_ms is None:
+            return now_ms + delay
+        if delay:
+            raise InvalidInputError(f"{where}delay_ms and {where}run_at_ms exclude each other: give one of them")
+        run_at = checks.int_field(req.run_at_ms, where + "run_at_ms", 0, now_ms + MAX_DELAY_MS,
+                                  "(ms since the epoch, at most a year ahead)")
+        return max(run_at, now_ms)
+
+    # -- leasing ---------------------------------------------------------------------------
 
     async def lease(self, queues: Sequence[str], max_jobs: int, now_ms: int, *, worker: str,
                     visibility_timeout_s: int | None = None) -> list[Job]:
@@ -126,64 +245,406 @@ class JobQueue:
         a queue) in one transaction.  Expired leases of these queues are returned to PENDING first and
         due delayed jobs promoted.  Each leased job: IN_PROGRESS, attempts + 1, a fresh lease token,
         deadline now + visibility (the request's, else the job's)."""
-        raise NotImplementedError
+        qs = await self._lease_args(queues, max_jobs, worker, visibility_timeout_s)
+        jobs, _ = await self._lease(qs, max_jobs, now_ms, worker, visibility_timeout_s, wake=False)
+        return jobs
+
+    async def _lease_args(self, queues: Sequence[str], max_jobs: int, worker: str,
+                          visibility_timeout_s: int | None) -> list[str]:
+        if isinstance(queues, str) or not isinstance(queues, Sequence):
+            raise InvalidInputError(f"queues must be a list of 1..{MAX_LEASE_QUEUES} queue names")
+        checks.int_field(len(queues), "number of queues", 1, MAX_LEASE_QUEUES)
+        checks.int_field(max_jobs, "max", 1, MAX_LEASE_BATCH)
+        checks.text_field(worker, "worker", MAX_NAME_CHARS)
+        if visibility_timeout_s is not None:
+            checks.int_field(visibility_timeout_s, "visibility_timeout", *VISIBILITY_RANGE, "seconds")
+        qs = list(dict.fromkeys(queues))
+        for q in qs:
+            await self.check_queue(q)
+        return qs
+
+    async def _lease(self, queues: list[str], max_jobs: int, now_ms: int, worker: str,
+                     visibility_timeout_s: int | None, *, wake: bool = True) -> tuple[list[Job], int | None]:
+        """The leased jobs, and (with `wake`) when the next delayed job or lease deadline of these queues
+        is due: then the leases and delayed jobs are read past now, up to a batch, to see the next one."""
+        upto: ScoreBound = "+inf" if wake else now_ms
+
+        async def body(tx: Transitions) -> tuple[list[Job], int | None]:
+            txn = tx.txn
+            # All reads first: three per queue, then every record in one MGET.
+            scans: list[_Scan] = []
+            for q in queues:
+                expiring = await txn.zrangebyscore(leased_key(q), "-inf", upto, count=MAINTENANCE_BATCH)
+                delayed = await txn.zrangebyscore(delayed_key(q), "-inf", upto, count=MAINTENANCE_BATCH)
+                ready = await txn.zrangebyscore(ready_key(q), count=max_jobs)
+                scans.append((q, expiring, delayed, ready))
+            scans = _trim_ready(scans, max_jobs, now_ms)
+            ids: list[str] = []
+            for _, expiring, delayed, ready in scans:
+                ids += [m.decode() for m, score in [*expiring, *delayed] if score <= now_ms]
+                ids += [m.decode() for m, _ in ready]
+            await tx.load(ids)
+            leased: list[Job] = []
+            next_due: int | None = None
+            for q, expiring, delayed, ready in scans:
+                returned = [j for j in _return_expired(tx, q, expiring) if j.state is State.PENDING]
+                ready_now = [(ready_score(j.priority, j.available_ms), j.id, j) for j in returned] + \
+                    _promote_due(tx, q, delayed) + _still_ready(tx, q, ready)
+                ready_now.sort(key=lambda c: (c[0], c[1]))
+                for _, _, job in ready_now[:max_jobs - len(leased)]:
+                    visibility = visibility_timeout_s or job.visibility_timeout_s
+                    leased.append(tx.lease(job, worker, visibility))
+                next_due = _earliest(next_due, _next_due(expiring, now_ms), _next_due(delayed, now_ms))
+            return leased, next_due
+
+        return await self._run(now_ms, body)
 
     async def lease_wait(self, queues: Sequence[str], max_jobs: int, clock: Callable[[], int], wait_ms: int, *,
                          worker: str, visibility_timeout_s: int | None = None) -> list[Job]:
         """Long poll: lease; if nothing, wait for an enqueue (Store.subscribe on the ready/delayed keys of
         `queues`) or until the earliest delayed job or lease deadline of those queues is due, then lease
         again; return [] once wait_ms has passed.  No polling loop on the store."""
-        raise NotImplementedError
+        checks.int_field(wait_ms, "wait", 0, MAX_WAIT_SECONDS * 1000, "ms")
+        qs = await self._lease_args(queues, max_jobs, worker, visibility_timeout_s)
+        if wait_ms == 0:
+            return (await self._lease(qs, max_jobs, clock(), worker, visibility_timeout_s))[0]
+        deadline = clock() + wait_ms
+        waker = Waker(self.store, [k for q in qs for k in (ready_key(q), delayed_key(q))])
+        try:
+            # Watching before the first attempt: an enqueue right after it cannot slip by unseen.
+            await waker.ready(wait_ms / 1000)
+            while True:
+                waker.clear()  # what changes from here on wakes the wait below
+                jobs, due = await self._lease(qs, max_jobs, clock(), worker, visibility_timeout_s)
+                now = clock()
+                if jobs or now >= deadline:
+                    return jobs
+                until = deadline if due is None else min(deadline, due)
+                await waker.wait(max(0, until - now) / 1000)
+        finally:
+            waker.close()
+
+    # -- finishing -------------------------------------------------------------------------
 
     async def ack(self, job_id: str, lease_token: str, result: Any, now_ms: int) -> Job:
         """IN_PROGRESS with this token -> DONE (result kept, record TTL = done retention).
         NotFoundError for an unknown id; LeaseLostError (nothing changed) for any other state or token."""
-        raise NotImplementedError
+        outcome = (await self.ack_batch([AckItem(job_id, lease_token, result)], now_ms))[0]
+        if isinstance(outcome, HeliosError):
+            raise outcome
+        return outcome
 
     async def ack_batch(self, items: Sequence[AckItem], now_ms: int) -> list[Job | HeliosError]:
         """Many acks in ONE transaction; each item gets its Job or its error, in order."""
-        raise NotImplementedError
+        checks.int_field(len(items), "number of acks", 1, MAX_LEASE_BATCH)
+        problems = [self._ack_problem(item) for item in items]
+
+        async def body(tx: Transitions) -> list[Job | HeliosError]:
+            await tx.load([it.job_id for it, p in zip(items, problems, strict=True) if p is None])
+            out: list[Job | HeliosError] = []
+            for item, problem in zip(items, problems, strict=True):
+                if problem is not None:
+                    out.append(problem)
+                    continue
+                held = _holder(item.job_id, tx.jobs[item.job_id], item.lease_token, "ack")
+                out.append(held if isinstance(held, HeliosError) else tx.finish(held, State.DONE, item.result))
+            return out
+
+        return await self._run(now_ms, body)
+
+    def _ack_problem(self, item: AckItem) -> HeliosError | None:
+        try:
+            if not isinstance(item, AckItem):
+                raise InvalidInputError("each ack must be an AckItem")
+            _check_id(item.job_id)
+            checks.text_field(item.lease_token, "lease_token", MAX_NAME_CHARS)
+            checks.json_size(item.result, "result", self.config.max_payload_bytes)
+        except HeliosError as e:
+            return e
+        return None
 
     async def nack(self, job_id: str, lease_token: str, error: str, now_ms: int,
                    retry_delay_ms: int | None = None) -> Job:
         """Give the job back: PENDING after retry_delay_ms (default: backoff with full jitter) while
         attempts < max_attempts, else FAILED into the DLQ with `error` as last_error."""
-        raise NotImplementedError
+        _check_id(job_id)
+        checks.text_field(lease_token, "lease_token", MAX_NAME_CHARS)
+        if not isinstance(error, str):
+            raise InvalidInputError("error must be a string")
+        error = error if len(error) <= MAX_ERROR_CHARS else error[:MAX_ERROR_CHARS - 1] + "…"
+        if retry_delay_ms is not None:
+            checks.int_field(retry_delay_ms, "retry_delay_ms", 0, MAX_DELAY_MS, "ms")
+        u = self.rng.random()  # drawn once: a remote store may run the transaction more than once
+
+        async def body(tx: Transitions) -> Job:
+            job = await _leased(tx, job_id, lease_token, "nack")
+            if job.attempts >= job.max_attempts:
+                return tx.fail(job, error)
+            delay = retry_delay_ms if retry_delay_ms is not None else \
+                self.policy(job.queue).retry_delay_ms(job.attempts, u)
+            return tx.to_pending(job, now_ms + delay, last_error=error)
+
+        return await self._run(now_ms, body)
 
     async def extend(self, job_id: str, lease_token: str, visibility_timeout_s: int, now_ms: int) -> Job:
         """Move the lease deadline to now + visibility_timeout_s; same token."""
-        raise NotImplementedError
+        _check_id(job_id)
+        checks.text_field(lease_token, "lease_token", MAX_NAME_CHARS)
+        checks.int_field(visibility_timeout_s, "visibility_timeout", *VISIBILITY_RANGE, "seconds")
+
+        async def body(tx: Transitions) -> Job:
+            return tx.extend(await _leased(tx, job_id, lease_token, "extend"), visibility_timeout_s)
+
+        return await self._run(now_ms, body)
 
     async def expire(self, now_ms: int, queues: Sequence[str] | None = None) -> int:
         """Return jobs whose lease deadline passed to PENDING (due now; the attempt is counted), or to
         the DLQ when they have no attempts left.  All queues when None.  Returns how many moved."""
-        raise NotImplementedError
+        names = await self.queues() if queues is None else [checks.queue_name(q) for q in queues]
+
+        async def body(q: str, tx: Transitions) -> tuple[int, bool]:
+            expiring = await tx.txn.zrangebyscore(leased_key(q), "-inf", now_ms, count=MAINTENANCE_BATCH)
+            await tx.load([m.decode() for m, _ in expiring])
+            return len(_return_expired(tx, q, expiring)), len(expiring) == MAINTENANCE_BATCH
+
+        return await self._drain(now_ms, names, body)
+
+    async def _drain(self, now_ms: int, queues: list[str],
+                     body: Callable[[str, Transitions], Awaitable[tuple[int, bool]]]) -> int:
+        """Run `body` per queue, one transaction per batch, while it says a full batch was handled."""
+        total = 0
+        for q in queues:
+            more = True
+            while more:
+                moved, more = await self._run(now_ms, partial(body, q))
+                total += moved
+        return total
+
+    # -- admin -----------------------------------------------------------------------------
 
     async def redrive(self, job_id: str, now_ms: int) -> Job:
         """FAILED -> PENDING on its queue, attempts reset to 0; JobStateError otherwise."""
-        raise NotImplementedError
+        _check_id(job_id)
+
+        async def body(tx: Transitions) -> Job:
+            job = _found(job_id, await tx.load_one(job_id))
+            if job.state is not State.FAILED:
+                raise JobStateError(f"job {job_id} is {job.state}: only a FAILED job can be redriven",
+                                    detail={"state": str(job.state)})
+            return tx.to_pending(job, now_ms, attempts=0)
+
+        return await self._run(now_ms, body)
 
     async def redrive_all(self, now_ms: int, queue: str | None = None) -> int:
         """Every job in the DLQ of `queue` (all queues when None) back to PENDING; returns how many."""
-        raise NotImplementedError
+        if queue is not None:
+            await self.check_queue(queue)
+        names = await self.queues() if queue is None else [queue]
+
+        async def body(q: str, tx: Transitions) -> tuple[int, bool]:
+            # Only jobs that failed before this call: one failing again meanwhile stays in the DLQ.
+            entries = await tx.txn.zrangebyscore(dlq_key(q), "-inf", now_ms, count=MAINTENANCE_BATCH)
+            moved = 0
+            for (member, _), job in zip(entries, await tx.load([m.decode() for m, _ in entries]), strict=True):
+                if job is None or job.state is not State.FAILED:
+                    tx.drop(dlq_key(q), member.decode())
+                    continue
+                tx.to_pending(job, now_ms, attempts=0)
+                moved += 1
+            return moved, len(entries) == MAINTENANCE_BATCH
+
+        return await self._drain(now_ms, names, body)
 
     async def cancel(self, job_id: str, now_ms: int) -> Job:
         """PENDING -> CANCELLED (kept for the done retention); JobStateError otherwise."""
-        raise NotImplementedError
+        _check_id(job_id)
+
+        async def body(tx: Transitions) -> Job:
+            job = _found(job_id, await tx.load_one(job_id))
+            if job.state is not State.PENDING:
+                raise JobStateError(f"job {job_id} is {job.state}: only a PENDING job can be cancelled",
+                                    detail={"state": str(job.state)})
+            return tx.finish(job, State.CANCELLED)
+
+        return await self._run(now_ms, body)
+
+    # -- reading ---------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job:
         """NotFoundError when unknown (or expired by retention)."""
-        raise NotImplementedError
+        _check_id(job_id)
+        raw = await self.store.get(job_key(job_id))
+        return _found(job_id, None if raw is None else Job.decode(raw))
 
+    async def stats(self, now_ms: int, queue: str | None = None) -> list[QueueStats]:
+        """Counts per queue (all queues when None).
+
+        `done` and `failed` leave out index entries past retention not pruned yet.
+        `oldest_pending_age_ms` reads every member of the queue's ready and delayed
+        sets (a job id carries its creation time): O(pending) per call.
+        """
+        if queue is not None:
+            await self.check_queue(queue)
+        return [await self._stats(q, now_ms) for q in (await self.queues() if queue is None else [queue])]
+
+    async def _stats(self, q: str, now_ms: int) -> QueueStats:
+        s = self.store
+        ready, delayed = await s.zrangebyscore(ready_key(q)), await s.zrangebyscore(delayed_key(q))
+        oldest = min((job_id_ms(m.decode()) for m, _ in ready + delayed), default=None)
+        return QueueStats(
+            queue=q, pending=len(ready), delayed=len(delayed), in_progress=await s.zcard(leased_key(q)),
+            done=await self._retained(done_key(q), now_ms), failed=await self._retained(dlq_key(q), now_ms),
+            oldest_pending_age_ms=None if oldest is None else max(0, now_ms - oldest),
+        )
+
+    async def _retained(self, key: str, now_ms: int) -> int:
+        stale = await self.store.zrangebyscore(key, "-inf", f"({now_ms - self._retention.of(key)}")
+        return await self.store.zcard(key) - len(stale)
+
+    async def queues(self) -> list[str]:
+        """Configured queues and every queue enqueued to, sorted."""
+        registered = [m.decode() for m, _ in await self.store.zrangebyscore(QUEUES_KEY)]
+        return sorted(set(self.policies) | set(registered))
+
+    # -- transactions ----------------------------------------------------------------------
+
+    async def _run(self, now_ms: int, body: Callable[[Transitions], Awaitable[T]]) -> T:
+        """One Store transaction around `body`: its transitions, index pruning, then the writes."""
+        last: list[Transitions] = []
+
+        async def fn(txn: Txn) -> T:
+            tx = Transitions(txn, now_ms, self._retention)
+            out = await body(tx)
+            await tx.prune()
+            tx.flush()
+            last[:] = [tx]
+            return out
+
+        out: T = await self.store.transact(fn)
+        last[0].committed()
+        return out
+
+    # Last in the class: below it, `list` in an annotation would name this method.
     async def list(self, queue: str, state: State | None, now_ms: int, *, cursor: str | None = None,
                    limit: int = 100) -> tuple[list[Job], str | None]:
         """Jobs of a queue, by state (all states when None), in a stable order; returns (jobs, next cursor
         or None at the end).  The cursor is opaque to callers."""
-        raise NotImplementedError
+        await self.check_queue(queue)
+        if state is not None and (not isinstance(state, str) or state not in State.__members__):
+            raise InvalidInputError(f"state must be one of {', '.join(State)}, got {state!r}")
+        state = None if state is None else State(state)
+        checks.int_field(limit, "limit", 1, MAX_LIST_LIMIT)
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidInputError("cursor must be a string")
+        return await list_jobs(self.store, queue, state, cursor or None, limit)
 
-    async def stats(self, now_ms: int, queue: str | None = None) -> list[QueueStats]:
-        raise NotImplementedError
 
-    async def queues(self) -> list[str]:
-        """Configured queues and every queue enqueued to, sorted."""
-        raise NotImplementedError
+# -- helpers of the transactions --------------------------------------------------------------
+
+
+def _check_id(job_id: Any) -> None:
+    if not is_job_id(job_id):
+        raise JobNotFoundError(f"no job {job_id!r}: a job id is 26 characters of Crockford base32",
+                               detail={"id": str(job_id)[:64]})
+
+
+def _not_found(job_id: str) -> JobNotFoundError:
+    return JobNotFoundError(f"no job {job_id} (never made, or removed after its retention)", detail={"id": job_id})
+
+
+def _found(job_id: str, job: Job | None) -> Job:
+    if job is None:
+        raise _not_found(job_id)
+    return job
+
+
+def _holder(job_id: str, job: Job | None, token: str, what: str) -> Job | HeliosError:
+    """The job if `token` holds its lease, else the error saying why not (nothing is changed)."""
+    if job is None:
+        return _not_found(job_id)
+    if job.state is not State.IN_PROGRESS or job.lease is None:
+        return LeaseLostError(f"cannot {what} job {job_id}: it is {job.state}, not leased; nothing changed",
+                              detail={"state": str(job.state)})
+    if job.lease.token != token:
+        return LeaseLostError(f"cannot {what} job {job_id}: the lease token is not its current lease (the lease "
+                              f"expired and the job was leased again?); nothing changed",
+                              detail={"state": str(job.state)})
+    return job
+
+
+async def _leased(tx: Transitions, job_id: str, token: str, what: str) -> Job:
+    held = _holder(job_id, await tx.load_one(job_id), token, what)
+    if isinstance(held, HeliosError):
+        raise held
+    return held
+
+
+def _existing(tx: Transitions, raw_id: bytes | None) -> Job | None:
+    return None if raw_id is None else tx.jobs.get(raw_id.decode())
+
+
+def _trim_ready(scans: list[_Scan], max_jobs: int, now_ms: int) -> list[_Scan]:
+    """Keep only the ready entries that can still be leased, given those of the queues before."""
+    out: list[_Scan] = []
+    room = max_jobs
+    for q, expiring, delayed, ready in scans:
+        out.append((q, expiring, delayed, ready[:max(0, room)]))
+        room -= len(ready) + sum(1 for _, score in delayed if score <= now_ms)
+    return out
+
+
+def _return_expired(tx: Transitions, q: str, entries: list[tuple[bytes, float]]) -> list[Job]:
+    """Leases past their deadline back to PENDING (or the DLQ); the jobs as they now are."""
+    out: list[Job] = []
+    for member, score in entries:
+        if score > tx.now:
+            break
+        job_id = member.decode()
+        job = tx.jobs.get(job_id)
+        if job is None or job.state is not State.IN_PROGRESS or job.lease is None:
+            tx.drop(leased_key(q), job_id)
+            continue
+        if job.lease.deadline_ms > tx.now:
+            tx.reindex_lease(job)  # (the index disagrees with the record: the record wins)
+            continue
+        out.append(tx.expire_lease(job))
+    return out
+
+
+def _promote_due(tx: Transitions, q: str, entries: list[tuple[bytes, float]]) -> list[tuple[float, str, Job]]:
+    out: list[tuple[float, str, Job]] = []
+    for member, score in entries:
+        if score > tx.now:
+            break
+        job_id = member.decode()
+        job = tx.jobs.get(job_id)
+        if job is None or job.state is not State.PENDING:
+            tx.drop(delayed_key(q), job_id)
+            continue
+        tx.promote(job)
+        out.append((ready_score(job.priority, job.available_ms), job_id, job))
+    return out
+
+
+def _still_ready(tx: Transitions, q: str, entries: list[tuple[bytes, float]]) -> list[tuple[float, str, Job]]:
+    out: list[tuple[float, str, Job]] = []
+    for member, score in entries:
+        job_id = member.decode()
+        job = tx.jobs.get(job_id)
+        if job is None or job.state is not State.PENDING:
+            tx.drop(ready_key(q), job_id)
+            continue
+        out.append((score, job_id, job))
+    return out
+
+
+def _next_due(entries: list[tuple[bytes, float]], now_ms: int) -> int | None:
+    """When the first not-yet-due entry is due; `now_ms` if a full batch was due (more may be)."""
+    for _, score in entries:
+        if score > now_ms:
+            return int(score)
+    return now_ms if len(entries) >= MAINTENANCE_BATCH else None
+
+
+def _earliest(*times: int | None) -> int | None:
+    return min((t for t in times if t is not None), default=None)

@@ -65,7 +65,7 @@ def test_bootstrap_creates_admin_once(tmp_path: Path) -> None:
         pair = await svc.login("admin", password, NOW, ME)
         p = await svc.authenticate(pair.access_token, NOW)
         assert p.username == "admin" and p.roles == ("admin",) and p.can("admin:users")
-        assert {r.name for r in await svc.roles.list()} == {"admin", "user", "readonly"}
+        assert {r.name for r in await svc.roles.list()} == {"admin", "user", "readonly", "worker"}
 
     run(tmp_path, body)
 

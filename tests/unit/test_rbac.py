@@ -80,7 +80,7 @@ def test_custom_roles_and_assignments(tmp_path: Path) -> None:
         assert await roles.put(Role.build("ops", ["admin:store"], "operators"), create_only=True)
         with pytest.raises(ConflictError):
             await roles.put(Role.build("ops", []), create_only=True)
-        assert [r.name for r in await roles.list()] == ["admin", "ops", "readonly", "user"]
+        assert [r.name for r in await roles.list()] == ["admin", "ops", "readonly", "user", "worker"]
         assert await roles.grant("u1", "ops") is True
         assert await roles.grant("u1", "ops") is False
         with pytest.raises(NotFoundError):

@@ -1,4 +1,4 @@
-"""/admin: users, roles, grants, sessions, rate limits, store operations and the audit log.
+"""/admin: users, roles, grants, sessions and API tokens, rate limits, store operations, the audit log.
 
 Every change is audited (the account flows in `AuthService`, the rest here).
 """
@@ -13,7 +13,7 @@ from helios_core.rbac import Role, validate_role_name
 
 __all__ = [
     "UsersHandler", "UserHandler", "UserPasswordHandler", "UserRoleHandler", "UserSessionsHandler",
-    "UserSessionHandler", "RolesHandler", "RoleHandler", "RateLimitHandler", "SnapshotHandler",
+    "UserSessionHandler", "UserTokensHandler", "RolesHandler", "RoleHandler", "RateLimitHandler", "SnapshotHandler",
     "AofRewriteHandler", "StatsHandler", "AuditHandler",
 ]
 
@@ -131,6 +131,24 @@ class UserSessionHandler(BaseHandler):
         self.finish()
 
 
+class UserTokensHandler(BaseHandler):
+    """API tokens: long-lived access tokens for clients that run for days (a worker)."""
+
+    route = "/admin/users/{username}/tokens"
+    needs = {"POST": perm("admin:sessions")}
+
+    async def post(self, username: str) -> None:
+        body = self.json_body()
+        unknown = set(body) - {"ttl_seconds", "label"}
+        if unknown:
+            raise InvalidInputError(f"unknown field(s) {', '.join(sorted(unknown))}; allowed: ttl_seconds, label")
+        if "ttl_seconds" not in body:
+            raise InvalidInputError("ttl_seconds: required (the token's lifetime in seconds)")
+        token = await self.gw.auth.issue_api_token(username, body["ttl_seconds"], body.get("label"), self.now_ms(),
+                                                   self.actor(), issuer=self.me())
+        self.write_json(token.to_json(), 201)
+
+
 def _role_from(body: dict[str, Any], name: str) -> Role:
     unknown = set(body) - {"name", "permissions", "description"}
     if unknown:
@@ -210,20 +228,27 @@ class SnapshotHandler(BaseHandler):
 
     async def post(self) -> None:
         try:
-            info = await self.gw.ops.snapshot()
+            info = await self.run()
         except Exception as e:
             await self.gw.audit.record(self.now_ms(), self.action, self.actor(), result="failed",
                                        detail={"error": str(e)})
             raise
-        await self.gw.audit.record(self.now_ms(), self.action, self.actor(), detail={"seq": info["seq"]})
+        await self.gw.audit.record(self.now_ms(), self.action, self.actor(),
+                                   detail={k: info[k] for k in ("seq", "lastsave") if k in info})
         self.write_json(info)
+
+    async def run(self) -> dict[str, Any]:
+        return await self.gw.ops.snapshot()
 
 
 class AofRewriteHandler(SnapshotHandler):
-    """ATLAS compacts its AOF by snapshotting: the parts the snapshot covers are deleted."""
+    """ATLAS compacts its AOF by snapshotting (the parts it covers are deleted); Redis by BGREWRITEAOF."""
 
     route = "/admin/aof-rewrite"
     action = "store.aof_rewrite"
+
+    async def run(self) -> dict[str, Any]:
+        return await self.gw.ops.aof_rewrite()
 
 
 class StatsHandler(BaseHandler):
@@ -231,7 +256,7 @@ class StatsHandler(BaseHandler):
     needs = {"GET": perm("admin:store")}
 
     async def get(self) -> None:
-        self.write_json({**self.gw.ops.stats(), "inflight_requests": self.gw.inflight})
+        self.write_json({**await self.gw.ops.stats(), "inflight_requests": self.gw.inflight})
 
 
 class AuditHandler(BaseHandler):
