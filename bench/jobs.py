@@ -7,6 +7,9 @@ clock runs from the first enqueue until the last job has run (enqueue and
 drain overlap, as they would in production).  A job "has run" when its
 handler has appended its index to a per-process file (`bench/bench_noop.py`),
 so completion is counted the same way, at the same cost, for every system.
+Each round runs every system once (the order rotated); ratios are taken
+within a round, then the median over rounds.  CPU time per job (server,
+workers, client; from /proc) is shown too: it drifts less on a shared machine.
 
 - HELIOS: `helios gateway` on a fresh data directory (appendfsync everysec,
   and always with --fsync everysec,always), W `helios worker --handler
@@ -19,13 +22,13 @@ so completion is counted the same way, at the same cost, for every system.
   rq.worker.SimpleWorker` processes (no fork per job), enqueued with
   `Queue.enqueue_many` in pipelines of 1,000.
 
-Then the kill run (HELIOS only): W workers, one SIGKILLed when half the jobs
-have run; every job must end DONE and have run exactly once, except jobs
-the killed worker held when it died (leased, or run but not yet acked),
-which may have run twice.
+Then the kill run (HELIOS only): N jobs queued, W workers, one SIGKILLed when
+half the jobs have run; every job must end DONE and have run exactly once,
+except jobs the killed worker held when it died (leased, or run but not yet
+acked), which may have run twice.
 
-    .venv/bin/python bench/jobs.py                 # N=20000, 2 workers (~2 min)
-    .venv/bin/python bench/jobs.py --quick         # N=2000, a smoke run
+    .venv/bin/python bench/jobs.py                 # N=20000, 2 workers, 3 rounds + kill run (~6 min)
+    .venv/bin/python bench/jobs.py --quick         # N=2000, one round: a smoke run
     .venv/bin/python bench/jobs.py --n 50000 --workers 2 --fsync everysec,always --json
 """
 
@@ -41,6 +44,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator

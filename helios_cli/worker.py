@@ -55,7 +55,7 @@ def _queue(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -
     for v in value:
         names.extend(n for n in v.replace(",", " ").split() if n)
     for n in names:
-        if not QUEUE_NAME_RE.match(n):
+        if not QUEUE_NAME_RE.fullmatch(n):
             raise click.BadParameter(f"{n!r}: a queue name is 1-80 characters of A-Z a-z 0-9 _ -")
     if len(names) > MAX_QUEUES:
         raise click.BadParameter(f"at most {MAX_QUEUES} queues per worker")

@@ -293,7 +293,10 @@ SCHEMAS.update({
     "AckInput": obj({"lease_token": LEASE_TOKEN, "result": ANY}, ["lease_token"]),
     "NackInput": obj({"lease_token": LEASE_TOKEN, "error": NSTR,
                       "retry_delay_seconds": _opt("number", minimum=0, maximum=31622400,
-                                                  description="Default: backoff with full jitter.")},
+                                                  description="Default: backoff with full jitter."),
+                      "release": {"type": ["boolean", "null"], "description":
+                                  "The job never started: due at once, and this delivery is not counted "
+                                  "as an attempt (a worker shutting down)."}},
                      ["lease_token"]),
     "ExtendInput": obj({"lease_token": LEASE_TOKEN, "visibility_timeout": VISIBILITY}, ["lease_token"]),
     "AckBatchInput": obj({"acks": {"type": "array", "minItems": 1, "maxItems": 100, "items": obj(

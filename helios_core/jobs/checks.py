@@ -31,7 +31,7 @@ def int_field(value: Any, field: str, lo: int, hi: int | None = None, unit: str 
 
 
 def queue_name(value: Any, field: str = "queue") -> str:
-    if not isinstance(value, str) or not QUEUE_NAME_RE.match(value):
+    if not isinstance(value, str) or not QUEUE_NAME_RE.fullmatch(value):
         raise InvalidInputError(f"{field} must be a queue name of 1-80 characters among A-Z, a-z, 0-9, '_' "
                                 f"and '-', got {value!r}")
     return value

@@ -43,8 +43,8 @@ __all__ = [
 ]
 
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
-QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")  # SQS's rule: fits in a key segment, no ':'
-_JOB_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")  # SQS's rule: fits in a key segment, no ':'
+_JOB_ID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -92,7 +92,7 @@ class JobIds:
 
 
 def is_job_id(s: object) -> bool:
-    return isinstance(s, str) and bool(_JOB_ID_RE.match(s))
+    return isinstance(s, str) and bool(_JOB_ID_RE.fullmatch(s))
 
 
 def job_id_ms(job_id: str) -> int:

@@ -78,7 +78,7 @@ def _parse_entry(entry: str, base: QueuePolicy) -> tuple[str, QueuePolicy]:
     if not parts:
         raise _bad(entry, 'expected "NAME key=value ...", got an empty entry')
     name = parts[0]
-    if not QUEUE_NAME_RE.match(name):
+    if not QUEUE_NAME_RE.fullmatch(name):
         raise _bad(entry, f"queue name {name!r} must be 1-80 characters of A-Z, a-z, 0-9, '_' or '-'")
     changes: dict[str, int] = {}
     for part in parts[1:]:

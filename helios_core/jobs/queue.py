@@ -364,9 +364,13 @@ class JobQueue:
         return None
 
     async def nack(self, job_id: str, lease_token: str, error: str, now_ms: int,
-                   retry_delay_ms: int | None = None) -> Job:
+                   retry_delay_ms: int | None = None, *, release: bool = False) -> Job:
         """Give the job back: PENDING after retry_delay_ms (default: backoff with full jitter) while
-        attempts < max_attempts, else FAILED into the DLQ with `error` as last_error."""
+        attempts < max_attempts, else FAILED into the DLQ with `error` as last_error.
+
+        `release`: the job never ran (a worker shutting down hands back jobs it leased but did not
+        start): PENDING at once, this delivery not counted as an attempt, last_error kept as it was.
+        """
         _check_id(job_id)
         checks.text_field(lease_token, "lease_token", MAX_NAME_CHARS)
         if not isinstance(error, str):
@@ -378,6 +382,8 @@ class JobQueue:
 
         async def body(tx: Transitions) -> Job:
             job = await _leased(tx, job_id, lease_token, "nack")
+            if release:
+                return tx.to_pending(job, now_ms, attempts=max(0, job.attempts - 1))
             if job.attempts >= job.max_attempts:
                 return tx.fail(job, error)
             delay = retry_delay_ms if retry_delay_ms is not None else \

@@ -263,10 +263,13 @@ class JobsClient:
         return results
 
     async def nack(self, job_id: str, lease_token: str, *, error: str | None = None,
-                   retry_delay_seconds: float | None = None) -> Job:
+                   retry_delay_seconds: float | None = None, release: bool = False) -> Job:
         """POST /api/v1/jobs/{id}/nack: back to PENDING (after the delay; default: the queue's backoff),
-        or FAILED into the DLQ when no attempts are left."""
+        or FAILED into the DLQ when no attempts are left.  `release`: the job never started; it is
+        due at once and this delivery does not count as an attempt."""
         body: dict[str, Any] = {"lease_token": lease_token}
+        if release:
+            body["release"] = True
         if error is not None:
             body["error"] = error
         if retry_delay_seconds is not None:

@@ -82,7 +82,7 @@ class WorkerConfig:
         if len(self.queues) > MAX_QUEUES:
             raise InvalidInputError(f"at most {MAX_QUEUES} queues per worker")
         for q in self.queues:
-            if not QUEUE_NAME_RE.match(q):
+            if not QUEUE_NAME_RE.fullmatch(q):
                 raise InvalidInputError(f"invalid queue name {q!r}: 1-80 characters of A-Z a-z 0-9 _ -")
         if self.concurrency < 1:
             raise InvalidInputError("concurrency must be at least 1")

@@ -63,6 +63,7 @@ class JobContext:
     attempt: int
     max_attempts: int
     worker: str = ""
+    traceparent: str | None = None  # W3C trace context of the request that enqueued the job
     on_heartbeat: Callable[[], None] = field(default=lambda: None, repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -239,7 +240,8 @@ class PythonRunner:
 
 class ExecRunner:
     """``sh -c COMMAND`` per job: the payload as JSON on stdin; HELIOS_JOB_ID, HELIOS_JOB_ATTEMPT,
-    HELIOS_JOB_QUEUE and HELIOS_JOB_MAX_ATTEMPTS in the environment (HELIOS_TOKEN is removed).
+    HELIOS_JOB_QUEUE, HELIOS_JOB_MAX_ATTEMPTS and TRACEPARENT (when the job has one) in the
+    environment (HELIOS_TOKEN is removed: a job's command does not get the worker's credentials).
 
     Exit 0: success with stdout as the result (JSON when it parses, else the text, stripped; None when
     empty).  Non-zero: failure with the exit status and the tail of stderr.  The command runs in a
@@ -262,6 +264,8 @@ class ExecRunner:
         env = {k: v for k, v in os.environ.items() if k != "HELIOS_TOKEN"}
         env.update(HELIOS_JOB_ID=ctx.id, HELIOS_JOB_ATTEMPT=str(ctx.attempt), HELIOS_JOB_QUEUE=ctx.queue,
                    HELIOS_JOB_MAX_ATTEMPTS=str(ctx.max_attempts))
+        if ctx.traceparent:
+            env["TRACEPARENT"] = ctx.traceparent  # the environment-variable carrier OpenTelemetry SDKs read
         return env
 
     async def run(self, payload: Any, ctx: JobContext) -> Outcome:

@@ -28,7 +28,8 @@ Shutdown, as a state machine driven by `request_stop` (signal handlers only
 call it; it only sets events):
 
     RUNNING --stop--> DRAINING: no more leases (an outstanding long poll is
-        abandoned; jobs that arrive anyway are nacked at once, unstarted);
+        abandoned, and the gateway stops waiting when its connection closes;
+        jobs that arrive anyway are nacked at once, unstarted);
         running jobs get ``grace_s`` to finish and are acked as usual
     DRAINING --grace over, or a second stop--> ABORTING: the runs still going
         are cancelled (an exec command's process group gets SIGTERM, then
@@ -329,7 +330,8 @@ class Worker:
                 loop.call_soon_threadsafe(slot.beat_now.set)
 
         ctx = JobContext(id=str(job["id"]), queue=str(job["queue"]), attempt=int(job.get("attempts") or 1),
-                         max_attempts=int(job.get("max_attempts") or 1), worker=self.name, on_heartbeat=beat)
+                         max_attempts=int(job.get("max_attempts") or 1), worker=self.name,
+                         traceparent=job.get("trace"), on_heartbeat=beat)
         slot = _Slot(job, str(lease.get("token", "")), ctx, vis, self.clock())
         self._slots[slot.key] = slot
         self._busy.add(slot.key)
@@ -342,7 +344,8 @@ class Worker:
             self._slot_freed.set()
 
     async def _process(self, slot: _Slot) -> None:
-        log.debug("job started", job=slot.id, queue=slot.queue, attempt=slot.ctx.attempt)
+        log.debug("job started", job=slot.id, queue=slot.queue, attempt=slot.ctx.attempt,
+                  trace=slot.ctx.traceparent or "")
         INFLIGHT.inc()
         run = asyncio.create_task(self._run_handler(slot), name=f"run-{slot.id}")
         heart = asyncio.create_task(self._heartbeat(slot), name=f"heartbeat-{slot.id}")
@@ -416,7 +419,8 @@ class Worker:
 
         async def give_back() -> None:
             try:
-                reason = await self._nack(slot, SHUTDOWN_ERROR, 0, "shutdown")
+                # Never started: handed back without using up an attempt.
+                reason = await self._nack(slot, SHUTDOWN_ERROR, None, "shutdown", release=True)
                 JOBS.labels(slot.queue, reason).inc()
             finally:
                 slot.reported.set()
@@ -461,10 +465,11 @@ class Worker:
                 log.warning(f"cannot {what}: retrying", job=slot.id, error=e.message, retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay)
 
-    async def _nack(self, slot: _Slot, error: str, retry_delay_s: float | None, reason: str) -> str:
+    async def _nack(self, slot: _Slot, error: str, retry_delay_s: float | None, reason: str, *,
+                    release: bool = False) -> str:
         try:
             await self._retrying("nack", slot, lambda: self.client.nack(
-                slot.id, slot.token, error=error, retry_delay_seconds=retry_delay_s))
+                slot.id, slot.token, error=error, retry_delay_seconds=retry_delay_s, release=release))
         except (LeaseLostError, NotFoundError) as e:
             log.warning("lease lost before the nack: the job was taken over; dropped", job=slot.id, error=e.message)
             return "lease_lost"

@@ -502,6 +502,31 @@ def test_nack_with_an_explicit_delay(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_release_gives_an_unstarted_job_back_without_using_an_attempt(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        await env.put("p", max_attempts=1)
+        job = await env.lease_one()
+        assert job.lease is not None and job.attempts == 1
+        back = await env.q.nack(job.id, job.lease.token, "worker stopping", env.now, release=True)
+        assert back.state is State.PENDING and back.attempts == 0 and back.available_ms == env.now
+        assert back.last_error is None and list(await env.where(job.id)) == [ready_key(Q)]
+        job = await env.lease_one()  # its one attempt is still there: not into the DLQ
+        assert job.lease is not None and job.attempts == 1
+        failed = await env.q.nack(job.id, job.lease.token, "boom", env.now)
+        assert failed.state is State.FAILED
+
+    run(tmp_path, body)
+
+
+def test_queue_names_must_match_entirely(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        for bad in ("q\n", "q:x", "", "a" * 81):
+            with pytest.raises(InvalidInputError):
+                await env.put("p", queue=bad)
+
+    run(tmp_path, body)
+
+
 def test_backoff_is_full_jitter_under_the_cap() -> None:
     rng = random.Random(3)
     for attempts in range(1, 40):

@@ -70,8 +70,11 @@ def test_exec_acks_with_json_stdout_and_sees_the_payload_and_env(monkeypatch: py
            "print(json.dumps({\"p\": p, \"id\": os.environ[\"HELIOS_JOB_ID\"], "
            "\"attempt\": os.environ[\"HELIOS_JOB_ATTEMPT\"], \"q\": os.environ[\"HELIOS_JOB_QUEUE\"], "
            "\"token\": os.environ.get(\"HELIOS_TOKEN\")}))'")
-    out = run(ExecRunner(cmd), {"n": 1, "s": "é"}, ctx("01ABC", attempt=2))
+    c = ctx("01ABC", attempt=2)
+    out = run(ExecRunner(cmd), {"n": 1, "s": "é"}, c)
     assert out == Outcome.success({"p": {"n": 1, "s": "é"}, "id": "01ABC", "attempt": "2", "q": "q", "token": None})
+    c.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert run(ExecRunner("printf %s \"$TRACEPARENT\""), None, c).result == c.traceparent
 
 
 @pytest.mark.parametrize("cmd, result", [

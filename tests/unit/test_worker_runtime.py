@@ -297,7 +297,7 @@ def test_jobs_leased_as_the_stop_comes_are_given_back_unstarted(tmp_path: Path) 
             holder["w"] = w
             await asyncio.wait_for(asyncio.shield(task), 10)
         got = await jobs.get(job["id"])
-        assert started == [] and got["state"] == "PENDING" and got["last_error"] == SHUTDOWN_ERROR
+        assert started == [] and got["state"] == "PENDING" and got["last_error"] is None and got["attempts"] == 0
 
     gw(tmp_path, body)
 

@@ -50,7 +50,7 @@ _ENQUEUE_FIELDS = frozenset({"queue", "payload", "dedup_id", "delay_seconds", "r
 _LEASE_FIELDS = frozenset({"queues", "max", "visibility_timeout", "wait_seconds", "worker"})
 _ACK_FIELDS = frozenset({"lease_token", "result"})
 _ACK_ITEM_FIELDS = frozenset({"id", "lease_token", "result"})
-_NACK_FIELDS = frozenset({"lease_token", "error", "retry_delay_seconds"})
+_NACK_FIELDS = frozenset({"lease_token", "error", "retry_delay_seconds", "release"})
 _EXTEND_FIELDS = frozenset({"lease_token", "visibility_timeout"})
 
 
@@ -317,7 +317,10 @@ class JobNackHandler(_JobsBase):
         if error is not None and not isinstance(error, str):
             raise InvalidInputError(f"error: expected a string, got {_show(error)}")
         delay_ms = _seconds_ms(doc, "retry_delay_seconds", MAX_DELAY_SECONDS)
-        job = await self.gw.jobs.nack(job_id, token, error or "", self.now_ms(), delay_ms)
+        release = doc.get("release", False)
+        if not isinstance(release, bool):
+            raise InvalidInputError(f"release: expected true or false, got {_show(release)}")
+        job = await self.gw.jobs.nack(job_id, token, error or "", self.now_ms(), delay_ms, release=release)
         self.gw.job_metrics.finish(job.queue, "failed" if job.state is State.FAILED else "retried")
         self._job(job)
 
