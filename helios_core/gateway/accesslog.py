@@ -13,6 +13,7 @@ write, so lines stay whole and in order.  It honours `log.level` and
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -26,13 +27,14 @@ COMPONENT = "gateway.access"
 _ENABLED_AT = {"debug", "info"}
 
 
+_PLAIN = re.compile(r'[^\s"=]+')
+
+
 def _console_value(value: Any) -> str:
     if value is None:
         return "None"
     text = value if isinstance(value, str) else str(value)
-    if not text or " " in text or '"' in text or "=" in text or "\t" in text or "\n" in text:
-        return orjson.dumps(text).decode()
-    return text
+    return text if _PLAIN.fullmatch(text) else orjson.dumps(text).decode()
 
 
 class AccessLog:
@@ -53,7 +55,7 @@ class AccessLog:
                                  **fields}).decode()
         else:
             stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
-            pairs = " ".join(f"{k}={_console_value(v)}" for k, v in fields.items())
+            pairs = " ".join([f"{k}={_console_value(v)}" for k, v in fields.items()])
             line = f"{stamp} INFO  {COMPONENT} request {pairs}"
         self._lines.append(line)
         if not self._scheduled:

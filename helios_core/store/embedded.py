@@ -119,9 +119,12 @@ class EmbeddedStore(_EmbeddedReads, Store):
                 coro.close()
                 raise HeliosError("a transaction function may await only its txn's reads; "
                                   "do other awaits before calling transact()", code="bad_transaction")
-        if txn.writes:
+        writes = txn.writes
+        if len(writes) == 1:  # one command is one record already: no MULTI wrapper needed
+            engine.execute(writes[0])
+        elif writes:
             with engine.batch():
-                for argv in txn.writes:
+                for argv in writes:
                     engine.execute(argv)
         seq = engine.pending_seq()
         if seq and durable:
