@@ -17,9 +17,7 @@ is 0 on success, 1 on failure (reason on stderr), 2 on a usage error
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -31,12 +29,12 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from helios_cli.context import CliContext, fail, pass_cli
-from helios_core.atlas.datadir import DataDir
-from helios_core.errors import DataDirLockedError, HeliosError, InvalidInputError, NotFoundError
+from helios_cli.context import CliContext, pass_cli
+from helios_cli.target import open_data_store, run_on_target
+from helios_cli.target import target_options as shared_target_options
+from helios_core.errors import HeliosError, InvalidInputError, NotFoundError
 from helios_core.jobs.model import PRIORITY_MAX, PRIORITY_MIN, State, is_job_id, wall_ms
 from helios_core.jobs.queue import EnqueueRequest, JobQueue, PayloadTooLargeError
-from helios_core.store.url import open_store
 from helios_core.worker.client import JobsClient
 from helios_core.worker.config import parse_duration
 
@@ -196,20 +194,14 @@ class ApiJobs:
 
 # -- reaching the queue -------------------------------------------------------------------
 
+TOKEN_HINT = "an access token"
+
+
 async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Jobs], Awaitable[T]]) -> T:
-    if not data_dir.is_dir():
-        raise HeliosError(f"data directory {data_dir} does not exist", code="data_dir")
-    owner = DataDir(data_dir).owner()
-    if owner is not None and not owner.get("socket"):
-        # The same refusal as `helios user`: a gateway runs its store embedded and serves no store
-        # socket, and its queue has live leases and waiters anyway: go through its API.
-        pid = owner.get("pid") or "(unknown pid)"
-        what = f"{owner.get('tool')} " if owner.get("tool") else ""
-        hint = (f"; use --url {owner['http_url']} --token <access token> instead" if owner.get("http_url")
-                else "; stop it first, or run the service on atlasd so that tools can share the directory")
-        raise DataDirLockedError(f"data directory {data_dir} is in use by {what}process {pid}{hint}")
+    # A gateway's directory is refused (as by `helios user`): its queue has live leases and
+    # long polls waiting on it; its API is the way in.
     cfg = obj.config
-    store = await open_store(data=data_dir, config=cfg, tool="helios job")
+    store = await open_data_store(obj, data_dir, "helios job", TOKEN_HINT)
     try:
         return await work(StoreJobs(JobQueue(store, cfg.jobs), cfg.jobs.max_payload_bytes))
     finally:
@@ -218,40 +210,18 @@ async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Jobs], Aw
 
 def _run(obj: CliContext, data_dir: Path | None, url: str | None, token: str | None,
          work: Callable[[Jobs], Awaitable[T]]) -> T:
-    if (data_dir is None) == (url is None):
-        raise click.UsageError("give exactly one of --data DIR or --url URL")
-    try:
-        if data_dir is not None:
-            return asyncio.run(_with_store(obj, data_dir, work))
-        if not token or url is None:
-            raise click.UsageError("--url needs --token (an access token; or set HELIOS_TOKEN)")
+    async def remote(url: str, token: str) -> T:
+        api = ApiJobs(url, token)
+        try:
+            return await work(api)
+        finally:
+            await api.close()
 
-        async def remote() -> T:
-            api = ApiJobs(url, token)
-            try:
-                return await work(api)
-            finally:
-                await api.close()
-
-        return asyncio.run(remote())
-    except HeliosError as e:
-        fail(e)
+    return run_on_target(data_dir, url, token, TOKEN_HINT, lambda d: _with_store(obj, d, work), remote)
 
 
-def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--data / --url / --token / --json, on every subcommand."""
-
-    @click.option("--data", "data_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
-                  help="Data directory (free, or owned by atlasd).")
-    @click.option("--url", metavar="URL", envvar="HELIOS_URL", help="A running gateway (env HELIOS_URL).")
-    @click.option("--token", metavar="TOKEN", envvar="HELIOS_TOKEN",
-                  help="An access token for --url (env HELIOS_TOKEN).")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    return wrapper
+target_options = shared_target_options("Data directory (free, or owned by atlasd).",
+                                       "An access token for --url (env HELIOS_TOKEN).")
 
 
 # -- parsing ------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ is 0 on success, 1 on failure (reason on stderr), 2 on a usage error.
 from __future__ import annotations
 
 import asyncio
-import functools
 import getpass
 import math
 import sys
@@ -34,15 +33,15 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from helios_cli.context import CliContext, fail, pass_cli
-from helios_core.atlas.datadir import DataDir
+from helios_cli.context import CliContext, pass_cli
+from helios_cli.target import open_data_store, run_on_target
+from helios_cli.target import target_options as shared_target_options
 from helios_core.auth import Actor, AuditLog, AuthService, KeyRing, PasswordHasher
 from helios_core.auth.tokens import generate_secret
-from helios_core.errors import DataDirLockedError, HeliosError, InvalidInputError
+from helios_core.errors import HeliosError, InvalidInputError
 from helios_core.gateway.app import rate_limit_settings
 from helios_core.gateway.bootstrap import signing_key_specs
 from helios_core.ratelimit import RateLimiter
-from helios_core.store.url import open_store
 from helios_core.worker.config import parse_duration
 
 __all__ = ["user"]
@@ -198,21 +197,13 @@ def _key_ring(obj: CliContext, data_dir: Path, signing: bool) -> KeyRing:
                               leeway_s=a.clock_skew_seconds)
 
 
+TOKEN_HINT = "an admin's access token"
+
+
 async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Users], Awaitable[T]],
                       signing: bool = False) -> T:
-    if not data_dir.is_dir():
-        raise HeliosError(f"data directory {data_dir} does not exist", code="data_dir")
-    owner = DataDir(data_dir).owner()
-    if owner is not None and not owner.get("socket"):
-        # A gateway owns it embedded and serves no store socket: its admin API is the way in.
-        pid = owner.get("pid") or "(unknown pid)"
-        what = f"{owner.get('tool')} " if owner.get("tool") else ""
-        hint = (f"; use --url {owner['http_url']} --token <admin access token> instead" if owner.get("http_url")
-                else "; stop it first, or run the service on atlasd so that tools can share the directory")
-        raise DataDirLockedError(f"data directory {data_dir} is in use by {what}process {pid}{hint}")
     cfg = obj.config
-    # Free: opened embedded; owned by atlasd: reached through its socket.
-    store = await open_store(data=data_dir, config=cfg, tool="helios user")
+    store = await open_data_store(obj, data_dir, "helios user", TOKEN_HINT)
     hasher = PasswordHasher(cfg.auth.bcrypt_cost)
     try:
         keys = _key_ring(obj, data_dir, signing)
@@ -225,46 +216,16 @@ async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Users], A
         await store.close()
 
 
-def _from_env(param: str) -> bool:
-    ctx = click.get_current_context(silent=True)
-    return ctx is not None and ctx.get_parameter_source(param) is click.core.ParameterSource.ENVIRONMENT
-
-
 def _run(obj: CliContext, data_dir: Path | None, url: str | None, token: str | None,
          work: Callable[[Users], Awaitable[T]], signing: bool = False) -> T:
-    if data_dir is not None and url is not None and _from_env("url"):
-        url = None  # an exported HELIOS_URL does not stand in the way of an explicit --data
-    if (data_dir is None) == (url is None):
-        raise click.UsageError("give exactly one of --data DIR or --url URL")
-    try:
-        if data_dir is not None:
-            return asyncio.run(_with_store(obj, data_dir, work, signing))
-        if not token or url is None:
-            raise click.UsageError("--url needs --token (an admin's access token; or set HELIOS_TOKEN)")
-        api = ApiUsers(url, token)
+    async def remote(url: str, token: str) -> T:
+        return await work(ApiUsers(url, token))
 
-        async def remote() -> T:
-            return await work(api)
-
-        return asyncio.run(remote())
-    except HeliosError as e:
-        fail(e)
+    return run_on_target(data_dir, url, token, TOKEN_HINT, lambda d: _with_store(obj, d, work, signing), remote)
 
 
-def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--data / --url / --token / --json, on every subcommand."""
-
-    @click.option("--data", "data_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
-                  help="Data directory (no running service may own it).")
-    @click.option("--url", metavar="URL", envvar="HELIOS_URL", help="A running gateway (env HELIOS_URL).")
-    @click.option("--token", metavar="TOKEN", envvar="HELIOS_TOKEN",
-                  help="An admin's access token for --url (env HELIOS_TOKEN).")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    return wrapper
+target_options = shared_target_options("Data directory (free, or owned by atlasd).",
+                                       "An admin's access token for --url (env HELIOS_TOKEN).")
 
 
 def _out() -> Console:

@@ -1,0 +1,82 @@
+"""Where a tool like `helios user` or `helios job` does its work: a data directory or a gateway.
+
+Both take ``--data DIR`` (the store opened in the command, or reached through
+atlasd's socket when atlasd owns the directory) or ``--url URL --token TOKEN``
+(a running gateway's API), and ``--json``.  This module holds that shared
+part: the options, the choice between them, and the refusal of a directory a
+gateway owns (it serves no store socket: its API is the way in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from helios_cli.context import CliContext, fail
+from helios_core.atlas.datadir import DataDir
+from helios_core.errors import DataDirLockedError, HeliosError
+from helios_core.store.base import Store
+from helios_core.store.url import open_store
+
+__all__ = ["target_options", "open_data_store", "run_on_target"]
+
+T = TypeVar("T")
+
+
+def target_options(data_help: str, token_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--data / --url / --token / --json, on every subcommand of a tool."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option("--data", "data_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+                      help=data_help)
+        @click.option("--url", metavar="URL", envvar="HELIOS_URL", help="A running gateway (env HELIOS_URL).")
+        @click.option("--token", metavar="TOKEN", envvar="HELIOS_TOKEN", help=token_help)
+        @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+async def open_data_store(obj: CliContext, data_dir: Path, tool: str, token_hint: str) -> Store:
+    """The store of `data_dir`: opened here when free, through atlasd's socket when atlasd owns it."""
+    if not data_dir.is_dir():
+        raise HeliosError(f"data directory {data_dir} does not exist", code="data_dir")
+    owner = DataDir(data_dir).owner()
+    if owner is not None and not owner.get("socket"):
+        pid = owner.get("pid") or "(unknown pid)"
+        what = f"{owner.get('tool')} " if owner.get("tool") else ""
+        hint = (f"; use --url {owner['http_url']} --token <{token_hint}> instead" if owner.get("http_url")
+                else "; stop it first, or run the service on atlasd so that tools can share the directory")
+        raise DataDirLockedError(f"data directory {data_dir} is in use by {what}process {pid}{hint}")
+    return await open_store(data=data_dir, config=obj.config, tool=tool)
+
+
+def _from_env(param: str) -> bool:
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.get_parameter_source(param) is click.core.ParameterSource.ENVIRONMENT
+
+
+def run_on_target(data_dir: Path | None, url: str | None, token: str | None, token_hint: str,
+                  local: Callable[[Path], Awaitable[T]], remote: Callable[[str, str], Awaitable[T]]) -> T:
+    """Run `local(data_dir)` or `remote(url, token)`; a HeliosError ends the command (exit 1)."""
+    if data_dir is not None and url is not None and _from_env("url"):
+        url = None  # an exported HELIOS_URL does not stand in the way of an explicit --data
+    if (data_dir is None) == (url is None):
+        raise click.UsageError("give exactly one of --data DIR or --url URL")
+    try:
+        if data_dir is not None:
+            return asyncio.run(local(data_dir))
+        if not token or url is None:
+            raise click.UsageError(f"--url needs --token ({token_hint}; or set HELIOS_TOKEN)")
+        return asyncio.run(remote(url, token))
+    except HeliosError as e:
+        fail(e)
