@@ -233,7 +233,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
-# ---- jobs: /api/v1/jobs (the contract: jobs_api.md; the handlers: handlers/jobs.py) ----------------
+# ---- jobs: /api/v1/jobs (the handlers: handlers/jobs.py) ----------------
 
 QUEUE = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,80}$"}
 ANY: dict[str, Any] = {}  # any JSON value

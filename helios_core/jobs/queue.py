@@ -123,7 +123,7 @@ class QueueStats:
     oldest_pending_age_ms: int | None  # now - the oldest PENDING job's created_ms
 
     def to_dict(self) -> dict[str, Any]:
-        """The API's shape (jobs_api.md), with the age also in ms."""
+        """The API's shape (GET /api/v1/jobs/stats), with the age also in ms."""
         age = self.oldest_pending_age_ms
         return {"queue": self.queue, "pending": self.pending, "delayed": self.delayed,
                 "in_progress": self.in_progress, "done": self.done, "failed": self.failed,

@@ -1,5 +1,5 @@
-"""/api/v1/jobs: enqueue, lease, ack/nack/extend, inspect and administer jobs (the contract:
-``jobs_api.md``; the logic: `helios_core.jobs.JobQueue`).
+"""/api/v1/jobs: enqueue, lease, ack/nack/extend, inspect and administer jobs (the contract: the
+OpenAPI operations in openapi.py; the logic: `helios_core.jobs.JobQueue`).
 
 Handlers parse and check every field here, so a mistake is a 400 that names
 the field and what it takes, and then make exactly one domain call: a worker's
