@@ -18,16 +18,16 @@ from helios_core.gateway.handlers import admin, auth, jobs, kv, ops
 __all__ = ["HANDLERS", "pattern", "url_specs"]
 
 HANDLERS: tuple[type[BaseHandler], ...] = (
+    # Tornado tries the patterns in this order: the busiest paths (a KV read, a worker's
+    # lease and acks) come first.  Fixed job paths stay ahead of /api/v1/jobs/{id}, which
+    # would match /api/v1/jobs/stats too (job ids are checked in the handler).
+    kv.KvItemHandler, kv.KvListHandler,
+    jobs.LeaseHandler, jobs.AckBatchHandler, jobs.JobAckHandler, jobs.JobExtendHandler, jobs.JobNackHandler,
+    jobs.JobsHandler, jobs.JobBatchHandler, jobs.DlqHandler, jobs.DlqRedriveHandler, jobs.JobStatsHandler,
+    jobs.JobHandler, jobs.JobCancelHandler, jobs.JobRetryHandler,
     ops.HealthHandler, ops.ReadyHandler, ops.MetricsHandler, ops.OpenApiHandler,
     auth.RegisterHandler, auth.LoginHandler, auth.LogoutHandler, auth.RefreshHandler, auth.MeHandler,
     auth.PasswordHandler, auth.SessionsHandler, auth.SessionHandler,
-    kv.KvListHandler, kv.KvItemHandler,
-    # jobs: the fixed paths first, since Tornado takes the first pattern that matches and
-    # /api/v1/jobs/{id} would match /api/v1/jobs/stats (job ids are checked in the handler).
-    jobs.JobsHandler, jobs.JobBatchHandler, jobs.LeaseHandler, jobs.AckBatchHandler, jobs.DlqHandler,
-    jobs.DlqRedriveHandler, jobs.JobStatsHandler,
-    jobs.JobHandler, jobs.JobAckHandler, jobs.JobNackHandler, jobs.JobExtendHandler, jobs.JobCancelHandler,
-    jobs.JobRetryHandler,
     admin.UsersHandler, admin.UserHandler, admin.UserPasswordHandler, admin.UserRoleHandler,
     admin.UserSessionsHandler, admin.UserSessionHandler, admin.UserTokensHandler, admin.RolesHandler,
     admin.RoleHandler,
