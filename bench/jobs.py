@@ -296,9 +296,8 @@ class Gateway:
         self.port = unused_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
-        env.update({"HELIOS_ATLAS__APPENDFSYNC": appendfsync, "HELIOS_RATELIMIT__DEFAULT": "1000000000 1",
-                    "HELIOS_AUTH__ACCESS_TOKEN_SECONDS": "86400",
-                    "HELIOS_GATEWAY__ACCESS_LOG": "false", "HELIOS_LOG__LEVEL": "warn"})
+        # Defaults otherwise, as an operator runs it: rate limits on, one access-log line per request.
+        env.update({"HELIOS_ATLAS__APPENDFSYNC": appendfsync})
         data.mkdir()
         self.proc = procs.spawn([HELIOS, "gateway", "--data", str(data), "--port", str(self.port)], env,
                                 data.parent / "gateway.log")
@@ -317,6 +316,10 @@ class Gateway:
         self.token = ""
         self.token = self.call("POST", "/api/v1/auth/login", {"username": "admin", "password": password})[
             "access_token"]
+        # The client and the workers use an API token of a user with the roles they would have in
+        # production: `user` (jobs:enqueue) and `worker` (jobs:work, and the worker rate limit).
+        self.call("POST", "/admin/users", {"username": "bench", "roles": ["user", "worker"]})
+        self.token = self.call("POST", "/admin/users/bench/tokens", {"ttl_seconds": 86400})["token"]
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         headers = {"Content-Type": "application/json"}

@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from helios_cli.context import fail
+from helios_cli.gateway import loop_factory
 from helios_core.errors import AuthenticationError, HeliosError, InvalidInputError, PermissionDeniedError
 from helios_core.jobs.model import QUEUE_NAME_RE
 from helios_core.worker.client import JobsClient
@@ -86,7 +87,8 @@ def _whole_seconds(what: str, seconds: float | None) -> int | None:
                    "HELIOS_JOB_QUEUE in its environment; exit 0 = done (stdout is the result, JSON if it "
                    "parses), non-zero = failed (with the tail of stderr).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 1000), default=1, show_default=True,
-              help="Jobs run at once.")
+              help="Jobs run at once. While jobs are short and the queue has a backlog, the worker also "
+                   "leases up to as many more (at most 100) ahead, to start as slots free.")
 @click.option("--visibility", type=Duration(), metavar="DURATION",
               help="Lease length asked for [default: the job's own: set at enqueue, else its queue's, 30s "
                    "by default]. Leases of running jobs are extended every third of it, so it only bounds "
@@ -142,7 +144,9 @@ def worker(url: str, token: str, queues: tuple[str, ...], handler: str | None, c
             fail(HeliosError(f"cannot serve metrics on 127.0.0.1:{metrics_port}: {e.strerror or e}", code="io"))
         click.echo(f"helios worker metrics on http://127.0.0.1:{port}/metrics", err=True)
     try:
-        asyncio.run(_work(url, token, runner, config))
+        # uvloop where installed, like the gateway: a cheaper loop and sockets (~5% of the CPU a no-op job takes).
+        with asyncio.Runner(loop_factory=loop_factory()) as loop:
+            loop.run(_work(url, token, runner, config))
     except (AuthenticationError, PermissionDeniedError) as e:
         fail(HeliosError(f"the gateway at {url} refused the worker's token: {e.message}", code=e.code))
     except HeliosError as e:

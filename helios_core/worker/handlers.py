@@ -18,13 +18,14 @@ import contextlib
 import importlib
 import inspect
 import os
+import queue
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -39,6 +40,7 @@ ERROR_MAX_CHARS = 4000  # of the error text sent with a nack (it becomes the job
 STDERR_TAIL_BYTES = 2000
 STDOUT_MAX_BYTES = 1 << 20
 KILL_GRACE_S = 5.0  # SIGTERM, then SIGKILL this long after, to a command's process group
+T = TypeVar("T")
 
 
 class HandlerLoadError(InvalidInputError):
@@ -65,17 +67,19 @@ class JobContext:
     worker: str = ""
     traceparent: str | None = None  # W3C trace context of the request that enqueued the job
     on_heartbeat: Callable[[], None] = field(default=lambda: None, repr=False)
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    # A plain flag, not a threading.Event: nothing ever waits on it, handlers only poll it, and a bool
+    # written by one thread is seen by the others (one per job adds up at thousands of jobs a second).
+    _cancelled: bool = field(default=False, repr=False)
 
     def heartbeat(self) -> None:
         self.on_heartbeat()
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
-        self._cancel.set()
+        self._cancelled = True
 
 
 @dataclass(frozen=True)
@@ -180,10 +184,49 @@ def _arity(fn: Callable[..., Any], spec: str) -> int:
     raise HandlerLoadError(f"{spec} must accept (payload, ctx) or (payload); its signature is {sig}")
 
 
+class _DaemonThreads:
+    """Threads for sync handlers, reused from one job to the next, started as needed and never more
+    than were busy at once (the worker's slots bound that); idle ones wait for the next job.
+
+    Not `concurrent.futures.ThreadPoolExecutor`: its threads are joined at interpreter exit (and
+    asyncio's default executor at loop shutdown), so a handler that never returns would keep the
+    worker from exiting.  These are daemon threads, as a thread per job was before: the process can
+    always exit.
+    """
+
+    def __init__(self, prefix: str = "job-thread") -> None:
+        self.prefix = prefix
+        self._work: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any], None]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for work that no submitted item has claimed yet
+        self.started = 0
+
+    def submit(self, fn: Callable[[], T], then: Callable[[T], None]) -> None:
+        """Run fn() in one of the threads, then then(its result) there (neither may raise)."""
+        with self._lock:
+            spawn = self._idle == 0
+            if spawn:
+                self.started += 1
+            else:
+                self._idle -= 1  # that thread is this item's
+        self._work.put((fn, then))
+        if spawn:
+            threading.Thread(target=self._serve, name=f"{self.prefix}-{self.started}", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            fn, then = self._work.get()
+            result = fn()
+            with self._lock:
+                # Idle before the result is handed on: the next job, submitted as soon as it is, finds this thread.
+                self._idle += 1
+            then(result)
+
+
 class PythonRunner:
     """A callable ``fn(payload, ctx)`` (or ``fn(payload)``): async ones run on the worker's loop, sync ones
-    each in a thread of their own (daemon threads, so a handler that never returns cannot stop the
-    process from exiting)."""
+    in a thread (daemon threads, reused between jobs, so a handler that never returns cannot stop the
+    process from exiting).  While a sync handler runs, its thread is named ``job-<id>``."""
 
     def __init__(self, fn: Callable[..., Any], description: str = "") -> None:
         self.fn = fn
@@ -192,6 +235,7 @@ class PythonRunner:
         self.arity = _arity(fn, self.description)
         # An async handler stops at once when cancelled; a sync one only if it checks ctx.cancelled.
         self.stop_grace_s = 2.0
+        self._threads = _DaemonThreads()
 
     @classmethod
     def from_spec(cls, spec: str) -> PythonRunner:
@@ -217,15 +261,21 @@ class PythonRunner:
             if not done.done():
                 done.set_result(outcome)
 
-        def target() -> None:
+        def target() -> Outcome:
+            me = threading.current_thread()
+            idle_name, me.name = me.name, f"job-{ctx.id}"
             try:
                 outcome = _check_result(self.fn(*self._args(payload, ctx)))
-            except BaseException as e:  # noqa: BLE001 - whatever it raised, the job failed; the thread ends here
+            except BaseException as e:  # noqa: BLE001 - whatever it raised, the job failed; the thread goes on
                 outcome = Outcome.failure(describe_exception(e))
+            me.name = idle_name
+            return outcome
+
+        def report(outcome: Outcome) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the worker has exited
                 loop.call_soon_threadsafe(settle, outcome)
 
-        threading.Thread(target=target, name=f"job-{ctx.id}", daemon=True).start()
+        self._threads.submit(target, report)
         try:
             return await asyncio.shield(done)
         except asyncio.CancelledError:

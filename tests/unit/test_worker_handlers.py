@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,22 @@ def test_sync_handler_runs_in_a_thread(handlers: str) -> None:
     out = run(PythonRunner.from_spec(f"{handlers}:double"), {"n": 21}, ctx("01X", 3))
     assert out.ok and out.result["doubled"] == 42 and out.result["job"] == "01X" and out.result["attempt"] == 3
     assert out.result["thread"] == "job-01X"
+
+
+def test_sync_handlers_reuse_daemon_threads(handlers: str) -> None:
+    async def main() -> None:
+        runner = PythonRunner.from_spec(f"{handlers}:double")
+        for i in range(10):  # one after the other: one thread, named after the job it runs
+            out = await runner.run({"n": i}, ctx(f"01J{i}"))
+            assert out.result["thread"] == f"job-01J{i}"
+        assert runner._threads.started == 1
+        outs = await asyncio.gather(*(runner.run({"n": i}, ctx(f"02J{i}")) for i in range(5)))
+        assert [o.result["doubled"] for o in outs] == [0, 2, 4, 6, 8]
+        assert 1 <= runner._threads.started <= 5
+        # Daemon threads: a handler that never returns cannot keep the process from exiting.
+        assert all(t.daemon for t in threading.enumerate() if t.name.startswith("job-"))
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("fn, result", [

@@ -22,19 +22,31 @@ from helios_core.observability.metrics import REGISTRY
 from helios_core.worker.client import AckResult, JobsClient
 from helios_core.worker.config import WorkerConfig
 from helios_core.worker.handlers import JobContext, PythonRunner
-from helios_core.worker.runtime import SHUTDOWN_ERROR, Backoff, Worker
+from helios_core.worker.runtime import LEASE_AHEAD_MAX_RUN_S, SHUTDOWN_ERROR, Backoff, Worker
 from tests.unit.test_gateway_harness import Api, run_gateway
 
 Handler = Callable[..., Any]
 
 
 class CountingClient(JobsClient):
-    """The real client, counting the requests the worker makes (to see acks being grouped)."""
+    """The real client, counting the requests the worker makes (to see acks being grouped, leases sent ahead,
+    heartbeats made only when due)."""
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.acks = 0
         self.ack_batches: list[int] = []
+        self.extends = 0
+        self.leases: list[tuple[int, int]] = []  # (max_jobs, jobs running when it was sent)
+        self.worker: Worker | None = None
+
+    async def lease(self, *a: Any, **kw: Any) -> list[dict[str, Any]]:
+        self.leases.append((kw["max_jobs"], self.worker.running if self.worker else -1))
+        return await super().lease(*a, **kw)
+
+    async def extend(self, *a: Any, **kw: Any) -> dict[str, Any]:
+        self.extends += 1
+        return await super().extend(*a, **kw)
 
     async def ack(self, job_id: str, lease_token: str, result: Any = None) -> dict[str, Any]:
         self.acks += 1
@@ -54,6 +66,8 @@ async def worker(api: Api, fn: Handler, queues: tuple[str, ...] = ("q",), *, tok
     cfg.setdefault("wait_s", 1)
     w = Worker(client, PythonRunner(fn), WorkerConfig(queues=queues, name="test-worker", **cfg),
                rng=random.Random(1))
+    if isinstance(client, CountingClient):
+        client.worker = w
     task = asyncio.create_task(w.run())
     try:
         yield w, task
@@ -171,6 +185,154 @@ def test_sync_handler_that_outlives_its_timeout_keeps_its_slot_but_not_the_burst
             assert got["state"] == "FAILED" and got["last_error"] == "timed out after 0.2s"
         finally:
             let_go.set()
+
+    gw(tmp_path, body)
+
+
+def test_a_handler_that_raises_cancelled_error_itself_fails_its_job(tmp_path: Path) -> None:
+    async def cancels(payload: Any, ctx: JobContext) -> None:
+        raise asyncio.CancelledError()
+
+    async def body(api: Api, jobs: JobsClient) -> None:
+        job = (await jobs.enqueue("selfcancel", 1, max_attempts=1)).job
+        async with worker(api, cancels, ("selfcancel",)) as (w, _):
+            async def failed() -> bool:
+                return (await jobs.get(job["id"]))["state"] == "FAILED"
+            await until(failed, "the job to fail")
+            await until(lambda: _true(not w._slots and w.running == 0), "the slot to be free")
+        assert "CancelledError" in (await jobs.get(job["id"]))["last_error"]
+
+    gw(tmp_path, body)
+
+
+# -- leasing ahead, heartbeats only when due --------------------------------------------------
+
+
+def test_leases_ahead_while_jobs_are_short_never_holding_more_than_a_batch(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []  # (jobs waiting for a slot, jobs running) as each job runs
+    holder: dict[str, Worker] = {}
+
+    async def short(payload: int, ctx: JobContext) -> int:
+        w = holder["w"]
+        seen.append((len(w._waiting), w.running))
+        await asyncio.sleep(0.005)
+        return payload
+
+    async def body(api: Api, jobs: JobsClient) -> None:
+        first = (await jobs.enqueue("ahead", -1)).job
+        async with worker(api, short, ("ahead",), concurrency=4) as (w, _):
+            holder["w"] = w
+            client = w.client
+            assert isinstance(client, CountingClient)
+
+            async def done(job_id: str) -> bool:
+                return (await jobs.get(job_id))["state"] == "DONE"
+            await until(lambda: done(first["id"]), "the first job")
+            # Before any job had finished, a lease asked for free slots only.
+            assert client.leases[0] == (4, 0)
+            ids = [e.job["id"] for e in await jobs.enqueue_batch([{"queue": "ahead", "payload": i}
+                                                                   for i in range(60)])]
+            for job_id in ids:
+                await until(lambda j=job_id: done(j), "every job")
+        assert all(waiting <= 4 and running <= 4 for waiting, running in seen)
+        assert any(waiting for waiting, _ in seen), "jobs leased ahead waited for a slot"
+        # Leases went out while every slot was busy, asking for at most a batch beyond the free slots.
+        assert any(running == 4 for _, running in client.leases[1:])
+        assert all(asked <= 8 - running for asked, running in client.leases)
+
+    gw(tmp_path, body)
+
+
+def test_jobs_leased_ahead_that_wait_too_long_go_back_unstarted_and_leasing_ahead_pauses(tmp_path: Path) -> None:
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def handler(payload: str, ctx: JobContext) -> str:
+        ran.append(payload)
+        if payload == "long":
+            await release.wait()
+        return payload
+
+    async def body(api: Api, jobs: JobsClient) -> None:
+        warm = (await jobs.enqueue("stale", "warm")).job
+        async with worker(api, handler, ("stale",), visibility_s=1) as (w, _):
+            async def state(job_id: str, want: str) -> bool:
+                return (await jobs.get(job_id))["state"] == want
+            await until(lambda: state(warm["id"], "DONE"), "the warm-up job")  # the average says: short jobs
+            # A backlog (full lease answers): the worker leases ahead.
+            long, nxt, last = [e.job for e in await jobs.enqueue_batch(
+                [{"queue": "stale", "payload": p} for p in ("long", "next", "last")])]
+            await until(lambda: _true(w.running == 1 and len(w._waiting) == 1), "a job leased ahead")
+            # It waits for the only slot; after a third of its visibility (0.33 s) it goes back.
+            await until(lambda: _true(metric("worker_jobs_total", queue="stale", outcome="released") == 1),
+                        "the waiting job to be given back")
+            got = await jobs.get(nxt["id"])
+            assert got["state"] == "PENDING" and got["attempts"] == 0 and "next" not in ran
+            assert w._run_avg is not None and w._run_avg >= LEASE_AHEAD_MAX_RUN_S and w._want() == 0
+            assert (await jobs.get(last["id"]))["state"] == "PENDING"
+            release.set()
+            for job in (nxt, last):
+                await until(lambda j=job: state(j["id"], "DONE"), "the other jobs to run once the slot is free")
+        assert (await jobs.get(long["id"]))["state"] == "DONE"
+        assert (await jobs.get(nxt["id"]))["attempts"] == 1 and sorted(ran[2:]) == ["last", "next"]
+
+    gw(tmp_path, body)
+
+
+def test_stop_gives_back_jobs_leased_ahead_unstarted(tmp_path: Path) -> None:
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def handler(payload: str, ctx: JobContext) -> str:
+        ran.append(payload)
+        if payload == "long":
+            await release.wait()
+        return payload
+
+    async def body(api: Api, jobs: JobsClient) -> None:
+        warm = (await jobs.enqueue("aheadstop", "warm")).job
+        async with worker(api, handler, ("aheadstop",), grace_s=10) as (w, task):
+            async def done(job_id: str) -> bool:
+                return (await jobs.get(job_id))["state"] == "DONE"
+            await until(lambda: done(warm["id"]), "the warm-up job")
+            long, nxt, last = [e.job for e in await jobs.enqueue_batch(
+                [{"queue": "aheadstop", "payload": p} for p in ("long", "next", "last")])]
+            await until(lambda: _true(w.running == 1 and len(w._waiting) == 1), "a job leased ahead")
+            w.request_stop()
+            release.set()
+            await asyncio.wait_for(asyncio.shield(task), 20)
+        assert (await jobs.get(long["id"]))["state"] == "DONE"
+        for job in (nxt, last):
+            got = await jobs.get(job["id"])
+            assert got["state"] == "PENDING" and got["attempts"] == 0 and got["last_error"] is None
+        assert ran == ["warm", "long"]
+        assert metric("worker_jobs_total", queue="aheadstop", outcome="shutdown") == 1
+
+    gw(tmp_path, body)
+
+
+def test_quick_jobs_never_heartbeat_and_a_long_one_is_extended_at_a_third(tmp_path: Path) -> None:
+    async def handler(payload: float, ctx: JobContext) -> None:
+        await asyncio.sleep(payload)
+
+    async def body(api: Api, jobs: JobsClient) -> None:
+        quick = [e.job["id"] for e in await jobs.enqueue_batch([{"queue": "beat", "payload": 0}
+                                                                 for _ in range(30)])]
+        async with worker(api, handler, ("beat",), concurrency=8, visibility_s=3) as (w, _):
+            client = w.client
+            assert isinstance(client, CountingClient)
+
+            async def done(job_id: str) -> bool:
+                return (await jobs.get(job_id))["state"] == "DONE"
+            for job_id in quick:
+                await until(lambda j=job_id: done(j), "the quick jobs")
+            assert client.extends == 0
+            assert not w._cohorts, "no heartbeat timer outlives its jobs"
+            # 1.6 s with a visibility of 3 s: extended once a third (1 s) has passed since its lease.
+            long = (await jobs.enqueue("beat", 1.6)).job
+            await until(lambda: done(long["id"]), "the long job")
+        assert client.extends >= 1
+        assert (await jobs.get(long["id"]))["attempts"] == 1
 
     gw(tmp_path, body)
 
