@@ -34,6 +34,7 @@ from helios_cli.context import fail
 from helios_core.atlas.aof import Record, scan_file
 from helios_core.atlas.datadir import DataDir, fsync_dir
 from helios_core.atlas.effects import effect_keys
+from helios_core.clock import wall_ms
 from helios_core.errors import DataDirLockedError, HeliosError
 
 __all__ = ["aof_check", "check_parts", "AofReport", "Damage", "FixResult"]
@@ -281,7 +282,7 @@ def _print_report(console: Console, r: AofReport, fix_hint: str) -> None:
 
 
 def _scan(paths: list[Path], show_progress: bool) -> AofReport:
-    now_ms = int(time.time() * 1000)
+    now_ms = wall_ms()
     total = sum(p.stat().st_size for p in paths)
     if not show_progress or total <= PROGRESS_MIN_BYTES or not Console(stderr=True).is_terminal:
         return check_parts(paths, now_ms)
@@ -337,7 +338,7 @@ def aof_check(ctx: click.Context, path: Path | None, data_dir: Path | None, as_j
     try:
         result = fix_damage(report.damage, ddir, yes=yes, force=force,
                             must_lock=data_dir is not None or ddir.lock_path.exists())
-        after = check_parts(paths, int(time.time() * 1000))
+        after = check_parts(paths, wall_ms())
     except OSError as e:
         err: HeliosError = HeliosError(f"repair failed on {e.filename}: {e.strerror}", code="io")
     except HeliosError as e:

@@ -32,8 +32,9 @@ from rich.table import Table
 from helios_cli.context import CliContext, pass_cli
 from helios_cli.target import open_data_store, run_on_target
 from helios_cli.target import target_options as shared_target_options
+from helios_core.clock import wall_ms
 from helios_core.errors import HeliosError, InvalidInputError, NotFoundError
-from helios_core.jobs.model import PRIORITY_MAX, PRIORITY_MIN, State, is_job_id, wall_ms
+from helios_core.jobs.model import PRIORITY_MAX, PRIORITY_MIN, State, is_job_id
 from helios_core.jobs.queue import EnqueueRequest, JobQueue, PayloadTooLargeError
 from helios_core.worker.client import JobsClient
 from helios_core.worker.config import parse_duration

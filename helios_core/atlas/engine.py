@@ -38,19 +38,16 @@ from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.recovery import RecoveryReport, recover
 from helios_core.atlas.snapshot import VERSION as SNAPSHOT_VERSION
 from helios_core.atlas.snapshot import SnapshotInfo, write_snapshot
+from helios_core.clock import wall_ms
 from helios_core.config import AtlasConfig
 from helios_core.errors import AofWriteError, CommandError
 from helios_core.observability.logging import get_logger
 
-__all__ = ["Engine", "EngineStats", "wall_ms"]
+__all__ = ["Engine", "EngineStats"]
 
 log = get_logger("atlas.engine")
 
 _DISPATCH_CACHE = 512  # most command-name spellings remembered by `execute`
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import msgpack
 
 from helios_core.atlas.datadir import fsync_dir
 from helios_core.atlas.zset import ZSet
+from helios_core.clock import wall_ms
 from helios_core.errors import CorruptFileError
 
 __all__ = ["write_snapshot", "load_snapshot", "read_header", "SnapshotInfo", "VERSION"]
@@ -88,7 +88,7 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
     Runs in a forked child during background saves: it must not log, take
     locks or touch the event loop.
     """
-    created_ms = created_ms if created_ms is not None else int(time.time() * 1000)
+    created_ms = created_ms if created_ms is not None else wall_ms()
     tmp = final_path.with_name(f"{final_path.name}.tmp-{os.getpid()}")
     packer = msgpack.Packer(use_bin_type=True)
     try:

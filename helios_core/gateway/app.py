@@ -25,11 +25,12 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from helios_core.auth import AuditLog, AuthService, KeyRing, PasswordHasher
+from helios_core.clock import wall_ms
 from helios_core.config import HeliosConfig
 from helios_core.errors import ConfigError
 from helios_core.gateway.base import NotFoundHandler
 from helios_core.gateway.bootstrap import signing_key_specs, write_initial_password
-from helios_core.gateway.context import Gateway, wall_ms
+from helios_core.gateway.context import Gateway
 from helios_core.gateway.limits import GatewayHTTPServer, TrustedProxies, server_settings
 from helios_core.gateway.routes import HANDLERS, url_specs
 from helios_core.gateway.storeops import StoreOps

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from tornado.web import RequestHandler
 
 from helios_core.auth.audit import AuditLog
 from helios_core.auth.service import AuthService
+from helios_core.clock import wall_ms
 from helios_core.config import HeliosConfig
 from helios_core.gateway.accesslog import AccessLog
 from helios_core.gateway.limits import TrustedProxies
@@ -25,11 +25,7 @@ from helios_core.store.base import Store
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["Gateway", "GatewayMetrics", "JobMetrics", "wall_ms"]
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
-
+__all__ = ["Gateway", "GatewayMetrics", "JobMetrics"]
 
 @dataclass
 class GatewayMetrics:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -221,7 +220,3 @@ class Job:
 
 
 _JOB_FIELDS = frozenset(f.name for f in fields(Job))
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)

@@ -430,14 +430,20 @@ class JobQueue:
 
     async def redrive(self, job_id: str, now_ms: int) -> Job:
         """FAILED -> PENDING on its queue, attempts reset to 0; JobStateError otherwise."""
+        return await self._from_state(job_id, State.FAILED, "redriven", now_ms,
+                                      lambda tx, job: tx.to_pending(job, now_ms, attempts=0))
+
+    async def _from_state(self, job_id: str, state: State, done: str, now_ms: int,
+                          change: Callable[[Transitions, Job], Job]) -> Job:
+        """One job's transition that only a job in `state` may take (JobStateError otherwise)."""
         _check_id(job_id)
 
         async def body(tx: Transitions) -> Job:
             job = _found(job_id, await tx.load_one(job_id))
-            if job.state is not State.FAILED:
-                raise JobStateError(f"job {job_id} is {job.state}: only a FAILED job can be redriven",
+            if job.state is not state:
+                raise JobStateError(f"job {job_id} is {job.state}: only a {state} job can be {done}",
                                     detail={"state": str(job.state)})
-            return tx.to_pending(job, now_ms, attempts=0)
+            return change(tx, job)
 
         return await self._run(now_ms, body)
 
@@ -463,16 +469,8 @@ class JobQueue:
 
     async def cancel(self, job_id: str, now_ms: int) -> Job:
         """PENDING -> CANCELLED (kept for the done retention); JobStateError otherwise."""
-        _check_id(job_id)
-
-        async def body(tx: Transitions) -> Job:
-            job = _found(job_id, await tx.load_one(job_id))
-            if job.state is not State.PENDING:
-                raise JobStateError(f"job {job_id} is {job.state}: only a PENDING job can be cancelled",
-                                    detail={"state": str(job.state)})
-            return tx.finish(job, State.CANCELLED)
-
-        return await self._run(now_ms, body)
+        return await self._from_state(job_id, State.PENDING, "cancelled", now_ms,
+                                      lambda tx, job: tx.finish(job, State.CANCELLED))
 
     # -- reading ---------------------------------------------------------------------------
 

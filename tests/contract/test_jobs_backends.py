@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import random
 
+from helios_core.clock import wall_ms
 from helios_core.config import JobsConfig
 from helios_core.jobs import AckItem, EnqueueRequest, Job, JobQueue, LeaseLostError, State
-from helios_core.jobs.model import job_key, leased_key, ready_key, wall_ms
+from helios_core.jobs.model import job_key, leased_key, ready_key
 from helios_core.store import Store
 
 Q = "work"

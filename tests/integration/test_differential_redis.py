@@ -53,8 +53,9 @@ from redis.exceptions import ResponseError
 
 from helios_core.atlas.commands import Simple
 from helios_core.atlas.commands.zsets import Pairs
-from helios_core.atlas.engine import Engine, wall_ms
+from helios_core.atlas.engine import Engine
 from helios_core.atlas.zset import ZSet
+from helios_core.clock import wall_ms
 from helios_core.config import AtlasConfig
 from helios_core.errors import CommandError
 from tests.redis_server import redis_server  # noqa: F401

@@ -17,9 +17,9 @@ from click.testing import CliRunner, Result
 
 from helios_cli.main import cli
 from helios_core.atlas.engine import Engine
+from helios_core.clock import wall_ms
 from helios_core.config import AtlasConfig, HeliosConfig
 from helios_core.jobs import JobQueue
-from helios_core.jobs.model import wall_ms
 from helios_core.store.url import open_store
 from tests.integration.test_atlasd_support import Daemon, running_daemon
 from tests.integration.test_gateway_process import HELIOS, call

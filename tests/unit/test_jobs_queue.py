@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from helios_core.atlas.engine import Engine
+from helios_core.clock import wall_ms
 from helios_core.config import AtlasConfig, JobsConfig
 from helios_core.errors import ConfigError, HeliosError, InvalidInputError
 from helios_core.jobs import (
@@ -45,7 +46,6 @@ from helios_core.jobs.model import (
     job_key,
     leased_key,
     ready_key,
-    wall_ms,
 )
 from helios_core.jobs.policy import full_jitter_ms
 from helios_core.jobs.transitions import PRUNE_SLACK_MS
