@@ -221,6 +221,10 @@ def _get_bytes(rec: dict, name: str, required: bool = True) -> bytes | None:
     return None
 
 
+def _utf8(text: str) -> bytes:
+    return text.encode()
+
+
 def _b64(text: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -279,7 +283,7 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
         key = _get_bytes(rec, "key")
         if "members" in rec:
             raw = rec["members"]
-            decode = str.encode
+            decode = _utf8
         elif "members_b64" in rec:
             raw = rec["members_b64"]
             decode = _b64
@@ -292,7 +296,7 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
     if op == "ZREM":
         key = _get_bytes(rec, "key")
         if "members" in rec:
-            raw, decode = rec["members"], str.encode
+            raw, decode = rec["members"], _utf8
         elif "members_b64" in rec:
             raw, decode = rec["members_b64"], _b64
         else:

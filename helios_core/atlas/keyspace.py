@@ -130,4 +130,5 @@ class Keyspace:
 
     def keys_from(self, start: bytes, inclusive: bool) -> Iterator[bytes]:
         index = self.sorted_keys()
-        return index.irange(minimum=start, inclusive=(inclusive, True))
+        keys: Iterator[bytes] = index.irange(minimum=start, inclusive=(inclusive, True))
+        return keys

@@ -55,7 +55,8 @@ class ZSet:
         s = self.scores.get(member)
         if s is None:
             return None
-        return self.order.index((s, member))
+        index: int = self.order.index((s, member))
+        return index
 
     def items(self) -> Iterator[tuple[float, bytes]]:
         return iter(self.order)
@@ -77,13 +78,15 @@ class ZSet:
         end = self._after_score(hi) if not hi_excl else self.order.bisect_left((hi,))
         if start >= end:
             return []
-        return self.order.islice(start, end)
+        found: Iterable[tuple[float, bytes]] = self.order.islice(start, end)
+        return found
 
     def _after_score(self, score: float) -> int:
         """Index of the first element whose score is greater than `score`."""
         lst = self.order
-        i = lst.bisect_left((score,))
+        i: int = lst.bisect_left((score,))
         n = len(lst)
+        lo: int
         # Members of equal score are contiguous; step over them with a galloping search.
         if i < n and lst[i][0] == score:
             lo, hi = i, n

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
 from helios_core.atlas.commands.longdouble import ld_add, ld_format, ld_parse
 from helios_core.atlas.commands.table import (
@@ -46,12 +47,12 @@ def set_value(ctx: Ctx, key: bytes, value: bytes, exp: int | None) -> None:
 
 
 @command("get", 2, "readonly fast")
-def get(ctx: Ctx, args: list[bytes]):
+def get(ctx: Ctx, args: list[bytes]) -> Any:
     return ctx.get_str(args[0])
 
 
 @command("set", -3, "write denyoom")
-def set_(ctx: Ctx, args: list[bytes]):
+def set_(ctx: Ctx, args: list[bytes]) -> Any:
     key, value = args[0], args[1]
     nx = xx = want_get = keepttl = False
     exp: int | None = None
@@ -90,38 +91,38 @@ def set_(ctx: Ctx, args: list[bytes]):
 
 
 @command("setnx", 3, "write denyoom fast")
-def setnx(ctx: Ctx, args: list[bytes]):
+def setnx(ctx: Ctx, args: list[bytes]) -> Any:
     if ctx.lookup(args[0]) is not None:
         return 0
     ctx.emit(("SET", args[0], args[1], None))
     return 1
 
 
-def _setex(ctx: Ctx, args: list[bytes], opt: bytes, name: str):
+def _setex(ctx: Ctx, args: list[bytes], opt: bytes, name: str) -> Any:
     exp = _expire_ms(ctx, opt, args[1], name)
     ctx.emit(("SET", args[0], args[2], exp))
     return OK
 
 
 @command("setex", 4, "write denyoom")
-def setex(ctx: Ctx, args: list[bytes]):
+def setex(ctx: Ctx, args: list[bytes]) -> Any:
     return _setex(ctx, args, b"EX", "setex")
 
 
 @command("psetex", 4, "write denyoom")
-def psetex(ctx: Ctx, args: list[bytes]):
+def psetex(ctx: Ctx, args: list[bytes]) -> Any:
     return _setex(ctx, args, b"PX", "psetex")
 
 
 @command("getset", 3, "write denyoom fast")
-def getset(ctx: Ctx, args: list[bytes]):
+def getset(ctx: Ctx, args: list[bytes]) -> Any:
     old = ctx.get_str(args[0])
     ctx.emit(("SET", args[0], args[1], None))
     return old
 
 
 @command("getdel", 2, "write fast")
-def getdel(ctx: Ctx, args: list[bytes]):
+def getdel(ctx: Ctx, args: list[bytes]) -> Any:
     old = ctx.get_str(args[0])
     if old is not None:
         ctx.emit(("DEL", args[0]))
@@ -129,7 +130,7 @@ def getdel(ctx: Ctx, args: list[bytes]):
 
 
 @command("getex", -2, "write fast")
-def getex(ctx: Ctx, args: list[bytes]):
+def getex(ctx: Ctx, args: list[bytes]) -> Any:
     key = args[0]
     exp: int | None = None
     exp_opt: bytes | None = None
@@ -163,7 +164,7 @@ def getex(ctx: Ctx, args: list[bytes]):
 
 
 @command("mget", -2, "readonly fast", keys=(1, -1, 1))
-def mget(ctx: Ctx, args: list[bytes]):
+def mget(ctx: Ctx, args: list[bytes]) -> Any:
     out = []
     for key in args:
         v = ctx.lookup(key)
@@ -172,7 +173,7 @@ def mget(ctx: Ctx, args: list[bytes]):
 
 
 @command("mset", -3, "write denyoom", keys=(1, -1, 2))
-def mset(ctx: Ctx, args: list[bytes]):
+def mset(ctx: Ctx, args: list[bytes]) -> Any:
     if len(args) % 2:
         raise err("ERR wrong number of arguments for 'mset' command")
     for i in range(0, len(args), 2):
@@ -181,7 +182,7 @@ def mset(ctx: Ctx, args: list[bytes]):
 
 
 @command("msetnx", -3, "write denyoom", keys=(1, -1, 2))
-def msetnx(ctx: Ctx, args: list[bytes]):
+def msetnx(ctx: Ctx, args: list[bytes]) -> Any:
     if len(args) % 2:
         raise err("ERR wrong number of arguments for 'msetnx' command")
     if any(ctx.lookup(args[i]) is not None for i in range(0, len(args), 2)):
@@ -208,22 +209,22 @@ def _incr(ctx: Ctx, key: bytes, by: int) -> int:
 
 
 @command("incr", 2, "write denyoom fast")
-def incr(ctx: Ctx, args: list[bytes]):
+def incr(ctx: Ctx, args: list[bytes]) -> Any:
     return _incr(ctx, args[0], 1)
 
 
 @command("decr", 2, "write denyoom fast")
-def decr(ctx: Ctx, args: list[bytes]):
+def decr(ctx: Ctx, args: list[bytes]) -> Any:
     return _incr(ctx, args[0], -1)
 
 
 @command("incrby", 3, "write denyoom fast")
-def incrby(ctx: Ctx, args: list[bytes]):
+def incrby(ctx: Ctx, args: list[bytes]) -> Any:
     return _incr(ctx, args[0], parse_int(args[1]))
 
 
 @command("decrby", 3, "write denyoom fast")
-def decrby(ctx: Ctx, args: list[bytes]):
+def decrby(ctx: Ctx, args: list[bytes]) -> Any:
     by = parse_int(args[1])
     if by == -(1 << 63):
         raise err("ERR decrement would overflow")
@@ -231,7 +232,7 @@ def decrby(ctx: Ctx, args: list[bytes]):
 
 
 @command("incrbyfloat", 3, "write denyoom fast")
-def incrbyfloat(ctx: Ctx, args: list[bytes]):
+def incrbyfloat(ctx: Ctx, args: list[bytes]) -> Any:
     key = args[0]
     cur = ctx.get_str(key)
     base = ld_parse(cur) if cur is not None else Fraction(0)
@@ -244,7 +245,7 @@ def incrbyfloat(ctx: Ctx, args: list[bytes]):
 
 
 @command("append", 3, "write denyoom fast")
-def append(ctx: Ctx, args: list[bytes]):
+def append(ctx: Ctx, args: list[bytes]) -> Any:
     cur = ctx.get_str(args[0])
     new = args[1] if cur is None else cur + args[1]
     ctx.engine.check_value_size(len(new))
@@ -253,13 +254,13 @@ def append(ctx: Ctx, args: list[bytes]):
 
 
 @command("strlen", 2, "readonly fast")
-def strlen(ctx: Ctx, args: list[bytes]):
+def strlen(ctx: Ctx, args: list[bytes]) -> Any:
     v = ctx.get_str(args[0])
     return 0 if v is None else len(v)
 
 
 @command("getrange", 4, "readonly")
-def getrange(ctx: Ctx, args: list[bytes]):
+def getrange(ctx: Ctx, args: list[bytes]) -> Any:
     start, end = parse_int(args[1]), parse_int(args[2])
     v = ctx.get_str(args[0]) or b""
     n = len(v)
@@ -276,7 +277,7 @@ def getrange(ctx: Ctx, args: list[bytes]):
 
 
 @command("setrange", 4, "write denyoom")
-def setrange(ctx: Ctx, args: list[bytes]):
+def setrange(ctx: Ctx, args: list[bytes]) -> Any:
     offset = parse_int(args[1])
     if offset < 0:
         raise err("ERR offset is out of range")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from helios_core.atlas.commands.table import (
     C_SPACE,
@@ -22,7 +23,7 @@ class Pairs(list):
     """(member, score) pairs: flattened in RESP2, nested pairs in RESP3 (as Redis replies)."""
 
 
-def _zadd_generic(ctx: Ctx, key: bytes, args: list[bytes], incr_cmd: bool):
+def _zadd_generic(ctx: Ctx, key: bytes, args: list[bytes], incr_cmd: bool) -> Any:
     nx = xx = gt = lt = ch = incr = False
     i = 0
     while i < len(args):
@@ -90,17 +91,17 @@ def _zadd_generic(ctx: Ctx, key: bytes, args: list[bytes], incr_cmd: bool):
 
 
 @command("zadd", -4, "write denyoom fast")
-def zadd(ctx: Ctx, args: list[bytes]):
+def zadd(ctx: Ctx, args: list[bytes]) -> Any:
     return _zadd_generic(ctx, args[0], args[1:], False)
 
 
 @command("zincrby", 4, "write denyoom fast")
-def zincrby(ctx: Ctx, args: list[bytes]):
+def zincrby(ctx: Ctx, args: list[bytes]) -> Any:
     return _zadd_generic(ctx, args[0], [b"INCR", args[1], args[2]], True)
 
 
 @command("zrem", -3, "write fast")
-def zrem(ctx: Ctx, args: list[bytes]):
+def zrem(ctx: Ctx, args: list[bytes]) -> Any:
     z = ctx.get_zset(args[0])
     if z is None:
         return 0
@@ -111,19 +112,19 @@ def zrem(ctx: Ctx, args: list[bytes]):
 
 
 @command("zscore", 3, "readonly fast")
-def zscore(ctx: Ctx, args: list[bytes]):
+def zscore(ctx: Ctx, args: list[bytes]) -> Any:
     z = ctx.get_zset(args[0])
     return None if z is None else z.score(args[1])
 
 
 @command("zmscore", -3, "readonly fast")
-def zmscore(ctx: Ctx, args: list[bytes]):
+def zmscore(ctx: Ctx, args: list[bytes]) -> Any:
     z = ctx.get_zset(args[0])
     return [None if z is None else z.score(m) for m in args[1:]]
 
 
 @command("zcard", 2, "readonly fast")
-def zcard(ctx: Ctx, args: list[bytes]):
+def zcard(ctx: Ctx, args: list[bytes]) -> Any:
     z = ctx.get_zset(args[0])
     return 0 if z is None else len(z)
 
@@ -163,14 +164,14 @@ def _limit(items: list, offset: int, count: int) -> list:
     return items[offset:] if count < 0 else items[offset:offset + count]
 
 
-def _reply(items: list[tuple[float, bytes]], withscores: bool):
+def _reply(items: list[tuple[float, bytes]], withscores: bool) -> Any:
     if withscores:
         return Pairs((m, s) for s, m in items)
     return [m for _, m in items]
 
 
 def zrange_generic(ctx: Ctx, key: bytes, start: bytes, stop: bytes, by: str, rev: bool,
-                   limit: tuple[int, int] | None, withscores: bool):
+                   limit: tuple[int, int] | None, withscores: bool) -> Any:
     # Redis's default count is -1, so an explicit "LIMIT x -1" is no LIMIT at all.
     if limit is not None and limit[1] != -1 and by == "index":
         raise err("ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX")
@@ -200,12 +201,12 @@ def zrange_generic(ctx: Ctx, key: bytes, start: bytes, stop: bytes, by: str, rev
         items = list(z.range_by_score(lo, lo_ex, hi, hi_ex))
     else:
         lo_raw, hi_raw = (stop, start) if rev else (start, stop)
-        lo, lo_ex, lo_inf = parse_lex_bound(lo_raw)
-        hi, hi_ex, hi_inf = parse_lex_bound(hi_raw)
+        lex_lo, lo_ex, lo_inf = parse_lex_bound(lo_raw)
+        lex_hi, hi_ex, hi_inf = parse_lex_bound(hi_raw)
         z = ctx.get_zset(key)
         if z is None or lo_inf == 1 or hi_inf == -1:
             return []
-        items = z.range_by_lex(lo, lo_ex, hi, hi_ex)
+        items = z.range_by_lex(lex_lo, lo_ex, lex_hi, hi_ex)
     if rev:
         items.reverse()
     if limit is not None:
@@ -213,7 +214,7 @@ def zrange_generic(ctx: Ctx, key: bytes, start: bytes, stop: bytes, by: str, rev
     return _reply(items, withscores)
 
 
-def _parse_range_opts(args: list[bytes], allow_by: bool):
+def _parse_range_opts(args: list[bytes], allow_by: bool) -> Any:
     by, rev, limit, withscores = "index", False, None, False
     i = 0
     # REV, BYSCORE and BYLEX may each be given once, and BYSCORE/BYLEX not together.
@@ -237,31 +238,31 @@ def _parse_range_opts(args: list[bytes], allow_by: bool):
 
 
 @command("zrange", -4, "readonly")
-def zrange(ctx: Ctx, args: list[bytes]):
+def zrange(ctx: Ctx, args: list[bytes]) -> Any:
     by, rev, limit, withscores = _parse_range_opts(args[3:], True)
     return zrange_generic(ctx, args[0], args[1], args[2], by, rev, limit, withscores)
 
 
 @command("zrangebyscore", -4, "readonly")
-def zrangebyscore(ctx: Ctx, args: list[bytes]):
+def zrangebyscore(ctx: Ctx, args: list[bytes]) -> Any:
     _, _, limit, withscores = _parse_range_opts(args[3:], False)
     return zrange_generic(ctx, args[0], args[1], args[2], "score", False, limit, withscores)
 
 
 @command("zrevrangebyscore", -4, "readonly")
-def zrevrangebyscore(ctx: Ctx, args: list[bytes]):
+def zrevrangebyscore(ctx: Ctx, args: list[bytes]) -> Any:
     _, _, limit, withscores = _parse_range_opts(args[3:], False)
     return zrange_generic(ctx, args[0], args[1], args[2], "score", True, limit, withscores)
 
 
 @command("zrevrange", -4, "readonly")
-def zrevrange(ctx: Ctx, args: list[bytes]):
+def zrevrange(ctx: Ctx, args: list[bytes]) -> Any:
     _, _, limit, withscores = _parse_range_opts(args[3:], False)
     return zrange_generic(ctx, args[0], args[1], args[2], "index", True, limit, withscores)
 
 
 @command("zcount", 4, "readonly fast")
-def zcount(ctx: Ctx, args: list[bytes]):
+def zcount(ctx: Ctx, args: list[bytes]) -> Any:
     lo, lo_ex = parse_score_bound(args[1])
     hi, hi_ex = parse_score_bound(args[2])
     z = ctx.get_zset(args[0])
@@ -270,7 +271,7 @@ def zcount(ctx: Ctx, args: list[bytes]):
     return sum(1 for _ in z.range_by_score(lo, lo_ex, hi, hi_ex))
 
 
-def _rank(ctx: Ctx, args: list[bytes], rev: bool):
+def _rank(ctx: Ctx, args: list[bytes], rev: bool) -> Any:
     withscore = False
     if len(args) == 3:
         if args[2].upper() != b"WITHSCORE":
@@ -290,16 +291,16 @@ def _rank(ctx: Ctx, args: list[bytes], rev: bool):
 
 
 @command("zrank", -3, "readonly fast")
-def zrank(ctx: Ctx, args: list[bytes]):
+def zrank(ctx: Ctx, args: list[bytes]) -> Any:
     return _rank(ctx, args, False)
 
 
 @command("zrevrank", -3, "readonly fast")
-def zrevrank(ctx: Ctx, args: list[bytes]):
+def zrevrank(ctx: Ctx, args: list[bytes]) -> Any:
     return _rank(ctx, args, True)
 
 
-def _pop(ctx: Ctx, args: list[bytes], high: bool):
+def _pop(ctx: Ctx, args: list[bytes], high: bool) -> Any:
     if len(args) > 2:
         raise err(SYNTAX)
     count = 1
@@ -322,17 +323,17 @@ def _pop(ctx: Ctx, args: list[bytes], high: bool):
 
 
 @command("zpopmin", -2, "write fast")
-def zpopmin(ctx: Ctx, args: list[bytes]):
+def zpopmin(ctx: Ctx, args: list[bytes]) -> Any:
     return _pop(ctx, args, False)
 
 
 @command("zpopmax", -2, "write fast")
-def zpopmax(ctx: Ctx, args: list[bytes]):
+def zpopmax(ctx: Ctx, args: list[bytes]) -> Any:
     return _pop(ctx, args, True)
 
 
 @command("zremrangebyscore", 4, "write")
-def zremrangebyscore(ctx: Ctx, args: list[bytes]):
+def zremrangebyscore(ctx: Ctx, args: list[bytes]) -> Any:
     lo, lo_ex = parse_score_bound(args[1])
     hi, hi_ex = parse_score_bound(args[2])
     z = ctx.get_zset(args[0])
@@ -345,7 +346,7 @@ def zremrangebyscore(ctx: Ctx, args: list[bytes]):
 
 
 @command("zremrangebyrank", 4, "write")
-def zremrangebyrank(ctx: Ctx, args: list[bytes]):
+def zremrangebyrank(ctx: Ctx, args: list[bytes]) -> Any:
     a, b = parse_int(args[1]), parse_int(args[2])
     z = ctx.get_zset(args[0])
     if z is None:
