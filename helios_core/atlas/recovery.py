@@ -1,14 +1,19 @@
 """Recovery: the snapshot, then every AOF record after its seq.
 
-A torn last line of the last AOF part (a write cut short by a crash) is cut
-off with a warning when allowed.  Any other damage stops start-up with an
-error naming the file, the byte offset and the repair command.
+Only a line the last AOF part ends inside (no newline: a write cut short by a
+crash) is a torn tail; it is cut off with a warning when allowed.  A damaged
+line that ends with its newline is corruption, last line or not: every byte
+of that record was written, so it may have been acknowledged, and cutting it
+would drop an acknowledged write silently.  Corruption stops start-up with an
+error naming the file, the byte offset and the repair command; `helios
+aof-check` applies the same rule to the same scan, so the two always agree.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,7 +66,8 @@ def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: boo
             except RecordError as e:
                 if not line.strip() and complete:
                     continue  # blank lines are harmless
-                _bad_line(path, offset, str(e), lines, is_last, ddir, rep, truncate_torn_tail, now_ms)
+                _bad_line(path, offset, str(e), complete, lines, is_last, ddir, rep, truncate_torn_tail,
+                          now_ms)
                 break
             if seq is None:
                 seq = last_seq + 1
@@ -92,9 +98,23 @@ def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: boo
     return rep
 
 
-def _bad_line(path: Path, offset: int, reason: str, rest, is_last: bool, ddir: DataDir,
-              rep: RecoveryReport, truncate_torn_tail: bool, now_ms: int) -> None:
+def _bad_line(path: Path, offset: int, reason: str, complete: bool, rest: Iterator[tuple[int, bytes, bool]],
+              is_last: bool, ddir: DataDir, rep: RecoveryReport, truncate_torn_tail: bool, now_ms: int) -> None:
     """Decide about the first bad line: cut a torn tail, or stop with the damage named."""
+    # The file ends inside an incomplete line (it has no newline), so nothing follows it.
+    if is_last and not complete:
+        if not truncate_torn_tail:
+            raise _damage(path, offset, ddir, f"torn last record ({reason}); atlas.aof_truncate_torn_tail is off",
+                          force=False)
+        size = path.stat().st_size
+        log.warning("cutting torn last AOF record (the file ends inside it: a write cut short)",
+                    path=str(path), offset=offset, bytes=size - offset, reason=reason)
+        with open(path, "r+b") as f:
+            f.truncate(offset)
+            f.flush()
+            os.fsync(f.fileno())
+        rep.truncated_bytes = size - offset
+        return
     following = 0
     for _, line, _ in rest:
         try:
@@ -102,26 +122,22 @@ def _bad_line(path: Path, offset: int, reason: str, rest, is_last: bool, ddir: D
             following += 1
         except RecordError:
             pass
-    # Under appendfsync always nothing after the last valid record of the last
-    # part was acknowledged, so bad bytes there are a cut-short write, not loss.
-    if is_last and following == 0:
-        if not truncate_torn_tail:
-            raise _damage(path, offset, ddir, f"torn last record ({reason}); atlas.aof_truncate_torn_tail is off")
-        size = path.stat().st_size
-        log.warning("cutting torn last AOF record", path=str(path), offset=offset,
-                    bytes=size - offset, reason=reason)
-        with open(path, "r+b") as f:
-            f.truncate(offset)
-            f.flush()
-            os.fsync(f.fileno())
-        rep.truncated_bytes = size - offset
-        return
-    raise _damage(path, offset, ddir, reason + (f"; {following} valid record(s) follow it" if following else ""))
+    if following:
+        why = f"{reason}; {following} valid record(s) follow it"
+    elif complete:
+        why = (f"{reason}; the line ends with a newline, so this is not a torn write but a damaged record "
+               f"that may have been acknowledged")
+    else:
+        why = f"{reason}; the file ends inside this line but it is not the last AOF part"
+    raise _damage(path, offset, ddir, why, force=True)
 
 
-def _damage(path: Path, offset: int, ddir: DataDir, why: str) -> CorruptFileError:
+def _damage(path: Path, offset: int, ddir: DataDir, why: str, *, force: bool = True) -> CorruptFileError:
+    """The error that stops start-up; `force`: the repair drops records, so aof-check wants --force."""
+    fix = "--fix --force" if force else "--fix"
     return CorruptFileError(
         f"AOF {path} is damaged at byte {offset}: {why}. Start-up stopped so nothing is lost; "
         f"inspect it with `helios aof-check --data {ddir.path}` and repair with "
-        f"`helios aof-check --fix --data {ddir.path}` (it keeps a backup copy)",
+        f"`helios aof-check {fix} --data {ddir.path}` (it keeps a copy of the file as "
+        f"{path.name}.bak-<time> first)",
         path=str(path), offset=offset)
