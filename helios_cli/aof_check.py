@@ -1,15 +1,23 @@
-"""`helios aof-check`: validate AOF files and, with --fix, cut damage off.
+"""`helios aof-check`: validate AOF files and the snapshot and, with --fix, cut AOF damage off.
 
 The check is recovery's own scan (`scan_file`) plus recovery's seq rule
-across parts, so what this command calls damage is exactly what stops atlasd
-from starting.  Only the first damage is reported and repaired; a repair
-re-checks and says if more remains.
+across parts, and the snapshot goes through recovery's own loader, so what
+this command calls damage is exactly what stops atlasd from starting.  Only
+the first damage is reported and repaired; a repair re-checks and says if
+more remains.
 
-Repair cuts the damaged file back to its last valid record before the damage,
-after keeping a copy as FILE.bak-<unix time>.  A torn tail (bad bytes after
-the last valid record of the last part) was never acknowledged under
-`appendfsync always`, so cutting it loses nothing; anything else drops
-records that were, which is why it needs --force.
+Only a line the last AOF part ends inside (no newline) is a torn tail: a
+write cut short, never acknowledged under `appendfsync always`, so cutting it
+loses nothing.  A damaged line that ends with its newline is corruption even
+when it is the last one: its record was written whole and may have been
+acknowledged.  Cutting anything but a torn tail drops such records, which is
+why it needs --force.
+
+Repair keeps a copy of the whole file first, FILE.bak-<unix time>, written
+to a temp name, fsynced, renamed into place and the directory fsynced, and
+only then cuts the file back to its last valid record before the damage.  A
+crash at any point leaves either the original file or a durable copy of it.
+Snapshots are never repaired: a damaged one is named with what to do.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgpack
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
@@ -34,16 +43,19 @@ from helios_cli.context import fail
 from helios_core.atlas.aof import Record, scan_file
 from helios_core.atlas.datadir import DataDir, fsync_dir
 from helios_core.atlas.effects import effect_keys
+from helios_core.atlas.snapshot import FOOTER, MAGIC, load_snapshot
 from helios_core.clock import wall_ms
-from helios_core.errors import DataDirLockedError, HeliosError
+from helios_core.errors import CorruptFileError, DataDirLockedError, HeliosError
 
-__all__ = ["aof_check", "check_parts", "AofReport", "Damage", "FixResult"]
+__all__ = ["aof_check", "check_parts", "check_snapshot", "AofReport", "Damage", "FixResult", "SnapshotCheck"]
 
 # Below this much AOF a scan finishes before a progress bar is worth drawing.
 PROGRESS_MIN_BYTES = 64 << 20
 _PROGRESS_STEP = 1 << 20
 
-TORN_TAIL, MID_FILE, ROTATED_PART = "torn_tail", "mid_file", "rotated_part"
+# TORN_TAIL: the last part ends inside a line.  LAST_RECORD: a complete line of the last
+# part is damaged and no valid record follows.  MID_FILE: valid records follow the damage.
+TORN_TAIL, LAST_RECORD, MID_FILE, ROTATED_PART = "torn_tail", "last_record", "mid_file", "rotated_part"
 
 
 @dataclass
@@ -53,17 +65,31 @@ class Damage:
     file: str
     offset: int           # first bad byte
     reason: str
-    kind: str             # TORN_TAIL, MID_FILE or ROTATED_PART
+    kind: str             # TORN_TAIL, LAST_RECORD, MID_FILE or ROTATED_PART
     records_after: int    # valid records a cut at `cut_at` drops from this file
     bytes_after: int      # bytes a cut at `cut_at` drops
     cut_at: int
     file_size: int
     later_files: int      # AOF parts replayed after this one
     later_records: int    # valid records in those parts
+    complete: bool = True  # the bad line ends with a newline (False: the file ends inside it)
 
     @property
     def torn_tail(self) -> bool:
         return self.kind == TORN_TAIL
+
+
+@dataclass
+class SnapshotCheck:
+    """The snapshot recovery would load first, verified by recovery's own loader."""
+
+    file: str
+    ok: bool
+    seq: int | None = None
+    keys: int | None = None
+    bytes: int | None = None
+    offset: int | None = None  # where the damage was found, when the loader can tell
+    reason: str | None = None  # the loader's whole message: what is wrong and what to do
 
 
 @dataclass
@@ -76,16 +102,18 @@ class AofReport:
     last_seq: int | None = None
     bad_lines: int = 0    # every bad line and out-of-order seq, not only the first
     damage: Damage | None = None
+    snapshot: SnapshotCheck | None = None
 
     @property
     def ok(self) -> bool:
-        return self.damage is None
+        return self.damage is None and (self.snapshot is None or self.snapshot.ok)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["ok"] = self.ok
         if self.damage is not None:
             out["damage"]["torn_tail"] = self.damage.torn_tail
+            del out["damage"]["complete"]
         return out
 
 
@@ -119,6 +147,7 @@ def check_parts(paths: list[Path], now_ms: int,
                 report.bad_lines += 1
                 if report.damage is None:
                     report.damage = _damage(path, item.offset, item.reason, good_end, size)
+                    report.damage.complete = not item.torn
                     damage_file = i
                 continue
             records += 1
@@ -149,8 +178,67 @@ def check_parts(paths: list[Path], now_ms: int,
         is_last = damage_file == len(paths) - 1
         dmg.later_files = len(paths) - 1 - damage_file
         dmg.later_records = sum(per_file[damage_file + 1:])
-        dmg.kind = ROTATED_PART if not is_last else TORN_TAIL if dmg.records_after == 0 else MID_FILE
+        if not is_last:
+            dmg.kind = ROTATED_PART
+        elif dmg.records_after:
+            dmg.kind = MID_FILE
+        else:
+            # Recovery's rule: only a line the file ends inside is a write cut short.
+            dmg.kind = LAST_RECORD if dmg.complete else TORN_TAIL
     return report
+
+
+def check_snapshot(path: Path) -> SnapshotCheck:
+    """Verify a snapshot as recovery loads it: header, checksum and every chunk."""
+    try:
+        info, _, _ = load_snapshot(path)
+    except CorruptFileError as e:
+        if e.offset is None or "checksum mismatch" not in e.message:
+            return SnapshotCheck(str(path), False, offset=e.offset, reason=e.message)
+        # The loader names the footer, where the checksum is kept; the damage can be
+        # anywhere before it.  Parse the chunks to say where, as far as that is possible.
+        where = _first_unreadable_chunk(path)
+        if where is None:
+            why = (f"checksum mismatch: every chunk parses, so the damage is inside a key or value "
+                   f"somewhere in bytes 0..{e.offset} (a checksum cannot say where)")
+        else:
+            why = f"checksum mismatch; the first chunk that does not parse starts at byte {where}"
+        text = e.message.replace(f" at byte {e.offset}: checksum mismatch (file truncated or altered)", f": {why}")
+        return SnapshotCheck(str(path), False, offset=where, reason=text)
+    return SnapshotCheck(str(path), True, seq=info.seq, keys=info.keys, bytes=info.bytes)
+
+
+def _first_unreadable_chunk(path: Path) -> int | None:
+    """Byte offset of the first snapshot body chunk that does not parse (None: all parse).
+
+    Only called on a file whose checksum failed; the layout is snapshot.py's.
+    """
+    blob = path.read_bytes()
+    head = len(MAGIC) + 4
+    if len(blob) < head + FOOTER.size or not blob.startswith(MAGIC):
+        return 0
+    start = head + int.from_bytes(blob[len(MAGIC):head], "big")
+    end = len(blob) - FOOTER.size
+    if start > end:
+        return len(MAGIC)
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(end - start, 1))
+    unpacker.feed(blob[start:end])
+    at = 0
+    try:
+        for chunk in unpacker:
+            if not isinstance(chunk, list) or not chunk or chunk[0] not in ("S", "E", "Z", "END"):
+                return start + at
+            at = unpacker.tell()
+            if chunk[0] == "END":
+                return None if start + at == end else start + at
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return start + at
+    return start + at  # the body ends before its END chunk: the file was cut short
+
+
+def is_snapshot_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
 
 
 def _damage(path: Path, offset: int, reason: str, cut_at: int, size: int) -> Damage:
@@ -172,6 +260,11 @@ class RepairRefused(HeliosError):
 
 def _refuse_unforced(d: Damage) -> RepairRefused:
     lost = f"{d.records_after} valid record(s) ({d.bytes_after} bytes)"
+    if d.kind == LAST_RECORD:
+        return RepairRefused(
+            f"damage at byte {d.offset} of {d.file} is not a torn tail: the line ends with its newline, so "
+            f"the record was written whole and then damaged, and it may have been acknowledged. Cutting "
+            f"drops it ({d.bytes_after} bytes); add --force to cut there anyway (a copy is kept)")
     if d.kind == ROTATED_PART:
         return RepairRefused(
             f"damage at byte {d.offset} of {d.file} is in a rotated AOF part: {d.later_records} record(s) "
@@ -221,26 +314,67 @@ def _backup_name(path: Path) -> Path:
     return backup
 
 
-def fix_damage(d: Damage, ddir: DataDir, *, yes: bool, force: bool, must_lock: bool) -> FixResult:
-    """Back up the damaged file and cut it at `d.cut_at`; raises HeliosError when it must not."""
+class RepairFs:
+    """The file-system calls a repair makes, each one a seam a test can record or make fail.
+
+    The same four calls, by the same names, as the engine's I/O seam.
+    """
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def rename(self, src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        os.rename(src, dst)
+
+    def fsync_dir(self, path: str | os.PathLike[str]) -> None:
+        fsync_dir(Path(path))
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+
+def keep_copy(path: Path, fs: RepairFs) -> Path:
+    """A durable copy of `path` beside it; returns its name.
+
+    Temp name, fsync, rename, then fsync the directory: the copy is the only
+    home of the bytes the cut drops, so its name must be on disk before the
+    cut is.  Without the directory fsync a crash could keep the cut and lose
+    the copy's directory entry.
+    """
+    backup = _backup_name(path)
+    tmp = backup.with_name(backup.name + ".tmp")
+    try:
+        with open(path, "rb") as src, open(tmp, "xb") as dst:
+            os.fchmod(dst.fileno(), 0o600)  # the data's own permissions: owner only
+            shutil.copyfileobj(src, dst, 8 << 20)
+            dst.flush()
+            fs.fsync(dst.fileno())
+        fs.rename(tmp, backup)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fs.fsync_dir(path.parent)
+    return backup
+
+
+def fix_damage(d: Damage, ddir: DataDir, *, yes: bool, force: bool, must_lock: bool,
+               fs: RepairFs | None = None) -> FixResult:
+    """Keep a durable copy of the damaged file, then cut it at `d.cut_at`; raises HeliosError when it must not."""
     if not d.torn_tail and not force:
         raise _refuse_unforced(d)
+    fs = fs or RepairFs()
     path = Path(d.file)
     with _owned(ddir, must_lock):
         _confirm(d, yes)
         if path.stat().st_size != d.file_size:
             raise RepairRefused(f"{path} changed size since it was checked; run aof-check again")
-        backup = _backup_name(path)
-        # The copy must be durable before the cut: it is the only copy of the dropped bytes.
-        with open(path, "rb") as src, open(backup, "xb") as dst:
-            shutil.copyfileobj(src, dst, 8 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        with open(path, "r+b") as f:
-            f.truncate(d.cut_at)
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(path.parent)
+        backup = keep_copy(path, fs)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            fs.ftruncate(fd, d.cut_at)
+            fs.fsync(fd)
+        finally:
+            os.close(fd)
     return FixResult(str(path), d.cut_at, str(backup), d.bytes_after, d.records_after)
 
 
@@ -254,21 +388,34 @@ def _line(console: Console, label: str, value: object, style: str = "") -> None:
 
 
 def _print_report(console: Console, r: AofReport, fix_hint: str) -> None:
-    _line(console, "files", len(r.files) if len(r.files) != 1 else r.files[0])
-    if len(r.files) > 1:
-        for f in r.files:
-            _line(console, "", f)
-    _line(console, "records", r.records)
-    _line(console, "bytes", r.bytes)
-    _line(console, "keys", r.keys)
-    seqs = "-" if r.first_seq is None else f"{r.first_seq} .. {r.last_seq}"
-    _line(console, "seq", seqs)
+    if r.files or r.snapshot is None:  # (a snapshot file given as PATH has no AOF lines)
+        _line(console, "files", len(r.files) if len(r.files) != 1 else r.files[0])
+        if len(r.files) > 1:
+            for f in r.files:
+                _line(console, "", f)
+        _line(console, "records", r.records)
+        _line(console, "bytes", r.bytes)
+        _line(console, "keys", r.keys)
+        seqs = "-" if r.first_seq is None else f"{r.first_seq} .. {r.last_seq}"
+        _line(console, "seq", seqs)
+    snap = r.snapshot
+    if snap is not None and snap.ok:
+        _line(console, "snapshot", f"{snap.file}: seq {snap.seq}, {snap.keys} keys, {snap.bytes} bytes, OK")
+    elif snap is not None:
+        at = "" if snap.offset is None else f" at byte {snap.offset}"
+        _line(console, "snapshot", f"DAMAGED: {snap.file}{at}", "bold red")
+        _line(console, "", snap.reason)
     d = r.damage
     if d is None:
-        _line(console, "status", "OK", "green")
+        if r.ok:
+            _line(console, "status", "OK", "green")
+        else:
+            _line(console, "status", "DAMAGED: snapshot" + (" (the AOF files are valid)" if r.files else ""),
+                  "bold red")
         return
-    kinds = {TORN_TAIL: "torn tail", MID_FILE: "mid-file damage",
-             ROTATED_PART: "damage in a rotated part (not the last file)"}
+    kinds = {TORN_TAIL: "torn tail (the file ends inside its last line)",
+             LAST_RECORD: "damaged last record (its line is complete: not a torn write)",
+             MID_FILE: "mid-file damage", ROTATED_PART: "damage in a rotated part (not the last file)"}
     _line(console, "status", f"DAMAGED: {kinds[d.kind]}", "bold red")
     _line(console, "damage", f"{d.file} at byte {d.offset}")
     _line(console, "reason", d.reason)
@@ -281,54 +428,72 @@ def _print_report(console: Console, r: AofReport, fix_hint: str) -> None:
     _line(console, "fix", fix_hint)
 
 
-def _scan(paths: list[Path], show_progress: bool) -> AofReport:
+def _scan(paths: list[Path], snapshot: Path | None, show_progress: bool) -> AofReport:
     now_ms = wall_ms()
     total = sum(p.stat().st_size for p in paths)
     if not show_progress or total <= PROGRESS_MIN_BYTES or not Console(stderr=True).is_terminal:
-        return check_parts(paths, now_ms)
-    columns = (TextColumn("checking AOF"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("aof", total=total)
-        return check_parts(paths, now_ms, lambda done: bar.update(task, completed=done))
+        report = check_parts(paths, now_ms)
+    else:
+        columns = (TextColumn("checking AOF"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("aof", total=total)
+            report = check_parts(paths, now_ms, lambda done: bar.update(task, completed=done))
+    if snapshot is not None:
+        report.snapshot = check_snapshot(snapshot)
+    return report
 
 
 # -- the command ----------------------------------------------------------------------
 
 
-@click.command("aof-check", short_help="Check (and repair) AOF files.")
+@click.command("aof-check", short_help="Check (and repair) AOF files; verify the snapshot.")
 @click.argument("path", required=False, metavar="(PATH | --data DIR)",
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data", "data_dir", metavar="DIR",
               type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Check every AOF part of this data directory, in replay order.")
+              help="Check the snapshot and every AOF part of this data directory, in replay order.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts).")
 @click.option("--fix", is_flag=True,
-              help="Cut the damaged file back to its last valid record (keeps a backup).")
+              help="Cut the damaged AOF file back to its last valid record (keeps a copy first).")
 @click.option("--yes", "-y", is_flag=True, help="With --fix: do not ask before cutting.")
 @click.option("--force", is_flag=True, help="With --fix: also cut damage that valid records follow.")
 @click.pass_context
 def aof_check(ctx: click.Context, path: Path | None, data_dir: Path | None, as_json: bool,
               fix: bool, yes: bool, force: bool) -> None:
-    """Validate AOF records: JSON, checksum, command and fields, seq order.
+    """Validate AOF records (JSON, checksum, command and fields, seq order) and the snapshot.
+
+    PATH may be one AOF file or a snapshot file. Only a last line without its
+    newline is a torn tail; other damage needs --fix --force.
 
     Exit status: 0 valid (or repaired), 1 damaged (or repair refused), 2 usage error.
     """
     if (yes or force) and not fix:
         raise click.UsageError("--yes and --force only apply with --fix")
+    snapshot: Path | None = None
     if data_dir is not None and path is None:
-        ddir, paths, target = DataDir(data_dir), DataDir(data_dir).aof_parts(), f"--data {data_dir}"
+        ddir = DataDir(data_dir)
+        paths, target = ddir.aof_parts(), f"--data {data_dir}"
+        snapshot = ddir.snapshot_path if ddir.snapshot_path.exists() else None
     elif path is not None and data_dir is None:
         ddir, paths, target = DataDir(path.parent), [path], str(path)
     else:
         raise click.UsageError("give exactly one of PATH or --data DIR")
     try:
-        report = _scan(paths, show_progress=not as_json)
+        if path is not None and is_snapshot_file(path):
+            paths, snapshot = [], path
+        report = _scan(paths, snapshot, show_progress=not as_json)
     except OSError as e:
         fail(HeliosError(f"cannot read {e.filename}: {e.strerror}", code="io"))
     console = Console(highlight=False, soft_wrap=True)
     if not as_json:
         hint = "" if report.damage is None or report.damage.torn_tail else "--force "
         _print_report(console, report, f"helios aof-check --fix {hint}{target}")
+    snap = report.snapshot
+    if fix and report.damage is None and snap is not None and not snap.ok:
+        refused = RepairRefused(f"aof-check does not repair snapshots: {snap.reason}")
+        if as_json:
+            click.echo(orjson.dumps({**report.to_dict(), "fix": {"error": refused.message}}).decode())
+        fail(refused)
     if not fix or report.damage is None:
         if as_json:
             click.echo(orjson.dumps({**report.to_dict(), "fix": None}).decode())
@@ -339,6 +504,7 @@ def aof_check(ctx: click.Context, path: Path | None, data_dir: Path | None, as_j
         result = fix_damage(report.damage, ddir, yes=yes, force=force,
                             must_lock=data_dir is not None or ddir.lock_path.exists())
         after = check_parts(paths, wall_ms())
+        after.snapshot = report.snapshot
     except OSError as e:
         err: HeliosError = HeliosError(f"repair failed on {e.filename}: {e.strerror}", code="io")
     except HeliosError as e:
@@ -357,11 +523,13 @@ def _print_fix(console: Console, report: AofReport, result: FixResult, after: Ao
         fixed = {**asdict(result), "after": after.to_dict()}
         click.echo(orjson.dumps({**report.to_dict(), "fix": fixed}).decode())
         return
-    _line(console, "backup", result.backup)
+    _line(console, "backup", f"{result.backup} (the whole file as it was before the cut)")
     _line(console, "cut", f"{result.file} at byte {result.cut_at}: dropped {result.bytes_dropped} bytes "
                           f"({result.records_dropped} valid records)")
-    if after.damage is None:
+    if after.ok:
         _line(console, "now", f"OK, {after.records} records", "green")
+    elif after.damage is None:
+        _line(console, "now", "the AOF is valid; the snapshot is still damaged (see above)", "bold red")
     else:
         _line(console, "now", f"still damaged at byte {after.damage.offset} of {after.damage.file} "
                               f"({after.damage.reason}); run aof-check again", "bold red")

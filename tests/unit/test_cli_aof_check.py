@@ -103,7 +103,8 @@ def test_json_shape(aof: Path) -> None:
     code, out = run_json(str(aof))
     assert code == 0
     assert out == {"files": [str(aof)], "records": 5, "bytes": aof.stat().st_size, "keys": 5,
-                   "first_seq": 1, "last_seq": 5, "bad_lines": 0, "damage": None, "ok": True, "fix": None}
+                   "first_seq": 1, "last_seq": 5, "bad_lines": 0, "damage": None, "snapshot": None, "ok": True,
+                   "fix": None}
 
 
 def test_data_dir_checks_parts_in_replay_order(data: Path, rotated: tuple[Path, Path]) -> None:
@@ -347,3 +348,189 @@ def test_fix_refusal_in_json_mode_still_prints_the_report(aof: Path) -> None:
     out = orjson.loads(result.stdout)
     assert out["damage"]["records_after"] == 4
     assert "--force" in out["fix"]["error"] and "--force" in result.stderr
+
+
+# -- a damaged last record is corruption, not a torn tail (issue 11, item 4) ------------
+
+
+def test_bit_flip_in_the_last_complete_line_is_not_a_torn_tail(aof: Path) -> None:
+    flip_value_bit(aof, 4)  # the newline is there: the record was written whole, then damaged
+    code, out = run_json(str(aof))
+    assert code == 1
+    d = out["damage"]
+    assert (d["offset"], d["kind"], d["torn_tail"], d["records_after"]) == (
+        line_starts(aof)[4], "last_record", False, 0)
+    result = run(str(aof))
+    assert "DAMAGED: damaged last record (its line is complete: not a torn write)" in result.stdout
+    assert f"helios aof-check --fix --force {aof}" in result.stdout
+
+
+def test_fix_damaged_last_record_needs_force_and_keeps_a_copy(aof: Path, data: Path) -> None:
+    flip_value_bit(aof, 4)
+    before, cut_at = aof.read_bytes(), line_starts(aof)[4]
+    result = run("--fix", "--yes", str(aof))
+    assert result.exit_code == 1
+    assert "not a torn tail" in result.stderr and "--force" in result.stderr
+    assert aof.read_bytes() == before and backups(aof) == []
+    result = run("--fix", "--yes", "--force", str(aof))
+    assert result.exit_code == 0, result.output
+    [backup] = backups(aof)
+    assert backup.read_bytes() == before and aof.read_bytes() == before[:cut_at]
+    assert f"backup     {backup} (the whole file as it was before the cut)" in result.stdout
+    assert sorted(recovered_data(data)) == [b"k0", b"k1", b"k2", b"k3"]
+
+
+def test_recovery_and_aof_check_name_the_same_damage(aof: Path, data: Path) -> None:
+    from helios_core.atlas.engine import Engine
+    from helios_core.config import AtlasConfig
+    from helios_core.errors import CorruptFileError
+
+    flip_value_bit(aof, 4)
+    with pytest.raises(CorruptFileError) as info:
+        Engine.open(data, AtlasConfig())
+    _, out = run_json("--data", str(data))
+    assert (info.value.path, info.value.offset) == (out["damage"]["file"], out["damage"]["offset"])
+    assert f"helios aof-check --fix --force --data {data}" in str(info.value)
+
+
+# -- the snapshot is verified too -------------------------------------------------------
+
+
+@pytest.fixture
+def snapshotted(data: Path) -> Path:
+    """The data dir with dump.rdb at seq 5 (k0..k4) and k5, k6 in the AOF after it."""
+    eng = Engine.open(data, AtlasConfig(save=()))
+    try:
+        eng.snapshot_sync()
+        for name in ("k5", "k6"):
+            eng.execute([b"SET", name.encode(), b"v"])
+        eng.flush_sync()
+    finally:
+        eng.close()
+    return data / "dump.rdb"
+
+
+def test_data_dir_check_verifies_the_snapshot(data: Path, snapshotted: Path) -> None:
+    code, out = run_json("--data", str(data))
+    assert code == 0 and out["ok"] is True
+    assert out["snapshot"] == {"file": str(snapshotted), "ok": True, "seq": 5, "keys": 5,
+                               "bytes": snapshotted.stat().st_size, "offset": None, "reason": None}
+    result = run("--data", str(data))
+    assert f"snapshot   {snapshotted}: seq 5, 5 keys, {snapshotted.stat().st_size} bytes, OK" in result.stdout
+
+
+def test_corrupt_snapshot_fails_the_check(data: Path, snapshotted: Path) -> None:
+    blob = bytearray(snapshotted.read_bytes())
+    blob[len(blob) // 2] ^= 0x10
+    snapshotted.write_bytes(bytes(blob))
+    code, out = run_json("--data", str(data))
+    assert code == 1 and out["ok"] is False and out["damage"] is None  # the AOF itself is fine
+    snap = out["snapshot"]
+    assert (snap["file"], snap["ok"]) == (str(snapshotted), False)
+    assert "checksum mismatch" in snap["reason"]
+    result = run("--data", str(data))
+    assert result.exit_code == 1
+    assert f"snapshot   DAMAGED: {snapshotted}" in result.stdout
+    assert "status     DAMAGED: snapshot" in result.stdout
+
+
+def test_truncated_snapshot_names_the_file_and_what_to_do(data: Path, snapshotted: Path) -> None:
+    snapshotted.write_bytes(snapshotted.read_bytes()[:40])
+    code, out = run_json("--data", str(data))
+    assert code == 1 and out["snapshot"]["ok"] is False
+    result = run("--data", str(data), "--fix", "--yes")
+    assert result.exit_code == 1
+    assert "aof-check does not repair snapshots" in result.stderr and "restore a backup" in result.stderr
+    assert snapshotted.read_bytes()  # left as it was
+
+
+def test_snapshot_file_as_path_is_verified(data: Path, snapshotted: Path) -> None:
+    code, out = run_json(str(snapshotted))
+    assert code == 0 and out["files"] == [] and out["snapshot"]["seq"] == 5
+    snapshotted.write_bytes(snapshotted.read_bytes()[:-1])
+    code, out = run_json(str(snapshotted))
+    assert code == 1 and out["snapshot"]["ok"] is False
+
+
+def test_snapshot_damage_is_located_not_reported_at_the_checksum(data: Path, snapshotted: Path) -> None:
+    """The checksum sits in the footer; the damage is where the first chunk stops parsing."""
+    blob = bytearray(snapshotted.read_bytes())
+    first_chunk = 16 + 4 + int.from_bytes(blob[16:20], "big")
+    blob[first_chunk] ^= 0x40  # the chunk's array marker becomes an integer's
+    snapshotted.write_bytes(bytes(blob))
+    _, out = run_json("--data", str(data))
+    snap = out["snapshot"]
+    assert snap["offset"] == first_chunk
+    assert f"the first chunk that does not parse starts at byte {first_chunk}" in snap["reason"]
+    assert f"at byte {len(blob) - 8}" not in snap["reason"]
+
+
+def test_snapshot_damage_inside_a_value_says_a_checksum_cannot_locate_it(data: Path, snapshotted: Path) -> None:
+    blob = bytearray(snapshotted.read_bytes())
+    blob[blob.index(b"v-k3") + 3] ^= 0x01
+    snapshotted.write_bytes(bytes(blob))
+    _, out = run_json("--data", str(data))
+    snap = out["snapshot"]
+    assert snap["offset"] is None and "a checksum cannot say where" in snap["reason"]
+
+
+# -- the copy is durable before the cut (issue 11, item 9) ------------------------------
+
+
+class JournalFs(aof_check_mod.RepairFs):
+    """The real calls, journaled; `fail_on` makes one of them raise EIO instead."""
+
+    def __init__(self, fail_on: str = "") -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.fail_on = fail_on
+
+    def _note(self, op: str, what: str) -> None:
+        self.calls.append((op, what))
+        if op == self.fail_on:
+            raise OSError(5, "Input/output error", what)
+
+    def fsync(self, fd: int) -> None:
+        self._note("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        super().fsync(fd)
+
+    def rename(self, src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        self._note("rename", f"{Path(src).name} -> {Path(dst).name}")
+        super().rename(src, dst)
+
+    def fsync_dir(self, path: str | os.PathLike[str]) -> None:
+        self._note("fsync_dir", Path(path).name)
+        super().fsync_dir(path)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        self._note("ftruncate", f"{Path(os.readlink(f'/proc/self/fd/{fd}')).name} {size}")
+        super().ftruncate(fd, size)
+
+
+def _fix_torn(aof: Path, fs: JournalFs) -> aof_check_mod.FixResult:
+    report = aof_check_mod.check_parts([aof], 0)
+    assert report.damage is not None
+    return aof_check_mod.fix_damage(report.damage, DataDir(aof.parent), yes=True, force=False,
+                                    must_lock=True, fs=fs)
+
+
+def test_fix_renames_a_synced_copy_and_syncs_the_directory_before_cutting(torn: tuple[Path, bytes]) -> None:
+    aof, good = torn
+    damaged = aof.read_bytes()
+    fs = JournalFs()
+    result = _fix_torn(aof, fs)
+    name = Path(result.backup).name
+    assert fs.calls == [("fsync", f"{name}.tmp"), ("rename", f"{name}.tmp -> {name}"), ("fsync_dir", "data"),
+                        ("ftruncate", f"appendonly.aof {len(good)}"), ("fsync", "appendonly.aof")]
+    assert Path(result.backup).read_bytes() == damaged and aof.read_bytes() == good
+    assert Path(result.backup).stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("step", ["fsync", "rename", "fsync_dir"])
+def test_a_failed_copy_step_leaves_the_file_uncut(torn: tuple[Path, bytes], step: str) -> None:
+    aof, _ = torn
+    damaged = aof.read_bytes()
+    with pytest.raises(OSError):
+        _fix_torn(aof, JournalFs(fail_on=step))
+    assert aof.read_bytes() == damaged
+    assert not list(aof.parent.glob("*.tmp")), "no temp copy is left behind"
+    assert not DataDir(aof.parent).owner(), "the lock is released"
