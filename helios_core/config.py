@@ -324,6 +324,11 @@ class JobsConfig(_Section):
         default=False,
         metadata=setting("Only queues named in jobs.queues exist; otherwise a queue exists once enqueued to."),
     )
+    max_queues: int = field(
+        default=1000,
+        metadata=setting("Most live queues (holding jobs); an enqueue that would make one more gets 429. "
+                         "Queues named in jobs.queues are always accepted.", minimum=1),
+    )
     queues: tuple[str, ...] = field(
         default=(),
         metadata=setting(

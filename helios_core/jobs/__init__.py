@@ -17,12 +17,13 @@ from helios_core.jobs.queue import (
     QueueNotFoundError,
     QueuePolicy,
     QueueStats,
+    TooManyQueuesError,
     parse_queue_policies,
 )
 
 __all__ = [
     "Job", "Lease", "State", "new_job_id", "JobQueue", "EnqueueRequest", "AckItem", "QueuePolicy", "QueueStats",
     "LeaseLostError", "JobStateError", "QueueNotFoundError", "JobNotFoundError", "PayloadTooLargeError",
-    "MAX_LEASE_BATCH", "MAX_ENQUEUE_BATCH", "MAX_WAIT_SECONDS", "MAX_LEASE_QUEUES", "MAX_LIST_LIMIT",
-    "parse_queue_policies",
+    "TooManyQueuesError", "MAX_LEASE_BATCH", "MAX_ENQUEUE_BATCH", "MAX_WAIT_SECONDS", "MAX_LEASE_QUEUES",
+    "MAX_LIST_LIMIT", "parse_queue_policies",
 ]

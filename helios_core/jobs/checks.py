@@ -6,6 +6,7 @@ through), with explicit raises, never `assert`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -14,9 +15,10 @@ from helios_core.errors import InvalidInputError
 from helios_core.jobs.errors import PayloadTooLargeError
 from helios_core.jobs.model import QUEUE_NAME_RE
 
-__all__ = ["int_field", "queue_name", "json_size", "dedup_id", "text_field"]
+__all__ = ["int_field", "queue_name", "json_size", "dedup_id", "producer", "text_field"]
 
 MAX_DEDUP_ID_CHARS = 128
+_PRODUCER_RE = re.compile(r"[A-Za-z0-9_.-]{0,64}")
 
 
 def int_field(value: Any, field: str, lo: int, hi: int | None = None, unit: str = "") -> int:
@@ -54,6 +56,13 @@ def dedup_id(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_DEDUP_ID_CHARS or not value.isprintable():
         raise InvalidInputError(f"dedup_id must be 1-{MAX_DEDUP_ID_CHARS} printable characters, got {value!r}")
+    return value
+
+
+def producer(value: Any) -> str:
+    """Who enqueues (a user id; "" for the local CLI): part of the dedup key, so no ':' in it."""
+    if not isinstance(value, str) or not _PRODUCER_RE.fullmatch(value):
+        raise InvalidInputError(f"producer must be at most 64 of A-Z a-z 0-9 _ . -, got {value!r}")
     return value
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from helios_core.errors import ConflictError, HeliosError, NotFoundError
 
-__all__ = ["LeaseLostError", "JobStateError", "QueueNotFoundError", "JobNotFoundError", "PayloadTooLargeError"]
+__all__ = ["LeaseLostError", "JobStateError", "QueueNotFoundError", "JobNotFoundError", "PayloadTooLargeError",
+           "TooManyQueuesError"]
 
 
 class LeaseLostError(ConflictError):
@@ -32,3 +33,10 @@ class JobNotFoundError(NotFoundError):
 class PayloadTooLargeError(HeliosError):
     code = "payload_too_large"
     status = 413
+
+
+class TooManyQueuesError(HeliosError):
+    """An enqueue would make one more live queue than jobs.max_queues allows (429)."""
+
+    code = "too_many_queues"
+    status = 429

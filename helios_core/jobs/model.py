@@ -21,8 +21,10 @@ Store layout (all under ``job:``; ``Q`` is a queue name, members are job ids):
 - ``job:leased:{Q}``      IN_PROGRESS jobs by lease deadline_ms
 - ``job:dlq:{Q}``         FAILED jobs by finished_ms
 - ``job:done:{Q}``        DONE and CANCELLED jobs by finished_ms (pruned past retention)
-- ``job:queues``          every queue ever enqueued to, scored by first use
-- ``job:dedup:{Q}:{dedup_id}``  the job id a dedup id made, TTL = the dedup window
+- ``job:queues``          the live queues (those holding jobs in any index), scored by last
+                          enqueue; a queue whose indexes are all empty is forgotten (`JobQueue.forget_empty`)
+- ``job:dedup:{Q}:{producer}:{dedup_id}``  the job id a producer's dedup id made, TTL = the dedup
+                          window (producer: the enqueuing user's id, empty for the local CLI)
 """
 
 from __future__ import annotations
@@ -138,9 +140,11 @@ def done_key(queue: str) -> str:
 QUEUES_KEY = "job:queues"
 
 
-def dedup_key(queue: str, dedup_id: str) -> str:
-    # Per queue, as in SQS: the same dedup id sent to two queues makes two jobs.
-    return f"job:dedup:{queue}:{dedup_id}"
+def dedup_key(queue: str, producer: str, dedup_id: str) -> str:
+    # Per queue, as in SQS: the same dedup id sent to two queues makes two jobs.  And per producer:
+    # otherwise one user's dedup id returns another's job (their payload, their job id).  A producer
+    # never holds ':' (checks.producer), so two (producer, dedup id) pairs never make one key.
+    return f"job:dedup:{queue}:{producer}:{dedup_id}"
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from helios_core.jobs.errors import (
     LeaseLostError,
     PayloadTooLargeError,
     QueueNotFoundError,
+    TooManyQueuesError,
 )
 from helios_core.jobs.listing import list_jobs
 from helios_core.jobs.model import (
@@ -71,11 +72,14 @@ from helios_core.store.base import ScoreBound, Store, Txn
 __all__ = [
     "JobQueue", "EnqueueRequest", "AckItem", "QueuePolicy", "QueueStats",
     "LeaseLostError", "JobStateError", "QueueNotFoundError", "JobNotFoundError", "PayloadTooLargeError",
-    "MAX_LEASE_BATCH", "MAX_ENQUEUE_BATCH", "MAX_WAIT_SECONDS", "MAX_LEASE_QUEUES", "MAX_LIST_LIMIT",
-    "parse_queue_policies",
+    "TooManyQueuesError", "Allow", "MAX_LEASE_BATCH", "MAX_ENQUEUE_BATCH", "MAX_WAIT_SECONDS", "MAX_LEASE_QUEUES",
+    "MAX_LIST_LIMIT", "parse_queue_policies",
 ]
 
 T = TypeVar("T")
+# Which queues the caller may touch (the gateway's permission scope); None: every queue.  A job on a
+# queue it may not touch answers exactly like one that does not exist.
+Allow = Callable[[str], bool] | None
 _Entries = list[tuple[bytes, float]]
 _Scan = tuple[str, _Entries, _Entries, _Entries]  # a queue, its leases, delayed and ready entries
 
@@ -90,6 +94,8 @@ MAX_NAME_CHARS = 200  # worker names, trace context
 # Expired leases and due delayed jobs handled per queue in one lease transaction;
 # the rest go in the next one.
 MAINTENANCE_BATCH = 100
+# An enqueue refused for jobs.max_queues first looks for empty queues to forget, at most this often.
+FORGET_EVERY_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class EnqueueRequest:
     max_attempts: int | None = None  # None: the queue's
     visibility_timeout_s: int | None = None  # None: the queue's
     trace: str | None = None
+    producer: str = ""  # who enqueues (the gateway: the user's id); dedup ids are per producer
 
 
 @dataclass(frozen=True)
@@ -139,9 +146,11 @@ class JobQueue:
         self.policies = parse_queue_policies(config)
         self._default = QueuePolicy.defaults(config)
         self._retention = Retention(config.done_retention_seconds * 1000, config.dlq_retention_seconds * 1000)
-        # Queues known to be registered in job:queues (registration is never undone),
-        # so that enqueue and check_queue read job:queues only the first time.
+        # Queues this process saw registered in job:queues, so that enqueue and check_queue read
+        # job:queues only the first time.  Advisory: another process may have forgotten one since,
+        # which is why every enqueue registers its queues again (a write, no read).
         self._registered: set[str] = set()
+        self._forgot_ms: int | None = None  # when forget_empty last ran on an enqueue refused for the cap
         self._ids = JobIds()
 
     def policy(self, queue: str) -> QueuePolicy:
@@ -177,23 +186,23 @@ class JobQueue:
         """Up to MAX_ENQUEUE_BATCH jobs in ONE transaction (all or nothing; validation first)."""
         checks.int_field(len(reqs), "number of jobs", 1, MAX_ENQUEUE_BATCH)
         jobs = [self._new_job(r, now_ms, f"jobs[{i}]." if len(reqs) > 1 else "") for i, r in enumerate(reqs)]
+        keys = [None if j.dedup_id is None else dedup_key(j.queue, checks.producer(r.producer), j.dedup_id)
+                for j, r in zip(jobs, reqs, strict=True)]
         if self.config.strict_queues:
             for job in jobs:
                 await self.check_queue(job.queue)
         window_ms = self.config.dedup_window_seconds * 1000
-        unregistered = sorted({j.queue for j in jobs} - self._registered)
+        queues = sorted({j.queue for j in jobs})
+        unregistered = [q for q in queues if q not in self._registered]
 
         async def body(tx: Transitions) -> list[tuple[Job, bool]]:
-            dedups = [dedup_key(j.queue, j.dedup_id) for j in jobs if j.dedup_id is not None]
+            dedups = [k for k in keys if k is not None]
             seen = dict(zip(dedups, await tx.txn.mget(list(dedups)), strict=True)) if dedups else {}
             await tx.load([raw.decode() for raw in seen.values() if raw is not None])
-            for queue in unregistered:
-                if await tx.txn.zscore(QUEUES_KEY, queue) is None:
-                    tx.txn.zadd(QUEUES_KEY, {queue: now_ms})
+            await self._register(tx, queues, unregistered)
             out: list[tuple[Job, bool]] = []
             made: dict[str, Job] = {}  # dedup key -> job made earlier in this batch
-            for job in jobs:
-                key = dedup_key(job.queue, job.dedup_id) if job.dedup_id is not None else None
+            for job, key in zip(jobs, keys, strict=True):
                 first = None if key is None else made.get(key) or _existing(tx, seen.get(key))
                 if first is not None:
                     out.append((first, False))
@@ -204,9 +213,36 @@ class JobQueue:
                     tx.txn.set(key, job.id, px=window_ms)
             return out
 
-        result = await self._run(now_ms, body)
+        try:
+            result = await self._run(now_ms, body)
+        except TooManyQueuesError:
+            # Queues emptied since the last sweep still count: forget them (at most once a
+            # second, so a caller at the cap cannot make every enqueue a sweep), then try again.
+            if self._forgot_ms is not None and now_ms - self._forgot_ms < FORGET_EVERY_MS:
+                raise
+            self._forgot_ms = now_ms
+            if not await self.forget_empty(now_ms):
+                raise
+            result = await self._run(now_ms, body)
         self._registered.update(unregistered)
         return result
+
+    async def _register(self, tx: Transitions, queues: list[str], unregistered: list[str]) -> None:
+        """Register the batch's queues in job:queues, refusing one more than jobs.max_queues allows."""
+        txn = tx.txn
+        new = [q for q in unregistered if await txn.zscore(QUEUES_KEY, q) is None]
+        capped = [q for q in new if q not in self.policies]  # configured queues are always accepted
+        if capped:
+            live = await txn.zcard(QUEUES_KEY)
+            limit = self.config.max_queues
+            if live + len(capped) > limit:
+                raise TooManyQueuesError(
+                    f"cannot create queue {capped[0]!r}: {live} queues hold jobs and jobs.max_queues is {limit}; "
+                    f"enqueue to an existing queue, let empty queues be forgotten (their jobs done and past "
+                    f"retention), or raise jobs.max_queues", detail={"queue": capped[0], "limit": limit})
+        # Every enqueue (re)registers its queues, scored by this enqueue: a queue that another
+        # process forgot a moment ago cannot hold a job without being listed.
+        txn.zadd(QUEUES_KEY, {q: tx.now for q in queues})
 
     def _new_job(self, req: EnqueueRequest, now_ms: int, where: str) -> Job:
         if not isinstance(req, EnqueueRequest):
@@ -326,15 +362,15 @@ class JobQueue:
 
     # -- finishing -------------------------------------------------------------------------
 
-    async def ack(self, job_id: str, lease_token: str, result: Any, now_ms: int) -> Job:
+    async def ack(self, job_id: str, lease_token: str, result: Any, now_ms: int, allow: Allow = None) -> Job:
         """IN_PROGRESS with this token -> DONE (result kept, record TTL = done retention).
         NotFoundError for an unknown id; LeaseLostError (nothing changed) for any other state or token."""
-        outcome = (await self.ack_batch([AckItem(job_id, lease_token, result)], now_ms))[0]
+        outcome = (await self.ack_batch([AckItem(job_id, lease_token, result)], now_ms, allow))[0]
         if isinstance(outcome, HeliosError):
             raise outcome
         return outcome
 
-    async def ack_batch(self, items: Sequence[AckItem], now_ms: int) -> list[Job | HeliosError]:
+    async def ack_batch(self, items: Sequence[AckItem], now_ms: int, allow: Allow = None) -> list[Job | HeliosError]:
         """Many acks in ONE transaction; each item gets its Job or its error, in order."""
         checks.int_field(len(items), "number of acks", 1, MAX_LEASE_BATCH)
         problems = [self._ack_problem(item) for item in items]
@@ -346,7 +382,7 @@ class JobQueue:
                 if problem is not None:
                     out.append(problem)
                     continue
-                held = _holder(item.job_id, tx.jobs[item.job_id], item.lease_token, "ack")
+                held = _holder(item.job_id, tx.jobs[item.job_id], item.lease_token, "ack", allow)
                 out.append(held if isinstance(held, HeliosError) else tx.finish(held, State.DONE, item.result))
             return out
 
@@ -364,7 +400,7 @@ class JobQueue:
         return None
 
     async def nack(self, job_id: str, lease_token: str, error: str, now_ms: int,
-                   retry_delay_ms: int | None = None, *, release: bool = False) -> Job:
+                   retry_delay_ms: int | None = None, *, release: bool = False, allow: Allow = None) -> Job:
         """Give the job back: PENDING after retry_delay_ms (default: backoff with full jitter) while
         attempts < max_attempts, else FAILED into the DLQ with `error` as last_error.
 
@@ -381,7 +417,7 @@ class JobQueue:
         u = self.rng.random()  # drawn once: a remote store may run the transaction more than once
 
         async def body(tx: Transitions) -> Job:
-            job = await _leased(tx, job_id, lease_token, "nack")
+            job = await _leased(tx, job_id, lease_token, "nack", allow)
             if release:
                 return tx.to_pending(job, now_ms, attempts=max(0, job.attempts - 1))
             if job.attempts >= job.max_attempts:
@@ -392,14 +428,15 @@ class JobQueue:
 
         return await self._run(now_ms, body)
 
-    async def extend(self, job_id: str, lease_token: str, visibility_timeout_s: int, now_ms: int) -> Job:
+    async def extend(self, job_id: str, lease_token: str, visibility_timeout_s: int, now_ms: int,
+                     allow: Allow = None) -> Job:
         """Move the lease deadline to now + visibility_timeout_s; same token."""
         _check_id(job_id)
         checks.text_field(lease_token, "lease_token", MAX_NAME_CHARS)
         checks.int_field(visibility_timeout_s, "visibility_timeout", *VISIBILITY_RANGE, "seconds")
 
         async def body(tx: Transitions) -> Job:
-            return tx.extend(await _leased(tx, job_id, lease_token, "extend"), visibility_timeout_s)
+            return tx.extend(await _leased(tx, job_id, lease_token, "extend", allow), visibility_timeout_s)
 
         return await self._run(now_ms, body)
 
@@ -428,18 +465,18 @@ class JobQueue:
 
     # -- admin -----------------------------------------------------------------------------
 
-    async def redrive(self, job_id: str, now_ms: int) -> Job:
+    async def redrive(self, job_id: str, now_ms: int, allow: Allow = None) -> Job:
         """FAILED -> PENDING on its queue, attempts reset to 0; JobStateError otherwise."""
         return await self._from_state(job_id, State.FAILED, "redriven", now_ms,
-                                      lambda tx, job: tx.to_pending(job, now_ms, attempts=0))
+                                      lambda tx, job: tx.to_pending(job, now_ms, attempts=0), allow)
 
     async def _from_state(self, job_id: str, state: State, done: str, now_ms: int,
-                          change: Callable[[Transitions, Job], Job]) -> Job:
+                          change: Callable[[Transitions, Job], Job], allow: Allow) -> Job:
         """One job's transition that only a job in `state` may take (JobStateError otherwise)."""
         _check_id(job_id)
 
         async def body(tx: Transitions) -> Job:
-            job = _found(job_id, await tx.load_one(job_id))
+            job = _found(job_id, await tx.load_one(job_id), allow)
             if job.state is not state:
                 raise JobStateError(f"job {job_id} is {job.state}: only a {state} job can be {done}",
                                     detail={"state": str(job.state)})
@@ -447,11 +484,12 @@ class JobQueue:
 
         return await self._run(now_ms, body)
 
-    async def redrive_all(self, now_ms: int, queue: str | None = None) -> int:
-        """Every job in the DLQ of `queue` (all queues when None) back to PENDING; returns how many."""
+    async def redrive_all(self, now_ms: int, queue: str | None = None, allow: Allow = None) -> int:
+        """Every job in the DLQ of `queue` (all queues `allow` lets through when None) back to PENDING;
+        returns how many."""
         if queue is not None:
             await self.check_queue(queue)
-        names = await self.queues() if queue is None else [queue]
+        names = [q for q in await self.queues() if allow is None or allow(q)] if queue is None else [queue]
 
         async def body(q: str, tx: Transitions) -> tuple[int, bool]:
             # Only jobs that failed before this call: one failing again meanwhile stays in the DLQ.
@@ -467,29 +505,59 @@ class JobQueue:
 
         return await self._drain(now_ms, names, body)
 
-    async def cancel(self, job_id: str, now_ms: int) -> Job:
+    async def cancel(self, job_id: str, now_ms: int, allow: Allow = None) -> Job:
         """PENDING -> CANCELLED (kept for the done retention); JobStateError otherwise."""
         return await self._from_state(job_id, State.PENDING, "cancelled", now_ms,
-                                      lambda tx, job: tx.finish(job, State.CANCELLED))
+                                      lambda tx, job: tx.finish(job, State.CANCELLED), allow)
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str, allow: Allow = None) -> Job:
         """NotFoundError when unknown (or expired by retention)."""
         _check_id(job_id)
         raw = await self.store.get(job_key(job_id))
-        return _found(job_id, None if raw is None else Job.decode(raw))
+        return _found(job_id, None if raw is None else Job.decode(raw), allow)
 
-    async def stats(self, now_ms: int, queue: str | None = None) -> list[QueueStats]:
-        """Counts per queue (all queues when None).
+    async def stats(self, now_ms: int, queue: str | None = None, allow: Allow = None) -> list[QueueStats]:
+        """Counts per queue (all queues `allow` lets through when None).
 
         `done` and `failed` leave out index entries past retention not pruned yet.
         `oldest_pending_age_ms` reads every member of the queue's ready and delayed
-        sets (a job id carries its creation time): O(pending) per call.
+        sets (a job id carries its creation time): O(pending) per call.  Stats of
+        every queue also forget the queues found empty (the gateway's reaper asks
+        for them every 15 s): so the queues listed, and the reaper's work, follow
+        the queues that hold jobs, not every name ever enqueued to.
         """
         if queue is not None:
             await self.check_queue(queue)
-        return [await self._stats(q, now_ms) for q in (await self.queues() if queue is None else [queue])]
+            return [await self._stats(queue, now_ms)]
+        out = [await self._stats(q, now_ms) for q in await self.queues() if allow is None or allow(q)]
+        empty = [s.queue for s in out if not (s.pending or s.delayed or s.in_progress or s.done or s.failed)]
+        if empty:
+            await self.forget_empty(now_ms, empty)
+        return out
+
+    async def forget_empty(self, now_ms: int, queues: Sequence[str] | None = None) -> list[str]:
+        """Drop from job:queues each queue (of `queues`; all registered when None) that holds no job:
+        nothing ready, delayed or leased, and nothing in its done or DLQ index younger than the
+        retention (those older are records already expired: the index keys go too).  A queue
+        forgotten comes back with its next enqueue.  One transaction per queue; returns the names."""
+        names = [m.decode() for m, _ in await self.store.zrangebyscore(QUEUES_KEY)] if queues is None else queues
+        gone = [q for q in names if await self._run(now_ms, partial(self._forget, q))]
+        self._registered.difference_update(gone)
+        return gone
+
+    async def _forget(self, q: str, tx: Transitions) -> bool:
+        txn = tx.txn
+        for key in (ready_key(q), delayed_key(q), leased_key(q)):
+            if await txn.zcard(key):
+                return False
+        for key in (done_key(q), dlq_key(q)):
+            if await txn.zrangebyscore(key, tx.now - self._retention.of(key), "+inf", count=1):
+                return False
+        txn.delete(done_key(q), dlq_key(q))
+        txn.zrem(QUEUES_KEY, q)
+        return True
 
     async def _stats(self, q: str, now_ms: int) -> QueueStats:
         s = self.store
@@ -556,15 +624,15 @@ def _not_found(job_id: str) -> JobNotFoundError:
     return JobNotFoundError(f"no job {job_id} (never made, or removed after its retention)", detail={"id": job_id})
 
 
-def _found(job_id: str, job: Job | None) -> Job:
-    if job is None:
+def _found(job_id: str, job: Job | None, allow: Allow = None) -> Job:
+    if job is None or (allow is not None and not allow(job.queue)):
         raise _not_found(job_id)
     return job
 
 
-def _holder(job_id: str, job: Job | None, token: str, what: str) -> Job | HeliosError:
+def _holder(job_id: str, job: Job | None, token: str, what: str, allow: Allow = None) -> Job | HeliosError:
     """The job if `token` holds its lease, else the error saying why not (nothing is changed)."""
-    if job is None:
+    if job is None or (allow is not None and not allow(job.queue)):
         return _not_found(job_id)
     if job.state is not State.IN_PROGRESS or job.lease is None:
         return LeaseLostError(f"cannot {what} job {job_id}: it is {job.state}, not leased; nothing changed",
@@ -576,8 +644,8 @@ def _holder(job_id: str, job: Job | None, token: str, what: str) -> Job | Helios
     return job
 
 
-async def _leased(tx: Transitions, job_id: str, token: str, what: str) -> Job:
-    held = _holder(job_id, await tx.load_one(job_id), token, what)
+async def _leased(tx: Transitions, job_id: str, token: str, what: str, allow: Allow = None) -> Job:
+    held = _holder(job_id, await tx.load_one(job_id), token, what, allow)
     if isinstance(held, HeliosError):
         raise held
     return held

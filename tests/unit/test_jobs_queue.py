@@ -34,6 +34,7 @@ from helios_core.jobs import (
     QueueNotFoundError,
     QueuePolicy,
     State,
+    TooManyQueuesError,
     parse_queue_policies,
 )
 from helios_core.jobs.model import (
@@ -135,7 +136,8 @@ def test_enqueue_stores_a_pending_job_and_registers_the_queue(tmp_path: Path) ->
         assert await env.store.zscore(QUEUES_KEY, Q) == T0
         env.tick(1000)
         await env.put(2)
-        assert await env.store.zscore(QUEUES_KEY, Q) == T0, "scored by first use"
+        # Every enqueue registers its queue again (another process may have forgotten it meanwhile).
+        assert await env.store.zscore(QUEUES_KEY, Q) == T0 + 1000, "scored by last enqueue"
 
     run(tmp_path, body)
 
@@ -680,10 +682,25 @@ def test_dedup_within_the_window_returns_the_first_job(tmp_path: Path) -> None:
         assert not created and again.id == first.id and again.state is State.IN_PROGRESS
         elsewhere = await env.put("four", queue="other", dedup_id="order-17")
         assert elsewhere.id != first.id, "dedup ids are per queue"
-        assert 0 < await env.store.pttl(dedup_key(Q, "order-17")) <= 100_000
+        assert 0 < await env.store.pttl(dedup_key(Q, "", "order-17")) <= 100_000
         env.tick(100_000)  # the window (300 s) is over
         fresh, created = await env.q.enqueue(EnqueueRequest(Q, "five", dedup_id="order-17"), env.now)
         assert created and fresh.id != first.id and fresh.payload == "five"
+
+    run(tmp_path, body)
+
+
+def test_dedup_ids_are_per_producer(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        a, created_a = await env.q.enqueue(EnqueueRequest(Q, "a", dedup_id="d", producer="u_a"), env.now)
+        b, created_b = await env.q.enqueue(EnqueueRequest(Q, "b", dedup_id="d", producer="u_b"), env.now)
+        assert created_a and created_b and a.id != b.id and b.payload == "b"
+        again, created = await env.q.enqueue(EnqueueRequest(Q, "a2", dedup_id="d", producer="u_a"), env.now)
+        assert not created and again == a
+        local, created = await env.q.enqueue(EnqueueRequest(Q, "cli", dedup_id="d"), env.now)
+        assert created and local.id not in (a.id, b.id)
+        with pytest.raises(InvalidInputError, match="producer must be"):
+            await env.q.enqueue(EnqueueRequest(Q, 1, dedup_id="d", producer="u:a"), env.now)
 
     run(tmp_path, body)
 
@@ -920,3 +937,50 @@ def test_lease_wait_closes_its_subscriptions_when_cancelled(tmp_path: Path) -> N
         assert env.store.engine._listeners == []
 
     run(tmp_path, body)
+
+
+# -- bounded queue creation (issue 10, item 7) -------------------------------------------------------
+
+
+def test_live_queues_are_capped_and_empty_ones_forgotten(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        await env.q.enqueue_batch([EnqueueRequest(q, 1) for q in ("q1", "q2")], env.now)
+        with pytest.raises(TooManyQueuesError, match=r"cannot create queue 'q3': 2 queues hold jobs and "
+                                                     r"jobs.max_queues is 2") as e:
+            await env.q.enqueue_batch([EnqueueRequest("q1", 2), EnqueueRequest("q3", 3)], env.now)
+        assert e.value.status == 429 and e.value.code == "too_many_queues"
+        assert (await env.q.stats(env.now, "q1"))[0].pending == 1, "all or nothing"
+        await env.put(3, queue="q1")  # an existing queue takes more
+        await env.put(4, queue="reports")  # a configured queue is always accepted
+        # q2's only job is cancelled: done jobs count until their retention ends.
+        (job,) = await env.lease(queues=("q2",))
+        await env.q.ack(job.id, job.lease.token if job.lease else "", None, env.now)
+        assert await env.q.forget_empty(env.now) == []
+        env.tick(60_000 + 1)  # past jobs.done_retention_seconds
+        assert await env.q.forget_empty(env.now) == ["q2"], "reports holds a job"
+        assert await env.q.queues() == ["q1", "reports"]
+        assert await env.store.zcard(done_key("q2")) == 0  # the stale index goes with it
+        with pytest.raises(TooManyQueuesError, match="2 queues hold jobs"):  # a configured queue counts too
+            await env.put(5, queue="q3")
+
+    run(tmp_path, body, max_queues=2, queues=("reports",), done_retention_seconds=60)
+
+
+def test_a_refused_enqueue_forgets_empty_queues_first(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        await env.put(1, queue="old")
+        (job,) = await env.lease(queues=("old",))
+        await env.q.nack(job.id, job.lease.token if job.lease else "", "gone", env.now)  # max_attempts 1: DLQ
+        env.tick(60_000 + 1)  # past the DLQ retention: the queue holds nothing any more
+        await env.put(2, queue="new")  # no sweep ran since: the refusal looks for empty queues itself
+        assert await env.q.queues() == ["new"]
+        # Stats of every queue forget the empty ones too (the gateway's reaper asks every 15 s).
+        (job,) = await env.lease(queues=("new",))
+        await env.q.nack(job.id, job.lease.token if job.lease else "", "gone", env.now)
+        env.tick(60_000 + 1)
+        assert [s.queue for s in await env.q.stats(env.now)] == ["new"]
+        assert await env.q.queues() == []
+        with pytest.raises(QueueNotFoundError):
+            await env.lease(queues=("new",))
+
+    run(tmp_path, body, max_queues=1, max_attempts=1, dlq_retention_seconds=60)

@@ -5,6 +5,13 @@ Handlers parse and check every field here, so a mistake is a 400 that names
 the field and what it takes, and then make exactly one domain call: a worker's
 lease or ack costs the store one transaction besides authentication and the
 rate limit.  Durations are seconds in the API and milliseconds in the domain.
+
+Permissions: the ``@`` scope of a ``jobs:`` grant is a queue-name prefix
+(``jobs:work@emails`` covers ``emails`` and ``emails-eu``).  `prepare` lets in a
+caller holding the method's permission on some scope; the handler then checks
+it against every queue the request names (403 naming permission and queue),
+and passes the domain an `allow` for the queues a job id leads to: a job on a
+queue the caller may not touch answers like one that does not exist (404).
 """
 
 from __future__ import annotations
@@ -14,8 +21,8 @@ import math
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from helios_core.errors import HeliosError, InvalidInputError, NotFoundError
-from helios_core.gateway.base import BaseHandler, perm
+from helios_core.errors import HeliosError, InvalidInputError, NotFoundError, PermissionDeniedError
+from helios_core.gateway.base import BaseHandler, Need, perm
 from helios_core.jobs.checks import MAX_DEDUP_ID_CHARS
 from helios_core.jobs.model import PRIORITY_MAX, PRIORITY_MIN, QUEUE_NAME_RE, Job, State, is_job_id
 from helios_core.jobs.policy import ATTEMPTS_RANGE, VISIBILITY_RANGE
@@ -113,7 +120,7 @@ def _show(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _enqueue_request(doc: Any, trace: str, where: str = "") -> EnqueueRequest:
+def _enqueue_request(doc: Any, trace: str, producer: str, where: str = "") -> EnqueueRequest:
     d = _object(doc, where.rstrip(".") or "request body")
     _only(d, _ENQUEUE_FIELDS, where)
     queue = _queue(d.get("queue"), f"{where}queue")
@@ -130,7 +137,7 @@ def _enqueue_request(doc: Any, trace: str, where: str = "") -> EnqueueRequest:
         run_at_ms=run_at_ms, priority=priority or 0,
         max_attempts=_int(d, "max_attempts", *ATTEMPTS_RANGE, where),
         visibility_timeout_s=_int(d, "visibility_timeout", VISIBILITY_MIN, VISIBILITY_MAX, where),
-        trace=trace or None)
+        trace=trace or None, producer=producer)
 
 
 def _job_id(job_id: str) -> str:
@@ -159,6 +166,30 @@ def _stats(s: QueueStats) -> dict[str, Any]:
 
 
 class _JobsBase(BaseHandler):
+    def _authorize(self, need: Need) -> None:
+        # The queue is in the body or the job: here only "holds this permission on some queue".
+        p = self.me()
+        name = need.permission
+        if name is None or any(g.matches(name, None if g.prefix is None else g.prefix.replace("{user}", p.user_id),
+                                         p.user_id) for g in p.grants):
+            return
+        super()._authorize(need)
+
+    def _permission(self) -> str:
+        return self.needs[self.request.method or ""].permission or ""  # every jobs endpoint declares one
+
+    def allow(self, queue: str) -> bool:
+        """May the caller use this method's permission on `queue`?"""
+        return self.me().can(self._permission(), queue)
+
+    def require(self, queues: list[str]) -> None:
+        for queue in queues:
+            if not self.allow(queue):
+                p = self.me()
+                raise PermissionDeniedError(
+                    f"permission {self._permission()} on queue {queue!r} is not granted to {p.username} "
+                    f"(roles: {', '.join(p.roles) or 'none'}; a jobs: permission's @ scope is a queue-name prefix)")
+
     def _body(self, allowed: frozenset[str], *, optional: bool = False) -> dict[str, Any]:
         if optional and not self.body.strip():
             return {}
@@ -192,7 +223,8 @@ class JobsHandler(_JobsBase):
     needs = {"POST": perm("jobs:enqueue"), "GET": perm("jobs:read")}
 
     async def post(self) -> None:
-        req = _enqueue_request(self.json_body(), self.traceparent)
+        req = _enqueue_request(self.json_body(), self.traceparent, self.me().user_id)
+        self.require([req.queue])
         job, created = await self.gw.jobs.enqueue(req, self.now_ms())
         if created:
             self.gw.job_metrics.enqueue(job.queue)
@@ -207,6 +239,7 @@ class JobsHandler(_JobsBase):
             if raw_state not in State.__members__:
                 raise InvalidInputError(f"state: expected one of {', '.join(State)}, got {_show(raw_state)}")
             state = State(raw_state)
+        self.require([queue])
         jobs, nxt = await self.gw.jobs.list(queue, state, self.now_ms(), cursor=cursor, limit=limit)
         self._page(jobs, nxt)
 
@@ -220,8 +253,9 @@ class JobBatchHandler(_JobsBase):
         items = doc.get("jobs")
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_ENQUEUE_BATCH:
             raise InvalidInputError(f"jobs: expected a list of 1 to {MAX_ENQUEUE_BATCH} enqueue requests")
-        trace = self.traceparent
-        reqs = [_enqueue_request(item, trace, f"jobs[{i}].") for i, item in enumerate(items)]
+        trace, producer = self.traceparent, self.me().user_id
+        reqs = [_enqueue_request(item, trace, producer, f"jobs[{i}].") for i, item in enumerate(items)]
+        self.require(list(dict.fromkeys(r.queue for r in reqs)))
         out = await self.gw.jobs.enqueue_batch(reqs, self.now_ms())
         metrics = self.gw.job_metrics
         for job, created in out:
@@ -252,6 +286,7 @@ class LeaseHandler(_JobsBase):
         visibility = _int(doc, "visibility_timeout", VISIBILITY_MIN, VISIBILITY_MAX)
         wait_ms = _seconds_ms(doc, "wait_seconds", MAX_WAIT_SECONDS) or 0
         worker = _str(doc, "worker") or self.me().username
+        self.require(names)
         jq = self.gw.jobs
         if wait_ms <= 0 or self.gw.draining:
             jobs = await jq.lease(names, max_jobs, self.now_ms(), worker=worker, visibility_timeout_s=visibility)
@@ -300,7 +335,7 @@ class JobAckHandler(_JobsBase):
     async def post(self, id: str) -> None:
         job_id = _job_id(id)
         doc = self._body(_ACK_FIELDS)
-        job = await self.gw.jobs.ack(job_id, _token(doc), doc.get("result"), self.now_ms())
+        job = await self.gw.jobs.ack(job_id, _token(doc), doc.get("result"), self.now_ms(), self.allow)
         self.gw.job_metrics.finish(job.queue, "done")
         self._job(job)
 
@@ -320,7 +355,8 @@ class JobNackHandler(_JobsBase):
         release = doc.get("release", False)
         if not isinstance(release, bool):
             raise InvalidInputError(f"release: expected true or false, got {_show(release)}")
-        job = await self.gw.jobs.nack(job_id, token, error or "", self.now_ms(), delay_ms, release=release)
+        job = await self.gw.jobs.nack(job_id, token, error or "", self.now_ms(), delay_ms, release=release,
+                                      allow=self.allow)
         self.gw.job_metrics.finish(job.queue, "failed" if job.state is State.FAILED else "retried")
         self._job(job)
 
@@ -338,8 +374,8 @@ class JobExtendHandler(_JobsBase):
         if visibility is None:
             # JobQueue.extend needs a number and the default is the job's own: one more read, only
             # for callers that leave it out (`helios worker` always sends it).
-            visibility = (await jq.get(job_id)).visibility_timeout_s
-        self._job(await jq.extend(job_id, token, visibility, self.now_ms()))
+            visibility = (await jq.get(job_id, self.allow)).visibility_timeout_s
+        self._job(await jq.extend(job_id, token, visibility, self.now_ms(), self.allow))
 
 
 class AckBatchHandler(_JobsBase):
@@ -360,7 +396,7 @@ class AckBatchHandler(_JobsBase):
             job_id = _required_str(entry, "id", where, max_chars=64)
             items.append(AckItem(job_id, _token(entry, where), entry.get("result")))
         # A repeated id is the domain's to answer: the second ack of a job finds it DONE (lease_lost).
-        outcomes = await self.gw.jobs.ack_batch(items, self.now_ms())
+        outcomes = await self.gw.jobs.ack_batch(items, self.now_ms(), self.allow)
         metrics = self.gw.job_metrics
         results: list[dict[str, Any]] = []
         for item, out in zip(items, outcomes, strict=True):
@@ -380,7 +416,7 @@ class JobHandler(_JobsBase):
     needs = {"GET": perm("jobs:read")}
 
     async def get(self, id: str) -> None:
-        self._job(await self.gw.jobs.get(_job_id(id)))
+        self._job(await self.gw.jobs.get(_job_id(id), self.allow))
 
 
 class JobCancelHandler(_JobsBase):
@@ -388,7 +424,7 @@ class JobCancelHandler(_JobsBase):
     needs = {"POST": perm("jobs:admin")}
 
     async def post(self, id: str) -> None:
-        job = await self.gw.jobs.cancel(_job_id(id), self.now_ms())
+        job = await self.gw.jobs.cancel(_job_id(id), self.now_ms(), self.allow)
         self.gw.job_metrics.finish(job.queue, "cancelled")
         self._job(job)
 
@@ -398,7 +434,7 @@ class JobRetryHandler(_JobsBase):
     needs = {"POST": perm("jobs:admin")}
 
     async def post(self, id: str) -> None:
-        self._job(await self.gw.jobs.redrive(_job_id(id), self.now_ms()))
+        self._job(await self.gw.jobs.redrive(_job_id(id), self.now_ms(), self.allow))
 
 
 class DlqHandler(_JobsBase):
@@ -407,6 +443,7 @@ class DlqHandler(_JobsBase):
 
     async def get(self) -> None:
         queue, cursor, limit = self._listing_args()
+        self.require([queue])
         jobs, nxt = await self.gw.jobs.list(queue, State.FAILED, self.now_ms(), cursor=cursor, limit=limit)
         self._page(jobs, nxt)
 
@@ -418,7 +455,9 @@ class DlqRedriveHandler(_JobsBase):
     async def post(self) -> None:
         doc = self._body(frozenset({"queue"}), optional=True)
         queue = None if doc.get("queue") is None else _queue(doc["queue"], "queue")
-        self.write_json({"redriven": await self.gw.jobs.redrive_all(self.now_ms(), queue)})
+        if queue is not None:
+            self.require([queue])
+        self.write_json({"redriven": await self.gw.jobs.redrive_all(self.now_ms(), queue, self.allow)})
 
 
 class JobStatsHandler(_JobsBase):
@@ -428,4 +467,7 @@ class JobStatsHandler(_JobsBase):
     async def get(self) -> None:
         raw = self.get_query_argument("queue", None) or None
         queue = None if raw is None else _queue(raw, "queue")
-        self.write_json({"queues": [_stats(s) for s in await self.gw.jobs.stats(self.now_ms(), queue)]})
+        if queue is not None:
+            self.require([queue])
+        stats = await self.gw.jobs.stats(self.now_ms(), queue, self.allow)
+        self.write_json({"queues": [_stats(s) for s in stats]})
