@@ -1,0 +1,270 @@
+"""Writes during a background snapshot, and the snapshot child's copy-on-write size: atlasd next to redis-server.
+
+Both servers run as an operator runs them, side by side in one run, each on
+an unused loopback port with its own data directory:
+
+  atlasd        `helios atlasd --data DIR --port P --appendfsync everysec`, automatic snapshots off
+  redis-server  `appendonly yes`, `appendfsync everysec`, automatic RDB saves and AOF rewrites off,
+                `hz 100` (redis notices its snapshot child's exit in serverCron: at the default
+                hz 10 that adds up to 100 ms of calm writes to the "during" window)
+
+Both get the same N keys through `redis-cli --pipe` (the same client path for
+both).  Then, for --rounds rounds (which server goes first alternates round
+by round; the other one is idle meanwhile), each server gets --writers
+threads, one redis-py connection each, issuing --rate SETs per second in
+total on a fixed schedule to random existing keys: a --baseline-seconds
+phase without a snapshot, then BGSAVE, polling `INFO persistence` every 2 ms
+until `rdb_bgsave_in_progress` is 0.  Latency is counted from when each write
+was *due*, so a stalled server is charged for every write that fell due
+while it stalled (no coordinated omission).  The client is the same Python
+code for both servers, so its own overhead is in both columns alike.
+
+After each BGSAVE the script reads `rdb_last_cow_size` (INFO persistence:
+the bytes the snapshot child's copy-on-write duplicated, as redis reports
+it); a server without that field is shown as "n/a".  Ratios are atlasd /
+redis-server.  The goal (issue 11): atlasd's write p99 during a snapshot
+< 5 ms under everysec.
+
+    .venv/bin/python bench/snapshot.py [--keys 1_000_000] [--rounds 3] [--rate 2000] [--json]
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from atlasd import Atlasd  # noqa: E402
+from common import (  # noqa: E402
+    REDIS_CLI,
+    RedisServer,
+    emit_json,
+    fmt_ms,
+    key,
+    machine_note,
+    make_parser,
+    pairs,
+    percentiles,
+    print_table,
+    resp_set,
+    scratch_dir,
+    value,
+)
+
+GOAL_P99_S = 0.005
+POLICY = "everysec"
+
+
+# -- the two servers, behind one small interface ---------------------------------------------
+
+
+class Server:
+    """What a round needs from either server: a name, a port, its INFO, its process."""
+
+    def __init__(self, name: str, port: int, pid: int) -> None:
+        self.name, self.port, self.pid = name, port, pid
+
+    def client(self) -> redis.Redis:
+        # No retries: a retry would hide a stall (and a server gone) inside one sample.
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=120, retry=Retry(NoBackoff(), 0))
+
+
+def pipe_load(port: int, n: int, chunk: int = 100_000) -> float:
+    """SET keys 0..n-1 through `redis-cli --pipe`; seconds taken."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([REDIS_CLI, "-p", str(port), "--pipe"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdin is not None and proc.stdout is not None
+    for start in range(0, n, chunk):
+        proc.stdin.write(resp_set(pairs(start, min(n, start + chunk))))
+    proc.stdin.close()
+    out = proc.stdout.read().decode()
+    if proc.wait() != 0 or "errors: 0" not in out:
+        raise RuntimeError(f"redis-cli --pipe to port {port} failed: {out}")
+    return time.perf_counter() - t0
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- one round on one server -----------------------------------------------------------------
+
+
+def _writer(srv: Server, n: int, rate: float, stop: threading.Event, seed: int,
+            samples: list[tuple[float, float]]) -> None:
+    """SETs of random existing keys on a fixed schedule: (due time, seconds from due to reply)."""
+    c = srv.client()
+    rng = random.Random(seed)
+    interval = 1.0 / rate
+    due = time.perf_counter() + rng.random() * interval
+    try:
+        while not stop.is_set():
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            i = rng.randrange(n)
+            c.set(key(i), value(i, 3))
+            samples.append((due, time.perf_counter() - due))
+            due += interval
+    finally:
+        c.close()
+
+
+def _info_int(info: dict[str, Any], name: str) -> int | None:
+    v = info.get(name)
+    return int(v) if isinstance(v, int | float) or (isinstance(v, str) and v.lstrip("-").isdigit()) else None
+
+
+def one_round(srv: Server, n: int, writers: int, rate: float, baseline_s: float, seed: int) -> dict[str, Any]:
+    ctl = srv.client()
+    stop = threading.Event()
+    samples: list[tuple[float, float]] = []
+    threads = [threading.Thread(target=_writer, args=(srv, n, rate / writers, stop, seed * 100 + w, samples))
+               for w in range(writers)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)  # the writers settle into their schedule
+        base = (time.perf_counter(), 0.0)
+        time.sleep(baseline_s)
+        base = (base[0], time.perf_counter())
+        rss = rss_mb(srv.pid)
+        t0 = time.perf_counter()
+        ctl.bgsave()
+        while True:
+            info = ctl.info("persistence")
+            if not info.get("rdb_bgsave_in_progress"):
+                break
+            time.sleep(0.002)
+        during = (t0, time.perf_counter())
+        time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    if info.get("rdb_last_bgsave_status") != "ok":
+        raise RuntimeError(f"{srv.name} BGSAVE failed: {info}")
+    ctl.close()
+
+    def pick(span: tuple[float, float]) -> list[float]:
+        return [lat for due, lat in samples if span[0] <= due <= span[1]]
+
+    return {"baseline": pick(base), "during": pick(during), "bgsave_seconds": during[1] - during[0],
+            "cow_bytes": _info_int(info, "rdb_last_cow_size"), "rss_mb": rss}
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def run(n: int, rounds: int, writers: int, rate: float, baseline_s: float,
+        log: Callable[[str], None]) -> dict[str, Any]:
+    with scratch_dir("snapshot-cow") as root:
+        atlas_dir = root / "atlasd"
+        atlas_dir.mkdir()
+        atlas = Atlasd(atlas_dir / "data", POLICY).start()
+        try:
+            with RedisServer(root / "redis", appendonly="yes", appendfsync=POLICY, hz="100") as rs:
+                rs.start()
+                assert atlas.proc is not None and rs.proc is not None
+                servers = [Server("atlasd", atlas.port, atlas.proc.pid),
+                           Server("redis-server", rs.port, rs.proc.pid)]
+                for s in servers:
+                    log(f"  loading {n:,} keys into {s.name}: {pipe_load(s.port, n):.1f} s, "
+                        f"RSS {rss_mb(s.pid):.0f} MB")
+                os.sync()  # the load's dirty pages must not slow the fsyncs that follow
+                out: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
+                for r in range(rounds):
+                    order = servers if r % 2 == 0 else servers[::-1]
+                    for s in order:
+                        res = one_round(s, n, writers, rate, baseline_s, seed=r)
+                        cow = "n/a" if res["cow_bytes"] is None else f"{res['cow_bytes'] / 1e6:.1f} MB"
+                        log(f"  round {r + 1} {s.name}: bgsave {fmt_ms(res['bgsave_seconds'])}, "
+                            f"p99 during {percentiles(res['during'])['p99'] * 1e3:.2f} ms, cow {cow}")
+                        out[s.name].append(res)
+        finally:
+            atlas.stop()
+    return summarize(out)
+
+
+def summarize(out: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, rounds in out.items():
+        cows = [r["cow_bytes"] for r in rounds if r["cow_bytes"] is not None]
+        result[name] = {
+            "baseline": percentiles([x for r in rounds for x in r["baseline"]]),
+            "during": percentiles([x for r in rounds for x in r["during"]]),
+            "bgsave_seconds": [r["bgsave_seconds"] for r in rounds],
+            "cow_bytes": cows if len(cows) == len(rounds) else None,
+            "rss_mb": statistics.median(r["rss_mb"] for r in rounds),
+        }
+    return result
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def main() -> None:
+    p = make_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=3, help="baseline + BGSAVE rounds per server (default 3)")
+    p.add_argument("--rate", type=float, default=2000.0, help="SETs per second, all writers (default 2000)")
+    p.add_argument("--writers", type=int, default=8, help="writer threads, one connection each (default 8)")
+    p.add_argument("--baseline-seconds", type=float, default=2.0, help="length of a baseline phase (default 2)")
+    args = p.parse_args()
+    n = args.keys
+    print(f"snapshot benchmark: {n:,} keys, appendfsync {POLICY}, {args.writers} writers at {args.rate:g} SET/s, "
+          f"{args.rounds} rounds per server", flush=True)
+    res = run(n, args.rounds, args.writers, args.rate, args.baseline_seconds, lambda s: print(s, flush=True))
+    a, r = res["atlasd"], res["redis-server"]
+
+    def ms(pc: dict[str, float], k: str) -> float:
+        return pc[k] * 1e3
+
+    rows = []
+    for phase, label in (("baseline", "no snapshot"), ("during", "during BGSAVE")):
+        for k in ("p50", "p99", "max"):
+            goal = ""
+            if (phase, k) == ("during", "p99"):
+                goal = "met" if a[phase][k] < GOAL_P99_S else "NOT met"
+            rows.append([f"SET {k}, {label}", f"{ms(a[phase], k):.2f}", f"{ms(r[phase], k):.2f}",
+                         ratio(a[phase][k], r[phase][k]), goal])
+    rows.append(["writes counted, during BGSAVE", f"{int(a['during']['count']):,}", f"{int(r['during']['count']):,}",
+                 "", ""])
+    a_bg, r_bg = statistics.median(a["bgsave_seconds"]), statistics.median(r["bgsave_seconds"])
+    rows.append(["BGSAVE duration, median (s)", f"{a_bg:.3f}", f"{r_bg:.3f}", ratio(a_bg, r_bg), ""])
+    a_cow = statistics.median(a["cow_bytes"]) if a["cow_bytes"] else None
+    r_cow = statistics.median(r["cow_bytes"]) if r["cow_bytes"] else None
+    rows.append(["child copy-on-write, median (MB)", "n/a" if a_cow is None else f"{a_cow / 1e6:.1f}",
+                 "n/a" if r_cow is None else f"{r_cow / 1e6:.1f}", ratio(a_cow, r_cow), ""])
+    rows.append(["server RSS before BGSAVE (MB)", f"{a['rss_mb']:.0f}", f"{r['rss_mb']:.0f}",
+                 ratio(a["rss_mb"], r["rss_mb"]), ""])
+    print_table(f"{n:,} keys, appendfsync {POLICY}: SET latency in ms from when each write was due "
+                f"({args.rate:g}/s from {args.writers} threads), goal atlasd p99 during a snapshot "
+                f"< {GOAL_P99_S * 1e3:g} ms", ["", "atlasd", "redis-server", "atlasd/redis", "goal"], rows)
+    if a_cow is None:
+        print("\natlasd's INFO has no rdb_last_cow_size: its copy-on-write size is n/a in this build.")
+    if args.json:
+        emit_json({"benchmark": "snapshot", "keys": n, "machine": machine_note(), "policy": POLICY,
+                   "rate": args.rate, "writers": args.writers, "goal_p99_seconds": GOAL_P99_S, "results": res})
+
+
+if __name__ == "__main__":
+    main()
