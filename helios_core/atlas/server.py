@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import signal
 import ssl
@@ -37,9 +36,9 @@ from tornado.web import Application, RequestHandler
 
 from helios_core import __version__
 from helios_core.atlas.commands.server import REDIS_COMPAT_VERSION
-from helios_core.atlas.commands.table import glob_to_regex
 from helios_core.atlas.connection import Connection
 from helios_core.atlas.engine import Engine
+from helios_core.atlas.glob import Glob, compile_glob
 from helios_core.atlas.resp import Push, Replies
 from helios_core.config import AtlasdConfig, HeliosConfig
 from helios_core.errors import HeliosError
@@ -96,7 +95,7 @@ class AtlasServer:
         self.clients: dict[int, Connection] = {}
         self.channels: dict[bytes, set[Connection]] = {}
         self.patterns: dict[bytes, set[Connection]] = {}
-        self._pattern_rx: dict[bytes, re.Pattern[bytes]] = {}
+        self._pattern_rx: dict[bytes, Glob] = {}
         self.watched: dict[bytes, set[Connection]] = {}
         self.watched_exists: dict[bytes, bool] = {}  # is a watched key in the keyspace (for FLUSHALL)
         self.counters = Counters()
@@ -399,7 +398,7 @@ class AtlasServer:
                 mine.add(name)
                 registry.setdefault(name, set()).add(conn)
                 if pattern and name not in self._pattern_rx:
-                    self._pattern_rx[name] = glob_to_regex(name)
+                    self._pattern_rx[name] = compile_glob(name)
             replies.append(Push([kind, name, len(conn.channels) + len(conn.patterns)]))
         conn.subscriptions_changed()
         return replies

@@ -23,9 +23,9 @@ from helios_core.atlas.commands.table import (
     Simple,
     command,
     err,
-    glob_to_regex,
     parse_int,
 )
+from helios_core.atlas.glob import compile_glob
 
 if TYPE_CHECKING:
     from helios_core.atlas.connection import Connection
@@ -352,7 +352,7 @@ def pubsub(ctx: Ctx, args: list[bytes]) -> Any:
     if sub == b"CHANNELS" and len(args) <= 2:
         names = list(server.channels)
         if len(args) == 2:
-            rx = glob_to_regex(args[1])
+            rx = compile_glob(args[1])
             names = [c for c in names if rx.match(c)]
         return names
     if sub == b"NUMSUB":

@@ -11,10 +11,10 @@ from helios_core.atlas.commands.table import (
     Simple,
     command,
     err,
-    glob_to_regex,
     literal_prefix,
     parse_int,
 )
+from helios_core.atlas.glob import compile_glob
 from helios_core.atlas.zset import ZSet
 
 MAX_MS = (1 << 63) - 1
@@ -163,7 +163,7 @@ def type_(ctx: Ctx, args: list[bytes]):
 def keys(ctx: Ctx, args: list[bytes]):
     pattern = args[0]
     prefix = literal_prefix(pattern)
-    rx = None if pattern == prefix + b"*" else glob_to_regex(pattern)
+    rx = None if pattern == prefix + b"*" else compile_glob(pattern)
     out = []
     for key in list(ctx.ks.keys_from(prefix, True)):
         if not key.startswith(prefix):
@@ -227,7 +227,7 @@ def scan(ctx: Ctx, args: list[bytes]):
     cursors: ScanCursors = ctx.engine.scan_cursors
     start = cursors.resolve(cursor)
     prefix = literal_prefix(pattern) if pattern is not None else b""
-    rx = glob_to_regex(pattern) if pattern is not None else None
+    rx = compile_glob(pattern) if pattern is not None else None
     if start is None or start < prefix:
         it = ctx.ks.keys_from(prefix, True)
     else:

@@ -27,8 +27,8 @@ from helios_core.atlas.commands.table import (
     Simple,
     command,
     err,
-    glob_to_regex,
 )
+from helios_core.atlas.glob import compile_glob
 from helios_core.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -227,6 +227,8 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("rdb_last_bgsave_status", stats.last_snapshot_status),
         ("rdb_last_bgsave_time_sec", round(stats.last_snapshot_seconds) if stats.snapshots else -1),
         ("rdb_saves", stats.snapshots),
+        ("rdb_last_cow_size", stats.last_cow_size),
+        ("rdb_last_bgsave_error", stats.last_snapshot_error),
         ("aof_enabled", 1),
         ("aof_rewrite_in_progress", in_progress),
         ("aof_rewrite_scheduled", 0),
@@ -236,6 +238,7 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("aof_fsync_policy", engine.policy),
         ("aof_fsyncs", stats.fsync_count),
         ("aof_fsync_seconds_total", round(stats.fsync_seconds_total, 6)),
+        ("aof_delayed_fsync", stats.delayed_fsync),
         ("aof_last_seq", engine.seq),
     ])
     counters = getattr(server, "counters", None)
@@ -314,7 +317,7 @@ def command_(ctx: Ctx, args: list[bytes]) -> Any:
     if sub == b"LIST":
         names = [c.encode() for c in (cmd.name for cmd in cmds.values())]
         if len(rest) == 3 and rest[0].upper() == b"FILTERBY" and rest[1].upper() == b"PATTERN":
-            rx = glob_to_regex(rest[2].lower())
+            rx = compile_glob(rest[2], nocase=True)
             names = [n for n in names if rx.match(n)]
         elif rest:
             raise err(SYNTAX)
@@ -458,7 +461,7 @@ def config(ctx: Ctx, args: list[bytes]) -> Any:
         params = _get_params(ctx)
         out: dict[bytes, bytes] = {}
         for raw in rest:
-            rx = glob_to_regex(raw.lower())
+            rx = compile_glob(raw, nocase=True)
             for name, get in params.items():
                 if rx.match(name.encode()) and name.encode() not in out:
                     out[name.encode()] = get()

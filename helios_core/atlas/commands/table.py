@@ -17,7 +17,6 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from helios_core.atlas.zset import ZSet
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TABLE", "Command", "Ctx", "Simple", "OK", "command", "err", "WRONGTYPE", "NOT_INT",
-    "SYNTAX", "parse_int", "parse_float", "glob_to_regex",
+    "SYNTAX", "parse_int", "parse_float",
 ]
 
 
@@ -198,57 +197,6 @@ def parse_float(raw: bytes, what: str = NOT_FLOAT) -> float:
     if got is None or got[1] or math.isnan(got[0]):
         raise CommandError(what)
     return got[0]
-
-
-@lru_cache(maxsize=256)
-def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
-    """Redis glob (`*`, `?`, `[a-z]`, `[^x]`, backslash escapes) as a compiled bytes regex."""
-    out = bytearray()
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i:i + 1]
-        if c == b"*":
-            out += b".*"
-        elif c == b"?":
-            out += b"."
-        elif c == b"\\" and i + 1 < n:
-            i += 1
-            out += re.escape(pattern[i:i + 1])
-        elif c == b"[":
-            j = i + 1
-            neg = j < n and pattern[j:j + 1] == b"^"
-            if neg:
-                j += 1
-            chars = bytearray()
-            while j < n and pattern[j:j + 1] != b"]":
-                if pattern[j:j + 1] == b"\\" and j + 1 < n:
-                    j += 1
-                    chars += re.escape(pattern[j:j + 1])
-                elif pattern[j + 1:j + 2] == b"-" and j + 2 < n:
-                    # As Redis's stringmatchlen: a range may end in ']' (the class goes on
-                    # after it), and its ends compare as C's signed char.
-                    chars += _signed_range(pattern[j], pattern[j + 2])
-                    j += 2
-                else:
-                    chars += re.escape(pattern[j:j + 1])
-                j += 1
-            if not chars:
-                out += b"[^\\x00-\\xff]" if not neg else b"[\\x00-\\xff]"
-            else:
-                out += b"[" + (b"^" if neg else b"") + bytes(chars) + b"]"
-            i = j
-        else:
-            out += re.escape(c)
-        i += 1
-    # Redis never matches an empty key against a non-empty pattern (KEYS/SCAN treat "*" apart).
-    return re.compile((b"(?=.)" if pattern else b"") + bytes(out) + b"\\Z", re.DOTALL)
-
-
-def _signed_range(a: int, b: int) -> bytes:
-    """Regex class items for the bytes between a and b compared as signed chars."""
-    lo, hi = sorted((a - 256 if a > 127 else a, b - 256 if b > 127 else b))
-    spans = [(lo, hi)] if lo >= 0 or hi < 0 else [(0, hi), (lo, -1)]
-    return b"".join(b"\\x%02x-\\x%02x" % (x % 256, y % 256) for x, y in spans)
 
 
 def literal_prefix(pattern: bytes) -> bytes:
