@@ -45,6 +45,7 @@ from helios_core.jobs.errors import (
     QueueNotFoundError,
     TooManyQueuesError,
 )
+from helios_core.jobs.labels import QueueLabels
 from helios_core.jobs.listing import list_jobs
 from helios_core.jobs.model import (
     PRIORITY_MAX,
@@ -152,6 +153,7 @@ class JobQueue:
         self._registered: set[str] = set()
         self._forgot_ms: int | None = None  # when forget_empty last ran on an enqueue refused for the cap
         self._ids = JobIds()
+        self.labels = QueueLabels(self.policies)  # a queue's name as a metric label (bounded)
 
     def policy(self, queue: str) -> QueuePolicy:
         return self.policies.get(queue, self._default)

@@ -76,7 +76,8 @@ def test_worker_scope_covers_lease_finish_and_reads(tmp_path: Path) -> None:
         for path, doc in (("ack", {"lease_token": token}), ("nack", {"lease_token": token}),
                           ("extend", {"lease_token": token, "visibility_timeout": 60})):
             _hidden(await api.call("POST", f"{JOBS}/{bill['id']}/{path}", token=scoped, json=doc))
-        r = await api.call("POST", f"{JOBS}/ack", token=scoped, json={"acks": [{"id": bill["id"], "lease_token": token}]})
+        r = await api.call("POST", f"{JOBS}/ack", token=scoped,
+                           json={"acks": [{"id": bill["id"], "lease_token": token}]})
         assert r.code == 200 and r.json()["results"][0]["error"]["code"] == "job_not_found", r.body
         # Nothing changed: the lease is still the other worker's.
         got = await api.call("GET", f"{JOBS}/{bill['id']}", token=admin)

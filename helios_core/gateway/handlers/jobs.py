@@ -227,7 +227,7 @@ class JobsHandler(_JobsBase):
         self.require([req.queue])
         job, created = await self.gw.jobs.enqueue(req, self.now_ms())
         if created:
-            self.gw.job_metrics.enqueue(job.queue)
+            self.gw.job_metrics.enqueue(self.gw.jobs.labels(job.queue))
         self.set_header("Location", f"/api/v1/jobs/{job.id}")
         self.write_json({"job": job.public(), "created": created}, 201 if created else 200)
 
@@ -257,10 +257,10 @@ class JobBatchHandler(_JobsBase):
         reqs = [_enqueue_request(item, trace, producer, f"jobs[{i}].") for i, item in enumerate(items)]
         self.require(list(dict.fromkeys(r.queue for r in reqs)))
         out = await self.gw.jobs.enqueue_batch(reqs, self.now_ms())
-        metrics = self.gw.job_metrics
+        metrics, label = self.gw.job_metrics, self.gw.jobs.labels
         for job, created in out:
             if created:
-                metrics.enqueue(job.queue)
+                metrics.enqueue(label(job.queue))
         self.write_json({"jobs": [{"job": job.public(), "created": created} for job, created in out]}, 201)
 
 
@@ -336,7 +336,7 @@ class JobAckHandler(_JobsBase):
         job_id = _job_id(id)
         doc = self._body(_ACK_FIELDS)
         job = await self.gw.jobs.ack(job_id, _token(doc), doc.get("result"), self.now_ms(), self.allow)
-        self.gw.job_metrics.finish(job.queue, "done")
+        self.gw.job_metrics.finish(self.gw.jobs.labels(job.queue), "done")
         self._job(job)
 
 
@@ -357,7 +357,7 @@ class JobNackHandler(_JobsBase):
             raise InvalidInputError(f"release: expected true or false, got {_show(release)}")
         job = await self.gw.jobs.nack(job_id, token, error or "", self.now_ms(), delay_ms, release=release,
                                       allow=self.allow)
-        self.gw.job_metrics.finish(job.queue, "failed" if job.state is State.FAILED else "retried")
+        self.gw.job_metrics.finish(self.gw.jobs.labels(job.queue), "failed" if job.state is State.FAILED else "retried")
         self._job(job)
 
 
@@ -397,13 +397,13 @@ class AckBatchHandler(_JobsBase):
             items.append(AckItem(job_id, _token(entry, where), entry.get("result")))
         # A repeated id is the domain's to answer: the second ack of a job finds it DONE (lease_lost).
         outcomes = await self.gw.jobs.ack_batch(items, self.now_ms(), self.allow)
-        metrics = self.gw.job_metrics
+        metrics, label = self.gw.job_metrics, self.gw.jobs.labels
         results: list[dict[str, Any]] = []
         for item, out in zip(items, outcomes, strict=True):
             if isinstance(out, HeliosError):
                 results.append({"id": item.job_id, "ok": False, "error": {"code": out.code, "message": out.message}})
             else:
-                metrics.finish(out.queue, "done")
+                metrics.finish(label(out.queue), "done")
                 results.append({"id": item.job_id, "ok": True, "state": str(out.state)})
         self.write_json({"results": results})
 
@@ -425,7 +425,7 @@ class JobCancelHandler(_JobsBase):
 
     async def post(self, id: str) -> None:
         job = await self.gw.jobs.cancel(_job_id(id), self.now_ms(), self.allow)
-        self.gw.job_metrics.finish(job.queue, "cancelled")
+        self.gw.job_metrics.finish(self.gw.jobs.labels(job.queue), "cancelled")
         self._job(job)
 
 
