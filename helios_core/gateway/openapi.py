@@ -253,8 +253,8 @@ LEASE_TOKEN = {"type": "string", "minLength": 1, "maxLength": 200}
 _ENQUEUE = obj({
     "queue": QUEUE, "payload": ANY,
     "dedup_id": _opt("string", minLength=1, maxLength=128,
-                     description="Within jobs.dedup_window_seconds, the same id on the same queue returns "
-                                 "the job it first made."),
+                     description="Within jobs.dedup_window_seconds, the same id from the same user on the "
+                                 "same queue returns the job it first made (another user's id makes a new job)."),
     "delay_seconds": _opt("number", minimum=0, maximum=31622400, description="At most 366 days."),
     "run_at_ms": _opt("integer", minimum=0, maximum=(1 << 42) - 1,
                       description="When the job is due (ms since the epoch), at most 366 days ahead."),
@@ -312,7 +312,10 @@ SCHEMAS.update({
 _JOB = {"200": resp("The job.", ref("JobEnvelope"))}
 _LEASE_LOST = {"409": resp("lease_lost: the token is not the job's current lease; nothing changed.", ref("Error"))}
 _TOO_LARGE = {"413": resp("payload_too_large: over jobs.max_payload_bytes.", ref("Error"))}
-_NOT_FOUND = {"404": resp("job_not_found.", ref("Error"))}
+_NOT_FOUND = {"404": resp("job_not_found (also for a job on a queue the caller's permission scope does not "
+                          "cover).", ref("Error"))}
+_TOO_MANY_QUEUES = {"429": resp("too_many_queues: a new queue beyond jobs.max_queues (or rate_limited).",
+                                ref("Error"))}
 _PAGE_PARAMS = [query("cursor", "From the previous page; absent for the first."),
                 query("limit", "1..1000 (default 100).", {"type": "string", "pattern": "^[0-9]+$"})]
 _QUEUE_PARAM = {**query("queue", "The queue.", QUEUE), "required": True}
@@ -322,7 +325,7 @@ OPERATIONS.update({
         "Enqueue a job", "jobs",
         {"201": _located("Created.", ref("Enqueued")),
          "200": _located("A dedup hit: the job the dedup_id first made, unchanged.", ref("Enqueued")),
-         "404": resp("queue_not_found (jobs.strict_queues).", ref("Error")), **_TOO_LARGE},
+         "404": resp("queue_not_found (jobs.strict_queues).", ref("Error")), **_TOO_LARGE, **_TOO_MANY_QUEUES},
         request=body(ref("EnqueueInput"))),
     ("/api/v1/jobs", "get"): op(
         "List a queue's jobs", "jobs", {"200": resp("A page of jobs.", ref("JobPage"))},
@@ -332,7 +335,7 @@ OPERATIONS.update({
     ("/api/v1/jobs/batch", "post"): op(
         "Enqueue up to 100 jobs in one transaction", "jobs",
         {"201": resp("Created (or dedup hits), in order.", obj(
-            {"jobs": {"type": "array", "items": ref("Enqueued")}}, ["jobs"])), **_TOO_LARGE},
+            {"jobs": {"type": "array", "items": ref("Enqueued")}}, ["jobs"])), **_TOO_LARGE, **_TOO_MANY_QUEUES},
         request=body(obj({"jobs": {"type": "array", "items": ref("EnqueueInput"), "minItems": 1, "maxItems": 100}},
                          ["jobs"]))),
     ("/api/v1/jobs/lease", "post"): op(
