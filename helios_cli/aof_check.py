@@ -446,7 +446,7 @@ def _scan(paths: list[Path], snapshot: Path | None, show_progress: bool) -> AofR
 # -- the command ----------------------------------------------------------------------
 
 
-@click.command("aof-check", short_help="Check (and repair) AOF files; verify the snapshot.")
+@click.command("aof-check", short_help="Check (and repair) AOF files.")
 @click.argument("path", required=False, metavar="(PATH | --data DIR)",
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data", "data_dir", metavar="DIR",
