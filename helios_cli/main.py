@@ -59,3 +59,5 @@ cli.add_command(user.user)
 from helios_cli import job, worker  # noqa: E402, I001
 cli.add_command(job.job)
 cli.add_command(worker.worker)
+from helios_cli import ratelimit  # noqa: E402, I001
+cli.add_command(ratelimit.ratelimit)
