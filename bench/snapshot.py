@@ -8,9 +8,10 @@ an unused loopback port with its own data directory:
                 `hz 100` (redis notices its snapshot child's exit in serverCron: at the default
                 hz 10 that adds up to 100 ms of calm writes to the "during" window)
 
-Both get the same N keys through `redis-cli --pipe` (the same client path for
-both).  Then, for --rounds rounds (which server goes first alternates round
-by round; the other one is idle meanwhile), each server gets --writers
+atlasd is given a password (it requires one on TCP; a client pays one AUTH
+per connection).  Both get the same N keys through `redis-cli --pipe` (the
+same client path for both).  Then, for --rounds rounds (which server goes
+first alternates round by round; the other one is idle meanwhile), each server gets --writers
 threads, one redis-py connection each, issuing --rate SETs per second in
 total on a fixed schedule to random existing keys: a --baseline-seconds
 phase without a snapshot, then BGSAVE, polling `INFO persistence` every 2 ms
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -47,9 +50,10 @@ from redis.retry import Retry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from atlasd import Atlasd  # noqa: E402
 from common import (  # noqa: E402
+    PYTHON,
     REDIS_CLI,
+    ROOT,
     RedisServer,
     emit_json,
     fmt_ms,
@@ -61,11 +65,14 @@ from common import (  # noqa: E402
     print_table,
     resp_set,
     scratch_dir,
+    unused_port,
     value,
 )
 
 GOAL_P99_S = 0.005
 POLICY = "everysec"
+HELIOS = str(Path(PYTHON).with_name("helios"))
+PASSWORD = secrets.token_hex(16)
 
 
 # -- the two servers, behind one small interface ---------------------------------------------
@@ -74,26 +81,71 @@ POLICY = "everysec"
 class Server:
     """What a round needs from either server: a name, a port, its INFO, its process."""
 
-    def __init__(self, name: str, port: int, pid: int) -> None:
-        self.name, self.port, self.pid = name, port, pid
+    def __init__(self, name: str, port: int, pid: int, password: str | None = None) -> None:
+        self.name, self.port, self.pid, self.password = name, port, pid, password
 
     def client(self) -> redis.Redis:
         # No retries: a retry would hide a stall (and a server gone) inside one sample.
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=120, retry=Retry(NoBackoff(), 0))
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=120,
+                           retry=Retry(NoBackoff(), 0))
 
 
-def pipe_load(port: int, n: int, chunk: int = 100_000) -> float:
+class Atlasd:
+    """`helios atlasd` as an operator starts it: everysec, automatic snapshots off, a password."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> Atlasd:
+        self.port = unused_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
+        env.update(HELIOS_ATLAS__SAVE="", HELIOS_ATLAS__SNAPSHOT_ON_AOF_BYTES="0",
+                   HELIOS_ATLASD__REQUIREPASS=PASSWORD)
+        self.log = open(self.dir.parent / "atlasd.log", "ab")
+        self.proc = subprocess.Popen([HELIOS, "--log-level", "warn", "atlasd", "--data", str(self.dir),
+                                      "--port", str(self.port), "--appendfsync", POLICY],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        c = Server("atlasd", self.port, self.proc.pid, PASSWORD).client()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"atlasd exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                if c.ping():
+                    break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"atlasd did not answer PING within {timeout}s") from None
+                time.sleep(0.05)
+        c.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def pipe_load(srv: Server, n: int, chunk: int = 100_000) -> float:
     """SET keys 0..n-1 through `redis-cli --pipe`; seconds taken."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([REDIS_CLI, "-p", str(port), "--pipe"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    auth = ["-a", srv.password, "--no-auth-warning"] if srv.password else []
+    proc = subprocess.Popen([REDIS_CLI, "-p", str(srv.port), *auth, "--pipe"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdin is not None and proc.stdout is not None
     for start in range(0, n, chunk):
         proc.stdin.write(resp_set(pairs(start, min(n, start + chunk))))
     proc.stdin.close()
     out = proc.stdout.read().decode()
     if proc.wait() != 0 or "errors: 0" not in out:
-        raise RuntimeError(f"redis-cli --pipe to port {port} failed: {out}")
+        raise RuntimeError(f"redis-cli --pipe to {srv.name} failed: {out}")
     return time.perf_counter() - t0
 
 
@@ -179,15 +231,15 @@ def run(n: int, rounds: int, writers: int, rate: float, baseline_s: float,
     with scratch_dir("snapshot-cow") as root:
         atlas_dir = root / "atlasd"
         atlas_dir.mkdir()
-        atlas = Atlasd(atlas_dir / "data", POLICY).start()
+        atlas = Atlasd(atlas_dir / "data").start()
         try:
             with RedisServer(root / "redis", appendonly="yes", appendfsync=POLICY, hz="100") as rs:
                 rs.start()
                 assert atlas.proc is not None and rs.proc is not None
-                servers = [Server("atlasd", atlas.port, atlas.proc.pid),
+                servers = [Server("atlasd", atlas.port, atlas.proc.pid, PASSWORD),
                            Server("redis-server", rs.port, rs.proc.pid)]
                 for s in servers:
-                    log(f"  loading {n:,} keys into {s.name}: {pipe_load(s.port, n):.1f} s, "
+                    log(f"  loading {n:,} keys into {s.name}: {pipe_load(s, n):.1f} s, "
                         f"RSS {rss_mb(s.pid):.0f} MB")
                 os.sync()  # the load's dirty pages must not slow the fsyncs that follow
                 out: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
