@@ -456,7 +456,7 @@ def _scan(paths: list[Path], snapshot: Path | None, show_progress: bool) -> AofR
 @click.option("--fix", is_flag=True,
               help="Cut the damaged AOF file back to its last valid record (keeps a copy first).")
 @click.option("--yes", "-y", is_flag=True, help="With --fix: do not ask before cutting.")
-@click.option("--force", is_flag=True, help="With --fix: also cut damage that valid records follow.")
+@click.option("--force", is_flag=True, help="With --fix: also cut damage that is not a torn tail (drops records).")
 @click.pass_context
 def aof_check(ctx: click.Context, path: Path | None, data_dir: Path | None, as_json: bool,
               fix: bool, yes: bool, force: bool) -> None:
