@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from helios_core.clock import wall_ms
 from helios_core.config import JobsConfig
-from helios_core.jobs import AckItem, EnqueueRequest, Job, JobQueue, LeaseLostError, State
+from helios_core.jobs import AckItem, EnqueueRequest, Job, JobQueue, LeaseLostError, State, TooManyQueuesError
 from helios_core.jobs.model import job_key, leased_key, ready_key
 from helios_core.store import Store
 
@@ -78,6 +80,8 @@ def test_dedup(run_store) -> None:
         again, created_again = await q.enqueue(EnqueueRequest(Q, 2, dedup_id="d"), now)
         assert created and not created_again and again == first
         assert await s.zcard(ready_key(Q)) == 1
+        other, created_other = await q.enqueue(EnqueueRequest(Q, 3, dedup_id="d", producer="u_b"), now)
+        assert created_other and other.id != first.id, "dedup ids are per producer"
 
     run_store(body)
 
@@ -96,5 +100,22 @@ def test_lease_wait_is_woken_by_an_enqueue(run_store) -> None:
         got = await q.lease_wait([Q], 1, wall_ms, 10_000, worker="poller")
         assert [j.id for j in got] == [(await task).id]
         assert await q.lease_wait([Q], 1, wall_ms, 100, worker="poller") == []
+
+    run_store(body)
+
+
+def test_queue_cap_and_forgetting(run_store) -> None:
+    async def body(s: Store) -> None:
+        q, now = JobQueue(s, JobsConfig(max_queues=2, done_retention_seconds=1), random.Random(1)), wall_ms()
+        await q.enqueue_batch([EnqueueRequest("a", 1), EnqueueRequest("b", 2)], now)
+        with pytest.raises(TooManyQueuesError):
+            await q.enqueue(EnqueueRequest("c", 3), now)
+        (job,) = await q.lease(["a"], 1, now, worker="w")
+        await q.ack(job.id, job.lease.token if job.lease else "", None, now)
+        # The done job counts until its retention (1 s) ends; `now` is passed in, nothing waits.
+        assert [x.queue for x in await q.stats(now)] == ["a", "b"] and await q.queues() == ["a", "b"]
+        assert await q.forget_empty(now + 1001) == ["a"]
+        await q.enqueue(EnqueueRequest("c", 3), now + 1001)
+        assert await q.queues() == ["b", "c"]
 
     run_store(body)
