@@ -605,3 +605,20 @@ def test_a_data_dir_from_before_the_worker_role_gets_it(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_queue_name_with_a_trailing_newline_is_refused_everywhere(tmp_path: Path) -> None:
+    # Issue 10: a pattern anchored with "$" lets "emails\n" through; names must match whole.
+    async def body(api: Api) -> None:
+        admin = await api.admin_token()
+        await enqueue(api, admin, "emails", 1)
+        for r in (await api.call("POST", JOBS, token=admin, json={"queue": "emails\n", "payload": 1}),
+                  await api.call("POST", f"{JOBS}/batch", token=admin, json={"jobs": [{"queue": "emails\n",
+                                                                                      "payload": 1}]}),
+                  await api.call("POST", f"{JOBS}/lease", token=admin, json={"queues": ["emails\n"]}),
+                  await api.call("GET", f"{JOBS}?queue=emails%0A", token=admin),
+                  await api.call("GET", f"{JOBS}/stats?queue=emails%0A", token=admin),
+                  await api.call("POST", f"{JOBS}/dlq/redrive", token=admin, json={"queue": "emails\n"})):
+            bad(r, "queue", "1 to 80 characters")
+
+    run_gateway(tmp_path, body)

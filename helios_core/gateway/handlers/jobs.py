@@ -202,7 +202,8 @@ class _JobsBase(BaseHandler):
 
     def _listing_args(self) -> tuple[str, str | None, int]:
         q = self.get_query_argument
-        queue = _queue(q("queue", None), "queue")
+        # strip=False: Tornado would strip "emails\n" to "emails"; a name is taken as sent, or refused.
+        queue = _queue(q("queue", None, strip=False), "queue")
         cursor = q("cursor", None) or None
         if cursor is not None and len(cursor) > 512:
             raise InvalidInputError("cursor: not a cursor this API returned")
@@ -465,7 +466,7 @@ class JobStatsHandler(_JobsBase):
     needs = {"GET": perm("jobs:read")}
 
     async def get(self) -> None:
-        raw = self.get_query_argument("queue", None) or None
+        raw = self.get_query_argument("queue", None, strip=False) or None
         queue = None if raw is None else _queue(raw, "queue")
         if queue is not None:
             self.require([queue])
