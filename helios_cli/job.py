@@ -347,7 +347,7 @@ def enqueue(obj: CliContext, queue: str, payload_spec: str, dedup_id: str | None
 
     With --dedup-id, a second enqueue of the same id within the dedup window
     adds nothing and prints the id of the job the first one made (and says so
-    on stderr).
+    on stderr).  Dedup ids are per producer: through --url, per user.
     """
     try:
         payload = parse_payload(payload_spec)

@@ -35,7 +35,14 @@ from helios_core.errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
-from helios_core.jobs import JobNotFoundError, JobStateError, LeaseLostError, PayloadTooLargeError, QueueNotFoundError
+from helios_core.jobs import (
+    JobNotFoundError,
+    JobStateError,
+    LeaseLostError,
+    PayloadTooLargeError,
+    QueueNotFoundError,
+    TooManyQueuesError,
+)
 
 __all__ = [
     "JobsClient", "Enqueued", "Page", "AckRequest", "AckResult", "GatewayUnavailableError", "is_transient",
@@ -101,6 +108,7 @@ _BY_CODE: dict[str, type[HeliosError]] = {
     "queue_not_found": QueueNotFoundError,
     "job_not_found": JobNotFoundError,
     "payload_too_large": PayloadTooLargeError,
+    "too_many_queues": TooManyQueuesError,  # a 429 that retrying soon will not cure: not transient
 }
 _BY_STATUS: dict[int, type[HeliosError]] = {
     400: InvalidInputError,
@@ -115,7 +123,7 @@ _BY_STATUS: dict[int, type[HeliosError]] = {
 def error_from(status: int, code: str, message: str, detail: dict[str, Any] | None = None,
                retry_after_ms: int = 1000) -> HeliosError:
     """The HeliosError for one error of the API (also used for the items of a batch ack)."""
-    if status == 429 or code == "rate_limited":
+    if (status == 429 and code not in _BY_CODE) or code == "rate_limited":
         return RateLimitedError(message, retry_after_ms=retry_after_ms, code=code)
     if status >= 500:
         return GatewayUnavailableError(message, code=code, status=status, detail=detail)

@@ -19,8 +19,9 @@ from helios_cli.main import cli
 from helios_core.atlas.engine import Engine
 from helios_core.clock import wall_ms
 from helios_core.config import AtlasConfig, HeliosConfig
-from helios_core.jobs import JobQueue
+from helios_core.jobs import JobQueue, TooManyQueuesError
 from helios_core.store.url import open_store
+from helios_core.worker.client import error_from, is_transient
 from tests.integration.test_atlasd_support import Daemon, running_daemon
 from tests.integration.test_gateway_process import HELIOS, call
 from tests.integration.test_gateway_process import start as start_gateway
@@ -199,6 +200,15 @@ def test_errors_exit_non_zero_with_a_reason(data: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--token" in r.output
     r = run("stats", "--url", "http://127.0.0.1:9", "--token", "t")
     assert r.exit_code == 1 and "cannot reach the gateway" in r.stderr
+
+
+def test_the_queue_cap_is_a_clear_error(data: Path) -> None:
+    enqueue(data, "first", "1")
+    r = run("enqueue", "-q", "second", "-p", "2", "--data", str(data), env={"HELIOS_JOBS__MAX_QUEUES": "1"})
+    assert r.exit_code == 1 and "cannot create queue 'second'" in r.stderr and "jobs.max_queues is 1" in r.stderr
+    # Through the API the same refusal is a TooManyQueuesError, not a throttle to retry.
+    err = error_from(429, "too_many_queues", "cannot create queue 'x'")
+    assert isinstance(err, TooManyQueuesError) and not is_transient(err)
 
 
 def test_a_gateway_owned_data_dir_is_refused_naming_the_owner(data: Path) -> None:
