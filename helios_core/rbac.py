@@ -12,6 +12,16 @@ A permission is a string such as ``kv:read``, ``jobs:enqueue`` or
 Roles live at ``rbac:role:{role}`` (JSON: name, description, permissions,
 builtin) and a user's roles at ``rbac:user_roles:{userId}`` (a JSON list).
 Nothing is cached between requests, so a role change applies to the next one.
+
+Grant only what you hold.  Every administrative power that hands out
+permissions (create, edit or delete a role; assign or remove one; mint an API
+token; act on a user as a stronger one could) is checked here, in
+`require_covered`, against the caller's own grants, scope included: ``*``
+covers everything, ``kv:*`` every ``kv:`` permission, ``kv:write@users/``
+covers ``kv:write@users/{user}/`` but not ``kv:write``.  `RoleStore` runs the
+check inside the transaction that makes the change, so what is checked is
+what is changed.  A grantor of None is the local owner (`helios user --data`),
+whose authority is the data directory's file permissions.
 """
 
 from __future__ import annotations
@@ -19,15 +29,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from helios_core.errors import ConflictError, InvalidInputError, NotFoundError
+from helios_core.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from helios_core.store.base import Store, Txn
 
 __all__ = [
     "Grant",
+    "Grantor",
     "Role",
     "RoleStore",
     "SEEDED_ROLES",
@@ -38,6 +49,10 @@ __all__ = [
     "role_key",
     "user_roles_key",
     "validate_role_name",
+    "covers",
+    "uncovered",
+    "require_covered",
+    "is_superuser",
 ]
 
 ROLE_PREFIX = "rbac:role:"
@@ -58,8 +73,10 @@ SEEDED_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "worker": ("Lease and run jobs.", ("jobs:work", "jobs:read")),
 }
 
-_NAME_RE = re.compile(r"^(\*|[a-z][a-z0-9_-]*)(:(\*|[a-z][a-z0-9_-]*))*$")
-_ROLE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+# fullmatch, never `$`: `$` also matches before a trailing newline ("ops\n").
+_NAME_RE = re.compile(r"(\*|[a-z][a-z0-9_-]*)(:(\*|[a-z][a-z0-9_-]*))*")
+_ROLE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+_PREFIX_MAX = 256
 
 
 def role_key(role: str) -> str:
@@ -98,10 +115,13 @@ def parse_grant(text: str) -> Grant:
     if not isinstance(text, str) or not text:
         raise InvalidInputError("a permission must be a non-empty string such as 'kv:read'")
     name, at, prefix = text.partition("@")
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidInputError(f"bad permission {text!r}: the name must look like 'kv:read', 'kv:*' or '*'")
     if at and not prefix:
         raise InvalidInputError(f"bad permission {text!r}: nothing after '@' (give a key prefix)")
+    if len(prefix) > _PREFIX_MAX or not prefix.isprintable():
+        raise InvalidInputError(f"bad permission {text[:80]!r}: the key prefix must be printable and at most "
+                                f"{_PREFIX_MAX} characters")
     return Grant(name, prefix if at else None)
 
 
@@ -115,10 +135,74 @@ def allowed(grants: Iterable[Grant], needed: str, resource: str | None, user_id:
 
 
 def validate_role_name(name: str) -> str:
-    if not isinstance(name, str) or not _ROLE_RE.match(name):
-        raise InvalidInputError(
-            f"bad role name {name!r}: use 1-64 of a-z 0-9 _ . - starting with a letter")
+    if not isinstance(name, str) or not _ROLE_RE.fullmatch(name):
+        shown = repr(name[:80]) if isinstance(name, str) else type(name).__name__
+        raise InvalidInputError(f"bad role name {shown}: use 1-64 of a-z 0-9 _ . - starting with a letter")
     return name
+
+
+# -- grant only what you hold ------------------------------------------------------------------
+
+
+class Grantor(Protocol):
+    """Who exercises an administrative power (an authenticated `Principal`)."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def grants(self) -> tuple[Grant, ...]: ...
+
+
+def _text(g: Grant) -> str:
+    return g.name + (f"@{g.prefix}" if g.prefix is not None else "")
+
+
+def covers(held: Grant, held_uid: str, wanted: Grant, wanted_uid: str | None = None) -> bool:
+    """Does `held` (of user `held_uid`) give at least what `wanted` gives?
+
+    `wanted_uid` None: `wanted` is a permission as written in a role, and
+    ``{user}`` stands for whoever gets the role; a held ``{user}`` template
+    then covers the same template.  Otherwise `wanted` is what user
+    `wanted_uid` holds, so both templates are expanded to their users.
+    """
+    if not _name_matches(held.name, wanted.name):
+        return False
+    if held.prefix is None:
+        return True
+    if wanted.prefix is None:
+        return False
+    if wanted_uid is None and wanted.prefix.startswith(held.prefix):
+        return True
+    want = wanted.prefix if wanted_uid is None else wanted.prefix.replace("{user}", wanted_uid)
+    return "{user}" not in want and want.startswith(held.prefix.replace("{user}", held_uid))
+
+
+def uncovered(held: Iterable[Grant], held_uid: str, wanted: Iterable[Grant],
+              wanted_uid: str | None = None) -> list[str]:
+    """The permissions of `wanted` that no grant of `held` covers (sorted, as written)."""
+    held = tuple(held)
+    return sorted({_text(w) for w in wanted if not any(covers(h, held_uid, w, wanted_uid) for h in held)})
+
+
+def require_covered(by: Grantor | None, wanted: Iterable[Grant], action: str, *,
+                    wanted_uid: str | None = None) -> None:
+    """PermissionDeniedError (403) naming what `by` lacks to `action` (e.g. "create role 'ops'")."""
+    if by is None:
+        return
+    missing = uncovered(by.grants, by.user_id, wanted, wanted_uid)
+    if missing:
+        raise PermissionDeniedError(
+            f"cannot {action}: it involves permission(s) {by.username} does not hold: {', '.join(missing)} "
+            f"(you can grant, change or act on only what your own roles give you)", code="exceeds_own_grants")
+
+
+def is_superuser(grants: Iterable[Grant]) -> bool:
+    """Holds the unscoped ``*``: everything, including every administrative power."""
+    return any(g.name == "*" and g.prefix is None for g in grants)
 
 
 @dataclass(frozen=True)
@@ -198,26 +282,40 @@ class RoleStore:
         raws = await self.store.mget(list(names))
         return sorted((self._role(r) for r in raws if r is not None), key=lambda r: r.name)
 
-    async def put(self, role: Role, *, create_only: bool = False) -> bool:
-        """Create or replace a role; returns True when it was created."""
+    async def put(self, role: Role, *, create_only: bool = False, by: Grantor | None = None) -> bool:
+        """Create or replace a role; returns True when it was created.
+
+        `by` must hold every permission of the new definition and of the old one.
+        """
 
         async def fn(txn: Txn) -> bool:
             raw = await txn.get(role_key(role.name))
             if raw is not None and create_only:
                 raise ConflictError(f"role {role.name!r} already exists", code="role_exists")
-            builtin = raw is not None and bool(orjson.loads(raw).get("builtin"))
-            stored = Role.build(role.name, role.permissions, role.description, builtin)
+            old = self._role(raw) if raw is not None else None
+            verb = "create" if old is None else "change"
+            require_covered(by, role.grants + (old.grants if old else ()), f"{verb} role {role.name!r}")
+            stored = Role.build(role.name, role.permissions, role.description, bool(old and old.builtin))
             txn.set(role_key(role.name), orjson.dumps(stored.to_json()))
-            return raw is None
+            return old is None
 
         return await self.store.transact(fn)
 
-    async def delete(self, name: str) -> None:
-        """Delete a custom role; users who had it lose it at their next request."""
-        role = await self.get(name)
-        if role.builtin:
-            raise ConflictError(f"role {name!r} is built in and cannot be deleted", code="role_builtin")
-        await self.store.delete(role_key(name))
+    async def delete(self, name: str, *, by: Grantor | None = None) -> Role:
+        """Delete a custom role (users who had it lose it at their next request); returns it."""
+
+        async def fn(txn: Txn) -> Role:
+            raw = await txn.get(role_key(name))
+            if raw is None:
+                raise NotFoundError(f"role {name!r} does not exist", code="role_not_found")
+            role = self._role(raw)
+            if role.builtin:
+                raise ConflictError(f"role {name!r} is built in and cannot be deleted", code="role_builtin")
+            require_covered(by, role.grants, f"delete role {name!r}")
+            txn.delete(role_key(name))
+            return role
+
+        return await self.store.transact(fn)
 
     async def roles_of(self, user_id: str) -> Sequence[str]:
         raw = await self.store.get(user_roles_key(user_id))
@@ -233,13 +331,14 @@ class RoleStore:
         """The grants of stored role definitions (None: a role deleted meanwhile, giving nothing)."""
         return tuple(g for raw in raws if raw is not None for g in self._role(raw).grants)
 
-    async def grant(self, user_id: str, role: str) -> bool:
+    async def grant(self, user_id: str, role: str, *, by: Grantor | None = None) -> bool:
         """Give `user_id` the role; returns False when they had it already."""
 
         async def fn(txn: Txn) -> bool:
             role_raw, roles_raw = await txn.mget([role_key(role), user_roles_key(user_id)])
             if role_raw is None:
                 raise NotFoundError(f"role {role!r} does not exist", code="role_not_found")
+            require_covered(by, self._role(role_raw).grants, f"assign role {role!r}")
             roles = list(orjson.loads(roles_raw)) if roles_raw else []
             if role in roles:
                 return False
@@ -248,11 +347,13 @@ class RoleStore:
 
         return await self.store.transact(fn)
 
-    async def revoke(self, user_id: str, role: str) -> bool:
+    async def revoke(self, user_id: str, role: str, *, by: Grantor | None = None) -> bool:
         """Take the role away; returns False when the user did not have it."""
 
         async def fn(txn: Txn) -> bool:
-            roles_raw = await txn.get(user_roles_key(user_id))
+            role_raw, roles_raw = await txn.mget([role_key(role), user_roles_key(user_id)])
+            if role_raw is not None:
+                require_covered(by, self._role(role_raw).grants, f"remove role {role!r}")
             roles = list(orjson.loads(roles_raw)) if roles_raw else []
             if role not in roles:
                 return False
@@ -260,3 +361,9 @@ class RoleStore:
             return True
 
         return await self.store.transact(fn)
+
+    async def require_grantable(self, roles: Sequence[str], by: Grantor | None, action: str) -> None:
+        """`by` holds every permission of the named roles (those that exist)."""
+        if by is not None and roles:
+            raws = await self.store.mget([role_key(r) for r in roles])
+            require_covered(by, self.grants_from(raws), action)

@@ -28,7 +28,17 @@ from helios_core.errors import (
     RateLimitedError,
 )
 from helios_core.ratelimit import Policy, RateLimiter
-from helios_core.rbac import Grant, RoleStore, allowed, role_key, user_roles_key, validate_role_name
+from helios_core.rbac import (
+    Grant,
+    Role,
+    RoleStore,
+    allowed,
+    is_superuser,
+    require_covered,
+    role_key,
+    user_roles_key,
+    validate_role_name,
+)
 from helios_core.store.base import Store
 
 __all__ = ["Principal", "AuthService", "ADMIN_USERNAME"]
@@ -224,12 +234,57 @@ class AuthService:
         return n
 
     # -- administration (admin API and `helios user`) ----------------------------------
+    #
+    # `by` is the API caller, held to "grant only what you hold" (rbac.require_covered):
+    # it may hand out only permissions it holds, and act on a user (password,
+    # disable, remove, sessions, tokens) only if it holds everything that user
+    # holds, or the action would be a way up.  None is the local owner
+    # (`helios user --data`), whose authority is the data directory's permissions.
+    # Nobody, the owner included, may leave the store without an enabled `*` holder.
+
+    async def _require_over(self, by: Principal | None, user: User, action: str) -> None:
+        if by is None or by.user_id == user.id:
+            return
+        grants = await self.roles.grants_for(await self.roles.roles_of(user.id))
+        require_covered(by, grants, f"{action} {user.username}", wanted_uid=user.id)
+
+    async def _superusers(self, *, without_user: str | None = None, without_grant: tuple[str, str] | None = None,
+                          role: Role | None = None, role_gone: str | None = None) -> int:
+        """How many enabled users would hold `*` after the change described (one at a time)."""
+        users = [u for u in await self.users.list() if not u.disabled and u.id != without_user]
+        if not users:
+            return 0
+        raws = await self.store.mget([user_roles_key(u.id) for u in users])
+        held = {u.id: [r for r in (orjson.loads(raw) if raw else []) if (u.id, r) != without_grant]
+                for u, raw in zip(users, raws, strict=True)}
+        names = sorted({r for rs in held.values() for r in rs})
+        defs = dict(zip(names, await self.store.mget([role_key(r) for r in names]) if names else [], strict=True))
+
+        def star(name: str) -> bool:
+            if name == role_gone:
+                return False
+            if role is not None and name == role.name:
+                return is_superuser(role.grants)
+            raw = defs.get(name)
+            return raw is not None and is_superuser(self.roles.grants_from([raw]))
+
+        return sum(1 for u in users if any(star(r) for r in held[u.id]))
+
+    async def _is_superuser(self, user: User) -> bool:
+        return not user.disabled and is_superuser(await self.roles.grants_for(await self.roles.roles_of(user.id)))
+
+    @staticmethod
+    def _last_superuser(what: str) -> ConflictError:
+        return ConflictError(f"cannot {what}: that would leave no enabled user holding '*' (the last enabled user "
+                             f"holding '*' must stay); give '*' to another user first", code="last_superuser")
 
     async def create_user(self, username: object, password: str | None, roles: Iterable[str], now_ms: int,
-                          actor: Actor) -> tuple[User, str | None]:
+                          actor: Actor, by: Principal | None = None) -> tuple[User, str | None]:
         """Create a user; with no password, one is generated and returned (to show once)."""
         name = normalize_username(username)
         role_list = [validate_role_name(r) for r in roles]
+        await self.roles.require_grantable(role_list, by, f"create user {name!r} with role(s) "
+                                                          f"{', '.join(role_list)}")
         generated = None
         if password is None:
             password = generated = generate_password()
@@ -240,8 +295,9 @@ class AuthService:
         return user, generated
 
     async def set_password(self, username: str, password: str | None, now_ms: int,
-                           actor: Actor) -> tuple[User, str | None]:
+                           actor: Actor, by: Principal | None = None) -> tuple[User, str | None]:
         user = await self.users.require(username)
+        await self._require_over(by, user, "set the password of")
         generated = None
         if password is None:
             password = generated = generate_password()
@@ -253,38 +309,83 @@ class AuthService:
                                 detail={"sessions_revoked": n})
         return user, generated
 
-    async def set_disabled(self, username: str, disabled: bool, now_ms: int, actor: Actor) -> User:
+    async def set_disabled(self, username: str, disabled: bool, now_ms: int, actor: Actor,
+                           by: Principal | None = None) -> User:
         user = await self.users.require(username)
         if disabled and actor.id == user.id:
             raise ConflictError("you cannot disable your own account", code="disable_self")
+        await self._require_over(by, user, "disable" if disabled else "enable")
+        if disabled and await self._is_superuser(user) and not await self._superusers(without_user=user.id):
+            raise self._last_superuser(f"disable {user.username}")
         user = await self.users.update(user.id, now_ms, disabled=disabled)
         n = await self.sessions.revoke_all(user.id) if disabled else 0
         await self.audit.record(now_ms, "user.disable" if disabled else "user.enable", actor,
                                 target=user.username, detail={"sessions_revoked": n})
         return user
 
-    async def remove_user(self, username: str, now_ms: int, actor: Actor) -> User:
+    async def remove_user(self, username: str, now_ms: int, actor: Actor, by: Principal | None = None) -> User:
         user = await self.users.require(username)
         if actor.id == user.id:
             raise ConflictError("you cannot remove your own account", code="remove_self")
+        await self._require_over(by, user, "remove")
+        if await self._is_superuser(user) and not await self._superusers(without_user=user.id):
+            raise self._last_superuser(f"remove {user.username}")
         await self.sessions.revoke_all(user.id)
         await self.users.delete(user)
         await self.audit.record(now_ms, "user.remove", actor, target=user.username)
         return user
 
-    async def grant(self, username: str, role: str, now_ms: int, actor: Actor) -> bool:
+    async def grant(self, username: str, role: str, now_ms: int, actor: Actor, by: Principal | None = None) -> bool:
         user = await self.users.require(username)
-        changed = await self.roles.grant(user.id, validate_role_name(role))
+        changed = await self.roles.grant(user.id, validate_role_name(role), by=by)
         await self.audit.record(now_ms, "role.grant", actor, target=user.username,
                                 detail={"role": role, "changed": changed})
         return changed
 
-    async def revoke(self, username: str, role: str, now_ms: int, actor: Actor) -> bool:
+    async def revoke(self, username: str, role: str, now_ms: int, actor: Actor, by: Principal | None = None) -> bool:
         user = await self.users.require(username)
-        changed = await self.roles.revoke(user.id, validate_role_name(role))
+        await self.roles.require_grantable([validate_role_name(role)], by, f"remove role {role!r}")
+        if (role in await self.roles.roles_of(user.id) and await self._is_superuser(user)
+                and not await self._superusers(without_grant=(user.id, role))):
+            raise self._last_superuser(f"remove role {role!r} from {user.username}")
+        changed = await self.roles.revoke(user.id, role, by=by)
         await self.audit.record(now_ms, "role.revoke", actor, target=user.username,
                                 detail={"role": role, "changed": changed})
         return changed
+
+    async def put_role(self, role: Role, now_ms: int, actor: Actor, *, create_only: bool = False,
+                       by: Principal | None = None) -> bool:
+        """Create or change a role; returns True when it was created."""
+        try:
+            old: Role | None = await self.roles.get(role.name)
+        except NotFoundError:
+            old = None
+        verb = "create" if old is None else "change"
+        require_covered(by, role.grants + (old.grants if old else ()), f"{verb} role {role.name!r}")
+        if (old is not None and is_superuser(old.grants) and not is_superuser(role.grants)
+                and not await self._superusers(role=role)):
+            raise self._last_superuser(f"take '*' from role {role.name!r}")
+        created = await self.roles.put(role, create_only=create_only, by=by)
+        await self.audit.record(now_ms, "role.create" if created else "role.update", actor, target=role.name,
+                                detail={"permissions": list(role.permissions)})
+        return created
+
+    async def delete_role(self, name: str, now_ms: int, actor: Actor, by: Principal | None = None) -> None:
+        role = await self.roles.get(name)
+        require_covered(by, role.grants, f"delete role {name!r}")
+        if is_superuser(role.grants) and not role.builtin and not await self._superusers(role_gone=name):
+            raise self._last_superuser(f"delete role {name!r}")
+        await self.roles.delete(name, by=by)
+        await self.audit.record(now_ms, "role.delete", actor, target=name)
+
+    async def revoke_all_sessions(self, username: str, now_ms: int, actor: Actor,
+                                  by: Principal | None = None) -> int:
+        user = await self.users.require(username)
+        await self._require_over(by, user, "end the sessions of")
+        n = await self.sessions.revoke_all(user.id)
+        await self.audit.record(now_ms, "session.revoke_all", actor, target=user.username,
+                                detail={"sessions_revoked": n})
+        return n
 
     async def describe(self, user: User) -> dict[str, Any]:
         return user.public(list(await self.roles.roles_of(user.id)))
@@ -315,15 +416,7 @@ class AuthService:
             raise InvalidInputError(f"label: expected printable text of at most {_LABEL_MAX} characters")
         label = (label.strip() or None) if isinstance(label, str) else None
         user = await self.users.require(username)
-        if issuer is not None and issuer.user_id != user.id:
-            grants = await self.roles.grants_for(await self.roles.roles_of(user.id))
-            missing = sorted({g.name + (f"@{g.prefix}" if g.prefix is not None else "") for g in grants
-                              if not issuer.can(g.name, None if g.prefix is None
-                                                else g.prefix.replace("{user}", user.id))})
-            if missing:
-                raise PermissionDeniedError(f"cannot issue a token for {user.username}: it would carry "
-                                            f"permissions you do not hold ({', '.join(missing)})",
-                                            code="token_exceeds_issuer")
+        await self._require_over(issuer, user, "issue a token for")
         token = None if user.disabled else await self.sessions.issue_api_token(user.id, ttl_s, now_ms, label,
                                                                                actor.client)
         if token is None:
@@ -338,7 +431,12 @@ class AuthService:
         user = await self.users.require(username)
         return user, await self.sessions.list(user.id)
 
-    async def revoke_session(self, user_id: str, sid: str, now_ms: int, actor: Actor, target: str) -> None:
+    async def revoke_session(self, user_id: str, sid: str, now_ms: int, actor: Actor, target: str,
+                             by: Principal | None = None) -> None:
+        if by is not None and by.user_id != user_id:
+            user = await self.users.get(user_id)
+            if user is not None:
+                await self._require_over(by, user, "end a session of")
         if not await self.sessions.revoke(user_id, sid):
             raise NotFoundError(f"session {sid!r} does not exist", code="session_not_found")
         await self.audit.record(now_ms, "session.revoke", actor, target=target, detail={"session": sid})

@@ -46,7 +46,7 @@ RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 SUPPORTED_ALGORITHMS = (*HMAC_ALGORITHMS, *RSA_ALGORITHMS, *EC_ALGORITHMS.values(), "EdDSA")
 MIN_SECRET_BYTES = 32
-_KID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_KID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def token_hash(token: str) -> str:
@@ -70,7 +70,7 @@ def parse_key_spec(spec: str, where: str = "auth.jwt_keys") -> SigningKey:
     """``KID=SECRET`` or ``KID=file:PATH`` (a PEM key, or a file holding a secret)."""
     kid, eq, value = spec.partition("=")
     kid = kid.strip()
-    if not eq or not _KID_RE.match(kid) or not value:
+    if not eq or not _KID_RE.fullmatch(kid) or not value:
         raise ConfigError(f"expected KID=SECRET or KID=file:PATH with KID of A-Z a-z 0-9 . _ -, got "
                           f"{spec.split('=')[0]!r}=...", key=where)
     if value.startswith("file:"):

@@ -23,7 +23,7 @@ __all__ = ["User", "UserDirectory", "normalize_username", "user_key", "username_
 
 USER_PREFIX = "auth:user:"
 USERNAME_PREFIX = "auth:username:"
-_USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,63}$")
+_USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9_.@-]{0,63}")  # fullmatch: `$` lets a trailing "\n" through
 
 
 def user_key(user_id: str) -> str:
@@ -38,7 +38,7 @@ def normalize_username(name: object) -> str:
     if not isinstance(name, str):
         raise InvalidInputError("username: expected a string")
     n = name.strip().lower()
-    if not _USERNAME_RE.match(n):
+    if not _USERNAME_RE.fullmatch(n):
         raise InvalidInputError("username: 1-64 characters of a-z 0-9 _ . @ -, starting with a letter or digit")
     return n
 

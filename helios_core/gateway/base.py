@@ -53,8 +53,9 @@ __all__ = ["BaseHandler", "Need", "PUBLIC", "PROBE", "AUTHENTICATED", "perm", "N
 
 log = get_logger("gateway")
 
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+# Matched with fullmatch: `$` would let a trailing "\n" through.
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_TRACEPARENT_RE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 409: "conflict", 411: "length_required", 412: "precondition_failed",
                  413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited",
@@ -89,7 +90,7 @@ def _hex(bits: int) -> str:
 
 def request_id_of(given: str | None) -> str:
     """The caller's X-Request-ID when it is sane, else a new one."""
-    return given if given and _REQUEST_ID_RE.match(given) else _hex(128)
+    return given if given and _REQUEST_ID_RE.fullmatch(given) else _hex(128)
 
 
 def error_body(code: str, message: str, request_id: str) -> bytes:
@@ -192,7 +193,7 @@ class BaseHandler(RequestHandler):
         gw.inflight += 1
         self._tracked = True
         self.sticky_header("X-Request-ID", self.request_id)
-        m = _TRACEPARENT_RE.match(self.request.headers.get("traceparent", ""))
+        m = _TRACEPARENT_RE.fullmatch(self.request.headers.get("traceparent", ""))
         if m and m.group(1) != "0" * 32:
             self._trace = (m.group(1), _hex(64), m.group(3))
         else:

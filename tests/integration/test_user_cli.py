@@ -64,8 +64,15 @@ def test_add_list_passwd_grant_revoke_disable_remove(data: Path) -> None:
     assert r.exit_code == 0 and "alice has role admin" in r.stdout
     r = run("grant", "alice", "admin", "--data", str(data))
     assert "(already)" in r.stdout
+    # The owner has full power, but the last enabled `*` holder stays one (issue 10, item 2).
+    for refused in (("revoke", "alice", "admin"), ("disable", "alice"), ("remove", "alice")):
+        r = run(*refused, "--data", str(data))
+        assert r.exit_code == 1 and "no enabled user holding '*'" in r.stderr, (refused, r.output)
+    assert run("grant", "bob", "admin", "--data", str(data)).exit_code == 0
     r = run("revoke", "alice", "admin", "--json", "--data", str(data))
     assert orjson.loads(r.stdout)["roles"] == ["user"]
+    assert run("revoke", "bob", "admin", "--data", str(data)).exit_code == 1
+    run("grant", "alice", "admin", "--data", str(data))
     r = run("disable", "bob", "--data", str(data))
     assert r.exit_code == 0 and "disabled bob" in r.stdout
     assert orjson.loads(run("list", "--json", "--data", str(data)).stdout)[1]["disabled"] is True

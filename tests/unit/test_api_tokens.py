@@ -160,7 +160,7 @@ def test_nobody_mints_a_token_stronger_than_themselves(tmp_path: Path) -> None:
         await with_user(svc, "reader", roles=("readonly",))
         sam = await svc.authenticate((await svc.login("sam", "correct horse", NOW, ME)).access_token, NOW)
         root = await svc.authenticate((await svc.login("root", "correct horse", NOW, ME)).access_token, NOW)
-        with pytest.raises(PermissionDeniedError, match=r"root: it would carry permissions you do not hold \(\*\)"):
+        with pytest.raises(PermissionDeniedError, match=r"issue a token for root: .* sam does not hold: \*"):
             await svc.issue_api_token("root", 60, None, NOW, ME, issuer=sam)
         with pytest.raises(PermissionDeniedError, match="kv:write@users/"):
             await svc.issue_api_token("alice", 60, None, NOW, ME, issuer=sam)

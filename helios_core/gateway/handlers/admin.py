@@ -43,7 +43,7 @@ class UsersHandler(BaseHandler):
         body = self.json_body()
         roles = _str_list(body, "roles", ["user"])
         user, generated = await self.gw.auth.create_user(body.get("username"), _opt_str(body, "password"), roles,
-                                                         self.now_ms(), self.actor())
+                                                         self.now_ms(), self.actor(), by=self.me())
         out = await self.gw.auth.describe(user)
         if generated is not None:
             out["password"] = generated
@@ -66,11 +66,11 @@ class UserHandler(BaseHandler):
         disabled = body.get("disabled")
         if not isinstance(disabled, bool):
             raise InvalidInputError("disabled: expected true or false")
-        user = await self.gw.auth.set_disabled(username, disabled, self.now_ms(), self.actor())
+        user = await self.gw.auth.set_disabled(username, disabled, self.now_ms(), self.actor(), by=self.me())
         self.write_json(await self.gw.auth.describe(user))
 
     async def delete(self, username: str) -> None:
-        await self.gw.auth.remove_user(username, self.now_ms(), self.actor())
+        await self.gw.auth.remove_user(username, self.now_ms(), self.actor(), by=self.me())
         self.set_status(204)
         self.finish()
 
@@ -82,7 +82,7 @@ class UserPasswordHandler(BaseHandler):
     async def post(self, username: str) -> None:
         body = self.json_body() if self.body else {}
         user, generated = await self.gw.auth.set_password(username, _opt_str(body, "password"), self.now_ms(),
-                                                          self.actor())
+                                                          self.actor(), by=self.me())
         out = await self.gw.auth.describe(user)
         if generated is not None:
             out["password"] = generated
@@ -94,12 +94,12 @@ class UserRoleHandler(BaseHandler):
     needs = {"PUT": perm("admin:roles"), "DELETE": perm("admin:roles")}
 
     async def put(self, username: str, role: str) -> None:
-        changed = await self.gw.auth.grant(username, role, self.now_ms(), self.actor())
+        changed = await self.gw.auth.grant(username, role, self.now_ms(), self.actor(), by=self.me())
         user = await self.gw.auth.users.require(username)
         self.write_json({**await self.gw.auth.describe(user), "changed": changed})
 
     async def delete(self, username: str, role: str) -> None:
-        changed = await self.gw.auth.revoke(username, role, self.now_ms(), self.actor())
+        changed = await self.gw.auth.revoke(username, role, self.now_ms(), self.actor(), by=self.me())
         user = await self.gw.auth.users.require(username)
         self.write_json({**await self.gw.auth.describe(user), "changed": changed})
 
@@ -113,10 +113,7 @@ class UserSessionsHandler(BaseHandler):
         self.write_json({"sessions": [s.public() for s in sessions]})
 
     async def delete(self, username: str) -> None:
-        user = await self.gw.auth.users.require(username)
-        n = await self.gw.auth.sessions.revoke_all(user.id)
-        await self.gw.audit.record(self.now_ms(), "session.revoke_all", self.actor(), target=user.username,
-                                   detail={"sessions_revoked": n})
+        n = await self.gw.auth.revoke_all_sessions(username, self.now_ms(), self.actor(), by=self.me())
         self.write_json({"sessions_revoked": n})
 
 
@@ -126,7 +123,8 @@ class UserSessionHandler(BaseHandler):
 
     async def delete(self, username: str, session_id: str) -> None:
         user = await self.gw.auth.users.require(username)
-        await self.gw.auth.revoke_session(user.id, session_id, self.now_ms(), self.actor(), user.username)
+        await self.gw.auth.revoke_session(user.id, session_id, self.now_ms(), self.actor(), user.username,
+                                          by=self.me())
         self.set_status(204)
         self.finish()
 
@@ -171,9 +169,7 @@ class RolesHandler(BaseHandler):
         if not isinstance(name, str):
             raise InvalidInputError("name: expected a string")
         role = _role_from(body, name)
-        await self.gw.auth.roles.put(role, create_only=True)
-        await self.gw.audit.record(self.now_ms(), "role.create", self.actor(), target=role.name,
-                                   detail={"permissions": list(role.permissions)})
+        await self.gw.auth.put_role(role, self.now_ms(), self.actor(), create_only=True, by=self.me())
         self.write_json((await self.gw.auth.roles.get(role.name)).to_json(), 201)
 
 
@@ -189,14 +185,11 @@ class RoleHandler(BaseHandler):
         if body.get("name", role) != role:
             raise InvalidInputError("name: must match the role in the path (roles cannot be renamed)")
         new = _role_from(body, role)
-        created = await self.gw.auth.roles.put(new)
-        await self.gw.audit.record(self.now_ms(), "role.create" if created else "role.update", self.actor(),
-                                   target=role, detail={"permissions": list(new.permissions)})
+        created = await self.gw.auth.put_role(new, self.now_ms(), self.actor(), by=self.me())
         self.write_json((await self.gw.auth.roles.get(role)).to_json(), 201 if created else 200)
 
     async def delete(self, role: str) -> None:
-        await self.gw.auth.roles.delete(role)
-        await self.gw.audit.record(self.now_ms(), "role.delete", self.actor(), target=role)
+        await self.gw.auth.delete_role(role, self.now_ms(), self.actor(), by=self.me())
         self.set_status(204)
         self.finish()
 
