@@ -446,6 +446,9 @@ class JobQueue:
         """Return jobs whose lease deadline passed to PENDING (due now; the attempt is counted), or to
         the DLQ when they have no attempts left.  All queues when None.  Returns how many moved."""
         names = await self.queues() if queues is None else [checks.queue_name(q) for q in queues]
+        # A plain read first: most queues have no lease due, and then no transaction is needed (the
+        # gateway's reaper asks every queue every second).  One due meanwhile waits for the next call.
+        names = [q for q in names if await self.store.zrangebyscore(leased_key(q), "-inf", now_ms, count=1)]
 
         async def body(q: str, tx: Transitions) -> tuple[int, bool]:
             expiring = await tx.txn.zrangebyscore(leased_key(q), "-inf", now_ms, count=MAINTENANCE_BATCH)
