@@ -257,10 +257,15 @@ class AuthConfig(_Section):
         default=10, metadata=setting("Leeway when checking exp, nbf and iat.", minimum=0, maximum=300)
     )
     bcrypt_cost: int = field(default=12, metadata=setting("bcrypt work factor.", minimum=4, maximum=31))
-    min_password_length: int = field(default=8, metadata=setting("Shortest password accepted.", minimum=1))
+    min_password_length: int = field(
+        default=12, metadata=setting("Shortest password accepted when one is set (all-whitespace and very common "
+                                     "passwords are refused too).", minimum=1))
     login_failures_per_user: tuple[int, int] = field(
         default=(5, 300),
-        metadata=setting("Failed logins allowed per username: COUNT per SECONDS, then 429.", minimum=1,
+        metadata=setting("Failed logins of one username from one address (COUNT) before each further try from "
+                         "there waits 1 s, then 2, 4 ... up to SECONDS (429 meanwhile); forgotten after SECONDS "
+                         "without a failure. Per username from all addresses, 10 x COUNT per SECONDS: beyond "
+                         "that every address that failed waits, but a new one still gets its try.", minimum=1,
                          example='"5 300"'),
     )
     login_failures_per_client: tuple[int, int] = field(

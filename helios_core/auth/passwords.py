@@ -24,7 +24,8 @@ import bcrypt
 
 from helios_core.errors import InvalidInputError
 
-__all__ = ["PasswordHasher", "generate_password", "check_password_policy", "MAX_PASSWORD_BYTES"]
+__all__ = ["PasswordHasher", "generate_password", "check_password_policy", "MAX_PASSWORD_BYTES",
+           "COMMON_PASSWORDS"]
 
 MAX_PASSWORD_BYTES = 72  # bcrypt uses only the first 72 bytes; refuse rather than silently truncate
 
@@ -34,13 +35,34 @@ def generate_password() -> str:
     return secrets.token_urlsafe(18)
 
 
+# Passwords long enough for the length rule that still come first in every guessing list
+# (from the public breach corpora's top entries).  Compared in lower case.
+COMMON_PASSWORDS = frozenset("""
+123456789012 1234567890123 12345678901234 123456789123 111111111111 000000000000 123123123123
+password1234 password12345 password123456 password1234! passwordpassword password@123 p@ssw0rd1234
+qwertyuiop12 qwertyuiop123 qwertyuiop1234 qwertyuiopasdf qwerty123456 qwerty1234567 1q2w3e4r5t6y
+1qaz2wsx3edc zaq12wsxcde3 asdfghjkl123 asdfghjkl;' zxcvbnm12345 abc123456789 abcdefghijkl
+iloveyou1234 iloveyou12345 letmein12345 letmein123456 welcome12345 welcome123456 welcome@1234
+administrator administrator1 admin1234567 admin12345678 adminadmin123 changeme1234 changeme12345
+trustno11234 monkey123456 dragon123456 football1234 baseball1234 sunshine1234 princess1234
+superman1234 starwars1234 whatever1234 computer1234 internet1234 helloworld12 helloworld123
+correcthorsebatterystaple
+""".split()) | {"correct horse battery staple"}
+
+
 def check_password_policy(password: object, min_length: int, field: str = "password") -> str:
+    """The password if it may be set; InvalidInputError saying why not (length, whitespace, too common)."""
     if not isinstance(password, str):
         raise InvalidInputError(f"{field}: expected a string")
-    if len(password) < min_length:
-        raise InvalidInputError(f"{field}: must be at least {min_length} characters")
     if len(password.encode()) > MAX_PASSWORD_BYTES:
         raise InvalidInputError(f"{field}: must be at most {MAX_PASSWORD_BYTES} bytes (UTF-8)")
+    if len(password) < min_length:
+        raise InvalidInputError(f"{field}: must be at least {min_length} characters (auth.min_password_length)")
+    if not password.strip():
+        raise InvalidInputError(f"{field}: must not be all whitespace")
+    if password.lower() in COMMON_PASSWORDS:
+        raise InvalidInputError(f"{field}: too common (it is near the top of every password-guessing list); "
+                                f"choose another, e.g. a few unrelated words")
     return password
 
 

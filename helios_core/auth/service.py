@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from helios_core.auth.audit import Actor, AuditLog
-from helios_core.auth.passwords import PasswordHasher, check_password_policy, generate_password
+from helios_core.auth.passwords import MAX_PASSWORD_BYTES, PasswordHasher, check_password_policy, generate_password
 from helios_core.auth.sessions import ApiToken, Session, Sessions, TokenPair, token_key
 from helios_core.auth.tokens import KeyRing, token_hash
 from helios_core.auth.users import User, UserDirectory, normalize_username, user_key
@@ -27,7 +27,7 @@ from helios_core.errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
-from helios_core.ratelimit import Policy, RateLimiter
+from helios_core.ratelimit import MILLI, Bucket, Policy, RateLimiter, level
 from helios_core.rbac import (
     Grant,
     Role,
@@ -39,12 +39,13 @@ from helios_core.rbac import (
     user_roles_key,
     validate_role_name,
 )
-from helios_core.store.base import Store
+from helios_core.store.base import Store, Txn
 
 __all__ = ["Principal", "AuthService", "ADMIN_USERNAME"]
 
 ADMIN_USERNAME = "admin"
 _LABEL_MAX = 100  # characters of an API token's label
+MAX_USERNAME_CHARS = 128  # checked before anything else; a valid username has at most 64
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,13 @@ class AuthService:
         self.roles = RoleStore(store)
         self.sessions = Sessions(store, keys, config.access_token_seconds, config.refresh_token_seconds)
         n, w = config.login_failures_per_user
-        self._user_throttle = Policy(n, w, "login-user")
+        self._pair_free, self._pair_window_ms = n, w * 1000
+        self._user_ceiling = Policy(10 * n, w, "login-user")
         n, w = config.login_failures_per_client
         self._client_throttle = Policy(n, w, "login-client")
+        # Throttled attempts are counted here, not each audited: the count rides on the
+        # next event written for that username and address.
+        self._throttled: dict[str, int] = {}
         self._last_roles: dict[str, tuple[str, ...]] = {}  # user id -> role names seen last
 
     # -- first start -------------------------------------------------------------------
@@ -138,44 +143,82 @@ class AuthService:
 
     # -- login and sessions ------------------------------------------------------------
 
-    async def _throttle(self, name: str, client: str | None, now_ms: int) -> None:
-        """Count one login attempt against the username's and the address's budgets (429 when spent)."""
-        buckets = [(f"login-user:{name}", self._user_throttle)]
-        if client:
-            buckets.append((f"login-ip:{client}", self._client_throttle))
-        for client_id, policy in buckets:
-            d = await self.limiter.hit_policy(client_id, policy, now_ms)
-            if not d.allowed:
-                raise RateLimitedError("too many failed logins; try again later", code="login_throttled",
-                                       retry_after_ms=d.retry_after_ms)
+    # Login throttling (issue 10, item 6).  Per (username, address): after
+    # `_pair_free` failures each further try from there waits 1 s, 2 s, 4 s ...
+    # up to the window.  Per username over all addresses, a ceiling of failures
+    # per window: beyond it every address that failed before waits (2^(n-1) s after
+    # its n-th failure), but an address that never failed still gets its try, so
+    # an attacker spraying from many addresses slows the admin down at most to
+    # "log in from where you have not typed a wrong password", never locks them out.
+    # Per address over all usernames: a token bucket (password spraying).
 
-    async def _forgive(self, name: str, client: str | None, now_ms: int) -> None:
-        await self.limiter.reset(f"login-user:{name}")
+    def _pair_key(self, name: str, client: str | None) -> str:
+        return f"auth:login_failures:{client or '-'}:{name}"
+
+    async def _throttle(self, name: str, client: str | None, now_ms: int) -> str:
+        """Refuse (429) an attempt that must wait; returns the pair's state key."""
+        pair = self._pair_key(name, client)
+        pair_raw, user_raw = await self.store.mget([pair, self.limiter.prefix + f"login-user:{name}"])
+        n, last_ms = orjson.loads(pair_raw) if pair_raw else (0, 0)
+        wait_ms = self._delay_ms(n - self._pair_free + 1) if n >= self._pair_free else 0
+        if n and level(Bucket.decode(user_raw), self._user_ceiling, now_ms).milli < MILLI:
+            wait_ms = max(wait_ms, self._delay_ms(n))
+        retry = last_ms + wait_ms - now_ms
+        if retry <= 0 and client:
+            d = await self.limiter.hit_policy(f"login-ip:{client}", self._client_throttle, now_ms)
+            retry = 0 if d.allowed else d.retry_after_ms
+        if retry > 0:
+            if len(self._throttled) > 100_000:
+                self._throttled.clear()
+            self._throttled[pair] = self._throttled.get(pair, 0) + 1
+            raise RateLimitedError("too many failed logins; try again later", code="login_throttled",
+                                   retry_after_ms=retry)
+        return pair
+
+    def _delay_ms(self, step: int) -> int:
+        return min(self._pair_window_ms, 1000 << min(step - 1, 40))
+
+    async def _failed(self, name: str, pair: str, now_ms: int) -> None:
+        async def count(txn: Txn) -> int:
+            raw = await txn.get(pair)
+            n = int(orjson.loads(raw)[0]) + 1 if raw else 1
+            txn.set(pair, orjson.dumps([n, now_ms]), px=self._pair_window_ms + self._delay_ms(n))
+            return n
+
+        _: int = await self.store.transact(count, durable=False)
+        await self.limiter.hit_policy(f"login-user:{name}", self._user_ceiling, now_ms)
+
+    async def _forgive(self, pair: str, client: str | None, now_ms: int) -> None:
+        await self.store.transact(lambda t: t.delete(pair), durable=False)
         if client:
             await self.limiter.credit(f"login-ip:{client}", self._client_throttle, now_ms)
 
+    def _throttled_since(self, pair: str) -> dict[str, int]:
+        n = self._throttled.pop(pair, 0)
+        return {"throttled_attempts": n} if n else {}
+
     async def _check_password(self, username: object, password: object, now_ms: int,
                               actor: Actor, action: str) -> User:
-        name = username.strip().lower() if isinstance(username, str) else ""
-        if not isinstance(password, str):
-            raise InvalidInputError("password: expected a string")
-        try:
-            await self._throttle(name, actor.client, now_ms)
-        except RateLimitedError:
-            await self.audit.record(now_ms, action, actor, target=name or None, result="throttled")
-            raise
+        # Sizes first, before any work or any write (issue 10, item 5).
+        if not isinstance(username, str) or len(username) > MAX_USERNAME_CHARS:
+            raise InvalidInputError(f"username: expected a string of at most {MAX_USERNAME_CHARS} characters")
+        if not isinstance(password, str) or len(password) > MAX_PASSWORD_BYTES \
+                or len(password.encode()) > MAX_PASSWORD_BYTES:
+            raise InvalidInputError(f"password: expected a string of at most {MAX_PASSWORD_BYTES} bytes")
+        name = username.strip().lower()
+        pair = await self._throttle(name, actor.client, now_ms)
         user = await self.users.by_name(name) if name else None
         # Unknown users are checked against a dummy hash: same time as a wrong password.
         ok = await self.hasher.verify(password, user.password_hash if user else None)
-        if user is None or not ok:
+        if user is None or not ok or user.disabled:
+            # A disabled account answers exactly as a wrong password does, right password or not.
+            reason = "unknown user" if user is None else "wrong password" if not ok else "disabled"
+            await self._failed(name, pair, now_ms)
             await self.audit.record(now_ms, action, actor, target=name or None, result="failed",
-                                    detail={"reason": "unknown user" if user is None else "wrong password"})
+                                    detail={"reason": reason, **self._throttled_since(pair)})
             raise AuthenticationError("invalid username or password", code="invalid_credentials")
-        if user.disabled:
-            await self.audit.record(now_ms, action, actor, target=name, result="failed",
-                                    detail={"reason": "disabled"})
-            raise AuthenticationError("account disabled", code="account_disabled")
-        await self._forgive(name, actor.client, now_ms)
+        await self._forgive(pair, actor.client, now_ms)
+        self._throttled.pop(pair, None)
         return user
 
     async def login(self, username: object, password: object, now_ms: int, actor: Actor,
@@ -223,9 +266,7 @@ class AuthService:
         new = check_password_policy(new, self.config.min_password_length, "new_password")
         try:
             await self._check_password(principal.username, current, now_ms, actor, "auth.password")
-        except AuthenticationError as e:
-            if e.code == "account_disabled":
-                raise
+        except AuthenticationError:
             raise PermissionDeniedError("current_password is wrong", code="wrong_password") from None
         await self.users.update(principal.user_id, now_ms, password_hash=await self.hasher.hash(new))
         n = await self.sessions.revoke_all(principal.user_id)

@@ -1,7 +1,9 @@
 """Files a gateway keeps in its data directory: the generated signing secret, the first admin password.
 
-Both are written once, mode 0600, with O_EXCL so two starts racing cannot
-each write a different secret.  The data directory is the authority (as for
+Both are written atomically (tmp file, fsync, link or rename, fsync the
+directory), mode 0600; the secret is linked into place only if none exists,
+so two starts racing cannot each write a different secret and a crash never
+leaves a half-written one.  The data directory is the authority (as for
 the AOF): whoever can read it can read these.
 """
 
@@ -23,14 +25,33 @@ log = get_logger("gateway")
 
 
 def _write_private(path: Path, text: str, *, exclusive: bool) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
+    """Write `text` to `path`, mode 0600, atomically: a crash leaves the old file or the whole new one.
+
+    tmp file (0600) -> fsync -> link (exclusive: fails if `path` exists, so two
+    starts racing keep one secret) or rename -> fsync the directory.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that existed
-        os.write(fd, text.encode())
-        os.fsync(fd)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            data = text.encode()
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
-        os.close(fd)
+        tmp.unlink(missing_ok=True)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def signing_key_specs(configured: tuple[str, ...], data_dir: Path | None) -> list[str]:

@@ -95,7 +95,10 @@ def test_failures_exit_non_zero_with_a_reason(data: Path, tmp_path: Path) -> Non
     r = run("add", "carl", "--role", "nope", "--data", str(data))
     assert r.exit_code == 1 and "role(s) nope do not exist" in r.stderr
     r = run("add", "carl", "--password-stdin", "--data", str(data), stdin="short\n")
-    assert r.exit_code == 1 and "at least 8" in r.stderr
+    assert r.exit_code == 1 and "at least 12" in r.stderr
+    for weak, why in (("password1234", "too common"), (" " * 14, "whitespace")):
+        r = run("add", "carl", "--password-stdin", "--data", str(data), stdin=weak + "\n")
+        assert r.exit_code == 1 and why in r.stderr, r.output
     r = run("list", "--data", str(tmp_path / "missing"))
     assert r.exit_code == 1 and "does not exist" in r.stderr
     assert run("list").exit_code == 2
