@@ -228,7 +228,10 @@ def one_round(srv: Server, n: int, writers: int, rate: float, baseline_s: float,
     def pick(span: tuple[float, float]) -> list[float]:
         return [lat for due, lat in samples if span[0] <= due <= span[1]]
 
+    # When the worst write of the snapshot fell due: a stall at the start (fork), mid-way or at the end.
+    worst = max(((lat, due) for due, lat in samples if during[0] <= due <= during[1]), default=(0.0, t0))
     return {"baseline": pick(base), "during": pick(during), "after_fork": pick((forked, during[1])),
+            "worst": {"seconds": worst[0], "due_at": worst[1] - t0},
             "bgsave_seconds": during[1] - during[0], "bgsave_reply_seconds": forked - t0,
             "cow_bytes": _info_int(info, "rdb_last_cow_size"), "rss_mb": rss, "server_faults": faults}
 
@@ -258,8 +261,11 @@ def run(n: int, rounds: int, writers: int, rate: float, baseline_s: float,
                     for s in order:
                         res = one_round(s, n, writers, rate, baseline_s, seed=r)
                         cow = "n/a" if res["cow_bytes"] is None else f"{res['cow_bytes'] / 1e6:.1f} MB"
+                        worst = res["worst"]
                         log(f"  round {r + 1} {s.name}: bgsave {fmt_ms(res['bgsave_seconds'])}, "
-                            f"p99 during {percentiles(res['during'])['p99'] * 1e3:.2f} ms, cow {cow}")
+                            f"p99 during {percentiles(res['during'])['p99'] * 1e3:.2f} ms, cow {cow}, "
+                            f"worst write {worst['seconds'] * 1e3:.1f} ms, due "
+                            f"{worst['due_at'] * 1e3:.0f} ms after BGSAVE was sent")
                         out[s.name].append(res)
         finally:
             atlas.stop()
@@ -276,6 +282,7 @@ def summarize(out: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "after_fork": percentiles([x for r in rounds for x in r["after_fork"]]),
             "bgsave_reply_seconds": [r["bgsave_reply_seconds"] for r in rounds],
             "server_faults": [r["server_faults"] for r in rounds],
+            "worst": [r["worst"] for r in rounds],
             "bgsave_seconds": [r["bgsave_seconds"] for r in rounds],
             "cow_bytes": cows if len(cows) == len(rounds) else None,
             "rss_mb": statistics.median(r["rss_mb"] for r in rounds),
