@@ -287,8 +287,10 @@ class RateLimitConfig(_Section):
     )
     roles: tuple[str, ...] = field(
         default=(),
-        metadata=setting("Per-role limits as \"ROLE LIMIT SECONDS\"; a user gets the largest of their roles'.",
-                         example='["admin 6000 60"]'),
+        metadata=setting("Per-role limits as \"ROLE LIMIT SECONDS\"; a user gets the largest of their roles'. "
+                         "The pseudo-role \"unauthenticated\" limits callers without a valid token (every 401 "
+                         "included), per address.",
+                         example='["admin 6000 60", "unauthenticated 120 60"]'),
     )
     clients: tuple[str, ...] = field(
         default=(),

@@ -5,6 +5,10 @@ time in ms, so an ascending range read (the one the Store offers) walks them
 newest first.  Each is written with a durable transaction: an event the
 caller was told about survives a crash.  The set is trimmed to
 ``max_entries`` (oldest first) in the same transaction that grows it.
+
+An event takes at most `MAX_EVENT_BYTES`: anyone can make the gateway write
+one (a failed login), so what it copies from a request is cut to size, and
+the event lists what was cut under ``cut`` (cut strings end in ``[cut]``).
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ import orjson
 from helios_core.errors import InvalidInputError
 from helios_core.store.base import Store, Txn
 
-__all__ = ["AuditLog", "Actor", "AUDIT_KEY"]
+__all__ = ["AuditLog", "Actor", "AUDIT_KEY", "MAX_EVENT_BYTES", "bounded"]
 
 AUDIT_KEY = "audit:log"
 _PAGE = 500
+MAX_EVENT_BYTES = 4096
+_FIELD_CHARS = 128  # of actor, actor_id, client, target (at most 4 bytes each in UTF-8)
+_DETAIL_CHARS = 256  # of each string in the detail
+_CUT = "[cut]"
 
 
 @dataclass(frozen=True)
@@ -42,9 +50,9 @@ class AuditLog:
     async def record(self, now_ms: int, action: str, actor: Actor | None = None, *, target: str | None = None,
                      result: str = "ok", detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
         actor = actor or Actor()
-        event = {"id": secrets.token_hex(8), "time_ms": now_ms, "action": action, "actor": actor.name,
-                 "actor_id": actor.id, "client": actor.client, "target": target, "result": result,
-                 "detail": dict(detail or {})}
+        event = bounded({"id": secrets.token_hex(8), "time_ms": now_ms, "action": action, "actor": actor.name,
+                         "actor_id": actor.id, "client": actor.client, "target": target, "result": result,
+                         "detail": dict(detail or {})})
         member = orjson.dumps(event)
         limit = self.max_entries
         slack = max(1, limit // 100)  # trim in batches, not on every write
@@ -88,6 +96,43 @@ class AuditLog:
             if len(page) < _PAGE and len(out) < limit:
                 return out, None
         return out, f"{_fmt(score)}:{skip}"
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n] + _CUT
+
+
+def _cut_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return _cut(value, _DETAIL_CHARS)
+    if isinstance(value, dict):
+        return {_cut(str(k), _DETAIL_CHARS): _cut_strings(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cut_strings(v) for v in value]
+    return value
+
+
+def bounded(event: dict[str, Any]) -> dict[str, Any]:
+    """`event` cut to at most MAX_EVENT_BYTES encoded; what was cut is listed under "cut"."""
+    cut = []
+    for k in ("actor", "actor_id", "client", "target", "action", "result"):
+        v = event.get(k)
+        if isinstance(v, str) and len(v) > _FIELD_CHARS:
+            event[k] = _cut(v, _FIELD_CHARS)
+            cut.append(k)
+    detail = event["detail"]
+    size = len(orjson.dumps(detail))
+    budget = MAX_EVENT_BYTES - len(orjson.dumps({**event, "detail": {}, "cut": [*cut, "detail"]})) - 32
+    if size > budget:
+        detail = _cut_strings(detail)
+        text = orjson.dumps(detail)
+        if len(text) > budget:  # still too big (many small parts): keep only its size
+            detail = {"bytes": size}
+        cut.append("detail")
+        event["detail"] = detail
+    if cut:
+        event["cut"] = cut
+    return event
 
 
 def _fmt(score: float | str) -> str:

@@ -46,6 +46,7 @@ __all__ = ["Principal", "AuthService", "ADMIN_USERNAME"]
 ADMIN_USERNAME = "admin"
 _LABEL_MAX = 100  # characters of an API token's label
 MAX_USERNAME_CHARS = 128  # checked before anything else; a valid username has at most 64
+_REFRESH_TOKEN_CHARS = 4096  # ours are 46 characters; more is junk (an access token given by mistake is 401)
 
 
 @dataclass(frozen=True)
@@ -230,8 +231,8 @@ class AuthService:
         return pair
 
     async def refresh(self, refresh_token: object, now_ms: int, actor: Actor) -> TokenPair:
-        if not isinstance(refresh_token, str):
-            raise InvalidInputError("refresh_token: expected a string")
+        if not isinstance(refresh_token, str) or len(refresh_token) > _REFRESH_TOKEN_CHARS:
+            raise InvalidInputError(f"refresh_token: expected a string of at most {_REFRESH_TOKEN_CHARS} characters")
         try:
             pair = await self.sessions.refresh(refresh_token, now_ms, actor.client)
         except AuthenticationError as e:

@@ -35,8 +35,8 @@ def username_key(username: str) -> str:
 
 
 def normalize_username(name: object) -> str:
-    if not isinstance(name, str):
-        raise InvalidInputError("username: expected a string")
+    if not isinstance(name, str) or len(name) > 128:
+        raise InvalidInputError("username: expected a string of at most 64 characters")
     n = name.strip().lower()
     if not _USERNAME_RE.fullmatch(n):
         raise InvalidInputError("username: 1-64 characters of a-z 0-9 _ . @ -, starting with a letter or digit")

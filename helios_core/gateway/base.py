@@ -56,6 +56,7 @@ log = get_logger("gateway")
 # Matched with fullmatch: `$` would let a trailing "\n" through.
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TRACEPARENT_RE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+UNAUTHENTICATED_ROLES = ("unauthenticated",)
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 409: "conflict", 411: "length_required", 412: "precondition_failed",
                  413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited",
@@ -204,9 +205,17 @@ class BaseHandler(RequestHandler):
         if need is None:
             raise HTTPError(405)
         self._check_length()
+        limited = need.rate_limited and gw.config.ratelimit.enabled
         if need.authenticate:
-            await self._authenticate()
-        if need.rate_limited and gw.config.ratelimit.enabled:
+            try:
+                await self._authenticate()
+            except AuthenticationError:
+                # A 401 costs a bucket token too: unauthenticated work is drawn from the
+                # caller's address bucket, so guessing tokens is as limited as anything else.
+                if limited:
+                    await self._rate_limit()
+                raise
+        if limited:
             await self._rate_limit()
         if need.permission is not None:
             self._authorize(need)
@@ -240,7 +249,9 @@ class BaseHandler(RequestHandler):
         if p is not None:
             client_id, names, roles = f"user:{p.user_id}", (f"user:{p.username}",), p.roles
         else:
-            client_id, names, roles = f"ip:{self.client}", (f"ip:{self.client}",), ()
+            # Unauthenticated (public endpoints, and every 401): per address, under the
+            # pseudo-role "unauthenticated" when ratelimit.roles names it, else the default.
+            client_id, names, roles = f"ip:{self.client}", (f"ip:{self.client}",), UNAUTHENTICATED_ROLES
         try:
             d = await self.gw.limiter.hit(client_id, lambda s: s.policy_for(names, roles), self.now_ms())
         except (CommandError, AofWriteError) as e:
