@@ -132,7 +132,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/v1/auth/login", "post"): op(
         "Log in: an access token (JWT) and a refresh token", "auth", {"200": resp("Logged in.", ref("TokenPair"))},
         request=body(ref("Credentials")),
-        description="Failed logins are throttled per username and per client address (429 with Retry-After)."),
+        description="Failed logins of a username from one address wait 1 s, 2, 4 ... after "
+                    "auth.login_failures_per_user; per username over all addresses only addresses that failed "
+                    "wait (a correct password from a new address gets in); per address over all usernames, "
+                    "auth.login_failures_per_client (429 with Retry-After). A disabled account answers like a "
+                    "wrong password. Usernames over 128 characters and passwords over 72 bytes get 400."),
     ("/api/v1/auth/logout", "post"): op("Log out: revoke this session's tokens", "auth", NO_CONTENT),
     ("/api/v1/auth/refresh", "post"): op(
         "Exchange a refresh token for a new pair", "auth", {"200": resp("New tokens.", ref("TokenPair"))},
@@ -173,7 +177,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/admin/users", "post"): op(
         "Create a user (a password is generated when none is given)", "admin",
         {"201": resp("Created.", ref("User"))},
-        request=body(obj({"username": STR, "password": STR, "roles": STRS}, ["username"]))),
+        request=body(obj({"username": STR, "password": STR, "roles": STRS}, ["username"])),
+        description="Grant only what you hold: every permission of the roles given must be covered by the "
+                    "caller's own (403 exceeds_own_grants). Acting on a user (password, disable, remove, "
+                    "sessions, tokens) needs every permission that user holds. The last enabled user holding "
+                    "'*' cannot be disabled, removed or demoted (409 last_superuser)."),
     ("/admin/users/{username}", "get"): op("Show a user", "admin", {"200": resp("The user.", ref("User"))}),
     ("/admin/users/{username}", "patch"): op(
         "Disable or enable a user (disabling revokes their sessions)", "admin",
@@ -205,7 +213,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/admin/roles", "get"): op("List roles", "admin", {"200": resp("Roles.", obj(
         {"roles": {"type": "array", "items": ref("Role")}}, ["roles"]))}),
     ("/admin/roles", "post"): op("Create a role", "admin", {"201": resp("Created.", ref("Role"))},
-                                 request=body(ref("RoleInput"))),
+                                 request=body(ref("RoleInput")),
+                                 description="Creating, changing, deleting, granting or revoking a role needs "
+                                             "every permission it holds (before and after), scope included "
+                                             "(403 exceeds_own_grants)."),
     ("/admin/roles/{role}", "get"): op("Show a role", "admin", {"200": resp("The role.", ref("Role"))}),
     ("/admin/roles/{role}", "put"): op("Create or replace a role", "admin",
                                        {"200": resp("Replaced.", ref("Role")), "201": resp("Created.", ref("Role"))},
