@@ -9,7 +9,16 @@ import pytest
 
 from helios_core.config import AtlasConfig
 from helios_core.errors import ConflictError, InvalidInputError, NotFoundError
-from helios_core.rbac import SEEDED_ROLES, Grant, Role, RoleStore, allowed, compile_grants, parse_grant
+from helios_core.rbac import (
+    SEEDED_ROLES,
+    Grant,
+    Role,
+    RoleStore,
+    allowed,
+    compile_grants,
+    parse_grant,
+    uncovered,
+)
 from helios_core.store import EmbeddedStore
 
 
@@ -39,6 +48,27 @@ def test_parse_grants() -> None:
 ], ids=str)
 def test_allowed(grants: list[str], needed: str, resource: str | None, ok: bool) -> None:
     assert allowed(compile_grants(grants), needed, resource, "u1") is ok
+
+
+@pytest.mark.parametrize(("held", "wanted", "wanted_uid", "ok"), [
+    (["*"], "*", None, True),
+    (["*"], "kv:write@users/", "u2", True),
+    (["kv:*"], "*", None, False),
+    (["kv:*"], "kv:*", None, True),
+    (["kv:read"], "kv:*", None, False),
+    (["kv:write@users/"], "kv:write", None, False),  # a scope never covers the unscoped permission
+    (["kv:write@users/"], "kv:write@users/{user}/", None, True),
+    (["kv:write@users/"], "kv:write@users/u2/x", "u2", True),
+    (["kv:write@users/"], "kv:write@{user}/", None, False),  # {user}/ may be anywhere, not under users/
+    (["kv:write@users/{user}/"], "kv:write@users/{user}/", None, True),  # a role as written: same template
+    (["kv:write@users/{user}/"], "kv:write@users/{user}/", "u2", False),  # another user's namespace
+    (["kv:write@users/{user}/"], "kv:write@users/{user}/", "u1", True),  # one's own
+    (["kv:write@users/{user}/"], "kv:write@users/u1/a", None, True),
+    (["kv:write@users/{user}/"], "kv:write@users/", None, False),
+    (["admin:roles"], "admin:users", None, False),
+], ids=str)
+def test_covers(held: list[str], wanted: str, wanted_uid: str | None, ok: bool) -> None:
+    assert (uncovered(compile_grants(held), "u1", [parse_grant(wanted)], wanted_uid) == []) is ok
 
 
 def test_role_build_validates() -> None:
