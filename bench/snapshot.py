@@ -280,6 +280,7 @@ def summarize(out: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "baseline": percentiles([x for r in rounds for x in r["baseline"]]),
             "during": percentiles([x for r in rounds for x in r["during"]]),
             "after_fork": percentiles([x for r in rounds for x in r["after_fork"]]),
+            "during_p99_by_round": [percentiles(r["during"])["p99"] for r in rounds],
             "bgsave_reply_seconds": [r["bgsave_reply_seconds"] for r in rounds],
             "server_faults": [r["server_faults"] for r in rounds],
             "worst": [r["worst"] for r in rounds],
@@ -318,6 +319,9 @@ def main() -> None:
                 goal = "met" if a[phase][k] < GOAL_P99_S else "NOT met"
             rows.append([f"SET {k}, {label}", f"{ms(a[phase], k):.2f}", f"{ms(r[phase], k):.2f}",
                          ratio(a[phase][k], r[phase][k]), goal])
+    a_r, r_r = statistics.median(a["during_p99_by_round"]), statistics.median(r["during_p99_by_round"])
+    rows.append(["SET p99 during BGSAVE, median of the rounds' p99", f"{a_r * 1e3:.2f}", f"{r_r * 1e3:.2f}",
+                 ratio(a_r, r_r), "met" if a_r < GOAL_P99_S else "NOT met"])
     rows.append(["SET p99, during BGSAVE after its reply (fork left out)", f"{ms(a['after_fork'], 'p99'):.2f}",
                  f"{ms(r['after_fork'], 'p99'):.2f}", ratio(a["after_fork"]["p99"], r["after_fork"]["p99"]), ""])
     a_rep, r_rep = statistics.median(a["bgsave_reply_seconds"]), statistics.median(r["bgsave_reply_seconds"])
