@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from helios_core.atlas.commands import TABLE
-from helios_core.atlas.commands.connection import NOAUTH, QUEUED
+from helios_core.atlas.commands.connection import NOAUTH, QUEUED, check_password
 from helios_core.atlas.commands.table import OK
 from helios_core.atlas.jsonlines import JsonBad, JsonBatch, JsonLinesParser, encode_json, encode_json_error
 from helios_core.atlas.resp import NULL_ARRAY, QUERY_BUFFER_EXCEEDED, RespParser, encode, encode_error
@@ -54,6 +54,12 @@ _MULTI_NOW = frozenset((b"exec", b"discard", b"multi", b"watch", b"quit", b"rese
 _NO_MULTI = frozenset((b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe", b"save",
                        b"shutdown", b"ssubscribe", b"sunsubscribe"))
 
+# Failed AUTH: the connection's next read waits this long, doubled per failure up to
+# the cap, and the last failure allowed closes it (issue 10: no 146,000 guesses a second).
+AUTH_DELAY_SECONDS = 0.1
+AUTH_DELAY_MAX_SECONDS = 5.0
+AUTH_MAX_FAILURES = 10
+
 # A client pipelining faster than replies become durable is paused at this many
 # queued replies and resumed when the queue is short again.
 _QUEUE_PAUSE = 20_000
@@ -66,6 +72,13 @@ _DENIED = (
     "local client) or, if you know what you are doing, disable protected mode "
     "(`CONFIG SET protected-mode no`, or atlasd.protected_mode: false)."
 )
+_DENIED_GENERATED = (
+    "DENIED ATLAS is running in protected mode because its password was generated (DATA/atlasd.password), "
+    "not set. In this mode connections are only accepted from the loopback interface and the unix socket. "
+    "To connect from other hosts, set a password (HELIOS_ATLASD__REQUIREPASS, atlasd.requirepass, or "
+    "`CONFIG SET requirepass` from a local client) or, if you know what you are doing, disable protected "
+    "mode (`CONFIG SET protected-mode no`, or atlasd.protected_mode: false)."
+)
 
 
 class Connection(asyncio.Protocol):
@@ -74,7 +87,8 @@ class Connection(asyncio.Protocol):
         "authed", "multi", "multi_error", "watching", "watch_dirty", "channels", "patterns",
         "special", "closing", "queue", "out", "waiting_seq", "deferred", "read_paused",
         "write_paused", "addr", "laddr", "is_unix", "created", "last_active", "last_cmd", "_durable_cb",
-        "net_in", "net_out", "sniff", "is_json", "enc", "enc_err", "futures",
+        "net_in", "net_out", "sniff", "is_json", "enc", "enc_err", "futures", "auth_failures",
+        "auth_retry_at", "auth_paused",
     )
 
     def __init__(self, server: AtlasServer, is_unix: bool) -> None:
@@ -91,7 +105,10 @@ class Connection(asyncio.Protocol):
         self.name = b""
         self.lib_name = b""
         self.lib_ver = b""
-        self.authed = not server.requirepass
+        self.authed = is_unix or not server.requirepass  # the socket's file mode is its password
+        self.auth_failures = 0
+        self.auth_retry_at = 0.0
+        self.auth_paused = False
         if not self.authed:
             self.parser.set_unauthenticated(True, server.max_bulk)
         self.multi: list[list[bytes]] | None = None
@@ -127,8 +144,9 @@ class Connection(asyncio.Protocol):
         if server.closing:
             transport.close()
             return
-        if server.protected_mode and not server.requirepass and not loopback:
-            self._refuse(_DENIED, "protected mode: not a loopback or unix-socket client")
+        if server.protected_mode and not loopback and (not server.requirepass or server.password_generated):
+            self._refuse(_DENIED_GENERATED if server.requirepass else _DENIED,
+                         "protected mode: not a loopback or unix-socket client")
             return
         if len(server.clients) >= server.maxclients:
             self._refuse("ERR max number of clients reached", "maxclients reached")
@@ -155,7 +173,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if not self.read_paused and not self.closing:
+        if not self.read_paused and not self.auth_paused and not self.closing:
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -167,9 +185,21 @@ class Connection(asyncio.Protocol):
         cmds = parser.feed(data)
         self.net_in += len(data)
         if cmds:
+            unauthed = not self.authed
             self._run(cmds)
+            if unauthed:
+                self._run_buffered()  # before AUTH the RESP parser hands out one command at a time
         if parser.error is not None:
             self._protocol_error(parser.error)
+
+    def _run_buffered(self) -> None:
+        """Run commands the parser holds back until the one before them ran (AUTH, pipelined)."""
+        parser = self.parser
+        while not self.closing and not self.auth_paused and parser.error is None and parser.buffered():
+            cmds = parser.feed(b"")
+            if not cmds:
+                return
+            self._run(cmds)
 
     def eof_received(self) -> bool:
         # The client closed its side: still send the replies it is owed, then close.
@@ -321,7 +351,7 @@ class Connection(asyncio.Protocol):
             self._write(parts[0] if len(parts) == 1 else b"".join(parts))
         if self.read_paused and len(queue) < _QUEUE_RESUME:
             self.read_paused = False
-            if not self.write_paused:
+            if not self.write_paused and not self.auth_paused:
                 self.transport.resume_reading()
         if not queue and self.closing:
             self.transport.close()
@@ -467,7 +497,40 @@ class Connection(asyncio.Protocol):
         server.unsubscribe(self, [], pattern=True)
         self.name = b""
         self.resp3 = False
-        self.set_authed(not server.requirepass)
+        self.set_authed(self.is_unix or not server.requirepass)
+
+    def try_auth(self, user: bytes, password: bytes) -> bool:
+        """AUTH's check, slowed after failures: see AUTH_DELAY_SECONDS."""
+        now = time.monotonic()
+        if self.auth_failures and now < self.auth_retry_at:
+            ok = False  # pipelined into the wait: refused without looking
+        else:
+            ok = check_password(self.server.requirepass, user, password)
+        if ok:
+            self.auth_failures = 0
+            return True
+        self.auth_failures += 1
+        self.server.auth_failed(self)
+        if self.auth_failures >= AUTH_MAX_FAILURES:
+            self.closing = True  # the error reply goes out, then the connection closes
+            return False
+        delay = min(AUTH_DELAY_SECONDS * 2 ** (self.auth_failures - 1), AUTH_DELAY_MAX_SECONDS)
+        self.auth_retry_at = now + delay
+        if not self.auth_paused and self.transport is not None:
+            self.auth_paused = True
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(delay, self._auth_wait_over)
+        return False
+
+    def _auth_wait_over(self) -> None:
+        self.auth_paused = False
+        if self.closing or self.transport.is_closing():
+            return
+        self._run_buffered()
+        if self.parser.error is not None:
+            self._protocol_error(self.parser.error)
+        elif not (self.read_paused or self.write_paused or self.auth_paused):
+            self.transport.resume_reading()
 
     def push(self, payload: bytes) -> None:
         """Send an out-of-band message (pub/sub) after any replies already owed."""

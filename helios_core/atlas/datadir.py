@@ -5,6 +5,11 @@
     DIR/appendonly.aof                   the AOF being appended to
     DIR/appendonly-<N>.aof               rotated AOF parts, holding records with seq <= N
     DIR/dump.rdb.tmp-<pid>               a snapshot being written (removed on start)
+    DIR/atlasd.password                  atlasd's password for TCP clients (generated when none is set)
+
+Everything here is the owner's alone: the directory is created 0700 and files
+0600 (the process umask is 077 too); a directory others can read is served
+with a warning naming the fix.
 
 Recovery reads the snapshot, then every AOF part in order (rotated parts by N,
 then appendonly.aof), applying records whose seq is above the snapshot's.
@@ -18,18 +23,24 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from helios_core.errors import DataDirLockedError, HeliosError
+from helios_core.observability.logging import get_logger
 
-__all__ = ["DataDir", "DirLock", "fsync_dir"]
+__all__ = ["DataDir", "DirLock", "fsync_dir", "PASSWORD_NAME", "read_password"]
+
+log = get_logger("atlas")
 
 LOCK_NAME = "helios.lock"
 SNAPSHOT_NAME = "dump.rdb"
 AOF_NAME = "appendonly.aof"
+PASSWORD_NAME = "atlasd.password"
 _ROTATED = re.compile(r"appendonly-(\d{20})\.aof\Z")
 
 # POSIX record locks belong to the process: a second open+close of the lock
@@ -80,6 +91,18 @@ def read_owner(lock_path: Path) -> dict:
         return {}
 
 
+def read_password(data_dir: str | os.PathLike[str]) -> bytes | None:
+    """The password in DIR/atlasd.password, or None when there is none (or it is not ours to read)."""
+    path = Path(data_dir) / PASSWORD_NAME
+    try:
+        text = path.read_bytes().strip()
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+    except OSError as e:
+        raise HeliosError(f"cannot read {path}: {e.strerror}", code="data_dir") from e
+    return text or None
+
+
 class DataDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         # The real path: the in-process lock registry must see through symlinks and "..".
@@ -116,14 +139,47 @@ class DataDir:
             parts.append(self.aof_path)
         return parts
 
+    @property
+    def password_path(self) -> Path:
+        return self.path / PASSWORD_NAME
+
     def ensure(self) -> None:
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise HeliosError(f"cannot create data directory {self.path}: {e.strerror}",
                               code="data_dir") from e
         if not os.access(self.path, os.W_OK):
             raise HeliosError(f"data directory {self.path} is not writable by this user", code="data_dir")
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o077:
+            # Not fixed for the operator: a shared directory may be deliberate.  Said every start.
+            log.warning(f"data directory {self.path} is open to other users (mode {mode:o}): they may read "
+                        f"every value, the password hashes and atlasd's password; run: chmod 700 {self.path}",
+                        path=str(self.path), mode=f"{mode:o}", fix=f"chmod 700 {self.path}")
+
+    def write_password(self, password: bytes) -> None:
+        """Store atlasd's password (0600, replaced atomically) for local tools to find."""
+        tmp = self.path / f"{PASSWORD_NAME}.tmp-{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, password + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.password_path)
+        fsync_dir(self.path)
+
+    def ensure_password(self) -> bytes:
+        """atlasd's generated password: the one in DIR/atlasd.password, made on first use."""
+        existing = read_password(self.path)
+        if existing:
+            return existing
+        password = secrets.token_urlsafe(32).encode()
+        self.write_password(password)
+        log.info("generated atlasd's password for TCP clients", path=str(self.password_path))
+        return password
 
     def remove_stale_temp_files(self) -> None:
         for p in self.path.glob(SNAPSHOT_NAME + ".tmp-*"):

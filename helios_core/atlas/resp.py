@@ -117,7 +117,7 @@ class RespParser:
 
     def feed(self, data: bytes) -> list[list[bytes]]:
         """The commands completed by `data` (check `error` afterwards)."""
-        if not self.idle or data[:1] != b"*":
+        if not self.idle or data[:1] != b"*" or self.unauth:
             return self._feed(data)
         # Fast path: whole multibulk commands whose bulks hold no CRLF, checked on
         # one C-level split.  One command alone (no pipelining: the most common
@@ -217,6 +217,8 @@ class RespParser:
                         break
                     if argv:
                         out.append(argv)
+                        if self.unauth:
+                            break  # as Redis: what follows AUTH is read under the limits AUTH leaves
                     continue
                 nl = find(b"\r\n", pos)
                 if nl < 0:
@@ -270,6 +272,8 @@ class RespParser:
                 out.append(args)
                 args = None
                 self.argbytes = 0
+                if self.unauth:
+                    break  # as Redis: what follows AUTH is read under the limits AUTH leaves
         self.args, self.left, self.bulk = args, left, bulk
         if self.error is not None:
             self.buf = b""

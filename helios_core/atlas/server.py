@@ -15,6 +15,19 @@ the lock never has its fresh socket deleted by us.
 With `atlasd.tls_cert` and `atlasd.tls_key` the TCP port speaks TLS only; the
 unix socket stays plain (it is reachable only by the directory's owner, mode
 0600, and local tools use it).
+
+Who may connect.  The unix socket needs no password: its mode (0600, in a
+0700 directory) is the authority.  TCP always needs one: with no
+`atlasd.requirepass` atlasd generates one on first start into
+DIR/atlasd.password (0600, reused later), since otherwise any local user
+could reach 127.0.0.1 and bypass the socket's permissions (issue 10).  The
+file always holds the password in force (CONFIG SET requirepass rewrites it),
+so `helios` tools and `redis-cli -a "$(cat DIR/atlasd.password)"` find it.
+While the password is the generated one, protected mode still serves only
+loopback clients; a password the operator set opens TCP to other hosts.
+A failed AUTH is logged (at most once a second, with a count) and slows its
+connection: the next read waits 0.1 s, doubling per failure, and the tenth
+failure closes it; AUTHs pipelined into the wait are refused unchecked.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from tornado.web import Application, RequestHandler
 from helios_core import __version__
 from helios_core.atlas.commands.server import REDIS_COMPAT_VERSION
 from helios_core.atlas.connection import Connection
+from helios_core.atlas.datadir import DataDir
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.glob import Glob, compile_glob
 from helios_core.atlas.resp import Push, Replies
@@ -88,6 +102,8 @@ class AtlasServer:
         self.port = cfg.port
         self.socket_path = socket_path
         self.requirepass: bytes | None = cfg.requirepass.encode() or None
+        self.password_generated = False  # protected mode holds while the password is atlasd's own
+        self._auth_log: tuple[float, int] = (0.0, 0)  # (last logged, failures not logged since)
         self.protected_mode = cfg.protected_mode
         self.maxclients = cfg.maxclients
         self.pubsub_limit = cfg.pubsub_output_limit
@@ -124,7 +140,18 @@ class AtlasServer:
         engine = Engine.open(path, config.atlas, component="atlasd", socket=str(sock),
                              port=port or None, bind=config.atlasd.bind if port else None,
                              tls=bool(ctx) if port else None)
-        return cls(engine, config, sock, ctx)
+        server = cls(engine, config, sock, ctx)
+        try:
+            ddir = DataDir(path)
+            if server.requirepass is None:
+                server.requirepass = ddir.ensure_password()
+                server.password_generated = True
+            else:
+                ddir.write_password(server.requirepass)
+        except BaseException:
+            engine.close()
+            raise
+        return server
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -271,11 +298,30 @@ class AtlasServer:
             self.unsubscribe(conn, [], pattern=True)
 
     def set_requirepass(self, password: bytes | None) -> None:
-        """Connected clients keep their state (as Redis); with no password left, all are in."""
+        """Connected clients keep their state (as Redis); with no password left, all are in.
+
+        The password file follows, so local tools keep finding the password in force.
+        """
         self.requirepass = password
+        self.password_generated = False
+        ddir = DataDir(self.engine.data_path())
         if password is None:
+            ddir.password_path.unlink(missing_ok=True)
             for conn in self.clients.values():
                 conn.set_authed(True)
+        else:
+            ddir.write_password(password)
+
+    def auth_failed(self, conn: Connection) -> None:
+        """Log failed AUTHs, at most one line a second (a guesser must not flood the log)."""
+        now = time.monotonic()
+        last, unlogged = self._auth_log
+        if now - last < 1.0:
+            self._auth_log = (last, unlogged + 1)
+            return
+        self._auth_log = (now, 0)
+        log.warning("AUTH failed", addr=conn.addr, failures_on_connection=conn.auth_failures,
+                    failures_not_logged=unlogged)
 
     def set_max_bulk(self, n: int) -> None:
         self.max_bulk = n

@@ -170,7 +170,8 @@ def test_pubsub_resp3_push(daemon: Daemon) -> None:
 
 def test_asyncio_client(daemon: Daemon) -> None:
     async def main() -> None:
-        r = aredis.Redis(connection_pool=aredis.BlockingConnectionPool(port=daemon.port, max_connections=20))
+        r = aredis.Redis(connection_pool=aredis.BlockingConnectionPool(port=daemon.port, password=daemon.password,
+                                                                   max_connections=20))
         try:
             await asyncio.gather(*(r.set(f"a{i}", i) for i in range(200)))  # several connections
             assert await r.mget([f"a{i}" for i in range(200)]) == [str(i).encode() for i in range(200)]
@@ -247,7 +248,7 @@ def test_requirepass_at_runtime_and_auth(daemon: Daemon) -> None:
     with daemon.client() as admin:
         admin.config_set("requirepass", "s3cret")
         admin.ping()  # already connected clients stay authenticated
-    with daemon.client() as r:
+    with daemon.client(password=None) as r:
         with pytest.raises(redis.AuthenticationError):
             r.get("x")
     with daemon.client(password="wrong") as r:

@@ -139,8 +139,14 @@ class JsonLines:
         self.file = sock.makefile("rb")
 
     @classmethod
-    def connect(cls, port: int) -> JsonLines:
-        return cls(socket.create_connection(("127.0.0.1", port), timeout=10))
+    def connect(cls, where: int | Path) -> JsonLines:
+        """TCP to a port (AUTH needed), or the unix socket at a path (none needed)."""
+        if isinstance(where, int):
+            return cls(socket.create_connection(("127.0.0.1", where), timeout=10))
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(str(where))
+        return cls(s)
 
     def send(self, *lines: bytes | dict) -> None:
         self.sock.sendall(b"".join((orjson.dumps(x) if isinstance(x, dict) else x) + b"\n" for x in lines))
@@ -169,7 +175,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 def jl(daemon: Daemon) -> Iterator[JsonLines]:
     with daemon.client() as r:
         r.flushall()
-    c = JsonLines.connect(daemon.port)
+    c = JsonLines.connect(daemon.socket_path)
     try:
         yield c
     finally:
@@ -278,7 +284,7 @@ def test_reply_waits_for_durability_and_survives_sigkill(tmp_path: Path) -> None
     d = Daemon(data, "--appendfsync", "always").start()
     acked = 0
     try:
-        c = JsonLines.connect(d.port)
+        c = JsonLines.connect(d.socket_path)
         c.send(*({"cmd": "SET", "key": f"k{i}", "value": str(i)} for i in range(200)))
         for _ in range(200):
             assert c.reply() == {"ok": "OK"}
@@ -290,7 +296,7 @@ def test_reply_waits_for_durability_and_survives_sigkill(tmp_path: Path) -> None
         d.kill()
     d2 = Daemon(data, "--appendfsync", "always", port=d.port).start()
     try:
-        c = JsonLines.connect(d2.port)
+        c = JsonLines.connect(d2.socket_path)
         c.send(*({"cmd": "GET", "key": f"k{i}"} for i in range(acked)))
         assert [c.reply()["ok"] for _ in range(acked)] == [str(i) for i in range(acked)]
         c.close()
@@ -325,7 +331,7 @@ fuzz_line = st.one_of(
                                                                   HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(fuzz_line, min_size=1, max_size=15))
 def test_fuzz_every_line_gets_one_reply(daemon: Daemon, lines: list[bytes]) -> None:
-    c = JsonLines.connect(daemon.port)
+    c = JsonLines.connect(daemon.socket_path)
     try:
         c.send(b'{"cmd":"PING"}', *lines, b'{"cmd":"ECHO","args":["end"]}')
         assert c.reply() == {"ok": "PONG"}

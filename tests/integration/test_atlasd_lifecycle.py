@@ -163,7 +163,7 @@ def test_requirepass_option_and_metrics(tmp_path: Path) -> None:
     mport = unused_port()
     d = Daemon(tmp_path / "data", "--requirepass", "pw", "--metrics-port", str(mport)).start()
     try:
-        with d.client() as r:
+        with d.client(password=None) as r:
             with pytest.raises(redis.AuthenticationError):
                 r.set("a", 1)
         with d.client(password="pw") as r:

@@ -49,6 +49,14 @@ class Daemon:
     def socket_path(self) -> Path:
         return self.data / "atlas.sock"
 
+    @property
+    def password(self) -> str | None:
+        """The password TCP clients need: DATA/atlasd.password (generated unless --requirepass gave one)."""
+        try:
+            return (self.data / "atlasd.password").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
     def start(self, wait: bool = True) -> Daemon:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -88,7 +96,9 @@ class Daemon:
             return ""
 
     def client(self, **kw: object) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=10, **{**self.tls_kw, **kw})  # type: ignore[arg-type]
+        """A TCP client that knows the password (pass password=None to connect without one)."""
+        return redis.Redis(port=self.port, socket_timeout=10,  # type: ignore[arg-type]
+                           **{**self.tls_kw, "password": self.password, **kw})
 
     def send(self, sig: int) -> None:
         assert self.proc is not None

@@ -86,8 +86,10 @@ def test_json_lines_over_tls(tls_daemon: Daemon) -> None:
     ctx.verify_mode = ssl.CERT_NONE
     with socket.create_connection(("127.0.0.1", tls_daemon.port), timeout=10) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(b'{"cmd":"SET","key":"j","value":"over tls"}\n{"cmd":"GET","key":"j"}\n')
+            auth = orjson.dumps({"cmd": "AUTH", "args": [tls_daemon.password]})
+            s.sendall(auth + b'\n{"cmd":"SET","key":"j","value":"over tls"}\n{"cmd":"GET","key":"j"}\n')
             f = s.makefile("rb")
+            assert orjson.loads(f.readline()) == {"ok": "OK"}
             assert orjson.loads(f.readline()) == {"ok": "OK"}
             assert orjson.loads(f.readline()) == {"ok": "over tls"}
 
@@ -102,7 +104,8 @@ def _redis_cli_has_tls() -> bool:
 
 @pytest.mark.skipif(not _redis_cli_has_tls(), reason="redis-cli is missing or was built without TLS")
 def test_redis_cli_tls_insecure(tls_daemon: Daemon) -> None:
-    base = ["redis-cli", "--tls", "--insecure", "-p", str(tls_daemon.port)]
+    base = ["redis-cli", "--tls", "--insecure", "-p", str(tls_daemon.port), "-a", tls_daemon.password or "",
+            "--no-auth-warning"]
     out = subprocess.run([*base, "SET", "cli", "yes"], capture_output=True, text=True, timeout=20)
     assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr
     out = subprocess.run([*base, "GET", "cli"], capture_output=True, text=True, timeout=20)

@@ -28,15 +28,19 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 
 
 def cli(d: Daemon, *args: str, stdin: str | None = None) -> str:
-    out = subprocess.run(["redis-cli", "-p", str(d.port), *args], input=stdin, capture_output=True, text=True,
+    out = subprocess.run(["redis-cli", "-p", str(d.port), "-a", d.password or "", "--no-auth-warning", *args],
+                         input=stdin, capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
 
-def raw(port: int, data: bytes, wait: float = 0.3) -> bytes:
-    """Send `data`, read until the server closes or goes quiet; b'<EOF>' marks a close."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+def raw(d: Daemon, data: bytes, wait: float = 0.3) -> bytes:
+    """Send `data` on the unix socket (no AUTH needed), read until the server closes or goes quiet;
+    b'<EOF>' marks a close."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(d.socket_path))
         s.sendall(data)
         s.settimeout(wait)
         out = b""
@@ -74,7 +78,8 @@ def test_redis_benchmark_without_errors(daemon: Daemon) -> None:
     if shutil.which("redis-benchmark") is None:
         pytest.skip("redis-benchmark is not installed")
     out = subprocess.run(
-        ["redis-benchmark", "-p", str(daemon.port), "-t", "ping,set,get,incr,mset,zadd,zpopmin", "-n", "10000",
+        ["redis-benchmark", "-p", str(daemon.port), "-a", daemon.password or "",
+         "-t", "ping,set,get,incr,mset,zadd,zpopmin", "-n", "10000",
          "-q"], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr
     lines = [ln.split("\r")[-1] for ln in out.stdout.splitlines() if "requests per second" in ln]
@@ -87,8 +92,9 @@ def test_redis_benchmark_without_errors(daemon: Daemon) -> None:
 def test_redis_benchmark_pipelined(daemon: Daemon) -> None:
     if shutil.which("redis-benchmark") is None:
         pytest.skip("redis-benchmark is not installed")
-    out = subprocess.run(["redis-benchmark", "-p", str(daemon.port), "-t", "set,get", "-n", "20000", "-P", "16",
-                          "-q"], capture_output=True, text=True, timeout=240)
+    out = subprocess.run(["redis-benchmark", "-p", str(daemon.port), "-a", daemon.password or "",
+                          "-t", "set,get", "-n", "20000", "-P", "16", "-q"],
+                         capture_output=True, text=True, timeout=240)
     assert out.returncode == 0 and "error" not in out.stdout.lower(), out.stdout + out.stderr
     with daemon.client() as r:
         assert len(r.get("key:__rand_int__")) == 3  # the value redis-benchmark wrote
@@ -104,14 +110,14 @@ def test_redis_benchmark_pipelined(daemon: Daemon) -> None:
      b"+PONG\r\n+PONG\r\n-ERR Protocol error: invalid multibulk length\r\n<EOF>"),
 ])
 def test_protocol_errors_close_the_connection(daemon: Daemon, data: bytes, reply: bytes) -> None:
-    assert raw(daemon.port, data) == reply
+    assert raw(daemon, data) == reply
 
 
 def test_oversized_inline_and_bulk(daemon: Daemon) -> None:
-    assert raw(daemon.port, b"x" * (70 * 1024)).startswith(b"-ERR Protocol error: too big inline request")
+    assert raw(daemon, b"x" * (70 * 1024)).startswith(b"-ERR Protocol error: too big inline request")
     with daemon.client() as r:
         r.config_set("max-value-bytes", "1000")
-    assert raw(daemon.port, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1001\r\n").startswith(
+    assert raw(daemon, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1001\r\n").startswith(
         b"-ERR Protocol error: invalid bulk length")
 
 
@@ -131,7 +137,7 @@ def test_garbage_never_crashes_the_daemon(daemon: Daemon) -> None:
             for _ in range(3):
                 s[rng.randrange(len(s))] = rng.randrange(256)
             data = bytes(s)
-        raw(daemon.port, data, wait=0.02)
+        raw(daemon, data, wait=0.02)
     with daemon.client() as r:
         assert r.ping()
         r.set("still", "alive")

@@ -106,7 +106,7 @@ def auth(ctx: Ctx, args: list[bytes]) -> Any:
         raise err("ERR AUTH <password> called without any password configured for the default user. "
                   "Are you sure your configuration is correct?")
     user = args[0] if len(args) == 2 else b"default"
-    if not check_password(required, user, args[-1]):
+    if not conn.try_auth(user, args[-1]):
         raise err(WRONGPASS)
     conn.set_authed(True)
     return OK
@@ -136,7 +136,7 @@ def hello(ctx: Ctx, args: list[bytes]) -> Any:
         else:
             raise err(f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'")
     if user is not None and password is not None:
-        if not check_password(conn.server.requirepass, user, password):
+        if not conn.try_auth(user, password):
             raise err(WRONGPASS)
         conn.set_authed(True)
     elif not conn.authed:
