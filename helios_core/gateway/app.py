@@ -92,7 +92,7 @@ class JobReaper:
             for queue in await gw.jobs.queues():
                 moved = await gw.jobs.expire(now, [queue])
                 if moved:
-                    gw.job_metrics.finish(queue, "expired", moved)
+                    gw.job_metrics.finish(gw.jobs.labels(queue), "expired", moved)
             if self._ticks % self.stats_every == 0:
                 await self.refresh_depth()
             self._last_error = None
@@ -108,7 +108,7 @@ class JobReaper:
 
     async def refresh_depth(self) -> None:
         gw = self.gateway
-        gw.job_metrics.set_depth(await gw.jobs.stats(gw.clock()))
+        gw.job_metrics.set_depth(await gw.jobs.stats(gw.clock()), gw.jobs.labels)
 
     def start(self) -> None:
         if self._task is None:

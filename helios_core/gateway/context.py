@@ -78,11 +78,18 @@ class JobMetrics:
             child = self._finished[key] = self.finished.labels(queue, outcome)
         child.inc(n)
 
-    def set_depth(self, stats: list[QueueStats]) -> None:
+    def set_depth(self, stats: list[QueueStats], label: Callable[[str], str]) -> None:
+        """Replace every depth series: forgotten queues drop out, and queues past the label cap
+        (`label` maps them to one shared value) are summed into it."""
+        depth: dict[tuple[str, str], int] = {}
         for s in stats:
+            name = label(s.queue)
             for state, n in (("pending", s.pending), ("delayed", s.delayed), ("in_progress", s.in_progress),
                              ("done", s.done), ("failed", s.failed)):
-                self.depth.labels(s.queue, state).set(n)
+                depth[(name, state)] = depth.get((name, state), 0) + n
+        self.depth.clear()
+        for (name, state), n in depth.items():
+            self.depth.labels(name, state).set(n)
 
 
 @dataclass

@@ -81,7 +81,7 @@ def test_revoked_deleted_and_disabled_users(tmp_path: Path) -> None:
         assert (await api.call("PATCH", "/admin/users/carol", token=admin, json={"disabled": True})).code == 200
         assert (await me(api, carol))[0] == 401
         r = await api.call("POST", "/api/v1/auth/login", json={"username": "carol", "password": "password-123"})
-        assert r.code == 401 and r.error_code == "account_disabled"
+        assert r.code == 401 and r.error_code == "invalid_credentials"
 
     run_gateway(tmp_path, body)
 
