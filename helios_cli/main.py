@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -33,6 +34,9 @@ def cli(ctx: click.Context, config_path: Path | None, log_level: str | None, log
     Settings come from defaults < --config FILE < HELIOS_<SECTION>__<KEY>
     environment variables < command-line options.
     """
+    # Everything HELIOS writes (data, snapshots, secrets, the lock, --output copies) is the owner's
+    # alone, whatever umask the shell gave (issue 10, item 4).  Every entry point passes here.
+    os.umask(0o077)
     try:
         config = load_config(config_path, overrides={"log.level": log_level, "log.format": log_format})
     except HeliosError as err:

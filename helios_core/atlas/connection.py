@@ -57,7 +57,7 @@ _NO_MULTI = frozenset((b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscri
 # Failed AUTH: the connection's next read waits this long, doubled per failure up to
 # the cap, and the last failure allowed closes it (issue 10: no 146,000 guesses a second).
 AUTH_DELAY_SECONDS = 0.1
-AUTH_DELAY_MAX_SECONDS = 5.0
+AUTH_DELAY_MAX_SECONDS = 2.0
 AUTH_MAX_FAILURES = 10
 
 # A client pipelining faster than replies become durable is paused at this many

@@ -33,7 +33,8 @@ from pathlib import Path
 from helios_core.errors import DataDirLockedError, HeliosError
 from helios_core.observability.logging import get_logger
 
-__all__ = ["DataDir", "DirLock", "fsync_dir", "PASSWORD_NAME", "read_password"]
+__all__ = ["DataDir", "DirLock", "fsync_dir", "PASSWORD_NAME", "read_password", "register_port",
+           "unregister_port", "password_for_port"]
 
 log = get_logger("atlas")
 
@@ -101,6 +102,76 @@ def read_password(data_dir: str | os.PathLike[str]) -> bytes | None:
     except OSError as e:
         raise HeliosError(f"cannot read {path}: {e.strerror}", code="data_dir") from e
     return text or None
+
+
+# -- finding a local atlasd's password from its port -------------------------------------
+# `atlas://127.0.0.1:PORT` names no directory.  A daemon listening on TCP records
+# "PORT -> its data directory" in a directory only this user can reach; a client
+# of a loopback URL given no password reads the password from that data
+# directory.  Nothing secret is in the record: the password file's own mode
+# (0600) decides who may read it.
+
+def runtime_dir() -> Path:
+    """$HELIOS_RUNTIME_DIR, else $XDG_RUNTIME_DIR/helios, else /tmp/helios-UID (created 0700)."""
+    base = os.environ.get("HELIOS_RUNTIME_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(xdg) / "helios" if xdg else Path(f"/tmp/helios-{os.getuid()}")
+
+
+def _own_runtime_dir(create: bool) -> Path | None:
+    path = runtime_dir()
+    try:
+        if create:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.lstat()
+    except OSError:
+        return None
+    # Another user may have made /tmp/helios-UID first: never trust or write into it.
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        if create:
+            log.warning(f"not recording atlasd's port in {path}: it is not a directory only this user owns",
+                        path=str(path))
+        return None
+    return path
+
+
+def register_port(port: int, data_dir: Path) -> None:
+    """Say that this user's atlasd on TCP `port` serves `data_dir` (best effort)."""
+    where = _own_runtime_dir(create=True)
+    if where is None:
+        return
+    try:
+        tmp = where / f"atlasd-{port}.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps({"data": str(data_dir), "pid": os.getpid()}))
+        os.replace(tmp, where / f"atlasd-{port}")
+    except OSError as e:
+        log.warning("cannot record atlasd's port", path=str(where), error=e.strerror)
+
+
+def unregister_port(port: int, data_dir: Path) -> None:
+    where = _own_runtime_dir(create=False)
+    if where is None:
+        return
+    record = where / f"atlasd-{port}"
+    try:
+        if json.loads(record.read_text()).get("data") == str(data_dir):
+            record.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def password_for_port(port: int) -> bytes | None:
+    """The password of this user's atlasd on `port`, when it recorded itself; else None."""
+    where = _own_runtime_dir(create=False)
+    if where is None:
+        return None
+    try:
+        data = json.loads((where / f"atlasd-{port}").read_text()).get("data")
+    except (OSError, ValueError):
+        return None
+    return read_password(data) if isinstance(data, str) else None
 
 
 class DataDir:

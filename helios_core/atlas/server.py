@@ -26,8 +26,9 @@ so `helios` tools and `redis-cli -a "$(cat DIR/atlasd.password)"` find it.
 While the password is the generated one, protected mode still serves only
 loopback clients; a password the operator set opens TCP to other hosts.
 A failed AUTH is logged (at most once a second, with a count) and slows its
-connection: the next read waits 0.1 s, doubling per failure, and the tenth
-failure closes it; AUTHs pipelined into the wait are refused unchecked.
+connection: the next read waits 0.1 s, doubling per failure up to 2 s, and the
+tenth failure closes it.  Before AUTH the parser hands out one command at a
+time, so guesses pipelined behind a failure wait their turn too.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from tornado.web import Application, RequestHandler
 from helios_core import __version__
 from helios_core.atlas.commands.server import REDIS_COMPAT_VERSION
 from helios_core.atlas.connection import Connection
-from helios_core.atlas.datadir import DataDir
+from helios_core.atlas.datadir import DataDir, register_port, unregister_port
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.glob import Glob, compile_glob
 from helios_core.atlas.resp import Push, Replies
@@ -179,6 +180,7 @@ class AtlasServer:
                 srv = await loop.create_server(lambda: Connection(self, False), host=hosts, port=self.port,
                                                backlog=511, reuse_address=True, ssl=self.ssl)
                 self._listeners.append(srv)
+                register_port(self.port, self.engine.data_path())  # atlas://127.0.0.1:PORT finds the password
             where = f"{self.bind}:{self.config.atlasd.metrics_port} (metrics)"
             if self.config.atlasd.metrics_port:
                 self._start_metrics()
@@ -259,6 +261,8 @@ class AtlasServer:
             self._metrics_server.stop()
         if self.socket_path is not None:
             self.socket_path.unlink(missing_ok=True)
+        if self.port:
+            unregister_port(self.port, self.engine.data_path())
         await self.engine.aclose()
         log.info("atlasd stopped", seq=self.engine.seq)
 

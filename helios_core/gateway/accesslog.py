@@ -21,6 +21,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from helios_core.observability.logging import escape
+
 __all__ = ["AccessLog"]
 
 COMPONENT = "gateway.access"
@@ -37,6 +39,20 @@ def _console_value(value: Any) -> str:
     return text if _PLAIN.fullmatch(text) else orjson.dumps(text).decode()
 
 
+def _escaped(fields: dict[str, Any]) -> dict[str, Any]:
+    """Strings as `escape` leaves them (no secrets, no control characters); others as they are.
+
+    The request's path is the only field a client writes freely; the cost (one scan of
+    each string) is paid per request, so plain ASCII without controls is let through as is.
+    """
+    out = {}
+    for k, v in fields.items():
+        if type(v) is str and not (v.isascii() and v.isprintable() and "eyJ" not in v):
+            v = escape(v)
+        out[k] = v
+    return out
+
+
 class AccessLog:
     def __init__(self, level: str, fmt: str, stream: Callable[[], TextIO] | None = None) -> None:
         self.enabled = level in _ENABLED_AT
@@ -49,6 +65,7 @@ class AccessLog:
         if not self.enabled:
             return
         now = time.time()
+        fields = _escaped(fields)
         if self.json:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
             line = orjson.dumps({"time": stamp, "level": "info", "component": COMPONENT, "message": "request",

@@ -15,6 +15,7 @@ and CRITICAL.
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from loguru import logger
 if TYPE_CHECKING:
     from loguru import Logger, Message, Record
 
-__all__ = ["LEVELS", "FORMATS", "DEFAULT_COMPONENT", "setup_logging", "get_logger"]
+__all__ = ["LEVELS", "FORMATS", "DEFAULT_COMPONENT", "setup_logging", "get_logger", "scrub", "escape"]
 
 # HELIOS level name -> loguru level name.
 LEVELS: dict[str, str] = {
@@ -52,6 +53,48 @@ _LEVEL_COLOUR = {
     "error": "\x1b[31m",
     "fatal": "\x1b[1;31m",
 }
+
+
+# Secrets never reach a log line (issue 10, 9b).  Whatever a caller passes (a message, a
+# field, an error text quoting a header), these are cut out before rendering: header
+# values of credential headers, bearer/basic credentials, JWTs, and the value Tornado
+# quotes when it refuses a header (it may be a token or a cookie).
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key|x-auth-token)"
+               r"(\s*[:=]\s*)[^\r\n,;)]*"),
+    re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;)]+"),
+    re.compile(r"(eyJ)()[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?"),
+    re.compile(r"(?i)(invalid header (?:value|name) )()(?:'[^']*'|\"[^\"]*\"|\S+)"),
+    re.compile(r"(?i)\b(password|passwd|secret|token|refresh_token|access_token)(\s*[:=]\s*)[^\s,;&)]+"),
+)
+_REDACTED = "[redacted]"
+# Control characters (C0, DEL, C1) and the Unicode line/paragraph separators and bidi
+# overrides: a logged value must not start a fake line or repaint a terminal.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def scrub(text: str) -> str:
+    """`text` with credentials replaced by [redacted]."""
+    if not text:
+        return text
+    for rx in _SECRET_PATTERNS:
+        text = rx.sub(lambda m: m.group(1) + m.group(2) + _REDACTED, text)
+    return text
+
+
+def escape(text: str) -> str:
+    """`text` scrubbed, with control characters shown as \\xNN / \\uNNNN escapes."""
+    text = scrub(text)
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                       else f"\\u{ord(m.group()):04x}", text)
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, bytes):
+        return escape(value.decode("utf-8", "backslashreplace"))
+    return value  # numbers, lists, dicts: rendered by orjson / repr, which escape control characters
 
 
 def get_logger(component: str) -> Logger:
@@ -97,7 +140,7 @@ def _level_name(record: Record) -> str:
 
 
 def _fields(record: Record) -> tuple[str, dict[str, Any]]:
-    extra = dict(record["extra"])
+    extra = {key: _safe(value) for key, value in record["extra"].items()}
     component = str(extra.pop("component", DEFAULT_COMPONENT))
     return component, extra
 
@@ -106,7 +149,7 @@ def _exception_text(record: Record) -> str | None:
     exc = record["exception"]
     if exc is None or exc.type is None:
         return None
-    return "".join(traceback.format_exception(exc.type, exc.value, exc.traceback)).rstrip("\n")
+    return scrub("".join(traceback.format_exception(exc.type, exc.value, exc.traceback)).rstrip("\n"))
 
 
 def _render_json(record: Record, colour: bool = False) -> str:
@@ -115,7 +158,7 @@ def _render_json(record: Record, colour: bool = False) -> str:
         "time": record["time"].astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "level": _level_name(record),
         "component": component,
-        "message": record["message"],
+        "message": escape(record["message"]),
     }
     for key, value in extra.items():
         # A bound field may not overwrite the fixed ones; keep it under another name.
@@ -134,11 +177,11 @@ def _render_console(record: Record, colour: bool) -> str:
     if colour:
         head = (
             f"{_DIM}{stamp}{_RESET} {_LEVEL_COLOUR.get(level, '')}{level.upper():<5}{_RESET} "
-            f"{_CYAN}{component}{_RESET} {record['message']}"
+            f"{_CYAN}{component}{_RESET} {escape(record['message'])}"
         )
         pairs = [f"{_DIM}{pair}{_RESET}" for pair in pairs]
     else:
-        head = f"{stamp} {level.upper():<5} {component} {record['message']}"
+        head = f"{stamp} {level.upper():<5} {component} {escape(record['message'])}"
     text = " ".join([head, *pairs])
     exception = _exception_text(record)
     if exception is not None:

@@ -7,6 +7,12 @@ Accepted URLs (see `FORMS`)::
     rediss://...                         the same over TLS
     unix:///PATH/TO/atlas.sock           a unix socket (atlasd's is DIR/atlas.sock)
 
+With no password given, an `atlas://` URL on a loopback address uses the
+password in force of this user's atlasd on that port (its DATA/atlasd.password,
+found through the record atlasd keeps in the runtime directory), else
+`atlasd.requirepass`; a directory's owner is reached through its unix socket,
+which needs none.
+
 Every form takes query parameters `password`, `username`, `db`, `timeout`
 (seconds a reply may take) and `connect_timeout`; `rediss://` also
 `ssl_cert_reqs` (none|optional|required), `ssl_ca_certs`, `ssl_certfile`,
@@ -22,12 +28,14 @@ through the unix socket its lock file names.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from helios_core.atlas.datadir import DataDir
+from helios_core.atlas.datadir import DataDir, password_for_port
 from helios_core.config import HeliosConfig
 from helios_core.errors import DataDirLockedError, HeliosError
 
@@ -212,7 +220,7 @@ async def open_store(data: str | os.PathLike[str] | None = None, url: str | None
         raise HeliosError("give exactly one of a data directory or a store URL", code="bad_store")
     config = config or HeliosConfig()
     if url is not None:
-        return await _remote(parse_store_url(url))
+        return await _remote(with_local_password(parse_store_url(url), config))
     assert data is not None
     ddir = DataDir(data)
     for _ in range(3):
@@ -228,6 +236,24 @@ async def open_store(data: str | os.PathLike[str] | None = None, url: str | None
     raise DataDirLockedError(f"data directory {ddir.path} keeps changing owner; try again")
 
 
+def with_local_password(target: StoreURL, config: HeliosConfig) -> StoreURL:
+    """An atlas:// URL without a password, to this host: the password this user's atlasd uses."""
+    if target.password is not None or not target.url.lower().startswith("atlas://") or not _loopback(target.host):
+        return target
+    found = password_for_port(target.port)
+    password = found.decode() if found else (config.atlasd.requirepass or None)
+    return dataclasses.replace(target, password=password) if password else target
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def _via_owner(ddir: DataDir, owner: dict, config: HeliosConfig) -> Store:
     pid = owner.get("pid") or "(unknown pid)"
     sock = owner.get("socket")
@@ -236,8 +262,7 @@ async def _via_owner(ddir: DataDir, owner: dict, config: HeliosConfig) -> Store:
             f"data directory {ddir.path} is in use by process {pid}, which does not serve other processes "
             f"(it records no socket in {ddir.lock_path}); stop it, or run atlasd on the directory and let "
             f"every command talk to that")
-    target = StoreURL(url=f"unix://{sock}", kind="unix", path=str(sock),
-                      password=config.atlasd.requirepass or None)
+    target = StoreURL(url=f"unix://{sock}", kind="unix", path=str(sock))  # the socket's mode is its password
     deadline = asyncio.get_running_loop().time() + OWNER_CONNECT_SECONDS
     while True:
         try:

@@ -148,10 +148,31 @@ def test_dir_owned_by_atlasd_opens_remote_over_its_socket(daemon: Daemon) -> Non
     asyncio.run(main())
 
 
-def test_dir_owned_by_atlasd_without_the_password(daemon: Daemon) -> None:
-    with pytest.raises(HeliosError) as e:
-        asyncio.run(open_store(data=str(daemon.data)))
-    assert e.value.code == "store_auth" and str(daemon.socket_path) in str(e.value)
+def test_dir_owned_by_atlasd_needs_no_password_on_its_socket(daemon: Daemon) -> None:
+    """The socket's mode (0600 in a 0700 directory) is its password (issue 10, item 3)."""
+    async def main() -> None:
+        store = await open_store(data=str(daemon.data))
+        try:
+            assert store.target.kind == "unix"  # type: ignore[attr-defined]
+            assert await store.get("via-socket") in (None, b"yes")
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_loopback_atlas_url_finds_the_password_on_its_own(daemon: Daemon) -> None:
+    async def main() -> None:
+        store = await open_store(url=f"atlas://127.0.0.1:{daemon.port}")
+        try:
+            await store.set("found", "1")
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    with pytest.raises(HeliosError) as e:  # a password given is used as given
+        asyncio.run(open_store(url=f"atlas://:wrong@127.0.0.1:{daemon.port}"))
+    assert "wrong" not in str(e.value)
 
 
 def test_url_opens_remote(daemon: Daemon) -> None:
