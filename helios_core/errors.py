@@ -17,6 +17,7 @@ __all__ = [
     "DataDirLockedError",
     "CorruptFileError",
     "AofWriteError",
+    "SnapshotError",
     "CommandError",
     "InvalidInputError",
     "AuthenticationError",
@@ -84,6 +85,13 @@ class AofWriteError(HeliosError):
     """Writing or fsyncing the AOF failed; the engine refuses writes until it recovers."""
 
     code = "aof_write_failed"
+    status = 503
+
+
+class SnapshotError(HeliosError):
+    """A snapshot could not be started or written (fork, rename, disk full); the AOF keeps everything."""
+
+    code = "snapshot_failed"
     status = 503
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helios_core.atlas.effects import Effect, RecordError, decode_line
+from helios_core.atlas.fsops import REAL_FS, Fs, open_data_file
 
 __all__ = ["AofFile", "Record", "BadLine", "scan_lines", "scan_file"]
 
@@ -20,18 +21,24 @@ CHUNK = 8 << 20
 
 
 class AofFile:
-    """One AOF part opened for appending.
+    """One AOF part opened for appending (created owner-only).
 
-    `os_write` and `os_fsync` are the only ways bytes reach the disk, so a
-    test can make them fail like a full or broken disk would.
+    Bytes reach the disk only through `os_write` and `os_fsync` (and the
+    file is cut back only through `fs.ftruncate`): a test passes a
+    `fsops.FaultyFs`, or sets `os_write`/`os_fsync` on an instance, to make
+    them fail like a full or broken disk would.
     """
 
     os_write = staticmethod(os.write)
     os_fsync = staticmethod(os.fsync)
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fs: Fs = REAL_FS) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.fs = fs
+        if fs is not REAL_FS:
+            self.os_write = fs.write  # type: ignore[method-assign]
+            self.os_fsync = fs.fsync  # type: ignore[method-assign]
+        self.fd = open_data_file(fs, path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self.size = os.fstat(self.fd).st_size
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -46,8 +53,12 @@ class AofFile:
         self.os_fsync(self.fd)
 
     def truncate(self, size: int) -> None:
-        os.ftruncate(self.fd, size)
+        """Cut the file back to `size` bytes; raises if the file may still hold more."""
+        self.fs.ftruncate(self.fd, size)
         self.size = size
+
+    def real_size(self) -> int:
+        return os.fstat(self.fd).st_size
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import msgpack
 
-from helios_core.atlas.datadir import fsync_dir
+from helios_core.atlas.fsops import REAL_FS, Fs, open_data_file
 from helios_core.atlas.zset import ZSet
 from helios_core.clock import wall_ms
 from helios_core.errors import CorruptFileError
@@ -82,17 +82,19 @@ def _chunks(items: list, n: int):
         yield items[i:i + n]
 
 
-def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, created_ms: int | None = None) -> int:
-    """Write a complete snapshot atomically; returns its size in bytes.
+def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, created_ms: int | None = None,
+                   fs: Fs = REAL_FS) -> int:
+    """Write a complete snapshot atomically (owner-only file); returns its size in bytes.
 
     Runs in a forked child during background saves: it must not log, take
-    locks or touch the event loop.
+    locks or touch the event loop.  `fs` is the seam tests make fail.
     """
     created_ms = created_ms if created_ms is not None else wall_ms()
     tmp = final_path.with_name(f"{final_path.name}.tmp-{os.getpid()}")
     packer = msgpack.Packer(use_bin_type=True)
     try:
-        with open(tmp, "wb", buffering=1 << 20) as raw:
+        fd = open_data_file(fs, tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with os.fdopen(fd, "wb", buffering=1 << 20) as raw:
             w = _CrcWriter(raw)
             w.write(MAGIC)
             header = packer.pack({"version": VERSION, "seq": seq, "created_ms": created_ms, "keys": len(data)})
@@ -115,10 +117,10 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
             w.write(packer.pack(["END", len(data)]))
             raw.write(FOOTER.pack(b"CRC", w.crc))
             raw.flush()
-            os.fsync(raw.fileno())
+            fs.fsync(raw.fileno())
             size = w.size + FOOTER.size
-        os.rename(tmp, final_path)
-        fsync_dir(final_path.parent)
+        fs.rename(tmp, final_path)
+        fs.fsync_dir(final_path.parent)
         return size
     except BaseException:
         tmp.unlink(missing_ok=True)

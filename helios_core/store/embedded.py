@@ -65,13 +65,27 @@ class _EmbeddedReads:
         raise NotImplementedError
 
 
+async def reveal(engine: Engine, seq: int) -> None:
+    """The reveal rule (aof_writer.py): return only once record `seq`, the newest one an answer
+    observed, is durable; if it never will be, raise the durability error instead of the answer."""
+    if seq > engine.released_seq:
+        await engine.wait_durable(seq)
+
+
 class EmbeddedTxn(_EmbeddedReads, Txn):
     def __init__(self, engine: Engine) -> None:
         Txn.__init__(self)
         self.engine = engine
+        self.observed = 0  # the newest not-yet-durable record any read of fn's saw
 
     async def _read(self, argv: list[bytes]) -> Any:
-        return self.engine.execute(argv)
+        engine = self.engine
+        try:
+            return engine.execute(argv)
+        finally:  # (an error such as WRONGTYPE reveals state too)
+            seq = engine.pending_seq()
+            if seq > self.observed:
+                self.observed = seq
 
 
 class EmbeddedStore(_EmbeddedReads, Store):
@@ -92,9 +106,7 @@ class EmbeddedStore(_EmbeddedReads, Store):
             return engine.execute(argv)
         finally:
             # The reply (or an error such as WRONGTYPE) may reveal a write not durable yet.
-            seq = engine.pending_seq()
-            if seq:
-                await engine.wait_durable(seq)
+            await reveal(engine, engine.pending_seq())
 
     async def execute(self, *args: Key | int | float) -> Any:
         """Run any ATLAS command (the engine's one command table); waits for durability."""
@@ -106,30 +118,35 @@ class EmbeddedStore(_EmbeddedReads, Store):
         return nxt.decode(), keys
 
     async def transact(self, fn: Callable[[Txn], Awaitable[T] | T], *, durable: bool = True) -> T:
+        """Run fn atomically; its result, or the exception it raises, leaves only once every
+        record it read or wrote is durable (durable=False: nothing is waited for)."""
         engine = self.engine
         txn = EmbeddedTxn(engine)
-        result: Any = fn(txn)
-        if inspect.iscoroutine(result):
-            coro = result
-            try:
-                coro.send(None)
-            except StopIteration as stop:
-                result = stop.value
-            else:
-                coro.close()
-                raise HeliosError("a transaction function may await only its txn's reads; "
-                                  "do other awaits before calling transact()", code="bad_transaction")
-        writes = txn.writes
-        if len(writes) == 1:  # one command is one record already: no MULTI wrapper needed
-            engine.execute(writes[0])
-        elif writes:
-            with engine.batch():
-                for argv in writes:
-                    engine.execute(argv)
-        seq = engine.pending_seq()
-        if seq and durable:
-            await engine.wait_durable(seq)
-        return result
+        try:
+            result: Any = fn(txn)
+            if inspect.iscoroutine(result):
+                coro = result
+                try:
+                    coro.send(None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:
+                    coro.close()
+                    raise HeliosError("a transaction function may await only its txn's reads; "
+                                      "do other awaits before calling transact()", code="bad_transaction")
+            writes = txn.writes
+            if len(writes) == 1:  # one command is one record already: no MULTI wrapper needed
+                engine.execute(writes[0])
+            elif writes:
+                with engine.batch():
+                    for argv in writes:
+                        engine.execute(argv)
+            if txn.writes:
+                txn.observed = max(txn.observed, engine.pending_seq())
+        finally:
+            if durable:
+                await reveal(engine, txn.observed)
+        return result  # type: ignore[no-any-return]
 
     def subscribe(self, prefix: Key) -> Subscription:
         p = to_bytes(prefix)

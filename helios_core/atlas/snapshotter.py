@@ -1,0 +1,342 @@
+"""Background snapshots: waiters, the forked child, rotation, retry.
+
+A snapshot runs in steps, none of which blocks the loop on the disk:
+
+1. `AofWriter.sync_then`: the active AOF part is written and fsynced in a
+   worker thread (whatever the policy: a part is fsynced before it is relied on).
+2. Fork (with `gc.freeze()` first, so the child's reference counting does not
+   copy every page).  The child closes every inherited descriptor but its
+   status pipe, writes the image at `upto` (the engine's seq at the fork),
+   measures its copy-on-write size (Private_Dirty) and reports both.
+3. In the parent, `AofWriter.rotate_then` moves the part aside (worker thread).
+4. When the child exits: the AOF parts the image covers are dropped and every
+   waiter gets the SnapshotInfo.
+
+Any step failing (fork ENOMEM, rename error, disk full, the child dying)
+fails every waiter with a `SnapshotError` naming the cause, leaks nothing,
+and creates no AOF part (the fork comes before the rotation); automatic
+snapshots then wait RETRY_MS before trying again.  INFO and /metrics show
+the last status and error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from helios_core.atlas.aof_writer import AofWriter
+from helios_core.atlas.datadir import DataDir
+from helios_core.atlas.fsops import Fs
+from helios_core.atlas.keyspace import Keyspace
+from helios_core.atlas.snapshot import VERSION as SNAPSHOT_VERSION
+from helios_core.atlas.snapshot import SnapshotInfo, write_snapshot
+from helios_core.errors import HeliosError, SnapshotError
+from helios_core.observability import metrics
+from helios_core.observability.logging import get_logger
+
+__all__ = ["Snapshotter", "SnapshotStats", "RETRY_MS", "cow_bytes"]
+
+log = get_logger("atlas.snapshot")
+
+RETRY_MS = 5000  # after a failed automatic snapshot, as Redis (CONFIG_BGSAVE_RETRY_DELAY)
+
+_LAST_OK = metrics.gauge("atlas_snapshot_last_status_ok", "1 if the last snapshot succeeded, 0 if it failed")
+_COW = metrics.gauge("atlas_snapshot_last_cow_bytes", "Copy-on-write bytes of the last snapshot child")
+_FAILURES = metrics.counter("atlas_snapshot_failures_total", "Snapshots that failed to start or finish")
+
+
+@dataclass
+class SnapshotStats:
+    snapshots: int = 0
+    last_snapshot_seconds: float = 0.0
+    last_snapshot_status: str = "ok"
+    last_snapshot_error: str = ""
+    last_snapshot_ms: int = 0
+    last_cow_size: int = 0
+
+
+def cow_bytes() -> int:
+    """This process's private dirty memory (its copy-on-write cost in a forked child)."""
+    try:
+        with open("/proc/self/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Private_Dirty:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a snapshot child: die when the parent does.
+
+    An orphaned child finishing later would rename an old image over a newer
+    snapshot that the next owner of the directory took meanwhile, after that
+    owner had dropped the AOF parts the old image needs (Redis guards the same
+    way with PR_SET_PDEATHSIG).
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: fall back to the check below only
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+class Snapshotter:
+    def __init__(self, ddir: DataDir, ks: Keyspace, writer: AofWriter, *, fs: Fs, clock: Callable[[], int],
+                 stats: SnapshotStats) -> None:
+        self.dir = ddir
+        self.ks = ks
+        self.writer = writer
+        self.fs = fs
+        self.clock = clock
+        self.stats = stats
+        self.dirty = 0                   # changes since the last snapshot
+        self.retry_at = 0                # automatic snapshots wait until then after a failure
+        self.child: int | None = None
+        self._waiters: list[asyncio.Future] = []
+        self._requested = False          # waiting for the pre-fork sync
+        self._rotating = False
+        self._exit: tuple[int | None, str] | None = None  # the child's end, held while rotating
+        self._abort: str = ""            # why the parent gave up on the running child
+        self._pipe = -1
+        self._upto = 0
+        self._meta = (0, 0)
+        self._t0 = 0.0
+        self._dirty_at_start = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def in_progress(self) -> bool:
+        return self.child is not None or self._requested
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    # -- starting ---------------------------------------------------------------------
+
+    def request(self) -> asyncio.Future:
+        """Start a snapshot (or join the one starting); the future gives SnapshotInfo or SnapshotError."""
+        assert self._loop is not None, "bgsave needs attach(); use snapshot_sync() without a loop"
+        fut = self._loop.create_future()
+        self._waiters.append(fut)
+        if not self.in_progress:
+            self._requested = True
+            self.writer.sync_then(self._synced)
+        return fut
+
+    def cron(self, seconds_since_last: float, due: bool) -> None:
+        """Automatic snapshots: start one when due, not before RETRY_MS after a failure."""
+        if self.in_progress or self.clock() < self.retry_at:
+            return
+        if self.writer.error is not None and not self.writer.lost:
+            return
+        if due:
+            log.info("automatic snapshot", changes=self.dirty, seconds_since_last=round(seconds_since_last, 1))
+            self.request().add_done_callback(_retrieve)
+
+    def _synced(self, err: BaseException | None) -> None:
+        self._requested = False
+        if err is not None:
+            self._failed(f"the AOF could not be synced before the snapshot: {err}")
+            return
+        upto = self.writer.seq  # memory at the fork: every record up to here, written or buffered
+        self._upto, self._t0, self._dirty_at_start = upto, time.perf_counter(), self.dirty
+        created_ms = self.clock()
+        self._meta = (created_ms, len(self.ks.data))
+        try:
+            read_fd, write_fd = self.fs.pipe()
+        except OSError as e:
+            self._failed(f"cannot create the snapshot child's pipe: {e}")
+            return
+        parent = os.getpid()
+        gc.freeze()  # move every object to the permanent generation: the child's gc touches none
+        try:
+            pid = self.fs.fork()
+        except OSError as e:
+            gc.unfreeze()
+            os.close(read_fd)
+            os.close(write_fd)
+            self._failed(f"cannot fork the snapshot child: {e.strerror or e}")
+            return
+        if pid == 0:  # pragma: no cover - the child; it leaves through os._exit only
+            self._child(parent, write_fd, upto, created_ms)
+        gc.unfreeze()
+        os.close(write_fd)
+        self.child, self._pipe, self._abort, self._exit = pid, read_fd, "", None
+        log.info("snapshot started", seq=upto, pid=pid, keys=len(self.ks))
+        assert self._loop is not None
+        fut = self._loop.run_in_executor(None, self.fs.waitpid, pid, 0)
+        fut.add_done_callback(self._reaped)
+        self._rotating = True
+        self.writer.rotate_then(self._rotated)
+
+    def _child(self, parent: int, write_fd: int, upto: int, created_ms: int) -> None:  # pragma: no cover
+        code = 1
+        try:
+            gc.disable()
+            # Hold nothing of the parent's: client and listener sockets, the AOF, the lock file.
+            os.closerange(3, write_fd)
+            os.closerange(write_fd + 1, 1 << 20)
+            _die_with_parent(parent)
+            os.nice(10)  # the loop (same cores) comes first; the image can take longer
+            size = write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, created_ms, self.fs)
+            os.write(write_fd, f"OK {cow_bytes()} {size}".encode())
+            code = 0
+        except BaseException as e:  # noqa: BLE001 - report anything to the parent
+            try:
+                os.write(write_fd, f"ERR {type(e).__name__}: {e}".encode()[:4000])
+            except BaseException:  # noqa: BLE001
+                pass
+        finally:
+            os._exit(code)
+
+    def _rotated(self, err: BaseException | None) -> None:
+        self._rotating = False
+        if err is not None:
+            self._abort = f"cannot rotate the AOF: {getattr(err, 'strerror', None) or err}"
+            if self.child is not None and self._exit is None:
+                try:
+                    os.kill(self.child, signal.SIGKILL)
+                except OSError:
+                    pass
+        if self._exit is not None:
+            status, why = self._exit
+            self._exit = None
+            self._finished(status, why)
+
+    # -- finishing --------------------------------------------------------------------
+
+    def _reaped(self, fut: asyncio.Future) -> None:
+        exc = fut.exception()
+        status: int | None = None if exc is not None else fut.result()[1]
+        why = ""
+        try:
+            why = os.read(self._pipe, 4096).decode(errors="replace")
+        except OSError:
+            pass
+        finally:
+            os.close(self._pipe)
+            self._pipe = -1
+        if exc is not None:
+            why = f"waiting for the snapshot child failed: {exc}"
+        if self._rotating:
+            self._exit = (status, why)
+        else:
+            self._finished(status, why)
+
+    def reap_sync(self) -> None:
+        """On close: wait for a running child (never blocking on a failed waitpid)."""
+        if self.child is None:
+            return
+        try:
+            _, status = self.fs.waitpid(self.child, 0)
+        except OSError:  # reaped by the waiting thread already, or waitpid failed
+            status = 0 if self._exit is None else self._exit[0] or 0
+        why = ""
+        if self._pipe >= 0:
+            try:
+                why = os.read(self._pipe, 4096).decode(errors="replace")
+            except OSError:
+                pass
+            os.close(self._pipe)
+            self._pipe = -1
+        self._finished(status, why)
+
+    def _finished(self, status: int | None, why: str) -> None:
+        if self.child is None:
+            return
+        self.child = None
+        seconds = time.perf_counter() - self._t0
+        ok = status is not None and os.waitstatus_to_exitcode(status) == 0 and why.startswith("OK")
+        if ok and not self._abort:
+            parts = why.split()
+            self.stats.last_cow_size = int(parts[1]) if len(parts) > 1 else 0
+            _COW.set(self.stats.last_cow_size)
+            try:
+                info = self._done(self._upto, seconds)
+            except OSError as e:
+                self._failed(f"the snapshot was written but the AOF parts it covers could not be dropped: {e}")
+                return
+            self.dirty -= min(self.dirty, self._dirty_at_start)
+            self.writer.rewritten()
+            self._resolve(None, info)
+            return
+        reason = self._abort or (why[4:] if why.startswith("ERR ") else why) or (
+            f"the snapshot child ended with status {status}" if status is not None else "the snapshot child vanished")
+        self._failed(reason)
+
+    def _failed(self, reason: str) -> None:
+        self.stats.last_snapshot_status = "err"
+        self.stats.last_snapshot_error = reason
+        self.retry_at = self.clock() + RETRY_MS
+        _LAST_OK.set(0)
+        _FAILURES.inc()
+        err = SnapshotError(f"snapshot of {self.dir.path} failed: {reason}. The AOF still holds every write; "
+                            f"fix the cause (memory, disk space, permissions) and run BGSAVE or helios snapshot "
+                            f"again (automatic snapshots retry every {RETRY_MS // 1000} s)")
+        log.error("snapshot failed; AOF parts kept", error=reason)
+        self._resolve(err)
+
+    def _resolve(self, err: BaseException | None, info: SnapshotInfo | None = None) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(err) if err else fut.set_result(info)
+
+    def _done(self, upto: int, seconds: float) -> SnapshotInfo:
+        """The snapshot at `upto` is durable: drop AOF parts it covers."""
+        for part_seq, path in self.dir.rotated_parts():
+            if part_seq <= upto:
+                path.unlink(missing_ok=True)
+        self.fs.fsync_dir(self.dir.path)
+        self.stats.snapshots += 1
+        self.stats.last_snapshot_seconds = seconds
+        self.stats.last_snapshot_status = "ok"
+        self.stats.last_snapshot_error = ""
+        self.stats.last_snapshot_ms = self.clock()
+        _LAST_OK.set(1)
+        # Built from what the engine knows: re-reading a large file here would stall the loop.
+        created_ms, keys = self._meta
+        info = SnapshotInfo(str(self.dir.snapshot_path), SNAPSHOT_VERSION, upto, created_ms, keys,
+                            self.dir.snapshot_path.stat().st_size)
+        log.info("snapshot done", seq=upto, keys=info.keys, bytes=info.bytes, seconds=round(seconds, 3),
+                 cow_bytes=self.stats.last_cow_size)
+        return info
+
+    # -- without a loop ---------------------------------------------------------------
+
+    def snapshot_sync(self) -> SnapshotInfo:
+        """Snapshot in this process and thread (no loop): for tools working on an unowned dir."""
+        w = self.writer
+        try:
+            w.flush_sync(fsync=True)
+            upto = w.seq
+            w.rotate_sync()
+            t0 = time.perf_counter()
+            self._meta = (self.clock(), len(self.ks.data))
+            write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, self._meta[0], self.fs)
+            info = self._done(upto, time.perf_counter() - t0)
+        except (OSError, HeliosError) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            self.stats.last_snapshot_status = "err"
+            self.stats.last_snapshot_error = reason
+            raise SnapshotError(f"snapshot of {self.dir.path} failed: {reason}. The AOF still holds every "
+                                f"write; fix the cause (disk space, permissions) and run helios snapshot again") from e
+        self.dirty = 0
+        w.rewritten()
+        return info
+
+
+def _retrieve(fut: Any) -> None:
+    """An automatic snapshot's future: its error is logged by the snapshotter already."""
+    if not fut.cancelled():
+        fut.exception()

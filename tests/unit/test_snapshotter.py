@@ -1,0 +1,184 @@
+"""Background snapshots when things fail: fork ENOMEM, a rename error, a child that holds
+sockets, a failed waitpid; the back-off of automatic snapshots; INFO's snapshot fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from helios_core.atlas.commands.server import info_text
+from helios_core.atlas.engine import Engine
+from helios_core.atlas.fsops import FaultyFs
+from helios_core.config import AtlasConfig
+from helios_core.errors import SnapshotError
+
+T0 = 1_800_000_000_000
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    async def main() -> None:
+        await asyncio.wait_for(body(), 20)
+
+    asyncio.run(main())
+
+
+def fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+async def put(e: Engine, key: bytes, value: bytes) -> None:
+    e.execute([b"SET", key, value])
+    await e.wait_durable()
+
+
+def info(e: Engine) -> dict[str, str]:
+    text = info_text(e, None, ["persistence"])
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def test_fork_enomem_fails_every_waiter_and_leaks_nothing(tmp_path: Path) -> None:
+    async def body() -> None:
+        fs = FaultyFs()
+        e = Engine.open(tmp_path, AtlasConfig(save=()), clock=lambda: T0, fs=fs)
+        e.attach()
+        await put(e, b"a", b"1")
+        before = fds()
+        fs.fail("fork", err=errno.ENOMEM, count=2)
+        a, b = e.bgsave(), e.bgsave()  # BGSAVE and SAVE (or the admin endpoint) waiting together
+        for fut in (a, b):
+            with pytest.raises(SnapshotError, match="cannot fork.*Cannot allocate memory"):
+                await fut
+        assert not e.snapshot_in_progress
+        with pytest.raises(SnapshotError):
+            await e.bgsave()
+        assert fds() == before, "a failed start leaked descriptors"
+        assert e.dir.rotated_parts() == [], "a failed start created an AOF part"
+        fields = info(e)
+        assert fields["rdb_last_bgsave_status"] == "err"
+        assert "Cannot allocate memory" in fields["rdb_last_bgsave_error"]
+        info_ok = await e.bgsave()  # memory is back: the next one works
+        assert info_ok.seq == 1 and info(e)["rdb_last_bgsave_status"] == "ok"
+        await e.aclose()
+
+    run(body)
+
+
+def test_rename_error_in_the_child_fails_the_waiter_with_the_reason(tmp_path: Path) -> None:
+    async def body() -> None:
+        fs = FaultyFs()
+        e = Engine.open(tmp_path, AtlasConfig(save=()), clock=lambda: T0, fs=fs)
+        e.attach()
+        await put(e, b"a", b"1")
+        fs.fail("rename", err=errno.EACCES, count=2)  # the rotation's, and the child's own
+        with pytest.raises(SnapshotError, match="Permission denied"):
+            await e.bgsave()
+        assert e.stats.last_snapshot_status == "err"
+        fs.heal()
+        assert (await e.bgsave()).seq == 1
+        await e.aclose()
+        e2 = Engine.open(tmp_path, AtlasConfig(save=()))
+        assert e2.execute([b"GET", b"a"]) == b"1"
+        e2.close()
+
+    run(body)
+
+
+def test_automatic_snapshots_back_off_5s_after_a_failure(tmp_path: Path) -> None:
+    async def body() -> None:
+        now = [T0]
+        fs = FaultyFs()
+        e = Engine.open(tmp_path, AtlasConfig(save=((1, 1),)), clock=lambda: now[0], fs=fs)
+        e.attach()
+        await put(e, b"a", b"1")
+        fs.fail("fork", err=errno.ENOMEM, count=100)
+        now[0] += 2000  # one change, and more than a second since the last snapshot: due
+        e._cron()
+        await asyncio.sleep(0.05)  # the pre-fork sync runs in a worker thread
+        while e.snapshot_in_progress:
+            await asyncio.sleep(0.005)
+        assert fs.calls["fork"] == 1
+        now[0] += 1000
+        e._cron()
+        assert not e.snapshot_in_progress and fs.calls["fork"] == 1, "retried before the 5 s back-off"
+        now[0] += 4500
+        e._cron()
+        while e.snapshot_in_progress:
+            await asyncio.sleep(0.005)
+        assert fs.calls["fork"] == 2
+        assert e.dir.rotated_parts() == []
+        await e.aclose()
+
+    run(body)
+
+
+def test_child_holds_no_inherited_socket(tmp_path: Path) -> None:
+    async def body() -> None:
+        fs = FaultyFs()
+        e = Engine.open(tmp_path, AtlasConfig(save=()), clock=lambda: T0, fs=fs)
+        e.attach()
+        await put(e, b"a", b"1")
+        client, peer = socket.socketpair()  # a client connection the parent serves
+        gate = fs.block("fsync", after=1)   # the parent's pre-fork fsync passes; the child's own hangs
+        fut = e.bgsave()
+        while e.snapshots.child is None:
+            await asyncio.sleep(0.002)
+        pid = e.snapshots.child
+        try:
+            deadline = asyncio.get_running_loop().time() + 5
+            while True:  # wait until the child has started its image (its temp file is open)
+                links = {os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
+                if any(".tmp-" in link for link in links) or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.005)
+            inherited = {n for n in os.listdir(f"/proc/{pid}/fd") if int(n) > 2}
+            assert str(client.fileno()) not in inherited and str(peer.fileno()) not in inherited
+            assert len(inherited) <= 2, f"the child holds {sorted(links)}"
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            gate.set()
+        with pytest.raises(SnapshotError):
+            await fut
+        client.close()
+        peer.close()
+        await e.aclose()
+
+    run(body)
+
+
+def test_waitpid_failure_cannot_block_shutdown(tmp_path: Path) -> None:
+    async def body() -> None:
+        fs = FaultyFs()
+        e = Engine.open(tmp_path, AtlasConfig(save=()), clock=lambda: T0, fs=fs)
+        e.attach()
+        await put(e, b"a", b"1")
+        fs.fail("waitpid", err=errno.ECHILD, count=2)
+        with pytest.raises(SnapshotError, match="waiting for the snapshot child failed"):
+            await e.bgsave()
+        await asyncio.wait_for(e.aclose(), 5)
+
+    run(body)
+
+
+def test_info_reports_the_childs_copy_on_write_size(tmp_path: Path) -> None:
+    async def body() -> None:
+        e = Engine.open(tmp_path, AtlasConfig(save=()), clock=lambda: T0)
+        e.attach()
+        for i in range(200):
+            e.execute([b"SET", b"k%d" % i, b"v" * 100])
+        await e.wait_durable()
+        await e.bgsave()
+        fields = info(e)
+        assert int(fields["rdb_last_cow_size"]) > 0
+        assert fields["rdb_last_bgsave_error"] == ""
+        assert fields["aof_delayed_fsync"] == "0"
+        await e.aclose()
+
+    run(body)
