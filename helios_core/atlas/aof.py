@@ -36,8 +36,8 @@ class AofFile:
         self.path = path
         self.fs = fs
         if fs is not REAL_FS:
-            self.os_write = fs.write  # type: ignore[method-assign]
-            self.os_fsync = fs.fsync  # type: ignore[method-assign]
+            self.os_write = fs.write  # type: ignore[assignment]
+            self.os_fsync = fs.fsync  # type: ignore[assignment]
         self.fd = open_data_file(fs, path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self.size = os.fstat(self.fd).st_size
 

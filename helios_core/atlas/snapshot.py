@@ -22,8 +22,10 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import msgpack
 
@@ -60,7 +62,7 @@ class _CrcWriter:
 
     SYNC_EVERY = 8 << 20
 
-    def __init__(self, f) -> None:
+    def __init__(self, f: BinaryIO) -> None:
         self.f = f
         self.crc = 0
         self.size = 0
@@ -77,7 +79,7 @@ class _CrcWriter:
             self._unsynced = 0
 
 
-def _chunks(items: list, n: int):
+def _chunks(items: list, n: int) -> Iterator[list]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
 

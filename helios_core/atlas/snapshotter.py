@@ -105,6 +105,7 @@ class Snapshotter:
         self._waiters: list[asyncio.Future] = []
         self._requested = False          # waiting for the pre-fork sync
         self._rotating = False
+        self._finishing = False
         self._exit: tuple[int | None, str] | None = None  # the child's end, held while rotating
         self._abort: str = ""            # why the parent gave up on the running child
         self._pipe = -1
@@ -116,7 +117,7 @@ class Snapshotter:
 
     @property
     def in_progress(self) -> bool:
-        return self.child is not None or self._requested
+        return self.child is not None or self._requested or self._finishing
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -249,6 +250,7 @@ class Snapshotter:
                 pass
             os.close(self._pipe)
             self._pipe = -1
+        self._loop = None  # closing: finish on this thread
         self._finished(status, why)
 
     def _finished(self, status: int | None, why: str) -> None:
@@ -261,21 +263,32 @@ class Snapshotter:
             parts = why.split()
             self.stats.last_cow_size = int(parts[1]) if len(parts) > 1 else 0
             _COW.set(self.stats.last_cow_size)
-            try:
-                info = self._done(self._upto, seconds)
-            except OSError as e:
-                self._failed(f"the snapshot was written but the AOF parts it covers could not be dropped: {e}")
+            upto = self._upto
+            if self._loop is None:
+                self._dropped(upto, seconds, None, self._drop_parts(upto))
                 return
-            self.dirty -= min(self.dirty, self._dirty_at_start)
-            self.writer.rewritten()
-            self._resolve(None, info)
+            self._finishing = True  # dropping parts (unlink + directory fsync) in a worker thread
+            fut = self._loop.run_in_executor(None, self._drop_parts, upto)
+            fut.add_done_callback(lambda f: self._dropped(upto, seconds, f.exception(),
+                                                          None if f.exception() else f.result()))
             return
         reason = self._abort or (why[4:] if why.startswith("ERR ") else why) or (
             f"the snapshot child ended with status {status}" if status is not None else "the snapshot child vanished")
         self._failed(reason)
 
+    def _dropped(self, upto: int, seconds: float, exc: BaseException | None, size: int | None) -> None:
+        self._finishing = False
+        if exc is not None or size is None:
+            self._failed(f"the snapshot was written but the AOF parts it covers could not be dropped: {exc}")
+            return
+        info = self._record(upto, seconds, size)
+        self.dirty -= min(self.dirty, self._dirty_at_start)
+        self.writer.rewritten()
+        self._resolve(None, info)
+
     def _failed(self, reason: str) -> None:
         self.stats.last_snapshot_status = "err"
+        reason = " ".join(reason.split())  # one line: INFO shows it
         self.stats.last_snapshot_error = reason
         self.retry_at = self.clock() + RETRY_MS
         _LAST_OK.set(0)
@@ -292,12 +305,15 @@ class Snapshotter:
             if not fut.done():
                 fut.set_exception(err) if err else fut.set_result(info)
 
-    def _done(self, upto: int, seconds: float) -> SnapshotInfo:
-        """The snapshot at `upto` is durable: drop AOF parts it covers."""
+    def _drop_parts(self, upto: int) -> int:
+        """The snapshot at `upto` is durable: drop AOF parts it covers; returns the snapshot's size."""
         for part_seq, path in self.dir.rotated_parts():
             if part_seq <= upto:
                 path.unlink(missing_ok=True)
         self.fs.fsync_dir(self.dir.path)
+        return self.dir.snapshot_path.stat().st_size
+
+    def _record(self, upto: int, seconds: float, size: int) -> SnapshotInfo:
         self.stats.snapshots += 1
         self.stats.last_snapshot_seconds = seconds
         self.stats.last_snapshot_status = "ok"
@@ -306,8 +322,7 @@ class Snapshotter:
         _LAST_OK.set(1)
         # Built from what the engine knows: re-reading a large file here would stall the loop.
         created_ms, keys = self._meta
-        info = SnapshotInfo(str(self.dir.snapshot_path), SNAPSHOT_VERSION, upto, created_ms, keys,
-                            self.dir.snapshot_path.stat().st_size)
+        info = SnapshotInfo(str(self.dir.snapshot_path), SNAPSHOT_VERSION, upto, created_ms, keys, size)
         log.info("snapshot done", seq=upto, keys=info.keys, bytes=info.bytes, seconds=round(seconds, 3),
                  cow_bytes=self.stats.last_cow_size)
         return info
@@ -324,7 +339,7 @@ class Snapshotter:
             t0 = time.perf_counter()
             self._meta = (self.clock(), len(self.ks.data))
             write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, self._meta[0], self.fs)
-            info = self._done(upto, time.perf_counter() - t0)
+            info = self._record(upto, time.perf_counter() - t0, self._drop_parts(upto))
         except (OSError, HeliosError) as e:
             reason = getattr(e, "strerror", None) or str(e)
             self.stats.last_snapshot_status = "err"

@@ -38,24 +38,27 @@ class _EmbeddedReads:
         return self.engine.execute(argv)
 
     async def get(self, key: Key) -> bytes | None:
-        return await self._read([b"GET", to_bytes(key)])
+        value: bytes | None = await self._read([b"GET", to_bytes(key)])
+        return value
 
     async def mget(self, keys: list[Key]) -> list[bytes | None]:
         if not keys:
             return []
-        return await self._read([b"MGET", *map(to_bytes, keys)])
+        values: list[bytes | None] = await self._read([b"MGET", *map(to_bytes, keys)])
+        return values
 
     async def exists(self, key: Key) -> bool:
         return bool(await self._read([b"EXISTS", to_bytes(key)]))
 
     async def pttl(self, key: Key) -> int:
-        return await self._read([b"PTTL", to_bytes(key)])
+        return int(await self._read([b"PTTL", to_bytes(key)]))
 
     async def zscore(self, key: Key, member: Key) -> float | None:
-        return await self._read([b"ZSCORE", to_bytes(key), to_bytes(member)])
+        score: float | None = await self._read([b"ZSCORE", to_bytes(key), to_bytes(member)])
+        return score
 
     async def zcard(self, key: Key) -> int:
-        return await self._read([b"ZCARD", to_bytes(key)])
+        return int(await self._read([b"ZCARD", to_bytes(key)]))
 
     async def zrangebyscore(self, key: Key, lo: ScoreBound = "-inf", hi: ScoreBound = "+inf", *,
                             offset: int = 0, count: int | None = None) -> list[tuple[bytes, float]]:

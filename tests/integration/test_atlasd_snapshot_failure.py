@@ -1,0 +1,53 @@
+"""atlasd when a snapshot cannot start: SAVE and BGSAVE callers get the reason, INFO shows it,
+and the server keeps serving and shuts down (AtlasServer on this loop, FaultyFs under it)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from pathlib import Path
+
+import pytest
+
+from helios_core.atlas.engine import Engine
+from helios_core.atlas.fsops import FaultyFs
+from helios_core.atlas.server import AtlasServer
+from helios_core.config import load_config
+from tests.integration.test_atlasd_inprocess import Raw
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_save_and_bgsave_report_a_failed_fork(tmp_path: Path) -> None:
+    config = load_config(None, env={}, overrides={"atlasd.port": 0, "atlas.appendfsync": "always"})
+
+    async def main() -> None:
+        fs = FaultyFs()
+        data = tmp_path / "data"
+        engine = Engine.open(data, config.atlas, fs=fs, component="test")
+        server = AtlasServer(engine, config, data / "atlas.sock")
+        await server.start()
+        r, w = await asyncio.open_unix_connection(str(server.socket_path))
+        c = Raw(r, w)
+        try:
+            assert await c.call("SET", "a", "1") == "OK"
+            fs.fail("fork", err=errno.ENOMEM, count=2)
+            kind, text = await c.call("SAVE")
+            assert kind == "ERR" and "cannot fork" in text and "Cannot allocate memory" in text
+            assert await c.call("BGSAVE") == "Background saving started"
+            info = b""
+            for _ in range(200):  # BGSAVE answers at once; its outcome shows in INFO
+                info = await c.call("INFO", "persistence")
+                if b"rdb_bgsave_in_progress:0" in info:
+                    break
+                await asyncio.sleep(0.01)
+            assert b"rdb_last_bgsave_status:err" in info
+            assert b"rdb_last_bgsave_error:" in info and b"Cannot allocate memory" in info
+            assert await c.call("GET", "a") == b"1"  # still serving
+            assert await c.call("SAVE") == "OK"      # and the next one works
+            assert b"rdb_last_bgsave_status:ok" in await c.call("INFO", "persistence")
+        finally:
+            w.close()
+            await asyncio.wait_for(server.stop(), 10)
+
+    asyncio.run(main())
