@@ -182,3 +182,20 @@ def test_info_reports_the_childs_copy_on_write_size(tmp_path: Path) -> None:
         await e.aclose()
 
     run(body)
+
+
+def test_admin_snapshot_endpoint_answers_the_failure_as_json(tmp_path: Path) -> None:
+    from tests.unit.test_gateway_harness import Api, run_gateway
+
+    async def body(api: Api) -> None:
+        admin = await api.admin_token()
+        fs = FaultyFs()
+        fs.fail("fork", err=errno.ENOMEM)
+        api.store.engine.snapshots.fs = fs
+        r = await api.call("POST", "/admin/snapshot", token=admin)
+        assert r.code == 503
+        error = r.json()["error"]
+        assert error["code"] == "snapshot_failed" and "Cannot allocate memory" in error["message"]
+        assert (await api.call("POST", "/admin/snapshot", token=admin)).code == 200
+
+    run_gateway(tmp_path, body)
