@@ -98,6 +98,7 @@ class AofWriter:
         self.seq = self.written_seq = self.synced_seq = seq
         self.error: str | None = None
         self.lost = False                 # acknowledged pages may be gone: only a rewrite clears it
+        self.resets = 0                   # times records were given up (their seqs reused afterwards)
         self._cut_to: int | None = None   # a failed truncate left bytes past this offset
         self._buffer = bytearray()
         self._undo: list = []
@@ -350,6 +351,7 @@ class AofWriter:
 
     def _fail(self, exc: BaseException, start: int, undo: list) -> None:
         """A write or fsync of records nobody was told about failed: undo them, cut the file back."""
+        self.resets += 1
         self.on_lost(self._undo)      # newest first: still in the buffer,
         self.on_lost(undo)            # then the ones that failed
         self._undo, self._buffer, self._unsynced = [], bytearray(), None
@@ -367,6 +369,7 @@ class AofWriter:
 
     def _lose(self, exc: BaseException) -> None:
         """An fsync of acknowledged records failed: the kernel may have dropped their pages."""
+        self.resets += 1
         self.on_lost(self._undo)      # not yet written, not acknowledged: undone
         self._undo, self._buffer = [], bytearray()
         self.seq = self.written_seq

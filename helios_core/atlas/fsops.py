@@ -69,6 +69,7 @@ class _Fault:
     err: int
     partial: int | None  # write: store this many bytes before failing
     gate: threading.Event | None = None  # block (instead of failing) until set
+    pid: int | None = None  # only in this process (not in a forked snapshot child)
 
 
 @dataclass
@@ -80,9 +81,11 @@ class FaultyFs(Fs):
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail(self, op: str, *, after: int = 0, count: int = 1, err: int = errno_mod.EIO,
-             partial: int | None = None) -> None:
-        """Let `after` calls of `op` through, then fail the next `count` with OSError(err)."""
-        self._plan.setdefault(op, []).append(_Fault(after, count, err, partial))
+             partial: int | None = None, parent_only: bool = False) -> None:
+        """Let `after` calls of `op` through, then fail the next `count` with OSError(err)
+        (parent_only: in this process only, not in a snapshot child forked later)."""
+        self._plan.setdefault(op, []).append(_Fault(after, count, err, partial,
+                                                    pid=os.getpid() if parent_only else None))
 
     def block(self, op: str, *, after: int = 0) -> threading.Event:
         """Make the next call of `op` (after `after` others) wait until the returned event is set."""
@@ -99,6 +102,8 @@ class FaultyFs(Fs):
         with self._lock:
             self.calls[op] += 1
             for fault in self._plan.get(op, []):
+                if fault.pid is not None and fault.pid != os.getpid():
+                    continue
                 if fault.skip > 0:
                     fault.skip -= 1
                     continue

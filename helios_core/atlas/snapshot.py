@@ -34,7 +34,7 @@ from helios_core.atlas.zset import ZSet
 from helios_core.clock import wall_ms
 from helios_core.errors import CorruptFileError
 
-__all__ = ["write_snapshot", "load_snapshot", "read_header", "SnapshotInfo", "VERSION"]
+__all__ = ["write_snapshot", "temp_path", "publish", "load_snapshot", "read_header", "SnapshotInfo", "VERSION"]
 
 MAGIC = b"HELIOS-SNAPSHOT\n"
 VERSION = 1
@@ -84,15 +84,28 @@ def _chunks(items: list, n: int) -> Iterator[list]:
         yield items[i:i + n]
 
 
+def temp_path(final_path: Path, pid: int) -> Path:
+    """Where process `pid` writes the snapshot that becomes `final_path`."""
+    return final_path.with_name(f"{final_path.name}.tmp-{pid}")
+
+
+def publish(tmp: Path, final_path: Path, fs: Fs = REAL_FS) -> None:
+    """Rename a complete, fsynced temp file over the snapshot and make the rename durable."""
+    fs.rename(tmp, final_path)
+    fs.fsync_dir(final_path.parent)
+
+
 def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, created_ms: int | None = None,
-                   fs: Fs = REAL_FS) -> int:
+                   fs: Fs = REAL_FS, *, rename: bool = True) -> int:
     """Write a complete snapshot atomically (owner-only file); returns its size in bytes.
 
-    Runs in a forked child during background saves: it must not log, take
-    locks or touch the event loop.  `fs` is the seam tests make fail.
+    With rename=False the fsynced image stays at `temp_path(final_path, getpid())`
+    for the caller to `publish` (or delete).  Runs in a forked child during
+    background saves: it must not log, take locks or touch the event loop.
+    `fs` is the seam tests make fail.
     """
     created_ms = created_ms if created_ms is not None else wall_ms()
-    tmp = final_path.with_name(f"{final_path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(final_path, os.getpid())
     packer = msgpack.Packer(use_bin_type=True)
     try:
         fd = open_data_file(fs, tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -121,8 +134,8 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
             raw.flush()
             fs.fsync(raw.fileno())
             size = w.size + FOOTER.size
-        fs.rename(tmp, final_path)
-        fs.fsync_dir(final_path.parent)
+        if rename:
+            publish(tmp, final_path, fs)
         return size
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -9,8 +9,11 @@ A snapshot runs in steps, none of which blocks the loop on the disk:
    status pipe, writes the image at `upto` (the engine's seq at the fork),
    measures its copy-on-write size (Private_Dirty) and reports both.
 3. In the parent, `AofWriter.rotate_then` moves the part aside (worker thread).
-4. When the child exits: the AOF parts the image covers are dropped and every
-   waiter gets the SnapshotInfo.
+4. When the child exits and every record the image holds is durable (some
+   may have been appended during step 1), the parent renames the image into
+   place, drops the AOF parts it covers, and every waiter gets the
+   SnapshotInfo.  If those records are undone instead (a failed fsync), the
+   image is deleted: a snapshot never keeps a write the AOF gave up.
 
 Any step failing (fork ENOMEM, rename error, disk full, the child dying)
 fails every waiter with a `SnapshotError` naming the cause, leaks nothing,
@@ -29,6 +32,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from helios_core.atlas.aof_writer import AofWriter
@@ -36,7 +40,7 @@ from helios_core.atlas.datadir import DataDir
 from helios_core.atlas.fsops import Fs
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.snapshot import VERSION as SNAPSHOT_VERSION
-from helios_core.atlas.snapshot import SnapshotInfo, write_snapshot
+from helios_core.atlas.snapshot import SnapshotInfo, publish, temp_path, write_snapshot
 from helios_core.errors import HeliosError, SnapshotError
 from helios_core.observability import metrics
 from helios_core.observability.logging import get_logger
@@ -102,6 +106,8 @@ class Snapshotter:
         self.dirty = 0                   # changes since the last snapshot
         self.retry_at = 0                # automatic snapshots wait until then after a failure
         self.child: int | None = None
+        self._pid = 0                    # the last child's pid (names its temp file)
+        self._resets_at_fork = 0
         self._waiters: list[asyncio.Future] = []
         self._requested = False          # waiting for the pre-fork sync
         self._rotating = False
@@ -172,7 +178,8 @@ class Snapshotter:
             self._child(parent, write_fd, upto, created_ms)
         gc.unfreeze()
         os.close(write_fd)
-        self.child, self._pipe, self._abort, self._exit = pid, read_fd, "", None
+        self.child, self._pid, self._pipe, self._abort, self._exit = pid, pid, read_fd, "", None
+        self._resets_at_fork = self.writer.resets
         log.info("snapshot started", seq=upto, pid=pid, keys=len(self.ks))
         assert self._loop is not None
         fut = self._loop.run_in_executor(None, self.fs.waitpid, pid, 0)
@@ -189,7 +196,8 @@ class Snapshotter:
             os.closerange(write_fd + 1, 1 << 20)
             _die_with_parent(parent)
             os.nice(10)  # the loop (same cores) comes first; the image can take longer
-            size = write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, created_ms, self.fs)
+            size = write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, created_ms, self.fs,
+                                  rename=False)  # the parent publishes it once `upto` is durable
             os.write(write_fd, f"OK {cow_bytes()} {size}".encode())
             code = 0
         except BaseException as e:  # noqa: BLE001 - report anything to the parent
@@ -263,15 +271,36 @@ class Snapshotter:
             parts = why.split()
             self.stats.last_cow_size = int(parts[1]) if len(parts) > 1 else 0
             _COW.set(self.stats.last_cow_size)
-            upto = self._upto
-            if self._loop is None:
-                self._dropped(upto, seconds, None, self._drop_parts(upto))
+            upto, tmp = self._upto, temp_path(self.dir.snapshot_path, self._pid)
+            if self._loop is None:  # closing: publish only what is durable already
+                if upto <= self.writer.durable_seq:
+                    self._dropped(upto, seconds, None, self._publish(tmp, upto))
+                else:
+                    tmp.unlink(missing_ok=True)
                 return
-            self._finishing = True  # dropping parts (unlink + directory fsync) in a worker thread
-            fut = self._loop.run_in_executor(None, self._drop_parts, upto)
-            fut.add_done_callback(lambda f: self._dropped(upto, seconds, f.exception(),
-                                                          None if f.exception() else f.result()))
+            # The image holds every record up to `upto`, some perhaps not durable yet (appended
+            # during the pre-fork fsync): publish it only once they are, or they could be undone
+            # after a failed fsync while the snapshot keeps them (and their seqs get reused).
+            if self.writer.resets != self._resets_at_fork:
+                tmp.unlink(missing_ok=True)
+                self._failed("the AOF failed while it was written (records it holds were undone)")
+                return
+            self._finishing = True
+            loop = self._loop
+
+            def durable(err: BaseException | None) -> None:
+                if err is not None:
+                    tmp.unlink(missing_ok=True)
+                    self._finishing = False
+                    self._failed(f"records it holds could not be made durable: {err}")
+                    return
+                fut = loop.run_in_executor(None, self._publish, tmp, upto)  # rename, unlink, fsync dir
+                fut.add_done_callback(lambda f: self._dropped(upto, seconds, f.exception(),
+                                                              None if f.exception() else f.result()))
+
+            self.writer.add_waiter(upto, durable)
             return
+        temp_path(self.dir.snapshot_path, self._pid).unlink(missing_ok=True)  # (a killed child's)
         reason = self._abort or (why[4:] if why.startswith("ERR ") else why) or (
             f"the snapshot child ended with status {status}" if status is not None else "the snapshot child vanished")
         self._failed(reason)
@@ -304,6 +333,14 @@ class Snapshotter:
         for fut in waiters:
             if not fut.done():
                 fut.set_exception(err) if err else fut.set_result(info)
+
+    def _publish(self, tmp: Path, upto: int) -> int:
+        try:
+            publish(tmp, self.dir.snapshot_path, self.fs)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return self._drop_parts(upto)
 
     def _drop_parts(self, upto: int) -> int:
         """The snapshot at `upto` is durable: drop AOF parts it covers; returns the snapshot's size."""

@@ -199,3 +199,36 @@ def test_admin_snapshot_endpoint_answers_the_failure_as_json(tmp_path: Path) -> 
         assert (await api.call("POST", "/admin/snapshot", token=admin)).code == 200
 
     run_gateway(tmp_path, body)
+
+
+def test_a_snapshot_never_keeps_a_write_the_aof_gave_up(tmp_path: Path) -> None:
+    """Records appended during the pre-fork fsync are in the image; if their own fsync then
+    fails they are undone (and their seqs reused): the image must not be published."""
+    from helios_core.errors import AofWriteError
+
+    async def body() -> None:
+        fs = FaultyFs()
+        e = Engine.open(tmp_path, AtlasConfig(appendfsync="always", save=()), clock=lambda: T0, fs=fs)
+        e.attach()
+        await put(e, b"a", b"1")
+        gate = fs.block("fsync")                # the pre-fork fsync hangs a moment
+        fs.fail("fsync", parent_only=True)      # then x's own fsync fails (not the child's)
+        snap = e.bgsave()
+        while fs.calls["fsync"] < 2:            # (a's was the first)
+            await asyncio.sleep(0.001)
+        e.execute([b"SET", b"x", b"undone"])   # appended while the pre-fork fsync runs
+        x = e.wait_durable()
+        gate.set()
+        with pytest.raises(AofWriteError):
+            await x
+        with pytest.raises(SnapshotError):
+            await snap
+        fs.heal()
+        e._probe_disk()
+        await put(e, b"b", b"2")                # reuses x's seq
+        await e.aclose()
+        e2 = Engine.open(tmp_path, AtlasConfig(save=()))
+        assert e2.execute([b"MGET", b"a", b"x", b"b"]) == [b"1", None, b"2"]
+        e2.close()
+
+    run(body)
