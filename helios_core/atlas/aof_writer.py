@@ -98,6 +98,7 @@ class AofWriter:
         self.seq = self.written_seq = self.synced_seq = seq
         self.error: str | None = None
         self.lost = False                 # acknowledged pages may be gone: only a rewrite clears it
+        self._acked_through = 0           # records up to here were acknowledged before an fsync
         self.resets = 0                   # times records were given up (their seqs reused afterwards)
         self._cut_to: int | None = None   # a failed truncate left bytes past this offset
         self._buffer = bytearray()
@@ -253,7 +254,10 @@ class AofWriter:
             self._lazy_fsync = None
         start, undo = self._unsynced if self._unsynced is not None else (self.aof.size, [])
         self._unsynced = None
-        sync = _Sync(start, self.written_seq, undo, acked=self.policy != "always")
+        # Records written under everysec/no were acknowledged already: if their fsync fails they
+        # cannot be undone (memory keeps them, the writer stays read-only until a rewrite).
+        acked = self.policy != "always" or self.synced_seq < self._acked_through
+        sync = _Sync(start, self.written_seq, undo, acked=acked)
         if forced:
             sync.then, self._sync_requests = self._sync_requests, []
         self._inflight = sync
@@ -336,6 +340,8 @@ class AofWriter:
             self._unsynced = None  # written: the new policy's fsync covers it
         if policy == "everysec" and self._every is not None:
             self._every(1.0, self._everysec_tick)
+        if old != "always":
+            self._acked_through = self.written_seq
         if policy == "always" and self.synced_seq < self.written_seq:
             # Replies now wait for synced_seq: bring it up to what was written so far (off the loop).
             self.sync_then(lambda err: None)

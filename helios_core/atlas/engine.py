@@ -145,7 +145,7 @@ class Engine:
 
     async def aclose(self) -> None:
         """Close from the loop: wait for a running fsync, rotation, probe and snapshot first."""
-        while self.writer._busy or self.snapshots.in_progress:
+        while self.writer.busy or self.snapshots.in_progress:
             await asyncio.sleep(0.005)
         self.close()
 

@@ -236,3 +236,27 @@ def test_data_files_are_owner_only(tmp_path: Path) -> None:
     for p in files:
         mode = stat.S_IMODE(p.stat().st_mode)
         assert mode & 0o077 == 0, f"{p.name} is {oct(mode)}"
+
+
+def test_switching_to_always_never_undoes_an_acknowledged_write(tmp_path: Path) -> None:
+    async def body() -> None:
+        fs = FaultyFs()
+        e = open_engine(tmp_path, "everysec", fs)
+        e.attach()
+        await put(e, b"a", b"1")             # acknowledged under everysec
+        fs.fail("fsync")
+        e.set_policy("always")               # CONFIG SET appendfsync always: syncs what was written (off the loop)
+        await until(lambda: e.aof_error is not None)
+        assert e.execute([b"GET", b"a"]) == b"1", "an acknowledged write was undone"
+        with pytest.raises(CommandError, match="MISCONF"):
+            e.execute([b"SET", b"b", b"2"])
+        fs.heal()
+        e._probe_disk()
+        await until(lambda: e.aof_error is None)  # rewritten from memory by a snapshot
+        await put(e, b"b", b"2")
+        await e.aclose()
+        e2 = Engine.open(tmp_path, AtlasConfig(save=()))  # (a reused seq would stop this start)
+        assert e2.execute([b"MGET", b"a", b"b"]) == [b"1", b"2"]
+        e2.close()
+
+    run(body)
