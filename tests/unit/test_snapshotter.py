@@ -232,3 +232,18 @@ def test_a_snapshot_never_keeps_a_write_the_aof_gave_up(tmp_path: Path) -> None:
         e2.close()
 
     run(body)
+
+
+def test_snapshot_sync_failure_is_a_clear_error_and_keeps_the_aof(tmp_path: Path) -> None:
+    """What `helios snapshot --data` (no daemon) runs: a rename error names the cause and what to do."""
+    fs = FaultyFs()
+    e = Engine.open(tmp_path, AtlasConfig(save=()), clock=lambda: T0, fs=fs)
+    e.execute([b"SET", b"a", b"1"])
+    fs.fail("rename", err=errno.EROFS)
+    with pytest.raises(SnapshotError, match="Read-only file system.*run helios snapshot again"):
+        e.snapshot_sync()
+    assert e.stats.last_snapshot_status == "err"
+    e.close()
+    e2 = Engine.open(tmp_path, AtlasConfig(save=()))
+    assert e2.execute([b"GET", b"a"]) == b"1"
+    e2.close()
