@@ -41,8 +41,9 @@ from rich.text import Text
 
 from helios_cli.context import fail
 from helios_core.atlas.aof import Record, scan_file
-from helios_core.atlas.datadir import DataDir, fsync_dir
+from helios_core.atlas.datadir import DataDir
 from helios_core.atlas.effects import effect_keys
+from helios_core.atlas.fsops import REAL_FS, Fs, open_data_file
 from helios_core.atlas.snapshot import FOOTER, MAGIC, load_snapshot
 from helios_core.clock import wall_ms
 from helios_core.errors import CorruptFileError, DataDirLockedError, HeliosError
@@ -314,26 +315,7 @@ def _backup_name(path: Path) -> Path:
     return backup
 
 
-class RepairFs:
-    """The file-system calls a repair makes, each one a seam a test can record or make fail.
-
-    The same four calls, by the same names, as the engine's I/O seam.
-    """
-
-    def fsync(self, fd: int) -> None:
-        os.fsync(fd)
-
-    def rename(self, src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        os.rename(src, dst)
-
-    def fsync_dir(self, path: str | os.PathLike[str]) -> None:
-        fsync_dir(Path(path))
-
-    def ftruncate(self, fd: int, size: int) -> None:
-        os.ftruncate(fd, size)
-
-
-def keep_copy(path: Path, fs: RepairFs) -> Path:
+def keep_copy(path: Path, fs: Fs) -> Path:
     """A durable copy of `path` beside it; returns its name.
 
     Temp name, fsync, rename, then fsync the directory: the copy is the only
@@ -344,8 +326,8 @@ def keep_copy(path: Path, fs: RepairFs) -> Path:
     backup = _backup_name(path)
     tmp = backup.with_name(backup.name + ".tmp")
     try:
-        with open(path, "rb") as src, open(tmp, "xb") as dst:
-            os.fchmod(dst.fileno(), 0o600)  # the data's own permissions: owner only
+        fd = open_data_file(fs, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)  # owner-only, as the data
+        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
             shutil.copyfileobj(src, dst, 8 << 20)
             dst.flush()
             fs.fsync(dst.fileno())
@@ -358,11 +340,10 @@ def keep_copy(path: Path, fs: RepairFs) -> Path:
 
 
 def fix_damage(d: Damage, ddir: DataDir, *, yes: bool, force: bool, must_lock: bool,
-               fs: RepairFs | None = None) -> FixResult:
+               fs: Fs = REAL_FS) -> FixResult:
     """Keep a durable copy of the damaged file, then cut it at `d.cut_at`; raises HeliosError when it must not."""
     if not d.torn_tail and not force:
         raise _refuse_unforced(d)
-    fs = fs or RepairFs()
     path = Path(d.file)
     with _owned(ddir, must_lock):
         _confirm(d, yes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from helios_cli.main import cli
 from helios_core.atlas.datadir import DataDir
 from helios_core.atlas.effects import encode_record
 from helios_core.atlas.engine import Engine
+from helios_core.atlas.fsops import FaultyFs, Fs
 from helios_core.config import AtlasConfig
 from tests.atlas_state import recovered_data
 
@@ -477,17 +479,18 @@ def test_snapshot_damage_inside_a_value_says_a_checksum_cannot_locate_it(data: P
 # -- the copy is durable before the cut (issue 11, item 9) ------------------------------
 
 
-class JournalFs(aof_check_mod.RepairFs):
-    """The real calls, journaled; `fail_on` makes one of them raise EIO instead."""
+class JournalFs(Fs):
+    """The real calls, journaled."""
 
-    def __init__(self, fail_on: str = "") -> None:
+    def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
-        self.fail_on = fail_on
 
     def _note(self, op: str, what: str) -> None:
         self.calls.append((op, what))
-        if op == self.fail_on:
-            raise OSError(5, "Input/output error", what)
+
+    def open(self, path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> int:
+        self._note("open", Path(path).name)
+        return super().open(path, flags, mode)
 
     def fsync(self, fd: int) -> None:
         self._note("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name)
@@ -506,7 +509,7 @@ class JournalFs(aof_check_mod.RepairFs):
         super().ftruncate(fd, size)
 
 
-def _fix_torn(aof: Path, fs: JournalFs) -> aof_check_mod.FixResult:
+def _fix_torn(aof: Path, fs: Fs) -> aof_check_mod.FixResult:
     report = aof_check_mod.check_parts([aof], 0)
     assert report.damage is not None
     return aof_check_mod.fix_damage(report.damage, DataDir(aof.parent), yes=True, force=False,
@@ -519,18 +522,21 @@ def test_fix_renames_a_synced_copy_and_syncs_the_directory_before_cutting(torn: 
     fs = JournalFs()
     result = _fix_torn(aof, fs)
     name = Path(result.backup).name
-    assert fs.calls == [("fsync", f"{name}.tmp"), ("rename", f"{name}.tmp -> {name}"), ("fsync_dir", "data"),
-                        ("ftruncate", f"appendonly.aof {len(good)}"), ("fsync", "appendonly.aof")]
+    assert fs.calls == [("open", f"{name}.tmp"), ("fsync", f"{name}.tmp"), ("rename", f"{name}.tmp -> {name}"),
+                        ("fsync_dir", "data"), ("ftruncate", f"appendonly.aof {len(good)}"),
+                        ("fsync", "appendonly.aof")]
     assert Path(result.backup).read_bytes() == damaged and aof.read_bytes() == good
     assert Path(result.backup).stat().st_mode & 0o777 == 0o600
 
 
-@pytest.mark.parametrize("step", ["fsync", "rename", "fsync_dir"])
+@pytest.mark.parametrize("step", ["open", "fsync", "rename", "fsync_dir"])
 def test_a_failed_copy_step_leaves_the_file_uncut(torn: tuple[Path, bytes], step: str) -> None:
     aof, _ = torn
     damaged = aof.read_bytes()
+    fs = FaultyFs()
+    fs.fail(step, err=errno.ENOSPC if step == "open" else errno.EIO)
     with pytest.raises(OSError):
-        _fix_torn(aof, JournalFs(fail_on=step))
+        _fix_torn(aof, fs)
     assert aof.read_bytes() == damaged
     assert not list(aof.parent.glob("*.tmp")), "no temp copy is left behind"
     assert not DataDir(aof.parent).owner(), "the lock is released"
