@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 
-for name in recovery memory snapshot_latency inprocess_ops; do
+for name in recovery memory snapshot_latency snapshot inprocess_ops; do
     echo "=== bench/$name.py $*"
     "$PY" "bench/$name.py" "$@"
     echo
