@@ -61,7 +61,7 @@ from helios_core.store.base import (
     range_args,
     to_bytes,
 )
-from helios_core.store.url import StoreURL, parse_store_url
+from helios_core.store.url import StoreURL, parse_store_url, with_local_password
 
 __all__ = ["RemoteStore", "RemoteTxn", "CHANNEL_PREFIX"]
 
@@ -204,7 +204,8 @@ class RemoteTxn(_RemoteReads, Txn):
 class RemoteStore(_RemoteReads, Store):
     def __init__(self, target: StoreURL | str, *, max_attempts: int = MAX_ATTEMPTS, notify: bool = True) -> None:
         """`target`: a store URL or a parsed one.  `notify=False` stops announcing writes (see the module doc)."""
-        self.target = parse_store_url(target) if isinstance(target, str) else target
+        # An atlas:// URL to this host without a password: this user's atlasd's own (see store/url.py).
+        self.target = with_local_password(parse_store_url(target) if isinstance(target, str) else target)
         self.where = self.target.redacted
         self.max_attempts = max_attempts
         self.notify = notify

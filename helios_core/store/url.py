@@ -236,12 +236,12 @@ async def open_store(data: str | os.PathLike[str] | None = None, url: str | None
     raise DataDirLockedError(f"data directory {ddir.path} keeps changing owner; try again")
 
 
-def with_local_password(target: StoreURL, config: HeliosConfig) -> StoreURL:
+def with_local_password(target: StoreURL, config: HeliosConfig | None = None) -> StoreURL:
     """An atlas:// URL without a password, to this host: the password this user's atlasd uses."""
     if target.password is not None or not target.url.lower().startswith("atlas://") or not _loopback(target.host):
         return target
     found = password_for_port(target.port)
-    password = found.decode() if found else (config.atlasd.requirepass or None)
+    password = found.decode() if found else ((config.atlasd.requirepass if config else "") or None)
     return dataclasses.replace(target, password=password) if password else target
 
 

@@ -69,9 +69,9 @@ pytestmark = pytest.mark.timeout(600)
 # -- reaching both servers --------------------------------------------------------------------
 
 
-def _connect(port: int) -> redis.Connection:
+def _connect(port: int, password: str | None = None) -> redis.Connection:
     conn = redis.Connection(host="127.0.0.1", port=port, protocol=2, parser_class=_FullErrorParser,
-                            socket_timeout=20)
+                            socket_timeout=20, password=password)
     conn.connect()
     return conn
 
@@ -111,6 +111,8 @@ class Pair:
         for side in (self.atlas, self.redis):
             for conn in (side.main, side.other):
                 assert _call(conn, [b"RESET"]) == b"RESET"  # out of MULTI, nothing WATCHed
+                if conn.password:  # RESET leaves the connection unauthenticated (as Redis)
+                    assert _call(conn, [b"AUTH", conn.password.encode()]) == b"OK"
             assert _call(side.main, [b"FLUSHALL"]) == b"OK"
 
 
@@ -122,7 +124,7 @@ def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
-    p = Pair(Server("atlasd", _connect(atlasd.port), _connect(atlasd.port)),
+    p = Pair(Server("atlasd", _connect(atlasd.port, atlasd.password), _connect(atlasd.port, atlasd.password)),
              Server("redis", _connect(redis_server.port), _connect(redis_server.port)))
     try:
         yield p

@@ -34,9 +34,10 @@ class Server:
     name: str
     url: str
     port: int
+    password: str | None = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=10)
+        return redis.Redis(port=self.port, socket_timeout=10, password=self.password)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def atlasd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 def server(request: pytest.FixtureRequest) -> Server:
     if request.param == "atlasd":
         d: Daemon = request.getfixturevalue("atlasd_daemon")
-        s = Server("atlasd", f"atlas://127.0.0.1:{d.port}", d.port)
+        s = Server("atlasd", f"atlas://127.0.0.1:{d.port}", d.port, d.password)
     else:
         r: RedisServer = request.getfixturevalue("redis_server")
         s = Server("redis", f"redis://127.0.0.1:{r.port}/0", r.port)
@@ -257,7 +258,7 @@ def test_credentials(tmp_path: Path) -> None:
             assert e.value.code == "store_auth" and "s3cret" not in str(e.value) and "wrong" not in str(e.value)
 
         run(f"atlas://:wrong@127.0.0.1:{d.port}", refused)
-        run(f"atlas://127.0.0.1:{d.port}", refused)
+        run(f"atlas://127.0.0.1:{d.port}", ok)  # this user's atlasd: the password is found (issue 10)
     finally:
         d.kill()
 
