@@ -87,9 +87,10 @@ def read_owner(lock_path: Path) -> dict:
             blob = os.pread(held, 4096, 0)
         else:
             blob = lock_path.read_bytes()
-        return json.loads(blob or b"{}")
+        record = json.loads(blob or b"{}")
     except (OSError, ValueError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def read_password(data_dir: str | os.PathLike[str]) -> bytes | None:
@@ -247,7 +248,7 @@ class DataDir:
         existing = read_password(self.path)
         if existing:
             return existing
-        password = secrets.token_urlsafe(32).encode()
+        password = secrets.token_hex(32).encode()  # hex: never starts with "-", which tools take for an option
         self.write_password(password)
         log.info("generated atlasd's password for TCP clients", path=str(self.password_path))
         return password

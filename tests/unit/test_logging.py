@@ -96,3 +96,45 @@ def test_setup_replaces_previous_handlers() -> None:
 def test_rejects_unknown_level() -> None:
     with pytest.raises(ValueError, match="warn"):
         setup_logging("warning")
+
+
+# -- secrets and control characters (issue 10, 9b) -------------------------------------------
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_secrets_never_reach_a_line(fmt: str) -> None:
+    out = io.StringIO()
+    setup_logging("info", fmt, stream=out)
+    log = get_logger("gateway")
+    log.info(f"malformed header line (Invalid header value 'Bearer {JWT}\\x01')", reason=f"Bearer {JWT}")
+    log.info("refused", header=f"Cookie: session={JWT}", other="Authorization: Basic dXNlcjpwYXNz",
+             quoted="Invalid header value 'session=opaque-cookie-value'", query="refresh_token=r1-secret")
+    text = out.getvalue()
+    for secret in ("eyJzdWIiOiJ4In0", "c2lnbmF0dXJl", "dXNlcjpwYXNz", "opaque-cookie-value", "r1-secret"):
+        assert secret not in text, (secret, text)
+    assert text.count("[redacted]") >= 5
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_control_characters_are_escaped(fmt: str) -> None:
+    out = io.StringIO()
+    setup_logging("info", fmt, stream=out)
+    get_logger("gateway").info("path\r\nFAKE line", path="/a\nFAKE\x1b[31m\u2028x", n=1)
+    text = out.getvalue()
+    assert len(text.splitlines()) == 1 and "\x1b" not in text and "\u2028" not in text and "\r" not in text
+    if fmt == "json":
+        line = json_lines(out)[0]
+        assert line["path"] == "/a\\x0aFAKE\\x1b[31m\\u2028x" and line["n"] == 1
+
+
+def test_access_log_escapes_and_scrubs() -> None:
+    from helios_core.gateway.accesslog import AccessLog
+
+    out = io.StringIO()
+    access = AccessLog("info", "console", stream=lambda: out)
+    access.write({"path": "/kv/a\x1b[2J\nFAKE", "user": "alice", "client": f"Bearer {JWT}"})
+    text = out.getvalue()
+    assert len(text.splitlines()) == 1 and "\x1b" not in text and "eyJzdWIiOiJ4In0" not in text
+    assert "user=alice" in text
