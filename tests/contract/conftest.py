@@ -79,7 +79,8 @@ def atlasd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 def _flushall(server: Any) -> None:
     host = getattr(server, "host", "127.0.0.1")
-    with redis.Redis(host=host, port=server.port, socket_timeout=10) as r:
+    password = getattr(server, "password", None)  # atlasd requires its password on TCP
+    with redis.Redis(host=host, port=server.port, socket_timeout=10, password=password) as r:
         r.flushall()
 
 
