@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -89,7 +90,7 @@ def _wait_ping(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                 s.sendall(b"*1\r\n$4\r\nPING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
+                if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # atlasd's TCP needs its password
                     return
         except OSError:
             pass
@@ -110,6 +111,7 @@ class Atlasd:
         self.port = unused_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
         env.update(HELIOS_ATLAS__SAVE="", HELIOS_ATLAS__SNAPSHOT_ON_AOF_BYTES="0")
+        _PASSWORDS[self.port] = env["HELIOS_ATLASD__REQUIREPASS"] = secrets.token_hex(24)
         self.log = open(self.dir.parent / f"atlasd-{self.policy}.log", "ab")
         self.proc = subprocess.Popen([HELIOS, "--log-level", "warn", "atlasd", "--data", str(self.dir),
                                       "--port", str(self.port), "--appendfsync", self.policy],
@@ -158,6 +160,9 @@ def fakeredis_available() -> str | None:
 
 # -- redis-benchmark ---------------------------------------------------------------------
 
+_PASSWORDS: dict[int, str] = {}  # port -> the password an atlasd started here requires
+
+
 class Hung(Exception):
     """redis-benchmark waited past its timeout for a reply (seen with fakeredis, which loses some)."""
 
@@ -167,6 +172,8 @@ def redis_benchmark(port: int, requests: int, pipeline: int, keys: int,
     """{"SET": {"rps": .., "p50": .. ms}, "GET": {...}} from one redis-benchmark run."""
     args = [REDIS_BENCHMARK, "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS), "-n", str(requests),
             "-d", "100", "-r", str(keys), "-t", "set,get", "--csv"]
+    if port in _PASSWORDS:  # atlasd requires a password on TCP (one AUTH per connection)
+        args += ["-a", _PASSWORDS[port]]
     if pipeline > 1:
         args += ["-P", str(pipeline)]
     try:
