@@ -524,6 +524,7 @@ class Connection(asyncio.Protocol):
 
     def _auth_wait_over(self) -> None:
         self.auth_paused = False
+        self.auth_retry_at = 0.0  # the loop's timer may fire a hair before monotonic() reaches it
         if self.closing or self.transport.is_closing():
             return
         self._run_buffered()

@@ -88,7 +88,7 @@ class _Bad(Exception):
 class JsonLinesParser:
     """Incremental JSON-lines request parser with RespParser's interface (`feed`, `error`, limits)."""
 
-    __slots__ = ("pending", "pending_len", "max_bulk", "max_count", "max_line", "error")
+    __slots__ = ("pending", "pending_len", "max_bulk", "max_count", "max_line", "error", "unauth")
 
     def __init__(self, max_bulk: int = 512 * 1024 * 1024) -> None:
         self.pending: list[bytes] = []  # the start of a line whose newline has not come yet
@@ -97,10 +97,13 @@ class JsonLinesParser:
         self.max_bulk = max_bulk
         self.max_count = MAX_MULTIBULK
         self.max_line = 0
+        self.unauth = False
         self.set_unauthenticated(False, max_bulk)
 
     def set_unauthenticated(self, on: bool, max_bulk: int) -> None:
-        """Before AUTH a line is at most an inline request's size, with RESP's unauthenticated limits."""
+        """Before AUTH a line is at most an inline request's size, with RESP's unauthenticated limits,
+        and lines come out one at a time: the limits change once AUTH has run."""
+        self.unauth = on
         self.max_count = UNAUTH_MAX_MULTIBULK if on else MAX_MULTIBULK
         self.max_bulk = min(max_bulk, UNAUTH_MAX_BULK) if on else max_bulk
         # base64 makes a value 4/3 as long; JSON escapes can do worse, the query buffer caps it all.
@@ -112,6 +115,11 @@ class JsonLinesParser:
     def feed(self, data: bytes) -> list[list[bytes]]:
         if self.error is not None:
             return []
+        if self.unauth:
+            return self._feed_one(data)
+        if not data and self.pending:  # asked again for what _feed_one held back
+            data = b"".join(self.pending)
+            self.pending, self.pending_len = [], 0
         nl = data.rfind(b"\n")
         if nl < 0:
             self.pending.append(data)
@@ -140,6 +148,24 @@ class JsonLinesParser:
             if line.strip():
                 out.append(self.parse_line(line))
         return out
+
+    def _feed_one(self, data: bytes) -> list[list[bytes]]:
+        """At most one request; the rest stays buffered until the caller asks again (`feed(b"")`)."""
+        buf = b"".join(self.pending) + data if self.pending else data
+        while True:
+            nl = buf.find(b"\n")
+            line = buf if nl < 0 else buf[:nl]
+            if len(line) > self.max_line:
+                self.error = _E_BIG_LINE
+                self.pending, self.pending_len = [], 0
+                return []
+            if nl < 0:
+                self.pending, self.pending_len = ([buf] if buf else []), len(buf)
+                return []
+            buf = buf[nl + 1:]
+            if line.strip():
+                self.pending, self.pending_len = ([buf] if buf else []), len(buf)
+                return [self.parse_line(line)]
 
     def parse_line(self, line: bytes) -> list[bytes]:
         """One request line as an argv, a JsonBatch or a JsonBad."""

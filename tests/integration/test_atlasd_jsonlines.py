@@ -109,7 +109,15 @@ def test_lines_split_across_reads_and_limits() -> None:
     p = JsonLinesParser()
     p.set_unauthenticated(True, 1 << 20)
     assert p.feed(b'{"cmd":"PING"}\n{' + b" " * 70000 + b'}\n{"cmd":"PING"}\n') == [[b"PING"]]
-    assert p.error is not None and "too big" in p.error
+    assert p.feed(b"") == [] and p.error is not None and "too big" in p.error
+    # Before AUTH lines come out one at a time, so AUTH's outcome sets the limits for the next.
+    p = JsonLinesParser()
+    p.set_unauthenticated(True, 1 << 20)
+    assert p.feed(b'{"cmd":"AUTH","args":["pw"]}\n{"cmd":"PING"}\n{"cmd":"ECHO","args":["a"]}\n') == [
+        [b"AUTH", b"pw"]]
+    assert p.feed(b"") == [[b"PING"]] and p.buffered() > 0
+    p.set_unauthenticated(False, 1 << 20)
+    assert p.feed(b"") == [[b"ECHO", b"a"]] and p.buffered() == 0
 
 
 def test_reply_encoding() -> None:
@@ -274,8 +282,14 @@ def test_auth_and_protected_limits(tmp_path: Path) -> None:
             assert stranger.file.readline() == b""  # closed: the line can not be resynchronised
         finally:
             stranger.close()
+        piped = JsonLines.connect(d.port)
+        try:  # AUTH pipelined with a command over the strangers' limits: AUTH runs first
+            piped.send({"cmd": "AUTH", "args": ["s3cret"]}, {"cmd": "SET", "key": "b", "value": "y" * 100_000})
+            assert piped.reply() == {"ok": "OK"} and piped.reply() == {"ok": "OK"}
+        finally:
+            piped.close()
         with d.client(password="s3cret") as r:
-            assert r.ping()
+            assert r.ping() and r.strlen("b") == 100_000
 
 
 def test_reply_waits_for_durability_and_survives_sigkill(tmp_path: Path) -> None:
