@@ -30,3 +30,5 @@ def alias(subcommand_name: str) -> Callable[[], None]:
 
 
 gateway = alias("gateway")  # helios-gateway
+proxy = alias("proxy")  # helios-proxy
+worker = alias("worker")  # helios-worker
