@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from helios_core.atlas.commands.table import (
     OK,
@@ -21,7 +22,7 @@ MAX_MS = (1 << 63) - 1
 
 
 @command("del", -2, "write", keys=(1, -1, 1))
-def del_(ctx: Ctx, args: list[bytes]):
+def del_(ctx: Ctx, args: list[bytes]) -> Any:
     n = 0
     for key in dict.fromkeys(args):
         if ctx.lookup(key) is not None:
@@ -31,16 +32,16 @@ def del_(ctx: Ctx, args: list[bytes]):
 
 
 @command("unlink", -2, "write fast", keys=(1, -1, 1))
-def unlink(ctx: Ctx, args: list[bytes]):
+def unlink(ctx: Ctx, args: list[bytes]) -> Any:
     return del_(ctx, args)
 
 
 @command("exists", -2, "readonly fast", keys=(1, -1, 1))
-def exists(ctx: Ctx, args: list[bytes]):
+def exists(ctx: Ctx, args: list[bytes]) -> Any:
     return sum(1 for key in args if ctx.lookup(key) is not None)
 
 
-def _expire_generic(ctx: Ctx, args: list[bytes], unit_ms: int, absolute: bool, name: str):
+def _expire_generic(ctx: Ctx, args: list[bytes], unit_ms: int, absolute: bool, name: str) -> Any:
     key = args[0]
     nx = xx = gt = lt = False
     for raw in args[2:]:
@@ -84,26 +85,26 @@ def _expire_generic(ctx: Ctx, args: list[bytes], unit_ms: int, absolute: bool, n
 
 
 @command("expire", -3, "write fast")
-def expire(ctx: Ctx, args: list[bytes]):
+def expire(ctx: Ctx, args: list[bytes]) -> Any:
     return _expire_generic(ctx, args, 1000, False, "expire")
 
 
 @command("pexpire", -3, "write fast")
-def pexpire(ctx: Ctx, args: list[bytes]):
+def pexpire(ctx: Ctx, args: list[bytes]) -> Any:
     return _expire_generic(ctx, args, 1, False, "pexpire")
 
 
 @command("expireat", -3, "write fast")
-def expireat(ctx: Ctx, args: list[bytes]):
+def expireat(ctx: Ctx, args: list[bytes]) -> Any:
     return _expire_generic(ctx, args, 1000, True, "expireat")
 
 
 @command("pexpireat", -3, "write fast")
-def pexpireat(ctx: Ctx, args: list[bytes]):
+def pexpireat(ctx: Ctx, args: list[bytes]) -> Any:
     return _expire_generic(ctx, args, 1, True, "pexpireat")
 
 
-def _ttl(ctx: Ctx, key: bytes) -> int | None:
+def _ttl(ctx: Ctx, key: bytes) -> int:
     """Remaining ms; -2 missing, -1 persistent (as negative sentinels)."""
     if ctx.lookup(key) is None:
         return -2
@@ -114,18 +115,18 @@ def _ttl(ctx: Ctx, key: bytes) -> int | None:
 
 
 @command("ttl", 2, "readonly fast")
-def ttl(ctx: Ctx, args: list[bytes]):
+def ttl(ctx: Ctx, args: list[bytes]) -> Any:
     ms = _ttl(ctx, args[0])
     return ms if ms < 0 else (ms + 500) // 1000
 
 
 @command("pttl", 2, "readonly fast")
-def pttl(ctx: Ctx, args: list[bytes]):
+def pttl(ctx: Ctx, args: list[bytes]) -> Any:
     return _ttl(ctx, args[0])
 
 
 @command("expiretime", 2, "readonly fast")
-def expiretime(ctx: Ctx, args: list[bytes]):
+def expiretime(ctx: Ctx, args: list[bytes]) -> Any:
     if ctx.lookup(args[0]) is None:
         return -2
     exp = ctx.expiry(args[0])
@@ -133,7 +134,7 @@ def expiretime(ctx: Ctx, args: list[bytes]):
 
 
 @command("pexpiretime", 2, "readonly fast")
-def pexpiretime(ctx: Ctx, args: list[bytes]):
+def pexpiretime(ctx: Ctx, args: list[bytes]) -> Any:
     if ctx.lookup(args[0]) is None:
         return -2
     exp = ctx.expiry(args[0])
@@ -141,26 +142,26 @@ def pexpiretime(ctx: Ctx, args: list[bytes]):
 
 
 @command("persist", 2, "write fast")
-def persist(ctx: Ctx, args: list[bytes]):
+def persist(ctx: Ctx, args: list[bytes]) -> Any:
     if ctx.lookup(args[0]) is None or ctx.expiry(args[0]) is None:
         return 0
     ctx.emit(("PERSIST", args[0]))
     return 1
 
 
-def type_name(value) -> str:
+def type_name(value: Any) -> str:
     if value is None:
         return "none"
     return "zset" if type(value) is ZSet else "string"
 
 
 @command("type", 2, "readonly fast")
-def type_(ctx: Ctx, args: list[bytes]):
+def type_(ctx: Ctx, args: list[bytes]) -> Any:
     return Simple(type_name(ctx.lookup(args[0])))
 
 
 @command("keys", 2, "readonly", keys=(0, 0, 0))
-def keys(ctx: Ctx, args: list[bytes]):
+def keys(ctx: Ctx, args: list[bytes]) -> Any:
     pattern = args[0]
     prefix = literal_prefix(pattern)
     rx = None if pattern == prefix + b"*" else compile_glob(pattern)
@@ -203,7 +204,7 @@ class ScanCursors:
 
 
 @command("scan", -2, "readonly", keys=(0, 0, 0))
-def scan(ctx: Ctx, args: list[bytes]):
+def scan(ctx: Ctx, args: list[bytes]) -> Any:
     cursor = int(args[0]) if args[0].isdigit() else -1  # isdigit: ASCII digits only, no sign or space
     if cursor < 0 or cursor >= 1 << 64:
         raise err("ERR invalid cursor")
@@ -254,7 +255,7 @@ def scan(ctx: Ctx, args: list[bytes]):
 
 
 @command("randomkey", 1, "readonly", keys=(0, 0, 0))
-def randomkey(ctx: Ctx, args: list[bytes]):
+def randomkey(ctx: Ctx, args: list[bytes]) -> Any:
     data = ctx.ks.data
     for _ in range(100):
         if not data:
@@ -266,7 +267,7 @@ def randomkey(ctx: Ctx, args: list[bytes]):
     return None
 
 
-def _rename(ctx: Ctx, args: list[bytes], nx: bool):
+def _rename(ctx: Ctx, args: list[bytes], nx: bool) -> Any:
     src, dst = args
     value = ctx.lookup(src)
     if value is None:
@@ -288,21 +289,21 @@ def _rename(ctx: Ctx, args: list[bytes], nx: bool):
 
 
 @command("rename", 3, "write", keys=(1, 2, 1))
-def rename(ctx: Ctx, args: list[bytes]):
+def rename(ctx: Ctx, args: list[bytes]) -> Any:
     return _rename(ctx, args, False)
 
 
 @command("renamenx", 3, "write fast", keys=(1, 2, 1))
-def renamenx(ctx: Ctx, args: list[bytes]):
+def renamenx(ctx: Ctx, args: list[bytes]) -> Any:
     return _rename(ctx, args, True)
 
 
 @command("dbsize", 1, "readonly fast", keys=(0, 0, 0))
-def dbsize(ctx: Ctx, args: list[bytes]):
+def dbsize(ctx: Ctx, args: list[bytes]) -> Any:
     return len(ctx.ks.data)
 
 
-def _flush(ctx: Ctx, args: list[bytes]):
+def _flush(ctx: Ctx, args: list[bytes]) -> Any:
     if len(args) > 1 or (args and args[0].upper() not in (b"ASYNC", b"SYNC")):
         raise err(SYNTAX)
     ctx.emit(("FLUSHALL",))
@@ -310,10 +311,10 @@ def _flush(ctx: Ctx, args: list[bytes]):
 
 
 @command("flushall", -1, "write", keys=(0, 0, 0))
-def flushall(ctx: Ctx, args: list[bytes]):
+def flushall(ctx: Ctx, args: list[bytes]) -> Any:
     return _flush(ctx, args)
 
 
 @command("flushdb", -1, "write", keys=(0, 0, 0))
-def flushdb(ctx: Ctx, args: list[bytes]):
+def flushdb(ctx: Ctx, args: list[bytes]) -> Any:
     return _flush(ctx, args)

@@ -83,7 +83,8 @@ class CommandTable:
 TABLE = CommandTable()
 
 
-def command(name: str, arity: int, flags: str = "", keys: tuple[int, int, int] = (1, 1, 1), doc: str = ""):
+def command(name: str, arity: int, flags: str = "", keys: tuple[int, int, int] = (1, 1, 1), doc: str = ""
+            ) -> Callable[[Callable[[Ctx, list[bytes]], Any]], Callable[[Ctx, list[bytes]], Any]]:
     """Register the decorated handler as command `name` in TABLE."""
 
     def deco(fn: Callable[[Ctx, list[bytes]], Any]) -> Callable[[Ctx, list[bytes]], Any]:
@@ -114,7 +115,7 @@ class Ctx:
         self.pending: dict[bytes, int] = {}
         self.seen = 0
 
-    def lookup(self, key: bytes):
+    def lookup(self, key: bytes) -> Any:
         """The live value at key, or None; a key found expired is deleted (a logged DEL)."""
         ks = self.ks
         seq = self.pending.get(key)
