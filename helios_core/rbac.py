@@ -63,6 +63,7 @@ USER_ROLES_PREFIX = "rbac:user_roles:"
 KNOWN_PERMISSIONS: tuple[str, ...] = (
     "kv:read", "kv:write", "jobs:enqueue", "jobs:work", "jobs:read", "jobs:admin",
     "admin:users", "admin:roles", "admin:sessions", "admin:ratelimit", "admin:store", "admin:audit",
+    "admin:proxy",
 )
 
 SEEDED_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -392,6 +392,80 @@ OPERATIONS.update({
 
 # ---- end of jobs -------------------------------------------------------------------------------------
 
+# ---- proxy: /admin/proxy (the handlers: handlers/proxy_admin.py; the records: proxy/store_config.py) ----
+
+PROXY_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
+DURATION = {"type": ["number", "string"], "description": "Seconds, or a string such as '500ms', '2s', '1m'."}
+_ROUTE_PROPS: dict[str, Any] = {
+    "id": PROXY_ID, "prefix": {"type": "string", "pattern": "^/", "description": "Longest prefix wins."},
+    "pool": PROXY_ID, "hosts": {**STRS, "description": "Exact or '*.example.com'; empty: any host."},
+    "methods": {**STRS, "description": "Empty: any method."}, "strip_prefix": BOOL,
+    "rewrite": {**NSTR, "description": "Replaces the prefix (not with strip_prefix)."},
+    "timeouts": obj({"connect": DURATION, "read": DURATION, "total": DURATION}),
+    "retries": {"type": "integer", "minimum": 0, "maximum": 10}, "require_auth": BOOL, "permissions": STRS,
+    "rate_limit": NSTR,
+}
+_BACKEND_PROPS: dict[str, Any] = {
+    "id": PROXY_ID, "pool": PROXY_ID, "url": {**STR, "description": "http://host:port[/base]"},
+    "weight": {"type": "integer", "minimum": 1},
+}
+_POOL_PROPS: dict[str, Any] = {
+    "id": PROXY_ID, "balancer": {"enum": ["round_robin", "least_conn", "weighted", "p2c"]},
+    "health": obj({"enabled": BOOL, "path": STR, "interval": DURATION, "timeout": DURATION,
+                   "expect": {"type": "array", "items": {"type": ["integer", "string"]},
+                              "description": "Statuses: 200, '200-399' or '2xx'."},
+                   "rise": INT, "fall": INT}),
+    "outlier": obj({"enabled": BOOL, "consecutive_failures": INT, "base_ejection": DURATION,
+                    "max_ejection": DURATION, "max_ejected_share": {"type": "number"}}),
+    "breaker": obj({"enabled": BOOL, "failures": INT, "error_ratio": {"type": "number"}, "window": DURATION,
+                    "min_requests": INT, "cooldown": DURATION, "half_open_probes": INT}),
+    "max_connections": {"type": "integer", "minimum": 1, "description": "Per backend."},
+    "idle_timeout": DURATION,
+}
+SCHEMAS.update({
+    "ProxyRouteInput": obj(_ROUTE_PROPS, ["prefix", "pool"]),
+    "ProxyRoute": obj(_ROUTE_PROPS, ["id", "prefix", "pool"], extra=True),
+    "ProxyBackendInput": obj(_BACKEND_PROPS, ["pool", "url"]),
+    "ProxyBackend": obj(_BACKEND_PROPS, ["id", "pool", "url"], extra=True),
+    "ProxyPoolInput": obj(_POOL_PROPS),
+    "ProxyPool": obj({**_POOL_PROPS, "backends": {**STRS, "description": "Ids of its backends (read-only: a "
+                                                  "backend names its pool)."}}, ["id", "backends"], extra=True),
+})
+
+_PROXY_INVALID = {"400": resp("invalid_proxy_config: the whole config would not load (the message names the "
+                              "record and field); nothing was written.", ref("Error"))}
+_PROXY_404 = {"404": resp("not_found.", ref("Error"))}
+_PROXY_DESCRIPTION = ("Applied by every proxy watching the store within a second. Each change is validated "
+                      "against the whole resulting config; at most 1000 routes, 1000 backends and 1000 pools "
+                      "(409 too_many_*).")
+
+
+def _proxy_ops(kind: str, plural: str, noun: str) -> dict[tuple[str, str], dict[str, Any]]:
+    schema, given = ref(f"Proxy{kind}"), ref(f"Proxy{kind}Input")
+    base, item = f"/admin/proxy/{plural}", f"/admin/proxy/{plural}/{{id}}"
+    return {
+        (base, "get"): op(f"List the proxy's {plural}", "proxy", {"200": resp(f"{kind}s.", obj(
+            {plural: {"type": "array", "items": schema}}, [plural]))}),
+        (base, "post"): op(f"Add {noun}", "proxy", {
+            "201": resp("Added.", schema), **_PROXY_INVALID,
+            "409": resp("exists, or too_many_*: the cap is reached.", ref("Error"))},
+            request=body({"allOf": [given, {"required": ["id"]}]}), description=_PROXY_DESCRIPTION),
+        (item, "get"): op(f"Show {noun}", "proxy", {"200": resp(f"The {kind.lower()}.", schema), **_PROXY_404}),
+        (item, "put"): op(f"Create or replace {noun}", "proxy", {
+            "200": resp("Replaced.", schema), "201": resp("Created.", schema), **_PROXY_INVALID},
+            request=body(given), description=_PROXY_DESCRIPTION + " The id is the path's."),
+        (item, "delete"): op(f"Remove {noun}", "proxy", {"204": resp("Removed."), **_PROXY_INVALID, **_PROXY_404},
+                             description="Refused (400) when what is left would not load, e.g. a route "
+                                         "still uses the pool of the last backend."),
+    }
+
+
+OPERATIONS.update(_proxy_ops("Route", "routes", "a route"))
+OPERATIONS.update(_proxy_ops("Backend", "backends", "a backend (its record names its pool)"))
+OPERATIONS.update(_proxy_ops("Pool", "pools", "a pool's settings"))
+
+# ---- end of proxy ------------------------------------------------------------------------------------
+
 def build(handlers: Iterable[type[BaseHandler]]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     seen: set[tuple[str, str]] = set()

@@ -13,7 +13,7 @@ from typing import Any
 from tornado.web import URLSpec
 
 from helios_core.gateway.base import BaseHandler
-from helios_core.gateway.handlers import admin, auth, jobs, kv, ops
+from helios_core.gateway.handlers import admin, auth, jobs, kv, ops, proxy_admin
 
 __all__ = ["HANDLERS", "pattern", "url_specs"]
 
@@ -33,6 +33,8 @@ HANDLERS: tuple[type[BaseHandler], ...] = (
     admin.RoleHandler,
     admin.RateLimitHandler, admin.SnapshotHandler, admin.AofRewriteHandler, admin.StatsHandler,
     admin.AuditHandler,
+    proxy_admin.ProxyRoutesHandler, proxy_admin.ProxyRouteHandler, proxy_admin.ProxyBackendsHandler,
+    proxy_admin.ProxyBackendHandler, proxy_admin.ProxyPoolsHandler, proxy_admin.ProxyPoolHandler,
 )
 
 # Path parameters that may contain "/" (a KV key is any string); the rest stop at "/".
