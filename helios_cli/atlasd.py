@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from helios_cli.context import CliContext, fail, pass_cli
-from helios_core.atlas.server import AtlasServer
+from helios_core.atlas.daemon import AtlasServer
 from helios_core.config import HeliosConfig, load_config
 from helios_core.errors import HeliosError
 

@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from helios_core.atlas.daemon import AtlasServer
 from helios_core.atlas.engine import Engine
-from helios_core.atlas.server import AtlasServer
+from helios_core.atlas.fsops import FaultyFs, Fs
+from helios_core.clock import wall_ms
 from helios_core.config import load_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -65,15 +67,15 @@ class Raw:
 
 
 def run(tmp_path: Path, body: Callable[[AtlasServer, Callable[[], Awaitable[Raw]]], Awaitable[None]],
-        appendfsync: str = "always", clock: Callable[[], int] | None = None) -> None:
+        appendfsync: str = "always", clock: Callable[[], int] | None = None, fs: Fs | None = None) -> None:
     config = load_config(None, env={}, overrides={"atlasd.port": 0, "atlas.appendfsync": appendfsync})
 
     async def main() -> None:
-        if clock is None:
+        if clock is None and fs is None:
             server = AtlasServer.open(tmp_path / "data", config)
         else:
             data = tmp_path / "data"
-            engine = Engine.open(data, config.atlas, clock=clock, component="test")
+            engine = Engine.open(data, config.atlas, clock=clock or wall_ms, component="test", fs=fs or Fs())
             server = AtlasServer(engine, config, data / "atlas.sock")
         await server.start()
         writers: list[asyncio.StreamWriter] = []
@@ -210,3 +212,32 @@ def test_watch_fails_when_a_watched_key_expires(tmp_path: Path) -> None:
         assert await c.call("EXEC") == ["OK"]
 
     run(tmp_path, body, clock=lambda: now[0])
+
+
+def test_a_reply_waits_only_for_the_writes_it_observed(tmp_path: Path) -> None:
+    """The reveal rule atlasd shares with the embedded Store: while one client's write waits on a
+    slow fsync, another client's read of other keys (and a lazy-expiry DEL) is answered at once;
+    a read of the written key waits until that write is durable."""
+    now = [1_700_000_000_000]
+    fs = FaultyFs()
+
+    async def body(server: AtlasServer, connect: Callable[[], Awaitable[Raw]]) -> None:
+        a, b = await connect(), await connect()
+        assert await a.call("SET", "other", "1") == "OK"
+        assert await a.call("SET", "old", "1", "PX", "100") == "OK"
+        now[0] += 150
+        gate = fs.block("fsync")
+        await a.send(wire("SET", "k", "v"))
+        try:
+            assert await asyncio.wait_for(b.call("GET", "other"), 5) == b"1"
+            assert await asyncio.wait_for(b.call("GET", "old"), 5) is None  # a lazy-expiry DEL: no wait
+            await b.send(wire("GET", "k"))
+            waiting = asyncio.ensure_future(b.reply())
+            done, _ = await asyncio.wait([waiting], timeout=0.3)
+            assert not done, "a read revealed a write whose fsync had not finished"
+        finally:
+            gate.set()
+        assert await asyncio.wait_for(waiting, 5) == b"v"
+        assert await a.reply() == "OK"
+
+    run(tmp_path, body, clock=lambda: now[0], fs=fs)

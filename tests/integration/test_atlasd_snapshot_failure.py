@@ -11,7 +11,7 @@ import pytest
 
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.fsops import FaultyFs
-from helios_core.atlas.server import AtlasServer
+from helios_core.atlas.daemon import AtlasServer
 from helios_core.config import load_config
 from tests.integration.test_atlasd_inprocess import Raw
 

@@ -28,7 +28,7 @@ from helios_core.atlas.commands.table import (
 from helios_core.atlas.glob import compile_glob
 
 if TYPE_CHECKING:
-    from helios_core.atlas.connection import Connection
+    from helios_core.atlas.client_connection import Connection
 
 __all__ = ["PONG", "QUEUED", "check_password", "valid_client_name"]
 
@@ -67,7 +67,7 @@ def _set_name(conn: Connection, name: bytes) -> None:
 
 # -- basics ------------------------------------------------------------------------
 
-@command("ping", -1, "fast sentinel", keys=(0, 0, 0))
+@command("ping", -1, "fast sentinel", keys=(0, 0, 0), conn="subscribed_ok")
 def ping(ctx: Ctx, args: list[bytes]) -> Any:
     if len(args) > 1:
         raise err("ERR wrong number of arguments for 'ping' command")
@@ -82,7 +82,8 @@ def echo(ctx: Ctx, args: list[bytes]) -> Any:
     return args[0]
 
 
-@command("quit", -1, "noscript loading stale fast no_auth allow_busy", keys=(0, 0, 0))
+@command("quit", -1, "noscript loading stale fast no_auth allow_busy", keys=(0, 0, 0),
+         conn="subscribed_ok multi_control")
 def quit_(ctx: Ctx, args: list[bytes]) -> Any:
     if ctx.conn is not None:
         ctx.conn.closing = True
@@ -150,7 +151,8 @@ def hello(ctx: Ctx, args: list[bytes]) -> Any:
     return conn.server.hello_info(conn)
 
 
-@command("reset", 1, "noscript loading stale fast no_auth allow_busy", keys=(0, 0, 0))
+@command("reset", 1, "noscript loading stale fast no_auth allow_busy", keys=(0, 0, 0),
+         conn="subscribed_ok multi_control")
 def reset(ctx: Ctx, args: list[bytes]) -> Any:
     _conn(ctx).reset()
     return Simple("RESET")
@@ -274,7 +276,7 @@ def _client_kill(conn: Connection, rest: list[bytes]) -> Any:
 # -- transactions --------------------------------------------------------------------
 # Inside MULTI the connection queues commands and runs EXEC/DISCARD itself.
 
-@command("multi", 1, "noscript loading stale fast allow_busy", keys=(0, 0, 0))
+@command("multi", 1, "noscript loading stale fast allow_busy", keys=(0, 0, 0), conn="multi_control")
 def multi(ctx: Ctx, args: list[bytes]) -> Any:
     conn = _conn(ctx)
     if conn.multi is not None:
@@ -283,17 +285,17 @@ def multi(ctx: Ctx, args: list[bytes]) -> Any:
     return OK
 
 
-@command("exec", 1, "noscript loading stale skip_slowlog", keys=(0, 0, 0))
+@command("exec", 1, "noscript loading stale skip_slowlog", keys=(0, 0, 0), conn="multi_control")
 def exec_(ctx: Ctx, args: list[bytes]) -> Any:
     raise err("ERR EXEC without MULTI")
 
 
-@command("discard", 1, "noscript loading stale fast allow_busy", keys=(0, 0, 0))
+@command("discard", 1, "noscript loading stale fast allow_busy", keys=(0, 0, 0), conn="multi_control")
 def discard(ctx: Ctx, args: list[bytes]) -> Any:
     raise err("ERR DISCARD without MULTI")
 
 
-@command("watch", -2, "noscript loading stale fast allow_busy", keys=(1, -1, 1))
+@command("watch", -2, "noscript loading stale fast allow_busy", keys=(1, -1, 1), conn="multi_control")
 def watch(ctx: Ctx, args: list[bytes]) -> Any:
     conn = _conn(ctx)
     if conn.multi is not None:
@@ -312,25 +314,25 @@ def unwatch(ctx: Ctx, args: list[bytes]) -> Any:
 
 # -- pub/sub -------------------------------------------------------------------------
 
-@command("subscribe", -2, "pubsub noscript loading stale", keys=(0, 0, 0))
+@command("subscribe", -2, "pubsub noscript loading stale", keys=(0, 0, 0), conn="subscribed_ok no_multi")
 def subscribe(ctx: Ctx, args: list[bytes]) -> Any:
     conn = _conn(ctx)
     return conn.server.subscribe(conn, args, pattern=False)
 
 
-@command("psubscribe", -2, "pubsub noscript loading stale", keys=(0, 0, 0))
+@command("psubscribe", -2, "pubsub noscript loading stale", keys=(0, 0, 0), conn="subscribed_ok no_multi")
 def psubscribe(ctx: Ctx, args: list[bytes]) -> Any:
     conn = _conn(ctx)
     return conn.server.subscribe(conn, args, pattern=True)
 
 
-@command("unsubscribe", -1, "pubsub noscript loading stale", keys=(0, 0, 0))
+@command("unsubscribe", -1, "pubsub noscript loading stale", keys=(0, 0, 0), conn="subscribed_ok no_multi")
 def unsubscribe(ctx: Ctx, args: list[bytes]) -> Any:
     conn = _conn(ctx)
     return conn.server.unsubscribe(conn, args, pattern=False)
 
 
-@command("punsubscribe", -1, "pubsub noscript loading stale", keys=(0, 0, 0))
+@command("punsubscribe", -1, "pubsub noscript loading stale", keys=(0, 0, 0), conn="subscribed_ok no_multi")
 def punsubscribe(ctx: Ctx, args: list[bytes]) -> Any:
     conn = _conn(ctx)
     return conn.server.unsubscribe(conn, args, pattern=True)

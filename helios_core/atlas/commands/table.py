@@ -57,6 +57,11 @@ class Command:
     last_key: int = 1
     step: int = 1
     doc: str = ""
+    # How a connection dispatches it, beyond Redis's own flags (which COMMAND reports as Redis 7 does):
+    #   subscribed_ok  may run on a RESP2 connection in subscribed mode
+    #   multi_control  runs at once inside MULTI instead of being queued (EXEC, DISCARD, ...)
+    #   no_multi       refused inside MULTI (where Redis has no flag saying so, e.g. SUBSCRIBE)
+    conn: frozenset[str] = frozenset()
 
     @property
     def is_write(self) -> bool:
@@ -73,6 +78,10 @@ class CommandTable:
             cmd = self.commands.get(name.lower())
         return cmd
 
+    def names_with(self, flag: str) -> frozenset[bytes]:
+        """Names of the commands carrying `flag`, a Redis flag or a `conn` one (for set lookups)."""
+        return frozenset(k for k, c in self.commands.items() if flag in c.flags or flag in c.conn)
+
     def register(self, cmd: Command) -> None:
         key = cmd.name.encode()
         if key in self.commands:
@@ -83,12 +92,13 @@ class CommandTable:
 TABLE = CommandTable()
 
 
-def command(name: str, arity: int, flags: str = "", keys: tuple[int, int, int] = (1, 1, 1), doc: str = ""
-            ) -> Callable[[Callable[[Ctx, list[bytes]], Any]], Callable[[Ctx, list[bytes]], Any]]:
+def command(name: str, arity: int, flags: str = "", keys: tuple[int, int, int] = (1, 1, 1), doc: str = "",
+            conn: str = "") -> Callable[[Callable[[Ctx, list[bytes]], Any]], Callable[[Ctx, list[bytes]], Any]]:
     """Register the decorated handler as command `name` in TABLE."""
 
     def deco(fn: Callable[[Ctx, list[bytes]], Any]) -> Callable[[Ctx, list[bytes]], Any]:
-        TABLE.register(Command(name.lower(), arity, frozenset(flags.split()), fn, *keys, doc=doc or (fn.__doc__ or "")))
+        TABLE.register(Command(name.lower(), arity, frozenset(flags.split()), fn, *keys, doc=doc or (fn.__doc__ or ""),
+                               conn=frozenset(conn.split())))
         return fn
 
     return deco

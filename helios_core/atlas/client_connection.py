@@ -39,20 +39,17 @@ from helios_core.errors import CommandError, HeliosError
 from helios_core.observability.logging import get_logger
 
 if TYPE_CHECKING:
-    from helios_core.atlas.server import AtlasServer
+    from helios_core.atlas.daemon import AtlasServer
 
 __all__ = ["Connection"]
 
 log = get_logger("atlasd")
 
-# Commands that run before AUTH, and the only ones a RESP2 subscriber may send.
-_NO_AUTH = frozenset((b"auth", b"hello", b"quit", b"reset"))
-_SUBSCRIBED_OK = frozenset((b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"ping",
-                            b"quit", b"reset", b"ssubscribe", b"sunsubscribe"))
-# Inside MULTI these run at once instead of being queued.
-_MULTI_NOW = frozenset((b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"))
-_NO_MULTI = frozenset((b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe", b"save",
-                       b"shutdown", b"ssubscribe", b"sunsubscribe"))
+# What the command table says about dispatch (see Command.conn), as name sets for the hot path:
+_NO_AUTH = TABLE.names_with("no_auth")             # run before AUTH
+_SUBSCRIBED_OK = TABLE.names_with("subscribed_ok")  # the only ones a RESP2 subscriber may send
+_MULTI_NOW = TABLE.names_with("multi_control")      # inside MULTI they run at once instead of being queued
+_NO_MULTI = TABLE.names_with("no_multi")            # refused inside MULTI
 
 # Failed AUTH: the connection's next read waits this long, doubled per failure up to
 # the cap, and the last failure allowed closes it (issue 10: no 146,000 guesses a second).
@@ -222,6 +219,7 @@ class Connection(asyncio.Protocol):
     def _run(self, cmds: list[list[bytes]]) -> None:
         engine = self.engine
         execute = engine.execute
+        pending_seq = engine.pending_seq
         queue = self.queue
         out = self.out
         enc = self.enc
@@ -253,8 +251,9 @@ class Connection(asyncio.Protocol):
                     log.opt(exception=e).error("command failed", cmd=argv[0][:64].decode(errors="replace"))
                     payload = self.enc_err(f"ERR internal error running '{argv[0][:64].decode(errors='replace')}': "
                                            f"{type(e).__name__}: {e}")
-                # engine.pending_seq(), inlined: the reply waits for the newest record unless it is durable.
-                seq = engine.seq
+                # The reveal rule (aof_writer.py), the same one the embedded Store keeps: the reply
+                # waits for the newest not-yet-durable record it observed (a write its own record).
+                seq = pending_seq()
                 if seq > rel:
                     queue.append((seq, payload))
                     if seq > top:

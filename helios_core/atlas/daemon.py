@@ -49,8 +49,8 @@ from tornado.httpserver import HTTPServer
 from tornado.web import Application, RequestHandler
 
 from helios_core import __version__
+from helios_core.atlas.client_connection import Connection
 from helios_core.atlas.commands.server import REDIS_COMPAT_VERSION
-from helios_core.atlas.connection import Connection
 from helios_core.atlas.datadir import DataDir, register_port, unregister_port
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.glob import Glob, compile_glob
