@@ -63,8 +63,8 @@ def load_text(text: str, name: str = "<string>") -> ProxyConfig:
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
-        where = f"{name}:{line}" if line else name
-        raise ProxyConfigError(f"invalid YAML: {err.problem or err}", location=where) from err
+        location = f"{name}:{line}" if line else name
+        raise ProxyConfigError(f"invalid YAML: {err.problem or err}", location=location) from err
     except YAMLError as err:
         raise ProxyConfigError(f"invalid YAML: {err}", location=name) from err
 
