@@ -56,7 +56,7 @@ from helios_core.atlas.engine import Engine
 from helios_core.atlas.glob import Glob, compile_glob
 from helios_core.atlas.resp import Push, Replies
 from helios_core.config import AtlasdConfig, HeliosConfig
-from helios_core.errors import HeliosError
+from helios_core.errors import CommandError, HeliosError
 from helios_core.observability.logging import get_logger
 
 __all__ = ["AtlasServer", "SOCKET_NAME", "tls_context"]
@@ -231,6 +231,26 @@ class AtlasServer:
         if not self._stop.done():
             self._stop.set_result(save)
         return self._stopped
+
+    def shutdown_after_snapshot(self, force: bool) -> asyncio.Future[None]:
+        """SHUTDOWN SAVE: write a snapshot while still serving, then shut down.  If the snapshot
+        fails, stay up and fail the future with Redis's error (FORCE: shut down anyway; the AOF
+        holds every write)."""
+
+        async def go() -> None:
+            try:
+                info = await self.engine.bgsave()
+                log.info("snapshot before shutdown written", seq=info.seq, keys=info.keys)
+            except Exception as e:
+                if not force:
+                    log.error("SHUTDOWN SAVE: the snapshot failed; not shutting down (SHUTDOWN SAVE FORCE "
+                              "shuts down anyway, the AOF has every write)", error=str(e))
+                    raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.") from e
+                log.error("SHUTDOWN SAVE FORCE: the snapshot failed; shutting down, the AOF has every write",
+                          error=str(e))
+            await self.request_shutdown(False)
+
+        return asyncio.ensure_future(go())
 
     async def _shutdown(self, save: bool) -> None:
         self.closing = True
@@ -529,6 +549,19 @@ class _AtlasCollector:
         yield GaugeMetricFamily("atlas_snapshot_duration_seconds", "Duration of the last snapshot.",
                                 value=stats.last_snapshot_seconds)
         yield CounterMetricFamily("atlas_snapshots", "Snapshots completed.", value=stats.snapshots)
+        yield GaugeMetricFamily("atlas_snapshot_last_status_ok", "1 if the last snapshot succeeded, 0 if it failed.",
+                                value=int(stats.last_snapshot_status == "ok"))
+        yield CounterMetricFamily("atlas_snapshot_failures", "Snapshots that failed to start or finish.",
+                                  value=stats.snapshot_failures)
+        yield GaugeMetricFamily("atlas_snapshot_last_cow_bytes", "Copy-on-write bytes of the last snapshot child.",
+                                value=stats.last_cow_size)
+        error = GaugeMetricFamily("atlas_snapshot_last_error_info",
+                                  "1 with the last snapshot's error as a label while it is failing.", labels=["error"])
+        if stats.last_snapshot_error:
+            error.add_metric([stats.last_snapshot_error[:200]], 1)
+        yield error
+        yield CounterMetricFamily("atlas_aof_delayed_fsync", "Writes postponed: a background fsync ran over 2 s.",
+                                  value=stats.delayed_fsync)
         yield GaugeMetricFamily("atlas_snapshot_in_progress", "1 while a snapshot is being written.",
                                 value=int(engine.snapshot_in_progress))
         yield GaugeMetricFamily("atlas_keys", "Keys in the keyspace.", value=len(engine.ks))

@@ -64,6 +64,7 @@ class SnapshotStats:
     last_snapshot_error: str = ""
     last_snapshot_ms: int = 0
     last_cow_size: int = 0
+    snapshot_failures: int = 0
 
 
 def cow_bytes() -> int:
@@ -322,6 +323,7 @@ class Snapshotter:
         self.retry_at = self.clock() + RETRY_MS
         _LAST_OK.set(0)
         _FAILURES.inc()
+        self.stats.snapshot_failures += 1
         err = SnapshotError(f"snapshot of {self.dir.path} failed: {reason}. The AOF still holds every write; "
                             f"fix the cause (memory, disk space, permissions) and run BGSAVE or helios snapshot "
                             f"again (automatic snapshots retry every {RETRY_MS // 1000} s)")
@@ -381,6 +383,9 @@ class Snapshotter:
             reason = getattr(e, "strerror", None) or str(e)
             self.stats.last_snapshot_status = "err"
             self.stats.last_snapshot_error = reason
+            self.stats.snapshot_failures += 1
+            _LAST_OK.set(0)
+            _FAILURES.inc()
             raise SnapshotError(f"snapshot of {self.dir.path} failed: {reason}. The AOF still holds every "
                                 f"write; fix the cause (disk space, permissions) and run helios snapshot again") from e
         self.dirty = 0

@@ -171,7 +171,9 @@ def test_requirepass_option_and_metrics(tmp_path: Path) -> None:
             r.get("a")
             body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
         for name in ("atlas_aof_bytes_total", "atlas_snapshot_duration_seconds", "atlas_keys 1.0",
-                     'atlas_commands_total{cmd="set"} 1.0', "atlas_connected_clients", "atlas_aof_fsync_seconds_count"):
+                     'atlas_commands_total{cmd="set"} 1.0', "atlas_connected_clients", "atlas_aof_fsync_seconds_count",
+                     "atlas_snapshot_last_status_ok 1.0", "atlas_snapshot_failures_total 0.0",
+                     "atlas_snapshot_last_cow_bytes", "atlas_aof_delayed_fsync_total 0.0"):
             assert name in body, name
     finally:
         d.kill()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from helios_core.atlas.daemon import AtlasServer
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.fsops import FaultyFs
-from helios_core.atlas.daemon import AtlasServer
 from helios_core.config import load_config
 from tests.integration.test_atlasd_inprocess import Raw
 
@@ -46,8 +46,47 @@ def test_save_and_bgsave_report_a_failed_fork(tmp_path: Path) -> None:
             assert await c.call("GET", "a") == b"1"  # still serving
             assert await c.call("SAVE") == "OK"      # and the next one works
             assert b"rdb_last_bgsave_status:ok" in await c.call("INFO", "persistence")
+            # SHUTDOWN SAVE whose snapshot fails: Redis's error, and the server stays up.
+            fs.fail("fork", err=errno.ENOMEM)
+            kind, text = await c.call("SHUTDOWN", "SAVE")
+            assert (kind, text) == ("ERR", "ERR Errors trying to SHUTDOWN. Check logs.")
+            assert await c.call("GET", "a") == b"1"
+            assert not server.closing
         finally:
             w.close()
             await asyncio.wait_for(server.stop(), 10)
+
+    asyncio.run(main())
+
+
+def test_shutdown_save_force_shuts_down_when_the_snapshot_fails(tmp_path: Path) -> None:
+    config = load_config(None, env={}, overrides={"atlasd.port": 0, "atlas.appendfsync": "always"})
+
+    async def main() -> None:
+        fs = FaultyFs()
+        data = tmp_path / "data"
+        engine = Engine.open(data, config.atlas, fs=fs, component="test")
+        server = AtlasServer(engine, config, data / "atlas.sock")
+        running = asyncio.ensure_future(server.run())  # as the daemon runs: SHUTDOWN ends it
+        for _ in range(500):
+            if server.socket_path is not None and server.socket_path.exists():
+                break
+            await asyncio.sleep(0.01)
+        r, w = await asyncio.open_unix_connection(str(server.socket_path))
+        c = Raw(r, w)
+        try:
+            assert await c.call("SET", "a", "1") == "OK"
+            fs.fail("fork", err=errno.ENOMEM)
+            await c.send(b"*3\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n$5\r\nFORCE\r\n")
+            assert await asyncio.wait_for(r.read(), 10) == b""  # closed without a reply: shut down
+            await asyncio.wait_for(running, 10)
+        finally:
+            w.close()
+        assert not (data / "atlas.sock").exists()
+        reopened = Engine.open(data, config.atlas, component="test")  # the AOF has every write
+        try:
+            assert reopened.execute([b"GET", b"a"]) == b"1"
+        finally:
+            reopened.close()
 
     asyncio.run(main())

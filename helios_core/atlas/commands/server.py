@@ -111,14 +111,16 @@ def lastsave(ctx: Ctx, args: list[bytes]) -> Any:
 @command("shutdown", -1, "admin noscript loading stale no_multi allow_busy", keys=(0, 0, 0))
 def shutdown(ctx: Ctx, args: list[bytes]) -> Any:
     save_opt: bool | None = None
-    abort = False
+    abort = force = False
     for raw in args:
         opt = raw.upper()
         if opt == b"NOSAVE" and save_opt is None:
             save_opt = False
         elif opt == b"SAVE" and save_opt is None:
             save_opt = True
-        elif opt in (b"NOW", b"FORCE"):
+        elif opt == b"FORCE":
+            force = True
+        elif opt == b"NOW":
             pass
         elif opt == b"ABORT" and len(args) == 1:
             abort = True
@@ -130,8 +132,12 @@ def shutdown(ctx: Ctx, args: list[bytes]) -> Any:
     if abort:
         raise err("ERR No shutdown in progress.")
     # On success the connection closes without a reply (as Redis); the future
-    # only ever resolves with an error.
-    conn.defer(conn.server.request_shutdown(bool(save_opt)), lambda _: None)
+    # only ever resolves with an error.  SHUTDOWN SAVE snapshots first and, as Redis,
+    # stays up with "Errors trying to SHUTDOWN" if that fails (FORCE: shut down anyway).
+    if save_opt:
+        conn.defer(conn.server.shutdown_after_snapshot(force), lambda _: None)
+    else:
+        conn.defer(conn.server.request_shutdown(False), lambda _: None)
     return None
 
 
