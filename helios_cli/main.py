@@ -65,3 +65,5 @@ cli.add_command(job.job)
 cli.add_command(worker.worker)
 from helios_cli import ratelimit  # noqa: E402, I001
 cli.add_command(ratelimit.ratelimit)
+from helios_cli import proxy  # noqa: E402, I001
+cli.add_command(proxy.proxy)

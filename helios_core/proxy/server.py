@@ -1,0 +1,888 @@
+"""The proxy's client side: one `asyncio.Protocol` per client connection, and the exchange it forwards.
+
+`ClientConnection` parses requests with `httptools.HttpRequestParser`, routes
+them (`Router`), and hands each to an `Exchange`, which picks a backend
+(`PoolState.pick`), takes a keep-alive connection from that backend's
+`UpstreamPool` and relays the request and the response.  Bodies are never
+held whole: bytes go straight from one transport to the other, and when one
+side's write buffer fills the other side's reading pauses (a 1 GB upload or
+download keeps memory flat).  One request is forwarded at a time per client
+connection; pipelined requests wait (parsed, their bodies buffered up to a
+bound, then reading pauses).
+
+What a request becomes on the way up: hop-by-hop headers (Connection,
+Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade and those the
+Connection header names) are dropped; ``X-Forwarded-For`` gets the peer
+appended (an incoming one is kept only from `trusted_proxies`, as are
+``X-Forwarded-Proto``/``-Host``), ``Via: 1.1 helios`` is added, a valid W3C
+``traceparent`` is passed on and a missing or malformed one replaced by a new
+trace.  ``Host`` is passed on unchanged.  ``Expect: 100-continue`` is answered
+by the proxy itself.  WebSocket (any ``Upgrade``) requests get a fresh
+upstream connection; after the backend's 101, bytes are spliced both ways.
+
+Answers of the proxy itself use HELIOS's JSON error shape and close the
+connection when the request was bad: 400 (malformed, conflicting
+Content-Length/Transfer-Encoding), 431 (header block over `max_header_bytes`),
+404 (no route), 413 (over `max_body_bytes`), 502 (connect failure, reset,
+unparsable response), 503 with ``Retry-After`` (no backend available), 504
+(read or total timeout).
+
+Two endpoints are served by the proxy and never forwarded, and only to
+loopback peers (anyone else gets 404): ``GET /_helios/proxy/status`` (JSON:
+config version and every backend's state) and ``GET /_helios/proxy/metrics``
+(Prometheus text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import re
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+import orjson
+
+from helios_core.proxy.upstream import UpstreamConnection, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from helios_core.proxy.service import ProxyService
+
+__all__ = ["ClientConnection", "Exchange", "error_body", "STATUS_PATH", "METRICS_PATH"]
+
+STATUS_PATH = b"/_helios/proxy/status"
+METRICS_PATH = b"/_helios/proxy/metrics"
+_LOCAL_PREFIX = b"/_helios/proxy/"
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
+_RETRYABLE_STATUS = frozenset({502, 503, 504})
+_PENDING_LIMIT = 256 * 1024  # buffered request body bytes before the client's reading pauses
+_TRACEPARENT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_CODES = {400: "bad_request", 404: "not_found", 413: "payload_too_large", 431: "headers_too_large",
+          500: "internal", 502: "bad_gateway", 503: "unavailable", 504: "gateway_timeout"}
+_REASONS = {400: b"Bad Request", 404: b"Not Found", 413: b"Payload Too Large",
+            431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 502: b"Bad Gateway",
+            503: b"Service Unavailable", 504: b"Gateway Timeout"}
+
+
+def error_body(code: str, message: str, request_id: str) -> bytes:
+    """The gateway's error shape (helios_core.gateway.base.error_body), without importing Tornado."""
+    return orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
+
+
+def _new_id() -> str:
+    return os.urandom(8).hex()
+
+
+def _valid_traceparent(value: bytes) -> bool:
+    m = _TRACEPARENT.match(value.strip().lower())
+    if m is None:
+        return False
+    version, trace, span, _ = m.groups()
+    return version != b"ff" and trace != b"0" * 32 and span != b"0" * 16
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class Request:
+    """One parsed request: its head, what goes upstream, and its body bytes until a connection takes them."""
+
+    __slots__ = ("method", "url", "headers", "http11", "keep_alive", "upgrade", "chunked", "length",
+                 "complete", "host", "fwd", "pending", "pending_bytes", "exchange", "expect_continue",
+                 "request_id", "trace_id", "header_bytes", "started")
+
+    def __init__(self) -> None:
+        self.method = "GET"
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.http11 = True
+        self.keep_alive = True
+        self.upgrade: bytes | None = None
+        self.chunked = False
+        self.length: int | None = None
+        self.complete = False
+        self.host = b""
+        self.fwd = b""  # the forwarded header block (without request line and framing)
+        self.pending: list[bytes] = []  # framed body bytes not yet written upstream
+        self.pending_bytes = 0
+        self.exchange: Exchange | None = None
+        self.expect_continue = False
+        self.request_id = ""
+        self.trace_id = ""
+        self.header_bytes = 0
+        self.started = 0.0
+
+    @property
+    def body_done(self) -> bool:
+        """No more request bytes to read from the client (a GET is done at its headers)."""
+        return self.complete or (self.upgrade is None and not self.chunked and not self.length)
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client's connection: parse, route, forward one request at a time, keep alive."""
+
+    def __init__(self, service: ProxyService) -> None:
+        self.service = service
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.trusted = False
+        self.loopback = False
+        self.parser = httptools.HttpRequestParser(self)
+        self.req: Request | None = None  # the request being parsed
+        self.queue: deque[Request] = deque()  # parsed (or being parsed), not yet started
+        self.exchange: Exchange | None = None
+        self.closing = False
+        self.write_paused = False
+        self.read_pauses: set[str] = set()
+        self.tunnel: UpstreamConnection | None = None
+        self.upgrade_pending: Request | None = None  # an upgrade request waiting for its 101
+        self._bad: _BadRequest | None = None
+        self._in_headers = False
+        self._raw_header_bytes = 0
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - a stream server gives one
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else "127.0.0.1"  # a unix socket peer is local
+        try:
+            addr = ipaddress.ip_address(self.peer)
+            self.loopback = addr.is_loopback
+            self.trusted = any(addr in net for net in self.service.trusted_networks)
+        except ValueError:
+            self.loopback = True
+        self.service.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.upgrade_pending is not None:
+            self.upgrade_pending.pending.append(data)  # tunnel bytes sent before the 101 came
+            exchange = self.upgrade_pending.exchange
+            if exchange is not None:
+                exchange.flush_pending()
+            return
+        if self.closing:
+            return
+        if self._in_headers:
+            self._raw_header_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as up:
+            req = self.req
+            if req is not None and req.upgrade is not None:
+                self.upgrade_pending = req
+                rest = data[up.args[0]:]
+                if rest:
+                    req.pending.append(rest)
+                    if req.exchange is not None:
+                        req.exchange.flush_pending()
+                return
+            self._reject(400, "unexpected protocol upgrade")
+        except httptools.HttpParserCallbackError:
+            bad = self._bad or _BadRequest(400, "malformed request")
+            self._reject(bad.status, bad.message)
+        except httptools.HttpParserError as e:
+            text = str(e) or "malformed request"
+            self._reject(400, f"malformed request: {text}")
+        else:
+            if self._in_headers and self._raw_header_bytes > self.service.config.max_header_bytes:
+                self._reject(431, "request header block too large")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.service.connections.discard(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        if self.exchange is not None:
+            self.exchange.client_lost()
+            self.exchange = None
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.exchange is not None:
+            self.exchange.client_paused()
+        elif self.tunnel is not None:
+            self.tunnel.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.exchange is not None:
+            self.exchange.client_resumed()
+        elif self.tunnel is not None:
+            self.tunnel.resume_reading()
+
+    # --- httptools callbacks ---
+
+    def on_message_begin(self) -> None:
+        self.req = Request()
+        self.req.started = self.service.clock()
+        self._in_headers = True
+        self._raw_header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        req = self.req
+        if req is not None:
+            req.url += url
+            req.header_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.req
+        if req is None:
+            return
+        req.headers.append((name, value))
+        req.header_bytes += len(name) + len(value) + 4
+        if req.header_bytes > self.service.config.max_header_bytes:
+            self._bad = _BadRequest(431, "request header block too large")
+            raise self._bad
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        req = self.req
+        if req is None:
+            return
+        parser = self.parser
+        req.method = parser.get_method().decode("latin-1")
+        req.http11 = parser.get_http_version() == "1.1"
+        req.keep_alive = parser.should_keep_alive()
+        try:
+            self._prepare(req, parser.should_upgrade())
+        except _BadRequest as bad:
+            self._bad = bad
+            raise
+        self.queue.append(req)
+        if self.exchange is None:
+            self._start_next()
+
+    def on_body(self, body: bytes) -> None:
+        req = self.req
+        if req is None:
+            return
+        if req.chunked:
+            body = b"%x\r\n%b\r\n" % (len(body), body)
+        self._body(req, body)
+
+    def on_message_complete(self) -> None:
+        req = self.req
+        if req is None:
+            return
+        req.complete = True
+        if req.chunked:
+            self._body(req, b"0\r\n\r\n")
+        elif req.exchange is not None:
+            req.exchange.request_complete()
+
+    # --- request handling ---
+
+    def _prepare(self, req: Request, upgrade: bool) -> None:
+        """Check the head (smuggling, sizes) and build the header block sent upstream."""
+        service = self.service
+        lengths: set[bytes] = set()
+        te: bytes | None = None
+        named: set[bytes] = set()
+        xff = xfp = xfh = via = tp = ts = rid = None
+        keep: list[tuple[bytes, bytes]] = []
+        for name, value in req.headers:
+            low = name.lower()
+            if low == b"host":
+                req.host = value
+                keep.append((name, value))
+            elif low == b"content-length":
+                lengths.add(value.strip())
+            elif low == b"transfer-encoding":
+                te = value
+            elif low == b"connection":
+                named.update(t.strip().lower() for t in value.split(b","))
+            elif low == b"upgrade":
+                req.upgrade = value
+            elif low == b"expect":
+                req.expect_continue = value.strip().lower() == b"100-continue"
+            elif low == b"x-forwarded-for":
+                xff = value if xff is None else xff + b", " + value
+            elif low == b"x-forwarded-proto":
+                xfp = value
+            elif low == b"x-forwarded-host":
+                xfh = value
+            elif low == b"via":
+                via = value if via is None else via + b", " + value
+            elif low == b"traceparent":
+                tp = value
+            elif low == b"tracestate":
+                ts = value
+            elif low == b"x-request-id":
+                rid = value
+                keep.append((name, value))
+            elif low in _HOP or low.startswith(b"proxy-"):
+                continue
+            else:
+                keep.append((name, value))
+        # Request smuggling: a body framed two ways is refused, never guessed at.
+        if te is not None and lengths:
+            raise _BadRequest(400, "both Content-Length and Transfer-Encoding given")
+        if len(lengths) > 1:
+            raise _BadRequest(400, "several differing Content-Length headers")
+        if te is not None:
+            if te.strip().lower() != b"chunked":
+                raise _BadRequest(400, "unsupported Transfer-Encoding (only chunked)")
+            req.chunked = True
+        if lengths:
+            raw = next(iter(lengths))
+            if not raw.isdigit():
+                raise _BadRequest(400, "bad Content-Length")
+            req.length = int(raw)
+        limit = service.config.max_body_bytes
+        if limit is not None and req.length is not None and req.length > limit:
+            raise _BadRequest(413, f"request body over {limit} bytes")
+        if not req.host and req.http11:
+            raise _BadRequest(400, "missing Host header")
+        if named:
+            keep = [(n, v) for n, v in keep if n.lower() not in named]
+        if not upgrade:
+            req.upgrade = None
+        req.request_id = rid.decode("latin-1") if rid and len(rid) <= 200 else _new_id()
+        peer = self.peer.encode()
+        out = []
+        for name, value in keep:
+            out.append(b"%b: %b\r\n" % (name, value))
+        if rid is None:
+            out.append(b"X-Request-Id: %b\r\n" % req.request_id.encode())
+        trusted = self.trusted
+        out.append(b"X-Forwarded-For: %b\r\n" % (xff + b", " + peer if trusted and xff else peer))
+        out.append(b"X-Forwarded-Proto: %b\r\n" % (xfp if trusted and xfp else b"http"))
+        fwd_host = xfh if trusted and xfh else req.host
+        if fwd_host:
+            out.append(b"X-Forwarded-Host: %b\r\n" % fwd_host)
+        out.append(b"Via: %b1.1 helios\r\n" % (via + b", " if via else b""))
+        if tp is not None and _valid_traceparent(tp):
+            out.append(b"traceparent: %b\r\n" % tp.strip())
+            if ts is not None:
+                out.append(b"tracestate: %b\r\n" % ts)
+            req.trace_id = tp.strip()[3:35].decode()
+        else:
+            trace = os.urandom(16).hex()
+            req.trace_id = trace
+            out.append(b"traceparent: 00-%b-%b-01\r\n" % (trace.encode(), os.urandom(8).hex().encode()))
+        if req.upgrade is not None:
+            out.append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % req.upgrade)
+        elif req.chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        elif req.length is not None:
+            out.append(b"Content-Length: %d\r\n" % req.length)
+        req.fwd = b"".join(out)
+
+    def _body(self, req: Request, framed: bytes) -> None:
+        exchange = req.exchange
+        if exchange is not None and exchange.conn is not None and exchange.sent_head:
+            exchange.write_body(framed)
+            if req.complete:
+                exchange.request_complete()
+            return
+        req.pending.append(framed)
+        req.pending_bytes += len(framed)
+        if req.pending_bytes > _PENDING_LIMIT:
+            self.pause_reading_for("buffer")
+
+    def _start_next(self) -> None:
+        while self.queue and self.exchange is None and not self.closing:
+            req = self.queue.popleft()
+            self._start(req)
+
+    def _start(self, req: Request) -> None:
+        service = self.service
+        path = req.url
+        if path.startswith(_LOCAL_PREFIX):
+            self._local(req)
+            return
+        match = service.router.match(req.host.decode("latin-1"), path.decode("latin-1"), req.method)
+        if match is None:
+            self.answer_error(req, 404, f"no route for {req.method} {path.decode('latin-1', 'replace')[:200]}")
+            return
+        pool_state = service.pools.get(match.route.pool)
+        if pool_state is None:
+            self.answer_error(req, 503, f"pool {match.route.pool!r} is not configured", retry_after=1)
+            return
+        if req.expect_continue and req.http11 and not req.complete:
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        exchange = Exchange(self, req, match.route, match.upstream_path, pool_state)
+        self.exchange = exchange
+        req.exchange = exchange
+        exchange.start()
+
+    def _local(self, req: Request) -> None:
+        path = req.url.split(b"?", 1)[0]
+        if not self.loopback or path not in (STATUS_PATH, METRICS_PATH):
+            self.answer_error(req, 404, "no such endpoint")
+            return
+        if path == STATUS_PATH:
+            body, ctype = orjson.dumps(self.service.status(), option=orjson.OPT_INDENT_2), b"application/json"
+        else:
+            body, ctype = self.service.render_metrics(), b"text/plain; version=0.0.4; charset=utf-8"
+        self.answer(req, 200, b"OK", body, ctype)
+
+    # --- answering ---
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def answer(self, req: Request, status: int, reason: bytes, body: bytes, ctype: bytes,
+               extra: bytes = b"", close: bool = False, log: bool = True) -> None:
+        keep = (req.keep_alive and not close and req.body_done and req.upgrade is None
+                and not self.service.draining)
+        head = (b"HTTP/1.1 %d %b\r\nContent-Type: %b\r\nContent-Length: %d\r\n%bConnection: %b\r\n\r\n"
+                % (status, reason, ctype, len(body), extra, b"keep-alive" if keep else b"close"))
+        self.write(head if req.method == "HEAD" else head + body)
+        if log:
+            self.service.log_request(req, self.peer, status, None, None, 0)
+        self.finished(keep)
+
+    def answer_error(self, req: Request, status: int, message: str, retry_after: int | None = None,
+                     close: bool = False, log: bool = True) -> None:
+        extra = b"Retry-After: %d\r\n" % retry_after if retry_after is not None else b""
+        self.answer(req, status, _REASONS.get(status, b"Error"),
+                    error_body(_CODES.get(status, "error"), message, req.request_id), b"application/json",
+                    extra, close, log)
+
+    def _reject(self, status: int, message: str) -> None:
+        """Bad input: answer it in the JSON shape with Connection: close, and stop reading."""
+        if self.closing:
+            return
+        self.closing = True
+        if self.exchange is not None and self.exchange.responded:
+            self.exchange.client_lost()
+            self.exchange = None
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        rid = _new_id()
+        body = error_body(_CODES.get(status, "error"), message, rid)
+        self.write(b"HTTP/1.1 %d %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                   b"Connection: close\r\n\r\n%b" % (status, _REASONS.get(status, b"Error"), len(body), body))
+        self.service.log_bad_request(self.peer, status, message)
+        if self.exchange is not None:
+            self.exchange.client_lost()
+            self.exchange = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def finished(self, keep_alive: bool) -> None:
+        """The current exchange (or local answer) is over; go on with the next request or close."""
+        self.exchange = None
+        self.resume_reading_for("upstream")
+        if not keep_alive or self.service.draining:
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.queue:
+            self._start_next()
+
+    # --- flow control ---
+
+    def pause_reading_for(self, why: str) -> None:
+        if why not in self.read_pauses:
+            self.read_pauses.add(why)
+            if len(self.read_pauses) == 1 and self.transport is not None and not self.transport.is_closing():
+                self.transport.pause_reading()
+
+    def resume_reading_for(self, why: str) -> None:
+        if why in self.read_pauses:
+            self.read_pauses.discard(why)
+            if not self.read_pauses and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def start_tunnel(self, conn: UpstreamConnection, rest: bytes) -> None:
+        """After a 101: from now on bytes go both ways untouched."""
+        self.exchange = None
+        self.upgrade_pending = None
+        self.tunnel = conn
+        conn.sink = _TunnelSink(self)
+        conn.tunnel = self.write
+        self.read_pauses.clear()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+        if rest:
+            self.write(rest)
+        if self.write_paused:
+            conn.pause_reading()
+
+    def idle(self) -> bool:
+        """Between requests (a draining proxy may close it now)."""
+        return (self.exchange is None and self.tunnel is None and self.upgrade_pending is None
+                and not self.queue and not self._in_headers and (self.req is None or self.req.complete))
+
+
+class _TunnelSink:
+    """What an upstream connection reports once it carries a WebSocket (or other upgraded) tunnel."""
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+
+    def upstream_failed(self, exc: BaseException) -> None:
+        if self.client.transport is not None:
+            self.client.transport.close()
+
+    def upstream_pause_writing(self) -> None:
+        self.client.pause_reading_for("upstream")
+
+    def upstream_resume_writing(self) -> None:
+        self.client.resume_reading_for("upstream")
+
+
+class Exchange:
+    """One request forwarded: backend choice, tries, timeouts, and the response relayed back."""
+
+    def __init__(self, client: ClientConnection, req: Request, route: Any, upstream_path: str,
+                 pool_state: Any) -> None:
+        self.client = client
+        self.service = client.service
+        self.req = req
+        self.route = route
+        self.path = upstream_path
+        self.pool_state = pool_state
+        self.conn: UpstreamConnection | None = None
+        self.backend: Any = None
+        self.tried: list[str] = []
+        self.sent_head = False
+        self.body_sent = False
+        self.status = 0
+        self.framing = ""
+        self.responded = False  # the response head went to the client
+        self.done = False
+        self.paused = False
+        self.last_error = ""
+        self.timed_out = False
+        self.upstream_started = 0.0
+        self.bytes_out = 0
+        self.base = ""
+        self.keep_alive = False
+        self.expired = False  # the total timeout fired: no more tries
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.last_activity = loop.time()
+        self._total_timer = loop.call_at(loop.time() + route.timeouts.total, self._total_timeout)
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # --- tries ---
+
+    def start(self) -> None:
+        self.service.budget.request(self.service.clock())
+        self._attempt()
+
+    def _attempt(self) -> None:
+        service = self.service
+        now = service.clock()
+        backend = self.pool_state.pick(now, exclude=self.tried)
+        if backend is None:
+            if self.tried:
+                self._give_up(504 if self.timed_out else 502, self.last_error or "no backend answered")
+            else:
+                self._finish_error(503, f"no backend available in pool {self.route.pool!r}",
+                                   service.retry_after(self.pool_state, now))
+            return
+        self.tried.append(backend.backend.id)
+        self.backend = backend
+        backend.started()
+        self.upstream_started = now
+        up, self.base = service.upstream_for(backend, self.pool_state.pool)
+        if self.req.upgrade is None:
+            conn = up.take_idle()
+            if conn is not None:
+                self._send(conn)
+                return
+        self._task = self.loop.create_task(self._connect(up, fresh=self.req.upgrade is not None))
+
+    async def _connect(self, up: Any, fresh: bool) -> None:
+        timeout = self.route.timeouts.connect
+        try:
+            conn = await (up.connect_new(timeout) if fresh else up.acquire(timeout))
+        except UpstreamUnavailable as e:
+            self._task = None
+            if not self.done:
+                self._try_failed(str(e), connect_failure=True)
+            return
+        self._task = None
+        if self.done:
+            conn.request_done = True
+            up.release(conn)
+            return
+        self._send(conn)
+
+    def _send(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        req = self.req
+        conn.begin(self, head=req.method == "HEAD")
+        target = (self.base + self.path).encode("latin-1")
+        conn.write(b"%b %b HTTP/1.1\r\n%b\r\n" % (req.method.encode(), target, req.fwd))
+        self.sent_head = True
+        if self.client.write_paused:
+            self.paused = True
+            conn.pause_reading()
+        self.flush_pending()
+        if req.complete and req.upgrade is None:
+            self.request_complete()
+        self.last_activity = self.loop.time()
+        self._arm_read()
+
+    def flush_pending(self) -> None:
+        req = self.req
+        if self.conn is None or not self.sent_head or not req.pending:
+            return
+        data = b"".join(req.pending)
+        req.pending.clear()
+        req.pending_bytes = 0
+        self.write_body(data)
+        self.client.resume_reading_for("buffer")
+
+    def write_body(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.body_sent = True
+            self.last_activity = self.loop.time()
+            self.conn.write(data)
+
+    def request_complete(self) -> None:
+        if self.conn is not None and not self.req.pending:
+            self.conn.request_done = True
+
+    def _can_retry(self) -> bool:
+        if self.done or self.responded or self.body_sent or self.expired or self.client.closing:
+            return False
+        if self.req.method not in IDEMPOTENT or self.req.upgrade is not None:
+            return False
+        if len(self.tried) > self.route.retries:
+            return False
+        if not self.service.budget.try_retry(self.service.clock()):
+            return False
+        return True
+
+    def _try_failed(self, why: str, *, connect_failure: bool = False, timeout: bool = False) -> None:
+        """This try failed before any response reached the client: retry elsewhere or answer."""
+        self._cancel_read()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        self.sent_head = False
+        if self.backend is not None:
+            self.backend.finished(self.service.clock(), ok=False, connect_failure=connect_failure)
+            self.service.metrics.upstream(self.route.id, self.backend.backend.id, 502 if not timeout else 504,
+                                          self.service.clock() - self.upstream_started)
+        self.last_error = why
+        self.timed_out = timeout
+        if self._can_retry():
+            self.service.metrics.retry(self.route.id)
+            self._attempt()
+        else:
+            self._give_up(504 if timeout else 502, why)
+
+    def _give_up(self, status: int, why: str) -> None:
+        self._finish_error(status, why, None)
+
+    def _finish_error(self, status: int, message: str, retry_after: int | None) -> None:
+        if self.done:
+            return
+        self._close_timers()
+        self.done = True
+        self.status = status
+        # The rest of a request body cannot be read past an error: the connection ends with it.
+        close = not self.req.body_done
+        backend_id = self.backend.backend.id if self.backend else ""
+        self.service.metrics.request(self.route.id, backend_id, status)
+        self.service.log_request(self.req, self.client.peer, status, self.route.id, backend_id or None,
+                                 len(self.tried), 0, error=message)
+        self.client.answer_error(self.req, status, message, retry_after=retry_after, close=close, log=False)
+
+    # --- ResponseSink (called by UpstreamConnection) ---
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      framing: str) -> None:
+        self.last_activity = self.loop.time()
+        if status in _RETRYABLE_STATUS and self._can_retry():
+            self.status = status
+            self._try_failed(f"backend answered {status}")
+            return
+        self.status = status
+        client = self.client
+        req = self.req
+        named: set[bytes] = set()
+        for name, value in headers:
+            if name.lower() == b"connection":
+                named.update(t.strip().lower() for t in value.split(b","))
+        out = [b"HTTP/1.1 %d %b\r\n" % (status, reason or b"OK")]
+        upgrade = status == 101
+        for name, value in headers:
+            low = name.lower()
+            if low in _HOP or low in named or low.startswith(b"proxy-"):
+                if upgrade and low == b"upgrade":
+                    out.append(b"Upgrade: %b\r\n" % value)
+                continue
+            if low == b"content-length" and framing != "length" and framing != "none":
+                continue
+            out.append(b"%b: %b\r\n" % (name, value))
+        keep = req.keep_alive and req.upgrade is None and not self.service.draining
+        if upgrade:
+            out.append(b"Connection: Upgrade\r\n")
+        elif framing == "chunked" or framing == "close":
+            if req.http11:
+                framing = "chunked"
+                out.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                keep = False
+        self.framing = framing
+        self.keep_alive = keep and req.body_done
+        if not upgrade:
+            out.append(b"Connection: keep-alive\r\n" if self.keep_alive else b"Connection: close\r\n")
+        out.append(b"\r\n")
+        self.responded = True
+        client.write(b"".join(out))
+
+    def response_body(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
+        self.bytes_out += len(data)
+        if self.framing == "chunked":
+            if data:
+                self.client.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.client.write(data)
+
+    def response_end(self) -> None:
+        if self.done:
+            return
+        if self.framing == "chunked":
+            self.client.write(b"0\r\n\r\n")
+        self._ok_end()
+        self.client.finished(self.keep_alive and self.req.body_done)
+
+    def _ok_end(self) -> None:
+        self.done = True
+        self._close_timers()
+        now = self.service.clock()
+        if self.backend is not None:
+            self.backend.finished(now, ok=self.status < 500)
+            backend_id = self.backend.backend.id
+        else:
+            backend_id = ""
+        self.service.metrics.upstream(self.route.id, backend_id, self.status, now - self.upstream_started)
+        self.service.metrics.request(self.route.id, backend_id, self.status)
+        self.service.log_request(self.req, self.client.peer, self.status, self.route.id, backend_id,
+                                 len(self.tried), self.bytes_out)
+        self.conn = None
+
+    def upstream_failed(self, exc: BaseException) -> None:
+        if self.done:
+            return
+        if not self.responded:
+            self._try_failed(f"bad or broken response from the backend: {exc}")
+            return
+        # Mid-response: the client cannot be told with a status any more; cut its connection.
+        self.done = True
+        self._close_timers()
+        if self.backend is not None:
+            self.backend.finished(self.service.clock(), ok=False)
+        self.service.log_request(self.req, self.client.peer, self.status, self.route.id,
+                                 self.backend.backend.id if self.backend else None, len(self.tried),
+                                 self.bytes_out, error=str(exc) or type(exc).__name__)
+        self.conn = None
+        self.client.closing = True
+        if self.client.transport is not None:
+            self.client.transport.abort()
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        conn = self.conn
+        self._ok_end()
+        if conn is not None:
+            self.client.start_tunnel(conn, rest)
+
+    def upstream_pause_writing(self) -> None:
+        self.client.pause_reading_for("upstream")
+
+    def upstream_resume_writing(self) -> None:
+        self.client.resume_reading_for("upstream")
+
+    # --- client side events ---
+
+    def client_paused(self) -> None:
+        if self.conn is not None:
+            self.paused = True
+            self.conn.pause_reading()
+
+    def client_resumed(self) -> None:
+        self.paused = False
+        self.last_activity = self.loop.time()
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def client_lost(self) -> None:
+        """The client went away mid-exchange: drop the upstream connection, not the backend's fault."""
+        if self.done:
+            return
+        self.done = True
+        self._close_timers()
+        if self._task is not None:
+            self._task.cancel()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        if self.backend is not None:
+            self.backend.finished(self.service.clock(), ok=True)
+        self.service.log_request(self.req, self.client.peer, 499, self.route.id,
+                                 self.backend.backend.id if self.backend else None, len(self.tried),
+                                 self.bytes_out)
+
+    # --- timeouts ---
+
+    def _arm_read(self) -> None:
+        if self._read_timer is None and not self.done:
+            self._read_timer = self.loop.call_at(self.last_activity + self.route.timeouts.read, self._read_check)
+
+    def _read_check(self) -> None:
+        self._read_timer = None
+        if self.done or self.conn is None:
+            return
+        now = self.loop.time()
+        if self.paused:  # the client is slow to read: not the backend's fault
+            self.last_activity = now
+        elif now - self.last_activity >= self.route.timeouts.read:
+            self._timeout(f"no data from the backend for {self.route.timeouts.read:g}s")
+            return
+        self._arm_read()
+
+    def _total_timeout(self) -> None:
+        self._total_timer = None
+        if not self.done:
+            self.expired = True
+            self._timeout(f"request took over {self.route.timeouts.total:g}s")
+
+    def _timeout(self, why: str) -> None:
+        if self.responded:
+            self.upstream_failed(TimeoutError(why))
+            return
+        if self._task is not None:  # still connecting (or waiting for a pool slot)
+            self._task.cancel()
+            self._task = None
+            self._try_failed(why, connect_failure=True, timeout=True)
+        else:
+            self._try_failed(why, timeout=True)
+
+    def _cancel_read(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _close_timers(self) -> None:
+        self._cancel_read()
+        if self._total_timer is not None:
+            self._total_timer.cancel()
+            self._total_timer = None

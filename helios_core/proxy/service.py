@@ -1,0 +1,409 @@
+"""The proxy daemon: `ProxyService` (config, routing and pool state of one process) and `run_proxy`.
+
+`ProxyService` holds what the data plane (`server.ClientConnection`) reads
+for every request: the `Router`, one `PoolState` per pool, the `RetryBudget`,
+the per-backend `UpstreamPool`s, metrics and the access log.  `apply(config)`
+swaps all of that for a new config between two requests (the loop is single
+threaded); backends whose id and url stay keep their health, breaker and
+connections.
+
+`run_proxy` is what `helios proxy` runs: bind, load the config from a
+`ConfigSource` (`FileConfigSource`, re-read on SIGHUP; or the store's
+`StoreConfigSource`, which pushes changes), serve, and on SIGTERM/SIGINT stop
+accepting, let in-flight requests finish within a grace period, then close.
+An invalid config at reload is logged with its file:line:key and the running
+config stays.  With ``workers > 1`` the parent forks N children that each bind
+the same port with SO_REUSEPORT (the kernel spreads connections), forwards
+SIGHUP/SIGTERM to them and restarts one that dies; health and breaker state
+are per process, the config source is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from helios_core.errors import ConfigError, HeliosError
+from helios_core.observability.logging import get_logger
+from helios_core.proxy.health import HealthChecker
+from helios_core.proxy.loader import load_file
+from helios_core.proxy.model import Pool, ProxyConfig
+from helios_core.proxy.proxymetrics import ProxyMetrics
+from helios_core.proxy.retry import RetryBudget
+from helios_core.proxy.router import Router
+from helios_core.proxy.server import ClientConnection, Request
+from helios_core.proxy.state import BackendState, PoolState
+from helios_core.proxy.upstream import UpstreamPool, Upstreams
+
+__all__ = ["ProxyService", "ConfigSource", "FileConfigSource", "run_proxy", "bind_socket"]
+
+log = get_logger("proxy")
+access = get_logger("proxy.access")
+
+
+class ConfigSource(Protocol):
+    async def load(self) -> ProxyConfig: ...
+
+    async def watch(self, on_change: Callable[[ProxyConfig], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+class FileConfigSource:
+    """A YAML file (`loader.load_file`); `helios proxy` re-reads it on SIGHUP, it does not watch."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def describe(self) -> str:
+        return f"file {self.path}"
+
+    async def load(self) -> ProxyConfig:
+        return load_file(self.path)
+
+    async def watch(self, on_change: Callable[[ProxyConfig], None]) -> None:
+        await asyncio.Event().wait()  # nothing pushes a file's changes: SIGHUP does
+
+    def close(self) -> None:
+        pass
+
+
+class ProxyService:
+    """One process's proxy: config, router, pools and their state; `protocol()` serves a client."""
+
+    def __init__(self, config: ProxyConfig, *, clock: Callable[[], float] = time.monotonic,
+                 access_log: bool = True, health_checks: bool = True) -> None:
+        self.clock = clock
+        self.access_log = access_log
+        self.metrics = ProxyMetrics()
+        self.upstreams = Upstreams(clock)
+        self.pools: dict[str, PoolState] = {}
+        self.budget = RetryBudget(config.retry_budget, config.retry_min_per_second)
+        self.connections: set[ClientConnection] = set()
+        self.draining = False
+        self.config = config
+        self.router = Router(config.routes)
+        self.trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+        self._upstream_of: dict[tuple[str, str], tuple[UpstreamPool, str]] = {}
+        self.health: HealthChecker | None = (HealthChecker(lambda: self.pools.values(), clock)
+                                             if health_checks else None)
+        self.apply(config)
+
+    # --- configuration ---
+
+    def apply(self, config: ProxyConfig) -> None:
+        """Switch to `config`; backends with the same id and url keep their state and connections."""
+        pools: dict[str, PoolState] = {}
+        for pool_id, pool in config.pools.items():
+            state = self.pools.get(pool_id)
+            if state is None:
+                state = PoolState(pool)
+            else:
+                state.update(pool)
+            pools[pool_id] = state
+        self.pools = pools
+        self.router = Router(config.routes)
+        self.budget.configure(config.retry_budget, config.retry_min_per_second)
+        self.trusted_networks = tuple(ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies)
+        keys = {(b.id, b.url) for p in config.pools.values() for b in p.backends}
+        self.upstreams.retain(keys)
+        self._upstream_of = {k: v for k, v in self._upstream_of.items() if k in keys}
+        for pool in config.pools.values():
+            for b in pool.backends:
+                if (b.id, b.url) in self._upstream_of:
+                    self.upstreams.get(b.id, b.url, b.host, b.port, max_connections=pool.max_connections,
+                                       idle_timeout=pool.idle_timeout)
+        self.config = config
+
+    def upstream_for(self, backend: BackendState, pool: Pool) -> tuple[UpstreamPool, str]:
+        """The connection pool of `backend` and the base path its URL puts in front of paths."""
+        b = backend.backend
+        key = (b.id, b.url)
+        found = self._upstream_of.get(key)
+        if found is None:
+            up = self.upstreams.get(b.id, b.url, b.host, b.port, max_connections=pool.max_connections,
+                                    idle_timeout=pool.idle_timeout)
+            found = self._upstream_of[key] = (up, b.base_path)
+        return found
+
+    @staticmethod
+    def retry_after(pool_state: PoolState, now: float) -> int:
+        """Whole seconds for Retry-After: until a backend may be tried again, else one health interval."""
+        wait = pool_state.retry_after(now) or pool_state.pool.health.interval
+        return max(1, int(-(-wait // 1)))
+
+    # --- serving ---
+
+    def protocol(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    def start(self) -> None:
+        if self.health is not None:
+            self.health.start()
+
+    async def drain(self, grace: float) -> None:
+        """Finish in-flight requests (at most `grace` s), close idle keep-alive connections, then the rest."""
+        self.draining = True
+        deadline = time.monotonic() + grace
+        while True:
+            for conn in list(self.connections):
+                if conn.idle() and conn.transport is not None:
+                    conn.transport.close()
+            if not self.connections or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+    async def stop(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
+        self.upstreams.close()
+
+    # --- status, metrics, logs ---
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        return {
+            "version": self.config.version,
+            "pid": os.getpid(),
+            "connections": len(self.connections),
+            "routes": [{"id": r.id, "prefix": r.prefix, "pool": r.pool, "hosts": list(r.hosts),
+                        "methods": list(r.methods)} for r in self.config.routes],
+            "pools": {pid: {"balancer": ps.pool.balancer, "backends": ps.status(now)}
+                      for pid, ps in self.pools.items()},
+        }
+
+    def render_metrics(self) -> bytes:
+        now = self.clock()
+        self.metrics.refresh(self.config.routes, {pid: ps.status(now) for pid, ps in self.pools.items()})
+        return self.metrics.render()
+
+    def log_request(self, req: Request, peer: str, status: int, route: str | None, backend: str | None,
+                    tries: int, bytes_out: int = 0, error: str | None = None) -> None:
+        if not self.access_log:
+            return
+        fields: dict[str, Any] = {
+            "request_id": req.request_id, "method": req.method,
+            "path": req.url.decode("latin-1")[:2000], "status": status, "route": route, "backend": backend,
+            "tries": tries, "duration_ms": round((self.clock() - req.started) * 1000, 3),
+            "bytes": bytes_out, "client": peer, "trace_id": req.trace_id,
+        }
+        if error:
+            fields["error"] = error
+        access.info("request", **fields)
+
+    def log_bad_request(self, peer: str, status: int, message: str) -> None:
+        if self.access_log:
+            access.info("request", status=status, client=peer, error=message)
+
+
+# --- the daemon ---
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
+    """A listening TCP socket (SO_REUSEPORT when several workers share the port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        if listen:
+            sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+OpenSource = Callable[[], Awaitable[tuple[ConfigSource, Callable[[], Awaitable[None]]]]]
+
+
+async def serve(open_source: OpenSource, sock: socket.socket, *, grace: float = 10.0, access_log: bool = True,
+                on_ready: Callable[[ProxyService], None] | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve on `sock` until SIGTERM/SIGINT (or `stop`): one process's whole life.
+
+    `open_source()` gives the config source and a coroutine function that closes
+    what it opened (a store).  SIGHUP reloads the config.
+    """
+    loop = asyncio.get_running_loop()
+    source, close_source = await open_source()
+    try:
+        config = await source.load()
+        service = ProxyService(config, access_log=access_log)
+        server = await loop.create_server(service.protocol, sock=sock)
+        service.start()
+        stop = stop or asyncio.Event()
+        reloading: set[asyncio.Task[None]] = set()
+
+        def on_change(new: ProxyConfig) -> None:
+            service.apply(new)
+            log.info("config applied", version=new.version, routes=len(new.routes), pools=len(new.pools))
+
+        async def reload() -> None:
+            try:
+                on_change(await source.load())
+            except ConfigError as e:
+                log.error("config reload refused, the running config stays: {}", e.message)
+            except Exception as e:  # a store hiccup must not end the daemon
+                log.error("config reload failed, the running config stays: {}", e)
+
+        def hup() -> None:
+            task = loop.create_task(reload())
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, hup)
+        watcher = loop.create_task(source.watch(on_change))
+        log.info("proxy serving", source=source.describe(), version=config.version, pid=os.getpid())
+        if on_ready is not None:
+            on_ready(service)
+        await stop.wait()
+        log.info("proxy draining", connections=len(service.connections), grace=grace)
+        server.close()  # stop accepting; the drain decides when open connections end
+        watcher.cancel()
+        await service.drain(grace)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
+        await service.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        log.info("proxy stopped", pid=os.getpid())
+    finally:
+        source.close()
+        await close_source()
+
+
+def run_proxy(open_source: OpenSource, bind: str, port: int, workers: int = 1, *,
+              grace: float = 10.0, access_log: bool = True,
+              loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+              announce: Callable[[str], None] | None = None) -> None:
+    """Run `helios proxy` until SIGTERM: in this process, or in `workers` forked children."""
+    reuse = workers > 1
+    try:
+        # With workers the parent's socket only learns and reserves the port: were it listening too,
+        # the kernel would hand it connections that nobody accepts.
+        sock = bind_socket(bind, port, reuse_port=reuse, listen=not reuse)
+    except OSError as e:
+        if e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise HeliosError(f"cannot listen on {bind}:{port}: {e.strerror}; pick another with --bind/--port",
+                              code="io") from e
+        raise
+    host = f"[{bind}]" if ":" in bind else bind
+    url = f"http://{host}:{sock.getsockname()[1]}"
+
+    def ready(service: ProxyService) -> None:
+        if announce is not None:
+            announce(url)
+
+    if not reuse:
+        try:
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(serve(open_source, sock, grace=grace, access_log=access_log, on_ready=ready))
+        finally:
+            sock.close()
+        return
+    try:
+        _supervise(open_source, sock.getsockname()[:2], workers, grace=grace, access_log=access_log,
+                   loop_factory=loop_factory, announce=lambda: announce(url) if announce is not None else None)
+    finally:
+        sock.close()
+
+
+def _child(open_source: OpenSource, addr: tuple[str, int], grace: float, access_log: bool,
+           loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
+    """A worker's life after fork: its own loop on its own SO_REUSEPORT socket on the same port."""
+    code = 0
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        own = bind_socket(addr[0], addr[1], reuse_port=True)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(open_source, own, grace=grace, access_log=access_log))
+    except BaseException as e:  # noqa: BLE001 - the child must exit, never return into the parent's code
+        if not isinstance(e, KeyboardInterrupt | SystemExit):
+            log.opt(exception=e).error("proxy worker failed")
+            code = 1
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _supervise(open_source: OpenSource, addr: tuple[str, int], workers: int, *, grace: float, access_log: bool,
+               loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+               announce: Callable[[], None]) -> None:
+    """The parent of `--workers N`: fork, forward signals, restart a child that died, wait for all."""
+    children: dict[int, int] = {}
+    stopping = False
+    pending: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            _child(open_source, addr, grace, access_log, loop_factory)
+        children[pid] = slot
+
+    try:
+        for slot in range(workers):
+            spawn(slot)
+        announce()
+        log.info("proxy workers started", workers=workers, pids=sorted(children))
+        restarts: list[float] = []
+        while children:
+            while pending:
+                signum = pending.pop(0)
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    stopping = True
+                for pid in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.05)
+                continue
+            slot = children.pop(pid, None)
+            if slot is None or stopping:
+                continue
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 10.0] + [now]
+            log.warning("proxy worker died, restarting", pid=pid, status=os.waitstatus_to_exitcode(status))
+            if len(restarts) > 5 * workers:  # crash loop: something is wrong with every worker
+                log.error("proxy workers keep dying; giving up")
+                stopping = True
+                for other in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(other, signal.SIGTERM)
+                continue
+            spawn(slot)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
