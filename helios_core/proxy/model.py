@@ -376,13 +376,15 @@ def _url_problem(url: str) -> str | None:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as err:
+        if "port" in str(err).lower():
+            return f"bad URL {url!r}: port must be a number 1..65535"
         return f"bad URL {url!r}: {err}"
     if parts.scheme not in ("http", "https"):
         return f"bad URL {url!r}: scheme must be http or https, got {parts.scheme or 'none'!r}"
     if not parts.hostname:
         return f"bad URL {url!r}: no host"
     if port is not None and not 1 <= port <= 65535:
-        return f"bad URL {url!r}: port must be 1..65535"
+        return f"bad URL {url!r}: port must be a number 1..65535"
     if parts.username or parts.password:
         return f"bad URL {url!r}: credentials in backend URLs are not supported"
     if parts.query or parts.fragment:
