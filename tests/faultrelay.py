@@ -27,7 +27,8 @@ test's thread; a switch takes effect before the call returns:
                        discarded); ``side="upstream"`` sends upstream the FIN (answers
                        still reach the client, what the client sends is discarded).
                        Applies to open connections now and to new ones on accept
-``refuse()``           stop listening: new connections are refused (ECONNREFUSED);
+``refuse()``           stop listening: new connections are refused (ECONNREFUSED), and
+                       so are those still in the kernel's backlog, not yet accepted;
                        open ones keep forwarding.  Leaving this mode listens again on
                        the same port
 =====================  ==================================================================
@@ -35,7 +36,8 @@ test's thread; a switch takes effect before the call returns:
 Apart from these, connections behave as the ends make them: a FIN from one
 side is passed on as a FIN, a reset from one side becomes a reset of the
 other, and an upstream that refuses the relay's connection shows up as a
-reset of the client's.
+reset of the client's.  A reset right after accept may reach a client while
+its connect() is still returning: expect ECONNRESET from either call.
 
 The relay counts connections so that tests can check for leaks:
 `open_connections` is the number of client connections it holds right now,

@@ -98,6 +98,13 @@ def recv_exactly(s: socket.socket, n: int) -> bytes:
     return out
 
 
+def assert_reset(relay: FaultRelay) -> None:
+    """A new connection through `relay` is reset (when at connect or at the first read is a race)."""
+    with pytest.raises(ConnectionResetError):
+        with connect(relay) as s:
+            s.recv(1)
+
+
 def nothing_arrives(s: socket.socket) -> bool:
     s.settimeout(QUIET)
     try:
@@ -178,9 +185,7 @@ def test_reset_resets_open_and_new_connections(relay: FaultRelay, echo: EchoServ
         with pytest.raises(ConnectionResetError):
             s.recv(1)
     assert echo.wait_active(0)  # the upstream side was closed as well
-    with connect(relay) as s:  # accepted, then reset
-        with pytest.raises(ConnectionResetError):
-            s.recv(1)
+    assert_reset(relay)  # accepted, then reset
     assert relay.wait_open(0)
     assert relay.stats()["resets"] == 2
 
@@ -198,9 +203,9 @@ def test_reset_after_cuts_the_response_mid_way(relay: FaultRelay, echo: EchoServ
                 got += chunk
         assert got == payload[:1000]
     relay.reset_after(0)
-    with connect(relay) as s:
-        s.sendall(b"x")
-        with pytest.raises(ConnectionResetError):
+    with pytest.raises(ConnectionResetError):
+        with connect(relay) as s:
+            s.sendall(b"x")
             s.recv(1)
     assert relay.wait_open(0)
     assert echo.wait_active(0)
@@ -235,6 +240,8 @@ def test_half_open_upstream_side_on_new_connections(relay: FaultRelay, echo: Ech
 def test_refuse_stops_listening_and_listens_again_on_the_same_port(relay: FaultRelay) -> None:
     port = relay.port
     with connect(relay) as s:
+        s.sendall(b"x")  # accepted by the relay (one still in the kernel's backlog would be refused)
+        assert recv_exactly(s, 1) == b"x"
         relay.refuse()
         with pytest.raises(ConnectionRefusedError):
             connect(relay)
@@ -251,9 +258,8 @@ def test_upstream_down_is_a_reset_for_the_client() -> None:
     with socket.socket() as gone:
         gone.bind(("127.0.0.1", 0))
         port = gone.getsockname()[1]  # bound, never listening: connecting is refused
-        with FaultRelay(("127.0.0.1", port)) as relay, connect(relay) as s:
-            with pytest.raises(ConnectionResetError):
-                s.recv(1)
+        with FaultRelay(("127.0.0.1", port)) as relay:
+            assert_reset(relay)
             assert relay.wait_open(0)
 
 
