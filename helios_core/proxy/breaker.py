@@ -83,7 +83,10 @@ class CircuitBreaker:
         if state == OPEN:
             return  # a straggler sent before it opened: the cooldown decides, not this
         self._count(now, ok)
-        self._consecutive = 0 if ok else self._consecutive + 1
+        if ok:
+            self._consecutive = 0
+            return  # only a failure trips it: a success opening the breaker would be a surprise
+        self._consecutive += 1
         if self._consecutive >= self.cfg.failures:
             self._open(now)
         elif self._total >= self.cfg.min_requests and self._failed >= self.cfg.error_ratio * self._total:
