@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import msgpack
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
@@ -44,9 +43,9 @@ from helios_core.atlas.aof import Record, scan_file
 from helios_core.atlas.datadir import DataDir
 from helios_core.atlas.effects import effect_keys
 from helios_core.atlas.fsops import REAL_FS, Fs, open_data_file
-from helios_core.atlas.snapshot import FOOTER, MAGIC, load_snapshot
+from helios_core.atlas.snapshot import MAGIC, SnapshotCheck, check_snapshot
 from helios_core.clock import wall_ms
-from helios_core.errors import CorruptFileError, DataDirLockedError, HeliosError
+from helios_core.errors import DataDirLockedError, HeliosError
 
 __all__ = ["aof_check", "check_parts", "check_snapshot", "AofReport", "Damage", "FixResult", "SnapshotCheck"]
 
@@ -78,19 +77,6 @@ class Damage:
     @property
     def torn_tail(self) -> bool:
         return self.kind == TORN_TAIL
-
-
-@dataclass
-class SnapshotCheck:
-    """The snapshot recovery would load first, verified by recovery's own loader."""
-
-    file: str
-    ok: bool
-    seq: int | None = None
-    keys: int | None = None
-    bytes: int | None = None
-    offset: int | None = None  # where the damage was found, when the loader can tell
-    reason: str | None = None  # the loader's whole message: what is wrong and what to do
 
 
 @dataclass
@@ -187,54 +173,6 @@ def check_parts(paths: list[Path], now_ms: int,
             # Recovery's rule: only a line the file ends inside is a write cut short.
             dmg.kind = LAST_RECORD if dmg.complete else TORN_TAIL
     return report
-
-
-def check_snapshot(path: Path) -> SnapshotCheck:
-    """Verify a snapshot as recovery loads it: header, checksum and every chunk."""
-    try:
-        info, _, _ = load_snapshot(path)
-    except CorruptFileError as e:
-        if e.offset is None or "checksum mismatch" not in e.message:
-            return SnapshotCheck(str(path), False, offset=e.offset, reason=e.message)
-        # The loader names the footer, where the checksum is kept; the damage can be
-        # anywhere before it.  Parse the chunks to say where, as far as that is possible.
-        where = _first_unreadable_chunk(path)
-        if where is None:
-            why = (f"checksum mismatch: every chunk parses, so the damage is inside a key or value "
-                   f"somewhere in bytes 0..{e.offset} (a checksum cannot say where)")
-        else:
-            why = f"checksum mismatch; the first chunk that does not parse starts at byte {where}"
-        text = e.message.replace(f" at byte {e.offset}: checksum mismatch (file truncated or altered)", f": {why}")
-        return SnapshotCheck(str(path), False, offset=where, reason=text)
-    return SnapshotCheck(str(path), True, seq=info.seq, keys=info.keys, bytes=info.bytes)
-
-
-def _first_unreadable_chunk(path: Path) -> int | None:
-    """Byte offset of the first snapshot body chunk that does not parse (None: all parse).
-
-    Only called on a file whose checksum failed; the layout is snapshot.py's.
-    """
-    blob = path.read_bytes()
-    head = len(MAGIC) + 4
-    if len(blob) < head + FOOTER.size or not blob.startswith(MAGIC):
-        return 0
-    start = head + int.from_bytes(blob[len(MAGIC):head], "big")
-    end = len(blob) - FOOTER.size
-    if start > end:
-        return len(MAGIC)
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(end - start, 1))
-    unpacker.feed(blob[start:end])
-    at = 0
-    try:
-        for chunk in unpacker:
-            if not isinstance(chunk, list) or not chunk or chunk[0] not in ("S", "E", "Z", "END"):
-                return start + at
-            at = unpacker.tell()
-            if chunk[0] == "END":
-                return None if start + at == end else start + at
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return start + at
-    return start + at  # the body ends before its END chunk: the file was cut short
 
 
 def is_snapshot_file(path: Path) -> bool:

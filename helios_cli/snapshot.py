@@ -28,9 +28,9 @@ from rich.text import Text
 from helios_cli.context import CliContext, fail, pass_cli
 from helios_core.atlas.datadir import DataDir, fsync_dir
 from helios_core.atlas.engine import Engine
-from helios_core.atlas.snapshot import SnapshotInfo, read_header
+from helios_core.atlas.snapshot import SnapshotInfo, check_snapshot, read_header
 from helios_core.config import HeliosConfig
-from helios_core.errors import DataDirLockedError, HeliosError
+from helios_core.errors import CorruptFileError, DataDirLockedError, HeliosError
 
 __all__ = ["snapshot", "snapshot_dir", "copy_atomic"]
 
@@ -201,11 +201,19 @@ def snapshot(obj: CliContext, data_dir: Path | None, output: Path | None, verify
             raise click.UsageError("--output only applies with --data")
         if click.get_current_context().get_parameter_source("timeout") is not ParameterSource.DEFAULT:
             raise click.UsageError("--timeout only applies with --data")
-        info = _guarded(lambda: read_header(verify_path), "cannot verify")
+        info = _guarded(lambda: _verify(verify_path), "cannot verify")
         _emit({"path": info.path, "seq": info.seq, "created": _iso(info.created_ms), "keys": info.keys,
                "bytes": info.bytes, "version": info.version}, as_json)
     else:
         raise click.UsageError("give exactly one of --data DIR or --verify FILE")
+
+
+def _verify(path: Path) -> SnapshotInfo:
+    """The whole file checked as recovery loads it (aof-check's check), then its header."""
+    check = check_snapshot(path)
+    if not check.ok:
+        raise CorruptFileError(check.reason or f"{path}: not a valid snapshot", path=str(path), offset=check.offset)
+    return read_header(path)
 
 
 def _guarded(work: Callable[[], SnapshotInfo], what: str) -> SnapshotInfo:

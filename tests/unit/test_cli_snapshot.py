@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from datetime import datetime
 from pathlib import Path
 
@@ -96,6 +97,23 @@ def test_verify_truncated_snapshot_fails(data: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert str(cut) in result.stderr and "damaged" in result.stderr
     assert result.stdout == ""
+
+
+def test_verify_loads_the_body_as_recovery_does(data: Path, tmp_path: Path) -> None:
+    """A body that does not parse fails --verify even when its checksum matches (as aof-check says)."""
+    from helios_core.atlas.snapshot import FOOTER, MAGIC
+
+    assert run("--data", str(data)).exit_code == 0
+    blob = (data / "dump.rdb").read_bytes()
+    head = len(MAGIC) + 4
+    start = head + int.from_bytes(blob[len(MAGIC):head], "big")
+    body = bytearray(blob[:len(blob) - FOOTER.size])
+    body[start:start + 4] = b"\xc1\xc1\xc1\xc1"  # msgpack's "never used" byte: no chunk parses
+    forged = tmp_path / "forged.rdb"
+    forged.write_bytes(bytes(body) + FOOTER.pack(b"CRC", zlib.crc32(bytes(body))))
+    result = run("--verify", str(forged))
+    assert result.exit_code == 1, result.stdout
+    assert str(forged) in result.stderr and result.stdout == ""
 
 
 def test_verify_missing_file_fails(tmp_path: Path) -> None:
