@@ -28,9 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from helios_cli.context import CliContext, pass_cli
-from helios_cli.target import open_data_store, run_on_target
+from helios_cli.target import GatewayApi, cli_actor, open_data_store, run_on_target
 from helios_cli.target import target_options as shared_target_options
-from helios_cli.user import ApiUsers, _cli_actor
 from helios_core.auth import AuditLog
 from helios_core.gateway.app import rate_limit_settings
 from helios_core.ratelimit import RateLimiter
@@ -68,7 +67,7 @@ class StoreLimits:
     async def change(self, change: dict[str, Any]) -> dict[str, Any]:
         await self.limiter.update_overrides(change)
         now = int(datetime.now(UTC).timestamp() * 1000)
-        await self.audit.record(now, "ratelimit.update", _cli_actor(), detail=change)
+        await self.audit.record(now, "ratelimit.update", cli_actor(), detail=change)
         return await self.show()
 
 
@@ -76,13 +75,13 @@ class ApiLimits:
     """The gateway's /admin/ratelimit."""
 
     def __init__(self, url: str, token: str) -> None:
-        self.api = ApiUsers(url, token)  # its HTTP call: JSON in and out, the gateway's errors as HeliosError
+        self.api = GatewayApi(url, token, agent="helios-ratelimit-cli")
 
     async def show(self) -> dict[str, Any]:
-        return await self.api._call("GET", "/admin/ratelimit")  # type: ignore[no-any-return]
+        return await self.api.call("GET", "/admin/ratelimit")  # type: ignore[no-any-return]
 
     async def change(self, change: dict[str, Any]) -> dict[str, Any]:
-        return await self.api._call("PUT", "/admin/ratelimit", change)  # type: ignore[no-any-return]
+        return await self.api.call("PUT", "/admin/ratelimit", change)  # type: ignore[no-any-return]
 
 
 async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Limits], Awaitable[T]]) -> T:

@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import getpass
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import orjson
 
 from helios_cli.context import CliContext, fail
 from helios_core.atlas.datadir import DataDir
+from helios_core.auth import Actor
 from helios_core.errors import DataDirLockedError, HeliosError
 from helios_core.store.base import Store
 from helios_core.store.url import open_store
 
-__all__ = ["target_options", "open_data_store", "run_on_target"]
+__all__ = ["target_options", "open_data_store", "run_on_target", "GatewayApi", "cli_actor"]
 
 T = TypeVar("T")
 
@@ -80,3 +86,49 @@ def run_on_target(data_dir: Path | None, url: str | None, token: str | None, tok
         return asyncio.run(remote(url, token))
     except HeliosError as e:
         fail(e)
+
+
+class GatewayApi:
+    """A running gateway's HTTP API as a tool calls it: JSON in and out, its errors as HeliosError."""
+
+    def __init__(self, url: str, token: str, agent: str = "helios-cli") -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.agent = agent
+
+    def call_sync(self, method: str, path: str, body: Any = None) -> Any:
+        data = orjson.dumps(body) if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+            "User-Agent": self.agent})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                raw = resp.read()
+                return orjson.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                err = orjson.loads(raw)["error"]
+                message, code = err["message"], err["code"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                message, code = raw.decode(errors="replace")[:200] or e.reason, "http_error"
+            raise HeliosError(f"{self.url}: {e.code} {message}", code=code) from None
+        except urllib.error.URLError as e:
+            raise HeliosError(f"cannot reach the gateway at {self.url}: {e.reason}", code="unreachable") from None
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        """`call_sync` off the loop (urllib blocks)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.call_sync, method, path, body)
+
+    @staticmethod
+    def quote(segment: str) -> str:
+        return urllib.parse.quote(segment, safe="")
+
+
+def cli_actor() -> Actor:
+    """Who a tool acting on a data directory is, for the audit log: the local login."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):
+        login = "unknown"
+    return Actor(f"cli:{login}", None, "local")

@@ -16,8 +16,6 @@ is 0 on success, 1 on failure (reason on stderr), 2 on a usage error.
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import math
 import sys
 import urllib.error
@@ -34,9 +32,9 @@ from rich.console import Console
 from rich.table import Table
 
 from helios_cli.context import CliContext, pass_cli
-from helios_cli.target import open_data_store, run_on_target
+from helios_cli.target import GatewayApi, cli_actor, open_data_store, run_on_target
 from helios_cli.target import target_options as shared_target_options
-from helios_core.auth import Actor, AuditLog, AuthService, KeyRing, PasswordHasher
+from helios_core.auth import AuditLog, AuthService, KeyRing, PasswordHasher
 from helios_core.auth.tokens import generate_secret
 from helios_core.errors import HeliosError, InvalidInputError
 from helios_core.gateway.app import rate_limit_settings
@@ -108,35 +106,13 @@ class StoreUsers:
         return (await self.svc.issue_api_token(name, ttl_s, label, self.now(), self.actor)).to_json()
 
 
-class ApiUsers:
+class ApiUsers(GatewayApi):
     """The gateway's /admin API."""
 
+    _call = GatewayApi.call  # the name this class's methods use
+
     def __init__(self, url: str, token: str) -> None:
-        self.url = url.rstrip("/")
-        self.token = token
-
-    def _call_sync(self, method: str, path: str, body: Any = None) -> Any:
-        data = orjson.dumps(body) if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
-            "User-Agent": "helios-user-cli"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                raw = resp.read()
-                return orjson.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                err = orjson.loads(raw)["error"]
-                message, code = err["message"], err["code"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                message, code = raw.decode(errors="replace")[:200] or e.reason, "http_error"
-            raise HeliosError(f"{self.url}: {e.code} {message}", code=code) from None
-        except urllib.error.URLError as e:
-            raise HeliosError(f"cannot reach the gateway at {self.url}: {e.reason}", code="unreachable") from None
-
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, self._call_sync, method, path, body)
+        super().__init__(url, token, agent="helios-user-cli")
 
     @staticmethod
     def _q(name: str) -> str:
@@ -174,12 +150,7 @@ class ApiUsers:
         return await self._call("POST", f"/admin/users/{self._q(name)}/tokens", body)  # type: ignore[no-any-return]
 
 
-def _cli_actor() -> Actor:
-    try:
-        login = getpass.getuser()
-    except (KeyError, OSError):
-        login = "unknown"
-    return Actor(f"cli:{login}", None, "local")
+_cli_actor = cli_actor  # (kept for callers of the old name)
 
 
 def _key_ring(obj: CliContext, data_dir: Path, signing: bool) -> KeyRing:
