@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from helios_core.observability.logging import get_logger
-from helios_core.proxy.model import Backend, HealthCheck, Outlier
+from helios_core.proxy.model import Backend, HealthCheck, Outlier, UpstreamTLS
 
 if TYPE_CHECKING:
     from helios_core.proxy.state import BackendState, PoolState
 
-__all__ = ["HealthChecker", "HealthState", "OutlierState", "ejection_allowed", "probe"]
+__all__ = ["HealthChecker", "HealthState", "OutlierState", "ejection_allowed", "probe", "upstream_ssl_context"]
 
 log = get_logger("proxy")
 
@@ -112,17 +112,30 @@ class OutlierState:
 # --------------------------------------------------------------------------- the active checker
 
 
-def _ssl_context() -> ssl.SSLContext:
-    return ssl.create_default_context()
+@functools.lru_cache(maxsize=64)
+def upstream_ssl_context(tls: UpstreamTLS) -> ssl.SSLContext:
+    """The client context for a pool's ``https://`` backends (cached: building one reads the CA store).
+
+    Raises OSError/ssl.SSLError when `ca_file` cannot be loaded.
+    """
+    ctx = ssl.create_default_context(cafile=tls.ca_file)
+    if not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
-async def probe(backend: Backend, cfg: HealthCheck) -> bool:
+async def probe(backend: Backend, cfg: HealthCheck, tls: UpstreamTLS | None = None) -> bool:
     """One check: GET cfg.path on `backend`; True if its status is expected, within cfg.timeout."""
     writer = None
     try:
         async with asyncio.timeout(cfg.timeout):
-            ctx = _ssl_context() if backend.scheme == "https" else None
-            reader, writer = await asyncio.open_connection(backend.host, backend.port, ssl=ctx)
+            ctx = server_name = None
+            if backend.scheme == "https":
+                tls = tls or UpstreamTLS()
+                ctx, server_name = upstream_ssl_context(tls), tls.server_name or backend.host
+            reader, writer = await asyncio.open_connection(backend.host, backend.port, ssl=ctx,
+                                                           server_hostname=server_name)
             host = backend.host if ":" not in backend.host else f"[{backend.host}]"
             request = (f"GET {cfg.path} HTTP/1.1\r\nHost: {host}:{backend.port}\r\n"
                        f"User-Agent: helios-proxy-health\r\nAccept: */*\r\nConnection: close\r\n\r\n")
@@ -180,7 +193,7 @@ class HealthChecker:
         await asyncio.gather(*jobs)
 
     async def _check(self, backend: BackendState, cfg: HealthCheck) -> None:
-        ok = await probe(backend.backend, cfg)
+        ok = await probe(backend.backend, cfg, backend.pool.tls)
         was = backend.health.healthy
         backend.health_result(self.clock(), ok)
         if backend.health.healthy != was:

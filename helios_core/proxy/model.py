@@ -33,6 +33,7 @@ __all__ = [
     "ProxyConfigError",
     "Route",
     "Timeouts",
+    "UpstreamTLS",
     "format_path",
     "parse_config",
     "parse_duration",
@@ -158,6 +159,15 @@ class BreakerConfig:
 
 
 @dataclass(frozen=True)
+class UpstreamTLS:
+    """How to speak TLS to ``https://`` backends: verify against the system CAs (or `ca_file`)."""
+
+    verify: bool = True
+    ca_file: str | None = None  # PEM bundle; checked when the connection context is built, not here
+    server_name: str | None = None  # SNI and the name verified; default: the backend URL's host
+
+
+@dataclass(frozen=True)
 class Pool:
     id: str
     backends: tuple[Backend, ...] = ()
@@ -167,6 +177,7 @@ class Pool:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     max_connections: int = 100  # per backend
     idle_timeout: float = 60.0
+    tls: UpstreamTLS = field(default_factory=UpstreamTLS)
 
 
 @dataclass(frozen=True)
@@ -348,7 +359,8 @@ class _Reader:
 
 _TOP_KEYS = ("pools", "routes", "trusted_proxies", "retry_budget", "retry_min_per_second", "max_header_bytes",
              "max_body_bytes", "version")
-_POOL_KEYS = ("backends", "balancer", "health", "outlier", "breaker", "max_connections", "idle_timeout")
+_POOL_KEYS = ("backends", "balancer", "health", "outlier", "breaker", "max_connections", "idle_timeout", "tls")
+_TLS_KEYS = ("verify", "ca_file", "server_name")
 _BACKEND_KEYS = ("id", "url", "weight")
 _HEALTH_KEYS = ("enabled", "path", "interval", "timeout", "expect", "rise", "fall")
 _OUTLIER_KEYS = ("enabled", "consecutive_failures", "base_ejection", "max_ejection", "max_ejected_share")
@@ -468,6 +480,15 @@ def _breaker(r: _Reader, raw: Any, path: KeyPath) -> BreakerConfig:
     )
 
 
+def _tls(r: _Reader, raw: Any, path: KeyPath) -> UpstreamTLS:
+    m = r.mapping(raw, path, _TLS_KEYS)
+    server_name = r.optional_string(m, "server_name", path)
+    if server_name is not None and not _HOST.match(server_name.lower()):
+        raise r.fail((*path, "server_name"), f"bad host name {server_name!r}")
+    return UpstreamTLS(verify=r.boolean(m, "verify", path, True), ca_file=r.optional_string(m, "ca_file", path),
+                       server_name=server_name)
+
+
 def _pool(r: _Reader, pool_id: str, raw: Any, path: KeyPath, seen_backends: dict[str, KeyPath]) -> Pool:
     m = r.mapping(raw, path, _POOL_KEYS)
     d = Pool(id=pool_id)
@@ -493,6 +514,7 @@ def _pool(r: _Reader, pool_id: str, raw: Any, path: KeyPath, seen_backends: dict
         breaker=_breaker(r, m.get("breaker"), (*path, "breaker")),
         max_connections=r.integer(m, "max_connections", path, d.max_connections, low=1),
         idle_timeout=r.number(m, "idle_timeout", path, d.idle_timeout, positive=True, duration=True),
+        tls=_tls(r, m.get("tls"), (*path, "tls")),
     )
 
 
@@ -650,6 +672,8 @@ def to_dict(config: ProxyConfig) -> dict[str, Any]:
             "max_connections": p.max_connections,
             "idle_timeout": p.idle_timeout,
         }
+        if p.tls != UpstreamTLS():
+            pools[pool_id]["tls"] = {"verify": p.tls.verify, "ca_file": p.tls.ca_file, "server_name": p.tls.server_name}
     routes = []
     for rt in config.routes:
         item: dict[str, Any] = {

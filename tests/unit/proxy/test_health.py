@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
+import ssl
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
-import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
 from helios_core.proxy.health import HealthChecker, HealthState, OutlierState, ejection_allowed, probe
-from helios_core.proxy.model import Backend, HealthCheck, Outlier, Pool
+from helios_core.proxy.model import Backend, HealthCheck, Outlier, Pool, UpstreamTLS
 from helios_core.proxy.state import PoolState
 
 # ------------------------------------------------------------------ rise / fall
@@ -260,8 +267,7 @@ def test_checker_follows_reloads_and_skips_disabled_pools() -> None:
     run(body)
 
 
-@pytest.mark.parametrize("scheme", ["http"])
-def test_probe_sends_host_and_connection_close(scheme: str) -> None:
+def test_probe_sends_host_and_connection_close() -> None:
     async def body(server: Backend0) -> None:
         seen: list[bytes] = []
 
@@ -274,7 +280,7 @@ def test_probe_sends_host_and_connection_close(scheme: str) -> None:
         other = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = other.sockets[0].getsockname()[1]
         try:
-            assert await probe(Backend("b", f"{scheme}://127.0.0.1:{port}"), HealthCheck(path="/ping"))
+            assert await probe(Backend("b", f"http://127.0.0.1:{port}"), HealthCheck(path="/ping"))
         finally:
             other.close()
             await other.wait_closed()
@@ -283,3 +289,46 @@ def test_probe_sends_host_and_connection_close(scheme: str) -> None:
         assert f"Host: 127.0.0.1:{port}\r\n" in head and "Connection: close\r\n" in head
 
     run(body)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy health test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_probe_over_tls_verifies_unless_told_not_to(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def main() -> None:
+        server = Backend0()
+        tls_server = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=server_ctx)
+        port = tls_server.sockets[0].getsockname()[1]
+        backend = Backend("b", f"https://127.0.0.1:{port}")
+        cfg = HealthCheck(path="/healthz", timeout=2.0)
+        try:
+            assert not await probe(backend, cfg)  # self-signed: refused by the system CAs
+            assert await probe(backend, cfg, UpstreamTLS(verify=False))
+            assert await probe(backend, cfg, UpstreamTLS(ca_file=str(cert)))
+            assert not await probe(backend, cfg, UpstreamTLS(ca_file=str(cert), server_name="other.example"))
+            assert not await probe(backend, cfg, UpstreamTLS(ca_file=str(tmp_path / "missing.pem")))
+        finally:
+            tls_server.close()
+            await tls_server.wait_closed()
+        assert server.paths.count("/healthz") >= 2
+
+    asyncio.run(main())

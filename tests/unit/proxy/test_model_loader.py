@@ -16,6 +16,7 @@ from helios_core.proxy.model import (
     Backend,
     HealthCheck,
     ProxyConfig,
+    UpstreamTLS,
     parse_config,
     parse_duration,
     to_dict,
@@ -66,6 +67,7 @@ def test_defaults() -> None:
     assert (cfg.retry_budget, cfg.retry_min_per_second, cfg.max_header_bytes, cfg.max_body_bytes) == (
         0.2, 10.0, 65536, None)
     assert parse_config(None) == ProxyConfig() == parse_config({})
+    assert pool.tls == UpstreamTLS(verify=True, ca_file=None, server_name=None)
 
 
 def test_backend_url_parts() -> None:
@@ -154,6 +156,9 @@ BAD = [
     (("pools", "web", "breaker"), {"window": float("nan")}, "pools.web.breaker.window", "finite"),
     (("pools", "web", "max_connections"), 0, "pools.web.max_connections", "at least 1"),
     (("pools", "web", "health"), "on", "pools.web.health", "expected a mapping"),
+    (("pools", "web", "tls"), {"verify": "no"}, "pools.web.tls.verify", "true or false"),
+    (("pools", "web", "tls"), {"server_name": "bad name"}, "pools.web.tls.server_name", "bad host name"),
+    (("pools", "web", "tls"), {"cafile": "x.pem"}, "pools.web.tls.cafile", "did you mean 'ca_file'"),
     (("pools",), [], "pools", "expected a mapping"),
     (("routes",), {}, "routes", "expected a list"),
     (("routes", 0, "pool"), "wbe", "routes[0].pool", "unknown pool 'wbe' (pools: web); did you mean 'web'"),
@@ -309,6 +314,9 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
                         "max_ejected_share": draw(st.floats(0, 1))},
             "breaker": {"error_ratio": draw(st.floats(0.01, 1)), "half_open_probes": draw(st.integers(1, 9))},
         }
+        if draw(st.booleans()):
+            pools[pid]["tls"] = {"verify": draw(st.booleans()), "ca_file": draw(st.none() | st.just("/ca.pem")),
+                                 "server_name": draw(st.none() | st.just("api.example.com"))}
     routes = []
     for i, prefix in enumerate(draw(st.lists(st.from_regex(r"/[a-z/]{0,6}", fullmatch=True), max_size=4,
                                              unique=True))):
