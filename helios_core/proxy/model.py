@@ -11,6 +11,7 @@ Durations are seconds (int or float); strings such as ``"500ms"``, ``"2s"``, ``"
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import re
@@ -649,53 +650,30 @@ def parse_config(data: Mapping[str, Any] | None, *, where: Where | None = None) 
 # --------------------------------------------------------------------------- the inverse
 
 
-def _expect_to_data(expect: tuple[tuple[int, int], ...]) -> list[int | str]:
-    return [lo if lo == hi else f"{lo}-{hi}" for lo, hi in expect]
+def _data(value: Any) -> Any:
+    """Dataclasses → dicts, tuples → lists, recursively."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_data(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _data(v) for k, v in value.items()}
+    return value
 
 
 def to_dict(config: ProxyConfig) -> dict[str, Any]:
     """The YAML document shape of `config`; `parse_config(to_dict(c)) == c`. JSON-serialisable."""
-    pools: dict[str, Any] = {}
-    for pool_id, p in config.pools.items():
-        h, o, b = p.health, p.outlier, p.breaker
-        pools[pool_id] = {
-            "balancer": p.balancer,
-            "backends": [{"id": x.id, "url": x.url, "weight": x.weight} for x in p.backends],
-            "health": {"enabled": h.enabled, "path": h.path, "interval": h.interval, "timeout": h.timeout,
-                       "expect": _expect_to_data(h.expect), "rise": h.rise, "fall": h.fall},
-            "outlier": {"enabled": o.enabled, "consecutive_failures": o.consecutive_failures,
-                        "base_ejection": o.base_ejection, "max_ejection": o.max_ejection,
-                        "max_ejected_share": o.max_ejected_share},
-            "breaker": {"enabled": b.enabled, "failures": b.failures, "error_ratio": b.error_ratio,
-                        "window": b.window, "min_requests": b.min_requests, "cooldown": b.cooldown,
-                        "half_open_probes": b.half_open_probes},
-            "max_connections": p.max_connections,
-            "idle_timeout": p.idle_timeout,
-        }
-        if p.tls != UpstreamTLS():
-            pools[pool_id]["tls"] = {"verify": p.tls.verify, "ca_file": p.tls.ca_file, "server_name": p.tls.server_name}
-    routes = []
-    for rt in config.routes:
-        item: dict[str, Any] = {
-            "id": rt.id, "prefix": rt.prefix, "pool": rt.pool, "hosts": list(rt.hosts),
-            "methods": list(rt.methods), "strip_prefix": rt.strip_prefix,
-            "timeouts": {"connect": rt.timeouts.connect, "read": rt.timeouts.read, "total": rt.timeouts.total},
-            "retries": rt.retries, "require_auth": rt.require_auth, "permissions": list(rt.permissions),
-        }
-        if rt.rewrite is not None:
-            item["rewrite"] = rt.rewrite
-        if rt.rate_limit is not None:
-            item["rate_limit"] = rt.rate_limit
-        routes.append(item)
-    out: dict[str, Any] = {
-        "trusted_proxies": list(config.trusted_proxies),
-        "retry_budget": config.retry_budget,
-        "retry_min_per_second": config.retry_min_per_second,
-        "max_header_bytes": config.max_header_bytes,
-        "pools": pools,
-        "routes": routes,
-        "version": config.version,
-    }
-    if config.max_body_bytes is not None:
-        out["max_body_bytes"] = config.max_body_bytes
+    out: dict[str, Any] = _data(config)
+    for pool_id, pool in config.pools.items():
+        data = out["pools"][pool_id]
+        del data["id"]  # the key of the mapping
+        data["health"]["expect"] = [lo if lo == hi else f"{lo}-{hi}" for lo, hi in pool.health.expect]
+        if pool.tls == UpstreamTLS():
+            del data["tls"]
+    for data in out["routes"]:
+        for key in ("rewrite", "rate_limit"):
+            if data[key] is None:
+                del data[key]
+    if config.max_body_bytes is None:
+        del out["max_body_bytes"]
     return out
