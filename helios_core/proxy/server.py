@@ -173,7 +173,8 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.closing:
             return
-        if self._in_headers:
+        was_in_headers = self._in_headers
+        if was_in_headers:
             self._raw_header_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -195,8 +196,13 @@ class ClientConnection(asyncio.Protocol):
             text = str(e) or "malformed request"
             self._reject(400, f"malformed request: {text}")
         else:
-            if self._in_headers and self._raw_header_bytes > self.service.config.max_header_bytes:
-                self._reject(431, "request header block too large")
+            # llhttp keeps an unfinished header line to itself (no callback until it ends), so an
+            # endless one is caught here, by the raw bytes received since the request began.
+            if self._in_headers:
+                if not was_in_headers:
+                    self._raw_header_bytes = len(data)
+                if self._raw_header_bytes > self.service.config.max_header_bytes:
+                    self._reject(431, "request header block too large")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -566,6 +572,7 @@ class Exchange:
         self.upstream_started = 0.0
         self.bytes_out = 0
         self.base = ""
+        self.netloc = b""
         self.keep_alive = False
         self.expired = False  # the total timeout fired: no more tries
         loop = asyncio.get_running_loop()
@@ -597,6 +604,7 @@ class Exchange:
         backend.started()
         self.upstream_started = now
         up, self.base = service.upstream_for(backend, self.pool_state.pool)
+        self.netloc = b"%b:%d" % (up.host.encode("idna"), up.port)
         if self.req.upgrade is None:
             conn = up.take_idle()
             if conn is not None:
@@ -625,7 +633,8 @@ class Exchange:
         req = self.req
         conn.begin(self, head=req.method == "HEAD")
         target = (self.base + self.path).encode("latin-1")
-        conn.write(b"%b %b HTTP/1.1\r\n%b\r\n" % (req.method.encode(), target, req.fwd))
+        host = b"" if req.host else b"Host: %b\r\n" % self.netloc  # HTTP/1.0 clients may send none
+        conn.write(b"%b %b HTTP/1.1\r\n%b%b\r\n" % (req.method.encode(), target, host, req.fwd))
         self.sent_head = True
         if self.client.write_paused:
             self.paused = True
@@ -656,18 +665,16 @@ class Exchange:
         if self.conn is not None and not self.req.pending:
             self.conn.request_done = True
 
-    def _can_retry(self) -> bool:
+    def _may_retry(self) -> bool:
+        """Whether another try is allowed, budget aside: idempotent, body not sent, tries left."""
         if self.done or self.responded or self.body_sent or self.expired or self.client.closing:
             return False
         if self.req.method not in IDEMPOTENT or self.req.upgrade is not None:
             return False
-        if len(self.tried) > self.route.retries:
-            return False
-        if not self.service.budget.try_retry(self.service.clock()):
-            return False
-        return True
+        return len(self.tried) <= self.route.retries
 
-    def _try_failed(self, why: str, *, connect_failure: bool = False, timeout: bool = False) -> None:
+    def _try_failed(self, why: str, *, connect_failure: bool = False, timeout: bool = False,
+                    retry: bool | None = None) -> None:
         """This try failed before any response reached the client: retry elsewhere or answer."""
         self._cancel_read()
         conn, self.conn = self.conn, None
@@ -680,7 +687,9 @@ class Exchange:
                                           self.service.clock() - self.upstream_started)
         self.last_error = why
         self.timed_out = timeout
-        if self._can_retry():
+        if retry is None:
+            retry = self._may_retry() and self.service.budget.try_retry(self.service.clock())
+        if retry:
             self.service.metrics.retry(self.route.id)
             self._attempt()
         else:
@@ -708,9 +717,10 @@ class Exchange:
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
                       framing: str) -> None:
         self.last_activity = self.loop.time()
-        if status in _RETRYABLE_STATUS and self._can_retry():
+        if status in _RETRYABLE_STATUS and self._may_retry() \
+                and self.service.budget.try_retry(self.service.clock()):
             self.status = status
-            self._try_failed(f"backend answered {status}")
+            self._try_failed(f"backend answered {status}", retry=True)
             return
         self.status = status
         client = self.client
