@@ -105,11 +105,32 @@ def _malformed(message: str) -> _Refused:
     return _Refused(400, "malformed_request", message)
 
 
+# Tornado's HTTPInputError texts quote the input ("Invalid header value 'Bearer ...'",
+# "Unsupported Transfer-Encoding gzip"): only the fixed part before the quote is said.
+_TORNADO_REASONS = (
+    "Malformed HTTP header line", "Invalid header name", "Invalid header value", "no colon in header line",
+    "header line cannot start with whitespace", "Multiple unequal Content-Lengths",
+    "Only integer Content-Length is allowed", "Message with both Transfer-Encoding and Content-Length",
+    "Unsupported Transfer-Encoding", "Unsupported Content-Encoding", "invalid chunk size",
+    "improperly terminated chunk", "Missing Host header", "Invalid Host header", "Multiple host headers",
+)
+
+
+def _what_tornado_said(e: HTTPInputError) -> str:
+    """Tornado's reason without the input it quotes: a refusal names what was wrong, it does not
+    echo (or log) what the client sent, which may be a token or a cookie."""
+    text = str(e)
+    for reason in _TORNADO_REASONS:
+        if text.startswith(reason):
+            return reason
+    return "invalid request framing"
+
+
 def _framing(e: HTTPInputError, what: str = "malformed Content-Length or Transfer-Encoding") -> _Refused:
     text = str(e)
     if text in ("Content-Length too long", "chunked body too large"):
         return _Refused(413, "payload_too_large", "request body too large (gateway.max_body_bytes)")
-    return _malformed(f"{what}: {text}")
+    return _malformed(f"{what}: {_what_tornado_said(e)}")
 
 
 def _host_refusal(headers: HTTPHeaders) -> _Refused:
@@ -187,7 +208,7 @@ class _Connection(HTTP1Connection):
         try:
             start_line, headers = super()._parse_headers(data)
         except HTTPInputError as e:
-            raise _malformed(f"malformed header line ({e})") from None
+            raise _malformed(f"malformed header line ({_what_tornado_said(e)}); expected 'Name: value'") from None
         try:
             parse_request_start_line(start_line)  # Tornado parses it again next: a failure is ours to answer
         except HTTPInputError:

@@ -173,3 +173,18 @@ def test_a_head_beyond_what_the_server_reads_is_still_cut_off(tmp_path: Path) ->
         assert not data.startswith(b"HTTP/1.1 200")
 
     run_gateway(tmp_path, body, **{"gateway.max_header_bytes": 2048})
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColon-SECRET-aGVsbG8\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n SECRET-aGVsbG8\r\n\r\n",
+    b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: SECRET-aGVsbG8\r\n\r\n",
+], ids=["no-colon", "folded", "transfer-encoding"])
+def test_a_refusal_does_not_echo_what_was_sent(tmp_path: Path, raw: bytes) -> None:
+    """The 400 names what was wrong; the client's bytes (a token, a cookie) are not sent back."""
+    async def body(api: Api) -> None:
+        r = await exchange(api, raw)
+        assert r.status == 400
+        assert b"SECRET" not in r.body and b"aGVsbG8" not in r.body, r.body
+
+    run_gateway(tmp_path, body)
