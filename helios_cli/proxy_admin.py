@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -36,8 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from helios_cli.context import CliContext, fail, pass_cli
-from helios_cli.target import open_data_store
-from helios_cli.user import ApiUsers, _cli_actor
+from helios_cli.target import GatewayApi, cli_actor, open_data_store
 from helios_core.auth import AuditLog
 from helios_core.errors import HeliosError
 from helios_core.proxy import store_config as sc
@@ -74,44 +72,43 @@ class StoreProxyRecords:
 
     async def _audit(self, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
         now = int(datetime.now(UTC).timestamp() * 1000)
-        await self.audit.record(now, action, _cli_actor(), target=target, detail=detail)
+        await self.audit.record(now, action, cli_actor(), target=target, detail=detail)
 
     async def add(self, kind: sc.Kind, record: dict[str, Any], replace: bool) -> dict[str, Any]:
         if replace:
-            await _PUT[kind](self.store, record)  # type: ignore[operator]
+            await _PUT[kind](self.store, record)
         else:
-            await _ADD[kind](self.store, record)  # type: ignore[operator]
+            await _ADD[kind](self.store, record)
         await self._audit(f"proxy.{kind}.{'put' if replace else 'add'}", record["id"], record)
-        return await _GET[kind](self.store, record["id"])  # type: ignore[no-any-return,operator]
+        return await _GET[kind](self.store, record["id"])
 
     async def remove(self, kind: sc.Kind, record_id: str) -> None:
-        await _REMOVE[kind](self.store, record_id)  # type: ignore[operator]
+        await _REMOVE[kind](self.store, record_id)
         await self._audit(f"proxy.{kind}.remove", record_id)
 
     async def list(self, kind: sc.Kind) -> list[dict[str, Any]]:
-        return await _LIST[kind](self.store)  # type: ignore[no-any-return,operator]
+        return await _LIST[kind](self.store)
 
 
 class ApiProxyRecords:
     """The gateway's /admin/proxy API."""
 
     def __init__(self, url: str, token: str) -> None:
-        self.api = ApiUsers(url, token)  # its HTTP call: JSON in and out, the gateway's errors as HeliosError
+        self.api = GatewayApi(url, token, agent="helios-proxy-cli")
 
-    @staticmethod
-    def _item(kind: sc.Kind, record_id: str) -> str:
-        return f"/admin/proxy/{kind}s/{urllib.parse.quote(record_id, safe='')}"
+    def _item(self, kind: sc.Kind, record_id: str) -> str:
+        return f"/admin/proxy/{kind}s/{self.api.quote(record_id)}"
 
     async def add(self, kind: sc.Kind, record: dict[str, Any], replace: bool) -> dict[str, Any]:
         if replace:
-            return await self.api._call("PUT", self._item(kind, record["id"]), record)  # type: ignore[no-any-return]
-        return await self.api._call("POST", f"/admin/proxy/{kind}s", record)  # type: ignore[no-any-return]
+            return await self.api.call("PUT", self._item(kind, record["id"]), record)  # type: ignore[no-any-return]
+        return await self.api.call("POST", f"/admin/proxy/{kind}s", record)  # type: ignore[no-any-return]
 
     async def remove(self, kind: sc.Kind, record_id: str) -> None:
-        await self.api._call("DELETE", self._item(kind, record_id))
+        await self.api.call("DELETE", self._item(kind, record_id))
 
     async def list(self, kind: sc.Kind) -> list[dict[str, Any]]:
-        return (await self.api._call("GET", f"/admin/proxy/{kind}s"))[f"{kind}s"]  # type: ignore[no-any-return]
+        return (await self.api.call("GET", f"/admin/proxy/{kind}s"))[f"{kind}s"]  # type: ignore[no-any-return]
 
 
 async def _with_store(obj: CliContext, data_dir: Path | None, store_url: str | None,
@@ -131,7 +128,7 @@ def _from_env(param: str) -> bool:
     return ctx is not None and ctx.get_parameter_source(param) is click.core.ParameterSource.ENVIRONMENT
 
 
-def _run(obj: CliContext, target: dict[str, Any], work: Callable[[ProxyRecords], Awaitable[T]]) -> T:
+def _run(obj: CliContext, target: dict[str, Any], work: Callable[[ProxyRecords], Coroutine[Any, Any, T]]) -> T:
     data_dir, store_url, gateway, token = (target["data_dir"], target["store_url"], target["gateway"],
                                            target["token"])
     if gateway is not None and (data_dir is not None or store_url is not None) and _from_env("gateway"):

@@ -144,7 +144,7 @@ async def _read_once(store: Store) -> StoreRecords | None:
             raise HeliosError(f"{key.decode(errors='replace')}: not a JSON object; remove it or write it again "
                               f"with `helios proxy {kind} add`", code="bad_proxy_store")
         doc["id"] = rid  # the key is the truth about the id
-        out.of(kind)[rid] = doc  # type: ignore[arg-type]
+        out.of(kind)[rid] = doc
     return out
 
 
@@ -199,25 +199,22 @@ def _parse(records: StoreRecords) -> ProxyConfig:
     return dataclasses.replace(config, version=str(records.version))
 
 
-def _check_record(kind: Kind, record: Any, path_id: str | None = None) -> dict[str, Any]:
+def _check_record(kind: Kind, record: Any) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise InvalidInputError(f"a {kind}: expected a JSON object")
-    record = dict(record)
-    if path_id is not None:
-        if record.setdefault("id", path_id) != path_id:
-            raise InvalidInputError(f"id: must match the {kind} in the path ({kind}s cannot be renamed)")
-    validate_id(record.get("id"), "id")
+    rec: dict[str, Any] = {str(k): v for k, v in record.items()}
+    validate_id(rec.get("id"), "id")
     if kind == "backend":
-        if "pool" not in record:
+        if "pool" not in rec:
             raise InvalidInputError("pool: required (the pool this backend belongs to)")
-        validate_id(record["pool"], "pool")
-    elif kind == "pool" and "backends" in record:
+        validate_id(rec["pool"], "pool")
+    elif kind == "pool" and "backends" in rec:
         raise InvalidInputError("backends: not part of a pool's settings; add each backend with its pool "
                                 "(POST /admin/proxy/backends, helios proxy backend add)")
-    size = len(orjson.dumps(record))
+    size = len(orjson.dumps(rec))
     if size > MAX_RECORD_BYTES:
         raise InvalidInputError(f"a {kind} of {size} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes")
-    return record
+    return rec
 
 
 async def _change(store: Store, kind: Kind, rid: str, new: dict[str, Any] | None, *,
@@ -265,7 +262,8 @@ async def _change(store: Store, kind: Kind, rid: str, new: dict[str, Any] | None
                                         f"{_located_message(e, after)}", code="invalid_proxy_config") from None
             # Removing from a config that is invalid already: allowed, so an operator can dig out.
 
-        if await store.transact(_writer(key, new, records.version)):
+        written: bool = await store.transact(_writer(key, new, records.version))
+        if written:
             return created
     raise ConflictError("the proxy config keeps changing under this change; try again", code="proxy_busy")
 
@@ -422,7 +420,9 @@ class StoreConfigSource:
         self._logged_version: int | None = None
 
     def describe(self) -> str:
-        return f"store {self.store!r}"
+        """For the proxy's start-up log line: which store (a remote one's URL, password hidden)."""
+        shown = repr(self.store)
+        return f"store {shown}" if not shown.startswith("<") else f"store ({type(self.store).__name__})"
 
     async def load(self) -> ProxyConfig:
         """The config as stored now; raises ConfigError when what is stored does not validate."""
