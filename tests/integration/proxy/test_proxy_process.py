@@ -1,0 +1,122 @@
+"""`helios proxy --config FILE` as an operator runs it: reload on SIGHUP, graceful SIGTERM, --workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.proxy import HELIOS, ProxyProcess, pool, request, route, wait_until, write_config
+from tests.proxy_backend import BackendProcess
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[BackendProcess]:
+    with BackendProcess("web1") as b:
+        yield b
+
+
+def access_lines(p: ProxyProcess) -> list[dict[str, object]]:
+    return [ln for ln in p.log_lines() if ln.get("component") == "proxy.access"]
+
+
+def test_serves_and_logs_one_line_per_request(backend: BackendProcess, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "p.yaml", {"web": pool([("web1", backend.url)])}, [route("api", "/api/", "web")])
+    with ProxyProcess(cfg) as p:
+        assert request(p.port, "GET", "/api/x?y=1", headers={"traceparent":
+                       "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})[0] == 200
+        assert request(p.port, "GET", "/nowhere")[0] == 404
+        wait_until(lambda: len(access_lines(p)) >= 2)
+        first, second = access_lines(p)[:2]
+    assert first["method"] == "GET" and first["path"] == "/api/x?y=1" and first["status"] == 200
+    assert first["route"] == "api" and first["backend"] == "web1" and first["level"] == "info"
+    assert first["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert second["status"] == 404 and second["route"] is None
+
+
+def test_sighup_reloads_and_an_invalid_file_keeps_the_running_config(backend: BackendProcess,
+                                                                     tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "p.yaml", {"web": pool([("web1", backend.url)])}, [route("api", "/api/", "web")])
+    with ProxyProcess(cfg) as p:
+        assert request(p.port, "GET", "/new/x")[0] == 404
+        write_config(cfg, {"web": pool([("web1", backend.url)])},
+                     [route("api", "/api/", "web"), route("new", "/new/", "web")])
+        p.signal(signal.SIGHUP)
+        wait_until(lambda: request(p.port, "GET", "/new/x")[0] == 200)
+        # A broken file: refused with its file, line and key; the routes in force stay.
+        cfg.write_text(cfg.read_text().replace('"pool": "web"', '"pool": "nope"', 1))
+        p.signal(signal.SIGHUP)
+        wait_until(lambda: "config reload refused" in p.log())
+        line = next(ln for ln in p.log_lines() if "reload refused" in str(ln.get("message")))
+        assert f"{cfg}:" in str(line["message"]) and "pool" in str(line["message"]) and "nope" in str(line["message"])
+        assert request(p.port, "GET", "/new/x")[0] == 200
+        assert request(p.port, "GET", "/api/x")[0] == 200
+        assert p.proc.poll() is None
+
+
+def test_invalid_file_at_start_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pools:\n  web:\n    backends:\n      - {id: a, url: 'ftp://x'}\nroutes: []\n")
+    out = subprocess.run([HELIOS, "proxy", "--config", str(bad), "--port", "0"], capture_output=True, text=True,
+                         timeout=30, env={k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")})
+    assert out.returncode == 1
+    assert f"{bad}:4" in out.stderr and "url" in out.stderr
+
+
+def test_sigterm_finishes_in_flight_requests(backend: BackendProcess, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "p.yaml", {"web": pool([("web1", backend.url)])}, [route("r", "/", "web")])
+    p = ProxyProcess(cfg, "--grace", "10")
+    try:
+        result: dict[str, object] = {}
+
+        def slow() -> None:
+            result["answer"] = request(p.port, "GET", "/slow?delay=1")
+
+        t = threading.Thread(target=slow)
+        t.start()
+        wait_until(lambda: p.status()["connections"] >= 2)  # the slow request is in flight
+        p.signal(signal.SIGTERM)
+        t.join(10)
+        assert p.proc.wait(10) == 0
+        status, _, body = result["answer"]  # type: ignore[misc]
+        assert status == 200 and json.loads(body)["slow"] is True
+        assert "proxy stopped" in p.log()
+    finally:
+        p.stop()
+
+
+def test_workers_share_the_port(backend: BackendProcess, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "p.yaml", {"web": pool([("web1", backend.url)])}, [route("r", "/", "web")])
+    with ProxyProcess(cfg, "--workers", "2") as p:
+        pids: set[int] = set()
+
+        def status_pid() -> bool:
+            try:
+                pids.add(p.status()["pid"])
+            except (OSError, AssertionError):
+                pass
+            return len(pids) == 2
+
+        wait_until(status_pid, 20, 0.01)  # new connections spread over both workers
+        assert p.pid not in pids  # the parent only supervises
+        for _ in range(10):
+            assert request(p.port, "GET", "/echo")[0] == 200
+        # A worker that dies is replaced.
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        pids.discard(victim)
+        wait_until(status_pid, 20, 0.01)
+        assert victim not in pids
+        # SIGHUP goes to every worker; SIGTERM stops them all and the parent.
+        p.signal(signal.SIGHUP)
+        wait_until(lambda: p.log().count("config applied") >= 2)
+        assert p.stop() == 0
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
