@@ -41,13 +41,14 @@ class HealthState:
     def __init__(self, cfg: HealthCheck) -> None:
         self.cfg = cfg
         self._healthy = True
-        self.passes = 0
+        self.healthy = True  # what callers read: checks disabled means healthy (kept as a plain attribute,
+        self.passes = 0      # since every pick reads it for every backend)
         self.failures = 0
         self.last_check: float | None = None
 
-    @property
-    def healthy(self) -> bool:
-        return self._healthy or not self.cfg.enabled
+    def configure(self, cfg: HealthCheck) -> None:
+        self.cfg = cfg
+        self.healthy = self._healthy or not cfg.enabled
 
     def result(self, now: float, ok: bool) -> bool:
         """Count one check; True when this result flipped healthy/unhealthy."""
@@ -56,13 +57,14 @@ class HealthState:
             self.failures = 0
             self.passes += 1
             if not self._healthy and self.passes >= self.cfg.rise:
-                self._healthy = True
+                self._healthy = self.healthy = True
                 return True
         else:
             self.passes = 0
             self.failures += 1
             if self._healthy and self.failures >= self.cfg.fall:
                 self._healthy = False
+                self.healthy = not self.cfg.enabled
                 return True
         return False
 

@@ -20,15 +20,14 @@ Lookups cost one dict probe per distinct prefix length, not one per route.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from helios_core.proxy.model import Route
 
 __all__ = ["Match", "Router", "normalize_host", "upstream_path"]
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):  # a NamedTuple: made on every request, and far cheaper than a frozen dataclass
     route: Route
     upstream_path: str  # after strip_prefix/rewrite, query string kept
 
@@ -114,30 +113,39 @@ class Router:
                     self._exact.setdefault(host, _Table()).add(route)
         for table in (*self._exact.values(), *self._wild.values(), self._any):
             table.freeze()
+        self._hosted = bool(self._exact or self._wild)
+        self._any_only = [self._any]
 
-    def _tables(self, host: str) -> Iterable[_Table]:
-        if self._exact:
-            table = self._exact.get(host)
-            if table is not None:
-                yield table
+    def _tables(self, host: str) -> list[_Table]:
+        host = normalize_host(host) if host else ""
+        tables = []
+        table = self._exact.get(host)
+        if table is not None:
+            tables.append(table)
         if self._wild:
             dot = host.find(".")
             while dot >= 0:  # ".b.example.com", then ".example.com", ...: longest suffix first
                 table = self._wild.get(host[dot:])
                 if table is not None:
-                    yield table
+                    tables.append(table)
                 dot = host.find(".", dot + 1)
-        yield self._any
+        tables.append(self._any)
+        return tables
 
     def match(self, host: str, path: str, method: str) -> Match | None:
         """The route for a request, or None (the caller answers 404). `path` may carry a query."""
-        raw_path, _, query = path.partition("?")
-        if not raw_path.startswith("/"):
+        q = path.find("?")
+        raw_path, query = (path, "") if q < 0 else (path[:q], path[q + 1:])
+        if raw_path[:1] != "/":
             return None  # absolute-form and asterisk-form targets are the data plane's business
-        host = normalize_host(host) if host else ""
-        method = method.upper()
-        for table in self._tables(host):
+        if not method.isupper():
+            method = method.upper()
+        # Hot path: with no host-specific routes there is one table and nothing to normalise.
+        tables = self._tables(host) if self._hosted else self._any_only
+        for table in tables:
             route = table.find(raw_path, method)
             if route is not None:
+                if route.rewrite is None and not route.strip_prefix:
+                    return Match(route, path)  # sent as received, query and all
                 return Match(route, upstream_path(route, raw_path, query))
         return None

@@ -18,7 +18,7 @@ from collections.abc import Collection
 from typing import Any
 
 from helios_core.proxy.balancers import Balancer, make_balancer
-from helios_core.proxy.breaker import CircuitBreaker
+from helios_core.proxy.breaker import CLOSED, CircuitBreaker
 from helios_core.proxy.health import HealthState, OutlierState, ejection_allowed
 from helios_core.proxy.model import Backend, Pool
 
@@ -31,6 +31,8 @@ class BackendState:
     def __init__(self, backend: Backend, pool: Pool, pool_state: PoolState | None = None) -> None:
         self.backend = backend
         self.pool = pool
+        self.id = backend.id  # plain attributes, not properties: balancers read them on every pick
+        self.weight = backend.weight
         self.in_flight = 0
         self.health = HealthState(pool.health)
         self.breaker = CircuitBreaker(pool.breaker)
@@ -39,24 +41,23 @@ class BackendState:
         self.failures = 0
         self._pool_state = pool_state
 
-    @property
-    def id(self) -> str:
-        return self.backend.id
-
-    @property
-    def weight(self) -> int:
-        return self.backend.weight
-
     def reconfigure(self, backend: Backend, pool: Pool) -> None:
         """New settings (weight, thresholds) for the same backend; counters and states are kept."""
         self.backend, self.pool = backend, pool
-        self.health.cfg = pool.health
+        self.id, self.weight = backend.id, backend.weight
+        self.health.configure(pool.health)
         self.breaker.cfg = pool.breaker
         self.outlier.cfg = pool.outlier
 
     def available(self, now: float) -> bool:
         """Healthy, not ejected, and the breaker admits a request."""
-        return self.health.healthy and not self.outlier.ejected(now) and self.breaker.allow(now)
+        # Asked of every backend on every pick: the common answers are read without method calls.
+        if not self.health.healthy:
+            return False
+        if now < self.outlier.ejected_until and self.outlier.cfg.enabled:
+            return False
+        breaker = self.breaker
+        return breaker._state == CLOSED or breaker.allow(now)
 
     def started(self, now: float | None = None) -> None:
         self.in_flight += 1
@@ -112,7 +113,10 @@ class PoolState:
 
     def pick(self, now: float, exclude: Collection[str] = ()) -> BackendState | None:
         """A backend for the next try, among the available ones not in `exclude` (ids); None if none."""
-        candidates = [b for b in self.backends if b.available(now) and (not exclude or b.id not in exclude)]
+        if exclude:
+            candidates = [b for b in self.backends if b.id not in exclude and b.available(now)]
+        else:
+            candidates = [b for b in self.backends if b.available(now)]
         return self.balancer.pick(candidates)
 
     def retry_after(self, now: float) -> float:

@@ -107,7 +107,7 @@ def test_methods() -> None:
     ("/old", {"rewrite": "/new"}, "/old", "/new"),
     ("/old", {"rewrite": "/new"}, "/old?x", "/new?x"),
     ("/", {"rewrite": "/base/"}, "/x", "/base/x"),
-    ("/", {}, "/x?", "/x"),
+    ("/", {}, "/x?", "/x?"),  # untouched when neither strip nor rewrite applies
 ])
 def test_strip_and_rewrite_keep_the_query(prefix: str, kw: dict[str, Any], path: str, upstream: str) -> None:
     m = Router([route("r", prefix, **kw)]).match("h", path, "GET")
