@@ -67,6 +67,7 @@ _CAPS: dict[Kind, int] = {"route": MAX_ROUTES, "backend": MAX_BACKENDS, "pool": 
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the model's ids: starts with a letter or digit
 _ATTEMPTS = 20  # a change raced by others this often is refused (409) rather than looping
+_COALESCE_SECONDS = 0.02
 
 
 def record_key(kind: Kind, record_id: str) -> str:
@@ -457,6 +458,9 @@ class StoreConfigSource:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
                     woken = True
+                    # One change notifies twice (its record and the version) and an admin script
+                    # makes several: one reload for the lot.
+                    await asyncio.sleep(_COALESCE_SECONDS)
                 self._wake.clear()
                 if self._closed:
                     break
@@ -484,7 +488,7 @@ class StoreConfigSource:
                     self._logged_version = self._failed_version
                     log.error("proxy config in the store not applied; the running config stays", error=str(e))
                 return
-        except HeliosError as e:
+        except Exception as e:  # a store hiccup (a restart, a timeout) must not end the watch
             log.warning("proxy config: cannot read the store; will retry", error=str(e))
             return
         if config != previous:
