@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
 from helios_core.errors import ConfigError
 from helios_core.proxy.loader import load_file, load_text
@@ -343,3 +344,25 @@ def test_round_trip_property(data: dict[str, Any]) -> None:
     again = to_dict(cfg)
     assert parse_config(again) == cfg
     assert to_dict(parse_config(json.loads(json.dumps(again)))) == again
+
+
+@pytest.mark.parametrize(("path", "value", "key", "words"), BAD, ids=[f"{b[2]}={b[1]!r}" for b in BAD])
+def test_invalid_shapes_in_yaml_name_file_line_key(path: tuple[Any, ...], value: Any, key: str, words: str,
+                                                    tmp_path: Path) -> None:
+    """The same shapes written as block-style YAML: the error points at the offending line."""
+    file = tmp_path / "proxy.yaml"
+    yaml = YAML()
+    yaml.default_flow_style = False
+    with file.open("w", encoding="utf-8") as f:
+        yaml.dump(_set(path, value), f)
+    with pytest.raises(ConfigError) as info:
+        load_file(file)
+    err = info.value
+    assert (err.file, err.key) == (str(file), key)
+    assert err.line is not None and str(err).startswith(f"{file}:{err.line}: {key}: ")
+    text = file.read_text(encoding="utf-8").splitlines()[err.line - 1].strip()
+    last = key.rsplit(".", 1)[-1]
+    if last.endswith("]"):
+        assert text.startswith("-"), text  # a list item
+    else:
+        assert text.startswith(f"{last}:") or text.startswith(f"- {last}:"), text
