@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from helios_core.config import AtlasConfig
-from helios_core.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
+from helios_core.errors import ConfigError, ConflictError, HeliosError, InvalidInputError, NotFoundError
 from helios_core.proxy import store_config as sc
 from helios_core.proxy.model import ProxyConfig
 from helios_core.store import EmbeddedStore, Store, Subscription
@@ -314,6 +314,30 @@ def test_watch_skips_an_invalid_stored_config_and_keeps_going(tmp_path: Path) ->
             await got.next(timeout=0.3)
         assert source.config is not None and source.config.routes == ()  # the running config stays
         await store.delete("proxy:route:bad")
+        await sc.add_route(store, API)
+        assert [r.id for r in (await got.next()).routes] == ["api"]
+        source.close()
+        await asyncio.wait_for(task, 5)
+
+    run(tmp_path, body)
+
+
+def test_watch_outlives_unreadable_records_and_applies_the_repair(tmp_path: Path) -> None:
+    async def body(store: EmbeddedStore) -> None:
+        await sc.add_backend(store, WEB1)
+        source = sc.StoreConfigSource(store, poll_interval=3600)
+        await source.load()
+        got = _Deliveries()
+        task = asyncio.ensure_future(source.watch(got))
+        await asyncio.sleep(0)
+        await store.set("proxy:route:junk", b"not json")  # written around the CRUD
+        with pytest.raises(HeliosError) as e:
+            await sc.list_routes(store)
+        assert e.value.code == "bad_proxy_store" and "proxy:route:junk" in e.value.message
+        with pytest.raises(TimeoutError):
+            await got.next(timeout=0.3)
+        assert not task.done()  # logged, still watching
+        await store.delete("proxy:route:junk")
         await sc.add_route(store, API)
         assert [r.id for r in (await got.next()).routes] == ["api"]
         source.close()
