@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,13 @@ from helios_core.errors import ConfigError
 from helios_core.proxy.loader import load_file, load_text
 from helios_core.proxy.model import (
     Backend,
+    BreakerConfig,
     HealthCheck,
+    Outlier,
+    Pool,
     ProxyConfig,
+    Route,
+    Timeouts,
     UpstreamTLS,
     parse_config,
     parse_duration,
@@ -366,3 +373,12 @@ def test_invalid_shapes_in_yaml_name_file_line_key(path: tuple[Any, ...], value:
         assert text.startswith("-"), text  # a list item
     else:
         assert text.startswith(f"{last}:") or text.startswith(f"- {last}:"), text
+
+
+def test_the_example_documents_every_key() -> None:
+    text = (REPO / "configs" / "proxy.yaml").read_text(encoding="utf-8")
+    for cls in (ProxyConfig, Pool, Backend, HealthCheck, Outlier, BreakerConfig, UpstreamTLS, Route, Timeouts):
+        for f in dataclasses.fields(cls):
+            if f.name == "id" and cls is Pool:
+                continue  # the key of the pools mapping
+            assert re.search(rf"\b{f.name}:", text), f"configs/proxy.yaml does not show {cls.__name__}.{f.name}"
