@@ -234,7 +234,7 @@ def route() -> None:
 
 
 @route.command("add")
-@click.option("--id", "rid", required=True, help="Route id: 1-64 of A-Z a-z 0-9 _ . -")
+@click.option("--id", "rid", required=True, help="Route id: 1-64 of A-Z a-z 0-9 _ . - (a letter or digit first).")
 @click.option("--prefix", required=True, help="Path prefix, e.g. /api/ (the longest matching prefix wins).")
 @click.option("--pool", required=True, help="The pool that serves it (a pool exists once a backend names it).")
 @click.option("--strip-prefix", is_flag=True, help="Send the path without the prefix.")
