@@ -7,7 +7,11 @@ layers over this class, so both behave the same and are audited the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +49,11 @@ __all__ = ["Principal", "AuthService", "ADMIN_USERNAME"]
 
 ADMIN_USERNAME = "admin"
 _LABEL_MAX = 100  # characters of an API token's label
+# Changes that may take `*` from its last holder run one at a time, across every gateway on the
+# store: they hold this lease while they count the holders and write (see `_superuser_guard`).
+SUPERUSER_GUARD_KEY = "auth:guard:superusers"
+_GUARD_LEASE_MS = 10_000
+_GUARD_WAIT_S = 5.0
 MAX_USERNAME_CHARS = 128  # checked before anything else; a valid username has at most 64
 _REFRESH_TOKEN_CHARS = 4096  # ours are 46 characters; more is junk (an access token given by mistake is 401)
 
@@ -315,6 +324,40 @@ class AuthService:
     async def _is_superuser(self, user: User) -> bool:
         return not user.disabled and is_superuser(await self.roles.grants_for(await self.roles.roles_of(user.id)))
 
+    @asynccontextmanager
+    async def _superuser_guard(self) -> AsyncIterator[None]:
+        """Hold the store-wide lease that serialises changes which may leave no `*` holder.
+
+        Counting the holders and then writing is two steps: two admins disabling each other at
+        once would each see the other remain, and both go.  Inside the lease the second one
+        counts after the first one's write.  The lease expires on its own (a crashed gateway
+        cannot wedge it) after _GUARD_LEASE_MS, longer than any one change takes."""
+        token = secrets.token_hex(8)
+
+        async def take(txn: Txn) -> bool:
+            if await txn.get(SUPERUSER_GUARD_KEY) is not None:
+                return False
+            txn.set(SUPERUSER_GUARD_KEY, token, px=_GUARD_LEASE_MS)
+            return True
+
+        deadline = time.monotonic() + _GUARD_WAIT_S
+        delay = 0.005
+        while not await self.store.transact(take):
+            if time.monotonic() > deadline:
+                raise ConflictError("another change to who holds '*' is in progress; try again",
+                                    code="superuser_change_busy")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+        async def give_back(txn: Txn) -> None:
+            if await txn.get(SUPERUSER_GUARD_KEY) == token.encode():
+                txn.delete(SUPERUSER_GUARD_KEY)
+
+        try:
+            yield
+        finally:
+            await self.store.transact(give_back)
+
     @staticmethod
     def _last_superuser(what: str) -> ConflictError:
         return ConflictError(f"cannot {what}: that would leave no enabled user holding '*' (the last enabled user "
@@ -357,9 +400,13 @@ class AuthService:
         if disabled and actor.id == user.id:
             raise ConflictError("you cannot disable your own account", code="disable_self")
         await self._require_over(by, user, "disable" if disabled else "enable")
-        if disabled and await self._is_superuser(user) and not await self._superusers(without_user=user.id):
-            raise self._last_superuser(f"disable {user.username}")
-        user = await self.users.update(user.id, now_ms, disabled=disabled)
+        if disabled and await self._is_superuser(user):
+            async with self._superuser_guard():
+                if not await self._superusers(without_user=user.id):
+                    raise self._last_superuser(f"disable {user.username}")
+                user = await self.users.update(user.id, now_ms, disabled=disabled)
+        else:
+            user = await self.users.update(user.id, now_ms, disabled=disabled)
         n = await self.sessions.revoke_all(user.id) if disabled else 0
         await self.audit.record(now_ms, "user.disable" if disabled else "user.enable", actor,
                                 target=user.username, detail={"sessions_revoked": n})
@@ -370,10 +417,15 @@ class AuthService:
         if actor.id == user.id:
             raise ConflictError("you cannot remove your own account", code="remove_self")
         await self._require_over(by, user, "remove")
-        if await self._is_superuser(user) and not await self._superusers(without_user=user.id):
-            raise self._last_superuser(f"remove {user.username}")
-        await self.sessions.revoke_all(user.id)
-        await self.users.delete(user)
+        if await self._is_superuser(user):
+            async with self._superuser_guard():
+                if not await self._superusers(without_user=user.id):
+                    raise self._last_superuser(f"remove {user.username}")
+                await self.sessions.revoke_all(user.id)
+                await self.users.delete(user)
+        else:
+            await self.sessions.revoke_all(user.id)
+            await self.users.delete(user)
         await self.audit.record(now_ms, "user.remove", actor, target=user.username)
         return user
 
@@ -387,10 +439,13 @@ class AuthService:
     async def revoke(self, username: str, role: str, now_ms: int, actor: Actor, by: Principal | None = None) -> bool:
         user = await self.users.require(username)
         await self.roles.require_grantable([validate_role_name(role)], by, f"remove role {role!r}")
-        if (role in await self.roles.roles_of(user.id) and await self._is_superuser(user)
-                and not await self._superusers(without_grant=(user.id, role))):
-            raise self._last_superuser(f"remove role {role!r} from {user.username}")
-        changed = await self.roles.revoke(user.id, role, by=by)
+        if role in await self.roles.roles_of(user.id) and await self._is_superuser(user):
+            async with self._superuser_guard():
+                if not await self._superusers(without_grant=(user.id, role)):
+                    raise self._last_superuser(f"remove role {role!r} from {user.username}")
+                changed = await self.roles.revoke(user.id, role, by=by)
+        else:
+            changed = await self.roles.revoke(user.id, role, by=by)
         await self.audit.record(now_ms, "role.revoke", actor, target=user.username,
                                 detail={"role": role, "changed": changed})
         return changed
@@ -404,10 +459,13 @@ class AuthService:
             old = None
         verb = "create" if old is None else "change"
         require_covered(by, role.grants + (old.grants if old else ()), f"{verb} role {role.name!r}")
-        if (old is not None and is_superuser(old.grants) and not is_superuser(role.grants)
-                and not await self._superusers(role=role)):
-            raise self._last_superuser(f"take '*' from role {role.name!r}")
-        created = await self.roles.put(role, create_only=create_only, by=by)
+        if old is not None and is_superuser(old.grants) and not is_superuser(role.grants):
+            async with self._superuser_guard():
+                if not await self._superusers(role=role):
+                    raise self._last_superuser(f"take '*' from role {role.name!r}")
+                created = await self.roles.put(role, create_only=create_only, by=by)
+        else:
+            created = await self.roles.put(role, create_only=create_only, by=by)
         await self.audit.record(now_ms, "role.create" if created else "role.update", actor, target=role.name,
                                 detail={"permissions": list(role.permissions)})
         return created
@@ -415,9 +473,13 @@ class AuthService:
     async def delete_role(self, name: str, now_ms: int, actor: Actor, by: Principal | None = None) -> None:
         role = await self.roles.get(name)
         require_covered(by, role.grants, f"delete role {name!r}")
-        if is_superuser(role.grants) and not role.builtin and not await self._superusers(role_gone=name):
-            raise self._last_superuser(f"delete role {name!r}")
-        await self.roles.delete(name, by=by)
+        if is_superuser(role.grants) and not role.builtin:
+            async with self._superuser_guard():
+                if not await self._superusers(role_gone=name):
+                    raise self._last_superuser(f"delete role {name!r}")
+                await self.roles.delete(name, by=by)
+        else:
+            await self.roles.delete(name, by=by)
         await self.audit.record(now_ms, "role.delete", actor, target=name)
 
     async def revoke_all_sessions(self, username: str, now_ms: int, actor: Actor,
