@@ -210,23 +210,30 @@ class HealthChecker:
 
     async def _run(self) -> None:
         while True:
-            now = self.clock()
-            seen: set[BackendState] = set()
-            for pool in self.get_pools():
-                cfg = pool.pool.health
-                if not cfg.enabled:
-                    continue
-                for backend in pool.backends:
-                    seen.add(backend)
-                    if now < self._due.get(backend, 0.0) or backend in self._probes:
-                        continue
-                    self._due[backend] = now + cfg.interval
-                    task = asyncio.get_running_loop().create_task(self._check(backend, cfg))
-                    self._probes[backend] = task
-                    task.add_done_callback(functools.partial(self._probe_done, backend))
-            for gone in [b for b in self._due if b not in seen]:  # removed by a reload
-                del self._due[gone]
-                probe_task = self._probes.pop(gone, None)
-                if probe_task is not None:
-                    probe_task.cancel()
+            try:
+                self._schedule(self.clock())
+            except Exception:  # a bad reload must not end health checking for good
+                log.exception("health check scheduling failed")
             await asyncio.sleep(self.tick)
+
+    def _schedule(self, now: float) -> None:
+        """Start the probes that are due; forget backends a reload removed."""
+        loop = asyncio.get_running_loop()
+        seen: set[BackendState] = set()
+        for pool in self.get_pools():
+            cfg = pool.pool.health
+            if not cfg.enabled:
+                continue
+            for backend in pool.backends:
+                seen.add(backend)
+                if now < self._due.get(backend, 0.0) or backend in self._probes:
+                    continue
+                self._due[backend] = now + cfg.interval
+                task = loop.create_task(self._check(backend, cfg))
+                self._probes[backend] = task
+                task.add_done_callback(functools.partial(self._probe_done, backend))
+        for gone in [b for b in self._due if b not in seen]:
+            del self._due[gone]
+            probe_task = self._probes.pop(gone, None)
+            if probe_task is not None:
+                probe_task.cancel()
