@@ -501,6 +501,10 @@ class Connection(asyncio.Protocol):
     def try_auth(self, user: bytes, password: bytes) -> bool:
         """AUTH's check, slowed after failures: see AUTH_DELAY_SECONDS."""
         now = time.monotonic()
+        if not self.server.auth_allowed():
+            self._auth_refused(now)
+            raise CommandError("ERR too many failed AUTH attempts on this server in the last second; "
+                               "try again shortly (local tools can use the unix socket, which needs no AUTH)")
         if self.auth_failures and now < self.auth_retry_at:
             ok = False  # pipelined into the wait: refused without looking
         else:
@@ -508,18 +512,22 @@ class Connection(asyncio.Protocol):
         if ok:
             self.auth_failures = 0
             return True
-        self.auth_failures += 1
+        self._auth_refused(now)
         self.server.auth_failed(self)
+        return False
+
+    def _auth_refused(self, now: float) -> None:
+        """A failed AUTH on this connection: slow its next read, or close it after the last one."""
+        self.auth_failures += 1
         if self.auth_failures >= AUTH_MAX_FAILURES:
             self.closing = True  # the error reply goes out, then the connection closes
-            return False
+            return
         delay = min(AUTH_DELAY_SECONDS * 2 ** (self.auth_failures - 1), AUTH_DELAY_MAX_SECONDS)
         self.auth_retry_at = now + delay
         if not self.auth_paused and self.transport is not None:
             self.auth_paused = True
             self.transport.pause_reading()
             asyncio.get_running_loop().call_later(delay, self._auth_wait_over)
-        return False
 
     def _auth_wait_over(self) -> None:
         self.auth_paused = False

@@ -68,6 +68,10 @@ _EXPIRED_WHEN_WATCHED = -1  # marks a WATCHed key whose TTL had already run out
 _UNIX_PATH_MAX = 107  # sun_path holds 108 bytes including the NUL
 
 
+# Failed AUTHs the whole server answers per second before refusing AUTH without looking (see auth_allowed).
+AUTH_FAILURES_PER_SECOND = 100
+
+
 @dataclass
 class Counters:
     connections: int = 0
@@ -105,6 +109,7 @@ class AtlasServer:
         self.requirepass: bytes | None = cfg.requirepass.encode() or None
         self.password_generated = False  # protected mode holds while the password is atlasd's own
         self._auth_log: tuple[float, int] = (0.0, 0)  # (last logged, failures not logged since)
+        self._auth_window: tuple[float, int] = (0.0, 0)  # (this second's start, failed AUTHs in it)
         self.protected_mode = cfg.protected_mode
         self.maxclients = cfg.maxclients
         self.pubsub_limit = cfg.pubsub_output_limit
@@ -336,9 +341,21 @@ class AtlasServer:
         else:
             ddir.write_password(password)
 
+    def auth_allowed(self) -> bool:
+        """False while this second already saw AUTH_FAILURES_PER_SECOND failed AUTHs, server-wide.
+
+        The per-connection delay slows one connection; a guesser with many connections is held
+        to this many guesses a second in all.  While it holds, AUTH on TCP is refused without
+        looking (a client with the right password too, for the rest of that second); the unix
+        socket needs no AUTH and stays open to the operator's tools."""
+        start, failures = self._auth_window
+        return failures < AUTH_FAILURES_PER_SECOND or time.monotonic() - start >= 1.0
+
     def auth_failed(self, conn: Connection) -> None:
-        """Log failed AUTHs, at most one line a second (a guesser must not flood the log)."""
+        """Count a failed AUTH; log, at most one line a second (a guesser must not flood the log)."""
         now = time.monotonic()
+        start, failures = self._auth_window
+        self._auth_window = (start, failures + 1) if now - start < 1.0 else (now, 1)
         last, unlogged = self._auth_log
         if now - last < 1.0:
             self._auth_log = (last, unlogged + 1)

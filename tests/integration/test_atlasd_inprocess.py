@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from helios_core.atlas.daemon import AtlasServer
+from helios_core.atlas.daemon import AUTH_FAILURES_PER_SECOND, AtlasServer
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.fsops import FaultyFs, Fs
 from helios_core.clock import wall_ms
@@ -67,8 +67,9 @@ class Raw:
 
 
 def run(tmp_path: Path, body: Callable[[AtlasServer, Callable[[], Awaitable[Raw]]], Awaitable[None]],
-        appendfsync: str = "always", clock: Callable[[], int] | None = None, fs: Fs | None = None) -> None:
-    config = load_config(None, env={}, overrides={"atlasd.port": 0, "atlas.appendfsync": appendfsync})
+        appendfsync: str = "always", clock: Callable[[], int] | None = None, fs: Fs | None = None,
+        **overrides: Any) -> None:
+    config = load_config(None, env={}, overrides={"atlasd.port": 0, "atlas.appendfsync": appendfsync, **overrides})
 
     async def main() -> None:
         if clock is None and fs is None:
@@ -241,3 +242,23 @@ def test_a_reply_waits_only_for_the_writes_it_observed(tmp_path: Path) -> None:
         assert await a.reply() == "OK"
 
     run(tmp_path, body, clock=lambda: now[0], fs=fs)
+
+
+def test_failed_auths_are_capped_server_wide(tmp_path: Path) -> None:
+    """Many connections guessing at once: after AUTH_FAILURES_PER_SECOND failures in a second the
+    server refuses AUTH without looking until the second is over (the per-connection delay alone
+    would let a guesser with many connections go on)."""
+    async def body(server: AtlasServer, connect: Callable[[], Awaitable[Raw]]) -> None:
+        guessers = [await connect() for _ in range(AUTH_FAILURES_PER_SECOND)]
+        for c in guessers:
+            kind, text = await c.call("AUTH", "guess")
+            assert text.startswith("WRONGPASS")
+        late = await connect()
+        kind, text = await late.call("AUTH", "pw")  # the right password, in the same second
+        assert kind == "ERR" and "too many failed AUTH attempts on this server" in text
+        start, n = server._auth_window
+        server._auth_window = (start - 1.0, n)  # the second is over (without sleeping through it)
+        fresh = await connect()
+        assert await fresh.call("AUTH", "pw") == "OK"
+
+    run(tmp_path, body, **{"atlasd.requirepass": "pw"})
