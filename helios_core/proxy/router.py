@@ -14,6 +14,10 @@ one without matches itself and its sub-paths on a segment boundary (``/api`` mat
 ``/api/x`` and ``/api?q``, never ``/apix``). Matching is done on the raw (undecoded) path without
 the query string; the query is kept on the upstream path.
 
+Dot segments are resolved before matching (RFC 3986 remove_dot_segments, ``%2e`` counted as a dot),
+and the resolved path is what goes upstream: ``/public/../admin/`` is matched, and sent, as
+``/admin/``, so a route's auth cannot be walked around by a backend that resolves them itself.
+
 Lookups cost one dict probe per distinct prefix length, not one per route.
 """
 
@@ -24,7 +28,7 @@ from typing import NamedTuple
 
 from helios_core.proxy.model import Route
 
-__all__ = ["Match", "Router", "normalize_host", "upstream_path"]
+__all__ = ["Match", "Router", "normalize_host", "normalize_path", "upstream_path"]
 
 
 class Match(NamedTuple):  # a NamedTuple: made on every request, and far cheaper than a frozen dataclass
@@ -41,6 +45,27 @@ def normalize_host(host: str) -> str:
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
     return host.rstrip(".")
+
+
+def normalize_path(path: str) -> str:
+    """`path` (no query) with "." and ".." segments resolved; ".." never climbs above "/"."""
+    if "/." not in path and "%2" not in path:
+        return path  # the common case: nothing to resolve
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, segment in enumerate(segments):
+        dots = segment.replace("%2e", ".").replace("%2E", ".")
+        if dots == ".":
+            pass
+        elif dots == "..":
+            if out:
+                out.pop()
+        else:
+            out.append(segment)
+            continue
+        if i == len(segments) - 1:
+            out.append("")  # "/a/b/.." is the directory "/a/", trailing slash kept
+    return "/" + "/".join(out)
 
 
 def _replace(new: str, rest: str) -> str:
@@ -138,6 +163,10 @@ class Router:
         raw_path, query = (path, "") if q < 0 else (path[:q], path[q + 1:])
         if raw_path[:1] != "/":
             return None  # absolute-form and asterisk-form targets are the data plane's business
+        resolved = normalize_path(raw_path)
+        if resolved is not raw_path:
+            raw_path = resolved
+            path = f"{raw_path}?{query}" if q >= 0 else raw_path
         if not method.isupper():
             method = method.upper()
         # Hot path: with no host-specific routes there is one table and nothing to normalise.

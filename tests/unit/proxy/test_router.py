@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helios_core.proxy.model import Route
-from helios_core.proxy.router import Router, normalize_host
+from helios_core.proxy.router import Router, normalize_host, normalize_path
 
 
 def route(id: str, prefix: str, **kw: Any) -> Route:
@@ -139,3 +139,25 @@ def test_longest_prefix_property(prefixes: list[list[str]], path_parts: list[str
     expected = max((r for r in routes if matches(r.prefix)), key=lambda r: len(r.prefix), default=None)
     got = Router(routes).match("h", path, "GET")
     assert (got.route if got else None) == expected
+
+
+@pytest.mark.parametrize(("path", "resolved"), [
+    ("/a/b", "/a/b"), ("/public/../admin/x", "/admin/x"), ("/a/./b", "/a/b"), ("/..", "/"), ("/../", "/"),
+    ("/%2e%2e/admin", "/admin"), ("/%2E./admin", "/admin"), ("/a/b/..", "/a/"), ("/a/b/.", "/a/b/"),
+    ("/a/.b", "/a/.b"), ("/a/..b", "/a/..b"), ("/a/%2e/b", "/a/b"), ("/a/%2fb", "/a/%2fb"),
+])
+def test_normalize_path(path: str, resolved: str) -> None:
+    assert normalize_path(path) == resolved
+
+
+def test_dot_segments_cannot_walk_around_a_route() -> None:
+    router = Router([route("public", "/public/"), route("admin", "/admin/", require_auth=True),
+                     route("strip", "/s/", strip_prefix=True)])
+    m = router.match("h", "/public/../admin/users?x=1", "GET")
+    assert m is not None and m.route.id == "admin" and m.upstream_path == "/admin/users?x=1"
+    m = router.match("h", "/public/%2e%2e/admin/users", "GET")
+    assert m is not None and m.route.id == "admin" and m.upstream_path == "/admin/users"
+    m = router.match("h", "/s/a/../../admin/", "GET")
+    assert m is not None and m.route.id == "admin"
+    m = router.match("h", "/s/./x", "GET")
+    assert m is not None and m.upstream_path == "/x"
