@@ -223,6 +223,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token, for method names
 _HOST = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_PERMISSION = re.compile(r"[a-z][a-z0-9_-]*(:[a-z][a-z0-9_-]*)*")  # a needed permission: no wildcards
 _STATUS_RANGE = re.compile(r"^\s*([1-5]\d\d)\s*-\s*([1-5]\d\d)\s*$")
 _STATUS_CLASS = re.compile(r"^\s*([1-5])xx\s*$", re.IGNORECASE)
 
@@ -572,6 +573,14 @@ def _route(r: _Reader, raw: Any, path: KeyPath, pools: Mapping[str, Pool]) -> Ro
         if strip:
             raise r.fail((*path, "rewrite"), "set either strip_prefix or rewrite, not both "
                                              "(strip_prefix is rewrite: '/')")
+    require_auth = r.boolean(m, "require_auth", path, False)
+    permissions = r.strings(m, "permissions", path)
+    for i, perm in enumerate(permissions):
+        if not _PERMISSION.fullmatch(perm):
+            raise r.fail((*path, "permissions", i), f"bad permission {perm!r}: expected a name like 'orders:read'")
+    if permissions and not require_auth:
+        raise r.fail((*path, "permissions"), "permissions are checked on an authenticated caller: "
+                                             "set require_auth: true")
     rate_limit = r.optional_string(m, "rate_limit", path)
     if rate_limit is not None and not rate_limit.strip():
         raise r.fail((*path, "rate_limit"), "must not be empty (omit it for none)")
@@ -585,8 +594,8 @@ def _route(r: _Reader, raw: Any, path: KeyPath, pools: Mapping[str, Pool]) -> Ro
         rewrite=rewrite,
         timeouts=_timeouts(r, m.get("timeouts"), (*path, "timeouts")),
         retries=r.integer(m, "retries", path, 2, low=0, high=10),
-        require_auth=r.boolean(m, "require_auth", path, False),
-        permissions=r.strings(m, "permissions", path),
+        require_auth=require_auth,
+        permissions=permissions,
         rate_limit=rate_limit,
     )
 

@@ -186,6 +186,8 @@ BAD = [
     (("routes", 0, "strip_prefix"), 1, "routes[0].strip_prefix", "true or false"),
     (("routes", 0, "rate_limit"), " ", "routes[0].rate_limit", "must not be empty"),
     (("routes", 0, "permissions"), ["a", 2], "routes[0].permissions[1]", "expected a string"),
+    (("routes", 0, "permissions"), ["orders:*"], "routes[0].permissions[0]", "bad permission"),
+    (("routes", 0, "permissions"), ["orders:read"], "routes[0].permissions", "set require_auth: true"),
     (("routes", 0, "poool"), "web", "routes[0].poool", "did you mean 'pool'"),
     (("trusted_proxies",), ["10.0.0.0/33"], "trusted_proxies[0]", "CIDR"),
     (("trusted_proxies",), ["not-an-ip"], "trusted_proxies[0]", "CIDR"),
@@ -339,6 +341,9 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
             route["strip_prefix"] = draw(st.booleans())
         if draw(st.booleans()):
             route["rate_limit"] = "proxy"
+        if draw(st.booleans()):
+            route.update(require_auth=True, permissions=draw(st.lists(st.sampled_from(["orders:read", "ops"]),
+                                                                       unique=True)))
         routes.append(route)
     return {"pools": pools, "routes": routes, "retry_budget": draw(st.floats(0, 1)),
             "max_body_bytes": draw(st.none() | st.integers(0, 2**40)), "version": str(draw(st.integers(0, 99)))}
