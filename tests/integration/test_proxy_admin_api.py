@@ -1,4 +1,8 @@
-"""/admin/proxy on a real gateway (in process, unused port): CRUD, admin:proxy, refusals, audit, live reload."""
+"""/admin/proxy on a real gateway (in process, unused port): CRUD, admin:proxy, refusals, audit, live reload.
+
+The last test runs the gateway on a redis-server and `helios proxy --store` on the same one: a route
+POSTed to the gateway is served by the running proxy, no restart.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from tornado.testing import bind_unused_port
 
+from helios_core.gateway import GatewayService
 from helios_core.proxy.model import ProxyConfig
 from helios_core.proxy.store_config import StoreConfigSource
-from tests.security.conftest import Api, run_gateway, user_with, user_with_roles
+from helios_core.store import RemoteStore
+from tests.integration.test_proxy_admin_cli import StoreProxy, served_within
+from tests.proxy_backend import BackendProcess
+from tests.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
+from tests.security.conftest import Api, Clock, run_gateway, test_config, user_with, user_with_roles
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -150,3 +160,47 @@ def test_a_change_through_the_api_reaches_a_watching_proxy(tmp_path: Path) -> No
             await asyncio.wait_for(task, 5)
 
     run_gateway(tmp_path, body)
+
+
+def test_a_route_added_through_the_api_serves_at_once_on_a_running_proxy(redis_server: RedisServer,  # noqa: F811
+                                                                         tmp_path: Path) -> None:
+    """Gateway and `helios proxy --store` on one redis: POST a route, the proxy serves it, no restart."""
+    import redis
+
+    with redis.Redis(host=redis_server.host, port=redis_server.port) as r:
+        r.flushall()
+    url = f"redis://{redis_server.host}:{redis_server.port}/0"
+
+    async def main(web1: BackendProcess, proxy: StoreProxy) -> None:
+        config = test_config()
+        store = RemoteStore(url)
+        service = GatewayService(config, store, key_specs=list(config.auth.jwt_keys), clock=Clock())
+        sock, port = bind_unused_port()
+        api = None
+        try:
+            password = await service.start()
+            assert password is not None
+            service.listen([sock])
+            api = Api(f"http://127.0.0.1:{port}", port, service, store, password, Clock())  # type: ignore[arg-type]
+            t = await api.admin_token()
+            r = await api.call("POST", "/admin/proxy/backends", token=t,
+                               json={"id": "web1", "pool": "web", "url": web1.url})
+            assert r.code == 201, r.body
+            assert (await api.call("POST", "/admin/proxy/routes", token=t, json=API)).code == 201
+            assert await asyncio.to_thread(served_within, proxy.port, "/api/x", 200, 3.0), \
+                proxy.log_path.read_text(errors="replace")
+            assert (await api.call("DELETE", "/admin/proxy/routes/api", token=t)).code == 204
+            assert await asyncio.to_thread(served_within, proxy.port, "/api/x", 404, 3.0)
+        finally:
+            if api is not None:
+                api.client.close()
+            await service.shutdown(1)
+            await store.close()
+
+    with BackendProcess("web1") as web1:
+        proxy = StoreProxy(url, tmp_path / "proxy.log")
+        try:
+            asyncio.run(main(web1, proxy))
+            assert proxy.proc.poll() is None
+        finally:
+            proxy.stop()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,9 @@ from helios_cli.main import cli
 from helios_core.config import load_config
 from helios_core.proxy.store_config import StoreConfigSource
 from helios_core.store import EmbeddedStore
+from tests.integration.proxy import request
 from tests.integration.test_gateway_process import HELIOS
+from tests.proxy_backend import BackendProcess
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
 from tests.security.conftest import user_with
 from tests.unit.test_gateway_harness import Api, gateway
@@ -205,3 +209,68 @@ def test_as_an_operator_runs_it(data: Path) -> None:
     out = helios_cmd("route", "rm", "api")
     assert out.returncode == 0 and "removed route api" in out.stdout
     assert load(data).version == 3
+
+
+class StoreProxy:
+    """`helios proxy --store URL --port 0` in a subprocess: the daemon whose config lives in the store."""
+
+    def __init__(self, store_url: str, log_path: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.log_path = log_path
+        self.proc = subprocess.Popen([HELIOS, "--log-format", "json", "proxy", "--store", store_url, "--port", "0"],
+                                     stdout=subprocess.PIPE, stderr=self._log, env=env)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        if "listening on" not in line:
+            self.stop()
+            raise AssertionError(f"proxy did not start: {line!r}\n{log_path.read_text(errors='replace')}")
+        self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def served_within(port: int, path: str, status: int, seconds: float) -> bool:
+    """Whether `path` answers `status` within `seconds` (polled): the daemon's own version poll is 5 s,
+    so a shorter wait shows the change came through the store's notification."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if request(port, "GET", path, timeout=2)[0] == status:
+                return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def test_a_route_added_with_the_cli_serves_at_once_on_a_running_proxy(redis_server: RedisServer,  # noqa: F811
+                                                                       tmp_path: Path) -> None:
+    import redis
+
+    with redis.Redis(host=redis_server.host, port=redis_server.port) as r:
+        r.flushall()
+    at = ["--store", f"redis://{redis_server.host}:{redis_server.port}/0"]
+    with BackendProcess("web1") as web1:
+        proxy = StoreProxy(at[1], tmp_path / "proxy.log")
+        try:
+            assert request(proxy.port, "GET", "/api/x")[0] == 404  # an empty config serves nothing
+            assert run("backend", "add", "--id", "web1", "--pool", "web", "--url", web1.url, *at).exit_code == 0
+            r = run("route", "add", "--id", "api", "--prefix", "/api/", "--pool", "web", *at)
+            assert r.exit_code == 0, r.output
+            assert served_within(proxy.port, "/api/x", 200, 3.0), proxy.log_path.read_text(errors="replace")
+            assert run("route", "rm", "api", *at).exit_code == 0
+            assert served_within(proxy.port, "/api/x", 404, 3.0)
+            assert proxy.proc.poll() is None
+        finally:
+            proxy.stop()
+    assert proxy.proc.returncode == 0
