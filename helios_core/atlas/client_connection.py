@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from helios_core.atlas.commands import TABLE
 from helios_core.atlas.commands.connection import NOAUTH, QUEUED, check_password
-from helios_core.atlas.commands.table import OK
+from helios_core.atlas.commands.table import OK, unknown_command
 from helios_core.atlas.jsonlines import JsonBad, JsonBatch, JsonLinesParser, encode_json, encode_json_error
 from helios_core.atlas.resp import NULL_ARRAY, QUERY_BUFFER_EXCEEDED, RespParser, encode, encode_error
 from helios_core.errors import CommandError, HeliosError
@@ -418,13 +418,7 @@ class Connection(asyncio.Protocol):
         cmd = TABLE.get(argv[0])
         if cmd is None:
             self.multi_error = True
-            shown = ""  # as Engine.execute (and Redis): each argument quoted and followed by a space, 128 in all
-            for a in argv[1:]:
-                if len(shown) >= 128:
-                    break
-                shown += f"'{a.decode(errors='replace')[:128 - len(shown)]}' "
-            raise CommandError(f"ERR unknown command '{argv[0].decode(errors='replace')[:128]}', "
-                               f"with args beginning with: {shown}")
+            raise unknown_command(argv)
         n = cmd.arity
         if (n > 0 and len(argv) != n) or (n < 0 and len(argv) < -n):
             self.multi_error = True

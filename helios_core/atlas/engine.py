@@ -29,6 +29,7 @@ from helios_core.atlas.aof import AofFile
 from helios_core.atlas.aof_writer import AofWriter, WriterStats
 from helios_core.atlas.commands import TABLE, Command, Ctx
 from helios_core.atlas.commands.keys import ScanCursors
+from helios_core.atlas.commands.table import unknown_command
 from helios_core.atlas.datadir import DataDir, DirLock
 from helios_core.atlas.effects import apply_effect, effect_keys, undo_effects
 from helios_core.atlas.fsops import REAL_FS, Fs
@@ -208,13 +209,7 @@ class Engine:
             raise CommandError("ERR empty command")
         cmd = TABLE.get(args[0])
         if cmd is None:
-            shown = ""  # as Redis: each argument quoted and followed by a space, 128 characters in all
-            for a in args[1:]:
-                if len(shown) >= 128:
-                    break
-                shown += f"'{a.decode(errors='replace')[:128 - len(shown)]}' "
-            raise CommandError(f"ERR unknown command '{args[0].decode(errors='replace')[:128]}', "
-                               f"with args beginning with: {shown}")
+            raise unknown_command(args)
         entry = (cmd, cmd.arity, cmd.is_write)
         if len(self._dispatch) < _DISPATCH_CACHE:  # bounded: clients may spell names in any case
             self._dispatch[bytes(args[0])] = entry

@@ -16,16 +16,18 @@ from helios_core.config import load_config
 from tests.integration.test_atlasd_inprocess import Raw
 
 pytestmark = pytest.mark.timeout(60)
+CONFIG = load_config(None, env={}, overrides={"atlasd.port": 0, "atlas.appendfsync": "always"})
+
+
+def server_on_faulty_fs(data: Path) -> tuple[AtlasServer, FaultyFs]:
+    fs = FaultyFs()
+    engine = Engine.open(data, CONFIG.atlas, fs=fs, component="test")
+    return AtlasServer(engine, CONFIG, data / "atlas.sock"), fs
 
 
 def test_save_and_bgsave_report_a_failed_fork(tmp_path: Path) -> None:
-    config = load_config(None, env={}, overrides={"atlasd.port": 0, "atlas.appendfsync": "always"})
-
     async def main() -> None:
-        fs = FaultyFs()
-        data = tmp_path / "data"
-        engine = Engine.open(data, config.atlas, fs=fs, component="test")
-        server = AtlasServer(engine, config, data / "atlas.sock")
+        server, fs = server_on_faulty_fs(tmp_path / "data")
         await server.start()
         r, w = await asyncio.open_unix_connection(str(server.socket_path))
         c = Raw(r, w)
@@ -60,13 +62,9 @@ def test_save_and_bgsave_report_a_failed_fork(tmp_path: Path) -> None:
 
 
 def test_shutdown_save_force_shuts_down_when_the_snapshot_fails(tmp_path: Path) -> None:
-    config = load_config(None, env={}, overrides={"atlasd.port": 0, "atlas.appendfsync": "always"})
-
     async def main() -> None:
-        fs = FaultyFs()
         data = tmp_path / "data"
-        engine = Engine.open(data, config.atlas, fs=fs, component="test")
-        server = AtlasServer(engine, config, data / "atlas.sock")
+        server, fs = server_on_faulty_fs(data)
         running = asyncio.ensure_future(server.run())  # as the daemon runs: SHUTDOWN ends it
         for _ in range(500):
             if server.socket_path is not None and server.socket_path.exists():
@@ -83,7 +81,7 @@ def test_shutdown_save_force_shuts_down_when_the_snapshot_fails(tmp_path: Path) 
         finally:
             w.close()
         assert not (data / "atlas.sock").exists()
-        reopened = Engine.open(data, config.atlas, component="test")  # the AOF has every write
+        reopened = Engine.open(data, CONFIG.atlas, component="test")  # the AOF has every write
         try:
             assert reopened.execute([b"GET", b"a"]) == b"1"
         finally:

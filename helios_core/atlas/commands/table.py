@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from helios_core.atlas.keyspace import Keyspace
 
 __all__ = [
-    "TABLE", "Command", "Ctx", "Simple", "OK", "command", "err", "WRONGTYPE", "NOT_INT",
+    "TABLE", "Command", "Ctx", "Simple", "OK", "command", "err", "unknown_command", "WRONGTYPE", "NOT_INT",
     "SYNTAX", "parse_int", "parse_float",
 ]
 
@@ -45,6 +45,18 @@ SYNTAX = "ERR syntax error"
 
 def err(text: str) -> CommandError:
     return CommandError(text)
+
+
+def unknown_command(argv: list[bytes]) -> CommandError:
+    """Redis's error for a name not in the table: each argument quoted and followed by a space,
+    128 characters in all."""
+    shown = ""
+    for a in argv[1:]:
+        if len(shown) >= 128:
+            break
+        shown += f"'{a.decode(errors='replace')[:128 - len(shown)]}' "
+    return CommandError(f"ERR unknown command '{argv[0].decode(errors='replace')[:128]}', "
+                        f"with args beginning with: {shown}")
 
 
 @dataclass(frozen=True, slots=True)
