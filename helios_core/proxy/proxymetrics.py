@@ -82,8 +82,8 @@ class ProxyMetrics:
         # Series of removed routes and backends go away rather than report a stale value forever.
         for key in self._seen_health - health:
             self.healthy.remove(*key)
-        for key in self._seen_circuit - circuit:
-            self.circuit.remove(key)
+        for backend_id in self._seen_circuit - circuit:
+            self.circuit.remove(backend_id)
         self._seen_health, self._seen_circuit = health, circuit
 
     @staticmethod

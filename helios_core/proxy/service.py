@@ -390,8 +390,8 @@ def _supervise(open_source: OpenSource, addr: tuple[str, int], workers: int, *, 
             if pid == 0:
                 time.sleep(0.05)
                 continue
-            slot = children.pop(pid, None)
-            if slot is None or stopping:
+            slot = children.pop(pid, -1)
+            if slot < 0 or stopping:
                 continue
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < 10.0] + [now]

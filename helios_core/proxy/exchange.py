@@ -1,0 +1,415 @@
+"""One request forwarded: backend choice, tries, timeouts, and the response relayed back to the client.
+
+An `Exchange` is the `ResponseSink` of the upstream connection it uses.  A try
+that fails before any response byte reached the client (connect failure,
+reset, unparsable answer, read timeout, or a 502/503/504) is retried on
+another backend when the method is idempotent (GET, HEAD, OPTIONS, PUT,
+DELETE), no body byte has been sent yet, the route's `retries` are not used
+up and the process's `RetryBudget` has room; otherwise the client gets 502
+(504 for a timeout).  Once the response head went out, a failure can only cut
+the client's connection.
+
+Timeouts (the route's): `connect` bounds getting a connection (including the
+wait for a pool slot), `read` the silence of the backend while the proxy waits
+on it (not while the client is slow to read), `total` the whole exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from helios_core.proxy.upstream import UpstreamConnection, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from helios_core.proxy.model import Route
+    from helios_core.proxy.server import ClientConnection, Request
+    from helios_core.proxy.state import BackendState, PoolState
+
+__all__ = ["Exchange", "TunnelSink", "IDEMPOTENT"]
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_RETRYABLE_STATUS = frozenset({502, 503, 504})
+_HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
+
+
+class TunnelSink:
+    """What an upstream connection reports once it carries a WebSocket (or other upgraded) tunnel."""
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      framing: str) -> None:
+        pass  # a tunnel has no more responses
+
+    def response_body(self, data: bytes) -> None:
+        pass
+
+    def response_end(self) -> None:
+        pass
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        pass
+
+    def upstream_failed(self, exc: BaseException) -> None:
+        if self.client.transport is not None:
+            self.client.transport.close()
+
+    def upstream_pause_writing(self) -> None:
+        self.client.pause_reading_for("upstream")
+
+    def upstream_resume_writing(self) -> None:
+        self.client.resume_reading_for("upstream")
+
+
+class Exchange:
+    """One request forwarded: backend choice, tries, timeouts, and the response relayed back."""
+
+    def __init__(self, client: ClientConnection, req: Request, route: Route, upstream_path: str,
+                 pool_state: PoolState) -> None:
+        self.client = client
+        self.service = client.service
+        self.req = req
+        self.route = route
+        self.path = upstream_path
+        self.pool_state = pool_state
+        self.conn: UpstreamConnection | None = None
+        self.backend: BackendState | None = None
+        self.tried: list[str] = []
+        self.sent_head = False
+        self.body_sent = False
+        self.status = 0
+        self.framing = ""
+        self.responded = False  # the response head went to the client
+        self.done = False
+        self.paused = False
+        self.last_error = ""
+        self.timed_out = False
+        self.upstream_started = 0.0
+        self.bytes_out = 0
+        self.base = ""
+        self.netloc = b""
+        self.keep_alive = False
+        self.expired = False  # the total timeout fired: no more tries
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.last_activity = loop.time()
+        self._total_timer: asyncio.TimerHandle | None = loop.call_at(loop.time() + route.timeouts.total,
+                                                                     self._total_timeout)
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # --- tries ---
+
+    def start(self) -> None:
+        self.service.budget.request(self.service.clock())
+        self._attempt()
+
+    def _attempt(self) -> None:
+        service = self.service
+        now = service.clock()
+        backend = self.pool_state.pick(now, exclude=self.tried)
+        if backend is None:
+            if self.tried:
+                self._give_up(504 if self.timed_out else 502, self.last_error or "no backend answered")
+            else:
+                self._finish_error(503, f"no backend available in pool {self.route.pool!r}",
+                                   service.retry_after(self.pool_state, now))
+            return
+        self.tried.append(backend.backend.id)
+        self.backend = backend
+        backend.started()
+        self.upstream_started = now
+        up, self.base = service.upstream_for(backend, self.pool_state.pool)
+        self.netloc = b"%b:%d" % (up.host.encode("idna"), up.port)
+        if self.req.upgrade is None:
+            conn = up.take_idle()
+            if conn is not None:
+                self._send(conn)
+                return
+        self._task = self.loop.create_task(self._connect(up, fresh=self.req.upgrade is not None))
+
+    async def _connect(self, up: Any, fresh: bool) -> None:
+        timeout = self.route.timeouts.connect
+        try:
+            conn = await (up.connect_new(timeout) if fresh else up.acquire(timeout))
+        except UpstreamUnavailable as e:
+            self._task = None
+            if not self.done:
+                self._try_failed(str(e), connect_failure=True)
+            return
+        self._task = None
+        if self.done:
+            conn.request_done = True
+            up.release(conn)
+            return
+        self._send(conn)
+
+    def _send(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        req = self.req
+        conn.begin(self, head=req.method == "HEAD")
+        target = (self.base + self.path).encode("latin-1")
+        host = b"" if req.host else b"Host: %b\r\n" % self.netloc  # HTTP/1.0 clients may send none
+        conn.write(b"%b %b HTTP/1.1\r\n%b%b\r\n" % (req.method.encode(), target, host, req.fwd))
+        self.sent_head = True
+        if self.client.write_paused:
+            self.paused = True
+            conn.pause_reading()
+        self.flush_pending()
+        if req.complete and req.upgrade is None:
+            self.request_complete()
+        self.last_activity = self.loop.time()
+        self._arm_read()
+
+    def flush_pending(self) -> None:
+        req = self.req
+        if self.conn is None or not self.sent_head or not req.pending:
+            return
+        data = b"".join(req.pending)
+        req.pending.clear()
+        req.pending_bytes = 0
+        self.write_body(data)
+        self.client.resume_reading_for("buffer")
+
+    def write_body(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.body_sent = True
+            self.last_activity = self.loop.time()
+            self.conn.write(data)
+
+    def request_complete(self) -> None:
+        if self.conn is not None and not self.req.pending:
+            self.conn.request_done = True
+
+    def _may_retry(self) -> bool:
+        """Whether another try is allowed, budget aside: idempotent, body not sent, tries left."""
+        if self.done or self.responded or self.body_sent or self.expired or self.client.closing:
+            return False
+        if self.req.method not in IDEMPOTENT or self.req.upgrade is not None:
+            return False
+        return len(self.tried) <= self.route.retries
+
+    def _try_failed(self, why: str, *, connect_failure: bool = False, timeout: bool = False,
+                    retry: bool | None = None) -> None:
+        """This try failed before any response reached the client: retry elsewhere or answer."""
+        self._cancel_read()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        self.sent_head = False
+        if self.backend is not None:
+            self.backend.finished(self.service.clock(), ok=False, connect_failure=connect_failure)
+            self.service.metrics.upstream(self.route.id, self.backend.backend.id, 502 if not timeout else 504,
+                                          self.service.clock() - self.upstream_started)
+        self.last_error = why
+        self.timed_out = timeout
+        if retry is None:
+            retry = self._may_retry() and self.service.budget.try_retry(self.service.clock())
+        if retry:
+            self.service.metrics.retry(self.route.id)
+            self._attempt()
+        else:
+            self._give_up(504 if timeout else 502, why)
+
+    def _give_up(self, status: int, why: str) -> None:
+        self._finish_error(status, why, None)
+
+    def _finish_error(self, status: int, message: str, retry_after: int | None) -> None:
+        if self.done:
+            return
+        self._close_timers()
+        self.done = True
+        self.status = status
+        # The rest of a request body cannot be read past an error: the connection ends with it.
+        close = not self.req.body_done
+        backend_id = self.backend.backend.id if self.backend else ""
+        self.service.metrics.request(self.route.id, backend_id, status)
+        self.service.log_request(self.req, self.client.peer, status, self.route.id, backend_id or None,
+                                 len(self.tried), 0, error=message)
+        self.client.answer_error(self.req, status, message, retry_after=retry_after, close=close, log=False)
+
+    # --- ResponseSink (called by UpstreamConnection) ---
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      framing: str) -> None:
+        self.last_activity = self.loop.time()
+        if status in _RETRYABLE_STATUS and self._may_retry() \
+                and self.service.budget.try_retry(self.service.clock()):
+            self.status = status
+            self._try_failed(f"backend answered {status}", retry=True)
+            return
+        self.status = status
+        client = self.client
+        req = self.req
+        named: set[bytes] = set()
+        for name, value in headers:
+            if name.lower() == b"connection":
+                named.update(t.strip().lower() for t in value.split(b","))
+        out = [b"HTTP/1.1 %d %b\r\n" % (status, reason or b"OK")]
+        upgrade = status == 101
+        for name, value in headers:
+            low = name.lower()
+            if low in _HOP or low in named or low.startswith(b"proxy-"):
+                if upgrade and low == b"upgrade":
+                    out.append(b"Upgrade: %b\r\n" % value)
+                continue
+            if low == b"content-length" and framing != "length" and framing != "none":
+                continue
+            out.append(b"%b: %b\r\n" % (name, value))
+        keep = req.keep_alive and req.upgrade is None and not self.service.draining
+        if upgrade:
+            out.append(b"Connection: Upgrade\r\n")
+        elif framing == "chunked" or framing == "close":
+            if req.http11:
+                framing = "chunked"
+                out.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                keep = False
+        self.framing = framing
+        self.keep_alive = keep and req.body_done
+        if not upgrade:
+            out.append(b"Connection: keep-alive\r\n" if self.keep_alive else b"Connection: close\r\n")
+        out.append(b"\r\n")
+        self.responded = True
+        client.write(b"".join(out))
+
+    def response_body(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
+        self.bytes_out += len(data)
+        if self.framing == "chunked":
+            if data:
+                self.client.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.client.write(data)
+
+    def response_end(self) -> None:
+        if self.done:
+            return
+        if self.framing == "chunked":
+            self.client.write(b"0\r\n\r\n")
+        self._ok_end()
+        self.client.finished(self.keep_alive and self.req.body_done)
+
+    def _ok_end(self) -> None:
+        self.done = True
+        self._close_timers()
+        now = self.service.clock()
+        if self.backend is not None:
+            self.backend.finished(now, ok=self.status < 500)
+            backend_id = self.backend.backend.id
+        else:
+            backend_id = ""
+        self.service.metrics.upstream(self.route.id, backend_id, self.status, now - self.upstream_started)
+        self.service.metrics.request(self.route.id, backend_id, self.status)
+        self.service.log_request(self.req, self.client.peer, self.status, self.route.id, backend_id,
+                                 len(self.tried), self.bytes_out)
+        self.conn = None
+
+    def upstream_failed(self, exc: BaseException) -> None:
+        if self.done:
+            return
+        if not self.responded:
+            self._try_failed(f"bad or broken response from the backend: {exc}")
+            return
+        # Mid-response: the client cannot be told with a status any more; cut its connection.
+        self.done = True
+        self._close_timers()
+        if self.backend is not None:
+            self.backend.finished(self.service.clock(), ok=False)
+        self.service.log_request(self.req, self.client.peer, self.status, self.route.id,
+                                 self.backend.backend.id if self.backend else None, len(self.tried),
+                                 self.bytes_out, error=str(exc) or type(exc).__name__)
+        self.conn = None
+        self.client.closing = True
+        if self.client.transport is not None:
+            self.client.transport.abort()
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        conn = self.conn
+        self._ok_end()
+        if conn is not None:
+            self.client.start_tunnel(conn, rest)
+
+    def upstream_pause_writing(self) -> None:
+        self.client.pause_reading_for("upstream")
+
+    def upstream_resume_writing(self) -> None:
+        self.client.resume_reading_for("upstream")
+
+    # --- client side events ---
+
+    def client_paused(self) -> None:
+        if self.conn is not None:
+            self.paused = True
+            self.conn.pause_reading()
+
+    def client_resumed(self) -> None:
+        self.paused = False
+        self.last_activity = self.loop.time()
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def client_lost(self) -> None:
+        """The client went away mid-exchange: drop the upstream connection, not the backend's fault."""
+        if self.done:
+            return
+        self.done = True
+        self._close_timers()
+        if self._task is not None:
+            self._task.cancel()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        if self.backend is not None:
+            self.backend.finished(self.service.clock(), ok=True)
+        self.service.log_request(self.req, self.client.peer, 499, self.route.id,
+                                 self.backend.backend.id if self.backend else None, len(self.tried),
+                                 self.bytes_out)
+
+    # --- timeouts ---
+
+    def _arm_read(self) -> None:
+        if self._read_timer is None and not self.done:
+            self._read_timer = self.loop.call_at(self.last_activity + self.route.timeouts.read, self._read_check)
+
+    def _read_check(self) -> None:
+        self._read_timer = None
+        if self.done or self.conn is None:
+            return
+        now = self.loop.time()
+        if self.paused:  # the client is slow to read: not the backend's fault
+            self.last_activity = now
+        elif now - self.last_activity >= self.route.timeouts.read:
+            self._timeout(f"no data from the backend for {self.route.timeouts.read:g}s")
+            return
+        self._arm_read()
+
+    def _total_timeout(self) -> None:
+        self._total_timer = None
+        if not self.done:
+            self.expired = True
+            self._timeout(f"request took over {self.route.timeouts.total:g}s")
+
+    def _timeout(self, why: str) -> None:
+        if self.responded:
+            self.upstream_failed(TimeoutError(why))
+            return
+        if self._task is not None:  # still connecting (or waiting for a pool slot)
+            self._task.cancel()
+            self._task = None
+            self._try_failed(why, connect_failure=True, timeout=True)
+        else:
+            self._try_failed(why, timeout=True)
+
+    def _cancel_read(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _close_timers(self) -> None:
+        self._cancel_read()
+        if self._total_timer is not None:
+            self._total_timer.cancel()
+            self._total_timer = None
