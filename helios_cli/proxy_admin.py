@@ -37,7 +37,7 @@ from rich.table import Table
 from helios_cli.context import CliContext, fail, pass_cli
 from helios_cli.target import GatewayApi, cli_actor, open_data_store
 from helios_core.auth import AuditLog
-from helios_core.errors import HeliosError
+from helios_core.errors import DataDirLockedError, HeliosError
 from helios_core.proxy import store_config as sc
 from helios_core.store.base import Store
 from helios_core.store.url import open_store
@@ -114,7 +114,11 @@ class ApiProxyRecords:
 async def _with_store(obj: CliContext, data_dir: Path | None, store_url: str | None,
                       work: Callable[[ProxyRecords], Awaitable[T]]) -> T:
     if data_dir is not None:
-        store = await open_data_store(obj, data_dir, "helios proxy", TOKEN_HINT)
+        try:
+            store = await open_data_store(obj, data_dir, "helios proxy", TOKEN_HINT)
+        except DataDirLockedError as e:
+            # The shared hint names `helios user`'s --url; here the gateway is --gateway.
+            raise DataDirLockedError(e.message.replace("; use --url ", "; use --gateway ")) from None
     else:
         store = await open_store(url=store_url, config=obj.config)
     try:

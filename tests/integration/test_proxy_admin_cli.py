@@ -274,3 +274,16 @@ def test_a_route_added_with_the_cli_serves_at_once_on_a_running_proxy(redis_serv
         finally:
             proxy.stop()
     assert proxy.proc.returncode == 0
+
+
+def test_a_data_dir_a_gateway_owns_is_refused_pointing_at_its_api(data: Path) -> None:
+    from helios_core.atlas.engine import Engine
+    from helios_core.config import AtlasConfig
+
+    eng = Engine.open(data, AtlasConfig(), tool="helios gateway", http_url="http://127.0.0.1:8080")
+    try:
+        r = run("route", "list", "--data", str(data))
+    finally:
+        eng.close()
+    assert r.exit_code == 1
+    assert "in use by helios gateway process" in r.stderr and "--gateway http://127.0.0.1:8080" in r.stderr
