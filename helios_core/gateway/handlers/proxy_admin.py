@@ -15,6 +15,7 @@ from managing users (``admin:users``) or the store (``admin:store``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from helios_core.errors import InvalidInputError
@@ -30,15 +31,16 @@ __all__ = [
 PERMISSION = "admin:proxy"
 
 
+@dataclass(frozen=True)
 class _Ops:
     """The store_config functions of one kind of record."""
 
-    def __init__(self, kind: sc.Kind, add: Callable[[Store, dict[str, Any]], Awaitable[dict[str, Any]]],
-                 put: Callable[[Store, dict[str, Any]], Awaitable[bool]],
-                 get: Callable[[Store, str], Awaitable[dict[str, Any]]],
-                 remove: Callable[[Store, str], Awaitable[None]],
-                 list_: Callable[[Store], Awaitable[list[dict[str, Any]]]]) -> None:
-        self.kind, self.add, self.put, self.get, self.remove, self.list = kind, add, put, get, remove, list_
+    kind: sc.Kind
+    add: Callable[[Store, dict[str, Any]], Awaitable[dict[str, Any]]]
+    put: Callable[[Store, dict[str, Any]], Awaitable[bool]]
+    get: Callable[[Store, str], Awaitable[dict[str, Any]]]
+    remove: Callable[[Store, str], Awaitable[None]]
+    list: Callable[[Store], Awaitable[list[dict[str, Any]]]]
 
 
 _ROUTES = _Ops("route", sc.add_route, sc.put_route, sc.get_route, sc.remove_route, sc.list_routes)
