@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
+import hashlib
 import ipaddress
 import os
 import signal
@@ -71,7 +73,12 @@ class FileConfigSource:
         return f"file {self.path}"
 
     async def load(self) -> ProxyConfig:
-        return load_file(self.path)
+        config = load_file(self.path)
+        if not config.version:
+            # The status endpoint shows which file content is in force: a digest stands in for a version.
+            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+            config = dataclasses.replace(config, version=f"sha256:{digest}")
+        return config
 
     async def watch(self, on_change: Callable[[ProxyConfig], None]) -> None:
         await asyncio.Event().wait()  # nothing pushes a file's changes: SIGHUP does
@@ -124,7 +131,7 @@ class ProxyService:
             for b in pool.backends:
                 if (b.id, b.url) in self._upstream_of:
                     self.upstreams.get(b.id, b.url, b.host, b.port, max_connections=pool.max_connections,
-                                       idle_timeout=pool.idle_timeout)
+                                       idle_timeout=pool.idle_timeout, tls=b.scheme == "https")
         self.config = config
 
     def upstream_for(self, backend: BackendState, pool: Pool) -> tuple[UpstreamPool, str]:
@@ -134,7 +141,7 @@ class ProxyService:
         found = self._upstream_of.get(key)
         if found is None:
             up = self.upstreams.get(b.id, b.url, b.host, b.port, max_connections=pool.max_connections,
-                                    idle_timeout=pool.idle_timeout)
+                                    idle_timeout=pool.idle_timeout, tls=b.scheme == "https")
             found = self._upstream_of[key] = (up, b.base_path)
         return found
 

@@ -19,6 +19,7 @@ protocol on the same loop.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -244,8 +245,9 @@ class UpstreamPool:
     """The keep-alive connections to one backend, at most `max_connections` open at once."""
 
     def __init__(self, host: str, port: int, *, max_connections: int = 100, idle_timeout: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
+        self.tls = tls  # an https:// backend: TLS with certificate and host name verification
         self.max_connections = max(1, max_connections)
         self.idle_timeout = idle_timeout
         self.clock = clock
@@ -303,11 +305,12 @@ class UpstreamPool:
         self.open += 1
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
+            _, conn = await loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port,
+                                                   ssl=self.tls, server_hostname=self.host if self.tls else None)
         except BaseException as e:
             self.open -= 1
             self._wake()
-            if isinstance(e, OSError):
+            if isinstance(e, OSError):  # ssl.SSLError (a failed handshake) is one too
                 raise UpstreamUnavailable(f"{self.host}:{self.port}: {e.strerror or e}") from e
             raise
         self.connects += 1
@@ -374,14 +377,18 @@ class Upstreams:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.pools: dict[tuple[str, str], UpstreamPool] = {}
+        self._tls: ssl.SSLContext | None = None
 
     def get(self, backend_id: str, url: str, host: str, port: int, *, max_connections: int,
-            idle_timeout: float) -> UpstreamPool:
+            idle_timeout: float, tls: bool = False) -> UpstreamPool:
         key = (backend_id, url)
         pool = self.pools.get(key)
         if pool is None:
+            if tls and self._tls is None:
+                self._tls = ssl.create_default_context()  # the system CA bundle, names verified
             pool = self.pools[key] = UpstreamPool(host, port, max_connections=max_connections,
-                                                  idle_timeout=idle_timeout, clock=self.clock)
+                                                  idle_timeout=idle_timeout, clock=self.clock,
+                                                  tls=self._tls if tls else None)
         else:
             pool.max_connections = max(1, max_connections)
             pool.idle_timeout = idle_timeout
