@@ -15,6 +15,10 @@ from helios_core.observability.logging import FORMATS, LEVELS, setup_logging
 
 __all__ = ["cli", "main"]
 
+# Long-running services log at log.level; every other command (a one-shot tool) logs warnings and
+# errors only unless --log-level or HELIOS_LOG__LEVEL asks for more.
+DAEMONS = frozenset({"atlasd", "gateway", "worker", "proxy"})
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -41,7 +45,10 @@ def cli(ctx: click.Context, config_path: Path | None, log_level: str | None, log
         config = load_config(config_path, overrides={"log.level": log_level, "log.format": log_format})
     except HeliosError as err:
         fail(err)
-    setup_logging(config.log.level, config.log.format)
+    level = config.log.level
+    if ctx.invoked_subcommand not in DAEMONS and log_level is None and "HELIOS_LOG__LEVEL" not in os.environ:
+        level = "warn"  # a one-shot tool prints its result, not the engine's start-up lines
+    setup_logging(level, config.log.format)
     ctx.obj = CliContext(config=config, config_path=config_path)
 
 

@@ -191,6 +191,9 @@ def snapshot(obj: CliContext, data_dir: Path | None, output: Path | None, verify
     if data_dir is not None and verify_path is None:
         if not data_dir.is_dir():
             fail(HeliosError(f"data directory {data_dir} does not exist", code="data_dir"))
+        if output is not None and not output.parent.is_dir():  # before the snapshot, not after it
+            raise click.BadParameter(f"directory {output.parent} does not exist; create it first "
+                                     f"(mkdir -p {output.parent})", param_hint="'--output'")
         t0 = time.perf_counter()
         info = _guarded(lambda: snapshot_dir(DataDir(data_dir), obj.config, output, timeout), "snapshot failed")
         _emit({"path": info.path, "seq": info.seq, "keys": info.keys, "bytes": info.bytes,

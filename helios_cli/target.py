@@ -33,6 +33,9 @@ __all__ = ["target_options", "open_data_store", "run_on_target", "GatewayApi", "
 
 T = TypeVar("T")
 
+# The data directory a tool uses when given neither --data nor --url (nor HELIOS_URL).
+DEFAULT_DATA = Path("data")
+
 
 def target_options(data_help: str, token_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--data / --url / --token / --json, on every subcommand of a tool."""
@@ -76,8 +79,11 @@ def run_on_target(data_dir: Path | None, url: str | None, token: str | None, tok
     """Run `local(data_dir)` or `remote(url, token)`; a HeliosError ends the command (exit 1)."""
     if data_dir is not None and url is not None and _from_env("url"):
         url = None  # an exported HELIOS_URL does not stand in the way of an explicit --data
+    if data_dir is None and url is None and DEFAULT_DATA.is_dir():
+        data_dir = DEFAULT_DATA  # where `make run` and the README's `helios gateway --data ./data` keep it
     if (data_dir is None) == (url is None):
-        raise click.UsageError("give exactly one of --data DIR or --url URL")
+        raise click.UsageError("give exactly one of --data DIR (./data is used when it exists) or --url URL "
+                               "(or set HELIOS_URL and HELIOS_TOKEN)")
     try:
         if data_dir is not None:
             return asyncio.run(local(data_dir))

@@ -72,9 +72,9 @@ def _whole_seconds(what: str, seconds: float | None) -> int | None:
 
 
 @click.command("worker", short_help="Run jobs from the gateway's queues (Python handler or shell command).")
-@click.option("--url", envvar="HELIOS_URL", required=True, metavar="URL",
+@click.option("--url", envvar="HELIOS_URL", metavar="URL",
               help="The gateway, e.g. http://127.0.0.1:8080 (env HELIOS_URL).")
-@click.option("--token", envvar="HELIOS_TOKEN", required=True, metavar="TOKEN",
+@click.option("--token", envvar="HELIOS_TOKEN", metavar="TOKEN",
               help="Access token of a user with jobs:work, e.g. from `helios user token NAME --ttl 30d`. "
                    "Prefer the env HELIOS_TOKEN: the command line is visible to every user in `ps`.")
 @click.option("--queue", "-q", "queues", multiple=True, required=True, callback=_queue, metavar="Q",
@@ -105,7 +105,7 @@ def _whole_seconds(what: str, seconds: float | None) -> int | None:
 @click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
               help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port, logged).")
 @click.option("--name", metavar="NAME", help="Worker name shown in leases [default: HOST:PID].")
-def worker(url: str, token: str, queues: tuple[str, ...], handler: str | None, command: str | None,
+def worker(url: str | None, token: str | None, queues: tuple[str, ...], handler: str | None, command: str | None,
            concurrency: int, visibility: float | None, timeout: float, grace: float, burst: bool,
            metrics_port: int | None, name: str | None) -> None:
     """Lease jobs from the gateway's queues and run them with --handler or --exec.
@@ -122,6 +122,11 @@ def worker(url: str, token: str, queues: tuple[str, ...], handler: str | None, c
     Exit status 1: the gateway refused the token or its permissions; 2: a
     usage error (bad option, --handler that cannot be imported).
     """
+    if not url:
+        raise click.UsageError("Missing the gateway's URL: export HELIOS_URL=http://127.0.0.1:8080 (or --url URL)")
+    if not token:
+        raise click.UsageError("Missing an access token with jobs:work: export HELIOS_TOKEN=... "
+                               "(from `helios user token NAME --ttl 30d`; or --token TOKEN)")
     if (handler is None) == (command is None):
         raise click.UsageError("give exactly one of --handler MODULE:FUNCTION or --exec COMMAND")
     runner: Runner

@@ -78,7 +78,7 @@ def test_missing_config_file_exits_1(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("probe")
 def test_log_format_json() -> None:
-    result = CliRunner().invoke(cli, ["--log-format", "json", "probe"])
+    result = CliRunner().invoke(cli, ["--log-format", "json", "--log-level", "info", "probe"])
     assert result.exit_code == 0, result.output
     (line,) = [orjson.loads(text) for text in result.stderr.splitlines()]
     assert line["component"] == "probe"
@@ -97,3 +97,12 @@ def test_alias_runs_the_subcommand(
         alias("probe")()
     assert info.value.code == 0
     assert "fsync=always" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("probe")
+def test_one_shot_commands_log_warnings_only_unless_asked() -> None:
+    """A tool prints its result; its info lines ("atlas ready") appear only with --log-level."""
+    result = CliRunner().invoke(cli, ["probe"])
+    assert result.exit_code == 0, result.output
+    assert "probing" not in result.stderr
+    assert "probing" in CliRunner().invoke(cli, ["--log-level", "info", "probe"]).stderr

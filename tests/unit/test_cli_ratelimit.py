@@ -61,14 +61,25 @@ def test_show_set_reset_on_a_data_directory(tmp_path: Path) -> None:
     (["set", "--default", "0 60"], ["--default", ">= 1"]),
     (["set", "--role", "admin 10"], ["--role", 'expected "NAME LIMIT SECONDS"']),
     (["set"], ["nothing to set"]),
-    (["show"], ["give exactly one of --data DIR or --url URL"]),
+    (["show"], ["give exactly one of --data DIR", "or --url URL", "HELIOS_URL"]),
 ])
-def test_bad_input_is_a_usage_error_naming_the_option(tmp_path: Path, args: list[str], words: list[str]) -> None:
+def test_bad_input_is_a_usage_error_naming_the_option(tmp_path: Path, args: list[str], words: list[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./data here
     extra = [] if args == ["show"] else ["--data", str(tmp_path)]
     r = run(*args, *extra)
     assert r.exit_code == 2, r.output
     for w in words:
         assert w in r.stderr, (w, r.stderr)
+
+
+def test_without_data_or_url_the_default_data_dir_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the README shows it: `make run` keeps its data in ./data, and tools find it there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir(mode=0o700)
+    r = run("show", "--json")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "data" / "appendonly.aof").exists() or any((tmp_path / "data").iterdir())
 
 
 def test_a_client_name_the_api_refuses_is_an_error(tmp_path: Path) -> None:

@@ -116,6 +116,13 @@ def test_verify_loads_the_body_as_recovery_does(data: Path, tmp_path: Path) -> N
     assert str(forged) in result.stderr and result.stdout == ""
 
 
+def test_output_into_a_missing_directory_is_refused_before_anything(data: Path, tmp_path: Path) -> None:
+    result = run("--data", str(data), "--output", str(tmp_path / "no" / "such" / "x.rdb"))
+    assert result.exit_code == 2, result.output
+    assert "does not exist; create it first (mkdir -p" in result.stderr
+    assert not (data / "dump.rdb").exists()  # refused before the snapshot, not after it
+
+
 def test_verify_missing_file_fails(tmp_path: Path) -> None:
     result = run("--verify", str(tmp_path / "none.rdb"))
     assert result.exit_code == 1

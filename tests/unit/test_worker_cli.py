@@ -27,8 +27,8 @@ BASE = ("--url", "http://127.0.0.1:1", "--token", "t", "--queue", "q")
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--queue", "q", "--exec", "true"), "Missing option '--url'"),
-    (("--url", "http://x", "--queue", "q", "--exec", "true"), "Missing option '--token'"),
+    (("--queue", "q", "--exec", "true"), "export HELIOS_URL="),
+    (("--url", "http://x", "--queue", "q", "--exec", "true"), "export HELIOS_TOKEN="),
     (("--url", "http://x", "--token", "t", "--exec", "true"), "Missing option '--queue'"),
     (BASE, "give exactly one of --handler"),
     ((*BASE, "--exec", "true", "--handler", "m:f"), "give exactly one of --handler"),
