@@ -36,8 +36,9 @@ Peers:
   ``selector.modify`` in ``Threadless._update_work_events``), and every
   later request hangs.
 - helios: ``helios proxy --config FILE --port P --workers N --no-access-log``,
-  one route ``/`` to a pool of the one backend (round robin, active health
-  checks every 5 s).
+  one route ``/`` to a pool of the one backend (round robin; active health
+  checks off, as none of the peers checks its backend here; the passive
+  outlier ejection and the breaker are on, at their defaults).
 
 Every server runs as the current user on an unused loopback port, its config,
 pid file and error log in a fresh /tmp directory (removed afterwards), each in
@@ -126,7 +127,9 @@ def wait_serving(server: Server, procs: Procs, body: bytes, timeout: float = 60.
         except (OSError, urllib.error.URLError) as e:
             last = e
         time.sleep(0.1)
-    raise RuntimeError(f"{server.name} did not serve GET / within {timeout:.0f}s (last: {last})")
+    log = procs.logs[procs.procs.index(server.proc)]
+    raise RuntimeError(f"{server.name} did not serve GET / within {timeout:.0f}s (last: {last}); its log:\n"
+                       + log.read_text(errors="replace")[-3000:])
 
 
 def _nginx_common(d: Path, name: str, workers: int) -> str:
@@ -261,7 +264,7 @@ def start_helios(procs: Procs, d: Path, workers: int, backend: Server) -> Server
     balancer: round_robin
     backends:
       - {{id: b1, url: "http://127.0.0.1:{backend.port}"}}
-    health: {{path: /, interval: 5, timeout: 1, expect: [200]}}
+    health: {{enabled: false}}  # as for the peers, none of which checks its backend here
 routes:
   - {{id: all, prefix: /, pool: web}}
 """)

@@ -20,3 +20,9 @@ for a in "$@"; do [ "$a" = "--json" ] && json="--json"; done
 echo "=== bench/jobs.py ${JOBS_ARGS:-} $json"
 # shellcheck disable=SC2086
 "$PY" bench/jobs.py ${JOBS_ARGS:-} $json
+
+# The reverse proxy (helios proxy against nginx, HAProxy and proxy.py, under wrk) takes only --json
+# from the arguments above; PROXY_ARGS passes its own (PROXY_ARGS=--quick for a smoke run).
+echo "=== bench/proxy.py ${PROXY_ARGS:-} $json"
+# shellcheck disable=SC2086
+"$PY" bench/proxy.py ${PROXY_ARGS:-} $json
