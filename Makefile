@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml setup.cfg
 test: venv
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
+# make run PORT=9000 when 8080 is taken (or export HELIOS_GATEWAY__PORT).
+PORT ?=
 run: venv
-	.venv/bin/helios gateway --data ./data
+	.venv/bin/helios gateway --data ./data $(if $(PORT),--port $(PORT))
 
 # mypy covers the packages that are type-clean today (the durability path);
 # widen the list as others become clean.

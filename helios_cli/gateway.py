@@ -39,6 +39,9 @@ def _announce(started: Any) -> None:
         click.echo(f"    {started.admin_password}")
         if started.password_file:
             click.echo(f"It is also in {started.password_file} (mode 0600).")
+        else:
+            click.echo("It is kept nowhere else (the store is remote): note it now, or set another with "
+                       "`helios user passwd admin --store URL`.")
         click.echo("Log in with:")
         click.echo(f"    curl -s -X POST {started.url}/api/v1/auth/login "
                    f"-d '{{\"username\": \"admin\", \"password\": \"...\"}}'")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -382,14 +383,23 @@ def list_(obj: CliContext, queue: str | None, state: str | None, limit: int, dat
         return
     table = Table("id", "queue", "state", "attempts", "priority", "created", "payload", "last error")
     table.columns[0].no_wrap = True
+    now_ms = int(time.time() * 1000)
     for j in jobs:
-        table.add_row(j["id"], j["queue"], j["state"], f"{j['attempts']}/{j['max_attempts']}",
+        table.add_row(j["id"], j["queue"], _state_shown(j, now_ms), f"{j['attempts']}/{j['max_attempts']}",
                       str(j.get("priority", 0)), _iso(j.get("created_ms")), _short(j.get("payload")),
                       (j.get("last_error") or "")[:60])
     c = _out()
     c.print(table)
     if len(jobs) == limit:
         c.print(f"(first {limit}; --limit N for more)")
+
+
+def _state_shown(j: dict[str, Any], now_ms: int) -> str:
+    """A PENDING job that is not due yet says when it runs (it waits for --delay or a retry back-off)."""
+    due = j.get("available_ms")
+    if j["state"] == "PENDING" and isinstance(due, int) and due > now_ms:
+        return f"DELAYED until {_iso(due)}"
+    return str(j["state"])
 
 
 @job.command("show")

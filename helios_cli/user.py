@@ -269,7 +269,7 @@ def list_(obj: CliContext, data_dir: Path | None, url: str | None, token: str | 
         return
     table = Table("username", "roles", "disabled", "created", "id")
     for u in users:
-        table.add_row(u["username"], ", ".join(u.get("roles") or []) or "-", "yes" if u["disabled"] else "",
+        table.add_row(u["username"], ", ".join(u.get("roles") or []) or "-", "yes" if u["disabled"] else "no",
                       _iso(u.get("created_ms")), u["id"])
     _out().print(table)
 

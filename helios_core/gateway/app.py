@@ -242,7 +242,7 @@ async def serve(config: HeliosConfig, data_dir: Path | None, on_started: Callabl
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        log.info("gateway listening", url=url, data=str(data_dir) if data_dir else None, store=store_url)
+        log.info("gateway listening", url=url, **({"data": str(data_dir)} if data_dir else {"store": store_url}))
         on_started(Started(url, port, Path(data_dir) if data_dir else None, store_url, password, pw_file))
         await stop.wait()
         log.info("shutting down", inflight=service.gateway.inflight)

@@ -59,8 +59,10 @@ def signing_key_specs(configured: tuple[str, ...], data_dir: Path | None) -> lis
     if configured:
         return list(configured)
     if data_dir is None:
-        raise ConfigError("no auth.jwt_keys configured and no data directory to keep a generated one in",
-                          key="auth.jwt_keys")
+        raise ConfigError("no auth.jwt_keys configured and no data directory to keep a generated one in; "
+                          "set one, e.g. export HELIOS_AUTH__JWT_KEYS=\"k1=$(python3 -c 'import secrets; "
+                          "print(secrets.token_urlsafe(48))')\" (the same value on every gateway that shares "
+                          "the store), or run with --data DIR", key="auth.jwt_keys")
     path = Path(data_dir) / SECRET_FILE
     if not path.exists():
         try:

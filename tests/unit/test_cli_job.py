@@ -51,3 +51,12 @@ def test_delays() -> None:
     for bad in ("soon", "-5", "5 minutes"):
         with pytest.raises(ValueError, match="invalid duration"):
             parse_delay(bad)
+
+
+def test_a_delayed_job_is_listed_with_when_it_runs() -> None:
+    from helios_cli.job import _state_shown
+
+    now = 1_800_000_000_000
+    assert _state_shown({"state": "PENDING", "available_ms": now + 3_600_000}, now).startswith("DELAYED until 2027-")
+    assert _state_shown({"state": "PENDING", "available_ms": now - 1}, now) == "PENDING"
+    assert _state_shown({"state": "DONE", "available_ms": now + 5}, now) == "DONE"
