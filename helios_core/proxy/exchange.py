@@ -52,6 +52,9 @@ class TunnelSink:
     def upstream_upgraded(self, rest: bytes) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
+
     def upstream_failed(self, exc: BaseException) -> None:
         if self.client.transport is not None:
             self.client.transport.close()
@@ -152,12 +155,16 @@ class Exchange:
         conn.begin(self, head=req.method == "HEAD")
         target = (self.base + self.path).encode("latin-1")
         host = b"" if req.host else b"Host: %b\r\n" % self.netloc  # HTTP/1.0 clients may send none
-        conn.write(b"%b %b HTTP/1.1\r\n%b%b\r\n" % (req.method.encode(), target, host, req.fwd))
+        head = b"%b %b HTTP/1.1\r\n%b%b\r\n" % (req.method.encode(), target, host, req.fwd)
         self.sent_head = True
         if self.client.write_paused:
             self.paused = True
             conn.pause_reading()
-        self.flush_pending()
+        if req.pending:  # head and the body received so far in one write (one send on loopback)
+            req.pending.insert(0, head)
+            self.flush_pending()
+        else:
+            conn.write(head)
         if req.complete and req.upgrade is None:
             self.request_complete()
         self.last_activity = self.loop.time()
@@ -169,8 +176,11 @@ class Exchange:
             return
         data = b"".join(req.pending)
         req.pending.clear()
+        if req.pending_bytes:
+            self.body_sent = True
         req.pending_bytes = 0
-        self.write_body(data)
+        self.last_activity = self.loop.time()
+        self.conn.write(data)
         self.client.resume_reading_for("buffer")
 
     def write_body(self, data: bytes) -> None:
@@ -273,22 +283,22 @@ class Exchange:
             out.append(b"Connection: keep-alive\r\n" if self.keep_alive else b"Connection: close\r\n")
         out.append(b"\r\n")
         self.responded = True
-        client.write(b"".join(out))
+        client.send_later(b"".join(out))
 
     def response_body(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
         self.bytes_out += len(data)
         if self.framing == "chunked":
             if data:
-                self.client.write(b"%x\r\n%b\r\n" % (len(data), data))
+                self.client.send_later(b"%x\r\n%b\r\n" % (len(data), data))
         else:
-            self.client.write(data)
+            self.client.send_later(data)
 
     def response_end(self) -> None:
         if self.done:
             return
         if self.framing == "chunked":
-            self.client.write(b"0\r\n\r\n")
+            self.client.send_later(b"0\r\n\r\n")
         self._ok_end()
         self.client.finished(self.keep_alive and self.req.body_done)
 
@@ -326,7 +336,11 @@ class Exchange:
         if self.client.transport is not None:
             self.client.transport.abort()
 
+    def flush(self) -> None:
+        self.client.flush()
+
     def upstream_upgraded(self, rest: bytes) -> None:
+        self.client.flush()
         conn = self.conn
         self._ok_end()
         if conn is not None:

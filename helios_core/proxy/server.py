@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 import orjson
 
+from helios_core.observability.logging import get_logger
 from helios_core.proxy.exchange import Exchange, TunnelSink
 from helios_core.proxy.upstream import UpstreamConnection
 
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from helios_core.proxy.service import ProxyService
 
 __all__ = ["ClientConnection", "Request", "error_body", "STATUS_PATH", "METRICS_PATH"]
+
+log = get_logger("proxy")
 
 STATUS_PATH = b"/_helios/proxy/status"
 METRICS_PATH = b"/_helios/proxy/metrics"
@@ -143,6 +146,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: UpstreamConnection | None = None
         self.upgrade_pending: Request | None = None  # an upgrade request waiting for its 101
         self._bad: _BadRequest | None = None
+        self.out: list[bytes] = []  # response bytes of one upstream read, sent with one write
         self._in_headers = False
         self._raw_header_bytes = 0
 
@@ -188,8 +192,10 @@ class ClientConnection(asyncio.Protocol):
                         req.exchange.flush_pending()
                 return
             self._reject(400, "unexpected protocol upgrade")
-        except httptools.HttpParserCallbackError:
-            bad = self._bad or _BadRequest(400, "malformed request")
+        except httptools.HttpParserCallbackError as e:
+            if self._bad is None:  # not a refusal of ours: a bug, which must not pass for bad input
+                log.opt(exception=e.__context__ or e).error("request handling failed")
+            bad = self._bad or _BadRequest(500, "internal error")
             self._reject(bad.status, bad.message)
         except httptools.HttpParserError as e:
             text = str(e) or "malformed request"
@@ -438,6 +444,25 @@ class ClientConnection(asyncio.Protocol):
     # --- answering ---
 
     def write(self, data: bytes) -> None:
+        if self.out:
+            self.out.append(data)
+            self.flush()
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def send_later(self, data: bytes) -> None:
+        """Response bytes to send at the next `flush` (the end of the upstream read that produced them).
+
+        On loopback every send costs a trip through the receiver's TCP stack: a small response
+        whose head and body came in one read goes out in one write, not two or three.
+        """
+        self.out.append(data)
+
+    def flush(self) -> None:
+        if not self.out:
+            return
+        data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
+        self.out.clear()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -483,6 +508,7 @@ class ClientConnection(asyncio.Protocol):
 
     def finished(self, keep_alive: bool) -> None:
         """The current exchange (or local answer) is over; go on with the next request or close."""
+        self.flush()
         self.exchange = None
         self.resume_reading_for("upstream")
         if not keep_alive or self.service.draining:

@@ -27,7 +27,12 @@ from typing import Protocol, cast
 
 import httptools
 
+from helios_core.observability.logging import get_logger
+
 __all__ = ["ResponseSink", "UpstreamConnection", "UpstreamPool", "Upstreams", "UpstreamUnavailable"]
+
+
+log = get_logger("proxy")
 
 
 class UpstreamUnavailable(ConnectionError):
@@ -54,6 +59,9 @@ class ResponseSink(Protocol):
     def upstream_pause_writing(self) -> None: ...
 
     def upstream_resume_writing(self) -> None: ...
+
+    def flush(self) -> None:
+        """The end of one read from the backend: send what it produced to the client."""
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -134,14 +142,20 @@ class UpstreamConnection(asyncio.Protocol):
             # to them, so the connection cannot be trusted with another request.
             self.close()
             return
+        sink = self.sink
         try:
             self._parser.feed_data(data)
+            sink.flush()
         except httptools.HttpParserUpgrade as up:
             sink = self.sink
             if sink is not None and self._status == 101:
                 sink.upstream_upgraded(data[up.args[0]:])
             else:
                 self._fail(ValueError("upgrade without 101"))
+        except httptools.HttpParserCallbackError as e:
+            # An exception in our own callback, not a bad response: log it where it can be seen.
+            log.opt(exception=e.__context__ or e).error("response handling failed")
+            self._fail(e)
         except httptools.HttpParserError as e:
             self._fail(e)
 
