@@ -44,6 +44,7 @@ __all__ = [
     "AuthConfig",
     "RateLimitConfig",
     "JobsConfig",
+    "GatewayProxyConfig",
     "HeliosConfig",
     "setting",
     "load_config",
@@ -347,6 +348,22 @@ class JobsConfig(_Section):
 
 
 @dataclass(frozen=True)
+class GatewayProxyConfig(_Section):
+    # Named apart from helios_core.proxy.model.ProxyConfig (routes and pools): this section only says
+    # whether `helios gateway` proxies, and where its routes come from.
+    enabled: bool = field(
+        default=False,
+        metadata=setting("Let helios gateway proxy every path outside /api/, /admin/ and its ops endpoints "
+                         "through the proxy's routes (auth, permissions and a rate limit per route)."),
+    )
+    config_file: str = field(
+        default="",
+        metadata=setting("Proxy routes and pools from this YAML file (helios proxy's format, re-read on "
+                         "SIGHUP); empty: from the gateway's store (proxy:* keys, /admin/proxy/*)."),
+    )
+
+
+@dataclass(frozen=True)
 class HeliosConfig:
     """The whole configuration; each field is one section of the YAML file."""
 
@@ -357,6 +374,7 @@ class HeliosConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    proxy: GatewayProxyConfig = field(default_factory=GatewayProxyConfig)
 
 
 def _sections() -> dict[str, type]:
