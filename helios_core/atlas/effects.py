@@ -11,6 +11,10 @@ downtime would restart its countdown.
     ("PERSIST", key)
     ("ZADD", key, [(score, member)])  create the zset if missing
     ("ZREM", key, [member])           delete the key when it empties
+    ("HSET", key, [(field, value)])   create the hash if missing
+    ("HDEL", key, [field])            delete the key when it empties
+    ("SADD", key, [member])           create the set if missing
+    ("SREM", key, [member])           delete the key when it empties
     ("FLUSHALL",)
 
 `apply_effect` can record an undo log, so a batch whose AOF write fails is
@@ -36,7 +40,8 @@ __all__ = [
 ]
 
 Effect = tuple
-KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "FLUSHALL", "MULTI"})
+KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
+                        "FLUSHALL", "MULTI"})
 
 
 # -- applying -----------------------------------------------------------------------
@@ -88,6 +93,10 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
                 if undo is not None:
                     undo.append(("put", key, z, ks.expires.get(key)))
                 ks.remove(key)
+    elif op == "HSET" or op == "SADD":
+        _apply_add(ks, eff, undo)
+    elif op == "HDEL" or op == "SREM":
+        _apply_remove(ks, eff, undo)
     elif op == "FLUSHALL":
         if undo is not None:
             undo.append(("swap", ks.data, ks.expires))
@@ -97,6 +106,49 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
             apply_effect(ks, sub, undo)
     else:  # pragma: no cover - commands only emit known effects
         raise ValueError(f"unknown effect {op!r}")
+
+
+def _apply_add(ks: Keyspace, eff: Effect, undo: list | None) -> None:
+    """HSET / SADD: create the hash or set if the key holds nothing of that type."""
+    op, key, items = eff
+    kind = dict if op == "HSET" else set
+    value = ks.data.get(key)
+    if type(value) is not kind:
+        if undo is not None:
+            undo.append(("put", key, value, ks.expires.get(key)))
+            undo = None  # the new value is dropped whole on undo
+        value = kind()
+        ks.put(key, value, None)
+    if type(value) is dict:
+        if undo is not None:
+            undo.append(("hrestore", key, [(f, value.get(f)) for f, _ in items]))
+        value.update(items)
+    elif type(value) is set:
+        added = [m for m in items if m not in value]
+        value.update(added)
+        if undo is not None:
+            undo.append(("srestore", key, added, ()))
+
+
+def _apply_remove(ks: Keyspace, eff: Effect, undo: list | None) -> None:
+    """HDEL / SREM: the key goes when its hash or set empties (Redis never keeps an empty one)."""
+    op, key, items = eff
+    value = ks.data.get(key)
+    if op == "HDEL" and type(value) is dict:
+        olds = [(f, value.pop(f, None)) for f in items]
+        if undo is not None:
+            undo.append(("hrestore", key, olds))
+    elif op == "SREM" and type(value) is set:
+        removed = [m for m in dict.fromkeys(items) if m in value]
+        value.difference_update(removed)
+        if undo is not None:
+            undo.append(("srestore", key, (), removed))
+    else:
+        return
+    if not value:
+        if undo is not None:
+            undo.append(("put", key, value, ks.expires.get(key)))
+        ks.remove(key)
 
 
 def undo_effects(ks: Keyspace, undo: list) -> None:
@@ -124,6 +176,19 @@ def undo_effects(ks: Keyspace, undo: list) -> None:
                         z.remove(member)
                     else:
                         z.add(member, old)
+        elif kind == "hrestore":
+            h = ks.data.get(entry[1])
+            if type(h) is dict:
+                for f, old in reversed(entry[2]):
+                    if old is None:
+                        h.pop(f, None)
+                    else:
+                        h[f] = old
+        elif kind == "srestore":
+            members = ks.data.get(entry[1])
+            if type(members) is set:
+                members.difference_update(entry[2])
+                members.update(entry[3])
         elif kind == "swap":
             ks.swap_in(entry[1], entry[2])
 
@@ -178,12 +243,24 @@ def _effect_to_obj(eff: Effect) -> dict:
             rec["members"] = [[_score_out(s), m.decode()] for s, m in eff[2]]
         except UnicodeDecodeError:
             rec["members_b64"] = [[_score_out(s), base64.b64encode(m).decode()] for s, m in eff[2]]
-    elif op == "ZREM":
+    elif op in ("ZREM", "SADD", "SREM"):
+        _put_list(rec, "members", eff[2])
+    elif op == "HDEL":
+        _put_list(rec, "fields", eff[2])
+    elif op == "HSET":
         try:
-            rec["members"] = [m.decode() for m in eff[2]]
+            rec["fields"] = [[f.decode(), v.decode()] for f, v in eff[2]]
         except UnicodeDecodeError:
-            rec["members_b64"] = [base64.b64encode(m).decode() for m in eff[2]]
+            rec["fields_b64"] = [[base64.b64encode(f).decode(), base64.b64encode(v).decode()] for f, v in eff[2]]
     return rec
+
+
+def _put_list(rec: dict, name: str, items: list[bytes]) -> None:
+    """A list of bytes as text, or all of it base64 under the `_b64` twin name."""
+    try:
+        rec[name] = [m.decode() for m in items]
+    except UnicodeDecodeError:
+        rec[name + "_b64"] = [base64.b64encode(m).decode() for m in items]
 
 
 def encode_record(seq: int, effects: list[Effect]) -> bytes:
@@ -230,6 +307,18 @@ def _b64(text: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except ValueError as e:
         raise RecordError("a member in 'members_b64' is not valid base64") from e
+
+
+def _get_list(rec: dict, op: str, name: str) -> list[bytes]:
+    if name in rec:
+        raw, decode = rec[name], _utf8
+    elif name + "_b64" in rec:
+        raw, decode = rec[name + "_b64"], _b64
+    else:
+        raise RecordError(f"{op} record without '{name}'")
+    if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw):
+        raise RecordError(f"{op} '{name}' must be a list of strings")
+    return [decode(m) for m in raw]
 
 
 def _score_in(v: Any) -> float:
@@ -293,17 +382,22 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
                                                 for p in raw):
             raise RecordError("ZADD 'members' must be a list of [score, member] pairs")
         return ("ZADD", key, [(_score_in(s), decode(m)) for s, m in raw])
-    if op == "ZREM":
+    if op in ("ZREM", "SADD", "SREM"):
+        return (op, _get_bytes(rec, "key"), _get_list(rec, op, "members"))
+    if op == "HDEL":
+        return (op, _get_bytes(rec, "key"), _get_list(rec, op, "fields"))
+    if op == "HSET":
         key = _get_bytes(rec, "key")
-        if "members" in rec:
-            raw, decode = rec["members"], _utf8
-        elif "members_b64" in rec:
-            raw, decode = rec["members_b64"], _b64
+        if "fields" in rec:
+            raw, decode = rec["fields"], _utf8
+        elif "fields_b64" in rec:
+            raw, decode = rec["fields_b64"], _b64
         else:
-            raise RecordError("ZREM record without 'members'")
-        if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw):
-            raise RecordError("ZREM 'members' must be a list of strings")
-        return ("ZREM", key, [decode(m) for m in raw])
+            raise RecordError("HSET record without 'fields'")
+        if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                                                and isinstance(p[1], str) for p in raw):
+            raise RecordError("HSET 'fields' must be a list of [field, value] pairs")
+        return ("HSET", key, [(decode(f), decode(v)) for f, v in raw])
     if op == "FLUSHALL":
         return ("FLUSHALL",)
     if op == "MULTI":

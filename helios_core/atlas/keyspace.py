@@ -1,4 +1,8 @@
-"""The keyspace: keys (bytes) to values (bytes or ZSet), with absolute expiry times.
+"""The keyspace: keys (bytes) to values, with absolute expiry times.
+
+A value is bytes (a string), a ZSet, a dict[bytes, bytes] (a hash) or a
+set[bytes] (a set); commands tell them apart by exact type (`type(v) is dict`),
+and a hash or set is never left empty (the effects delete the key instead).
 
 It knows nothing of commands, files or clocks: callers pass `now_ms`.  Expiry
 is tracked twice on purpose: `expires` (key -> ms) is the truth, and a heap of
@@ -19,7 +23,7 @@ from helios_core.atlas.zset import ZSet
 
 __all__ = ["Keyspace", "Value"]
 
-Value = bytes | ZSet
+Value = bytes | ZSet | dict[bytes, bytes] | set[bytes]
 
 
 class Keyspace:

@@ -149,10 +149,13 @@ def persist(ctx: Ctx, args: list[bytes]) -> Any:
     return 1
 
 
+_TYPE_NAMES = {bytes: "string", ZSet: "zset", dict: "hash", set: "set"}
+
+
 def type_name(value: Any) -> str:
     if value is None:
         return "none"
-    return "zset" if type(value) is ZSet else "string"
+    return _TYPE_NAMES.get(type(value), "string")
 
 
 @command("type", 2, "readonly fast")
@@ -277,9 +280,17 @@ def _rename(ctx: Ctx, args: list[bytes], nx: bool) -> Any:
     if src == dst:
         return 0 if nx else OK
     exp = ctx.expiry(src)
-    if type(value) is ZSet:
+    t = type(value)
+    if t is ZSet or t is dict or t is set:
+        # A collection is logged whole under its new name: DEL clears what dst held
+        # (a collection of the same type would otherwise be merged into).
         ctx.emit(("DEL", dst))
-        ctx.emit(("ZADD", dst, list(value.items())))
+        if t is ZSet:
+            ctx.emit(("ZADD", dst, list(value.items())))
+        elif t is dict:
+            ctx.emit(("HSET", dst, list(value.items())))
+        else:
+            ctx.emit(("SADD", dst, list(value)))
         if exp is not None:
             ctx.emit(("EXPIRE", dst, exp))
     else:
