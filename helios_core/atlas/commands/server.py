@@ -607,6 +607,54 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
                 "Returns the lowest-scoring members from a sorted set after removing them."),
     "zpopmax": ("sorted-set", "5.0.0", "key [count]",
                 "Returns the highest-scoring members from a sorted set after removing them."),
+    # hashes
+    "hset": ("hash", "2.0.0", "key field value [field value ...]",
+             "Creates or modifies the value of a field in a hash."),
+    "hsetnx": ("hash", "2.0.0", "key field value", "Sets the value of a field in a hash only when the field "
+               "doesn't exist."),
+    "hget": ("hash", "2.0.0", "key field", "Returns the value of a field in a hash."),
+    "hmget": ("hash", "2.0.0", "key field [field ...]", "Returns the values of all fields in a hash."),
+    "hmset": ("hash", "2.0.0", "key field value [field value ...]", "Sets the values of multiple fields."),
+    "hgetall": ("hash", "2.0.0", "key", "Returns all fields and values in a hash."),
+    "hdel": ("hash", "2.0.0", "key field [field ...]", "Deletes one or more fields and their values from a "
+             "hash. Deletes the hash if no fields remain."),
+    "hexists": ("hash", "2.0.0", "key field", "Determines whether a field exists in a hash."),
+    "hlen": ("hash", "2.0.0", "key", "Returns the number of fields in a hash."),
+    "hkeys": ("hash", "2.0.0", "key", "Returns all fields in a hash."),
+    "hvals": ("hash", "2.0.0", "key", "Returns all values in a hash."),
+    "hincrby": ("hash", "2.0.0", "key field increment", "Increments the integer value of a field in a hash by a "
+                "number. Uses 0 as initial value if the field doesn't exist."),
+    "hincrbyfloat": ("hash", "2.6.0", "key field increment", "Increments the floating point value of a field by "
+                     "a number. Uses 0 as initial value if the field doesn't exist."),
+    "hstrlen": ("hash", "3.2.0", "key field", "Returns the length of the value of a field."),
+    "hrandfield": ("hash", "6.2.0", "key [count [WITHVALUES]]", "Returns one or more random fields from a hash."),
+    "hscan": ("hash", "2.8.0", "key cursor [MATCH pattern] [COUNT count]",
+              "Iterates over fields and values of a hash."),
+    # sets
+    "sadd": ("set", "1.0.0", "key member [member ...]", "Adds one or more members to a set. Creates the key if "
+             "it doesn't exist."),
+    "srem": ("set", "1.0.0", "key member [member ...]", "Removes one or more members from a set. Deletes the "
+             "set if the last member was removed."),
+    "smembers": ("set", "1.0.0", "key", "Returns all members of a set."),
+    "sismember": ("set", "1.0.0", "key member", "Determines whether a member belongs to a set."),
+    "smismember": ("set", "6.2.0", "key member [member ...]", "Determines whether multiple members belong to a "
+                   "set."),
+    "scard": ("set", "1.0.0", "key", "Returns the number of members in a set."),
+    "spop": ("set", "1.0.0", "key [count]", "Returns one or more random members from a set after removing them. "
+             "Deletes the set if the last member was popped."),
+    "srandmember": ("set", "1.0.0", "key [count]", "Get one or multiple random members from a set"),
+    "smove": ("set", "1.0.0", "source destination member", "Moves a member from one set to another."),
+    "sinter": ("set", "1.0.0", "key [key ...]", "Returns the intersect of multiple sets."),
+    "sintercard": ("set", "7.0.0", "numkeys key [key ...] [LIMIT limit]",
+                   "Returns the number of members of the intersect of multiple sets."),
+    "sunion": ("set", "1.0.0", "key [key ...]", "Returns the union of multiple sets."),
+    "sdiff": ("set", "1.0.0", "key [key ...]", "Returns the difference of multiple sets."),
+    "sinterstore": ("set", "1.0.0", "destination key [key ...]", "Stores the intersect of multiple sets in a "
+                    "key."),
+    "sunionstore": ("set", "1.0.0", "destination key [key ...]", "Stores the union of multiple sets in a key."),
+    "sdiffstore": ("set", "1.0.0", "destination key [key ...]", "Stores the difference of multiple sets in a "
+                   "key."),
+    "sscan": ("set", "2.8.0", "key cursor [MATCH pattern] [COUNT count]", "Iterates over members of a set."),
     # connection
     "ping": ("connection", "1.0.0", "[message]", "Returns the server's liveliness response."),
     "echo": ("connection", "1.0.0", "message", "Returns the given string."),
