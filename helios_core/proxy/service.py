@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from helios_core.errors import ConfigError, HeliosError
 from helios_core.observability.logging import get_logger
+from helios_core.proxy.exchange import Exchange
 from helios_core.proxy.health import HealthChecker
 from helios_core.proxy.loader import load_file
 from helios_core.proxy.model import Pool, ProxyConfig
@@ -50,6 +51,7 @@ from helios_core.proxy.upstream import UpstreamPool, Upstreams
 __all__ = ["ProxyService", "ConfigSource", "FileConfigSource", "run_proxy", "bind_socket"]
 
 log = get_logger("proxy")
+TICK = 0.05  # seconds between timeout checks: timeouts fire within this much of their due time
 access = get_logger("proxy.access")
 
 
@@ -99,6 +101,9 @@ class ProxyService:
         self.pools: dict[str, PoolState] = {}
         self.budget = RetryBudget(config.retry_budget, config.retry_min_per_second)
         self.connections: set[ClientConnection] = set()
+        self.active: set[Exchange] = set()  # exchanges whose timeouts the ticker checks
+        self.loop: asyncio.AbstractEventLoop  # the serving loop: set by start() or the first protocol()
+        self._ticker: asyncio.TimerHandle | None = None
         self.draining = False
         self.config = config
         self.router = Router(config.routes)
@@ -154,11 +159,28 @@ class ProxyService:
     # --- serving ---
 
     def protocol(self) -> ClientConnection:
+        if self._ticker is None:
+            self.start_ticker()
         return ClientConnection(self)
 
     def start(self) -> None:
+        """Health checks and the timeout ticker; needs the running loop the service will serve on."""
+        self.start_ticker()
         if self.health is not None:
             self.health.start()
+
+    def start_ticker(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        if self._ticker is None:
+            self._ticker = self.loop.call_later(TICK, self._tick)
+
+    def _tick(self) -> None:
+        # Timeouts of every exchange in flight, checked here rather than with two loop timers per
+        # request (their arming and cancelling cost more than the rest of a small request's routing).
+        now = self.loop.time()
+        for exchange in list(self.active):
+            exchange.check(now)
+        self._ticker = self.loop.call_later(TICK, self._tick)
 
     async def drain(self, grace: float) -> None:
         """Finish in-flight requests (at most `grace` s), close idle keep-alive connections, then the rest."""
@@ -176,6 +198,9 @@ class ProxyService:
                 conn.transport.abort()
 
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         if self.health is not None:
             await self.health.stop()
         self.upstreams.close()
