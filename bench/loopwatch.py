@@ -33,20 +33,22 @@ def in_spans(events: list[Event], spans: list[tuple[float, float]]) -> list[floa
 class LoopSteps:
     """Times, or on request cProfiles, the snapshot's steps that run on the event loop.
 
-    It wraps engine methods on the instance: `flush_sync` and `_start_snapshot`
-    (AOF rotation + fork) before the child starts, `_snapshot_finished` (the
-    clean-up and checks) after it exits.
+    It wraps the engine's snapshotter (helios_core/atlas/snapshotter.py) on the instance:
+    `_synced` (the pre-fork sync done: pipe + fork) is "start", `_rotated` (the AOF part moved
+    aside, on the loop once the worker thread is done) is "flush", `_finished` (the child's
+    result checked, the image published, old parts dropped) is "finish".
     """
 
-    NAMES = {"flush_sync": "flush", "_start_snapshot": "start", "_snapshot_finished": "finish"}
+    NAMES = {"_synced": "start", "_rotated": "flush", "_finished": "finish"}
 
     def __init__(self, eng: Any) -> None:
         self.times: dict[str, list[float]] = {label: [] for label in self.NAMES.values()}
         self.spans: dict[str, list[tuple[float, float]]] = {label: [] for label in self.NAMES.values()}
         self.profiles: dict[str, Any] = {}
         self.profiling = False
+        target = eng.snapshots
         for attr, label in self.NAMES.items():
-            setattr(eng, attr, self._wrap(getattr(eng, attr), label))
+            setattr(target, attr, self._wrap(getattr(target, attr), label))
 
     def _wrap(self, fn: Any, label: str) -> Any:
         def wrapper(*a: Any, **kw: Any) -> Any:
