@@ -99,9 +99,12 @@ def tls_context(cfg: AtlasdConfig) -> ssl.SSLContext | None:
 
 class AtlasServer:
     def __init__(self, engine: Engine, config: HeliosConfig, socket_path: Path | None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, *, owner: str | None = None) -> None:
         cfg = config.atlasd
         self.engine = engine
+        # Set when another service owns the engine and this server only lends it its unix socket
+        # (`serve_socket`): SHUTDOWN is refused, stopping is that service's business.
+        self.owner = owner
         self.config = config
         self.bind = cfg.bind
         self.port = cfg.port
@@ -203,6 +206,44 @@ class AtlasServer:
                  socket=str(self.socket_path), appendfsync=self.engine.policy,
                  metrics_port=self.config.atlasd.metrics_port or None, keys=len(self.engine.ks),
                  version=__version__, pid=os.getpid())
+
+    async def serve_socket(self) -> None:
+        """Serve only the unix socket, on an engine another service owns and drives (the gateway
+        with an embedded store), so `helios user|job|snapshot|aof-check --data DIR` reach a running
+        service's directory as they reach atlasd's.  Stop with `stop_serving`."""
+        assert self.owner is not None and self.socket_path is not None
+        loop = asyncio.get_running_loop()
+        self._stop = loop.create_future()
+        self._stopped = loop.create_future()
+        self.socket_path.unlink(missing_ok=True)  # we hold the directory lock: a dead owner's socket
+        old = os.umask(0o177)  # born 0600: no window where others could connect
+        try:
+            srv = await loop.create_unix_server(lambda: Connection(self, True), path=str(self.socket_path),
+                                                backlog=511)
+        finally:
+            os.umask(old)
+        os.chmod(self.socket_path, 0o600)
+        self._listeners.append(srv)
+        self._sampler = loop.call_later(1.0, self._sample_ops)
+        log.info("serving the data directory's socket", socket=str(self.socket_path), owner=self.owner)
+
+    async def stop_serving(self, timeout: float = 5.0) -> None:
+        """Undo `serve_socket`: stop accepting, let owed replies go out, close, remove the socket.
+        The engine stays open for its owner to close."""
+        self.closing = True
+        await self._close_listeners()
+        for conn in list(self.clients.values()):
+            conn.transport.pause_reading()
+        await self._wait(lambda: all(c.idle() for c in self.clients.values()), timeout)
+        for conn in list(self.clients.values()):
+            conn.close_after_replies()
+        await self._wait(lambda: not self.clients, 2.0)
+        for conn in list(self.clients.values()):
+            conn.kill()
+        if self._sampler is not None:
+            self._sampler.cancel()
+        if self.socket_path is not None:
+            self.socket_path.unlink(missing_ok=True)
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT or SHUTDOWN, then shut down gracefully."""

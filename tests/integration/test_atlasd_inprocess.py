@@ -262,3 +262,30 @@ def test_failed_auths_are_capped_server_wide(tmp_path: Path) -> None:
         assert await fresh.call("AUTH", "pw") == "OK"
 
     run(tmp_path, body, **{"atlasd.requirepass": "pw"})
+
+
+def test_a_service_lends_its_engine_a_socket(tmp_path: Path) -> None:
+    """The gateway's way of letting `helios user --data DIR` in while it runs: the socket only,
+    SHUTDOWN refused (the owner stops), the engine left open when the socket stops."""
+    config = load_config(None, env={}, overrides={"atlasd.port": 0})
+
+    async def main() -> None:
+        data = tmp_path / "data"
+        engine = Engine.open(data, config.atlas, component="test")
+        engine.attach()
+        server = AtlasServer(engine, config, data / "atlas.sock", owner="helios gateway")
+        await server.serve_socket()
+        assert oct((data / "atlas.sock").stat().st_mode & 0o777) == "0o600"
+        r, w = await asyncio.open_unix_connection(str(data / "atlas.sock"))
+        c = Raw(r, w)
+        assert await c.call("SET", "a", "1") == "OK"  # no AUTH on the socket
+        kind, text = await c.call("SHUTDOWN", "NOSAVE")
+        assert kind == "ERR" and "served by helios gateway" in text
+        await server.stop_serving()
+        assert await r.read() == b""  # closed
+        w.close()
+        assert not (data / "atlas.sock").exists()
+        assert engine.execute([b"GET", b"a"]) == b"1"  # the owner's engine goes on
+        await engine.aclose()
+
+    asyncio.run(main())

@@ -131,6 +131,9 @@ def shutdown(ctx: Ctx, args: list[bytes]) -> Any:
         raise err("ERR SHUTDOWN needs a client connection; stop the process instead")
     if abort:
         raise err("ERR No shutdown in progress.")
+    if conn.server.owner is not None:
+        raise err(f"ERR this socket is served by {conn.server.owner}, which owns the data: stop that process "
+                  f"(SIGTERM) to shut it down")
     # On success the connection closes without a reply (as Redis); the future
     # only ever resolves with an error.  SHUTDOWN SAVE snapshots first and, as Redis,
     # stays up with "Errors trying to SHUTDOWN" if that fails (FORCE: shut down anyway).
