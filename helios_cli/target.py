@@ -15,7 +15,7 @@ import getpass
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,7 +75,8 @@ def _from_env(param: str) -> bool:
 
 
 def run_on_target(data_dir: Path | None, url: str | None, token: str | None, token_hint: str,
-                  local: Callable[[Path], Awaitable[T]], remote: Callable[[str, str], Awaitable[T]]) -> T:
+                  local: Callable[[Path], Coroutine[Any, Any, T]],
+                  remote: Callable[[str, str], Coroutine[Any, Any, T]]) -> T:
     """Run `local(data_dir)` or `remote(url, token)`; a HeliosError ends the command (exit 1)."""
     if data_dir is not None and url is not None and _from_env("url"):
         url = None  # an exported HELIOS_URL does not stand in the way of an explicit --data

@@ -342,21 +342,27 @@ class AuthService:
 
         deadline = time.monotonic() + _GUARD_WAIT_S
         delay = 0.005
-        while not await self.store.transact(take):
+        while True:
+            taken: bool = await self.store.transact(take)
+            if taken:
+                break
             if time.monotonic() > deadline:
                 raise ConflictError("another change to who holds '*' is in progress; try again",
                                     code="superuser_change_busy")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 
-        async def give_back(txn: Txn) -> None:
-            if await txn.get(SUPERUSER_GUARD_KEY) == token.encode():
-                txn.delete(SUPERUSER_GUARD_KEY)
+        async def give_back(txn: Txn) -> bool:
+            if await txn.get(SUPERUSER_GUARD_KEY) != token.encode():
+                return False  # expired and taken by another change meanwhile: not ours to delete
+            txn.delete(SUPERUSER_GUARD_KEY)
+            return True
 
         try:
             yield
         finally:
-            await self.store.transact(give_back)
+            released: bool = await self.store.transact(give_back)
+            del released
 
     @staticmethod
     def _last_superuser(what: str) -> ConflictError:
