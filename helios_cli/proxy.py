@@ -72,6 +72,8 @@ def proxy(ctx: click.Context, config_file: Path | None, data_dir: Path | None, s
     if len(given) != 1:
         raise click.UsageError("give exactly one of --config FILE, --data DIR or --store URL")
     open_source = _source_opener(obj, config_file, data_dir, store_url, workers)
+    # Below info the access lines would be dropped anyway: do not even build them.
+    access_log = access_log and obj.config.log.level in ("debug", "info")
 
     from helios_core.proxy.service import run_proxy
 

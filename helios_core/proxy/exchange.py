@@ -249,21 +249,26 @@ class Exchange:
         self.status = status
         client = self.client
         req = self.req
-        named: set[bytes] = set()
-        for name, value in headers:
-            if name.lower() == b"connection":
-                named.update(t.strip().lower() for t in value.split(b","))
         out = [b"HTTP/1.1 %d %b\r\n" % (status, reason or b"OK")]
         upgrade = status == 101
+        connection: bytes | None = None
+        drop_length = framing != "length" and framing != "none"
         for name, value in headers:
             low = name.lower()
-            if low in _HOP or low in named or low.startswith(b"proxy-"):
-                if upgrade and low == b"upgrade":
+            if low in _HOP or low.startswith(b"proxy-"):
+                if low == b"connection":
+                    connection = value
+                elif upgrade and low == b"upgrade":
                     out.append(b"Upgrade: %b\r\n" % value)
                 continue
-            if low == b"content-length" and framing != "length" and framing != "none":
+            if drop_length and low == b"content-length":
                 continue
             out.append(b"%b: %b\r\n" % (name, value))
+        if connection is not None:
+            # Headers the backend's Connection names are hop-by-hop too (rare: filtered after the fact).
+            named = {t.strip().lower() for t in connection.split(b",")} - {b"keep-alive", b"close", b"upgrade"}
+            if named:
+                out = out[:1] + [line for line in out[1:] if line.split(b":", 1)[0].lower() not in named]
         keep = req.keep_alive and req.upgrade is None and not self.service.draining
         if upgrade:
             out.append(b"Connection: Upgrade\r\n")

@@ -361,7 +361,8 @@ class ClientConnection(asyncio.Protocol):
             keep = [(n, v) for n, v in keep if n.lower() not in named]
         if not upgrade:
             req.upgrade = None
-        req.request_id = rid.decode("latin-1") if rid and len(rid) <= 200 else _new_id()
+        rnd = os.urandom(32).hex()  # one syscall for the request id, trace id and span id
+        req.request_id = rid.decode("latin-1") if rid and len(rid) <= 200 else rnd[:16]
         peer = self.peer.encode()
         out = []
         for name, value in keep:
@@ -381,9 +382,8 @@ class ClientConnection(asyncio.Protocol):
                 out.append(b"tracestate: %b\r\n" % ts)
             req.trace_id = tp.strip()[3:35].decode()
         else:
-            trace = os.urandom(16).hex()
-            req.trace_id = trace
-            out.append(b"traceparent: 00-%b-%b-01\r\n" % (trace.encode(), os.urandom(8).hex().encode()))
+            req.trace_id = rnd[16:48]
+            out.append(b"traceparent: 00-%b-%b-01\r\n" % (rnd[16:48].encode(), rnd[48:].encode()))
         if req.upgrade is not None:
             out.append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % req.upgrade)
         elif req.chunked:

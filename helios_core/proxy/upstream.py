@@ -86,6 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._framing = ""
         self._got_head = False
         self._keep_alive = False
+        self._te = self._cl = False
 
     # --- used by the exchange ---
 
@@ -100,6 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._status = 0
         self._framing = ""
         self._got_head = False
+        self._te = self._cl = False
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -190,6 +192,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        n = len(name)
+        if n == 17 or n == 14:  # the framing headers, found without lower-casing every name
+            low = name.lower()
+            if low == b"transfer-encoding":
+                self._te = True
+            elif low == b"content-length":
+                self._cl = True
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -200,14 +209,15 @@ class UpstreamConnection(asyncio.Protocol):
             # client's Expect itself, so it is dropped; the real response follows.
             self._headers = []
             self._reason = b""
+            self._te = self._cl = False
             return
         self._status = status
         self._got_head = True
         if self._head or status in (204, 304) or status == 101:
             framing = "none"
-        elif any(n.lower() == b"transfer-encoding" for n, _ in self._headers):
+        elif self._te:
             framing = "chunked"
-        elif any(n.lower() == b"content-length" for n, _ in self._headers):
+        elif self._cl:
             framing = "length"
         else:
             framing = "close"
