@@ -32,6 +32,7 @@ from helios_core.gateway.base import NotFoundHandler
 from helios_core.gateway.bootstrap import signing_key_specs, write_initial_password
 from helios_core.gateway.context import Gateway
 from helios_core.gateway.limits import GatewayHTTPServer, TrustedProxies, server_settings
+from helios_core.gateway.proxied import GatewayProxy, proxied_url_spec
 from helios_core.gateway.routes import HANDLERS, url_specs
 from helios_core.gateway.storeops import StoreOps
 from helios_core.jobs.queue import JobQueue
@@ -146,8 +147,14 @@ class GatewayService:
                                TrustedProxies(config.gateway.trusted_proxies), JobQueue(store, config.jobs),
                                clock)
         self.reaper = JobReaper(self.gateway)
+        # proxy.enabled: every path outside /api/ and /admin/ goes through the proxy's routes; the
+        # catch-all comes last, so the gateway's own paths (the ops endpoints too) match first.
+        self.proxy = GatewayProxy(config, store) if config.proxy.enabled else None
+        specs = url_specs(self.gateway)
+        if self.proxy is not None:
+            specs.append(proxied_url_spec(self.gateway, self.proxy))
         self.app = Application(
-            url_specs(self.gateway),
+            specs,
             default_handler_class=NotFoundHandler,
             default_handler_args={"gateway": self.gateway},
             log_function=self.gateway.request_done,
@@ -163,6 +170,8 @@ class GatewayService:
         await self.hasher.warm_up()
         await self.reaper.tick()
         self.reaper.start()
+        if self.proxy is not None:
+            await self.proxy.start()
         return password
 
     def listen(self, sockets: list[socket.socket]) -> HTTPServer:
@@ -198,6 +207,8 @@ class GatewayService:
                 await asyncio.wait_for(self.server.close_all_connections(), 5)
             except TimeoutError:
                 pass
+        if self.proxy is not None:
+            await self.proxy.stop()
         self.hasher.close()
 
 
@@ -242,6 +253,8 @@ async def serve(config: HeliosConfig, data_dir: Path | None, on_started: Callabl
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if service.proxy is not None and config.proxy.config_file:
+            loop.add_signal_handler(signal.SIGHUP, service.proxy.reload_soon)  # re-read proxy.config_file
         log.info("gateway listening", url=url, **({"data": str(data_dir)} if data_dir else {"store": store_url}))
         on_started(Started(url, port, Path(data_dir) if data_dir else None, store_url, password, pw_file))
         await stop.wait()
@@ -253,6 +266,8 @@ async def serve(config: HeliosConfig, data_dir: Path | None, on_started: Callabl
                 s.close()
         if service is not None:
             await service.reaper.stop()
+            if service.proxy is not None:
+                await service.proxy.stop()
             service.hasher.close()
         await store.close()
         log.info("gateway stopped")

@@ -1,0 +1,302 @@
+"""The proxy inside the gateway (proxy.enabled): a real gateway in process (unused port, embedded store),
+real backends (`tests.proxy_backend` subprocesses), routes from the gateway's store or a YAML file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.proxy_backend import BackendProcess
+from tests.security.conftest import Api, Response, run_gateway, user_with
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
+
+FAST_HEALTH = {"path": "/healthz", "interval": 0.2, "timeout": 1, "rise": 1, "fall": 1}
+TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _served(api: Api, path: str, *, token: str | None = None, timeout: float = 3.0,
+                  want: int = 200) -> float:
+    """Seconds until `path` answers `want` (AssertionError past `timeout`)."""
+    start = time.monotonic()
+    while True:
+        r = await api.call("GET", path, token=token)
+        if r.code == want:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{path} not served in {timeout}s: {r.code} {r.body[:300]!r}")
+        await asyncio.sleep(0.02)
+
+
+async def _setup(api: Api, backend_url: str, routes: list[dict[str, Any]], pool: str = "web") -> str:
+    """Backend, pool and routes through /admin/proxy as the bootstrap admin; returns the admin token."""
+    admin = await api.admin_token()
+    r = await api.call("POST", "/admin/proxy/backends", token=admin,
+                       json={"id": f"{pool}1", "pool": pool, "url": backend_url})
+    assert r.code == 201, r.body
+    r = await api.call("PUT", f"/admin/proxy/pools/{pool}", token=admin, json={"health": FAST_HEALTH})
+    assert r.code in (200, 201), r.body
+    for route in routes:
+        r = await api.call("POST", "/admin/proxy/routes", token=admin, json=route)
+        assert r.code == 201, r.body
+    return admin
+
+
+def _headers_seen(r: Response) -> dict[str, str]:
+    return {k.lower(): v for k, v in r.json()["headers"]}
+
+
+def _assert_error(r: Response, code: int, error_code: str | None = None) -> None:
+    assert r.code == code, (r.code, r.body)
+    doc = r.json()
+    assert set(doc) == {"error"} and set(doc["error"]) == {"code", "message", "request_id"}, doc
+    if error_code is not None:
+        assert doc["error"]["code"] == error_code, doc
+
+
+def test_routes_forward_with_auth_permissions_and_rate_limits(tmp_path: Path) -> None:
+    backend = BackendProcess("web1")
+
+    async def body(api: Api) -> None:
+        routes = [
+            {"id": "pub", "prefix": "/pub/", "pool": "web", "strip_prefix": True},
+            {"id": "private", "prefix": "/private/", "pool": "web", "require_auth": True},
+            {"id": "orders", "prefix": "/orders/", "pool": "web", "require_auth": True,
+             "permissions": ["orders:read"]},
+            {"id": "limited", "prefix": "/limited/", "pool": "web", "rate_limit": "3/min"},
+        ]
+        await _setup(api, backend.url, routes)
+        # Pushed by the store's change notification: well before the 5 s safety-net poll.
+        assert await _served(api, "/pub/echo?x=1") < 3
+
+        # A public route: forwarded, prefix stripped, query kept, forwarding headers set.
+        r = await api.call("GET", "/pub/echo?x=1", headers={"traceparent": TRACE, "Connection": "X-Drop",
+                                                            "X-Drop": "1", "X-Keep": "yes"})
+        assert r.code == 200, r.body
+        doc = r.json()
+        assert doc["name"] == "web1" and doc["path"] == "/echo?x=1"
+        seen = _headers_seen(r)
+        assert seen["x-forwarded-for"] == "127.0.0.1"
+        assert seen["x-forwarded-proto"] == "http"
+        assert seen["x-forwarded-host"] == f"127.0.0.1:{api.port}"
+        assert seen["via"] == "1.1 helios"
+        assert seen["x-keep"] == "yes" and "x-drop" not in seen
+        assert seen["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+        assert seen["traceparent"] != TRACE  # the gateway's span is the backend's parent
+        assert seen["x-request-id"] == r.headers["X-Request-ID"]
+        assert r.headers["Content-Type"].startswith("application/json")
+
+        # require_auth: 401 without a token; with one, forwarded without the Authorization header.
+        _assert_error(await api.call("GET", "/private/x"), 401)
+        token = await user_with(api, "alice", ["kv:read"])
+        r = await api.call("GET", "/private/x", token=token)
+        assert r.code == 200, r.body
+        assert "authorization" not in _headers_seen(r)
+        r = await api.call("GET", "/pub/y", token=token)  # a public route drops it too
+        assert r.code == 200 and "authorization" not in _headers_seen(r)
+
+        # permissions: 403 to a caller without them, forwarded for one with them.
+        _assert_error(await api.call("GET", "/orders/1", token=token), 403, "forbidden")
+        _assert_error(await api.call("GET", "/orders/1"), 401)
+        buyer = await user_with(api, "bob", ["orders:read"])
+        r = await api.call("GET", "/orders/1", token=buyer)
+        assert r.code == 200 and r.json()["path"] == "/orders/1", r.body
+
+        # rate_limit: 3 a minute per caller on this route, then 429 with Retry-After.
+        codes = [(await api.call("GET", "/limited/z")).code for _ in range(3)]
+        assert codes == [200, 200, 200]
+        r = await api.call("GET", "/limited/z")
+        _assert_error(r, 429, "rate_limited")
+        assert int(r.headers["Retry-After"]) >= 1
+        assert (await api.call("GET", "/pub/z")).code == 200  # other routes keep their own buckets
+
+        # The gateway's own paths stay its own; a path no route matches is a JSON 404.
+        r = await api.call("GET", "/api/v1/openapi.json")
+        assert r.code == 200 and "openapi" in r.json()
+        assert "/{proxied}" not in r.json()["paths"] and not any("proxy" == p for p in r.json()["paths"])
+        _assert_error(await api.call("GET", "/api/v1/nope"), 404, "not_found")
+        assert (await api.call("GET", "/healthz")).code == 200
+        _assert_error(await api.call("GET", "/elsewhere"), 404, "not_found")
+
+        # Keep-alive to the backend: many requests, few upstream connections.
+        before = backend.stats()["connections"]
+        for _ in range(20):
+            assert (await api.call("GET", "/pub/echo")).code == 200
+        assert backend.stats()["connections"] - before <= 3
+
+    try:
+        run_gateway(tmp_path, body, **{"proxy.enabled": True})
+    finally:
+        backend.kill()
+
+
+def test_a_route_added_through_the_admin_api_serves_and_a_removed_one_stops(tmp_path: Path) -> None:
+    backend = BackendProcess("web1")
+
+    async def body(api: Api) -> None:
+        admin = await _setup(api, backend.url, [])
+        _assert_error(await api.call("GET", "/new/echo"), 404)
+        r = await api.call("POST", "/admin/proxy/routes", token=admin,
+                           json={"id": "new", "prefix": "/new/", "pool": "web"})
+        assert r.code == 201, r.body
+        assert await _served(api, "/new/echo") < 3
+        r = await api.call("DELETE", "/admin/proxy/routes/new", token=admin)
+        assert r.code == 204
+        await _served(api, "/new/echo", want=404)
+
+    try:
+        run_gateway(tmp_path, body, **{"proxy.enabled": True})
+    finally:
+        backend.kill()
+
+
+def test_a_backend_down_gives_502_or_503_in_json(tmp_path: Path) -> None:
+    backend = BackendProcess("web1")
+
+    async def body(api: Api) -> None:
+        admin = await _setup(api, backend.url, [{"id": "pub", "prefix": "/", "pool": "web"}])
+        # A pool whose only backend listens nowhere: connect refused.
+        r = await api.call("POST", "/admin/proxy/backends", token=admin,
+                           json={"id": "gone1", "pool": "gone", "url": f"http://127.0.0.1:{_free_port()}"})
+        assert r.code == 201, r.body
+        r = await api.call("POST", "/admin/proxy/routes", token=admin,
+                           json={"id": "gone", "prefix": "/gone/", "pool": "gone", "retries": 0})
+        assert r.code == 201, r.body
+        await _served(api, "/ok")
+        deadline = time.monotonic() + 3
+        while True:  # until the new route is applied ("/" serves /gone/x before)
+            r = await api.call("GET", "/gone/x")
+            if r.code in (502, 503) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        assert r.code in (502, 503), r.body
+        _assert_error(r, r.code, "bad_gateway" if r.code == 502 else "unavailable")
+
+        # The working backend killed: its health check marks it down, then 503 with Retry-After.
+        backend.kill()
+        r = await api.call("GET", "/ok")
+        assert r.code in (502, 503), r.body
+        _assert_error(r, r.code)
+        await _served(api, "/ok", want=503)
+        r = await api.call("GET", "/ok")
+        _assert_error(r, 503, "unavailable")
+        assert int(r.headers["Retry-After"]) >= 1
+        # The backend's return: healthy again, served again.
+        backend.restart()
+        await _served(api, "/ok", timeout=5)
+
+    try:
+        run_gateway(tmp_path, body, **{"proxy.enabled": True})
+    finally:
+        backend.kill()
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _upload(port: int, path: str, size: int, *, chunked: bool) -> tuple[int, bytes]:
+    """A streamed upload from a plain socket (the client holds 64 KiB at a time)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{framing}\r\n\r\n".encode())
+        block = b"u" * 65536
+        left = size
+        while left > 0:
+            piece = block[:left]
+            s.sendall(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+            left -= len(piece)
+        if chunked:
+            s.sendall(b"0\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        while len(rest) < length:
+            rest += s.recv(65536)
+        return status, rest
+
+
+def test_a_streamed_50_mb_upload_keeps_memory_flat(tmp_path: Path) -> None:
+    backend = BackendProcess("web1")
+    size = 50 << 20
+
+    async def body(api: Api) -> None:
+        await _setup(api, backend.url, [{"id": "pub", "prefix": "/pub/", "pool": "web", "strip_prefix": True}])
+        await _served(api, "/pub/echo")
+        peak = 0
+        done = threading.Event()
+        result: dict[str, tuple[int, bytes]] = {}
+
+        def run(chunked: bool) -> None:
+            result["r"] = _upload(api.port, "/pub/sink", size, chunked=chunked)
+            done.set()
+
+        for chunked in (False, True):
+            done.clear()
+            base = _rss_kib()
+            thread = threading.Thread(target=run, args=(chunked,), daemon=True)
+            thread.start()
+            while not done.is_set():
+                peak = max(peak, _rss_kib() - base)
+                await asyncio.sleep(0.01)
+            thread.join()
+            status, answer = result["r"]
+            assert status == 200, answer
+            assert json.loads(answer) == {"name": "web1", "bytes": size}
+            print(f"50 MB upload ({'chunked' if chunked else 'Content-Length'}): RSS growth peak {peak} KiB")
+            assert peak < 24 << 10, f"RSS grew {peak} KiB while streaming {size >> 20} MB"
+
+    try:
+        run_gateway(tmp_path, body, **{"proxy.enabled": True})
+    finally:
+        backend.kill()
+
+
+def test_routes_from_a_yaml_file_and_reload(tmp_path: Path) -> None:
+    backend = BackendProcess("web1")
+    config = tmp_path / "proxy.yaml"
+
+    def write(prefix: str) -> None:
+        config.write_text(json.dumps({
+            "pools": {"web": {"backends": [{"id": "web1", "url": backend.url}], "health": FAST_HEALTH}},
+            "routes": [{"id": "site", "prefix": prefix, "pool": "web"}]}))
+
+    write("/one/")
+
+    async def body(api: Api) -> None:
+        proxy = api.service.proxy
+        assert proxy is not None
+        assert (await api.call("GET", "/one/x")).code == 200
+        write("/two/")
+        await proxy.reload()  # what SIGHUP does in `helios gateway`
+        assert (await api.call("GET", "/two/x")).code == 200
+        _assert_error(await api.call("GET", "/one/x"), 404)
+        config.write_text("routes: [{id: bad, prefix: nope, pool: web}]")
+        await proxy.reload()  # refused: the running config stays
+        assert (await api.call("GET", "/two/x")).code == 200
+
+    try:
+        run_gateway(tmp_path, body, **{"proxy.enabled": True, "proxy.config_file": str(config)})
+    finally:
+        backend.kill()
