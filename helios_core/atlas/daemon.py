@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tornado.httpserver import HTTPServer
 from tornado.web import Application, RequestHandler
 
@@ -54,6 +54,7 @@ from helios_core.atlas.commands.server import REDIS_COMPAT_VERSION
 from helios_core.atlas.datadir import DataDir, register_port, unregister_port
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.glob import Glob, compile_glob
+from helios_core.atlas.metrics import EngineCollector
 from helios_core.atlas.resp import Push, Replies
 from helios_core.config import AtlasdConfig, HeliosConfig
 from helios_core.errors import CommandError, HeliosError
@@ -578,6 +579,7 @@ class AtlasServer:
 
     def _start_metrics(self) -> None:
         registry = CollectorRegistry(auto_describe=False)
+        registry.register(EngineCollector(self.engine))
         registry.register(_AtlasCollector(self))
 
         class MetricsHandler(RequestHandler):
@@ -592,46 +594,13 @@ class AtlasServer:
 
 
 class _AtlasCollector:
-    """Reads the engine's and server's counters at scrape time: nothing is counted twice."""
+    """The daemon's own counters at scrape time; the engine's come from EngineCollector."""
 
     def __init__(self, server: AtlasServer) -> None:
         self.server = server
 
     def collect(self) -> Any:
-        server, engine = self.server, self.server.engine
-        stats = engine.stats
-        yield CounterMetricFamily("atlas_aof_bytes", "Bytes appended to the AOF.", value=stats.aof_bytes_total)
-        fsync = SummaryMetricFamily("atlas_aof_fsync_seconds", "Time spent in AOF fsync calls.")
-        fsync.add_metric([], count_value=stats.fsync_count, sum_value=stats.fsync_seconds_total)
-        yield fsync
-        yield GaugeMetricFamily("atlas_snapshot_duration_seconds", "Duration of the last snapshot.",
-                                value=stats.last_snapshot_seconds)
-        yield CounterMetricFamily("atlas_snapshots", "Snapshots completed.", value=stats.snapshots)
-        yield GaugeMetricFamily("atlas_snapshot_last_status_ok", "1 if the last snapshot succeeded, 0 if it failed.",
-                                value=int(stats.last_snapshot_status == "ok"))
-        yield CounterMetricFamily("atlas_snapshot_failures", "Snapshots that failed to start or finish.",
-                                  value=stats.snapshot_failures)
-        yield GaugeMetricFamily("atlas_snapshot_last_cow_bytes", "Copy-on-write bytes of the last snapshot child.",
-                                value=stats.last_cow_size)
-        error = GaugeMetricFamily("atlas_snapshot_last_error_info",
-                                  "1 with the last snapshot's error as a label while it is failing.", labels=["error"])
-        if stats.last_snapshot_error:
-            error.add_metric([stats.last_snapshot_error[:200]], 1)
-        yield error
-        yield CounterMetricFamily("atlas_aof_delayed_fsync", "Writes postponed: a background fsync ran over 2 s.",
-                                  value=stats.delayed_fsync)
-        yield GaugeMetricFamily("atlas_snapshot_in_progress", "1 while a snapshot is being written.",
-                                value=int(engine.snapshot_in_progress))
-        yield GaugeMetricFamily("atlas_keys", "Keys in the keyspace.", value=len(engine.ks))
-        yield GaugeMetricFamily("atlas_keys_with_expiry", "Keys with a TTL.", value=len(engine.ks.expires))
-        yield CounterMetricFamily("atlas_expired_keys", "Keys removed by expiry.", value=stats.expired_keys)
-        cmds = CounterMetricFamily("atlas_commands", "Commands executed, by command.", labels=["cmd"])
-        for name, n in sorted(stats.commands.items()):
-            cmds.add_metric([name], n)
-        yield cmds
+        server = self.server
         yield GaugeMetricFamily("atlas_connected_clients", "Client connections open.", value=len(server.clients))
         yield CounterMetricFamily("atlas_connections", "Client connections accepted.",
                                   value=server.counters.connections)
-        yield GaugeMetricFamily("atlas_aof_write_ok", "0 while AOF writes fail and writes are refused.",
-                                value=int(engine.aof_error is None))
-        yield GaugeMetricFamily("atlas_last_seq", "Sequence number of the last AOF record.", value=engine.seq)

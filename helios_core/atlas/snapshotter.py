@@ -42,7 +42,6 @@ from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.snapshot import VERSION as SNAPSHOT_VERSION
 from helios_core.atlas.snapshot import SnapshotInfo, publish, temp_path, write_snapshot
 from helios_core.errors import HeliosError, SnapshotError
-from helios_core.observability import metrics
 from helios_core.observability.logging import get_logger
 
 __all__ = ["Snapshotter", "SnapshotStats", "RETRY_MS", "cow_bytes"]
@@ -51,9 +50,6 @@ log = get_logger("atlas.snapshot")
 
 RETRY_MS = 5000  # after a failed automatic snapshot, as Redis (CONFIG_BGSAVE_RETRY_DELAY)
 
-_LAST_OK = metrics.gauge("atlas_snapshot_last_status_ok", "1 if the last snapshot succeeded, 0 if it failed")
-_COW = metrics.gauge("atlas_snapshot_last_cow_bytes", "Copy-on-write bytes of the last snapshot child")
-_FAILURES = metrics.counter("atlas_snapshot_failures_total", "Snapshots that failed to start or finish")
 
 
 @dataclass
@@ -271,7 +267,6 @@ class Snapshotter:
         if ok and not self._abort:
             parts = why.split()
             self.stats.last_cow_size = int(parts[1]) if len(parts) > 1 else 0
-            _COW.set(self.stats.last_cow_size)
             upto, tmp = self._upto, temp_path(self.dir.snapshot_path, self._pid)
             if self._loop is None:  # closing: publish only what is durable already
                 if upto <= self.writer.durable_seq:
@@ -321,8 +316,6 @@ class Snapshotter:
         reason = " ".join(reason.split())  # one line: INFO shows it
         self.stats.last_snapshot_error = reason
         self.retry_at = self.clock() + RETRY_MS
-        _LAST_OK.set(0)
-        _FAILURES.inc()
         self.stats.snapshot_failures += 1
         err = SnapshotError(f"snapshot of {self.dir.path} failed: {reason}. The AOF still holds every write; "
                             f"fix the cause (memory, disk space, permissions) and run BGSAVE or helios snapshot "
@@ -358,7 +351,6 @@ class Snapshotter:
         self.stats.last_snapshot_status = "ok"
         self.stats.last_snapshot_error = ""
         self.stats.last_snapshot_ms = self.clock()
-        _LAST_OK.set(1)
         # Built from what the engine knows: re-reading a large file here would stall the loop.
         created_ms, keys = self._meta
         info = SnapshotInfo(str(self.dir.snapshot_path), SNAPSHOT_VERSION, upto, created_ms, keys, size)
@@ -384,8 +376,6 @@ class Snapshotter:
             self.stats.last_snapshot_status = "err"
             self.stats.last_snapshot_error = reason
             self.stats.snapshot_failures += 1
-            _LAST_OK.set(0)
-            _FAILURES.inc()
             raise SnapshotError(f"snapshot of {self.dir.path} failed: {reason}. The AOF still holds every "
                                 f"write; fix the cause (disk space, permissions) and run helios snapshot again") from e
         self.dirty = 0
