@@ -74,3 +74,7 @@ from helios_cli import ratelimit  # noqa: E402, I001
 cli.add_command(ratelimit.ratelimit)
 from helios_cli import proxy  # noqa: E402, I001
 cli.add_command(proxy.proxy)
+from helios_cli import backup, health  # noqa: E402, I001
+cli.add_command(backup.backup)
+cli.add_command(backup.restore)
+cli.add_command(health.health)
