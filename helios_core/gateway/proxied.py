@@ -293,7 +293,7 @@ class _TornadoClient:
         status = int(parts[1])
         reason = parts[2].decode("latin-1") if len(parts) > 2 and parts[2] else None
         h = self.handler
-        keep = {k: v for k, v in h._sticky.items() if k.lower() != "traceparent"}
+        keep = dict(h._sticky)  # request id, trace, rate-limit state: unless the backend sent its own
         h._headers = HTTPHeaders()
         h.set_status(status, reason)
         given: set[str] = set()
@@ -306,9 +306,9 @@ class _TornadoClient:
                 continue  # Tornado frames the response to the client itself
             given.add(low)
             h._headers.add(name.strip().decode("latin-1"), value.strip().decode("latin-1"))
-        for name, value in keep.items():
-            if name.lower() not in given:
-                h._headers[name] = value
+        for key, text in keep.items():
+            if key.lower() not in given:
+                h._headers[key] = text
         h.answered = True  # sent with the first body bytes (the same write), or by finish()
 
     def finished(self, keep_alive: bool) -> None:

@@ -72,7 +72,7 @@ def test_routes_forward_with_auth_permissions_and_rate_limits(tmp_path: Path) ->
     backend = BackendProcess("web1")
 
     async def body(api: Api) -> None:
-        routes = [
+        routes: list[dict[str, Any]] = [
             {"id": "pub", "prefix": "/pub/", "pool": "web", "strip_prefix": True},
             {"id": "private", "prefix": "/private/", "pool": "web", "require_auth": True},
             {"id": "orders", "prefix": "/orders/", "pool": "web", "require_auth": True,
@@ -297,6 +297,128 @@ def test_routes_from_a_yaml_file_and_reload(tmp_path: Path) -> None:
         assert (await api.call("GET", "/two/x")).code == 200
 
     try:
-        run_gateway(tmp_path, body, **{"proxy.enabled": True, "proxy.config_file": str(config)})
+        overrides: dict[str, Any] = {"proxy.enabled": True, "proxy.config_file": str(config)}
+        run_gateway(tmp_path, body, **overrides)
+    finally:
+        backend.kill()
+
+
+def _session(port: int, calls: list[tuple[str, str, bytes | None]]) -> list[tuple[int, dict[str, str], bytes]]:
+    """Several requests on one client connection (keep-alive), from a thread."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    out = []
+    try:
+        for method, path, data in calls:
+            conn.request(method, path, body=data)
+            r = conn.getresponse()
+            out.append((r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()))
+    finally:
+        conn.close()
+    return out
+
+
+def test_bodies_both_ways_on_one_keep_alive_client_connection(tmp_path: Path) -> None:
+    backend = BackendProcess("web1")
+    big = 20 << 20
+
+    async def body(api: Api) -> None:
+        await _setup(api, backend.url, [{"id": "pub", "prefix": "/", "pool": "web"}])
+        await _served(api, "/echo")
+        calls: list[tuple[str, str, bytes | None]] = [
+            ("GET", "/echo", None),
+            ("POST", "/sink", b"p" * 100000),
+            ("HEAD", "/stream?n=1000", None),
+            ("GET", "/status/204", None),
+            ("GET", f"/stream?n={big}", None),
+            ("GET", f"/stream?n={big}&chunked=1", None),
+            ("PUT", "/echo", b"small"),
+            ("GET", "/status/404", None),
+            ("DELETE", "/echo", None),
+        ]
+        got = await asyncio.to_thread(_session, api.port, calls)
+        codes = [g[0] for g in got]
+        assert codes == [200, 200, 200, 204, 200, 200, 200, 404, 200], codes
+        assert json.loads(got[1][2])["bytes"] == 100000
+        assert got[2][2] == b"" and got[2][1]["content-length"] == "1000"
+        assert got[3][2] == b""
+        assert len(got[4][2]) == big and got[4][1]["content-length"] == str(big)
+        assert len(got[5][2]) == big and got[5][1].get("transfer-encoding") == "chunked"
+        assert json.loads(got[6][2])["body_bytes"] == 5 and json.loads(got[6][2])["method"] == "PUT"
+        assert json.loads(got[7][2]) == {"name": "web1"}  # the backend's 404, passed as it is
+        assert json.loads(got[8][2])["method"] == "DELETE"
+
+    try:
+        run_gateway(tmp_path, body, **{"proxy.enabled": True})
+    finally:
+        backend.kill()
+
+
+def _download(port: int, path: str) -> tuple[int, int]:
+    """GET `path`, reading and dropping the body (HTTP/1.0: the body ends with the connection)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(65536)
+        head, _, rest = head.partition(b"\r\n\r\n")
+        n = len(rest)
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            n += len(chunk)
+        return int(head.split(b" ", 2)[1]), n
+
+
+def test_a_streamed_50_mb_download_keeps_memory_flat(tmp_path: Path) -> None:
+    backend = BackendProcess("web1")
+    size = 50 << 20
+
+    async def body(api: Api) -> None:
+        await _setup(api, backend.url, [{"id": "pub", "prefix": "/", "pool": "web"}])
+        await _served(api, "/echo")
+        for query in ("", "&chunked=1"):
+            base = _rss_kib()
+            peak = 0
+            task = asyncio.ensure_future(asyncio.to_thread(_download, api.port, f"/stream?n={size}{query}"))
+            while not task.done():
+                peak = max(peak, _rss_kib() - base)
+                await asyncio.sleep(0.01)
+            status, n = task.result()
+            assert (status, n) == (200, size)
+            print(f"50 MB download ({'chunked' if query else 'Content-Length'}): RSS growth peak {peak} KiB")
+            assert peak < 24 << 10, f"RSS grew {peak} KiB while streaming {size >> 20} MB"
+
+    try:
+        run_gateway(tmp_path, body, **{"proxy.enabled": True})
+    finally:
+        backend.kill()
+
+
+def test_a_client_that_leaves_mid_download_frees_the_backend_connection(tmp_path: Path) -> None:
+    backend = BackendProcess("web1")
+
+    def leave_early(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(f"GET /stream?n={200 << 20} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            return s.recv(65536)
+
+    async def body(api: Api) -> None:
+        await _setup(api, backend.url, [{"id": "pub", "prefix": "/", "pool": "web"}])
+        await _served(api, "/echo")
+        first = await asyncio.to_thread(leave_early, api.port)
+        assert first.startswith(b"HTTP/1.1 200")
+        service = api.service.proxy.service if api.service.proxy else None
+        assert service is not None
+        deadline = time.monotonic() + 5
+        while any(b.in_flight for ps in service.pools.values() for b in ps.backends):
+            assert time.monotonic() < deadline, "the exchange never ended"
+            await asyncio.sleep(0.02)
+        assert (await api.call("GET", "/echo")).code == 200
+
+    try:
+        run_gateway(tmp_path, body, **{"proxy.enabled": True})
     finally:
         backend.kill()
