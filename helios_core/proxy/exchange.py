@@ -95,6 +95,7 @@ class Exchange:
         self.netloc = b""
         self.keep_alive = False
         self.expired = False  # the total timeout fired: no more tries
+        self.stale_retried = False
         self.loop = loop = client.service.loop
         self.last_activity = now = loop.time()
         self.deadline = now + route.timeouts.total
@@ -119,17 +120,21 @@ class Exchange:
                                    service.retry_after(self.pool_state, now))
             return
         self.tried.append(backend.backend.id)
+        self._use(backend, now, fresh=self.req.upgrade is not None)
+
+    def _use(self, backend: BackendState, now: float, fresh: bool) -> None:
+        """Start a try on `backend`: an idle keep-alive connection now, or a new one (a task)."""
         self.backend = backend
-        backend.started()
+        backend.started(now)
         self.upstream_started = now
-        up, self.base = service.upstream_for(backend, self.pool_state.pool)
+        up, self.base = self.service.upstream_for(backend, self.pool_state.pool)
         self.netloc = b"%b:%d" % (up.host.encode("idna"), up.port)
-        if self.req.upgrade is None:
+        if not fresh:
             conn = up.take_idle()
             if conn is not None:
                 self._send(conn)
                 return
-        self._task = self.loop.create_task(self._connect(up, fresh=self.req.upgrade is not None))
+        self._task = self.loop.create_task(self._connect(up, fresh=fresh))
 
     async def _connect(self, up: Any, fresh: bool) -> None:
         timeout = self.route.timeouts.connect
@@ -205,6 +210,17 @@ class Exchange:
         if conn is not None:
             conn.abort()
         self.sent_head = False
+        if (conn is not None and conn.uses > 1 and conn.received == 0 and not timeout and retry is None
+                and not self.stale_retried and not self.body_sent and not self.done and not self.responded
+                and self.req.upgrade is None and self.backend is not None):
+            # A reused keep-alive connection the backend had closed while it sat idle (the close
+            # crossed our request): nothing was answered, so the request goes again on a new
+            # connection to the same backend, whatever its method; not the backend's failure.
+            self.stale_retried = True
+            now = self.service.clock()
+            self.backend.finished(now, ok=True)
+            self._use(self.backend, now, fresh=True)
+            return
         if self.backend is not None:
             self.backend.finished(self.service.clock(), ok=False, connect_failure=connect_failure)
             self.service.metrics.upstream(self.route.id, self.backend.backend.id, 502 if not timeout else 504,

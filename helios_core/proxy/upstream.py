@@ -74,6 +74,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.uses = 0
+        self.received = 0  # bytes received in the current exchange
         self.request_done = False  # set by the exchange once the whole request is written
         self.reading_paused = False
         self.tunnel: Callable[[bytes], None] | None = None  # after a 101: where bytes go
@@ -93,6 +94,7 @@ class UpstreamConnection(asyncio.Protocol):
     def begin(self, sink: ResponseSink, *, head: bool = False) -> None:
         self.sink = sink
         self.uses += 1
+        self.received = 0
         self.request_done = False
         self._parser = httptools.HttpResponseParser(self)
         self._head = head
@@ -145,6 +147,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         sink = self.sink
+        self.received += len(data)
         try:
             self._parser.feed_data(data)
             sink.flush()

@@ -171,3 +171,44 @@ def test_unavailable_unreachable_and_slow_backends(two: tuple[BackendProcess, Ba
         assert status == 504
         slow.control(delay=0)
         assert request(p.port, "GET", "/echo")[0] == 200
+
+
+def test_request_on_a_connection_the_backend_closed_goes_again(tmp_path: Path) -> None:
+    """A keep-alive connection closed by the backend as the next request crosses it: sent again, not 502."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+
+    def handle(c: socket.socket) -> None:
+        with c:  # answer the first request, then drop the connection when the second comes
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                data = c.recv(65536)
+                if not data:
+                    return
+                buf += data
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            c.recv(65536)
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        cfg = write_config(tmp_path / "p.yaml",
+                           {"web": pool([("raw", f"http://127.0.0.1:{srv.getsockname()[1]}")],
+                                        health={"enabled": False})},
+                           [route("r", "/", "web", retries=0)])
+        with ProxyProcess(cfg) as p:
+            for method in ("GET", "POST", "GET", "POST"):
+                status, _, body = request(p.port, method, "/x", body=b"" if method == "POST" else None)
+                assert (status, body) == (200, b"ok"), method
+    finally:
+        srv.close()
