@@ -92,6 +92,7 @@ _HOP = frozenset({"connection", "keep-alive", "te", "trailer", "transfer-encodin
 _REPLACED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via", "traceparent",
                        "x-request-id", "authorization", "content-length", "expect"})
 _TRACEPARENT_RE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+GAUGE_INTERVAL = 2.0  # seconds between refreshes of the proxy's health and breaker gauges
 _PENDING_LIMIT = 256 * 1024  # request body bytes held while the upstream connection is being made
 _UNLIMITED_BODY = 1 << 62
 _CODES = {413: "payload_too_large", 502: "bad_gateway", 503: "unavailable", 504: "gateway_timeout"}
@@ -134,6 +135,7 @@ class GatewayProxy:
             else StoreConfigSource(store, poll_interval=poll_interval))
         self.service: ProxyService | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._gauges: asyncio.Task[None] | None = None
         self._reloads: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -156,6 +158,7 @@ class GatewayProxy:
         self.service = ProxyService(config, access_log=False)
         self.service.start()
         self._watch = asyncio.create_task(self.source.watch(self.apply), name="helios-gateway-proxy-watch")
+        self._gauges = asyncio.create_task(self._refresh_gauges(), name="helios-gateway-proxy-gauges")
         log.info("gateway proxy enabled", source=self.source.describe(), routes=len(config.routes),
                  pools=len(config.pools), version=config.version)
 
@@ -180,15 +183,33 @@ class GatewayProxy:
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
 
+    async def _refresh_gauges(self, interval: float = GAUGE_INTERVAL) -> None:
+        """proxy_backend_healthy and proxy_circuit_state, read from the pools' state.
+
+        `helios proxy` sets them when its metrics are scraped; the gateway's /metrics handler renders
+        the registry without asking the proxy, so here they are refreshed on a timer instead.
+        """
+        while True:
+            service = self.service
+            if service is not None:
+                try:
+                    now = service.clock()
+                    service.metrics.refresh(service.config.routes,
+                                            {pid: ps.status(now) for pid, ps in service.pools.items()})
+                except Exception as e:  # a gauge must never end the loop
+                    log.warning("proxy gauges not refreshed", error=str(e))
+            await asyncio.sleep(interval)
+
     async def stop(self) -> None:
-        watch, self._watch = self._watch, None
         self.source.close()
-        if watch is not None:
-            watch.cancel()
-            try:
-                await watch
-            except (asyncio.CancelledError, Exception):  # noqa: S110 - ending anyway
-                pass
+        for task in (self._watch, self._gauges):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: S110 - ending anyway
+                    pass
+        self._watch = self._gauges = None
         service, self.service = self.service, None
         if service is not None:
             await service.stop()

@@ -132,6 +132,13 @@ def test_routes_forward_with_auth_permissions_and_rate_limits(tmp_path: Path) ->
         assert (await api.call("GET", "/healthz")).code == 200
         _assert_error(await api.call("GET", "/elsewhere"), 404, "not_found")
 
+        # The proxy's metrics are on the gateway's /metrics.
+        r = await api.call("GET", "/metrics")
+        assert r.code == 200
+        lines = [line for line in r.body.decode().splitlines() if line.startswith("proxy_requests_total{")]
+        assert any('route="pub"' in line and 'backend="web1"' in line and 'code="200"' in line
+                   for line in lines), lines
+
         # Keep-alive to the backend: many requests, few upstream connections.
         before = backend.stats()["connections"]
         for _ in range(20):
@@ -421,4 +428,61 @@ def test_a_client_that_leaves_mid_download_frees_the_backend_connection(tmp_path
     try:
         run_gateway(tmp_path, body, **{"proxy.enabled": True})
     finally:
+        backend.kill()
+
+
+def test_helios_gateway_process_proxies_and_rereads_its_file_on_sighup(tmp_path: Path) -> None:
+    """As an operator runs it: `helios gateway` with HELIOS_PROXY__* set, SIGHUP, SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    helios = str(Path(sys.executable).parent / "helios")
+    backend = BackendProcess("web1")
+    config = tmp_path / "proxy.yaml"
+
+    def write(prefix: str) -> None:
+        config.write_text(json.dumps({
+            "pools": {"web": {"backends": [{"id": "web1", "url": backend.url}], "health": FAST_HEALTH}},
+            "routes": [{"id": "site", "prefix": prefix, "pool": "web"}]}))
+
+    def get(url: str) -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    write("/one/")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
+    env.update({"HELIOS_PROXY__ENABLED": "true", "HELIOS_PROXY__CONFIG_FILE": str(config),
+                "HELIOS_AUTH__BCRYPT_COST": "4"})
+    proc = subprocess.Popen([helios, "gateway", "--data", str(tmp_path / "data"), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        url = ""
+        for line in proc.stdout:
+            if "listening on" in line:
+                url = line.split("listening on ")[1].split()[0]
+                break
+        assert url, f"gateway did not start: {proc.wait(10)}"
+        assert get(f"{url}/one/x") == 200
+        assert get(f"{url}/healthz") == 200
+        write("/two/")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while get(f"{url}/two/x") != 200:
+            assert time.monotonic() < deadline, "SIGHUP did not reload proxy.config_file"
+            time.sleep(0.05)
+        assert get(f"{url}/one/x") == 404
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
         backend.kill()
