@@ -63,9 +63,9 @@ _LOCAL_PREFIX = b"/_helios/proxy/"
 _HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
 _PENDING_LIMIT = 256 * 1024  # buffered request body bytes before the client's reading pauses
 _TRACEPARENT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-_CODES = {400: "bad_request", 404: "not_found", 413: "payload_too_large", 431: "headers_too_large",
-          500: "internal", 502: "bad_gateway", 503: "unavailable", 504: "gateway_timeout"}
-_REASONS = {400: b"Bad Request", 404: b"Not Found", 413: b"Payload Too Large",
+_CODES = {400: "bad_request", 404: "not_found", 408: "request_timeout", 413: "payload_too_large",
+          431: "headers_too_large", 500: "internal", 502: "bad_gateway", 503: "unavailable", 504: "gateway_timeout"}
+_REASONS = {400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout", 413: b"Payload Too Large",
             431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 502: b"Bad Gateway",
             503: b"Service Unavailable", 504: b"Gateway Timeout"}
 
@@ -147,6 +147,7 @@ class ClientConnection(asyncio.Protocol):
         self.upgrade_pending: Request | None = None  # an upgrade request waiting for its 101
         self._bad: _BadRequest | None = None
         self.out: list[bytes] = []  # response bytes of one upstream read, sent with one write
+        self.last_seen = self.head_started = service.loop.time()  # for the idle and header timeouts
         self._in_headers = False
         self._raw_header_bytes = 0
 
@@ -165,6 +166,7 @@ class ClientConnection(asyncio.Protocol):
         self.service.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        self.last_seen = self.service.loop.time()
         if self.tunnel is not None:
             self.tunnel.write(data)
             return
@@ -239,6 +241,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.req = Request()
         self.req.started = self.service.clock()
+        self.head_started = self.service.loop.time()
         self._in_headers = True
         self._raw_header_bytes = 0
 
@@ -547,6 +550,21 @@ class ClientConnection(asyncio.Protocol):
             self.write(rest)
         if self.write_paused:
             conn.pause_reading()
+
+    def check(self, now: float) -> None:
+        """The service's sweep (every second): close idle keep-alive connections, cut slow headers.
+
+        A client that opens connections and never finishes a request head (slowloris) would hold
+        them forever otherwise.
+        """
+        service = self.service
+        if self.transport is None or self.closing:
+            return
+        if self._in_headers and now - self.head_started > service.header_timeout:
+            self._reject(408, f"request head not received within {service.header_timeout:g}s")
+        elif self.idle() and now - self.last_seen > service.client_idle_timeout:
+            self.closing = True
+            self.transport.close()
 
     def idle(self) -> bool:
         """Between requests (a draining proxy may close it now)."""

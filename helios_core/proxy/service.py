@@ -93,8 +93,12 @@ class ProxyService:
     """One process's proxy: config, router, pools and their state; `protocol()` serves a client."""
 
     def __init__(self, config: ProxyConfig, *, clock: Callable[[], float] = time.monotonic,
-                 access_log: bool = True, health_checks: bool = True) -> None:
+                 access_log: bool = True, health_checks: bool = True, client_idle_timeout: float = 60.0,
+                 header_timeout: float = 30.0) -> None:
         self.clock = clock
+        self.client_idle_timeout = client_idle_timeout  # an idle keep-alive client connection is closed
+        self.header_timeout = header_timeout  # a request head must arrive within this (else 408)
+        self._next_sweep = 0.0
         self.access_log = access_log
         self.metrics = ProxyMetrics()
         self.upstreams = Upstreams(clock)
@@ -180,6 +184,10 @@ class ProxyService:
         now = self.loop.time()
         for exchange in list(self.active):
             exchange.check(now)
+        if now >= self._next_sweep:  # client connections: once a second is plenty
+            self._next_sweep = now + 1.0
+            for conn in list(self.connections):
+                conn.check(now)
         self._ticker = self.loop.call_later(TICK, self._tick)
 
     async def drain(self, grace: float) -> None:

@@ -100,3 +100,34 @@ def test_missing_host_on_http11_is_400(setup: tuple[ProxyProcess, BackendProcess
     # HTTP/1.0 needs none, and gets its connection closed after the answer.
     out = raw_exchange(setup[0].port, b"GET /echo HTTP/1.0\r\n\r\n")
     assert status_of(out) == 200
+
+
+def test_slow_heads_and_idle_connections_are_closed() -> None:
+    """In process, with short limits: a head that never completes gets 408; an idle keep-alive client is closed."""
+    import asyncio
+
+    from helios_core.proxy.model import ProxyConfig
+    from helios_core.proxy.service import ProxyService
+
+    async def run() -> tuple[bytes, bytes]:
+        service = ProxyService(ProxyConfig(), health_checks=False, client_idle_timeout=0.5, header_timeout=0.5)
+        service.start()
+        server = await asyncio.get_running_loop().create_server(service.protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+            w1.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # ... and nothing more
+            slow = await asyncio.wait_for(r1.read(), 5)
+            r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+            w2.write(b"GET /_helios/proxy/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            idle = await asyncio.wait_for(r2.read(), 5)  # EOF once the connection sat idle
+            w1.close()
+            w2.close()
+            return slow, idle
+        finally:
+            server.close()
+            await service.stop()
+
+    slow, idle = asyncio.run(run())
+    assert status_of(slow) == 408 and json_error(slow)["code"] == "request_timeout"
+    assert idle.startswith(b"HTTP/1.1 200") and b"connection: keep-alive" in idle.lower()
