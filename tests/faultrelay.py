@@ -30,7 +30,9 @@ test's thread; a switch takes effect before the call returns:
 ``refuse()``           stop listening: new connections are refused (ECONNREFUSED), and
                        so are those still in the kernel's backlog, not yet accepted;
                        open ones keep forwarding.  Leaving this mode listens again on
-                       the same port
+                       the same port.  A client with a keep-alive pool keeps using its open
+                       connections: for "the backend is down", ``reset()`` them first,
+                       then ``refuse()``
 =====================  ==================================================================
 
 Apart from these, connections behave as the ends make them: a FIN from one
@@ -348,6 +350,15 @@ class FaultRelay:
             self._changed = asyncio.Event()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._relay(reader, writer)
+        except asyncio.CancelledError:
+            # Only close() cancels a handler, after closing its connection. Swallowed here because
+            # asyncio 3.11's start_server callback calls exception() on the task and would log the
+            # cancellation as an error.
+            pass
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         handler = asyncio.current_task()
         assert handler is not None

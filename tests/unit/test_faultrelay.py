@@ -254,6 +254,19 @@ def test_refuse_stops_listening_and_listens_again_on_the_same_port(relay: FaultR
             assert recv_exactly(s2, 4) == b"back"
 
 
+def test_backend_down_recipe_reset_then_refuse(relay: FaultRelay) -> None:
+    with connect(relay) as s:
+        s.sendall(b"x")
+        assert recv_exactly(s, 1) == b"x"
+        relay.reset()
+        relay.refuse()
+        with pytest.raises(ConnectionResetError):
+            s.recv(1)
+    with pytest.raises(ConnectionRefusedError):
+        connect(relay)
+    assert relay.wait_open(0)
+
+
 def test_upstream_down_is_a_reset_for_the_client() -> None:
     with socket.socket() as gone:
         gone.bind(("127.0.0.1", 0))
