@@ -48,7 +48,10 @@ async def _setup(api: Api, backend_url: str, routes: list[dict[str, Any]], pool:
     r = await api.call("POST", "/admin/proxy/backends", token=admin,
                        json={"id": f"{pool}1", "pool": pool, "url": backend_url})
     assert r.code == 201, r.body
-    r = await api.call("PUT", f"/admin/proxy/pools/{pool}", token=admin, json={"health": FAST_HEALTH})
+    # The 502s a killed backend gives before its health check notices open its breaker: a short
+    # cool-down lets a test see it come back.
+    r = await api.call("PUT", f"/admin/proxy/pools/{pool}", token=admin,
+                       json={"health": FAST_HEALTH, "breaker": {"cooldown": 0.3}})
     assert r.code in (200, 201), r.body
     for route in routes:
         r = await api.call("POST", "/admin/proxy/routes", token=admin, json=route)
@@ -183,7 +186,22 @@ def test_a_backend_down_gives_502_or_503_in_json(tmp_path: Path) -> None:
         r = await api.call("POST", "/admin/proxy/routes", token=admin,
                            json={"id": "gone", "prefix": "/gone/", "pool": "gone", "retries": 0})
         assert r.code == 201, r.body
+        # The same backend in a pool of its own for the faults below (they count against its breaker).
+        r = await api.call("POST", "/admin/proxy/backends", token=admin,
+                           json={"id": "flaky1", "pool": "flaky", "url": backend.url})
+        assert r.code == 201, r.body
+        for rid, prefix in (("slow", "/slow"), ("bad", "/bad")):
+            r = await api.call("POST", "/admin/proxy/routes", token=admin,
+                               json={"id": rid, "prefix": prefix, "pool": "flaky", "retries": 0,
+                                     "timeouts": {"connect": 1, "read": 0.3, "total": 5}})
+            assert r.code == 201, r.body
         await _served(api, "/ok")
+        # A backend silent past the route's read timeout: 504; an unparsable answer: 502.
+        deadline = time.monotonic() + 3
+        while (r := await api.call("GET", "/slow?delay=2")).code == 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # until the route is applied ("/" serves it before, slowly)
+        _assert_error(r, 504, "gateway_timeout")
+        _assert_error(await api.call("GET", "/bad"), 502, "bad_gateway")
         deadline = time.monotonic() + 3
         while True:  # until the new route is applied ("/" serves /gone/x before)
             r = await api.call("GET", "/gone/x")
