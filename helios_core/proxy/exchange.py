@@ -294,6 +294,8 @@ class Exchange:
                 out.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 keep = False
+        # Set before the head is handed over: an embedding client (the gateway's) switches the
+        # framing to "raw" when it takes the head, and Tornado frames the body itself.
         self.framing = framing
         self.keep_alive = keep and req.body_done
         if not upgrade:

@@ -2,7 +2,7 @@
 
 - ``proxy_requests_total{route,backend,code}``: requests answered, by the status the client got
   (``backend`` is empty when the proxy answered itself: no backend available, timeouts before one
-  was reached);
+  was reached; ``route`` is "unmatched" for a 404 without a route);
 - ``proxy_upstream_duration_seconds{route,backend}``: time from sending a try to a backend to the
   end of its response (failed tries included);
 - ``proxy_retries_total{route}``: tries made on another backend;

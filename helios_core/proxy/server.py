@@ -420,6 +420,7 @@ class ClientConnection(asyncio.Protocol):
             return
         match = service.router.match(req.host.decode("latin-1"), path.decode("latin-1"), req.method)
         if match is None:
+            service.metrics.request("unmatched", "", 404)
             self.answer_error(req, 404, f"no route for {req.method} {path.decode('latin-1', 'replace')[:200]}")
             return
         pool_state = service.pools.get(match.route.pool)

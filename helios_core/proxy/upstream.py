@@ -314,9 +314,12 @@ class UpstreamPool:
                     self._waiters.append(fut)
                     try:
                         await fut
-                    finally:
-                        if not fut.done():
+                    except BaseException:
+                        if fut.done() and not fut.cancelled():
+                            self._wake()  # woken and timed out at once: the free slot goes to the next
+                        else:
                             fut.cancel()
+                        raise
         except TimeoutError as e:
             raise UpstreamUnavailable(f"{self.host}:{self.port}: connect timed out after {timeout:g}s") from e
 

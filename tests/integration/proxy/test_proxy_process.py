@@ -115,3 +115,23 @@ def test_workers_share_the_port(backend: BackendProcess, tmp_path: Path) -> None
         for pid in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
+
+
+def test_cli_refusals_in_process(tmp_path: Path) -> None:
+    """`helios proxy` through click's CliRunner: usage errors (exit 2) and a bad file (exit 1, file:line)."""
+    from click.testing import CliRunner
+
+    from helios_cli.main import cli
+
+    runner = CliRunner()
+    out = runner.invoke(cli, ["proxy"])
+    assert out.exit_code == 2 and "give exactly one of --config FILE, --data DIR or --store URL" in out.output
+    out = runner.invoke(cli, ["proxy", "--config", str(tmp_path / "x.yaml"), "--store", "redis://127.0.0.1:1"])
+    assert out.exit_code == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pools: {}\nroutes:\n  - {id: r, prefix: /, pool: nope}\n")
+    out = runner.invoke(cli, ["proxy", "--config", str(bad), "--port", "0"])
+    assert out.exit_code == 1
+    assert f"{bad}:3" in out.output and "nope" in out.output
+    out = runner.invoke(cli, ["proxy", "--help"])
+    assert out.exit_code == 0 and "--workers" in out.output and "route" in out.output
