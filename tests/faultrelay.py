@@ -44,7 +44,9 @@ its connect() is still returning: expect ECONNRESET from either call.
 The relay counts connections so that tests can check for leaks:
 `open_connections` is the number of client connections it holds right now,
 `accepted` how many it has accepted in all; `wait_open(n)` waits for the
-count to settle.  `close()` (or leaving the ``with`` block) closes every
+count to settle.  A connection is open until both directions have ended; a
+chunk held by ``delay`` or ``blackhole`` postpones that until it is let go, so
+check for leaks after ``passthrough()``.  `close()` (or leaving the ``with`` block) closes every
 connection and stops the thread.
 
 Example::
