@@ -573,6 +573,11 @@ class ProxiedHandler(BaseHandler):
         self.release_body("")
         if self._over is not None and not self._over.done():
             self._over.set_result(None)
+        req = self.req
+        if self.answered and not self._finished and req is not None and not req.complete:
+            # The backend answered before the request body ended: answer now; Tornado then closes the
+            # connection rather than read the rest of the body for nothing.
+            self.finish()
 
     def answer_error(self, status: int, message: str, retry_after: int | None) -> None:
         if not self._finished and not self.answered:

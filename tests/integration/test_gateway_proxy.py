@@ -504,3 +504,45 @@ def test_helios_gateway_process_proxies_and_rereads_its_file_on_sighup(tmp_path:
             proc.kill()
             proc.wait(5)
         backend.kill()
+
+
+def test_a_backend_answering_before_the_upload_ends_is_answered_at_once(tmp_path: Path) -> None:
+    """A backend refusing a 200 MB upload early: the client gets its answer, the rest is not read."""
+    backend = BackendProcess("web1")
+
+    def upload_until_answered(port: int) -> tuple[int, bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(f"POST /status/413 HTTP/1.1\r\nHost: x\r\nContent-Length: {200 << 20}\r\n\r\n".encode())
+            s.setblocking(False)
+            sent, data = 0, b""
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    sent += s.send(b"u" * 65536)
+                except (BlockingIOError, ConnectionError):
+                    pass
+                try:
+                    chunk = s.recv(65536)
+                except BlockingIOError:
+                    time.sleep(0.001)
+                    continue
+                except ConnectionError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            return sent, data
+
+    async def body(api: Api) -> None:
+        await _setup(api, backend.url, [{"id": "pub", "prefix": "/", "pool": "web"}])
+        await _served(api, "/echo")
+        sent, data = await asyncio.to_thread(upload_until_answered, api.port)
+        assert data.startswith(b"HTTP/1.1 413 "), data[:300]
+        assert data.endswith(b'{"name": "web1"}')
+        assert sent < 100 << 20
+        assert (await api.call("GET", "/echo")).code == 200
+
+    try:
+        run_gateway(tmp_path, body, **{"proxy.enabled": True})
+    finally:
+        backend.kill()
