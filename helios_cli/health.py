@@ -90,9 +90,12 @@ def _probe_http(url: str, timeout: float) -> Health:
 
 def _probe_store(url: str, timeout: float, config: HeliosConfig | None) -> Health:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     target = with_local_password(parse_store_url(url), config)
-    kw: dict[str, Any] = {"password": target.password, "username": target.username,
+    # One attempt: redis-py's default retries would turn a dead port into seconds of backoff.
+    kw: dict[str, Any] = {"password": target.password, "username": target.username, "retry": Retry(NoBackoff(), 0),
                           "socket_timeout": timeout, "socket_connect_timeout": target.connect_timeout or timeout}
     if target.kind == "unix":
         client = redis.Redis(unix_socket_path=target.path, **kw)
