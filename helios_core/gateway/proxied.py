@@ -448,7 +448,9 @@ class ProxiedHandler(BaseHandler):
         req.url = (request.uri or "/").encode("latin-1")
         req.http11 = True
         req.keep_alive = True
-        req.host = (request.host or "").encode("latin-1")
+        # The Host header as sent (Tornado's request.host falls back to 127.0.0.1 without one; the
+        # exchange then sends the backend's own host:port instead).
+        req.host = headers.get("Host", "").encode("latin-1")
         req.request_id = self.request_id
         req.trace_id = self.trace_id
         req.started = service.clock()

@@ -103,6 +103,20 @@ def test_routes_forward_with_auth_permissions_and_rate_limits(tmp_path: Path) ->
         assert seen["x-request-id"] == r.headers["X-Request-ID"]
         assert r.headers["Content-Type"].startswith("application/json")
 
+        # HTTP/1.0 without a Host header: the backend gets its own host:port as Host.
+        def bare(port: int) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"GET /pub/echo HTTP/1.0\r\n\r\n")
+                out = b""
+                while chunk := s.recv(65536):
+                    out += chunk
+                return out
+
+        raw = await asyncio.to_thread(bare, api.port)
+        assert raw.startswith(b"HTTP/1.0 200") or raw.startswith(b"HTTP/1.1 200"), raw[:200]
+        seen = {k.lower(): v for k, v in json.loads(raw.partition(b"\r\n\r\n")[2])["headers"]}
+        assert seen["host"] == backend.url.removeprefix("http://")
+
         # require_auth: 401 without a token; with one, forwarded without the Authorization header.
         _assert_error(await api.call("GET", "/private/x"), 401)
         token = await user_with(api, "alice", ["kv:read"])
@@ -546,3 +560,19 @@ def test_a_backend_answering_before_the_upload_ends_is_answered_at_once(tmp_path
         run_gateway(tmp_path, body, **{"proxy.enabled": True})
     finally:
         backend.kill()
+
+
+def test_route_rate_limit_spellings() -> None:
+    from helios_core.errors import HeliosError
+    from helios_core.gateway.proxied import route_policy
+    from helios_core.ratelimit import Policy, RateLimitSettings
+
+    settings = RateLimitSettings(Policy(600, 60), roles={"proxy-api": Policy(50, 10, "proxy-api")})
+    cases = {"100/s": (100, 1), "600/min": (600, 60), "10/5s": (10, 5), "1000/h": (1000, 3600),
+             "100 per 10s": (100, 10), "7 30": (7, 30), " 3/minute ": (3, 60), "proxy-api": (50, 10)}
+    for spec, (limit, window) in cases.items():
+        p = route_policy(spec, settings)
+        assert (p.limit, p.window_s) == (limit, window), spec
+    for bad in ("fast", "10/fortnight", "/s", "unknown-policy"):
+        with pytest.raises(HeliosError, match="rate_limit"):
+            route_policy(bad, settings)
