@@ -164,6 +164,7 @@ def test_compose_runs_atlasd_gateway_proxy_and_two_workers() -> None:
     assert set(services) == {"atlasd", "gateway", "proxy", "worker-1", "worker-2"}
     assert "atlas-data:/data" in services["atlasd"]["volumes"] and "atlas-data" in doc["volumes"]
     assert "HELIOS_ATLASD__REQUIREPASS" in services["atlasd"]["environment"]
+    assert services["gateway"]["environment"]["HELIOS_AUTH__JWT_KEYS"].startswith("k1=${")  # no data dir for a key
     for name in ("gateway", "proxy"):
         cmd = services[name]["command"]
         store = cmd[cmd.index("--store") + 1]
