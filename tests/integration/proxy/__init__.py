@@ -1,8 +1,10 @@
 """Helpers for the proxy's integration tests: the real `helios proxy` as a subprocess, config files, clients.
 
-Backends are `tests.proxy_backend.BackendProcess` subprocesses on unused ports; the proxy is
-started the way an operator starts it (``helios proxy --config FILE --port 0``) and its stderr
-(the logs) goes to a file the test can read.
+Backends are `tests.proxy_backend.BackendProcess` subprocesses on unused ports.  The proxy runs
+as a process of its own with its stderr (the logs) in a file the test can read: started the way
+an operator starts it (``helios proxy --config FILE --port 0``) with ``cli=True``, or otherwise
+through `serve_main` below, the same `run_proxy` without the ``helios`` command's start-up (which
+imports every command's modules: seconds on a loaded machine, for each of a dozen proxies).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 HELIOS = str(Path(sys.executable).parent / "helios")
+ROOT = Path(__file__).resolve().parents[3]
 
 __all__ = ["HELIOS", "ProxyProcess", "write_config", "pool", "route", "request", "raw_exchange", "wait_until"]
 
@@ -54,15 +57,51 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, step: float = 0.
         time.sleep(step)
 
 
-class ProxyProcess:
-    """`helios proxy --config FILE --port 0 [args]` in a subprocess; `port`, `log()`, `stop()`."""
+def serve_main() -> None:
+    """``python -c '...serve_main()' CONFIG [--workers N] [--grace S] [--no-access-log]``: run_proxy on port 0."""
+    import argparse
 
-    def __init__(self, config: Path, *args: str, log_path: Path | None = None) -> None:
+    from helios_core.observability.logging import setup_logging
+    from helios_core.proxy.service import FileConfigSource, run_proxy
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--grace", type=float, default=10.0)
+    parser.add_argument("--no-access-log", action="store_true")
+    a = parser.parse_args()
+    setup_logging("info", "json")
+
+    async def nothing() -> None:
+        return None
+
+    async def open_source() -> Any:
+        return FileConfigSource(a.config), nothing
+
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    run_proxy(open_source, "127.0.0.1", 0, a.workers, grace=a.grace, access_log=not a.no_access_log,
+              loop_factory=loop_factory,
+              announce=lambda url: print(f"helios proxy listening on {url} (workers {a.workers})", flush=True))
+
+
+class ProxyProcess:
+    """The proxy on FILE, port 0, in a subprocess (`helios proxy` itself with `cli`); `port`, `log()`, `stop()`."""
+
+    def __init__(self, config: Path, *args: str, log_path: Path | None = None, cli: bool = False) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
         self.log_path = log_path or config.with_suffix(".log")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([HELIOS, "--log-format", "json", "proxy", "--config", str(config),
-                                      "--port", "0", *args], stdout=subprocess.PIPE, stderr=self._log, env=env)
+        if cli:
+            argv = [HELIOS, "--log-format", "json", "proxy", "--config", str(config), "--port", "0", *args]
+        else:
+            argv = [sys.executable, "-c", "from tests.integration.proxy import serve_main; serve_main()",
+                    str(config), *args]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, env=env, cwd=ROOT)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
         if "listening on" not in line:

@@ -29,7 +29,7 @@ def access_lines(p: ProxyProcess) -> list[dict[str, object]]:
 def test_serves_logs_and_reloads_on_sighup(backend: BackendProcess, tmp_path: Path) -> None:
     """One access line per request; SIGHUP applies a new route; a broken file is refused and the old config stays."""
     cfg = write_config(tmp_path / "p.yaml", {"web": pool([("web1", backend.url)])}, [route("api", "/api/", "web")])
-    with ProxyProcess(cfg) as p:
+    with ProxyProcess(cfg, cli=True) as p:
         assert request(p.port, "GET", "/api/x?y=1", headers={"traceparent":
                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})[0] == 200
         assert request(p.port, "GET", "/new/x")[0] == 404
@@ -66,7 +66,7 @@ def test_invalid_file_at_start_is_refused(tmp_path: Path) -> None:
 
 def test_sigterm_finishes_in_flight_requests(backend: BackendProcess, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "p.yaml", {"web": pool([("web1", backend.url)])}, [route("r", "/", "web")])
-    p = ProxyProcess(cfg, "--grace", "10")
+    p = ProxyProcess(cfg, "--grace", "10", cli=True)
     try:
         result: dict[str, object] = {}
 
@@ -88,7 +88,7 @@ def test_sigterm_finishes_in_flight_requests(backend: BackendProcess, tmp_path: 
 
 def test_workers_share_the_port(backend: BackendProcess, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "p.yaml", {"web": pool([("web1", backend.url)])}, [route("r", "/", "web")])
-    with ProxyProcess(cfg, "--workers", "2") as p:
+    with ProxyProcess(cfg, "--workers", "2", cli=True) as p:
         pids: set[int] = set()
 
         def status_pid() -> bool:

@@ -85,11 +85,11 @@ def test_backend_killed_under_load(two: tuple[BackendProcess, BackendProcess], t
             wait_until(lambda: counts["ok"] > 100)
             a.kill()
             mark = counts["ok"]
-            wait_until(lambda: counts["ok"] > mark + 300)
+            wait_until(lambda: counts["ok"] > mark + 150)
             wait_until(lambda: not healthy(p, "web", "a"))
             a.restart()
             wait_until(lambda: healthy(p, "web", "a"))
-            wait_until(lambda: a.stats()["requests"] > 20)  # traffic came back to the restarted backend
+            wait_until(lambda: a.stats()["requests"] > 5)  # traffic came back to the restarted backend
         finally:
             done.set()
             for t in threads:
