@@ -54,9 +54,12 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
               help="On SIGTERM, how long in-flight requests may take to finish.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One log line per request.")
+@click.option("--tls-cert", metavar="FILE", help="PEM certificate: serve HTTPS (re-read on SIGHUP).")
+@click.option("--tls-key", metavar="FILE", help="PEM private key for --tls-cert.")
 @click.pass_context
 def proxy(ctx: click.Context, config_file: Path | None, data_dir: Path | None, store_url: str | None, bind: str,
-          port: int, workers: int, grace: float, access_log: bool) -> None:
+          port: int, workers: int, grace: float, access_log: bool, tls_cert: str | None,
+          tls_key: str | None) -> None:
     """Run the HELIOS reverse proxy on BIND:PORT, configured from --config FILE, --data DIR or --store URL.
 
     Status (loopback clients only): GET /_helios/proxy/status and /_helios/proxy/metrics.
@@ -75,11 +78,11 @@ def proxy(ctx: click.Context, config_file: Path | None, data_dir: Path | None, s
     # Below info the access lines would be dropped anyway: do not even build them.
     access_log = access_log and obj.config.log.level in ("debug", "info")
 
-    from helios_core.proxy.service import run_proxy
+    from helios_core.proxy.service import ServeOptions, run_proxy
 
+    options = ServeOptions(grace=grace, access_log=access_log, tls_cert=tls_cert, tls_key=tls_key)
     try:
-        run_proxy(open_source, bind, port, workers, grace=grace, access_log=access_log,
-                  loop_factory=_loop_factory(),
+        run_proxy(open_source, bind, port, workers, options=options, loop_factory=_loop_factory(),
                   announce=lambda url: click.echo(f"helios proxy listening on {url} (workers {workers})"))
     except HeliosError as e:
         fail(e)

@@ -374,7 +374,7 @@ class ClientConnection(asyncio.Protocol):
             out.append(b"X-Request-Id: %b\r\n" % req.request_id.encode())
         trusted = self.trusted
         out.append(b"X-Forwarded-For: %b\r\n" % (xff + b", " + peer if trusted and xff else peer))
-        out.append(b"X-Forwarded-Proto: %b\r\n" % (xfp if trusted and xfp else b"http"))
+        out.append(b"X-Forwarded-Proto: %b\r\n" % (xfp if trusted and xfp else service.scheme))
         fwd_host = xfh if trusted and xfh else req.host
         if fwd_host:
             out.append(b"X-Forwarded-Host: %b\r\n" % fwd_host)

@@ -29,6 +29,7 @@ import ipaddress
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -48,7 +49,7 @@ from helios_core.proxy.server import ClientConnection, Request
 from helios_core.proxy.state import BackendState, PoolState
 from helios_core.proxy.upstream import UpstreamPool, Upstreams
 
-__all__ = ["ProxyService", "ConfigSource", "FileConfigSource", "run_proxy", "bind_socket"]
+__all__ = ["ProxyService", "ConfigSource", "FileConfigSource", "ServeOptions", "serve", "run_proxy", "bind_socket"]
 
 log = get_logger("proxy")
 TICK = 0.05  # seconds between timeout checks: timeouts fire within this much of their due time
@@ -109,6 +110,7 @@ class ProxyService:
         self.loop: asyncio.AbstractEventLoop  # the serving loop: set by start() or the first protocol()
         self._ticker: asyncio.TimerHandle | None = None
         self.draining = False
+        self.scheme = b"http"  # what X-Forwarded-Proto says for a direct client ("https" when serving TLS)
         self.config = config
         self.router = Router(config.routes)
         self.trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -275,20 +277,49 @@ def bind_socket(host: str, port: int, *, reuse_port: bool, listen: bool = True) 
 OpenSource = Callable[[], Awaitable[tuple[ConfigSource, Callable[[], Awaitable[None]]]]]
 
 
-async def serve(open_source: OpenSource, sock: socket.socket, *, grace: float = 10.0, access_log: bool = True,
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+    """How each proxy process serves (what `helios proxy` options set besides the config source)."""
+
+    grace: float = 10.0  # SIGTERM: seconds in-flight requests get to finish
+    access_log: bool = True
+    tls_cert: str | None = None  # PEM files: serve HTTPS; re-read on SIGHUP
+    tls_key: str | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not (self.tls_cert or self.tls_key):
+            return None
+        if not (self.tls_cert and self.tls_key):
+            raise ConfigError("give both --tls-cert and --tls-key", key="tls_cert")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.load_cert(ctx)
+        return ctx
+
+    def load_cert(self, ctx: ssl.SSLContext) -> None:
+        """(Re)load the certificate into `ctx`: new connections get it, open ones keep theirs."""
+        try:
+            ctx.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"cannot load the TLS certificate/key: {e}", key="tls_cert") from None
+
+
+async def serve(open_source: OpenSource, sock: socket.socket, options: ServeOptions = ServeOptions(), *,
                 on_ready: Callable[[ProxyService], None] | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Serve on `sock` until SIGTERM/SIGINT (or `stop`): one process's whole life.
 
     `open_source()` gives the config source and a coroutine function that closes
-    what it opened (a store).  SIGHUP reloads the config.
+    what it opened (a store).  SIGHUP reloads the config (and the TLS certificate).
     """
     loop = asyncio.get_running_loop()
+    tls = options.tls_context()
+    grace = options.grace
     source, close_source = await open_source()
     try:
         config = await source.load()
-        service = ProxyService(config, access_log=access_log)
-        server = await loop.create_server(service.protocol, sock=sock)
+        service = ProxyService(config, access_log=options.access_log)
+        service.scheme = b"https" if tls is not None else b"http"
+        server = await loop.create_server(service.protocol, sock=sock, ssl=tls)
         service.start()
         stop = stop or asyncio.Event()
         reloading: set[asyncio.Task[None]] = set()
@@ -298,6 +329,11 @@ async def serve(open_source: OpenSource, sock: socket.socket, *, grace: float = 
             log.info("config applied", version=new.version, routes=len(new.routes), pools=len(new.pools))
 
         async def reload() -> None:
+            if tls is not None:
+                try:
+                    options.load_cert(tls)
+                except ConfigError as e:
+                    log.error("TLS certificate reload refused, the running one stays: {}", e.message)
             try:
                 on_change(await source.load())
             except ConfigError as e:
@@ -334,10 +370,11 @@ async def serve(open_source: OpenSource, sock: socket.socket, *, grace: float = 
 
 
 def run_proxy(open_source: OpenSource, bind: str, port: int, workers: int = 1, *,
-              grace: float = 10.0, access_log: bool = True,
+              options: ServeOptions = ServeOptions(),
               loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
               announce: Callable[[str], None] | None = None) -> None:
     """Run `helios proxy` until SIGTERM: in this process, or in `workers` forked children."""
+    options.tls_context()  # a missing or bad certificate is refused before anything starts
     reuse = workers > 1
     try:
         # With workers the parent's socket only learns and reserves the port: were it listening too,
@@ -349,7 +386,7 @@ def run_proxy(open_source: OpenSource, bind: str, port: int, workers: int = 1, *
                               code="io") from e
         raise
     host = f"[{bind}]" if ":" in bind else bind
-    url = f"http://{host}:{sock.getsockname()[1]}"
+    url = f"{'https' if options.tls_cert else 'http'}://{host}:{sock.getsockname()[1]}"
 
     def ready(service: ProxyService) -> None:
         if announce is not None:
@@ -358,18 +395,18 @@ def run_proxy(open_source: OpenSource, bind: str, port: int, workers: int = 1, *
     if not reuse:
         try:
             with asyncio.Runner(loop_factory=loop_factory) as runner:
-                runner.run(serve(open_source, sock, grace=grace, access_log=access_log, on_ready=ready))
+                runner.run(serve(open_source, sock, options, on_ready=ready))
         finally:
             sock.close()
         return
     try:
-        _supervise(open_source, sock.getsockname()[:2], workers, grace=grace, access_log=access_log,
-                   loop_factory=loop_factory, announce=lambda: announce(url) if announce is not None else None)
+        _supervise(open_source, sock.getsockname()[:2], workers, options, loop_factory=loop_factory,
+                   announce=lambda: announce(url) if announce is not None else None)
     finally:
         sock.close()
 
 
-def _child(open_source: OpenSource, addr: tuple[str, int], grace: float, access_log: bool,
+def _child(open_source: OpenSource, addr: tuple[str, int], options: ServeOptions,
            loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
     """A worker's life after fork: its own loop on its own SO_REUSEPORT socket on the same port."""
     code = 0
@@ -378,7 +415,7 @@ def _child(open_source: OpenSource, addr: tuple[str, int], grace: float, access_
             signal.signal(sig, signal.SIG_DFL)
         own = bind_socket(addr[0], addr[1], reuse_port=True)
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(open_source, own, grace=grace, access_log=access_log))
+            runner.run(serve(open_source, own, options))
     except BaseException as e:  # noqa: BLE001 - the child must exit, never return into the parent's code
         if not isinstance(e, KeyboardInterrupt | SystemExit):
             log.opt(exception=e).error("proxy worker failed")
@@ -390,7 +427,7 @@ def _child(open_source: OpenSource, addr: tuple[str, int], grace: float, access_
         os._exit(code)
 
 
-def _supervise(open_source: OpenSource, addr: tuple[str, int], workers: int, *, grace: float, access_log: bool,
+def _supervise(open_source: OpenSource, addr: tuple[str, int], workers: int, options: ServeOptions, *,
                loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
                announce: Callable[[], None]) -> None:
     """The parent of `--workers N`: fork, forward signals, restart a child that died, wait for all."""
@@ -406,7 +443,7 @@ def _supervise(open_source: OpenSource, addr: tuple[str, int], workers: int, *, 
     def spawn(slot: int) -> None:
         pid = os.fork()
         if pid == 0:
-            _child(open_source, addr, grace, access_log, loop_factory)
+            _child(open_source, addr, options, loop_factory)
         children[pid] = slot
 
     try:

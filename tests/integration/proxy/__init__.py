@@ -62,13 +62,15 @@ def serve_main() -> None:
     import argparse
 
     from helios_core.observability.logging import setup_logging
-    from helios_core.proxy.service import FileConfigSource, run_proxy
+    from helios_core.proxy.service import FileConfigSource, ServeOptions, run_proxy
 
     parser = argparse.ArgumentParser()
     parser.add_argument("config")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--grace", type=float, default=10.0)
     parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     a = parser.parse_args()
     setup_logging("info", "json")
 
@@ -84,8 +86,8 @@ def serve_main() -> None:
         loop_factory = uvloop.new_event_loop
     except ImportError:
         loop_factory = None
-    run_proxy(open_source, "127.0.0.1", 0, a.workers, grace=a.grace, access_log=not a.no_access_log,
-              loop_factory=loop_factory,
+    options = ServeOptions(grace=a.grace, access_log=not a.no_access_log, tls_cert=a.tls_cert, tls_key=a.tls_key)
+    run_proxy(open_source, "127.0.0.1", 0, a.workers, options=options, loop_factory=loop_factory,
               announce=lambda url: print(f"helios proxy listening on {url} (workers {a.workers})", flush=True))
 
 

@@ -200,3 +200,21 @@ def test_status_and_metrics_endpoints(proxy: ProxyProcess) -> None:
     assert 'proxy_backend_healthy{backend="web1",route="all"} 1.0' in text
     assert 'proxy_circuit_state{backend="web1"} 0.0' in text
     assert "proxy_upstream_duration_seconds_bucket" in text
+
+
+def test_tls_termination(backends: tuple[BackendProcess, BackendProcess], tmp_path: Path) -> None:
+    import ssl
+
+    from tests.integration.test_atlasd_tls import make_cert
+
+    cert, key = make_cert(tmp_path)
+    cfg = write_config(tmp_path / "tls.yaml", {"web": pool([("web1", backends[0].url)])}, [route("r", "/", "web")])
+    with ProxyProcess(cfg, "--tls-cert", str(cert), "--tls-key", str(key)) as p:
+        assert p.url.startswith("https://")
+        ctx = ssl.create_default_context(cafile=str(cert))
+        c = http.client.HTTPSConnection("127.0.0.1", p.port, timeout=10, context=ctx)
+        status, _, body = request(p.port, "GET", "/echo", conn=c)
+        c.close()
+    assert status == 200
+    h = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert h["x-forwarded-proto"] == "https"
