@@ -60,13 +60,13 @@ from helios_core.config import AtlasdConfig, HeliosConfig
 from helios_core.errors import CommandError, HeliosError
 from helios_core.observability.logging import get_logger
 
-__all__ = ["AtlasServer", "SOCKET_NAME", "tls_context"]
+__all__ = ["AtlasServer", "SOCKET_NAME", "UNIX_PATH_MAX", "tls_context"]
 
 log = get_logger("atlasd")
 
 SOCKET_NAME = "atlas.sock"
 _EXPIRED_WHEN_WATCHED = -1  # marks a WATCHed key whose TTL had already run out
-_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes including the NUL
+UNIX_PATH_MAX = 107  # sun_path holds 108 bytes including the NUL
 
 
 # Failed AUTHs the whole server answers per second before refusing AUTH without looking (see auth_allowed).
@@ -142,8 +142,8 @@ class AtlasServer:
         """Lock and recover `data_dir`; the lock file says how to reach this daemon."""
         path = Path(data_dir).absolute()
         sock = path / SOCKET_NAME
-        if len(str(sock).encode()) > _UNIX_PATH_MAX:
-            raise HeliosError(f"the unix socket path {sock} is longer than the {_UNIX_PATH_MAX} bytes the OS allows; "
+        if len(str(sock).encode()) > UNIX_PATH_MAX:
+            raise HeliosError(f"the unix socket path {sock} is longer than the {UNIX_PATH_MAX} bytes the OS allows; "
                               f"use a data directory with a shorter path", code="bad_config")
         port = config.atlasd.port
         ctx = tls_context(config.atlasd)  # a bad certificate fails before the directory is locked

@@ -24,6 +24,8 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
+from helios_core.atlas.daemon import SOCKET_NAME, UNIX_PATH_MAX, AtlasServer
+from helios_core.atlas.metrics import EngineCollector
 from helios_core.auth import AuditLog, AuthService, KeyRing, PasswordHasher
 from helios_core.clock import wall_ms
 from helios_core.config import HeliosConfig
@@ -37,8 +39,9 @@ from helios_core.gateway.routes import HANDLERS, url_specs
 from helios_core.gateway.storeops import StoreOps
 from helios_core.jobs.queue import JobQueue
 from helios_core.observability.logging import get_logger
+from helios_core.observability.metrics import REGISTRY
 from helios_core.ratelimit import Policy, RateLimiter, RateLimitSettings, parse_policy_entries
-from helios_core.store import Store
+from helios_core.store import EmbeddedStore, Store
 from helios_core.store.url import open_store
 
 __all__ = ["GatewayService", "JobReaper", "Started", "serve", "rate_limit_settings", "BUILTIN_ROLE_POLICIES"]
@@ -237,14 +240,30 @@ async def serve(config: HeliosConfig, data_dir: Path | None, on_started: Callabl
     scheme = "https" if g.tls_cert else "http"
     host = f"[{g.bind}]" if ":" in g.bind else g.bind
     url = f"{scheme}://{host}:{port}"
+    # A free data directory is opened embedded, and this process then serves its unix socket as
+    # atlasd would (mode 0600), so `helios user|job|snapshot --data DIR` work while the gateway runs.
+    sock = Path(data_dir).absolute() / SOCKET_NAME if data_dir is not None else None
+    if sock is not None and len(str(sock).encode()) > UNIX_PATH_MAX:
+        log.warning("data directory path too long for a unix socket: tools reach this gateway by --url only",
+                    socket=str(sock))
+        sock = None
     try:
-        store = await open_store(data=data_dir, url=store_url, config=config, tool="helios gateway", http_url=url)
+        store = await open_store(data=data_dir, url=store_url, config=config, tool="helios gateway", http_url=url,
+                                 **({"socket": str(sock)} if sock is not None else {}))
     except BaseException:
         for s in sockets:
             s.close()
         raise
     service: GatewayService | None = None
+    lender: AtlasServer | None = None
+    collector: EngineCollector | None = None
     try:
+        if isinstance(store, EmbeddedStore):
+            collector = EngineCollector(store.engine)  # atlas_* on this gateway's /metrics too
+            REGISTRY.register(collector)
+            if sock is not None:
+                lender = AtlasServer(store.engine, config, sock, owner="helios gateway")
+                await lender.serve_socket()
         service = GatewayService(config, store, key_specs=signing_key_specs(config.auth.jwt_keys, data_dir))
         password = await service.start()
         pw_file = write_initial_password(data_dir, password) if password and data_dir is not None else None
@@ -264,6 +283,10 @@ async def serve(config: HeliosConfig, data_dir: Path | None, on_started: Callabl
         if service is None or service.server is None:
             for s in sockets:
                 s.close()
+        if lender is not None:
+            await lender.stop_serving()
+        if collector is not None:
+            REGISTRY.unregister(collector)
         if service is not None:
             await service.reaper.stop()
             if service.proxy is not None:

@@ -80,9 +80,17 @@ def test_operator_session(tmp_path: Path) -> None:
         code, body = call(f"{url}/nope")
         assert code == 404 and json.loads(body)["error"]["code"] == "not_found"
         assert b"helios_requests_total" in call(f"{url}/metrics")[1]
-        # The directory is owned: `helios user --data` says by whom and how to reach it instead.
-        r = subprocess.run([HELIOS, "user", "list", "--data", str(data)], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 1 and f"process {proc.pid}" in r.stderr and f"--url {url}" in r.stderr
+        assert b"atlas_keys " in call(f"{url}/metrics")[1]  # the embedded engine's metrics too
+        # The gateway owns the directory and serves its socket (0600), as atlasd does: `--data` tools
+        # work while it runs (issue 13, item 5), a snapshot from cron included.
+        assert stat.S_IMODE((data / "atlas.sock").stat().st_mode) == 0o600
+        r = subprocess.run([HELIOS, "user", "list", "--json", "--data", str(data)], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert [u["username"] for u in json.loads(r.stdout)] == ["admin"]
+        r = subprocess.run([HELIOS, "snapshot", "--json", "--data", str(data)], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and json.loads(r.stdout)["keys"] >= 1, r.stderr
         r = subprocess.run([HELIOS, "user", "add", "carol", "--json", "--url", url, "--token", token],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
@@ -91,6 +99,7 @@ def test_operator_session(tmp_path: Path) -> None:
         code, err = stop(proc)
     assert code == 0, err
     assert "gateway stopped" in err
+    assert not (data / "atlas.sock").exists()
 
     # Second start: no new password, same data, same signing secret.
     proc, url, lines = start(data)
