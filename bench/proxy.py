@@ -453,8 +453,8 @@ def report(result: dict[str, Any]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, default=10, help="length of each throughput run (default 10)")
-    p.add_argument("--latency-seconds", type=float, default=5, help="length of each half-load run (default 5)")
+    p.add_argument("--seconds", type=int, default=10, help="length of each throughput run (default 10)")
+    p.add_argument("--latency-seconds", type=int, default=5, help="length of each half-load run (default 5)")
     p.add_argument("--rounds", type=int, default=3, help="rounds, each running every proxy (default 3)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections at full load (default 64)")
     p.add_argument("--workers", default="1,2", help="worker counts, in order (default 1,2)")
