@@ -156,9 +156,8 @@ def _data_files(ddir: DataDir) -> list[Path]:
     return files
 
 
-def _install(src: Path, dst: Path) -> None:
-    """Copy `src` to `dst` (0600): temp name, fsync, rename, directory fsync."""
-    tmp = dst.with_name(f".{dst.name}.restore-{os.getpid()}")
+def _stage(src: Path, tmp: Path) -> None:
+    """Copy `src` to `tmp` (0600), fsynced: it becomes the snapshot by one rename."""
     try:
         with open(src, "rb") as f:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -168,11 +167,9 @@ def _install(src: Path, dst: Path) -> None:
                     out.write(block)
                 out.flush()
                 os.fsync(out.fileno())
-        os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(dst.parent)
 
 
 def _empty_aof(path: Path) -> None:
@@ -204,12 +201,17 @@ def restore_dir(source: Path, ddir: DataDir, replace: bool, config: Any, now: da
     lock = ddir.lock(tool="helios restore")
     moved: list[str] = []
     aside: Path | None = None
+    # Staged before anything moves: FILE may be one of the files about to move aside
+    # (DIR/dump.rdb itself), and DIR is without a snapshot only between two renames.
+    staged = ddir.path / f".{SNAPSHOT_NAME}.restore-{os.getpid()}"
     try:
         existing = _data_files(ddir)
         if existing and not replace:
             names = ", ".join(p.name for p in existing)
             raise HeliosError(f"data directory {ddir.path} holds data ({names}); give --yes to move it aside "
                               f"into {ddir.path}/pre-restore-<time>/ and restore", code="not_empty")
+        _stage(source, staged)
+        _verified(staged)  # the copy, as it will be loaded
         if existing:
             aside = ddir.path / f"pre-restore-{_stamp(now)}"
             aside.mkdir(mode=0o700)
@@ -217,12 +219,11 @@ def restore_dir(source: Path, ddir: DataDir, replace: bool, config: Any, now: da
                 os.rename(p, aside / p.name)
                 moved.append(p.name)
             fsync_dir(aside)
-            fsync_dir(ddir.path)
-        _install(source, ddir.snapshot_path)
+        os.replace(staged, ddir.snapshot_path)
         _empty_aof(ddir.aof_path)
         fsync_dir(ddir.path)
-        _verified(ddir.snapshot_path)
     finally:
+        staged.unlink(missing_ok=True)
         lock.release()
     engine = Engine.open(ddir.path, config.atlas, tool="helios restore")
     try:

@@ -195,3 +195,25 @@ def test_restore_into_a_fresh_directory_loads_exactly_the_backup(tmp_path: Path)
         assert sorted(eng.ks.data) == sorted(f"k{i}".encode() for i in range(7))
     finally:
         eng.close()
+
+
+def test_restore_from_the_directory_own_snapshot_file(tmp_path: Path) -> None:
+    # The file to restore is one of those moved aside: it is copied in before anything moves.
+    data = tmp_path / "data"
+    _fill(data, 4)
+    eng = Engine.open(data)
+    try:
+        eng.snapshot_sync()
+        eng.execute([b"SET", b"after", b"1"])  # only in the AOF, which goes aside
+    finally:
+        eng.close()
+    res = _run("restore", "--from", str(data / "dump.rdb"), "--data", str(data), "--yes", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["keys"] == 4 and set(out["moved"]) >= {"dump.rdb", "appendonly.aof"}
+    assert not [p.name for p in data.iterdir() if ".restore-" in p.name]  # no staging file left
+    eng = Engine.open(data)
+    try:
+        assert b"after" not in eng.ks.data and len(eng.ks.data) == 4
+    finally:
+        eng.close()
