@@ -34,6 +34,7 @@ from helios_cli.snapshot import OWNER_SNAPSHOT_TIMEOUT, snapshot_dir
 from helios_core.atlas.datadir import SNAPSHOT_NAME, DataDir, fsync_dir
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.snapshot import SnapshotCheck, check_snapshot
+from helios_core.config import HeliosConfig
 from helios_core.errors import CorruptFileError, DataDirLockedError, HeliosError
 
 __all__ = ["backup", "restore", "backup_name", "parse_backup_name", "backups_to_delete", "DEFAULT_KEEP"]
@@ -44,6 +45,7 @@ DEFAULT_KEEP = 7
 _BACKUP_NAME = re.compile(r"helios-(\d{8}T\d{6}\.\d{3}Z)-seq(\d+)\.rdb\Z")
 _STAGING_PREFIX = ".helios-backup-"
 _STAGING_SUFFIX = ".partial"
+_STAGING = re.compile(r"\.?\.helios-backup-(\d+)\.partial(?:\.tmp-\d+)?\Z")
 
 T = TypeVar("T")
 
@@ -95,13 +97,17 @@ def _verified(path: Path) -> SnapshotCheck:
 
 
 def _remove_stale_staging(backup_dir: Path) -> None:
-    """Staging files of backups killed mid-copy (their process is gone) are removed."""
-    for p in backup_dir.glob(f"{_STAGING_PREFIX}*{_STAGING_SUFFIX}"):
-        pid = p.name[len(_STAGING_PREFIX):-len(_STAGING_SUFFIX)]
-        if not pid.isdigit() or int(pid) == os.getpid():
+    """Staging files of backups killed mid-copy (their process is gone) are removed.
+
+    Both the staging file and the temp file the copy into it goes through
+    (`copy_atomic`'s ``.NAME.tmp-PID``) name the backup's pid.
+    """
+    for p in backup_dir.iterdir():
+        m = _STAGING.match(p.name)
+        if m is None or int(m.group(1)) == os.getpid():
             continue
         try:
-            os.kill(int(pid), 0)
+            os.kill(int(m.group(1)), 0)
         except ProcessLookupError:
             p.unlink(missing_ok=True)
         except PermissionError:
@@ -117,7 +123,7 @@ class BackupResult:
     deleted: list[str]
 
 
-def make_backup(ddir: DataDir, backup_dir: Path, keep: int, config: Any, now: Callable[[], datetime],
+def make_backup(ddir: DataDir, backup_dir: Path, keep: int, config: HeliosConfig, now: Callable[[], datetime],
                 timeout: float = OWNER_SNAPSHOT_TIMEOUT) -> BackupResult:
     """Snapshot `ddir` into `backup_dir` under a backup name, verified, then rotate."""
     backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -189,7 +195,7 @@ class RestoreResult:
     moved: list[str]
 
 
-def restore_dir(source: Path, ddir: DataDir, replace: bool, config: Any, now: datetime) -> RestoreResult:
+def restore_dir(source: Path, ddir: DataDir, replace: bool, config: HeliosConfig, now: datetime) -> RestoreResult:
     """Install `source` as `ddir`'s snapshot with an empty AOF, then prove the directory loads."""
     check = _verified(source)
     owner = ddir.owner()

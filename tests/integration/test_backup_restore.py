@@ -144,13 +144,18 @@ def test_keep_rotation_deletes_only_backup_named_files(tmp_path: Path) -> None:
     t0 = datetime(2020, 1, 1, tzinfo=UTC)
     old = [backup_name(t0 + timedelta(hours=i), i) for i in range(4)]
     unrelated = ["notes.txt", "helios-manual.rdb", old[0] + ".bak", "dump.rdb"]
-    for name in old + unrelated:
+    # Staging files of a backup killed mid-copy go; a live process's stay.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = [f".helios-backup-{dead.pid}.partial", f"..helios-backup-{dead.pid}.partial.tmp-{dead.pid}"]
+    live = f".helios-backup-{os.getppid()}.partial"
+    for name in old + unrelated + stale + [live]:
         (backups / name).write_bytes(b"x")
     res = CliRunner().invoke(cli, ["backup", "--data", str(data), "--to", str(backups), "--keep", "2", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["deleted"] == old[:3]
-    assert sorted(p.name for p in backups.iterdir()) == sorted([Path(out["path"]).name, old[3], *unrelated])
+    assert sorted(p.name for p in backups.iterdir()) == sorted([Path(out["path"]).name, old[3], *unrelated, live])
 
 
 def test_backup_usage_and_failures(tmp_path: Path) -> None:
