@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -13,10 +15,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from helios_cli.backup import backup_name, backups_to_delete, parse_backup_name
+from helios_cli.backup import BackupResult, backup_name, backups_to_delete, make_backup, parse_backup_name
 from helios_cli.main import cli
+from helios_core.atlas.datadir import DataDir
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.snapshot import check_snapshot
+from helios_core.config import HeliosConfig
+from helios_core.gateway.app import Started, serve
 from tests.integration.test_atlasd_support import HELIOS, Daemon
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("restore_logging")]
@@ -122,6 +127,37 @@ def test_backup_through_a_running_atlasd_then_restore_into_its_directory(tmp_pat
             assert r.get("k49") == b"49"
     finally:
         assert d2.stop() == 0
+
+
+def test_backup_while_the_gateway_runs_on_the_directory(tmp_path: Path) -> None:
+    """Cron's case: `helios gateway --data DIR` owns DIR and serves its socket; the backup goes through it."""
+    data, backups = tmp_path / "data", tmp_path / "backups"
+    base = HeliosConfig()
+    config = dataclasses.replace(base, gateway=dataclasses.replace(base.gateway, bind="127.0.0.1", port=0))
+
+    async def main() -> tuple[BackupResult, dict | None]:
+        stop = asyncio.Event()
+        started: list[Started] = []
+        task = asyncio.create_task(serve(config, data, started.append, stop=stop))
+        try:
+            while not started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+            owner = DataDir(data).owner()
+            res = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: make_backup(DataDir(data), backups, 7, config, lambda: datetime.now(UTC), 60))
+            return res, owner
+        finally:
+            stop.set()
+            await task
+
+    res, owner = asyncio.run(main())
+    assert owner is not None and owner.get("socket")  # it was the gateway's, served over its socket
+    assert check_snapshot(res.path).ok and res.keys > 0  # the admin user and its role, at least
+    out = _run("restore", "--from", str(res.path), "--data", str(tmp_path / "restored"), "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["keys"] == res.keys
 
 
 def test_backup_of_a_free_directory_in_process(tmp_path: Path) -> None:

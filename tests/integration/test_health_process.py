@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helios_cli.health import Health, probe
 from helios_cli.main import cli
 from helios_core.config import HeliosConfig
 from helios_core.gateway.app import Started, serve
@@ -29,7 +30,7 @@ def test_live_gateway_is_healthy_and_a_stopped_one_is_not(tmp_path: Path) -> Non
     base = HeliosConfig()
     config = dataclasses.replace(base, gateway=dataclasses.replace(base.gateway, bind="127.0.0.1", port=0))
 
-    async def main() -> tuple[str, int, str]:
+    async def main() -> tuple[str, int, str, Health]:
         stop = asyncio.Event()
         started: list[Started] = []
         task = asyncio.create_task(serve(config, tmp_path / "data", started.append, stop=stop))
@@ -45,13 +46,17 @@ def test_live_gateway_is_healthy_and_a_stopped_one_is_not(tmp_path: Path) -> Non
                                                         stdout=asyncio.subprocess.PIPE)
             out, _ = await proc.communicate()
             assert proc.returncode is not None
-            return url, proc.returncode, out.decode()
+            # The gateway serves its data directory's socket as atlasd does: PING answers there too.
+            sock = await asyncio.get_running_loop().run_in_executor(
+                None, probe, f"unix://{tmp_path / 'data' / 'atlas.sock'}", 5.0)
+            return url, proc.returncode, out.decode(), sock
         finally:
             stop.set()
             await task
 
-    url, code, out = asyncio.run(main())
+    url, code, out, sock = asyncio.run(main())
     assert code == 0 and out == f"healthy: {url}/healthz answered 200\n"
+    assert sock.ok, sock.line
     code, out = _health("--url", url, "--timeout", "2")
     assert code == 1 and out.startswith(f"unhealthy: {url}/healthz: ")
 
