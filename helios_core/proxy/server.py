@@ -1,9 +1,9 @@
-"""The proxy's client side: one `asyncio.Protocol` per client connection, and the exchange it forwards.
+"""The proxy's client side: one `asyncio.Protocol` per client connection.
 
 `ClientConnection` parses requests with `httptools.HttpRequestParser`, routes
-them (`Router`), and hands each to an `Exchange`, which picks a backend
-(`PoolState.pick`), takes a keep-alive connection from that backend's
-`UpstreamPool` and relays the request and the response.  Bodies are never
+them (`Router`), and hands each to an `Exchange` (exchange.py), which picks a
+backend (`PoolState.pick`), takes a keep-alive connection from that backend's
+`UpstreamPool` (upstream.py) and relays the request and the response.  Bodies are never
 held whole: bytes go straight from one transport to the other, and when one
 side's write buffer fills the other side's reading pauses (a 1 GB upload or
 download keeps memory flat).  One request is forwarded at a time per client
@@ -23,9 +23,10 @@ upstream connection; after the backend's 101, bytes are spliced both ways.
 Answers of the proxy itself use HELIOS's JSON error shape and close the
 connection when the request was bad: 400 (malformed, conflicting
 Content-Length/Transfer-Encoding), 431 (header block over `max_header_bytes`),
-404 (no route), 413 (over `max_body_bytes`), 502 (connect failure, reset,
-unparsable response), 503 with ``Retry-After`` (no backend available), 504
-(read or total timeout).
+404 (no route), 408 (request head not complete within the header timeout),
+413 (over `max_body_bytes`), 502 (connect failure, reset, unparsable
+response), 503 with ``Retry-After`` (no backend available), 504 (read or total
+timeout).  Idle keep-alive client connections are closed after a minute.
 
 Two endpoints are served by the proxy and never forwarded, and only to
 loopback peers (anyone else gets 404): ``GET /_helios/proxy/status`` (JSON:
