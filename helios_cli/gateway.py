@@ -19,6 +19,7 @@ import click
 
 from helios_cli.context import CliContext, fail, pass_cli
 from helios_core.errors import HeliosError
+from helios_core.store.url import redact
 
 __all__ = ["gateway", "loop_factory"]
 
@@ -45,8 +46,8 @@ def _announce(started: Any) -> None:
         click.echo("Log in with:")
         click.echo(f"    curl -s -X POST {started.url}/api/v1/auth/login "
                    f"-d '{{\"username\": \"admin\", \"password\": \"...\"}}'")
-    click.echo(f"helios gateway listening on {started.url} "
-               f"({f'data {started.data_dir}' if started.data_dir else f'store {started.store_url}'})")
+    where = f"data {started.data_dir}" if started.data_dir else f"store {redact(started.store_url or '')}"
+    click.echo(f"helios gateway listening on {started.url} ({where})")
 
 
 @click.command("gateway", short_help="Serve the HTTP API (auth, KV, admin) on a data directory.")

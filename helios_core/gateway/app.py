@@ -42,7 +42,7 @@ from helios_core.observability.logging import get_logger
 from helios_core.observability.metrics import REGISTRY
 from helios_core.ratelimit import Policy, RateLimiter, RateLimitSettings, parse_policy_entries
 from helios_core.store import EmbeddedStore, Store
-from helios_core.store.url import open_store
+from helios_core.store.url import open_store, redact
 
 __all__ = ["GatewayService", "JobReaper", "Started", "serve", "rate_limit_settings", "BUILTIN_ROLE_POLICIES"]
 
@@ -274,7 +274,8 @@ async def serve(config: HeliosConfig, data_dir: Path | None, on_started: Callabl
             loop.add_signal_handler(sig, stop.set)
         if service.proxy is not None and config.proxy.config_file:
             loop.add_signal_handler(signal.SIGHUP, service.proxy.reload_soon)  # re-read proxy.config_file
-        log.info("gateway listening", url=url, **({"data": str(data_dir)} if data_dir else {"store": store_url}))
+        log.info("gateway listening", url=url,
+                 **({"data": str(data_dir)} if data_dir else {"store": redact(store_url or "")}))
         on_started(Started(url, port, Path(data_dir) if data_dir else None, store_url, password, pw_file))
         await stop.wait()
         log.info("shutting down", inflight=service.gateway.inflight)

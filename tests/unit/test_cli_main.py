@@ -106,3 +106,12 @@ def test_one_shot_commands_log_warnings_only_unless_asked() -> None:
     assert result.exit_code == 0, result.output
     assert "probing" not in result.stderr
     assert "probing" in CliRunner().invoke(cli, ["--log-level", "info", "probe"]).stderr
+
+
+def test_the_gateway_announces_its_store_without_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    from helios_cli.gateway import _announce
+    from helios_core.gateway.app import Started
+
+    _announce(Started("http://127.0.0.1:1", 1, None, "atlas://:s3cret-pw@atlasd:6379", None, None))
+    out = capsys.readouterr().out
+    assert "atlasd:6379" in out and "s3cret-pw" not in out
