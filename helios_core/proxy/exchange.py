@@ -203,6 +203,12 @@ class Exchange:
             return False
         return len(self.tried) <= self.route.retries
 
+    def _another_backend(self) -> bool:
+        """Whether a backend not tried yet is available: else the backend's own 5xx answer is passed on."""
+        now = self.service.clock()
+        tried = self.tried
+        return any(b.id not in tried and b.available(now) for b in self.pool_state.backends)
+
     def _try_failed(self, why: str, *, connect_failure: bool = False, timeout: bool = False,
                     retry: bool | None = None) -> None:
         """This try failed before any response reached the client: retry elsewhere or answer."""
@@ -257,7 +263,7 @@ class Exchange:
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
                       framing: str) -> None:
         self.last_activity = self.loop.time()
-        if status in _RETRYABLE_STATUS and self._may_retry() \
+        if status in _RETRYABLE_STATUS and self._may_retry() and self._another_backend() \
                 and self.service.budget.try_retry(self.service.clock()):
             self.status = status
             self._try_failed(f"backend answered {status}", retry=True)

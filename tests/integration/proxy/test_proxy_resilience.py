@@ -171,6 +171,10 @@ def test_unavailable_unreachable_and_slow_backends(two: tuple[BackendProcess, Ba
         assert status == 504
         slow.control(delay=0)
         assert request(p.port, "GET", "/echo")[0] == 200
+        # A 503 with no other backend to try is the backend's own answer, passed on as it is.
+        slow.control(fail=503)
+        status, _, body = request(p.port, "GET", "/echo")
+        assert status == 503 and json.loads(body)["failed"] is True
 
 
 def test_request_on_a_connection_the_backend_closed_goes_again(tmp_path: Path) -> None:
