@@ -400,10 +400,12 @@ def run_proxy(open_source: OpenSource, bind: str, port: int, workers: int = 1, *
             sock.close()
         return
     try:
-        _supervise(open_source, sock.getsockname()[:2], workers, options, loop_factory=loop_factory,
-                   announce=lambda: announce(url) if announce is not None else None)
+        clean = _supervise(open_source, sock.getsockname()[:2], workers, options, loop_factory=loop_factory,
+                           announce=lambda: announce(url) if announce is not None else None)
     finally:
         sock.close()
+    if not clean:
+        raise HeliosError("the proxy workers kept dying at start (see the log above); stopped", code="workers")
 
 
 def _child(open_source: OpenSource, addr: tuple[str, int], options: ServeOptions,
@@ -429,10 +431,14 @@ def _child(open_source: OpenSource, addr: tuple[str, int], options: ServeOptions
 
 def _supervise(open_source: OpenSource, addr: tuple[str, int], workers: int, options: ServeOptions, *,
                loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
-               announce: Callable[[], None]) -> None:
-    """The parent of `--workers N`: fork, forward signals, restart a child that died, wait for all."""
+               announce: Callable[[], None]) -> bool:
+    """The parent of `--workers N`: fork, forward signals, restart a child that died, wait for all.
+
+    False when it gave up on workers that kept dying (a crash loop), True after a clean stop.
+    """
     children: dict[int, int] = {}
     stopping = False
+    gave_up = False
     pending: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -475,7 +481,7 @@ def _supervise(open_source: OpenSource, addr: tuple[str, int], workers: int, opt
             log.warning("proxy worker died, restarting", pid=pid, status=os.waitstatus_to_exitcode(status))
             if len(restarts) > 5 * workers:  # crash loop: something is wrong with every worker
                 log.error("proxy workers keep dying; giving up")
-                stopping = True
+                stopping = gave_up = True
                 for other in children:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(other, signal.SIGTERM)
@@ -484,3 +490,4 @@ def _supervise(open_source: OpenSource, addr: tuple[str, int], workers: int, opt
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+    return not gave_up
