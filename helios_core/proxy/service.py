@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import gc
 import hashlib
 import ipaddress
 import os
@@ -318,6 +319,11 @@ async def serve(open_source: OpenSource, sock: socket.socket, options: ServeOpti
     try:
         config = await source.load()
         service = ProxyService(config, access_log=options.access_log)
+        # Everything loaded so far (click, loguru, prometheus, the YAML reader, the config) lives as
+        # long as the process: out of the collector's sight, each collection only walks the objects
+        # of requests in flight (measured: a few per cent of a small request's CPU).
+        gc.collect()
+        gc.freeze()
         service.scheme = b"https" if tls is not None else b"http"
         server = await loop.create_server(service.protocol, sock=sock, ssl=tls)
         service.start()
