@@ -99,7 +99,7 @@ class Request:
 
     __slots__ = ("method", "url", "headers", "http11", "keep_alive", "upgrade", "chunked", "length",
                  "complete", "host", "fwd", "pending", "pending_bytes", "exchange", "expect_continue",
-                 "request_id", "trace_id", "header_bytes", "started")
+                 "request_id", "trace_id", "header_bytes", "started", "body_bytes")
 
     def __init__(self) -> None:
         self.method = "GET"
@@ -121,6 +121,7 @@ class Request:
         self.trace_id = ""
         self.header_bytes = 0
         self.started = 0.0
+        self.body_bytes = 0
 
     @property
     def body_done(self) -> bool:
@@ -285,6 +286,12 @@ class ClientConnection(asyncio.Protocol):
         if req is None:
             return
         if req.chunked:
+            # A chunked body has no length to refuse up front: it is counted as it comes.
+            req.body_bytes += len(body)
+            limit = self.service.config.max_body_bytes
+            if limit is not None and req.body_bytes > limit:
+                self._bad = _BadRequest(413, f"request body over {limit} bytes")
+                raise self._bad
             body = b"%x\r\n%b\r\n" % (len(body), body)
         self._body(req, body)
 

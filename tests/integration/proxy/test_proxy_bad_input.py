@@ -77,6 +77,11 @@ def test_request_smuggling_shapes_are_400(setup: tuple[ProxyProcess, BackendProc
 def test_body_over_limit_is_413(setup: tuple[ProxyProcess, BackendProcess]) -> None:
     out = raw_exchange(setup[0].port, b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\nabc")
     assert status_of(out) == 413
+    # Chunked: counted as it streams, cut when it passes the limit.
+    chunk = b"%x\r\n%b\r\n" % (300_000, b"c" * 300_000)
+    out = raw_exchange(setup[0].port, b"POST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       + chunk * 4 + b"0\r\n\r\n")
+    assert status_of(out) == 413 and b"connection: close" in out.lower()
 
 
 def test_garbage_from_backend_is_502(setup: tuple[ProxyProcess, BackendProcess]) -> None:
