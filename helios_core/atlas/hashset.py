@@ -10,13 +10,14 @@ from __future__ import annotations
 import random
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from itertools import islice
 from typing import Any, TypeVar
 
 from helios_core.atlas.commands.table import SYNTAX, WRONGTYPE, Ctx, err, parse_int
 from helios_core.atlas.glob import compile_glob
 
-__all__ = ["get_hash", "get_set", "pick_distinct", "pick_repeating", "parse_cursor", "scan_items", "resp3",
+__all__ = ["get_hash", "get_set", "pick_one", "pick_distinct", "pick_repeating", "parse_cursor", "scan_items", "resp3",
            "SMALL"]
 
 T = TypeVar("T")
@@ -44,6 +45,12 @@ def get_set(ctx: Ctx, key: bytes) -> set[bytes] | None:
 def resp3(ctx: Ctx) -> bool:
     """Whether the caller speaks RESP3 (for the few replies whose shape, not only type, differs)."""
     return bool(getattr(ctx.conn, "resp3", False))
+
+
+def pick_one(items: Collection[T]) -> T:
+    """One element at random.  Python's set and dict have no random access, so this walks to a
+    random position (at C speed, without copying): O(n), where Redis's is O(1)."""
+    return next(islice(items, random.randrange(len(items)), None))
 
 
 def pick_distinct(items: Sequence[T], count: int) -> list[T]:

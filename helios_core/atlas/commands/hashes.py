@@ -16,6 +16,7 @@ from helios_core.atlas.hashset import (
     get_hash,
     parse_cursor,
     pick_distinct,
+    pick_one,
     pick_repeating,
     resp3,
     scan_items,
@@ -171,7 +172,7 @@ def hincrbyfloat(ctx: Ctx, args: list[bytes]) -> Any:
 def hrandfield(ctx: Ctx, args: list[bytes]) -> Any:
     if len(args) == 1:
         h = get_hash(ctx, args[0])
-        return None if h is None else pick_distinct(list(h), 1)[0]
+        return None if h is None else pick_one(h)
     count = parse_int(args[1])
     if count < -LONG_MAX:
         raise err(f"ERR value is out of range, value must between {-LONG_MAX} and {LONG_MAX}")

@@ -16,6 +16,7 @@ from helios_core.atlas.hashset import (
     get_set,
     parse_cursor,
     pick_distinct,
+    pick_one,
     pick_repeating,
     scan_items,
 )
@@ -81,7 +82,7 @@ def spop(ctx: Ctx, args: list[bytes]) -> Any:
         s = get_set(ctx, key)
         if s is None:
             return None
-        member = pick_distinct(list(s), 1)[0]
+        member = pick_one(s)
         ctx.emit(("SREM", key, [member]))
         return member
     if len(args) > 2:
@@ -108,7 +109,7 @@ def spop(ctx: Ctx, args: list[bytes]) -> Any:
 def srandmember(ctx: Ctx, args: list[bytes]) -> Any:
     if len(args) == 1:
         s = get_set(ctx, args[0])
-        return None if s is None else pick_distinct(list(s), 1)[0]
+        return None if s is None else pick_one(s)
     if len(args) > 2:
         raise err(SYNTAX)
     count = parse_int(args[1])
