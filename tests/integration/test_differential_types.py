@@ -132,6 +132,8 @@ class Pair:
     def reset(self) -> None:
         self.done = []
         for side in (self.atlas, self.redis):
+            for conn in (side.r2, side.r3):
+                conn.call_many([[b"DISCARD"], [b"UNWATCH"]])  # out of a MULTI a failed test left open
             assert side.r2.call([b"FLUSHALL"]) == ("+", "OK")
 
 
@@ -501,3 +503,28 @@ def test_command_info_matches(pair: Pair) -> None:
         g6, w6 = norm(g)[1][:6], norm(w)[1][:6]
         g6[2], w6[2] = _sort(g6[2][1]), _sort(w6[2][1])
         assert g6 == w6, name
+
+
+TRANSACTION: list[list[bytes]] = [[w.encode() for w in c] for c in [
+    ["HSET", "tx", "a", "1"], ["MULTI"], ["HSET", "tx", "b", "2"], ["HGETALL", "tx"], ["SADD", "txs", "m", "n"],
+    ["SMEMBERS", "txs"], ["SDIFF", "txs", "tx2"], ["HINCRBYFLOAT", "tx", "a", "0.5"], ["SADD", "tx", "x"],
+    ["HSET", "tx"], ["SINTERCARD", "1", "txs"], ["EXEC"],
+]]
+
+
+@pytest.mark.parametrize("resp3", [False, True], ids=["resp2", "resp3"])
+def test_transactions_and_watch(pair: Pair, resp3: bool) -> None:
+    pair.reset()
+    for args in TRANSACTION:
+        run(pair, args, resp3)
+        if args[0] in (b"EXEC", b"HSET"):
+            compare_state(pair)
+    # A write to a watched hash or set by another client makes EXEC fail, on both servers.
+    for watched, write in ((b"tx", [b"HDEL", b"tx", b"a"]), (b"txs", [b"SREM", b"txs", b"m"])):
+        for args in ([b"WATCH", watched],):
+            run(pair, args, resp3)
+        for side in (pair.atlas, pair.redis):
+            side.conn(not resp3).call(write)
+        for args in ([b"MULTI"], [b"SCARD", b"txs"], [b"EXEC"]):
+            run(pair, args, resp3)
+        compare_state(pair)
