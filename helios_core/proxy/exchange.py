@@ -128,7 +128,7 @@ class Exchange:
         backend.started(now)
         self.upstream_started = now
         up, self.base = self.service.upstream_for(backend, self.pool_state.pool)
-        self.netloc = b"%b:%d" % (up.host.encode("idna"), up.port)
+        self.netloc = up.netloc
         if not fresh:
             conn = up.take_idle()
             if conn is not None:

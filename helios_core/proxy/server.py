@@ -61,7 +61,13 @@ STATUS_PATH = b"/_helios/proxy/status"
 METRICS_PATH = b"/_helios/proxy/metrics"
 _LOCAL_PREFIX = b"/_helios/proxy/"
 
-_HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
+# Request headers the proxy reads or replaces, by lower-case name (one dict probe per header).
+(_K_HOST, _K_LENGTH, _K_TE, _K_CONNECTION, _K_UPGRADE, _K_EXPECT, _K_XFF, _K_XFP, _K_XFH, _K_VIA, _K_TRACEPARENT,
+ _K_TRACESTATE, _K_REQUEST_ID, _K_DROP) = range(14)
+_SPECIAL = {b"host": _K_HOST, b"content-length": _K_LENGTH, b"transfer-encoding": _K_TE, b"connection": _K_CONNECTION,
+            b"upgrade": _K_UPGRADE, b"expect": _K_EXPECT, b"x-forwarded-for": _K_XFF, b"x-forwarded-proto": _K_XFP,
+            b"x-forwarded-host": _K_XFH, b"via": _K_VIA, b"traceparent": _K_TRACEPARENT, b"tracestate": _K_TRACESTATE,
+            b"x-request-id": _K_REQUEST_ID, b"keep-alive": _K_DROP, b"te": _K_DROP, b"trailer": _K_DROP}
 _PENDING_LIMIT = 256 * 1024  # buffered request body bytes before the client's reading pauses
 _TRACEPARENT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _CODES = {400: "bad_request", 404: "not_found", 408: "request_timeout", 413: "payload_too_large",
@@ -314,41 +320,43 @@ class ClientConnection(asyncio.Protocol):
         te: bytes | None = None
         named: set[bytes] = set()
         xff = xfp = xfh = via = tp = ts = rid = None
-        keep: list[tuple[bytes, bytes]] = []
+        keep: list[tuple[bytes, bytes]] = []  # (lower-case name, the header line as it goes upstream)
+        special = _SPECIAL
         for name, value in req.headers:
             low = name.lower()
-            if low == b"host":
+            kind = special.get(low)
+            if kind is None:
+                if not low.startswith(b"proxy-"):
+                    keep.append((low, b"%b: %b\r\n" % (name, value)))
+            elif kind == _K_HOST:
                 req.host = value
-                keep.append((name, value))
-            elif low == b"content-length":
+                keep.append((low, b"%b: %b\r\n" % (name, value)))
+            elif kind == _K_LENGTH:
                 lengths.add(value.strip())
-            elif low == b"transfer-encoding":
+            elif kind == _K_TE:
                 te = value
-            elif low == b"connection":
+            elif kind == _K_CONNECTION:
                 named.update(t.strip().lower() for t in value.split(b","))
-            elif low == b"upgrade":
+            elif kind == _K_UPGRADE:
                 req.upgrade = value
-            elif low == b"expect":
+            elif kind == _K_EXPECT:
                 req.expect_continue = value.strip().lower() == b"100-continue"
-            elif low == b"x-forwarded-for":
+            elif kind == _K_XFF:
                 xff = value if xff is None else xff + b", " + value
-            elif low == b"x-forwarded-proto":
+            elif kind == _K_XFP:
                 xfp = value
-            elif low == b"x-forwarded-host":
+            elif kind == _K_XFH:
                 xfh = value
-            elif low == b"via":
+            elif kind == _K_VIA:
                 via = value if via is None else via + b", " + value
-            elif low == b"traceparent":
+            elif kind == _K_TRACEPARENT:
                 tp = value
-            elif low == b"tracestate":
+            elif kind == _K_TRACESTATE:
                 ts = value
-            elif low == b"x-request-id":
+            elif kind == _K_REQUEST_ID:
                 rid = value
-                keep.append((name, value))
-            elif low in _HOP or low.startswith(b"proxy-"):
-                continue
-            else:
-                keep.append((name, value))
+                keep.append((low, b"%b: %b\r\n" % (name, value)))
+            # else: another hop-by-hop header (Keep-Alive, TE, Trailer): dropped
         # Request smuggling: a body framed two ways is refused, never guessed at.
         if te is not None and lengths:
             raise _BadRequest(400, "both Content-Length and Transfer-Encoding given")
@@ -369,15 +377,13 @@ class ClientConnection(asyncio.Protocol):
         if not req.host and req.http11:
             raise _BadRequest(400, "missing Host header")
         if named:
-            keep = [(n, v) for n, v in keep if n.lower() not in named]
+            keep = [(low, line) for low, line in keep if low not in named]
         if not upgrade:
             req.upgrade = None
         rnd = os.urandom(32).hex()  # one syscall for the request id, trace id and span id
         req.request_id = rid.decode("latin-1") if rid and len(rid) <= 200 else rnd[:16]
         peer = self.peer.encode()
-        out = []
-        for name, value in keep:
-            out.append(b"%b: %b\r\n" % (name, value))
+        out = [line for _, line in keep]
         if rid is None:
             out.append(b"X-Request-Id: %b\r\n" % req.request_id.encode())
         trusted = self.trusted

@@ -274,6 +274,7 @@ class UpstreamPool:
     def __init__(self, host: str, port: int, *, max_connections: int = 100, idle_timeout: float = 60.0,
                  clock: Callable[[], float] = time.monotonic, tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
+        self.netloc = b"%b:%d" % (host.encode("idna"), port)  # the Host header for a client that sent none
         self.tls = tls  # an https:// backend: TLS with certificate and host name verification
         self.max_connections = max(1, max_connections)
         self.idle_timeout = idle_timeout
