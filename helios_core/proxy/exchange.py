@@ -32,6 +32,29 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
 _HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
 
+# Response header names as sent (any case) -> what to do with them; the same few names come back
+# in every response, so each is lower-cased and classified once.
+_R_PASS, _R_DROP, _R_CONNECTION, _R_UPGRADE, _R_LENGTH = range(5)
+_RESPONSE_NAMES: dict[bytes, int] = {}
+
+
+def _response_kind(name: bytes) -> int:
+    low = name.lower()
+    if low == b"connection":
+        kind = _R_CONNECTION
+    elif low == b"upgrade":
+        kind = _R_UPGRADE
+    elif low == b"content-length":
+        kind = _R_LENGTH
+    elif low in _HOP or low.startswith(b"proxy-"):
+        kind = _R_DROP
+    else:
+        kind = _R_PASS
+    if len(_RESPONSE_NAMES) > 4096:  # a backend inventing names: keep the cache bounded
+        _RESPONSE_NAMES.clear()
+    _RESPONSE_NAMES[name] = kind
+    return kind
+
 
 class TunnelSink:
     """What an upstream connection reports once it carries a WebSocket (or other upgraded) tunnel."""
@@ -275,17 +298,20 @@ class Exchange:
         upgrade = status == 101
         connection: bytes | None = None
         drop_length = framing != "length" and framing != "none"
+        kinds = _RESPONSE_NAMES
         for name, value in headers:
-            low = name.lower()
-            if low in _HOP or low.startswith(b"proxy-"):
-                if low == b"connection":
-                    connection = value
-                elif upgrade and low == b"upgrade":
-                    out.append(b"Upgrade: %b\r\n" % value)
-                continue
-            if drop_length and low == b"content-length":
-                continue
-            out.append(b"%b: %b\r\n" % (name, value))
+            kind = kinds.get(name)
+            if kind is None:
+                kind = _response_kind(name)
+            if kind == _R_PASS:
+                out.append(b"%b: %b\r\n" % (name, value))
+            elif kind == _R_LENGTH:
+                if not drop_length:
+                    out.append(b"%b: %b\r\n" % (name, value))
+            elif kind == _R_CONNECTION:
+                connection = value
+            elif kind == _R_UPGRADE and upgrade:
+                out.append(b"Upgrade: %b\r\n" % value)
         if connection is not None:
             # Headers the backend's Connection names are hop-by-hop too (rare: filtered after the fact).
             named = {t.strip().lower() for t in connection.split(b",")} - {b"keep-alive", b"close", b"upgrade"}

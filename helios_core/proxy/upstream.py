@@ -80,6 +80,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel: Callable[[bytes], None] | None = None  # after a 101: where bytes go
         self.on_lost: Callable[[], None] | None = None
         self._parser: httptools.HttpResponseParser | None = None
+        self._spare: httptools.HttpResponseParser | None = None  # a parser that ended a message cleanly
         self._head = False
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
@@ -96,7 +97,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.uses += 1
         self.received = 0
         self.request_done = False
-        self._parser = httptools.HttpResponseParser(self)
+        # llhttp is ready for the next response after a complete one: reuse that parser (creating
+        # one costs a lookup of every callback); a new one after a HEAD answer or anything odd.
+        self._parser = self._spare or httptools.HttpResponseParser(self)
+        self._spare = None
         self._head = head
         self._headers = []
         self._reason = b""
@@ -239,13 +243,14 @@ class UpstreamConnection(asyncio.Protocol):
         if not self._got_head or self._status == 101:
             return  # the end of an interim response, or a 101 (the tunnel takes over)
         if self.sink is not None:
-            self._complete()
+            self._complete(clean=True)
 
     # --- internals ---
 
-    def _complete(self) -> None:
+    def _complete(self, clean: bool = False) -> None:
         sink = self.sink
         self.sink = None
+        self._spare = self._parser if clean else None
         self._parser = None
         reusable = (self._framing != "close" and self._keep_alive and self.request_done
                     and not self.closed)
