@@ -140,7 +140,7 @@ def test_legacy_lower_case_commands() -> None:
 # -- refused lines -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line, why", [
-    (b'{"cmd":"HSET","key":"k"}', "unknown command 'HSET'"),
+    (b'{"cmd":"LPUSH","key":"k"}', "unknown command 'LPUSH'"),
     (b'{"key":"k","value":"v"}', "without 'cmd'"),
     (b'{"cmd":"SET","key":"k"}', "without 'value'"),
     (b'{"cmd":"SET","value":"v"}', "without 'key'"),

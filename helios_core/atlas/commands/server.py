@@ -278,7 +278,8 @@ def info(ctx: Ctx, args: list[bytes]) -> Any:
 
 # -- COMMAND ---------------------------------------------------------------------------
 
-_ACL = {"string": "@string", "generic": "@keyspace", "sorted-set": "@sortedset", "connection": "@connection",
+_ACL = {"string": "@string", "generic": "@keyspace", "sorted-set": "@sortedset", "hash": "@hash", "set": "@set",
+        "connection": "@connection",
         "transactions": "@transaction", "pubsub": "@pubsub", "server": "@admin"}
 
 
