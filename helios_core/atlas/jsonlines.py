@@ -16,6 +16,8 @@ the AOF's record fields mean what they mean there:
   SET      `exp` (absolute ms) -> PXAT exp; `ttl` (seconds, 0: none) -> PX ttl*1000
   EXPIRE / PEXPIRE with `exp` or `ttl` and no `args` -> PEXPIREAT / PEXPIRE (ms)
   ZADD     `members` [[score, member], ...];  ZREM `members` [member, ...]
+  HSET     `fields` [[field, value], ...];  HDEL `fields` [field, ...]
+  SADD, SREM  `members` [member, ...]
   MULTI    with `ops` (a list of requests): run them as one atomic batch, like
            MULTI ... EXEC; without `ops`, MULTI is the ordinary command
   any      `seq` and `crc` (an AOF line pasted as is) and unknown fields are ignored
@@ -303,10 +305,27 @@ def request_argv(obj: Any) -> list[bytes]:
                 argv.append(_b64(member, "a member in 'members_b64'"))
             else:
                 argv.append(_arg(member, "a member"))
-    elif name == "ZREM":
+    elif name in ("ZREM", "SADD", "SREM"):
         members = _list(obj, "members")
         if members is not None:
             argv += members
+    elif name == "HDEL":
+        fields = _list(obj, "fields")
+        if fields is not None:
+            argv += fields
+    elif name == "HSET" and ("fields" in obj or "fields_b64" in obj):
+        pairs = obj.get("fields", obj.get("fields_b64"))
+        b64 = "fields" not in obj
+        if type(pairs) is not list or not all(type(p) is list and len(p) == 2 for p in pairs):
+            raise _Bad("'fields' must be a list of [field, value] pairs")
+        for pair in pairs:
+            for item in pair:
+                if b64:
+                    if type(item) is not str:
+                        raise _Bad("an item in 'fields_b64' must be a base64 string")
+                    argv.append(_b64(item, "an item in 'fields_b64'"))
+                else:
+                    argv.append(_arg(item, "a field or value"))
     return argv
 
 

@@ -357,3 +357,15 @@ def test_fuzz_every_line_gets_one_reply(daemon: Daemon, lines: list[bytes]) -> N
         c.close()
     with daemon.client() as r:
         assert r.ping()
+
+
+def test_hash_and_set_requests_in_the_aof_shape(jl: JsonLines) -> None:
+    """The AOF's own record shapes are requests too, for the new types as for ZADD."""
+    assert jl.call({"cmd": "HSET", "key": "h", "fields": [["a", "1"], ["b", "2"]]}) == {"ok": 2}
+    assert jl.call({"cmd": "HSET", "key": "h", "fields_b64": [["Yw==", "/w=="]]}) == {"ok": 1}
+    assert jl.call({"cmd": "HDEL", "key": "h", "fields": ["a"]}) == {"ok": 1}
+    assert jl.call({"cmd": "HGET", "key": "h", "args": ["c"]}) == {"ok": {"b64": "/w=="}}
+    assert jl.call({"cmd": "SADD", "key": "s", "members": ["x", "y"]}) == {"ok": 2}
+    assert jl.call({"cmd": "SREM", "key": "s", "members_b64": ["eA=="]}) == {"ok": 1}
+    assert jl.call({"cmd": "SCARD", "key": "s"}) == {"ok": 1}
+    assert "error" in jl.call({"cmd": "HSET", "key": "h", "fields": [["only-one"]]})
