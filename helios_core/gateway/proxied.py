@@ -369,6 +369,7 @@ class ProxiedHandler(BaseHandler):
         self.answered = False
         self._holds: set[str] = set()
         self._held: asyncio.Future[None] | None = None
+        self._received = 0  # body bytes of a Content-Length request seen so far
         self._over: asyncio.Future[None] | None = None
 
     def set_default_headers(self) -> None:
@@ -508,6 +509,14 @@ class ProxiedHandler(BaseHandler):
         if self._finished or req is None or exchange is None or exchange.done:
             return None  # answered already: the rest of the body is dropped
         self._body(b"%x\r\n%b\r\n" % (len(chunk), chunk) if req.chunked else chunk)
+        if req.length is not None and not req.chunked:
+            self._received += len(chunk)
+            if self._received >= req.length and not req.complete:
+                # The whole body is here: the request is complete now, not when Tornado calls put()
+                # a moment later.  A backend answering in between would otherwise look like one that
+                # answered mid-body, and the client's keep-alive connection would be closed.
+                req.complete = True
+                exchange.request_complete()
         return self._held
 
     def _body(self, framed: bytes) -> None:
