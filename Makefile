@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml setup.cfg
 	$(VENV)/bin/python -m pip install -e '.[test]'
 	touch $@
 
+# Four test processes (pytest-xdist): the tests mostly wait on real servers, so this fits 2 cores.
+# TEST_JOBS=0 runs them in one process.
+TEST_JOBS ?= 4
 test: venv
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 # make run PORT=9000 when 8080 is taken (or export HELIOS_GATEWAY__PORT).
 PORT ?=

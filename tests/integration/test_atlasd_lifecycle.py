@@ -49,7 +49,7 @@ def test_shutdown_command(tmp_path: Path) -> None:
         r.shutdown(save=True)  # no reply: the connection closes, as with Redis (redis-py expects that)
     assert d.proc is not None and d.proc.wait(20) == 0
     assert (data / "dump.rdb").exists()
-    assert "final snapshot written" in d.log()
+    assert "snapshot before shutdown written" in d.log()
     d2 = Daemon(data).start()
     try:
         with d2.client() as r:

@@ -255,7 +255,7 @@ def test_jobs_leased_ahead_that_wait_too_long_go_back_unstarted_and_leasing_ahea
 
     async def body(api: Api, jobs: JobsClient) -> None:
         warm = (await jobs.enqueue("stale", "warm")).job
-        async with worker(api, handler, ("stale",), visibility_s=1) as (w, _):
+        async with worker(api, handler, ("stale",), visibility_s=3) as (w, _):
             async def state(job_id: str, want: str) -> bool:
                 return (await jobs.get(job_id))["state"] == want
             await until(lambda: state(warm["id"], "DONE"), "the warm-up job")  # the average says: short jobs
@@ -263,7 +263,8 @@ def test_jobs_leased_ahead_that_wait_too_long_go_back_unstarted_and_leasing_ahea
             long, nxt, last = [e.job for e in await jobs.enqueue_batch(
                 [{"queue": "stale", "payload": p} for p in ("long", "next", "last")])]
             await until(lambda: _true(w.running == 1 and len(w._waiting) == 1), "a job leased ahead")
-            # It waits for the only slot; after a third of its visibility (0.33 s) it goes back.
+            # It waits for the only slot; after a third of its visibility (1 s) it goes back (its nack then
+            # has 2 s to reach the gateway: room enough on a loaded CI box).
             await until(lambda: _true(metric("worker_jobs_total", queue="stale", outcome="released") == 1),
                         "the waiting job to be given back")
             got = await jobs.get(nxt["id"])
