@@ -173,16 +173,7 @@ class AtlasServer:
         where = str(self.socket_path)
         try:
             if self.socket_path is not None:
-                # We hold the directory lock, so a socket file left here is a dead owner's.
-                self.socket_path.unlink(missing_ok=True)
-                old = os.umask(0o177)  # born 0600: no window where others could connect
-                try:
-                    srv = await loop.create_unix_server(lambda: Connection(self, True), path=str(self.socket_path),
-                                                        backlog=511)
-                finally:
-                    os.umask(old)
-                os.chmod(self.socket_path, 0o600)
-                self._listeners.append(srv)
+                await self._listen_unix(self.socket_path)
             if self.port:
                 where = f"{self.bind}:{self.port}"
                 hosts = self.bind.replace(",", " ").split() or None
@@ -208,6 +199,19 @@ class AtlasServer:
                  metrics_port=self.config.atlasd.metrics_port or None, keys=len(self.engine.ks),
                  version=__version__, pid=os.getpid())
 
+    async def _listen_unix(self, path: Path) -> None:
+        """Listen on the data directory's socket, mode 0600 from birth (the mode is its password)."""
+        # We hold the directory lock, so a socket file left here is a dead owner's.
+        path.unlink(missing_ok=True)
+        old = os.umask(0o177)  # born 0600: no window where others could connect
+        try:
+            srv = await asyncio.get_running_loop().create_unix_server(
+                lambda: Connection(self, True), path=str(path), backlog=511)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        self._listeners.append(srv)
+
     async def serve_socket(self) -> None:
         """Serve only the unix socket, on an engine another service owns and drives (the gateway
         with an embedded store), so `helios user|job|snapshot|aof-check --data DIR` reach a running
@@ -216,15 +220,7 @@ class AtlasServer:
         loop = asyncio.get_running_loop()
         self._stop = loop.create_future()
         self._stopped = loop.create_future()
-        self.socket_path.unlink(missing_ok=True)  # we hold the directory lock: a dead owner's socket
-        old = os.umask(0o177)  # born 0600: no window where others could connect
-        try:
-            srv = await loop.create_unix_server(lambda: Connection(self, True), path=str(self.socket_path),
-                                                backlog=511)
-        finally:
-            os.umask(old)
-        os.chmod(self.socket_path, 0o600)
-        self._listeners.append(srv)
+        await self._listen_unix(self.socket_path)
         self._sampler = loop.call_later(1.0, self._sample_ops)
         log.info("serving the data directory's socket", socket=str(self.socket_path), owner=self.owner)
 
