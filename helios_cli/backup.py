@@ -29,7 +29,7 @@ import click
 import orjson
 from rich.console import Console
 
-from helios_cli.context import CliContext, fail, pass_cli
+from helios_cli.context import CliContext, fail, guarded, pass_cli
 from helios_cli.snapshot import OWNER_SNAPSHOT_TIMEOUT, snapshot_dir
 from helios_core.atlas.datadir import SNAPSHOT_NAME, DataDir, fsync_dir
 from helios_core.atlas.engine import Engine
@@ -244,16 +244,6 @@ def restore_dir(source: Path, ddir: DataDir, replace: bool, config: HeliosConfig
 
 # -- the commands -----------------------------------------------------------------------------
 
-def _guarded(work: Callable[[], T], what: str) -> T:
-    """Run `work`; every expected failure becomes exit status 1 with the reason on stderr."""
-    try:
-        return work()
-    except HeliosError as e:
-        fail(e)
-    except OSError as e:
-        fail(HeliosError(f"{what}: {e.filename or ''}: {e.strerror or e}", code="io"))
-
-
 @contextmanager
 def _progress(message: str) -> Iterator[None]:
     """A spinner on stderr, only when stderr is a terminal (cron and pipes get nothing)."""
@@ -298,7 +288,7 @@ def backup(obj: CliContext, data_dir: Path, backup_dir: Path, keep: int, timeout
         fail(HeliosError(f"data directory {data_dir} does not exist", code="data_dir"))
     t0 = time.perf_counter()
     with _progress(f"backing up {data_dir} into {backup_dir} ..."):
-        res = _guarded(lambda: make_backup(DataDir(data_dir), backup_dir, keep, obj.config,
+        res = guarded(lambda: make_backup(DataDir(data_dir), backup_dir, keep, obj.config,
                                            lambda: datetime.now(UTC), timeout), "backup failed")
     _emit({"path": str(res.path), "seq": res.seq, "keys": res.keys, "bytes": res.bytes,
            "seconds": round(time.perf_counter() - t0, 3), "deleted": res.deleted}, as_json)
@@ -329,6 +319,6 @@ def restore(obj: CliContext, source: Path, data_dir: Path, replace: bool, as_jso
         ddir.ensure()
         return restore_dir(source, ddir, replace, obj.config, datetime.now(UTC))
 
-    res = _guarded(work, "restore failed")
+    res = guarded(work, "restore failed")
     _emit({"data": str(res.data), "seq": res.seq, "keys": res.keys,
            "moved_to": str(res.moved_to) if res.moved_to else None, "moved": res.moved}, as_json)

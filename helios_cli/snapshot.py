@@ -14,7 +14,6 @@ import dataclasses
 import os
 import shutil
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.text import Text
 
-from helios_cli.context import CliContext, fail, pass_cli
+from helios_cli.context import CliContext, fail, guarded, pass_cli
 from helios_core.atlas.datadir import DataDir, fsync_dir
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.snapshot import SnapshotInfo, check_snapshot, read_header
@@ -195,7 +194,7 @@ def snapshot(obj: CliContext, data_dir: Path | None, output: Path | None, verify
             raise click.BadParameter(f"directory {output.parent} does not exist; create it first "
                                      f"(mkdir -p {output.parent})", param_hint="'--output'")
         t0 = time.perf_counter()
-        info = _guarded(lambda: snapshot_dir(DataDir(data_dir), obj.config, output, timeout), "snapshot failed")
+        info = guarded(lambda: snapshot_dir(DataDir(data_dir), obj.config, output, timeout), "snapshot failed")
         _emit({"path": info.path, "seq": info.seq, "keys": info.keys, "bytes": info.bytes,
                "seconds": round(time.perf_counter() - t0, 3), "created": _iso(info.created_ms),
                "output": str(output) if output else None}, as_json)
@@ -204,7 +203,7 @@ def snapshot(obj: CliContext, data_dir: Path | None, output: Path | None, verify
             raise click.UsageError("--output only applies with --data")
         if click.get_current_context().get_parameter_source("timeout") is not ParameterSource.DEFAULT:
             raise click.UsageError("--timeout only applies with --data")
-        info = _guarded(lambda: _verify(verify_path), "cannot verify")
+        info = guarded(lambda: _verify(verify_path), "cannot verify")
         _emit({"path": info.path, "seq": info.seq, "created": _iso(info.created_ms), "keys": info.keys,
                "bytes": info.bytes, "version": info.version}, as_json)
     else:
@@ -217,13 +216,3 @@ def _verify(path: Path) -> SnapshotInfo:
     if not check.ok:
         raise CorruptFileError(check.reason or f"{path}: not a valid snapshot", path=str(path), offset=check.offset)
     return read_header(path)
-
-
-def _guarded(work: Callable[[], SnapshotInfo], what: str) -> SnapshotInfo:
-    """Run `work`, turning every expected failure into exit status 1 with the reason on stderr."""
-    try:
-        return work()
-    except HeliosError as e:
-        fail(e)
-    except OSError as e:
-        fail(HeliosError(f"{what}: {e.filename or ''}: {e.strerror or e}", code="io"))
