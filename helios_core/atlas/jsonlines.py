@@ -264,6 +264,26 @@ def _exp(obj: dict) -> bytes:
     return b"%d" % exp
 
 
+def _pairs(obj: dict, name: str, what: tuple[str, str], *, b64_first: bool) -> list[bytes]:
+    """`name` (or `name_b64`: base64 items) as [a, b] pairs, flattened: ZADD's [score, member],
+    HSET's [field, value].  A score is never base64 (`b64_first` False)."""
+    b64 = name not in obj
+    key = name + "_b64" if b64 else name
+    pairs = obj[key]
+    if type(pairs) is not list or not all(type(p) is list and len(p) == 2 for p in pairs):
+        raise _Bad(f"'{name}' must be a list of [{what[0]}, {what[1]}] pairs")
+    out = []
+    for pair in pairs:
+        for i, item in enumerate(pair):
+            if b64 and (i == 1 or b64_first):
+                if type(item) is not str:
+                    raise _Bad(f"a {what[i]} in '{key}' must be a base64 string")
+                out.append(_b64(item, f"a {what[i]} in '{key}'"))
+            else:
+                out.append(_arg(item, f"a {what[i]}"))
+    return out
+
+
 def request_argv(obj: Any) -> list[bytes]:
     """The argv a JSON request stands for (see the module docstring); raises _Bad."""
     if type(obj) is not dict:
@@ -293,39 +313,13 @@ def request_argv(obj: Any) -> list[bytes]:
         elif obj.get("ttl") not in (None, 0):
             argv += [b"PX", _ms(obj["ttl"])]
     elif name == "ZADD" and ("members" in obj or "members_b64" in obj):
-        pairs = obj.get("members", obj.get("members_b64"))
-        b64 = "members" not in obj
-        if type(pairs) is not list or not all(type(p) is list and len(p) == 2 for p in pairs):
-            raise _Bad("'members' must be a list of [score, member] pairs")
-        for score, member in pairs:
-            argv.append(_arg(score, "a score"))
-            if b64:
-                if type(member) is not str:
-                    raise _Bad("a member in 'members_b64' must be a base64 string")
-                argv.append(_b64(member, "a member in 'members_b64'"))
-            else:
-                argv.append(_arg(member, "a member"))
+        argv += _pairs(obj, "members", ("score", "member"), b64_first=False)
     elif name in ("ZREM", "SADD", "SREM"):
-        members = _list(obj, "members")
-        if members is not None:
-            argv += members
+        argv += _list(obj, "members") or []
     elif name == "HDEL":
-        fields = _list(obj, "fields")
-        if fields is not None:
-            argv += fields
+        argv += _list(obj, "fields") or []
     elif name == "HSET" and ("fields" in obj or "fields_b64" in obj):
-        pairs = obj.get("fields", obj.get("fields_b64"))
-        b64 = "fields" not in obj
-        if type(pairs) is not list or not all(type(p) is list and len(p) == 2 for p in pairs):
-            raise _Bad("'fields' must be a list of [field, value] pairs")
-        for pair in pairs:
-            for item in pair:
-                if b64:
-                    if type(item) is not str:
-                        raise _Bad("an item in 'fields_b64' must be a base64 string")
-                    argv.append(_b64(item, "an item in 'fields_b64'"))
-                else:
-                    argv.append(_arg(item, "a field or value"))
+        argv += _pairs(obj, "fields", ("field", "value"), b64_first=True)
     return argv
 
 
