@@ -30,6 +30,7 @@ __all__ = ["Exchange", "TunnelSink", "IDEMPOTENT"]
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
+_CONNECTION_PLAIN = frozenset({b"keep-alive", b"close", b"upgrade"})  # Connection values naming no header
 _HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
 
 # Response header names as sent (any case) -> what to do with them; the same few names come back
@@ -92,6 +93,12 @@ class TunnelSink:
 class Exchange:
     """One request forwarded: backend choice, tries, timeouts, and the response relayed back."""
 
+    # One per request: slots make it cheaper to build and its attributes cheaper to reach.
+    __slots__ = ("client", "service", "req", "route", "path", "pool_state", "conn", "backend", "tried",
+                 "sent_head", "body_sent", "status", "framing", "responded", "done", "paused", "last_error",
+                 "timed_out", "upstream_started", "bytes_out", "base", "netloc", "keep_alive", "expired",
+                 "stale_retried", "loop", "last_activity", "deadline", "_task", "__weakref__")
+
     def __init__(self, client: ClientConnection, req: Request, route: Route, upstream_path: str,
                  pool_state: PoolState) -> None:
         self.client = client
@@ -128,12 +135,14 @@ class Exchange:
     # --- tries ---
 
     def start(self) -> None:
-        self.service.budget.request(self.service.clock())
-        self._attempt()
+        now = self.service.clock()
+        self.service.budget.request(now)
+        self._attempt(now)
 
-    def _attempt(self) -> None:
+    def _attempt(self, now: float | None = None) -> None:
         service = self.service
-        now = service.clock()
+        if now is None:
+            now = service.clock()
         backend = self.pool_state.pick(now, exclude=self.tried)
         if backend is None:
             if self.tried:
@@ -312,9 +321,9 @@ class Exchange:
                 connection = value
             elif kind == _R_UPGRADE and upgrade:
                 out.append(b"Upgrade: %b\r\n" % value)
-        if connection is not None:
+        if connection is not None and connection.lower() not in _CONNECTION_PLAIN:
             # Headers the backend's Connection names are hop-by-hop too (rare: filtered after the fact).
-            named = {t.strip().lower() for t in connection.split(b",")} - {b"keep-alive", b"close", b"upgrade"}
+            named = {t.strip().lower() for t in connection.split(b",")} - _CONNECTION_PLAIN
             if named:
                 out = out[:1] + [line for line in out[1:] if line.split(b":", 1)[0].lower() not in named]
         keep = req.keep_alive and req.upgrade is None and not self.service.draining
@@ -362,10 +371,11 @@ class Exchange:
             backend_id = self.backend.backend.id
         else:
             backend_id = ""
-        self.service.metrics.upstream(self.route.id, backend_id, self.status, now - self.upstream_started)
-        self.service.metrics.request(self.route.id, backend_id, self.status)
-        self.service.log_request(self.req, self.client.peer, self.status, self.route.id, backend_id,
-                                 len(self.tried), self.bytes_out)
+        service = self.service
+        service.metrics.answered(self.route.id, backend_id, self.status, now - self.upstream_started)
+        if service.access_log:  # its arguments are not even gathered when there is no access log
+            service.log_request(self.req, self.client.peer, self.status, self.route.id, backend_id,
+                                len(self.tried), self.bytes_out)
         self.conn = None
 
     def upstream_failed(self, exc: BaseException) -> None:

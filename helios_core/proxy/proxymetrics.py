@@ -17,7 +17,8 @@ to date on every request.  Label children are cached so a request costs two dict
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -43,6 +44,10 @@ class ProxyMetrics:
                              ("backend",))
         self._requests: dict[tuple[str, str, int], Counter] = {}
         self._durations: dict[tuple[str, str], Histogram] = {}
+        # (route, backend, code) -> what one answered try costs: the counter's inc, the histogram's sum
+        # inc, its buckets' incs and their bounds (a bisect instead of Histogram.observe's loop).
+        self._answered: dict[tuple[str, str, int], tuple[Callable[[float], None], Callable[[float], None],
+                                                         list[Callable[[float], None]], list[float]] | None] = {}
         self._retries: dict[str, Counter] = {}
         self._seen_health: set[tuple[str, str]] = set()
         self._seen_circuit: set[str] = set()
@@ -60,6 +65,45 @@ class ProxyMetrics:
         if child is None:
             child = self._durations[key] = self.duration.labels(route, backend)
         child.observe(max(0.0, seconds))
+
+    def answered(self, route: str, backend: str, code: int, seconds: float) -> None:
+        """`upstream` and `request` at once: a backend's answer relayed to the client (the common case)."""
+        key = (route, backend, code)
+        fast = self._answered.get(key, False)
+        if fast is False:
+            fast = self._answered[key] = self._fast(route, backend, code)
+        if fast is None:
+            self.upstream(route, backend, code, seconds)
+            self.request(route, backend, code)
+            return
+        count, add_sum, buckets, bounds = fast
+        seconds = max(0.0, seconds)
+        add_sum(seconds)
+        i = bisect_left(bounds, seconds)
+        if i < len(buckets):
+            buckets[i](1)
+        count(1)
+
+    def _fast(self, route: str, backend: str, code: int) -> tuple[Callable[[float], None], Callable[[float], None],
+                                                                  list[Callable[[float], None]], list[float]] | None:
+        """The value cells behind the labelled children, if this prometheus_client has them (else None)."""
+        key = (route, backend, code)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.requests.labels(route, backend, str(code))
+        hist = self._durations.get((route, backend))
+        if hist is None:
+            hist = self._durations[(route, backend)] = self.duration.labels(route, backend)
+        try:
+            count = counter._value.inc  # noqa: SLF001
+            add_sum = hist._sum.inc  # noqa: SLF001
+            buckets = [b.inc for b in hist._buckets]  # noqa: SLF001
+            bounds = list(hist._upper_bounds)  # noqa: SLF001
+        except AttributeError:
+            return None
+        if len(buckets) != len(bounds):
+            return None
+        return count, add_sum, buckets, bounds
 
     def retry(self, route: str) -> None:
         child = self._retries.get(route)

@@ -142,6 +142,7 @@ class ClientConnection(asyncio.Protocol):
         self.service = service
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self.peer_bytes = b""
         self.trusted = False
         self.loopback = False
         self.parser = httptools.HttpRequestParser(self)
@@ -165,6 +166,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "127.0.0.1"  # a unix socket peer is local
+        self.peer_bytes = self.peer.encode()  # X-Forwarded-For of every request on this connection
         try:
             addr = ipaddress.ip_address(self.peer)
             self.loopback = addr.is_loopback
@@ -382,7 +384,7 @@ class ClientConnection(asyncio.Protocol):
             req.upgrade = None
         rnd = os.urandom(32).hex()  # one syscall for the request id, trace id and span id
         req.request_id = rid.decode("latin-1") if rid and len(rid) <= 200 else rnd[:16]
-        peer = self.peer.encode()
+        peer = self.peer_bytes
         out = [line for _, line in keep]
         if rid is None:
             out.append(b"X-Request-Id: %b\r\n" % req.request_id.encode())
@@ -527,7 +529,12 @@ class ClientConnection(asyncio.Protocol):
     def finished(self, keep_alive: bool) -> None:
         """The current exchange (or local answer) is over; go on with the next request or close."""
         self.flush()
-        self.exchange = None
+        exchange = self.exchange
+        if exchange is not None:
+            # Break the request <-> exchange cycle: both are then freed by reference counting at
+            # once instead of waiting for (and feeding) the cyclic garbage collector every request.
+            exchange.req.exchange = None
+            self.exchange = None
         self.resume_reading_for("upstream")
         if not keep_alive or self.service.draining:
             self.closing = True
