@@ -37,6 +37,10 @@ _HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"transfer-en
 # in every response, so each is lower-cased and classified once.
 _R_PASS, _R_DROP, _R_CONNECTION, _R_UPGRADE, _R_LENGTH = range(5)
 _RESPONSE_NAMES: dict[bytes, int] = {}
+# (name, value) -> the line passed on, for headers to pass: most come back with the same value in
+# every response (Server, Content-Type, Accept-Ranges, a static file's ETag), so one probe replaces
+# classifying and formatting them.
+_PASS_LINES: dict[tuple[bytes, bytes], bytes] = {}
 
 
 def _response_kind(name: bytes) -> int:
@@ -308,12 +312,23 @@ class Exchange:
         connection: bytes | None = None
         drop_length = framing != "length" and framing != "none"
         kinds = _RESPONSE_NAMES
-        for name, value in headers:
+        lines = _PASS_LINES
+        for header in headers:
+            line = lines.get(header)
+            if line is not None:  # a header passed on as it was before (Server, Content-Type, ...)
+                out.append(line)
+                continue
+            name, value = header
             kind = kinds.get(name)
             if kind is None:
                 kind = _response_kind(name)
             if kind == _R_PASS:
-                out.append(b"%b: %b\r\n" % (name, value))
+                line = b"%b: %b\r\n" % (name, value)
+                if len(value) <= 256:  # short values only (not cookies): at most ~1 MB cached
+                    if len(lines) > 4096:  # changing values (Date, ETag): keep the cache bounded
+                        lines.clear()
+                    lines[header] = line
+                out.append(line)
             elif kind == _R_LENGTH:
                 if not drop_length:
                     out.append(b"%b: %b\r\n" % (name, value))

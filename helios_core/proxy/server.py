@@ -285,9 +285,12 @@ class ClientConnection(asyncio.Protocol):
         except _BadRequest as bad:
             self._bad = bad
             raise
-        self.queue.append(req)
-        if self.exchange is None:
-            self._start_next()
+        if self.exchange is None and not self.queue and not self.closing:
+            self._start(req)  # the usual case (nothing pipelined ahead of it): no trip through the queue
+        else:
+            self.queue.append(req)
+            if self.exchange is None:
+                self._start_next()
 
     def on_body(self, body: bytes) -> None:
         req = self.req
