@@ -37,6 +37,7 @@ config version and every backend's state) and ``GET /_helios/proxy/metrics``
 from __future__ import annotations
 
 import asyncio
+import binascii
 import ipaddress
 import os
 import re
@@ -84,6 +85,33 @@ def error_body(code: str, message: str, request_id: str) -> bytes:
 
 def _new_id() -> str:
     return os.urandom(8).hex()
+
+
+# Random hex for request, trace and span ids, drawn from os.urandom 8 KB at a time: one getrandom
+# call per 128 requests instead of one per request.  A forked worker starts with its own.
+_RANDOM_HEX_CHARS = 64
+_random_hex = b""
+_random_at = 0
+
+
+def _next_random_hex() -> bytes:
+    """64 random hex digits (32 bytes from os.urandom), ASCII."""
+    global _random_hex, _random_at  # noqa: PLW0603 - one process-wide buffer, refilled in place
+    at = _random_at
+    end = at + _RANDOM_HEX_CHARS
+    if end > len(_random_hex):
+        _random_hex = binascii.hexlify(os.urandom(4096))
+        at, end = 0, _RANDOM_HEX_CHARS
+    _random_at = end
+    return _random_hex[at:end]
+
+
+def _forget_random() -> None:
+    global _random_hex, _random_at  # noqa: PLW0603
+    _random_hex, _random_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_random)
 
 
 def _valid_traceparent(value: bytes) -> bool:
@@ -321,26 +349,33 @@ class ClientConnection(asyncio.Protocol):
     def _prepare(self, req: Request, upgrade: bool) -> None:
         """Check the head (smuggling, sizes) and build the header block sent upstream."""
         service = self.service
-        lengths: set[bytes] = set()
+        length: bytes | None = None  # the Content-Length value (several must agree)
+        lengths_differ = False
         te: bytes | None = None
-        named: set[bytes] = set()
+        named: set[bytes] | None = None
         xff = xfp = xfh = via = tp = ts = rid = None
-        keep: list[tuple[bytes, bytes]] = []  # (lower-case name, the header line as it goes upstream)
+        out: list[bytes] = []  # the header lines as they go upstream
         special = _SPECIAL
         for name, value in req.headers:
             low = name.lower()
             kind = special.get(low)
             if kind is None:
                 if not low.startswith(b"proxy-"):
-                    keep.append((low, b"%b: %b\r\n" % (name, value)))
+                    out.append(b"%b: %b\r\n" % (name, value))
             elif kind == _K_HOST:
                 req.host = value
-                keep.append((low, b"%b: %b\r\n" % (name, value)))
+                out.append(b"%b: %b\r\n" % (name, value))
             elif kind == _K_LENGTH:
-                lengths.add(value.strip())
+                value = value.strip()
+                if length is None:
+                    length = value
+                elif value != length:
+                    lengths_differ = True
             elif kind == _K_TE:
                 te = value
             elif kind == _K_CONNECTION:
+                if named is None:
+                    named = set()
                 named.update(t.strip().lower() for t in value.split(b","))
             elif kind == _K_UPGRADE:
                 req.upgrade = value
@@ -360,52 +395,57 @@ class ClientConnection(asyncio.Protocol):
                 ts = value
             elif kind == _K_REQUEST_ID:
                 rid = value
-                keep.append((low, b"%b: %b\r\n" % (name, value)))
+                out.append(b"%b: %b\r\n" % (name, value))
             # else: another hop-by-hop header (Keep-Alive, TE, Trailer): dropped
         # Request smuggling: a body framed two ways is refused, never guessed at.
-        if te is not None and lengths:
+        if te is not None and length is not None:
             raise _BadRequest(400, "both Content-Length and Transfer-Encoding given")
-        if len(lengths) > 1:
+        if lengths_differ:
             raise _BadRequest(400, "several differing Content-Length headers")
         if te is not None:
             if te.strip().lower() != b"chunked":
                 raise _BadRequest(400, "unsupported Transfer-Encoding (only chunked)")
             req.chunked = True
-        if lengths:
-            raw = next(iter(lengths))
-            if not raw.isdigit():
+        if length is not None:
+            if not length.isdigit():
                 raise _BadRequest(400, "bad Content-Length")
-            req.length = int(raw)
+            req.length = int(length)
         limit = service.config.max_body_bytes
         if limit is not None and req.length is not None and req.length > limit:
             raise _BadRequest(413, f"request body over {limit} bytes")
         if not req.host and req.http11:
             raise _BadRequest(400, "missing Host header")
-        if named:
-            keep = [(low, line) for low, line in keep if low not in named]
+        if named:  # headers the Connection header names are hop-by-hop too (rare: filtered after the fact)
+            out = [line for line in out if line.split(b":", 1)[0].lower() not in named]
         if not upgrade:
             req.upgrade = None
-        rnd = os.urandom(32).hex()  # one syscall for the request id, trace id and span id
-        req.request_id = rid.decode("latin-1") if rid and len(rid) <= 200 else rnd[:16]
+        rnd = _next_random_hex()  # the request id, trace id and span id
+        if rid and len(rid) <= 200:
+            req.request_id = rid.decode("latin-1")
+        else:
+            req.request_id = rnd[:16].decode()
+            if rid is None:
+                out.append(b"X-Request-Id: %b\r\n" % rnd[:16])
         peer = self.peer_bytes
-        out = [line for _, line in keep]
-        if rid is None:
-            out.append(b"X-Request-Id: %b\r\n" % req.request_id.encode())
         trusted = self.trusted
-        out.append(b"X-Forwarded-For: %b\r\n" % (xff + b", " + peer if trusted and xff else peer))
-        out.append(b"X-Forwarded-Proto: %b\r\n" % (xfp if trusted and xfp else service.scheme))
         fwd_host = xfh if trusted and xfh else req.host
+        # The X-Forwarded-* and Via lines in one formatting (they come in every request).
         if fwd_host:
-            out.append(b"X-Forwarded-Host: %b\r\n" % fwd_host)
-        out.append(b"Via: %b1.1 helios\r\n" % (via + b", " if via else b""))
+            out.append(b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\nX-Forwarded-Host: %b\r\nVia: %b1.1 helios\r\n"
+                       % (xff + b", " + peer if trusted and xff else peer,
+                          xfp if trusted and xfp else service.scheme, fwd_host, via + b", " if via else b""))
+        else:
+            out.append(b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\nVia: %b1.1 helios\r\n"
+                       % (xff + b", " + peer if trusted and xff else peer,
+                          xfp if trusted and xfp else service.scheme, via + b", " if via else b""))
         if tp is not None and _valid_traceparent(tp):
             out.append(b"traceparent: %b\r\n" % tp.strip())
             if ts is not None:
                 out.append(b"tracestate: %b\r\n" % ts)
             req.trace_id = tp.strip()[3:35].decode()
         else:
-            req.trace_id = rnd[16:48]
-            out.append(b"traceparent: 00-%b-%b-01\r\n" % (rnd[16:48].encode(), rnd[48:].encode()))
+            req.trace_id = rnd[16:48].decode()
+            out.append(b"traceparent: 00-%b-%b-01\r\n" % (rnd[16:48], rnd[48:]))
         if req.upgrade is not None:
             out.append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % req.upgrade)
         elif req.chunked:
