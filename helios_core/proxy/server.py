@@ -52,6 +52,7 @@ from helios_core.proxy.exchange import Exchange, TunnelSink
 from helios_core.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
+    from helios_core.proxy.router import Match, Router
     from helios_core.proxy.service import ProxyService
 
 __all__ = ["ClientConnection", "Request", "error_body", "STATUS_PATH", "METRICS_PATH"]
@@ -104,6 +105,33 @@ def _next_random_hex() -> bytes:
         at, end = 0, _RANDOM_HEX_CHARS
     _random_at = end
     return _random_hex[at:end]
+
+
+# (host, target, method) -> the router's answer, for the router it came from: a client asks for the
+# same few URLs again and again, and matching decodes, splits and normalises every time.  Rebuilt
+# when the config (so the router) changes; bounded, and long targets are not kept.
+_ROUTE_CACHE_SIZE = 4096
+_ROUTE_CACHE_URL = 512
+_route_router: Router | None = None
+_route_cache: dict[tuple[bytes, bytes, str], Match | None] = {}
+
+
+def _route(router: Router, host: bytes, url: bytes, method: str) -> Match | None:
+    global _route_router  # noqa: PLW0603 - one cache per process, for the router in use
+    if router is not _route_router:
+        _route_cache.clear()
+        _route_router = router
+    key = (host, url, method)
+    try:
+        return _route_cache[key]
+    except KeyError:
+        pass
+    match = router.match(host.decode("latin-1"), url.decode("latin-1"), method)
+    if len(url) <= _ROUTE_CACHE_URL and len(host) <= _ROUTE_CACHE_URL:
+        if len(_route_cache) >= _ROUTE_CACHE_SIZE:
+            _route_cache.clear()
+        _route_cache[key] = match
+    return match
 
 
 def _forget_random() -> None:
@@ -477,7 +505,7 @@ class ClientConnection(asyncio.Protocol):
         if path.startswith(_LOCAL_PREFIX):
             self._local(req)
             return
-        match = service.router.match(req.host.decode("latin-1"), path.decode("latin-1"), req.method)
+        match = _route(service.router, req.host, path, req.method)
         if match is None:
             service.metrics.request("unmatched", "", 404)
             self.answer_error(req, 404, f"no route for {req.method} {path.decode('latin-1', 'replace')[:200]}")
