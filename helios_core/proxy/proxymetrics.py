@@ -69,8 +69,9 @@ class ProxyMetrics:
     def answered(self, route: str, backend: str, code: int, seconds: float) -> None:
         """`upstream` and `request` at once: a backend's answer relayed to the client (the common case)."""
         key = (route, backend, code)
-        fast = self._answered.get(key, False)
-        if fast is False:
+        try:
+            fast = self._answered[key]
+        except KeyError:
             fast = self._answered[key] = self._fast(route, backend, code)
         if fast is None:
             self.upstream(route, backend, code, seconds)
