@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import math
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,7 +62,7 @@ class StoreUsers:
 
     def __init__(self, service: AuthService) -> None:
         self.svc = service
-        self.actor = _cli_actor()
+        self.actor = cli_actor()
 
     @staticmethod
     def now() -> int:
@@ -109,48 +106,39 @@ class StoreUsers:
 class ApiUsers(GatewayApi):
     """The gateway's /admin API."""
 
-    _call = GatewayApi.call  # the name this class's methods use
-
     def __init__(self, url: str, token: str) -> None:
         super().__init__(url, token, agent="helios-user-cli")
-
-    @staticmethod
-    def _q(name: str) -> str:
-        return urllib.parse.quote(name, safe="")
 
     async def add(self, name: str, roles: list[str], password: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {"username": name, "roles": roles}
         if password is not None:
             body["password"] = password
-        return await self._call("POST", "/admin/users", body)  # type: ignore[no-any-return]
+        return await self.call("POST", "/admin/users", body)  # type: ignore[no-any-return]
 
     async def list(self) -> list[dict[str, Any]]:
-        return (await self._call("GET", "/admin/users"))["users"]  # type: ignore[no-any-return]
+        return (await self.call("GET", "/admin/users"))["users"]  # type: ignore[no-any-return]
 
     async def passwd(self, name: str, password: str | None) -> dict[str, Any]:
         body = {"password": password} if password is not None else {}
-        return await self._call("POST", f"/admin/users/{self._q(name)}/password", body)  # type: ignore[no-any-return]
+        return await self.call("POST", f"/admin/users/{self.quote(name)}/password", body)  # type: ignore[no-any-return]
 
     async def grant(self, name: str, role: str) -> dict[str, Any]:
-        return await self._call("PUT", f"/admin/users/{self._q(name)}/roles/{self._q(role)}")  # type: ignore[no-any-return]
+        return await self.call("PUT", f"/admin/users/{self.quote(name)}/roles/{self.quote(role)}")  # type: ignore[no-any-return]
 
     async def revoke(self, name: str, role: str) -> dict[str, Any]:
-        return await self._call("DELETE", f"/admin/users/{self._q(name)}/roles/{self._q(role)}")  # type: ignore[no-any-return]
+        return await self.call("DELETE", f"/admin/users/{self.quote(name)}/roles/{self.quote(role)}")  # type: ignore[no-any-return]
 
     async def disable(self, name: str) -> dict[str, Any]:
-        return await self._call("PATCH", f"/admin/users/{self._q(name)}", {"disabled": True})  # type: ignore[no-any-return]
+        return await self.call("PATCH", f"/admin/users/{self.quote(name)}", {"disabled": True})  # type: ignore[no-any-return]
 
     async def remove(self, name: str) -> None:
-        await self._call("DELETE", f"/admin/users/{self._q(name)}")
+        await self.call("DELETE", f"/admin/users/{self.quote(name)}")
 
     async def issue_token(self, name: str, ttl_s: int, label: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {"ttl_seconds": ttl_s}
         if label is not None:
             body["label"] = label
-        return await self._call("POST", f"/admin/users/{self._q(name)}/tokens", body)  # type: ignore[no-any-return]
-
-
-_cli_actor = cli_actor  # (kept for callers of the old name)
+        return await self.call("POST", f"/admin/users/{self.quote(name)}/tokens", body)  # type: ignore[no-any-return]
 
 
 def _key_ring(obj: CliContext, data_dir: Path, signing: bool) -> KeyRing:
