@@ -216,6 +216,14 @@ class GatewayConfig(_Section):
     )
     tls_cert: str = field(default="", metadata=setting("PEM certificate file; with tls_key, serve HTTPS."))
     tls_key: str = field(default="", metadata=setting("PEM private key file for tls_cert."))
+    workers: int = field(
+        default=1,
+        metadata=setting(
+            "Gateway processes sharing the port (SO_REUSEPORT) and the store; with --data and more than "
+            "one, an atlasd child process owns the directory.",
+            minimum=1,
+        ),
+    )
 
 
 @dataclass(frozen=True)
