@@ -45,6 +45,8 @@ __all__ = [
     "RateLimitConfig",
     "JobsConfig",
     "GatewayProxyConfig",
+    "TracingConfig",
+    "TRACING_EXPORTERS",
     "HeliosConfig",
     "setting",
     "load_config",
@@ -371,6 +373,40 @@ class GatewayProxyConfig(_Section):
     )
 
 
+TRACING_EXPORTERS = ("none", "console", "otlp", "file")
+
+
+@dataclass(frozen=True)
+class TracingConfig(_Section):
+    exporter: str = field(
+        default="none",
+        metadata=setting("Where spans go: none (no SDK, near-zero cost), console (stderr), otlp (OTLP/HTTP, "
+                         "pip install 'helios[otlp]') or file (JSON lines to tracing.file).",
+                         choices=TRACING_EXPORTERS),
+    )
+    endpoint: str = field(
+        default="",
+        metadata=setting("OTLP/HTTP traces URL (e.g. http://127.0.0.1:4318/v1/traces); empty: the exporter's "
+                         "default or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT."),
+    )
+    sample_ratio: float = field(
+        default=1.0,
+        metadata=setting("Share of new traces recorded, 0.0 to 1.0; a request that comes with a traceparent "
+                         "follows its caller's decision."),
+    )
+    file: str = field(default="", metadata=setting("With exporter file: the JSON-lines file spans are appended to."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Checks across fields and on the float, which the generic `minimum`/`maximum` (integers) do not cover.
+        if not 0.0 <= self.sample_ratio <= 1.0:
+            raise ConfigError(f"{self.sample_ratio} is outside 0.0 to 1.0", key="tracing.sample_ratio")
+        if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"expected an http:// or https:// URL, got {self.endpoint!r}", key="tracing.endpoint")
+        if self.exporter == "file" and not self.file:
+            raise ConfigError("exporter file needs tracing.file (the JSON-lines file to write)", key="tracing.file")
+
+
 @dataclass(frozen=True)
 class HeliosConfig:
     """The whole configuration; each field is one section of the YAML file."""
@@ -383,6 +419,7 @@ class HeliosConfig:
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     proxy: GatewayProxyConfig = field(default_factory=GatewayProxyConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
 
 def _sections() -> dict[str, type]:
@@ -428,6 +465,8 @@ def _describe(tp: Any) -> str:
         return "a boolean (true or false)"
     if tp is int:
         return "an integer"
+    if tp is float:
+        return "a number"
     if tp is str:
         return "a string"
     if _is_variadic(tp):
@@ -455,6 +494,9 @@ def _from_data(value: Any, tp: Any) -> Any:
         # bool is a subclass of int; `true` must never pass for 1.
         if isinstance(value, int) and not isinstance(value, bool):
             return int(value)
+    elif tp is float:  # an integer is a number too (`sample_ratio: 1`); a boolean is not
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
     elif tp is str:
         if isinstance(value, str):
             return str(value)
@@ -490,6 +532,11 @@ def _from_text(text: str, tp: Any) -> Any:
             return int(text.strip())
         except ValueError:
             raise _Bad(f"expected an integer, got {text!r}") from None
+    if tp is float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise _Bad(f"expected a number, got {text!r}") from None
     if _is_variadic(tp):
         items = [item for item in text.split(",") if item.strip()]
         return tuple(_from_text(item, get_args(tp)[0]) for item in items)
@@ -504,6 +551,8 @@ def _from_text(text: str, tp: Any) -> Any:
 def _type_ok(value: Any, tp: Any) -> bool:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, float)
     if tp in (bool, str):
         return isinstance(value, tp)
     if _is_variadic(tp):
