@@ -13,7 +13,7 @@ prints ``PORT <n>`` once listening.  Endpoints (any method):
 - ``/close``: promises 1000 bytes, sends 100, closes the connection;
 - ``/bad``: writes a garbage status line and closes;
 - ``/healthz``: 200, or 503 while unhealthy;
-- ``/ws``: WebSocket echo;
+- ``/ws``: WebSocket echo (the text message ``bye`` makes the backend close);
 - ``POST /_control`` JSON ``{"delay": S, "fail": STATUS|null, "healthy": bool}``: change the
   behaviour of every later request (``/healthz`` and ``/_control*`` excepted from delay/fail);
 - ``GET /_control/stats``: ``{"requests": n, "connections": n}`` (TCP connections seen).
@@ -173,7 +173,9 @@ def _serve(port: int, name: str, delay: float, fail: int | None, healthy: bool) 
             ws = web.WebSocketResponse()
             await ws.prepare(request)
             async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
+                if msg.type == WSMsgType.TEXT and msg.data == "bye":
+                    await ws.close()  # the backend ends the conversation (a test's close from that side)
+                elif msg.type == WSMsgType.TEXT:
                     await ws.send_str(f"{name}:{msg.data}")
                 elif msg.type == WSMsgType.BINARY:
                     await ws.send_bytes(msg.data)

@@ -36,8 +36,18 @@ incoming one kept only from ``gateway.trusted_proxies``), ``-Proto``,
 ``-Host``, ``Via: 1.1 helios``, the gateway's request id and its
 ``traceparent`` (this hop's span as the parent).  ``Authorization`` is
 dropped: the gateway's JWT is not the backend's business (the route model has
-no field to pass it on).  WebSocket upgrades are not passed through here (the
-``Upgrade`` header is hop-by-hop and dropped): use ``helios proxy`` for them.
+no field to pass it on).
+
+WebSocket (any ``Upgrade``) requests pass the same checks first, so a route
+with ``require_auth`` refuses an unauthenticated upgrade with 401 and no
+upgrade.  The exchange then takes a fresh upstream connection and sends the
+head with ``Connection: Upgrade`` and ``Upgrade`` kept.  A 101 answer is not
+Tornado's to send: the handler detaches the client's stream from Tornado
+(``RequestHandler.detach()``), writes the backend's 101 on it and a
+`StreamTunnel` (helios_core/proxy/tunnel.py) splices bytes both ways until
+either side closes or nothing passed for the route's ``timeouts.read``.  Any
+other answer is relayed as a normal response.  Open tunnels are closed when
+the gateway stops.
 
 Config: the gateway's own store (`StoreConfigSource`: ``/admin/proxy/*`` and
 ``helios proxy route add`` apply within a second), or ``proxy.config_file``
@@ -71,6 +81,7 @@ from helios_core.proxy.model import ProxyConfig, Route
 from helios_core.proxy.server import Request
 from helios_core.proxy.service import FileConfigSource, ProxyService
 from helios_core.proxy.store_config import StoreConfigSource
+from helios_core.proxy.tunnel import StreamTunnel
 from helios_core.ratelimit import Policy, RateLimitSettings
 
 if TYPE_CHECKING:
@@ -137,6 +148,7 @@ class GatewayProxy:
         self._watch: asyncio.Task[None] | None = None
         self._gauges: asyncio.Task[None] | None = None
         self._reloads: set[asyncio.Task[None]] = set()
+        self.tunnels: set[StreamTunnel] = set()  # upgraded connections (WebSockets) open now
 
     async def start(self) -> None:
         """Load the routes and start the health checker and the config watch.
@@ -210,6 +222,8 @@ class GatewayProxy:
                 except (asyncio.CancelledError, Exception):  # noqa: S110 - ending anyway
                     pass
         self._watch = self._gauges = None
+        for tunnel in list(self.tunnels):  # detached from Tornado: its connection closing misses them
+            tunnel.close()
         service, self.service = self.service, None
         if service is not None:
             await service.stop()
@@ -266,6 +280,7 @@ class _TornadoClient:
         self.exchange: Exchange | None = None
         self.out: list[bytes] = []
         self._head_done = False
+        self.upgrade_head = b""  # a backend's 101 head, written on the detached stream
 
     # -- the response, from the exchange --
 
@@ -307,6 +322,9 @@ class _TornadoClient:
     def _head(self, data: bytes) -> None:
         self._head_done = True
         exchange = self.exchange
+        if data.startswith(b"HTTP/1.1 101 ") and exchange is not None and exchange.req.upgrade is not None:
+            self.upgrade_head = data  # Tornado cannot send a 101: the handler writes it after the detach
+            return
         if exchange is not None:
             exchange.framing = "raw"  # the body passes unframed; Tornado frames it for the client
         lines = data.split(b"\r\n")
@@ -348,9 +366,19 @@ class _TornadoClient:
     def resume_reading_for(self, why: str) -> None:
         self.handler.release_body(why)
 
-    def start_tunnel(self, conn: Any, rest: bytes) -> None:  # upgrades are never forwarded here
-        conn.close()
-        self.transport.close()
+    def start_tunnel(self, conn: Any, rest: bytes) -> None:
+        """The backend answered 101: the tunnel holds its connection until the handler detaches the stream."""
+        exchange = self.exchange
+        if not self.upgrade_head or exchange is None or self.handler._finished:
+            conn.close()
+            self.transport.close()
+            return
+        tunnels = self.handler.proxy.tunnels
+        tunnel = StreamTunnel(conn, self.upgrade_head, rest, idle_timeout=exchange.route.timeouts.read,
+                              on_close=tunnels.discard)
+        tunnels.add(tunnel)
+        self.handler.tunnel = tunnel
+        self.handler.exchange_over()
 
 
 @stream_request_body
@@ -371,6 +399,7 @@ class ProxiedHandler(BaseHandler):
         self._held: asyncio.Future[None] | None = None
         self._received = 0  # body bytes of a Content-Length request seen so far
         self._over: asyncio.Future[None] | None = None
+        self.tunnel: StreamTunnel | None = None  # after a 101, until the stream is detached
 
     def set_default_headers(self) -> None:
         del self._headers["Server"]
@@ -467,6 +496,9 @@ class ProxiedHandler(BaseHandler):
         request.connection.set_max_body_size(limit if limit is not None else _UNLIMITED_BODY)  # type: ignore[union-attr]
         request.connection.set_body_timeout(route.timeouts.total)  # type: ignore[union-attr]
         req.complete = not req.chunked and not req.length
+        upgrade = headers.get("Upgrade")
+        if upgrade and "upgrade" in headers.get("Connection", "").lower():
+            req.upgrade = upgrade.encode("latin-1")
         req.fwd = self._forwarded_headers(req)
         self.req = req
         self.adapter = adapter = _TornadoClient(self, service)
@@ -498,6 +530,8 @@ class ProxiedHandler(BaseHandler):
         via = ", ".join(headers.get_list("Via"))
         out.append(f"Via: {via + ', ' if via else ''}1.1 helios\r\n")
         out.append(f"traceparent: {self.traceparent}\r\n")
+        if req.upgrade is not None:
+            out.append(f"Connection: Upgrade\r\nUpgrade: {req.upgrade.decode('latin-1')}\r\n")
         if req.chunked:
             out.append("Transfer-Encoding: chunked\r\n")
         elif req.length is not None:
@@ -542,6 +576,17 @@ class ProxiedHandler(BaseHandler):
             if not exchange.done:
                 exchange.request_complete()
         await self._over
+        tunnel, self.tunnel = self.tunnel, None
+        if tunnel is not None and not tunnel.closed:
+            self._upgrade(tunnel)
+
+    def _upgrade(self, tunnel: StreamTunnel) -> None:
+        """Take the client's connection from Tornado and splice it to the backend's (after its 101)."""
+        self.set_status(101)
+        self._untrack()  # a WebSocket may live for hours: not a request the gateway's shutdown waits for
+        stream = self.detach()
+        self.gw.request_done(self)  # the request's metrics and access log line, as finish() would
+        tunnel.attach(stream)
 
     async def get(self) -> None:
         await self._forward()
@@ -612,6 +657,9 @@ class ProxiedHandler(BaseHandler):
         super().write_error(status_code, **kwargs)
 
     def on_connection_close(self) -> None:
+        tunnel, self.tunnel = self.tunnel, None
+        if tunnel is not None:  # the client left between the 101 and the detach
+            tunnel.close()
         exchange = self.exchange
         if exchange is not None and not exchange.done:
             if self.adapter is not None:
