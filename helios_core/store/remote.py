@@ -51,6 +51,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from helios_core.errors import CommandError, ConflictError, HeliosError
+from helios_core.observability import tracing
 from helios_core.store.base import (
     Key,
     ScoreBound,
@@ -212,6 +213,9 @@ class RemoteStore(_RemoteReads, Store):
         self._kwargs = _connection_kwargs(self.target)
         self._pool = ConnectionPool(connection_class=_connection_class(self.target), **self._kwargs)
         self._feed = _ChangeFeed(self)
+        t = self.target  # span attributes (OpenTelemetry semantic conventions); never the password
+        self._span_attrs: dict[str, Any] = {"db.system": "redis", "db.namespace": str(t.db), **(
+            {"server.address": t.path} if t.kind == "unix" else {"server.address": t.host, "server.port": t.port})}
 
     def __repr__(self) -> str:
         return f"RemoteStore({self.where!r})"
@@ -240,6 +244,14 @@ class RemoteStore(_RemoteReads, Store):
         await self._pool.release(conn)
 
     async def _call(self, commands: list[list[bytes]]) -> list[Any]:
+        """One round trip, as a client span when tracing (Redis carries no trace context: nothing is sent)."""
+        if not tracing.state.on:
+            return await self._roundtrips(commands)
+        name = commands[0][0].decode(errors="replace").upper()
+        with tracing.client_span(f"atlas {name}", {**self._span_attrs, "db.operation.name": name}):
+            return await self._roundtrips(commands)
+
+    async def _roundtrips(self, commands: list[list[bytes]]) -> list[Any]:
         """One round trip on a pooled connection; retried once on a fresh one if the connection was lost."""
         for attempt in (1, 2):
             conn = await self._acquire()
@@ -279,6 +291,13 @@ class RemoteStore(_RemoteReads, Store):
         return (nxt.decode() if isinstance(nxt, bytes) else str(nxt)), list(dict.fromkeys(keys))
 
     async def transact(self, fn: Callable[[Txn], Awaitable[T] | T], *, durable: bool = True) -> T:
+        if not tracing.state.on:
+            return await self._transact(fn)
+        # One span for the whole transaction (its WATCHed reads, MULTI ... EXEC and any retries).
+        with tracing.client_span("atlas transaction", {**self._span_attrs, "db.operation.name": "MULTI"}):
+            return await self._transact(fn)
+
+    async def _transact(self, fn: Callable[[Txn], Awaitable[T] | T]) -> T:
         # `durable` is the server's business (see the module doc): nothing to do with it here.
         await self._feed.settled()
         lost = 0
