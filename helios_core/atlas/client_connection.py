@@ -36,6 +36,7 @@ from helios_core.atlas.commands.table import OK, unknown_command
 from helios_core.atlas.jsonlines import JsonBad, JsonBatch, JsonLinesParser, encode_json, encode_json_error
 from helios_core.atlas.resp import NULL_ARRAY, QUERY_BUFFER_EXCEEDED, RespParser, encode, encode_error
 from helios_core.errors import CommandError, HeliosError
+from helios_core.observability import tracing
 from helios_core.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -183,7 +184,11 @@ class Connection(asyncio.Protocol):
         self.net_in += len(data)
         if cmds:
             unauthed = not self.authed
-            self._run(cmds)
+            if tracing.state.on:  # one span per batch; off, this one attribute is all tracing costs
+                with tracing.use(tracing.command_batch_span(cmds), end_on_exit=True):
+                    self._run(cmds)
+            else:
+                self._run(cmds)
             if unauthed:
                 self._run_buffered()  # before AUTH the RESP parser hands out one command at a time
         if parser.error is not None:

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SERVICES", "SpanKind", "StatusCode", "state", "configure", "shutdown", "force_flush", "enabled", "tracer",
     "start_span", "use", "activate", "client_span", "context_from_traceparent", "context_from_headers",
-    "traceparent_of", "ids_of", "inject", "link", "add_links", "set_error",
+    "traceparent_of", "ids_of", "inject", "link", "add_links", "set_error", "command_batch_span",
 ]
 
 SERVICES = ("helios-gateway", "helios-atlasd", "helios-worker", "helios-proxy")
@@ -303,6 +303,21 @@ def client_span(name: str, attributes: Mapping[str, Any]) -> contextlib.Abstract
     if not state.on or not trace.get_current_span().is_recording():
         return _NULL
     return _client_span(name, attributes)
+
+
+def _command_name(argv: Any) -> str:
+    head = argv[0] if argv else b"?"  # JSON-lines items are argv-like lists too (JsonBatch: [b"multi"])
+    return head[:64].decode(errors="replace").upper() if isinstance(head, bytes) else "?"
+
+
+def command_batch_span(cmds: list[list[bytes]]) -> Span:
+    """atlasd's SERVER span for one batch of commands read at once: a root (RESP carries no context)."""
+    first = _command_name(cmds[0])
+    same = all(_command_name(c) == first for c in cmds[1:8])  # a look, not a scan of a big pipeline
+    name = f"atlasd {first}" if len(cmds) == 1 or same else "atlasd pipeline"
+    return start_span(name, kind=SpanKind.SERVER, parent=Context(),
+                      attributes={"db.system": "redis", "db.operation.name": first,
+                                  "db.operation.batch.size": len(cmds)})
 
 
 def set_error(span: Span, description: str, exc: BaseException | None = None) -> None:
