@@ -94,6 +94,7 @@ class Engine:
         self._io: ThreadPoolExecutor | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._closed = False
+        self.scripting: Any = None  # the Lua runtime (atlas/scripting.py), made by the first EVAL
 
     # -- opening and closing --------------------------------------------------------
 
@@ -198,7 +199,9 @@ class Engine:
 
     def _seen_seq(self, cmd: Command) -> int:
         """The newest not-yet-durable record a read may have seen."""
-        if cmd.first_key == 0:  # keyless (KEYS, SCAN, DBSIZE, ...): it may have seen anything
+        # Keyless (KEYS, SCAN, DBSIZE, ...): it may have seen anything.  A command whose keys move
+        # (EVAL: its script's commands) notes in ctx.seen what it looked at, as keyed ones do.
+        if cmd.first_key == 0 and "movablekeys" not in cmd.flags:
             return self._reveal_top
         seen = self.ctx.seen
         return seen if seen > self._all_seq else self._all_seq
@@ -236,6 +239,32 @@ class Engine:
         if self._batch_depth == 0 and self._effects:
             self._commit()
             self._reply_seq = self.seq
+
+    @property
+    def in_batch(self) -> bool:
+        """Inside batch() (MULTI/EXEC): the enclosing record will hold what runs now."""
+        return self._batch_depth > 0
+
+    @contextmanager
+    def script_step(self, keep: Callable[[BaseException], bool]) -> Iterator[None]:
+        """Group a script's effects into one AOF record, like batch(); but an error for which
+        `keep(error)` is true keeps the writes made before it (Redis does not undo a failed
+        script's writes), and any other error (a killed script) undoes them."""
+        self._batch_depth += 1
+        mark, undo_mark = len(self._effects), len(self._undo)
+        try:
+            yield
+        except BaseException as e:
+            if not keep(e):
+                self._rollback(mark, undo_mark)
+            raise
+        finally:
+            self._batch_depth -= 1
+            if self._batch_depth == 0 and self._effects:
+                self._commit()
+                self._reply_seq = self.seq
+                # An error reply after writes must wait for them too (execute() reads ctx.seen).
+                self.ctx.seen = self.seq
 
     def check_value_size(self, n: int) -> None:
         limit = self.config.max_value_bytes

@@ -1,0 +1,142 @@
+"""Scripting commands: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT, with Redis 7.0's replies.
+
+The Lua runtime is helios_core/atlas/scripting.py.  Here a script becomes one
+engine step (`Engine.script_step`): every command it calls runs through the
+engine as usual, their effects join one AOF record (the script itself is never
+logged, so replay is deterministic), and the reply waits for that record, or
+for the newest pending record the script read, by the engine's reveal rule.
+
+A script that fails keeps the writes it made before failing, as in Redis; one
+killed by the time limit or the memory cap has them undone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import helios_core.atlas.scripting as lua  # (a module reference: the runtime imports this package too)
+from helios_core.atlas.commands.table import OK, Ctx, command, err, parse_int
+from helios_core.errors import CommandError
+
+__all__ = ["scripting_of"]
+
+_EVAL_FLAGS = "noscript stale skip_monitor may_replicate no_mandatory_keys movablekeys"
+_EVAL_RO_FLAGS = "noscript stale skip_monitor no_mandatory_keys readonly movablekeys"
+
+
+def scripting_of(engine: Any) -> lua.Scripting:
+    """The engine's Lua runtime, made on first use (an engine that never runs a script pays nothing)."""
+    s: lua.Scripting | None = engine.scripting
+    if s is None:
+        cfg = engine.config
+        # (AtlasConfig has no lua_time_limit_ms / lua_max_memory yet: the defaults apply until it does.)
+        s = lua.Scripting(engine.execute, engine.pending_seq,
+                          time_limit_ms=int(getattr(cfg, "lua_time_limit_ms", lua.DEFAULT_TIME_LIMIT_MS)),
+                          max_memory=int(getattr(cfg, "lua_max_memory", lua.DEFAULT_MAX_MEMORY)))
+        engine.scripting = s
+    return s
+
+
+def _split(args: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """KEYS and ARGV from `script numkeys key... arg...`, with Redis's checks in Redis's order."""
+    numkeys = parse_int(args[1])
+    if numkeys > len(args) - 2:
+        raise err("ERR Number of keys can't be greater than number of args")
+    if numkeys < 0:
+        raise err("ERR Number of keys can't be negative")
+    return args[2:2 + numkeys], args[2 + numkeys:]
+
+
+def run_script(ctx: Ctx, sha: str, keys: list[bytes], argv: list[bytes], readonly: bool) -> Any:
+    """Run a loaded script as one engine step; its reply, or raise its error."""
+    engine = ctx.engine
+    scripting = scripting_of(engine)
+    nested = engine.in_batch  # inside MULTI/EXEC: the transaction's record holds the effects
+    with engine.script_step(keep=lambda e: not isinstance(e, lua.ScriptKilled)):
+        try:
+            reply = scripting.run(sha, keys, argv, readonly=readonly)
+        finally:
+            ctx.seen = max(ctx.seen, scripting.seen)
+        if isinstance(reply, CommandError) and not nested:
+            raise reply  # an {err=} result: an error reply (the writes before it stand)
+    return reply
+
+
+def _eval(ctx: Ctx, args: list[bytes], readonly: bool) -> Any:
+    keys, argv = _split(args)
+    sha = scripting_of(ctx.engine).load(args[0])
+    return run_script(ctx, sha, keys, argv, readonly)
+
+
+def _evalsha(ctx: Ctx, args: list[bytes], readonly: bool) -> Any:
+    keys, argv = _split(args)
+    sha = args[0].decode(errors="replace").lower()
+    if len(sha) != 40:
+        raise err(lua.NOSCRIPT)
+    return run_script(ctx, sha, keys, argv, readonly)
+
+
+@command("eval", -3, _EVAL_FLAGS, keys=(0, 0, 0))
+def eval_(ctx: Ctx, args: list[bytes]) -> Any:
+    return _eval(ctx, args, False)
+
+
+@command("evalsha", -3, _EVAL_FLAGS, keys=(0, 0, 0))
+def evalsha(ctx: Ctx, args: list[bytes]) -> Any:
+    return _evalsha(ctx, args, False)
+
+
+@command("eval_ro", -3, _EVAL_RO_FLAGS, keys=(0, 0, 0))
+def eval_ro(ctx: Ctx, args: list[bytes]) -> Any:
+    return _eval(ctx, args, True)
+
+
+@command("evalsha_ro", -3, _EVAL_RO_FLAGS, keys=(0, 0, 0))
+def evalsha_ro(ctx: Ctx, args: list[bytes]) -> Any:
+    return _evalsha(ctx, args, True)
+
+
+_SCRIPT_HELP = [
+    b"SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    b"DEBUG (YES|SYNC|NO)",
+    b"    Set the debug mode for subsequent scripts executed.",
+    b"EXISTS <sha1> [<sha1> ...]",
+    b"    Return information about the existence of the scripts in the script cache.",
+    b"FLUSH [ASYNC|SYNC]",
+    b"    Flush the Lua scripts cache. Very dangerous on replicas.",
+    b"    When called without the optional mode argument, the behavior is determined by the",
+    b"    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+    b"    * ASYNC: Asynchronously flush the scripts cache.",
+    b"    * SYNC: Synchronously flush the scripts cache.",
+    b"KILL",
+    b"    Kill the currently executing Lua script.",
+    b"LOAD <script>",
+    b"    Load a script into the scripts cache without executing it.",
+    b"HELP",
+    b"    Prints this help.",
+]
+
+
+@command("script", -2, "noscript", keys=(0, 0, 0))
+def script(ctx: Ctx, args: list[bytes]) -> Any:
+    sub = args[0].lower()
+    n = len(args)
+    name = sub.decode(errors="replace")
+    if sub == b"load" and n == 2:
+        return scripting_of(ctx.engine).load(args[1]).encode()
+    if sub == b"exists" and n >= 2:
+        s = scripting_of(ctx.engine)
+        return [int(s.exists(sha)) for sha in args[1:]]
+    if sub == b"flush" and n <= 3:
+        if n == 3 and args[2].upper() not in (b"ASYNC", b"SYNC"):
+            raise err("ERR SCRIPT FLUSH only support SYNC|ASYNC option")
+        scripting_of(ctx.engine).flush()
+        return OK
+    if sub == b"kill" and n == 2:
+        # Scripts run on the one loop thread, so none is ever running when this is read.
+        raise err("NOTBUSY No scripts in execution right now.")
+    if sub == b"help" and n == 2:
+        return _SCRIPT_HELP
+    if sub in (b"load", b"exists", b"flush", b"kill", b"help"):
+        raise err(f"ERR wrong number of arguments for 'script|{name}' command")
+    raise CommandError(f"ERR unknown subcommand '{args[0].decode(errors='replace')}'. Try SCRIPT HELP.")

@@ -1,0 +1,461 @@
+"""Lua scripting for ATLAS: the runtime behind EVAL, EVALSHA and SCRIPT (Redis 7.0 semantics).
+
+One Lua 5.1 state per engine (lupa.lua51, the dialect Redis embeds), holding
+every script compiled once and cached by its SHA1.  A script runs as one
+engine step (commands/scripting.py): the commands it calls go through the
+same `Engine.execute` as a client's, so their effects, not the script, reach
+the AOF, in one record, and replay never runs Lua.
+
+What a script sees, as in Redis 7.0:
+- `KEYS`, `ARGV`, `redis.call/pcall/error_reply/status_reply/sha1hex/log`,
+  the base, string, table and math libraries; a read or write of an unknown
+  global is an error (the globals are read-only).  No os, io, loadfile,
+  dofile, require, loadstring, debug or coroutine: nothing reaches outside.
+- Replies become Lua values by Redis's rules (integer -> number, bulk ->
+  string, nil -> false, array -> table, status -> {ok=}, error -> {err=});
+  a script's result goes back the other way (number -> integer, truncated,
+  true -> 1, false -> nil, {ok=}/{err=} -> status/error, tables -> arrays up to
+  the first nil).
+- Errors are shaped as Redis 7.0 shapes them: "<err> script: <sha>, on
+  @user_script:<line>.".
+
+Differences from Redis, because one Python thread runs everything: a script
+running past `time_limit_ms` (Redis's lua-time-limit / busy-reply-threshold) is
+killed with an error and its writes undone (Redis would answer BUSY to others
+until SCRIPT KILL or SHUTDOWN NOSAVE, which also drops those writes); memory
+is capped (`max_memory`); `coroutine` is absent (a coroutine escapes the
+instruction hook that enforces the time limit), and so are cjson, cmsgpack,
+struct and bit; only RESP2 conversions (redis.setresp(3) is refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lupa.lua51 as lua51  # type: ignore[import-untyped]
+
+from helios_core.atlas.commands.table import TABLE, Command, Simple
+from helios_core.atlas.resp import encode
+from helios_core.errors import CommandError, HeliosError
+
+__all__ = ["Scripting", "ScriptKilled", "script_sha", "DEFAULT_TIME_LIMIT_MS", "DEFAULT_MAX_MEMORY"]
+
+DEFAULT_TIME_LIMIT_MS = 5000
+DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
+_HOOK_EVERY = 50_000  # Lua instructions between two looks at the clock
+
+NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
+
+_BOOT = r"""
+local py_call, py_pcall, py_unwrap, py_over, py_sha1, py_log = ...
+local dbg, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, unpack =
+      debug, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, unpack
+
+local function readonly(t, k, v) error("Attempt to modify a readonly table", 2) end
+local function ro(tbl) return setmetatable({}, {__index = tbl, __newindex = readonly, __metatable = false}) end
+
+-- The kill signal of the time limit: scripts' pcall/xpcall pass it on instead of catching it.
+local KILL = {}
+local function pass_kill(ok, ...)
+  if ok then return ok, ... end
+  local e = ...
+  if e == KILL then error(KILL, 0) end
+  if type(e) == 'userdata' then return ok, py_unwrap(e) end  -- redis.call's error: its {err=} table
+  return ok, ...
+end
+
+local redis = {}
+-- Python callables, not Lua functions: `return redis.call(...)` must not be a tail call that
+-- drops the script's frame (its line goes into the error text), and a C call is not one.
+redis.call, redis.pcall = py_call, py_pcall
+redis.sha1hex = function(...)
+  if select('#', ...) ~= 1 then error({err = 'ERR wrong number of arguments'}, 0) end
+  local s = ...
+  return py_sha1(tostring(s))
+end
+redis.error_reply = function(...)
+  local s = ...
+  if select('#', ...) ~= 1 or type(s) ~= 'string' then return {err = 'ERR wrong number or type of arguments'} end
+  if s:sub(1, 1) ~= '-' then s = '-' .. s end
+  local sp = s:find(' ', 1, true)
+  if not sp then return {err = 'ERR ' .. s:sub(2):gsub('[\r\n]+$', '')} end
+  return {err = s:sub(2, sp - 1) .. ' ' .. (s:sub(sp + 1):gsub('[\r\n]+$', ''))}
+end
+redis.status_reply = function(...)
+  local s = ...
+  if select('#', ...) ~= 1 or type(s) ~= 'string' then return {err = 'ERR wrong number or type of arguments'} end
+  return {ok = s}
+end
+redis.log = function(level, ...) py_log(level, ...) end
+redis.setresp = function(n)
+  if n ~= 2 then error({err = 'ERR ATLAS scripts speak RESP2 only (redis.setresp(3) is not supported)'}, 0) end
+end
+redis.replicate_commands = function() return true end
+redis.set_repl = function() end
+redis.breakpoint = function() return false end
+redis.debug = function() end
+redis.LOG_DEBUG, redis.LOG_VERBOSE, redis.LOG_NOTICE, redis.LOG_WARNING = 0, 1, 2, 3
+redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_REPLICA, redis.REPL_ALL = 0, 1, 2, 2, 3
+redis.REDIS_VERSION, redis.REDIS_VERSION_NUM = '7.0.15', 0x07000f
+
+local base = {}
+for _, name in ipairs({'assert', 'error', 'ipairs', 'next', 'pairs', 'rawequal', 'rawget', 'rawset',
+                       'select', 'setmetatable', 'getmetatable', 'tonumber', 'tostring', 'type', 'unpack',
+                       'gcinfo', '_VERSION'}) do
+  base[name] = _G[name]
+end
+base.pcall = function(...) return pass_kill(pcall(...)) end
+base.xpcall = function(f, h)
+  return pass_kill(xpcall(f, function(e) if e == KILL then return KILL end return h(e) end))
+end
+base.string, base.table, base.math = ro(string), ro(table), ro(math)
+base.redis = ro(redis)
+-- ("x"):upper() reaches the string table through the strings' metatable: hide it from scripts.
+dbg.getmetatable('').__metatable = false
+
+local env_mt = {
+  __index = function(t, k)
+    local v = base[k]
+    if v == nil then error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2) end
+    return v
+  end,
+  __newindex = readonly,
+  __metatable = false,
+}
+
+-- Redis 7.0's error handler: a string becomes {err='ERR ...'}; the script's line is added.
+local function handler(err)
+  if err == KILL then return KILL end
+  if type(err) == 'userdata' then err = py_unwrap(err) end
+  local level, info = 2, nil
+  repeat
+    info = dbg.getinfo(level, 'Sl')
+    level = level + 1
+  until info == nil or info.source == '@user_script'
+  if type(err) ~= 'table' then err = {err = 'ERR ' .. tostring(err)} end
+  if info then err.source, err.line = info.source, info.currentline end
+  return err
+end
+
+local function run(fn, keys, argv)
+  setfenv(fn, setmetatable({KEYS = keys, ARGV = argv}, env_mt))
+  local ok, res = xpcall(fn, handler)
+  if not ok and res == KILL then return false, 'KILL' end
+  return ok, res
+end
+
+dbg.sethook(function() if py_over() then error(KILL, 0) end end, '', HOOK_EVERY)
+return run
+"""
+
+
+def script_sha(body: bytes) -> str:
+    return hashlib.sha1(body).hexdigest()
+
+
+class _CallError(Exception):
+    """redis.call's error on its way through Lua to the script's error handler."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__("redis.call failed")
+        self.table = table
+
+
+class ScriptKilled(CommandError):
+    """A script ran past the time limit or the memory cap; its writes are undone."""
+
+
+class Scripting:
+    """The Lua state of one engine: compiled scripts by SHA1, and running one of them."""
+
+    def __init__(self, execute: Callable[[list[bytes]], Any], pending_seq: Callable[[], int], *,
+                 time_limit_ms: int = DEFAULT_TIME_LIMIT_MS, max_memory: int = DEFAULT_MAX_MEMORY) -> None:
+        self._execute = execute          # Engine.execute: a nested command of the running script
+        self._pending_seq = pending_seq  # Engine.pending_seq: what that command's reply may reveal
+        self.time_limit_ms = time_limit_ms
+        self.lua = lua51.LuaRuntime(encoding=None, max_memory=max_memory, register_eval=False,
+                                    register_builtins=False, unpack_returned_tuples=True)
+        self._run = self.lua.execute(_BOOT.replace("HOOK_EVERY", str(_HOOK_EVERY)),
+                                     self._call_raise, self._call, self._unwrap, self._over, _sha1, _log)
+        self._new_table = self.lua.table_from
+        self._load = self.lua.eval(
+            "function(src) local f, e = loadstring(src, '@user_script') if f then return f, '' end return false, e end")
+        self.scripts: dict[str, Any] = {}      # sha -> compiled chunk
+        self.readonly_scripts: set[str] = set()  # shebang flags=no-writes
+        self._deadline = 0.0
+        self._killed = False
+        # The running script: read-only?, and the newest pending record its commands saw.
+        self._readonly = False
+        self.seen = 0
+        self.running = False
+
+    # -- the cache ----------------------------------------------------------------------
+
+    def load(self, body: bytes) -> str:
+        """Compile `body` (once) and return its SHA1; Redis's error text when it does not compile."""
+        sha = script_sha(body)
+        if sha in self.scripts:
+            return sha
+        src, no_writes = _shebang(body)
+        try:
+            fn, message = self._load(src)
+        except lua51.LuaMemoryError:
+            raise CommandError("ERR Error compiling script (new function): not enough memory") from None
+        if not fn:
+            raise CommandError(f"ERR Error compiling script (new function): {_text(message)}")
+        self.scripts[sha] = fn
+        if no_writes:
+            self.readonly_scripts.add(sha)
+        return sha
+
+    def exists(self, sha: bytes) -> bool:
+        return sha.decode(errors="replace").lower() in self.scripts
+
+    def flush(self) -> None:
+        self.scripts.clear()
+        self.readonly_scripts.clear()
+        self.lua.execute("collectgarbage()")
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self, sha: str, keys: list[bytes], argv: list[bytes], *, readonly: bool) -> Any:
+        """Run a loaded script; its reply (an error reply as a CommandError *value*), or raise.
+
+        Raises CommandError for an error the script raised (its writes stand, as
+        in Redis) and ScriptKilled past the time limit or memory cap (the caller
+        undoes its writes).
+        """
+        fn = self.scripts.get(sha)
+        if not fn:
+            raise CommandError(NOSCRIPT)
+        if self.running:  # (EVAL is flagged noscript, so this is a bug elsewhere)
+            raise CommandError("ERR a script is already running")
+        self._readonly = readonly or sha in self.readonly_scripts
+        self._deadline = time.monotonic() + self.time_limit_ms / 1000
+        self._killed = False
+        self.seen = 0
+        self.running = True
+        try:
+            ok, res = self._run(fn, self._new_table(keys), self._new_table(argv))
+        except lua51.LuaMemoryError:
+            raise ScriptKilled(f"ERR Script used more than the memory limit of ATLAS scripts "
+                               f"script: {sha}") from None
+        finally:
+            self.running = False
+        if self._killed or res == b"KILL" and not ok:
+            raise ScriptKilled(f"ERR Script killed: it ran longer than lua-time-limit "
+                               f"({self.time_limit_ms} ms) script: {sha}")
+        if not ok:
+            raise CommandError(_raised_text(res, sha))
+        return self._from_lua(res, top=True)
+
+    def _over(self) -> bool:
+        if time.monotonic() > self._deadline:
+            self._killed = True
+        return self._killed
+
+    def _call_raise(self, *args: Any) -> Any:
+        """redis.call: the reply as a Lua value; an error is raised (the script's handler unwraps it)."""
+        ok, value = self._run_command(args)
+        if not ok:
+            raise _CallError(value)
+        return value
+
+    def _call(self, *args: Any) -> Any:
+        """redis.pcall: the reply as a Lua value, an error as an {err=...} table."""
+        return self._run_command(args)[1]
+
+    def _unwrap(self, exc: Any) -> Any:
+        """The Lua error value for a Python exception raised through Lua."""
+        if isinstance(exc, _CallError):
+            return exc.table
+        return self._err(f"ERR internal error in a script call: {type(exc).__name__}: {exc}")
+
+    def _run_command(self, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        """One command a script calls: (True, reply as a Lua value) or (False, {err=...})."""
+        if not args:
+            return False, self._err("ERR Please specify at least one argument for this redis lib call")
+        argv: list[bytes] = []
+        for a in args:
+            t = type(a)
+            if t is bytes:
+                argv.append(a)
+            elif t is int:
+                argv.append(b"%d" % a if -(1 << 53) <= a <= (1 << 53) else b"%.17g" % a)
+            elif t is float:
+                argv.append(b"%.17g" % a)
+            else:
+                return False, self._err("ERR Lua redis lib command arguments must be strings or integers")
+        cmd = TABLE.get(argv[0])
+        if cmd is None:
+            return False, self._err("ERR Unknown Redis command called from script")
+        n = len(argv)
+        if n != cmd.arity and (cmd.arity > 0 or n < -cmd.arity):
+            return False, self._err("ERR Wrong number of args calling Redis command from script")
+        refused = _refused(cmd, self._readonly)
+        if refused:
+            return False, self._err(refused)
+        try:
+            reply = self._execute(argv)
+        except CommandError as e:
+            return False, self._err(_error_table_text(str(e)))
+        except HeliosError as e:
+            return False, self._err(f"ERR {e}")
+        finally:
+            seq = self._pending_seq()
+            if seq > self.seen:
+                self.seen = seq
+        return True, self._to_lua(reply)
+
+    def _err(self, text: str) -> Any:
+        return self._new_table({b"err": text.encode()})
+
+    # -- conversions ------------------------------------------------------------------------
+
+    def _to_lua(self, reply: Any) -> Any:
+        """A command's reply as Lua sees it (Redis's RESP2 -> Lua rules)."""
+        t = type(reply)
+        if t is bytes or t is int:
+            return reply
+        if reply is None:
+            return False
+        if t is Simple:
+            return self._new_table({b"ok": reply.encode()})
+        if t is list:
+            return self._new_table([self._to_lua(x) for x in reply])
+        # Everything else (scores, maps, sets, nested errors, ...) the way a RESP2 client reads it.
+        value, _ = _parse_resp2(encode(reply, False), 0)
+        return self._from_parsed(value)
+
+    def _from_parsed(self, v: Any) -> Any:
+        if type(v) is list:
+            return self._new_table([self._from_parsed(x) for x in v])
+        if type(v) is Simple:
+            return self._new_table({b"ok": v.encode()})
+        if type(v) is CommandError:
+            return self._err(_error_table_text(str(v)))
+        return v
+
+    def _from_lua(self, v: Any, top: bool = False) -> Any:
+        """A script's value as a reply (Redis's Lua -> RESP rules); an {err=} is a CommandError value."""
+        t = type(v)
+        if t is bytes or t is int:
+            return v
+        if t is float:
+            return int(v) if math.isfinite(v) else 0
+        if t is bool:
+            return 1 if v else None
+        if v is None or lua51.lua_type(v) != "table":
+            return None
+        err = v[b"err"]
+        if type(err) is bytes:
+            return CommandError(_text(err))
+        ok = v[b"ok"]
+        if type(ok) is bytes:
+            return Simple(_text(ok))
+        out = []
+        i = 1
+        while True:
+            item = v[i]
+            if item is None:
+                break
+            out.append(self._from_lua(item))
+            i += 1
+        return out
+
+
+def _refused(cmd: Command, readonly: bool) -> str | None:
+    if "noscript" in cmd.flags or "blocking" in cmd.flags or cmd.conn & {"multi_control", "no_multi"}:
+        return "ERR This Redis command is not allowed from script"
+    if readonly and cmd.is_write:
+        return "ERR Write commands are not allowed from read-only scripts."
+    return None
+
+
+def _error_table_text(text: str) -> str:
+    """What redis.pcall's {err=} holds for an error reply (Redis's luaPushErrorBuff)."""
+    code, sep, msg = text.partition(" ")
+    if not sep:
+        return "ERR " + text.rstrip("\r\n")
+    return f"{code} {msg.rstrip(chr(13) + chr(10))}"
+
+
+def _raised_text(res: Any, sha: str) -> str:
+    """A raised error's reply text: "<err> script: <sha>, on @user_script:<line>."."""
+    if lua51.lua_type(res) != "table":
+        return f"ERR {_text(res) if type(res) is bytes else res} script: {sha}"
+    err = res[b"err"]
+    text = _text(err) if type(err) is bytes else "ERR unknown error"
+    source, line = res[b"source"], res[b"line"]
+    if type(source) is bytes and line is not None:
+        return f"{text} script: {sha}, on {_text(source)}:{int(line)}."
+    return f"{text} script: {sha}"
+
+
+def _text(raw: Any) -> str:
+    s = raw.decode("utf-8", "replace") if type(raw) is bytes else str(raw)
+    return s.replace("\r", " ").replace("\n", " ") if ("\r" in s or "\n" in s) else s
+
+
+def _shebang(body: bytes) -> tuple[bytes, bool]:
+    """Redis 7's `#!lua flags=...` first line: (the source Lua compiles, no-writes?)."""
+    if not body.startswith(b"#!"):
+        return body, False
+    line, nl, rest = body.partition(b"\n")
+    parts = line[2:].split()
+    if not parts or parts[0] != b"lua":
+        raise CommandError(f"ERR Unexpected engine in script shebang: {_text(line[2:])}")
+    no_writes = False
+    for p in parts[1:]:
+        if p.startswith(b"flags="):
+            for flag in p[6:].split(b","):
+                if flag == b"no-writes":
+                    no_writes = True
+                elif flag not in (b"", b"allow-oom", b"allow-stale", b"no-cluster", b"allow-cross-slot-keys"):
+                    raise CommandError(f"ERR Unexpected flag in script shebang: {_text(flag)}")
+        else:
+            raise CommandError(f"ERR Unknown lua shebang option: {_text(p)}")
+    return nl + rest, no_writes  # the first line kept empty: error lines still count from 1
+
+
+def _sha1(s: bytes) -> bytes:
+    return hashlib.sha1(s).hexdigest().encode()
+
+
+def _log(level: Any, *parts: Any) -> None:
+    """redis.log: scripts' messages go to ATLAS's log."""
+    from helios_core.observability.logging import get_logger
+
+    get_logger("atlas.script").info(" ".join(_text(p) for p in parts), level=level)
+
+
+def _parse_resp2(data: bytes, i: int) -> tuple[Any, int]:
+    """One RESP2 reply from data[i:]: bytes, int, False for nil, Simple, CommandError, list."""
+    end = data.index(b"\r\n", i)
+    kind, rest = data[i:i + 1], data[i + 1:end]
+    i = end + 2
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return False, i
+        return data[i:i + n], i + n + 2
+    if kind == b":":
+        return int(rest), i
+    if kind == b"+":
+        return Simple(rest.decode("utf-8", "replace")), i
+    if kind == b"-":
+        return CommandError(rest.decode("utf-8", "replace")), i
+    if kind == b"*":
+        n = int(rest)
+        if n < 0:
+            return False, i
+        items = []
+        for _ in range(n):
+            item, i = _parse_resp2(data, i)
+            items.append(item)
+        return items, i
+    raise ValueError(f"unexpected reply {kind!r}")
