@@ -3,7 +3,9 @@
 `BaseHandler.prepare()` does, in order:
 
 1. request id (``X-Request-ID`` kept when sane, else made) and W3C trace
-   context (``traceparent`` kept, or a new trace started);
+   context (``traceparent`` continued, or a new trace started; with tracing on
+   this is the request's OpenTelemetry SERVER span, named by the route
+   template, and the response's ``traceparent`` names that span);
 2. the method check (405 with ``Allow``) and the body-size check (413 before
    the body is read: bodies are streamed in, so an oversized one never sits
    in memory);
@@ -24,7 +26,7 @@ from __future__ import annotations
 import functools
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -43,9 +45,12 @@ from helios_core.errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
+from helios_core.observability import tracing
 from helios_core.observability.logging import get_logger
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from helios_core.gateway.context import Gateway
 
 __all__ = ["BaseHandler", "Need", "PUBLIC", "PROBE", "AUTHENTICATED", "perm", "NotFoundHandler", "error_body",
@@ -135,6 +140,7 @@ class BaseHandler(RequestHandler):
         self._size = 0
         self._request_id: str | None = None
         self._trace: tuple[str, str, str] | None = None
+        self._span: Span | None = None  # only while tracing is on (tracing.state.on)
         self._sticky: dict[str, str] = {}
         self._client: str | None = None
         self._tracked = False
@@ -194,12 +200,7 @@ class BaseHandler(RequestHandler):
         gw.inflight += 1
         self._tracked = True
         self.sticky_header("X-Request-ID", self.request_id)
-        m = _TRACEPARENT_RE.fullmatch(self.request.headers.get("traceparent", ""))
-        if m and m.group(1) != "0" * 32:
-            self._trace = (m.group(1), _hex(64), m.group(3))
-        else:
-            self._trace = (_hex(128), _hex(64), "01")
-        self.sticky_header("traceparent", self.traceparent)
+        self._start_trace()
 
         need = self.needs.get(self.request.method or "")
         if need is None:
@@ -219,6 +220,55 @@ class BaseHandler(RequestHandler):
             await self._rate_limit()
         if need.permission is not None:
             self._authorize(need)
+
+    def _start_trace(self) -> None:
+        """This hop's trace context: a child of the caller's ``traceparent`` or a new trace, sent back
+        (and on, to the job record or a backend) as ``traceparent``.
+
+        With tracing on it is the request's SERVER span, current for the rest of the request's task
+        (store calls become its children).  Off, the ids are made here, as cheaply as before tracing.
+        """
+        headers = self.request.headers
+        if tracing.state.on:
+            method = self.request.method or ""
+            attrs = {"http.request.method": method, "url.path": self.request.path}
+            if self.route:
+                attrs["http.route"] = self.route
+            # Named by the route template, never the path (one name per endpoint, not per key).
+            name = f"{method} {self.route}" if self.route else method
+            span = tracing.start_span(name, kind=tracing.SpanKind.SERVER,
+                                      parent=headers.get("traceparent", ""), attributes=attrs)
+            self._span = span
+            tracing.activate(span)
+            self._trace = tracing.ids_of(span)
+            if self._trace is not None:
+                self.sticky_header("traceparent", self.traceparent)
+                return
+        m = _TRACEPARENT_RE.fullmatch(headers.get("traceparent", ""))
+        if m and m.group(1) != "0" * 32:
+            self._trace = (m.group(1), _hex(64), m.group(3))
+        else:
+            self._trace = (_hex(128), _hex(64), "01")
+        self.sticky_header("traceparent", self.traceparent)
+
+    def _end_trace(self) -> None:
+        span, self._span = self._span, None
+        if span is None:
+            return
+        status = self.get_status()
+        if span.is_recording():
+            span.set_attribute("http.response.status_code", status)
+            p = self.principal
+            if p is not None:
+                span.set_attribute("enduser.id", p.user_id)  # who, never the token
+            if status >= 500:
+                tracing.set_error(span, f"HTTP {status}")
+        span.end()
+
+    def link_traces(self, traceparents: Iterable[str | None]) -> None:
+        """Link this request's span to other traces (a lease or ack to the jobs' enqueue spans)."""
+        if self._span is not None:
+            tracing.add_links(self._span, traceparents)
 
     def _check_length(self) -> None:
         limit = self.gw.config.gateway.max_body_bytes
@@ -372,17 +422,21 @@ class BaseHandler(RequestHandler):
     def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
         if isinstance(value, HTTPError) or (isinstance(value, HeliosError) and value.status < 500):
             return  # an answer, not a fault: the request log line has the status
+        if self._span is not None and value is not None:
+            tracing.set_error(self._span, f"{type(value).__name__}", value)
         log.opt(exception=(typ, value, tb)).error("request failed", request_id=self.request_id,
                                                   method=self.request.method, path=self.request.path)
 
     def on_finish(self) -> None:
         self._untrack()
+        self._end_trace()
 
     def on_connection_close(self) -> None:
         # The client went away (or the server cut a slow body): this request is
         # no longer in flight even though it may never finish.
         super().on_connection_close()
         self._untrack()
+        self._end_trace()
 
     def _untrack(self) -> None:
         if self._tracked:

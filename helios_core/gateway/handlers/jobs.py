@@ -121,6 +121,7 @@ def _show(v: Any) -> str:
 
 
 def _enqueue_request(doc: Any, trace: str, producer: str, where: str = "") -> EnqueueRequest:
+    # `trace`: the enqueuing request's traceparent (its span when tracing is on): the worker continues it.
     d = _object(doc, where.rstrip(".") or "request body")
     _only(d, _ENQUEUE_FIELDS, where)
     queue = _queue(d.get("queue"), f"{where}queue")
@@ -294,6 +295,7 @@ class LeaseHandler(_JobsBase):
         else:
             jobs = await self._long_poll(jq.lease_wait(names, max_jobs, self.gw.clock, wait_ms, worker=worker,
                                                        visibility_timeout_s=visibility))
+        self.link_traces(j.trace for j in jobs)  # each job's trace: the span that enqueued it
         self.write_json({"jobs": [j.public(with_token=True) for j in jobs]})
 
     async def _long_poll(self, coro: Coroutine[Any, Any, list[Job]]) -> list[Job]:
@@ -337,6 +339,7 @@ class JobAckHandler(_JobsBase):
         job_id = _job_id(id)
         doc = self._body(_ACK_FIELDS)
         job = await self.gw.jobs.ack(job_id, _token(doc), doc.get("result"), self.now_ms(), self.allow)
+        self.link_traces([job.trace])
         self.gw.job_metrics.finish(self.gw.jobs.labels(job.queue), "done")
         self._job(job)
 
@@ -358,6 +361,7 @@ class JobNackHandler(_JobsBase):
             raise InvalidInputError(f"release: expected true or false, got {_show(release)}")
         job = await self.gw.jobs.nack(job_id, token, error or "", self.now_ms(), delay_ms, release=release,
                                       allow=self.allow)
+        self.link_traces([job.trace])
         self.gw.job_metrics.finish(self.gw.jobs.labels(job.queue), "failed" if job.state is State.FAILED else "retried")
         self._job(job)
 
@@ -405,6 +409,7 @@ class AckBatchHandler(_JobsBase):
                 results.append({"id": item.job_id, "ok": False, "error": {"code": out.code, "message": out.message}})
             else:
                 metrics.finish(label(out.queue), "done")
+                self.link_traces([out.trace])
                 results.append({"id": item.job_id, "ok": True, "state": str(out.state)})
         self.write_json({"results": results})
 
