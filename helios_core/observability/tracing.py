@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SERVICES", "SpanKind", "StatusCode", "state", "configure", "shutdown", "force_flush", "enabled", "tracer",
+    "current_span",
     "start_span", "use", "activate", "client_span", "context_from_traceparent", "context_from_headers",
     "traceparent_of", "ids_of", "inject", "link", "add_links", "set_error", "command_batch_span",
 ]
@@ -192,6 +193,11 @@ def force_flush(timeout_ms: int = 30000) -> bool:
 
 def enabled() -> bool:
     return state.on
+
+
+def current_span() -> Span:
+    """The span current here (INVALID_SPAN, which records nothing, when there is none)."""
+    return trace.get_current_span()
 
 
 def tracer() -> trace.Tracer:

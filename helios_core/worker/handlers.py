@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import importlib
 import inspect
 import os
@@ -275,7 +276,10 @@ class PythonRunner:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the worker has exited
                 loop.call_soon_threadsafe(settle, outcome)
 
-        self._threads.submit(target, report)
+        # The thread runs in a copy of this task's context: the job's span (and whatever else is
+        # bound to it) is current in a sync handler as in an async one.
+        job_context = contextvars.copy_context()
+        self._threads.submit(lambda: job_context.run(target), report)
         try:
             return await asyncio.shield(done)
         except asyncio.CancelledError:

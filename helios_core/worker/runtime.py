@@ -95,6 +95,7 @@ import orjson
 
 from helios_core.errors import HeliosError, NotFoundError, RateLimitedError
 from helios_core.jobs import LeaseLostError, QueueNotFoundError
+from helios_core.observability import tracing
 from helios_core.observability.logging import get_logger
 from helios_core.worker.client import AckRequest, JobsClient, is_transient
 from helios_core.worker.config import MAX_LEASE_BATCH, WorkerConfig, default_worker_name
@@ -478,6 +479,25 @@ class Worker:
         slot.task = loop.create_task(self._run(slot), name=f"job-{slot.id}")
 
     async def _run(self, slot: _Slot) -> None:
+        if tracing.state.on:
+            await self._run_traced(slot)
+        else:
+            await self._run_job(slot)
+
+    async def _run_traced(self, slot: _Slot) -> None:
+        """The job's CONSUMER span ``job <queue>``, a child of the span that enqueued it (the job's
+        ``trace``): the handler runs inside it, and TRACEPARENT (shell handlers) names it."""
+        ctx = slot.ctx
+        span = tracing.start_span(
+            f"job {slot.queue}", kind=tracing.SpanKind.CONSUMER, parent=ctx.traceparent or None,
+            attributes={"messaging.system": "helios", "messaging.operation.type": "process",
+                        "messaging.destination.name": slot.queue, "messaging.message.id": slot.id,
+                        "helios.job.attempt": ctx.attempt, "helios.worker": self.name})
+        ctx.traceparent = tracing.traceparent_of(span) or ctx.traceparent
+        with tracing.use(span, end_on_exit=True):
+            await self._run_job(slot)
+
+    async def _run_job(self, slot: _Slot) -> None:
         log.debug("job started", job=slot.id, queue=slot.queue, attempt=slot.ctx.attempt,
                   trace=slot.ctx.traceparent or "")
         try:
@@ -504,6 +524,7 @@ class Worker:
         else:
             log.warning("job failed", job=slot.id, queue=slot.queue, attempt=slot.ctx.attempt,
                         error=_summary(outcome.error or ""))
+            tracing.set_error(tracing.current_span(), _summary(outcome.error or "failed"))
             self._spawn(self._nack_and_report(slot, outcome.error or "failed", None, "error"), f"nack-{slot.id}")
 
     def _run_ended(self, slot: _Slot, *, completed: bool) -> None:
