@@ -8,6 +8,9 @@ arguments.  Two output formats:
 - ``console``: ``HH:MM:SS.mmm LEVEL component message key=value ...``,
   coloured only when the stream is a terminal.
 
+Every line, loguru's and the access logs' (`observability.accesslog`), is written by the
+process's one log writer (`observability.logwriter`) in the shapes of `observability.logformat`.
+
 HELIOS names its levels debug, info, warn, error and fatal (what operators of
 nginx and Redis expect); they map onto loguru's DEBUG, INFO, WARNING, ERROR
 and CRITICAL.
@@ -15,15 +18,16 @@ and CRITICAL.
 
 from __future__ import annotations
 
-import re
-import sys
 import traceback
 from collections.abc import Callable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, TextIO
 
-import orjson
 from loguru import logger
+
+from helios_core.observability.logformat import FORMATS, console_line, json_line
+from helios_core.observability.logwriter import WRITER
+from helios_core.observability.redact import escape, safe, scrub
 
 if TYPE_CHECKING:
     from loguru import Logger, Message, Record
@@ -38,63 +42,9 @@ LEVELS: dict[str, str] = {
     "error": "ERROR",
     "fatal": "CRITICAL",
 }
-FORMATS: tuple[str, ...] = ("json", "console")
 DEFAULT_COMPONENT = "helios"
 
 _HELIOS_NAME = {loguru_name: name for name, loguru_name in LEVELS.items()}
-
-_RESET = "\x1b[0m"
-_DIM = "\x1b[2m"
-_CYAN = "\x1b[36m"
-_LEVEL_COLOUR = {
-    "debug": "\x1b[34m",
-    "info": "\x1b[32m",
-    "warn": "\x1b[33m",
-    "error": "\x1b[31m",
-    "fatal": "\x1b[1;31m",
-}
-
-
-# Secrets never reach a log line (issue 10, 9b).  Whatever a caller passes (a message, a
-# field, an error text quoting a header), these are cut out before rendering: header
-# values of credential headers, bearer/basic credentials, JWTs, and the value Tornado
-# quotes when it refuses a header (it may be a token or a cookie).
-_SECRET_PATTERNS = (
-    re.compile(r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key|x-auth-token)"
-               r"(\s*[:=]\s*)[^\r\n,;)]*"),
-    re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;)]+"),
-    re.compile(r"(eyJ)()[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?"),
-    re.compile(r"(?i)(invalid header (?:value|name) )()(?:'[^']*'|\"[^\"]*\"|\S+)"),
-    re.compile(r"(?i)\b(password|passwd|secret|token|refresh_token|access_token)(\s*[:=]\s*)[^\s,;&)]+"),
-)
-_REDACTED = "[redacted]"
-# Control characters (C0, DEL, C1) and the Unicode line/paragraph separators and bidi
-# overrides: a logged value must not start a fake line or repaint a terminal.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def scrub(text: str) -> str:
-    """`text` with credentials replaced by [redacted]."""
-    if not text:
-        return text
-    for rx in _SECRET_PATTERNS:
-        text = rx.sub(lambda m: m.group(1) + m.group(2) + _REDACTED, text)
-    return text
-
-
-def escape(text: str) -> str:
-    """`text` scrubbed, with control characters shown as \\xNN / \\uNNNN escapes."""
-    text = scrub(text)
-    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
-                       else f"\\u{ord(m.group()):04x}", text)
-
-
-def _safe(value: Any) -> Any:
-    if isinstance(value, str):
-        return escape(value)
-    if isinstance(value, bytes):
-        return escape(value.decode("utf-8", "backslashreplace"))
-    return value  # numbers, lists, dicts: rendered by orjson / repr, which escape control characters
 
 
 def get_logger(component: str) -> Logger:
@@ -105,9 +55,12 @@ def get_logger(component: str) -> Logger:
 def setup_logging(level: str = "info", fmt: str = "console", stream: TextIO | None = None) -> int:
     """Replace every loguru handler with one HELIOS sink; return its handler id.
 
-    ``stream=None`` writes to whatever ``sys.stderr`` is at the time of each
-    record, so a test harness that swaps ``sys.stderr`` (click's CliRunner)
-    still sees the output and nothing writes to a stream it has closed.
+    The sink renders each record and hands it to the process's one log writer
+    (`observability.logwriter.WRITER`), which the access logs write through too; `level`,
+    `fmt` and `stream` are set on it, so those lines take the same shape and stream.
+    ``stream=None`` writes to whatever ``sys.stderr`` is at the time of each record, so a test
+    harness that swaps ``sys.stderr`` (click's CliRunner) still sees the output and nothing
+    writes to a stream it has closed.
     """
     if level not in LEVELS:
         raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}")
@@ -116,12 +69,13 @@ def setup_logging(level: str = "info", fmt: str = "console", stream: TextIO | No
 
     render: Callable[[Record, bool], str]
     render = _render_json if fmt == "json" else _render_console
+    WRITER.flush()  # lines batched for the old stream go there
+    WRITER.set_stream(stream)
+    WRITER.fmt, WRITER.level = fmt, level
 
     def sink(message: Message) -> None:
-        out = stream if stream is not None else sys.stderr
-        colour = fmt == "console" and _isatty(out)
-        out.write(render(message.record, colour))
-        out.flush()
+        colour = fmt == "console" and _isatty(WRITER.stream)
+        WRITER.write(render(message.record, colour))
 
     logger.remove()
     return logger.add(sink, level=LEVELS[level], format="{message}", backtrace=False, diagnose=False)
@@ -140,7 +94,7 @@ def _level_name(record: Record) -> str:
 
 
 def _fields(record: Record) -> tuple[str, dict[str, Any]]:
-    extra = {key: _safe(value) for key, value in record["extra"].items()}
+    extra = {key: safe(value) for key, value in record["extra"].items()}
     component = str(extra.pop("component", DEFAULT_COMPONENT))
     return component, extra
 
@@ -154,44 +108,13 @@ def _exception_text(record: Record) -> str | None:
 
 def _render_json(record: Record, colour: bool = False) -> str:
     component, extra = _fields(record)
-    line: dict[str, Any] = {
-        "time": record["time"].astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "level": _level_name(record),
-        "component": component,
-        "message": escape(record["message"]),
-    }
-    for key, value in extra.items():
-        # A bound field may not overwrite the fixed ones; keep it under another name.
-        line[f"extra_{key}" if key in line else key] = value
-    exception = _exception_text(record)
-    if exception is not None:
-        line["exception"] = exception
-    return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode() + "\n"
+    stamp = record["time"].astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json_line(stamp, _level_name(record), component, escape(record["message"]), extra,
+                     _exception_text(record))
 
 
 def _render_console(record: Record, colour: bool) -> str:
     component, extra = _fields(record)
-    level = _level_name(record)
     stamp = record["time"].strftime("%H:%M:%S.") + f"{record['time'].microsecond // 1000:03d}"
-    pairs = [f"{key}={_console_value(value)}" for key, value in extra.items()]
-    if colour:
-        head = (
-            f"{_DIM}{stamp}{_RESET} {_LEVEL_COLOUR.get(level, '')}{level.upper():<5}{_RESET} "
-            f"{_CYAN}{component}{_RESET} {escape(record['message'])}"
-        )
-        pairs = [f"{_DIM}{pair}{_RESET}" for pair in pairs]
-    else:
-        head = f"{stamp} {level.upper():<5} {component} {escape(record['message'])}"
-    text = " ".join([head, *pairs])
-    exception = _exception_text(record)
-    if exception is not None:
-        text += "\n" + exception
-    return text + "\n"
-
-
-def _console_value(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    # Quote anything a reader could not split back into key=value pairs.
-    if text == "" or any(ch.isspace() or ch in '"=' for ch in text):
-        return orjson.dumps(text).decode()
-    return text
+    return console_line(stamp, _level_name(record), component, escape(record["message"]), extra,
+                        _exception_text(record), colour)

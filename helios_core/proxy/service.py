@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from helios_core.errors import ConfigError, HeliosError
+from helios_core.observability.accesslog import AccessLog
 from helios_core.observability.logging import get_logger
 from helios_core.proxy.exchange import Exchange
 from helios_core.proxy.health import HealthChecker
@@ -54,7 +55,9 @@ __all__ = ["ProxyService", "ConfigSource", "FileConfigSource", "ServeOptions", "
 
 log = get_logger("proxy")
 TICK = 0.05  # seconds between timeout checks: timeouts fire within this much of their due time
-access = get_logger("proxy.access")
+# One line per request through the process's one log writer, in the shape of every other line but
+# without loguru's per-record cost (observability.logwriter says why).
+access = AccessLog("proxy.access")
 
 
 class ConfigSource(Protocol):
@@ -247,11 +250,11 @@ class ProxyService:
         }
         if error:
             fields["error"] = error
-        access.info("request", **fields)
+        access.write(fields)
 
     def log_bad_request(self, peer: str, status: int, message: str) -> None:
         if self.access_log:
-            access.info("request", status=status, client=peer, error=message)
+            access.write({"status": status, "client": peer, "error": message})
 
 
 # --- the daemon ---

@@ -1,0 +1,59 @@
+"""Access logs: one line per request, rendered here and batched by the process's `WRITER`.
+
+The gateway (``gateway.access``) and the proxy (``proxy.access``) log every request this way
+instead of through loguru (whose per-record work is the cost `logwriter` explains), yet in the
+very shape of every other line (`logformat`): JSON ``time, level, component, message`` then the
+fields, or the console line, with the same escaping (`redact`) and on the same stream, in order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from helios_core.observability.logformat import console_line, json_line, local_stamp, utc_stamp
+from helios_core.observability.logwriter import WRITER, LogWriter
+from helios_core.observability.redact import safe_fields
+
+__all__ = ["AccessLog", "ENABLED_AT"]
+
+# An access line is logged at info: below those levels it is dropped.
+ENABLED_AT = frozenset({"debug", "info"})
+
+
+class AccessLog:
+    """Request lines of one `component`.
+
+    `level` and `fmt` default to the process's (what `setup_logging` set on `WRITER`), read at
+    each write; `stream` (tests) gives this log a writer of its own instead of the process's.
+    """
+
+    message = "request"
+
+    def __init__(self, component: str, level: str | None = None, fmt: str | None = None,
+                 stream: TextIO | Callable[[], TextIO] | None = None) -> None:
+        self.component = component
+        self.writer = WRITER if stream is None else LogWriter(stream)
+        self._level = level
+        self._fmt = fmt
+
+    @property
+    def enabled(self) -> bool:
+        return (self._level or self.writer.level) in ENABLED_AT
+
+    @property
+    def json(self) -> bool:
+        return (self._fmt or self.writer.fmt) == "json"
+
+    def write(self, fields: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.writer.write_batched(self.render(fields, time.time()))
+
+    def render(self, fields: dict[str, Any], now: float) -> str:
+        """The line for `fields` at `now`, newline included."""
+        fields = safe_fields(fields)
+        if self.json:
+            return json_line(utc_stamp(now), "info", self.component, self.message, fields)
+        return console_line(local_stamp(now), "info", self.component, self.message, fields)
