@@ -18,6 +18,7 @@ from helios_cli.context import CliContext, fail, pass_cli
 from helios_core.atlas.daemon import AtlasServer
 from helios_core.config import HeliosConfig, load_config
 from helios_core.errors import HeliosError
+from helios_core.observability import tracing
 
 __all__ = ["atlasd", "main_alias"]
 
@@ -63,6 +64,7 @@ def atlasd(obj: CliContext, data_dir: Path, bind: str | None, port: int | None, 
     try:
         loaded = load_config(obj.config_path, overrides=overrides)
         config = dataclasses.replace(obj.config, atlas=loaded.atlas, atlasd=loaded.atlasd)
+        tracing.configure(config, "helios-atlasd")  # flushed and shut down at exit
         _install_uvloop()
         asyncio.run(_serve(data_dir, config))
     except HeliosError as err:

@@ -19,6 +19,7 @@ import click
 
 from helios_cli.context import CliContext, fail, pass_cli
 from helios_core.errors import HeliosError
+from helios_core.observability import tracing
 from helios_core.store.url import redact
 
 __all__ = ["gateway", "loop_factory"]
@@ -92,6 +93,7 @@ def gateway(obj: CliContext, data_dir: Path | None, store_url: str | None, bind:
     changes = {k: v for k, v in given.items() if v is not None}
     try:
         config = dataclasses.replace(obj.config, gateway=dataclasses.replace(obj.config.gateway, **changes))
+        tracing.configure(config, "helios-gateway")  # before any fork (--workers); flushed at exit
         if config.gateway.workers > 1:
             from helios_core.gateway.bootstrap import WorkersPlan, run_workers
 

@@ -24,6 +24,7 @@ import click
 
 from helios_cli.context import CliContext, fail
 from helios_core.errors import HeliosError
+from helios_core.observability import tracing
 
 if TYPE_CHECKING:
     from helios_core.proxy.service import ConfigSource, OpenSource
@@ -82,6 +83,7 @@ def proxy(ctx: click.Context, config_file: Path | None, data_dir: Path | None, s
 
     options = ServeOptions(grace=grace, access_log=access_log, tls_cert=tls_cert, tls_key=tls_key)
     try:
+        tracing.configure(obj.config, "helios-proxy")  # before the workers fork; flushed at exit
         run_proxy(open_source, bind, port, workers, options=options, loop_factory=_loop_factory(),
                   announce=lambda url: click.echo(f"helios proxy listening on {url} (workers {workers})"))
     except HeliosError as e:

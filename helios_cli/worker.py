@@ -24,10 +24,12 @@ from typing import Any
 
 import click
 
-from helios_cli.context import fail
+from helios_cli.context import CliContext, fail
 from helios_cli.gateway import loop_factory
+from helios_core.config import HeliosConfig, load_config
 from helios_core.errors import AuthenticationError, HeliosError, InvalidInputError, PermissionDeniedError
 from helios_core.jobs.model import QUEUE_NAME_RE
+from helios_core.observability import tracing
 from helios_core.worker.client import JobsClient
 from helios_core.worker.config import MAX_QUEUES, WorkerConfig, parse_duration
 from helios_core.worker.handlers import ExecRunner, HandlerLoadError, PythonRunner, Runner
@@ -149,6 +151,7 @@ def worker(url: str | None, token: str | None, queues: tuple[str, ...], handler:
             fail(HeliosError(f"cannot serve metrics on 127.0.0.1:{metrics_port}: {e.strerror or e}", code="io"))
         click.echo(f"helios worker metrics on http://127.0.0.1:{port}/metrics", err=True)
     try:
+        tracing.configure(_config(), "helios-worker")  # flushed and shut down at exit
         # uvloop where installed, like the gateway: a cheaper loop and sockets (~5% of the CPU a no-op job takes).
         with asyncio.Runner(loop_factory=loop_factory()) as loop:
             loop.run(_work(url, token, runner, config))
@@ -156,6 +159,12 @@ def worker(url: str | None, token: str | None, queues: tuple[str, ...], handler:
         fail(HeliosError(f"the gateway at {url} refused the worker's token: {e.message}", code=e.code))
     except HeliosError as e:
         fail(e)
+
+
+def _config() -> HeliosConfig:
+    # `helios worker` takes no --config of its own: the helios group's (file and HELIOS_* variables).
+    obj = click.get_current_context().find_object(CliContext)
+    return obj.config if obj is not None else load_config()
 
 
 async def _work(url: str, token: str, runner: Runner, config: WorkerConfig) -> None:
