@@ -246,3 +246,18 @@ def test_dashboard_metrics_are_documented() -> None:
             if unknown:
                 missing[f"{path.stem} {where}"] = sorted(unknown)
     assert not missing, f"metrics missing from README's Metrics table: {missing}"
+
+
+def test_scrape_targets_are_the_default_ports() -> None:
+    """configs/prometheus.yml reaches the daemons where their defaults put them."""
+    from helios_cli.proxy import proxy
+    from helios_core.config import load_config
+
+    doc = YAML(typ="safe").load((ROOT / "configs" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+               for job in doc["scrape_configs"]}
+    config = load_config(None, env={})
+    assert targets["helios-gateway"] == [f"{config.gateway.bind}:{config.gateway.port}"]
+    (port_option,) = [p for p in proxy.params if p.name == "port"]
+    assert targets["helios-proxy"] == [f"127.0.0.1:{port_option.default}"]
+    assert all(t.startswith("127.0.0.1:") for ts in targets.values() for t in ts)  # the proxy answers loopback only
