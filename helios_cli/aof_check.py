@@ -35,9 +35,9 @@ from typing import Any
 import click
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from helios_cli import progress as bars
 from helios_cli.context import fail
 from helios_core.atlas.aof import Record, scan_file
 from helios_core.atlas.datadir import DataDir
@@ -350,15 +350,13 @@ def _print_report(console: Console, r: AofReport, fix_hint: str) -> None:
 def _scan(paths: list[Path], snapshot: Path | None, show_progress: bool) -> AofReport:
     now_ms = wall_ms()
     total = sum(p.stat().st_size for p in paths)
-    if not show_progress or total <= PROGRESS_MIN_BYTES or not Console(stderr=True).is_terminal:
-        report = check_parts(paths, now_ms)
-    else:
-        columns = (TextColumn("checking AOF"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("aof", total=total)
-            report = check_parts(paths, now_ms, lambda done: bar.update(task, completed=done))
-    if snapshot is not None:
-        report.snapshot = check_snapshot(snapshot)
+    snap_bytes = snapshot.stat().st_size if snapshot is not None and snapshot.exists() else 0
+    show = show_progress and total + snap_bytes > PROGRESS_MIN_BYTES and bars.enabled()
+    with bars.progress("checking AOF", total, unit="bytes", show=show) as bar:
+        report = check_parts(paths, now_ms, bar.update if bar.showing else None)
+        if snapshot is not None:
+            bar.stage(f"checking {snapshot.name}")  # one read and checksum: a spinner
+            report.snapshot = check_snapshot(snapshot)
     return report
 
 

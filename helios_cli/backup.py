@@ -18,8 +18,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,9 +26,10 @@ from typing import Any, TypeVar
 
 import click
 import orjson
-from rich.console import Console
 
+from helios_cli import progress as bars
 from helios_cli.context import CliContext, fail, guarded, pass_cli
+from helios_cli.progress import QUIET, Reporter
 from helios_cli.snapshot import OWNER_SNAPSHOT_TIMEOUT, snapshot_dir
 from helios_core.atlas.datadir import SNAPSHOT_NAME, DataDir, fsync_dir
 from helios_core.atlas.engine import Engine
@@ -124,14 +124,15 @@ class BackupResult:
 
 
 def make_backup(ddir: DataDir, backup_dir: Path, keep: int, config: HeliosConfig, now: Callable[[], datetime],
-                timeout: float = OWNER_SNAPSHOT_TIMEOUT) -> BackupResult:
+                timeout: float = OWNER_SNAPSHOT_TIMEOUT, bar: Reporter = QUIET) -> BackupResult:
     """Snapshot `ddir` into `backup_dir` under a backup name, verified, then rotate."""
     backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     _remove_stale_staging(backup_dir)
     staged = backup_dir / f"{_STAGING_PREFIX}{os.getpid()}{_STAGING_SUFFIX}"
     try:
-        snapshot_dir(ddir, config, staged, timeout)
+        snapshot_dir(ddir, config, staged, timeout, bar)
         os.chmod(staged, 0o600)
+        bar.stage("verifying the copy")
         check = _verified(staged)  # what was delivered, read back as recovery reads it
         seq = check.seq or 0
         final = backup_dir / backup_name(now(), seq)
@@ -162,15 +163,17 @@ def _data_files(ddir: DataDir) -> list[Path]:
     return files
 
 
-def _stage(src: Path, tmp: Path) -> None:
+def _stage(src: Path, tmp: Path, bar: Reporter = QUIET) -> None:
     """Copy `src` to `tmp` (0600), fsynced: it becomes the snapshot by one rename."""
     try:
         with open(src, "rb") as f:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 os.fchmod(out.fileno(), 0o600)
+                bar.stage(f"copying {src.name}", total=os.fstat(f.fileno()).st_size)
                 while block := f.read(8 << 20):
                     out.write(block)
+                    bar.advance(len(block))
                 out.flush()
                 os.fsync(out.fileno())
     except BaseException:
@@ -195,8 +198,10 @@ class RestoreResult:
     moved: list[str]
 
 
-def restore_dir(source: Path, ddir: DataDir, replace: bool, config: HeliosConfig, now: datetime) -> RestoreResult:
+def restore_dir(source: Path, ddir: DataDir, replace: bool, config: HeliosConfig, now: datetime,
+                bar: Reporter = QUIET) -> RestoreResult:
     """Install `source` as `ddir`'s snapshot with an empty AOF, then prove the directory loads."""
+    bar.stage(f"verifying {source}")
     check = _verified(source)
     owner = ddir.owner()
     if owner is not None:
@@ -216,7 +221,8 @@ def restore_dir(source: Path, ddir: DataDir, replace: bool, config: HeliosConfig
             names = ", ".join(p.name for p in existing)
             raise HeliosError(f"data directory {ddir.path} holds data ({names}); give --yes to move it aside "
                               f"into {ddir.path}/pre-restore-<time>/ and restore", code="not_empty")
-        _stage(source, staged)
+        _stage(source, staged, bar)
+        bar.stage("verifying the copy")
         _verified(staged)  # the copy, as it will be loaded
         if existing:
             aside = ddir.path / f"pre-restore-{_stamp(now)}"
@@ -231,6 +237,7 @@ def restore_dir(source: Path, ddir: DataDir, replace: bool, config: HeliosConfig
     finally:
         staged.unlink(missing_ok=True)
         lock.release()
+    bar.stage(f"loading {ddir.path} to check it")
     engine = Engine.open(ddir.path, config.atlas, tool="helios restore")
     try:
         seq, keys = engine.seq, len(engine.ks)
@@ -243,17 +250,6 @@ def restore_dir(source: Path, ddir: DataDir, replace: bool, config: HeliosConfig
 
 
 # -- the commands -----------------------------------------------------------------------------
-
-@contextmanager
-def _progress(message: str) -> Iterator[None]:
-    """A spinner on stderr, only when stderr is a terminal (cron and pipes get nothing)."""
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        yield
-        return
-    with console.status(message):
-        yield
-
 
 def _emit(fields: dict[str, Any], as_json: bool) -> None:
     if as_json:
@@ -287,9 +283,10 @@ def backup(obj: CliContext, data_dir: Path, backup_dir: Path, keep: int, timeout
     if not data_dir.is_dir():
         fail(HeliosError(f"data directory {data_dir} does not exist", code="data_dir"))
     t0 = time.perf_counter()
-    with _progress(f"backing up {data_dir} into {backup_dir} ..."):
+    # Cron and pipes get no bar (progress.enabled): only a terminal does.
+    with bars.progress(f"backing up {data_dir}", show=bars.enabled(as_json=as_json)) as bar:
         res = guarded(lambda: make_backup(DataDir(data_dir), backup_dir, keep, obj.config,
-                                           lambda: datetime.now(UTC), timeout), "backup failed")
+                                           lambda: datetime.now(UTC), timeout, bar), "backup failed")
     _emit({"path": str(res.path), "seq": res.seq, "keys": res.keys, "bytes": res.bytes,
            "seconds": round(time.perf_counter() - t0, 3), "deleted": res.deleted}, as_json)
 
@@ -314,11 +311,12 @@ def restore(obj: CliContext, source: Path, data_dir: Path, replace: bool, as_jso
     if not source.is_file():
         fail(HeliosError(f"backup file {source} does not exist", code="io"))
 
-    def work() -> RestoreResult:
+    def work(bar: Reporter) -> RestoreResult:
         ddir = DataDir(data_dir)
         ddir.ensure()
-        return restore_dir(source, ddir, replace, obj.config, datetime.now(UTC))
+        return restore_dir(source, ddir, replace, obj.config, datetime.now(UTC), bar)
 
-    res = guarded(work, "restore failed")
+    with bars.progress(f"restoring {source}", show=bars.enabled(as_json=as_json)) as bar:
+        res = guarded(lambda: work(bar), "restore failed")
     _emit({"data": str(res.data), "seq": res.seq, "keys": res.keys,
            "moved_to": str(res.moved_to) if res.moved_to else None, "moved": res.moved}, as_json)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +23,9 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.text import Text
 
+from helios_cli import progress as bars
 from helios_cli.context import CliContext, fail, guarded, pass_cli
+from helios_cli.progress import QUIET, Reporter
 from helios_core.atlas.datadir import DataDir, fsync_dir
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.snapshot import SnapshotInfo, check_snapshot, read_header
@@ -39,7 +40,7 @@ OWNER_SNAPSHOT_TIMEOUT = 600.0
 
 
 def _snapshot_via_owner(ddir: DataDir, owner: dict, output: Path | None, config: HeliosConfig,
-                        timeout: float = OWNER_SNAPSHOT_TIMEOUT) -> SnapshotInfo:
+                        timeout: float = OWNER_SNAPSHOT_TIMEOUT, bar: Reporter = QUIET) -> SnapshotInfo:
     """Ask the daemon that owns `ddir` to snapshot it, over the socket its lock file names.
 
     SAVE on atlasd replies once the snapshot is durable (or with the reason
@@ -66,6 +67,7 @@ def _snapshot_via_owner(ddir: DataDir, owner: dict, output: Path | None, config:
                          socket_connect_timeout=5, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
     try:
         with client:
+            bar.stage(f"process {pid} is writing the snapshot")
             _save_and_wait(client, time.monotonic() + timeout)
     except redis.TimeoutError as e:
         raise HeliosError(f"process {pid} did not finish snapshotting {ddir.path} within {timeout:g}s (it may "
@@ -83,7 +85,7 @@ def _snapshot_via_owner(ddir: DataDir, owner: dict, output: Path | None, config:
     if output is None:
         return read_header(ddir.snapshot_path)
     # The copy is read through one open file: a newer dump.rdb renamed in meanwhile cannot tear it.
-    copy_atomic(ddir.snapshot_path, output)
+    copy_atomic(ddir.snapshot_path, output, bar)
     info = read_header(output)  # verifies what was delivered
     return dataclasses.replace(info, path=str(ddir.snapshot_path))
 
@@ -116,12 +118,15 @@ def _persistence(client: Any) -> dict[str, Any]:
     return dict(client.info("persistence"))
 
 
-def copy_atomic(src: Path, dst: Path) -> None:
+def copy_atomic(src: Path, dst: Path, bar: Reporter = QUIET) -> None:
     """Copy src to dst so that dst is always either the old file or the whole new one."""
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     try:
         with open(src, "rb") as f, open(tmp, "wb") as out:
-            shutil.copyfileobj(f, out, 8 << 20)
+            bar.stage(f"copying to {dst}", total=os.fstat(f.fileno()).st_size)
+            while block := f.read(8 << 20):
+                out.write(block)
+                bar.advance(len(block))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dst)
@@ -132,18 +137,22 @@ def copy_atomic(src: Path, dst: Path) -> None:
 
 
 def snapshot_dir(ddir: DataDir, config: HeliosConfig, output: Path | None,
-                 timeout: float = OWNER_SNAPSHOT_TIMEOUT) -> SnapshotInfo:
-    """Snapshot `ddir` (asking its owner if a daemon owns it); with `output`, also copy the new file there."""
+                 timeout: float = OWNER_SNAPSHOT_TIMEOUT, bar: Reporter = QUIET) -> SnapshotInfo:
+    """Snapshot `ddir` (asking its owner if a daemon owns it); with `output`, also copy the new file there.
+
+    `bar` hears of each step (loading, writing, copying), for a progress bar."""
     owner = ddir.owner()
     if owner is not None:
-        return _snapshot_via_owner(ddir, owner, output, config, timeout)
+        return _snapshot_via_owner(ddir, owner, output, config, timeout, bar)
+    bar.stage(f"loading {ddir.path}")
     engine = Engine.open(ddir.path, config.atlas, tool="helios snapshot")
     try:
+        bar.stage(f"writing the snapshot of {len(engine.ks):,} keys")
         info = engine.snapshot_sync()
         # Copy while the lock is still held: once released, a daemon could start and
         # replace dump.rdb with a newer image than the one reported here.
         if output is not None:
-            copy_atomic(Path(info.path), output)
+            copy_atomic(Path(info.path), output, bar)
     finally:
         engine.close()
     return info
@@ -194,7 +203,9 @@ def snapshot(obj: CliContext, data_dir: Path | None, output: Path | None, verify
             raise click.BadParameter(f"directory {output.parent} does not exist; create it first "
                                      f"(mkdir -p {output.parent})", param_hint="'--output'")
         t0 = time.perf_counter()
-        info = guarded(lambda: snapshot_dir(DataDir(data_dir), obj.config, output, timeout), "snapshot failed")
+        with bars.progress(f"snapshot of {data_dir}", show=bars.enabled(as_json=as_json)) as bar:
+            info = guarded(lambda: snapshot_dir(DataDir(data_dir), obj.config, output, timeout, bar),
+                           "snapshot failed")
         _emit({"path": info.path, "seq": info.seq, "keys": info.keys, "bytes": info.bytes,
                "seconds": round(time.perf_counter() - t0, 3), "created": _iso(info.created_ms),
                "output": str(output) if output else None}, as_json)
