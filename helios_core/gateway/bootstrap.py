@@ -167,7 +167,10 @@ def run_workers(plan: WorkersPlan, on_started: Callable[[Started], None]) -> Non
             wconfig = dataclasses.replace(config, auth=dataclasses.replace(config.auth, jwt_keys=tuple(boot["keys"])))
 
             def body(slot: int, ready: Callable[[], None]) -> None:
-                sock = reuse_port_socket(g.bind, port)
+                # Bound now, listening only once the process can serve: a listening socket gets its
+                # share of new connections at once, and they would wait for the store and the bcrypt
+                # warm-up (or be reset, should the start fail).
+                sock = reuse_port_socket(g.bind, port, listen=False)
                 with asyncio.Runner(loop_factory=plan.loop_factory) as runner:
                     runner.run(_serve_worker(wconfig, target, sock, slot, ready))
 
@@ -283,6 +286,7 @@ async def _serve_worker(config: HeliosConfig, store_url: str, sock: socket.socke
     try:
         service = GatewayService(config, store, key_specs=list(config.auth.jwt_keys))
         await service.start()  # the bootstrap already ran: this only finds the admin there
+        sock.listen(1024)
         service.listen([sock])
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
