@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,9 +50,10 @@ _HOOK_EVERY = 50_000  # Lua instructions between two looks at the clock
 NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
 
 _BOOT = r"""
-local py_call, py_pcall, py_unwrap, py_over, py_sha1, py_log = ...
-local dbg, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, unpack =
-      debug, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, unpack
+local py_call, py_pcall, py_unwrap, py_sha1, py_log = ...
+local clock = os.clock
+local dbg, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget =
+      debug, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget
 
 local function readonly(t, k, v) error("Attempt to modify a readonly table", 2) end
 local function ro(tbl) return setmetatable({}, {__index = tbl, __newindex = readonly, __metatable = false}) end
@@ -62,9 +62,16 @@ local function ro(tbl) return setmetatable({}, {__index = tbl, __newindex = read
 local KILL = {}
 local function pass_kill(ok, ...)
   if ok then return ok, ... end
+  if (...) == KILL then error(KILL, 0) end
+  return ok, ...
+end
+-- Redis 7.0's pcall gives an error table's message as a string (redis.call's error included).
+local function pcall_result(ok, ...)
+  if ok then return ok, ... end
   local e = ...
   if e == KILL then error(KILL, 0) end
-  if type(e) == 'userdata' then return ok, py_unwrap(e) end  -- redis.call's error: its {err=} table
+  if type(e) == 'userdata' then e = py_unwrap(e) end
+  if type(e) == 'table' and type(rawget(e, 'err')) == 'string' then return ok, rawget(e, 'err') end
   return ok, ...
 end
 
@@ -108,9 +115,13 @@ for _, name in ipairs({'assert', 'error', 'ipairs', 'next', 'pairs', 'rawequal',
                        'gcinfo', '_VERSION'}) do
   base[name] = _G[name]
 end
-base.pcall = function(...) return pass_kill(pcall(...)) end
+base.pcall = function(...) return pcall_result(pcall(...)) end
 base.xpcall = function(f, h)
-  return pass_kill(xpcall(f, function(e) if e == KILL then return KILL end return h(e) end))
+  return pass_kill(xpcall(f, function(e)
+    if e == KILL then return KILL end
+    if type(e) == 'userdata' then e = py_unwrap(e) end
+    return h(e)
+  end))
 end
 base.string, base.table, base.math = ro(string), ro(table), ro(math)
 base.redis = ro(redis)
@@ -141,14 +152,20 @@ local function handler(err)
   return err
 end
 
-local function run(fn, keys, argv)
+-- The time limit: a count hook in Lua (a call into Python from a hook may abort the process
+-- when the memory cap is hit).  os.clock is CPU time, which a busy script spends 1:1.
+local deadline, killed = 0, false
+dbg.sethook(function()
+  if killed or clock() > deadline then killed = true; error(KILL, 0) end
+end, '', HOOK_EVERY)
+
+local function run(fn, keys, argv, seconds)
+  deadline, killed = clock() + seconds, false
   setfenv(fn, setmetatable({KEYS = keys, ARGV = argv}, env_mt))
   local ok, res = xpcall(fn, handler)
-  if not ok and res == KILL then return false, 'KILL' end
+  if killed or (not ok and res == KILL) then return false, 'KILL' end
   return ok, res
 end
-
-dbg.sethook(function() if py_over() then error(KILL, 0) end end, '', HOOK_EVERY)
 return run
 """
 
@@ -180,14 +197,14 @@ class Scripting:
         self.lua = lua51.LuaRuntime(encoding=None, max_memory=max_memory, register_eval=False,
                                     register_builtins=False, unpack_returned_tuples=True)
         self._run = self.lua.execute(_BOOT.replace("HOOK_EVERY", str(_HOOK_EVERY)),
-                                     self._call_raise, self._call, self._unwrap, self._over, _sha1, _log)
+                                     self._call_raise, self._call, self._unwrap, _sha1, _log)
         self._new_table = self.lua.table_from
         self._load = self.lua.eval(
             "function(src) local f, e = loadstring(src, '@user_script') if f then return f, '' end return false, e end")
+        self._gc = self.lua.eval("function() collectgarbage() end")
+        self.max_memory = max_memory
         self.scripts: dict[str, Any] = {}      # sha -> compiled chunk
         self.readonly_scripts: set[str] = set()  # shebang flags=no-writes
-        self._deadline = 0.0
-        self._killed = False
         # The running script: read-only?, and the newest pending record its commands saw.
         self._readonly = False
         self.seen = 0
@@ -218,7 +235,7 @@ class Scripting:
     def flush(self) -> None:
         self.scripts.clear()
         self.readonly_scripts.clear()
-        self.lua.execute("collectgarbage()")
+        self._collect()
 
     # -- running ------------------------------------------------------------------------
 
@@ -235,28 +252,33 @@ class Scripting:
         if self.running:  # (EVAL is flagged noscript, so this is a bug elsewhere)
             raise CommandError("ERR a script is already running")
         self._readonly = readonly or sha in self.readonly_scripts
-        self._deadline = time.monotonic() + self.time_limit_ms / 1000
-        self._killed = False
         self.seen = 0
         self.running = True
         try:
-            ok, res = self._run(fn, self._new_table(keys), self._new_table(argv))
+            ok, res = self._run(fn, self._new_table(keys), self._new_table(argv), self.time_limit_ms / 1000)
         except lua51.LuaMemoryError:
-            raise ScriptKilled(f"ERR Script used more than the memory limit of ATLAS scripts "
+            self._collect()
+            raise ScriptKilled(f"ERR Script used more memory than ATLAS scripts may ({self.max_memory} bytes) "
                                f"script: {sha}") from None
         finally:
             self.running = False
-        if self._killed or res == b"KILL" and not ok:
+        if not ok and type(res) is bytes and res != b"KILL":
+            # Only a memory error skips the error handler (which makes every other error a table).
+            self._collect()
+            raise ScriptKilled(f"ERR Script used more memory than ATLAS scripts may ({self.max_memory} bytes) "
+                               f"script: {sha}")
+        if not ok and res == b"KILL":
             raise ScriptKilled(f"ERR Script killed: it ran longer than lua-time-limit "
                                f"({self.time_limit_ms} ms) script: {sha}")
         if not ok:
             raise CommandError(_raised_text(res, sha))
         return self._from_lua(res, top=True)
 
-    def _over(self) -> bool:
-        if time.monotonic() > self._deadline:
-            self._killed = True
-        return self._killed
+    def _collect(self) -> None:
+        try:
+            self._gc()
+        except lua51.LuaError:
+            pass
 
     def _call_raise(self, *args: Any) -> Any:
         """redis.call: the reply as a Lua value; an error is raised (the script's handler unwraps it)."""

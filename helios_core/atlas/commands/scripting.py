@@ -55,10 +55,16 @@ def run_script(ctx: Ctx, sha: str, keys: list[bytes], argv: list[bytes], readonl
     with engine.script_step(keep=lambda e: not isinstance(e, lua.ScriptKilled)):
         try:
             reply = scripting.run(sha, keys, argv, readonly=readonly)
+        except lua.ScriptKilled:
+            raise
+        except CommandError as e:
+            reply = e  # the script failed: the writes before the error stand, as in Redis
         finally:
             ctx.seen = max(ctx.seen, scripting.seen)
+        # Raising would undo the enclosing transaction's part of them: there the error is
+        # EXEC's reply item instead.
         if isinstance(reply, CommandError) and not nested:
-            raise reply  # an {err=} result: an error reply (the writes before it stand)
+            raise reply
     return reply
 
 
@@ -127,15 +133,15 @@ def script(ctx: Ctx, args: list[bytes]) -> Any:
     if sub == b"exists" and n >= 2:
         s = scripting_of(ctx.engine)
         return [int(s.exists(sha)) for sha in args[1:]]
-    if sub == b"flush" and n <= 3:
-        if n == 3 and args[2].upper() not in (b"ASYNC", b"SYNC"):
+    if sub == b"flush" and n <= 2:
+        if n == 2 and args[1].upper() not in (b"ASYNC", b"SYNC"):
             raise err("ERR SCRIPT FLUSH only support SYNC|ASYNC option")
         scripting_of(ctx.engine).flush()
         return OK
-    if sub == b"kill" and n == 2:
+    if sub == b"kill" and n == 1:
         # Scripts run on the one loop thread, so none is ever running when this is read.
         raise err("NOTBUSY No scripts in execution right now.")
-    if sub == b"help" and n == 2:
+    if sub == b"help" and n == 1:
         return _SCRIPT_HELP
     if sub in (b"load", b"exists", b"flush", b"kill", b"help"):
         raise err(f"ERR wrong number of arguments for 'script|{name}' command")
