@@ -9,15 +9,40 @@ the collector only reads `engine.stats`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
 if TYPE_CHECKING:
-    from helios_core.atlas.engine import Engine
+    from prometheus_client import CollectorRegistry
 
-__all__ = ["EngineCollector"]
+    from helios_core.atlas.engine import Engine
+    from helios_core.store.base import Store
+
+__all__ = ["EngineCollector", "export_engine"]
+
+
+def export_engine(store: Store, registry: CollectorRegistry | None = None) -> Callable[[], None]:
+    """Put the engine's `atlas_*` on this process's /metrics when `store` runs it here (embedded).
+
+    For every service that opens a store (``--data`` gives an embedded one): the gateway, the
+    proxy.  `registry` defaults to the process's `observability.metrics.REGISTRY`.  Returns the
+    undo, to call when the store closes (a no-op for a remote store, whose engine, if any, exports
+    its own).
+    """
+    from helios_core.store.embedded import EmbeddedStore
+
+    if not isinstance(store, EmbeddedStore):
+        return lambda: None
+    if registry is None:
+        from helios_core.observability.metrics import REGISTRY
+
+        registry = REGISTRY
+    collector = EngineCollector(store.engine)
+    registry.register(collector)
+    target = registry
+    return lambda: target.unregister(collector)
 
 
 class EngineCollector:

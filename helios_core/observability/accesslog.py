@@ -47,13 +47,17 @@ class AccessLog:
         return (self._fmt or self.writer.fmt) == "json"
 
     def write(self, fields: dict[str, Any]) -> None:
-        if not self.enabled:
+        writer = self.writer
+        if (self._level or writer.level) not in ENABLED_AT:
             return
-        self.writer.write_batched(self.render(fields, time.time()))
+        writer.write_batched(self._render(fields, time.time(), (self._fmt or writer.fmt) == "json"))
 
     def render(self, fields: dict[str, Any], now: float) -> str:
         """The line for `fields` at `now`, newline included."""
+        return self._render(fields, now, self.json)
+
+    def _render(self, fields: dict[str, Any], now: float, as_json: bool) -> str:
         fields = safe_fields(fields)
-        if self.json:
+        if as_json:
             return json_line(utc_stamp(now), "info", self.component, self.message, fields)
         return console_line(local_stamp(now), "info", self.component, self.message, fields)
