@@ -6,6 +6,7 @@ import asyncio
 import io
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -15,7 +16,16 @@ from helios_core.observability.accesslog import AccessLog
 from helios_core.observability.logging import get_logger, setup_logging
 from helios_core.observability.logwriter import WRITER, LogWriter
 
-pytestmark = pytest.mark.usefixtures("restore_logging")
+pytestmark = pytest.mark.usefixtures("restore_logging", "restore_writer")
+
+
+@pytest.fixture
+def restore_writer() -> Iterator[None]:
+    """The process's writer back on stderr with the defaults, as `restore_logging` puts loguru back."""
+    yield
+    WRITER.flush()
+    WRITER.set_stream(None)
+    WRITER.fmt, WRITER.level = "console", "info"
 
 FIELDS: dict[str, Any] = {"request_id": "r1", "method": "GET", "path": "/api/v1/kv/x", "status": 200,
                           "duration_ms": 1.25, "user": None, "client": "127.0.0.1"}
