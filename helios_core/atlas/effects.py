@@ -15,7 +15,17 @@ downtime would restart its countdown.
     ("HDEL", key, [field])            delete the key when it empties
     ("SADD", key, [member])           create the set if missing
     ("SREM", key, [member])           delete the key when it empties
+    ("LPUSH", key, [item])            push each item at the head (create the list if missing)
+    ("RPUSH", key, [item])            append each item (create the list if missing)
+    ("LPOP", key, n) / ("RPOP", key, n)  drop n items from that end; the key goes when it empties
+    ("LSET", key, index, value)       index >= 0, inside the list
+    ("LINSERT", key, index, value)    insert before position index (0..len)
+    ("LREM", key, count, value)       LREM's own rule (deterministic on the same list)
+    ("LTRIM", key, left, right)       drop `left` items from the head, `right` from the tail
     ("FLUSHALL",)
+
+List effects are positional, not idempotent: each record is replayed exactly
+once after the snapshot it follows, on the same list it was computed against.
 
 `apply_effect` can record an undo log, so a batch whose AOF write fails is
 rolled back and memory never gets ahead of disk.  The AOF line codec lives
@@ -27,6 +37,7 @@ from __future__ import annotations
 import base64
 import math
 import zlib
+from collections import deque
 from typing import Any
 
 import orjson
@@ -40,8 +51,9 @@ __all__ = [
 ]
 
 Effect = tuple
+LIST_CMDS = frozenset({"LPUSH", "RPUSH", "LPOP", "RPOP", "LSET", "LINSERT", "LREM", "LTRIM"})
 KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
-                        "FLUSHALL", "MULTI"})
+                        "FLUSHALL", "MULTI"}) | LIST_CMDS
 
 
 # -- applying -----------------------------------------------------------------------
@@ -97,6 +109,8 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         _apply_add(ks, eff, undo)
     elif op == "HDEL" or op == "SREM":
         _apply_remove(ks, eff, undo)
+    elif op in LIST_CMDS:
+        _apply_list(ks, eff, undo)
     elif op == "FLUSHALL":
         if undo is not None:
             undo.append(("swap", ks.data, ks.expires))
@@ -151,6 +165,85 @@ def _apply_remove(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         ks.remove(key)
 
 
+def _apply_list(ks: Keyspace, eff: Effect, undo: list | None) -> None:
+    """The list effects (a list is a deque; see listtype.py)."""
+    op, key = eff[0], eff[1]
+    value: Any = ks.data.get(key)  # (keyspace.Value does not name deque yet)
+    if op == "LPUSH" or op == "RPUSH":
+        if type(value) is not deque:
+            if undo is not None:
+                undo.append(("put", key, value, ks.expires.get(key)))
+                undo = None  # the new list is dropped whole on undo
+            value = deque()
+            ks.put(key, value, None)
+        if op == "LPUSH":
+            value.extendleft(eff[2])
+        else:
+            value.extend(eff[2])
+        if undo is not None:
+            undo.append(("lunpush", key, op == "LPUSH", len(eff[2])))
+        return
+    if type(value) is not deque:
+        return
+    if op == "LPOP" or op == "RPOP":
+        n = min(eff[2], len(value))
+        pop = value.popleft if op == "LPOP" else value.pop
+        items = [pop() for _ in range(n)]
+        if undo is not None:
+            undo.append(("lunpop", key, op == "LPOP", items))
+    elif op == "LSET":
+        _, _, index, item = eff
+        if undo is not None:
+            undo.append(("lset", key, index, value[index]))
+        value[index] = item
+        return
+    elif op == "LINSERT":
+        _, _, index, item = eff
+        value.insert(index, item)
+        if undo is not None:
+            undo.append(("ldel", key, index))
+        return
+    else:  # LREM, LTRIM: O(n) anyway, so the undo keeps a copy
+        if undo is not None:
+            undo.append(("lrestore", key, list(value)))
+        if op == "LREM":
+            _lrem(value, eff[2], eff[3])
+        else:
+            for _ in range(min(eff[2], len(value))):
+                value.popleft()
+            for _ in range(min(eff[3], len(value))):
+                value.pop()
+    if not value:
+        if undo is not None:
+            undo.append(("put", key, value, ks.expires.get(key)))
+        ks.remove(key)
+
+
+def _lrem(value: deque, count: int, item: bytes) -> int:
+    """Remove up to |count| items equal to `item` (all when 0; from the tail when negative)."""
+    if count >= 0:
+        kept = []
+        removed = 0
+        for x in value:
+            if x == item and (count == 0 or removed < count):
+                removed += 1
+            else:
+                kept.append(x)
+    else:
+        kept_rev = []
+        removed = 0
+        for x in reversed(value):
+            if x == item and removed < -count:
+                removed += 1
+            else:
+                kept_rev.append(x)
+        kept = kept_rev[::-1]
+    if removed:
+        value.clear()
+        value.extend(kept)
+    return removed
+
+
 def undo_effects(ks: Keyspace, undo: list) -> None:
     """Roll back, newest first, what `apply_effect` recorded."""
     for entry in reversed(undo):
@@ -191,6 +284,32 @@ def undo_effects(ks: Keyspace, undo: list) -> None:
                 members.update(entry[3])
         elif kind == "swap":
             ks.swap_in(entry[1], entry[2])
+        else:
+            _undo_list(ks, entry)
+
+
+def _undo_list(ks: Keyspace, entry: tuple) -> None:
+    kind, key = entry[0], entry[1]
+    value: Any = ks.data.get(key)
+    if type(value) is not deque:
+        return
+    if kind == "lunpush":
+        _, _, head, n = entry
+        for _ in range(n):
+            value.popleft() if head else value.pop()
+    elif kind == "lunpop":
+        _, _, head, items = entry
+        if head:
+            value.extendleft(items)
+        else:
+            value.extend(reversed(items))
+    elif kind == "lset":
+        value[entry[2]] = entry[3]
+    elif kind == "ldel":
+        del value[entry[2]]
+    elif kind == "lrestore":
+        value.clear()
+        value.extend(entry[2])
 
 
 def effect_keys(eff: Effect) -> list[bytes]:
@@ -247,6 +366,18 @@ def _effect_to_obj(eff: Effect) -> dict:
         _put_list(rec, "members", eff[2])
     elif op == "HDEL":
         _put_list(rec, "fields", eff[2])
+    elif op == "LPUSH" or op == "RPUSH":
+        _put_list(rec, "items", eff[2])
+    elif op == "LPOP" or op == "RPOP":
+        rec["count"] = eff[2]
+    elif op == "LSET" or op == "LINSERT":
+        rec["index"] = eff[2]
+        _put_bytes(rec, "value", eff[3])
+    elif op == "LREM":
+        rec["count"] = eff[2]
+        _put_bytes(rec, "value", eff[3])
+    elif op == "LTRIM":
+        rec["left"], rec["right"] = eff[2], eff[3]
     elif op == "HSET":
         try:
             rec["fields"] = [[f.decode(), v.decode()] for f, v in eff[2]]
@@ -398,6 +529,8 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
                                                 and isinstance(p[1], str) for p in raw):
             raise RecordError("HSET 'fields' must be a list of [field, value] pairs")
         return ("HSET", key, [(decode(f), decode(v)) for f, v in raw])
+    if op in LIST_CMDS:
+        return _list_effect(rec, op)
     if op == "FLUSHALL":
         return ("FLUSHALL",)
     if op == "MULTI":
@@ -406,6 +539,26 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
             raise RecordError("MULTI record without 'ops' list")
         return ("MULTI", [_obj_to_effect(o, now_ms) for o in ops])
     raise RecordError(f"unknown command '{op}'")
+
+
+def _int_field(rec: dict, op: str, name: str, lo: int = 0) -> int:
+    v = rec.get(name)
+    if type(v) is not int or v < lo:
+        raise RecordError(f"{op} field '{name}' must be an integer >= {lo}, got {v!r}")
+    return v
+
+
+def _list_effect(rec: dict, op: str) -> Effect:
+    key = _get_bytes(rec, "key")
+    if op == "LPUSH" or op == "RPUSH":
+        return (op, key, _get_list(rec, op, "items"))
+    if op == "LPOP" or op == "RPOP":
+        return (op, key, _int_field(rec, op, "count"))
+    if op == "LSET" or op == "LINSERT":
+        return (op, key, _int_field(rec, op, "index"), _get_bytes(rec, "value"))
+    if op == "LREM":
+        return (op, key, _int_field(rec, op, "count", -(1 << 63)), _get_bytes(rec, "value"))
+    return (op, key, _int_field(rec, op, "left"), _int_field(rec, op, "right"))
 
 
 def decode_line(line: bytes, now_ms: int) -> tuple[int | None, Effect]:

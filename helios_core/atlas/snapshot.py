@@ -10,11 +10,12 @@ Layout (never pickle):
         ["Z", key, [members], [scores]]    one sorted set
         ["H", key, [fields], [values]]     one hash
         ["SET", key, [members]]            one set
+        ["L", key, [items]]                one list, head first
         ["END", key_count]
     footer: b"CRC" + u32 big-endian CRC-32 of everything before the footer
 
-Version 1 readers written before hashes and sets existed refuse "H" and "SET"
-chunks by name ("unknown chunk"), and every older file loads here unchanged,
+Version 1 readers written before hashes, sets and lists existed refuse "H", "SET"
+and "L" chunks by name ("unknown chunk"), and every older file loads here unchanged,
 so the version stays 1.  Chunks of parallel lists let loading run at C speed (dict.update(zip(...)))
 instead of a Python-level loop per key.  Files are written to a temp name,
 fsynced, renamed into place and the directory fsynced, so a reader only ever
@@ -26,6 +27,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +47,7 @@ MAGIC = b"HELIOS-SNAPSHOT\n"
 VERSION = 1
 CHUNK = 4096
 FOOTER = struct.Struct(">3sI")
-_TAGS = frozenset({"S", "E", "Z", "H", "SET", "END"})
+_TAGS = frozenset({"S", "E", "Z", "H", "SET", "L", "END"})
 
 
 @dataclass
@@ -130,6 +132,8 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
                     w.write(packer.pack(["H", key, list(value), list(value.values())]))
                 elif t is set:
                     w.write(packer.pack(["SET", key, list(value)]))
+                elif t is deque:
+                    w.write(packer.pack(["L", key, list(value)]))
                 else:
                     strings.append(key)
                     if len(strings) == CHUNK:
@@ -217,6 +221,8 @@ def load_snapshot(path: Path) -> tuple[SnapshotInfo, dict, dict]:
                 data[chunk[1]] = dict(zip(chunk[2], chunk[3], strict=True))
             elif tag == "SET":
                 data[chunk[1]] = set(chunk[2])
+            elif tag == "L":
+                data[chunk[1]] = deque(chunk[2])
             elif tag == "END":
                 if chunk[1] != len(data):
                     raise _corrupt(path, f"holds {len(data)} keys, its trailer says {chunk[1]}")

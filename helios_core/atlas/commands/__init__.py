@@ -4,6 +4,7 @@ from helios_core.atlas.commands import (  # noqa: F401  (registration side effec
     connection,
     hashes,
     keys,
+    lists,
     scripting,
     server,
     sets,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections import deque
 from typing import Any
 
+from helios_core.atlas.blocking import signal
 from helios_core.atlas.commands.table import (
     OK,
     SYNTAX,
@@ -149,7 +151,7 @@ def persist(ctx: Ctx, args: list[bytes]) -> Any:
     return 1
 
 
-_TYPE_NAMES = {bytes: "string", ZSet: "zset", dict: "hash", set: "set"}
+_TYPE_NAMES = {bytes: "string", ZSet: "zset", dict: "hash", set: "set", deque: "list"}
 
 
 def type_name(value: Any) -> str:
@@ -281,7 +283,7 @@ def _rename(ctx: Ctx, args: list[bytes], nx: bool) -> Any:
         return 0 if nx else OK
     exp = ctx.expiry(src)
     t = type(value)
-    if t is ZSet or t is dict or t is set:
+    if t is ZSet or t is dict or t is set or t is deque:
         # A collection is logged whole under its new name: DEL clears what dst held
         # (a collection of the same type would otherwise be merged into).
         ctx.emit(("DEL", dst))
@@ -289,6 +291,9 @@ def _rename(ctx: Ctx, args: list[bytes], nx: bool) -> Any:
             ctx.emit(("ZADD", dst, list(value.items())))
         elif t is dict:
             ctx.emit(("HSET", dst, list(value.items())))
+        elif t is deque:
+            ctx.emit(("RPUSH", dst, list(value)))
+            signal(ctx, dst)  # a list appeared under dst: clients blocked on it are served
         else:
             ctx.emit(("SADD", dst, list(value)))
         if exp is not None:

@@ -1,0 +1,159 @@
+"""Clients parked by a blocking command (BLPOP, BRPOP, BLMOVE, BLMPOP, BRPOPLPUSH), per engine.
+
+How blocking works, as in Redis 7.0:
+
+1. A blocking command's handler first tries its non-blocking form.  When that
+   finds nothing and the command may block (`may_block`: it is the connection's
+   own top-level command, not one inside MULTI/EXEC, a JSON batch or a script),
+   it returns a `Block` instead of a reply.
+2. The connection parks: it stops reading, keeps the commands it had already
+   parsed after the blocking one, and registers a `Waiter` on every key, in
+   arrival order (FIFO per key), with a timer when the timeout is not 0.
+3. A command that turns a missing key into a list calls `signal(ctx, key)`.
+   Right after the command that signalled (in the same loop pass, before the
+   next command of any client), `Registry.serve()` re-runs each waiting
+   client's command on the ready keys, oldest first, until one finds the key
+   empty again.  The pop is a write of its own (its own effects and AOF record);
+   the caller makes its own reply wait for the newest of those records too, so
+   the push and the pops it caused are durable before either reply is seen.
+4. A timeout answers the command's nil (`*-1` in RESP2, `_` in RESP3).
+
+The registry knows nothing of sockets: a waiter's `conn` provides
+`serve_blocked(waiter) -> seq | None` (None: still nothing to pop).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # (commands import this module: no import of the command package at run time)
+    from helios_core.atlas.commands.table import Ctx
+
+__all__ = ["Block", "Waiter", "Registry", "registry", "signal", "may_block", "blocked_count"]
+
+
+class Block:
+    """A handler's answer meaning "park this client on `keys` until `deadline_ms` (0: forever)"."""
+
+    __slots__ = ("keys", "deadline_ms")
+
+    def __init__(self, keys: list[bytes], deadline_ms: int) -> None:
+        self.keys = list(dict.fromkeys(keys))
+        self.deadline_ms = deadline_ms
+
+
+class _Parkable(Protocol):
+    def serve_blocked(self, waiter: Waiter) -> int | None: ...
+
+
+class Waiter:
+    """One parked command: who, what to re-run, on which keys; `timer` is the connection's."""
+
+    __slots__ = ("conn", "argv", "keys", "deadline_ms", "timer", "active")
+
+    def __init__(self, conn: _Parkable, argv: list[bytes], block: Block) -> None:
+        self.conn = conn
+        self.argv = argv
+        self.keys = block.keys
+        self.deadline_ms = block.deadline_ms
+        self.timer: Any = None
+        self.active = True
+
+
+class Registry:
+    """Waiters by key (FIFO) and the keys made ready since the last `serve()`."""
+
+    __slots__ = ("by_key", "ready", "count", "__weakref__")
+
+    def __init__(self) -> None:
+        self.by_key: dict[bytes, deque[Waiter]] = {}
+        self.ready: dict[bytes, None] = {}  # an ordered set: keys are served in the order they became ready
+        self.count = 0
+
+    def park(self, conn: _Parkable, argv: list[bytes], block: Block) -> Waiter:
+        w = Waiter(conn, argv, block)
+        for key in w.keys:
+            self.by_key.setdefault(key, deque()).append(w)
+        self.count += 1
+        return w
+
+    def remove(self, w: Waiter) -> None:
+        """Forget a waiter (served, timed out, or its client went away)."""
+        if not w.active:
+            return
+        w.active = False
+        self.count -= 1
+        for key in w.keys:
+            q = self.by_key.get(key)
+            if q is None:
+                continue
+            try:
+                q.remove(w)
+            except ValueError:
+                pass
+            if not q:
+                del self.by_key[key]
+                self.ready.pop(key, None)
+
+    def signal(self, key: bytes) -> None:
+        if key in self.by_key:
+            self.ready[key] = None
+
+    def serve(self) -> int:
+        """Serve waiters on every ready key, oldest first; the newest record seq their replies wait for."""
+        top = 0
+        ready = self.ready
+        while ready:
+            key = next(iter(ready))
+            del ready[key]
+            q = self.by_key.get(key)
+            while q:
+                w = q[0]
+                seq = w.conn.serve_blocked(w)
+                if seq is None:
+                    break  # the key is empty again: the rest keep waiting
+                if w.active:  # (serve_blocked removes it; never loop on the same waiter)
+                    self.remove(w)
+                if seq > top:
+                    top = seq
+                q = self.by_key.get(key)
+        return top
+
+
+_REGISTRIES: weakref.WeakKeyDictionary[Any, Registry] = weakref.WeakKeyDictionary()
+
+
+def registry(engine: Any) -> Registry:
+    """The engine's registry (one per engine, created on first use)."""
+    reg = _REGISTRIES.get(engine)
+    if reg is None:
+        reg = _REGISTRIES[engine] = Registry()
+    return reg
+
+
+def signal(ctx: Ctx, key: bytes) -> None:
+    """`key` now holds a list (a push created it): wake its waiters after this command."""
+    engine = ctx.engine
+    if engine is not None:
+        reg = _REGISTRIES.get(engine)
+        if reg is not None and reg.by_key:
+            reg.signal(key)
+
+
+def may_block(ctx: Ctx, name: bytes, nargs: int) -> bool:
+    """Whether the running handler is its connection's own top-level command `name` (with `nargs`
+    arguments after the name).  Inside MULTI/EXEC, a JSON batch, a script or the embedded Store a
+    blocking command acts as its non-blocking form, as in Redis."""
+    conn = ctx.conn
+    if conn is None:
+        return False
+    current = getattr(conn, "current", None)
+    return current is not None and len(current) == nargs + 1 and current[0].lower() == name
+
+
+def blocked_count(engine: Any) -> int:
+    """Clients parked right now (INFO's blocked_clients)."""
+    reg = _REGISTRIES.get(engine)
+    return 0 if reg is None else reg.count

@@ -1,0 +1,64 @@
+"""The list value type: a `collections.deque[bytes]`, and the lookups and index rules lists share.
+
+A list is stored as a plain deque (see keyspace.py): O(1) at both ends, which is
+what LPUSH/RPOP and the blocking pops use; LINDEX/LSET/LINSERT walk from the
+nearer end, O(n) like Redis's quicklist.  Only the list effects (effects.py)
+mutate one, and they delete the key when its list empties: Redis never keeps an
+empty list, and a blocked client waits on an absent key.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from helios_core.atlas.commands.table import SYNTAX, WRONGTYPE, Ctx, err
+
+__all__ = ["List", "get_list", "is_list", "norm_range", "norm_index", "parse_side", "LEFT", "RIGHT"]
+
+List = deque  # the value type; tell it apart with `type(v) is List`
+
+LEFT = b"LEFT"
+RIGHT = b"RIGHT"
+
+
+def is_list(value: Any) -> bool:
+    return type(value) is List
+
+
+def get_list(ctx: Ctx, key: bytes) -> deque[bytes] | None:
+    """The list at `key`, None when absent, WRONGTYPE when the key holds another type."""
+    value = ctx.lookup(key)
+    if value is not None and type(value) is not List:
+        raise err(WRONGTYPE)
+    return value
+
+
+def norm_index(index: int, length: int) -> int | None:
+    """A Redis index (negative from the end) as a position, or None when outside the list."""
+    if index < 0:
+        index += length
+    return index if 0 <= index < length else None
+
+
+def norm_range(start: int, stop: int, length: int) -> tuple[int, int] | None:
+    """LRANGE/LTRIM's inclusive [start, stop] clamped to the list, or None when it selects nothing."""
+    if start < 0:
+        start += length
+    if stop < 0:
+        stop += length
+    if start < 0:
+        start = 0
+    if start > stop or start >= length:
+        return None
+    if stop >= length:
+        stop = length - 1
+    return start, stop
+
+
+def parse_side(raw: bytes) -> bytes:
+    """LEFT or RIGHT (any case), else Redis's syntax error."""
+    side = raw.upper()
+    if side != LEFT and side != RIGHT:
+        raise err(SYNTAX)
+    return side
