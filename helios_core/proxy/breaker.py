@@ -33,6 +33,8 @@ class CircuitBreaker:
         self._buckets: deque[list[float]] = deque()  # [bucket index, total, failures]
         self._total = 0
         self._failed = 0
+        self._current: list[float] = [0, 0, 0]  # the newest bucket, counted into directly until
+        self._current_end = 0.0  # it ends (0: no bucket yet, or the window was cleared)
         self.opened_count = 0  # times it opened, for status and metrics
 
     # ---------------------------------------------------------------- questions
@@ -92,6 +94,15 @@ class CircuitBreaker:
         elif self._total >= self.cfg.min_requests and self._failed >= self.cfg.error_ratio * self._total:
             self._open(now)
 
+    def success(self, now: float) -> None:
+        """`record(now, True)`; in the usual case (closed, within the newest bucket) a few increments."""
+        if self._state == CLOSED and now < self._current_end:
+            self._current[1] += 1
+            self._total += 1
+            self._consecutive = 0
+            return
+        self.record(now, True)
+
     def reset(self) -> None:
         self._close()
 
@@ -106,7 +117,8 @@ class CircuitBreaker:
             self._failed -= int(failed)
         if not self._buckets or self._buckets[-1][0] != index:
             self._buckets.append([index, 0, 0])
-        bucket = self._buckets[-1]
+        self._current = bucket = self._buckets[-1]
+        self._current_end = (index + 1) * width
         bucket[1] += 1
         self._total += 1
         if not ok:
@@ -128,3 +140,4 @@ class CircuitBreaker:
         self._probes = 0
         self._buckets.clear()
         self._total = self._failed = 0
+        self._current_end = 0.0

@@ -61,6 +61,63 @@ def _response_kind(name: bytes) -> int:
     return kind
 
 
+# (status, reason, framing, HTTP/1.1 client, headers) -> what `_build_head` made of them.
+_HEADS: dict[tuple[int, bytes, str, bool, tuple[tuple[bytes, bytes], ...]], tuple[bytes, str, bool]] = {}
+_HEAD_CACHE_SIZE = 1024
+_HEAD_CACHE_BYTES = 2048  # larger heads (cookies, long headers) are rebuilt each time: ~2 MB at most
+
+
+def _build_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: str, http11: bool,
+                upgrade: bool) -> tuple[bytes, str, bool]:
+    """A backend's response head as it goes to the client, without its Connection line and final CRLF.
+
+    Returns (head, framing to the client, whether the client connection may be kept alive): a
+    close-delimited or chunked body goes to an HTTP/1.1 client chunked, to an HTTP/1.0 one as it
+    comes, with the connection closed after it.
+    """
+    out = [b"HTTP/1.1 %d %b\r\n" % (status, reason or b"OK")]
+    connection: bytes | None = None
+    drop_length = framing != "length" and framing != "none"
+    kinds = _RESPONSE_NAMES
+    lines = _PASS_LINES
+    for header in headers:
+        line = lines.get(header)
+        if line is not None:  # a header passed on as it was before (Server, Content-Type, ...)
+            out.append(line)
+            continue
+        name, value = header
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _response_kind(name)
+        if kind == _R_PASS:
+            line = b"%b: %b\r\n" % (name, value)
+            if len(value) <= 256:  # short values only (not cookies): at most ~1 MB cached
+                if len(lines) > 4096:  # changing values (Date, ETag): keep the cache bounded
+                    lines.clear()
+                lines[header] = line
+            out.append(line)
+        elif kind == _R_LENGTH:
+            if not drop_length:
+                out.append(b"%b: %b\r\n" % (name, value))
+        elif kind == _R_CONNECTION:
+            connection = value
+        elif kind == _R_UPGRADE and upgrade:
+            out.append(b"Upgrade: %b\r\n" % value)
+    if connection is not None and connection.lower() not in _CONNECTION_PLAIN:
+        # Headers the backend's Connection names are hop-by-hop too (rare: filtered after the fact).
+        named = {t.strip().lower() for t in connection.split(b",")} - _CONNECTION_PLAIN
+        if named:
+            out = out[:1] + [line for line in out[1:] if line.split(b":", 1)[0].lower() not in named]
+    keep = True
+    if not upgrade and (framing == "chunked" or framing == "close"):
+        if http11:
+            framing = "chunked"
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            keep = False
+    return b"".join(out), framing, keep
+
+
 class TunnelSink:
     """What an upstream connection reports once it carries a WebSocket (or other upgraded) tunnel."""
 
@@ -138,8 +195,10 @@ class Exchange:
 
     # --- tries ---
 
-    def start(self) -> None:
-        now = self.service.clock()
+    def start(self, now: float | None = None) -> None:
+        """The first try; `now` is the clock's reading when the caller has one (one read per request)."""
+        if now is None:
+            now = self.service.clock()
         self.service.budget.request(now)
         self._attempt(now)
 
@@ -166,7 +225,7 @@ class Exchange:
         up, self.base = self.service.upstream_for(backend, self.pool_state.pool)
         self.netloc = up.netloc
         if not fresh:
-            conn = up.take_idle()
+            conn = up.take_idle(now)
             if conn is not None:
                 self._send(conn)
                 return
@@ -305,60 +364,32 @@ class Exchange:
             self._try_failed(f"backend answered {status}", retry=True)
             return
         self.status = status
-        client = self.client
         req = self.req
-        out = [b"HTTP/1.1 %d %b\r\n" % (status, reason or b"OK")]
-        upgrade = status == 101
-        connection: bytes | None = None
-        drop_length = framing != "length" and framing != "none"
-        kinds = _RESPONSE_NAMES
-        lines = _PASS_LINES
-        for header in headers:
-            line = lines.get(header)
-            if line is not None:  # a header passed on as it was before (Server, Content-Type, ...)
-                out.append(line)
-                continue
-            name, value = header
-            kind = kinds.get(name)
-            if kind is None:
-                kind = _response_kind(name)
-            if kind == _R_PASS:
-                line = b"%b: %b\r\n" % (name, value)
-                if len(value) <= 256:  # short values only (not cookies): at most ~1 MB cached
-                    if len(lines) > 4096:  # changing values (Date, ETag): keep the cache bounded
-                        lines.clear()
-                    lines[header] = line
-                out.append(line)
-            elif kind == _R_LENGTH:
-                if not drop_length:
-                    out.append(b"%b: %b\r\n" % (name, value))
-            elif kind == _R_CONNECTION:
-                connection = value
-            elif kind == _R_UPGRADE and upgrade:
-                out.append(b"Upgrade: %b\r\n" % value)
-        if connection is not None and connection.lower() not in _CONNECTION_PLAIN:
-            # Headers the backend's Connection names are hop-by-hop too (rare: filtered after the fact).
-            named = {t.strip().lower() for t in connection.split(b",")} - _CONNECTION_PLAIN
-            if named:
-                out = out[:1] + [line for line in out[1:] if line.split(b":", 1)[0].lower() not in named]
-        keep = req.keep_alive and req.upgrade is None and not self.service.draining
-        if upgrade:
-            out.append(b"Connection: Upgrade\r\n")
-        elif framing == "chunked" or framing == "close":
-            if req.http11:
-                framing = "chunked"
-                out.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                keep = False
+        if status == 101:
+            head, framing, keep_possible = _build_head(status, reason, headers, framing, req.http11, True)
+        else:
+            # A backend answers the same head again and again (a Date line apart, once a second):
+            # the head as it goes to the client is looked up whole before it is rebuilt.
+            key = (status, reason, framing, req.http11, tuple(headers))
+            cached = _HEADS.get(key)
+            if cached is None:
+                cached = _build_head(status, reason, headers, framing, req.http11, False)
+                if len(cached[0]) <= _HEAD_CACHE_BYTES:
+                    if len(_HEADS) >= _HEAD_CACHE_SIZE:
+                        _HEADS.clear()
+                    _HEADS[key] = cached
+            head, framing, keep_possible = cached
         # Set before the head is handed over: an embedding client (the gateway's) switches the
         # framing to "raw" when it takes the head, and Tornado frames the body itself.
         self.framing = framing
-        self.keep_alive = keep and req.body_done
-        if not upgrade:
-            out.append(b"Connection: keep-alive\r\n" if self.keep_alive else b"Connection: close\r\n")
-        out.append(b"\r\n")
+        self.keep_alive = (keep_possible and req.keep_alive and req.upgrade is None and not self.service.draining
+                           and req.body_done)
         self.responded = True
-        client.send_later(b"".join(out))
+        if status == 101:
+            self.client.send_later(head + b"Connection: Upgrade\r\n\r\n")
+        else:
+            self.client.send_later(head + (b"Connection: keep-alive\r\n\r\n" if self.keep_alive
+                                           else b"Connection: close\r\n\r\n"))
 
     def response_body(self, data: bytes) -> None:
         self.last_activity = self.loop.time()

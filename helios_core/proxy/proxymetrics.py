@@ -18,10 +18,11 @@ to date on every request.  Label children are cached so a request costs two dict
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import Counter, Histogram
+from prometheus_client.values import MutexValue
 
 from helios_core.observability.metrics import counter, gauge, histogram, render
 
@@ -44,10 +45,10 @@ class ProxyMetrics:
                              ("backend",))
         self._requests: dict[tuple[str, str, int], Counter] = {}
         self._durations: dict[tuple[str, str], Histogram] = {}
-        # (route, backend, code) -> what one answered try costs: the counter's inc, the histogram's sum
-        # inc, its buckets' incs and their bounds (a bisect instead of Histogram.observe's loop).
-        self._answered: dict[tuple[str, str, int], tuple[Callable[[float], None], Callable[[float], None],
-                                                         list[Callable[[float], None]], list[float]] | None] = {}
+        # (route, backend, code) -> the value cells one answered try adds to: the counter's, the
+        # histogram's sum and buckets, and the buckets' bounds (a bisect instead of observe's loop).
+        self._answered: dict[tuple[str, str, int], tuple[MutexValue, MutexValue, list[MutexValue], list[float]]
+                             | None] = {}
         self._retries: dict[str, Counter] = {}
         self._seen_health: set[tuple[str, str]] = set()
         self._seen_circuit: set[str] = set()
@@ -77,17 +78,21 @@ class ProxyMetrics:
             self.upstream(route, backend, code, seconds)
             self.request(route, backend, code)
             return
-        count, add_sum, buckets, bounds = fast
-        seconds = max(0.0, seconds)
-        add_sum(seconds)
+        count, total, buckets, bounds = fast
+        if seconds < 0.0:
+            seconds = 0.0
+        # The cells' floats are added to directly: their inc() takes a lock per call, three a request,
+        # and only this loop's thread writes them (a scrape reads a float, atomic under the GIL).
+        total._value += seconds  # noqa: SLF001
         i = bisect_left(bounds, seconds)
         if i < len(buckets):
-            buckets[i](1)
-        count(1)
+            buckets[i]._value += 1  # noqa: SLF001
+        count._value += 1  # noqa: SLF001
 
-    def _fast(self, route: str, backend: str, code: int) -> tuple[Callable[[float], None], Callable[[float], None],
-                                                                  list[Callable[[float], None]], list[float]] | None:
-        """The value cells behind the labelled children, if this prometheus_client has them (else None)."""
+    def _fast(self, route: str, backend: str, code: int) -> tuple[MutexValue, MutexValue, list[MutexValue],
+                                                                  list[float]] | None:
+        """The value cells behind the labelled children, if they are plain in-process floats (else None:
+        multiprocess mode's cells live in files and must be written through their methods)."""
         key = (route, backend, code)
         counter = self._requests.get(key)
         if counter is None:
@@ -96,15 +101,15 @@ class ProxyMetrics:
         if hist is None:
             hist = self._durations[(route, backend)] = self.duration.labels(route, backend)
         try:
-            count = counter._value.inc  # noqa: SLF001
-            add_sum = hist._sum.inc  # noqa: SLF001
-            buckets = [b.inc for b in hist._buckets]  # noqa: SLF001
+            count = counter._value  # noqa: SLF001
+            total = hist._sum  # noqa: SLF001
+            buckets = list(hist._buckets)  # noqa: SLF001
             bounds = list(hist._upper_bounds)  # noqa: SLF001
         except AttributeError:
             return None
-        if len(buckets) != len(bounds):
+        if len(buckets) != len(bounds) or any(type(v) is not MutexValue for v in (count, total, *buckets)):
             return None
-        return count, add_sum, buckets, bounds
+        return count, total, buckets, bounds
 
     def retry(self, route: str) -> None:
         child = self._retries.get(route)

@@ -29,6 +29,8 @@ class RetryBudget:
         self._buckets: deque[list[int]] = deque()  # [bucket index, requests, retries]
         self._requests = 0
         self._retries = 0
+        self._current: list[int] = [0, 0, 0]  # the newest bucket, and the time it ends: counted
+        self._current_end = 0.0  # into directly until then (no expiry can happen within it)
         self.refused = 0  # retries refused for lack of budget, for metrics
 
     def configure(self, share: float, min_per_second: float) -> None:
@@ -43,10 +45,14 @@ class RetryBudget:
             self._retries -= retries
         if not self._buckets or self._buckets[-1][0] < index:
             self._buckets.append([index, 0, 0])
-        return self._buckets[-1]
+        self._current = bucket = self._buckets[-1]
+        self._current_end = (bucket[0] + 1) * self._width
+        return bucket
 
     def request(self, now: float) -> None:
-        self._bucket(now)[1] += 1
+        # Once per client request: while the newest bucket lasts, one increment (no expiry to do).
+        bucket = self._current if now < self._current_end else self._bucket(now)
+        bucket[1] += 1
         self._requests += 1
 
     def available(self, now: float) -> int:

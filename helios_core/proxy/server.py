@@ -342,7 +342,9 @@ class ClientConnection(asyncio.Protocol):
             self._bad = bad
             raise
         if self.exchange is None and not self.queue and not self.closing:
-            self._start(req)  # the usual case (nothing pipelined ahead of it): no trip through the queue
+            # The usual case (nothing pipelined ahead of it): no trip through the queue, and the
+            # clock read when the request began serves as the exchange's start.
+            self._start(req, req.started)
         else:
             self.queue.append(req)
             if self.exchange is None:
@@ -499,7 +501,7 @@ class ClientConnection(asyncio.Protocol):
             req = self.queue.popleft()
             self._start(req)
 
-    def _start(self, req: Request) -> None:
+    def _start(self, req: Request, now: float | None = None) -> None:
         service = self.service
         path = req.url
         if path.startswith(_LOCAL_PREFIX):
@@ -519,7 +521,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = Exchange(self, req, match.route, match.upstream_path, pool_state)
         self.exchange = exchange
         req.exchange = exchange
-        exchange.start()
+        exchange.start(now)
 
     def _local(self, req: Request) -> None:
         path = req.url.split(b"?", 1)[0]

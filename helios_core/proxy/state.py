@@ -68,12 +68,16 @@ class BackendState:
         """The try ended. A connect failure is always a failure, whatever `ok` says."""
         if self.in_flight > 0:
             self.in_flight -= 1
-        ok = ok and not connect_failure
-        if not ok:
-            self.failures += 1
-        self.breaker.record(now, ok)
+        if ok and not connect_failure:
+            # The usual case, made cheap: the breaker counts a success in its window, and a success
+            # only resets the outlier's run of failures (what OutlierState.record does with it).
+            self.breaker.success(now)
+            self.outlier.consecutive = 0
+            return
+        self.failures += 1
+        self.breaker.record(now, False)
         may_eject = self._pool_state.may_eject if self._pool_state is not None else None
-        self.outlier.record(now, ok, may_eject)
+        self.outlier.record(now, False, may_eject)
 
     def health_result(self, now: float, ok: bool) -> bool:
         """An active check's result; True when it changed healthy/unhealthy."""

@@ -291,9 +291,10 @@ class UpstreamPool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
 
-    def take_idle(self) -> UpstreamConnection | None:
-        """A ready idle connection, or None (no waiting, no connecting)."""
-        now = self.clock()
+    def take_idle(self, now: float | None = None) -> UpstreamConnection | None:
+        """A ready idle connection, or None (no waiting, no connecting); `now` from `clock` if given."""
+        if now is None:
+            now = self.clock()
         while self.idle:
             conn = self.idle.pop()
             if conn.closed:
