@@ -16,6 +16,12 @@ authenticated, inside MULTI, RESP2 subscribed mode, JSON lines) sets
 `special`, which sends commands through `_dispatch_special` instead of
 straight to the engine.
 
+A blocking command with nothing to pop parks its connection (blocking.py):
+reading stops, the commands parsed after it wait in `parked_rest`, and the
+reply comes from `serve_blocked` (a write made the key ready, in the same
+loop pass) or the timeout.  `current` names the top-level command running, so
+a blocking command inside EXEC or a script acts as its non-blocking form.
+
 A connection whose first byte is `{` speaks JSON lines instead of RESP
 (helios_core/atlas/jsonlines.py): it swaps in that parser and reply encoder
 and otherwise runs exactly the same path, durability queue included.
@@ -30,6 +36,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from helios_core.atlas import blocking
+from helios_core.atlas.blocking import Block, Waiter
 from helios_core.atlas.commands import TABLE
 from helios_core.atlas.commands.connection import NOAUTH, QUEUED, check_password
 from helios_core.atlas.commands.table import OK, unknown_command
@@ -86,7 +94,7 @@ class Connection(asyncio.Protocol):
         "special", "closing", "queue", "out", "waiting_seq", "deferred", "read_paused",
         "write_paused", "addr", "laddr", "is_unix", "created", "last_active", "last_cmd", "_durable_cb",
         "net_in", "net_out", "sniff", "is_json", "enc", "enc_err", "futures", "auth_failures",
-        "auth_retry_at", "auth_paused",
+        "auth_retry_at", "auth_paused", "current", "blocked", "parked_rest", "blocks",
     )
 
     def __init__(self, server: AtlasServer, is_unix: bool) -> None:
@@ -131,6 +139,10 @@ class Connection(asyncio.Protocol):
         self.last_cmd = b"NULL"
         self._durable_cb = self._durable
         self.net_in = self.net_out = 0  # added to the server's totals when the connection ends
+        self.current: list[bytes] | None = None  # the top-level command running (see blocking.may_block)
+        self.blocked: Waiter | None = None       # set while parked by a blocking command
+        self.parked_rest: list[list[bytes]] = []  # commands parsed after the blocking one
+        self.blocks = blocking.registry(self.engine)
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -159,6 +171,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.blocked is not None:
+            self._unpark()
         self.queue.clear()
         self.futures = 0
         self.deferred = None
@@ -171,7 +185,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if not self.read_paused and not self.auth_paused and not self.closing:
+        if not self.read_paused and not self.auth_paused and not self.closing and self.blocked is None:
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -183,6 +197,9 @@ class Connection(asyncio.Protocol):
         cmds = parser.feed(data)
         self.net_in += len(data)
         if cmds:
+            if self.blocked is not None:  # (read before reading paused): after the blocked command
+                self.parked_rest.extend(cmds)
+                return
             unauthed = not self.authed
             if tracing.state.on:  # one span per batch; off, this one attribute is all tracing costs
                 with tracing.use(tracing.command_batch_span(cmds), end_on_exit=True):
@@ -235,10 +252,15 @@ class Connection(asyncio.Protocol):
         # between loop passes): a reply judged against this value at worst waits for a waiter
         # that add_waiter() below then calls at once.
         rel = engine.released_seq
+        blocks = self.blocks
         try:
-            for argv in cmds:
+            for i, argv in enumerate(cmds):
                 try:
+                    self.current = argv
                     reply = self._dispatch_special(argv) if self.special else execute(argv)
+                    if type(reply) is Block:
+                        self._park(argv, reply, cmds[i + 1:])
+                        break
                     if self.deferred is None:
                         payload: Any = enc(reply, self.resp3)
                     else:  # the reply comes later (SAVE, SHUTDOWN): hold its place in the queue
@@ -259,6 +281,12 @@ class Connection(asyncio.Protocol):
                 # The reveal rule (aof_writer.py), the same one the embedded Store keeps: the reply
                 # waits for the newest not-yet-durable record it observed (a write its own record).
                 seq = pending_seq()
+                if blocks.ready:
+                    # Clients blocked on keys this command filled are served now, before anything
+                    # else runs; this reply waits for their pops too (both durable, or neither seen).
+                    served = blocks.serve()
+                    if served > seq:
+                        seq = served
                 if seq > rel:
                     queue.append((seq, payload))
                     if seq > top:
@@ -271,6 +299,7 @@ class Connection(asyncio.Protocol):
                     break
         finally:
             ctx.conn = None
+            self.current = None
         self.last_cmd = cmds[-1][0]
         self.last_active = self.server.now  # a clock the server ticks: idle time in whole seconds
         if out:
@@ -355,7 +384,7 @@ class Connection(asyncio.Protocol):
             self._write(parts[0] if len(parts) == 1 else b"".join(parts))
         if self.read_paused and len(queue) < _QUEUE_RESUME:
             self.read_paused = False
-            if not self.write_paused and not self.auth_paused:
+            if not self.write_paused and not self.auth_paused and self.blocked is None:
                 self.transport.resume_reading()
         if not queue and self.closing:
             self.transport.close()
@@ -364,6 +393,106 @@ class Connection(asyncio.Protocol):
         """No reply owed except ones waiting on a future (used by shutdown)."""
         q = self.queue
         return not q or (type(q[0][1]) is not bytes and not q[0][1][0].done())
+
+    # -- blocking commands (blocking.py) -----------------------------------------------
+
+    def _park(self, argv: list[bytes], block: Block, rest: list[list[bytes]]) -> None:
+        """Stop reading and wait on `block.keys`; `rest` runs once the blocked command has its reply."""
+        w = self.blocks.park(self, argv, block)
+        self.blocked = w
+        self.parked_rest = rest
+        self.transport.pause_reading()
+        if block.deadline_ms:
+            delay = max(block.deadline_ms - self.engine.clock(), 0) / 1000
+            w.timer = asyncio.get_running_loop().call_later(delay, self._block_timeout)
+
+    def _unpark(self) -> None:
+        w = self.blocked
+        if w is None:
+            return
+        self.blocked = None
+        if w.timer is not None:
+            w.timer.cancel()
+            w.timer = None
+        self.blocks.remove(w)
+
+    def serve_blocked(self, w: Waiter) -> int | None:
+        """A key `w` waits on became ready: run its command again, without blocking.
+
+        Returns the seq its reply waits for, or None when there was still nothing to pop.
+        Runs inside another connection's batch (the writer's): the engine context is lent.
+        """
+        engine = self.engine
+        ctx = engine.ctx
+        lender = ctx.conn
+        ctx.conn = self
+        try:
+            reply = engine.execute(w.argv)
+            if reply is None or reply is NULL_ARRAY:
+                return None
+            payload = self.enc(reply, self.resp3)
+        except CommandError as e:
+            payload = self.enc_err(e)
+        except HeliosError as e:
+            payload = self.enc_err(f"ERR {e}")
+        finally:
+            ctx.conn = lender
+        seq = engine.pending_seq()
+        self._unpark()
+        self._deliver(payload, seq)
+        asyncio.get_running_loop().call_soon(self._resume_after_block)
+        return seq
+
+    def _block_timeout(self) -> None:
+        w = self.blocked
+        if w is None:
+            return
+        w.timer = None
+        # The nil says the keys were empty: it waits for what it reveals, as a read would.
+        pending = self.engine.ctx.pending
+        seq = max([pending.get(k, 0) for k in w.keys])
+        self._unpark()
+        self._deliver(self.enc(NULL_ARRAY, self.resp3), seq)
+        self._resume_after_block()
+
+    def unblock(self, error: bool) -> bool:
+        """CLIENT UNBLOCK: end the wait now, with the timeout's nil or (error) Redis's UNBLOCKED error."""
+        if self.blocked is None:
+            return False
+        self._unpark()
+        payload = (self.enc_err("UNBLOCKED client unblocked via CLIENT UNBLOCK") if error
+                   else self.enc(NULL_ARRAY, self.resp3))
+        self._deliver(payload, 0)
+        asyncio.get_running_loop().call_soon(self._resume_after_block)
+        return True
+
+    def _deliver(self, payload: bytes, seq: int) -> None:
+        """A reply produced outside this connection's own batch, kept in order and behind durability."""
+        if self.closing or self.transport is None:
+            return
+        queue = self.queue
+        if seq > self.engine.released_seq:
+            queue.append((seq, payload))
+            if seq > self.waiting_seq:
+                self.waiting_seq = seq
+                self.engine.add_waiter(seq, self._durable_cb)
+        elif queue:
+            queue.append((0, payload))
+            self._drain()
+        else:
+            self._write(payload)
+
+    def _resume_after_block(self) -> None:
+        """Run the commands that arrived behind the blocking one, then read again."""
+        if self.closing or self.blocked is not None or self.transport is None or self.transport.is_closing():
+            return
+        rest, self.parked_rest = self.parked_rest, []
+        if rest:
+            self._run(rest)
+            if self.blocked is not None:
+                return
+        if not (self.read_paused or self.write_paused or self.auth_paused or self.closing):
+            self.transport.resume_reading()
 
     # -- special dispatch: not authenticated, MULTI, RESP2 subscribed ------------------
 
@@ -531,7 +660,7 @@ class Connection(asyncio.Protocol):
     def _auth_wait_over(self) -> None:
         self.auth_paused = False
         self.auth_retry_at = 0.0  # the loop's timer may fire a hair before monotonic() reaches it
-        if self.closing or self.transport.is_closing():
+        if self.closing or self.transport.is_closing() or self.blocked is not None:
             return
         self._run_buffered()
         if self.parser.error is not None:
@@ -588,7 +717,7 @@ class Connection(asyncio.Protocol):
         """One CLIENT LIST line."""
         now = time.monotonic()
         flags = ("P" if self.subscribed else "") + ("x" if self.multi is not None else "") + \
-                ("U" if self.is_unix else "")
+                ("b" if self.blocked is not None else "") + ("U" if self.is_unix else "")
         return (f"id={self.id} addr={self.addr} laddr={self.laddr} fd={_fd(self.transport)} "
                 f"name={self.name.decode(errors='replace')} age={int(now - self.created)} "
                 f"idle={int(now - self.last_active)} flags={flags or 'N'} db=0 sub={len(self.channels)} "

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from helios_core import __version__
+from helios_core.atlas.blocking import blocked_count
 from helios_core.atlas.commands.table import (
     OK,
     SYNTAX,
@@ -208,7 +209,7 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
     section("Clients", [
         ("connected_clients", len(clients)),
         ("maxclients", getattr(server, "maxclients", 0)),
-        ("blocked_clients", 0),
+        ("blocked_clients", blocked_count(engine)),
         ("pubsub_clients", sum(1 for c in clients.values() if c.subscribed)),
         ("watching_clients", len({c for conns in getattr(server, "watched", {}).values() for c in conns})),
     ])
