@@ -7,11 +7,16 @@ request the bucket does not hold.
 
 State lives at ``rate:{clientId}`` as ``b"<milli>:<last_ms>"`` with a TTL of
 the time it takes to fill up again: an absent key is a full bucket, so idle
-clients cost nothing.  Each decision is one `transact` (read, decide, write),
-which is what makes it exact under concurrency: 200 requests racing on a
-bucket of N admit exactly N.  The write passes ``durable=False``: losing the
-last second of bucket state in a crash only forgives a few requests, and a
-rate limiter that waited for fsync would rate-limit the disk instead.
+clients cost nothing.  Each decision is one atomic store operation,
+`store.scripts.RATE_TAKE` (read, decide, write on the server: one EVALSHA
+round trip on Redis or atlasd, one engine step embedded), which is what makes
+it exact under concurrency: 200 requests racing on a bucket of N admit
+exactly N, and none of them waits for or fails on the others (a WATCH retry
+loop did, up to 409s).  `take()` below is the model that script must agree
+with (tests/unit/test_ratelimit_script.py).  The write passes
+``durable=False``: losing the last second of bucket state in a crash only
+forgives a few requests, and a rate limiter that waited for fsync would
+rate-limit the disk instead.
 
 Policies (default, per role, per client) come from configuration, overridden
 by a settings document an admin can change at run time (`SETTINGS_KEY`).
@@ -25,8 +30,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from helios_core.errors import ConfigError, InvalidInputError
+from helios_core.errors import ConfigError, HeliosError, InvalidInputError
 from helios_core.store.base import Store, Txn
+from helios_core.store.scripts import RATE_TAKE
 
 __all__ = [
     "Policy",
@@ -44,6 +50,9 @@ __all__ = [
 
 SETTINGS_KEY = "config:ratelimit"
 MILLI = 1000
+# A decision retried because the settings document changed between choosing the policy and
+# taking the token; only a storm of admin changes could use them all.
+_SETTINGS_RETRIES = 8
 
 
 @dataclass(frozen=True)
@@ -230,6 +239,11 @@ def apply_overrides(current: Mapping[str, Any], change: Mapping[str, Any]) -> di
     return out
 
 
+def _decision(reply: list[Any], policy: Policy) -> Decision:
+    allowed, remaining, reset_ms, retry_ms = reply
+    return Decision(bool(allowed), policy, int(remaining), int(reset_ms), int(retry_ms))
+
+
 class RateLimiter:
     """Decisions on buckets in a Store; `base` is the configured settings."""
 
@@ -269,30 +283,30 @@ class RateLimiter:
 
     async def hit(self, client_id: str, choose: Callable[[RateLimitSettings], Policy], now_ms: int,
                   cost: int = 1) -> Decision:
-        """Take `cost` tokens from `client_id`'s bucket under the policy `choose` picks."""
+        """Take `cost` tokens from `client_id`'s bucket under the policy `choose` picks.
+
+        The policy is chosen from the settings document last seen; the script checks that
+        document is still the stored one (else it answers with the new one, and we choose again).
+        """
         key = self.prefix + client_id
-
-        async def fn(txn: Txn) -> Decision:
-            raw_settings, raw = await txn.mget([SETTINGS_KEY, key])
-            policy = choose(self.settings_from(raw_settings))
-            decision, new = take(Bucket.decode(raw), policy, now_ms, cost)
-            if new is not None:
-                txn.set(key, new.encode(), px=max(1, decision.reset_ms))
-            return decision
-
-        return await self.store.transact(fn, durable=False)
+        raw, settings = self._cached
+        for _ in range(_SETTINGS_RETRIES):
+            policy = choose(settings)
+            seen = b"-" if raw is None else b"=" + raw
+            reply = await self.store.run_script(
+                RATE_TAKE, [key, SETTINGS_KEY], [policy.limit, policy.window_s, now_ms, cost, seen], durable=False)
+            if reply[0] != -1:
+                return _decision(reply, policy)
+            raw = reply[1] if len(reply) > 1 else None
+            settings = self.settings_from(raw)
+        raise HeliosError("the rate-limit settings kept changing while a request was being decided",
+                          code="ratelimit_settings_changing", status=503)
 
     async def hit_policy(self, client_id: str, policy: Policy, now_ms: int, cost: int = 1) -> Decision:
         """Take from a bucket with a fixed policy (login throttling), ignoring the settings."""
-        key = self.prefix + client_id
-
-        async def fn(txn: Txn) -> Decision:
-            decision, new = take(Bucket.decode(await txn.get(key)), policy, now_ms, cost)
-            if new is not None:
-                txn.set(key, new.encode(), px=max(1, decision.reset_ms))
-            return decision
-
-        return await self.store.transact(fn, durable=False)
+        reply = await self.store.run_script(RATE_TAKE, [self.prefix + client_id],
+                                            [policy.limit, policy.window_s, now_ms, cost], durable=False)
+        return _decision(reply, policy)
 
     async def credit(self, client_id: str, policy: Policy, now_ms: int, tokens: int = 1) -> None:
         """Give tokens back (a login that succeeded after all); never above capacity."""

@@ -12,6 +12,9 @@ embedded ATLAS engine, atlasd over a socket, and a real Redis or Valkey:
   that may lose the last second in a crash).  A backend that cannot run `fn`
   atomically (remote) re-runs it when a key it read changed meanwhile;
   so `fn` must have no side effects besides txn calls.
+- `run_script(op, keys, args)`: a named atomic operation (store/scripts.py),
+  one Lua definition run on the server in one step: for hot read-modify-write
+  state (rate-limit buckets, job leases) where a WATCH retry loop contends.
 - `subscribe(prefix)`: change notification for keys under a prefix, so long
   polls and config reloads need no busy loop.
 
@@ -23,7 +26,10 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from helios_core.store.scripts import ScriptOp
 
 __all__ = ["Reads", "Store", "Txn", "Subscription", "Key", "to_bytes", "ScoreBound"]
 
@@ -187,6 +193,13 @@ class Store(Reads):
 
     @abstractmethod
     async def transact(self, fn: Callable[[Txn], Awaitable[T] | T], *, durable: bool = True) -> T: ...
+
+    @abstractmethod
+    async def run_script(self, op: ScriptOp, keys: list[Key], args: list[Key | int | float], *,
+                         durable: bool = True) -> Any:
+        """Run `op` atomically on `keys` and `args`; its reply as a Redis client reads it (int,
+        bytes, None, nested lists).  An error the script raises is a CommandError.  `durable`
+        as for `transact`: False returns once the writes are logged, not waiting for them."""
 
     @abstractmethod
     def subscribe(self, prefix: Key) -> Subscription: ...

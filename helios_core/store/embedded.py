@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from helios_core.atlas.engine import Engine
 from helios_core.config import AtlasConfig
-from helios_core.errors import HeliosError
+from helios_core.errors import CommandError, HeliosError
 from helios_core.store.base import (
     Key,
     ScoreBound,
@@ -25,6 +25,7 @@ from helios_core.store.base import (
     range_args,
     to_bytes,
 )
+from helios_core.store.scripts import ScriptOp
 
 __all__ = ["EmbeddedStore"]
 
@@ -150,6 +151,23 @@ class EmbeddedStore(_EmbeddedReads, Store):
             if durable:
                 await reveal(engine, txn.observed)
         return result  # type: ignore[no-any-return]
+
+    async def run_script(self, op: ScriptOp, keys: list[Key], args: list[Key | int | float], *,
+                         durable: bool = True) -> Any:
+        """The operation's Lua source through the engine's EVALSHA: one engine step, one record."""
+        engine = self.engine
+        argv = [b"EVALSHA", op.sha, b"%d" % len(keys), *map(to_bytes, keys), *map(to_bytes, args)]
+        try:
+            try:
+                return engine.execute(argv)
+            except CommandError as e:
+                if not str(e).startswith("NOSCRIPT"):
+                    raise
+                engine.execute([b"SCRIPT", b"LOAD", op.source])  # once per engine (SCRIPT FLUSH: again)
+                return engine.execute(argv)
+        finally:
+            if durable:
+                await reveal(engine, engine.pending_seq())
 
     def subscribe(self, prefix: Key) -> Subscription:
         p = to_bytes(prefix)

@@ -46,7 +46,7 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -62,6 +62,7 @@ from helios_core.store.base import (
     range_args,
     to_bytes,
 )
+from helios_core.store.scripts import ScriptOp
 from helios_core.store.url import StoreURL, parse_store_url, with_local_password
 
 __all__ = ["RemoteStore", "RemoteTxn", "CHANNEL_PREFIX"]
@@ -367,6 +368,25 @@ class RemoteStore(_RemoteReads, Store):
             if isinstance(reply, ResponseError):
                 raise CommandError(f"transaction write {_shown(argv)} failed: {reply} (the server applied the "
                                    f"transaction's other writes: Redis-protocol transactions do not roll back)")
+
+    async def run_script(self, op: ScriptOp, keys: list[Key], args: list[Key | int | float], *,
+                         durable: bool = True) -> Any:
+        """EVALSHA, and EVAL once when the server does not have the script (a restart, SCRIPT FLUSH).
+
+        One round trip either way: no WATCH, nothing to retry on contention, since the server
+        runs the script atomically.  `durable` is the server's business, as for transact().
+        """
+        ks = [to_bytes(k) for k in keys]
+        tail = [b"%d" % len(ks), *ks, *map(to_bytes, args)]
+        announce = [[b"PUBLISH", CHANNEL_PREFIX + k, b""] for k in ks] if self.notify and op.notify else []
+        if announce:
+            await self._feed.settled()
+        replies = await self._call([[b"EVALSHA", op.sha, *tail], *announce])
+        if isinstance(replies[0], NoScriptError):
+            replies = await self._call([[b"EVAL", op.source, *tail], *announce])
+        if isinstance(replies[0], ResponseError):
+            raise CommandError(f"{op.name}: {replies[0]}")
+        return replies[0]
 
     def subscribe(self, prefix: Key) -> Subscription:
         p = to_bytes(prefix)
