@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.integration.test_atlasd_support import unused_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -150,9 +149,13 @@ def test_gateway_access_and_ordinary_lines_one_shape_in_order(tmp_path: Path,
     assert line["method"] == "GET" and line["client"] == "127.0.0.1"
 
 
-def test_proxy_access_and_ordinary_lines_one_shape_in_order(tmp_path: Path,
+def test_proxy_access_and_ordinary_lines_one_shape_in_order(tmp_path: Path, request: pytest.FixtureRequest,
                                                            start: Callable[[str, list[str]], Proc]) -> None:
-    backend = f"http://127.0.0.1:{unused_port()}"  # refused: the proxy answers 502 and says why
+    # A port held but not listening: connections to it are refused, and no other test can take it.
+    hold = socket.socket()
+    hold.bind(("127.0.0.1", 0))
+    request.addfinalizer(hold.close)
+    backend = f"http://127.0.0.1:{hold.getsockname()[1]}"  # refused: the proxy answers 502 and says why
     config = tmp_path / "proxy.yaml"
 
     def write_config(prefix: str) -> None:
