@@ -10,6 +10,7 @@ non-blocking form and returns a `Block` when it may park its client.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -41,8 +42,8 @@ def _range_long(raw: bytes, lo: int, hi: int, msg: str | None = None) -> int:
 def parse_timeout(raw: bytes, now_ms: int) -> int:
     """A blocking command's timeout in seconds (a long double) as an absolute deadline in ms, 0: forever.
 
-    As Redis 7.0 on x86-64: seconds * 1000 truncated to a long long, where a value past its range
-    (inf, 1e20) becomes LLONG_MIN and so "negative", and less than a millisecond is 0: forever.
+    As Redis 7.0 on x86-64: ceil(seconds * 1000) as a long long, where a value past its range
+    (inf, 1e20) becomes LLONG_MIN and so "negative"; any positive fraction waits at least 1 ms.
     """
     try:
         seconds = ld_parse(raw)
@@ -51,16 +52,12 @@ def parse_timeout(raw: bytes, now_ms: int) -> int:
     if isinstance(seconds, float):  # +-inf
         ms = LONG_MIN
     else:
-        ms = int(seconds * 1000)
+        ms = math.ceil(seconds * 1000)
         if not LONG_MIN <= ms <= LONG_MAX:
             ms = LONG_MIN
     if ms < 0:
         raise err("ERR timeout is negative")
-    if ms > 0:
-        if ms > LONG_MAX - now_ms:
-            raise err("ERR timeout is out of range")
-        ms += now_ms
-    return ms
+    return min(now_ms + ms, LONG_MAX) if ms else 0
 
 
 # -- pushing ------------------------------------------------------------------------------
