@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test run lint docs
+.PHONY: venv test run lint docs bench
 
 venv: $(STAMP)
 
@@ -38,3 +38,14 @@ lint: venv
 # Regenerate the checked-in shell completions (completions/) and man pages (man/).
 docs: venv
 	$(VENV)/bin/python scripts/gen_docs.py
+
+# make bench: bench/ at a short setting (a few minutes; never part of `make test`), HELIOS against
+# redis-server, fakeredis, Dramatiq, RQ, nginx, HAProxy and proxy.py -> bench/results/latest.md,
+# latest.json and PNG charts. BENCH_ARGS="--only proxy,jobs" runs some, "--full" the scripts' own
+# (long) settings. The bench extra brings the Python peers and matplotlib; BENCH_INSTALL=0 skips
+# installing it (a missing peer is then left out with a note).
+BENCH_ARGS ?=
+BENCH_INSTALL ?= 1
+bench: venv
+	$(if $(filter 1,$(BENCH_INSTALL)),$(VENV)/bin/python -m pip install -q -e '.[bench]')
+	$(VENV)/bin/python bench/report.py $(BENCH_ARGS)
