@@ -10,15 +10,11 @@ download keeps memory flat).  One request is forwarded at a time per client
 connection; pipelined requests wait (parsed, their bodies buffered up to a
 bound, then reading pauses).
 
-What a request becomes on the way up: hop-by-hop headers (Connection,
-Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade and those the
-Connection header names) are dropped; ``X-Forwarded-For`` gets the peer
-appended (an incoming one is kept only from `trusted_proxies`, as are
-``X-Forwarded-Proto``/``-Host``), ``Via: 1.1 helios`` is added, a valid W3C
-``traceparent`` is passed on and a missing or malformed one replaced by a new
-trace.  ``Host`` is passed on unchanged.  ``Expect: 100-continue`` is answered
-by the proxy itself.  WebSocket (any ``Upgrade``) requests get a fresh
-upstream connection; after the backend's 101, bytes are spliced both ways.
+What a request becomes on the way up (hop-by-hop headers dropped,
+``X-Forwarded-*``, ``Via`` and ``traceparent``; smuggling refused) is
+reqhead.py's.  ``Expect: 100-continue`` is answered by the proxy itself.
+WebSocket (any ``Upgrade``) requests get a fresh upstream connection; after
+the backend's 101, bytes are spliced both ways.
 
 Answers of the proxy itself use HELIOS's JSON error shape and close the
 connection when the request was bad: 400 (malformed, conflicting
@@ -37,10 +33,7 @@ config version and every backend's state) and ``GET /_helios/proxy/metrics``
 from __future__ import annotations
 
 import asyncio
-import binascii
 import ipaddress
-import os
-import re
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -49,6 +42,8 @@ import orjson
 
 from helios_core.observability.logging import get_logger
 from helios_core.proxy.exchange import Exchange, TunnelSink
+from helios_core.proxy.reqhead import BadRequest as _BadRequest
+from helios_core.proxy.reqhead import HeadInfo, apply, derive, new_id
 from helios_core.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -63,15 +58,7 @@ STATUS_PATH = b"/_helios/proxy/status"
 METRICS_PATH = b"/_helios/proxy/metrics"
 _LOCAL_PREFIX = b"/_helios/proxy/"
 
-# Request headers the proxy reads or replaces, by lower-case name (one dict probe per header).
-(_K_HOST, _K_LENGTH, _K_TE, _K_CONNECTION, _K_UPGRADE, _K_EXPECT, _K_XFF, _K_XFP, _K_XFH, _K_VIA, _K_TRACEPARENT,
- _K_TRACESTATE, _K_REQUEST_ID, _K_DROP) = range(14)
-_SPECIAL = {b"host": _K_HOST, b"content-length": _K_LENGTH, b"transfer-encoding": _K_TE, b"connection": _K_CONNECTION,
-            b"upgrade": _K_UPGRADE, b"expect": _K_EXPECT, b"x-forwarded-for": _K_XFF, b"x-forwarded-proto": _K_XFP,
-            b"x-forwarded-host": _K_XFH, b"via": _K_VIA, b"traceparent": _K_TRACEPARENT, b"tracestate": _K_TRACESTATE,
-            b"x-request-id": _K_REQUEST_ID, b"keep-alive": _K_DROP, b"te": _K_DROP, b"trailer": _K_DROP}
 _PENDING_LIMIT = 256 * 1024  # buffered request body bytes before the client's reading pauses
-_TRACEPARENT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _CODES = {400: "bad_request", 404: "not_found", 408: "request_timeout", 413: "payload_too_large",
           431: "headers_too_large", 500: "internal", 502: "bad_gateway", 503: "unavailable", 504: "gateway_timeout"}
 _REASONS = {400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout", 413: b"Payload Too Large",
@@ -82,29 +69,6 @@ _REASONS = {400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout", 413
 def error_body(code: str, message: str, request_id: str) -> bytes:
     """The gateway's error shape (helios_core.gateway.base.error_body), without importing Tornado."""
     return orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
-
-
-def _new_id() -> str:
-    return os.urandom(8).hex()
-
-
-# Random hex for request, trace and span ids, drawn from os.urandom 8 KB at a time: one getrandom
-# call per 128 requests instead of one per request.  A forked worker starts with its own.
-_RANDOM_HEX_CHARS = 64
-_random_hex = b""
-_random_at = 0
-
-
-def _next_random_hex() -> bytes:
-    """64 random hex digits (32 bytes from os.urandom), ASCII."""
-    global _random_hex, _random_at  # noqa: PLW0603 - one process-wide buffer, refilled in place
-    at = _random_at
-    end = at + _RANDOM_HEX_CHARS
-    if end > len(_random_hex):
-        _random_hex = binascii.hexlify(os.urandom(4096))
-        at, end = 0, _RANDOM_HEX_CHARS
-    _random_at = end
-    return _random_hex[at:end]
 
 
 # (host, target, method) -> the router's answer, for the router it came from: a client asks for the
@@ -132,28 +96,6 @@ def _route(router: Router, host: bytes, url: bytes, method: str) -> Match | None
             _route_cache.clear()
         _route_cache[key] = match
     return match
-
-
-def _forget_random() -> None:
-    global _random_hex, _random_at  # noqa: PLW0603
-    _random_hex, _random_at = b"", 0
-
-
-os.register_at_fork(after_in_child=_forget_random)
-
-
-def _valid_traceparent(value: bytes) -> bool:
-    m = _TRACEPARENT.match(value.strip().lower())
-    if m is None:
-        return False
-    version, trace, span, _ = m.groups()
-    return version != b"ff" and trace != b"0" * 32 and span != b"0" * 16
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 class Request:
@@ -211,6 +153,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: UpstreamConnection | None = None
         self.upgrade_pending: Request | None = None  # an upgrade request waiting for its 101
         self._bad: _BadRequest | None = None
+        self._head: HeadInfo | None = None  # what the last request's headers made (reqhead.derive)
         self.out: list[bytes] = []  # response bytes of one upstream read, sent with one write
         self.last_seen = self.head_started = service.loop.time()  # for the idle and header timeouts
         self._in_headers = False
@@ -377,112 +320,16 @@ class ClientConnection(asyncio.Protocol):
     # --- request handling ---
 
     def _prepare(self, req: Request, upgrade: bool) -> None:
-        """Check the head (smuggling, sizes) and build the header block sent upstream."""
-        service = self.service
-        length: bytes | None = None  # the Content-Length value (several must agree)
-        lengths_differ = False
-        te: bytes | None = None
-        named: set[bytes] | None = None
-        xff = xfp = xfh = via = tp = ts = rid = None
-        out: list[bytes] = []  # the header lines as they go upstream
-        special = _SPECIAL
-        for name, value in req.headers:
-            low = name.lower()
-            kind = special.get(low)
-            if kind is None:
-                if not low.startswith(b"proxy-"):
-                    out.append(b"%b: %b\r\n" % (name, value))
-            elif kind == _K_HOST:
-                req.host = value
-                out.append(b"%b: %b\r\n" % (name, value))
-            elif kind == _K_LENGTH:
-                value = value.strip()
-                if length is None:
-                    length = value
-                elif value != length:
-                    lengths_differ = True
-            elif kind == _K_TE:
-                te = value
-            elif kind == _K_CONNECTION:
-                if named is None:
-                    named = set()
-                named.update(t.strip().lower() for t in value.split(b","))
-            elif kind == _K_UPGRADE:
-                req.upgrade = value
-            elif kind == _K_EXPECT:
-                req.expect_continue = value.strip().lower() == b"100-continue"
-            elif kind == _K_XFF:
-                xff = value if xff is None else xff + b", " + value
-            elif kind == _K_XFP:
-                xfp = value
-            elif kind == _K_XFH:
-                xfh = value
-            elif kind == _K_VIA:
-                via = value if via is None else via + b", " + value
-            elif kind == _K_TRACEPARENT:
-                tp = value
-            elif kind == _K_TRACESTATE:
-                ts = value
-            elif kind == _K_REQUEST_ID:
-                rid = value
-                out.append(b"%b: %b\r\n" % (name, value))
-            # else: another hop-by-hop header (Keep-Alive, TE, Trailer): dropped
-        # Request smuggling: a body framed two ways is refused, never guessed at.
-        if te is not None and length is not None:
-            raise _BadRequest(400, "both Content-Length and Transfer-Encoding given")
-        if lengths_differ:
-            raise _BadRequest(400, "several differing Content-Length headers")
-        if te is not None:
-            if te.strip().lower() != b"chunked":
-                raise _BadRequest(400, "unsupported Transfer-Encoding (only chunked)")
-            req.chunked = True
-        if length is not None:
-            if not length.isdigit():
-                raise _BadRequest(400, "bad Content-Length")
-            req.length = int(length)
-        limit = service.config.max_body_bytes
-        if limit is not None and req.length is not None and req.length > limit:
+        """Check the head (smuggling, sizes) and build the header block sent upstream (reqhead.py)."""
+        info = self._head
+        if info is None or not info.matches(req.headers, upgrade, req.http11):
+            # A keep-alive client sends the same headers again and again: derived once per change.
+            info = self._head = derive(req.headers, upgrade, req.http11, self.peer_bytes, self.trusted,
+                                       self.service.scheme)
+        limit = self.service.config.max_body_bytes
+        if limit is not None and info.length is not None and info.length > limit:
             raise _BadRequest(413, f"request body over {limit} bytes")
-        if not req.host and req.http11:
-            raise _BadRequest(400, "missing Host header")
-        if named:  # headers the Connection header names are hop-by-hop too (rare: filtered after the fact)
-            out = [line for line in out if line.split(b":", 1)[0].lower() not in named]
-        if not upgrade:
-            req.upgrade = None
-        rnd = _next_random_hex()  # the request id, trace id and span id
-        if rid and len(rid) <= 200:
-            req.request_id = rid.decode("latin-1")
-        else:
-            req.request_id = rnd[:16].decode()
-            if rid is None:
-                out.append(b"X-Request-Id: %b\r\n" % rnd[:16])
-        peer = self.peer_bytes
-        trusted = self.trusted
-        fwd_host = xfh if trusted and xfh else req.host
-        # The X-Forwarded-* and Via lines in one formatting (they come in every request).
-        if fwd_host:
-            out.append(b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\nX-Forwarded-Host: %b\r\nVia: %b1.1 helios\r\n"
-                       % (xff + b", " + peer if trusted and xff else peer,
-                          xfp if trusted and xfp else service.scheme, fwd_host, via + b", " if via else b""))
-        else:
-            out.append(b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\nVia: %b1.1 helios\r\n"
-                       % (xff + b", " + peer if trusted and xff else peer,
-                          xfp if trusted and xfp else service.scheme, via + b", " if via else b""))
-        if tp is not None and _valid_traceparent(tp):
-            out.append(b"traceparent: %b\r\n" % tp.strip())
-            if ts is not None:
-                out.append(b"tracestate: %b\r\n" % ts)
-            req.trace_id = tp.strip()[3:35].decode()
-        else:
-            req.trace_id = rnd[16:48].decode()
-            out.append(b"traceparent: 00-%b-%b-01\r\n" % (rnd[16:48], rnd[48:]))
-        if req.upgrade is not None:
-            out.append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % req.upgrade)
-        elif req.chunked:
-            out.append(b"Transfer-Encoding: chunked\r\n")
-        elif req.length is not None:
-            out.append(b"Content-Length: %d\r\n" % req.length)
-        req.fwd = b"".join(out)
+        apply(info, req)
 
     def _body(self, req: Request, framed: bytes) -> None:
         exchange = req.exchange
@@ -588,7 +435,7 @@ class ClientConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
-        rid = _new_id()
+        rid = new_id()
         body = error_body(_CODES.get(status, "error"), message, rid)
         self.write(b"HTTP/1.1 %d %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                    b"Connection: close\r\n\r\n%b" % (status, _REASONS.get(status, b"Error"), len(body), body))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from helios_core.proxy.proxymetrics import ProxyMetrics
-from helios_core.proxy.server import _next_random_hex
+from helios_core.proxy.reqhead import next_random_hex as _next_random_hex
 
 
 def _lines(text: str, route: str) -> list[str]:
