@@ -8,6 +8,9 @@ Without a subcommand the group runs the daemon:
 - ``helios proxy --data DIR`` or ``--store URL``: from the store
   (``proxy:route:*``, ``proxy:backend:*``); a change made with ``helios proxy
   route|backend add|rm`` or the gateway's admin API applies within a second.
+  A free data directory is opened by the proxy, which then serves its unix
+  socket as atlasd would: ``helios snapshot --data DIR`` and ``helios proxy
+  route list --data DIR`` work while it runs.
 
 ``--workers N`` runs N processes sharing the port (SO_REUSEPORT).  SIGTERM or
 Ctrl-C stops accepting and lets in-flight requests finish (``--grace``).
@@ -122,11 +125,10 @@ def _source_opener(obj: CliContext, config_file: Path | None, data_dir: Path | N
                                    "share its socket); or use --store URL")
 
     async def open_from_store() -> tuple[ConfigSource, Callable[[], Awaitable[None]]]:
-        from helios_core.proxy.store_config import StoreConfigSource
-        from helios_core.store.url import open_store
+        from helios_core.proxy.service import open_store_source
 
-        store = await open_store(data=data_dir, url=store_url, config=obj.config, tool="helios proxy")
-        return StoreConfigSource(store), store.close
+        # A free --data directory: this process serves its socket while it runs (tools reach it).
+        return await open_store_source(obj.config, data_dir=data_dir, store_url=store_url)
 
     return open_from_store
 

@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from helios_core.errors import ConfigError, HeliosError
 from helios_core.observability.accesslog import AccessLog
@@ -51,7 +51,11 @@ from helios_core.proxy.server import ClientConnection, Request
 from helios_core.proxy.state import BackendState, PoolState
 from helios_core.proxy.upstream import UpstreamPool, Upstreams
 
-__all__ = ["ProxyService", "ConfigSource", "FileConfigSource", "ServeOptions", "serve", "run_proxy", "bind_socket"]
+if TYPE_CHECKING:
+    from helios_core.config import HeliosConfig
+
+__all__ = ["ProxyService", "ConfigSource", "FileConfigSource", "ServeOptions", "serve", "run_proxy", "bind_socket",
+           "open_store_source"]
 
 log = get_logger("proxy")
 TICK = 0.05  # seconds between timeout checks: timeouts fire within this much of their due time
@@ -92,6 +96,46 @@ class FileConfigSource:
 
     def close(self) -> None:
         pass
+
+
+async def open_store_source(config: HeliosConfig, *, data_dir: Path | None = None, store_url: str | None = None,
+                            ) -> tuple[ConfigSource, Callable[[], Awaitable[None]]]:
+    """The config source of ``helios proxy --data DIR | --store URL`` and the coroutine function that closes it.
+
+    A data directory atlasd (or a gateway) owns is reached through its socket.  A free one is opened
+    embedded, and this process then serves its unix socket as atlasd would (mode 0600, as the
+    gateway does: issue 13 section 5), so ``helios snapshot --data DIR`` and ``helios proxy route
+    list --data DIR`` work while the proxy runs; closing stops serving it, then closes the store.
+    """
+    from helios_core.atlas.daemon import SOCKET_NAME, UNIX_PATH_MAX, AtlasServer
+    from helios_core.proxy.store_config import StoreConfigSource
+    from helios_core.store import EmbeddedStore
+    from helios_core.store.url import open_store
+
+    sock = Path(data_dir).absolute() / SOCKET_NAME if data_dir is not None else None
+    if sock is not None and len(str(sock).encode()) > UNIX_PATH_MAX:
+        log.warning("data directory path too long for a unix socket: tools cannot reach it while the proxy runs",
+                    socket=str(sock))
+        sock = None
+    store = await open_store(data=data_dir, url=store_url, config=config, tool="helios proxy",
+                             **({"socket": str(sock)} if sock is not None else {}))
+    lender: AtlasServer | None = None
+    if isinstance(store, EmbeddedStore) and sock is not None:
+        lender = AtlasServer(store.engine, config, sock, owner="helios proxy")
+        try:
+            await lender.serve_socket()
+        except BaseException:
+            await store.close()
+            raise
+
+    async def close() -> None:
+        try:
+            if lender is not None:
+                await lender.stop_serving()
+        finally:
+            await store.close()
+
+    return StoreConfigSource(store), close
 
 
 class ProxyService:

@@ -135,3 +135,52 @@ def test_cli_refusals_in_process(tmp_path: Path) -> None:
     assert f"{bad}:3" in out.output and "nope" in out.output
     out = runner.invoke(cli, ["proxy", "--help"])
     assert out.exit_code == 0 and "--workers" in out.output and "route" in out.output
+
+
+def test_a_data_dir_the_proxy_owns_serves_its_socket(backend: BackendProcess, tmp_path: Path) -> None:
+    """`helios proxy --data DIR` on a free directory: tools reach DIR through its socket while it runs."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
+
+    def helios(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([HELIOS, *args, "--data", str(data)], capture_output=True, text=True, env=env,
+                              timeout=60)
+
+    out = helios("proxy", "backend", "add", "--id", "web1", "--pool", "web", "--url", backend.url)
+    assert out.returncode == 0, out.stderr
+    out = helios("proxy", "route", "add", "--id", "all", "--prefix", "/", "--pool", "web")
+    assert out.returncode == 0, out.stderr
+    log = open(tmp_path / "proxy.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([HELIOS, "--log-format", "json", "proxy", "--data", str(data), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=log, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        assert "listening on" in line, (line, (tmp_path / "proxy.log").read_text())
+        port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+        wait_until(lambda: request(port, "GET", "/echo")[0] == 200, 20)
+        assert (data / "atlas.sock").exists()
+
+        # While the proxy runs: its store is reached through the socket, for reading and for changes.
+        out = helios("proxy", "route", "list", "--json")
+        assert out.returncode == 0 and [r["id"] for r in json.loads(out.stdout)] == ["all"], out.stderr
+        out = helios("proxy", "route", "add", "--id", "two", "--prefix", "/two/", "--pool", "web",
+                     "--strip-prefix")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: json.loads(request(port, "GET", "/two/echo")[2]).get("path") == "/echo", 10)
+        out = helios("snapshot")
+        assert out.returncode == 0, out.stderr
+        assert (data / "dump.rdb").exists()
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not (data / "atlas.sock").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+    # Stopped: the directory is free again, and the route added while it ran is in it.
+    out = helios("proxy", "route", "list", "--json")
+    assert out.returncode == 0 and sorted(r["id"] for r in json.loads(out.stdout)) == ["all", "two"], out.stderr
