@@ -17,9 +17,9 @@ authenticated, inside MULTI, RESP2 subscribed mode, JSON lines) sets
 straight to the engine.
 
 A blocking command with nothing to pop parks its connection (blocking.py):
-reading stops, the commands parsed after it wait in `parked_rest`, and the
-reply comes from `serve_blocked` (a write made the key ready, in the same
-loop pass) or the timeout.  `current` names the top-level command running, so
+the commands parsed after it wait in `parked_rest` (reading goes on, so a
+hang-up is seen, up to a bound), and its reply comes from `serve_blocked` (a
+write made the key ready, in the same loop pass) or from the timeout.  `current` names the top-level command running, so
 a blocking command inside EXEC or a script acts as its non-blocking form.
 
 A connection whose first byte is `{` speaks JSON lines instead of RESP
@@ -70,6 +70,7 @@ AUTH_MAX_FAILURES = 10
 # queued replies and resumed when the queue is short again.
 _QUEUE_PAUSE = 20_000
 _QUEUE_RESUME = 2_000
+_PARKED_PAUSE = 1_000  # commands held behind a blocked one before reading pauses
 
 _DENIED = (
     "DENIED ATLAS is running in protected mode because no password is set (atlasd --requirepass). "
@@ -196,10 +197,9 @@ class Connection(asyncio.Protocol):
         parser = self.parser
         cmds = parser.feed(data)
         self.net_in += len(data)
-        if cmds:
-            if self.blocked is not None:  # (read before reading paused): after the blocked command
-                self.parked_rest.extend(cmds)
-                return
+        if cmds and self.blocked is not None:
+            self._park_more(cmds)
+        elif cmds:
             unauthed = not self.authed
             if tracing.state.on:  # one span per batch; off, this one attribute is all tracing costs
                 with tracing.use(tracing.command_batch_span(cmds), end_on_exit=True):
@@ -401,10 +401,16 @@ class Connection(asyncio.Protocol):
         w = self.blocks.park(self, argv, block)
         self.blocked = w
         self.parked_rest = rest
-        self.transport.pause_reading()
         if block.deadline_ms:
             delay = max(block.deadline_ms - self.engine.clock(), 0) / 1000
             w.timer = asyncio.get_running_loop().call_later(delay, self._block_timeout)
+
+    def _park_more(self, cmds: list[list[bytes]]) -> None:
+        """Commands that arrive while parked wait too.  Reading goes on (as in Redis), so a client
+        that hangs up stops waiting at once; one that floods is paused until its reply."""
+        self.parked_rest.extend(cmds)
+        if len(self.parked_rest) > _PARKED_PAUSE:
+            self.transport.pause_reading()
 
     def _unpark(self) -> None:
         w = self.blocked
