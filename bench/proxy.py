@@ -49,6 +49,19 @@ its own process group (stopped on exit, whatever happens).  Needs ``wrk``,
     .venv/bin/python bench/proxy.py                       # workers 1 then 2, 3 rounds, ~10 min
     .venv/bin/python bench/proxy.py --quick               # 1 round of 3 s runs, ~2 min
     .venv/bin/python bench/proxy.py --workers 1 --systems helios,nginx --json
+    .venv/bin/python bench/proxy.py --scaling               # 1 -> 2 workers, slow backend, ~3 min
+
+**Scaling mode** (``--scaling``): where a second worker can help.  With wrk,
+the backend and the proxy on 2 cores, the box saturates (DESIGN.md section 5),
+so here the backend is slow but cheap: a small uvloop protocol in this
+process's temp dir that answers every request after a fixed delay
+(``--backend-delay-ms``, default 2; its own CPU/request is printed), with more
+connections (``--scaling-connections``, default 128).  helios and nginx run
+with 1 and then 2 workers; for each run it prints requests/s, the proxy's CPU
+per request, the cores the proxy used, and how busy the whole box was (from
+/proc/stat: other work on the machine shows there), then the 1 -> 2 ratio.
+A proxy that is CPU-bound with one worker can only scale as far as the box
+has idle CPU left for its second one.
 """
 
 from __future__ import annotations
@@ -255,13 +268,14 @@ def start_proxypy(procs: Procs, d: Path, workers: int, backend: Server) -> Serve
     return Server("proxy.py", port, proc, workers)
 
 
-def start_helios(procs: Procs, d: Path, workers: int, backend: Server) -> Server:
+def start_helios(procs: Procs, d: Path, workers: int, backend: Server, max_connections: int = 100) -> Server:
     port = unused_port()
     name = f"helios-w{workers}"
     conf = d / f"{name}.yaml"
     conf.write_text(f"""pools:
   web:
     balancer: round_robin
+    max_connections: {max_connections}
     backends:
       - {{id: b1, url: "http://127.0.0.1:{backend.port}"}}
     health: {{enabled: false}}  # as for the peers, none of which checks its backend here
@@ -451,6 +465,122 @@ def report(result: dict[str, Any]) -> None:
         print(f"skipped {n}: {why}")
 
 
+# -- scaling mode ------------------------------------------------------------------------------------
+
+DELAY_BACKEND = '''"""bench/proxy.py --scaling: a backend that answers GET after a fixed delay, cheaply."""
+import asyncio
+import sys
+
+port, delay, body_path = int(sys.argv[1]), float(sys.argv[2]) / 1000, sys.argv[3]
+body = open(body_path, "rb").read()
+RESPONSE = b"HTTP/1.1 200 OK\\r\\nContent-Type: text/html\\r\\nContent-Length: %d\\r\\n\\r\\n%b" % (len(body), body)
+
+
+class Slow(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buf = b""
+
+    def data_received(self, data):
+        self.buf += data
+        n = self.buf.count(b"\\r\\n\\r\\n")  # requests without bodies (wrk's GET, a proxy's)
+        if n:
+            self.buf = self.buf[self.buf.rindex(b"\\r\\n\\r\\n") + 4:]
+            loop.call_later(delay, self.answer, n)
+
+    def answer(self, n):
+        if not self.transport.is_closing():
+            self.transport.write(RESPONSE * n)
+
+
+try:
+    import uvloop
+    loop = uvloop.new_event_loop()
+except ImportError:
+    loop = asyncio.new_event_loop()
+server = loop.run_until_complete(loop.create_server(Slow, "127.0.0.1", port, backlog=4096))
+loop.run_forever()
+'''
+
+
+def start_delay_backend(procs: Procs, d: Path, body: bytes, delay_ms: float) -> Server:
+    script, body_file = d / "delay_backend.py", d / "delay_body.html"
+    script.write_text(DELAY_BACKEND)
+    body_file.write_bytes(body)
+    port = unused_port()
+    proc = procs.spawn([sys.executable, str(script), str(port), str(delay_ms), str(body_file)], dict(os.environ),
+                       d / "delay_backend.log")
+    return Server("backend", port, proc, 1)
+
+
+def box_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return float(sum(fields) - idle), float(sum(fields))
+
+
+def run_scaling(args: argparse.Namespace, procs: Procs, d: Path, body: bytes) -> dict[str, Any]:
+    backend = start_delay_backend(procs, d, body, args.backend_delay_ms)
+    wait_serving(backend, procs, body)
+    conns = args.scaling_connections
+    systems = [s for s in args.systems if s in ("helios", "nginx")]
+    out: dict[str, Any] = {"mode": "scaling", "backend_delay_ms": args.backend_delay_ms, "connections": conns,
+                           "runs": []}
+    for workers in (1, 2):
+        servers = []
+        for name in systems:
+            if name == "helios":
+                servers.append(start_helios(procs, d, workers, backend, max_connections=4 * conns))
+            else:
+                servers.append(start_nginx_proxy(procs, d, workers, backend))
+        for s in servers:
+            wait_serving(s, procs, body)
+            wrk(s.url, seconds=min(2.0, args.seconds), connections=conns)
+        for r in range(args.rounds):
+            for s in (servers if r % 2 == 0 else servers[::-1]):
+                b0, busy0, total0 = backend.cpu(), *box_busy()
+                res = wrk(s.url, seconds=args.seconds, connections=conns, server=s)
+                busy1, total1 = box_busy()
+                cpus = os.cpu_count() or 1
+                res.update({"system": s.name, "workers": workers, "round": r,
+                            "proxy_cores": res["cpu_us_per_request"] * res["rps"] / 1e6,
+                            "box_busy": (busy1 - busy0) / max(1.0, total1 - total0), "box_cores": cpus,
+                            "backend_cpu_us_per_request": (backend.cpu() - b0) / res["requests"] * 1e6})
+                out["runs"].append(res)
+                print(f"  scaling {s.name} w{workers} round {r + 1}/{args.rounds}: {res['rps']:.0f} req/s, "
+                      f"{res['cpu_us_per_request']:.0f} us CPU/req, box {res['box_busy']:.0%} busy", flush=True)
+        for s in servers:
+            Procs.kill(s.proc)
+            s.proc.wait()
+    return out
+
+
+def report_scaling(result: dict[str, Any]) -> None:
+    runs = result["runs"]
+    rows, by = [], {}
+    for (name, workers) in dict.fromkeys((r["system"], r["workers"]) for r in runs):
+        mine = [r for r in runs if r["system"] == name and r["workers"] == workers]
+        row = {k: median(r[k] for r in mine) for k in ("rps", "cpu_us_per_request", "proxy_cores", "box_busy",
+                                                       "p50_ms", "backend_cpu_us_per_request")}
+        by[(name, workers)] = row
+        rows.append([name, workers, f"{row['rps']:.0f}", f"{row['cpu_us_per_request']:.0f} us",
+                     f"{row['proxy_cores']:.2f}", f"{row['box_busy']:.0%}", f"{row['p50_ms']:.2f} ms",
+                     f"{row['backend_cpu_us_per_request']:.0f} us"])
+    print_table(f"Scaling: wrk -c{result['connections']} through each proxy to a backend answering after "
+                f"{result['backend_delay_ms']:g} ms (median of rounds)",
+                ["proxy", "workers", "req/s", "CPU/req", "proxy cores", "box busy", "p50", "backend CPU/req"], rows)
+    ratio_rows = []
+    for name in dict.fromkeys(r["system"] for r in runs):
+        a, b = by.get((name, 1)), by.get((name, 2))
+        if a and b:
+            ratio_rows.append([name, f"{a['rps']:.0f}", f"{b['rps']:.0f}", f"{b['rps'] / a['rps']:.2f}x",
+                               f"{a['proxy_cores']:.2f} -> {b['proxy_cores']:.2f}",
+                               f"{a['box_busy']:.0%} -> {b['box_busy']:.0%}"])
+    print_table(f"Scaling 1 -> 2 workers ({os.cpu_count()} cores, shared with wrk, the backend and anything else "
+                "running)", ["proxy", "1 w req/s", "2 w req/s", "scaling", "proxy cores", "box busy"], ratio_rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=int, default=10, help="length of each throughput run (default 10)")
@@ -462,6 +592,10 @@ def main() -> None:
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"proxies to run (default {','.join(SYSTEMS)})")
     p.add_argument("--quick", action="store_true", help="one round of 3 s runs (2 s at half load)")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON object")
+    p.add_argument("--scaling", action="store_true",
+                   help="1 -> 2 workers of helios and nginx through a slow, cheap backend (see the docstring)")
+    p.add_argument("--backend-delay-ms", type=float, default=2.0, help="--scaling: the backend's delay (default 2)")
+    p.add_argument("--scaling-connections", type=int, default=128, help="--scaling: wrk connections (default 128)")
     args = p.parse_args()
     if args.quick:
         args.seconds, args.latency_seconds, args.rounds = 3, 2, 1
@@ -483,6 +617,16 @@ def main() -> None:
     result: dict[str, Any] = {**machine_note(), "seconds": args.seconds, "latency_seconds": args.latency_seconds,
                               "rounds": args.rounds, "connections": args.connections, "body_bytes": len(body),
                               "backend_workers": args.backend_workers, "skipped": skipped, "runs": []}
+    if args.scaling:
+        if not args.quick and "--rounds" not in sys.argv:
+            args.rounds = 2
+        with scratch_dir("proxy") as d, processes() as procs:
+            scaling = {**machine_note(), "seconds": args.seconds, "rounds": args.rounds,
+                       **run_scaling(args, procs, d, body)}
+        report_scaling(scaling)
+        if args.json:
+            emit_json(scaling)
+        return
     with scratch_dir("proxy") as d, processes() as procs:
         backend = start_backend(procs, d, args.backend_workers, body)
         wait_serving(backend, procs, body)
