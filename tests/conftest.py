@@ -20,7 +20,12 @@ def _no_helios_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
-    """Put loguru back to its stock stderr handler after a test reconfigured it."""
+    """Put loguru and the process's one log writer back as they were before the test reconfigured them."""
+    from helios_core.observability.logwriter import WRITER
+
     yield
     logger.remove()
     logger.add(sys.stderr)
+    WRITER.flush()
+    WRITER.set_stream(None)  # stderr again, not a test's StringIO
+    WRITER.fmt, WRITER.level = "console", "info"

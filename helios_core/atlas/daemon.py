@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tornado.httpserver import HTTPServer
 from tornado.web import Application, RequestHandler
@@ -575,6 +575,9 @@ class AtlasServer:
 
     def _start_metrics(self) -> None:
         registry = CollectorRegistry(auto_describe=False)
+        # process_* and python_info as every other daemon serves them (the dashboards' process panels).
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
         registry.register(EngineCollector(self.engine))
         registry.register(_AtlasCollector(self))
 
