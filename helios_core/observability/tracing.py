@@ -15,8 +15,8 @@ built with the ``service.name`` resource of the daemon, a
 - ``otlp``: OTLP/HTTP to ``tracing.endpoint``, batched (the optional extra
   ``helios[otlp]``).
 
-The provider is flushed and shut down at interpreter exit (the SDK registers
-that), and by `shutdown()`.
+The provider is flushed and shut down at interpreter exit (an atexit hook; a
+daemon stopped by SIGTERM exits normally and so runs it), and by `shutdown()`.
 
 The rest of HELIOS works with W3C ``traceparent`` strings and HTTP headers:
 `context_from_traceparent`, `context_from_headers`, `traceparent_of`, `inject`
@@ -37,6 +37,7 @@ lists):
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import sys
 import threading
@@ -162,8 +163,10 @@ def configure(config: HeliosConfig, service: str, *, exporter: SpanExporter | No
     batched = False
     if exporter is None:
         exporter, batched = _exporter(config)
+    # shutdown_on_exit=False: one atexit hook of ours flushes whichever provider is current, instead of
+    # every provider a test session ever built staying registered (and alive) until exit.
     provider = TracerProvider(resource=Resource.create({"service.name": service}),
-                              sampler=ParentBased(TraceIdRatioBased(t.sample_ratio)))
+                              sampler=ParentBased(TraceIdRatioBased(t.sample_ratio)), shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(exporter) if batched else SimpleSpanProcessor(exporter))
     with _lock:
         state.provider = provider
@@ -173,6 +176,7 @@ def configure(config: HeliosConfig, service: str, *, exporter: SpanExporter | No
         if not _delegate_installed:
             _delegate_installed = True
             trace.set_tracer_provider(_Delegate())
+            atexit.register(shutdown)
     return True
 
 

@@ -218,3 +218,42 @@ def test_sampling_follows_the_caller_and_the_ratio() -> None:
     finally:
         tracing.shutdown()
     assert [s.name for s in exporter.get_finished_spans()] == ["continued"]
+
+
+def test_otlp_spans_are_flushed_when_the_process_exits() -> None:
+    """The OTLP exporter batches: what is pending at exit is still sent (the atexit hook)."""
+    import http.server
+    import threading
+
+    got: list[tuple[str, bytes]] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server spelling
+            got.append((self.path, self.rfile.read(int(self.headers["Content-Length"] or 0))))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        code = textwrap.dedent(f"""
+            from helios_core.config import load_config
+            from helios_core.observability import tracing
+            config = load_config(env={{}}, overrides={{"tracing.exporter": "otlp",
+                "tracing.endpoint": "http://127.0.0.1:{server.server_address[1]}/v1/traces"}})
+            assert tracing.configure(config, "helios-atlasd")
+            tracing.start_span("flushed at exit").end()
+        """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [path for path, _ in got] == ["/v1/traces"]
+    assert b"flushed at exit" in got[0][1] and b"helios-atlasd" in got[0][1]
