@@ -24,6 +24,7 @@ The registry knows nothing of sockets: a waiter's `conn` provides
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
@@ -65,12 +66,13 @@ class Waiter:
 class Registry:
     """Waiters by key (FIFO) and the keys made ready since the last `serve()`."""
 
-    __slots__ = ("by_key", "ready", "count", "__weakref__")
+    __slots__ = ("by_key", "ready", "count", "kicked", "__weakref__")
 
     def __init__(self) -> None:
         self.by_key: dict[bytes, deque[Waiter]] = {}
         self.ready: dict[bytes, None] = {}  # an ordered set: keys are served in the order they became ready
         self.count = 0
+        self.kicked = False
 
     def park(self, conn: _Parkable, argv: list[bytes], block: Block) -> Waiter:
         w = Waiter(conn, argv, block)
@@ -100,6 +102,19 @@ class Registry:
     def signal(self, key: bytes) -> None:
         if key in self.by_key:
             self.ready[key] = None
+            if not self.kicked:
+                # A connection serves right after its command; a write from elsewhere (the
+                # embedded Store sharing the engine) is served on the next loop turn.
+                try:
+                    asyncio.get_running_loop().call_soon(self._kick)
+                    self.kicked = True
+                except RuntimeError:  # no loop: nobody can be parked either
+                    pass
+
+    def _kick(self) -> None:
+        self.kicked = False
+        if self.ready:
+            self.serve()
 
     def serve(self) -> int:
         """Serve waiters on every ready key, oldest first; the newest record seq their replies wait for."""
