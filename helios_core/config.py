@@ -47,6 +47,7 @@ __all__ = [
     "GatewayProxyConfig",
     "TracingConfig",
     "TRACING_EXPORTERS",
+    "StoreConfig",
     "HeliosConfig",
     "setting",
     "load_config",
@@ -373,6 +374,23 @@ class GatewayProxyConfig(_Section):
     )
 
 
+@dataclass(frozen=True)
+class StoreConfig(_Section):
+    # Read by RemoteStore only (redis://, redis+sentinel://, atlas://): the embedded engine has no replicas.
+    wait_replicas: int = field(
+        default=0,
+        metadata=setting("Replicas that must acknowledge each durable write on a remote store (Redis WAIT) before "
+                         "it is acknowledged; fewer within store.wait_timeout_ms fails the write with 503 "
+                         "store_replication (it is applied on the primary). 0: do not wait.",
+                         minimum=0, maximum=100),
+    )
+    wait_timeout_ms: int = field(
+        default=1000,
+        metadata=setting("How long WAIT waits for store.wait_replicas replicas, in ms (at least 1: WAIT 0 would "
+                         "wait forever).", minimum=1, maximum=600000),
+    )
+
+
 TRACING_EXPORTERS = ("none", "console", "otlp", "file")
 
 
@@ -420,6 +438,7 @@ class HeliosConfig:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     proxy: GatewayProxyConfig = field(default_factory=GatewayProxyConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
 
 def _sections() -> dict[str, type]:
