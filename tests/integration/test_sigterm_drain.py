@@ -155,6 +155,7 @@ class SlowUpload:
         self.conn.putheader("Content-Length", str(len(self.body)))
         self.conn.endheaders()
         self.conn.send(self.body[: UPLOAD // 2])
+        self.read_by_server = lambda: read_by_server(gw.port, self.conn)
 
     def finish(self) -> int:
         self.conn.send(self.body[UPLOAD // 2:])
@@ -164,22 +165,41 @@ class SlowUpload:
         return r.status
 
 
+def read_by_server(port: int, conn: http.client.HTTPConnection) -> bool:
+    """True once the server on `port` has read everything `conn` sent (the receive queue of its end of the
+    connection is empty, /proc/net/tcp): the request's head was parsed and its handler started."""
+    assert conn.sock is not None
+    want_local, want_remote = f":{port:04X}", f":{conn.sock.getsockname()[1]:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(want_local) and fields[2].endswith(want_remote):
+                return int(fields[4].split(":")[1], 16) == 0
+    return False
+
+
 class LongPoll(threading.Thread):
     """POST /api/v1/jobs/lease with wait_seconds on an empty queue: held until a job comes or the gateway
-    drains."""
+    drains.  The request is sent at once; the thread waits for the answer."""
 
     def __init__(self, gw: GatewayProc, token: str) -> None:
         super().__init__(daemon=True)
-        self.gw, self.token = gw, token
         self.answer: tuple[int, bytes] | None = None
         self.error: BaseException | None = None
+        self.conn = gw.conn()
+        self.conn.request("POST", "/api/v1/jobs/lease",
+                          body=json.dumps({"queues": ["drain"], "max": 1, "wait_seconds": 20}).encode(),
+                          headers={"Authorization": f"Bearer {token}"})
+        self.read_by_server = lambda: read_by_server(gw.port, self.conn)
 
     def run(self) -> None:
         try:
-            self.answer = self.gw.call("POST", "/api/v1/jobs/lease",
-                                       {"queues": ["drain"], "max": 1, "wait_seconds": 20}, token=self.token)
+            r = self.conn.getresponse()
+            self.answer = (r.status, r.read())
         except BaseException as e:  # reported by the test
             self.error = e
+        finally:
+            self.conn.close()
 
 
 def drain_gateway(gw: GatewayProc, token: str, key: str) -> None:
@@ -192,9 +212,10 @@ def drain_gateway(gw: GatewayProc, token: str, key: str) -> None:
     upload = SlowUpload(gw, token, key)
     poll = LongPoll(gw, token)
     poll.start()
-    # Both requests must be inside the gateway (prepare() counted them) before the signal. Nothing the
-    # client sees says so, so give a busy box ample time; if they were not, the test fails, never hangs.
-    time.sleep(1.0)
+    # Both requests must be inside the gateway (prepare() counted them) before the signal: wait until
+    # it has read what was sent on each connection.
+    wait_until(upload.read_by_server, "the gateway to read the upload's head and first half")
+    wait_until(poll.read_by_server, "the gateway to read the long poll")
     gw.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: refused(gw.port), "the gateway to stop accepting")
     poll.join(30)
