@@ -257,3 +257,28 @@ def test_otlp_spans_are_flushed_when_the_process_exits() -> None:
         server.server_close()
     assert [path for path, _ in got] == ["/v1/traces"]
     assert b"flushed at exit" in got[0][1] and b"helios-atlasd" in got[0][1]
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_python_handler_runs_inside_the_current_span(spans: InMemorySpanExporter, sync: bool) -> None:
+    import asyncio
+
+    from helios_core.worker.handlers import JobContext, PythonRunner
+
+    def seen(payload: object) -> str:
+        return tracing.traceparent_of()  # what the handler's own spans would continue
+
+    async def aseen(payload: object) -> str:
+        return tracing.traceparent_of()
+
+    runner = PythonRunner(seen if sync else aseen)
+
+    async def main() -> tuple[str, str]:
+        span = tracing.start_span("job emails", kind=tracing.SpanKind.CONSUMER, parent=CALLER)
+        with tracing.use(span, end_on_exit=True):
+            outcome = await runner.run({}, JobContext(id="j", queue="emails", attempt=1, max_attempts=1))
+        assert outcome.ok
+        return str(outcome.result), tracing.traceparent_of(span)
+
+    got, expected = asyncio.run(main())
+    assert got == expected and got.startswith(f"00-{CALLER_TRACE}-")
