@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import emit_json, print_table, scratch_dir, unused_port  # noqa: E402
+from bench.common import RedisServer, emit_json, print_table, scratch_dir, unused_port  # noqa: E402
 
 HELIOS = str(Path(sys.executable).parent / "helios")
 WRK = shutil.which("wrk") or "wrk"
@@ -108,13 +108,27 @@ class Proc:
             self.proc.wait()
 
 
-def start_gateway(data: Path, appendfsync: str) -> Proc:
+def start_gateway(data: Path, appendfsync: str, store: str | None = None) -> Proc:
+    """`store`: a store URL instead of the embedded one in `data` (a fresh keyspace: the admin's
+    generated password is read from the gateway's output into data/initial_admin_password)."""
     port = unused_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
     env.update({"HELIOS_ATLAS__APPENDFSYNC": appendfsync, "HELIOS_RATELIMIT__DEFAULT": "1000000000 1",
                 "HELIOS_AUTH__ACCESS_TOKEN_SECONDS": "3600", "HELIOS_AUTH__LOGIN_FAILURES_PER_USER": "1000000 1",
                 "HELIOS_AUTH__LOGIN_FAILURES_PER_CLIENT": "1000000 1"})
-    return Proc([HELIOS, "gateway", "--data", str(data), "--port", str(port)], env, port)
+    if store is None:
+        return Proc([HELIOS, "gateway", "--data", str(data), "--port", str(port)], env, port)
+    env["HELIOS_AUTH__JWT_KEYS"] = "k1=" + "b" * 48
+    gw = Proc([HELIOS, "gateway", "--store", store, "--port", str(port)], env, port)
+    gw.stdout.seek(0)
+    lines = gw.stdout.read().decode(errors="replace").splitlines()
+    created = [i for i, line in enumerate(lines) if "created the user" in line]
+    if not created:
+        gw.stop()
+        raise RuntimeError(f"the store at {store} already has users: give --store an empty one")
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "initial_admin_password").write_text(lines[created[0] + 1].strip() + "\n")
+    return gw
 
 
 def start_bare() -> Proc:
@@ -155,7 +169,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk(url: str, *, seconds: int, connections: int, threads: int, token: str | None = None,
-        script: Path | None = None, server: Proc | None = None) -> dict[str, Any]:
+        script: Path | None = None, server: Proc | None = None, tolerate_errors: bool = False) -> dict[str, Any]:
     """One wrk run; with `server`, also the server's CPU time per request (steadier than requests/s
     on a busy machine: it does not count the time the server waited for a CPU)."""
     args = [WRK, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
@@ -166,14 +180,17 @@ def wrk(url: str, *, seconds: int, connections: int, threads: int, token: str | 
     cpu0 = cpu_seconds(server.proc.pid) if server else 0.0
     out = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 60).stdout
     cpu = cpu_seconds(server.proc.pid) - cpu0 if server else 0.0
+    if "Requests/sec" not in out or not re.search(r"^\s+99%", out, re.M):
+        raise RuntimeError(f"wrk said:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    lat = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+    lat = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", out, re.M))  # ("1.46s " ends in a space)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    if non2xx and int(non2xx.group(1)) > total // 100:
+    if non2xx and int(non2xx.group(1)) > total // 100 and not tolerate_errors:
         raise RuntimeError(f"{non2xx.group(1)} of {total} responses were errors:\n{out}")
-    return {"rps": rps, "p50_ms": _ms(lat["50"]), "p90_ms": _ms(lat["90"]), "p99_ms": _ms(lat["99"]),
+    return {"rps": rps, "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "p50_ms": _ms(lat["50"]), "p90_ms": _ms(lat["90"]), "p99_ms": _ms(lat["99"]),
             "requests": total, "socket_errors": errors.group(1) if errors else "",
             "cpu_us_per_request": cpu / total * 1e6 if server else None}
 
@@ -244,6 +261,42 @@ def get_vs_bare(args: argparse.Namespace, data: Path, appendfsync: str) -> dict[
         gw.stop()
 
 
+def store_vs_embedded(args: argparse.Namespace) -> dict[str, Any]:
+    """Rate-limited authenticated GETs: the gateway on a store server (--store) against the embedded
+    store, both appendfsync everysec, alternating rounds; every non-2xx answer counted (goal: none)."""
+    with scratch_dir("gw-store") as scratch:
+        server: RedisServer | None = None
+        url = args.store
+        if url == "redis":  # a persistent redis-server of our own, as Redis is run for data that matters
+            server = RedisServer(scratch / "redis", appendonly="yes", appendfsync="everysec")
+            server.start()
+            url = f"redis://127.0.0.1:{server.port}/0"
+        gws = {"embedded": start_gateway(scratch / "embedded", "everysec"),
+               "store": start_gateway(scratch / "remote", "everysec", store=url)}
+        try:
+            kw = {"seconds": args.seconds, "connections": args.connections, "threads": args.threads,
+                  "tolerate_errors": True}
+            runs: dict[str, list[dict[str, Any]]] = {"embedded": [], "store": []}
+            tokens = {}
+            for name, gw in gws.items():
+                tokens[name], _ = admin_token(gw, scratch / ("embedded" if name == "embedded" else "remote"))
+                http("PUT", f"{gw.base}/api/v1/kv/{KEY}", VALUE, tokens[name])
+                wrk(f"{gw.base}/api/v1/kv/{KEY}", token=tokens[name], **{**kw, "seconds": 2})  # warm up
+            for _ in range(args.rounds):
+                for name, gw in gws.items():
+                    runs[name].append(wrk(f"{gw.base}/api/v1/kv/{KEY}", token=tokens[name], server=gw, **kw))
+        finally:
+            for gw in gws.values():
+                gw.stop()
+            if server is not None:
+                server.stop()
+    emb = median(r["rps"] for r in runs["embedded"])
+    rem = median(r["rps"] for r in runs["store"])
+    return {"store": args.store, "embedded_rps": emb, "store_rps": rem, "ratio": rem / emb,
+            "store_non2xx": sum(r["non2xx"] for r in runs["store"]),
+            "embedded_non2xx": sum(r["non2xx"] for r in runs["embedded"]), "runs": runs}
+
+
 def get_p99_with_logins(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     gw = start_gateway(data, "always")
     try:
@@ -298,6 +351,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: the machine has 2 cores)")
     p.add_argument("--only", choices=("get", "logins", "put"), help="run one measurement")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON object")
+    p.add_argument("--store", metavar="URL", help="instead: rate-limited GETs on a gateway using the store at "
+                   "URL (an empty one; 'redis' starts a persistent redis-server) against the embedded store")
     p.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.bare_server:
@@ -307,6 +362,16 @@ def main() -> None:
         sys.exit("wrk not found: apt-get install wrk")
     result: dict[str, Any] = {"cpus": os.cpu_count(), "seconds": args.seconds, "rounds": args.rounds,
                               "connections": args.connections}
+    if args.store:
+        r = result["store_vs_embedded"] = store_vs_embedded(args)
+        print_table(f"rate-limited GET /api/v1/kv/{{key}}, wrk -c{args.connections}, median of {args.rounds} "
+                    f"rounds (goal: store >= 0.8x embedded, no non-2xx)",
+                    ["store", "embedded req/s", "store req/s", "ratio", "non-2xx (store)", "non-2xx (embedded)"],
+                    [[r["store"], f"{r['embedded_rps']:.0f}", f"{r['store_rps']:.0f}", f"{r['ratio']:.2f}x",
+                      str(r["store_non2xx"]), str(r["embedded_non2xx"])]])
+        if args.json:
+            emit_json(result)
+        return
     if args.only in (None, "get"):
         result["get"] = []
         for policy in ("always", "everysec"):

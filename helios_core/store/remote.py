@@ -20,6 +20,26 @@ transaction is durable under its own `appendfsync` policy, Redis per its
 transaction faster (a client cannot ask for an earlier reply), so it is
 accepted and ignored.
 
+Sentinel (`redis+sentinel://` URLs): connections come from redis-py's
+asyncio `Sentinel(...).master_for(service)` pool, so each new connection
+asks the sentinels where the primary is; after a failover the pool drops
+its idle connections to the old primary.  A command in flight when the
+primary dies fails (connection lost or refused, "no master found" while the
+sentinels still agree on a new one, READONLY from a demoted primary) as a
+503 `store_unavailable` HeliosError: never a hang, and never retried
+blindly once a write may have reached the server.
+
+Replicas (`wait_replicas` > 0, config `store.wait_replicas`): every durable
+write (transact() that writes, set, delete, run_script with durable=True)
+is followed, in the same round trip and on the same connection, by `WAIT
+wait_replicas wait_timeout_ms`.  When fewer replicas acknowledge in time the
+write fails with a 503 `store_replication` HeliosError saying the primary
+applied it but it may be lost if the primary fails now; the caller sees the
+write as failed although it usually persists.  WAIT makes acknowledged
+writes much harder to lose on failover but not impossible (Redis
+replication stays asynchronous: a replica that acknowledged may still not be
+the one promoted).  `durable=False` writes (rate-limit buckets) never wait.
+
 Change notification: atlasd has no keyspace notifications, so a
 RemoteStore announces its own writes.  Each transaction that writes also
 PUBLISHes, inside the same MULTI, an empty message on
@@ -39,10 +59,11 @@ import random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.asyncio.connection import (
     AbstractConnection,
+    BlockingConnectionPool,
     Connection,
-    ConnectionPool,
     SSLConnection,
     UnixDomainSocketConnection,
 )
@@ -50,7 +71,7 @@ from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from helios_core.errors import CommandError, ConflictError, HeliosError
+from helios_core.errors import CommandError, ConfigError, ConflictError, HeliosError
 from helios_core.observability import tracing
 from helios_core.store.base import (
     Key,
@@ -71,6 +92,8 @@ T = TypeVar("T")
 
 CHANNEL_PREFIX = b"helios:changes:"
 MAX_ATTEMPTS = 50
+POOL_CONNECTIONS = 100  # per store (per gateway process): beyond it, callers queue for a connection
+POOL_WAIT_SECONDS = 30.0
 # Waiting for a new subscription's PSUBSCRIBE to be confirmed before the next write
 # (so this store's own later writes are seen) is bounded: a feed that cannot connect
 # must not stall writes, which fail or succeed on their own connections.
@@ -79,7 +102,24 @@ _LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def _connection_class(target: StoreURL) -> type[AbstractConnection]:
-    return {"unix": UnixDomainSocketConnection, "tls": SSLConnection}.get(target.kind, Connection)
+    return {"unix": UnixDomainSocketConnection, "tls": SSLConnection,
+            "sentinel": SentinelManagedConnection}.get(target.kind, Connection)
+
+
+class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's Sentinel pool (asks the sentinels for the primary) that queues callers like the plain one."""
+
+
+def _sentinel_pool(target: StoreURL, kwargs: dict[str, Any], max_connections: int,
+                   timeout: float) -> tuple[Sentinel, SentinelConnectionPool]:
+    # The sentinels' own timeouts stay short: one hung sentinel must not stall every new connection
+    # for the primary's connect timeout while the others could answer.
+    sentinel_kwargs = {"socket_timeout": target.timeout or 2.0, "socket_connect_timeout": target.connect_timeout or 2.0,
+                       "username": target.sentinel_username, "password": target.sentinel_password, "protocol": 2}
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
+    client = sentinel.master_for(target.service, connection_pool_class=_SentinelBlockingPool,
+                                 max_connections=max_connections, timeout=timeout, **kwargs)
+    return sentinel, client.connection_pool  # type: ignore[return-value]
 
 
 def _connection_kwargs(target: StoreURL) -> dict[str, Any]:
@@ -88,7 +128,7 @@ def _connection_kwargs(target: StoreURL) -> dict[str, Any]:
                           "decode_responses": False, "protocol": 2}
     if target.kind == "unix":
         kw["path"] = target.path
-    else:
+    elif target.kind != "sentinel":  # a sentinel connection learns its address from the sentinels
         kw["host"], kw["port"] = target.host, target.port
     if target.kind == "tls":
         kw.update(target.tls)
@@ -212,7 +252,12 @@ class RemoteStore(_RemoteReads, Store):
         self.max_attempts = max_attempts
         self.notify = notify
         self._kwargs = _connection_kwargs(self.target)
-        self._pool = ConnectionPool(connection_class=_connection_class(self.target), **self._kwargs)
+        # Blocking: a request beyond the pool's size waits for a connection (up to the socket
+        # timeout) instead of failing with "Too many connections", which a gateway at 200
+        # concurrent requests did with redis-py's plain pool (100 connections, then an error).
+        self._pool = BlockingConnectionPool(connection_class=_connection_class(self.target),
+                                            max_connections=POOL_CONNECTIONS,
+                                            timeout=self.target.timeout or POOL_WAIT_SECONDS, **self._kwargs)
         self._feed = _ChangeFeed(self)
         t = self.target  # span attributes (OpenTelemetry semantic conventions); never the password
         self._span_attrs: dict[str, Any] = {"db.system": "redis", "db.namespace": str(t.db), **(
