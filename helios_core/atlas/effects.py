@@ -299,10 +299,7 @@ def _undo_list(ks: Keyspace, entry: tuple) -> None:
             value.popleft() if head else value.pop()
     elif kind == "lunpop":
         _, _, head, items = entry
-        if head:
-            value.extendleft(items)
-        else:
-            value.extend(reversed(items))
+        (value.extendleft if head else value.extend)(reversed(items))  # popped outermost first
     elif kind == "lset":
         value[entry[2]] = entry[3]
     elif kind == "ldel":
