@@ -336,6 +336,9 @@ class Supervisor:
             signal.set_wakeup_fd(-1)
             for sig in _SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
+            # A SIGHUP passed on while the body is still starting must not kill it (the default
+            # action): ignored until the body installs its own handler.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             for fd in (self._wake_r, self._wake_w, self._ready_r):
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -388,6 +391,13 @@ def call_in_child(work: Callable[[], Any], what: str) -> Any:
         os.close(r)
         code = 0
         try:
+            # Not the caller's handlers (a supervisor's only note signals down for a loop that does
+            # not run here); its own process group, so a terminal's Ctrl-C goes to the caller alone.
+            signal.set_wakeup_fd(-1)
+            for sig in _SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            os.setpgid(0, 0)
+            _die_with_parent(os.getppid())
             reply: dict[str, Any] = {"ok": work()}
         except HeliosError as e:
             reply = {"error": e.message, "code": e.code}

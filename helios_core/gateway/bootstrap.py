@@ -38,6 +38,7 @@ from helios_core.atlas.datadir import DataDir
 from helios_core.auth.tokens import generate_secret
 from helios_core.config import HeliosConfig
 from helios_core.errors import ConfigError, DataDirLockedError, HeliosError
+from helios_core.observability import tracing
 from helios_core.observability.logging import get_logger
 from helios_core.observability.metrics import REGISTRY
 from helios_core.store.url import open_store
@@ -176,11 +177,16 @@ def run_workers(plan: WorkersPlan, on_started: Callable[[Started], None]) -> Non
 
             sup.start(Group("gateway", body, plan.workers, grace=g.shutdown_timeout_seconds + 10.0))
             sup.wait_ready("gateway", plan.ready_timeout)
-            pw_file = boot["password_file"]
             log.info("gateway workers listening", url=url, workers=plan.workers, pids=sup.pids("gateway"))
+            pw_file = boot["password_file"]
             on_started(Started(url, port, plan.data_dir, plan.store_url, boot["password"],
                                Path(pw_file) if pw_file else None))
             outcome = sup.run()
+    except HeliosError as e:
+        if e.code != "stopped":
+            raise
+        log.info("stopped while starting", error=e.message)  # SIGTERM before serving: a clean stop
+        return
     finally:
         reserved.close()
     if outcome.gave_up:
@@ -225,6 +231,14 @@ def _data_dir_store(sup: Supervisor, plan: WorkersPlan) -> str:
 async def _serve_atlasd(data: Path, config: HeliosConfig, ready: Callable[[], None]) -> None:
     """The atlasd child: own `data`, serve its socket until SIGTERM (flush the AOF, release the lock)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    tracing.configure(config, "helios-atlasd")  # its own provider: the parent's is the gateway's
+    try:
+        await _run_atlasd(data, config, ready)
+    finally:
+        tracing.shutdown()  # a forked child leaves by os._exit: no atexit flushes its spans
+
+
+async def _run_atlasd(data: Path, config: HeliosConfig, ready: Callable[[], None]) -> None:
     server = AtlasServer.open(data, config)
     task = asyncio.ensure_future(server.run())
     sock = data / SOCKET_NAME
@@ -280,7 +294,12 @@ async def _serve_worker(config: HeliosConfig, store_url: str, sock: socket.socke
     from helios_core.gateway.app import GatewayService
 
     g = config.gateway
-    store = await open_store(url=store_url, config=config)
+    tracing.configure(config, "helios-gateway")  # a fresh provider (the parent's exporter state is not ours)
+    try:
+        store = await open_store(url=store_url, config=config)
+    except BaseException:
+        tracing.shutdown()
+        raise
     service: GatewayService | None = None
     REGISTRY.register(_WorkerInfo(slot))
     try:
@@ -309,4 +328,5 @@ async def _serve_worker(config: HeliosConfig, store_url: str, sock: socket.socke
                 await service.proxy.stop()
             service.hasher.close()
         await store.close()
+        tracing.shutdown()  # a forked child leaves by os._exit: no atexit flushes its spans
         log.info("gateway process stopped", slot=slot)
