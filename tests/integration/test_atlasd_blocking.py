@@ -11,6 +11,7 @@ clients included) through the AOF, and a snapshot plus AOF tail keeps them too.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import threading
@@ -22,6 +23,10 @@ from typing import Any
 import pytest
 import redis
 
+from helios_core.atlas.blocking import blocked_count
+from helios_core.atlas.fsops import FaultyFs
+from tests.integration.test_atlasd_inprocess import run as run_in_process
+from tests.integration.test_atlasd_inprocess import wire
 from tests.integration.test_atlasd_support import Daemon, running_daemon
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
@@ -273,3 +278,52 @@ def test_kill_9_then_snapshot_and_tail_keep_lists(tmp_path: Path) -> None:
             assert lists(r) == want
     finally:
         d.kill()
+
+
+# -- the reveal rule: in process, with a disk that holds or fails its fsync -------------------
+
+def _in_process(tmp_path: Path, body: Callable[[Any, FaultyFs, Callable[[], Any]], Any]) -> None:
+    fs = FaultyFs()
+    run_in_process(tmp_path, lambda server, connect: body(server, fs, connect), appendfsync="always", fs=fs)
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    for _ in range(2000):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+def test_the_push_and_the_pop_it_caused_are_durable_before_either_reply(tmp_path: Path) -> None:
+    async def body(server: Any, fs: FaultyFs, connect: Callable[[], Any]) -> None:
+        a, b = await connect(), await connect()
+        await b.send(wire("BLPOP", "k", "0"))
+        await _until(lambda: blocked_count(server.engine) == 1)
+        gate = fs.block("fsync")
+        await a.send(wire("RPUSH", "k", "v"))
+        await _until(lambda: server.engine.seq >= 2 and blocked_count(server.engine) == 0)
+        # Both records wait on the held fsync: neither client may see anything yet.
+        pending = [asyncio.ensure_future(a.reply()), asyncio.ensure_future(b.reply())]
+        done, _ = await asyncio.wait(pending, timeout=0.3)
+        assert not done, "a reply was revealed before the push and the pop were durable"
+        gate.set()
+        assert await pending[0] == 1
+        assert await pending[1] == [b"k", b"v"]
+        assert server.engine.released_seq >= server.engine.seq
+
+    _in_process(tmp_path, body)
+
+
+def test_a_failed_fsync_reveals_neither_the_push_nor_the_pop(tmp_path: Path) -> None:
+    async def body(server: Any, fs: FaultyFs, connect: Callable[[], Any]) -> None:
+        a, b = await connect(), await connect()
+        await b.send(wire("BLPOP", "k", "0"))
+        await _until(lambda: blocked_count(server.engine) == 1)
+        fs.fail("fsync")
+        await a.send(wire("RPUSH", "k", "v"))
+        pushed, popped = await a.reply(), await b.reply()
+        assert pushed[0] == "ERR" and popped[0] == "ERR", (pushed, popped)
+        assert "k" not in [key.decode() for key in server.engine.ks.data]  # both undone
+
+    _in_process(tmp_path, body)
