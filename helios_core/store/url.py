@@ -6,6 +6,18 @@ Accepted URLs (see `FORMS`)::
     redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]   Redis, Valkey, or atlasd (port 6379 unless given)
     rediss://...                         the same over TLS
     unix:///PATH/TO/atlas.sock           a unix socket (atlasd's is DIR/atlas.sock)
+    redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]
+                                         the primary Redis Sentinel names for SERVICE
+                                         (sentinels' port 26379 unless given)
+
+A `redis+sentinel://` URL lists sentinels, not the primary: every new
+connection asks them where SERVICE's primary is (redis-py's asyncio
+`Sentinel(...).master_for(SERVICE)`), so a store follows a failover.  The
+spelling mirrors Celery/Kombu's and the redis-sentinel-url package's:
+USER/PASSWORD are the primary's (as in redis-py, `Sentinel(...,
+password=)`), the sentinels' own credentials, if they need any, go in
+`sentinel_password` / `sentinel_username` query parameters; DB may also be
+given as `?db=N`.
 
 With no password given, an `atlas://` URL on a loopback address uses the
 password in force of this user's atlasd on that port (its DATA/atlasd.password,
@@ -16,7 +28,8 @@ which needs none.
 Every form takes query parameters `password`, `username`, `db`, `timeout`
 (seconds a reply may take) and `connect_timeout`; `rediss://` also
 `ssl_cert_reqs` (none|optional|required), `ssl_ca_certs`, `ssl_certfile`,
-`ssl_keyfile` and `ssl_check_hostname`.  A password never appears in an
+`ssl_keyfile` and `ssl_check_hostname`; `redis+sentinel://` also
+`sentinel_password` and `sentinel_username`.  A password never appears in an
 error message: URLs are shown redacted.
 
 `open_store(data, url, config)` is what every command taking `--data DIR`
@@ -44,9 +57,13 @@ if TYPE_CHECKING:
 
 __all__ = ["StoreURL", "parse_store_url", "open_store", "FORMS"]
 
-FORMS = ("atlas://HOST[:PORT], redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) "
-         "or unix:///PATH/TO/atlas.sock[?password=...]")
+FORMS = ("atlas://HOST[:PORT], redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS), "
+         "unix:///PATH/TO/atlas.sock[?password=...] "
+         "or redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]")
 DEFAULT_PORTS = {"atlas": 6380, "redis": 6379, "rediss": 6379}
+SENTINEL_PORT = 26379
+SENTINEL_SCHEME = "redis+sentinel"
+_SENTINEL_PARAMS = frozenset({"sentinel_password", "sentinel_username"})
 _COMMON_PARAMS = frozenset({"password", "username", "db", "timeout", "connect_timeout"})
 _TLS_PARAMS = frozenset({"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"})
 _CERT_REQS = ("none", "optional", "required")
@@ -57,7 +74,11 @@ OWNER_CONNECT_SECONDS = 5.0
 
 @dataclass(frozen=True, repr=False)
 class StoreURL:
-    """A parsed store URL.  `kind` is "tcp", "tls" or "unix"."""
+    """A parsed store URL.  `kind` is "tcp", "tls", "unix" or "sentinel".
+
+    For "sentinel", `sentinels` lists the sentinels' (host, port), `service` the
+    name they monitor the primary under, and `host`/`port` are the first sentinel's.
+    """
 
     url: str
     kind: str
@@ -70,6 +91,10 @@ class StoreURL:
     timeout: float | None = None
     connect_timeout: float | None = None
     tls: dict[str, Any] = field(default_factory=dict)
+    service: str = ""
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"StoreURL({self.redacted!r})"
@@ -81,7 +106,13 @@ class StoreURL:
 
     @property
     def where(self) -> str:
+        if self.kind == "sentinel":
+            return f"{self.service} via sentinels " + ",".join(_hostport(h, p) for h, p in self.sentinels)
         return self.path if self.kind == "unix" else f"{self.host}:{self.port}"
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def redact(url: str) -> str:
@@ -94,7 +125,7 @@ def redact(url: str) -> str:
         userinfo, host = netloc.rsplit("@", 1)
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
-    query = "&".join(f"{k}=***" if k == "password" else f"{k}={quote(v, safe='/')}"
+    query = "&".join(f"{k}=***" if k.endswith("password") else f"{k}={quote(v, safe='/')}"
                      for k, v in parse_qsl(parts.query, keep_blank_values=True))
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
@@ -109,10 +140,12 @@ def parse_store_url(url: str) -> StoreURL:
         raise _bad(str(url), "not a URL")
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
-    if scheme not in ("atlas", "redis", "rediss", "unix"):
+    if scheme not in ("atlas", "redis", "rediss", "unix", SENTINEL_SCHEME):
         raise _bad(url, f"unknown scheme {scheme!r}")
     if scheme == "unix":
         return _parse_unix(url, rest)
+    if scheme == SENTINEL_SCHEME:
+        return _parse_sentinel(url, rest)
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -146,8 +179,59 @@ def _parse_unix(url: str, rest: str) -> StoreURL:
     return _finish(url, "unix", params, path=os.path.abspath(unquote(path)), db=db)
 
 
-def _params(url: str, query: str, *, tls: bool) -> dict[str, str]:
-    allowed = _COMMON_PARAMS | (_TLS_PARAMS if tls else frozenset())
+def _parse_sentinel(url: str, rest: str) -> StoreURL:
+    # Parsed by hand: urlsplit's .hostname/.port cannot read a comma-separated host list.
+    rest, _, query = rest.partition("?")
+    if "#" in rest or "#" in query:
+        raise _bad(url, "a URL fragment ('#...') means nothing here")
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, _, pw = userinfo.partition(":")  # read as redis:// reads it (urlsplit's username/password)
+        username, password = unquote(user) or None, unquote(pw) or None
+    sentinels = tuple(_sentinel_address(url, item) for item in hosts.split(","))
+    service, _, db_part = path.partition("/")
+    service = unquote(service)
+    if not service:
+        raise _bad(url, "no service name: the name the sentinels monitor the primary under comes after the "
+                        "hosts, as in redis+sentinel://HOST:26379/mymaster")
+    if "/" in db_part.strip("/"):
+        raise _bad(url, "the path is /SERVICE or /SERVICE/DB")
+    params = _params(url, query, tls=False, extra=_SENTINEL_PARAMS)
+    db = _db_from_path(url, db_part)
+    if "db" in params:
+        db = _int_param(url, "db", params.pop("db"))
+    return _finish(url, "sentinel", params, host=sentinels[0][0], port=sentinels[0][1], db=db, service=service,
+                   sentinels=sentinels, username=username, password=password,
+                   sentinel_password=params.pop("sentinel_password", "") or None,
+                   sentinel_username=params.pop("sentinel_username", "") or None)
+
+
+def _sentinel_address(url: str, item: str) -> tuple[str, int]:
+    item = item.strip()
+    if item.startswith("["):  # [IPv6]:PORT
+        host, sep, tail = item[1:].partition("]")
+        if not sep or (tail and not tail.startswith(":")):
+            raise _bad(url, f"bad sentinel address {item!r}")
+        port_text = tail[1:]
+    else:
+        host, _, port_text = item.partition(":")
+    if not host:
+        raise _bad(url, "a sentinel without a host (give HOST[:PORT], comma-separated)")
+    if not port_text:
+        return host, SENTINEL_PORT
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise _bad(url, f"sentinel port must be a number, not {port_text!r}") from None
+    if not 0 < port < 65536:
+        raise _bad(url, f"sentinel port {port} is out of range 1-65535")
+    return host, port
+
+
+def _params(url: str, query: str, *, tls: bool, extra: frozenset[str] = frozenset()) -> dict[str, str]:
+    allowed = _COMMON_PARAMS | extra | (_TLS_PARAMS if tls else frozenset())
     params: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name not in allowed:
@@ -220,7 +304,7 @@ async def open_store(data: str | os.PathLike[str] | None = None, url: str | None
         raise HeliosError("give exactly one of a data directory or a store URL", code="bad_store")
     config = config or HeliosConfig()
     if url is not None:
-        return await _remote(with_local_password(parse_store_url(url), config))
+        return await _remote(with_local_password(parse_store_url(url), config), config)
     assert data is not None
     ddir = DataDir(data)
     for _ in range(3):
@@ -280,13 +364,14 @@ async def _via_owner(ddir: DataDir, owner: dict, config: HeliosConfig) -> Store:
         await asyncio.sleep(0.05)  # the daemon records its socket before it listens on it
 
 
-async def _remote(target: StoreURL) -> Store:
+async def _remote(target: StoreURL, config: HeliosConfig | None = None) -> Store:
     try:
         from helios_core.store.remote import RemoteStore
     except ImportError as e:  # redis-py is what speaks the protocol
         raise HeliosError(f"store URLs need the redis package (pip install redis): {e}",
                           code="missing_dependency") from e
-    store = RemoteStore(target)
+    store = (RemoteStore(target, wait_replicas=config.store.wait_replicas,
+                         wait_timeout_ms=config.store.wait_timeout_ms) if config else RemoteStore(target))
     try:
         await store.ping()
     except BaseException:
