@@ -284,7 +284,7 @@ def backup(obj: CliContext, data_dir: Path, backup_dir: Path, keep: int, timeout
         fail(HeliosError(f"data directory {data_dir} does not exist", code="data_dir"))
     t0 = time.perf_counter()
     # Cron and pipes get no bar (progress.enabled): only a terminal does.
-    with bars.progress(f"backing up {data_dir}", show=bars.enabled(as_json=as_json)) as bar:
+    with bars.progress(f"backing up {data_dir}", unit="bytes", show=bars.enabled(as_json=as_json)) as bar:
         res = guarded(lambda: make_backup(DataDir(data_dir), backup_dir, keep, obj.config,
                                            lambda: datetime.now(UTC), timeout, bar), "backup failed")
     _emit({"path": str(res.path), "seq": res.seq, "keys": res.keys, "bytes": res.bytes,
@@ -316,7 +316,7 @@ def restore(obj: CliContext, source: Path, data_dir: Path, replace: bool, as_jso
         ddir.ensure()
         return restore_dir(source, ddir, replace, obj.config, datetime.now(UTC), bar)
 
-    with bars.progress(f"restoring {source}", show=bars.enabled(as_json=as_json)) as bar:
+    with bars.progress(f"restoring {source}", unit="bytes", show=bars.enabled(as_json=as_json)) as bar:
         res = guarded(lambda: work(bar), "restore failed")
     _emit({"data": str(res.data), "seq": res.seq, "keys": res.keys,
            "moved_to": str(res.moved_to) if res.moved_to else None, "moved": res.moved}, as_json)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from rich.text import Text
 from helios_cli import progress as bars
 from helios_cli.context import CliContext, fail, guarded, pass_cli
 from helios_cli.progress import QUIET, Reporter
-from helios_core.atlas.datadir import DataDir, fsync_dir
+from helios_core.atlas.datadir import SNAPSHOT_NAME, DataDir, fsync_dir
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.snapshot import SnapshotInfo, check_snapshot, read_header
 from helios_core.config import HeliosConfig
@@ -68,7 +71,8 @@ def _snapshot_via_owner(ddir: DataDir, owner: dict, output: Path | None, config:
     try:
         with client:
             bar.stage(f"process {pid} is writing the snapshot")
-            _save_and_wait(client, time.monotonic() + timeout)
+            with _bytes_written(ddir, bar):
+                _save_and_wait(client, time.monotonic() + timeout)
     except redis.TimeoutError as e:
         raise HeliosError(f"process {pid} did not finish snapshotting {ddir.path} within {timeout:g}s (it may "
                           f"still be writing it; see INFO persistence on {sock})", code="timeout") from e
@@ -136,6 +140,35 @@ def copy_atomic(src: Path, dst: Path, bar: Reporter = QUIET) -> None:
     fsync_dir(dst.parent)
 
 
+@contextmanager
+def _bytes_written(ddir: DataDir, bar: Reporter, every: float = 0.1) -> Iterator[None]:
+    """While the block runs, show how far the snapshot being written (DIR/dump.rdb.tmp-PID, by this
+    process or the owner's child) has got.  Its final size is not known beforehand: bytes, no total."""
+    if not bar.showing:
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(every):
+            sizes = []
+            for p in ddir.path.glob(SNAPSHOT_NAME + ".tmp-*"):
+                try:
+                    sizes.append(p.stat().st_size)
+                except FileNotFoundError:  # renamed into place meanwhile
+                    pass
+            if sizes:
+                bar.update(max(sizes))
+
+    t = threading.Thread(target=watch, name="snapshot-progress", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+
+
 def snapshot_dir(ddir: DataDir, config: HeliosConfig, output: Path | None,
                  timeout: float = OWNER_SNAPSHOT_TIMEOUT, bar: Reporter = QUIET) -> SnapshotInfo:
     """Snapshot `ddir` (asking its owner if a daemon owns it); with `output`, also copy the new file there.
@@ -148,7 +181,8 @@ def snapshot_dir(ddir: DataDir, config: HeliosConfig, output: Path | None,
     engine = Engine.open(ddir.path, config.atlas, tool="helios snapshot")
     try:
         bar.stage(f"writing the snapshot of {len(engine.ks):,} keys")
-        info = engine.snapshot_sync()
+        with _bytes_written(ddir, bar):
+            info = engine.snapshot_sync()
         # Copy while the lock is still held: once released, a daemon could start and
         # replace dump.rdb with a newer image than the one reported here.
         if output is not None:
@@ -203,7 +237,7 @@ def snapshot(obj: CliContext, data_dir: Path | None, output: Path | None, verify
             raise click.BadParameter(f"directory {output.parent} does not exist; create it first "
                                      f"(mkdir -p {output.parent})", param_hint="'--output'")
         t0 = time.perf_counter()
-        with bars.progress(f"snapshot of {data_dir}", show=bars.enabled(as_json=as_json)) as bar:
+        with bars.progress(f"snapshot of {data_dir}", unit="bytes", show=bars.enabled(as_json=as_json)) as bar:
             info = guarded(lambda: snapshot_dir(DataDir(data_dir), obj.config, output, timeout, bar),
                            "snapshot failed")
         _emit({"path": info.path, "seq": info.seq, "keys": info.keys, "bytes": info.bytes,
