@@ -36,13 +36,19 @@ __all__ = ["Block", "Waiter", "Registry", "registry", "signal", "may_block", "bl
 
 
 class Block:
-    """A handler's answer meaning "park this client on `keys` until `deadline_ms` (0: forever)"."""
+    """A handler's answer meaning "park this client on `keys` until `deadline_ms` (0: forever)".
 
-    __slots__ = ("keys", "deadline_ms")
+    `kind`, when given, is the value type whose appearance makes a key ready without a signal:
+    BZPOPMIN and friends wait for a sorted set, and the commands that create one (ZADD,
+    ZUNIONSTORE, RENAME, ...) do not signal, so after each command the keys such waiters want
+    are looked at (only while someone waits on them)."""
 
-    def __init__(self, keys: list[bytes], deadline_ms: int) -> None:
+    __slots__ = ("keys", "deadline_ms", "kind")
+
+    def __init__(self, keys: list[bytes], deadline_ms: int, kind: type | None = None) -> None:
         self.keys = list(dict.fromkeys(keys))
         self.deadline_ms = deadline_ms
+        self.kind = kind
 
 
 class _Parkable(Protocol):
@@ -52,13 +58,14 @@ class _Parkable(Protocol):
 class Waiter:
     """One parked command: who, what to re-run, on which keys; `timer` is the connection's."""
 
-    __slots__ = ("conn", "argv", "keys", "deadline_ms", "timer", "active")
+    __slots__ = ("conn", "argv", "keys", "deadline_ms", "kind", "timer", "active")
 
     def __init__(self, conn: _Parkable, argv: list[bytes], block: Block) -> None:
         self.conn = conn
         self.argv = argv
         self.keys = block.keys
         self.deadline_ms = block.deadline_ms
+        self.kind = block.kind
         self.timer: Any = None
         self.active = True
 
@@ -66,18 +73,22 @@ class Waiter:
 class Registry:
     """Waiters by key (FIFO) and the keys made ready since the last `serve()`."""
 
-    __slots__ = ("by_key", "ready", "count", "kicked", "__weakref__")
+    __slots__ = ("by_key", "ready", "count", "kicked", "polled", "ks", "__weakref__")
 
-    def __init__(self) -> None:
+    def __init__(self, ks: Any = None) -> None:
         self.by_key: dict[bytes, deque[Waiter]] = {}
         self.ready: dict[bytes, None] = {}  # an ordered set: keys are served in the order they became ready
         self.count = 0
         self.kicked = False
+        self.polled: dict[tuple[bytes, type], int] = {}  # (key, kind) -> waiters looking for it (Block.kind)
+        self.ks = ks  # the keyspace polled keys are looked up in
 
     def park(self, conn: _Parkable, argv: list[bytes], block: Block) -> Waiter:
         w = Waiter(conn, argv, block)
         for key in w.keys:
             self.by_key.setdefault(key, deque()).append(w)
+            if w.kind is not None:
+                self.polled[(key, w.kind)] = self.polled.get((key, w.kind), 0) + 1
         self.count += 1
         return w
 
@@ -88,6 +99,12 @@ class Registry:
         w.active = False
         self.count -= 1
         for key in w.keys:
+            if w.kind is not None:
+                n = self.polled.get((key, w.kind), 0) - 1
+                if n > 0:
+                    self.polled[(key, w.kind)] = n
+                else:
+                    self.polled.pop((key, w.kind), None)
             q = self.by_key.get(key)
             if q is None:
                 continue
@@ -120,6 +137,8 @@ class Registry:
         """Serve waiters on every ready key, oldest first; the newest record seq their replies wait for."""
         top = 0
         ready = self.ready
+        if self.polled:
+            self._poll()
         while ready:
             key = next(iter(ready))
             del ready[key]
@@ -136,6 +155,14 @@ class Registry:
                 q = self.by_key.get(key)
         return top
 
+    def _poll(self) -> None:
+        """Polled keys now holding their kind are ready (once per serve(): woken clients never
+        create a sorted set, so no second look is needed)."""
+        data = self.ks.data if self.ks is not None else {}
+        for key, kind in list(self.polled):
+            if type(data.get(key)) is kind:
+                self.ready[key] = None
+
 
 _REGISTRIES: weakref.WeakKeyDictionary[Any, Registry] = weakref.WeakKeyDictionary()
 
@@ -144,7 +171,7 @@ def registry(engine: Any) -> Registry:
     """The engine's registry (one per engine, created on first use)."""
     reg = _REGISTRIES.get(engine)
     if reg is None:
-        reg = _REGISTRIES[engine] = Registry()
+        reg = _REGISTRIES[engine] = Registry(getattr(engine, "ks", None))
     return reg
 
 

@@ -281,7 +281,7 @@ class Connection(asyncio.Protocol):
                 # The reveal rule (aof_writer.py), the same one the embedded Store keeps: the reply
                 # waits for the newest not-yet-durable record it observed (a write its own record).
                 seq = pending_seq()
-                if blocks.ready:
+                if blocks.ready or blocks.polled:
                     # Clients blocked on keys this command filled are served now, before anything
                     # else runs; this reply waits for their pops too (both durable, or neither seen).
                     served = blocks.serve()

@@ -157,6 +157,19 @@ def test_blmpop_with_count_and_brpoplpush(connect: Callable[[], redis.Redis]) ->
     assert a.lrange("m2", 0, -1) == [b"z", b"a"]
 
 
+def test_sorted_set_pops_wake_on_zadd(connect: Callable[[], redis.Redis]) -> None:
+    a, b, c = connect(), connect(), connect()
+    low = Call(lambda: b.bzpopmin(["zs"], 0))
+    wait_blocked(a, 1)
+    multi = Call(lambda: c.bzmpop(0, 2, ["other", "zs"], max=True, count=5))
+    wait_blocked(a, 2)
+    a.zadd("zs", {"one": 1, "two": 2, "three": 3})
+    assert low.result() == (b"zs", b"one", 1.0)
+    assert multi.result() == [b"zs", [[b"three", b"3"], [b"two", b"2"]]]  # (redis-py leaves these as bytes)
+    assert a.exists("zs") == 0
+    assert b.bzpopmax(["zs"], 0.05) is None
+
+
 def test_timeouts_answer_nil(connect: Callable[[], redis.Redis]) -> None:
     a, b = connect(), connect()
     assert b.blpop(["nothing"], 0.05) is None

@@ -47,7 +47,7 @@ def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: 
 
 LKEYS = [b"l1", b"l2", b"l3"]
 OTHER = [b"k1", b"h1"]
-ALL_KEYS = LKEYS + OTHER + [b"d", b"nope"]
+ALL_KEYS = LKEYS + OTHER + [b"d", b"nope", b"z1", b"z2"]
 
 
 def run(pair: Pair, args: list[bytes], resp3: bool) -> None:
@@ -62,8 +62,8 @@ def state(side: Side) -> list:
     types = side.r2.call_many([[b"TYPE", k] for k in ALL_KEYS])
     reads: list[list[bytes]] = []
     for k, (_, t) in zip(ALL_KEYS, types, strict=True):
-        reads.append({"string": [b"GET", k], "list": [b"LRANGE", k, b"0", b"-1"],
-                      "hash": [b"HLEN", k]}.get(t, [b"EXISTS", k]))
+        reads.append({"string": [b"GET", k], "list": [b"LRANGE", k, b"0", b"-1"], "hash": [b"HLEN", k],
+                      "zset": [b"ZRANGE", k, b"0", b"-1", b"WITHSCORES"]}.get(t, [b"EXISTS", k]))
         reads.append([b"EXPIRETIME", k])
     replies = side.r2.call_many(reads)
     out: list = [(t, norm(r)) for (_, t), r in zip(types, replies[::2], strict=True)]
@@ -141,9 +141,21 @@ BLOCKING = _words([
     ["SET", "bk", "v"], ["BLPOP", "nope", "bk", "0"], ["BLPOP", "bk", "nope", "0.01"], ["BRPOPLPUSH", "bk", "b1", "0"],
     ["RPUSH", "b3", "v"], ["BRPOPLPUSH", "b3", "bk", "0"], ["BLMPOP", "0", "2", "bk", "b3", "LEFT"],
     ["BLPOP", "b3", "bk", "0"], ["BLPOP", "b3"], ["BLMPOP", "0", "1"], ["BLMOVE", "a", "b", "LEFT", "LEFT"],
+    # the sorted-set ones
+    ["ZADD", "z1", "1", "a", "2.5", "b", "3", "c", "-inf", "m"], ["BZPOPMIN", "nope", "z1", "0"],
+    ["BZPOPMAX", "z1", "0"],
+    ["BZPOPMIN", "nope", "0.01"], ["BZPOPMAX", "nope", "nope2", "0.01"], ["BZPOPMIN", "z1", "-1"],
+    ["BZPOPMIN", "z1", "x"], ["BZPOPMIN", "bk", "z1", "0"], ["BZPOPMIN", "z1", "bk", "0"], ["BZPOPMIN", "z1"],
+    ["ZADD", "z2", "1", "x", "2", "y", "3", "z"], ["BZMPOP", "0", "2", "nope", "z2", "MIN", "COUNT", "2"],
+    ["BZMPOP", "0", "1", "z2", "max"], ["BZMPOP", "0.01", "1", "z2", "MIN"], ["BZMPOP", "0", "0", "z2", "MIN"],
+    ["BZMPOP", "x", "1", "z2", "MIN"], ["BZMPOP", "-1", "1", "z2", "MIN"], ["BZMPOP", "0", "1", "z2", "MID"],
+    ["BZMPOP", "0", "1", "z2", "MIN", "COUNT", "0"], ["BZMPOP", "0", "1", "z2", "MIN", "COUNT", "1", "COUNT", "1"],
+    ["BZMPOP", "0", "5", "z2", "MIN"], ["BZMPOP", "0", "1", "bk", "MIN"],
+    ["BZMPOP", "0", "1", "z1", "MAX", "COUNT", "9"],
     # inside MULTI a blocking command acts as its non-blocking form (nil at once, even with timeout 0)
     ["MULTI"], ["BLPOP", "nope", "0"], ["BRPOPLPUSH", "nope", "d", "0"], ["BLMOVE", "nope", "d", "LEFT", "LEFT", "0"],
-    ["BLMPOP", "0", "1", "nope", "LEFT"], ["RPUSH", "nope", "x"], ["BLPOP", "nope", "0"], ["EXEC"],
+    ["BLMPOP", "0", "1", "nope", "LEFT"], ["RPUSH", "nope", "x"], ["BLPOP", "nope", "0"], ["BZPOPMIN", "nope", "0"],
+    ["BZMPOP", "0", "1", "nope", "MIN"], ["ZADD", "z2", "5", "q"], ["BZPOPMAX", "z2", "0"], ["EXEC"],
 ])
 
 
@@ -158,7 +170,7 @@ def test_every_list_command_fixed_cases(pair: Pair, resp3: bool, cases: list[lis
 
 NEW_COMMANDS = ["lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "llen", "lrange", "lindex", "lset", "linsert",
                 "lrem", "ltrim", "lpos", "rpoplpush", "lmove", "lmpop", "blpop", "brpop", "brpoplpush", "blmove",
-                "blmpop"]
+                "blmpop", "bzpopmin", "bzpopmax", "bzmpop"]
 
 
 def test_command_info_matches(pair: Pair) -> None:
