@@ -102,13 +102,59 @@ class ZSet:
     def range_by_lex(self, lo: bytes | None, lo_excl: bool, hi: bytes | None,
                      hi_excl: bool) -> list[tuple[float, bytes]]:
         """BYLEX assumes equal scores (as Redis does); None bounds mean -/+ infinity."""
+        return self.lex_walk((-1 if lo is None else 0, lo or b""), lo_excl, (1 if hi is None else 0, hi or b""),
+                             hi_excl, False, 0, -1)
+
+    def lex_walk(self, lo: tuple[int, bytes], lo_excl: bool, hi: tuple[int, bytes], hi_excl: bool,
+                 rev: bool, offset: int, count: int) -> list[tuple[float, bytes]]:
+        """The BYLEX walk of Redis 7.0 over a small (listpack) zset, step for step.
+
+        Bounds are (rank, value): rank -1 is "-", 1 is "+", 0 a member value.  Redis
+        finds the first member (the last one, reversed) not below the near bound, stops at
+        once if it is past the far one, skips `offset` members without looking at them,
+        then takes members while they are inside the far bound.  With equal scores that is
+        the plain lexicographic range; with unequal scores it is what Redis answers.
+        A negative offset or one past the end selects nothing; a negative count means all.
+        """
+        order = self.order
+        n = len(order)
+        if lo > hi or (lo == hi and (lo_excl or hi_excl)) or not n:
+            return []
+
+        def gte_min(m: bytes) -> bool:
+            return (0, m) > lo if lo_excl else (0, m) >= lo
+
+        def lte_max(m: bytes) -> bool:
+            return (0, m) < hi if hi_excl else (0, m) <= hi
+
+        if not gte_min(order[-1][1]) or not lte_max(order[0][1]):
+            return []
+        if offset < 0 or (offset > 0 and offset >= n):
+            return []
+        if rev:
+            i = n - 1
+            while i >= 0 and not lte_max(order[i][1]):
+                i -= 1
+            if i < 0 or not gte_min(order[i][1]):
+                return []
+            i -= offset
+            out = []
+            while i >= 0 and count != 0 and gte_min(order[i][1]):
+                out.append(order[i])
+                i -= 1
+                count -= 1
+            return out
+        i = 0
+        while i < n and not gte_min(order[i][1]):
+            i += 1
+        if i == n or not lte_max(order[i][1]):
+            return []
+        i += offset
         out = []
-        for score, member in self.order:
-            if lo is not None and (member < lo or (lo_excl and member == lo)):
-                continue
-            if hi is not None and (member > hi or (hi_excl and member == hi)):
-                continue
-            out.append((score, member))
+        while i < n and count != 0 and lte_max(order[i][1]):
+            out.append(order[i])
+            i += 1
+            count -= 1
         return out
 
     def pop_min(self, count: int) -> list[tuple[float, bytes]]:

@@ -9,6 +9,8 @@ from helios_core.atlas.commands import (  # noqa: F401  (registration side effec
     server,
     sets,
     strings,
+    zblocking,
+    zsetops,
     zsets,
 )
 from helios_core.atlas.commands.table import OK, TABLE, Command, Ctx, Simple

@@ -7,6 +7,7 @@ from typing import Any
 
 from helios_core.atlas.commands.table import (
     C_SPACE,
+    NOT_INT,
     SYNTAX,
     Ctx,
     c_strtod,
@@ -15,8 +16,9 @@ from helios_core.atlas.commands.table import (
     parse_float,
     parse_int,
 )
+from helios_core.atlas.hashset import parse_cursor, pick_distinct, pick_one, pick_repeating, scan_items
 
-__all__ = ["Pairs"]
+__all__ = ["Pairs", "zrange_items", "store_zset", "format_score"]
 
 
 class Pairs(list):
@@ -170,18 +172,18 @@ def _reply(items: list[tuple[float, bytes]], withscores: bool) -> Any:
     return [m for _, m in items]
 
 
-def zrange_generic(ctx: Ctx, key: bytes, start: bytes, stop: bytes, by: str, rev: bool,
-                   limit: tuple[int, int] | None, withscores: bool) -> Any:
+def zrange_items(ctx: Ctx, key: bytes, start: bytes, stop: bytes, by: str, rev: bool,
+                 limit: tuple[int, int] | None) -> list[tuple[float, bytes]] | None:
+    """The (score, member) items Z[REV]RANGE[BY*]/ZRANGESTORE select, in reply order; None when the
+    key is missing.  Arguments are checked before the key is looked up, as Redis does."""
     # Redis's default count is -1, so an explicit "LIMIT x -1" is no LIMIT at all.
     if limit is not None and limit[1] != -1 and by == "index":
         raise err("ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX")
-    if withscores and by == "lex":
-        raise err("ERR syntax error, WITHSCORES not supported in combination with BYLEX")
     if by == "index":
         a, b = parse_int(start), parse_int(stop)
         z = ctx.get_zset(key)
         if z is None:
-            return []
+            return None
         if rev:
             n = len(z)
             # Reverse indexes: 0 is the highest score.
@@ -190,37 +192,48 @@ def zrange_generic(ctx: Ctx, key: bytes, start: bytes, stop: bytes, by: str, rev
             items.reverse()
         else:
             items = z.range_by_index(a, b)
-        return _reply(items, withscores)
+        return items
+    lo_raw, hi_raw = (stop, start) if rev else (start, stop)
     if by == "score":
-        lo_raw, hi_raw = (stop, start) if rev else (start, stop)
         lo, lo_ex = parse_score_bound(lo_raw)
         hi, hi_ex = parse_score_bound(hi_raw)
         z = ctx.get_zset(key)
         if z is None:
-            return []
+            return None
         items = list(z.range_by_score(lo, lo_ex, hi, hi_ex))
     else:
-        lo_raw, hi_raw = (stop, start) if rev else (start, stop)
         lex_lo, lo_ex, lo_inf = parse_lex_bound(lo_raw)
         lex_hi, hi_ex, hi_inf = parse_lex_bound(hi_raw)
         z = ctx.get_zset(key)
-        if z is None or lo_inf == 1 or hi_inf == -1:
-            return []
-        items = z.range_by_lex(lex_lo, lo_ex, lex_hi, hi_ex)
+        if z is None:
+            return None
+        offset, count = limit if limit is not None else (0, -1)
+        return z.lex_walk((lo_inf, lex_lo or b""), lo_ex, (hi_inf, lex_hi or b""), hi_ex, rev, offset, count)
     if rev:
         items.reverse()
     if limit is not None:
         items = _limit(items, *limit)
-    return _reply(items, withscores)
+    return items
 
 
-def _parse_range_opts(args: list[bytes], allow_by: bool) -> Any:
+def zrange_generic(ctx: Ctx, key: bytes, start: bytes, stop: bytes, by: str, rev: bool,
+                   limit: tuple[int, int] | None, withscores: bool) -> Any:
+    if limit is not None and limit[1] != -1 and by == "index":
+        raise err("ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX")
+    if withscores and by == "lex":
+        raise err("ERR syntax error, WITHSCORES not supported in combination with BYLEX")
+    items = zrange_items(ctx, key, start, stop, by, rev, limit)
+    return [] if items is None else _reply(items, withscores)
+
+
+def _parse_range_opts(args: list[bytes], allow_by: bool, store: bool = False) -> Any:
     by, rev, limit, withscores = "index", False, None, False
     i = 0
-    # REV, BYSCORE and BYLEX may each be given once, and BYSCORE/BYLEX not together.
+    # REV, BYSCORE and BYLEX may each be given once, and BYSCORE/BYLEX not together;
+    # ZRANGESTORE knows no WITHSCORES (a syntax error).
     while i < len(args):
         opt = args[i].upper()
-        if opt == b"WITHSCORES":
+        if opt == b"WITHSCORES" and not store:
             withscores = True
         elif opt == b"LIMIT" and i + 2 < len(args):
             limit = (parse_int(args[i + 1]), parse_int(args[i + 2]))
@@ -356,3 +369,103 @@ def zremrangebyrank(ctx: Ctx, args: list[bytes]) -> Any:
         ctx.emit(("ZREM", args[0], gone))
     return len(gone)
 
+
+
+# -- BYLEX, ZRANGESTORE, ZRANDMEMBER, ZSCAN ---------------------------------------------------
+
+@command("zrangebylex", -4, "readonly")
+def zrangebylex(ctx: Ctx, args: list[bytes]) -> Any:
+    _, _, limit, withscores = _parse_range_opts(args[3:], False)
+    return zrange_generic(ctx, args[0], args[1], args[2], "lex", False, limit, withscores)
+
+
+@command("zrevrangebylex", -4, "readonly")
+def zrevrangebylex(ctx: Ctx, args: list[bytes]) -> Any:
+    _, _, limit, withscores = _parse_range_opts(args[3:], False)
+    return zrange_generic(ctx, args[0], args[1], args[2], "lex", True, limit, withscores)
+
+
+def _lex_items(ctx: Ctx, args: list[bytes]) -> list[tuple[float, bytes]] | None:
+    lo, lo_ex, lo_inf = parse_lex_bound(args[1])
+    hi, hi_ex, hi_inf = parse_lex_bound(args[2])
+    z = ctx.get_zset(args[0])
+    if z is None:
+        return None
+    return z.lex_walk((lo_inf, lo or b""), lo_ex, (hi_inf, hi or b""), hi_ex, False, 0, -1)
+
+
+@command("zlexcount", 4, "readonly fast")
+def zlexcount(ctx: Ctx, args: list[bytes]) -> Any:
+    return len(_lex_items(ctx, args) or ())
+
+
+@command("zremrangebylex", 4, "write")
+def zremrangebylex(ctx: Ctx, args: list[bytes]) -> Any:
+    items = _lex_items(ctx, args)
+    if items:
+        ctx.emit(("ZREM", args[0], [m for _, m in items]))
+    return len(items or ())
+
+
+def store_zset(ctx: Ctx, dst: bytes, items: list[tuple[float, bytes]]) -> int:
+    """Replace `dst` with a zset of `items` (deleting it when empty), dropping any TTL, as Redis's
+    setKey/dbDelete do; logged as a DEL and one ZADD, so replay never recomputes the result."""
+    if ctx.lookup(dst) is not None:
+        ctx.emit(("DEL", dst))
+    if items:
+        ctx.emit(("ZADD", dst, [(s + 0.0, m) for s, m in items]))
+    return len(items)
+
+
+@command("zrangestore", -5, "write denyoom", keys=(1, 2, 1))
+def zrangestore(ctx: Ctx, args: list[bytes]) -> Any:
+    by, rev, limit, _ = _parse_range_opts(args[4:], True, store=True)
+    items = zrange_items(ctx, args[1], args[2], args[3], by, rev, limit)
+    return store_zset(ctx, args[0], items or [])
+
+
+LONG_MAX = (1 << 63) - 1
+
+
+@command("zrandmember", -2, "readonly")
+def zrandmember(ctx: Ctx, args: list[bytes]) -> Any:
+    if len(args) == 1:
+        z = ctx.get_zset(args[0])
+        return None if z is None else pick_one(z.scores)
+    count = parse_int(args[1], NOT_INT)
+    if count < -LONG_MAX:
+        raise err(f"ERR value is out of range, value must between {-LONG_MAX} and {LONG_MAX}")
+    if len(args) > 3 or (len(args) == 3 and args[2].upper() != b"WITHSCORES"):
+        raise err(SYNTAX)
+    withscores = len(args) == 3
+    if withscores and not -(LONG_MAX // 2) <= count <= LONG_MAX // 2:  # C division truncates
+        raise err("ERR value is out of range")
+    z = ctx.get_zset(args[0])
+    if z is None or count == 0:
+        return []
+    members = list(z.scores)
+    chosen = pick_distinct(members, count) if count > 0 else pick_repeating(members, -count)
+    if withscores:
+        return Pairs((m, z.scores[m]) for m in chosen)
+    return chosen
+
+
+def format_score(score: float) -> bytes:
+    """A score as ZSCAN sends it: Redis 7.0's d2string/ld2string text ("%.17g", "inf", "-0")."""
+    return b"%.17g" % score
+
+
+@command("zscan", -3, "readonly")
+def zscan(ctx: Ctx, args: list[bytes]) -> Any:
+    cursor = parse_cursor(args[1])
+    z = ctx.get_zset(args[0])
+    if z is None:
+        return [b"0", []]
+    scores = z.scores
+
+    def emit(member: bytes, out: list[Any]) -> None:
+        out.append(member)
+        out.append(format_score(scores[member]))
+
+    # In score order, as Redis walks a small (listpack) zset.
+    return scan_items(ctx, cursor, [m for _, m in z.items()], args[2:], emit)
