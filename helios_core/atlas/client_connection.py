@@ -197,7 +197,7 @@ class Connection(asyncio.Protocol):
         parser = self.parser
         cmds = parser.feed(data)
         self.net_in += len(data)
-        if cmds and self.blocked is not None:
+        if cmds and (self.blocked is not None or self.parked_rest):  # (after those held back)
             self._park_more(cmds)
         elif cmds:
             unauthed = not self.authed
