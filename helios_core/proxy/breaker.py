@@ -67,6 +67,8 @@ class CircuitBreaker:
 
     def begin(self, now: float | None = None) -> None:
         """A request is being sent: in half-open it takes a probe slot."""
+        if self._state == CLOSED:
+            return  # the usual case: nothing to take
         state = self._state if now is None else self.state(now)
         if state == HALF_OPEN:
             self._probes += 1

@@ -455,7 +455,8 @@ class ClientConnection(asyncio.Protocol):
             # once instead of waiting for (and feeding) the cyclic garbage collector every request.
             exchange.req.exchange = None
             self.exchange = None
-        self.resume_reading_for("upstream")
+        if self.read_pauses:
+            self.resume_reading_for("upstream")
         if not keep_alive or self.service.draining:
             self.closing = True
             if self.transport is not None:

@@ -360,10 +360,12 @@ class UpstreamPool:
         if self.closing:
             conn.close()
             return
-        conn.resume_reading()  # an idle connection must notice the backend closing it
+        if conn.reading_paused:
+            conn.resume_reading()  # an idle connection must notice the backend closing it
         conn.idle_since = self.clock()
         self.idle.append(conn)
-        self._wake()
+        if self._waiters:
+            self._wake()
         if self._sweeper is None:
             self._schedule_sweep()
 
