@@ -254,7 +254,10 @@ def _list(obj: dict, name: str) -> list[bytes] | None:
 def _ms(ttl: Any) -> bytes:
     if type(ttl) not in (int, float):
         raise _Bad(f"'ttl' must be a number of seconds, not {_json_type(ttl)}")
-    return b"%d" % int(ttl * 1000)
+    ms = ttl * 1000
+    if not math.isfinite(ms):  # 1e308 seconds: no integer of ms (found by tests/fuzz)
+        raise _Bad(f"'ttl' {ttl!r} is out of range")
+    return b"%d" % int(ms)
 
 
 def _exp(obj: dict) -> bytes:
