@@ -26,8 +26,9 @@ asks the sentinels where the primary is; after a failover the pool drops
 its idle connections to the old primary.  A command in flight when the
 primary dies fails (connection lost or refused, "no master found" while the
 sentinels still agree on a new one, READONLY from a demoted primary) as a
-503 `store_unavailable` HeliosError: never a hang, and never retried
-blindly once a write may have reached the server.
+503 `store_unavailable` HeliosError, not a hang (every connect and reply is
+bounded by the URL's timeouts; a transaction whose EXEC was sent is never
+retried, since it may have been applied).
 
 Replicas (`wait_replicas` > 0, config `store.wait_replicas`): every durable
 write (transact() that writes, set, delete, run_script with durable=True)
@@ -35,10 +36,11 @@ is followed, in the same round trip and on the same connection, by `WAIT
 wait_replicas wait_timeout_ms`.  When fewer replicas acknowledge in time the
 write fails with a 503 `store_replication` HeliosError saying the primary
 applied it but it may be lost if the primary fails now; the caller sees the
-write as failed although it usually persists.  WAIT makes acknowledged
-writes much harder to lose on failover but not impossible (Redis
-replication stays asynchronous: a replica that acknowledged may still not be
-the one promoted).  `durable=False` writes (rate-limit buckets) never wait.
+write as failed although it usually persists.  A server that does not answer
+WAIT (atlasd) fails such a write with ConfigError naming the setting.  WAIT
+makes acknowledged writes much harder to lose on failover but not impossible
+(Redis replication stays asynchronous: a replica that acknowledged may still
+not be the one promoted).  `durable=False` writes (rate-limit buckets) never wait.
 
 Change notification: atlasd has no keyspace notifications, so a
 RemoteStore announces its own writes.  Each transaction that writes also
@@ -59,14 +61,15 @@ import random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.asyncio.connection import (
     AbstractConnection,
     BlockingConnectionPool,
     Connection,
+    ConnectionPool,
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -119,7 +122,7 @@ def _sentinel_pool(target: StoreURL, kwargs: dict[str, Any], max_connections: in
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
     client = sentinel.master_for(target.service, connection_pool_class=_SentinelBlockingPool,
                                  max_connections=max_connections, timeout=timeout, **kwargs)
-    return sentinel, client.connection_pool  # type: ignore[return-value]
+    return sentinel, client.connection_pool
 
 
 def _connection_kwargs(target: StoreURL) -> dict[str, Any]:
@@ -244,8 +247,12 @@ class RemoteTxn(_RemoteReads, Txn):
 
 
 class RemoteStore(_RemoteReads, Store):
-    def __init__(self, target: StoreURL | str, *, max_attempts: int = MAX_ATTEMPTS, notify: bool = True) -> None:
-        """`target`: a store URL or a parsed one.  `notify=False` stops announcing writes (see the module doc)."""
+    def __init__(self, target: StoreURL | str, *, max_attempts: int = MAX_ATTEMPTS, notify: bool = True,
+                 wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
+        """`target`: a store URL or a parsed one.  `notify=False` stops announcing writes (see the module doc).
+
+        `wait_replicas`/`wait_timeout_ms`: config store.wait_*; see "Replicas" in the module doc.
+        """
         # An atlas:// URL to this host without a password: this user's atlasd's own (see store/url.py).
         self.target = with_local_password(parse_store_url(target) if isinstance(target, str) else target)
         self.where = self.target.redacted
@@ -255,9 +262,20 @@ class RemoteStore(_RemoteReads, Store):
         # Blocking: a request beyond the pool's size waits for a connection (up to the socket
         # timeout) instead of failing with "Too many connections", which a gateway at 200
         # concurrent requests did with redis-py's plain pool (100 connections, then an error).
-        self._pool = BlockingConnectionPool(connection_class=_connection_class(self.target),
-                                            max_connections=POOL_CONNECTIONS,
-                                            timeout=self.target.timeout or POOL_WAIT_SECONDS, **self._kwargs)
+        self._sentinel: Sentinel | None = None
+        self._pool: ConnectionPool
+        if self.target.kind == "sentinel":
+            self._sentinel, self._pool = _sentinel_pool(self.target, self._kwargs, POOL_CONNECTIONS,
+                                                        self.target.timeout or POOL_WAIT_SECONDS)
+        else:
+            self._pool = BlockingConnectionPool(connection_class=_connection_class(self.target),
+                                                max_connections=POOL_CONNECTIONS,
+                                                timeout=self.target.timeout or POOL_WAIT_SECONDS, **self._kwargs)
+        if wait_replicas < 0 or wait_timeout_ms < 1:
+            raise ConfigError("wait_replicas must be 0 or more and wait_timeout_ms 1 or more",
+                              key="store.wait_replicas")
+        self.wait_replicas, self.wait_timeout_ms = wait_replicas, wait_timeout_ms
+        self._wait = [[b"WAIT", b"%d" % wait_replicas, b"%d" % wait_timeout_ms]] if wait_replicas else []
         self._feed = _ChangeFeed(self)
         t = self.target  # span attributes (OpenTelemetry semantic conventions); never the password
         self._span_attrs: dict[str, Any] = {"db.system": "redis", "db.namespace": str(t.db), **(
@@ -267,6 +285,26 @@ class RemoteStore(_RemoteReads, Store):
         return f"RemoteStore({self.where!r})"
 
     # -- connections ----------------------------------------------------------------------
+
+    def _new_connection(self, **overrides: Any) -> AbstractConnection:
+        """A connection outside the pool (the change feed's), to the same server (the primary, with Sentinel)."""
+        kwargs = {**self._kwargs, **overrides}
+        if self._sentinel is not None:
+            kwargs["connection_pool"] = self._pool  # where it asks for the primary's address
+        return _connection_class(self.target)(**kwargs)
+
+    def _waited(self, reply: Any) -> None:
+        """Check WAIT's reply after a write the server applied (see "Replicas" in the module doc)."""
+        if isinstance(reply, ResponseError):
+            raise ConfigError(f"store.wait_replicas is {self.wait_replicas}, but {self.where} refused WAIT ({reply}); "
+                              f"the write was applied without waiting. Set it to 0 for a server without replicas "
+                              f"(atlasd)", key="store.wait_replicas")
+        if int(reply) < self.wait_replicas:
+            raise HeliosError(f"the write was applied on the primary at {self.where} but only {int(reply)} of "
+                              f"{self.wait_replicas} replicas acknowledged it within {self.wait_timeout_ms} ms "
+                              f"(store.wait_replicas); it may be lost if the primary fails now",
+                              code="store_replication", status=503,
+                              detail={"acknowledged": int(reply), "wanted": self.wait_replicas})
 
     def _unavailable(self, e: BaseException) -> HeliosError:
         if _is_auth_failure(e):
@@ -338,13 +376,15 @@ class RemoteStore(_RemoteReads, Store):
 
     async def transact(self, fn: Callable[[Txn], Awaitable[T] | T], *, durable: bool = True) -> T:
         if not tracing.state.on:
-            return await self._transact(fn)
+            return await self._transact(fn, durable)
         # One span for the whole transaction (its WATCHed reads, MULTI ... EXEC and any retries).
         with tracing.client_span("atlas transaction", {**self._span_attrs, "db.operation.name": "MULTI"}):
-            return await self._transact(fn)
+            return await self._transact(fn, durable)
 
-    async def _transact(self, fn: Callable[[Txn], Awaitable[T] | T]) -> T:
-        # `durable` is the server's business (see the module doc): nothing to do with it here.
+    async def _transact(self, fn: Callable[[Txn], Awaitable[T] | T], durable: bool = True) -> T:
+        # Durability is the server's business (see the module doc); `durable` only decides whether a
+        # write also waits for replicas (WAIT, when wait_replicas is set).
+        wait = self._wait if durable else []
         await self._feed.settled()
         lost = 0
         watched: set[bytes] = set()
@@ -366,10 +406,15 @@ class RemoteStore(_RemoteReads, Store):
                     commands += [[b"PUBLISH", CHANNEL_PREFIX + k, b""] for k in _written_keys(txn.writes)]
                 commands.append([b"EXEC"])
                 sent = True
-                replies = await _roundtrip(conn, commands)
+                # WAIT goes in the same round trip, on the same connection: it waits for this
+                # connection's last write, the EXEC before it.
+                replies = await _roundtrip(conn, commands + wait)
                 clean = True
+                waited = replies.pop() if wait else None
                 self._check_exec(txn.writes, replies)
                 if replies[-1] is not None:
+                    if wait:
+                        self._waited(waited)
                     return result  # type: ignore[no-any-return]
                 watched |= txn.watched  # a watched key changed: run fn again on the new state
             except _LOST as e:
@@ -426,11 +471,14 @@ class RemoteStore(_RemoteReads, Store):
         announce = [[b"PUBLISH", CHANNEL_PREFIX + k, b""] for k in ks] if self.notify and op.notify else []
         if announce:
             await self._feed.settled()
-        replies = await self._call([[b"EVALSHA", op.sha, *tail], *announce])
+        wait = self._wait if durable else []
+        replies = await self._call([[b"EVALSHA", op.sha, *tail], *announce, *wait])
         if isinstance(replies[0], NoScriptError):
-            replies = await self._call([[b"EVAL", op.source, *tail], *announce])
+            replies = await self._call([[b"EVAL", op.source, *tail], *announce, *wait])
         if isinstance(replies[0], ResponseError):
             raise CommandError(f"{op.name}: {replies[0]}")
+        if wait:
+            self._waited(replies[-1])
         return replies[0]
 
     def subscribe(self, prefix: Key) -> Subscription:
@@ -440,6 +488,8 @@ class RemoteStore(_RemoteReads, Store):
     async def close(self) -> None:
         await self._feed.close()
         await self._pool.disconnect()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
 
 class _ChangeFeed:
@@ -525,10 +575,9 @@ class _ChangeFeed:
     async def _read_loop(self) -> None:
         store = self.store
         # A subscriber waits for messages indefinitely: no read timeout on this connection.
-        kwargs = {**store._kwargs, "socket_timeout": None}
         delay, reconnecting = 0.05, False
         while not self.closed:
-            conn = _connection_class(store.target)(**kwargs)
+            conn = store._new_connection(socket_timeout=None)
             try:
                 await conn.connect()
                 # No await between publishing the connection and listing the patterns: a

@@ -1,0 +1,195 @@
+"""Failover under load on Redis with Sentinel: what a HELIOS store acknowledged, and what survived.
+
+A primary and a replica (appendonly yes) and three sentinels run on unused
+ports; a RemoteStore opened with a `redis+sentinel://` URL writes KV keys and
+enqueues jobs (JobQueue over that store) from several tasks while the primary
+is SIGKILLed.  The sentinels promote the replica, the store follows it, the
+killed server comes back as a replica of the new primary, and the writers go
+on.  Afterwards every acknowledged key and job is looked up on the new
+primary.  It runs twice: with `store.wait_replicas` 0 (asynchronous
+replication: an acknowledged write may be lost) and 1 (each acknowledged
+write reached the replica, which is the only one that can be promoted here).
+
+What must hold either way: the store reaches the new primary (writes are
+acknowledged after the failover), every failed write is a 503-class
+HeliosError (`store_unavailable`, `store_replication`), never a hang; and
+with wait_replicas 1 no acknowledged write or job is lost.  The counts are
+printed (`pytest -s`) and are what README "Scaling HELIOS" reports.
+`HELIOS_HA_SECONDS` lengthens the load before and after the kill (default
+1 s each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from helios_core.config import JobsConfig
+from helios_core.errors import HeliosError
+from helios_core.jobs.model import job_key
+from helios_core.jobs.queue import EnqueueRequest, JobQueue
+from helios_core.store.remote import RemoteStore
+from tests.redis_server import RedisServer, SentinelGroup, redis_server  # noqa: F401
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+LOAD_SECONDS = float(os.environ.get("HELIOS_HA_SECONDS", "1.0"))
+KV_WRITERS = 6
+JOB_WRITERS = 2
+OP_TIMEOUT = 30.0  # an operation still unanswered after this long is a hang
+CHANGE_SECONDS = 90.0  # generous: failover and resync on two busy cores
+
+
+@pytest.fixture(scope="module")
+def group() -> Iterator[SentinelGroup]:
+    server, sentinel = shutil.which("redis-server"), shutil.which("redis-sentinel")
+    if server is None or sentinel is None:
+        pytest.skip("redis-server and redis-sentinel are not installed")
+    g = SentinelGroup(server, sentinel).start()
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+@dataclass
+class Tally:
+    kv_acked: list[str] = field(default_factory=list)
+    jobs_acked: list[str] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    acked_after_failover: int = 0
+    hangs: int = 0
+    failed_over: bool = False
+
+
+async def _writer(n: int, prefix: str, store: RemoteStore, queue: JobQueue | None, tally: Tally,
+                  stop: asyncio.Event) -> None:
+    i = 0
+    while not stop.is_set():
+        i += 1
+        try:
+            if queue is None:
+                key = f"{prefix}:kv:{n}:{i}"
+                await asyncio.wait_for(store.set(key, b"x" * 64), OP_TIMEOUT)
+                tally.kv_acked.append(key)
+            else:
+                job, _ = await asyncio.wait_for(
+                    queue.enqueue(EnqueueRequest(queue=f"{prefix}-q", payload={"n": n, "i": i}),
+                                  int(time.time() * 1000)), OP_TIMEOUT)
+                tally.jobs_acked.append(job.id)
+            if tally.failed_over:
+                tally.acked_after_failover += 1
+        except TimeoutError:
+            tally.hangs += 1
+        except HeliosError as e:
+            tally.failures[f"{e.status} {e.code}"] += 1
+            await asyncio.sleep(0.01)  # the primary is down: do not spin on refused connections
+
+
+def _roles(group: SentinelGroup) -> tuple[RedisServer, RedisServer]:
+    assert group.primary is not None and group.replica is not None
+    port = group.primary_port()
+    return (group.primary, group.replica) if port == group.primary.port else (group.replica, group.primary)
+
+
+def _linked(server: RedisServer) -> bool:
+    from tests.redis_server import _ask
+
+    info = _ask(server.port, "INFO", "replication")
+    return isinstance(info, dict) and info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+
+async def _run(group: SentinelGroup, prefix: str, wait_replicas: int) -> Tally:
+    primary, replica = _roles(group)
+    store = RemoteStore(f"{group.url}?timeout=10&connect_timeout=2", wait_replicas=wait_replicas,
+                        wait_timeout_ms=1000)
+    queue = JobQueue(store, JobsConfig())
+    tally, stop = Tally(), asyncio.Event()
+    tasks = [asyncio.create_task(_writer(n, prefix, store, None, tally, stop)) for n in range(KV_WRITERS)]
+    tasks += [asyncio.create_task(_writer(n, prefix, store, queue, tally, stop)) for n in range(JOB_WRITERS)]
+    try:
+        await _until(lambda: len(tally.kv_acked) >= 50 and len(tally.jobs_acked) >= 10, "writes before the kill")
+        await asyncio.sleep(LOAD_SECONDS)  # load for a while: the kill lands mid-stream
+        primary.kill()
+        await _until(lambda: group.all_agree_on(replica.port), "the sentinels to promote the replica")
+        tally.failed_over = True
+        # The killed server comes back, as an operator (or its supervisor) brings it back, as a
+        # replica of the new primary: until then, with wait_replicas 1, writes cannot be acknowledged.
+        primary.restart("--replicaof", "127.0.0.1", str(replica.port))
+        await _until(lambda: _linked(primary), "the old primary to resync as a replica")
+        start = tally.acked_after_failover
+        await _until(lambda: tally.acked_after_failover - start >= 50, "writes after the failover")
+        await asyncio.sleep(LOAD_SECONDS)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    try:
+        values = await store.mget(list(tally.kv_acked))
+        tally.failures["lost kv"] = sum(v is None for v in values)
+        jobs = await store.mget([job_key(j) for j in tally.jobs_acked])
+        tally.failures["lost jobs"] = sum(v is None for v in jobs)
+    finally:
+        await store.close()
+    return tally
+
+
+async def _until(check: object, what: str) -> None:
+    deadline = time.monotonic() + CHANGE_SECONDS
+    while not await asyncio.to_thread(check):  # type: ignore[arg-type]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def _report(label: str, t: Tally) -> None:
+    print(f"\nsentinel failover, {label}: acknowledged kv={len(t.kv_acked)} jobs={len(t.jobs_acked)}, "
+          f"lost kv={t.failures['lost kv']} jobs={t.failures['lost jobs']}, acknowledged after failover="
+          f"{t.acked_after_failover}, failed writes={dict((k, v) for k, v in t.failures.items() if 'lost' not in k)}, "
+          f"hangs={t.hangs}")
+
+
+def _check_common(t: Tally) -> None:
+    assert t.hangs == 0
+    assert t.acked_after_failover >= 50  # the store followed the failover
+    for what in t.failures:
+        if "lost" not in what:
+            assert what.split()[0] == "503" and what.split()[1] in ("store_unavailable", "store_replication"), what
+
+
+@pytest.mark.parametrize("wait_replicas", [0, 1])
+def test_failover_under_load(group: SentinelGroup, wait_replicas: int) -> None:
+    t = asyncio.run(_run(group, f"w{wait_replicas}", wait_replicas))
+    _report(f"wait_replicas={wait_replicas}", t)
+    _check_common(t)
+    if wait_replicas:
+        # Each acknowledged write reached the replica, and that replica is the one promoted.
+        assert t.failures["lost kv"] == 0 and t.failures["lost jobs"] == 0
+
+
+def test_wait_replicas_without_replicas_fails_the_write_clearly(request: pytest.FixtureRequest) -> None:
+    """A lone redis-server has no replica: a durable write is applied but reported as not replicated."""
+    lone: RedisServer = request.getfixturevalue("redis_server")
+
+    async def main() -> None:
+        store = RemoteStore(f"redis://127.0.0.1:{lone.port}/0", wait_replicas=1, wait_timeout_ms=20)
+        try:
+            with pytest.raises(HeliosError) as e:
+                await store.set("ha:lone", b"v")
+            assert (e.value.status, e.value.code) == (503, "store_replication")
+            assert e.value.detail == {"acknowledged": 0, "wanted": 1}
+            assert "applied on the primary" in str(e.value)
+            assert await store.get("ha:lone") == b"v"  # applied, as the error says
+            await store.set("ha:fast", b"v", durable=False)  # not durable: never waits
+            with pytest.raises(HeliosError, match="store_replication|replicas acknowledged"):
+                await store.delete("ha:lone")
+        finally:
+            await store.close()
+
+    asyncio.run(main())
