@@ -22,6 +22,8 @@ downtime would restart its countdown.
     ("LINSERT", key, index, value)    insert before position index (0..len)
     ("LREM", key, count, value)       LREM's own rule (deterministic on the same list)
     ("LTRIM", key, left, right)       drop `left` items from the head, `right` from the tail
+    ("SETRANGE", key, offset, bytes)  overwrite a string from offset (zero-padded; created without
+                                      expiry if missing; the expiry kept): SETRANGE, SETBIT, BITFIELD
     ("FLUSHALL",)
 
 List effects are positional, not idempotent: each record is replayed exactly
@@ -53,7 +55,7 @@ __all__ = [
 Effect = tuple
 LIST_CMDS = frozenset({"LPUSH", "RPUSH", "LPOP", "RPOP", "LSET", "LINSERT", "LREM", "LTRIM"})
 KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
-                        "FLUSHALL", "MULTI"}) | LIST_CMDS
+                        "FLUSHALL", "MULTI", "SETRANGE"}) | LIST_CMDS
 
 
 # -- applying -----------------------------------------------------------------------
@@ -111,6 +113,8 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         _apply_remove(ks, eff, undo)
     elif op in LIST_CMDS:
         _apply_list(ks, eff, undo)
+    elif op == "SETRANGE":
+        _apply_setrange(ks, eff, undo)
     elif op == "FLUSHALL":
         if undo is not None:
             undo.append(("swap", ks.data, ks.expires))
@@ -244,6 +248,21 @@ def _lrem(value: deque, count: int, item: bytes) -> int:
     return removed
 
 
+def _apply_setrange(ks: Keyspace, eff: Effect, undo: list | None) -> None:
+    """A bitmap write touches a few bytes: logging it as the range it wrote keeps the AOF record
+    small, where a SET of the whole value would write it all out again for every SETBIT."""
+    _, key, offset, piece = eff
+    cur = ks.data.get(key)
+    exp = ks.expires.get(key)
+    if undo is not None:
+        undo.append(("put", key, cur, exp))
+    if type(cur) is not bytes:
+        cur, exp = b"", None
+    if offset > len(cur):
+        cur = cur + bytes(offset - len(cur))
+    ks.put(key, cur[:offset] + piece + cur[offset + len(piece):], exp)
+
+
 def undo_effects(ks: Keyspace, undo: list) -> None:
     """Roll back, newest first, what `apply_effect` recorded."""
     for entry in reversed(undo):
@@ -375,6 +394,9 @@ def _effect_to_obj(eff: Effect) -> dict:
         _put_bytes(rec, "value", eff[3])
     elif op == "LTRIM":
         rec["left"], rec["right"] = eff[2], eff[3]
+    elif op == "SETRANGE":
+        rec["offset"] = eff[2]
+        _put_bytes(rec, "value", eff[3])
     elif op == "HSET":
         try:
             rec["fields"] = [[f.decode(), v.decode()] for f, v in eff[2]]
@@ -528,6 +550,8 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
         return ("HSET", key, [(decode(f), decode(v)) for f, v in raw])
     if op in LIST_CMDS:
         return _list_effect(rec, op)
+    if op == "SETRANGE":
+        return (op, _get_bytes(rec, "key"), _int_field(rec, op, "offset"), _get_bytes(rec, "value"))
     if op == "FLUSHALL":
         return ("FLUSHALL",)
     if op == "MULTI":

@@ -1,6 +1,7 @@
 """ATLAS commands. Importing this package fills the one command table, `TABLE`."""
 
 from helios_core.atlas.commands import (  # noqa: F401  (registration side effects)
+    bitmaps,
     connection,
     hashes,
     keys,

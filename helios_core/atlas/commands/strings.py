@@ -19,6 +19,13 @@ from helios_core.atlas.commands.table import (
 MAX_MS = (1 << 63) - 1
 
 
+def check_string_length(ctx: Ctx, n: int) -> None:
+    """Redis's checkStringLength (APPEND, SETRANGE): no string past proto-max-bulk-len."""
+    limit = ctx.engine.config.max_value_bytes if ctx.engine is not None else 512 * 1024 * 1024
+    if n > limit:
+        raise err("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+
+
 def _expire_ms(ctx: Ctx, opt: bytes, raw: bytes, cmd: str) -> int:
     """Absolute expiry (ms) for EX/PX/EXAT/PXAT `raw`; Redis's errors for bad values."""
     v = parse_int(raw)
@@ -248,7 +255,7 @@ def incrbyfloat(ctx: Ctx, args: list[bytes]) -> Any:
 def append(ctx: Ctx, args: list[bytes]) -> Any:
     cur = ctx.get_str(args[0])
     new = args[1] if cur is None else cur + args[1]
-    ctx.engine.check_value_size(len(new))
+    check_string_length(ctx, len(new))
     ctx.emit(("SET", args[0], new, ctx.expiry(args[0]) if cur is not None else None))
     return len(new)
 
@@ -289,8 +296,7 @@ def setrange(ctx: Ctx, args: list[bytes]) -> Any:
     cur = cur or b""
     if not piece:
         return len(cur)
-    ctx.engine.check_value_size(offset + len(piece))
-    buf = cur.ljust(offset, b"\x00")
-    new = buf[:offset] + piece + buf[offset + len(piece):]
-    ctx.emit(("SET", args[0], new, ctx.expiry(args[0]) if existed else None))
-    return len(new)
+    check_string_length(ctx, offset + len(piece))
+    # Only the piece is logged (the effect pads and keeps the TTL), however long the string.
+    ctx.emit(("SETRANGE", args[0], offset, piece))
+    return max(len(cur), offset + len(piece))
