@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from itertools import islice
 from typing import Any
 
 from helios_core.atlas.blocking import Block, may_block, signal
@@ -117,10 +118,10 @@ def _pop_items(ctx: Ctx, key: bytes, lst: deque[bytes], side: bytes, count: int)
     """Pop up to `count` items from one end (the key goes when the list empties)."""
     n = min(count, len(lst))
     if side == LEFT:
-        items = [lst[i] for i in range(n)]
+        items = list(islice(lst, n))
         ctx.emit(("LPOP", key, n))
     else:
-        items = [lst[-1 - i] for i in range(n)]
+        items = list(islice(reversed(lst), n))
         ctx.emit(("RPOP", key, n))
     return items
 
@@ -298,17 +299,14 @@ def lrange(ctx: Ctx, args: list[bytes]) -> Any:
     if span is None:
         return []
     a, b = span
-    if a == 0 and b == len(lst) - 1:
+    n = len(lst)
+    if a == 0 and b == n - 1:
         return list(lst)
-    if a > len(lst) - 1 - b:  # nearer the tail: walk from there (deque indexing is O(n) from an end)
-        return [lst[i] for i in range(a, b + 1)]
-    out = []
-    for i, x in enumerate(lst):
-        if i > b:
-            break
-        if i >= a:
-            out.append(x)
-    return out
+    if a > n - 1 - b:  # nearer the tail: walk from there (a deque has no O(1) middle)
+        out = list(islice(reversed(lst), n - 1 - b, n - a))
+        out.reverse()
+        return out
+    return list(islice(lst, a, b + 1))
 
 
 @command("lpos", -3, "readonly")
