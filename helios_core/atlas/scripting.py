@@ -51,7 +51,7 @@ NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
 
 _BOOT = r"""
 local py_call, py_pcall, py_unwrap, py_sha1, py_log = ...
-local clock = os.clock
+local clock, wall = os.clock, os.time
 local dbg, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget =
       debug, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget
 
@@ -128,15 +128,11 @@ base.redis = ro(redis)
 -- ("x"):upper() reaches the string table through the strings' metatable: hide it from scripts.
 dbg.getmetatable('').__metatable = false
 
-local env_mt = {
-  __index = function(t, k)
-    local v = base[k]
-    if v == nil then error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2) end
-    return v
-  end,
-  __newindex = readonly,
-  __metatable = false,
-}
+-- Globals resolve through tables (no Lua call per access); only a miss reaches the function.
+setmetatable(base, {__index = function(t, k)
+  error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+end, __newindex = readonly, __metatable = false})
+local env_mt = {__index = base, __newindex = readonly, __metatable = false}
 
 -- Redis 7.0's error handler: a string becomes {err='ERR ...'}; the script's line is added.
 local function handler(err)
@@ -153,14 +149,20 @@ local function handler(err)
 end
 
 -- The time limit: a count hook in Lua (a call into Python from a hook may abort the process
--- when the memory cap is hit).  os.clock is CPU time, which a busy script spends 1:1.
-local deadline, killed = 0, false
+-- when the memory cap is hit).  os.clock is CPU time, which a busy script spends 1:1 on an
+-- idle machine; on a crowded one the wall clock (whole seconds: os.time) stops it too, one
+-- second or so past the limit.
+local deadline, wall_deadline, killed = 0, 0, false
 dbg.sethook(function()
-  if killed or clock() > deadline then killed = true; error(KILL, 0) end
+  if killed or clock() > deadline or wall() > wall_deadline then killed = true; error(KILL, 0) end
 end, '', HOOK_EVERY)
 
-local function run(fn, keys, argv, seconds)
-  deadline, killed = clock() + seconds, false
+-- KEYS and ARGV arrive as one vararg list (building them here is cheaper than two tables
+-- made from Python).
+local function run(fn, seconds, nkeys, ...)
+  local keys, argv, n = {...}, {}, select('#', ...)
+  for i = nkeys + 1, n do argv[i - nkeys] = keys[i]; keys[i] = nil end
+  deadline, wall_deadline, killed = clock() + seconds, wall() + math.ceil(seconds), false
   setfenv(fn, setmetatable({KEYS = keys, ARGV = argv}, env_mt))
   local ok, res = xpcall(fn, handler)
   if killed or (not ok and res == KILL) then return false, 'KILL' end
@@ -204,6 +206,7 @@ class Scripting:
         self._gc = self.lua.eval("function() collectgarbage() end")
         self.max_memory = max_memory
         self.scripts: dict[str, Any] = {}      # sha -> compiled chunk
+        self._checked: dict[bytes, tuple[Command | None, str | None, str | None]] = {}
         self.readonly_scripts: set[str] = set()  # shebang flags=no-writes
         # The running script: read-only?, and the newest pending record its commands saw.
         self._readonly = False
@@ -255,7 +258,7 @@ class Scripting:
         self.seen = 0
         self.running = True
         try:
-            ok, res = self._run(fn, self._new_table(keys), self._new_table(argv), self.time_limit_ms / 1000)
+            ok, res = self._run(fn, self.time_limit_ms / 1000, len(keys), *keys, *argv)
         except lua51.LuaMemoryError:
             self._collect()
             raise ScriptKilled(f"ERR Script used more memory than ATLAS scripts may ({self.max_memory} bytes) "
@@ -301,24 +304,28 @@ class Scripting:
         """One command a script calls: (True, reply as a Lua value) or (False, {err=...})."""
         if not args:
             return False, self._err("ERR Please specify at least one argument for this redis lib call")
-        argv: list[bytes] = []
-        for a in args:
+        argv = list(args)
+        for i, a in enumerate(args):
             t = type(a)
             if t is bytes:
-                argv.append(a)
-            elif t is int:
-                argv.append(b"%d" % a if -(1 << 53) <= a <= (1 << 53) else b"%.17g" % a)
+                continue
+            if t is int:
+                argv[i] = b"%d" % a if -(1 << 53) <= a <= (1 << 53) else b"%.17g" % a
             elif t is float:
-                argv.append(b"%.17g" % a)
+                argv[i] = b"%.17g" % a
             else:
                 return False, self._err("ERR Lua redis lib command arguments must be strings or integers")
-        cmd = TABLE.get(argv[0])
+        name = argv[0]
+        checked = self._checked.get(name)
+        if checked is None:
+            checked = self._check(name)
+        cmd, refused_rw, refused_ro = checked
         if cmd is None:
             return False, self._err("ERR Unknown Redis command called from script")
         n = len(argv)
         if n != cmd.arity and (cmd.arity > 0 or n < -cmd.arity):
             return False, self._err("ERR Wrong number of args calling Redis command from script")
-        refused = _refused(cmd, self._readonly)
+        refused = refused_ro if self._readonly else refused_rw
         if refused:
             return False, self._err(refused)
         try:
@@ -332,6 +339,15 @@ class Scripting:
             if seq > self.seen:
                 self.seen = seq
         return True, self._to_lua(reply)
+
+    def _check(self, name: bytes) -> tuple[Command | None, str | None, str | None]:
+        """(the command, why a script may not call it, why a read-only one may not), remembered by
+        name as sent (bounded: scripts may spell names in any case)."""
+        cmd = TABLE.get(name)
+        checked = (cmd, _refused(cmd, False), _refused(cmd, True)) if cmd is not None else (None, None, None)
+        if len(self._checked) < 512:
+            self._checked[name] = checked
+        return checked
 
     def _err(self, text: str) -> Any:
         return self._new_table({b"err": text.encode()})
