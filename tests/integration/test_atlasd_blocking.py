@@ -132,6 +132,29 @@ def test_served_right_after_the_write_before_the_writers_next_command(connect: C
     assert call.result() == (b"k", b"only")
 
 
+def test_a_transaction_or_a_script_wakes_after_it_ends(connect: Callable[[], redis.Redis]) -> None:
+    a, b = connect(), connect()
+    call = Call(lambda: b.blpop(["t"], 0))
+    wait_blocked(a, 1)
+    p = a.pipeline(transaction=True)
+    p.rpush("t", "1", "2")
+    p.lpop("t")  # inside the transaction: the blocked client cannot get in between
+    assert p.execute() == [2, b"1"]
+    assert call.result() == (b"t", b"2")
+    call = Call(lambda: b.brpop(["t"], 0))
+    wait_blocked(a, 1)
+    assert a.eval("redis.call('rpush', KEYS[1], 'a', 'b'); return redis.call('llen', KEYS[1])", 1, "t") == 2
+    assert call.result() == (b"t", b"b")
+    p = a.pipeline(transaction=True)
+    p.rpush("t2", "x")
+    p.lpop("t2")  # pushed and taken back in one transaction: a waiter on t2 keeps waiting
+    call = Call(lambda: b.blpop(["t2"], 0))
+    wait_blocked(a, 1)
+    assert p.execute() == [1, b"x"]
+    a.rpush("t2", "y")
+    assert call.result() == (b"t2", b"y")
+
+
 def test_blmove_chain_wakes_a_client_blocked_on_the_destination(connect: Callable[[], redis.Redis]) -> None:
     a, b, c = connect(), connect(), connect()
     mover = Call(lambda: b.blmove("src", "dst", 0, "LEFT", "RIGHT"))
