@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -32,9 +33,12 @@ from helios_core.atlas.commands.keys import ScanCursors
 from helios_core.atlas.commands.table import unknown_command
 from helios_core.atlas.datadir import DataDir, DirLock
 from helios_core.atlas.effects import apply_effect, effect_keys, undo_effects
+from helios_core.atlas.evict import OOM, Evictor, Memory
 from helios_core.atlas.fsops import REAL_FS, Fs
 from helios_core.atlas.keyspace import Keyspace
+from helios_core.atlas.notify import EVICTED, EXPIRED, Notifier
 from helios_core.atlas.recovery import RecoveryReport, recover
+from helios_core.atlas.slowlog import SlowLog
 from helios_core.atlas.snapshot import SnapshotInfo
 from helios_core.atlas.snapshotter import SnapshotStats, Snapshotter
 from helios_core.clock import wall_ms
@@ -56,6 +60,7 @@ class EngineStats(WriterStats, SnapshotStats):
     started_ms: int = 0
     commands: dict[str, int] = field(default_factory=dict)
     expired_keys: int = 0
+    evicted_keys: int = 0
 
 
 class Engine:
@@ -95,6 +100,15 @@ class Engine:
         self._timers: list[asyncio.TimerHandle] = []
         self._closed = False
         self.scripting: Any = None  # the Lua runtime (atlas/scripting.py), made by the first EVAL
+        # Introspection, keyspace notifications and maxmemory (slowlog.py, notify.py, evict.py).
+        # `_observe` sees each effect before it applies; it is installed only while notifications
+        # or memory accounting are on (`observers_changed`), so by default effects pay nothing.
+        self.slowlog = SlowLog()
+        self.notifier = Notifier()
+        self.memory = Memory()
+        self.evictor = Evictor()
+        self._on_effect: Callable[[tuple], None] | None = None
+        self._accounting = False
 
     # -- opening and closing --------------------------------------------------------
 
@@ -179,17 +193,33 @@ class Engine:
         ctx.now_ms = self.clock()
         ctx.writable = self.aof_error is None
         ctx.seen = 0
+        evictor = self.evictor
+        if evictor.maxmemory and self.memory.used > evictor.maxmemory:
+            self._make_room(cmd)
         mark, undo_mark = len(self._effects), len(self._undo)
         seq_before = self.seq
+        notifier = self.notifier
+        nmark = len(notifier.pending)
+        t0 = time.perf_counter_ns()
         try:
             reply = cmd.handler(ctx, args[1:])
         except BaseException:
             self._rollback(mark, undo_mark)
+            del notifier.pending[nmark:]
             self._reply_seq = self._seen_seq(cmd)  # an error may reveal state too (WRONGTYPE)
             raise
+        took_us = (time.perf_counter_ns() - t0) // 1000
         stats = self.stats.commands
         name = cmd.name
         stats[name] = stats.get(name, 0) + 1
+        if took_us >= self.slowlog.slower_than_us >= 0 and "skip_slowlog" not in cmd.flags:
+            conn = ctx.conn
+            self.slowlog.maybe_record(args, took_us, ctx.now_ms, conn.addr if conn is not None else "",
+                                      conn.name if conn is not None else b"")
+        if len(notifier.pending) > nmark:
+            notifier.command_done(nmark, name, self.ks.data)
+        if evictor.tracks_access:
+            evictor.touch_command(cmd.first_key, cmd.last_key, cmd.step, args[1:], ctx.now_ms)
         lazy = False
         if self._effects and self._batch_depth == 0:  # (a handler that batches has committed already)
             lazy = not is_write  # a read's effects are lazy-expiry DELs: they reveal nothing new
@@ -220,7 +250,11 @@ class Engine:
 
     def _rollback(self, mark: int, undo_mark: int) -> None:
         if len(self._undo) > undo_mark:
-            undo_effects(self.ks, self._undo[undo_mark:])
+            undone = self._effects[mark:]
+            if self.evictor.maxmemory:  # the estimate follows: recount the keys the undo puts back
+                self.memory.rollback(self.ks, undone, lambda: undo_effects(self.ks, self._undo[undo_mark:]))
+            else:
+                undo_effects(self.ks, self._undo[undo_mark:])
             del self._undo[undo_mark:]
         del self._effects[mark:]
 
@@ -276,8 +310,44 @@ class Engine:
         return self.writer.misconf()
 
     def _emit(self, eff: tuple) -> None:
+        if self._on_effect is not None:
+            self._on_effect(eff)
         apply_effect(self.ks, eff, self._undo)
         self._effects.append(eff)
+
+    # -- notifications and maxmemory (notify.py, evict.py) ---------------------------------
+
+    def observers_changed(self) -> None:
+        """Install `_observe` if notifications or accounting are on (call after changing them);
+        turning accounting on counts the keyspace once."""
+        accounting = bool(self.evictor.maxmemory)
+        if accounting and not self._accounting:
+            self.memory.recount(self.ks.data, self.ks.expires)
+        self._accounting = accounting
+        self._on_effect = self._observe if accounting or self.notifier.on else None
+
+    def _observe(self, eff: tuple) -> None:
+        ks = self.ks
+        if self._accounting:
+            self.memory.effect(eff, ks.data, ks.expires)
+        if self.notifier.on:
+            self.notifier.before(eff, ks.data, ks.expires, self.ctx.now_ms)
+
+    def _make_room(self, cmd: Command) -> None:
+        """Evict until the estimate is under maxmemory; Redis's OOM error for a denyoom command
+        if the policy cannot get there."""
+        ev, mem, ks = self.evictor, self.memory, self.ks
+        victims: list[bytes] = []
+        while mem.used > ev.maxmemory and self.aof_error is None:
+            key = ev.choose(ks, self.ctx.now_ms)
+            if key is None:
+                break
+            ev.forget(key)
+            self.internal_effects([("DEL", key)], ("evicted", EVICTED))
+            victims.append(key)
+        self.stats.evicted_keys += len(victims)
+        if mem.used > ev.maxmemory and "denyoom" in cmd.flags:
+            raise CommandError(OOM)
 
     def _commit(self, lazy: bool = False) -> None:
         """Hand the command's effects to the writer as one record (lazy: only expiry DELs)."""
@@ -305,10 +375,16 @@ class Engine:
             else:
                 pending[eff[1]] = seq
 
-    def internal_effects(self, effects: list[tuple]) -> None:
-        """Apply and log effects the engine itself decides on (active expiry: nothing to wait for)."""
+    def internal_effects(self, effects: list[tuple], event: tuple[str, int] | None = None) -> None:
+        """Apply and log effects the engine itself decides on (active expiry, eviction: nothing to
+        wait for); `event` is the keyspace notification they make ("expired", "evicted")."""
+        notifier = self.notifier
+        nmark = len(notifier.pending)
         for eff in effects:
             self._emit(eff)
+        del notifier.pending[nmark:]
+        if event is not None and notifier.on:
+            notifier.internal(event[0], event[1], effects)
         if self._batch_depth == 0 and self._effects:
             self._commit(lazy=True)
 
@@ -385,6 +461,8 @@ class Engine:
         """The writer gave up on records: memory goes back to what is on disk."""
         if undo:
             undo_effects(self.ks, undo)
+            if self._accounting:
+                self.memory.recount(self.ks.data, self.ks.expires)
         self._pending_keys.clear()
         self._all_seq = self._reply_seq = 0
         self._reveal_top = min(self._reveal_top, self.writer.written_seq)
@@ -435,7 +513,7 @@ class Engine:
         keys = self.ks.due_keys(self.clock(), self.config.active_expire_budget)
         if keys:
             self.stats.expired_keys += len(keys)
-            self.internal_effects([("DEL", k) for k in keys])
+            self.internal_effects([("DEL", k) for k in keys], ("expired", EXPIRED))
 
     def _cron(self) -> None:
         snaps = self.snapshots

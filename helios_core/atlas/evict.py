@@ -1,0 +1,317 @@
+"""maxmemory: an estimate of the keyspace's size, and eviction by sampling as Redis does.
+
+Memory accounting.  Python gives no cheap "bytes used by this dict", and
+RSS moves with the allocator, not with keys, so atlasd keeps an *estimate*:
+per key a fixed overhead plus the bytes of its name and value(s), with a
+per-element overhead for hashes, sets, sorted sets and lists (the constants
+below are measured CPython 3.11 costs, rounded).  `Memory` keeps the total up
+to date from the effects (`effect`, called by the engine just before each
+one is applied, so it sees the old state): O(1) for strings, O(elements
+touched) for containers, O(size) only when a whole container is deleted.
+Undone or replayed records are recounted (`recount`, O(keys)).  The estimate
+is what `maxmemory` limits and what INFO reports as used_memory_dataset and
+MEMORY USAGE answers; used_memory itself stays the process's RSS.
+
+Accounting runs only while maxmemory is set (no cost by default); setting
+it counts the keyspace once.
+
+Eviction.  Before a `denyoom` command runs with the estimate above
+maxmemory, keys are evicted until it is below (or the policy finds nothing:
+the command gets Redis's OOM error).  As in Redis, candidates are sampled
+(`maxmemory-samples` at a time) and the best of them, kept in a 16-entry pool
+across rounds, goes: idle longest (LRU), least frequently used (LFU, Redis's
+logarithmic counter with decay), nearest expiry (volatile-ttl) or any
+(random).  `allkeys-*` sample the whole keyspace, `volatile-*` only keys with
+a TTL.  Access times are recorded per command key (the command table's key
+positions) only under an LRU/LFU policy; a key not touched since the policy
+was set counts as idle since then.  Evictions are logged DEL effects.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from helios_core.atlas.zset import ZSet
+
+__all__ = ["Memory", "Evictor", "POLICIES", "estimate", "OOM", "parse_bytes"]
+
+OOM = "OOM command not allowed when used memory > 'maxmemory'."
+POLICIES = ("noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu", "allkeys-random",
+            "volatile-random", "volatile-ttl")
+
+KEY = 90        # dict slot + bytes object header for the key
+STR = 33        # bytes object header
+EXPIRY = 70     # entry in `expires` + heap tuple
+CONTAINER = 230
+HASH_FIELD = 2 * STR + 80
+SET_MEMBER = STR + 60
+ZSET_MEMBER = STR + 130   # dict entry, float, (score, member) tuple in the SortedList
+LIST_ITEM = STR + 8
+POOL_SIZE = 16    # EVPOOL_SIZE
+LFU_LOG_FACTOR = 10
+LFU_DECAY_MS = 60_000
+LFU_INIT = 5
+
+
+def parse_bytes(text: str) -> int:
+    """Redis's memory notation: 100, 1k (1000), 1kb (1024), 5mb, 2gb; ValueError otherwise."""
+    t = text.strip().lower()
+    units = {"b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+    for suffix in ("kb", "mb", "gb", "k", "m", "g", "b"):
+        if t.endswith(suffix) and t[:-len(suffix)].isdigit():
+            return int(t[:-len(suffix)]) * units[suffix]
+    if t.isdigit():
+        return int(t)
+    raise ValueError("argument must be a memory value")
+
+
+def value_size(value: Any) -> int:
+    t = type(value)
+    if t is bytes:
+        return STR + len(value)
+    if t is dict:
+        return CONTAINER + sum(len(f) + len(v) + HASH_FIELD for f, v in value.items())
+    if t is set:
+        return CONTAINER + sum(len(m) + SET_MEMBER for m in value)
+    if t is ZSet:
+        return CONTAINER + sum(len(m) + ZSET_MEMBER for m in value.scores)
+    if t is deque:
+        return CONTAINER + sum(len(i) + LIST_ITEM for i in value)
+    return CONTAINER
+
+
+def estimate(key: bytes, value: Any, has_expiry: bool) -> int:
+    """The estimated bytes a key costs (MEMORY USAGE)."""
+    return KEY + len(key) + value_size(value) + (EXPIRY if has_expiry else 0)
+
+
+@dataclass
+class Memory:
+    """The running estimate of the keyspace's size (see the module doc)."""
+
+    used: int = 0
+
+    def recount(self, data: dict, expires: dict) -> None:
+        self.used = sum(estimate(k, v, k in expires) for k, v in data.items())
+
+    def rollback(self, ks: Any, effects: list[tuple], undo: Callable[[], None]) -> None:
+        """Run `undo` (which puts back the state before `effects`) and follow it in the estimate."""
+        if any(e[0] in ("FLUSHALL", "MULTI") for e in effects):
+            undo()
+            self.recount(ks.data, ks.expires)
+            return
+        keys = {e[1] for e in effects}
+        data, expires = ks.data, ks.expires
+        self.used -= sum(estimate(k, data[k], k in expires) for k in keys if k in data)
+        undo()
+        self.used += sum(estimate(k, data[k], k in expires) for k in keys if k in data)
+
+    def effect(self, eff: tuple, data: dict, expires: dict) -> None:
+        op = eff[0]
+        if op == "MULTI":
+            # Nested effects apply one after the other; the later ones must see the earlier ones
+            # applied, so a MULTI (replay only; live commands emit flat effects) is recounted.
+            return
+        if op == "FLUSHALL":
+            self.used = 0
+            return
+        key = eff[1]
+        old = data.get(key)
+        d = 0
+        if op == "SET":
+            value, exp = eff[2], eff[3]
+            if old is not None:
+                d -= estimate(key, old, key in expires)
+            d += estimate(key, value, exp is not None)
+        elif op == "DEL":
+            if old is not None:
+                d -= estimate(key, old, key in expires)
+        elif op == "EXPIRE":
+            if old is not None and key not in expires:
+                d += EXPIRY
+        elif op == "PERSIST":
+            if old is not None and key in expires:
+                d -= EXPIRY
+        else:
+            d = self._container(op, eff, key, old, expires)
+        self.used += d
+
+    @staticmethod
+    def _container(op: str, eff: tuple, key: bytes, old: Any, expires: dict) -> int:
+        d = 0
+        base = KEY + len(key) + CONTAINER
+        if op == "HSET":
+            h = old if type(old) is dict else {}
+            d += base if old is None else 0
+            for f, v in eff[2]:
+                prev = h.get(f)
+                d += len(v) - len(prev) if prev is not None else len(f) + len(v) + HASH_FIELD
+        elif op == "HDEL" and type(old) is dict:
+            gone = [f for f in set(eff[2]) if f in old]
+            d -= sum(len(f) + len(old[f]) + HASH_FIELD for f in gone)
+            if len(gone) == len(old):
+                d -= base + (EXPIRY if key in expires else 0)
+        elif op == "SADD":
+            s = old if type(old) is set else set()
+            d += base if old is None else 0
+            d += sum(len(m) + SET_MEMBER for m in set(eff[2]) if m not in s)
+        elif op == "SREM" and type(old) is set:
+            gone = [m for m in set(eff[2]) if m in old]
+            d -= sum(len(m) + SET_MEMBER for m in gone)
+            if len(gone) == len(old):
+                d -= base + (EXPIRY if key in expires else 0)
+        elif op == "ZADD":
+            scores = old.scores if type(old) is ZSet else {}
+            d += base if old is None else 0
+            d += sum(len(m) + ZSET_MEMBER for m in {m for _, m in eff[2]} if m not in scores)
+        elif op == "ZREM" and type(old) is ZSet:
+            gone = [m for m in set(eff[2]) if m in old.scores]
+            d -= sum(len(m) + ZSET_MEMBER for m in gone)
+            if len(gone) == len(old.scores):
+                d -= base + (EXPIRY if key in expires else 0)
+        elif op in ("LPUSH", "RPUSH", "LINSERT"):
+            items = eff[2] if op != "LINSERT" else [eff[3]]
+            d += base if old is None else 0
+            d += sum(len(i) + LIST_ITEM for i in items)
+        elif type(old) is deque:
+            before = value_size(old)
+            after = _list_after(op, eff, old)
+            d += after - before
+            if after == CONTAINER:  # emptied: the key goes
+                d -= KEY + len(key) + CONTAINER + (EXPIRY if key in expires else 0)
+        return d
+
+
+def _list_after(op: str, eff: tuple, lst: deque) -> int:
+    """value_size of the list once `eff` is applied (computed without applying it)."""
+    items = list(lst)
+    if op == "LPOP":
+        items = items[eff[2]:]
+    elif op == "RPOP":
+        items = items[:len(items) - eff[2]] if eff[2] else items
+    elif op == "LSET":
+        items[eff[2]] = eff[3]
+    elif op == "LTRIM":
+        items = items[eff[2]:len(items) - eff[3]]
+    elif op == "LREM":
+        count, value = eff[2], eff[3]
+        n = items.count(value) if count == 0 else min(items.count(value), abs(count))
+        return CONTAINER + sum(len(i) + LIST_ITEM for i in items) - n * (len(value) + LIST_ITEM)
+    return CONTAINER + sum(len(i) + LIST_ITEM for i in items)
+
+
+@dataclass
+class Evictor:
+    """The eviction policy's state: settings, access times/frequencies, the candidate pool."""
+
+    maxmemory: int = 0
+    policy: str = "noeviction"
+    samples: int = 5
+    rng: random.Random = field(default_factory=random.Random)
+    access: dict[bytes, tuple[int, int]] = field(default_factory=dict)  # key -> (last ms, LFU counter)
+    pool: list[tuple[float, bytes]] = field(default_factory=list)
+    since_ms: int = 0  # when the policy was set: untouched keys count as idle since then
+
+    @property
+    def tracks_access(self) -> bool:
+        return self.policy.endswith("-lru") or self.policy.endswith("-lfu")
+
+    def set_policy(self, policy: str, now_ms: int) -> None:
+        if policy != self.policy:
+            self.policy = policy
+            self.access.clear()
+            self.pool.clear()
+            self.since_ms = now_ms
+
+    def touch(self, key: bytes, now_ms: int) -> None:
+        prev = self.access.get(key)
+        if prev is None:
+            self.access[key] = (now_ms, LFU_INIT)
+            return
+        last, counter = prev
+        counter = _lfu_decay(counter, last, now_ms)
+        if counter < 255:
+            p = 1.0 / ((max(counter - LFU_INIT, 0)) * LFU_LOG_FACTOR + 1)
+            if self.rng.random() < p:
+                counter += 1
+        self.access[key] = (now_ms, counter)
+
+    def _score(self, key: bytes, expires: dict, now_ms: int) -> float:
+        """Higher is a better victim."""
+        policy = self.policy
+        if policy.endswith("-ttl"):
+            return -float(expires.get(key, math.inf))
+        if policy.endswith("-random"):
+            return 0.0
+        last, counter = self.access.get(key, (self.since_ms, LFU_INIT))
+        if policy.endswith("-lru"):
+            return float(now_ms - last)
+        return 255.0 - _lfu_decay(counter, last, now_ms)
+
+    def choose(self, ks: Any, now_ms: int) -> bytes | None:
+        """The key to evict next, or None when the policy has no candidate (noeviction, no TTLs)."""
+        policy = self.policy
+        if policy == "noeviction":
+            return None
+        volatile = policy.startswith("volatile-")
+        data, expires = ks.data, ks.expires
+        if volatile and not expires or not data:
+            return None
+        if policy.endswith("-random"):
+            return self._sample(ks, volatile, 1)[0] if data else None
+        pool = [(s, k) for s, k in self.pool if k in data and (not volatile or k in expires)]
+        have = {k for _, k in pool}
+        for key in self._sample(ks, volatile, self.samples):
+            if key not in have:
+                have.add(key)
+                pool.append((self._score(key, expires, now_ms), key))
+        pool.sort(key=lambda sk: sk[0])
+        del pool[:-POOL_SIZE]
+        if not pool:
+            return None
+        _, victim = pool.pop()
+        self.pool = pool
+        return victim
+
+    def _sample(self, ks: Any, volatile: bool, n: int) -> list[bytes]:
+        rng = self.rng
+        out: list[bytes] = []
+        if volatile:
+            # The expiry heap is a list: a random live entry is O(1) (stale entries are skipped).
+            heap = ks._heap
+            expires = ks.expires
+            tries = 0
+            while heap and len(out) < n and tries < 4 * n + 8:
+                tries += 1
+                exp, key = heap[rng.randrange(len(heap))]
+                if expires.get(key) == exp:
+                    out.append(key)
+            if not out and expires:
+                out.append(next(iter(expires)))
+            return out
+        index = ks.sorted_keys()
+        size = len(index)
+        for _ in range(min(n, size)):
+            out.append(index[rng.randrange(size)])
+        return out
+
+    def forget(self, key: bytes) -> None:
+        self.access.pop(key, None)
+
+    def touch_command(self, first: int, last: int, step: int, args: list[bytes], now_ms: int) -> None:
+        """Record an access to the keys of a command (its table key positions; args without the name)."""
+        if first <= 0:
+            return
+        end = last if last >= 0 else len(args) + last + 1
+        for key in args[first - 1:end:step]:
+            self.touch(key, now_ms)
+
+
+def _lfu_decay(counter: int, last_ms: int, now_ms: int) -> int:
+    periods = (now_ms - last_ms) // LFU_DECAY_MS
+    return max(counter - periods, 0) if periods > 0 else counter

@@ -1,0 +1,217 @@
+"""Keyspace notifications (`notify-keyspace-events`), as Redis 7.0 publishes them.
+
+For an event E on key K in class C, when the configured flags include C and
+K (keyspace) and/or E (keyevent), atlasd publishes through its ordinary
+pub/sub:
+
+    __keyspace@0__:K   message E
+    __keyevent@0__:E   message K
+
+Events come from what a command did, not from parsing its arguments: the
+engine shows every effect to `Notifier.before` just before applying it (so
+the notifier still sees the key's old state: was it there, had its TTL run
+out), and calls `command_done` when the command returns.  A command's effects
+are then named after the command, as Redis names them (INCR is "incrby",
+RENAME is "rename_from"/"rename_to", SET EX adds "expire"), a DEL of a key
+whose TTL had run out is "expired", a container the command emptied adds
+"del", and a key that did not exist before adds "new" (class n).  Active
+expiry and eviction report "expired" and "evicted" through `internal`.
+
+Nothing runs per command while the flags are empty: the engine's hook is
+only installed when some class is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from helios_core.atlas.effects import effect_keys
+
+__all__ = ["Notifier", "parse_flags", "flags_to_string", "BAD_FLAGS", "CLASS"]
+
+# Redis's NOTIFY_* bits.
+K, E, G, STR, LIST, SET, HASH, ZSET, EXPIRED, EVICTED, STREAM, MISS, MODULE, NEW = (1 << i for i in range(14))
+ALL = G | STR | LIST | SET | HASH | ZSET | EXPIRED | EVICTED | STREAM | MODULE  # 'A'
+_CHARS = {"K": K, "E": E, "g": G, "$": STR, "l": LIST, "s": SET, "h": HASH, "z": ZSET, "x": EXPIRED,
+          "e": EVICTED, "t": STREAM, "m": MISS, "d": MODULE, "n": NEW, "A": ALL}
+BAD_FLAGS = "Invalid event class character. Use 'Ag$lshzxeKEtmdn'."
+
+CLASS = {"generic": G, "string": STR, "list": LIST, "set": SET, "hash": HASH, "zset": ZSET}
+
+
+def parse_flags(text: str) -> int:
+    """The bits of a flags string; ValueError(BAD_FLAGS) for a character Redis does not know."""
+    flags = 0
+    for ch in text:
+        bit = _CHARS.get(ch)
+        if bit is None:
+            raise ValueError(BAD_FLAGS)
+        flags |= bit
+    return flags
+
+
+def flags_to_string(flags: int) -> str:
+    """CONFIG GET's canonical spelling (keyspaceEventsFlagsToString)."""
+    out = ""
+    if flags & ALL == ALL:
+        out += "A"
+    else:
+        for ch, bit in (("g", G), ("$", STR), ("l", LIST), ("s", SET), ("h", HASH), ("z", ZSET), ("x", EXPIRED),
+                        ("e", EVICTED), ("t", STREAM), ("d", MODULE), ("n", NEW)):
+            if flags & bit:
+                out += ch
+    for ch, bit in (("K", K), ("E", E), ("m", MISS)):
+        if flags & bit:
+            out += ch
+    return out
+
+
+# command -> (event, class) where Redis's event is not the command's name or its class not its group.
+_EVENTS: dict[str, tuple[str, int]] = {
+    "set": ("set", STR), "setnx": ("set", STR), "setex": ("set", STR), "psetex": ("set", STR),
+    "mset": ("set", STR), "msetnx": ("set", STR), "getset": ("set", STR), "getdel": ("del", G),
+    "getex": ("getex", G),
+    "incr": ("incrby", STR), "decr": ("decrby", STR), "incrby": ("incrby", STR), "decrby": ("decrby", STR),
+    "incrbyfloat": ("incrbyfloat", STR), "append": ("append", STR), "setrange": ("setrange", STR),
+    "setbit": ("setbit", STR), "bitop": ("set", STR), "bitfield": ("setbit", STR),
+    "del": ("del", G), "unlink": ("del", G), "expire": ("expire", G), "pexpire": ("expire", G),
+    "expireat": ("expire", G), "pexpireat": ("expire", G), "persist": ("persist", G),
+    "copy": ("copy_to", G), "move": ("move_to", G), "restore": ("restore", G),
+    "hset": ("hset", HASH), "hmset": ("hset", HASH), "hsetnx": ("hset", HASH), "hdel": ("hdel", HASH),
+    "hincrby": ("hincrby", HASH), "hincrbyfloat": ("hincrbyfloat", HASH),
+    "sadd": ("sadd", SET), "srem": ("srem", SET), "spop": ("spop", SET), "smove": ("srem", SET),
+    "sinterstore": ("sinterstore", SET), "sunionstore": ("sunionstore", SET), "sdiffstore": ("sdiffstore", SET),
+    "lpush": ("lpush", LIST), "lpushx": ("lpush", LIST), "rpush": ("rpush", LIST), "rpushx": ("rpush", LIST),
+    "lpop": ("lpop", LIST), "rpop": ("rpop", LIST), "blpop": ("lpop", LIST), "brpop": ("rpop", LIST),
+    "lset": ("lset", LIST), "linsert": ("linsert", LIST), "lrem": ("lrem", LIST), "ltrim": ("ltrim", LIST),
+    "zadd": ("zadd", ZSET), "zincrby": ("zincr", ZSET), "zrem": ("zrem", ZSET),
+    "zremrangebyscore": ("zremrangebyscore", ZSET), "zremrangebyrank": ("zremrangebyrank", ZSET),
+    "zremrangebylex": ("zremrangebylex", ZSET), "zpopmin": ("zpopmin", ZSET), "zpopmax": ("zpopmax", ZSET),
+    "bzpopmin": ("zpopmin", ZSET), "bzpopmax": ("zpopmax", ZSET),
+    "zunionstore": ("zunionstore", ZSET), "zinterstore": ("zinterstore", ZSET), "zdiffstore": ("zdiffstore", ZSET),
+    "zrangestore": ("zrangestore", ZSET),
+}
+_CREATES = frozenset({"SET", "ZADD", "HSET", "SADD", "LPUSH", "RPUSH"})
+_EMPTIES = frozenset({"ZREM", "HDEL", "SREM", "LPOP", "RPOP", "LREM", "LTRIM"})
+_OP_CLASS = {"ZADD": ZSET, "ZREM": ZSET, "HSET": HASH, "HDEL": HASH, "SADD": SET, "SREM": SET, "SET": STR,
+             "LPUSH": LIST, "RPUSH": LIST, "LPOP": LIST, "RPOP": LIST, "LSET": LIST, "LINSERT": LIST,
+             "LREM": LIST, "LTRIM": LIST}
+
+
+@dataclass
+class _Seen:
+    eff: tuple
+    expired: bool   # a DEL of a key whose TTL had run out (lazy expiry)
+    new: bool       # the key was absent before this effect
+
+
+@dataclass
+class Notifier:
+    flags: int = 0
+    publish: Callable[[bytes, bytes], int] | None = None  # the daemon's pub/sub; None: nobody to tell
+    pending: list[_Seen] = field(default_factory=list)
+
+    @property
+    def on(self) -> bool:
+        return bool(self.flags & (K | E)) and self.publish is not None
+
+    def before(self, eff: tuple, data: dict, expires: dict, now_ms: int) -> None:
+        """An effect about to be applied (the keyspace still holds the old state)."""
+        op = eff[0]
+        if op == "MULTI":
+            for e in eff[1]:
+                self.before(e, data, expires, now_ms)
+            return
+        if op == "FLUSHALL":
+            self.pending.append(_Seen(eff, False, False))
+            return
+        key = eff[1]
+        if op == "DEL":
+            exp = expires.get(key)
+            self.pending.append(_Seen(eff, exp is not None and exp <= now_ms and key in data, False))
+        else:
+            self.pending.append(_Seen(eff, False, op in _CREATES and key not in data))
+
+    def mark(self) -> int:
+        return len(self.pending)
+
+    def discard(self, mark: int) -> None:
+        del self.pending[mark:]
+
+    def command_done(self, mark: int, name: str, data: dict) -> None:
+        """The command `name` returned: publish the events of the effects it emitted."""
+        seen = self.pending[mark:]
+        del self.pending[mark:]
+        if not seen or not self.on:
+            return
+        event, cls = _EVENTS.get(name, (name, G))
+        if name == "rename" or name == "renamenx":
+            self._rename(seen)
+            return
+        sent: set[tuple[bytes, str]] = set()
+        for s in seen:
+            eff = s.eff
+            op = eff[0]
+            if op == "FLUSHALL":
+                continue  # Redis 7.0 publishes nothing for FLUSHALL/FLUSHDB
+            key = eff[1]
+            if s.expired:
+                self.event(EXPIRED, "expired", key)
+                continue
+            if s.new:
+                self.event(NEW, "new", key)
+            if op == "DEL":
+                ev = ("del", G) if name not in ("getdel",) else (event, cls)
+                self._once(sent, key, ev[0], ev[1])
+                continue
+            if op == "EXPIRE":
+                self._once(sent, key, "expire", G)
+                continue
+            if op == "PERSIST":
+                self._once(sent, key, "persist", G)
+                continue
+            ev_cls = cls if name in _EVENTS else _OP_CLASS.get(op, cls)
+            self._once(sent, key, event, ev_cls)
+            if op == "SET" and eff[3] is not None and name in ("set", "setex", "psetex", "getex"):
+                self._once(sent, key, "expire", G)
+            if op in _EMPTIES and key not in data:
+                self._once(sent, key, "del", G)
+
+    def _rename(self, seen: list[_Seen]) -> None:
+        # RENAME src dst: DEL src, SET dst (and maybe EXPIRE dst).
+        for s in seen:
+            if s.expired:
+                self.event(EXPIRED, "expired", s.eff[1])
+        dels = [s.eff[1] for s in seen if s.eff[0] == "DEL" and not s.expired]
+        sets = [s.eff[1] for s in seen if s.eff[0] not in ("DEL", "FLUSHALL")]
+        if dels:
+            self.event(G, "rename_from", dels[0])
+        if sets:
+            self.event(G, "rename_to", sets[0])
+
+    def _once(self, sent: set[tuple[bytes, str]], key: bytes, event: str, cls: int) -> None:
+        if (key, event) not in sent:
+            sent.add((key, event))
+            self.event(cls, event, key)
+
+    def internal(self, event: str, cls: int, effects: list[tuple]) -> None:
+        """Active expiry ("expired") and eviction ("evicted") of the keys of `effects`."""
+        if not self.on:
+            return
+        for eff in effects:
+            for key in effect_keys(eff):
+                self.event(cls, event, key)
+
+    def event(self, cls: int, event: str, key: bytes | None) -> None:
+        flags = self.flags
+        publish = self.publish
+        if not flags & cls or publish is None:
+            return
+        ev = event.encode()
+        if key is None:
+            return
+        if flags & K:
+            publish(b"__keyspace@0__:" + key, ev)
+        if flags & E:
+            publish(b"__keyevent@0__:" + ev, key)
