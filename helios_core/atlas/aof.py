@@ -15,9 +15,14 @@ from pathlib import Path
 from helios_core.atlas.effects import Effect, RecordError, decode_line
 from helios_core.atlas.fsops import REAL_FS, Fs, open_data_file
 
-__all__ = ["AofFile", "Record", "BadLine", "scan_lines", "scan_file"]
+__all__ = ["AofFile", "Record", "BadLine", "scan_lines", "scan_file", "DECODE_ERRORS"]
 
 CHUNK = 8 << 20
+
+# What decoding a line may raise on a line that is not a record.  The codec's own is RecordError;
+# a hand-made line can still trip its arithmetic ({"ttl": 1e308}: OverflowError, found by
+# tests/fuzz), and such a line is a bad line like any other, never a crash of the reader.
+DECODE_ERRORS = (RecordError, ArithmeticError)
 
 
 class AofFile:
@@ -109,7 +114,7 @@ def scan_file(path: Path, now_ms: int) -> Iterator[Record | BadLine]:
             continue
         try:
             seq, eff = decode_line(line, now_ms)
-        except RecordError as e:
+        except DECODE_ERRORS as e:
             yield BadLine(offset, end, str(e), not complete)
             continue
         # A valid last record without its newline (a hand-made file, or a write cut

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helios_core.atlas.aof import scan_lines
+from helios_core.atlas.aof import DECODE_ERRORS, scan_lines
 from helios_core.atlas.datadir import DataDir
-from helios_core.atlas.effects import RecordError, apply_effect, decode_line
+from helios_core.atlas.effects import apply_effect, decode_line
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.snapshot import load_snapshot
 from helios_core.errors import CorruptFileError
@@ -63,7 +63,7 @@ def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: boo
         for offset, line, complete in lines:
             try:
                 seq, eff = decode_line(line, now_ms)
-            except RecordError as e:
+            except DECODE_ERRORS as e:
                 if not line.strip() and complete:
                     continue  # blank lines are harmless
                 _bad_line(path, offset, str(e), complete, lines, is_last, ddir, rep, truncate_torn_tail,
@@ -84,7 +84,10 @@ def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: boo
                 if expires:
                     expires.pop(eff[1], None)
             else:
-                apply_effect(ks, eff, None)
+                try:
+                    apply_effect(ks, eff, None)
+                except _APPLY_ERRORS as e:
+                    raise _unappliable(path, offset, e) from None
                 data, expires = ks.data, ks.expires  # FLUSHALL replaces them
     rep.last_seq = max(last_seq, snap_seq)
     if parts:
@@ -120,7 +123,7 @@ def _bad_line(path: Path, offset: int, reason: str, complete: bool, rest: Iterat
         try:
             decode_line(line, now_ms)
             following += 1
-        except RecordError:
+        except DECODE_ERRORS:
             pass
     if following:
         why = f"{reason}; {following} valid record(s) follow it"
@@ -130,6 +133,23 @@ def _bad_line(path: Path, offset: int, reason: str, complete: bool, rest: Iterat
     else:
         why = f"{reason}; the file ends inside this line but it is not the last AOF part"
     raise _damage(path, offset, ddir, why, force=True)
+
+
+# What replaying a well-formed record can raise when it does not fit the state before it: an
+# LSET past the end of its list (IndexError), an index beyond any list (OverflowError).  The
+# engine never writes such a record; a hand-made or foreign one can hold it (found by tests/fuzz).
+_APPLY_ERRORS = (IndexError, OverflowError, ValueError, TypeError, KeyError, AttributeError)
+
+
+def _unappliable(path: Path, offset: int, e: Exception) -> CorruptFileError:
+    """The error for a record that decodes but cannot be applied: aof-check reads lines, it does not
+    replay them, so it cannot see this; the message says what to do instead of naming it."""
+    return CorruptFileError(
+        f"AOF {path} is damaged at byte {offset}: the record there cannot be applied to the state "
+        f"before it ({type(e).__name__}: {e}); HELIOS never writes such a record, so the file was "
+        f"edited or comes from elsewhere. Start-up stopped so nothing is lost; keep a copy of the file, "
+        f"then remove that record (or cut the file at byte {offset}) and start again",
+        path=str(path), offset=offset)
 
 
 def _damage(path: Path, offset: int, ddir: DataDir, why: str, *, force: bool = True) -> CorruptFileError:

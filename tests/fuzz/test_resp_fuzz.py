@@ -41,7 +41,7 @@ def feed_in_pieces(p: RespParser, data: bytes, cuts: list[int]) -> list[list[byt
     return out
 
 
-@fuzz(400)
+@fuzz(200)
 @given(resp_bytes, st.lists(st.integers(0, 10_000), max_size=6))
 @example(b"*2147483647\r\n", [])
 @example(b"*1\r\n$999999999999\r\n", [])
@@ -62,7 +62,7 @@ def test_random_bytes_never_raise_and_chunking_does_not_matter(data: bytes, cuts
 argv = st.lists(st.binary(max_size=40), min_size=1, max_size=8)
 
 
-@fuzz(300)
+@fuzz(150)
 @given(st.lists(argv, max_size=6), st.lists(st.integers(0, 10_000), max_size=6))
 def test_what_a_client_writes_comes_back_whole(commands: list[list[bytes]], cuts: list[int]) -> None:
     data = b"".join(encode_request(a) for a in commands)
@@ -71,7 +71,7 @@ def test_what_a_client_writes_comes_back_whole(commands: list[list[bytes]], cuts
     assert p.error is None and p.buffered() == 0
 
 
-@fuzz(200)
+@fuzz(80)
 @given(st.lists(st.binary(min_size=1, max_size=10).filter(lambda b: not any(c in b for c in b" \t\r\n\v\f\"'\0")),
                 min_size=1, max_size=6))
 def test_inline_requests_split_like_redis(words: list[bytes]) -> None:
@@ -82,14 +82,14 @@ def test_inline_requests_split_like_redis(words: list[bytes]) -> None:
     assert p.feed(b" ".join(words) + b"\r\n") == [words]
 
 
-@fuzz(200)
+@fuzz(100)
 @given(st.binary(max_size=120))
 def test_split_inline_never_raises(line: bytes) -> None:
     out = split_inline(line)
     assert out is None or all(type(a) is bytes for a in out)
 
 
-@fuzz(100)
+@fuzz(60)
 @given(resp_bytes)
 def test_unauthenticated_limits_hold_for_any_input(data: bytes) -> None:
     p = RespParser()
