@@ -104,6 +104,17 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("return string.format('%d', 3) .. ('x'):upper() .. table.concat({1, 2}, ',') .. math.floor(2.5)", [], []),
     ("local t = {}; t[1] = 1; t[3] = 3; return t", [], []),
     ("return 'a\\r\\nb'", [], []),
+    ("return cjson.encode({1, 2, {a = {true, false}}, 'x/y\"z', 1e20, 1.5})", [], []),
+    ("return cjson.encode({})", [], []),
+    ("return cjson.encode({[1] = 1, [3] = 3})", [], []),
+    ("return cjson.encode({[1] = 1, [20] = 3})", [], []),
+    ("return cjson.encode(function() end)", [], []),
+    ("local t = cjson.decode('{\"a\":[1,2,{\"b\":null}],\"c\":1.5,\"d\":12345678901234567}');"
+     "return {type(t.a[3].b), tostring(t.a[3].b == cjson.null), tostring(t.c), tostring(t.d), #t.a}", [], []),
+    ("return {bit.band(7, 3, 1), bit.bor(1, 2, 4), bit.tohex(255), bit.tohex(-1, -4), bit.lshift(1, 31),"
+     "bit.rshift(-1, 28), bit.arshift(-256, 4), bit.bnot(0), bit.rol(0x12345678, 8), bit.bswap(0x12345678),"
+     "bit.tobit(2^32 + 5)}", [], []),
+    ("return bit.band('x')", [], []),
     ("return {err = 'a\\r\\nb'}", [], []),
 ]
 
@@ -247,3 +258,22 @@ def test_script_writes_survive_kill_9_as_effects(tmp_path: Path) -> None:
             assert r.zscore("z", "m") == 1.0 and r.hget("h", "f") == b"v"
     finally:
         d.kill()
+
+
+def test_redis_py_lock_runs_unchanged_on_atlasd(atlasd: Daemon) -> None:
+    """redis-py's Lock is Lua scripts (acquire by SET NX PX; release, extend, reacquire by EVALSHA)."""
+    with atlasd.client() as r, atlasd.client() as other:
+        r.script_flush()  # the Lock registers its scripts itself: EVALSHA, NOSCRIPT, then EVAL
+        lock = r.lock("resource", timeout=30)
+        assert lock.acquire(blocking=False)
+        assert not other.lock("resource", timeout=30).acquire(blocking=False)
+        assert lock.extend(10) and 30_000 < r.pttl("resource") <= 40_000
+        assert lock.reacquire() and r.pttl("resource") <= 30_000
+        stolen = other.lock("resource", timeout=30)
+        stolen.local.token = b"not-the-owner"
+        with pytest.raises(redis.exceptions.LockNotOwnedError):
+            stolen.release()
+        lock.release()
+        assert r.get("resource") is None
+        with pytest.raises(redis.exceptions.LockNotOwnedError):
+            lock.do_release(b"gone")
