@@ -94,3 +94,27 @@ def test_evalsha_cache_and_flush(a: Atlas) -> None:
     assert a("SCRIPT", "EXISTS", sha, "0" * 40) == [1, 0]
     a("SCRIPT", "FLUSH")
     assert a.error("EVALSHA", sha, 0) == "NOSCRIPT No matching script. Please use EVAL."
+
+
+def test_embedded_run_script_waits_for_durability_unless_asked_not_to(tmp_path: Path) -> None:
+    import asyncio
+
+    from helios_core.store import EmbeddedStore
+    from helios_core.store.scripts import ScriptOp
+
+    op = ScriptOp("test_set", b"return redis.call('set', KEYS[1], ARGV[1])")
+
+    async def main() -> None:
+        store = await EmbeddedStore.open(tmp_path / "data", AtlasConfig(appendfsync="always", save=()))
+        try:
+            assert await store.run_script(op, ["a"], ["1"], durable=False) == "OK"
+            assert store.engine.pending_seq() > 0  # logged, not yet durable: nobody waited
+            assert await store.run_script(op, ["b"], ["2"]) == "OK"
+            assert store.engine.pending_seq() == 0 and store.engine.released_seq == store.engine.seq
+            store.engine.execute([b"SCRIPT", b"FLUSH"])  # the store loads it again by itself
+            assert await store.run_script(op, ["c"], ["3"]) == "OK"
+            assert await store.mget(["a", "b", "c"]) == [b"1", b"2", b"3"]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
