@@ -2,7 +2,7 @@
 
 The rate-limit bucket take (RATE_TAKE) must agree with its pure model,
 `ratelimit.take()`, over random policies, states, clocks and costs, on each
-backend; and the limiter built on it stays exact under 90 concurrent hits.
+backend; and the limiter built on it stays exact under 200 concurrent hits.
 """
 
 from __future__ import annotations
@@ -49,17 +49,17 @@ def test_rate_take_agrees_with_the_model(run_store, batch: list) -> None:
             stored = await s.get(key)
             if new is None:
                 assert stored == (None if bucket is None else bucket.encode())
-            else:  # (a 1 ms TTL may be over by now on a real server)
-                assert stored == new.encode() or (stored is None and want.reset_ms < 2000)
+            else:  # (a short TTL may be over by now on a real server, on a busy machine)
+                assert stored == new.encode() or (stored is None and want.reset_ms < 30_000)
 
     run_store(body)
 
 
-def test_concurrent_hits_admit_exactly_capacity(run_store) -> None:
+def test_two_hundred_concurrent_hits_admit_exactly_capacity(run_store) -> None:
     async def body(s: Store) -> None:
         limiter = RateLimiter(s, RateLimitSettings(Policy(37, 3600)))
         decisions = await asyncio.gather(*(limiter.hit("user:u", lambda st_: st_.default, T0)
-                                           for _ in range(90)))  # (redis-py pools 100 connections)
+                                           for _ in range(200)))  # (more than the pool's 100 connections)
         assert sum(d.allowed for d in decisions) == 37
         assert not (await limiter.hit_policy("user:u", Policy(37, 3600), T0)).allowed
 
