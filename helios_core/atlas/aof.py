@@ -15,7 +15,8 @@ from pathlib import Path
 from helios_core.atlas.effects import Effect, RecordError, decode_line
 from helios_core.atlas.fsops import REAL_FS, Fs, open_data_file
 
-__all__ = ["AofFile", "Record", "BadLine", "scan_lines", "scan_file", "DECODE_ERRORS"]
+__all__ = ["AofFile", "Record", "BadLine", "scan_lines", "scan_file", "DECODE_ERRORS", "newline_damaged",
+           "damaged_newline_reason"]
 
 CHUNK = 8 << 20
 
@@ -84,7 +85,7 @@ class BadLine:
     offset: int
     end: int
     reason: str
-    torn: bool  # the file ends inside this line (no newline): a write cut short
+    torn: bool  # the file ends inside this line (no newline) and it is no whole record: a write cut short
 
 
 def scan_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
@@ -105,6 +106,28 @@ def scan_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
             yield offset, rest, False
 
 
+def newline_damaged(line: bytes, now_ms: int) -> bool:
+    """A line the file ends inside that is a whole record plus one byte: its newline was altered.
+
+    A write cut short leaves a prefix of a record, never a whole one with a byte after it, so
+    such a line is not a torn tail but a complete (perhaps acknowledged) record whose newline a
+    bit flip turned into something else (found by tests/fuzz/test_corrupt_files.py).  Cutting it
+    as a torn write would drop that record silently.
+    """
+    if len(line) < 2:
+        return False
+    try:
+        decode_line(line[:-1], now_ms)
+    except DECODE_ERRORS:
+        return False
+    return True
+
+
+def damaged_newline_reason(line: bytes) -> str:
+    return (f"a whole record followed by byte 0x{line[-1]:02x} where its newline belongs: the newline "
+            f"was damaged, this is not a write cut short")
+
+
 def scan_file(path: Path, now_ms: int) -> Iterator[Record | BadLine]:
     for offset, line, complete in scan_lines(path):
         end = offset + len(line) + (1 if complete else 0)
@@ -115,7 +138,10 @@ def scan_file(path: Path, now_ms: int) -> Iterator[Record | BadLine]:
         try:
             seq, eff = decode_line(line, now_ms)
         except DECODE_ERRORS as e:
-            yield BadLine(offset, end, str(e), not complete)
+            if not complete and newline_damaged(line, now_ms):
+                yield BadLine(offset, end, damaged_newline_reason(line), False)
+            else:
+                yield BadLine(offset, end, str(e), not complete)
             continue
         # A valid last record without its newline (a hand-made file, or a write cut
         # just before it) is kept; recovery adds the newline before appending.

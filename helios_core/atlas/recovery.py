@@ -1,7 +1,9 @@
 """Recovery: the snapshot, then every AOF record after its seq.
 
 Only a line the last AOF part ends inside (no newline: a write cut short by a
-crash) is a torn tail; it is cut off with a warning when allowed.  A damaged
+crash) is a torn tail; it is cut off with a warning when allowed.  A whole
+record with one byte after it is no prefix of a record: its newline was
+altered, so it is damage, not a torn write.  A damaged
 line that ends with its newline is corruption, last line or not: every byte
 of that record was written, so it may have been acknowledged, and cutting it
 would drop an acknowledged write silently.  Corruption stops start-up with an
@@ -17,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helios_core.atlas.aof import DECODE_ERRORS, scan_lines
+from helios_core.atlas.aof import DECODE_ERRORS, damaged_newline_reason, newline_damaged, scan_lines
 from helios_core.atlas.datadir import DataDir
 from helios_core.atlas.effects import apply_effect, decode_line
 from helios_core.atlas.keyspace import Keyspace
@@ -66,7 +68,7 @@ def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: boo
             except DECODE_ERRORS as e:
                 if not line.strip() and complete:
                     continue  # blank lines are harmless
-                _bad_line(path, offset, str(e), complete, lines, is_last, ddir, rep, truncate_torn_tail,
+                _bad_line(path, offset, line, str(e), complete, lines, is_last, ddir, rep, truncate_torn_tail,
                           now_ms)
                 break
             if seq is None:
@@ -101,10 +103,15 @@ def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: boo
     return rep
 
 
-def _bad_line(path: Path, offset: int, reason: str, complete: bool, rest: Iterator[tuple[int, bytes, bool]],
-              is_last: bool, ddir: DataDir, rep: RecoveryReport, truncate_torn_tail: bool, now_ms: int) -> None:
+def _bad_line(path: Path, offset: int, line: bytes, reason: str, complete: bool,
+              rest: Iterator[tuple[int, bytes, bool]], is_last: bool, ddir: DataDir, rep: RecoveryReport,
+              truncate_torn_tail: bool, now_ms: int) -> None:
     """Decide about the first bad line: cut a torn tail, or stop with the damage named."""
-    # The file ends inside an incomplete line (it has no newline), so nothing follows it.
+    # The file ends inside an incomplete line (it has no newline), so nothing follows it.  A whole
+    # record with a byte after it is not a prefix of one: its newline was damaged, not torn off.
+    if not complete and newline_damaged(line, now_ms):
+        raise _damage(path, offset, ddir, f"{damaged_newline_reason(line)}; the record may have been acknowledged",
+                      force=True)
     if is_last and not complete:
         if not truncate_torn_tail:
             raise _damage(path, offset, ddir, f"torn last record ({reason}); atlas.aof_truncate_torn_tail is off",
