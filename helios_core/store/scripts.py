@@ -51,15 +51,16 @@ class ScriptOp:
 # capped at window_s * 1000 before it is multiplied, so all products stay exact for any
 # policy with limit * window_s below 9e12.
 RATE_TAKE = ScriptOp("rate_take", b"""\
+local got = redis.call('mget', unpack(KEYS))  -- one call for the bucket and the settings
 if #KEYS > 1 then
-  local doc = redis.call('get', KEYS[2])
+  local doc = got[2]
   if (doc and ('=' .. doc) or '-') ~= ARGV[5] then return {-1, doc} end
 end
 local limit, window, now, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local cap = limit * 1000
 local function ms_for(milli) return math.ceil(milli * window / limit) end
 local milli, last = cap, now
-local raw = redis.call('get', KEYS[1])
+local raw = got[1]
 if raw then
   local m, l = string.match(raw, '^(%-?%d+):(%-?%d+)$')
   if m then
