@@ -182,6 +182,17 @@ class AtlasdConfig(_Section):
         metadata=setting("PEM certificate file; with tls_key, the TCP port speaks TLS (the unix socket stays plain)."),
     )
     tls_key: str = field(default="", metadata=setting("PEM private key file for tls_cert."))
+    maxmemory: int = field(
+        default=0,
+        metadata=setting("Bytes the keyspace may use (atlasd's estimate, see MEMORY USAGE); above it, keys are "
+                         "evicted per maxmemory_policy or writes refused; 0: no limit.", minimum=0),
+    )
+    maxmemory_policy: str = field(
+        default="noeviction",
+        metadata=setting("What goes when maxmemory is reached (Redis's policies, approximated by sampling).",
+                         choices=("noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu",
+                                  "allkeys-random", "volatile-random", "volatile-ttl")),
+    )
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,13 @@ class AtlasServer:
         self._sampler: asyncio.TimerHandle | None = None
         self.now = time.monotonic()  # refreshed every second: connections stamp activity with it
         self.ssl = ssl_context if ssl_context is not None else tls_context(cfg)
+        # Keyspace notifications go out through this server's pub/sub; maxmemory is atlasd's own
+        # setting (not applied to an engine another service owns and only lends us).
+        engine.notifier.publish = self.publish
+        if owner is None:
+            engine.evictor.maxmemory = cfg.maxmemory
+            engine.evictor.set_policy(cfg.maxmemory_policy, engine.clock())
+        engine.observers_changed()
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str], config: HeliosConfig) -> AtlasServer:

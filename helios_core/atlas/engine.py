@@ -109,6 +109,7 @@ class Engine:
         self.evictor = Evictor()
         self._on_effect: Callable[[tuple], None] | None = None
         self._accounting = False
+        self.settings: dict[str, bytes] = {}  # CONFIG parameters stored for clients (commands/server.py)
 
     # -- opening and closing --------------------------------------------------------
 

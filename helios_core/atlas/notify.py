@@ -72,7 +72,7 @@ _EVENTS: dict[str, tuple[str, int]] = {
     "set": ("set", STR), "setnx": ("set", STR), "setex": ("set", STR), "psetex": ("set", STR),
     "mset": ("set", STR), "msetnx": ("set", STR), "getset": ("set", STR), "getdel": ("del", G),
     "getex": ("getex", G),
-    "incr": ("incrby", STR), "decr": ("decrby", STR), "incrby": ("incrby", STR), "decrby": ("decrby", STR),
+    "incr": ("incrby", STR), "decr": ("incrby", STR), "incrby": ("incrby", STR), "decrby": ("incrby", STR),
     "incrbyfloat": ("incrbyfloat", STR), "append": ("append", STR), "setrange": ("setrange", STR),
     "setbit": ("setbit", STR), "bitop": ("set", STR), "bitfield": ("setbit", STR),
     "del": ("del", G), "unlink": ("del", G), "expire": ("expire", G), "pexpire": ("expire", G),
@@ -183,6 +183,8 @@ class Notifier:
         for s in seen:
             if s.expired:
                 self.event(EXPIRED, "expired", s.eff[1])
+            elif s.new:
+                self.event(NEW, "new", s.eff[1])
         dels = [s.eff[1] for s in seen if s.eff[0] == "DEL" and not s.expired]
         sets = [s.eff[1] for s in seen if s.eff[0] not in ("DEL", "FLUSHALL")]
         if dels:

@@ -12,10 +12,13 @@ table entries below answer the out-of-MULTI cases ("EXEC without MULTI").
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import time
 from typing import TYPE_CHECKING, Any
 
+from helios_core.atlas.commands.server import subcommand_error
 from helios_core.atlas.commands.table import (
     OK,
     SYNTAX,
@@ -30,7 +33,7 @@ from helios_core.atlas.glob import compile_glob
 if TYPE_CHECKING:
     from helios_core.atlas.client_connection import Connection
 
-__all__ = ["PONG", "QUEUED", "check_password", "valid_client_name"]
+__all__ = ["PONG", "QUEUED", "check_password", "valid_client_name", "client_line", "TRACKING_ON"]
 
 PONG = Simple("PONG")
 QUEUED = Simple("QUEUED")
@@ -161,16 +164,38 @@ def reset(ctx: Ctx, args: list[bytes]) -> Any:
 # -- CLIENT ------------------------------------------------------------------------
 
 _CLIENT_HELP = [
-    b"CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-    b"ID", b"    Return the ID of the current connection.",
-    b"GETNAME", b"    Return the name of the current connection.",
-    b"SETNAME <name>", b"    Assign the name <name> to the current connection.",
-    b"SETINFO <LIB-NAME|LIB-VER> <value>", b"    Record the client library's name or version.",
-    b"INFO", b"    Return information about the current connection.",
-    b"LIST [TYPE (NORMAL|PUBSUB)] [ID <id> [<id> ...]]", b"    Return information about connections.",
-    b"KILL ID <id> | KILL <ip:port>", b"    Close a connection.",
-    b"HELP", b"    Print this help.",
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CACHING (YES|NO)", "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+    "GETREDIR", "    Return the client ID we are redirecting to when tracking is enabled.",
+    "GETNAME", "    Return the name of the current connection.",
+    "ID", "    Return the ID of the current connection.",
+    "INFO", "    Return information about the current client connection.",
+    "KILL <ip:port>", "    Kill connection made from <ip:port>.",
+    "KILL <option> <value> [<option> <value> [...]]", "    Kill connections. Options are:",
+    "    * ADDR (<ip:port>|<unixsocket>:0)", "      Kill connections made from the specified address",
+    "    * LADDR (<ip:port>|<unixsocket>:0)", "      Kill connections made to specified local address",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)", "      Kill connections by type.",
+    "    * USER <username>", "      Kill connections authenticated by <username>.",
+    "    * SKIPME (YES|NO)", "      Skip killing current connection (default: yes).",
+    "LIST [options ...]", "    Return information about client connections. Options:",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)", "      Return clients of specified type.",
+    "UNPAUSE", "    Stop the current client pause, resuming traffic.",
+    "PAUSE <timeout> [WRITE|ALL]", "    Suspend all, or just write, clients for <timeout> milliseconds.",
+    "REPLY (ON|OFF|SKIP)", "    Control the replies sent to the current connection.",
+    "SETNAME <name>", "    Assign the name <name> to the current connection.",
+    "SETINFO <LIB-NAME|LIB-VER> <value>", "    Record the client library's name or version.",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]", "    Unblock the specified blocked client.",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+    "         [OPTIN] [OPTOUT] [NOLOOP]", "    Control server assisted client side caching.",
+    "TRACKINGINFO", "    Report tracking status for the current connection.",
+    "NO-EVICT (ON|OFF)", "    Protect current client connection from eviction.",
+    "HELP", "    Prints this help.",
 ]
+TRACKING_ON = ("ERR CLIENT TRACKING ON is not supported by atlasd: it has no server-assisted client-side caching "
+               "(no invalidation messages); keep client-side caching off")
+# Commands with subcommands: CLIENT LIST shows them as `name|sub`, as Redis 7 does.
+_CONTAINERS = frozenset({b"client", b"config", b"command", b"memory", b"slowlog", b"latency", b"pubsub", b"script",
+                         b"function", b"object", b"acl", b"cluster", b"module", b"xinfo"})
 
 
 @command("client", -2, "noscript loading stale", keys=(0, 0, 0))
@@ -178,7 +203,7 @@ def client(ctx: Ctx, args: list[bytes]) -> Any:
     sub = args[0].upper()
     rest = args[1:]
     if sub == b"HELP" and not rest:
-        return [Simple(line.decode()) for line in _CLIENT_HELP]
+        return [Simple(line) for line in _CLIENT_HELP]
     conn = _conn(ctx)
     server = conn.server
     if sub == b"ID" and not rest:
@@ -200,19 +225,79 @@ def client(ctx: Ctx, args: list[bytes]) -> Any:
             conn.lib_ver = rest[1]
         return OK
     if sub == b"INFO" and not rest:
-        return conn.describe().encode() + b"\n"
+        return client_line(conn, conn).encode() + b"\n"
     if sub == b"LIST":
-        return _client_list(server, rest)
+        return _client_list(conn, rest)
     if sub == b"KILL" and rest:
         return _client_kill(conn, rest)
-    if sub in (b"NO-EVICT", b"NO-TOUCH") and len(rest) == 1 and rest[0].upper() in (b"ON", b"OFF"):
+    if sub == b"REPLY" and len(rest) == 1:
+        return _client_reply(conn, rest[0].upper())
+    if sub == b"PAUSE" and len(rest) in (1, 2):
+        return _client_pause(conn, rest)
+    if sub == b"UNPAUSE" and not rest:
+        _unpause(server)
         return OK
-    raise err(f"ERR unknown subcommand or wrong number of arguments for '{args[0].decode(errors='replace')}'. "
-              f"Try CLIENT HELP.")
+    if sub == b"UNBLOCK" and len(rest) in (1, 2):
+        cid = parse_int(rest[0])
+        mode = rest[1].upper() if len(rest) == 2 else b"TIMEOUT"
+        if mode not in (b"TIMEOUT", b"ERROR"):
+            raise err("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+        target = server.clients.get(cid)
+        return int(target is not None and target.unblock(mode == b"ERROR"))
+    if sub == b"TRACKING" and rest:
+        mode = rest[0].upper()
+        if mode == b"OFF":
+            return OK
+        if mode == b"ON":
+            raise err(TRACKING_ON)
+        raise err(SYNTAX)
+    if sub == b"TRACKINGINFO" and not rest:
+        return {b"flags": [b"off"], b"redirect": -1, b"prefixes": []}
+    if sub == b"GETREDIR" and not rest:
+        return -1
+    if sub == b"CACHING" and len(rest) == 1:
+        raise err("ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or "
+                  "OPTOUT mode enabled")
+    if sub in (b"NO-EVICT", b"NO-TOUCH") and len(rest) == 1:
+        if rest[0].upper() not in (b"ON", b"OFF"):
+            raise err(SYNTAX)
+        return OK  # atlasd never evicts clients (maxmemory-clients is not implemented)
+    raise subcommand_error("CLIENT", args[0], "caching getredir getname id info kill list unpause pause reply "
+                                              "setname setinfo unblock tracking trackinginfo no-evict no-touch help")
 
 
-def _client_list(server: Any, rest: list[bytes]) -> bytes:
-    conns = list(server.clients.values())
+def client_line(c: Connection, caller: Connection) -> str:
+    """One CLIENT LIST / CLIENT INFO line with Redis 7.0's fields (then 7.2's lib-name and lib-ver)."""
+    now = time.monotonic()
+    flags = ("P" if c.subscribed else "") + ("x" if c.multi is not None else "") + \
+            ("b" if c.blocked is not None else "") + ("U" if c.is_unix else "")
+    current = c.current if c is caller else None
+    if current:
+        name = current[0].lower()
+        cmd = (name + b"|" + current[1].lower() if name in _CONTAINERS and len(current) > 1 else name).decode(
+            errors="replace")
+    else:
+        cmd = "NULL" if c.last_cmd == b"NULL" else c.last_cmd.decode(errors="replace").lower()
+    transport = c.transport
+    qbuf = c.parser.buffered()
+    omem = transport.get_write_buffer_size() if transport is not None else 0
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    try:
+        fd = sock.fileno() if sock is not None else -1
+    except (OSError, ValueError):
+        fd = -1
+    events = "r" + ("w" if omem else "")
+    return (f"id={c.id} addr={c.addr} laddr={c.laddr} fd={fd} name={c.name.decode(errors='replace')} "
+            f"age={int(now - c.created)} idle={max(0, int(now - max(c.last_active, c.created)))} "
+            f"flags={flags or 'N'} db=0 sub={len(c.channels)} psub={len(c.patterns)} ssub=0 "
+            f"multi={len(c.multi) if c.multi is not None else -1} qbuf={qbuf} qbuf-free=0 argv-mem=0 "
+            f"multi-mem=0 rbs=0 rbp=0 obl=0 oll={len(c.queue)} omem={omem} tot-mem={omem + qbuf} "
+            f"events={events} cmd={cmd} user=default redir=-1 resp={3 if c.resp3 else 2} "
+            f"lib-name={c.lib_name.decode(errors='replace')} lib-ver={c.lib_ver.decode(errors='replace')}")
+
+
+def _client_list(conn: Connection, rest: list[bytes]) -> bytes:
+    conns = list(conn.server.clients.values())
     i = 0
     while i < len(rest):
         opt = rest[i].upper()
@@ -234,7 +319,14 @@ def _client_list(server: Any, rest: list[bytes]) -> bytes:
             i = len(rest)
         else:
             raise err(SYNTAX)
-    return "".join(c.describe() + "\n" for c in conns).encode()
+    return "".join(client_line(c, conn) + "\n" for c in conns).encode()
+
+
+def _kill(c: Connection, caller: Connection) -> None:
+    if c is caller:
+        c.closing = True  # its reply goes out first, then the connection closes (as Redis)
+    else:
+        c.kill()
 
 
 def _client_kill(conn: Connection, rest: list[bytes]) -> Any:
@@ -243,34 +335,136 @@ def _client_kill(conn: Connection, rest: list[bytes]) -> Any:
         addr = rest[0].decode(errors="replace")
         for c in list(server.clients.values()):
             if c.addr == addr:
-                c.kill()
+                _kill(c, conn)
                 return OK
         raise err("ERR No such client")
-    killed = 0
-    i = 0
+    if len(rest) % 2:
+        raise err(SYNTAX)
     targets = list(server.clients.values())
-    while i + 1 < len(rest):
+    skipme = True
+    now = time.monotonic()
+    for i in range(0, len(rest), 2):
         opt, val = rest[i].upper(), rest[i + 1]
         if opt == b"ID":
             try:
                 cid = parse_int(val)
             except Exception:
                 raise err("ERR client-id should be greater than 0") from None
+            if cid <= 0:
+                raise err("ERR client-id should be greater than 0")
             targets = [c for c in targets if c.id == cid]
         elif opt == b"ADDR":
             targets = [c for c in targets if c.addr == val.decode(errors="replace")]
+        elif opt == b"LADDR":
+            targets = [c for c in targets if c.laddr == val.decode(errors="replace")]
+        elif opt == b"TYPE":
+            kind = val.lower()
+            if kind not in (b"normal", b"pubsub", b"master", b"replica", b"slave"):
+                raise err(f"ERR Unknown client type '{val.decode(errors='replace')}'")
+            targets = ([c for c in targets if c.subscribed == (kind == b"pubsub")]
+                       if kind in (b"normal", b"pubsub") else [])
+        elif opt == b"USER":
+            if val != b"default":
+                raise err(f"ERR No such user '{val.decode(errors='replace')}'")
+        elif opt == b"MAXAGE":
+            age = parse_int(val)
+            targets = [c for c in targets if now - c.created >= age]
         elif opt == b"SKIPME":
-            if val.lower() == b"yes":
-                targets = [c for c in targets if c is not conn]
+            if val.lower() not in (b"yes", b"no"):
+                raise err(SYNTAX)
+            skipme = val.lower() == b"yes"
         else:
             raise err(SYNTAX)
-        i += 2
-    if i != len(rest):
-        raise err(SYNTAX)
+    if skipme:
+        targets = [c for c in targets if c is not conn]
     for c in targets:
-        c.kill()
-        killed += 1
-    return killed
+        _kill(c, conn)
+    return len(targets)
+
+
+class _ReplyMode:
+    """CLIENT REPLY OFF / SKIP: the connection's reply encoders swapped for ones that send nothing
+    (for every reply, or for this one and the next); ON, or the SKIP's end, puts them back.
+    Pub/sub messages are silenced too, as in Redis."""
+
+    __slots__ = ("conn", "enc", "enc_err", "left")
+
+    def __init__(self, conn: Connection, left: int | None) -> None:
+        self.conn, self.enc, self.enc_err, self.left = conn, conn.enc, conn.enc_err, left
+        conn.enc = self.reply
+        conn.enc_err = self.error
+
+    def _drop(self) -> bytes:
+        if self.left is not None:
+            self.left -= 1
+            if self.left <= 0:
+                self.restore()
+        return b""
+
+    def reply(self, value: Any, resp3: bool) -> bytes:
+        return self._drop()
+
+    def error(self, e: Any) -> bytes:
+        return self._drop()
+
+    def restore(self) -> None:
+        self.conn.enc, self.conn.enc_err = self.enc, self.enc_err
+
+
+def _client_reply(conn: Connection, mode: bytes) -> Any:
+    current = getattr(conn.enc, "__self__", None)
+    silenced = current if isinstance(current, _ReplyMode) else None
+    if mode == b"ON":
+        if silenced is not None:
+            silenced.restore()
+        return OK
+    if mode == b"OFF":
+        if silenced is None:
+            _ReplyMode(conn, None)
+        else:
+            silenced.left = None
+        return OK  # not sent: the encoder is already the silent one
+    if mode == b"SKIP":
+        if silenced is None:
+            _ReplyMode(conn, 2)  # this reply and the next command's
+        return OK
+    raise err(SYNTAX)
+
+
+def _client_pause(conn: Connection, rest: list[bytes]) -> Any:
+    """CLIENT PAUSE: the other connections stop being read for `timeout` ms (WRITE pauses them
+    as ALL does: atlasd does not hold back writes alone).  Connections made during the pause are
+    not paused."""
+    try:
+        ms = parse_int(rest[0])
+    except Exception:
+        raise err("ERR timeout is not an integer or out of range") from None
+    if ms < 0:
+        raise err("ERR timeout is negative")
+    if len(rest) == 2 and rest[1].upper() not in (b"WRITE", b"ALL"):
+        raise err("ERR CLIENT PAUSE mode must be WRITE or ALL")
+    server: Any = conn.server
+    _unpause(server)
+    paused = [c for c in server.clients.values() if c is not conn and not c.closing and c.transport is not None]
+    for c in paused:
+        c.transport.pause_reading()
+    handle = asyncio.get_running_loop().call_later(ms / 1000, _unpause, server)
+    server._client_pause = (paused, handle)
+    return OK
+
+
+def _unpause(server: Any) -> None:
+    state = getattr(server, "_client_pause", None)
+    if state is None:
+        return
+    server._client_pause = None
+    paused, handle = state
+    handle.cancel()
+    for c in paused:
+        if c.closing or c.transport is None or c.transport.is_closing():
+            continue
+        if not (c.read_paused or c.write_paused or c.auth_paused or c.blocked is not None):
+            c.transport.resume_reading()
 
 
 # -- transactions --------------------------------------------------------------------
@@ -364,5 +558,4 @@ def pubsub(ctx: Ctx, args: list[bytes]) -> Any:
         return out
     if sub == b"NUMPAT" and len(args) == 1:
         return len(server.patterns)
-    raise err(f"ERR unknown subcommand or wrong number of arguments for '{args[0].decode(errors='replace')}'. "
-              f"Try PUBSUB HELP.")
+    raise subcommand_error("PUBSUB", args[0], "channels numsub numpat shardchannels shardnumsub help")

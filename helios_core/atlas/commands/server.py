@@ -1,4 +1,4 @@
-"""Server commands: INFO COMMAND CONFIG TIME SAVE BGSAVE BGREWRITEAOF LASTSAVE SHUTDOWN.
+"""Server commands: INFO COMMAND CONFIG SLOWLOG MEMORY LATENCY ROLE TIME SAVE BGSAVE BGREWRITEAOF LASTSAVE SHUTDOWN.
 
 Most read the engine (`ctx.engine`) and, through the connection, the RESP
 server (`ctx.conn.server`): client counts, limits, the password.  SAVE and
@@ -8,6 +8,7 @@ SHUTDOWN finish later than they return; they hand the connection a future
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import platform
@@ -29,13 +30,16 @@ from helios_core.atlas.commands.table import (
     command,
     err,
 )
+from helios_core.atlas.evict import POLICIES, estimate, parse_bytes
 from helios_core.atlas.glob import compile_glob
+from helios_core.atlas.notify import flags_to_string, parse_flags
 from helios_core.observability.logging import get_logger
 
 if TYPE_CHECKING:
     from helios_core.atlas.engine import Engine
 
-__all__ = ["REDIS_COMPAT_VERSION", "info_text", "command_info", "DOCS"]
+__all__ = ["REDIS_COMPAT_VERSION", "info_text", "command_info", "DOCS", "subcommand_error", "idle_timeout",
+           "start_idle_reaper"]
 
 log = get_logger("atlasd")
 
@@ -56,6 +60,19 @@ def _error_text(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     head = text.split(" ", 1)[0]
     return text if head.isupper() and head.isalpha() else f"ERR {text}"
+
+
+def subcommand_error(container: str, sub: bytes, known: str) -> Exception:
+    """Redis 7's error for a container command (CLIENT, CONFIG, ...): the wrong arity of a known
+    subcommand (`known`: its names, space-separated), else an unknown subcommand."""
+    name = sub.decode(errors="replace")
+    if name.lower() in known.split():
+        return err(f"ERR wrong number of arguments for '{container.lower()}|{name.lower()}' command")
+    return err(f"ERR unknown subcommand '{name}'. Try {container} HELP.")
+
+
+def _unknown_sub(name: str, sub: bytes) -> Exception:
+    return err(f"ERR unknown subcommand '{sub.decode(errors='replace')}'. Try {name} HELP.")
 
 
 # -- persistence -------------------------------------------------------------------
@@ -153,7 +170,10 @@ def time_(ctx: Ctx, args: list[bytes]) -> Any:
 
 # -- INFO ----------------------------------------------------------------------------
 
-_DEFAULT_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "keyspace")
+# Redis 7.0's sections: INFO / INFO default, then what "all" and "everything" add.
+_DEFAULT_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules",
+                     "errorstats", "cluster", "keyspace")
+_ALL_SECTIONS = (*_DEFAULT_SECTIONS, "commandstats", "latencystats")
 
 
 def _rss_bytes() -> int:
@@ -164,6 +184,13 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _system_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
 def _human(n: float) -> str:
     for unit in ("B", "K", "M", "G", "T"):
         if n < 1024 or unit == "T":
@@ -172,11 +199,19 @@ def _human(n: float) -> str:
     return str(n)
 
 
+def _sections(names: list[str]) -> list[str]:
+    want = [s.lower() for s in names]
+    if not want or "default" in want:
+        return [*_DEFAULT_SECTIONS, *(w for w in want if w not in _DEFAULT_SECTIONS and w != "default")]
+    if "all" in want or "everything" in want:
+        return list(_ALL_SECTIONS)
+    return want
+
+
 def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
-    """INFO's text: `# Section` headers and `field:value` lines, Redis field names where they exist."""
-    want = {s.lower() for s in sections} or set(_DEFAULT_SECTIONS)
-    if want & {"all", "everything", "default"}:
-        want = set(_DEFAULT_SECTIONS)
+    """INFO's text: `# Section` headers and `field:value` lines, with Redis 7.0's sections and field
+    names (fields with no meaning here, such as replication offsets, report what a lone primary does)."""
+    want = set(_sections(sections))
     now = time.time()
     stats = engine.stats
     out: list[str] = []
@@ -188,43 +223,76 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
             out.append("")
 
     uptime = max(0, int(now - stats.started_ms / 1000))
+    hz = engine.config.active_expire_hz
     section("Server", [
         ("redis_version", REDIS_COMPAT_VERSION),
+        ("redis_git_sha1", "00000000"),
+        ("redis_git_dirty", 0),
+        ("redis_build_id", "0"),
         ("atlas_version", __version__),
         ("redis_mode", "standalone"),
         ("os", f"{platform.system()} {platform.release()} {platform.machine()}"),
         ("arch_bits", 64 if sys.maxsize > 2**32 else 32),
+        ("monotonic_clock", "POSIX clock_gettime"),
+        ("multiplexing_api", "epoll" if sys.platform.startswith("linux") else "kqueue"),
+        ("atomicvar_api", "c11-builtin"),
+        ("gcc_version", "0.0.0"),
         ("python_version", platform.python_version()),
         ("process_id", os.getpid()),
+        ("process_supervised", "no"),
         ("run_id", getattr(server, "run_id", "")),
         ("tcp_port", getattr(server, "port", 0)),
         ("unix_socket", getattr(server, "socket_path", "")),
         ("server_time_usec", int(now * 1_000_000)),
         ("uptime_in_seconds", uptime),
         ("uptime_in_days", uptime // 86400),
+        ("hz", hz),
+        ("configured_hz", hz),
+        ("lru_clock", int(now) & ((1 << 24) - 1)),
         ("executable", sys.executable),
+        ("config_file", ""),
+        ("io_threads_active", 0),
         ("data_dir", engine.data_path()),
     ])
     clients = getattr(server, "clients", {})
     section("Clients", [
         ("connected_clients", len(clients)),
+        ("cluster_connections", 0),
         ("maxclients", getattr(server, "maxclients", 0)),
+        ("client_recent_max_input_buffer", 0),
+        ("client_recent_max_output_buffer", 0),
         ("blocked_clients", blocked_count(engine)),
+        ("tracking_clients", 0),
+        ("clients_in_timeout_table", 0),
         ("pubsub_clients", sum(1 for c in clients.values() if c.subscribed)),
         ("watching_clients", len({c for conns in getattr(server, "watched", {}).values() for c in conns})),
     ])
     rss = _rss_bytes()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss)
+    ev = engine.evictor
+    dataset = engine.memory.used if ev.maxmemory else None
+    total_mem = _system_memory()
+    scripts = engine.scripting
     section("Memory", [
         ("used_memory", rss),
         ("used_memory_human", _human(rss)),
         ("used_memory_rss", rss),
         ("used_memory_rss_human", _human(rss)),
-        ("used_memory_peak", max(peak, rss)),
-        ("used_memory_peak_human", _human(max(peak, rss))),
-        ("maxmemory", 0),
-        ("maxmemory_human", "0B"),
-        ("maxmemory_policy", "noeviction"),
+        ("used_memory_peak", peak),
+        ("used_memory_peak_human", _human(peak)),
+        ("used_memory_peak_perc", f"{100 * rss / peak:.2f}%" if peak else "0.00%"),
+        # The keyspace estimate (evict.py) maxmemory limits; counted only while maxmemory is set.
+        ("used_memory_dataset", dataset if dataset is not None else 0),
+        ("used_memory_dataset_perc", f"{100 * dataset / rss:.2f}%" if dataset is not None and rss else "0.00%"),
+        ("total_system_memory", total_mem),
+        ("total_system_memory_human", _human(total_mem)),
+        ("number_of_cached_scripts", len(getattr(scripts, "scripts", {}) or {}) if scripts is not None else 0),
+        ("maxmemory", ev.maxmemory),
+        ("maxmemory_human", _human(ev.maxmemory)),
+        ("maxmemory_policy", ev.policy),
+        ("mem_fragmentation_ratio", "1.00"),
+        ("mem_allocator", "libc"),
+        ("lazyfree_pending_objects", 0),
     ])
     aof = engine.aof
     in_progress = int(engine.snapshot_in_progress)
@@ -236,15 +304,21 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("rdb_last_save_time", stats.last_snapshot_ms // 1000),
         ("rdb_last_bgsave_status", stats.last_snapshot_status),
         ("rdb_last_bgsave_time_sec", round(stats.last_snapshot_seconds) if stats.snapshots else -1),
+        ("rdb_current_bgsave_time_sec", -1),
         ("rdb_saves", stats.snapshots),
         ("rdb_last_cow_size", stats.last_cow_size),
         ("rdb_last_bgsave_error", stats.last_snapshot_error),
         ("aof_enabled", 1),
         ("aof_rewrite_in_progress", in_progress),
         ("aof_rewrite_scheduled", 0),
+        ("aof_last_rewrite_time_sec", -1),
+        ("aof_current_rewrite_time_sec", -1),
+        ("aof_last_bgrewrite_status", "ok"),
+        ("aof_rewrites", stats.snapshots),
         ("aof_last_write_status", "ok" if engine.aof_error is None else "err"),
         ("aof_last_error", engine.aof_error or ""),
         ("aof_current_size", aof.size if aof is not None else 0),
+        ("aof_buffer_length", 0),
         ("aof_fsync_policy", engine.policy),
         ("aof_fsyncs", stats.fsync_count),
         ("aof_fsync_seconds_total", round(stats.fsync_seconds_total, 6)),
@@ -260,12 +334,51 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("total_net_input_bytes", net_in),
         ("total_net_output_bytes", net_out),
         ("rejected_connections", getattr(counters, "rejected", 0)),
+        ("sync_full", 0),
+        ("sync_partial_ok", 0),
+        ("sync_partial_err", 0),
         ("expired_keys", stats.expired_keys),
-        ("evicted_keys", 0),
+        ("evicted_keys", stats.evicted_keys),
+        ("evicted_clients", 0),
+        # Hits and misses are not counted (a lookup does not know who asked): always 0.
+        ("keyspace_hits", 0),
+        ("keyspace_misses", 0),
         ("pubsub_channels", len(getattr(server, "channels", {}))),
         ("pubsub_patterns", len(getattr(server, "patterns", {}))),
+        ("latest_fork_usec", 0),
+        ("total_forks", 0),
+        ("tracking_total_keys", 0),
+        ("total_error_replies", 0),
         ("total_aof_bytes", stats.aof_bytes_total),
     ])
+    section("Replication", [
+        ("role", "master"),
+        ("connected_slaves", 0),
+        ("master_failover_state", "no-failover"),
+        ("master_replid", getattr(server, "run_id", "0" * 40)),
+        ("master_replid2", "0" * 40),
+        ("master_repl_offset", 0),
+        ("second_repl_offset", -1),
+        ("repl_backlog_active", 0),
+        ("repl_backlog_size", 1048576),
+        ("repl_backlog_first_byte_offset", 0),
+        ("repl_backlog_histlen", 0),
+    ])
+    ru, ch = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    section("CPU", [
+        ("used_cpu_sys", f"{ru.ru_stime:.6f}"),
+        ("used_cpu_user", f"{ru.ru_utime:.6f}"),
+        ("used_cpu_sys_children", f"{ch.ru_stime:.6f}"),
+        ("used_cpu_user_children", f"{ch.ru_utime:.6f}"),
+        ("used_cpu_sys_main_thread", f"{ru.ru_stime:.6f}"),
+        ("used_cpu_user_main_thread", f"{ru.ru_utime:.6f}"),
+    ])
+    section("Modules", [])
+    section("Commandstats", [(f"cmdstat_{name}", f"calls={n},usec=0,usec_per_call=0.00,rejected_calls=0,"
+                                                 f"failed_calls=0") for name, n in sorted(stats.commands.items())])
+    section("Errorstats", [])
+    section("Latencystats", [])
+    section("Cluster", [("cluster_enabled", 0)])
     ks = engine.ks
     section("Keyspace", [("db0", f"keys={len(ks)},expires={len(ks.expires)},avg_ttl=0")] if len(ks) else [])
     return "\r\n".join(out)
@@ -333,20 +446,49 @@ def command_(ctx: Ctx, args: list[bytes]) -> Any:
         elif rest:
             raise err(SYNTAX)
         return names
-    if sub == b"GETKEYS" and rest:
-        c = TABLE.get(rest[0])
-        if c is None:
-            raise err("ERR Invalid command specified")
-        if c.first_key <= 0:
-            raise err("ERR The command has no key arguments")
-        last = c.last_key if c.last_key >= 0 else len(rest) + c.last_key
-        return rest[c.first_key:last + 1:c.step]
+    if sub == b"GETKEYS" and len(rest) >= 2:
+        return _getkeys(rest)
+    if sub == b"GETKEYS":
+        raise err("ERR wrong number of arguments for 'command|getkeys' command")
     if sub == b"HELP" and not rest:
         return [Simple(s) for s in ("COMMAND [<subcommand>]", "COUNT", "INFO [<command-name> ...]",
                                     "DOCS [<command-name> ...]", "LIST [FILTERBY PATTERN <pattern>]",
                                     "GETKEYS <full-command>", "HELP")]
-    raise err(f"ERR unknown subcommand or wrong number of arguments for '{args[0].decode(errors='replace')}'. "
-              f"Try COMMAND HELP.")
+    raise subcommand_error("COMMAND", args[0], "count info docs list getkeys getkeysandflags help")
+
+
+# Where the keys are in commands whose key count is an argument: name -> (index of numkeys in the
+# command line, keys before it (a destination)).
+_NUMKEYS: dict[str, tuple[int, int]] = {
+    "eval": (2, 0), "evalsha": (2, 0), "eval_ro": (2, 0), "evalsha_ro": (2, 0), "fcall": (2, 0),
+    "fcall_ro": (2, 0), "zunion": (1, 0), "zinter": (1, 0), "zdiff": (1, 0), "zintercard": (1, 0),
+    "sintercard": (1, 0), "lmpop": (1, 0), "zmpop": (1, 0), "blmpop": (2, 0), "bzmpop": (2, 0),
+    "zunionstore": (2, 1), "zinterstore": (2, 1), "zdiffstore": (2, 1),
+}
+
+
+def _getkeys(argv: list[bytes]) -> list[bytes]:
+    """COMMAND GETKEYS: the key arguments of `argv` (a whole command line)."""
+    c = TABLE.get(argv[0])
+    if c is None:
+        raise err("ERR Invalid command specified")
+    movable = _NUMKEYS.get(c.name)
+    if c.first_key <= 0 and movable is None:
+        raise err("ERR The command has no key arguments")
+    n = len(argv)
+    if (c.arity > 0 and n != c.arity) or n < -c.arity:
+        raise err("ERR Invalid number of arguments specified for command")
+    if movable is not None:
+        at, before = movable
+        try:
+            numkeys = int(argv[at])
+        except ValueError:
+            return []
+        if numkeys < 0 or at + 1 + numkeys > n:
+            return []
+        return [*argv[at - before:at], *argv[at + 1:at + 1 + numkeys]]
+    last = c.last_key if c.last_key >= 0 else n + c.last_key
+    return argv[c.first_key:last + 1:c.step]
 
 
 # -- CONFIG -----------------------------------------------------------------------------
@@ -370,9 +512,23 @@ def _get_params(ctx: Ctx) -> dict[str, Callable[[], bytes]]:
         "appendfilename": lambda: b"appendonly.aof",
         "databases": lambda: b"1",
         "hz": lambda: b"%d" % cfg.active_expire_hz,
-        "maxmemory": lambda: b"0",
-        "maxmemory-policy": lambda: b"noeviction",
+        "maxmemory": lambda: b"%d" % engine.evictor.maxmemory,
+        "maxmemory-policy": lambda: engine.evictor.policy.encode(),
+        "maxmemory-samples": lambda: b"%d" % engine.evictor.samples,
+        "notify-keyspace-events": lambda: flags_to_string(engine.notifier.flags).encode(),
+        "slowlog-log-slower-than": lambda: b"%d" % engine.slowlog.slower_than_us,
+        "slowlog-max-len": lambda: b"%d" % engine.slowlog.max_len,
+        "latency-monitor-threshold": lambda: b"0",
+        "timeout": lambda: b"%d" % idle_timeout(engine),
+        "daemonize": lambda: b"no",
+        "cluster-enabled": lambda: b"no",
     }
+    settings = engine.settings
+    def stored(name: str) -> Callable[[], bytes]:
+        return lambda: settings.get(_ALIASES.get(name, name), _ENCODING[name][2])
+
+    for name in _ENCODING:
+        params[name] = stored(name)
     if server is not None:
         params.update({
             "requirepass": lambda: (server.requirepass or b""),
@@ -386,6 +542,51 @@ def _get_params(ctx: Ctx) -> dict[str, Callable[[], bytes]]:
                 b"normal 0 0 0 replica 0 0 0 pubsub %d %d 0" % (server.pubsub_limit, server.pubsub_limit)),
         })
     return params
+
+
+# Encoding parameters: stored and returned, no effect (ATLAS has one encoding per type).
+# name -> (min, max, default); the ziplist names are aliases of the listpack ones, as in Redis 7.0.
+_LONG_MAX = (1 << 63) - 1
+_INT_MAX = (1 << 31) - 1
+_ENCODING: dict[str, tuple[int, int, bytes]] = {
+    "hash-max-listpack-entries": (0, _LONG_MAX, b"512"),
+    "hash-max-listpack-value": (0, _LONG_MAX, b"64"),
+    "zset-max-listpack-entries": (0, _LONG_MAX, b"128"),
+    "zset-max-listpack-value": (0, _LONG_MAX, b"64"),
+    "list-max-listpack-size": (-_INT_MAX - 1, _INT_MAX, b"-2"),
+    "list-compress-depth": (0, _INT_MAX, b"0"),
+    "set-max-intset-entries": (0, _LONG_MAX, b"512"),
+    "stream-node-max-bytes": (0, _LONG_MAX, b"4096"),
+    "stream-node-max-entries": (0, _LONG_MAX, b"100"),
+    "hll-sparse-max-bytes": (0, _LONG_MAX, b"3000"),
+    "active-expire-effort": (1, 10, b"1"),
+}
+_ALIASES = {"hash-max-ziplist-entries": "hash-max-listpack-entries",
+            "hash-max-ziplist-value": "hash-max-listpack-value",
+            "zset-max-ziplist-entries": "zset-max-listpack-entries",
+            "zset-max-ziplist-value": "zset-max-listpack-value",
+            "list-max-ziplist-size": "list-max-listpack-size"}
+_ENCODING.update({alias: _ENCODING[name] for alias, name in _ALIASES.items()})
+# Redis parameters that exist but cannot change at run time (CONFIG SET says so, in Redis's words).
+_IMMUTABLE = frozenset({"daemonize", "databases", "io-threads", "supervised", "pidfile", "logfile", "syslog-enabled",
+                        "syslog-ident", "cluster-enabled", "aclfile", "always-show-logo", "appendfilename",
+                        "appenddirname", "tcp-backlog", "set-proc-title", "disable-thp", "cluster-config-file",
+                        "enable-protected-configs", "enable-debug-command", "enable-module-command"})
+
+
+def idle_timeout(engine: Engine) -> int:
+    """The `timeout` parameter: seconds a client may idle before atlasd closes it (0: never)."""
+    return int(engine.settings.get("timeout", b"0"))
+
+
+def _int_in(v: bytes, lo: int, hi: int) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise ValueError("argument couldn't be parsed into an integer") from None
+    if not lo <= n <= hi:
+        raise ValueError(f"argument must be between {lo} and {hi} inclusive")
+    return n
 
 
 def _set_failed(name: str, why: str) -> Exception:
@@ -432,12 +633,80 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
                 server.set_max_bulk(n)
         return apply
 
+    def encoding(name: str) -> Callable[[bytes], Callable[[], None]]:
+        lo, hi, _ = _ENCODING[name]
+
+        def check(v: bytes) -> Callable[[], None]:
+            n = _int_in(v, lo, hi)
+            return lambda: engine.settings.__setitem__(_ALIASES.get(name, name), b"%d" % n)
+        return check
+
+    def notify_events(v: bytes) -> Callable[[], None]:
+        flags = parse_flags(v.decode(errors="replace"))
+
+        def apply() -> None:
+            engine.notifier.flags = flags
+            if server is not None and engine.notifier.publish is None:
+                engine.notifier.publish = server.publish
+            engine.observers_changed()
+        return apply
+
+    def maxmemory(v: bytes) -> Callable[[], None]:
+        n = parse_bytes(v.decode(errors="replace"))
+
+        def apply() -> None:
+            engine.evictor.maxmemory = n
+            engine.observers_changed()
+        return apply
+
+    def policy(v: bytes) -> Callable[[], None]:
+        name = v.decode(errors="replace").lower()
+        if name not in POLICIES:
+            raise ValueError("argument(s) must be one of the following: volatile-lru, volatile-lfu, "
+                             "volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, noeviction")
+        return lambda: engine.evictor.set_policy(name, engine.clock())
+
+    def samples(v: bytes) -> Callable[[], None]:
+        n = _int_in(v, 1, _INT_MAX)
+        return lambda: setattr(engine.evictor, "samples", n)
+
+    def slower_than(v: bytes) -> Callable[[], None]:
+        n = _int_in(v, -1, _LONG_MAX)
+        return lambda: setattr(engine.slowlog, "slower_than_us", n)
+
+    def slow_len(v: bytes) -> Callable[[], None]:
+        n = _int_in(v, 0, _LONG_MAX)
+        return lambda: engine.slowlog.set_max_len(n)
+
+    def timeout(v: bytes) -> Callable[[], None]:
+        n = _int_in(v, 0, _INT_MAX)
+
+        def apply() -> None:
+            engine.settings["timeout"] = b"%d" % n
+            if server is not None and n:
+                start_idle_reaper(server)
+        return apply
+
+    def latency_threshold(v: bytes) -> Callable[[], None]:
+        _int_in(v, 0, _LONG_MAX)
+        return lambda: None  # latency monitoring is not implemented: LATENCY answers empty
+
     setters: dict[str, Callable[[bytes], Callable[[], None]]] = {
         "appendfsync": appendfsync,
         "save": save_points,
         "max-value-bytes": max_bulk,
         "proto-max-bulk-len": max_bulk,
+        "notify-keyspace-events": notify_events,
+        "maxmemory": maxmemory,
+        "maxmemory-policy": policy,
+        "maxmemory-samples": samples,
+        "slowlog-log-slower-than": slower_than,
+        "slowlog-max-len": slow_len,
+        "timeout": timeout,
+        "latency-monitor-threshold": latency_threshold,
     }
+    for name in _ENCODING:
+        setters[name] = encoding(name)
     if server is not None:
         def requirepass(v: bytes) -> Callable[[], None]:
             return lambda: server.set_requirepass(v or None)
@@ -488,7 +757,7 @@ def config(ctx: Ctx, args: list[bytes]) -> Any:
                 raise _set_failed(name, "duplicate parameter")
             seen.add(name)
             if name not in setters:
-                if name in known:
+                if name in known or name in _IMMUTABLE:
                     raise _set_failed(name, "can't set immutable config")
                 raise err(f"ERR Unknown option or number of arguments for CONFIG SET - '{name}'")
             try:
@@ -498,12 +767,13 @@ def config(ctx: Ctx, args: list[bytes]) -> Any:
         for apply in applies:
             apply()
         return OK
-    if sub == b"SET":
-        raise err("ERR wrong number of arguments for 'config|set' command")
     if sub == b"RESETSTAT" and not rest:
         server = ctx.conn.server if ctx.conn is not None else None
         if server is not None:
             server.reset_stats()
+        stats = ctx.engine.stats
+        stats.commands.clear()
+        stats.expired_keys = stats.evicted_keys = 0
         return OK
     if sub == b"REWRITE" and not rest:
         raise err("ERR CONFIG REWRITE is not supported: atlasd settings come from the HELIOS config file "
@@ -511,8 +781,152 @@ def config(ctx: Ctx, args: list[bytes]) -> Any:
     if sub == b"HELP" and not rest:
         return [Simple(s) for s in ("CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
                                     "GET <pattern>", "SET <directive> <value>", "RESETSTAT", "HELP")]
-    raise err(f"ERR unknown subcommand or wrong number of arguments for '{args[0].decode(errors='replace')}'. "
-              f"Try CONFIG HELP.")
+    raise subcommand_error("CONFIG", args[0], "get set resetstat rewrite help")
+
+
+# -- SLOWLOG MEMORY LATENCY ROLE ------------------------------------------------------------
+
+
+
+def _help(name: str, lines: list[str]) -> list[Simple]:
+    return [Simple(f"{name} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"),
+            *(Simple(line) for line in lines), Simple("HELP"), Simple("    Print this help.")]
+
+
+@command("slowlog", -2, "admin loading stale", keys=(0, 0, 0))
+def slowlog(ctx: Ctx, args: list[bytes]) -> Any:
+    log_ = ctx.engine.slowlog
+    sub, rest = args[0].upper(), args[1:]
+    if sub == b"GET" and len(rest) <= 1:
+        count = 10
+        if rest:
+            try:
+                count = int(rest[0])
+            except ValueError:
+                raise err("ERR count should be greater than or equal to -1") from None
+            if count < -1:
+                raise err("ERR count should be greater than or equal to -1")
+        return log_.get(count)
+    if sub == b"LEN" and not rest:
+        return len(log_)
+    if sub == b"RESET" and not rest:
+        log_.reset()
+        return OK
+    if sub == b"HELP" and not rest:
+        return _help("SLOWLOG", ["GET [<count>]",
+                                 "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+                                 "    Entries are made of:",
+                                 "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+                                 "    client name", "LEN", "    Return the length of the slowlog.", "RESET",
+                                 "    Reset the slowlog."])
+    if sub in (b"GET", b"LEN", b"RESET", b"HELP"):
+        raise err(f"ERR wrong number of arguments for 'slowlog|{sub.decode().lower()}' command")
+    raise _unknown_sub("SLOWLOG", args[0])
+
+
+@command("memory", -2, "readonly", keys=(0, 0, 0))
+def memory(ctx: Ctx, args: list[bytes]) -> Any:
+    """MEMORY USAGE answers the estimate maxmemory counts (evict.py), not allocator bytes."""
+    sub, rest = args[0].upper(), args[1:]
+    if sub == b"USAGE" and rest:
+        if len(rest) not in (1, 3) or (len(rest) == 3 and rest[1].upper() != b"SAMPLES"):
+            raise err(SYNTAX)
+        if len(rest) == 3:
+            try:
+                int(rest[2])
+            except ValueError:
+                raise err("ERR value is not an integer or out of range") from None
+        value = ctx.lookup(rest[0])
+        if value is None:
+            return None
+        return estimate(rest[0], value, rest[0] in ctx.ks.expires)
+    if sub == b"DOCTOR" and not rest:
+        return b"Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs " \
+               b"on this base."
+    if sub == b"PURGE" and not rest:
+        return OK
+    if sub == b"MALLOC-STATS" and not rest:
+        return b"Stats not supported for the current allocator"
+    if sub == b"STATS" and not rest:
+        engine: Engine = ctx.engine
+        rss = _rss_bytes()
+        return {b"peak.allocated": rss, b"total.allocated": rss, b"dataset.bytes": engine.memory.used,
+                b"keys.count": len(ctx.ks)}
+    if sub == b"HELP" and not rest:
+        return _help("MEMORY", ["DOCTOR", "    Return memory problems reports.", "MALLOC-STATS",
+                                "    Return internal statistics report from the memory allocator.", "PURGE",
+                                "    Attempt to purge dirty pages for reclamation by the allocator.", "STATS",
+                                "    Return information about the memory usage of the server.",
+                                "USAGE <key> [SAMPLES <count>]",
+                                "    Return memory in bytes used by <key> and its value. Nested values are",
+                                "    sampled up to <count> times (default: 5, 0 means sample all)."])
+    if sub in (b"USAGE", b"DOCTOR", b"PURGE", b"MALLOC-STATS", b"STATS", b"HELP"):
+        raise err(f"ERR wrong number of arguments for 'memory|{sub.decode().lower()}' command")
+    raise _unknown_sub("MEMORY", args[0])
+
+
+@command("latency", -2, "admin noscript loading stale", keys=(0, 0, 0))
+def latency(ctx: Ctx, args: list[bytes]) -> Any:
+    """Latency monitoring is not implemented: no event is ever recorded, so LATEST and HISTORY are
+    empty and RESET resets nothing (0), as in a Redis with latency-monitor-threshold 0."""
+    sub, rest = args[0].upper(), args[1:]
+    if sub == b"LATEST" and not rest:
+        return []
+    if sub == b"HISTORY" and len(rest) == 1:
+        return []
+    if sub == b"RESET":
+        return 0
+    if sub == b"DOCTOR" and not rest:
+        return (b"I'm sorry, Dave, I can't do that. Latency monitoring is disabled in this Redis instance. "
+                b"You may use \"CONFIG SET latency-monitor-threshold <milliseconds>.\" in order to enable it. "
+                b"If we weren't in a deep space mission I'd suggest to take a look at "
+                b"https://redis.io/topics/latency-monitor.\n")
+    if sub == b"HISTOGRAM":
+        return {}
+    if sub == b"HELP" and not rest:
+        return _help("LATENCY", ["DOCTOR", "    Return a human readable latency analysis report.", "GRAPH <event>",
+                                 "    Return an ASCII latency graph for the <event> class.", "HISTORY <event>",
+                                 "    Return time-latency samples for the <event> class.", "LATEST",
+                                 "    Return the latest latency samples for all events.",
+                                 "RESET [<event> ...]",
+                                 "    Reset latency data of one or more <event> classes.",
+                                 "    (default: reset all data for all event classes)",
+                                 "HISTOGRAM [COMMAND ...]",
+                                 "    Return a cumulative distribution of latencies in the format of a histogram "
+                                 "for the specified command names.",
+                                 "    If no commands are specified then all histograms are replied."])
+    if sub in (b"LATEST", b"HISTORY", b"DOCTOR", b"HELP"):
+        raise err(f"ERR wrong number of arguments for 'latency|{sub.decode().lower()}' command")
+    raise _unknown_sub("LATENCY", args[0])
+
+
+@command("role", 1, "noscript loading stale fast", keys=(0, 0, 0))
+def role(ctx: Ctx, args: list[bytes]) -> Any:
+    return [b"master", 0, []]
+
+
+def start_idle_reaper(server: Any) -> None:
+    """Close clients idle longer than `timeout` seconds, checked once a second while it is set.
+    As Redis: subscribers and blocked clients are exempt; the close is silent."""
+    if getattr(server, "_idle_reaper", None) is not None:
+        return
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:
+        limit = idle_timeout(server.engine)
+        if not limit or server.closing:
+            server._idle_reaper = None
+            return
+        now = time.monotonic()
+        for conn in list(server.clients.values()):
+            if conn.subscribed or conn.blocked is not None or conn.closing:
+                continue
+            if now - conn.last_active > limit and now - conn.created > limit:
+                log.info("closing an idle client", id=conn.id, addr=conn.addr, timeout=limit)
+                conn.close_after_replies()
+        server._idle_reaper = loop.call_later(1.0, tick)
+
+    server._idle_reaper = loop.call_later(1.0, tick)
 
 
 # -- COMMAND DOCS data ----------------------------------------------------------------
