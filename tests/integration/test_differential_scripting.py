@@ -277,3 +277,15 @@ def test_redis_py_lock_runs_unchanged_on_atlasd(atlasd: Daemon) -> None:
         assert r.get("resource") is None
         with pytest.raises(redis.exceptions.LockNotOwnedError):
             lock.do_release(b"gone")
+
+
+def test_a_script_write_breaks_a_watch(sides: tuple[Side, Side]) -> None:
+    atlas, redis_ = sides
+    for side in (atlas, redis_):
+        side.r2.call([b"FLUSHALL"])
+    for side in (atlas, redis_):
+        assert side.r2.call([b"WATCH", b"w"]) == ("+", "OK")
+        side.r3.call([b"EVAL", b"return redis.call('set', KEYS[1], 'x')", b"1", b"w"])  # another client
+        got = side.r2.call_many([[b"MULTI"], [b"SET", b"w", b"mine"], [b"EXEC"]])
+        assert got[2] == ("nil", None), got  # EXEC aborted
+        assert side.r2.call([b"GET", b"w"]) == ("$", b"x")
