@@ -13,7 +13,7 @@ round trip on Redis or atlasd, one engine step embedded), which is what makes
 it exact under concurrency: 200 requests racing on a bucket of N admit
 exactly N, and none of them waits for or fails on the others (a WATCH retry
 loop did, up to 409s).  `take()` below is the model that script must agree
-with (tests/unit/test_ratelimit_script.py).  The write passes
+with (tests/contract/test_store_scripts.py).  The write passes
 ``durable=False``: losing the last second of bucket state in a crash only
 forgives a few requests, and a rate limiter that waited for fsync would
 rate-limit the disk instead.
