@@ -428,6 +428,9 @@ class Connection(asyncio.Protocol):
         Returns the seq its reply waits for, or None when there was still nothing to pop.
         Runs inside another connection's batch (the writer's): the engine context is lent.
         """
+        if self.closing or self.transport is None or self.transport.is_closing():
+            self._unpark()  # going away: it must not take an item nobody would receive
+            return 0
         engine = self.engine
         ctx = engine.ctx
         lender = ctx.conn
