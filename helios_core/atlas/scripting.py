@@ -584,7 +584,9 @@ def _tohex(a: int, w: int) -> bytes:
 
 
 def _refused(cmd: Command, readonly: bool) -> str | None:
-    if "noscript" in cmd.flags or "blocking" in cmd.flags or cmd.conn & {"multi_control", "no_multi"}:
+    # (SCRIPT has no flags in Redis 7.0: its subcommands are the noscript ones.)
+    if (cmd.name == "script" or "noscript" in cmd.flags or "blocking" in cmd.flags
+            or cmd.conn & {"multi_control", "no_multi"}):
         return "ERR This Redis command is not allowed from script"
     if readonly and cmd.is_write:
         return "ERR Write commands are not allowed from read-only scripts."

@@ -20,7 +20,7 @@ from helios_core.errors import CommandError
 
 __all__ = ["scripting_of"]
 
-_EVAL_FLAGS = "noscript stale skip_monitor may_replicate no_mandatory_keys movablekeys"
+_EVAL_FLAGS = "noscript stale skip_monitor no_mandatory_keys movablekeys"
 _EVAL_RO_FLAGS = "noscript stale skip_monitor no_mandatory_keys readonly movablekeys"
 
 
@@ -123,7 +123,7 @@ _SCRIPT_HELP = [
 ]
 
 
-@command("script", -2, "noscript", keys=(0, 0, 0))
+@command("script", -2, "", keys=(0, 0, 0))  # (no flags, as Redis 7.0: its subcommands are noscript)
 def script(ctx: Ctx, args: list[bytes]) -> Any:
     sub = args[0].lower()
     n = len(args)
