@@ -29,6 +29,7 @@ from helios_core.atlas.commands.table import (
     parse_int,
 )
 from helios_core.atlas.glob import compile_glob
+from helios_core.atlas.resp import Replies
 
 if TYPE_CHECKING:
     from helios_core.atlas.client_connection import Connection
@@ -384,13 +385,16 @@ def _client_kill(conn: Connection, rest: list[bytes]) -> Any:
 
 class _ReplyMode:
     """CLIENT REPLY OFF / SKIP: the connection's reply encoders swapped for ones that send nothing
-    (for every reply, or for this one and the next); ON, or the SKIP's end, puts them back.
-    Pub/sub messages are silenced too, as in Redis."""
+    (for every reply, or for the next command's); ON, or the SKIP's end, puts them back.  Pub/sub
+    messages are silenced too, as in Redis.  The connection reads its encoder once per read, so
+    the switch takes effect from the next read (commands pipelined in the same packet after it
+    are still answered); OFF and SKIP themselves answer nothing (an empty `Replies`)."""
 
-    __slots__ = ("conn", "enc", "enc_err", "left")
+    __slots__ = ("conn", "enc", "enc_err", "left", "active")
 
     def __init__(self, conn: Connection, left: int | None) -> None:
         self.conn, self.enc, self.enc_err, self.left = conn, conn.enc, conn.enc_err, left
+        self.active = True
         conn.enc = self.reply
         conn.enc_err = self.error
 
@@ -402,18 +406,20 @@ class _ReplyMode:
         return b""
 
     def reply(self, value: Any, resp3: bool) -> bytes:
-        return self._drop()
+        # Still the encoder of a read that began before ON: that read's replies are sent again.
+        return self._drop() if self.active else self.enc(value, resp3)
 
     def error(self, e: Any) -> bytes:
-        return self._drop()
+        return self._drop() if self.active else self.enc_err(e)
 
     def restore(self) -> None:
+        self.active = False
         self.conn.enc, self.conn.enc_err = self.enc, self.enc_err
 
 
 def _client_reply(conn: Connection, mode: bytes) -> Any:
     current = getattr(conn.enc, "__self__", None)
-    silenced = current if isinstance(current, _ReplyMode) else None
+    silenced = current if isinstance(current, _ReplyMode) and current.active else None
     if mode == b"ON":
         if silenced is not None:
             silenced.restore()
@@ -423,11 +429,11 @@ def _client_reply(conn: Connection, mode: bytes) -> Any:
             _ReplyMode(conn, None)
         else:
             silenced.left = None
-        return OK  # not sent: the encoder is already the silent one
+        return Replies()  # no reply at all
     if mode == b"SKIP":
         if silenced is None:
-            _ReplyMode(conn, 2)  # this reply and the next command's
-        return OK
+            _ReplyMode(conn, 1)  # the next command's reply
+        return Replies()
     raise err(SYNTAX)
 
 

@@ -1,0 +1,250 @@
+"""Introspection, notifications and maxmemory on a real atlasd, with redis-py, where replies depend on timing.
+
+(Replies that are deterministic are compared with redis-server in
+test_differential_introspection.py.)  Waits are for conditions, with
+generous deadlines; nothing asserts how long something took.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.integration.test_atlasd_support import Daemon, running_daemon
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for the module (starting one is slow on a busy box); each test puts back what it sets."""
+    with running_daemon(tmp_path_factory.mktemp("introspection")) as d:
+        yield d
+
+
+def wait_for(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class RawConn:
+    """A socket that sends RESP commands one by one and reads whatever comes back."""
+
+    def __init__(self, d: Daemon) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", d.port), timeout=20)
+        self.send("AUTH", d.password or "")
+        assert self.recv_line() == b"+OK"
+
+    def send(self, *words: str) -> None:
+        out = b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w.encode()), w.encode()) for w in words)
+        self.sock.sendall(out)
+
+    def recv_line(self) -> bytes:
+        buf = b""
+        while not buf.endswith(b"\r\n"):
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+        return buf[:-2]
+
+    def quiet(self, seconds: float = 0.3) -> bool:
+        """Nothing to read for `seconds` (used only to show that a reply is *not* sent)."""
+        return not select.select([self.sock], [], [], seconds)[0]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_slowlog_records_commands_over_the_threshold(atlasd: Daemon) -> None:
+    r = atlasd.client()
+    r.config_set("slowlog-log-slower-than", 0)
+    r.slowlog_reset()
+    r.set("a", "b" * 300)
+    r.client_setname("me")
+    r.get("a")
+    entries = r.slowlog_get(10)
+    commands = [e["command"] for e in entries]
+    assert b"GET a" in commands
+    big = [e for e in entries if e["command"].startswith(b"SET a")][0]
+    assert big["command"].endswith(b"... (172 more bytes)")   # cut at 128 bytes as Redis does
+    assert entries[0]["id"] > entries[-1]["id"]                 # newest first
+    assert all(e["duration"] >= 0 for e in entries)
+    assert r.slowlog_len() >= 3
+    r.config_set("slowlog-max-len", 2)
+    assert r.slowlog_len() <= 2
+    r.config_set("slowlog-log-slower-than", -1)
+    r.slowlog_reset()
+    r.set("x", "y")
+    assert r.slowlog_len() == 0
+    r.config_set("slowlog-log-slower-than", 10000)
+    r.config_set("slowlog-max-len", 128)
+
+
+def test_config_resetstat_resets_counters(atlasd: Daemon) -> None:
+    r = atlasd.client()
+    for i in range(20):
+        r.set(f"k{i}", i)
+    assert r.info("stats")["total_commands_processed"] >= 20
+    assert r.config_resetstat()
+    stats = r.info("stats")
+    assert stats["total_commands_processed"] <= 2   # only what ran since (the INFO itself)
+    assert stats["expired_keys"] == 0 and stats["evicted_keys"] == 0
+    assert r.info("commandstats").get("cmdstat_set") is None
+
+
+def test_timeout_closes_idle_clients(atlasd: Daemon) -> None:
+    r = atlasd.client()
+    idle = RawConn(atlasd)
+    sub = atlasd.client().pubsub()
+    sub.subscribe("ch")                       # subscribers are exempt, as in Redis
+    r.config_set("timeout", 1)
+    assert r.config_get("timeout") == {"timeout": "1"}
+
+    def closed() -> bool:
+        try:
+            return idle.sock.recv(1, socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+    wait_for(closed, "the idle client to be closed")
+    r.config_set("timeout", 0)
+    assert r.ping()                           # a new connection of redis-py's pool
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    assert r.publish("ch", "still here") == 1
+    idle.close()
+    sub.close()
+
+
+def test_client_reply_off_skip_on(atlasd: Daemon) -> None:
+    c = RawConn(atlasd)
+    c.send("CLIENT", "REPLY", "OFF")
+    c.send("SET", "a", "1")
+    assert c.quiet()
+    c.send("CLIENT", "REPLY", "ON")
+    assert c.recv_line() == b"+OK"
+    c.send("CLIENT", "REPLY", "SKIP")
+    c.send("INCR", "a")                       # skipped
+    c.send("INCR", "a")
+    assert c.recv_line() == b":3"
+    c.close()
+
+
+def test_client_pause_holds_other_clients_until_unpause(atlasd: Daemon) -> None:
+    r = atlasd.client()
+    other = RawConn(atlasd)
+    assert r.client_pause(60_000)
+    other.send("PING")
+    assert other.quiet()                      # held while paused
+    assert r.client_unpause()
+    assert other.recv_line() == b"+PONG"
+    other.close()
+
+
+def test_client_kill_skipme_no_replies_then_closes(atlasd: Daemon) -> None:
+    c = RawConn(atlasd)
+    c.send("CLIENT", "KILL", "SKIPME", "no", "USER", "default")
+    assert c.recv_line().startswith(b":")     # the count, including itself
+    with pytest.raises(ConnectionError):
+        c.recv_line()
+    c.close()
+
+
+def test_client_list_shows_the_subcommand(atlasd: Daemon) -> None:
+    r = atlasd.client()
+    me = r.client_list()[0]
+    for name in ("id", "addr", "laddr", "fd", "name", "age", "idle", "flags", "db", "qbuf", "qbuf-free",
+                 "argv-mem", "multi-mem", "rbs", "rbp", "obl", "oll", "omem", "tot-mem", "events", "cmd",
+                 "user", "redir", "resp"):
+        assert name in me
+    assert me["cmd"] == "client|list"
+
+
+def test_client_tracking_on_is_refused_clearly(atlasd: Daemon) -> None:
+    r = atlasd.client()
+    with pytest.raises(redis.ResponseError, match="TRACKING ON is not supported"):
+        r.execute_command("CLIENT", "TRACKING", "ON")
+    assert r.execute_command("CLIENT", "TRACKING", "OFF")
+
+
+def test_keyspace_notifications_reach_subscribers(atlasd: Daemon) -> None:
+    r = atlasd.client()
+    r.config_set("notify-keyspace-events", "KEA")
+    p = atlasd.client().pubsub()
+    r.delete("k", "h")
+    p.psubscribe("__key*__:*")
+    assert p.get_message(timeout=5)["type"] == "psubscribe"
+    r.set("k", "v", px=50)
+    r.hset("h", "f", "v")
+
+    got: list[tuple[bytes, bytes]] = []
+
+    def saw(channel: bytes, data: bytes) -> bool:
+        m = p.get_message(timeout=0.2)
+        if m is not None and m["type"] == "pmessage":
+            got.append((m["channel"], m["data"]))
+        return (channel, data) in got
+    wait_for(lambda: saw(b"__keyspace@0__:k", b"set"), "set on k")
+    wait_for(lambda: saw(b"__keyevent@0__:hset", b"h"), "hset on h")
+    # Nobody reads k again: the active expiry cycle deletes it and says so.
+    wait_for(lambda: saw(b"__keyevent@0__:expired", b"k"), "k to expire")
+    p.close()
+    r.config_set("notify-keyspace-events", "")
+
+
+def test_maxmemory_evicts_and_notifies_and_restarts_the_same(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "data", "--appendfsync", "always",
+               env={"HELIOS_ATLASD__MAXMEMORY": "0", "HELIOS_ATLASD__MAXMEMORY_POLICY": "allkeys-random"}).start()
+    try:
+        r = d.client()
+        assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-random"}
+        for i in range(300):
+            r.set(f"k{i}", "x" * 100)
+        one = r.memory_usage("k1")
+        assert one is not None and one > 100
+        r.config_set("notify-keyspace-events", "Ee")
+        p = d.client().pubsub()
+        p.subscribe("__keyevent@0__:evicted")
+        assert p.get_message(timeout=5)["type"] == "subscribe"
+        r.config_set("maxmemory", one * 100)
+        r.set("trigger", "v")
+        info = r.info()
+        assert info["evicted_keys"] >= 190
+        assert r.dbsize() == 301 - info["evicted_keys"]
+        m = p.get_message(timeout=5)
+        assert m is not None and m["type"] == "message" and m["data"].startswith(b"k")
+        keys = sorted(r.keys())
+        p.close()
+        d.stop()
+        d.start()                             # the evictions were logged: replay gives the same keys
+        assert sorted(d.client().keys()) == keys
+    finally:
+        d.kill()
+
+
+def test_noeviction_answers_oom(atlasd: Daemon) -> None:
+    r = atlasd.client()
+    r.flushall()
+    for i in range(5):
+        r.set(f"k{i}", "v")
+    r.config_set("maxmemory", 1000)
+    try:
+        assert r.config_get("maxmemory") == {"maxmemory": "1000"}
+        with pytest.raises(redis.exceptions.OutOfMemoryError) as e:   # redis-py's class for "-OOM ..."
+            for i in range(100):
+                r.set(f"more{i}", "x" * 50)
+        assert str(e.value) == "command not allowed when used memory > 'maxmemory'."
+        assert r.get("k1") == b"v"
+        assert r.info("memory")["maxmemory_policy"] == "noeviction"
+        assert r.delete("k1") == 1           # DEL frees memory: allowed
+    finally:
+        r.config_set("maxmemory", 0)
+        r.flushall()
