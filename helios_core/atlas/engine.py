@@ -287,6 +287,11 @@ class Engine:
         script's writes), and any other error (a killed script) undoes them."""
         self._batch_depth += 1
         mark, undo_mark = len(self._effects), len(self._undo)
+        # Time stands still while a script runs, as in Redis 7: a key cannot expire between two
+        # of its commands, and every command sees the same now.
+        clock = self.clock
+        now = clock()
+        self.clock = lambda: now
         try:
             yield
         except BaseException as e:
@@ -294,6 +299,7 @@ class Engine:
                 self._rollback(mark, undo_mark)
             raise
         finally:
+            self.clock = clock
             self._batch_depth -= 1
             if self._batch_depth == 0 and self._effects:
                 self._commit()

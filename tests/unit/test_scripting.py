@@ -118,3 +118,15 @@ def test_embedded_run_script_waits_for_durability_unless_asked_not_to(tmp_path: 
             await store.close()
 
     asyncio.run(main())
+
+
+def test_time_stands_still_inside_a_script(a: Atlas) -> None:
+    a("SET", "k", "v", "PX", "10")
+    ticks = iter(range(0, 1000, 5))
+    clock = a.engine.clock
+    a.engine.clock = lambda: clock() + next(ticks)  # every look at the clock moves it 5 ms on
+    try:
+        got = a("EVAL", "local r = {} for i = 1, 5 do r[i] = redis.call('pttl', 'k') end return r", 0)
+    finally:
+        a.engine.clock = clock
+    assert len(set(got)) == 1 and got[0] > 0  # one now for the whole script: k neither ages nor expires
