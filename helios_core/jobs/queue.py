@@ -59,13 +59,13 @@ from helios_core.jobs.model import (
     dlq_key,
     done_key,
     is_job_id,
-    job_id_ms,
     job_key,
     leased_key,
     ready_key,
     ready_score,
 )
 from helios_core.jobs.policy import ATTEMPTS_RANGE, VISIBILITY_RANGE, QueuePolicy, parse_queue_policies
+from helios_core.jobs.stats import read_counts
 from helios_core.jobs.transitions import Retention, Transitions
 from helios_core.jobs.waker import Waker
 from helios_core.store.base import ScoreBound, Store, Txn
@@ -565,18 +565,11 @@ class JobQueue:
         return True
 
     async def _stats(self, q: str, now_ms: int) -> QueueStats:
-        s = self.store
-        ready, delayed = await s.zrangebyscore(ready_key(q)), await s.zrangebyscore(delayed_key(q))
-        oldest = min((job_id_ms(m.decode()) for m, _ in ready + delayed), default=None)
-        return QueueStats(
-            queue=q, pending=len(ready), delayed=len(delayed), in_progress=await s.zcard(leased_key(q)),
-            done=await self._retained(done_key(q), now_ms), failed=await self._retained(dlq_key(q), now_ms),
-            oldest_pending_age_ms=None if oldest is None else max(0, now_ms - oldest),
-        )
-
-    async def _retained(self, key: str, now_ms: int) -> int:
-        stale = await self.store.zrangebyscore(key, "-inf", f"({now_ms - self._retention.of(key)}")
-        return await self.store.zcard(key) - len(stale)
+        # One snapshot (jobs/stats.py): separate reads of a busy queue did not add up.
+        pending, delayed, in_progress, done, failed, oldest = await read_counts(
+            self.store, q, now_ms - self._retention.done_ms, now_ms - self._retention.dlq_ms)
+        return QueueStats(queue=q, pending=pending, delayed=delayed, in_progress=in_progress, done=done,
+                          failed=failed, oldest_pending_age_ms=None if oldest is None else max(0, now_ms - oldest))
 
     async def queues(self) -> list[str]:
         """Configured queues and every queue enqueued to, sorted."""
