@@ -17,8 +17,10 @@ from helios_core.atlas.commands.table import (
     literal_prefix,
     parse_int,
 )
+from helios_core.atlas.dump import BadFormat, PayloadError, dump_value, load_payload
 from helios_core.atlas.glob import compile_glob
 from helios_core.atlas.zset import ZSet
+from helios_core.errors import CommandError
 
 MAX_MS = (1 << 63) - 1
 
@@ -281,7 +283,14 @@ def _rename(ctx: Ctx, args: list[bytes], nx: bool) -> Any:
         return 0
     if src == dst:
         return 0 if nx else OK
-    exp = ctx.expiry(src)
+    log_value(ctx, dst, value, ctx.expiry(src))
+    ctx.emit(("DEL", src))
+    return 1 if nx else OK
+
+
+def log_value(ctx: Ctx, dst: bytes, value: Any, exp: int | None) -> None:
+    """Put `value` (any type) under `dst` with expiry `exp`, replacing what dst held (RENAME, COPY,
+    RESTORE).  The effects build a new value, so the source is never shared with dst."""
     t = type(value)
     if t is ZSet or t is dict or t is set or t is deque:
         # A collection is logged whole under its new name: DEL clears what dst held
@@ -300,8 +309,6 @@ def _rename(ctx: Ctx, args: list[bytes], nx: bool) -> Any:
             ctx.emit(("EXPIRE", dst, exp))
     else:
         ctx.emit(("SET", dst, value, exp))
-    ctx.emit(("DEL", src))
-    return 1 if nx else OK
 
 
 @command("rename", 3, "write", keys=(1, 2, 1))
@@ -334,3 +341,175 @@ def flushall(ctx: Ctx, args: list[bytes]) -> Any:
 @command("flushdb", -1, "write", keys=(0, 0, 0))
 def flushdb(ctx: Ctx, args: list[bytes]) -> Any:
     return _flush(ctx, args)
+
+
+# -- COPY, OBJECT, DUMP/RESTORE ---------------------------------------------------------------
+
+@command("copy", -3, "write denyoom", keys=(1, 2, 1))
+def copy(ctx: Ctx, args: list[bytes]) -> Any:
+    src, dst = args[0], args[1]
+    replace = False
+    j = 2
+    while j < len(args):
+        opt = args[j].upper()
+        if opt == b"REPLACE":
+            replace = True
+        elif opt == b"DB" and j + 1 < len(args):
+            db = parse_int(args[j + 1])
+            if not -(1 << 31) <= db < 1 << 31:
+                raise err("ERR value is out of range, value must between -2147483648 and 2147483647")
+            if db != 0:  # one database until SELECT knows more
+                raise err("ERR DB index is out of range")
+            j += 1
+        else:
+            raise err(SYNTAX)
+        j += 1
+    if src == dst:
+        raise err("ERR source and destination objects are the same")
+    value = ctx.lookup(src)
+    if value is None:
+        return 0
+    if ctx.lookup(dst) is not None and not replace:
+        return 0
+    log_value(ctx, dst, value, ctx.expiry(src))
+    return 1
+
+
+_OBJECT_HELP = [
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "FREQ <key>",
+    "    Return the access frequency index of the <key>. The returned integer is",
+    "    proportional to the logarithm of the recent access frequency of the key.",
+    "IDLETIME <key>",
+    "    Return the idle time of the <key>, that is the approximated number of",
+    "    seconds elapsed since the last access to the key.",
+    "REFCOUNT <key>",
+    "    Return the number of references of the value associated with the specified",
+    "    <key>.",
+    "HELP",
+    "    Prints this help.",
+]
+_OBJECT_ARITY = {b"ENCODING": 2, b"FREQ": 2, b"IDLETIME": 2, b"REFCOUNT": 2, b"HELP": 1}
+
+# Redis 7.0's defaults: hash-max-listpack-entries 512, zset-max-listpack-entries 128, *-max-listpack-value
+# 64, set-max-intset-entries 512, strings up to 44 bytes in one allocation with their header (embstr).
+HASH_ENTRIES, ZSET_ENTRIES, LISTPACK_VALUE, INTSET_ENTRIES, EMBSTR_LIMIT = 512, 128, 64, 512, 44
+SHARED_INTEGERS = 10000
+INT_MAX = (1 << 31) - 1
+
+
+def _as_long(v: bytes) -> int | None:
+    if len(v) > 20:
+        return None
+    try:
+        return parse_int(v)
+    except CommandError:
+        return None
+
+
+def encoding_name(value: Any) -> str:
+    """The encoding Redis 7.0 would report for this value, judged from its content now (Redis also
+    remembers history: a string grown by APPEND/SETRANGE/SETBIT says raw however short, and a
+    collection never converts back to its compact form after shrinking)."""
+    t = type(value)
+    if t is bytes:
+        if _as_long(value) is not None:
+            return "int"
+        return "embstr" if len(value) <= EMBSTR_LIMIT else "raw"
+    if t is deque:
+        return "quicklist"
+    if t is set:
+        if len(value) <= INTSET_ENTRIES and all(_as_long(m) is not None for m in value):
+            return "intset"
+        return "hashtable"
+    if t is dict:
+        if len(value) <= HASH_ENTRIES and all(len(f) <= LISTPACK_VALUE and len(v) <= LISTPACK_VALUE
+                                                   for f, v in value.items()):
+            return "listpack"
+        return "hashtable"
+    if len(value) <= ZSET_ENTRIES and all(len(m) <= LISTPACK_VALUE for m in value.scores):
+        return "listpack"
+    return "skiplist"
+
+
+@command("object", -2, "", keys=(0, 0, 0))
+def object_(ctx: Ctx, args: list[bytes]) -> Any:
+    sub = args[0].upper()
+    arity = _OBJECT_ARITY.get(sub)
+    if arity is None:
+        raise err(f"ERR unknown subcommand '{args[0].decode(errors='replace')[:128]}'. Try OBJECT HELP.")
+    if len(args) != arity:
+        raise err(f"ERR wrong number of arguments for 'object|{sub.decode().lower()}' command")
+    if sub == b"HELP":
+        return [Simple(line) for line in _OBJECT_HELP]
+    value = ctx.lookup(args[1])
+    if value is None:
+        return None
+    if sub == b"ENCODING":
+        return encoding_name(value).encode()
+    if sub == b"REFCOUNT":
+        # Small integers are shared objects in Redis (refcount INT_MAX); everything else has its own.
+        n = _as_long(value) if type(value) is bytes else None
+        return INT_MAX if n is not None and 0 <= n < SHARED_INTEGERS else 1
+    if sub == b"IDLETIME":
+        return 0  # ATLAS keeps no last-access time per key: every key reports 0 seconds
+    raise err("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when "
+              "switching between policies at runtime LRU and LFU data will take some time to adjust.")
+
+
+@command("dump", 2, "readonly")
+def dump(ctx: Ctx, args: list[bytes]) -> Any:
+    value = ctx.lookup(args[0])
+    return None if value is None else dump_value(value)
+
+
+@command("restore", -4, "write denyoom")
+def restore(ctx: Ctx, args: list[bytes]) -> Any:
+    key = args[0]
+    replace = absttl = False
+    idle = freq = -1
+    j = 3
+    while j < len(args):
+        opt = args[j].upper()
+        more = j + 1 < len(args)
+        if opt == b"REPLACE":
+            replace = True
+        elif opt == b"ABSTTL":
+            absttl = True
+        elif opt == b"IDLETIME" and more and freq == -1:
+            idle = parse_int(args[j + 1])
+            if idle < 0:
+                raise err("ERR Invalid IDLETIME value, must be >= 0")
+            j += 1
+        elif opt == b"FREQ" and more and idle == -1:
+            freq = parse_int(args[j + 1])
+            if not 0 <= freq <= 255:
+                raise err("ERR Invalid FREQ value, must be >= 0 and <= 255")
+            j += 1
+        else:
+            raise err(SYNTAX)
+        j += 1
+    exists = ctx.lookup(key) is not None
+    if exists and not replace:
+        raise err("BUSYKEY Target key name already exists.")
+    ttl = parse_int(args[1])
+    if ttl < 0:
+        raise err("ERR Invalid TTL value, must be >= 0")
+    try:
+        value = load_payload(args[2])
+    except PayloadError:
+        raise err("ERR DUMP payload version or checksum are wrong") from None
+    except BadFormat:
+        raise err("ERR Bad data format") from None
+    exp = None
+    if ttl:
+        exp = ttl if absttl else ttl + ctx.now_ms
+        if exp <= ctx.now_ms:  # already expired: nothing is created (a replaced key is still gone)
+            if exists:
+                ctx.emit(("DEL", key))
+            return OK
+    log_value(ctx, key, value, exp)
+    return OK

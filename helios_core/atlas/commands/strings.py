@@ -300,3 +300,97 @@ def setrange(ctx: Ctx, args: list[bytes]) -> Any:
     # Only the piece is logged (the effect pads and keeps the TTL), however long the string.
     ctx.emit(("SETRANGE", args[0], offset, piece))
     return max(len(cur), offset + len(piece))
+
+
+@command("substr", 4, "readonly")
+def substr(ctx: Ctx, args: list[bytes]) -> Any:
+    """GETRANGE's old name, kept by Redis."""
+    return getrange(ctx, args)
+
+
+def _lcs_table(a: bytes, b: bytes) -> list[list[int]]:
+    """The dynamic-programming table: row i, column j = LCS length of a[:i] and b[:j]."""
+    prev = [0] * (len(b) + 1)
+    table = [prev]
+    for ca in a:
+        row = [0]
+        left = 0
+        for j, cb in enumerate(b):
+            left = prev[j] + 1 if ca == cb else (prev[j + 1] if prev[j + 1] > left else left)
+            row.append(left)
+        table.append(row)
+        prev = row
+    return table
+
+
+@command("lcs", -3, "readonly", keys=(1, 2, 1))
+def lcs(ctx: Ctx, args: list[bytes]) -> Any:
+    va, vb = ctx.lookup(args[0]), ctx.lookup(args[1])
+    if (va is not None and type(va) is not bytes) or (vb is not None and type(vb) is not bytes):
+        raise err("ERR The specified keys must contain string values")
+    a, b = va or b"", vb or b""
+    getidx = getlen = withmatchlen = False
+    minmatchlen = 0
+    j = 2
+    while j < len(args):
+        opt = args[j].upper()
+        if opt == b"IDX":
+            getidx = True
+        elif opt == b"LEN":
+            getlen = True
+        elif opt == b"WITHMATCHLEN":
+            withmatchlen = True
+        elif opt == b"MINMATCHLEN" and j + 1 < len(args):
+            minmatchlen = max(parse_int(args[j + 1]), 0)
+            j += 1
+        else:
+            raise err(SYNTAX)
+        j += 1
+    if getidx and getlen:
+        raise err("ERR If you want both the length and indexes, please just use IDX.")
+    limit = ctx.engine.config.max_value_bytes if ctx.engine is not None else 512 * 1024 * 1024
+    if (len(a) + 1) * (len(b) + 1) * 4 > limit:
+        raise err("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")
+    table = _lcs_table(a, b)
+    total = table[len(a)][len(b)]
+    if getlen and not getidx:
+        return total
+    # Walk back from the end as Redis does, collecting the string and the matching ranges
+    # (newest first, which is the order Redis replies them in).
+    out = bytearray()
+    matches: list[list] = []
+    i, k = len(a), len(b)
+    a_start = a_end = b_start = b_end = -1
+    while i > 0 and k > 0:
+        emit = False
+        if a[i - 1] == b[k - 1]:
+            out.append(a[i - 1])
+            if a_start == -1:
+                a_start = a_end = i - 1
+                b_start = b_end = k - 1
+            elif a_start == i and b_start == k:
+                a_start -= 1
+                b_start -= 1
+            else:
+                emit = True
+            if a_start == 0 or b_start == 0:
+                emit = True
+            i -= 1
+            k -= 1
+        else:
+            if table[i - 1][k] > table[i][k - 1]:
+                i -= 1
+            else:
+                k -= 1
+            emit = a_start != -1
+        if emit:
+            match_len = a_end - a_start + 1
+            if minmatchlen == 0 or match_len >= minmatchlen:
+                entry: list = [[a_start, a_end], [b_start, b_end]]
+                if withmatchlen:
+                    entry.append(match_len)
+                matches.append(entry)
+            a_start = -1
+    if not getidx:
+        return bytes(reversed(out))
+    return {b"matches": matches, b"len": total}

@@ -1,0 +1,340 @@
+"""DUMP/RESTORE payloads in Redis's own format: one RDB-encoded value, the RDB version (2 bytes,
+little-endian) and a CRC-64 (Jones, reflected; 8 bytes, little-endian) of everything before it.
+
+ATLAS writes RDB version 10 (Redis 7.0's), so its payloads restore on Redis 7.0 and later:
+strings exactly as Redis encodes them (small integers as RDB integers, others as raw
+bytes; Redis would LZF-compress a long compressible string, which both servers read
+either way), and collections in the plain RDB encodings Redis 7.0 still loads
+(list 1, set 2, zset 5 with binary scores, hash 4).  Reading accepts those and what
+Redis 7.0 itself dumps: LZF strings, intsets (11), listpack hashes and zsets (16, 17)
+and quicklist-2 lists (18).  Anything else is refused with Redis's own errors.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from typing import Any
+
+from helios_core.atlas.zset import ZSet
+
+__all__ = ["dump_value", "load_payload", "PayloadError", "BadFormat", "RDB_VERSION", "crc64"]
+
+RDB_VERSION = 10
+
+T_STRING, T_LIST, T_SET, T_ZSET, T_HASH, T_ZSET_2 = 0, 1, 2, 3, 4, 5
+T_SET_INTSET, T_HASH_LISTPACK, T_ZSET_LISTPACK, T_LIST_QUICKLIST_2 = 11, 16, 17, 18
+
+
+class PayloadError(ValueError):
+    """Wrong RDB version or checksum ("ERR DUMP payload version or checksum are wrong")."""
+
+
+class BadFormat(ValueError):
+    """A payload whose checksum is right but whose content ATLAS cannot read ("ERR Bad data format")."""
+
+
+def _crc64_table() -> list[int]:
+    poly = 0x95AC9329AC4BC9B5  # 0xad93d23594c935a9 (Jones) bit-reflected
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_TABLE = _crc64_table()
+
+
+def crc64(data: bytes, crc: int = 0) -> int:
+    """Redis's crc64 (crc64_jones): check value 0xe9c6d914c4b8d9ca for b"123456789"."""
+    table = _TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+# -- writing --------------------------------------------------------------------------------
+
+def _len(n: int) -> bytes:
+    if n < 1 << 6:
+        return bytes((n,))
+    if n < 1 << 14:
+        return bytes((0x40 | (n >> 8), n & 0xFF))
+    if n < 1 << 32:
+        return b"\x80" + struct.pack(">I", n)
+    return b"\x81" + struct.pack(">Q", n)
+
+
+def _string(s: bytes) -> bytes:
+    # As rdbSaveRawString: a short string that is exactly an integer's text goes as an integer.
+    if len(s) <= 11 and s[:1] != b"+":
+        try:
+            v = int(s)
+        except ValueError:
+            v = None
+        if v is not None and b"%d" % v == s:
+            if -(1 << 7) <= v < 1 << 7:
+                return b"\xc0" + struct.pack("<b", v)
+            if -(1 << 15) <= v < 1 << 15:
+                return b"\xc1" + struct.pack("<h", v)
+            if -(1 << 31) <= v < 1 << 31:
+                return b"\xc2" + struct.pack("<i", v)
+    return _len(len(s)) + s
+
+
+def dump_value(value: Any) -> bytes:
+    """The DUMP payload of a keyspace value."""
+    t = type(value)
+    if t is bytes:
+        body = bytes((T_STRING,)) + _string(value)
+    elif t is deque:
+        body = bytes((T_LIST,)) + _len(len(value)) + b"".join(_string(x) for x in value)
+    elif t is set:
+        body = bytes((T_SET,)) + _len(len(value)) + b"".join(_string(x) for x in value)
+    elif t is dict:
+        body = bytes((T_HASH,)) + _len(len(value)) + b"".join(_string(f) + _string(v) for f, v in value.items())
+    elif t is ZSet:
+        body = bytes((T_ZSET_2,)) + _len(len(value)) + b"".join(
+            _string(m) + struct.pack("<d", s) for s, m in value.items())
+    else:  # pragma: no cover - every keyspace type is above
+        raise TypeError(f"cannot dump {t.__name__}")
+    body += struct.pack("<H", RDB_VERSION)
+    return body + struct.pack("<Q", crc64(body))
+
+
+# -- reading --------------------------------------------------------------------------------
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise BadFormat("truncated")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def length(self) -> tuple[int, bool]:
+        """(length, is it an encoded-string marker)."""
+        b = self.byte()
+        kind = b >> 6
+        if kind == 0:
+            return b & 0x3F, False
+        if kind == 1:
+            return ((b & 0x3F) << 8) | self.byte(), False
+        if kind == 3:
+            return b & 0x3F, True
+        if b == 0x80:
+            return int(struct.unpack(">I", self.take(4))[0]), False
+        if b == 0x81:
+            return int(struct.unpack(">Q", self.take(8))[0]), False
+        raise BadFormat("bad length")
+
+    def plain_length(self) -> int:
+        n, encoded = self.length()
+        if encoded:
+            raise BadFormat("encoded length")
+        return n
+
+    def string(self) -> bytes:
+        n, encoded = self.length()
+        if not encoded:
+            return self.take(n)
+        if n == 0:
+            return b"%d" % struct.unpack("<b", self.take(1))[0]
+        if n == 1:
+            return b"%d" % struct.unpack("<h", self.take(2))[0]
+        if n == 2:
+            return b"%d" % struct.unpack("<i", self.take(4))[0]
+        if n == 3:
+            clen = self.plain_length()
+            ulen = self.plain_length()
+            return lzf_decompress(self.take(clen), ulen)
+        raise BadFormat("unknown string encoding")
+
+
+def lzf_decompress(data: bytes, out_len: int) -> bytes:
+    """LZF (liblzf's lzf_decompress), as Redis compresses long strings in RDB payloads."""
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        ctrl = data[i]
+        i += 1
+        if ctrl < 32:  # a literal run of ctrl + 1 bytes
+            run = ctrl + 1
+            if i + run > n:
+                raise BadFormat("lzf literal past the end")
+            out += data[i:i + run]
+            i += run
+        else:  # a back reference
+            length = ctrl >> 5
+            if length == 7:
+                if i >= n:
+                    raise BadFormat("lzf truncated")
+                length += data[i]
+                i += 1
+            if i >= n:
+                raise BadFormat("lzf truncated")
+            ref = len(out) - ((ctrl & 0x1F) << 8) - data[i] - 1
+            i += 1
+            if ref < 0:
+                raise BadFormat("lzf reference before the start")
+            for _ in range(length + 2):  # may overlap what it writes, byte by byte
+                out.append(out[ref])
+                ref += 1
+    if len(out) != out_len:
+        raise BadFormat("lzf length mismatch")
+    return bytes(out)
+
+
+def _listpack(blob: bytes) -> list[bytes]:
+    """The entries of a listpack, each as bytes (integers as their decimal text)."""
+    if len(blob) < 7:
+        raise BadFormat("listpack too short")
+    total = struct.unpack("<I", blob[:4])[0]
+    if total != len(blob) or blob[-1] != 0xFF:
+        raise BadFormat("listpack size")
+    out: list[bytes] = []
+    i, end = 6, len(blob) - 1
+    while i < end:
+        b = blob[i]
+        start = i
+        if b < 0x80:
+            out.append(b"%d" % b)
+            i += 1
+        elif b >> 6 == 2:
+            n = b & 0x3F
+            out.append(blob[i + 1:i + 1 + n])
+            i += 1 + n
+        elif b >> 5 == 6:
+            v = ((b & 0x1F) << 8) | blob[i + 1]
+            out.append(b"%d" % (v - (1 << 13) if v >= 1 << 12 else v))
+            i += 2
+        elif b >> 4 == 0xE:
+            n = ((b & 0x0F) << 8) | blob[i + 1]
+            out.append(blob[i + 2:i + 2 + n])
+            i += 2 + n
+        elif b == 0xF0:
+            n = struct.unpack("<I", blob[i + 1:i + 5])[0]
+            out.append(blob[i + 5:i + 5 + n])
+            i += 5 + n
+        elif b in (0xF1, 0xF2, 0xF3, 0xF4):
+            width = {0xF1: 2, 0xF2: 3, 0xF3: 4, 0xF4: 8}[b]
+            out.append(b"%d" % int.from_bytes(blob[i + 1:i + 1 + width], "little", signed=True))
+            i += 1 + width
+        else:
+            raise BadFormat("bad listpack entry")
+        size = i - start
+        i += 1 if size <= 127 else 2 if size < 16383 else 3 if size < 2097151 else 4 if size < 268435455 else 5
+    if i != end:
+        raise BadFormat("listpack entries overrun")
+    return out
+
+
+def _intset(blob: bytes) -> list[bytes]:
+    if len(blob) < 8:
+        raise BadFormat("intset too short")
+    width, count = struct.unpack("<II", blob[:8])
+    if width not in (2, 4, 8) or len(blob) != 8 + width * count:
+        raise BadFormat("intset size")
+    return [b"%d" % int.from_bytes(blob[8 + k * width:8 + (k + 1) * width], "little", signed=True)
+            for k in range(count)]
+
+
+def _score(raw: bytes) -> float:
+    try:
+        v = float(raw)
+    except ValueError as e:
+        raise BadFormat("bad score") from e
+    if v != v:
+        raise BadFormat("NaN score")
+    return v
+
+
+def load_payload(payload: bytes) -> Any:
+    """The value a DUMP payload holds.  PayloadError: version or checksum; BadFormat: content."""
+    if len(payload) < 10:
+        raise PayloadError("too short")
+    version, crc = struct.unpack("<H", payload[-10:-8])[0], payload[-8:]
+    if version > RDB_VERSION or struct.pack("<Q", crc64(payload[:-8])) != crc:
+        raise PayloadError("version or checksum")
+    # Redis reads the value from the whole payload, footer included: a value whose lengths run
+    # past its body takes footer bytes as content, and RESTORE accepts it.  So does ATLAS.
+    r = _Reader(payload)
+    try:
+        return _load(r, r.byte())
+    except (IndexError, struct.error) as e:
+        raise BadFormat(str(e)) from e
+
+
+def _load(r: _Reader, t: int) -> Any:
+    if t == T_STRING:
+        return r.string()
+    if t == T_LIST:
+        items = deque(r.string() for _ in range(r.plain_length()))
+        return _nonempty(items)
+    if t == T_SET:
+        return _nonempty({r.string() for _ in range(r.plain_length())})
+    if t == T_HASH:
+        n = r.plain_length()
+        h: dict[bytes, bytes] = {}
+        for _ in range(n):
+            f = r.string()
+            h[f] = r.string()
+        return _nonempty(h)
+    if t in (T_ZSET, T_ZSET_2):
+        z = ZSet()
+        for _ in range(r.plain_length()):
+            m = r.string()
+            if t == T_ZSET_2:
+                s = struct.unpack("<d", r.take(8))[0]
+                if s != s:
+                    raise BadFormat("NaN score")
+            else:  # the old text score: a length byte, 253/254/255 for nan/inf/-inf
+                n = r.byte()
+                if n == 253:
+                    raise BadFormat("NaN score")
+                s = float("inf") if n == 254 else float("-inf") if n == 255 else _score(r.take(n))
+            z.add(m, s + 0.0)
+        return _nonempty(z)
+    if t == T_SET_INTSET:
+        return _nonempty(set(_intset(r.string())))
+    if t == T_HASH_LISTPACK or t == T_ZSET_LISTPACK:
+        entries = _listpack(r.string())
+        if len(entries) % 2:
+            raise BadFormat("odd listpack")
+        if t == T_HASH_LISTPACK:
+            return _nonempty(dict(zip(entries[::2], entries[1::2], strict=True)))
+        z = ZSet()
+        for m, s in zip(entries[::2], entries[1::2], strict=True):
+            z.add(m, _score(s) + 0.0)
+        return _nonempty(z)
+    if t == T_LIST_QUICKLIST_2:
+        lst: deque[bytes] = deque()
+        for _ in range(r.plain_length()):
+            container = r.plain_length()
+            blob = r.string()
+            if container == 1:  # PLAIN: one large item
+                lst.append(blob)
+            elif container == 2:  # PACKED: a listpack
+                lst.extend(_listpack(blob))
+            else:
+                raise BadFormat("bad quicklist container")
+        return _nonempty(lst)
+    raise BadFormat(f"RDB type {t} not supported")
+
+
+def _nonempty(value: Any) -> Any:
+    if not value:
+        raise BadFormat("empty collection")
+    return value
