@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,13 +147,18 @@ class SentinelGroup:
     Both data servers run `appendonly yes`.  The sentinels consider the
     primary down after `down_after_ms` without a reply, so a SIGKILLed primary
     is replaced by the replica a few seconds later.  `url` is the store URL
-    (redis+sentinel://...) naming the three sentinels.
+    (redis+sentinel://...) naming the three sentinels.  `link`, if given, is
+    called with the primary's port and returns the port the replica should
+    replicate from (a FaultRelay in between, say); the sentinels then wait
+    `failover_timeout_ms` before "fixing" that replica's configuration back.
     """
 
     redis_server: str
     sentinel: str
     service: str = "helios"
     down_after_ms: int = 1000
+    failover_timeout_ms: int = 60000
+    link: Callable[[int], int] | None = None
     primary: RedisServer | None = None
     replica: RedisServer | None = None
     sentinels: list[tuple[int, subprocess.Popen, tempfile.TemporaryDirectory]] = field(default_factory=list)
@@ -168,7 +173,8 @@ class SentinelGroup:
         try:
             self.primary = RedisServer(self.redis_server, args=durable).start()
             self.replica = RedisServer(self.redis_server, args=(
-                *durable, "--replicaof", "127.0.0.1", str(self.primary.port))).start()
+                *durable, "--replicaof", "127.0.0.1",
+                str(self.link(self.primary.port) if self.link else self.primary.port))).start()
             for _ in range(3):
                 self._start_sentinel()
             self.wait_until(self._settled, ready_seconds, "the sentinels to see the replica and each other")
@@ -186,7 +192,7 @@ class SentinelGroup:
             f"port {port}\nbind 127.0.0.1\ndaemonize no\ndir {tmp.name}\nlogfile {tmp.name}/sentinel.log\n"
             f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 2\n"
             f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
-            f"sentinel failover-timeout {self.service} 10000\n"
+            f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}\n"
             f"sentinel parallel-syncs {self.service} 1\n")
         proc = subprocess.Popen([self.sentinel, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 cwd=tmp.name)

@@ -1,14 +1,19 @@
 """Failover under load on Redis with Sentinel: what a HELIOS store acknowledged, and what survived.
 
 A primary and a replica (appendonly yes) and three sentinels run on unused
-ports; a RemoteStore opened with a `redis+sentinel://` URL writes KV keys and
-enqueues jobs (JobQueue over that store) from several tasks while the primary
-is SIGKILLed.  The sentinels promote the replica, the store follows it, the
-killed server comes back as a replica of the new primary, and the writers go
-on.  Afterwards every acknowledged key and job is looked up on the new
-primary.  It runs twice: with `store.wait_replicas` 0 (asynchronous
-replication: an acknowledged write may be lost) and 1 (each acknowledged
-write reached the replica, which is the only one that can be promoted here).
+ports, the replica replicating through a FaultRelay; a RemoteStore opened
+with a `redis+sentinel://` URL writes KV keys and enqueues jobs (JobQueue
+over that store) from several tasks.  Mid-load the replication link stalls
+(the relay blackholes it: a network hiccup, a replica busy for a moment) for
+STALL_SECONDS, then the primary is SIGKILLed: what it acknowledged during the
+stall never reached the replica.  The sentinels promote the replica, the
+store follows it, the killed server comes back as a replica of the new
+primary, and the writers go on.  Afterwards every acknowledged key and job is
+looked up on the new primary.  It runs twice: with `store.wait_replicas` 0
+(asynchronous replication: writes acknowledged during the stall are lost)
+and 1 (a write is acknowledged only once the replica has it, and that
+replica is the only one that can be promoted here: nothing acknowledged is
+lost; the writes made during the stall fail with 503 instead).
 
 What must hold either way: the store reaches the new primary (writes are
 acknowledged after the failover), every failed write is a 503-class
@@ -16,7 +21,8 @@ HeliosError (`store_unavailable`, `store_replication`), never a hang; and
 with wait_replicas 1 no acknowledged write or job is lost.  The counts are
 printed (`pytest -s`) and are what README "Scaling HELIOS" reports.
 `HELIOS_HA_SECONDS` lengthens the load before and after the kill (default
-1 s each).
+1 s each); `HELIOS_HA_STALL` sets the stall (default 0.3 s; 0: no stall, the
+primary is killed with the link healthy).
 """
 
 from __future__ import annotations
@@ -36,27 +42,45 @@ from helios_core.errors import HeliosError
 from helios_core.jobs.model import job_key
 from helios_core.jobs.queue import EnqueueRequest, JobQueue
 from helios_core.store.remote import RemoteStore
+from tests.faultrelay import FaultRelay
 from tests.redis_server import RedisServer, SentinelGroup, redis_server  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 LOAD_SECONDS = float(os.environ.get("HELIOS_HA_SECONDS", "1.0"))
+STALL_SECONDS = float(os.environ.get("HELIOS_HA_STALL", "0.3"))
 KV_WRITERS = 6
 JOB_WRITERS = 2
 OP_TIMEOUT = 30.0  # an operation still unanswered after this long is a hang
 CHANGE_SECONDS = 90.0  # generous: failover and resync on two busy cores
 
 
-@pytest.fixture(scope="module")
-def group() -> Iterator[SentinelGroup]:
+@dataclass
+class Setup:
+    group: SentinelGroup
+    relay: FaultRelay  # the replica's replication link
+
+
+@pytest.fixture
+def setup() -> Iterator[Setup]:
     server, sentinel = shutil.which("redis-server"), shutil.which("redis-sentinel")
     if server is None or sentinel is None:
         pytest.skip("redis-server and redis-sentinel are not installed")
-    g = SentinelGroup(server, sentinel).start()
+    relays: list[FaultRelay] = []
+
+    def link(primary_port: int) -> int:
+        relays.append(FaultRelay(("127.0.0.1", primary_port)).start())
+        return relays[-1].port
+
     try:
-        yield g
+        g = SentinelGroup(server, sentinel, link=link).start()
+        try:
+            yield Setup(g, relays[0])
+        finally:
+            g.stop()
     finally:
-        g.stop()
+        for relay in relays:
+            relay.close()
 
 
 @dataclass
@@ -106,7 +130,8 @@ def _linked(server: RedisServer) -> bool:
     return isinstance(info, dict) and info.get("role") == "slave" and info.get("master_link_status") == "up"
 
 
-async def _run(group: SentinelGroup, prefix: str, wait_replicas: int) -> Tally:
+async def _run(setup: Setup, prefix: str, wait_replicas: int) -> Tally:
+    group = setup.group
     primary, replica = _roles(group)
     store = RemoteStore(f"{group.url}?timeout=10&connect_timeout=2", wait_replicas=wait_replicas,
                         wait_timeout_ms=1000)
@@ -117,6 +142,11 @@ async def _run(group: SentinelGroup, prefix: str, wait_replicas: int) -> Tally:
     try:
         await _until(lambda: len(tally.kv_acked) >= 50 and len(tally.jobs_acked) >= 10, "writes before the kill")
         await asyncio.sleep(LOAD_SECONDS)  # load for a while: the kill lands mid-stream
+        if STALL_SECONDS:
+            # Left blackholed: what the primary sent meanwhile never arrives (the promoted
+            # replica drops the link when the sentinels make it primary).
+            await asyncio.to_thread(setup.relay.blackhole)
+            await asyncio.sleep(STALL_SECONDS)
         primary.kill()
         await _until(lambda: group.all_agree_on(replica.port), "the sentinels to promote the replica")
         tally.failed_over = True
@@ -164,13 +194,16 @@ def _check_common(t: Tally) -> None:
 
 
 @pytest.mark.parametrize("wait_replicas", [0, 1])
-def test_failover_under_load(group: SentinelGroup, wait_replicas: int) -> None:
-    t = asyncio.run(_run(group, f"w{wait_replicas}", wait_replicas))
+def test_failover_under_load(setup: Setup, wait_replicas: int) -> None:
+    t = asyncio.run(_run(setup, f"w{wait_replicas}", wait_replicas))
     _report(f"wait_replicas={wait_replicas}", t)
     _check_common(t)
     if wait_replicas:
         # Each acknowledged write reached the replica, and that replica is the one promoted.
         assert t.failures["lost kv"] == 0 and t.failures["lost jobs"] == 0
+    elif STALL_SECONDS:
+        # Asynchronous replication: what the primary acknowledged during the stall is gone.
+        assert t.failures["lost kv"] + t.failures["lost jobs"] > 0
 
 
 def test_wait_replicas_without_replicas_fails_the_write_clearly(request: pytest.FixtureRequest) -> None:
