@@ -25,14 +25,14 @@ by a settings document an admin can change at run time (`SETTINGS_KEY`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import orjson
 
 from helios_core.errors import ConfigError, HeliosError, InvalidInputError
 from helios_core.store.base import Store, Txn
-from helios_core.store.scripts import RATE_TAKE
+from helios_core.store.scripts import RATE_TAKE, Write
 
 __all__ = [
     "Policy",
@@ -239,6 +239,36 @@ def apply_overrides(current: Mapping[str, Any], change: Mapping[str, Any]) -> di
     return out
 
 
+def take_model(keys: list[bytes], values: list[bytes | None], args: list[bytes]) -> tuple[list[Any], list[Write]]:
+    """`RATE_TAKE` as a pure function of its KEYS' values and ARGV (its reply and its writes):
+    what the embedded store runs in one transaction instead of the Lua (see store/scripts.py)."""
+    if len(keys) > 1:  # the caller chose its policy from this settings document: is it still current?
+        doc = values[1]
+        if (b"-" if doc is None else b"=" + doc) != args[4]:
+            return ([-1] if doc is None else [-1, doc]), []
+    policy = _policy_of(int(args[0]), int(args[1]))
+    now_ms = int(args[2])
+    d, new = take(Bucket.decode(values[0]), policy, now_ms, int(args[3]))
+    reply = [int(d.allowed), d.remaining, d.reset_ms, d.retry_after_ms]
+    return reply, ([] if new is None else [(keys[0], new.encode(), max(1, d.reset_ms))])
+
+
+_POLICIES: dict[tuple[int, int], Policy] = {}
+
+
+def _policy_of(limit: int, window_s: int) -> Policy:
+    """A Policy per (limit, window) seen, built once (its checks cost more than the decision)."""
+    p = _POLICIES.get((limit, window_s))
+    if p is None:
+        if len(_POLICIES) > 1024:  # policies come from config: a handful; never let it grow
+            _POLICIES.clear()
+        p = _POLICIES[(limit, window_s)] = Policy(limit, window_s)
+    return p
+
+
+RATE_TAKE_OP = replace(RATE_TAKE, model=take_model)
+
+
 def _decision(reply: list[Any], policy: Policy) -> Decision:
     allowed, remaining, reset_ms, retry_ms = reply
     return Decision(bool(allowed), policy, int(remaining), int(reset_ms), int(retry_ms))
@@ -294,7 +324,7 @@ class RateLimiter:
             policy = choose(settings)
             seen = b"-" if raw is None else b"=" + raw
             reply = await self.store.run_script(
-                RATE_TAKE, [key, SETTINGS_KEY], [policy.limit, policy.window_s, now_ms, cost, seen], durable=False)
+                RATE_TAKE_OP, [key, SETTINGS_KEY], [policy.limit, policy.window_s, now_ms, cost, seen], durable=False)
             if reply[0] != -1:
                 return _decision(reply, policy)
             raw = reply[1] if len(reply) > 1 else None
@@ -304,7 +334,7 @@ class RateLimiter:
 
     async def hit_policy(self, client_id: str, policy: Policy, now_ms: int, cost: int = 1) -> Decision:
         """Take from a bucket with a fixed policy (login throttling), ignoring the settings."""
-        reply = await self.store.run_script(RATE_TAKE, [self.prefix + client_id],
+        reply = await self.store.run_script(RATE_TAKE_OP, [self.prefix + client_id],
                                             [policy.limit, policy.window_s, now_ms, cost], durable=False)
         return _decision(reply, policy)
 

@@ -6,9 +6,11 @@ same source through the embedded engine's scripting in one engine step.  So
 there is one definition per operation, and a contended key costs one round
 trip instead of a WATCH/MULTI retry loop (DESIGN.md section 7).
 
-Each operation keeps a pure Python model of its logic elsewhere (the rate
-limit's is `helios_core.ratelimit.take`) that tests hold it to, over random
-inputs, on the embedded engine and a real redis-server.
+Each operation keeps a pure Python model of its logic (the rate limit's is
+`helios_core.ratelimit.take`, wrapped as `ratelimit.RATE_TAKE_OP`'s `model`)
+that tests hold the Lua to, over random inputs, on atlasd and a real
+redis-server.  The embedded store runs the model inside one transaction
+(one engine step) instead of the Lua, which is ~3x dearer in process.
 
 Writing one: Lua 5.1 numbers are doubles, exact for integers below 2^53;
 keep every intermediate below that (and say why it stays there).  Format
@@ -20,9 +22,16 @@ them, and atlasd's reveal rule follows them).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["ScriptOp", "RATE_TAKE"]
+__all__ = ["ScriptOp", "Model", "Write", "RATE_TAKE"]
+
+# (key, new value or None to delete, PX milliseconds or None)
+Write = tuple[bytes, bytes | None, int | None]
+# An operation's logic in Python: (KEYS, their values, ARGV) -> (reply, writes).  Pure: no I/O, no clock.
+Model = Callable[[list[bytes], list[bytes | None], list[bytes]], tuple[Any, list[Write]]]
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,11 @@ class ScriptOp:
     # Announce the KEYS it was given as written on a RemoteStore's change feed (store/remote.py),
     # for operations whose keys someone subscribes to (job queues); rate buckets need not.
     notify: bool = False
+    # The same logic as a pure Python function, for a store whose transaction is already one
+    # step of its engine (the embedded store): there a Lua call costs ~3x the transaction (lupa's
+    # Python<->Lua crossings), and nothing else can interleave anyway.  The Lua source stays the
+    # definition servers run; tests hold the two to each other over random inputs.
+    model: Model | None = field(default=None, compare=False)
     sha: bytes = field(init=False)
 
     def __post_init__(self) -> None:
