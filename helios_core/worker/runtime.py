@@ -112,6 +112,10 @@ FLUSH_S = 10.0  # at shutdown, how long acks and nacks may still take
 SHUTDOWN_ERROR = "worker shutting down: job given back unfinished"
 LEASE_AHEAD_MAX_RUN_S = 1.0  # lease ahead only while handlers take less than this on average
 RUN_AVG_WEIGHT = 0.1  # of the newest run time in that moving average
+# A queue that does not exist yet is asked for again this often (not backed off like an unreachable
+# gateway: nothing is wrong, and its first job should start promptly).  The gateway answers a lease
+# on it with 404 at once rather than long-polling, so this is the latency of a queue's first job.
+QUEUE_MISSING_POLL_S = 1.0
 LEASE_STOP_GRACE_S = 5.0  # at a stop, how long a lease that does not wait (wait_seconds=0) may still take
 
 
@@ -364,9 +368,10 @@ class Worker:
                 if c.burst and not self._slots:
                     log.warning("queue does not exist (yet): nothing to do", error=e.message)
                     return
-                delay = backoff.next()
-                log.warning("queue does not exist yet; waiting for a first enqueue", error=e.message,
-                            retry_in_s=round(delay, 2))
+                delay = min(backoff.next(), QUEUE_MISSING_POLL_S)
+                if backoff.failures == 1:  # once, not every second
+                    log.warning("queue does not exist yet; waiting for a first enqueue", error=e.message,
+                                retry_in_s=round(delay, 2))
                 await self._wait_any(self._stopping, timeout=delay)
                 continue
             except HeliosError as e:
