@@ -258,9 +258,15 @@ def _apply_setrange(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         undo.append(("put", key, cur, exp))
     if type(cur) is not bytes:
         cur, exp = b"", None
-    if offset > len(cur):
-        cur = cur + bytes(offset - len(cur))
-    ks.put(key, cur[:offset] + piece + cur[offset + len(piece):], exp)
+    n = len(cur)
+    if offset > n:
+        new = b"".join((cur, bytes(offset - n), piece))
+    else:
+        # One copy of the string (memoryview slices copy nothing): a SETBIT on a large bitmap
+        # costs one memcpy of it, as strings are immutable bytes here.
+        view = memoryview(cur)
+        new = b"".join((view[:offset], piece, view[offset + len(piece):]))
+    ks.put(key, new, exp)
 
 
 def undo_effects(ks: Keyspace, undo: list) -> None:
