@@ -108,6 +108,8 @@ class Gateway:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+            log = [line for line in self.stderr().splitlines() if "gateway.access" not in line]
+            print("\n".join(log[-200:]))  # shown with a failed test's output
         for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
