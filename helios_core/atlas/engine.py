@@ -110,6 +110,7 @@ class Engine:
         self._on_effect: Callable[[tuple], None] | None = None
         self._accounting = False
         self.settings: dict[str, bytes] = {}  # CONFIG parameters stored for clients (commands/server.py)
+        self.monitor: Callable[[list[bytes], Any, int], None] | None = None  # MONITOR's feed, while someone watches
 
     # -- opening and closing --------------------------------------------------------
 
@@ -219,6 +220,8 @@ class Engine:
                                       conn.name if conn is not None else b"")
         if len(notifier.pending) > nmark:
             notifier.command_done(nmark, name, self.ks.data)
+        if self.monitor is not None and "admin" not in cmd.flags:
+            self.monitor(args, ctx.conn, ctx.now_ms)
         if evictor.tracks_access:
             evictor.touch_command(cmd.first_key, cmd.last_key, cmd.step, args[1:], ctx.now_ms)
         lazy = False

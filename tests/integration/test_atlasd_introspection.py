@@ -248,3 +248,22 @@ def test_noeviction_answers_oom(atlasd: Daemon) -> None:
     finally:
         r.config_set("maxmemory", 0)
         r.flushall()
+
+
+def test_monitor_streams_commands(atlasd: Daemon) -> None:
+    r = atlasd.client()
+    mon = RawConn(atlasd)
+    mon.send("MONITOR")
+    assert mon.recv_line() == b"+OK"
+    r.set("mon\nkey", b"v\x01")
+    r.config_get("timeout")                   # admin: not shown, as in Redis
+    r.get("after")
+    lines: list[bytes] = []
+    while not lines or not lines[-1].endswith(b'"GET" "after"'):
+        lines.append(mon.recv_line())
+    assert all(line.startswith(b"+") and b" [0 127.0.0.1:" in line for line in lines)
+    assert not any(atlasd.password.encode() in line for line in lines)   # HELLO/AUTH are redacted
+    assert lines[-2].endswith(b'"SET" "mon\\nkey" "v\\x01"')
+    mon.close()
+    wait_for(lambda: len(r.client_list()) == 1, "the monitor's connection to close")
+    assert r.set("after", "1")                # the feed drops a closed monitor

@@ -1,4 +1,5 @@
-"""Server commands: INFO COMMAND CONFIG SLOWLOG MEMORY LATENCY ROLE TIME SAVE BGSAVE BGREWRITEAOF LASTSAVE SHUTDOWN.
+"""Server commands: INFO COMMAND CONFIG SLOWLOG MEMORY LATENCY ROLE MONITOR TIME SAVE BGSAVE BGREWRITEAOF
+LASTSAVE SHUTDOWN.
 
 Most read the engine (`ctx.engine`) and, through the connection, the RESP
 server (`ctx.conn.server`): client counts, limits, the password.  SAVE and
@@ -903,6 +904,54 @@ def latency(ctx: Ctx, args: list[bytes]) -> Any:
 @command("role", 1, "noscript loading stale fast", keys=(0, 0, 0))
 def role(ctx: Ctx, args: list[bytes]) -> Any:
     return [b"master", 0, []]
+
+
+def _repr_arg(a: bytes) -> str:
+    """An argument as MONITOR shows it (Redis's sdscatrepr): quoted, with C escapes."""
+    out = ['"']
+    for c in a:
+        ch = chr(c)
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif ch in "\n\r\t\a\b":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t", "\a": "\\a", "\b": "\\b"}[ch])
+        elif 32 <= c < 127:
+            out.append(ch)
+        else:
+            out.append(f"\\x{c:02x}")
+    out.append('"')
+    return "".join(out)
+
+
+@command("monitor", 1, "admin noscript loading stale", keys=(0, 0, 0), conn="no_multi")
+def monitor(ctx: Ctx, args: list[bytes]) -> Any:
+    """Stream every command the server runs to this connection, as Redis's MONITOR lines (admin
+    commands are not shown, as in Redis).  A monitor stops when its connection closes."""
+    conn = ctx.conn
+    if conn is None:
+        raise err("ERR MONITOR needs a client connection")
+    engine: Engine = ctx.engine
+    watchers: list[Any] = getattr(engine, "monitors", [])
+    engine.monitors = watchers  # type: ignore[attr-defined]
+    if conn not in watchers:
+        watchers.append(conn)
+
+    def feed(argv: list[bytes], who: Any, now_ms: int) -> None:
+        live = [c for c in watchers if not c.closing and c.transport is not None and not c.transport.is_closing()]
+        watchers[:] = live
+        if not live:
+            engine.monitor = None
+            return
+        where = "lua" if who is None else who.addr
+        us = time.time_ns() // 1000
+        if argv[0].lower() in (b"auth", b"hello"):  # never show a password (Redis redacts them too)
+            argv = [argv[0], *(b"(redacted)" for _ in argv[1:])]
+        line = Simple(f"{us // 1_000_000}.{us % 1_000_000:06d} [0 {where}] " + " ".join(_repr_arg(a) for a in argv))
+        for c in live:
+            c.push(c.enc(line, c.resp3))
+
+    engine.monitor = feed
+    return OK
 
 
 def start_idle_reaper(server: Any) -> None:
