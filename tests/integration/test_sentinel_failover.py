@@ -91,6 +91,8 @@ class Tally:
     acked_after_failover: int = 0
     hangs: int = 0
     failed_over: bool = False
+    killed_at: float | None = None  # monotonic time of the SIGKILL
+    outage_s: float | None = None  # from the SIGKILL to the first write begun after it and acknowledged
 
 
 async def _writer(n: int, prefix: str, store: RemoteStore, queue: JobQueue | None, tally: Tally,
@@ -98,6 +100,7 @@ async def _writer(n: int, prefix: str, store: RemoteStore, queue: JobQueue | Non
     i = 0
     while not stop.is_set():
         i += 1
+        started = time.monotonic()
         try:
             if queue is None:
                 key = f"{prefix}:kv:{n}:{i}"
@@ -108,6 +111,8 @@ async def _writer(n: int, prefix: str, store: RemoteStore, queue: JobQueue | Non
                     queue.enqueue(EnqueueRequest(queue=f"{prefix}-q", payload={"n": n, "i": i}),
                                   int(time.time() * 1000)), OP_TIMEOUT)
                 tally.jobs_acked.append(job.id)
+            if tally.killed_at is not None and started > tally.killed_at and tally.outage_s is None:
+                tally.outage_s = time.monotonic() - tally.killed_at
             if tally.failed_over:
                 tally.acked_after_failover += 1
         except TimeoutError:
@@ -148,6 +153,7 @@ async def _run(setup: Setup, prefix: str, wait_replicas: int) -> Tally:
             await asyncio.to_thread(setup.relay.blackhole)
             await asyncio.sleep(STALL_SECONDS)
         primary.kill()
+        tally.killed_at = time.monotonic()
         await _until(lambda: group.all_agree_on(replica.port), "the sentinels to promote the replica")
         tally.failed_over = True
         # The killed server comes back, as an operator (or its supervisor) brings it back, as a
@@ -182,7 +188,7 @@ def _report(label: str, t: Tally) -> None:
     print(f"\nsentinel failover, {label}: acknowledged kv={len(t.kv_acked)} jobs={len(t.jobs_acked)}, "
           f"lost kv={t.failures['lost kv']} jobs={t.failures['lost jobs']}, acknowledged after failover="
           f"{t.acked_after_failover}, failed writes={dict((k, v) for k, v in t.failures.items() if 'lost' not in k)}, "
-          f"hangs={t.hangs}")
+          f"hangs={t.hangs}, writes acknowledged again {t.outage_s:.1f} s after the kill")
 
 
 def _check_common(t: Tally) -> None:
