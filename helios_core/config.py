@@ -690,7 +690,9 @@ def _read_yaml(path: Path, values: dict[str, dict[str, Any]]) -> None:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"invalid YAML: {err.problem or err}", file=name, line=line) from err
-    except (YAMLError, OSError, UnicodeDecodeError) as err:
+    except (YAMLError, OSError, ValueError) as err:
+        # ValueError: undecodable bytes (UnicodeDecodeError), or an integer of more digits than Python
+        # converts (int_max_str_digits), which the YAML reader raises unwrapped (found by tests/fuzz).
         raise ConfigError(f"cannot read config: {err}", file=name) from err
 
     if doc is None:  # an empty file is an empty configuration
