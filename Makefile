@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test run lint docs bench
+.PHONY: venv test run lint docs bench fuzz
 
 venv: $(STAMP)
 
@@ -49,3 +49,17 @@ BENCH_INSTALL ?= 1
 bench: venv
 	$(if $(filter 1,$(BENCH_INSTALL)),$(VENV)/bin/python -m pip install -q -e '.[bench]')
 	$(VENV)/bin/python bench/report.py $(BENCH_ARGS)
+
+# make fuzz: the long form of tests/fuzz (issue 16 §2; make test runs its short form). Every fuzz test
+# with FUZZ_EXAMPLES hypothesis examples (a failure is kept in .hypothesis/ and replayed first next
+# time; add it to the test as an @example), then the atheris harness of the RESP and JSON-lines parsers
+# for FUZZ_SECONDS (libFuzzer-guided; skipped where atheris is not installed). Its corpus grows in
+# .hypothesis/atheris-corpus (ignored by git); a crash leaves crash-<sha1> in the working directory.
+FUZZ_EXAMPLES ?= 20000
+FUZZ_SECONDS ?= 300
+fuzz: venv
+	HELIOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) tests/fuzz $(PYTEST_ARGS)
+	@if $(VENV)/bin/python -c 'import atheris' 2>/dev/null; then \
+		mkdir -p .hypothesis/atheris-corpus && \
+		$(VENV)/bin/python tests/fuzz/atheris_resp.py -max_total_time=$(FUZZ_SECONDS) .hypothesis/atheris-corpus; \
+	else echo "atheris is not installed (pip install atheris: Linux x86_64 wheels): skipping tests/fuzz/atheris_resp.py"; fi

@@ -16,9 +16,10 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 
-__all__ = ["LONG", "fuzz", "peak_bytes"]
+__all__ = ["LONG", "fuzz", "fuzz_timeout", "peak_bytes"]
 
 LONG = int(os.environ.get("HELIOS_FUZZ_EXAMPLES", "0") or 0)
 
@@ -28,6 +29,12 @@ def fuzz(short: int) -> settings:
     return settings(max_examples=LONG or short, deadline=None, derandomize=False,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+
+
+def fuzz_timeout(short: float) -> pytest.MarkDecorator:
+    """pytest-timeout for a fuzz module: `short` seconds per test, or a second per example in the long
+    form (a marker outranks the command line, so `make fuzz` cannot lift it there)."""
+    return pytest.mark.timeout(max(short, LONG) if LONG else short)
 
 
 def peak_bytes(fn: Callable[[], Any]) -> tuple[Any, int]:

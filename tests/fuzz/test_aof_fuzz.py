@@ -25,9 +25,9 @@ from helios_core.atlas.effects import RecordError, decode_line, encode_record
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.recovery import recover
 from helios_core.errors import CorruptFileError
-from tests.fuzz.support import fuzz
+from tests.fuzz.support import fuzz, fuzz_timeout
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = fuzz_timeout(120)
 
 NOW = 1_700_000_000_000
 OPS = ["SET", "DEL", "EXPIRE", "PEXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
@@ -59,7 +59,7 @@ KNOWN_GOOD = [b'{"cmd":"SET","key":"l","value":"v"}', b'{"cmd":"RPUSH","key":"l2
               b'{"cmd":"ZADD","key":"z","members":[[1,"m"]]}']
 
 
-@fuzz(150)
+@fuzz(60)
 @given(record_objects())
 @example({"cmd": "LSET", "key": "l", "index": 10**6, "value": "v"})
 @example({"cmd": "ZADD", "key": "z", "members": [["nan", "m"]]})
@@ -82,7 +82,7 @@ def test_decode_line_huge_ttl_is_a_record_error(line: bytes) -> None:
         decode_line(line, NOW)
 
 
-@fuzz(100)
+@fuzz(60)
 @given(st.binary(max_size=300))
 @example(b"\n\n\n")
 @example(b'{"cmd":"SET","key":"k","value":"v"}')  # a valid last record without its newline
@@ -109,7 +109,7 @@ def recover_or_error(d: Path) -> tuple[Keyspace | None, CorruptFileError | None]
     return ks, None
 
 
-@fuzz(80)
+@fuzz(40)
 @given(st.lists(st.one_of(st.sampled_from(KNOWN_GOOD), record_objects().map(orjson.dumps), st.binary(max_size=20)),
                 max_size=8), st.booleans())
 @example([KNOWN_GOOD[1], b'{"cmd":"LSET","key":"l2","index":7,"value":"x"}'], True)

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -43,9 +42,9 @@ from helios_core.atlas.recovery import recover
 from helios_core.atlas.zset import ZSet
 from helios_core.config import AtlasConfig
 from helios_core.errors import CommandError, CorruptFileError
-from tests.fuzz.support import fuzz
+from tests.fuzz.support import fuzz, fuzz_timeout
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("restore_logging")]
+pytestmark = fuzz_timeout(300)
 
 NOW = 1_700_000_000_000
 CONFIG = AtlasConfig(save=(), appendfsync="no", snapshot_on_aof_bytes=0)

@@ -23,10 +23,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.fuzz.support import fuzz
+from tests.fuzz.support import fuzz, fuzz_timeout
 from tests.unit.test_gateway_harness import gateway
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("restore_logging")]
+pytestmark = [fuzz_timeout(300), pytest.mark.usefixtures("restore_logging")]
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def destructive(m: str, path: str) -> bool:
             or p.startswith("/api/v1/auth/sessions") and m == "DELETE")
 
 
-@fuzz(80)
+@fuzz(40)
 @given(method, paths(), body, auth, content_type, extra_headers)
 @example("PUT", "/api/v1/kv/k", b"[" * 5000, "admin", "application/json", [])
 @example("POST", "/api/v1/jobs", b'{"queue": "q", "payload": 1, "delay_ms": 18446744073709551616}', "admin",

@@ -11,9 +11,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from helios_core.atlas.jsonlines import JsonBad, JsonBatch, JsonLinesParser, request_argv
-from tests.fuzz.support import fuzz, peak_bytes
+from tests.fuzz.support import fuzz, fuzz_timeout, peak_bytes
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = fuzz_timeout(120)
 
 json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12))
@@ -41,7 +41,7 @@ def ok_item(item: object) -> bool:
     return type(item) is list and all(type(a) is bytes for a in item)
 
 
-@fuzz(150)
+@fuzz(60)
 @given(request)
 @example({"cmd": "SET", "key": "k", "value": "v", "ttl": 1e308})
 @example({"cmd": "EXPIRE", "key": "k", "ttl": -1e308})
@@ -55,7 +55,7 @@ def test_any_json_request_is_an_argv_or_an_error_line(obj: dict) -> None:
     assert ok_item(item) and p.error is None
 
 
-@fuzz(150)
+@fuzz(100)
 @given(st.binary(max_size=200), st.lists(st.integers(0, 10_000), max_size=5))
 @example(b"{\"cmd\":\"SET\"}\n\xff\xfe\n[]\n\"\\ud800\"\n", [3])
 def test_random_bytes_cost_one_error_line_each(data: bytes, cuts: list[int]) -> None:
@@ -71,7 +71,7 @@ def test_random_bytes_cost_one_error_line_each(data: bytes, cuts: list[int]) -> 
     assert all(ok_item(item) for item in out) and p.error is None
 
 
-@fuzz(50)
+@fuzz(25)
 @given(st.lists(request, max_size=4))
 def test_unauthenticated_lines_come_one_at_a_time(objs: list[dict]) -> None:
     p = JsonLinesParser()

@@ -28,10 +28,10 @@ from loguru import logger
 
 from helios_core.proxy.loader import load_text
 from helios_core.proxy.service import ProxyService
-from tests.fuzz.support import fuzz
+from tests.fuzz.support import fuzz, fuzz_timeout
 from tests.proxy_backend import BackendProcess
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = fuzz_timeout(300)
 
 
 class LiveProxy:
@@ -163,7 +163,7 @@ def requests(draw: st.DrawFn) -> bytes:
     return head + b"\r\n" + body
 
 
-@fuzz(60)
+@fuzz(40)
 @given(requests(), st.booleans())
 @example(b"GET /f HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", True)
 @example(b"POST /f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n", True)
@@ -188,7 +188,7 @@ def test_random_bytes_never_meet_an_internal_error_or_a_hang(live: LiveProxy, da
     assert_healthy(live, got)
 
 
-@fuzz(30)
+@fuzz(20)
 @given(st.lists(requests(), min_size=2, max_size=4), st.lists(st.integers(1, 200), max_size=4))
 def test_pipelined_requests_cut_anywhere(live: LiveProxy, reqs: list[bytes], cuts: list[int]) -> None:
     data = b"".join(reqs)

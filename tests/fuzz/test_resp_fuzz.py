@@ -14,9 +14,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from helios_core.atlas.resp import MAX_MULTIBULK, QUERY_BUFFER_EXCEEDED, RespParser, split_inline
-from tests.fuzz.support import fuzz, peak_bytes
+from tests.fuzz.support import fuzz, fuzz_timeout, peak_bytes
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = fuzz_timeout(120)
 
 # Bytes that are mostly RESP-shaped: random mixes of protocol tokens and noise find more than noise alone.
 TOKENS = [b"*", b"$", b"\r\n", b"\n", b"\r", b"0", b"1", b"2", b"3", b"-1", b"-", b"10", b"999999999999",
@@ -41,7 +41,7 @@ def feed_in_pieces(p: RespParser, data: bytes, cuts: list[int]) -> list[list[byt
     return out
 
 
-@fuzz(200)
+@fuzz(120)
 @given(resp_bytes, st.lists(st.integers(0, 10_000), max_size=6))
 @example(b"*2147483647\r\n", [])
 @example(b"*1\r\n$999999999999\r\n", [])
@@ -62,7 +62,7 @@ def test_random_bytes_never_raise_and_chunking_does_not_matter(data: bytes, cuts
 argv = st.lists(st.binary(max_size=40), min_size=1, max_size=8)
 
 
-@fuzz(150)
+@fuzz(80)
 @given(st.lists(argv, max_size=6), st.lists(st.integers(0, 10_000), max_size=6))
 def test_what_a_client_writes_comes_back_whole(commands: list[list[bytes]], cuts: list[int]) -> None:
     data = b"".join(encode_request(a) for a in commands)
@@ -71,7 +71,7 @@ def test_what_a_client_writes_comes_back_whole(commands: list[list[bytes]], cuts
     assert p.error is None and p.buffered() == 0
 
 
-@fuzz(80)
+@fuzz(50)
 @given(st.lists(st.binary(min_size=1, max_size=10).filter(lambda b: not any(c in b for c in b" \t\r\n\v\f\"'\0")),
                 min_size=1, max_size=6))
 def test_inline_requests_split_like_redis(words: list[bytes]) -> None:
