@@ -151,7 +151,11 @@ async def _run(setup: Setup, prefix: str, wait_replicas: int) -> Tally:
             # Left blackholed: what the primary sent meanwhile never arrives (the promoted
             # replica drops the link when the sentinels make it primary).
             await asyncio.to_thread(setup.relay.blackhole)
+            before = len(tally.kv_acked) + len(tally.jobs_acked)
             await asyncio.sleep(STALL_SECONDS)
+            if not wait_replicas:  # on a busy machine, make sure the stall saw writes acknowledged
+                await _until(lambda: len(tally.kv_acked) + len(tally.jobs_acked) - before >= 20,
+                             "writes acknowledged during the stall")
         primary.kill()
         tally.killed_at = time.monotonic()
         await _until(lambda: group.all_agree_on(replica.port), "the sentinels to promote the replica")
