@@ -43,7 +43,7 @@ from helios_core.rbac import (
     user_roles_key,
     validate_role_name,
 )
-from helios_core.store.base import Store, Txn
+from helios_core.store.base import Key, Store, Txn
 
 __all__ = ["Principal", "AuthService", "ADMIN_USERNAME"]
 
@@ -55,6 +55,7 @@ SUPERUSER_GUARD_KEY = "auth:guard:superusers"
 _GUARD_LEASE_MS = 10_000
 _GUARD_WAIT_S = 5.0
 MAX_USERNAME_CHARS = 128  # checked before anything else; a valid username has at most 64
+_PRINCIPALS_MAX = 10_000  # remembered principals (one per access token in use)
 _REFRESH_TOKEN_CHARS = 4096  # ours are 46 characters; more is junk (an access token given by mistake is 401)
 
 
@@ -97,6 +98,9 @@ class AuthService:
         # next event written for that username and address.
         self._throttled: dict[str, int] = {}
         self._last_roles: dict[str, tuple[str, ...]] = {}  # user id -> role names seen last
+        # token -> (keys read, their values, the Principal made from them): a request whose read
+        # gives the same values gets the same Principal without decoding anything (`authenticate`).
+        self._principals: dict[str, tuple[list[Key], list[bytes | None], Principal]] = {}
 
     # -- first start -------------------------------------------------------------------
 
@@ -123,15 +127,25 @@ class AuthService:
         """The caller a bearer token stands for; AuthenticationError (401) if it does not stand."""
         claims = self.keys.verify(token, now_ms)
         uid = claims["sub"]
-        thash = token_hash(token)
+        keys: list[Key]
+        memo = self._principals.get(token)
+        if memo is not None:
+            keys, last, principal = memo
+            # The same stored bytes make the same Principal: anything that changed (the
+            # token's record gone, the user disabled, a role edited) changed a value read here.
+            raws = await self.store.mget(keys)
+            if raws == last:
+                return principal
         # One read for the common case: the role definitions are fetched with the
         # token and the user, guessing the user's roles are the ones seen last time.
         # A wrong guess (roles changed) costs a second read, never a stale answer.
+        thash = token_hash(token)
         guess = self._last_roles.get(uid, ())
-        raws = await self.store.mget([token_key(thash), user_key(uid), user_roles_key(uid),
-                                      *(role_key(r) for r in guess)])
+        keys = [token_key(thash), user_key(uid), user_roles_key(uid), *(role_key(r) for r in guess)]
+        raws = await self.store.mget(keys)
         rec_raw, user_raw, roles_raw = raws[0], raws[1], raws[2]
         if rec_raw is None:
+            self._principals.pop(token, None)
             raise AuthenticationError("token revoked or expired", code="token_revoked")
         rec = orjson.loads(rec_raw)
         if rec.get("kind") != "access" or rec.get("uid") != uid:
@@ -149,7 +163,12 @@ class AuthService:
             if len(self._last_roles) > 100_000:
                 self._last_roles.clear()
             self._last_roles[uid] = roles
-        return Principal(uid, user.username, roles, grants, rec.get("sid"), thash)
+        principal = Principal(uid, user.username, roles, grants, rec.get("sid"), thash)
+        if roles == guess:  # everything it was made from is in `raws`: remember them together
+            if len(self._principals) > _PRINCIPALS_MAX:
+                self._principals.clear()
+            self._principals[token] = (keys, raws, principal)
+        return principal
 
     # -- login and sessions ------------------------------------------------------------
 

@@ -52,12 +52,15 @@ class KvItemHandler(BaseHandler):
         if value is None:
             raise NotFoundError(f"key {key!r} does not exist", code="key_not_found")
         etag = etag_of(value)
-        self.set_header("ETag", etag)
-        if etag in _etags(self.request.headers.get("If-None-Match", "")):
+        # Values made here (a hex digest, a constant): set without set_header's per-value checks.
+        headers = self._headers
+        headers["ETag"] = etag
+        inm = self.request.headers.get("If-None-Match")
+        if inm is not None and etag in _etags(inm):
             self.set_status(304)
             self.finish()
             return
-        self.set_header("Content-Type", "application/octet-stream")
+        headers["Content-Type"] = "application/octet-stream"
         self.finish(value)
 
     async def put(self, key: str) -> None:
