@@ -7,7 +7,10 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from helios_core.atlas.commands.strings import _LcsRows
 from helios_core.atlas.dump import BadFormat, PayloadError, crc64, dump_value, load_payload, lzf_decompress
 from helios_core.atlas.effects import apply_effect, decode_line, encode_record, undo_effects
 from helios_core.atlas.keyspace import Keyspace
@@ -82,3 +85,19 @@ def test_payload_checks() -> None:
     body = b"\x63" + struct.pack("<H", 10)
     with pytest.raises(BadFormat):
         load_payload(body + struct.pack("<Q", crc64(body)))
+
+
+def _naive_lcs(a: bytes, b: bytes) -> list[list[int]]:
+    t = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            t[i][j] = t[i - 1][j - 1] + 1 if a[i - 1] == b[j - 1] else max(t[i - 1][j], t[i][j - 1])
+    return t
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.binary(max_size=14).map(lambda s: bytes(c % 3 for c in s)),
+       b=st.binary(max_size=14).map(lambda s: bytes(c % 4 for c in s)))
+def test_lcs_bit_rows_equal_the_plain_table(a: bytes, b: bytes) -> None:
+    rows, table = _LcsRows(a, b), _naive_lcs(a, b)
+    assert [[rows(i, j) for j in range(len(b) + 1)] for i in range(len(a) + 1)] == table
