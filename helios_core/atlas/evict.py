@@ -216,10 +216,7 @@ class Evictor:
     access: dict[bytes, tuple[int, int]] = field(default_factory=dict)  # key -> (last ms, LFU counter)
     pool: list[tuple[float, bytes]] = field(default_factory=list)
     since_ms: int = 0  # when the policy was set: untouched keys count as idle since then
-
-    @property
-    def tracks_access(self) -> bool:
-        return self.policy.endswith("-lru") or self.policy.endswith("-lfu")
+    tracks_access: bool = False  # an LRU/LFU policy: the engine records each command's keys (a flag: hot path)
 
     def set_policy(self, policy: str, now_ms: int) -> None:
         if policy != self.policy:
@@ -227,6 +224,7 @@ class Evictor:
             self.access.clear()
             self.pool.clear()
             self.since_ms = now_ms
+            self.tracks_access = policy.endswith(("-lru", "-lfu"))
 
     def touch(self, key: bytes, now_ms: int) -> None:
         prev = self.access.get(key)
