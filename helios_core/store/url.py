@@ -13,11 +13,12 @@ Accepted URLs (see `FORMS`)::
 A `redis+sentinel://` URL lists sentinels, not the primary: every new
 connection asks them where SERVICE's primary is (redis-py's asyncio
 `Sentinel(...).master_for(SERVICE)`), so a store follows a failover.  The
-spelling mirrors Celery/Kombu's and the redis-sentinel-url package's:
-USER/PASSWORD are the primary's (as in redis-py, `Sentinel(...,
-password=)`), the sentinels' own credentials, if they need any, go in
-`sentinel_password` / `sentinel_username` query parameters; DB may also be
-given as `?db=N`.
+spelling is the redis-sentinel-url package's (Celery/Kombu list sentinels
+as `sentinel://H1;sentinel://H2` with the service in transport options; one
+URL with a host list fits `--store` better).  USER/PASSWORD are the
+primary's, as `master_for(..., password=)` takes them; the sentinels' own
+credentials, if they need any, go in `sentinel_password` /
+`sentinel_username` query parameters; DB may also be given as `?db=N`.
 
 With no password given, an `atlas://` URL on a loopback address uses the
 password in force of this user's atlasd on that port (its DATA/atlasd.password,
