@@ -68,6 +68,10 @@ def bare_server(port: int) -> None:
             self.set_header("Content-Type", "application/octet-stream")
             self.finish(VALUE)
 
+        def put(self, key: str) -> None:  # takes the body, answers as the gateway's PUT does (a JSON object)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"key": key, "size": len(self.request.body)}))
+
     async def main() -> None:
         app = tornado.web.Application([(r"/api/v1/kv/(.+)", Bare)])
         app.listen(port, "127.0.0.1")
@@ -254,8 +258,26 @@ def get_vs_bare(args: argparse.Namespace, data: Path, appendfsync: str) -> dict[
         gw_rps = median(r["rps"] for r in runs["gateway"])
         bare_cpu = median(r["cpu_us_per_request"] for r in runs["bare"])
         gw_cpu = median(r["cpu_us_per_request"] for r in runs["gateway"])
-        return {"appendfsync": appendfsync, "bare_rps": bare_rps, "gateway_rps": gw_rps, "ratio": gw_rps / bare_rps,
-                "bare_cpu_us": bare_cpu, "gateway_cpu_us": gw_cpu, "cpu_ratio": bare_cpu / gw_cpu, "runs": runs}
+        out = {"appendfsync": appendfsync, "bare_rps": bare_rps, "gateway_rps": gw_rps, "ratio": gw_rps / bare_rps,
+               "bare_cpu_us": bare_cpu, "gateway_cpu_us": gw_cpu, "cpu_ratio": bare_cpu / gw_cpu, "runs": runs}
+        # 100-byte PUTs of distinct keys, the same way round (issue 14 §3: gateway >= 0.6x the bare handler).
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(PUT_SCRIPT)
+            script = Path(f.name)
+        try:
+            puts: dict[str, list[dict[str, Any]]] = {"bare": [], "gateway": []}
+            for _ in range(args.rounds):
+                puts["bare"].append(wrk(f"{bare.base}/api/v1/kv/x", server=bare, script=script, **kw))
+                puts["gateway"].append(wrk(f"{gw.base}/api/v1/kv/x", token=token, server=gw, script=script, **kw))
+        finally:
+            script.unlink()
+        bare_put = median(r["rps"] for r in puts["bare"])
+        gw_put = median(r["rps"] for r in puts["gateway"])
+        out.update({"put_bare_rps": bare_put, "put_gateway_rps": gw_put, "put_ratio": gw_put / bare_put,
+                    "put_bare_cpu_us": median(r["cpu_us_per_request"] for r in puts["bare"]),
+                    "put_gateway_cpu_us": median(r["cpu_us_per_request"] for r in puts["gateway"]),
+                    "put_runs": puts})
+        return out
     finally:
         bare.stop()
         gw.stop()
@@ -378,11 +400,17 @@ def main() -> None:
             with scratch_dir("gw-get") as data:
                 result["get"].append(get_vs_bare(args, data, policy))
         print_table(f"GET /api/v1/kv/{{key}}, wrk -c{args.connections}, median of {args.rounds} rounds "
-                    f"(goal: gateway >= 0.6x bare requests/s)",
+                    f"(goal: gateway >= 0.8x bare requests/s)",
                     ["appendfsync", "bare req/s", "gateway req/s", "ratio", "bare CPU/req", "gateway CPU/req",
                      "CPU ratio"],
                     [[g["appendfsync"], f"{g['bare_rps']:.0f}", f"{g['gateway_rps']:.0f}", f"{g['ratio']:.2f}x",
                       f"{g['bare_cpu_us']:.0f} us", f"{g['gateway_cpu_us']:.0f} us", f"{g['cpu_ratio']:.2f}x"]
+                     for g in result["get"]])
+        print_table(f"PUT /api/v1/kv/{{key}} (100 B, distinct keys), wrk -c{args.connections}, median of "
+                    f"{args.rounds} rounds (goal: gateway >= 0.8x bare requests/s)",
+                    ["appendfsync", "bare req/s", "gateway req/s", "ratio", "bare CPU/req", "gateway CPU/req"],
+                    [[g["appendfsync"], f"{g['put_bare_rps']:.0f}", f"{g['put_gateway_rps']:.0f}",
+                      f"{g['put_ratio']:.2f}x", f"{g['put_bare_cpu_us']:.0f} us", f"{g['put_gateway_cpu_us']:.0f} us"]
                      for g in result["get"]])
     if args.only in (None, "logins"):
         with scratch_dir("gw-logins") as data:
