@@ -34,11 +34,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from helios_core.config import JobsConfig
-from helios_core.errors import HeliosError
+from helios_core.errors import ConfigError, HeliosError
 from helios_core.jobs.model import job_key
 from helios_core.jobs.queue import EnqueueRequest, JobQueue
 from helios_core.store.remote import RemoteStore
@@ -236,3 +237,24 @@ def test_wait_replicas_without_replicas_fails_the_write_clearly(request: pytest.
             await store.close()
 
     asyncio.run(main())
+
+
+def test_wait_replicas_on_a_server_without_wait_names_the_setting(tmp_path: Path) -> None:
+    """atlasd has no replicas and no WAIT: the write is applied, and the error says which setting to change."""
+    from tests.integration.test_atlasd_support import Daemon
+
+    d = Daemon(tmp_path / "data").start()
+    try:
+        async def main() -> None:
+            store = RemoteStore(f"atlas://127.0.0.1:{d.port}", wait_replicas=1)
+            try:
+                with pytest.raises(ConfigError) as e:
+                    await store.set("ha:atlas", b"v")
+                assert e.value.key == "store.wait_replicas" and "applied without waiting" in str(e.value)
+                assert await store.get("ha:atlas") == b"v"
+            finally:
+                await store.close()
+
+        asyncio.run(main())
+    finally:
+        d.stop()
