@@ -295,7 +295,8 @@ def log_value(ctx: Ctx, dst: bytes, value: Any, exp: int | None) -> None:
     if t is ZSet or t is dict or t is set or t is deque:
         # A collection is logged whole under its new name: DEL clears what dst held
         # (a collection of the same type would otherwise be merged into).
-        ctx.emit(("DEL", dst))
+        if dst in ctx.ks.data:
+            ctx.emit(("DEL", dst))
         if t is ZSet:
             ctx.emit(("ZADD", dst, list(value.items())))
         elif t is dict:
