@@ -43,14 +43,14 @@ def probe(url: str, timeout: float = 5.0, config: HeliosConfig | None = None) ->
     try:
         if scheme in ("http", "https"):
             return _probe_http(url, timeout)
-        if scheme in ("atlas", "redis", "rediss", "unix"):
+        if scheme in ("atlas", "redis", "rediss", "unix", "redis+sentinel"):
             return _probe_store(url, timeout, config)
     except HeliosError as e:
         if e.code in ("bad_store_url", "usage"):
             raise  # the URL is wrong, not the daemon
         return Health(False, f"unhealthy: {e.message}")
-    raise HeliosError(f"cannot check {url!r}: use http(s)://HOST:PORT[/PATH], atlas://, redis://, rediss:// "
-                      f"or unix:// URLs", code="usage")
+    raise HeliosError(f"cannot check {url!r}: use http(s)://HOST:PORT[/PATH], atlas://, redis://, rediss://, "
+                      f"redis+sentinel:// or unix:// URLs", code="usage")
 
 
 def _probe_http(url: str, timeout: float) -> Health:
@@ -99,6 +99,22 @@ def _probe_store(url: str, timeout: float, config: HeliosConfig | None) -> Healt
                           "socket_timeout": timeout, "socket_connect_timeout": target.connect_timeout or timeout}
     if target.kind == "unix":
         client = redis.Redis(unix_socket_path=target.path, **kw)
+    elif target.kind == "sentinel":
+        # Healthy means what a gateway needs: the sentinels name a primary and it answers PING.
+        from redis.sentinel import MasterNotFoundError, Sentinel
+
+        sentinel = Sentinel(list(target.sentinels), sentinel_kwargs={
+            "socket_timeout": timeout, "socket_connect_timeout": timeout,
+            "username": target.sentinel_username, "password": target.sentinel_password})
+        try:
+            host, port = sentinel.discover_master(target.service)
+        except MasterNotFoundError as e:
+            return Health(False, f"unhealthy: {target.redacted}: no sentinel names a primary for "
+                                 f"{target.service!r}: {e}")
+        finally:
+            for s in sentinel.sentinels:
+                s.close()
+        client = redis.Redis(host=host, port=port, db=target.db, **kw)
     else:
         tls: dict[str, Any] = {}
         if target.kind == "tls":
@@ -130,8 +146,8 @@ def _reason(e: BaseException) -> str:
 
 @click.command("health", short_help="Exit 0 when the daemon at URL answers healthy, 1 otherwise.")
 @click.option("--url", required=True, metavar="URL",
-              help="http(s)://HOST:PORT[/PATH] (gateway, proxy, worker metrics), atlas://, redis://, rediss:// "
-                   "or unix:// (atlasd, Redis).")
+              help="http(s)://HOST:PORT[/PATH] (gateway, proxy, worker metrics), atlas://, redis://, rediss://, "
+                   "unix:// (atlasd, Redis) or redis+sentinel:// (the primary the sentinels name).")
 @click.option("--timeout", metavar="SECONDS", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, help="How long each attempt may take.")
 @pass_cli

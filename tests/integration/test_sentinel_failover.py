@@ -258,3 +258,19 @@ def test_wait_replicas_on_a_server_without_wait_names_the_setting(tmp_path: Path
         asyncio.run(main())
     finally:
         d.stop()
+
+
+def test_helios_health_asks_the_sentinels_for_the_primary(setup: Setup) -> None:
+    """`helios health --url redis+sentinel://…` pings the primary the sentinels name (exit 0), and
+    says so when they name none for the service (exit 1)."""
+    from click.testing import CliRunner
+
+    from helios_cli.main import cli
+
+    ok = CliRunner().invoke(cli, ["health", "--url", setup.group.url, "--timeout", "5"])
+    assert ok.exit_code == 0, ok.output
+    assert "healthy" in ok.output and "PONG" in ok.output
+    url = setup.group.url.rsplit("/", 1)[0] + "/no-such-service"
+    bad = CliRunner().invoke(cli, ["health", "--url", url, "--timeout", "5"])
+    assert bad.exit_code == 1, bad.output
+    assert "no sentinel names a primary for 'no-such-service'" in bad.output
