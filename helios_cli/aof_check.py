@@ -8,10 +8,11 @@ more remains.
 
 Only a line the last AOF part ends inside (no newline) is a torn tail: a
 write cut short, never acknowledged under `appendfsync always`, so cutting it
-loses nothing.  A damaged line that ends with its newline is corruption even
-when it is the last one: its record was written whole and may have been
-acknowledged.  Cutting anything but a torn tail drops such records, which is
-why it needs --force.
+loses nothing.  A whole record followed by one more byte is not a write cut
+short but a record whose newline was altered (the scan says so).  A damaged
+line that ends with its newline is corruption even when it is the last one:
+its record was written whole and may have been acknowledged.  Cutting
+anything but a torn tail drops such records, which is why it needs --force.
 
 Repair keeps a copy of the whole file first, FILE.bak-<unix time>, written
 to a temp name, fsynced, renamed into place and the directory fsynced, and
@@ -201,8 +202,9 @@ def _refuse_unforced(d: Damage) -> RepairRefused:
     lost = f"{d.records_after} valid record(s) ({d.bytes_after} bytes)"
     if d.kind == LAST_RECORD:
         return RepairRefused(
-            f"damage at byte {d.offset} of {d.file} is not a torn tail: the line ends with its newline, so "
-            f"the record was written whole and then damaged, and it may have been acknowledged. Cutting "
+            f"damage at byte {d.offset} of {d.file} is not a torn tail: the line ends with its newline (or "
+            f"holds a whole record where its newline was altered), so the record was written whole and then "
+            f"damaged, and it may have been acknowledged. Cutting "
             f"drops it ({d.bytes_after} bytes); add --force to cut there anyway (a copy is kept)")
     if d.kind == ROTATED_PART:
         return RepairRefused(

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -233,3 +234,21 @@ def test_copy_of_damaged_dir_is_not_touched_by_aof_check(tmp_path: Path) -> None
     report = check_parts(DataDir(d).aof_parts(), NOW)
     assert report.damage is not None and report.damage.kind == "rotated_part"
     assert files_of(d) == files_of(copy)
+
+
+@pytest.mark.parametrize("bit", range(8))
+def test_a_flipped_last_newline_is_damage_not_a_torn_tail(tmp_path: Path, bit: int) -> None:
+    """Found by the property above: a flip of the file's last byte (the last record's newline) made the
+    record look torn, and recovery cut a whole, possibly acknowledged record without a word."""
+    d = tmp_path / "data"
+    write(d, [("cmd", [b"SET", b"a", b"1"]), ("cmd", [b"SET", b"b", b"2"])])
+    aof = DataDir(d).aof_path
+    blob = bytearray(aof.read_bytes())
+    last_line = bytes(blob).rindex(b"\n", 0, len(blob) - 1) + 1
+    blob[-1] ^= 1 << bit
+    aof.write_bytes(bytes(blob))
+    _, err = try_recover(d)
+    assert err is not None and err.offset == last_line and "newline" in err.message
+    dmg = check_parts([aof], NOW).damage
+    assert dmg is not None and dmg.kind == "last_record" and dmg.offset == last_line
+    assert aof.read_bytes() == bytes(blob)
