@@ -323,6 +323,11 @@ class Engine:
     def _emit(self, eff: tuple) -> None:
         if self._on_effect is not None:
             self._on_effect(eff)
+            apply_effect(self.ks, eff, self._undo)
+            self._effects.append(eff)
+            if self.memory.after:  # the estimate's second half for effects it recounts (evict.py)
+                self.memory.settle(self.ks.data, self.ks.expires)
+            return
         apply_effect(self.ks, eff, self._undo)
         self._effects.append(eff)
 

@@ -53,6 +53,9 @@ SET_MEMBER = STR + 60
 ZSET_MEMBER = STR + 130   # dict entry, float, (score, member) tuple in the SortedList
 LIST_ITEM = STR + 8
 POOL_SIZE = 16    # EVPOOL_SIZE
+# Effects whose change `Memory._container` computes from the effect itself (no recount of the key).
+_INCREMENTAL = frozenset({"HSET", "HDEL", "SADD", "SREM", "ZADD", "ZREM", "LPUSH", "RPUSH", "LINSERT", "LPOP",
+                          "RPOP"})
 LFU_LOG_FACTOR = 10
 LFU_DECAY_MS = 60_000
 LFU_INIT = 5
@@ -95,6 +98,16 @@ class Memory:
     """The running estimate of the keyspace's size (see the module doc)."""
 
     used: int = 0
+    # Keys an effect of another kind changed: their old estimate was taken off before it applied,
+    # the new one is added by `settle` right after (the engine calls it).
+    after: list[bytes] = field(default_factory=list)
+
+    def settle(self, data: dict, expires: dict) -> None:
+        for key in self.after:
+            value = data.get(key)
+            if value is not None:
+                self.used += estimate(key, value, key in expires)
+        self.after.clear()
 
     def recount(self, data: dict, expires: dict) -> None:
         self.used = sum(estimate(k, v, k in expires) for k, v in data.items())
@@ -137,8 +150,14 @@ class Memory:
         elif op == "PERSIST":
             if old is not None and key in expires:
                 d -= EXPIRY
-        else:
+        elif op in _INCREMENTAL:
             d = self._container(op, eff, key, old, expires)
+        else:
+            # Any other effect (SETRANGE, LSET, LTRIM, ... and effects added later): the key's
+            # estimate before, then after (`settle`); O(1) for strings, O(size) for a container.
+            if old is not None:
+                d -= estimate(key, old, key in expires)
+            self.after.append(key)
         self.used += d
 
     @staticmethod
@@ -178,31 +197,13 @@ class Memory:
             items = eff[2] if op != "LINSERT" else [eff[3]]
             d += base if old is None else 0
             d += sum(len(i) + LIST_ITEM for i in items)
-        elif type(old) is deque:
-            before = value_size(old)
-            after = _list_after(op, eff, old)
-            d += after - before
-            if after == CONTAINER:  # emptied: the key goes
-                d -= KEY + len(key) + CONTAINER + (EXPIRY if key in expires else 0)
+        elif (op == "LPOP" or op == "RPOP") and type(old) is deque:
+            n = min(eff[2], len(old))
+            gone = list(old)[:n] if op == "LPOP" else list(old)[len(old) - n:]
+            d -= sum(len(i) + LIST_ITEM for i in gone)
+            if n == len(old):  # emptied: the key goes
+                d -= base + (EXPIRY if key in expires else 0)
         return d
-
-
-def _list_after(op: str, eff: tuple, lst: deque) -> int:
-    """value_size of the list once `eff` is applied (computed without applying it)."""
-    items = list(lst)
-    if op == "LPOP":
-        items = items[eff[2]:]
-    elif op == "RPOP":
-        items = items[:len(items) - eff[2]] if eff[2] else items
-    elif op == "LSET":
-        items[eff[2]] = eff[3]
-    elif op == "LTRIM":
-        items = items[eff[2]:len(items) - eff[3]]
-    elif op == "LREM":
-        count, value = eff[2], eff[3]
-        n = items.count(value) if count == 0 else min(items.count(value), abs(count))
-        return CONTAINER + sum(len(i) + LIST_ITEM for i in items) - n * (len(value) + LIST_ITEM)
-    return CONTAINER + sum(len(i) + LIST_ITEM for i in items)
 
 
 @dataclass

@@ -92,9 +92,10 @@ _EVENTS: dict[str, tuple[str, int]] = {
     "zunionstore": ("zunionstore", ZSET), "zinterstore": ("zinterstore", ZSET), "zdiffstore": ("zdiffstore", ZSET),
     "zrangestore": ("zrangestore", ZSET),
 }
-_CREATES = frozenset({"SET", "ZADD", "HSET", "SADD", "LPUSH", "RPUSH"})
+_CREATES = frozenset({"SET", "SETRANGE", "ZADD", "HSET", "SADD", "LPUSH", "RPUSH"})
 _EMPTIES = frozenset({"ZREM", "HDEL", "SREM", "LPOP", "RPOP", "LREM", "LTRIM"})
 _OP_CLASS = {"ZADD": ZSET, "ZREM": ZSET, "HSET": HASH, "HDEL": HASH, "SADD": SET, "SREM": SET, "SET": STR,
+             "SETRANGE": STR,
              "LPUSH": LIST, "RPUSH": LIST, "LPOP": LIST, "RPOP": LIST, "LSET": LIST, "LINSERT": LIST,
              "LREM": LIST, "LTRIM": LIST}
 

@@ -47,6 +47,8 @@ COMMANDS = st.one_of(
     st.tuples(st.just(b"SET"), KEYS, VAL).map(list),
     st.tuples(st.just(b"SET"), KEYS, VAL, st.just(b"PX"), st.integers(1, 50).map(lambda n: b"%d" % n)).map(list),
     st.tuples(st.just(b"APPEND"), KEYS, VAL).map(list),
+    st.tuples(st.just(b"SETRANGE"), KEYS, st.sampled_from([b"0", b"3", b"20"]), VAL).map(list),
+    st.tuples(st.just(b"LINSERT"), KEYS, st.sampled_from([b"BEFORE", b"AFTER"]), VAL, VAL).map(list),
     st.tuples(st.just(b"DEL"), KEYS).map(list),
     st.tuples(st.just(b"EXPIRE"), KEYS, st.sampled_from([b"1", b"100", b"-1"])).map(list),
     st.tuples(st.just(b"PERSIST"), KEYS).map(list),
