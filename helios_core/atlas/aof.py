@@ -92,18 +92,24 @@ def scan_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
     """(offset, line without newline, ended by a newline) for every line of the file."""
     with open(path, "rb") as f:
         offset = 0
-        rest = b""
+        pending: list[bytes] = []  # the start of a line no newline has ended yet
         while True:
             chunk = f.read(CHUNK)
             if not chunk:
                 break
-            lines = (rest + chunk if rest else chunk).split(b"\n")
-            rest = lines.pop()
+            if pending:
+                pending.append(chunk)
+                if b"\n" not in chunk:
+                    continue  # a line longer than a chunk (a big value): joined once, not per chunk
+                chunk = b"".join(pending)
+            lines = chunk.split(b"\n")
+            last = lines.pop()
+            pending = [last] if last else []
             for line in lines:
                 yield offset, line, True
                 offset += len(line) + 1
-        if rest:
-            yield offset, rest, False
+        if pending:
+            yield offset, b"".join(pending), False
 
 
 def newline_damaged(line: bytes, now_ms: int) -> bool:

@@ -143,3 +143,26 @@ def test_engine_records_decode_back() -> None:
     eff = [("SET", b"k", b"\xff", NOW + 5), ("ZADD", b"z", [(float("inf"), b"m")]), ("LTRIM", b"l", 1, 2)]
     line = encode_record(7, eff)
     assert decode_line(line[:-1], NOW) == (7, ("MULTI", eff))
+
+
+@fuzz(100)
+@given(st.lists(st.sampled_from([b"\n", b"a", b"bc", b"{}", b"\n\n", b"x" * 9]), max_size=30).map(b"".join),
+       st.integers(1, 12))
+def test_scan_lines_reads_lines_across_any_chunk_size(blob: bytes, chunk: int) -> None:
+    """Lines longer than a read are gathered and joined once (they used to be re-copied on every read)."""
+    from helios_core.atlas import aof
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "appendonly.aof"
+        path.write_bytes(blob)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(aof, "CHUNK", chunk)  # reads of `chunk` bytes: the real file, the real reader
+            got = list(aof.scan_lines(path))
+    parts = blob.split(b"\n")
+    want, offset = [], 0
+    for i, line in enumerate(parts):
+        complete = i < len(parts) - 1
+        if complete or line:
+            want.append((offset, line, complete))
+        offset += len(line) + 1
+    assert got == want
