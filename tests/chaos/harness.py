@@ -111,6 +111,7 @@ class Gateway:
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.token = ""
+        self.admin_password = ""  # printed once on a first start (the only copy with a remote store)
 
     def start(self, timeout: float = 60) -> Gateway:
         where = ["--data", str(self.data)] if self.data is not None else ["--store", str(self.store)]
@@ -124,6 +125,8 @@ class Gateway:
             line = self.proc.stdout.readline().decode()
             if not line:
                 raise AssertionError(f"gateway exited with {self.proc.wait()}:\n{self.log()[-3000:]}")
+            if line.startswith("    ") and not self.admin_password:
+                self.admin_password = line.strip()
             if "listening on" in line:
                 self.url = line.split("listening on ")[1].split()[0]
                 threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep the pipe drained
@@ -151,10 +154,11 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.kill9()
 
-    def login(self, password_file: Path | None = None) -> str:
-        pw_file = password_file or (self.data / "initial_admin_password" if self.data else None)
-        assert pw_file is not None
-        password = pw_file.read_text().strip()
+    def login(self) -> str:
+        if self.data is not None:
+            password = (self.data / "initial_admin_password").read_text().strip()
+        else:
+            password = self.admin_password
         code, _, body = self.api("POST", "/api/v1/auth/login", {"username": "admin", "password": password},
                                  auth=False)
         assert code == 200, body
