@@ -1132,7 +1132,8 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "hello": ("connection", "6.0.0", "[protover [AUTH username password] [SETNAME clientname]]",
               "Handshakes with the server."),
     "reset": ("connection", "6.2.0", "", "Resets the connection."),
-    "client": ("connection", "2.4.0", "ID|GETNAME|SETNAME name|SETINFO attr value|INFO|LIST|KILL",
+    "client": ("connection", "2.4.0", "ID|GETNAME|SETNAME name|SETINFO attr value|INFO|LIST|KILL|REPLY|PAUSE|"
+               "UNPAUSE|UNBLOCK|TRACKING|NO-EVICT",
                "A container for client connection commands."),
     # transactions
     "multi": ("transactions", "1.2.0", "", "Starts a transaction."),
@@ -1164,6 +1165,13 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "bgrewriteaof": ("server", "1.0.0", "", "Asynchronously compacts the append-only file (a snapshot "
                      "plus AOF rotation here)."),
     "lastsave": ("server", "1.0.0", "", "Returns the Unix timestamp of the last successful save to disk."),
+    "slowlog": ("server", "2.2.12", "GET [count]|LEN|RESET", "A container for slow log commands."),
+    "memory": ("server", "4.0.0", "USAGE key [SAMPLES count]|STATS|DOCTOR|PURGE|MALLOC-STATS",
+               "A container for memory diagnostics commands (USAGE: atlasd's estimate)."),
+    "latency": ("server", "2.8.13", "LATEST|HISTORY event|RESET [event ...]|DOCTOR|HISTOGRAM",
+                "A container for latency diagnostics commands (always empty here)."),
+    "role": ("server", "2.8.12", "", "Returns the replication role."),
+    "monitor": ("server", "1.0.0", "", "Listens for all requests received by the server in real-time."),
     "shutdown": ("server", "1.0.0", "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]",
                  "Synchronously saves the database(s) to disk and shuts down the server."),
 }
