@@ -57,7 +57,6 @@ Config: the gateway's own store (`StoreConfigSource`: ``/admin/proxy/*`` and
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
@@ -102,7 +101,6 @@ _HOP = frozenset({"connection", "keep-alive", "te", "trailer", "transfer-encodin
 # Made again for this hop, or the gateway's own business.
 _REPLACED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via", "traceparent",
                        "x-request-id", "authorization", "content-length", "expect"})
-_TRACEPARENT_RE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 GAUGE_INTERVAL = 2.0  # seconds between refreshes of the proxy's health and breaker gauges
 _PENDING_LIMIT = 256 * 1024  # request body bytes held while the upstream connection is being made
 _UNLIMITED_BODY = 1 << 62
@@ -262,13 +260,9 @@ class ProxiedHandler(BaseHandler):
         gw.inflight += 1
         self._tracked = True
         self.sticky_header("X-Request-ID", self.request_id)
-        # This hop's span, child of the caller's trace (or a new trace): sent upstream as the parent.
-        m = _TRACEPARENT_RE.fullmatch(self.request.headers.get("traceparent", ""))
-        if m and m.group(1) != "0" * 32:
-            self._trace = (m.group(1), f"{random.getrandbits(64):016x}", m.group(3))
-        else:
-            self._trace = (f"{random.getrandbits(128):032x}", f"{random.getrandbits(64):016x}", "01")
-        self.sticky_header("traceparent", self.traceparent)
+        # This hop's span (tracing on) or ids, child of the caller's trace or a new one: sent upstream
+        # as the parent.
+        self._start_trace()
 
         service = self.proxy.service
         if service is None:
@@ -278,6 +272,9 @@ class ProxiedHandler(BaseHandler):
         if match is None:
             raise HeliosError(f"no route for {method} {self.request.path[:200]}", code="not_found", status=404)
         route = match.route
+        if self._span is not None:  # named "GET proxy" until the route was known
+            self._span.update_name(f"{method} {route.id}")
+            self._span.set_attribute("http.route", route.id)
         if route.require_auth:
             try:
                 await self._authenticate()
@@ -434,6 +431,7 @@ class ProxiedHandler(BaseHandler):
         self._untrack()  # a WebSocket may live for hours: not a request the gateway's shutdown waits for
         stream = self.detach()
         self.gw.request_done(self)  # the request's metrics and access log line, as finish() would
+        self._end_trace()  # on_finish never runs for a detached request
         tunnel.attach(stream)
 
     async def get(self) -> None:

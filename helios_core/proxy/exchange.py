@@ -19,9 +19,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from helios_core.observability import tracing
 from helios_core.proxy.upstream import UpstreamConnection, UpstreamUnavailable
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from helios_core.proxy.model import Route
     from helios_core.proxy.server import ClientConnection, Request
     from helios_core.proxy.state import BackendState, PoolState
@@ -158,7 +161,7 @@ class Exchange:
     __slots__ = ("client", "service", "req", "route", "path", "pool_state", "conn", "backend", "tried",
                  "sent_head", "body_sent", "status", "framing", "responded", "done", "paused", "last_error",
                  "timed_out", "upstream_started", "bytes_out", "base", "netloc", "keep_alive", "expired",
-                 "stale_retried", "loop", "last_activity", "deadline", "_task", "__weakref__")
+                 "stale_retried", "loop", "last_activity", "deadline", "_task", "span", "__weakref__")
 
     def __init__(self, client: ClientConnection, req: Request, route: Route, upstream_path: str,
                  pool_state: PoolState) -> None:
@@ -191,6 +194,7 @@ class Exchange:
         self.last_activity = now = loop.time()
         self.deadline = now + route.timeouts.total
         self._task: asyncio.Task[None] | None = None
+        self.span: Span | None = None  # helios proxy's SERVER span, only while tracing is on
         client.service.active.add(self)
 
     # --- tries ---
@@ -351,6 +355,8 @@ class Exchange:
         self.service.metrics.request(self.route.id, backend_id, status)
         self.service.log_request(self.req, self.client.peer, status, self.route.id, backend_id or None,
                                  len(self.tried), 0, error=message)
+        if self.span is not None:
+            self._end_span(status, message)
         self.client.answer_error(self.req, status, message, retry_after=retry_after, close=close, log=False)
 
     # --- ResponseSink (called by UpstreamConnection) ---
@@ -422,7 +428,22 @@ class Exchange:
         if service.access_log:  # its arguments are not even gathered when there is no access log
             service.log_request(self.req, self.client.peer, self.status, self.route.id, backend_id,
                                 len(self.tried), self.bytes_out)
+        if self.span is not None:
+            self._end_span(self.status, None)
         self.conn = None
+
+    def _end_span(self, status: int, error: str | None) -> None:
+        span, self.span = self.span, None
+        if span is None:
+            return
+        if span.is_recording():
+            span.set_attribute("http.response.status_code", status)
+            span.set_attribute("helios.proxy.tries", len(self.tried))
+            if self.backend is not None:
+                span.set_attribute("helios.proxy.backend", self.backend.backend.id)
+            if status >= 500 or error:
+                tracing.set_error(span, error or f"HTTP {status}")
+        span.end()
 
     def upstream_failed(self, exc: BaseException) -> None:
         if self.done:
@@ -438,6 +459,8 @@ class Exchange:
         self.service.log_request(self.req, self.client.peer, self.status, self.route.id,
                                  self.backend.backend.id if self.backend else None, len(self.tried),
                                  self.bytes_out, error=str(exc) or type(exc).__name__)
+        if self.span is not None:
+            self._end_span(self.status, str(exc) or type(exc).__name__)
         self.conn = None
         self.client.closing = True
         if self.client.transport is not None:
@@ -488,6 +511,8 @@ class Exchange:
         self.service.log_request(self.req, self.client.peer, 499, self.route.id,
                                  self.backend.backend.id if self.backend else None, len(self.tried),
                                  self.bytes_out)
+        if self.span is not None:
+            self._end_span(499, "client closed the connection")
 
     # --- timeouts ---
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from helios_core.proxy.server import Request
 
-__all__ = ["BadRequest", "HeadInfo", "apply", "derive", "new_id", "next_random_hex"]
+__all__ = ["BadRequest", "HeadInfo", "apply", "derive", "new_id", "next_random_hex", "retrace"]
 
 # Request headers the proxy reads or replaces, by lower-case name (one dict probe per header).
 (_K_HOST, _K_LENGTH, _K_TE, _K_CONNECTION, _K_UPGRADE, _K_EXPECT, _K_XFF, _K_XFP, _K_XFH, _K_VIA, _K_TRACEPARENT,
@@ -91,7 +91,7 @@ class HeadInfo:
     """What one header list (on one client connection) makes of a request, ids aside."""
 
     __slots__ = ("headers", "upgrade_asked", "http11", "host", "length", "chunked", "upgrade", "expect_continue",
-                 "before", "after", "request_id", "request_id_line", "trace_id")
+                 "before", "after", "request_id", "request_id_line", "trace_id", "untraced", "parent", "tracestate")
 
     def __init__(self, headers: list[tuple[bytes, bytes]], upgrade_asked: bool, http11: bool) -> None:
         self.headers = headers  # the key: the next request's list is compared with it
@@ -107,6 +107,11 @@ class HeadInfo:
         self.request_id: str | None = None  # the client's X-Request-Id, when usable
         self.request_id_line = True  # whether a made id goes upstream (not when the client's was too long)
         self.trace_id: str | None = None  # the client's valid traceparent's trace id
+        # With tracing on (`retrace`): `before` without the traceparent/tracestate lines, the client's
+        # valid traceparent (the parent of the proxy's span, "" for none) and its tracestate line.
+        self.untraced = b""
+        self.parent = ""
+        self.tracestate = b""
 
     def matches(self, headers: list[tuple[bytes, bytes]], upgrade_asked: bool, http11: bool) -> bool:
         return self.headers == headers and self.upgrade_asked == upgrade_asked and self.http11 == http11
@@ -197,12 +202,14 @@ def derive(headers: list[tuple[bytes, bytes]], upgrade_asked: bool, http11: bool
         out.append(b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\nVia: %b1.1 helios\r\n"
                    % (xff + b", " + peer if trusted and xff else peer,
                       xfp if trusted and xfp else scheme, via + b", " if via else b""))
+    info.untraced = b"".join(out)
     if tp is not None and _valid_traceparent(tp):
-        out.append(b"traceparent: %b\r\n" % tp.strip())
-        if ts is not None:
-            out.append(b"tracestate: %b\r\n" % ts)
-        info.trace_id = tp.strip()[3:35].decode()
-    info.before = b"".join(out)
+        info.parent = tp.strip().decode("latin-1")
+        info.tracestate = b"tracestate: %b\r\n" % ts if ts is not None else b""
+        info.trace_id = info.parent[3:35]
+        info.before = b"%btraceparent: %b\r\n%b" % (info.untraced, tp.strip(), info.tracestate)
+    else:
+        info.before = info.untraced
     if info.upgrade is not None:
         info.after = b"Connection: Upgrade\r\nUpgrade: %b\r\n" % info.upgrade
     elif info.chunked:
@@ -239,3 +246,16 @@ def apply(info: HeadInfo, req: Request) -> None:
         req.trace_id = tid
     parts.append(info.after)
     req.fwd = b"".join(parts)
+
+
+def retrace(info: HeadInfo, req: Request, traceparent: str) -> None:
+    """With tracing on: the header block `apply` made, with `traceparent` (this hop's span) sent upstream
+    instead of the client's or a made-up one; the client's tracestate goes on with it."""
+    parts = [info.untraced]
+    if info.request_id is None and info.request_id_line:
+        parts.append(b"X-Request-Id: %b\r\n" % req.request_id.encode("latin-1"))
+    parts.append(b"traceparent: %b\r\n" % traceparent.encode("latin-1"))
+    parts.append(info.tracestate)
+    parts.append(info.after)
+    req.fwd = b"".join(parts)
+    req.trace_id = traceparent[3:35]

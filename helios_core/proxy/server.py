@@ -40,10 +40,11 @@ from typing import TYPE_CHECKING, cast
 import httptools
 import orjson
 
+from helios_core.observability import tracing
 from helios_core.observability.logging import get_logger
 from helios_core.proxy.exchange import Exchange, TunnelSink
 from helios_core.proxy.reqhead import BadRequest as _BadRequest
-from helios_core.proxy.reqhead import HeadInfo, apply, derive, new_id
+from helios_core.proxy.reqhead import HeadInfo, apply, derive, new_id, retrace
 from helios_core.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class Request:
 
     __slots__ = ("method", "url", "headers", "http11", "keep_alive", "upgrade", "chunked", "length",
                  "complete", "host", "fwd", "pending", "pending_bytes", "exchange", "expect_continue",
-                 "request_id", "trace_id", "header_bytes", "started", "body_bytes")
+                 "request_id", "trace_id", "header_bytes", "started", "body_bytes", "head")
 
     def __init__(self) -> None:
         self.method = "GET"
@@ -126,6 +127,7 @@ class Request:
         self.header_bytes = 0
         self.started = 0.0
         self.body_bytes = 0
+        self.head: HeadInfo | None = None  # kept only while tracing is on: `retrace` needs it
 
     @property
     def body_done(self) -> bool:
@@ -330,6 +332,8 @@ class ClientConnection(asyncio.Protocol):
         if limit is not None and info.length is not None and info.length > limit:
             raise _BadRequest(413, f"request body over {limit} bytes")
         apply(info, req)
+        if tracing.state.on:
+            req.head = info
 
     def _body(self, req: Request, framed: bytes) -> None:
         exchange = req.exchange
@@ -368,7 +372,23 @@ class ClientConnection(asyncio.Protocol):
         exchange = Exchange(self, req, match.route, match.upstream_path, pool_state)
         self.exchange = exchange
         req.exchange = exchange
+        if req.head is not None:  # tracing on: set before the first try sends the head
+            self._trace(req, req.head, exchange)
         exchange.start(now)
+
+    @staticmethod
+    def _trace(req: Request, info: HeadInfo, exchange: Exchange) -> None:
+        """This request's SERVER span, child of the client's traceparent (or a new trace), sent upstream
+        as the parent; the exchange ends it with the status."""
+        route = exchange.route
+        span = tracing.start_span(f"{req.method} {route.id}", kind=tracing.SpanKind.SERVER, parent=info.parent,
+                                  attributes={"http.request.method": req.method, "http.route": route.id,
+                                              "url.path": req.url.split(b"?", 1)[0].decode("latin-1")[:2000],
+                                              "helios.request_id": req.request_id})
+        exchange.span = span
+        traceparent = tracing.traceparent_of(span)
+        if traceparent:
+            retrace(info, req, traceparent)
 
     def _local(self, req: Request) -> None:
         path = req.url.split(b"?", 1)[0]
