@@ -94,8 +94,10 @@ def serve_main() -> None:
 class ProxyProcess:
     """The proxy on FILE, port 0, in a subprocess (`helios proxy` itself with `cli`); `port`, `log()`, `stop()`."""
 
-    def __init__(self, config: Path, *args: str, log_path: Path | None = None, cli: bool = False) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
+    def __init__(self, config: Path, *args: str, log_path: Path | None = None, cli: bool = False,
+                 env: dict[str, str] | None = None) -> None:
+        """`env`: HELIOS_* settings for the process (the caller's own are never passed on)."""
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}, **(env or {})}
         self.log_path = log_path or config.with_suffix(".log")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         if cli:
