@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test run lint docs bench fuzz
+.PHONY: venv test run lint docs bench fuzz chaos
 
 venv: $(STAMP)
 
@@ -63,3 +63,19 @@ fuzz: venv
 		mkdir -p .hypothesis/atheris-corpus && \
 		$(VENV)/bin/python tests/fuzz/atheris_resp.py -max_total_time=$(FUZZ_SECONDS) .hypothesis/atheris-corpus; \
 	else echo "atheris is not installed (pip install atheris: Linux x86_64 wheels): skipping tests/fuzz/atheris_resp.py"; fi
+
+# make chaos: the long form of tests/chaos (issue 16 §1; make test runs its short form): at least 30
+# SIGKILLs per daemon (atlasd, gateway, proxy, backends, workers), disk full, partitions and clock
+# steps, then docs/reliability.md from the run (scenarios, iterations, checks, results, date, commit).
+# CHAOS_KILLS=N sets every scenario's kill count; HELIOS_CHAOS_SEED varies the random moments.
+# docs/reliability.md is written even when a test fails (the failure is in its table); the exit
+# status is pytest's.
+CHAOS_KILLS ?=
+CHAOS_RECORD := .pytest_cache/chaos-record.jsonl
+CHAOS_JUNIT := .pytest_cache/chaos-junit.xml
+chaos: venv
+	mkdir -p .pytest_cache && rm -f $(CHAOS_RECORD) $(CHAOS_JUNIT)
+	HELIOS_CHAOS_LONG=1 HELIOS_CHAOS_RECORD=$(CURDIR)/$(CHAOS_RECORD) $(if $(CHAOS_KILLS),HELIOS_CHAOS_KILLS=$(CHAOS_KILLS)) \
+		$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) -o timeout=3600 --junitxml=$(CHAOS_JUNIT) tests/chaos \
+		$(PYTEST_ARGS); status=$$?; \
+	$(VENV)/bin/python -m tests.chaos.report $(CHAOS_RECORD) $(CHAOS_JUNIT) docs/reliability.md; exit $$status

@@ -28,11 +28,15 @@ from typing import Any
 import pytest
 
 __all__ = ["HELIOS", "LONG", "ROOT", "Gateway", "HttpResult", "chaos_long", "clean_env", "fd_count", "http",
-           "iterations", "record", "rss_kb", "wait_for"]
+           "iterations", "record", "rss_kb", "seed", "wait_for"]
 
 HELIOS = str(Path(sys.executable).with_name("helios"))
 ROOT = Path(__file__).resolve().parents[2]
+# Read once at import: tests/conftest.py removes every HELIOS_* variable before each test runs.
 LONG = os.environ.get("HELIOS_CHAOS_LONG") == "1"
+_KILLS = os.environ.get("HELIOS_CHAOS_KILLS", "")
+_RECORD = os.environ.get("HELIOS_CHAOS_RECORD", "")
+_SEED = os.environ.get("HELIOS_CHAOS_SEED", "")
 
 # For a test that runs only in the long form.
 chaos_long = pytest.mark.skipif(not LONG, reason="long form only: make chaos (HELIOS_CHAOS_LONG=1)")
@@ -40,21 +44,25 @@ chaos_long = pytest.mark.skipif(not LONG, reason="long form only: make chaos (HE
 
 def iterations(short: int, long: int = 30) -> int:
     """How many kills (or rounds) a scenario runs: HELIOS_CHAOS_KILLS wins, then the form's number."""
-    forced = os.environ.get("HELIOS_CHAOS_KILLS")
-    if forced:
-        return max(1, int(forced))
+    if _KILLS:
+        return max(1, int(_KILLS))
     return long if LONG else short
 
 
 def record(scenario: str, checks: str, iterations: int, result: str = "pass", **measured: Any) -> None:
     """One line for docs/reliability.md (only when make chaos asked for a record)."""
-    path = os.environ.get("HELIOS_CHAOS_RECORD")
+    path = _RECORD
     if not path:
         return
     line = {"scenario": scenario, "checks": checks, "iterations": iterations, "result": result,
             "measured": measured, "ts": time.time()}
     with open(path, "a", encoding="utf-8") as f:  # one short append per line: safe across xdist workers
         f.write(json.dumps(line) + "\n")
+
+
+def seed(default: str) -> str:
+    """The random moments' seed: HELIOS_CHAOS_SEED when set (to replay a run), else the scenario's own."""
+    return _SEED or default
 
 
 def wait_for(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:

@@ -14,16 +14,16 @@ restart the invariant checker reads them all back:
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from tests.chaos.harness import iterations, record
+from tests.chaos.harness import iterations, record, seed
 from tests.integration.test_atlasd_support import Daemon
 
 pytestmark = pytest.mark.slow
@@ -72,8 +72,8 @@ class Writers:
             t.join(30)
 
 
-def kill_rounds(tmp_path: Path, fsync: str, kills: int, seed: str) -> dict[str, float]:
-    rng = random.Random(os.environ.get("HELIOS_CHAOS_SEED", seed))
+def kill_rounds(tmp_path: Path, fsync: str, kills: int, name: str) -> dict[str, Any]:
+    rng = random.Random(seed(name))
     data = tmp_path / "data"
     daemon = Daemon(data, "--appendfsync", fsync).start(wait=True)
     acked_total = lost_total = 0

@@ -23,7 +23,6 @@ The invariant checker, after each restart and at the end (appendfsync always):
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import Gateway, iterations, record, wait_for
+from tests.chaos.harness import Gateway, iterations, record, seed, wait_for
 
 pytestmark = pytest.mark.slow
 VISIBILITY_S = 2
@@ -133,7 +132,7 @@ def check_kv(gw: Gateway, kv_last: dict[str, int]) -> None:
 
 
 def test_gateway_sigkill_mixed_load(tmp_path: Path) -> None:
-    rng = random.Random(os.environ.get("HELIOS_CHAOS_SEED", "gateway"))
+    rng = random.Random(seed("gateway"))
     kills = iterations(3)
     data = tmp_path / "data"
     kv_last: dict[str, int] = {}

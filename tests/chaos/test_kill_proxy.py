@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import HELIOS, clean_env, fd_count, http, iterations, record, wait_for
+from tests.chaos.harness import HELIOS, clean_env, fd_count, http, iterations, record, seed, wait_for
 from tests.integration.proxy import pool, route, write_config
 from tests.integration.test_atlasd_support import unused_port
 from tests.proxy_backend import BackendProcess
@@ -115,7 +115,7 @@ def config(tmp_path: Path, backends: list[BackendProcess]) -> Path:
 
 
 def test_backend_sigkills_no_error_for_gets_while_one_is_up(tmp_path: Path) -> None:
-    rng = random.Random(os.environ.get("HELIOS_CHAOS_SEED", "backends"))
+    rng = random.Random(seed("backends"))
     kills = iterations(3)
     backends = [BackendProcess(f"b{i}") for i in range(3)]
     proxy = Proxy(config(tmp_path, backends), tmp_path)

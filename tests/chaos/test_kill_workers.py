@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import HELIOS, Gateway, clean_env, iterations, record, wait_for
+from tests.chaos.harness import HELIOS, Gateway, clean_env, iterations, record, seed, wait_for
 
 pytestmark = pytest.mark.slow
 VISIBILITY_S = 2
@@ -49,7 +49,7 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_worker_sigkills_jobs_all_end_and_rerun_only_after_a_kill(tmp_path: Path) -> None:
-    rng = random.Random(os.environ.get("HELIOS_CHAOS_SEED", "workers"))
+    rng = random.Random(seed("workers"))
     kills = iterations(3)
     log = tmp_path / "runs.log"
     gw = Gateway(tmp_path, data=tmp_path / "data").start()

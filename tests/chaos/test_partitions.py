@@ -67,7 +67,7 @@ def apply(relay: FaultRelay, fault: str, arg: float | int | str | None) -> None:
 
 def test_gateway_to_remote_store(remote_store: tuple[int, str], tmp_path: Path) -> None:
     port, password = remote_store
-    rounds = iterations(1, 10)
+    rounds = iterations(1, 5)
     with FaultRelay(("127.0.0.1", port)) as relay:
         gw = Gateway(tmp_path, store=f"redis://127.0.0.1:{relay.address[1]}/?timeout=2&connect_timeout=2{password}",
                      env={"HELIOS_AUTH__JWT_KEYS": "k1=" + "s" * 40, "HELIOS_AUTH__BCRYPT_COST": "4"}).start()
@@ -187,7 +187,7 @@ def test_worker_to_gateway_lease_expires_and_redelivers(tmp_path: Path) -> None:
 
 
 def test_proxy_to_backend(tmp_path: Path) -> None:
-    rounds = iterations(1, 10)
+    rounds = iterations(1, 5)
     good, cut = BackendProcess("good"), BackendProcess("cut")
     try:
         with FaultRelay(("127.0.0.1", cut.port)) as relay:
