@@ -32,7 +32,7 @@ def pool(backends: Sequence[tuple[str, str] | tuple[str, str, int]], *, balancer
     """A pool record; health checks every 0.2 s on /healthz by default (fast tests)."""
     return {
         "balancer": balancer,
-        "backends": [{"id": b[0], "url": b[1], "weight": b[2] if len(b) > 2 else 1} for b in backends],  # type: ignore[misc]
+        "backends": [{"id": b[0], "url": b[1], "weight": b[2] if len(b) > 2 else 1} for b in backends],
         "health": health if health is not None else {"path": "/healthz", "interval": 0.2, "timeout": 1,
                                                      "rise": 1, "fall": 1},
         **extra,
@@ -156,7 +156,8 @@ class ProxyProcess:
     def status(self) -> dict[str, Any]:
         status, _, body = request(self.port, "GET", "/_helios/proxy/status")
         assert status == 200, body
-        return json.loads(body)
+        doc: dict[str, Any] = json.loads(body)
+        return doc
 
     def __enter__(self) -> ProxyProcess:
         return self
