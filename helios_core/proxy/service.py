@@ -106,8 +106,11 @@ async def open_store_source(config: HeliosConfig, *, data_dir: Path | None = Non
     embedded, and this process then serves its unix socket as atlasd would (mode 0600, as the
     gateway does: issue 13 section 5), so ``helios snapshot --data DIR`` and ``helios proxy route
     list --data DIR`` work while the proxy runs; closing stops serving it, then closes the store.
+    An embedded engine's ``atlas_*`` are on the proxy's metrics while it is open (one vocabulary
+    wherever the engine runs: issue 13 section 3).
     """
     from helios_core.atlas.daemon import SOCKET_NAME, UNIX_PATH_MAX, AtlasServer
+    from helios_core.atlas.metrics import export_engine
     from helios_core.proxy.store_config import StoreConfigSource
     from helios_core.store import EmbeddedStore
     from helios_core.store.url import open_store
@@ -127,12 +130,14 @@ async def open_store_source(config: HeliosConfig, *, data_dir: Path | None = Non
         except BaseException:
             await store.close()
             raise
+    unexport = export_engine(store)  # a no-op for a remote store (its engine exports its own)
 
     async def close() -> None:
         try:
             if lender is not None:
                 await lender.stop_serving()
         finally:
+            unexport()
             await store.close()
 
     return StoreConfigSource(store), close

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 HELIOS = str(Path(sys.executable).with_name("helios"))
 README = Path(__file__).resolve().parents[2] / "README.md"
-KINDS = ("atlasd", "gateway", "gateway --data", "proxy", "worker")
+KINDS = ("atlasd", "gateway", "gateway --data", "proxy", "proxy --data", "worker")
 # Sample labels that belong to the type, not to the metric's documented labels.
 TYPE_LABELS = {"le", "quantile"}
 
@@ -67,8 +67,9 @@ def read_table(readme: Path = README) -> dict[str, Row]:
 
 
 def expected_for(rows: dict[str, Row], kind: str) -> dict[str, Row]:
-    """The rows a daemon of `kind` must serve ("gateway" rows apply to a gateway with --data too)."""
-    kinds = {kind, "gateway"} if kind == "gateway --data" else {kind}
+    """The rows a daemon of `kind` must serve ("gateway" rows apply to a gateway with --data too, "proxy"
+    rows to a proxy with --data)."""
+    kinds = {kind, kind.removesuffix(" --data")}
     return {name: r for name, r in rows.items() if r.daemons & kinds}
 
 
@@ -219,7 +220,7 @@ def test_readme_table_is_well_formed() -> None:
     # The engine's metrics wherever the engine runs.
     for row in rows.values():
         if row.name.startswith("atlas_") and row.name not in ("atlas_connected_clients", "atlas_connections_total"):
-            assert {"atlasd", "gateway --data"} <= row.daemons, row.name
+            assert {"atlasd", "gateway --data", "proxy --data"} <= row.daemons, row.name
 
 
 def test_every_daemon_serves_the_documented_metrics(tmp_path: Path, procs: Procs, request: pytest.FixtureRequest,
@@ -257,6 +258,10 @@ def test_every_daemon_serves_the_documented_metrics(tmp_path: Path, procs: Procs
     proxy = procs.start("proxy", ["proxy", "--config", str(config), "--port", "0"], LISTENING)
     assert get(f"{proxy}/x")[0] == 502
     check("proxy", scrape(f"{proxy}/_helios/proxy/metrics"), rows)
+    # A proxy with its routes in its own embedded store (--data): the engine's atlas_* as well.
+    proxy_data = procs.start("proxy-data", ["proxy", "--data", str(tmp_path / "px"), "--port", "0"], LISTENING)
+    assert get(f"{proxy_data}/x")[0] == 404  # no route yet
+    check("proxy --data", scrape(f"{proxy_data}/_helios/proxy/metrics"), rows)
 
     # A worker with --metrics-port 0 (the port it chose is printed), leasing from the first gateway.
     password = (tmp_path / "gw" / "initial_admin_password").read_text().strip()
