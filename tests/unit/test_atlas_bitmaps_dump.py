@@ -101,3 +101,18 @@ def _naive_lcs(a: bytes, b: bytes) -> list[list[int]]:
 def test_lcs_bit_rows_equal_the_plain_table(a: bytes, b: bytes) -> None:
     rows, table = _LcsRows(a, b), _naive_lcs(a, b)
     assert [[rows(i, j) for j in range(len(b) + 1)] for i in range(len(a) + 1)] == table
+
+
+def test_object_idletime_and_freq_follow_the_eviction_policy(a: Atlas) -> None:
+    a("SET", "k", "v")
+    assert a("OBJECT", "IDLETIME", "k") == 0
+    assert a.error("OBJECT", "FREQ", "k").startswith("ERR An LFU maxmemory policy is not selected")
+    a.engine.evictor.set_policy("allkeys-lru", a.now)
+    a("GET", "k")
+    a.now += 7_500
+    assert a("OBJECT", "IDLETIME", "k") == 7
+    a.engine.evictor.set_policy("allkeys-lfu", a.now)
+    a("GET", "k")
+    assert a("OBJECT", "FREQ", "k") >= 5
+    assert a.error("OBJECT", "IDLETIME", "k").startswith("ERR An LFU maxmemory policy is selected")
+    assert a("OBJECT", "FREQ", "nope") is None

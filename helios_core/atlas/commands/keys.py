@@ -18,6 +18,7 @@ from helios_core.atlas.commands.table import (
     parse_int,
 )
 from helios_core.atlas.dump import BadFormat, PayloadError, dump_value, load_payload
+from helios_core.atlas.evict import LFU_DECAY_MS, LFU_INIT
 from helios_core.atlas.glob import compile_glob
 from helios_core.atlas.zset import ZSet
 from helios_core.errors import CommandError
@@ -455,10 +456,23 @@ def object_(ctx: Ctx, args: list[bytes]) -> Any:
         # Small integers are shared objects in Redis (refcount INT_MAX); everything else has its own.
         n = _as_long(value) if type(value) is bytes else None
         return INT_MAX if n is not None and 0 <= n < SHARED_INTEGERS else 1
+    # Access times and LFU counters exist only while an LRU/LFU maxmemory policy tracks them
+    # (evict.py); under any other policy IDLETIME is 0, where Redis would count from the last access.
+    evictor = getattr(ctx.engine, "evictor", None)
+    policy: str = getattr(evictor, "policy", "noeviction")
+    lfu = policy.endswith("-lfu")
+    last, counter = (evictor.access.get(args[1], (evictor.since_ms, LFU_INIT)) if evictor is not None
+                     and evictor.tracks_access else (ctx.now_ms, LFU_INIT))
     if sub == b"IDLETIME":
-        return 0  # ATLAS keeps no last-access time per key: every key reports 0 seconds
-    raise err("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when "
-              "switching between policies at runtime LRU and LFU data will take some time to adjust.")
+        if lfu:
+            raise err("ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when "
+                      "switching between policies at runtime LRU and LFU data will take some time to adjust.")
+        return max(ctx.now_ms - last, 0) // 1000
+    if not lfu:
+        raise err("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that "
+                  "when switching between policies at runtime LRU and LFU data will take some time to adjust.")
+    periods = (ctx.now_ms - last) // LFU_DECAY_MS  # Redis's LFUDecrAndReturn, one step per minute idle
+    return max(counter - periods, 0) if periods > 0 else counter
 
 
 @command("dump", 2, "readonly")
