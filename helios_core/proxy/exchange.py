@@ -474,7 +474,7 @@ class Exchange:
         conn = self.conn
         self._ok_end()
         if conn is not None:
-            self.client.start_tunnel(conn, rest)
+            self.client.start_tunnel(conn, rest, self.route.timeouts.read)
 
     def upstream_pause_writing(self) -> None:
         self.client.pause_reading_for("upstream")

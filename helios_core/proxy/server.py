@@ -14,7 +14,14 @@ What a request becomes on the way up (hop-by-hop headers dropped,
 ``X-Forwarded-*``, ``Via`` and ``traceparent``; smuggling refused) is
 reqhead.py's.  ``Expect: 100-continue`` is answered by the proxy itself.
 WebSocket (any ``Upgrade``) requests get a fresh upstream connection; after
-the backend's 101, bytes are spliced both ways.
+the backend's 101, bytes are spliced both ways until either side closes or
+nothing passed either way for the route's ``timeouts.read`` (as nginx applies
+``proxy_read_timeout`` to WebSockets, and as the gateway's tunnels do).
+
+With tracing on (``tracing.exporter`` not none) each routed request is a
+SERVER span ``METHOD route-id``, child of the client's ``traceparent`` (or a
+new trace), sent upstream as the backend's parent; the exchange ends it with
+the status.  Off, the only cost is one attribute check per request.
 
 Answers of the proxy itself use HELIOS's JSON error shape and close the
 connection when the request was bad: 400 (malformed, conflicting
@@ -153,6 +160,8 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.read_pauses: set[str] = set()
         self.tunnel: UpstreamConnection | None = None
+        self.tunnel_idle = 0.0  # the upgraded route's timeouts.read: a silent tunnel is closed after it
+        self._tunnel_timer: asyncio.TimerHandle | None = None
         self.upgrade_pending: Request | None = None  # an upgrade request waiting for its 101
         self._bad: _BadRequest | None = None
         self._head: HeadInfo | None = None  # what the last request's headers made (reqhead.derive)
@@ -225,6 +234,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.service.connections.discard(self)
+        if self._tunnel_timer is not None:
+            self._tunnel_timer.cancel()
+            self._tunnel_timer = None
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None
@@ -499,13 +511,18 @@ class ClientConnection(asyncio.Protocol):
             if not self.read_pauses and self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
 
-    def start_tunnel(self, conn: UpstreamConnection, rest: bytes) -> None:
-        """After a 101: from now on bytes go both ways untouched."""
+    def start_tunnel(self, conn: UpstreamConnection, rest: bytes, idle_timeout: float = 0.0) -> None:
+        """After a 101: from now on bytes go both ways untouched, until `idle_timeout` s pass silent (0: never)."""
         self.exchange = None
         self.upgrade_pending = None
         self.tunnel = conn
         conn.sink = TunnelSink(self)
-        conn.tunnel = self.write
+        conn.tunnel = self._from_backend
+        loop = self.service.loop
+        self.last_seen = loop.time()
+        self.tunnel_idle = idle_timeout
+        if idle_timeout > 0:
+            self._tunnel_timer = loop.call_later(idle_timeout, self._check_tunnel)
         self.read_pauses.clear()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
@@ -513,6 +530,30 @@ class ClientConnection(asyncio.Protocol):
             self.write(rest)
         if self.write_paused:
             conn.pause_reading()
+
+    def _from_backend(self, data: bytes) -> None:
+        self.last_seen = self.service.loop.time()
+        self.write(data)
+
+    def _check_tunnel(self) -> None:
+        """The tunnel's idle timer: close both sides once nothing passed for `tunnel_idle` seconds."""
+        self._tunnel_timer = None
+        tunnel = self.tunnel
+        if tunnel is None or self.closing:
+            return
+        now = self.service.loop.time()
+        if self.write_paused:  # bytes wait for a slow client: busy, not idle
+            self.last_seen = now
+        quiet = now - self.last_seen
+        if quiet < self.tunnel_idle:
+            self._tunnel_timer = self.service.loop.call_later(self.tunnel_idle - quiet, self._check_tunnel)
+            return
+        log.info("tunnel closed: idle", client=self.peer, idle_s=self.tunnel_idle)
+        self.closing = True
+        self.tunnel = None
+        tunnel.close()
+        if self.transport is not None:
+            self.transport.close()
 
     def check(self, now: float) -> None:
         """The service's sweep (every second): close idle keep-alive connections, cut slow headers.

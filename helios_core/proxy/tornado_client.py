@@ -165,8 +165,10 @@ class TornadoClient:
     def resume_reading_for(self, why: str) -> None:
         self.handler.release_body(why)
 
-    def start_tunnel(self, conn: Any, rest: bytes) -> None:
-        """The backend answered 101: the tunnel holds its connection until the handler detaches the stream."""
+    def start_tunnel(self, conn: Any, rest: bytes, idle_timeout: float = 0.0) -> None:
+        """The backend answered 101: the tunnel holds its connection until the handler detaches the stream.
+
+        `idle_timeout` is the route's timeouts.read, which the `StreamTunnel` reads from the route itself."""
         exchange = self.exchange
         if not self.upgrade_head or exchange is None or self.handler._finished:
             conn.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.proxy import ProxyProcess, pool, request, route, write_config
+from tests.integration.proxy import ProxyProcess, pool, request, route, wait_until, write_config
 from tests.proxy_backend import BackendProcess
 
 
@@ -218,3 +218,31 @@ def test_tls_termination(backends: tuple[BackendProcess, BackendProcess], tmp_pa
     assert status == 200
     h = {k.lower(): v for k, v in json.loads(body)["headers"]}
     assert h["x-forwarded-proto"] == "https"
+
+
+def test_an_idle_websocket_tunnel_is_closed_after_the_routes_read_timeout(
+        backends: tuple[BackendProcess, BackendProcess], tmp_path: Path) -> None:
+    import aiohttp
+
+    cfg = write_config(tmp_path / "ws.yaml", {"web": pool([("web1", backends[0].url)])},
+                       [route("ws", "/", "web", timeouts={"connect": 2, "read": 1.5, "total": 60})])
+
+    async def talk(url: str) -> tuple[int, object]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{url}/ws") as ws:
+            # Talking keeps it open past the read timeout: the timeout is for silence, not length.
+            echoed = 0
+            for i in range(25):
+                await ws.send_str(f"m{i}")
+                assert (await ws.receive(timeout=10)).data.endswith(f":m{i}")
+                echoed += 1
+                await asyncio.sleep(0.1)
+            # Then silence both ways: the proxy closes the tunnel (the client sees the close).
+            msg = await ws.receive(timeout=30)
+            return echoed, msg.type
+
+    with ProxyProcess(cfg) as p:
+        echoed, kind = asyncio.run(talk(p.url))
+        assert echoed == 25
+        assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR), kind
+        wait_until(lambda: any(line.get("message") == "tunnel closed: idle" or
+                               "tunnel closed: idle" in str(line.get("text", "")) for line in p.log_lines()), 10)
