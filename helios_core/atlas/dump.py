@@ -2,10 +2,10 @@
 little-endian) and a CRC-64 (Jones, reflected; 8 bytes, little-endian) of everything before it.
 
 ATLAS writes RDB version 10 (Redis 7.0's), so its payloads restore on Redis 7.0 and later:
-strings exactly as Redis encodes them (small integers as RDB integers, others as raw
-bytes; Redis would LZF-compress a long compressible string, which both servers read
-either way), and collections in the plain RDB encodings Redis 7.0 still loads
-(list 1, set 2, zset 5 with binary scores, hash 4).  Reading accepts those and what
+strings byte for byte as Redis 7.0 dumps them (small integers as RDB integers, strings over
+20 bytes LZF-compressed by the same algorithm when that pays), and collections in the plain
+RDB encodings Redis 7.0 still loads (list 1, set 2, zset 5 with binary scores, hash 4),
+where Redis itself would write listpacks, intsets and quicklists.  Reading accepts those and what
 Redis 7.0 itself dumps: LZF strings, intsets (11), listpack hashes and zsets (16, 17)
 and quicklist-2 lists (18).  Anything else is refused with Redis's own errors.
 """
@@ -18,7 +18,8 @@ from typing import Any
 
 from helios_core.atlas.zset import ZSet
 
-__all__ = ["dump_value", "load_payload", "PayloadError", "BadFormat", "RDB_VERSION", "crc64"]
+__all__ = ["dump_value", "load_payload", "PayloadError", "BadFormat", "RDB_VERSION", "crc64", "lzf_compress",
+           "lzf_decompress"]
 
 RDB_VERSION = 10
 
@@ -68,8 +69,106 @@ def _len(n: int) -> bytes:
     return b"\x81" + struct.pack(">Q", n)
 
 
+_HSIZE = 1 << 16  # Redis builds liblzf with HLOG 16, VERY_FAST 1, ULTRA_FAST 0
+_MAX_LIT, _MAX_OFF, _MAX_REF = 1 << 5, 1 << 13, (1 << 8) + (1 << 3)
+
+
+def lzf_compress(data: bytes, out_len: int) -> bytes | None:
+    """liblzf 3.6's lzf_compress step for step (Redis's settings), so a payload is Redis's byte for
+    byte; None when the result would not fit in `out_len` bytes (Redis then stores the string plain)."""
+    n = len(data)
+    if not n or not out_len:
+        return None
+    htab: dict[int, int] = {}  # slot -> input position (Redis leaves the table uninitialised)
+    out = bytearray(b"\0")  # op starts one past a literal-run header
+    lit_at = 0  # where the current literal run's header byte is
+    lit = 0
+    ip = 0
+    hval = (data[0] << 8) | data[1] if n > 1 else 0
+    while ip < n - 2:
+        hval = ((hval << 8) | data[ip + 2]) & 0xFFFFFF
+        slot = ((hval >> 8) - hval * 5) & (_HSIZE - 1)
+        ref = htab.get(slot)
+        htab[slot] = ip
+        if (ref is not None and ref < ip and ip - ref - 1 < _MAX_OFF and ref > 0
+                and data[ref + 2] == data[ip + 2] and data[ref:ref + 2] == data[ip:ip + 2]):
+            off = ip - ref - 1
+            maxlen = min(n - ip - 2, _MAX_REF)
+            op = len(out)
+            if op + 4 >= out_len and op - (not lit) + 4 >= out_len:
+                return None
+            out[lit_at] = (lit - 1) & 0xFF
+            if not lit:
+                del out[-1]
+            if maxlen > 16:
+                length = 2
+                for _ in range(16):
+                    length += 1
+                    if data[ref + length] != data[ip + length]:
+                        break
+                else:
+                    length += 1
+                    while length < maxlen and data[ref + length] == data[ip + length]:
+                        length += 1
+            else:
+                length = 3
+                while length < maxlen and data[ref + length] == data[ip + length]:
+                    length += 1
+            length -= 2
+            ip += 1
+            if length < 7:
+                out.append(((off >> 8) + (length << 5)) & 0xFF)
+            else:
+                out.append(((off >> 8) + (7 << 5)) & 0xFF)
+                out.append((length - 7) & 0xFF)
+            out.append(off & 0xFF)
+            lit_at = len(out)
+            out.append(0)
+            lit = 0
+            ip += length + 1
+            if ip >= n - 2:
+                break
+            ip -= 2
+            hval = (data[ip] << 8) | data[ip + 1]
+            for _ in range(2):
+                hval = ((hval << 8) | data[ip + 2]) & 0xFFFFFF
+                htab[((hval >> 8) - hval * 5) & (_HSIZE - 1)] = ip
+                ip += 1
+        else:
+            if len(out) >= out_len:
+                return None
+            lit += 1
+            out.append(data[ip])
+            ip += 1
+            if lit == _MAX_LIT:
+                out[lit_at] = lit - 1
+                lit = 0
+                lit_at = len(out)
+                out.append(0)
+    if len(out) + 3 > out_len:
+        return None
+    while ip < n:
+        lit += 1
+        out.append(data[ip])
+        ip += 1
+        if lit == _MAX_LIT:
+            out[lit_at] = lit - 1
+            lit = 0
+            lit_at = len(out)
+            out.append(0)
+    out[lit_at] = (lit - 1) & 0xFF
+    if not lit:
+        del out[-1]
+    return bytes(out)
+
+
 def _string(s: bytes) -> bytes:
-    # As rdbSaveRawString: a short string that is exactly an integer's text goes as an integer.
+    # As rdbSaveRawString: a short string that is exactly an integer's text goes as an integer,
+    # one over 20 bytes LZF-compressed when that saves more than 4 bytes (rdbcompression yes).
+    if len(s) > 20:
+        packed = lzf_compress(s, len(s) - 4)
+        if packed is not None:
+            return b"\xc3" + _len(len(packed)) + _len(len(s)) + packed
     if len(s) <= 11 and s[:1] != b"+":
         try:
             v = int(s)
