@@ -140,7 +140,8 @@ def _dump(side: object, key: bytes) -> bytes:
 VALUES = words([
     ["SET", "k", "hello"], ["SET", "k", "7"], ["SET", "k", "-70000"], ["SET", "k", "x" * 100],
     ["SET", "k", "abc" * 200], ["SET", "k", "\x00\xff" * 9], ["SET", "k", "0123456789" * 3 + "abcabcabcabc"],
-    ["SET", "k", "The quick brown fox jumps over the lazy dog. " * 40], ["SET", "k", "a" * 300 + "b" * 5 + "a" * 70], ["RPUSH", "k", "a", "1", "-99999", "x" * 70],
+    ["SET", "k", "The quick brown fox jumps over the lazy dog. " * 40], ["SET", "k", "a" * 300 + "b" * 5 + "a" * 70],
+    ["RPUSH", "k", "a", "1", "-99999", "x" * 70],
     ["SADD", "k", "1", "2", "-3"], ["SADD", "k", "a", "b"], ["SADD", "k", *[str(i) for i in range(600)]],
     ["HSET", "k", "f", "v", "n", "12"], ["HSET", "k", "f", "v" * 100],
     ["ZADD", "k", "1", "a", "-2.5", "b", "inf", "c", "1e300", "d"], ["ZADD", "k", *[w for i in range(200) for w in
