@@ -163,8 +163,9 @@ class Gateway:
                 self.kill9()
 
     def login(self) -> str:
-        if self.data is not None:
-            password = (self.data / "initial_admin_password").read_text().strip()
+        pw_file = self.data / "initial_admin_password" if self.data is not None else None
+        if pw_file is not None and pw_file.exists():
+            password = pw_file.read_text().strip()
         else:
             password = self.admin_password
         code, _, body = self.api("POST", "/api/v1/auth/login", {"username": "admin", "password": password},
