@@ -3,15 +3,18 @@ little-endian) and a CRC-64 (Jones, reflected; 8 bytes, little-endian) of everyt
 
 ATLAS writes RDB version 10 (Redis 7.0's), so its payloads restore on Redis 7.0 and later:
 strings byte for byte as Redis 7.0 dumps them (small integers as RDB integers, strings over
-20 bytes LZF-compressed by the same algorithm when that pays), and collections in the plain
-RDB encodings Redis 7.0 still loads (list 1, set 2, zset 5 with binary scores, hash 4),
-where Redis itself would write listpacks, intsets and quicklists.  Reading accepts those and what
+20 bytes LZF-compressed by the same algorithm when that pays), and collections in the
+encoding Redis 7.0 would hold them in by its default thresholds: small hashes and zsets as
+listpacks (16, 17), sets of integers as intsets (11), small lists as one quicklist node (18),
+so their payloads are Redis's too; larger ones in the plain RDB encodings Redis still loads
+(list 1, set 2, zset 5 with binary scores, hash 4), whose element order is ATLAS's own.  Reading accepts those and what
 Redis 7.0 itself dumps: LZF strings, intsets (11), listpack hashes and zsets (16, 17)
 and quicklist-2 lists (18).  Anything else is refused with Redis's own errors.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import deque
 from typing import Any
@@ -184,20 +187,106 @@ def _string(s: bytes) -> bytes:
     return _len(len(s)) + s
 
 
+def _as_int64(s: bytes) -> int | None:
+    """The integer a listpack/intset stores for `s` (lpStringToInt64/string2ll: canonical text only)."""
+    if not 0 < len(s) <= 20 or not (s[:1].isdigit() or (s[:1] == b"-" and s[1:2].isdigit())):
+        return None
+    try:
+        v = int(s)
+    except ValueError:
+        return None
+    return v if b"%d" % v == s and -(1 << 63) <= v < 1 << 63 else None
+
+
+def _backlen(n: int) -> bytes:
+    """lpEncodeBacklen: 1 to 5 bytes, the high 7-bit group first, the ones after it flagged 128."""
+    if n <= 127:
+        return bytes((n,))
+    k = 2 if n < 16383 else 3 if n < 2097151 else 4 if n < 268435455 else 5
+    return bytes(((n >> (7 * (k - 1 - i))) & 127) | (128 if i else 0) for i in range(k))
+
+
+def _lp_entry(s: bytes) -> bytes:
+    v = _as_int64(s)
+    if v is not None:
+        if 0 <= v <= 127:
+            enc = bytes((v,))
+        elif -4096 <= v <= 4095:
+            u = v & 0x1FFF
+            enc = bytes((0xC0 | (u >> 8), u & 0xFF))
+        elif -(1 << 15) <= v < 1 << 15:
+            enc = b"\xf1" + v.to_bytes(2, "little", signed=True)
+        elif -(1 << 23) <= v < 1 << 23:
+            enc = b"\xf2" + v.to_bytes(3, "little", signed=True)
+        elif -(1 << 31) <= v < 1 << 31:
+            enc = b"\xf3" + v.to_bytes(4, "little", signed=True)
+        else:
+            enc = b"\xf4" + v.to_bytes(8, "little", signed=True)
+    elif len(s) < 64:
+        enc = bytes((0x80 | len(s),)) + s
+    elif len(s) < 4096:
+        enc = bytes((0xE0 | (len(s) >> 8), len(s) & 0xFF)) + s
+    else:
+        enc = b"\xf0" + struct.pack("<I", len(s)) + s
+    return enc + _backlen(len(enc))
+
+
+def listpack(entries: list[bytes]) -> bytes:
+    """A listpack as Redis 7.0 builds one (header, entries with back-lengths, 0xFF)."""
+    body = b"".join(_lp_entry(e) for e in entries)
+    return struct.pack("<IH", 6 + len(body) + 1, min(len(entries), 65535)) + body + b"\xff"
+
+
+def _score_text(score: float) -> bytes:
+    """d2string: an integral score below 2**52 as an integer, else %.17g (inf, -inf, -0)."""
+    if score == 0:
+        return b"-0" if math.copysign(1.0, score) < 0 else b"0"
+    if -4503599627370495 < score < 4503599627370496 and score == int(score):
+        return b"%d" % int(score)
+    return b"%.17g" % score
+
+
+# Redis 7.0's defaults for its compact encodings (what DUMP writes is what the value is stored as).
+HASH_LISTPACK, ZSET_LISTPACK, LISTPACK_VALUE, INTSET_MAX, LIST_NODE_BYTES = 512, 128, 64, 512, 8192
+
+
+def _collection(value: Any) -> bytes:
+    t = type(value)
+    if t is dict:
+        if len(value) <= HASH_LISTPACK and all(len(f) <= LISTPACK_VALUE and len(v) <= LISTPACK_VALUE
+                                               for f, v in value.items()):
+            return bytes((T_HASH_LISTPACK,)) + _string(listpack([x for fv in value.items() for x in fv]))
+        return bytes((T_HASH,)) + _len(len(value)) + b"".join(_string(f) + _string(v) for f, v in value.items())
+    if t is ZSet:
+        if len(value) <= ZSET_LISTPACK and all(len(m) <= LISTPACK_VALUE for m in value.scores):
+            entries = [x for s, m in value.items() for x in (m, _score_text(s))]
+            return bytes((T_ZSET_LISTPACK,)) + _string(listpack(entries))
+        return bytes((T_ZSET_2,)) + _len(len(value)) + b"".join(
+            _string(m) + struct.pack("<d", s) for s, m in value.items())
+    if t is set:
+        ints = [_as_int64(m) for m in value] if len(value) <= INTSET_MAX else [None]
+        if all(i is not None for i in ints):
+            nums = sorted(i for i in ints if i is not None)
+            width = 2 if all(-(1 << 15) <= i < 1 << 15 for i in nums) else (
+                4 if all(-(1 << 31) <= i < 1 << 31 for i in nums) else 8)
+            blob = struct.pack("<II", width, len(nums)) + b"".join(i.to_bytes(width, "little", signed=True)
+                                                                   for i in nums)
+            return bytes((T_SET_INTSET,)) + _string(blob)
+        return bytes((T_SET,)) + _len(len(value)) + b"".join(_string(x) for x in value)
+    # A list: one quicklist node while it is small (Redis splits larger ones by its own rules).
+    lp = listpack(list(value))
+    if len(lp) + 8 <= LIST_NODE_BYTES:
+        return bytes((T_LIST_QUICKLIST_2,)) + _len(1) + _len(2) + _string(lp)
+    return bytes((T_LIST,)) + _len(len(value)) + b"".join(_string(x) for x in value)
+
+
 def dump_value(value: Any) -> bytes:
     """The DUMP payload of a keyspace value."""
     t = type(value)
     if t is bytes:
         body = bytes((T_STRING,)) + _string(value)
-    elif t is deque:
-        body = bytes((T_LIST,)) + _len(len(value)) + b"".join(_string(x) for x in value)
-    elif t is set:
-        body = bytes((T_SET,)) + _len(len(value)) + b"".join(_string(x) for x in value)
-    elif t is dict:
-        body = bytes((T_HASH,)) + _len(len(value)) + b"".join(_string(f) + _string(v) for f, v in value.items())
-    elif t is ZSet:
-        body = bytes((T_ZSET_2,)) + _len(len(value)) + b"".join(
-            _string(m) + struct.pack("<d", s) for s, m in value.items())
+    elif t is dict or t is set or t is deque or t is ZSet:
+        body = _collection(value)
     else:  # pragma: no cover - every keyspace type is above
         raise TypeError(f"cannot dump {t.__name__}")
     body += struct.pack("<H", RDB_VERSION)

@@ -226,3 +226,31 @@ def test_string_dumps_are_redis_bytes(pair: Pair, value: bytes) -> None:
     for side in (pair.atlas, pair.redis):
         side.r2.call([b"SET", b"k", value])
     assert _dump(pair.atlas, b"k") == _dump(pair.redis, b"k"), value
+
+
+member = st.one_of(st.sampled_from([b"0", b"7", b"127", b"128", b"-1", b"4095", b"-4096", b"4096", b"32767",
+                                    b"-32769", b"8388607", b"8388608", b"2147483648", b"-9223372036854775808",
+                                    b"01", b"-0", b" 1", b"1.5", b""]),
+                   st.binary(max_size=70))
+score = st.sampled_from([b"0", b"-0", b"1", b"-2", b"1.5", b"0.1", b"1e20", b"4503599627370496", b"inf", b"-inf",
+                         b"-3.25e-5"])
+compact = st.one_of(
+    st.lists(st.tuples(member, member), min_size=1, max_size=20).map(
+        lambda fv: [b"HSET", b"k", *[x for p in fv for x in p]]),
+    st.lists(st.tuples(score, member), min_size=1, max_size=20).map(
+        lambda sm: [b"ZADD", b"k", *[x for p in sm for x in p]]),
+    st.lists(st.integers(-(1 << 63), (1 << 63) - 1).map(lambda n: b"%d" % n), min_size=1, max_size=20).map(
+        lambda ms: [b"SADD", b"k", *ms]),
+    st.lists(st.integers(-40000, 40000).map(lambda n: b"%d" % n), min_size=1, max_size=20).map(
+        lambda ms: [b"SADD", b"k", *ms]),
+    st.lists(member, min_size=1, max_size=40).map(lambda items: [b"RPUSH", b"k", *items]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(write=compact)
+def test_compact_collection_dumps_are_redis_bytes(pair: Pair, write: list[bytes]) -> None:
+    for side in (pair.atlas, pair.redis):
+        side.r2.call([b"DEL", b"k"])
+        side.r2.call(write)
+    assert _dump(pair.atlas, b"k") == _dump(pair.redis, b"k"), write
