@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helios_core.proxy.reqhead import BadRequest, apply, derive
+from helios_core.proxy.reqhead import BadRequest, apply, derive, retrace
 from helios_core.proxy.server import Request
 
 TP = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -88,3 +88,27 @@ def test_refusals(headers: list[tuple[bytes, bytes]], status: int) -> None:
     with pytest.raises(BadRequest) as e:
         derive(headers, False, True, b"127.0.0.1", False, b"http")
     assert e.value.status == status
+
+
+def test_retrace_sends_this_hops_span_instead() -> None:
+    """Tracing on: the same block, the span's traceparent in place of the client's (its tracestate kept)."""
+    ours = "00-0af7651916cd43dd8448eb211c80319c-1111111111111111-01"
+    headers = [(b"Host", b"a"), (b"traceparent", TP), (b"tracestate", b"k=v"), (b"Content-Length", b"3")]
+    info = derive(headers, False, True, b"10.0.0.9", False, b"http")
+    assert info.parent == TP.decode()
+    req = Request()
+    apply(info, req)
+    retrace(info, req, ours)
+    h = _lines(req.fwd)
+    assert h[b"traceparent"] == [ours.encode()] and h[b"tracestate"] == [b"k=v"]
+    assert h[b"x-request-id"] == [req.request_id.encode()] and h[b"content-length"] == [b"3"]
+    assert req.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    # Without a valid client traceparent: no parent, no tracestate, the span's traceparent all the same.
+    info = derive([(b"Host", b"a"), (b"traceparent", b"junk"), (b"tracestate", b"k=v")], False, True,
+                  b"10.0.0.9", False, b"http")
+    req = Request()
+    apply(info, req)
+    retrace(info, req, ours)
+    h = _lines(req.fwd)
+    assert info.parent == "" and h[b"traceparent"] == [ours.encode()] and b"tracestate" not in h
+    assert len(h[b"x-request-id"]) == 1
