@@ -210,6 +210,8 @@ class Engine:
             self._rollback(mark, undo_mark)
             del notifier.pending[nmark:]
             self._reply_seq = self._seen_seq(cmd)  # an error may reveal state too (WRONGTYPE)
+            if notifier.outbox and self._batch_depth == 0:  # (a failed script keeps its writes)
+                self._release_notifications()
             raise
         took_us = (_clock_ns() - t0) // 1000
         stats = self.stats.commands
@@ -230,7 +232,19 @@ class Engine:
             lazy = not is_write  # a read's effects are lazy-expiry DELs: they reveal nothing new
             self._commit(lazy)
         self._reply_seq = self.seq if self.seq != seq_before and not lazy else self._seen_seq(cmd)
+        if notifier.outbox and self._batch_depth == 0:
+            self._release_notifications()
         return reply
+
+    def _release_notifications(self) -> None:
+        """Publish the keyspace notifications gathered once what the last reply waits for is durable."""
+        notifier = self.notifier
+        messages = notifier.take()
+        seq = self.pending_seq()
+        if not seq:
+            notifier.deliver(messages)
+        else:
+            self.add_waiter(seq, lambda error: notifier.deliver(messages) if error is None else None)
 
     def _seen_seq(self, cmd: Command) -> int:
         """The newest not-yet-durable record a read may have seen."""
@@ -278,6 +292,8 @@ class Engine:
         if self._batch_depth == 0 and self._effects:
             self._commit()
             self._reply_seq = self.seq
+        if self._batch_depth == 0 and self.notifier.outbox:
+            self._release_notifications()
 
     @property
     def in_batch(self) -> bool:
@@ -403,6 +419,8 @@ class Engine:
             notifier.internal(event[0], event[1], effects)
         if self._batch_depth == 0 and self._effects:
             self._commit(lazy=True)
+        if self._batch_depth == 0 and notifier.outbox:
+            notifier.deliver(notifier.take())  # expiry and eviction reveal nothing to wait for
 
     # -- durability: the writer's (aof_writer.py), seen from here -------------------------
 

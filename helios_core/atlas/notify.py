@@ -17,8 +17,10 @@ whose TTL had run out is "expired", a container the command emptied adds
 "del", and a key that did not exist before adds "new" (class n).  Active
 expiry and eviction report "expired" and "evicted" through `internal`.
 
-Nothing runs per command while the flags are empty: the engine's hook is
-only installed when some class is on.
+Messages wait in `outbox` until the command's AOF record is durable (the
+engine hands them to `deliver` then), as its reply does; a record the disk
+lost (undone) drops them.  Nothing runs per command while the flags are
+empty: the engine's hook is only installed when some class is on.
 """
 
 from __future__ import annotations
@@ -112,6 +114,19 @@ class Notifier:
     flags: int = 0
     publish: Callable[[bytes, bytes], int] | None = None  # the daemon's pub/sub; None: nobody to tell
     pending: list[_Seen] = field(default_factory=list)
+    # Messages of commands that ran, held until their record is durable (the engine releases
+    # them: a notification must not reveal a write the disk may still lose, like a reply).
+    outbox: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def take(self) -> list[tuple[bytes, bytes]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def deliver(self, messages: list[tuple[bytes, bytes]]) -> None:
+        publish = self.publish
+        if publish is not None:
+            for channel, message in messages:
+                publish(channel, message)
 
     @property
     def on(self) -> bool:
@@ -208,13 +223,10 @@ class Notifier:
 
     def event(self, cls: int, event: str, key: bytes | None) -> None:
         flags = self.flags
-        publish = self.publish
-        if not flags & cls or publish is None:
+        if not flags & cls or self.publish is None or key is None:
             return
         ev = event.encode()
-        if key is None:
-            return
         if flags & K:
-            publish(b"__keyspace@0__:" + key, ev)
+            self.outbox.append((b"__keyspace@0__:" + key, ev))
         if flags & E:
-            publish(b"__keyevent@0__:" + ev, key)
+            self.outbox.append((b"__keyevent@0__:" + ev, key))

@@ -7,15 +7,20 @@ generous deadlines; nothing asserts how long something took.
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from helios_core.atlas.fsops import FaultyFs
+from tests.integration.test_atlasd_inprocess import run as run_in_process
+from tests.integration.test_atlasd_inprocess import wire
 from tests.integration.test_atlasd_support import Daemon, running_daemon
 
 pytestmark = pytest.mark.timeout(120)
@@ -267,3 +272,44 @@ def test_monitor_streams_commands(atlasd: Daemon) -> None:
     mon.close()
     wait_for(lambda: len(r.client_list()) == 1, "the monitor's connection to close")
     assert r.set("after", "1")                # the feed drops a closed monitor
+
+
+# -- notifications and durability: in process, with a disk that holds or fails its fsync ------------
+
+async def _until(cond: Callable[[], bool]) -> None:
+    for _ in range(2000):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+def test_a_notification_waits_for_its_write_to_be_durable(tmp_path: Path) -> None:
+    fs = FaultyFs()
+
+    async def body(server: Any, connect: Callable[[], Any]) -> None:
+        a, sub = await connect(), await connect()
+        await a.send(wire("CONFIG", "SET", "notify-keyspace-events", "KA"))
+        assert await a.reply() == "OK"
+        await sub.send(wire("SUBSCRIBE", "__keyspace@0__:k"))
+        assert (await sub.reply())[0] == b"subscribe"
+        gate = fs.block("fsync")
+        await a.send(wire("SET", "k", "v"))
+        await _until(lambda: server.engine.seq >= 1 and server.engine.released_seq < server.engine.seq)
+        pending = [asyncio.ensure_future(a.reply()), asyncio.ensure_future(sub.reply())]
+        done, _ = await asyncio.wait(pending, timeout=0.3)
+        assert not done, "the write was revealed (reply or notification) before it was durable"
+        gate.set()
+        assert await pending[0] == "OK"
+        assert await pending[1] == [b"message", b"__keyspace@0__:k", b"set"]
+        # A write the disk loses is undone: its notification never goes out.
+        fs.fail("fsync")
+        await a.send(wire("SET", "k", "lost"))
+        assert (await a.reply())[0] == "ERR"
+        fs.heal()
+        await _until(lambda: server.engine.aof_error is None)
+        await a.send(wire("DEL", "k"))
+        assert await a.reply() == 1
+        assert await sub.reply() == [b"message", b"__keyspace@0__:k", b"del"]  # not the lost "set"
+
+    run_in_process(tmp_path, body, appendfsync="always", fs=fs)
