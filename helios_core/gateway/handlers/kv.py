@@ -88,7 +88,7 @@ class KvItemHandler(BaseHandler):
         if outcome == "mismatch":
             raise _precondition(f"key {key!r} does not match If-Match")
         etag = etag_of(value)
-        self.set_header("ETag", etag)
+        self._headers["ETag"] = etag  # a hex digest made here: no set_header checks
         body = {"key": key, "etag": etag, "size": len(value), "ttl_seconds": ttl_ms // 1000 if ttl_ms else None}
         if outcome == "created":
             self.set_header("Location", self.request.path)
