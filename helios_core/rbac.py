@@ -11,7 +11,9 @@ A permission is a string such as ``kv:read``, ``jobs:enqueue`` or
 
 Roles live at ``rbac:role:{role}`` (JSON: name, description, permissions,
 builtin) and a user's roles at ``rbac:user_roles:{userId}`` (a JSON list).
-Nothing is cached between requests, so a role change applies to the next one.
+Nothing is cached between requests, so a role change applies to the next one
+(AuthService.authenticate reuses a Principal only while the stored bytes it was
+made from, re-read on every request, are unchanged).
 
 Grant only what you hold.  Every administrative power that hands out
 permissions (create, edit or delete a role; assign or remove one; mint an API
