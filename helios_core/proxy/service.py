@@ -12,10 +12,12 @@ connections.
 `StoreConfigSource`, which pushes changes), serve, and on SIGTERM/SIGINT stop
 accepting, let in-flight requests finish within a grace period, then close.
 An invalid config at reload is logged with its file:line:key and the running
-config stays.  With ``workers > 1`` the parent forks N children that each bind
-the same port with SO_REUSEPORT (the kernel spreads connections), forwards
-SIGHUP/SIGTERM to them and restarts one that dies; health and breaker state
-are per process, the config source is shared.
+config stays.  With ``workers > 1`` the parent is a `helios_core.supervise.Supervisor`
+(the one `helios gateway --workers` runs on) keeping N children that each bind
+the same port with SO_REUSEPORT (the kernel spreads connections): it passes
+SIGHUP on to each, restarts one that dies, gives up on a crash loop and on
+SIGTERM lets each drain; health and breaker state are per process, the config
+source is shared.
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ import os
 import signal
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from helios_core.errors import ConfigError, HeliosError
+from helios_core.observability import tracing
 from helios_core.observability.accesslog import AccessLog
 from helios_core.observability.logging import get_logger
 from helios_core.proxy.exchange import Exchange
@@ -309,14 +311,17 @@ class ProxyService:
 # --- the daemon ---
 
 
-def bind_socket(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
-    """A listening TCP socket (SO_REUSEPORT when several workers share the port)."""
+def bind_socket(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """A non-blocking TCP socket on `host`:`port`; with `reuse_port` the supervisor's (SO_REUSEPORT,
+    `helios_core.supervise.reuse_port_socket`), else one only this process may bind."""
+    if reuse_port:
+        from helios_core.supervise import reuse_port_socket
+
+        return reuse_port_socket(host, port, listen=listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         if listen:
             sock.listen(1024)
@@ -367,7 +372,16 @@ async def serve(open_source: OpenSource, sock: socket.socket, options: ServeOpti
     loop = asyncio.get_running_loop()
     tls = options.tls_context()
     grace = options.grace
-    source, close_source = await open_source()
+    # A SIGHUP while the config is being read (a supervisor passing an operator's reload on to a
+    # worker it just restarted) must neither kill the process nor be lost: noted now, acted on
+    # once serving, as the config read may predate the change it announces.
+    early_hup: list[bool] = []
+    loop.add_signal_handler(signal.SIGHUP, early_hup.append, True)
+    try:
+        source, close_source = await open_source()
+    except BaseException:
+        loop.remove_signal_handler(signal.SIGHUP)
+        raise
     try:
         config = await source.load()
         service = ProxyService(config, access_log=options.access_log)
@@ -407,6 +421,8 @@ async def serve(open_source: OpenSource, sock: socket.socket, options: ServeOpti
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, hup)
+        if early_hup:
+            hup()
         watcher = loop.create_task(source.watch(on_change))
         log.info("proxy serving", source=source.describe(), version=config.version, pid=os.getpid())
         if on_ready is not None:
@@ -423,6 +439,8 @@ async def serve(open_source: OpenSource, sock: socket.socket, options: ServeOpti
             loop.remove_signal_handler(sig)
         log.info("proxy stopped", pid=os.getpid())
     finally:
+        with contextlib.suppress(Exception):  # already gone after a clean stop; the loop may be closing
+            loop.remove_signal_handler(signal.SIGHUP)
         source.close()
         await close_source()
 
@@ -430,14 +448,17 @@ async def serve(open_source: OpenSource, sock: socket.socket, options: ServeOpti
 def run_proxy(open_source: OpenSource, bind: str, port: int, workers: int = 1, *,
               options: ServeOptions = ServeOptions(),
               loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-              announce: Callable[[str], None] | None = None) -> None:
-    """Run `helios proxy` until SIGTERM: in this process, or in `workers` forked children."""
+              announce: Callable[[str], None] | None = None, ready_timeout: float = 60.0) -> None:
+    """Run `helios proxy` until SIGTERM: in this process, or in `workers` children of a `Supervisor`.
+
+    Raises HeliosError when the port cannot be had, the workers could not start (`ready_timeout`
+    seconds each) or kept dying, or did not all stop cleanly.
+    """
     options.tls_context()  # a missing or bad certificate is refused before anything starts
-    reuse = workers > 1
     try:
         # With workers the parent's socket only learns and reserves the port: were it listening too,
         # the kernel would hand it connections that nobody accepts.
-        sock = bind_socket(bind, port, reuse_port=reuse, listen=not reuse)
+        sock = bind_socket(bind, port, reuse_port=workers > 1, listen=workers == 1)
     except OSError as e:
         if e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise HeliosError(f"cannot listen on {bind}:{port}: {e.strerror}; pick another with --bind/--port",
@@ -445,107 +466,54 @@ def run_proxy(open_source: OpenSource, bind: str, port: int, workers: int = 1, *
         raise
     host = f"[{bind}]" if ":" in bind else bind
     url = f"{'https' if options.tls_cert else 'http'}://{host}:{sock.getsockname()[1]}"
-
-    def ready(service: ProxyService) -> None:
-        if announce is not None:
-            announce(url)
-
-    if not reuse:
-        try:
-            with asyncio.Runner(loop_factory=loop_factory) as runner:
-                runner.run(serve(open_source, sock, options, on_ready=ready))
-        finally:
-            sock.close()
-        return
     try:
-        clean = _supervise(open_source, sock.getsockname()[:2], workers, options, loop_factory=loop_factory,
-                           announce=lambda: announce(url) if announce is not None else None)
+        if workers == 1:
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(serve(open_source, sock, options,
+                                 on_ready=lambda service: announce(url) if announce is not None else None))
+            return
+        _run_workers(open_source, bind, sock.getsockname()[1], workers, options, loop_factory=loop_factory,
+                     announce=lambda: announce(url) if announce is not None else None, ready_timeout=ready_timeout)
     finally:
         sock.close()
-    if not clean:
+
+
+def _run_workers(open_source: OpenSource, bind: str, port: int, workers: int, options: ServeOptions, *,
+                 loop_factory: Callable[[], asyncio.AbstractEventLoop] | None, announce: Callable[[], None],
+                 ready_timeout: float) -> None:
+    """`--workers N`: N proxy processes on `bind`:`port` under `helios_core.supervise` (the gateway's
+    supervisor): SIGHUP passed on to each (each re-reads its config source), a dead one restarted,
+    a crash loop given up on, SIGTERM/SIGINT drained in every process (`options.grace`)."""
+    from helios_core.supervise import Group, Supervisor, reuse_port_socket
+
+    def body(slot: int, ready: Callable[[], None]) -> None:
+        # Bound here, listening once serve() starts the server: a listening socket gets its share of
+        # new connections at once, and they would wait for the config source (or be reset, should
+        # the start fail).
+        own = reuse_port_socket(bind, port, listen=False)
+        try:
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(serve(open_source, own, options, on_ready=lambda service: ready()))
+        finally:
+            own.close()
+            tracing.force_flush()  # a forked child leaves by os._exit: no atexit flushes its spans
+
+    try:
+        with Supervisor("helios proxy") as sup:
+            # forward_hup: serve() handles SIGHUP (a reload) from its first moment; until then the
+            # supervisor has the child ignore it, and serve() reloads once started if one came.
+            sup.start(Group("proxy", body, workers, grace=options.grace + 5.0, forward_hup=True))
+            sup.wait_ready("proxy", ready_timeout)
+            announce()
+            log.info("proxy workers started", workers=workers, pids=sup.pids("proxy"))
+            outcome = sup.run()
+    except HeliosError as e:
+        if e.code != "stopped":
+            raise
+        log.info("stopped while starting", error=e.message)  # SIGTERM before serving: a clean stop
+        return
+    if outcome.gave_up:
         raise HeliosError("the proxy workers kept dying at start (see the log above); stopped", code="workers")
-
-
-def _child(open_source: OpenSource, addr: tuple[str, int], options: ServeOptions,
-           loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
-    """A worker's life after fork: its own loop on its own SO_REUSEPORT socket on the same port."""
-    code = 0
-    try:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        own = bind_socket(addr[0], addr[1], reuse_port=True)
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(open_source, own, options))
-    except BaseException as e:  # noqa: BLE001 - the child must exit, never return into the parent's code
-        if not isinstance(e, KeyboardInterrupt | SystemExit):
-            log.opt(exception=e).error("proxy worker failed")
-            code = 1
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _supervise(open_source: OpenSource, addr: tuple[str, int], workers: int, options: ServeOptions, *,
-               loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
-               announce: Callable[[], None]) -> bool:
-    """The parent of `--workers N`: fork, forward signals, restart a child that died, wait for all.
-
-    False when it gave up on workers that kept dying (a crash loop), True after a clean stop.
-    """
-    children: dict[int, int] = {}
-    stopping = False
-    gave_up = False
-    pending: list[int] = []
-
-    def on_signal(signum: int, frame: Any) -> None:
-        pending.append(signum)
-
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-
-    def spawn(slot: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            _child(open_source, addr, options, loop_factory)
-        children[pid] = slot
-
-    try:
-        for slot in range(workers):
-            spawn(slot)
-        announce()
-        log.info("proxy workers started", workers=workers, pids=sorted(children))
-        restarts: list[float] = []
-        while children:
-            while pending:
-                signum = pending.pop(0)
-                if signum in (signal.SIGTERM, signal.SIGINT):
-                    stopping = True
-                for pid in children:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                time.sleep(0.05)
-                continue
-            slot = children.pop(pid, -1)
-            if slot < 0 or stopping:
-                continue
-            now = time.monotonic()
-            restarts = [t for t in restarts if now - t < 10.0] + [now]
-            log.warning("proxy worker died, restarting", pid=pid, status=os.waitstatus_to_exitcode(status))
-            if len(restarts) > 5 * workers:  # crash loop: something is wrong with every worker
-                log.error("proxy workers keep dying; giving up")
-                stopping = gave_up = True
-                for other in children:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(other, signal.SIGTERM)
-                continue
-            spawn(slot)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    return not gave_up
+    if not outcome.clean:
+        raise HeliosError("the proxy workers did not all stop cleanly: " + "; ".join(outcome.problems),
+                          code="workers")
