@@ -161,7 +161,7 @@ class EmbeddedStore(_EmbeddedReads, Store):
             ks, av = [to_bytes(k) for k in keys], [to_bytes(a) for a in args]
 
             async def step(txn: Txn) -> Any:
-                values = [await txn.get(k) for k in ks]
+                values = await txn.mget(ks)
                 reply, writes = model(ks, values, av)
                 for key, value, px in writes:
                     if value is None:
