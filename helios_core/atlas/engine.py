@@ -483,6 +483,10 @@ class Engine:
 
     def _durable_to(self, rel: int) -> None:
         """The writer's durable_seq moved: forget pending marks it covers."""
+        if self._reveal_top > self.writer.seq:
+            # Records undone after a failed write: their seqs are free again, and a keyless read
+            # must not wait for one (it would hang until the next write became durable).
+            self._reveal_top = self.writer.seq
         pending = self._pending_keys
         if rel >= self.writer.seq:
             pending.clear()

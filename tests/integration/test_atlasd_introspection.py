@@ -313,3 +313,19 @@ def test_a_notification_waits_for_its_write_to_be_durable(tmp_path: Path) -> Non
         assert await sub.reply() == [b"message", b"__keyspace@0__:k", b"del"]  # not the lost "set"
 
     run_in_process(tmp_path, body, appendfsync="always", fs=fs)
+
+
+def test_a_keyless_read_after_an_undone_write_is_answered(tmp_path: Path) -> None:
+    fs = FaultyFs()
+
+    async def body(server: Any, connect: Callable[[], Any]) -> None:
+        a = await connect()
+        fs.fail("fsync")
+        await a.send(wire("SET", "k", "lost"))
+        assert (await a.reply())[0] == "ERR"
+        fs.heal()
+        await _until(lambda: server.engine.aof_error is None)
+        await a.send(wire("DBSIZE"))          # it revealed nothing undone: no wait for a later write
+        assert await a.reply() == 0
+
+    run_in_process(tmp_path, body, appendfsync="always", fs=fs)
