@@ -158,11 +158,13 @@ class EmbeddedStore(_EmbeddedReads, Store):
         when it has one (cheaper in process), else its Lua source through the engine's EVALSHA."""
         model = op.model
         if model is not None:
-            ks, av = [to_bytes(k) for k in keys], [to_bytes(a) for a in args]
+            kb = [to_bytes(k) for k in keys]
+            ks: list[Key] = list(kb)  # (mget takes keys of either kind)
+            av = [to_bytes(a) for a in args]
 
             async def step(txn: Txn) -> Any:
                 values = await txn.mget(ks)
-                reply, writes = model(ks, values, av)
+                reply, writes = model(kb, values, av)
                 for key, value, px in writes:
                     if value is None:
                         txn.delete(key)
