@@ -341,7 +341,7 @@ class Engine:
             self._on_effect(eff)
             apply_effect(self.ks, eff, self._undo)
             self._effects.append(eff)
-            if self.memory.after:  # the estimate's second half for effects it recounts (evict.py)
+            if self.memory.after or self.memory.recount_after:  # the estimate's second half (evict.py)
                 self.memory.settle(self.ks.data, self.ks.expires)
             return
         apply_effect(self.ks, eff, self._undo)

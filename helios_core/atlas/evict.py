@@ -101,8 +101,14 @@ class Memory:
     # Keys an effect of another kind changed: their old estimate was taken off before it applied,
     # the new one is added by `settle` right after (the engine calls it).
     after: list[bytes] = field(default_factory=list)
+    recount_after: bool = False
 
     def settle(self, data: dict, expires: dict) -> None:
+        if self.recount_after:
+            self.recount_after = False
+            self.after.clear()
+            self.recount(data, expires)
+            return
         for key in self.after:
             value = data.get(key)
             if value is not None:
@@ -127,8 +133,15 @@ class Memory:
     def effect(self, eff: tuple, data: dict, expires: dict) -> None:
         op = eff[0]
         if op == "MULTI":
-            # Nested effects apply one after the other; the later ones must see the earlier ones
-            # applied, so a MULTI (replay only; live commands emit flat effects) is recounted.
+            # Nested effects apply one after the other (a later one sees the earlier ones applied):
+            # take the keys' estimates off now and add them back once the whole MULTI applied.
+            inner = eff[1]
+            if any(e[0] in ("FLUSHALL", "MULTI") for e in inner):
+                self.recount_after = True
+                return
+            keys = {e[1] for e in inner}
+            self.used -= sum(estimate(k, data[k], k in expires) for k in keys if k in data)
+            self.after.extend(keys)
             return
         if op == "FLUSHALL":
             self.used = 0

@@ -102,6 +102,16 @@ def test_a_multi_batch_that_fails_is_recounted(a: Atlas) -> None:
     assert a.engine.memory.used == recounted(a) == estimate(b"k", b"v", False)
 
 
+def test_a_multi_effect_is_counted(a: Atlas) -> None:
+    limit(a, 1 << 40)
+    a("SET", "k", "v")
+    a.engine.internal_effects([("MULTI", [("SET", b"k", b"x" * 10, None), ("HSET", b"h", [(b"f", b"v")]),
+                                          ("DEL", b"k"), ("SET", b"k", b"y", 5)])])
+    assert a.engine.memory.used == recounted(a)
+    a.engine.internal_effects([("MULTI", [("FLUSHALL",), ("SET", b"z", b"1", None)])])
+    assert a.engine.memory.used == recounted(a) == estimate(b"z", b"1", False)
+
+
 def test_noeviction_refuses_denyoom_commands_with_redis_text(a: Atlas) -> None:
     for i in range(20):
         a("SET", f"k{i}", "x" * 50)
