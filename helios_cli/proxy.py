@@ -12,8 +12,10 @@ Without a subcommand the group runs the daemon:
   socket as atlasd would: ``helios snapshot --data DIR`` and ``helios proxy
   route list --data DIR`` work while it runs.
 
-``--workers N`` runs N processes sharing the port (SO_REUSEPORT).  SIGTERM or
-Ctrl-C stops accepting and lets in-flight requests finish (``--grace``).
+``--workers N`` runs N processes sharing the port (SO_REUSEPORT), kept by the
+supervisor ``helios gateway --workers`` runs on (``helios_core.supervise``): a
+worker that dies is restarted, SIGHUP reaches each.  SIGTERM or Ctrl-C stops
+accepting and lets in-flight requests finish (``--grace``).
 """
 
 from __future__ import annotations
