@@ -244,7 +244,6 @@ class Connection(asyncio.Protocol):
         pending_seq = engine.pending_seq
         queue = self.queue
         out = self.out
-        enc = self.enc
         ctx = engine.ctx
         ctx.conn = self  # also marks "inside this connection's batch" for push()
         top = 0
@@ -262,7 +261,9 @@ class Connection(asyncio.Protocol):
                         self._park(argv, reply, cmds[i + 1:])
                         break
                     if self.deferred is None:
-                        payload: Any = enc(reply, self.resp3)
+                        # (self.enc, not a local: CLIENT REPLY OFF/SKIP changes it for the commands
+                        # pipelined behind it in this very batch)
+                        payload: Any = self.enc(reply, self.resp3)
                     else:  # the reply comes later (SAVE, SHUTDOWN): hold its place in the queue
                         fut, render = self.deferred
                         self.deferred = None

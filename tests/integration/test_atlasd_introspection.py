@@ -143,6 +143,18 @@ def test_client_reply_off_skip_on(atlasd: Daemon) -> None:
     c.close()
 
 
+def test_client_reply_applies_to_commands_pipelined_behind_it(atlasd: Daemon) -> None:
+    """CLIENT REPLY OFF/SKIP and the commands after it sent in one packet: as Redis answers them."""
+    c = RawConn(atlasd)
+    words = [("CLIENT", "REPLY", "OFF"), ("SET", "p", "1"), ("CLIENT", "REPLY", "ON"), ("GET", "p"),
+             ("CLIENT", "REPLY", "SKIP"), ("INCR", "p"), ("INCR", "p")]
+    c.sock.sendall(b"".join(b"*%d\r\n" % len(w) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x.encode()) for x in w)
+                            for w in words))
+    assert [c.recv_line() for _ in range(4)] == [b"+OK", b"$1", b"1", b":3"]
+    assert c.quiet()
+    c.close()
+
+
 def test_client_pause_holds_other_clients_until_unpause(atlasd: Daemon) -> None:
     r = atlasd.client()
     other = RawConn(atlasd)

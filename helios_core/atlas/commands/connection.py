@@ -386,9 +386,9 @@ def _client_kill(conn: Connection, rest: list[bytes]) -> Any:
 class _ReplyMode:
     """CLIENT REPLY OFF / SKIP: the connection's reply encoders swapped for ones that send nothing
     (for every reply, or for the next command's); ON, or the SKIP's end, puts them back.  Pub/sub
-    messages are silenced too, as in Redis.  The connection reads its encoder once per read, so
-    the switch takes effect from the next read (commands pipelined in the same packet after it
-    are still answered); OFF and SKIP themselves answer nothing (an empty `Replies`)."""
+    messages are silenced too, as in Redis.  The connection encodes each reply with its encoder
+    of the moment, after the command ran: the switch holds for the commands pipelined behind it,
+    and OFF's and SKIP's own (empty) replies already pass through the swapped encoder."""
 
     __slots__ = ("conn", "enc", "enc_err", "left", "active")
 
@@ -432,7 +432,7 @@ def _client_reply(conn: Connection, mode: bytes) -> Any:
         return Replies()  # no reply at all
     if mode == b"SKIP":
         if silenced is None:
-            _ReplyMode(conn, 1)  # the next command's reply
+            _ReplyMode(conn, 2)  # SKIP's own empty reply, then the next command's
         return Replies()
     raise err(SYNTAX)
 
