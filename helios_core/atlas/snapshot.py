@@ -191,8 +191,11 @@ def _verify(path: Path, blob: bytes) -> tuple[SnapshotInfo, int]:
     tag, crc = FOOTER.unpack_from(blob, len(blob) - FOOTER.size)
     if tag != b"CRC" or zlib.crc32(memoryview(blob)[:len(blob) - FOOTER.size]) != crc:
         raise _corrupt(path, "checksum mismatch (file truncated or altered)", len(blob) - FOOTER.size)
-    info = SnapshotInfo(str(path), header["version"], int(header["seq"]), int(header["created_ms"]),
-                        int(header["keys"]), len(blob))
+    numbers = [header.get(name) for name in ("seq", "created_ms", "keys")]
+    if not all(type(n) is int for n in numbers):  # signed, yet not what a snapshot's header holds
+        raise _corrupt(path, "header lacks seq, created_ms or keys as integers", len(MAGIC))
+    seq, created_ms, keys = numbers
+    info = SnapshotInfo(str(path), header["version"], seq, created_ms, keys, len(blob))
     return info, body_at
 
 
@@ -207,6 +210,8 @@ def load_snapshot(path: Path) -> tuple[SnapshotInfo, dict, dict]:
     ended = False
     try:
         for chunk in unpacker:
+            if not isinstance(chunk, list) or not chunk:  # (a map's [0] would be a KeyError)
+                raise ValueError(f"a chunk is {type(chunk).__name__}, not a tagged list")
             tag = chunk[0]
             if tag == "S":
                 data.update(zip(chunk[1], chunk[2], strict=True))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from hypothesis import example, given, reject
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from helios_core.atlas.snapshot import FOOTER, MAGIC, check_snapshot, load_snapshot, write_snapshot
@@ -35,20 +35,14 @@ def signed(header: object, body: bytes, *, raw_header: bytes | None = None) -> b
     return blob + FOOTER.pack(b"CRC", zlib.crc32(blob))
 
 
-def load_or_corrupt(blob: bytes, *, skip_known: bool = True) -> tuple[object, CorruptFileError | None]:
-    """Load `blob` as a snapshot: (what loaded, None) or (None, the error).  `skip_known`: an input that
-    meets the known map-chunk bug (test_a_map_chunk_is_refused, xfail) is rejected as a hypothesis
-    example instead of failing every property here; drop this once snapshot.py refuses map chunks."""
+def load_or_corrupt(blob: bytes) -> tuple[object, CorruptFileError | None]:
+    """Load `blob` as a snapshot: (what loaded, None) or (None, the error)."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "dump.rdb"
         path.write_bytes(blob)
         try:
             check = check_snapshot(path)
             loaded = load_snapshot(path)
-        except KeyError:
-            if not skip_known:
-                raise
-            reject()
         except CorruptFileError as e:
             assert e.path == str(path) and not check.ok and check.reason
             return None, e
@@ -62,7 +56,7 @@ msg_value = st.recursive(msg_leaf, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.binary(max_size=3), st.integers(0, 3)), inner,
                                                  max_size=3)), max_leaves=10)
 chunk = st.one_of(
-    msg_value.filter(lambda v: not isinstance(v, dict)),  # a map chunk: the known bug below (xfail)
+    msg_value,
     st.tuples(st.sampled_from(["S", "E", "Z", "H", "SET", "L", "END"]),
               st.lists(msg_value, max_size=3)).map(lambda t: [t[0], *t[1]]),
 )
@@ -82,20 +76,16 @@ def test_any_signed_body_loads_or_is_refused(chunks: list, end: bool) -> None:
     assert loaded is not None or err is not None
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="snapshot.load_snapshot: a chunk that is a map "
-                   "(chunk[0] raises KeyError) escapes its except clause (snapshot.py chunk code is H6/H9's)")
-def test_a_map_chunk_is_refused() -> None:
+def test_a_map_chunk_is_refused() -> None:  # (found by the fuzzer: chunk[0] of a map was a KeyError)
     body = msgpack.packb({b"a": 1}) + msgpack.packb(["END", 0])
-    assert load_or_corrupt(signed(HEADER, body), skip_known=False)[1] is not None
+    assert load_or_corrupt(signed(HEADER, body))[1] is not None
 
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, ValueError, TypeError),
-                   reason="snapshot._verify: int(header['seq']) on a header without seq/keys/created_ms or with "
-                   "text in them escapes as KeyError/ValueError (snapshot.py is H6/H9's)")
+# (found by the fuzzer: int(header["seq"]) escaped as KeyError/ValueError/TypeError)
 @pytest.mark.parametrize("header", [{"version": 1}, {"version": 1, "seq": "x", "created_ms": 1, "keys": 0},
                                     {"version": 1, "seq": None, "created_ms": 1, "keys": 0}])
 def test_a_header_without_its_numbers_is_refused(header: dict) -> None:
-    assert load_or_corrupt(signed(header, msgpack.packb(["END", 0])), skip_known=False)[1] is not None
+    assert load_or_corrupt(signed(header, msgpack.packb(["END", 0])))[1] is not None
 
 
 @fuzz(100)
