@@ -191,10 +191,10 @@ def _verify(path: Path, blob: bytes) -> tuple[SnapshotInfo, int]:
     tag, crc = FOOTER.unpack_from(blob, len(blob) - FOOTER.size)
     if tag != b"CRC" or zlib.crc32(memoryview(blob)[:len(blob) - FOOTER.size]) != crc:
         raise _corrupt(path, "checksum mismatch (file truncated or altered)", len(blob) - FOOTER.size)
-    numbers = [header.get(name) for name in ("seq", "created_ms", "keys")]
-    if not all(type(n) is int for n in numbers):  # signed, yet not what a snapshot's header holds
+    seq, created_ms, keys = (header.get(name) for name in ("seq", "created_ms", "keys"))
+    if not (type(seq) is int and type(created_ms) is int and type(keys) is int):
+        # signed, yet not what a snapshot's header holds
         raise _corrupt(path, "header lacks seq, created_ms or keys as integers", len(MAGIC))
-    seq, created_ms, keys = numbers
     info = SnapshotInfo(str(path), header["version"], seq, created_ms, keys, len(blob))
     return info, body_at
 
