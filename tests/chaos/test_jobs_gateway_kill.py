@@ -41,7 +41,7 @@ def start(data: Path) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen([HELIOS, "gateway", "--data", str(data), "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, env=env)
     assert proc.stdout is not None
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a start-up on 2 cores shared by the whole suite may take long
     while time.monotonic() < deadline:
         line = proc.stdout.readline().decode()
         if not line:
