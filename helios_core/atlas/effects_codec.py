@@ -1,0 +1,304 @@
+"""The AOF record codec of effects: one JSON object per line, checksummed.
+
+`encode_record` writes a batch of effects (the vocabulary in `effects`) as one
+line; `decode_line` reads one back, accepting the original design's lines
+(no seq, crc or absolute expiry) too.  Kept apart from `effects`, which
+applies and undoes them: the codec is what the AOF reader, writer, `helios
+aof-check` and the fuzz tests exercise.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import zlib
+from typing import Any
+
+import orjson
+
+__all__ = ["Effect", "LIST_CMDS", "KNOWN_CMDS", "RecordError", "encode_record", "decode_line"]
+
+# An effect is a plain tuple, ("SET", key, value, exp) and so on (listed in `effects`).
+Effect = tuple
+LIST_CMDS = frozenset({"LPUSH", "RPUSH", "LPOP", "RPOP", "LSET", "LINSERT", "LREM", "LTRIM"})
+KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
+                        "FLUSHALL", "MULTI", "SETRANGE"}) | LIST_CMDS
+
+
+# -- AOF line codec -----------------------------------------------------------------
+#
+# One JSON object per line.  Bytes fields are written as UTF-8 text when they
+# decode, else under a `_b64` twin name.  `crc` (CRC-32 of the line without the
+# crc field) is the last field, so a reader strips it by position and checks
+# bit flips anywhere in the record.
+
+class RecordError(ValueError):
+    """A line that is not a valid AOF record; the message says why."""
+
+
+def _put_bytes(rec: dict, name: str, value: bytes) -> None:
+    try:
+        rec[name] = value.decode()
+    except UnicodeDecodeError:
+        rec[name + "_b64"] = base64.b64encode(value).decode()
+
+
+def _score_out(score: float) -> float | str:
+    return score if math.isfinite(score) else ("inf" if score > 0 else "-inf")
+
+
+def _effect_to_obj(eff: Effect) -> dict:
+    op = eff[0]
+    rec: dict[str, Any] = {"cmd": op}
+    if op == "FLUSHALL":
+        return rec
+    if op == "MULTI":
+        rec["ops"] = [_effect_to_obj(e) for e in eff[1]]
+        return rec
+    _put_bytes(rec, "key", eff[1])
+    if op == "SET":
+        _put_bytes(rec, "value", eff[2])
+        if eff[3] is not None:
+            rec["exp"] = eff[3]
+    elif op == "EXPIRE":
+        rec["exp"] = eff[2]
+    elif op == "ZADD":
+        try:
+            rec["members"] = [[_score_out(s), m.decode()] for s, m in eff[2]]
+        except UnicodeDecodeError:
+            rec["members_b64"] = [[_score_out(s), base64.b64encode(m).decode()] for s, m in eff[2]]
+    elif op in ("ZREM", "SADD", "SREM"):
+        _put_list(rec, "members", eff[2])
+    elif op == "HDEL":
+        _put_list(rec, "fields", eff[2])
+    elif op == "LPUSH" or op == "RPUSH":
+        _put_list(rec, "items", eff[2])
+    elif op == "LPOP" or op == "RPOP":
+        rec["count"] = eff[2]
+    elif op == "LSET" or op == "LINSERT":
+        rec["index"] = eff[2]
+        _put_bytes(rec, "value", eff[3])
+    elif op == "LREM":
+        rec["count"] = eff[2]
+        _put_bytes(rec, "value", eff[3])
+    elif op == "LTRIM":
+        rec["left"], rec["right"] = eff[2], eff[3]
+    elif op == "SETRANGE":
+        rec["offset"] = eff[2]
+        _put_bytes(rec, "value", eff[3])
+    elif op == "HSET":
+        try:
+            rec["fields"] = [[f.decode(), v.decode()] for f, v in eff[2]]
+        except UnicodeDecodeError:
+            rec["fields_b64"] = [[base64.b64encode(f).decode(), base64.b64encode(v).decode()] for f, v in eff[2]]
+    return rec
+
+
+def _put_list(rec: dict, name: str, items: list[bytes]) -> None:
+    """A list of bytes as text, or all of it base64 under the `_b64` twin name."""
+    try:
+        rec[name] = [m.decode() for m in items]
+    except UnicodeDecodeError:
+        rec[name + "_b64"] = [base64.b64encode(m).decode() for m in items]
+
+
+def encode_record(seq: int, effects: list[Effect]) -> bytes:
+    """One AOF line (with trailing newline) holding `effects` atomically."""
+    if len(effects) == 1 and effects[0][0] == "SET":
+        # The most common record, built directly: the same fields in the same order
+        # as the general path below gives it.
+        _, key, value, exp = effects[0]
+        try:
+            rec: dict[str, Any] = {"seq": seq, "cmd": "SET", "key": key.decode(), "value": value.decode()}
+        except UnicodeDecodeError:
+            pass  # a _b64 field: the general path
+        else:
+            if exp is not None:
+                rec["exp"] = exp
+            body = orjson.dumps(rec)
+            return b"%s,\"crc\":%d}\n" % (body[:-1], zlib.crc32(body))
+    obj = _effect_to_obj(effects[0] if len(effects) == 1 else ("MULTI", effects))
+    body = orjson.dumps({"seq": seq, **obj})
+    return b"%s,\"crc\":%d}\n" % (body[:-1], zlib.crc32(body))
+
+
+def _get_bytes(rec: dict, name: str, required: bool = True) -> bytes | None:
+    v = rec.get(name)
+    if isinstance(v, str):
+        return v.encode()
+    b = rec.get(name + "_b64")
+    if isinstance(b, str):
+        try:
+            return base64.b64decode(b, validate=True)
+        except ValueError as e:
+            raise RecordError(f"field '{name}_b64' is not valid base64") from e
+    if required:
+        raise RecordError(f"{rec.get('cmd')} record without '{name}'")
+    return None
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode()
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as e:
+        raise RecordError("a member in 'members_b64' is not valid base64") from e
+
+
+def _get_list(rec: dict, op: str, name: str) -> list[bytes]:
+    if name in rec:
+        raw, decode = rec[name], _utf8
+    elif name + "_b64" in rec:
+        raw, decode = rec[name + "_b64"], _b64
+    else:
+        raise RecordError(f"{op} record without '{name}'")
+    if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw):
+        raise RecordError(f"{op} '{name}' must be a list of strings")
+    return [decode(m) for m in raw]
+
+
+def _score_in(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise RecordError(f"bad score {v!r}")
+    try:
+        f = float(v)
+    except ValueError as e:
+        raise RecordError(f"bad score {v!r}") from e
+    if math.isnan(f):
+        raise RecordError("score is NaN")
+    return f
+
+
+def _exp_in(rec: dict, now_ms: int) -> int | None:
+    exp = rec.get("exp")
+    if exp is not None:
+        if not isinstance(exp, int) or isinstance(exp, bool):
+            raise RecordError(f"field 'exp' must be an integer, got {exp!r}")
+        return exp
+    ttl = rec.get("ttl")  # the original design's relative seconds; 0 means none
+    if ttl is None or ttl == 0:
+        return None
+    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
+        raise RecordError(f"field 'ttl' must be a number, got {ttl!r}")
+    return now_ms + int(ttl * 1000)
+
+
+def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
+    if not isinstance(rec, dict):
+        raise RecordError("record is not a JSON object")
+    op = rec.get("cmd")
+    if not isinstance(op, str):
+        raise RecordError("record without 'cmd'")
+    op = op.upper()
+    if op == "SET":
+        return ("SET", _get_bytes(rec, "key"), _get_bytes(rec, "value"), _exp_in(rec, now_ms))
+    if op == "DEL":
+        return ("DEL", _get_bytes(rec, "key"))
+    if op in ("EXPIRE", "PEXPIRE"):
+        key = _get_bytes(rec, "key")
+        exp = _exp_in(rec, now_ms)
+        if exp is None:
+            if "exp" not in rec and "ttl" not in rec:
+                raise RecordError("EXPIRE record without 'exp' or 'ttl'")
+            return ("DEL", key)  # EXPIRE with ttl 0 (or less) deletes, as in Redis
+        return ("EXPIRE", key, exp)
+    if op == "PERSIST":
+        return ("PERSIST", _get_bytes(rec, "key"))
+    if op == "ZADD":
+        key = _get_bytes(rec, "key")
+        if "members" in rec:
+            raw = rec["members"]
+            decode = _utf8
+        elif "members_b64" in rec:
+            raw = rec["members_b64"]
+            decode = _b64
+        else:
+            raise RecordError("ZADD record without 'members'")
+        if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[1], str)
+                                                for p in raw):
+            raise RecordError("ZADD 'members' must be a list of [score, member] pairs")
+        return ("ZADD", key, [(_score_in(s), decode(m)) for s, m in raw])
+    if op in ("ZREM", "SADD", "SREM"):
+        return (op, _get_bytes(rec, "key"), _get_list(rec, op, "members"))
+    if op == "HDEL":
+        return (op, _get_bytes(rec, "key"), _get_list(rec, op, "fields"))
+    if op == "HSET":
+        key = _get_bytes(rec, "key")
+        if "fields" in rec:
+            raw, decode = rec["fields"], _utf8
+        elif "fields_b64" in rec:
+            raw, decode = rec["fields_b64"], _b64
+        else:
+            raise RecordError("HSET record without 'fields'")
+        if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                                                and isinstance(p[1], str) for p in raw):
+            raise RecordError("HSET 'fields' must be a list of [field, value] pairs")
+        return ("HSET", key, [(decode(f), decode(v)) for f, v in raw])
+    if op in LIST_CMDS:
+        return _list_effect(rec, op)
+    if op == "SETRANGE":
+        return (op, _get_bytes(rec, "key"), _int_field(rec, op, "offset"), _get_bytes(rec, "value"))
+    if op == "FLUSHALL":
+        return ("FLUSHALL",)
+    if op == "MULTI":
+        ops = rec.get("ops")
+        if not isinstance(ops, list):
+            raise RecordError("MULTI record without 'ops' list")
+        return ("MULTI", [_obj_to_effect(o, now_ms) for o in ops])
+    raise RecordError(f"unknown command '{op}'")
+
+
+def _int_field(rec: dict, op: str, name: str, lo: int = 0) -> int:
+    v = rec.get(name)
+    if type(v) is not int or v < lo:
+        raise RecordError(f"{op} field '{name}' must be an integer >= {lo}, got {v!r}")
+    return v
+
+
+def _list_effect(rec: dict, op: str) -> Effect:
+    key = _get_bytes(rec, "key")
+    if op == "LPUSH" or op == "RPUSH":
+        return (op, key, _get_list(rec, op, "items"))
+    if op == "LPOP" or op == "RPOP":
+        return (op, key, _int_field(rec, op, "count"))
+    if op == "LSET" or op == "LINSERT":
+        return (op, key, _int_field(rec, op, "index"), _get_bytes(rec, "value"))
+    if op == "LREM":
+        return (op, key, _int_field(rec, op, "count", -(1 << 63)), _get_bytes(rec, "value"))
+    return (op, key, _int_field(rec, op, "left"), _int_field(rec, op, "right"))
+
+
+def decode_line(line: bytes, now_ms: int) -> tuple[int | None, Effect]:
+    """Parse one AOF line (without its newline) into (seq or None, effect).
+
+    Raises RecordError naming what is wrong.  Lines without `seq`, `crc` or
+    `exp` (the original design's format) are accepted; `now_ms` anchors their
+    relative `ttl`.  Recovery calls this once per record, so plain SETs take a
+    short path.
+    """
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        raise RecordError(f"not valid JSON ({e})") from None
+    if type(rec) is not dict:
+        raise RecordError("record is not a JSON object")
+    crc = rec.pop("crc", None)
+    if crc is not None:
+        # The crc covers the line as written before the crc field was appended.
+        at = line.rfind(b',"crc":')
+        if at == -1 or type(crc) is not int or zlib.crc32(b"}", zlib.crc32(memoryview(line)[:at])) != crc:
+            raise RecordError("checksum mismatch (the line was altered or torn)")
+    seq = rec.get("seq")
+    if seq is not None:
+        if type(seq) is not int or seq < 1:
+            raise RecordError(f"field 'seq' must be a positive integer, got {seq!r}")
+        if crc is None:  # HELIOS writes both; a lost crc would switch the check off
+            raise RecordError("record has a 'seq' but no 'crc' (the line was altered)")
+    if rec.get("cmd") == "SET":
+        key, value, exp = rec.get("key"), rec.get("value"), rec.get("exp")
+        if type(key) is str and type(value) is str and "ttl" not in rec and (exp is None or type(exp) is int):
+            return seq, ("SET", key.encode(), value.encode(), exp)
+    return seq, _obj_to_effect(rec, now_ms)
