@@ -2,7 +2,9 @@
 
 from helios_core.atlas.commands import (  # noqa: F401  (registration side effects)
     bitmaps,
+    config,
     connection,
+    docs,
     hashes,
     keys,
     lists,

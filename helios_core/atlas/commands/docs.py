@@ -1,0 +1,317 @@
+"""COMMAND and the command metadata it reports: COMMAND COUNT/INFO/DOCS/LIST/GETKEYS.
+
+`DOCS` holds each command's group, first version, syntax and summary (what
+COMMAND DOCS answers and redis-cli builds its help from); `command_info` shapes
+a COMMAND INFO entry from the command table and that group, with Redis 7.0's
+ACL categories.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helios_core.atlas.commands.server import subcommand_error
+from helios_core.atlas.commands.table import SYNTAX, TABLE, Command, Ctx, Simple, command, err
+from helios_core.atlas.glob import compile_glob
+
+__all__ = ["DOCS", "command_info"]
+
+
+# -- COMMAND ---------------------------------------------------------------------------
+
+_ACL = {"string": "@string", "generic": "@keyspace", "sorted-set": "@sortedset", "hash": "@hash", "set": "@set",
+        "connection": "@connection",
+        "transactions": "@transaction", "pubsub": "@pubsub", "server": "@admin"}
+
+
+def command_info(cmd: Command) -> list:
+    """One COMMAND / COMMAND INFO entry, shaped as Redis 7 sends it."""
+    flags = [Simple(f) for f in sorted(cmd.flags)]
+    group = DOCS.get(cmd.name, ("generic",))[0]
+    acl = [Simple("@write" if cmd.is_write else "@read")] if cmd.first_key else []
+    acl.append(Simple(_ACL.get(group, "@keyspace")))
+    if "fast" in cmd.flags:
+        acl.append(Simple("@fast"))
+    return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step, acl, [], [], []]
+
+
+def _command_docs(cmd: Command) -> dict:
+    group, since, syntax, summary = DOCS.get(cmd.name, ("generic", "1.0.0", "", cmd.doc.strip()))
+    doc: dict[bytes, Any] = {b"summary": summary.encode(), b"since": since.encode(), b"group": group.encode(),
+                             b"complexity": b"", b"doc_flags": set()}
+    if syntax:
+        doc[b"arguments"] = [{b"name": syntax.encode(), b"type": b"string"}]
+    return doc
+
+
+@command("command", -1, "loading stale", keys=(0, 0, 0))
+def command_(ctx: Ctx, args: list[bytes]) -> Any:
+    cmds = TABLE.commands
+    if not args:
+        return [command_info(c) for c in cmds.values()]
+    sub, rest = args[0].upper(), args[1:]
+    if sub == b"COUNT" and not rest:
+        return len(cmds)
+    if sub == b"INFO":
+        if not rest:
+            return [command_info(c) for c in cmds.values()]
+        found = [TABLE.get(name) for name in rest]
+        return [command_info(c) if c is not None else None for c in found]
+    if sub == b"DOCS":
+        names = rest or list(cmds)
+        out: dict[bytes, Any] = {}
+        for name in names:
+            c = TABLE.get(name)
+            if c is not None:
+                out[c.name.encode()] = _command_docs(c)
+        return out
+    if sub == b"LIST":
+        names = [c.encode() for c in (cmd.name for cmd in cmds.values())]
+        if len(rest) == 3 and rest[0].upper() == b"FILTERBY" and rest[1].upper() == b"PATTERN":
+            rx = compile_glob(rest[2], nocase=True)
+            names = [n for n in names if rx.match(n)]
+        elif rest:
+            raise err(SYNTAX)
+        return names
+    if sub == b"GETKEYS" and len(rest) >= 2:
+        return _getkeys(rest)
+    if sub == b"GETKEYS":
+        raise err("ERR wrong number of arguments for 'command|getkeys' command")
+    if sub == b"HELP" and not rest:
+        return [Simple(s) for s in ("COMMAND [<subcommand>]", "COUNT", "INFO [<command-name> ...]",
+                                    "DOCS [<command-name> ...]", "LIST [FILTERBY PATTERN <pattern>]",
+                                    "GETKEYS <full-command>", "HELP")]
+    raise subcommand_error("COMMAND", args[0], "count info docs list getkeys getkeysandflags help")
+
+
+# Where the keys are in commands whose key count is an argument: name -> (index of numkeys in the
+# command line, keys before it (a destination)).
+_NUMKEYS: dict[str, tuple[int, int]] = {
+    "eval": (2, 0), "evalsha": (2, 0), "eval_ro": (2, 0), "evalsha_ro": (2, 0), "fcall": (2, 0),
+    "fcall_ro": (2, 0), "zunion": (1, 0), "zinter": (1, 0), "zdiff": (1, 0), "zintercard": (1, 0),
+    "sintercard": (1, 0), "lmpop": (1, 0), "zmpop": (1, 0), "blmpop": (2, 0), "bzmpop": (2, 0),
+    "zunionstore": (2, 1), "zinterstore": (2, 1), "zdiffstore": (2, 1),
+}
+
+
+def _getkeys(argv: list[bytes]) -> list[bytes]:
+    """COMMAND GETKEYS: the key arguments of `argv` (a whole command line)."""
+    c = TABLE.get(argv[0])
+    if c is None:
+        raise err("ERR Invalid command specified")
+    movable = _NUMKEYS.get(c.name)
+    if c.first_key <= 0 and movable is None:
+        raise err("ERR The command has no key arguments")
+    n = len(argv)
+    if (c.arity > 0 and n != c.arity) or n < -c.arity:
+        raise err("ERR Invalid number of arguments specified for command")
+    if movable is not None:
+        at, before = movable
+        try:
+            numkeys = int(argv[at])
+        except ValueError:
+            return []
+        if numkeys < 0 or at + 1 + numkeys > n:
+            return []
+        return [*argv[at - before:at], *argv[at + 1:at + 1 + numkeys]]
+    last = c.last_key if c.last_key >= 0 else n + c.last_key
+    return argv[c.first_key:last + 1:c.step]
+
+
+# -- COMMAND DOCS data ----------------------------------------------------------------
+# redis-cli (7.x) builds its help and inline hints from COMMAND DOCS.  Each
+# command's syntax goes out as one argument of type "string" whose name is the
+# whole syntax line: exactly what redis-cli shows as the hint.
+
+# name: (group, since, syntax, summary)
+DOCS: dict[str, tuple[str, str, str, str]] = {
+    # strings
+    "get": ("string", "1.0.0", "key", "Returns the string value of a key."),
+    "set": ("string", "1.0.0",
+            "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|"
+            "PXAT unix-time-milliseconds|KEEPTTL]",
+            "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist."),
+    "setnx": ("string", "1.0.0", "key value", "Set the string value of a key only when the key doesn't exist."),
+    "setex": ("string", "2.0.0", "key seconds value", "Sets the string value and expiration time of a key."),
+    "psetex": ("string", "2.6.0", "key milliseconds value",
+               "Sets both string value and expiration time in milliseconds of a key."),
+    "getset": ("string", "1.0.0", "key value", "Returns the previous string value of a key after setting it."),
+    "getdel": ("string", "6.2.0", "key", "Returns the string value of a key after deleting the key."),
+    "getex": ("string", "6.2.0",
+              "key [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|PERSIST]",
+              "Returns the string value of a key after setting its expiration time."),
+    "mget": ("string", "1.0.0", "key [key ...]", "Atomically returns the string values of one or more keys."),
+    "mset": ("string", "1.0.1", "key value [key value ...]", "Atomically creates or modifies the string values "
+             "of one or more keys."),
+    "msetnx": ("string", "1.0.1", "key value [key value ...]", "Atomically sets the values of one or more keys "
+               "only when all keys don't exist."),
+    "append": ("string", "2.0.0", "key value", "Appends a string to the value of a key. Creates the key if it "
+               "doesn't exist."),
+    "strlen": ("string", "2.2.0", "key", "Returns the length of a string value."),
+    "getrange": ("string", "2.4.0", "key start end", "Returns a substring of the string stored at a key."),
+    "setrange": ("string", "2.2.0", "key offset value", "Overwrites a part of a string value with another by an "
+                 "offset. Creates the key if it doesn't exist."),
+    "incr": ("string", "1.0.0", "key", "Increments the integer value of a key by one."),
+    "incrby": ("string", "1.0.0", "key increment", "Increments the integer value of a key by a number."),
+    "decr": ("string", "1.0.0", "key", "Decrements the integer value of a key by one."),
+    "decrby": ("string", "1.0.0", "key decrement", "Decrements a number from the integer value of a key."),
+    "incrbyfloat": ("string", "2.6.0", "key increment", "Increment the floating point value of a key by a number."),
+    # keys
+    "del": ("generic", "1.0.0", "key [key ...]", "Deletes one or more keys."),
+    "unlink": ("generic", "4.0.0", "key [key ...]", "Asynchronously deletes one or more keys."),
+    "exists": ("generic", "1.0.0", "key [key ...]", "Determines whether one or more keys exist."),
+    "type": ("generic", "1.0.0", "key", "Determines the type of value stored at a key."),
+    "expire": ("generic", "1.0.0", "key seconds [NX|XX|GT|LT]", "Sets the expiration time of a key in seconds."),
+    "pexpire": ("generic", "2.6.0", "key milliseconds [NX|XX|GT|LT]",
+                "Sets the expiration time of a key in milliseconds."),
+    "expireat": ("generic", "1.2.0", "key unix-time-seconds [NX|XX|GT|LT]",
+                 "Sets the expiration time of a key to a Unix timestamp."),
+    "pexpireat": ("generic", "2.6.0", "key unix-time-milliseconds [NX|XX|GT|LT]",
+                  "Sets the expiration time of a key to a Unix milliseconds timestamp."),
+    "ttl": ("generic", "1.0.0", "key", "Returns the expiration time in seconds of a key."),
+    "pttl": ("generic", "2.6.0", "key", "Returns the expiration time in milliseconds of a key."),
+    "expiretime": ("generic", "7.0.0", "key", "Returns the expiration time of a key as a Unix timestamp."),
+    "pexpiretime": ("generic", "7.0.0", "key",
+                    "Returns the expiration time of a key as a Unix milliseconds timestamp."),
+    "persist": ("generic", "2.2.0", "key", "Removes the expiration time of a key."),
+    "keys": ("generic", "1.0.0", "pattern", "Returns all key names that match a pattern."),
+    "scan": ("generic", "2.8.0", "cursor [MATCH pattern] [COUNT count] [TYPE type]",
+             "Iterates over the key names in the database."),
+    "rename": ("generic", "1.0.0", "key newkey", "Renames a key and overwrites the destination."),
+    "renamenx": ("generic", "1.0.0", "key newkey", "Renames a key only when the target key name doesn't exist."),
+    "randomkey": ("generic", "1.0.0", "", "Returns a random key name from the database."),
+    "dbsize": ("server", "1.0.0", "", "Returns the number of keys in the database."),
+    "flushdb": ("server", "1.0.0", "[ASYNC|SYNC]", "Remove all keys from the current database."),
+    "flushall": ("server", "1.0.0", "[ASYNC|SYNC]", "Removes all keys from all databases."),
+    # sorted sets
+    "zadd": ("sorted-set", "1.2.0", "key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]",
+             "Adds one or more members to a sorted set, or updates their scores."),
+    "zincrby": ("sorted-set", "1.2.0", "key increment member",
+                "Increments the score of a member in a sorted set."),
+    "zrem": ("sorted-set", "1.2.0", "key member [member ...]", "Removes one or more members from a sorted set."),
+    "zscore": ("sorted-set", "1.2.0", "key member", "Returns the score of a member in a sorted set."),
+    "zmscore": ("sorted-set", "6.2.0", "key member [member ...]",
+                "Returns the score of one or more members in a sorted set."),
+    "zcard": ("sorted-set", "1.2.0", "key", "Returns the number of members in a sorted set."),
+    "zcount": ("sorted-set", "2.0.0", "key min max",
+               "Returns the count of members in a sorted set that have scores within a range."),
+    "zrank": ("sorted-set", "2.0.0", "key member", "Returns the index of a member in a sorted set ordered by "
+              "ascending scores."),
+    "zrevrank": ("sorted-set", "2.0.0", "key member", "Returns the index of a member in a sorted set ordered by "
+                 "descending scores."),
+    "zrange": ("sorted-set", "1.2.0", "key start stop [BYSCORE|BYLEX] [REV] [LIMIT offset count] [WITHSCORES]",
+               "Returns members in a sorted set within a range of indexes."),
+    "zrevrange": ("sorted-set", "1.2.0", "key start stop [WITHSCORES]",
+                  "Returns members in a sorted set within a range of indexes in reverse order."),
+    "zrangebyscore": ("sorted-set", "1.0.5", "key min max [WITHSCORES] [LIMIT offset count]",
+                      "Returns members in a sorted set within a range of scores."),
+    "zrevrangebyscore": ("sorted-set", "2.2.0", "key max min [WITHSCORES] [LIMIT offset count]",
+                         "Returns members in a sorted set within a range of scores in reverse order."),
+    "zremrangebyscore": ("sorted-set", "1.2.0", "key min max",
+                         "Removes members in a sorted set within a range of scores."),
+    "zremrangebyrank": ("sorted-set", "2.0.0", "key start stop",
+                        "Removes members in a sorted set within a range of indexes."),
+    "zpopmin": ("sorted-set", "5.0.0", "key [count]",
+                "Returns the lowest-scoring members from a sorted set after removing them."),
+    "zpopmax": ("sorted-set", "5.0.0", "key [count]",
+                "Returns the highest-scoring members from a sorted set after removing them."),
+    # hashes
+    "hset": ("hash", "2.0.0", "key field value [field value ...]",
+             "Creates or modifies the value of a field in a hash."),
+    "hsetnx": ("hash", "2.0.0", "key field value", "Sets the value of a field in a hash only when the field "
+               "doesn't exist."),
+    "hget": ("hash", "2.0.0", "key field", "Returns the value of a field in a hash."),
+    "hmget": ("hash", "2.0.0", "key field [field ...]", "Returns the values of all fields in a hash."),
+    "hmset": ("hash", "2.0.0", "key field value [field value ...]", "Sets the values of multiple fields."),
+    "hgetall": ("hash", "2.0.0", "key", "Returns all fields and values in a hash."),
+    "hdel": ("hash", "2.0.0", "key field [field ...]", "Deletes one or more fields and their values from a "
+             "hash. Deletes the hash if no fields remain."),
+    "hexists": ("hash", "2.0.0", "key field", "Determines whether a field exists in a hash."),
+    "hlen": ("hash", "2.0.0", "key", "Returns the number of fields in a hash."),
+    "hkeys": ("hash", "2.0.0", "key", "Returns all fields in a hash."),
+    "hvals": ("hash", "2.0.0", "key", "Returns all values in a hash."),
+    "hincrby": ("hash", "2.0.0", "key field increment", "Increments the integer value of a field in a hash by a "
+                "number. Uses 0 as initial value if the field doesn't exist."),
+    "hincrbyfloat": ("hash", "2.6.0", "key field increment", "Increments the floating point value of a field by "
+                     "a number. Uses 0 as initial value if the field doesn't exist."),
+    "hstrlen": ("hash", "3.2.0", "key field", "Returns the length of the value of a field."),
+    "hrandfield": ("hash", "6.2.0", "key [count [WITHVALUES]]", "Returns one or more random fields from a hash."),
+    "hscan": ("hash", "2.8.0", "key cursor [MATCH pattern] [COUNT count]",
+              "Iterates over fields and values of a hash."),
+    # sets
+    "sadd": ("set", "1.0.0", "key member [member ...]", "Adds one or more members to a set. Creates the key if "
+             "it doesn't exist."),
+    "srem": ("set", "1.0.0", "key member [member ...]", "Removes one or more members from a set. Deletes the "
+             "set if the last member was removed."),
+    "smembers": ("set", "1.0.0", "key", "Returns all members of a set."),
+    "sismember": ("set", "1.0.0", "key member", "Determines whether a member belongs to a set."),
+    "smismember": ("set", "6.2.0", "key member [member ...]", "Determines whether multiple members belong to a "
+                   "set."),
+    "scard": ("set", "1.0.0", "key", "Returns the number of members in a set."),
+    "spop": ("set", "1.0.0", "key [count]", "Returns one or more random members from a set after removing them. "
+             "Deletes the set if the last member was popped."),
+    "srandmember": ("set", "1.0.0", "key [count]", "Get one or multiple random members from a set"),
+    "smove": ("set", "1.0.0", "source destination member", "Moves a member from one set to another."),
+    "sinter": ("set", "1.0.0", "key [key ...]", "Returns the intersect of multiple sets."),
+    "sintercard": ("set", "7.0.0", "numkeys key [key ...] [LIMIT limit]",
+                   "Returns the number of members of the intersect of multiple sets."),
+    "sunion": ("set", "1.0.0", "key [key ...]", "Returns the union of multiple sets."),
+    "sdiff": ("set", "1.0.0", "key [key ...]", "Returns the difference of multiple sets."),
+    "sinterstore": ("set", "1.0.0", "destination key [key ...]", "Stores the intersect of multiple sets in a "
+                    "key."),
+    "sunionstore": ("set", "1.0.0", "destination key [key ...]", "Stores the union of multiple sets in a key."),
+    "sdiffstore": ("set", "1.0.0", "destination key [key ...]", "Stores the difference of multiple sets in a "
+                   "key."),
+    "sscan": ("set", "2.8.0", "key cursor [MATCH pattern] [COUNT count]", "Iterates over members of a set."),
+    # connection
+    "ping": ("connection", "1.0.0", "[message]", "Returns the server's liveliness response."),
+    "echo": ("connection", "1.0.0", "message", "Returns the given string."),
+    "quit": ("connection", "1.0.0", "", "Closes the connection."),
+    "select": ("connection", "1.0.0", "index", "Changes the selected database (only 0 exists)."),
+    "auth": ("connection", "1.0.0", "[username] password", "Authenticates the connection."),
+    "hello": ("connection", "6.0.0", "[protover [AUTH username password] [SETNAME clientname]]",
+              "Handshakes with the server."),
+    "reset": ("connection", "6.2.0", "", "Resets the connection."),
+    "client": ("connection", "2.4.0", "ID|GETNAME|SETNAME name|SETINFO attr value|INFO|LIST|KILL|REPLY|PAUSE|"
+               "UNPAUSE|UNBLOCK|TRACKING|NO-EVICT",
+               "A container for client connection commands."),
+    # transactions
+    "multi": ("transactions", "1.2.0", "", "Starts a transaction."),
+    "exec": ("transactions", "1.2.0", "", "Executes all commands in a transaction."),
+    "discard": ("transactions", "2.0.0", "", "Discards a transaction."),
+    "watch": ("transactions", "2.2.0", "key [key ...]", "Monitors changes to keys to determine the execution "
+              "of a transaction."),
+    "unwatch": ("transactions", "2.2.0", "", "Forgets about watched keys of a transaction."),
+    # pub/sub
+    "subscribe": ("pubsub", "2.0.0", "channel [channel ...]", "Listens for messages published to channels."),
+    "unsubscribe": ("pubsub", "2.0.0", "[channel [channel ...]]",
+                    "Stops listening to messages posted to channels."),
+    "psubscribe": ("pubsub", "2.0.0", "pattern [pattern ...]",
+                   "Listens for messages published to channels that match one or more patterns."),
+    "punsubscribe": ("pubsub", "2.0.0", "[pattern [pattern ...]]",
+                     "Stops listening to messages published to channels that match one or more patterns."),
+    "publish": ("pubsub", "2.0.0", "channel message", "Posts a message to a channel."),
+    "pubsub": ("pubsub", "2.8.0", "CHANNELS [pattern]|NUMSUB [channel ...]|NUMPAT",
+               "A container for Pub/Sub commands."),
+    # server
+    "info": ("server", "1.0.0", "[section [section ...]]", "Returns information and statistics about the server."),
+    "command": ("server", "2.8.13", "[COUNT|INFO [command-name ...]|DOCS [command-name ...]|LIST]",
+                "Returns detailed information about all commands."),
+    "config": ("server", "2.0.0", "GET parameter [parameter ...]|SET parameter value [parameter value ...]|"
+               "RESETSTAT", "A container for server configuration commands."),
+    "time": ("server", "2.6.0", "", "Returns the server time."),
+    "save": ("server", "1.0.0", "", "Snapshots the dataset and waits until the snapshot is on disk."),
+    "bgsave": ("server", "1.0.0", "[SCHEDULE]", "Asynchronously saves the database(s) to disk."),
+    "bgrewriteaof": ("server", "1.0.0", "", "Asynchronously compacts the append-only file (a snapshot "
+                     "plus AOF rotation here)."),
+    "lastsave": ("server", "1.0.0", "", "Returns the Unix timestamp of the last successful save to disk."),
+    "slowlog": ("server", "2.2.12", "GET [count]|LEN|RESET", "A container for slow log commands."),
+    "memory": ("server", "4.0.0", "USAGE key [SAMPLES count]|STATS|DOCTOR|PURGE|MALLOC-STATS",
+               "A container for memory diagnostics commands (USAGE: atlasd's estimate)."),
+    "latency": ("server", "2.8.13", "LATEST|HISTORY event|RESET [event ...]|DOCTOR|HISTOGRAM",
+                "A container for latency diagnostics commands (always empty here)."),
+    "role": ("server", "2.8.12", "", "Returns the replication role."),
+    "monitor": ("server", "1.0.0", "", "Listens for all requests received by the server in real-time."),
+    "shutdown": ("server", "1.0.0", "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]",
+                 "Synchronously saves the database(s) to disk and shuts down the server."),
+}
