@@ -14,24 +14,58 @@ from helios_core.atlas.commands.server import subcommand_error
 from helios_core.atlas.commands.table import SYNTAX, TABLE, Command, Ctx, Simple, command, err
 from helios_core.atlas.glob import compile_glob
 
-__all__ = ["DOCS", "command_info"]
+__all__ = ["DOCS", "command_info", "acl_categories"]
 
 
 # -- COMMAND ---------------------------------------------------------------------------
 
-_ACL = {"string": "@string", "generic": "@keyspace", "sorted-set": "@sortedset", "hash": "@hash", "set": "@set",
-        "connection": "@connection",
-        "transactions": "@transaction", "pubsub": "@pubsub", "server": "@admin"}
+# ACL categories, as Redis 7.0 reports them in COMMAND INFO: the ones a command's group gives it
+# (`_GROUP_ACL`) and a few more named per command (`_EXTRA_ACL`, from Redis's command table), plus
+# the ones its flags imply (write, readonly, admin, pubsub, fast, blocking; @slow when not @fast),
+# listed in Redis's order of categories.
+_GROUP_ACL = {"string": "@string", "generic": "@keyspace", "sorted-set": "@sortedset", "hash": "@hash", "set": "@set",
+              "list": "@list", "bitmap": "@bitmap", "connection": "@connection", "transactions": "@transaction",
+              "pubsub": "@pubsub", "scripting": "@scripting"}
+_EXTRA_ACL: dict[str, tuple[str, ...]] = {
+    "dbsize": ("@keyspace",), "flushall": ("@keyspace", "@dangerous"), "flushdb": ("@keyspace", "@dangerous"),
+    "keys": ("@dangerous",), "restore": ("@dangerous",), "info": ("@dangerous",),
+    "lastsave": ("@admin", "@dangerous"), "role": ("@admin", "@dangerous"), "command": ("@connection",),
+}
+# Container commands: in Redis 7.0 their flags and categories are their subcommands'; the container
+# itself reports no flags and only @slow.
+_CONTAINERS = frozenset({"client", "config", "latency", "memory", "slowlog", "object", "pubsub", "script"})
+_ACL_ORDER = ("@keyspace", "@read", "@write", "@set", "@sortedset", "@list", "@hash", "@string", "@bitmap",
+              "@hyperloglog", "@geo", "@stream", "@pubsub", "@admin", "@fast", "@slow", "@blocking", "@dangerous",
+              "@connection", "@transaction", "@scripting")
+
+
+def acl_categories(cmd: Command) -> list[str]:
+    """The ACL categories COMMAND INFO lists for `cmd`, in Redis's order."""
+    if cmd.name in _CONTAINERS:
+        return ["@slow"]
+    group = DOCS.get(cmd.name, ("generic",))[0]
+    cats = set(_EXTRA_ACL.get(cmd.name, ()))
+    if group in _GROUP_ACL:
+        cats.add(_GROUP_ACL[group])
+    flags = cmd.flags
+    if "write" in flags:
+        cats.add("@write")
+    if "readonly" in flags and "@scripting" not in cats:  # (EVAL_RO is not @read in Redis)
+        cats.add("@read")
+    if "admin" in flags:
+        cats.update(("@admin", "@dangerous"))
+    if "pubsub" in flags:
+        cats.add("@pubsub")
+    if "blocking" in flags:
+        cats.add("@blocking")
+    cats.add("@fast" if "fast" in flags else "@slow")
+    return [c for c in _ACL_ORDER if c in cats]
 
 
 def command_info(cmd: Command) -> list:
     """One COMMAND / COMMAND INFO entry, shaped as Redis 7 sends it."""
     flags = [Simple(f) for f in sorted(cmd.flags)]
-    group = DOCS.get(cmd.name, ("generic",))[0]
-    acl = [Simple("@write" if cmd.is_write else "@read")] if cmd.first_key else []
-    acl.append(Simple(_ACL.get(group, "@keyspace")))
-    if "fast" in cmd.flags:
-        acl.append(Simple("@fast"))
+    acl = [Simple(c) for c in acl_categories(cmd)]
     return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step, acl, [], [], []]
 
 
@@ -314,4 +348,112 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "monitor": ("server", "1.0.0", "", "Listens for all requests received by the server in real-time."),
     "shutdown": ("server", "1.0.0", "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]",
                  "Synchronously saves the database(s) to disk and shuts down the server."),
+    # -- added with issue 15: groups, versions, syntax and summaries as Redis 7.0's COMMAND DOCS has them
+    # lists
+    "blmove": ("list", "6.2.0", "source destination LEFT|RIGHT LEFT|RIGHT timeout",
+               "Pop an element from a list, push it to another list and return it; or block until one is available"),
+    "blmpop": ("list", "7.0.0", "timeout numkeys key [key ...] LEFT|RIGHT [COUNT count]",
+               "Pop elements from a list, or block until one is available"),
+    "blpop": ("list", "2.0.0", "key [key ...] timeout",
+              "Remove and get the first element in a list, or block until one is available"),
+    "brpop": ("list", "2.0.0", "key [key ...] timeout",
+              "Remove and get the last element in a list, or block until one is available"),
+    "brpoplpush": ("list", "2.2.0", "source destination timeout",
+                   "Pop an element from a list, push it to another list and return it; or block until one is "
+                   "available"),
+    "lindex": ("list", "1.0.0", "key index", "Get an element from a list by its index"),
+    "linsert": ("list", "2.2.0", "key BEFORE|AFTER pivot element",
+                "Insert an element before or after another element in a list"),
+    "llen": ("list", "1.0.0", "key", "Get the length of a list"),
+    "lmove": ("list", "6.2.0", "source destination LEFT|RIGHT LEFT|RIGHT",
+              "Pop an element from a list, push it to another list and return it"),
+    "lmpop": ("list", "7.0.0", "numkeys key [key ...] LEFT|RIGHT [COUNT count]", "Pop elements from a list"),
+    "lpop": ("list", "1.0.0", "key [count]", "Remove and get the first elements in a list"),
+    "lpos": ("list", "6.0.6", "key element [RANK rank] [COUNT num-matches] [MAXLEN len]",
+             "Return the index of matching elements on a list"),
+    "lpush": ("list", "1.0.0", "key element [element ...]", "Prepend one or multiple elements to a list"),
+    "lpushx": ("list", "2.2.0", "key element [element ...]", "Prepend an element to a list, only if the list exists"),
+    "lrange": ("list", "1.0.0", "key start stop", "Get a range of elements from a list"),
+    "lrem": ("list", "1.0.0", "key count element", "Remove elements from a list"),
+    "lset": ("list", "1.0.0", "key index element", "Set the value of an element in a list by its index"),
+    "ltrim": ("list", "1.0.0", "key start stop", "Trim a list to the specified range"),
+    "rpop": ("list", "1.0.0", "key [count]", "Remove and get the last elements in a list"),
+    "rpoplpush": ("list", "1.2.0", "source destination",
+                  "Remove the last element in a list, prepend it to another list and return it"),
+    "rpush": ("list", "1.0.0", "key element [element ...]", "Append one or multiple elements to a list"),
+    "rpushx": ("list", "2.2.0", "key element [element ...]", "Append an element to a list, only if the list exists"),
+    # bitmaps
+    "bitcount": ("bitmap", "2.6.0", "key [start end [BYTE|BIT]]", "Count set bits in a string"),
+    "bitfield": ("bitmap", "3.2.0", "key [GET encoding offset|[OVERFLOW WRAP|SAT|FAIL] SET encoding offset "
+                 "value|INCRBY encoding offset increment ...]",
+                 "Perform arbitrary bitfield integer operations on strings"),
+    "bitfield_ro": ("bitmap", "6.0.0", "key [GET encoding offset [GET encoding offset ...]]",
+                    "Perform arbitrary bitfield integer operations on strings. Read-only variant of BITFIELD"),
+    "bitop": ("bitmap", "2.6.0", "operation destkey key [key ...]", "Perform bitwise operations between strings"),
+    "bitpos": ("bitmap", "2.8.7", "key bit [start [end [BYTE|BIT]]]", "Find first bit set or clear in a string"),
+    "getbit": ("bitmap", "2.2.0", "key offset", "Returns the bit value at offset in the string value stored at key"),
+    "setbit": ("bitmap", "2.2.0", "key offset value",
+               "Sets or clears the bit at offset in the string value stored at key"),
+    # sorted sets (added with the blocking, set-algebra and lex families)
+    "bzmpop": ("sorted-set", "7.0.0", "timeout numkeys key [key ...] MIN|MAX [COUNT count]",
+               "Remove and return members with scores in a sorted set or block until one is available"),
+    "bzpopmax": ("sorted-set", "5.0.0", "key [key ...] timeout",
+                 "Remove and return the member with the highest score from one or more sorted sets, or block until "
+                 "one is available"),
+    "bzpopmin": ("sorted-set", "5.0.0", "key [key ...] timeout",
+                 "Remove and return the member with the lowest score from one or more sorted sets, or block until one "
+                 "is available"),
+    "zdiff": ("sorted-set", "6.2.0", "numkeys key [key ...] [WITHSCORES]", "Subtract multiple sorted sets"),
+    "zdiffstore": ("sorted-set", "6.2.0", "destination numkeys key [key ...]",
+                   "Subtract multiple sorted sets and store the resulting sorted set in a new key"),
+    "zinter": ("sorted-set", "6.2.0", "numkeys key [key ...] [WEIGHTS weight [weight ...]] [AGGREGATE SUM|MIN|MAX] "
+               "[WITHSCORES]",
+               "Intersect multiple sorted sets"),
+    "zintercard": ("sorted-set", "7.0.0", "numkeys key [key ...] [LIMIT limit]",
+                   "Intersect multiple sorted sets and return the cardinality of the result"),
+    "zinterstore": ("sorted-set", "2.0.0", "destination numkeys key [key ...] [WEIGHTS weight [weight ...]] "
+                    "[AGGREGATE SUM|MIN|MAX]",
+                    "Intersect multiple sorted sets and store the resulting sorted set in a new key"),
+    "zlexcount": ("sorted-set", "2.8.9", "key min max",
+                  "Count the number of members in a sorted set between a given lexicographical range"),
+    "zmpop": ("sorted-set", "7.0.0", "numkeys key [key ...] MIN|MAX [COUNT count]",
+              "Remove and return members with scores in a sorted set"),
+    "zrandmember": ("sorted-set", "6.2.0", "key [count [WITHSCORES]]",
+                    "Get one or multiple random elements from a sorted set"),
+    "zrangebylex": ("sorted-set", "2.8.9", "key min max [LIMIT offset count]",
+                    "Return a range of members in a sorted set, by lexicographical range"),
+    "zrangestore": ("sorted-set", "6.2.0", "dst src min max [BYSCORE|BYLEX] [REV] [LIMIT offset count]",
+                    "Store a range of members from sorted set into another key"),
+    "zremrangebylex": ("sorted-set", "2.8.9", "key min max",
+                       "Remove all members in a sorted set between the given lexicographical range"),
+    "zrevrangebylex": ("sorted-set", "2.8.9", "key max min [LIMIT offset count]",
+                       "Return a range of members in a sorted set, by lexicographical range, ordered from higher to "
+                       "lower strings."),
+    "zscan": ("sorted-set", "2.8.0", "key cursor [MATCH pattern] [COUNT count]",
+              "Incrementally iterate sorted sets elements and associated scores"),
+    "zunion": ("sorted-set", "6.2.0", "numkeys key [key ...] [WEIGHTS weight [weight ...]] [AGGREGATE SUM|MIN|MAX] "
+               "[WITHSCORES]",
+               "Add multiple sorted sets"),
+    "zunionstore": ("sorted-set", "2.0.0", "destination numkeys key [key ...] [WEIGHTS weight [weight ...]] "
+                    "[AGGREGATE SUM|MIN|MAX]",
+                    "Add multiple sorted sets and store the resulting sorted set in a new key"),
+    # strings and keys
+    "copy": ("generic", "6.2.0", "source destination [DB destination-db] [REPLACE]", "Copy a key"),
+    "dump": ("generic", "2.6.0", "key", "Return a serialized version of the value stored at the specified key."),
+    "lcs": ("string", "7.0.0", "key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]",
+            "Find longest common substring"),
+    "object": ("generic", "2.2.3", "ENCODING|FREQ|IDLETIME|REFCOUNT", "A container for object introspection commands"),
+    "restore": ("generic", "2.6.0", "key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME seconds] [FREQ frequency]",
+                "Create a key using the provided serialized value, previously obtained using DUMP."),
+    "substr": ("string", "1.0.0", "key start end", "Get a substring of the string stored at a key"),
+    # scripting
+    "eval": ("scripting", "2.6.0", "script numkeys [key [key ...]] [arg [arg ...]]",
+             "Execute a Lua script server side"),
+    "eval_ro": ("scripting", "7.0.0", "script numkeys [key [key ...]] [arg [arg ...]]",
+                "Execute a read-only Lua script server side"),
+    "evalsha": ("scripting", "2.6.0", "sha1 numkeys [key [key ...]] [arg [arg ...]]",
+                "Execute a Lua script server side"),
+    "evalsha_ro": ("scripting", "7.0.0", "sha1 numkeys [key [key ...]] [arg [arg ...]]",
+                   "Execute a read-only Lua script server side"),
+    "script": ("scripting", "2.6.0", "DEBUG|EXISTS|FLUSH|KILL|LOAD", "A container for Lua scripts management commands"),
 }
