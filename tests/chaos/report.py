@@ -1,6 +1,6 @@
 """Write docs/reliability.md from the long form's run: `make chaos` calls this after pytest.
 
-    python -m tests.chaos.report RECORD.jsonl JUNIT.xml OUT.md
+    python -m tests.chaos.report RECORD.jsonl JUNIT.xml[,RERUN.xml...] OUT.md
 
 RECORD.jsonl holds one line per passing scenario (`harness.record`: what it
 checks, iterations, what it measured); JUNIT.xml (pytest --junitxml) gives
@@ -47,7 +47,16 @@ reason says where); it turns into a failure the day the defect is fixed, so the 
 """
 
 
-def _outcomes(junit: Path) -> list[dict[str, str]]:
+def _outcomes(junits: list[Path]) -> list[dict[str, str]]:
+    """Every test's outcome; a test in a later file (a re-run) replaces its earlier outcome."""
+    found: dict[str, dict[str, str]] = {}
+    for junit in junits:
+        for o in _outcomes_of(junit):
+            found[o["test"]] = o
+    return list(found.values())
+
+
+def _outcomes_of(junit: Path) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     if not junit.exists():
         return out
@@ -103,13 +112,13 @@ def render(records: list[dict[str, Any]], outcomes: list[dict[str, str]], *, whe
 
 
 def main(argv: list[str]) -> int:
-    record_path, junit, out = Path(argv[0]), Path(argv[1]), Path(argv[2])
+    record_path, junits, out = Path(argv[0]), [Path(p) for p in argv[1].split(",")], Path(argv[2])
     records = [json.loads(ln) for ln in record_path.read_text().splitlines() if ln.strip()] \
         if record_path.exists() else []
     records.sort(key=lambda r: r["scenario"])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = render(records, _outcomes(junit), when=when, commit=commit or "unknown",
+    text = render(records, _outcomes(junits), when=when, commit=commit or "unknown",
                   seed=os.environ.get("HELIOS_CHAOS_SEED", "default"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

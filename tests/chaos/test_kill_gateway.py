@@ -150,7 +150,8 @@ def test_gateway_sigkill_mixed_load(tmp_path: Path) -> None:
     enqueued: dict[str, str] = {}
     acked: set[str] = set()
     cut: set[str] = set()  # leased in a round and not acked there: the kill may have interrupted it
-    gw = Gateway(tmp_path, data=data)
+    # The long form outlasts the default 5-minute dedup window: every dedup id must be remembered to the end.
+    gw = Gateway(tmp_path, data=data, env={"HELIOS_JOBS__DEDUP_WINDOW_SECONDS": "86400"})
     for round_no in range(kills):
         gw.start()
         gw.login()
