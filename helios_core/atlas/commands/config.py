@@ -272,6 +272,17 @@ def _positive(v: bytes) -> int:
     return n
 
 
+# Redis 7.0's text, byte for byte (REWRITE is listed although atlasd refuses it, with its reason).
+_CONFIG_HELP = (
+    "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
+    "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
+    "RESETSTAT", "    Reset statistics reported by the INFO command.",
+    "REWRITE", "    Rewrite the configuration file.",
+    "HELP", "    Prints this help.",
+)
+
+
 @command("config", -2, "admin noscript loading stale", keys=(0, 0, 0))
 def config(ctx: Ctx, args: list[bytes]) -> Any:
     sub, rest = args[0].upper(), args[1:]
@@ -317,8 +328,7 @@ def config(ctx: Ctx, args: list[bytes]) -> Any:
         raise err("ERR CONFIG REWRITE is not supported: atlasd settings come from the HELIOS config file "
                   "and its command-line options")
     if sub == b"HELP" and not rest:
-        return [Simple(s) for s in ("CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                                    "GET <pattern>", "SET <directive> <value>", "RESETSTAT", "HELP")]
+        return [Simple(s) for s in _CONFIG_HELP]
     raise subcommand_error("CONFIG", args[0], "get set resetstat rewrite help")
 
 

@@ -164,6 +164,7 @@ def reset(ctx: Ctx, args: list[bytes]) -> Any:
 
 # -- CLIENT ------------------------------------------------------------------------
 
+# Redis 7.0's text, byte for byte (SETINFO, which atlasd accepts too, came with 7.2 and is not listed).
 _CLIENT_HELP = [
     "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "CACHING (YES|NO)", "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
@@ -184,7 +185,6 @@ _CLIENT_HELP = [
     "PAUSE <timeout> [WRITE|ALL]", "    Suspend all, or just write, clients for <timeout> milliseconds.",
     "REPLY (ON|OFF|SKIP)", "    Control the replies sent to the current connection.",
     "SETNAME <name>", "    Assign the name <name> to the current connection.",
-    "SETINFO <LIB-NAME|LIB-VER> <value>", "    Record the client library's name or version.",
     "UNBLOCK <clientid> [TIMEOUT|ERROR]", "    Unblock the specified blocked client.",
     "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
     "         [OPTIN] [OPTOUT] [NOLOOP]", "    Control server assisted client side caching.",
@@ -546,6 +546,20 @@ def publish(ctx: Ctx, args: list[bytes]) -> Any:
     return conn.server.publish(args[0], args[1])
 
 
+_PUBSUB_HELP = [
+    "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CHANNELS [<pattern>]", "    Return the currently active channels matching a <pattern> (default: '*').",
+    "NUMPAT", "    Return number of subscriptions to patterns.",
+    "NUMSUB [<channel> ...]", "    Return the number of subscribers for the specified channels, excluding",
+    "    pattern subscriptions(default: no channels).",
+    "SHARDCHANNELS [<pattern>]",
+    "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+    "SHARDNUMSUB [<shardchannel> ...]",
+    "    Return the number of subscribers for the specified shard level channel(s)",
+    "HELP", "    Prints this help.",
+]
+
+
 @command("pubsub", -2, "pubsub loading stale", keys=(0, 0, 0))
 def pubsub(ctx: Ctx, args: list[bytes]) -> Any:
     conn = _conn(ctx)
@@ -564,4 +578,6 @@ def pubsub(ctx: Ctx, args: list[bytes]) -> Any:
         return out
     if sub == b"NUMPAT" and len(args) == 1:
         return len(server.patterns)
+    if sub == b"HELP" and len(args) == 1:
+        return [Simple(line) for line in _PUBSUB_HELP]
     raise subcommand_error("PUBSUB", args[0], "channels numsub numpat shardchannels shardnumsub help")

@@ -78,6 +78,22 @@ def _command_docs(cmd: Command) -> dict:
     return doc
 
 
+# Redis 7.0's text, byte for byte (GETKEYSANDFLAGS is listed although atlasd does not answer it).
+_COMMAND_HELP = (
+    "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "(no subcommand)", "    Return details about all Redis commands.",
+    "COUNT", "    Return the total number of commands in this Redis server.",
+    "LIST", "    Return a list of all commands in this Redis server.",
+    "INFO [<command-name> ...]", "    Return details about multiple Redis commands.",
+    "    If no command names are given, documentation details for all", "    commands are returned.",
+    "DOCS [<command-name> ...]", "    Return documentation details about multiple Redis commands.",
+    "    If no command names are given, documentation details for all", "    commands are returned.",
+    "GETKEYS <full-command>", "    Return the keys from a full Redis command.",
+    "GETKEYSANDFLAGS <full-command>", "    Return the keys and the access flags from a full Redis command.",
+    "HELP", "    Prints this help.",
+)
+
+
 @command("command", -1, "loading stale", keys=(0, 0, 0))
 def command_(ctx: Ctx, args: list[bytes]) -> Any:
     cmds = TABLE.commands
@@ -112,9 +128,7 @@ def command_(ctx: Ctx, args: list[bytes]) -> Any:
     if sub == b"GETKEYS":
         raise err("ERR wrong number of arguments for 'command|getkeys' command")
     if sub == b"HELP" and not rest:
-        return [Simple(s) for s in ("COMMAND [<subcommand>]", "COUNT", "INFO [<command-name> ...]",
-                                    "DOCS [<command-name> ...]", "LIST [FILTERBY PATTERN <pattern>]",
-                                    "GETKEYS <full-command>", "HELP")]
+        return [Simple(s) for s in _COMMAND_HELP]
     raise subcommand_error("COMMAND", args[0], "count info docs list getkeys getkeysandflags help")
 
 

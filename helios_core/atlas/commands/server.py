@@ -390,7 +390,7 @@ def info(ctx: Ctx, args: list[bytes]) -> Any:
 
 def _help(name: str, lines: list[str]) -> list[Simple]:
     return [Simple(f"{name} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"),
-            *(Simple(line) for line in lines), Simple("HELP"), Simple("    Print this help.")]
+            *(Simple(line) for line in lines), Simple("HELP"), Simple("    Prints this help.")]
 
 
 @command("slowlog", -2, "admin loading stale", keys=(0, 0, 0))
