@@ -211,6 +211,7 @@ def test_command_info_matches(pair: Pair) -> None:
         g6, w6 = norm(g)[1][:6], norm(w)[1][:6]
         g6[2], w6[2] = sorted(g6[2][1], key=repr), sorted(w6[2][1], key=repr)
         assert g6 == w6, name
+        assert norm(g)[1][6] == norm(w)[1][6], (name, "ACL categories")
 
 
 text = st.one_of(
