@@ -19,7 +19,10 @@ Every minute it samples each daemon's RSS and open fds (/proc) and each
 kind's request count, p99 latency and errors.  At the end: RSS growth per
 daemon from the end of minute 1 to the end (warm-up, the first pass over the
 keys and allocator arenas, does not count; goal < 5 %), total errors (goal
-0), and whether every enqueued job ran.  The table goes to
+0), and whether every enqueued job ran.  DONE jobs and dedup ids are kept
+``--job-retention`` seconds (30; the defaults keep them 7 days and 5 minutes,
+in the gateway's memory with an embedded store, which a soak would then
+report as growth that is not a leak).  The table goes to
 bench/results/soak.md (``--out``); the exit status is 1 when a goal is missed.
 
     .venv/bin/python bench/soak.py                 # 10 minutes (make soak)
@@ -453,7 +456,7 @@ def report(samples: list[Sample], args: argparse.Namespace, enqueued: int, ran: 
     if firsts:
         out += ["", "First errors:", ""] + [f"- `{e[:200]}`" for e in firsts]
     if base is last:
-        out += ["", "(One sample only: growth needs a run of at least 2 minutes.)"]
+        out += ["", "(No sample after minute 1: growth needs a run longer than a minute.)"]
     return "\n".join(out) + "\n", ok
 
 
