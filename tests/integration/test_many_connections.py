@@ -35,7 +35,7 @@ from tests.integration.proxy import ProxyProcess, pool, route, write_config
 from tests.integration.test_atlasd_support import Daemon
 from tests.proxy_backend import BackendProcess
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.slow
 
 CONNECTIONS = 1000
 ROUNDS = 3  # exchanges per connection, all connections held open throughout
