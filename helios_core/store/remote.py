@@ -140,7 +140,14 @@ def _connection_kwargs(target: StoreURL) -> dict[str, Any]:
 
 async def _roundtrip(conn: AbstractConnection, commands: list[list[bytes]]) -> list[Any]:
     """Send commands in one write; every reply, an error reply as a ResponseError in its place."""
-    await conn.send_packed_command(conn.pack_commands(commands))
+    try:
+        await conn.send_packed_command(conn.pack_commands(commands))
+    except RuntimeError as e:
+        # uvloop's answer to a write on a transport the peer reset ("unable to perform operation on
+        # <TCPTransport closed=True>"): the connection is lost, as a ConnectionError would say.
+        if "closed=True" not in str(e):
+            raise
+        raise RedisConnectionError(f"connection lost: {e}") from e
     replies: list[Any] = []
     for _ in commands:
         try:
