@@ -183,7 +183,10 @@ def _exp_in(rec: dict, now_ms: int) -> int | None:
         return None
     if not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
         raise RecordError(f"field 'ttl' must be a number, got {ttl!r}")
-    return now_ms + int(ttl * 1000)
+    ms = ttl * 1000
+    if not math.isfinite(ms) or abs(ms) > 1 << 62:  # (int(inf) raises; no expiry is that far off)
+        raise RecordError(f"field 'ttl' is out of range: {ttl!r}")
+    return now_ms + int(ms)
 
 
 def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
