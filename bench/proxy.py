@@ -123,7 +123,23 @@ class Server:
         return f"http://127.0.0.1:{self.port}/"
 
     def cpu(self) -> float:
-        return cpu_seconds([], [self.proc.pid])
+        # Its process group (nginx's and haproxy's workers) and its direct children, which
+        # `helios proxy --workers N` puts in process groups of their own (helios_core/supervise.py).
+        return cpu_seconds(children_of(self.proc.pid), [self.proc.pid])
+
+
+def children_of(pid: int) -> list[int]:
+    """The live processes whose parent is `pid`."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            if ppid == pid:
+                kids.append(int(entry))
+    return kids
 
 
 def wait_serving(server: Server, procs: Procs, body: bytes, timeout: float = 60.0) -> None:
