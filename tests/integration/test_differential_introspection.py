@@ -181,7 +181,7 @@ def test_slowlog_off_then_reset(pair: Pair) -> None:
     ["COMMAND", "GETKEYS", "lmpop", "2", "a", "b", "LEFT"], ["COMMAND", "GETKEYS", "blpop", "a", "b", "0"],
     ["COMMAND", "GETKEYS"],
     ["CLIENT", "HELP"], ["CONFIG", "HELP"], ["COMMAND", "HELP"], ["SLOWLOG", "HELP"], ["MEMORY", "HELP"],
-    ["LATENCY", "HELP"], ["PUBSUB", "HELP"], ["OBJECT", "HELP"],
+    ["LATENCY", "HELP"], ["PUBSUB", "HELP"], ["OBJECT", "HELP"], ["SCRIPT", "HELP"],
 ])
 def test_client_and_command_replies_match(pair: Pair, args: list[str]) -> None:
     same(pair, _w(*args))

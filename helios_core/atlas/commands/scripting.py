@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import helios_core.atlas.scripting as lua  # (a module reference: the runtime imports this package too)
-from helios_core.atlas.commands.table import OK, Ctx, command, err, parse_int
+from helios_core.atlas.commands.table import OK, Ctx, Simple, command, err, parse_int
 from helios_core.errors import CommandError
 
 __all__ = ["scripting_of"]
@@ -142,7 +142,7 @@ def script(ctx: Ctx, args: list[bytes]) -> Any:
         # Scripts run on the one loop thread, so none is ever running when this is read.
         raise err("NOTBUSY No scripts in execution right now.")
     if sub == b"help" and n == 1:
-        return _SCRIPT_HELP
+        return [Simple(line.decode()) for line in _SCRIPT_HELP]  # status lines, as Redis sends them
     if sub in (b"load", b"exists", b"flush", b"kill", b"help"):
         raise err(f"ERR wrong number of arguments for 'script|{name}' command")
     raise CommandError(f"ERR unknown subcommand '{args[0].decode(errors='replace')}'. Try SCRIPT HELP.")
