@@ -108,7 +108,26 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class Gateway:
+class Daemon:
+    """A daemon process the chaos tests start, SIGKILL and stop (`proc` is set by the subclass's start)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+class Gateway(Daemon):
     """`helios gateway --data DIR` (or --store URL) on port 0; `kill9()`, `stop()`, `login()`, `api()`."""
 
     def __init__(self, tmp: Path, *, data: Path | None = None, store: str | None = None,
@@ -149,18 +168,6 @@ class Gateway:
         assert self.proc is not None
         return self.proc.pid
 
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill9()
 
     def login(self) -> str:
         pw_file = self.data / "initial_admin_password" if self.data is not None else None

@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import threading
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import HELIOS, clean_env, fd_count, http, iterations, record, seed, wait_for
+from tests.chaos.harness import HELIOS, Daemon, clean_env, fd_count, http, iterations, record, seed, wait_for
 from tests.integration.proxy import pool, route, write_config
 from tests.integration.test_atlasd_support import unused_port
 from tests.proxy_backend import BackendProcess
@@ -30,7 +28,7 @@ from tests.proxy_backend import BackendProcess
 pytestmark = pytest.mark.slow
 
 
-class Proxy:
+class Proxy(Daemon):
     """`helios proxy --config FILE --port PORT`: the same port across restarts."""
 
     def __init__(self, config: Path, tmp: Path) -> None:
@@ -53,19 +51,6 @@ class Proxy:
             return http(f"http://127.0.0.1:{self.port}", "GET", "/echo", timeout=5)[0] == 200
         except OSError:
             return False
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill9()
 
 
 class GetLoad:
