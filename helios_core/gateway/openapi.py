@@ -353,7 +353,8 @@ OPERATIONS.update({
         "Lease jobs (long poll with wait_seconds)", "jobs",
         {"200": resp("Leased jobs with their lease tokens; empty when none came within the wait.", obj(
             {"jobs": {"type": "array", "items": ref("Job")}}, ["jobs"])),
-         "404": resp("queue_not_found.", ref("Error"))},
+         "404": resp("queue_not_found (jobs.strict_queues; otherwise a lease on a queue with no jobs yet "
+                     "waits for its first one).", ref("Error"))},
         request=body(ref("LeaseInput")),
         description="Queues are tried in the order given. A long poll ends early, with what it has, when "
                     "the gateway shuts down."),

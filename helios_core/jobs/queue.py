@@ -298,7 +298,13 @@ class JobQueue:
             checks.int_field(visibility_timeout_s, "visibility_timeout", *VISIBILITY_RANGE, "seconds")
         qs = list(dict.fromkeys(queues))
         for q in qs:
-            await self.check_queue(q)
+            # A lease may name a queue nothing was enqueued to yet: a worker is often started before its
+            # producer, and the long poll then wakes on that queue's first enqueue (as a Redis BLPOP on a
+            # missing key, or an SQS consumer).  Only jobs.strict_queues refuses names it does not know.
+            if self.config.strict_queues:
+                await self.check_queue(q)
+            else:
+                checks.queue_name(q)
         return qs
 
     async def _lease(self, queues: list[str], max_jobs: int, now_ms: int, worker: str,

@@ -112,9 +112,9 @@ FLUSH_S = 10.0  # at shutdown, how long acks and nacks may still take
 SHUTDOWN_ERROR = "worker shutting down: job given back unfinished"
 LEASE_AHEAD_MAX_RUN_S = 1.0  # lease ahead only while handlers take less than this on average
 RUN_AVG_WEIGHT = 0.1  # of the newest run time in that moving average
-# A queue that does not exist yet is asked for again this often (not backed off like an unreachable
-# gateway: nothing is wrong, and its first job should start promptly).  The gateway answers a lease
-# on it with 404 at once rather than long-polling, so this is the latency of a queue's first job.
+# With jobs.strict_queues the gateway answers a lease on a queue it does not know with 404 (without
+# it, such a lease long-polls like any other until the queue's first enqueue).  The worker then asks
+# again this often (not backed off like an unreachable gateway: the queue may be configured by a reload).
 QUEUE_MISSING_POLL_S = 1.0
 LEASE_STOP_GRACE_S = 5.0  # at a stop, how long a lease that does not wait (wait_seconds=0) may still take
 

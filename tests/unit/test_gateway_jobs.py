@@ -223,8 +223,6 @@ def test_lease_and_ack(tmp_path: Path) -> None:
     ({"queues": ["lq"], "worker": ""}, ["worker"], "invalid_input", 400),
     ({"queues": ["lq"], "worker": 5}, ["worker"], "invalid_input", 400),
     ({"queues": ["lq"], "wait": 5}, ["unknown field(s) wait"], "invalid_input", 400),
-    ({"queues": ["never-used"]}, ["never-used"], "queue_not_found", 404),
-    ({"queues": ["lq", "never-used"], "wait_seconds": 1}, ["never-used"], "queue_not_found", 404),
 ])
 def test_lease_rejects_bad_fields(tmp_path: Path, doc: dict[str, Any], words: list[str], code: str,
                                   status: int) -> None:
@@ -392,6 +390,22 @@ def test_long_poll_is_woken_by_an_enqueue(tmp_path: Path) -> None:
         got, made = await asyncio.gather(lease(api, t.worker, ["poll"], wait_seconds=5), producer())
         assert [j["id"] for j in got] == [made["id"]]
         assert got[0]["lease"]["token"]
+
+    run_gateway(tmp_path, body)
+
+
+def test_long_poll_on_a_queue_that_does_not_exist_yet_wakes_on_its_first_enqueue(tmp_path: Path) -> None:
+    async def body(api: Api) -> None:
+        t = await tokens(api)
+        assert await lease(api, t.worker, ["brand-new"]) == []  # 200 and nothing: not a 404
+
+        async def producer() -> dict[str, Any]:
+            await asyncio.sleep(0.2)
+            return await enqueue(api, t.user, "brand-new", "first")
+
+        got, made = await asyncio.gather(lease(api, t.worker, ["other-new", "brand-new"], wait_seconds=5),
+                                         producer())
+        assert [j["id"] for j in got] == [made["id"]]
 
     run_gateway(tmp_path, body)
 
