@@ -80,7 +80,8 @@ def test_errors_become_helios_errors(tmp_path: Path) -> None:
         with pytest.raises(JobNotFoundError):
             await jobs.get("01M8E2WKENWG50FS5EWZFGTJG8")
         with pytest.raises(QueueNotFoundError):
-            await jobs.lease(["never-used"])
+            await jobs.stats("never-used")
+        assert await jobs.lease(["never-used"]) == []  # a lease waits for the queue's first job instead
         with pytest.raises(InvalidInputError, match="max"):
             await jobs.lease(["q"], max_jobs=101)
         async with JobsClient(api.base, "not-a-token") as anon:
