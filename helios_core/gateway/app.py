@@ -27,7 +27,7 @@ from tornado.web import Application
 from helios_core.atlas.daemon import SOCKET_NAME, UNIX_PATH_MAX, AtlasServer
 from helios_core.atlas.metrics import EngineCollector
 from helios_core.auth import AuditLog, AuthService, KeyRing, PasswordHasher
-from helios_core.clock import wall_ms
+from helios_core.clock import service_clock
 from helios_core.config import HeliosConfig
 from helios_core.errors import ConfigError
 from helios_core.gateway.base import NotFoundHandler
@@ -136,7 +136,7 @@ class JobReaper:
 
 class GatewayService:
     def __init__(self, config: HeliosConfig, store: Store, *, key_specs: list[str],
-                 clock: Callable[[], int] = wall_ms, hasher: PasswordHasher | None = None) -> None:
+                 clock: Callable[[], int] = service_clock, hasher: PasswordHasher | None = None) -> None:
         a = config.auth
         self.config = config
         self.store = store

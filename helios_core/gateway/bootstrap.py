@@ -36,6 +36,7 @@ from prometheus_client.core import GaugeMetricFamily
 from helios_core.atlas.daemon import SOCKET_NAME, UNIX_PATH_MAX, AtlasServer
 from helios_core.atlas.datadir import DataDir
 from helios_core.auth.tokens import generate_secret
+from helios_core.clock import service_clock
 from helios_core.config import HeliosConfig
 from helios_core.errors import ConfigError, DataDirLockedError, HeliosError
 from helios_core.observability import tracing
@@ -146,6 +147,9 @@ def run_workers(plan: WorkersPlan, on_started: Callable[[Started], None]) -> Non
     from helios_core.supervise import Group, Supervisor, call_in_child, reuse_port_socket
 
     config, g = plan.config, plan.config.gateway
+    # Anchor the service clock here, before any fork: the N gateways (and any forked again later)
+    # then share one frame for lease deadlines and buckets, and see a step of the wall clock together.
+    service_clock()
     try:
         reserved = reuse_port_socket(g.bind, g.port, listen=False)
     except OSError as e:

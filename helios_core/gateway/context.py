@@ -12,7 +12,7 @@ from tornado.web import RequestHandler
 
 from helios_core.auth.audit import AuditLog
 from helios_core.auth.service import AuthService
-from helios_core.clock import wall_ms
+from helios_core.clock import service_clock
 from helios_core.config import HeliosConfig
 from helios_core.gateway.accesslog import AccessLog
 from helios_core.gateway.limits import TrustedProxies
@@ -102,7 +102,7 @@ class Gateway:
     ops: StoreOps
     proxies: TrustedProxies
     jobs: JobQueue
-    clock: Callable[[], int] = wall_ms
+    clock: Callable[[], int] = service_clock  # never steps: lease deadlines and buckets (helios_core/clock.py)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     job_metrics: JobMetrics = field(default_factory=JobMetrics)
     inflight: int = 0
