@@ -139,29 +139,34 @@ class ServiceClock:
     def now_ns(self) -> int:
         """The service time in nanoseconds since the epoch (advances the slew)."""
         with self._lock:
-            w, m = self._wall(), self._mono()
+            w = self._wall()
+            m = self._mono()
             if not self._anchored:
                 self._anchored = True
                 self._mono_ns, self._now_ns, self._offset_ns = m, w, w - m
                 return w
-            # A monotonic source never goes back; a fake (or a broken platform) might: count no time.
-            elapsed = max(0, m - self._mono_ns)
-            self._mono_ns += elapsed
-            offset = w - m
-            step = offset - self._offset_ns
-            self._offset_ns = offset
+            elapsed = m - self._mono_ns
+            if elapsed < 0:  # a monotonic source never goes back; a fake (or a broken platform) might: no time
+                elapsed = 0
+            else:
+                self._mono_ns = m
             ahead = self._now_ns + elapsed
-            error = w - ahead  # > 0: the service clock is behind the wall clock
             # At most slew_ppm of the time that passed: the clock keeps running forward at
             # (1 - rate) at worst, so it never goes back whatever the wall clock did.
             most = elapsed * self.slew_ppm // _PPM
-            self._now_ns = ahead + max(-most, min(most, error))
-            if abs(step) >= self._step_warn_ns:
-                self._stepped(step, w - self._now_ns)
-            elif self._slewing and self._now_ns == w:
+            if ahead - most <= w <= ahead + most:  # the usual case: no step to absorb, the wall clock it is
+                now = w
+            else:
+                now = ahead + most if w > ahead else ahead - most
+            self._now_ns = now
+            step = w - m - self._offset_ns  # how far the wall clock moved against the monotonic one
+            self._offset_ns = w - m
+            if step >= self._step_warn_ns or -step >= self._step_warn_ns:
+                self._stepped(step, w - now)
+            elif self._slewing and now == w:
                 self._slewing = False
                 self._log.info("service clock agrees with the wall clock again")
-            return self._now_ns
+            return now
 
     def _stepped(self, step_ns: int, behind_ns: int) -> None:
         self._slewing = behind_ns != 0
