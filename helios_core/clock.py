@@ -84,6 +84,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from helios_core.errors import ConfigError
 from helios_core.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class ServiceClock:
     def __init__(self, wall: Callable[[], int] = time.time_ns, mono: Callable[[], int] = time.monotonic_ns, *,
                  slew_ppm: int = SLEW_PPM, step_warn_ms: int = STEP_WARN_MS, logger: Logger | None = None) -> None:
         if not 0 < slew_ppm < _PPM:  # at a full 10^6 a back step would stop the clock; beyond, run it backwards
-            raise ValueError(f"slew_ppm must be between 1 and 999999, not {slew_ppm}")
+            raise ConfigError(f"must be between 1 and 999999, not {slew_ppm}", key="slew_ppm")
         self._wall = wall
         self._mono = mono
         self.slew_ppm = slew_ppm

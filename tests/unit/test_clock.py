@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from loguru import logger
 
 from helios_core.clock import SLEW_PPM, ServiceClock, service_clock, wall_ms
+from helios_core.errors import ConfigError
 
 MS = 1_000_000  # ns
 S = 1_000 * MS
@@ -164,7 +165,7 @@ def test_a_monotonic_source_going_back_counts_no_time(src: Sources) -> None:
 
 def test_rejects_a_rate_that_could_stop_or_reverse_it(src: Sources) -> None:
     for ppm in (0, 1_000_000, 2_000_000, -5):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError):
             ServiceClock(src.wall, src.mono, slew_ppm=ppm)
 
 
