@@ -1,4 +1,5 @@
-"""Clients parked by a blocking command (BLPOP, BRPOP, BLMOVE, BLMPOP, BRPOPLPUSH), per engine.
+"""Clients parked by a blocking command (BLPOP, BRPOP, BLMOVE, BLMPOP, BRPOPLPUSH, XREAD and
+XREADGROUP with BLOCK), per engine.
 
 How blocking works, as in Redis 7.0:
 
@@ -43,12 +44,18 @@ class Block:
     ZUNIONSTORE, RENAME, ...) do not signal, so after each command the keys such waiters want
     are looked at (only while someone waits on them)."""
 
-    __slots__ = ("keys", "deadline_ms", "kind")
+    __slots__ = ("keys", "deadline_ms", "kind", "argv", "reads")
 
-    def __init__(self, keys: list[bytes], deadline_ms: int, kind: type | None = None) -> None:
+    def __init__(self, keys: list[bytes], deadline_ms: int, kind: type | None = None,
+                 argv: list[bytes] | None = None, reads: bool = False) -> None:
         self.keys = list(dict.fromkeys(keys))
         self.deadline_ms = deadline_ms
         self.kind = kind
+        # `argv`: the command to run again when woken, if not the one sent (XREAD's `$` becomes the
+        # id it stood for when the client parked).  `reads`: a waiter that takes nothing (XREAD), so
+        # one that still finds nothing does not stop the others on the key from being served.
+        self.argv = argv
+        self.reads = reads
 
 
 class _Parkable(Protocol):
@@ -58,14 +65,15 @@ class _Parkable(Protocol):
 class Waiter:
     """One parked command: who, what to re-run, on which keys; `timer` is the connection's."""
 
-    __slots__ = ("conn", "argv", "keys", "deadline_ms", "kind", "timer", "active")
+    __slots__ = ("conn", "argv", "keys", "deadline_ms", "kind", "reads", "timer", "active")
 
     def __init__(self, conn: _Parkable, argv: list[bytes], block: Block) -> None:
         self.conn = conn
-        self.argv = argv
+        self.argv = block.argv if block.argv is not None else argv
         self.keys = block.keys
         self.deadline_ms = block.deadline_ms
         self.kind = block.kind
+        self.reads = block.reads
         self.timer: Any = None
         self.active = True
 
@@ -143,10 +151,14 @@ class Registry:
             key = next(iter(ready))
             del ready[key]
             q = self.by_key.get(key)
-            while q:
-                w = q[0]
+            skipped = 0  # readers (XREAD) still waiting, at the head of the queue
+            while q and skipped < len(q):
+                w = q[skipped]
                 seq = w.conn.serve_blocked(w)
                 if seq is None:
+                    if w.reads:
+                        skipped += 1  # (its id is past what arrived: the others may still read)
+                        continue
                     break  # the key is empty again: the rest keep waiting
                 if w.active:  # (serve_blocked removes it; never loop on the same waiter)
                     self.remove(w)
@@ -176,7 +188,8 @@ def registry(engine: Any) -> Registry:
 
 
 def signal(ctx: Ctx, key: bytes) -> None:
-    """`key` now holds a list (a push created it): wake its waiters after this command."""
+    """`key` now holds a list (a push created it) or a stream grew (XADD): wake its waiters after
+    this command."""
     engine = ctx.engine
     if engine is not None:
         reg = _REGISTRIES.get(engine)

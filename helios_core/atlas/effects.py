@@ -26,6 +26,19 @@ downtime would restart its countdown.
                                       expiry if missing; the expiry kept): SETRANGE, SETBIT, BITFIELD
     ("FLUSHALL",)
 
+Stream effects (streamtype.py applies them; ids are (ms, seq) tuples, written "ms-seq"):
+
+    ("XADD", key, id, [field, value, ...])   append with this id (create the stream if missing)
+    ("XDEL", key, [id])                      delete these entries (max-deleted-id follows, as XDEL)
+    ("XTRIM", key, n)                        drop the first n entries (MAXLEN/MINID as what went)
+    ("XSETID", key, last_id, entries_added, max_deleted_id)  the counters (create the stream if missing)
+    ("XGROUP", key, group, last_id, entries_read)             create or set a group
+    ("XGDEL", key, group)                    destroy a group
+    ("XCONSUMER", key, group, consumer, seen_ms)             create a consumer or set its seen time
+    ("XCDEL", key, group, consumer)          delete a consumer and its pending entries
+    ("XNACK", key, group, consumer, [(id, delivery_ms, count)])  set pending entries' owner/time/count
+    ("XACK", key, group, [id])               drop pending entries
+
 List effects are positional, not idempotent: each record is replayed exactly
 once after the snapshot it follows, on the same list it was computed against.
 
@@ -42,6 +55,7 @@ from typing import Any
 
 from helios_core.atlas.effects_codec import KNOWN_CMDS, LIST_CMDS, Effect, RecordError, decode_line, encode_record
 from helios_core.atlas.keyspace import Keyspace
+from helios_core.atlas.streamtype import STREAM_OPS, apply_stream
 from helios_core.atlas.zset import ZSet
 
 __all__ = [
@@ -108,6 +122,8 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         _apply_list(ks, eff, undo)
     elif op == "SETRANGE":
         _apply_setrange(ks, eff, undo)
+    elif op in STREAM_OPS:
+        _apply_stream(ks, eff, undo)
     elif op == "FLUSHALL":
         if undo is not None:
             undo.append(("swap", ks.data, ks.expires))
@@ -241,6 +257,20 @@ def _lrem(value: deque, count: int, item: bytes) -> int:
     return removed
 
 
+def _apply_stream(ks: Keyspace, eff: Effect, undo: list | None) -> None:
+    """The stream effects: a new stream is stored at the key (undone by putting back what was
+    there); a change in place leaves its own undo callable."""
+    key = eff[1]
+    old: Any = ks.data.get(key)
+    created, back = apply_stream(old, eff)
+    if created is not None:
+        if undo is not None:
+            undo.append(("put", key, old, ks.expires.get(key)))
+        ks.put(key, created, None)  # type: ignore[arg-type]  # (keyspace.Value does not name Stream)
+    elif back is not None and undo is not None:
+        undo.append(("xcall", back))
+
+
 def _apply_setrange(ks: Keyspace, eff: Effect, undo: list | None) -> None:
     """A bitmap write touches a few bytes: logging it as the range it wrote keeps the AOF record
     small, where a SET of the whole value would write it all out again for every SETBIT."""
@@ -302,6 +332,8 @@ def undo_effects(ks: Keyspace, undo: list) -> None:
                 members.update(entry[3])
         elif kind == "swap":
             ks.swap_in(entry[1], entry[2])
+        elif kind == "xcall":
+            entry[1]()
         else:
             _undo_list(ks, entry)
 

@@ -21,8 +21,10 @@ __all__ = ["Effect", "LIST_CMDS", "KNOWN_CMDS", "RecordError", "encode_record", 
 # An effect is a plain tuple, ("SET", key, value, exp) and so on (listed in `effects`).
 Effect = tuple
 LIST_CMDS = frozenset({"LPUSH", "RPUSH", "LPOP", "RPOP", "LSET", "LINSERT", "LREM", "LTRIM"})
+STREAM_CMDS = frozenset({"XADD", "XDEL", "XTRIM", "XSETID", "XGROUP", "XGDEL", "XCONSUMER", "XCDEL", "XNACK",
+                         "XACK"})
 KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
-                        "FLUSHALL", "MULTI", "SETRANGE"}) | LIST_CMDS
+                        "FLUSHALL", "MULTI", "SETRANGE"}) | LIST_CMDS | STREAM_CMDS
 
 
 # -- AOF line codec -----------------------------------------------------------------
@@ -86,6 +88,8 @@ def _effect_to_obj(eff: Effect) -> dict:
     elif op == "SETRANGE":
         rec["offset"] = eff[2]
         _put_bytes(rec, "value", eff[3])
+    elif op in STREAM_CMDS:
+        _stream_to_obj(rec, eff)
     elif op == "HSET":
         try:
             rec["fields"] = [[f.decode(), v.decode()] for f, v in eff[2]]
@@ -100,6 +104,37 @@ def _put_list(rec: dict, name: str, items: list[bytes]) -> None:
         rec[name] = [m.decode() for m in items]
     except UnicodeDecodeError:
         rec[name + "_b64"] = [base64.b64encode(m).decode() for m in items]
+
+
+def _sid(sid: tuple[int, int]) -> str:
+    return f"{sid[0]}-{sid[1]}"
+
+
+def _stream_to_obj(rec: dict, eff: Effect) -> None:
+    """Stream effects: ids as "ms-seq" text (an id's parts are unsigned 64-bit, beyond JSON's doubles)."""
+    op = eff[0]
+    if op == "XADD":
+        rec["id"] = _sid(eff[2])
+        _put_list(rec, "items", eff[3])
+    elif op == "XDEL":
+        rec["ids"] = [_sid(i) for i in eff[2]]
+    elif op == "XTRIM":
+        rec["count"] = eff[2]
+    elif op == "XSETID":
+        rec["id"], rec["added"], rec["maxdel"] = _sid(eff[2]), eff[3], _sid(eff[4])
+        return
+    else:
+        _put_bytes(rec, "group", eff[2])
+        if op == "XGROUP":
+            rec["id"], rec["read"] = _sid(eff[3]), eff[4]
+        elif op == "XCONSUMER" or op == "XCDEL" or op == "XNACK":
+            _put_bytes(rec, "consumer", eff[3])
+            if op == "XCONSUMER":
+                rec["seen"] = eff[4]
+            elif op == "XNACK":
+                rec["nacks"] = [[_sid(i), t, n] for i, t, n in eff[4]]
+        elif op == "XACK":
+            rec["ids"] = [_sid(i) for i in eff[3]]
 
 
 def encode_record(seq: int, effects: list[Effect]) -> bytes:
@@ -244,6 +279,8 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
         return _list_effect(rec, op)
     if op == "SETRANGE":
         return (op, _get_bytes(rec, "key"), _int_field(rec, op, "offset"), _get_bytes(rec, "value"))
+    if op in STREAM_CMDS:
+        return _stream_effect(rec, op)
     if op == "FLUSHALL":
         return ("FLUSHALL",)
     if op == "MULTI":
@@ -272,6 +309,56 @@ def _list_effect(rec: dict, op: str) -> Effect:
     if op == "LREM":
         return (op, key, _int_field(rec, op, "count", -(1 << 63)), _get_bytes(rec, "value"))
     return (op, key, _int_field(rec, op, "left"), _int_field(rec, op, "right"))
+
+
+_U64 = (1 << 64) - 1
+
+
+def _id_in(v: Any, op: str) -> tuple[int, int]:
+    if type(v) is str:
+        ms, sep, seq = v.partition("-")
+        if sep and ms.isdigit() and seq.isdigit() and int(ms) <= _U64 and int(seq) <= _U64:
+            return int(ms), int(seq)
+    raise RecordError(f"{op} has a bad stream id {v!r}")
+
+
+def _ids_in(rec: dict, op: str, name: str) -> list[tuple[int, int]]:
+    raw = rec.get(name)
+    if not isinstance(raw, list):
+        raise RecordError(f"{op} record without '{name}' list")
+    return [_id_in(v, op) for v in raw]
+
+
+def _stream_effect(rec: dict, op: str) -> Effect:
+    key = _get_bytes(rec, "key")
+    if op == "XADD":
+        items = _get_list(rec, op, "items")
+        if len(items) % 2:
+            raise RecordError("XADD 'items' must hold field/value pairs")
+        return (op, key, _id_in(rec.get("id"), op), items)
+    if op == "XDEL":
+        return (op, key, _ids_in(rec, op, "ids"))
+    if op == "XTRIM":
+        return (op, key, _int_field(rec, op, "count"))
+    if op == "XSETID":
+        return (op, key, _id_in(rec.get("id"), op), _int_field(rec, op, "added"), _id_in(rec.get("maxdel"), op))
+    group = _get_bytes(rec, "group")
+    if op == "XGROUP":
+        return (op, key, group, _id_in(rec.get("id"), op), _int_field(rec, op, "read", -1))
+    if op == "XGDEL":
+        return (op, key, group)
+    if op == "XACK":
+        return (op, key, group, _ids_in(rec, op, "ids"))
+    consumer = _get_bytes(rec, "consumer")
+    if op == "XCONSUMER":
+        return (op, key, group, consumer, _int_field(rec, op, "seen", -(1 << 63)))
+    if op == "XCDEL":
+        return (op, key, group, consumer)
+    raw = rec.get("nacks")
+    if not isinstance(raw, list) or not all(isinstance(x, list) and len(x) == 3 and type(x[1]) is int
+                                            and type(x[2]) is int for x in raw):
+        raise RecordError("XNACK 'nacks' must be a list of [id, time, count]")
+    return (op, key, group, consumer, [(_id_in(i, op), t, n) for i, t, n in raw])
 
 
 def decode_line(line: bytes, now_ms: int) -> tuple[int | None, Effect]:

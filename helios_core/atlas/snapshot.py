@@ -11,6 +11,8 @@ Layout (never pickle):
         ["H", key, [fields], [values]]     one hash
         ["SET", key, [members]]            one set
         ["L", key, [items]]                one list, head first
+        ["X", key, [...]]                  one stream (streamtype.to_plain: entries, counters,
+                                           node layout, groups with their consumers and PELs)
         ["END", key_count]
     footer: b"CRC" + u32 big-endian CRC-32 of everything before the footer
 
@@ -36,6 +38,7 @@ from typing import BinaryIO
 import msgpack
 
 from helios_core.atlas.fsops import REAL_FS, Fs, open_data_file
+from helios_core.atlas.streamtype import Stream, from_plain, to_plain
 from helios_core.atlas.zset import ZSet
 from helios_core.clock import wall_ms
 from helios_core.errors import CorruptFileError
@@ -47,7 +50,7 @@ MAGIC = b"HELIOS-SNAPSHOT\n"
 VERSION = 1
 CHUNK = 4096
 FOOTER = struct.Struct(">3sI")
-_TAGS = frozenset({"S", "E", "Z", "H", "SET", "L", "END"})
+_TAGS = frozenset({"S", "E", "Z", "H", "SET", "L", "X", "END"})
 
 
 @dataclass
@@ -134,6 +137,8 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
                     w.write(packer.pack(["SET", key, list(value)]))
                 elif t is deque:
                     w.write(packer.pack(["L", key, list(value)]))
+                elif t is Stream:
+                    w.write(packer.pack(["X", key, to_plain(value)]))
                 else:
                     strings.append(key)
                     if len(strings) == CHUNK:
@@ -228,6 +233,8 @@ def load_snapshot(path: Path) -> tuple[SnapshotInfo, dict, dict]:
                 data[chunk[1]] = set(chunk[2])
             elif tag == "L":
                 data[chunk[1]] = deque(chunk[2])
+            elif tag == "X":
+                data[chunk[1]] = from_plain(chunk[2])
             elif tag == "END":
                 if chunk[1] != len(data):
                     raise _corrupt(path, f"holds {len(data)} keys, its trailer says {chunk[1]}")

@@ -11,6 +11,7 @@ from helios_core.atlas.commands import (  # noqa: F401  (registration side effec
     scripting,
     server,
     sets,
+    streams,
     strings,
     zblocking,
     zsetops,

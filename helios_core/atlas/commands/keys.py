@@ -20,6 +20,7 @@ from helios_core.atlas.commands.table import (
 from helios_core.atlas.dump import BadFormat, PayloadError, dump_value, load_payload
 from helios_core.atlas.evict import LFU_DECAY_MS, LFU_INIT
 from helios_core.atlas.glob import compile_glob
+from helios_core.atlas.streamtype import Stream, stream_effects
 from helios_core.atlas.zset import ZSet
 from helios_core.errors import CommandError
 
@@ -154,7 +155,7 @@ def persist(ctx: Ctx, args: list[bytes]) -> Any:
     return 1
 
 
-_TYPE_NAMES = {bytes: "string", ZSet: "zset", dict: "hash", set: "set", deque: "list"}
+_TYPE_NAMES = {bytes: "string", ZSet: "zset", dict: "hash", set: "set", deque: "list", Stream: "stream"}
 
 
 def type_name(value: Any) -> str:
@@ -293,6 +294,14 @@ def log_value(ctx: Ctx, dst: bytes, value: Any, exp: int | None) -> None:
     """Put `value` (any type) under `dst` with expiry `exp`, replacing what dst held (RENAME, COPY,
     RESTORE).  The effects build a new value, so the source is never shared with dst."""
     t = type(value)
+    if t is Stream:
+        if dst in ctx.ks.data:
+            ctx.emit(("DEL", dst))
+        for eff in stream_effects(dst, value):
+            ctx.emit(eff)
+        if exp is not None:
+            ctx.emit(("EXPIRE", dst, exp))
+        return
     if t is ZSet or t is dict or t is set or t is deque:
         # A collection is logged whole under its new name: DEL clears what dst held
         # (a collection of the same type would otherwise be merged into).
@@ -423,6 +432,8 @@ def encoding_name(value: Any) -> str:
         return "embstr" if len(value) <= EMBSTR_LIMIT else "raw"
     if t is deque:
         return "quicklist"
+    if t is Stream:
+        return "stream"
     if t is set:
         if len(value) <= INTSET_ENTRIES and all(_as_long(m) is not None for m in value):
             return "intset"
