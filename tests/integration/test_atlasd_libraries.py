@@ -76,15 +76,7 @@ def _wait(cond: Callable[[], bool], what: str, proc: subprocess.Popen[bytes] | N
     raise AssertionError(f"timed out waiting for {what}:\n{tail}")
 
 
-def test_rq_worker_runs_jobs_and_records_failures(server: Server, tmp_path: Path,
-                                                  request: pytest.FixtureRequest) -> None:
-    if server.name == "atlasd":
-        # Seen 2026-12-02 (rq 3.0): the worker runs the job, then its success/failure MULTI holds
-        # XADD rq:results:<id> MAXLEN ~ 10 and atlasd answers "unknown command 'XADD'", so EXEC
-        # aborts and the job stays STARTED.  RQ keeps results in a stream (XADD, XREVRANGE, XLEN,
-        # XREAD) whenever the server reports version >= 5: atlasd needs the stream type first,
-        # a whole type with effects/AOF/snapshots, not a small fix.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="atlasd has no streams (XADD/XREVRANGE)"))
+def test_rq_worker_runs_jobs_and_records_failures(server: Server, tmp_path: Path) -> None:
     from rq import Queue
     from rq.job import JobStatus
 
