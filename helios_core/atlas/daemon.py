@@ -34,6 +34,7 @@ time, so guesses pipelined behind a failure wait their turn too.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import signal
@@ -66,7 +67,7 @@ from helios_core.config import AtlasdConfig, HeliosConfig
 from helios_core.errors import CommandError, HeliosError
 from helios_core.observability.logging import get_logger
 
-__all__ = ["AtlasServer", "SOCKET_NAME", "UNIX_PATH_MAX", "tls_context"]
+__all__ = ["AtlasServer", "SOCKET_NAME", "UNIX_PATH_MAX", "tls_context", "tune_gc"]
 
 log = get_logger("atlasd")
 
@@ -77,6 +78,30 @@ UNIX_PATH_MAX = 107  # sun_path holds 108 bytes including the NUL
 
 # Failed AUTHs the whole server answers per second before refusing AUTH without looking (see auth_allowed).
 AUTH_FAILURES_PER_SECOND = 100
+
+
+# The cyclic collector's gen0 threshold while serving (CPython's default is 700).
+GC_GEN0_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a process serving a keyspace.
+
+    Every command allocates a handful of short-lived containers (argv lists, effect tuples,
+    undo records, queue entries), and every list or set value in the keyspace is a tracked
+    container too.  At the default thresholds a young collection ran every ~100 commands and
+    the full ones walked every object imported at start-up plus every list and set stored
+    (measured: about 10 us of CPU per HSET/SADD/LPUSH on a 2-core box, ~15 % of its cost).
+    The keyspace holds no reference cycles (values are bytes, dicts, sets, deques and ZSets
+    of bytes), so waiting longer between collections only delays reclaiming the rare
+    cycle a connection object leaves behind.  What was loaded until now (modules, the
+    recovered keyspace) is frozen out of the collector's sight, as the proxy does; the
+    snapshotter's fork unfreezes it again, which costs nothing but that saving.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, max(gen1, 20), max(gen2, 20))
 
 
 @dataclass
@@ -258,6 +283,7 @@ class AtlasServer:
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT or SHUTDOWN, then shut down gracefully."""
         await self.start()
+        tune_gc()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)

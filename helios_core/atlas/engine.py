@@ -50,6 +50,9 @@ __all__ = ["Engine", "EngineStats"]
 
 log = get_logger("atlas.engine")
 
+# Effects that name one key in eff[1] (all but FLUSHALL and MULTI): _commit's fast path.
+_ONE_KEY = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
+                      "LPUSH", "RPUSH", "LPOP", "RPOP", "LSET", "LINSERT", "LREM", "LTRIM", "SETRANGE"})
 _DISPATCH_CACHE = 512  # most command-name spellings remembered by `execute`
 _clock_ns = time.perf_counter_ns  # times each command for the slow log
 
@@ -185,30 +188,33 @@ class Engine:
         n = len(args)
         if n != arity and (arity > 0 or n < -arity):
             raise CommandError(f"ERR wrong number of arguments for '{cmd.name}' command")
+        writer = self.writer
+        # (the writer's attributes, not the engine's properties over them: this runs per command)
+        aof_error = writer.error
         if is_write:
-            if self.aof_error is not None:
+            if aof_error is not None:
                 raise CommandError(self._misconf())
-            limit = self.config.max_value_bytes
-            for a in args:
-                if len(a) > limit:
+            if max(map(len, args)) > self.config.max_value_bytes:
+                for a in args:
                     self.check_value_size(len(a))
         ctx = self.ctx
         ctx.now_ms = self.clock()
-        ctx.writable = self.aof_error is None
+        ctx.writable = aof_error is None
         ctx.seen = 0
         evictor = self.evictor
         if evictor.maxmemory and self.memory.used > evictor.maxmemory:
             self._make_room(cmd)
         mark, undo_mark = len(self._effects), len(self._undo)
-        seq_before = self.seq
+        seq_before = writer.seq
         notifier = self.notifier
-        nmark = len(notifier.pending)
+        pending = notifier.pending
+        nmark = len(pending)
         t0 = _clock_ns()
         try:
             reply = cmd.handler(ctx, args[1:])
         except BaseException:
             self._rollback(mark, undo_mark)
-            del notifier.pending[nmark:]
+            del pending[nmark:]
             self._reply_seq = self._seen_seq(cmd)  # an error may reveal state too (WRONGTYPE)
             if notifier.outbox and self._batch_depth == 0:  # (a failed script keeps its writes)
                 self._release_notifications()
@@ -221,17 +227,23 @@ class Engine:
             conn = ctx.conn
             self.slowlog.maybe_record(args, took_us, ctx.now_ms, conn.addr if conn is not None else "",
                                       conn.name if conn is not None else b"")
-        if len(notifier.pending) > nmark:
+        if len(pending) > nmark:
             notifier.command_done(nmark, name, self.ks.data)
         if self.monitor is not None and "admin" not in cmd.flags:
             self.monitor(args, ctx.conn, ctx.now_ms)
         if evictor.tracks_access:
             evictor.touch_command(cmd.first_key, cmd.last_key, cmd.step, args[1:], ctx.now_ms)
-        lazy = False
         if self._effects and self._batch_depth == 0:  # (a handler that batches has committed already)
-            lazy = not is_write  # a read's effects are lazy-expiry DELs: they reveal nothing new
-            self._commit(lazy)
-        self._reply_seq = self.seq if self.seq != seq_before and not lazy else self._seen_seq(cmd)
+            if is_write:
+                self._commit(False)
+                self._reply_seq = writer.seq
+            else:  # a read's effects are lazy-expiry DELs: they reveal nothing new
+                self._commit(True)
+                self._reply_seq = self._seen_seq(cmd)
+        elif writer.seq != seq_before:
+            self._reply_seq = writer.seq
+        else:
+            self._reply_seq = self._seen_seq(cmd)
         if notifier.outbox and self._batch_depth == 0:
             self._release_notifications()
         return reply
@@ -300,11 +312,14 @@ class Engine:
         """Inside batch() (MULTI/EXEC): the enclosing record will hold what runs now."""
         return self._batch_depth > 0
 
-    @contextmanager
-    def script_step(self, keep: Callable[[BaseException], bool]) -> Iterator[None]:
+    def script_step(self, keep: Callable[[BaseException], bool]) -> _ScriptStep:
         """Group a script's effects into one AOF record, like batch(); but an error for which
         `keep(error)` is true keeps the writes made before it (Redis does not undo a failed
-        script's writes), and any other error (a killed script) undoes them."""
+        script's writes), and any other error (a killed script) undoes them.  (A class, not a
+        generator: EVALSHA enters one per call.)"""
+        return _ScriptStep(self, keep)
+
+    def _script_enter(self) -> tuple[int, int, Callable[[], int]]:
         self._batch_depth += 1
         mark, undo_mark = len(self._effects), len(self._undo)
         # Time stands still while a script runs, as in Redis 7: a key cannot expire between two
@@ -312,12 +327,14 @@ class Engine:
         clock = self.clock
         now = clock()
         self.clock = lambda: now
+        return mark, undo_mark, clock
+
+    def _script_exit(self, state: tuple[int, int, Callable[[], int]], error: BaseException | None,
+                     keep: Callable[[BaseException], bool]) -> None:
+        mark, undo_mark, clock = state
         try:
-            yield
-        except BaseException as e:
-            if not keep(e):
+            if error is not None and not keep(error):
                 self._rollback(mark, undo_mark)
-            raise
         finally:
             self.clock = clock
             self._batch_depth -= 1
@@ -390,7 +407,10 @@ class Engine:
         self.snapshots.dirty += 1
         if not lazy:
             self._reveal_top = seq
-            self._mark_pending(effects, seq)
+            if len(effects) == 1 and effects[0][0] in _ONE_KEY:  # most records: one keyed effect
+                self._pending_keys[effects[0][1]] = seq
+            else:
+                self._mark_pending(effects, seq)
         if self._listeners:
             self._notify(effects)
         if self.commit_hook is not None:
@@ -606,3 +626,19 @@ class Engine:
 
     def data_path(self) -> Path:
         return self.dir.path
+
+
+class _ScriptStep:
+    """Engine.script_step's context manager."""
+
+    __slots__ = ("engine", "keep", "state")
+
+    def __init__(self, engine: Engine, keep: Callable[[BaseException], bool]) -> None:
+        self.engine = engine
+        self.keep = keep
+
+    def __enter__(self) -> None:
+        self.state = self.engine._script_enter()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.engine._script_exit(self.state, exc, self.keep)

@@ -37,9 +37,15 @@ def scripting_of(engine: Any) -> lua.Scripting:
     return s
 
 
+# numkeys as clients send it, parsed once (parse_int's regex is most of _split's cost).
+_SMALL_COUNTS = {b"%d" % i: i for i in range(64)}
+
+
 def _split(args: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     """KEYS and ARGV from `script numkeys key... arg...`, with Redis's checks in Redis's order."""
-    numkeys = parse_int(args[1])
+    numkeys = _SMALL_COUNTS.get(args[1])
+    if numkeys is None:
+        numkeys = parse_int(args[1])
     if numkeys > len(args) - 2:
         raise err("ERR Number of keys can't be greater than number of args")
     if numkeys < 0:
@@ -47,12 +53,17 @@ def _split(args: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return args[2:2 + numkeys], args[2 + numkeys:]
 
 
+def _keeps_writes(error: BaseException) -> bool:
+    """A failed script's writes stand (as in Redis), except a killed one's."""
+    return not isinstance(error, lua.ScriptKilled)
+
+
 def run_script(ctx: Ctx, sha: str, keys: list[bytes], argv: list[bytes], readonly: bool) -> Any:
     """Run a loaded script as one engine step; its reply, or raise its error."""
     engine = ctx.engine
     scripting = scripting_of(engine)
     nested = engine.in_batch  # inside MULTI/EXEC: the transaction's record holds the effects
-    with engine.script_step(keep=lambda e: not isinstance(e, lua.ScriptKilled)):
+    with engine.script_step(keep=_keeps_writes):
         try:
             reply = scripting.run(sha, keys, argv, readonly=readonly)
         except lua.ScriptKilled:
