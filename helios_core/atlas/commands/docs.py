@@ -25,15 +25,18 @@ __all__ = ["DOCS", "command_info", "acl_categories"]
 # listed in Redis's order of categories.
 _GROUP_ACL = {"string": "@string", "generic": "@keyspace", "sorted-set": "@sortedset", "hash": "@hash", "set": "@set",
               "list": "@list", "bitmap": "@bitmap", "connection": "@connection", "transactions": "@transaction",
-              "pubsub": "@pubsub", "scripting": "@scripting"}
+              "pubsub": "@pubsub", "scripting": "@scripting", "stream": "@stream"}
 _EXTRA_ACL: dict[str, tuple[str, ...]] = {
     "dbsize": ("@keyspace",), "flushall": ("@keyspace", "@dangerous"), "flushdb": ("@keyspace", "@dangerous"),
     "keys": ("@dangerous",), "restore": ("@dangerous",), "info": ("@dangerous",),
     "lastsave": ("@admin", "@dangerous"), "role": ("@admin", "@dangerous"), "command": ("@connection",),
+    # (XREAD/XREADGROUP lack the "blocking" flag here so that scripts may call them: see streams.py)
+    "xread": ("@blocking",), "xreadgroup": ("@blocking",),
 }
 # Container commands: in Redis 7.0 their flags and categories are their subcommands'; the container
 # itself reports no flags and only @slow.
-_CONTAINERS = frozenset({"client", "config", "latency", "memory", "slowlog", "object", "pubsub", "script"})
+_CONTAINERS = frozenset({"client", "config", "latency", "memory", "slowlog", "object", "pubsub", "script", "xgroup",
+                         "xinfo"})
 _ACL_ORDER = ("@keyspace", "@read", "@write", "@set", "@sortedset", "@list", "@hash", "@string", "@bitmap",
               "@hyperloglog", "@geo", "@stream", "@pubsub", "@admin", "@fast", "@slow", "@blocking", "@dangerous",
               "@connection", "@transaction", "@scripting")
@@ -408,6 +411,45 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "getbit": ("bitmap", "2.2.0", "key offset", "Returns the bit value at offset in the string value stored at key"),
     "setbit": ("bitmap", "2.2.0", "key offset value",
                "Sets or clears the bit at offset in the string value stored at key"),
+    # streams
+    "xack": ("stream", "5.0.0", "key group id [id ...]",
+             "Marks a pending message as correctly processed, effectively removing it from the pending entries list "
+             "of the consumer group. Return value of the command is the number of messages successfully "
+             "acknowledged, that is, the IDs we were actually able to resolve in the PEL."),
+    "xadd": ("stream", "5.0.0", "key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT count]] *|id field value "
+             "[field value ...]", "Appends a new entry to a stream"),
+    "xautoclaim": ("stream", "6.2.0", "key group consumer min-idle-time start [COUNT count] [JUSTID]",
+                   "Changes (or acquires) ownership of messages in a consumer group, as if the messages were "
+                   "delivered to the specified consumer."),
+    "xclaim": ("stream", "5.0.0", "key group consumer min-idle-time id [id ...] [IDLE ms] "
+               "[TIME unix-time-milliseconds] [RETRYCOUNT count] [FORCE] [JUSTID] [LASTID lastid]",
+               "Changes (or acquires) ownership of a message in a consumer group, as if the message was delivered to "
+               "the specified consumer."),
+    "xdel": ("stream", "5.0.0", "key id [id ...]",
+             "Removes the specified entries from the stream. Returns the number of items actually deleted, that may "
+             "be different from the number of IDs passed in case certain IDs do not exist."),
+    "xgroup": ("stream", "5.0.0", "", "A container for consumer groups commands"),
+    "xinfo": ("stream", "5.0.0", "", "A container for stream introspection commands"),
+    "xlen": ("stream", "5.0.0", "key", "Return the number of entries in a stream"),
+    "xpending": ("stream", "5.0.0", "key group [[IDLE min-idle-time] start end count [consumer]]",
+                 "Return information and entries from a stream consumer group pending entries list, that are messages "
+                 "fetched but never acknowledged."),
+    "xrange": ("stream", "5.0.0", "key start end [COUNT count]",
+               "Return a range of elements in a stream, with IDs matching the specified IDs interval"),
+    "xread": ("stream", "5.0.0", "[COUNT count] [BLOCK milliseconds] STREAMS key [key ...] id [id ...]",
+              "Return never seen elements in multiple streams, with IDs greater than the ones reported by the caller "
+              "for each stream. Can block."),
+    "xreadgroup": ("stream", "5.0.0", "GROUP group consumer [COUNT count] [BLOCK milliseconds] [NOACK] STREAMS key "
+                   "[key ...] id [id ...]",
+                   "Return new entries from a stream using a consumer group, or access the history of the pending "
+                   "entries for a given consumer. Can block."),
+    "xrevrange": ("stream", "5.0.0", "key end start [COUNT count]",
+                  "Return a range of elements in a stream, with IDs matching the specified IDs interval, in reverse "
+                  "order (from greater to smaller IDs) compared to XRANGE"),
+    "xsetid": ("stream", "5.0.0", "key last-id [ENTRIESADDED entries_added] [MAXDELETEDID max_deleted_entry_id]",
+               "An internal command for replicating stream values"),
+    "xtrim": ("stream", "5.0.0", "key MAXLEN|MINID [=|~] threshold [LIMIT count]",
+              "Trims the stream to (approximately if '~' is passed) a certain size"),
     # sorted sets (added with the blocking, set-algebra and lex families)
     "bzmpop": ("sorted-set", "7.0.0", "timeout numkeys key [key ...] MIN|MAX [COUNT count]",
                "Remove and return members with scores in a sorted set or block until one is available"),

@@ -360,7 +360,9 @@ def xdel(ctx: Ctx, args: list[bytes]) -> Any:
 # -- XREAD / XREADGROUP --------------------------------------------------------------------------
 
 def _resp3(ctx: Ctx) -> bool:
-    return bool(getattr(ctx.conn, "resp3", False))
+    """Whether the reply goes to a RESP3 client (XREAD's map); a script's calls see RESP2 replies
+    (redis.setresp(3) inside a script is not followed here)."""
+    return bool(getattr(ctx.conn, "resp3", False)) and not _in_script(ctx)
 
 
 def _xread(ctx: Ctx, args: list[bytes], group_mode: bool) -> Any:
@@ -380,7 +382,7 @@ def _xread(ctx: Ctx, args: list[bytes], group_mode: bool) -> Any:
         o = argv[i].lower()
         if o == b"block" and more:
             if _in_script(ctx):
-                raise err(f"ERR {name.decode()} command is not allowed with BLOCK option from scripts")
+                raise err(f"ERR {name.decode().upper()} command is not allowed with BLOCK option from scripts")
             i += 1
             timeout = _long(argv[i], "ERR timeout is not an integer or out of range")
             if timeout < 0:
@@ -393,7 +395,7 @@ def _xread(ctx: Ctx, args: list[bytes], group_mode: bool) -> Any:
             streams_count = argc - streams_arg
             if streams_count % 2:
                 symbol = ">" if group_mode else "$"
-                raise err(f"ERR Unbalanced '{name.decode()}' list of streams: for each stream key an ID or "
+                raise err(f"ERR Unbalanced {name.decode().upper()} list of streams: for each stream key an ID or "
                           f"'{symbol}' must be specified.")
             streams_count //= 2
             break
@@ -686,8 +688,6 @@ def xsetid(ctx: Ctx, args: list[bytes]) -> Any:
         raise err(NO_KEY)
     if type(s) is not Stream:
         raise err(WRONGTYPE)
-    if sid < s.max_deleted:
-        raise err("ERR The ID specified in XSETID is smaller than current max_deleted_entry_id")
     if s.entries:
         if sid < s.last_entry_id():
             raise err("ERR The ID specified in XSETID is smaller than the target stream top item")
@@ -958,11 +958,11 @@ def xinfo(ctx: Ctx, args: list[bytes]) -> Any:
     count = 10
     if len(argv) > 3:
         if argv[3].lower() != b"full":
-            raise err(SYNTAX)
+            raise _sub_syntax(argv)
         full = True
         if len(argv) > 4:
             if len(argv) != 6 or argv[4].lower() != b"count":
-                raise err(SYNTAX)
+                raise _sub_syntax(argv)
             count = max(_long(argv[5]), 0)
     info: dict[bytes, Any] = {
         b"length": len(s), b"radix-tree-keys": len(s.nodes), b"radix-tree-nodes": _rax_nodes(s),
