@@ -137,6 +137,10 @@ def _stream_to_obj(rec: dict, eff: Effect) -> None:
             rec["ids"] = [_sid(i) for i in eff[3]]
 
 
+_ITEMS_FIELD = {"HSET": "fields", "HDEL": "fields", "SADD": "members", "SREM": "members", "LPUSH": "items",
+                "RPUSH": "items"}
+
+
 def encode_record(seq: int, effects: list[Effect]) -> bytes:
     """One AOF line (with trailing newline) holding `effects` atomically."""
     if len(effects) == 1 and effects[0][0] == "SET":
@@ -150,6 +154,18 @@ def encode_record(seq: int, effects: list[Effect]) -> bytes:
         else:
             if exp is not None:
                 rec["exp"] = exp
+            body = orjson.dumps(rec)
+            return b"%s,\"crc\":%d}\n" % (body[:-1], zlib.crc32(body))
+    elif len(effects) == 1 and effects[0][0] in _ITEMS_FIELD:
+        # HSET/SADD/LPUSH and kin, the same way (atlasd's per-type write path): same fields, same order.
+        op, key, items = effects[0]
+        try:
+            rec = {"seq": seq, "cmd": op, "key": key.decode(),
+                   _ITEMS_FIELD[op]: [[f.decode(), v.decode()] for f, v in items] if op == "HSET"
+                   else [m.decode() for m in items]}
+        except UnicodeDecodeError:
+            pass  # a _b64 field: the general path
+        else:
             body = orjson.dumps(rec)
             return b"%s,\"crc\":%d}\n" % (body[:-1], zlib.crc32(body))
     obj = _effect_to_obj(effects[0] if len(effects) == 1 else ("MULTI", effects))
