@@ -154,8 +154,13 @@ class EmbeddedStore(_EmbeddedReads, Store):
 
     async def run_script(self, op: ScriptOp, keys: list[Key], args: list[Key | int | float], *,
                          durable: bool = True) -> Any:
-        """The operation in one engine step, one record: its Python model inside one transaction
-        when it has one (cheaper in process), else its Lua source through the engine's EVALSHA."""
+        """The operation in one engine step, one record: its Python model (`txn_model` or `model`)
+        inside one transaction when it has one (cheaper in process), else its Lua source through the
+        engine's EVALSHA."""
+        txn_model = op.txn_model
+        if txn_model is not None:  # an operation that reads more than string keys (jobs/ops.py)
+            tk, ta = [to_bytes(k) for k in keys], [to_bytes(a) for a in args]
+            return await self.transact(lambda txn: txn_model(txn, tk, ta), durable=durable)
         model = op.model
         if model is not None:
             kb = [to_bytes(k) for k in keys]
