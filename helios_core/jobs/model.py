@@ -25,6 +25,16 @@ Store layout (all under ``job:``; ``Q`` is a queue name, members are job ids):
                           enqueue; a queue whose indexes are all empty is forgotten (`JobQueue.forget_empty`)
 - ``job:dedup:{Q}:{producer}:{dedup_id}``  the job id a producer's dedup id made, TTL = the dedup
                           window (producer: the enqueuing user's id, empty for the local CLI)
+- ``job:format``          "2" once every record is in the current form (jobs/migrate.py)
+
+The record is JSON (any JSON reader takes it), written one member per line in
+a fixed order (RECORD_FIELDS) after a version member, ``{"v":2,``.  That is
+what lets the server-side operations (jobs/scripts.py) change the fields a
+transition changes by splitting lines, and copy the payload, result and error
+through as opaque text: a Lua JSON codec would re-encode them (key order,
+number formats, unicode escapes).  orjson writes no raw newline, so a line
+break only ever ends a member.  Records written before this form (one compact
+JSON object) are read alike, and rewritten by `jobs.migrate.ensure_current`.
 """
 
 from __future__ import annotations
@@ -39,7 +49,8 @@ import orjson
 
 __all__ = [
     "State", "Lease", "Job", "new_job_id", "ready_score", "PRIORITY_MIN", "PRIORITY_MAX",
-    "QUEUE_NAME_RE", "job_key", "ready_key", "delayed_key", "leased_key", "dlq_key", "done_key",
+    "QUEUE_NAME_RE", "RECORD_FIELDS", "RECORD_HEAD", "encode_record", "is_current_record",
+    "job_key", "ready_key", "delayed_key", "leased_key", "dlq_key", "done_key",
     "QUEUES_KEY", "dedup_key", "is_job_id", "job_id_ms", "JobIds",
 ]
 
@@ -175,8 +186,8 @@ class Job:
     updated_ms: int = 0
 
     def encode(self) -> bytes:
-        d = self.to_dict()
-        return orjson.dumps(d)
+        """The stored form: JSON, one member per line in RECORD_FIELDS order (see `encode_record`)."""
+        return encode_record(self)
 
     @classmethod
     def decode(cls, raw: bytes) -> Job:
@@ -224,3 +235,36 @@ class Job:
 
 
 _JOB_FIELDS = frozenset(f.name for f in fields(Job))
+
+# The record's members after {"v":2, in order (the Lua in jobs/scripts.py indexes them by position).
+RECORD_FIELDS = ("id", "queue", "state", "created_ms", "available_ms", "max_attempts", "visibility_timeout_s",
+                 "priority", "attempts", "lease", "last_error", "result", "dedup_id", "trace", "finished_ms",
+                 "updated_ms", "payload")
+RECORD_HEAD = b'{"v":2,\n'
+
+
+def _opt_int(n: int | None) -> bytes:
+    return b"null" if n is None else b"%d" % n
+
+
+def encode_record(job: Job) -> bytes:
+    """The record: JSON, one member per line; ids, queue names, states and tokens need no escaping."""
+    lease = job.lease
+    lease_raw = b"null" if lease is None else b'{"token":"%s","worker":%s,"deadline_ms":%d}' % (
+        lease.token.encode(), orjson.dumps(lease.worker), lease.deadline_ms)
+    dumps = orjson.dumps
+    return b"".join((
+        RECORD_HEAD,
+        b'"id":"%s",\n"queue":"%s",\n"state":"%s",\n' % (job.id.encode(), job.queue.encode(), job.state.encode()),
+        b'"created_ms":%d,\n"available_ms":%d,\n"max_attempts":%d,\n"visibility_timeout_s":%d,\n'
+        b'"priority":%d,\n"attempts":%d,\n' % (job.created_ms, job.available_ms, job.max_attempts,
+                                                job.visibility_timeout_s, job.priority, job.attempts),
+        b'"lease":', lease_raw, b',\n"last_error":', dumps(job.last_error), b',\n"result":', dumps(job.result),
+        b',\n"dedup_id":', dumps(job.dedup_id), b',\n"trace":', dumps(job.trace),
+        b',\n"finished_ms":', _opt_int(job.finished_ms), b',\n"updated_ms":%d' % job.updated_ms,
+        b',\n"payload":', dumps(job.payload), b"}",
+    ))
+
+
+def is_current_record(raw: bytes) -> bool:
+    return raw.startswith(RECORD_HEAD)

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from helios_core.config import JobsConfig
 from helios_core.errors import HeliosError, InvalidInputError
-from helios_core.jobs import checks
+from helios_core.jobs import checks, ops
 from helios_core.jobs.errors import (
     JobNotFoundError,
     JobStateError,
@@ -47,6 +47,7 @@ from helios_core.jobs.errors import (
 )
 from helios_core.jobs.labels import QueueLabels
 from helios_core.jobs.listing import list_jobs
+from helios_core.jobs.migrate import ensure_current
 from helios_core.jobs.model import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -62,13 +63,13 @@ from helios_core.jobs.model import (
     job_key,
     leased_key,
     ready_key,
-    ready_score,
 )
+from helios_core.jobs.ops import MAINTENANCE_BATCH, QueueCapped, Refused, return_expired
 from helios_core.jobs.policy import ATTEMPTS_RANGE, VISIBILITY_RANGE, QueuePolicy, parse_queue_policies
 from helios_core.jobs.stats import read_counts
 from helios_core.jobs.transitions import Retention, Transitions
 from helios_core.jobs.waker import Waker
-from helios_core.store.base import ScoreBound, Store, Txn
+from helios_core.store.base import Store, Txn
 
 __all__ = [
     "JobQueue", "EnqueueRequest", "AckItem", "QueuePolicy", "QueueStats",
@@ -81,8 +82,6 @@ T = TypeVar("T")
 # Which queues the caller may touch (the gateway's permission scope); None: every queue.  A job on a
 # queue it may not touch answers exactly like one that does not exist.
 Allow = Callable[[str], bool] | None
-_Entries = list[tuple[bytes, float]]
-_Scan = tuple[str, _Entries, _Entries, _Entries]  # a queue, its leases, delayed and ready entries
 
 MAX_LEASE_BATCH = 100
 MAX_ENQUEUE_BATCH = 100
@@ -92,9 +91,9 @@ MAX_LIST_LIMIT = 1000
 MAX_DELAY_MS = 366 * 86_400_000  # a delay, run_at or retry delay at most a year ahead
 MAX_ERROR_CHARS = 4096  # a nack's error text is cut to this (a traceback must not make the nack fail)
 MAX_NAME_CHARS = 200  # worker names, trace context
-# Expired leases and due delayed jobs handled per queue in one lease transaction;
-# the rest go in the next one.
-MAINTENANCE_BATCH = 100
+# Job id -> queue remembered per process (a job's queue never changes), so that ack and extend
+# know the keys and the permission scope of a job without reading its record first.
+QUEUE_OF_ENTRIES = 100_000
 # An enqueue refused for jobs.max_queues first looks for empty queues to forget, at most this often.
 FORGET_EVERY_MS = 1000
 
@@ -154,6 +153,33 @@ class JobQueue:
         self._forgot_ms: int | None = None  # when forget_empty last ran on an enqueue refused for the cap
         self._ids = JobIds()
         self.labels = QueueLabels(self.policies)  # a queue's name as a metric label (bounded)
+        self._queue_of: dict[str, str] = {}  # job id -> its queue (QUEUE_OF_ENTRIES, oldest dropped first)
+        self._current = False  # the store's job records are all in the current form (jobs/migrate.py)
+
+    async def prepare(self) -> None:
+        """Migrate the store's job records to the current form if that was not done yet (jobs/migrate.py).
+        Every operation that needs it does it first; calling it at start keeps it off the first request."""
+        await self._ensure_current()
+
+    async def _ensure_current(self) -> None:
+        if not self._current:
+            await ensure_current(self.store)
+            self._current = True
+
+    def _remember(self, jobs: Sequence[Job]) -> None:
+        known = self._queue_of
+        for job in jobs:
+            known[job.id] = job.queue
+        while len(known) > QUEUE_OF_ENTRIES:
+            del known[next(iter(known))]
+
+    async def _queues_of(self, ids: Sequence[str]) -> dict[str, str]:
+        """The queue of each of `ids` that has a record: remembered, else read (one MGET)."""
+        missing = [i for i in dict.fromkeys(ids) if i not in self._queue_of]
+        if missing:
+            raws = await self.store.mget([job_key(i) for i in missing])
+            self._remember([Job.decode(raw) for raw in raws if raw is not None])
+        return {i: self._queue_of[i] for i in ids if i in self._queue_of}
 
     def policy(self, queue: str) -> QueuePolicy:
         return self.policies.get(queue, self._default)
@@ -194,29 +220,21 @@ class JobQueue:
             for job in jobs:
                 await self.check_queue(job.queue)
         window_ms = self.config.dedup_window_seconds * 1000
-        queues = sorted({j.queue for j in jobs})
-        unregistered = [q for q in queues if q not in self._registered]
+        queues = [(q, q in self.policies) for q in sorted({j.queue for j in jobs})]
+        await self._ensure_current()
 
-        async def body(tx: Transitions) -> list[tuple[Job, bool]]:
-            dedups = [k for k in keys if k is not None]
-            seen = dict(zip(dedups, await tx.txn.mget(list(dedups)), strict=True)) if dedups else {}
-            await tx.load([raw.decode() for raw in seen.values() if raw is not None])
-            await self._register(tx, queues, unregistered)
-            out: list[tuple[Job, bool]] = []
-            made: dict[str, Job] = {}  # dedup key -> job made earlier in this batch
-            for job, key in zip(jobs, keys, strict=True):
-                first = None if key is None else made.get(key) or _existing(tx, seen.get(key))
-                if first is not None:
-                    out.append((first, False))
-                    continue
-                out.append((tx.create(job), True))
-                if key is not None:
-                    made[key] = job
-                    tx.txn.set(key, job.id, px=window_ms)
+        async def run() -> list[tuple[Job, bool]]:
+            out = await ops.enqueue(self.store, jobs, keys, queues, now_ms, window_ms, self.config.max_queues)
+            if isinstance(out, QueueCapped):
+                raise TooManyQueuesError(
+                    f"cannot create queue {out.queue!r}: {out.live} queues hold jobs and jobs.max_queues is "
+                    f"{self.config.max_queues}; enqueue to an existing queue, let empty queues be forgotten (their "
+                    f"jobs done and past retention), or raise jobs.max_queues",
+                    detail={"queue": out.queue, "limit": self.config.max_queues})
             return out
 
         try:
-            result = await self._run(now_ms, body)
+            result = await run()
         except TooManyQueuesError:
             # Queues emptied since the last sweep still count: forget them (at most once a
             # second, so a caller at the cap cannot make every enqueue a sweep), then try again.
@@ -225,26 +243,10 @@ class JobQueue:
             self._forgot_ms = now_ms
             if not await self.forget_empty(now_ms):
                 raise
-            result = await self._run(now_ms, body)
-        self._registered.update(unregistered)
+            result = await run()
+        self._registered.update(q for q, _ in queues)
+        self._remember([job for job, _ in result])
         return result
-
-    async def _register(self, tx: Transitions, queues: list[str], unregistered: list[str]) -> None:
-        """Register the batch's queues in job:queues, refusing one more than jobs.max_queues allows."""
-        txn = tx.txn
-        new = [q for q in unregistered if await txn.zscore(QUEUES_KEY, q) is None]
-        capped = [q for q in new if q not in self.policies]  # configured queues are always accepted
-        if capped:
-            live = await txn.zcard(QUEUES_KEY)
-            limit = self.config.max_queues
-            if live + len(capped) > limit:
-                raise TooManyQueuesError(
-                    f"cannot create queue {capped[0]!r}: {live} queues hold jobs and jobs.max_queues is {limit}; "
-                    f"enqueue to an existing queue, let empty queues be forgotten (their jobs done and past "
-                    f"retention), or raise jobs.max_queues", detail={"queue": capped[0], "limit": limit})
-        # Every enqueue (re)registers its queues, scored by this enqueue: a queue that another
-        # process forgot a moment ago cannot hold a job without being listed.
-        txn.zadd(QUEUES_KEY, {q: tx.now for q in queues})
 
     def _new_job(self, req: EnqueueRequest, now_ms: int, where: str) -> Job:
         if not isinstance(req, EnqueueRequest):
@@ -310,38 +312,13 @@ class JobQueue:
     async def _lease(self, queues: list[str], max_jobs: int, now_ms: int, worker: str,
                      visibility_timeout_s: int | None, *, wake: bool = True) -> tuple[list[Job], int | None]:
         """The leased jobs, and (with `wake`) when the next delayed job or lease deadline of these queues
-        is due: then the leases and delayed jobs are read past now, up to a batch, to see the next one."""
-        upto: ScoreBound = "+inf" if wake else now_ms
-
-        async def body(tx: Transitions) -> tuple[list[Job], int | None]:
-            txn = tx.txn
-            # All reads first: three per queue, then every record in one MGET.
-            scans: list[_Scan] = []
-            for q in queues:
-                expiring = await txn.zrangebyscore(leased_key(q), "-inf", upto, count=MAINTENANCE_BATCH)
-                delayed = await txn.zrangebyscore(delayed_key(q), "-inf", upto, count=MAINTENANCE_BATCH)
-                ready = await txn.zrangebyscore(ready_key(q), count=max_jobs)
-                scans.append((q, expiring, delayed, ready))
-            scans = _trim_ready(scans, max_jobs, now_ms)
-            ids: list[str] = []
-            for _, expiring, delayed, ready in scans:
-                ids += [m.decode() for m, score in [*expiring, *delayed] if score <= now_ms]
-                ids += [m.decode() for m, _ in ready]
-            await tx.load(ids)
-            leased: list[Job] = []
-            next_due: int | None = None
-            for q, expiring, delayed, ready in scans:
-                returned = [j for j in _return_expired(tx, q, expiring) if j.state is State.PENDING]
-                ready_now = [(ready_score(j.priority, j.available_ms), j.id, j) for j in returned] + \
-                    _promote_due(tx, q, delayed) + _still_ready(tx, q, ready)
-                ready_now.sort(key=lambda c: (c[0], c[1]))
-                for _, _, job in ready_now[:max_jobs - len(leased)]:
-                    visibility = visibility_timeout_s or job.visibility_timeout_s
-                    leased.append(tx.lease(job, worker, visibility))
-                next_due = _earliest(next_due, _next_due(expiring, now_ms), _next_due(delayed, now_ms))
-            return leased, next_due
-
-        return await self._run(now_ms, body)
+        is due: then the leases and delayed jobs are read past now, up to a batch, to see the next one.
+        One atomic step on the store (ops.lease)."""
+        await self._ensure_current()
+        jobs, due = await ops.lease(self.store, queues, max_jobs, now_ms, worker, visibility_timeout_s,
+                                    self._retention.dlq_ms, wake=wake)
+        self._remember(jobs)
+        return jobs, due
 
     async def lease_wait(self, queues: Sequence[str], max_jobs: int, clock: Callable[[], int], wait_ms: int, *,
                          worker: str, visibility_timeout_s: int | None = None) -> list[Job]:
@@ -381,20 +358,26 @@ class JobQueue:
     async def ack_batch(self, items: Sequence[AckItem], now_ms: int, allow: Allow = None) -> list[Job | HeliosError]:
         """Many acks in ONE transaction; each item gets its Job or its error, in order."""
         checks.int_field(len(items), "number of acks", 1, MAX_LEASE_BATCH)
+        out: list[Job | HeliosError | None] = []  # None: its outcome comes from the operation
+        calls: list[tuple[str, str, Any, str]] = []
+        where: list[int] = []
         problems = [self._ack_problem(item) for item in items]
-
-        async def body(tx: Transitions) -> list[Job | HeliosError]:
-            await tx.load([it.job_id for it, p in zip(items, problems, strict=True) if p is None])
-            out: list[Job | HeliosError] = []
-            for item, problem in zip(items, problems, strict=True):
-                if problem is not None:
-                    out.append(problem)
-                    continue
-                held = _holder(item.job_id, tx.jobs[item.job_id], item.lease_token, "ack", allow)
-                out.append(held if isinstance(held, HeliosError) else tx.finish(held, State.DONE, item.result))
-            return out
-
-        return await self._run(now_ms, body)
+        queues = await self._queues_of([it.job_id for it, p in zip(items, problems, strict=True) if p is None])
+        for item, problem in zip(items, problems, strict=True):
+            if problem is None:
+                q = queues.get(item.job_id)
+                if q is None or (allow is not None and not allow(q)):
+                    problem = _not_found(item.job_id)
+                else:
+                    where.append(len(out))
+                    calls.append((item.job_id, item.lease_token, item.result, q))
+            out.append(problem)
+        if calls:
+            await self._ensure_current()
+            for i, outcome in zip(where, await ops.ack(self.store, calls, now_ms, self._retention.done_ms),
+                                  strict=True):
+                out[i] = _settled(outcome, "ack")
+        return [o if o is not None else _not_found("?") for o in out]  # (no None is left)
 
     def _ack_problem(self, item: AckItem) -> HeliosError | None:
         try:
@@ -422,19 +405,15 @@ class JobQueue:
         error = error if len(error) <= MAX_ERROR_CHARS else error[:MAX_ERROR_CHARS - 1] + "…"
         if retry_delay_ms is not None:
             checks.int_field(retry_delay_ms, "retry_delay_ms", 0, MAX_DELAY_MS, "ms")
-        u = self.rng.random()  # drawn once: a remote store may run the transaction more than once
-
-        async def body(tx: Transitions) -> Job:
-            job = await _leased(tx, job_id, lease_token, "nack", allow)
-            if release:
-                return tx.to_pending(job, now_ms, attempts=max(0, job.attempts - 1))
-            if job.attempts >= job.max_attempts:
-                return tx.fail(job, error)
-            delay = retry_delay_ms if retry_delay_ms is not None else \
-                self.policy(job.queue).retry_delay_ms(job.attempts, u)
-            return tx.to_pending(job, now_ms + delay, last_error=error)
-
-        return await self._run(now_ms, body)
+        # The record first, for its queue (keys, scope, policy) and attempts (the backoff): if the
+        # token holds the lease now, it held it then, and only a new lease changes the attempts.
+        u = self.rng.random()  # drawn once per valid nack, whatever its outcome (a seeded rng replays)
+        job = await self.get(job_id, allow)
+        delay = retry_delay_ms if retry_delay_ms is not None else self.policy(job.queue).retry_delay_ms(job.attempts, u)
+        await self._ensure_current()
+        return _settled_or_raise(await ops.nack(
+            self.store, job_id, lease_token, job.queue, now_ms, release=release, error=error, delay_ms=delay,
+            dlq_ms=self._retention.dlq_ms), "nack")
 
     async def extend(self, job_id: str, lease_token: str, visibility_timeout_s: int, now_ms: int,
                      allow: Allow = None) -> Job:
@@ -443,10 +422,12 @@ class JobQueue:
         checks.text_field(lease_token, "lease_token", MAX_NAME_CHARS)
         checks.int_field(visibility_timeout_s, "visibility_timeout", *VISIBILITY_RANGE, "seconds")
 
-        async def body(tx: Transitions) -> Job:
-            return tx.extend(await _leased(tx, job_id, lease_token, "extend", allow), visibility_timeout_s)
-
-        return await self._run(now_ms, body)
+        q = (await self._queues_of([job_id])).get(job_id)
+        if q is None or (allow is not None and not allow(q)):
+            raise _not_found(job_id)
+        await self._ensure_current()
+        return _settled_or_raise(
+            await ops.extend(self.store, job_id, lease_token, q, visibility_timeout_s, now_ms), "extend")
 
     async def expire(self, now_ms: int, queues: Sequence[str] | None = None) -> int:
         """Return jobs whose lease deadline passed to PENDING (due now; the attempt is counted), or to
@@ -459,7 +440,7 @@ class JobQueue:
         async def body(q: str, tx: Transitions) -> tuple[int, bool]:
             expiring = await tx.txn.zrangebyscore(leased_key(q), "-inf", now_ms, count=MAINTENANCE_BATCH)
             await tx.load([m.decode() for m, _ in expiring])
-            return len(_return_expired(tx, q, expiring)), len(expiring) == MAINTENANCE_BATCH
+            return len(return_expired(tx, q, expiring)), len(expiring) == MAINTENANCE_BATCH
 
         return await self._drain(now_ms, names, body)
 
@@ -527,7 +508,9 @@ class JobQueue:
         """NotFoundError when unknown (or expired by retention)."""
         _check_id(job_id)
         raw = await self.store.get(job_key(job_id))
-        return _found(job_id, None if raw is None else Job.decode(raw), allow)
+        job = _found(job_id, None if raw is None else Job.decode(raw), allow)
+        self._remember([job])
+        return job
 
     async def stats(self, now_ms: int, queue: str | None = None, allow: Allow = None) -> list[QueueStats]:
         """Counts per queue (all queues `allow` lets through when None).
@@ -634,93 +617,23 @@ def _found(job_id: str, job: Job | None, allow: Allow = None) -> Job:
     return job
 
 
-def _holder(job_id: str, job: Job | None, token: str, what: str, allow: Allow = None) -> Job | HeliosError:
-    """The job if `token` holds its lease, else the error saying why not (nothing is changed)."""
-    if job is None or (allow is not None and not allow(job.queue)):
+def _settled(outcome: Job | Refused, what: str) -> Job | HeliosError:
+    """An operation's outcome for one job: the job as it now is, or the error saying why nothing changed."""
+    if isinstance(outcome, Job):
+        return outcome
+    job_id = outcome.job_id
+    if outcome.why == "missing":
         return _not_found(job_id)
-    if job.state is not State.IN_PROGRESS or job.lease is None:
-        return LeaseLostError(f"cannot {what} job {job_id}: it is {job.state}, not leased; nothing changed",
-                              detail={"state": str(job.state)})
-    if job.lease.token != token:
-        return LeaseLostError(f"cannot {what} job {job_id}: the lease token is not its current lease (the lease "
-                              f"expired and the job was leased again?); nothing changed",
-                              detail={"state": str(job.state)})
-    return job
+    if outcome.why == "state":
+        return LeaseLostError(f"cannot {what} job {job_id}: it is {outcome.state}, not leased; nothing changed",
+                              detail={"state": str(outcome.state)})
+    return LeaseLostError(f"cannot {what} job {job_id}: the lease token is not its current lease (the lease "
+                          f"expired and the job was leased again?); nothing changed",
+                          detail={"state": str(outcome.state)})
 
 
-async def _leased(tx: Transitions, job_id: str, token: str, what: str, allow: Allow = None) -> Job:
-    held = _holder(job_id, await tx.load_one(job_id), token, what, allow)
-    if isinstance(held, HeliosError):
-        raise held
-    return held
-
-
-def _existing(tx: Transitions, raw_id: bytes | None) -> Job | None:
-    return None if raw_id is None else tx.jobs.get(raw_id.decode())
-
-
-def _trim_ready(scans: list[_Scan], max_jobs: int, now_ms: int) -> list[_Scan]:
-    """Keep only the ready entries that can still be leased, given those of the queues before."""
-    out: list[_Scan] = []
-    room = max_jobs
-    for q, expiring, delayed, ready in scans:
-        out.append((q, expiring, delayed, ready[:max(0, room)]))
-        room -= len(ready) + sum(1 for _, score in delayed if score <= now_ms)
-    return out
-
-
-def _return_expired(tx: Transitions, q: str, entries: list[tuple[bytes, float]]) -> list[Job]:
-    """Leases past their deadline back to PENDING (or the DLQ); the jobs as they now are."""
-    out: list[Job] = []
-    for member, score in entries:
-        if score > tx.now:
-            break
-        job_id = member.decode()
-        job = tx.jobs.get(job_id)
-        if job is None or job.state is not State.IN_PROGRESS or job.lease is None:
-            tx.drop(leased_key(q), job_id)
-            continue
-        if job.lease.deadline_ms > tx.now:
-            tx.reindex_lease(job)  # (the index disagrees with the record: the record wins)
-            continue
-        out.append(tx.expire_lease(job))
-    return out
-
-
-def _promote_due(tx: Transitions, q: str, entries: list[tuple[bytes, float]]) -> list[tuple[float, str, Job]]:
-    out: list[tuple[float, str, Job]] = []
-    for member, score in entries:
-        if score > tx.now:
-            break
-        job_id = member.decode()
-        job = tx.jobs.get(job_id)
-        if job is None or job.state is not State.PENDING:
-            tx.drop(delayed_key(q), job_id)
-            continue
-        tx.promote(job)
-        out.append((ready_score(job.priority, job.available_ms), job_id, job))
-    return out
-
-
-def _still_ready(tx: Transitions, q: str, entries: list[tuple[bytes, float]]) -> list[tuple[float, str, Job]]:
-    out: list[tuple[float, str, Job]] = []
-    for member, score in entries:
-        job_id = member.decode()
-        job = tx.jobs.get(job_id)
-        if job is None or job.state is not State.PENDING:
-            tx.drop(ready_key(q), job_id)
-            continue
-        out.append((score, job_id, job))
-    return out
-
-
-def _next_due(entries: list[tuple[bytes, float]], now_ms: int) -> int | None:
-    """When the first not-yet-due entry is due; `now_ms` if a full batch was due (more may be)."""
-    for _, score in entries:
-        if score > now_ms:
-            return int(score)
-    return now_ms if len(entries) >= MAINTENANCE_BATCH else None
-
-
-def _earliest(*times: int | None) -> int | None:
-    return min((t for t in times if t is not None), default=None)
+def _settled_or_raise(outcome: Job | Refused, what: str) -> Job:
+    done = _settled(outcome, what)
+    if isinstance(done, HeliosError):
+        raise done
+    return done

@@ -142,11 +142,11 @@ class Transitions:
         self._zrem(delayed_key(job.queue), job.id)
         self._zadd(ready_key(job.queue), job.id, ready_score(job.priority, job.available_ms), fresh=True)
 
-    def lease(self, job: Job, worker: str, visibility_s: int) -> Job:
-        """A ready PENDING job -> IN_PROGRESS under a fresh token; one more attempt."""
+    def lease(self, job: Job, worker: str, visibility_s: int, token: str | None = None) -> Job:
+        """A ready PENDING job -> IN_PROGRESS under a fresh token (`token`, else a new one); one more attempt."""
         deadline = self.now + visibility_s * 1000
         new = job.with_(state=State.IN_PROGRESS, attempts=job.attempts + 1,
-                        lease=Lease(new_token(), worker, deadline), updated_ms=self.now)
+                        lease=Lease(token or new_token(), worker, deadline), updated_ms=self.now)
         self._zrem(ready_key(job.queue), job.id)
         self._zadd(leased_key(job.queue), job.id, deadline, fresh=True)
         self._put(new)

@@ -1,0 +1,346 @@
+"""The job queue's hot transitions as named atomic operations: enqueue, lease, ack, nack, extend.
+
+Each is one server-side step (store/scripts.py's JOB_* Lua, run by EVALSHA on
+Redis, Valkey and atlasd: one round trip, no WATCH, nothing to retry), and
+here each gets its Python model: the same transition written with
+`Transitions` (transitions.py) over one transaction, which the embedded store
+runs instead of the Lua (store/embedded.py: `ScriptOp.txn_model`).  Tests hold
+the two to each other over random operation sequences on every backend
+(tests/contract/test_jobs_ops.py).  The models return the Lua's reply, value
+for value; the callers below turn replies into `Job`s and refusals.
+
+What the scripts cannot do is decided before they run and passed in: lease
+tokens (Lua has no secure randomness), a nack's backoff (the queue's policy;
+read from the job's record first: the token it presents pins its attempts,
+since only a lease changes both), and which queue a job must be on (the
+caller's permission scope, `allow`; a job's queue never changes, so knowing it
+once is knowing it for good).
+
+Models keep one difference from the Lua on purpose: they read records in the
+older, compact JSON form too, where the Lua refuses them (jobs/migrate.py
+rewrites them before the first operation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from helios_core.jobs.model import (
+    QUEUES_KEY,
+    Job,
+    State,
+    delayed_key,
+    dlq_key,
+    done_key,
+    job_key,
+    leased_key,
+    ready_key,
+    ready_score,
+)
+from helios_core.jobs.transitions import Retention, Transitions, new_token
+from helios_core.store.base import Key, Store, Txn
+from helios_core.store.scripts import JOB_ACK, JOB_ENQUEUE, JOB_EXTEND, JOB_LEASE, JOB_NACK, ScriptOp
+
+__all__ = [
+    "ENQUEUE_OP", "LEASE_OP", "ACK_OP", "NACK_OP", "EXTEND_OP", "MAINTENANCE_BATCH", "Refused", "QueueCapped",
+    "enqueue", "lease", "ack", "nack", "extend", "return_expired", "promote_due", "still_ready", "next_due",
+]
+
+# Expired leases and due delayed jobs handled per queue in one lease; the rest go in the next one.
+MAINTENANCE_BATCH = 100
+
+_Entries = list[tuple[bytes, float]]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why ack, nack or extend changed nothing: `missing` (no such job, or not on the queue the
+    caller may touch), or `state`/`token` (not leased / leased under another token)."""
+
+    job_id: str
+    why: str
+    state: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueCapped:
+    """An enqueue refused: `queue` would be one more than the cap allows, `live` queues exist."""
+
+    queue: str
+    live: int
+
+
+# -- shared pieces of the lease (and of JobQueue.expire, a transaction) -------------------------
+
+
+def return_expired(tx: Transitions, q: str, entries: _Entries) -> list[Job]:
+    """Leases past their deadline back to PENDING (or the DLQ); the jobs as they now are."""
+    out: list[Job] = []
+    for member, score in entries:
+        if score > tx.now:
+            break
+        job_id = member.decode()
+        job = tx.jobs.get(job_id)
+        if job is None or job.state is not State.IN_PROGRESS or job.lease is None:
+            tx.drop(leased_key(q), job_id)
+            continue
+        if job.lease.deadline_ms > tx.now:
+            tx.reindex_lease(job)  # (the index disagrees with the record: the record wins)
+            continue
+        out.append(tx.expire_lease(job))
+    return out
+
+
+def promote_due(tx: Transitions, q: str, entries: _Entries) -> list[tuple[float, str, Job]]:
+    out: list[tuple[float, str, Job]] = []
+    for member, score in entries:
+        if score > tx.now:
+            break
+        job_id = member.decode()
+        job = tx.jobs.get(job_id)
+        if job is None or job.state is not State.PENDING:
+            tx.drop(delayed_key(q), job_id)
+            continue
+        tx.promote(job)
+        out.append((ready_score(job.priority, job.available_ms), job_id, job))
+    return out
+
+
+def still_ready(tx: Transitions, q: str, entries: _Entries) -> list[tuple[float, str, Job]]:
+    out: list[tuple[float, str, Job]] = []
+    for member, score in entries:
+        job_id = member.decode()
+        job = tx.jobs.get(job_id)
+        if job is None or job.state is not State.PENDING:
+            tx.drop(ready_key(q), job_id)
+            continue
+        out.append((score, job_id, job))
+    return out
+
+
+def next_due(entries: _Entries, now_ms: int, batch: int = MAINTENANCE_BATCH) -> int:
+    """When the first not-yet-due entry is due; `now_ms` if a full batch was due (more may be); -1: none."""
+    for _, score in entries:
+        if score > now_ms:
+            return int(score)
+    return now_ms if len(entries) >= batch else -1
+
+
+def _earliest(a: int, b: int) -> int:
+    return b if a < 0 else a if b < 0 else min(a, b)
+
+
+# -- the models (what the embedded store runs; the Lua's reply, value for value) -------------------
+
+
+def _holder(job: Job | None, token: str, queue: str) -> tuple[Job | None, list[Any]]:
+    if job is None or (queue and job.queue != queue):
+        return None, [0, None, b""]
+    state = b'"%s"' % job.state.encode()
+    if job.state is not State.IN_PROGRESS or job.lease is None:
+        return None, [2, state, b"state"]
+    if job.lease.token != token:
+        return None, [2, state, b"token"]
+    return job, []
+
+
+async def _commit(tx: Transitions) -> None:
+    await tx.prune()
+    tx.flush()
+
+
+async def _enqueue_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any]:
+    now, window, cap, nq = int(args[0]), int(args[1]), int(args[2]), int(args[3])
+    queues = [(args[4 + 2 * i], args[5 + 2 * i] == b"1") for i in range(nq)]
+    capped = [q for q, configured in queues if not configured and await txn.zscore(keys[0], q) is None]
+    if capped:
+        live = await txn.zcard(keys[0])
+        if live + len(capped) > cap:
+            return [-2, capped[0], live]
+    entries: list[tuple[bytes, bytes, bytes | None, bytes, bytes]] = []
+    k, a = 1, 4 + 2 * nq
+    while a < len(args):
+        dedup = keys[k + 2] if args[a] == b"1" else None
+        entries.append((keys[k], keys[k + 1], dedup, args[a + 1], args[a + 2]))
+        k, a = k + (2 if dedup is None else 3), a + 3
+    dedups: list[Key] = [e[2] for e in entries if e[2] is not None]
+    seen = dict(zip(dedups, await txn.mget(dedups), strict=True)) if dedups else {}
+    ids = [i for i in seen.values() if i is not None]
+    records = dict(zip(ids, await txn.mget([b"job:" + i for i in ids]), strict=True)) if ids else {}
+    out: list[Any] = [1]
+    made: dict[Key, bytes] = {}
+    index: dict[bytes, dict[Key, float]] = {}
+    for rec_key, index_key, dedup, score, record in entries:
+        if dedup is not None:
+            existing = made.get(dedup)
+            if existing is None:
+                first = seen.get(dedup)
+                existing = None if first is None else records.get(first)
+            if existing is not None:
+                out += [0, existing]
+                continue
+        job_id = rec_key[4:]
+        txn.set(rec_key, record)
+        index.setdefault(index_key, {})[job_id] = float(score)
+        if dedup is not None:
+            txn.set(dedup, job_id, px=window)
+            made[dedup] = record
+        out += [1, None]
+    for key, members in index.items():
+        txn.zadd(key, members)
+    txn.zadd(keys[0], {q: now for q, _ in queues})
+    return out
+
+
+async def _lease_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any]:
+    now, max_jobs, worker, vis_over = int(args[0]), int(args[1]), orjson.loads(args[2]), int(args[3])
+    upto, dlq_ms, batch, tokens = args[4].decode(), int(args[5]), int(args[6]), args[7:]
+    tx = Transitions(txn, now, Retention(dlq_ms, dlq_ms))
+    leased: list[Job] = []
+    due = -1
+    for qi in range(len(keys) // 4):
+        lk, dk, rk = (k.decode() for k in keys[4 * qi:4 * qi + 3])
+        q = lk[len(leased_key("")):]
+        expiring = await txn.zrangebyscore(lk, "-inf", upto, count=batch)
+        later = await txn.zrangebyscore(dk, "-inf", upto, count=batch)
+        await tx.load([m.decode() for m, score in [*expiring, *later] if score <= now])
+        returned = [(ready_score(j.priority, j.available_ms), j.id, j)
+                    for j in return_expired(tx, q, expiring) if j.state is State.PENDING]
+        promoted = promote_due(tx, q, later)
+        room = max_jobs - len(leased)
+        if room > 0:
+            # The best `room` of the ready set as the Lua sees it (after the returns and promotions
+            # above were added to it): the best of those just added and the set's best `room` before.
+            ready = await txn.zrangebyscore(rk, count=room)
+            await tx.load([m.decode() for m, _ in ready])
+            candidates = sorted(returned + promoted + still_ready(tx, q, ready), key=lambda c: (c[0], c[1]))
+            for _, _, job in candidates[:room]:
+                visibility = vis_over or job.visibility_timeout_s
+                leased.append(tx.lease(job, worker, visibility, tokens[len(leased)].decode()))
+        due = _earliest(due, _earliest(next_due(expiring, now, batch), next_due(later, now, batch)))
+    await _commit(tx)
+    return [due, *(job.encode() for job in leased)]
+
+
+async def _ack_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any]:
+    now, done_ms = int(args[0]), int(args[1])
+    tx = Transitions(txn, now, Retention(done_ms, done_ms))
+    ids = [keys[3 * i][4:].decode() for i in range(len(keys) // 3)]
+    await tx.load(ids)
+    out: list[Any] = []
+    for i, job_id in enumerate(ids):
+        token, result, queue = args[2 + 3 * i].decode(), args[3 + 3 * i], args[4 + 3 * i].decode()
+        job, refused = _holder(tx.jobs[job_id], token, queue)
+        if job is None:
+            out += refused
+            continue
+        out += [1, tx.finish(job, State.DONE, orjson.loads(result)).encode(), b""]
+    await _commit(tx)
+    return out
+
+
+async def _nack_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any]:
+    now, token, queue, mode = int(args[0]), args[1].decode(), args[2].decode(), args[3]
+    error, delay, dlq_ms = orjson.loads(args[4]), int(args[5]), int(args[6])
+    tx = Transitions(txn, now, Retention(dlq_ms, dlq_ms))
+    job, refused = _holder(await tx.load_one(keys[0][4:].decode()), token, queue)
+    if job is None:
+        return refused
+    if mode == b"release":
+        new = tx.to_pending(job, now, attempts=max(0, job.attempts - 1))
+    elif job.attempts >= job.max_attempts:
+        new = tx.fail(job, error)
+    else:
+        new = tx.to_pending(job, now + delay, last_error=error)
+    await _commit(tx)
+    return [1, new.encode(), b""]
+
+
+async def _extend_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any]:
+    now, token, queue, visibility = int(args[0]), args[1].decode(), args[2].decode(), int(args[3])
+    tx = Transitions(txn, now, Retention(0, 0))
+    job, refused = _holder(await tx.load_one(keys[0][4:].decode()), token, queue)
+    if job is None:
+        return refused
+    new = tx.extend(job, visibility)
+    await _commit(tx)
+    return [1, new.encode(), b""]
+
+
+ENQUEUE_OP: ScriptOp = replace(JOB_ENQUEUE, txn_model=_enqueue_model)
+LEASE_OP: ScriptOp = replace(JOB_LEASE, txn_model=_lease_model)
+ACK_OP: ScriptOp = replace(JOB_ACK, txn_model=_ack_model)
+NACK_OP: ScriptOp = replace(JOB_NACK, txn_model=_nack_model)
+EXTEND_OP: ScriptOp = replace(JOB_EXTEND, txn_model=_extend_model)
+
+
+# -- the callers -----------------------------------------------------------------------------
+
+
+def _outcome(job_id: str, code: Any, value: Any, why: Any) -> Job | Refused:
+    if int(code) == 1:
+        return Job.decode(value)
+    if int(code) == 0:
+        return Refused(job_id, "missing")
+    return Refused(job_id, why.decode() if isinstance(why, bytes) else str(why), orjson.loads(value))
+
+
+async def enqueue(store: Store, jobs: list[Job], dedup_keys: list[str | None], queues: list[tuple[str, bool]],
+                  now_ms: int, window_ms: int, max_queues: int) -> list[tuple[Job, bool]] | QueueCapped:
+    """Write `jobs` (skipping those whose dedup key names a live job: that job comes back instead, with
+    False) and register `queues` (name, configured) in job:queues, or refuse the whole batch."""
+    keys: list[Key] = [QUEUES_KEY]
+    args: list[Key | int | float] = [now_ms, window_ms, max_queues, len(queues)]
+    for q, configured in queues:
+        args += [q, int(configured)]
+    for job, dedup in zip(jobs, dedup_keys, strict=True):
+        due = job.available_ms <= now_ms
+        keys += [job_key(job.id), ready_key(job.queue) if due else delayed_key(job.queue)]
+        score = int(ready_score(job.priority, job.available_ms)) if due else job.available_ms
+        if dedup is not None:
+            keys.append(dedup)
+        args += [0 if dedup is None else 1, score, job.encode()]
+    reply = await store.run_script(ENQUEUE_OP, keys, args)
+    if int(reply[0]) == -2:
+        return QueueCapped(reply[1].decode(), int(reply[2]))
+    return [(job, True) if int(reply[1 + 2 * i]) == 1 else (Job.decode(reply[2 + 2 * i]), False)
+            for i, job in enumerate(jobs)]
+
+
+async def lease(store: Store, queues: list[str], max_jobs: int, now_ms: int, worker: str, visibility_s: int | None,
+                dlq_ms: int, *, wake: bool) -> tuple[list[Job], int | None]:
+    """The leased jobs, and (with `wake`) when the next delayed job or lease deadline of `queues` is due."""
+    keys: list[Key] = [k for q in queues for k in (leased_key(q), delayed_key(q), ready_key(q), dlq_key(q))]
+    args: list[Key | int | float] = [now_ms, max_jobs, orjson.dumps(worker), visibility_s or 0,
+                                     "+inf" if wake else now_ms, dlq_ms, MAINTENANCE_BATCH]
+    args += [new_token() for _ in range(max_jobs)]
+    reply = await store.run_script(LEASE_OP, keys, args)
+    due = int(reply[0])
+    return [Job.decode(raw) for raw in reply[1:]], (None if due < 0 else due)
+
+
+async def ack(store: Store, items: list[tuple[str, str, Any, str]], now_ms: int, done_ms: int) -> list[Job | Refused]:
+    """Ack (job id, token, result, its queue) items in one step; each its Job or why not."""
+    keys: list[Key] = []
+    args: list[Key | int | float] = [now_ms, done_ms]
+    for job_id, token, result, queue in items:
+        keys += [job_key(job_id), leased_key(queue), done_key(queue)]
+        args += [token, orjson.dumps(result), queue]
+    reply = await store.run_script(ACK_OP, keys, args)
+    return [_outcome(item[0], *reply[3 * i:3 * i + 3]) for i, item in enumerate(items)]
+
+
+async def nack(store: Store, job_id: str, token: str, queue: str, now_ms: int, *, release: bool, error: str,
+               delay_ms: int, dlq_ms: int) -> Job | Refused:
+    keys: list[Key] = [job_key(job_id), leased_key(queue), ready_key(queue), delayed_key(queue), dlq_key(queue)]
+    args: list[Key | int | float] = [now_ms, token, queue, "release" if release else "retry", orjson.dumps(error),
+                                     delay_ms, dlq_ms]
+    return _outcome(job_id, *await store.run_script(NACK_OP, keys, args))
+
+
+async def extend(store: Store, job_id: str, token: str, queue: str, visibility_s: int, now_ms: int) -> Job | Refused:
+    keys: list[Key] = [job_key(job_id), leased_key(queue)]
+    return _outcome(job_id, *await store.run_script(EXTEND_OP, keys, [now_ms, token, queue, visibility_s]))
