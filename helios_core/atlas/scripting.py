@@ -54,8 +54,8 @@ NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
 _BOOT = r"""
 local py_call, py_pcall, py_unwrap, py_sha1, py_log, py_json, py_bit = ...
 local clock, wall = os.clock, os.time
-local dbg, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget =
-      debug, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget
+local dbg, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget, rawset =
+      debug, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget, rawset
 
 local function readonly(t, k, v) error("Attempt to modify a readonly table", 2) end
 local function ro(tbl) return setmetatable({}, {__index = tbl, __newindex = readonly, __metatable = false}) end
@@ -162,19 +162,35 @@ end
 -- The time limit: a count hook in Lua (a call into Python from a hook may abort the process
 -- when the memory cap is hit).  os.clock is CPU time, which a busy script spends 1:1 on an
 -- idle machine; on a crowded one the wall clock (whole seconds: os.time) stops it too, one
--- second or so past the limit.
-local deadline, wall_deadline, killed = 0, 0, false
+-- second or so past the limit.  The CPU clock is first read by the hook, not when the script
+-- starts: os.clock is a system call (no vDSO for CPU clocks) costing more than the rest of a
+-- short script's set-up, and a script the hook never sees ran under HOOK_EVERY instructions.
+-- So the CPU limit counts from the first hook (under a millisecond in); the wall one from the start.
+local started, limit, wall_deadline, killed = false, 0, 0, false
 dbg.sethook(function()
-  if killed or clock() > deadline or wall() > wall_deadline then killed = true; error(KILL, 0) end
+  local now = clock()
+  if not started then started = now end
+  if killed or now - started > limit or wall() > wall_deadline then killed = true; error(KILL, 0) end
 end, '', HOOK_EVERY)
+
+-- Each script gets its environment once (globals are read-only, so nothing a run leaves in it
+-- outlives the next run's KEYS and ARGV); weak keys let a flushed script go.
+local envs = setmetatable({}, {__mode = 'k'})
 
 -- KEYS and ARGV arrive as one vararg list (building them here is cheaper than two tables
 -- made from Python).
 local function run(fn, seconds, nkeys, ...)
   local keys, argv, n = {...}, {}, select('#', ...)
   for i = nkeys + 1, n do argv[i - nkeys] = keys[i]; keys[i] = nil end
-  deadline, wall_deadline, killed = clock() + seconds, wall() + math.ceil(seconds), false
-  setfenv(fn, setmetatable({KEYS = keys, ARGV = argv}, env_mt))
+  started, limit, wall_deadline, killed = false, seconds, wall() + math.ceil(seconds), false
+  local env = envs[fn]
+  if env == nil then
+    env = setmetatable({}, env_mt)
+    envs[fn] = env
+    setfenv(fn, env)
+  end
+  rawset(env, 'KEYS', keys)
+  rawset(env, 'ARGV', argv)
   local ok, res = xpcall(fn, handler)
   if killed or (not ok and res == KILL) then return false, 'KILL' end
   return ok, res

@@ -151,3 +151,18 @@ def test_tune_gc_raises_thresholds_and_freezes_what_is_loaded() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+# -- a script's environment is made once and reused --------------------------------------
+
+def test_each_run_sees_its_own_keys_and_argv_and_leaves_nothing_behind(engine: Engine) -> None:
+    sha = engine.execute([b"SCRIPT", b"LOAD", b"local k, a = KEYS, ARGV; KEYS = {'clobbered'}; ARGV = nil; "
+                                              b"return {k[1] or false, a[1] or false, #k, #a}"])
+    assert engine.execute([b"EVALSHA", sha, b"2", b"k1", b"k2", b"a1"]) == [b"k1", b"a1", 2, 1]
+    assert engine.execute([b"EVALSHA", sha, b"0"]) == [None, None, 0, 0]
+    assert engine.execute([b"EVALSHA", sha, b"1", b"k3", b"a3", b"a4"]) == [b"k3", b"a3", 1, 2]
+    # New globals stay refused, run after run; another script's KEYS are its own.
+    for _ in range(2):
+        with pytest.raises(CommandError, match="readonly table"):
+            engine.execute([b"EVAL", b"leak = 1", b"0"])
+    assert engine.execute([b"EVAL", b"return KEYS[1]", b"1", b"other"]) == b"other"
