@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from helios_core.atlas.streamtype import Stream
 from helios_core.atlas.zset import ZSet
 
 __all__ = ["Memory", "Evictor", "POLICIES", "estimate", "OOM", "parse_bytes"]
@@ -52,6 +53,8 @@ HASH_FIELD = 2 * STR + 80
 SET_MEMBER = STR + 60
 ZSET_MEMBER = STR + 130   # dict entry, float, (score, member) tuple in the SortedList
 LIST_ITEM = STR + 8
+STREAM_ENTRY = 120        # SortedDict slot, (ms, seq) tuple, the fields list
+STREAM_NACK = 150         # a pending entry: NACK object, in the group's and the consumer's PEL
 POOL_SIZE = 16    # EVPOOL_SIZE
 # Effects whose change `Memory._container` computes from the effect itself (no recount of the key).
 _INCREMENTAL = frozenset({"HSET", "HDEL", "SADD", "SREM", "ZADD", "ZREM", "LPUSH", "RPUSH", "LINSERT", "LPOP",
@@ -85,6 +88,9 @@ def value_size(value: Any) -> int:
         return CONTAINER + sum(len(m) + ZSET_MEMBER for m in value.scores)
     if t is deque:
         return CONTAINER + sum(len(i) + LIST_ITEM for i in value)
+    if t is Stream:  # O(groups): the stream keeps its entries' byte count
+        return (CONTAINER + value.nbytes + len(value.entries) * STREAM_ENTRY
+                + sum(CONTAINER + len(g.pel) * STREAM_NACK for g in value.groups.values()))
     return CONTAINER
 
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from helios_core.atlas.effects import effect_keys
+from helios_core.atlas.streamtype import STREAM_OPS
 
 __all__ = ["Notifier", "parse_flags", "flags_to_string", "BAD_FLAGS", "CLASS"]
 
@@ -39,7 +40,9 @@ _CHARS = {"K": K, "E": E, "g": G, "$": STR, "l": LIST, "s": SET, "h": HASH, "z":
           "e": EVICTED, "t": STREAM, "m": MISS, "d": MODULE, "n": NEW, "A": ALL}
 BAD_FLAGS = "Invalid event class character. Use 'Ag$lshzxeKEtmdn'."
 
-CLASS = {"generic": G, "string": STR, "list": LIST, "set": SET, "hash": HASH, "zset": ZSET}
+CLASS = {"generic": G, "string": STR, "list": LIST, "set": SET, "hash": HASH, "zset": ZSET, "stream": STREAM}
+_STREAM_COMMANDS = frozenset({"xadd", "xtrim", "xdel", "xsetid", "xgroup", "xreadgroup", "xclaim", "xautoclaim",
+                              "xack"})
 
 
 def parse_flags(text: str) -> int:
@@ -107,6 +110,26 @@ class _Seen:
     eff: tuple
     expired: bool   # a DEL of a key whose TTL had run out (lazy expiry)
     new: bool       # the key was absent before this effect
+    fresh: bool = False  # XGROUP / XCONSUMER: the group / consumer did not exist before it
+
+
+_STREAM_CREATES = frozenset({"XADD", "XSETID"})
+_STREAM_EVENTS = {"XADD": "xadd", "XTRIM": "xtrim", "XDEL": "xdel", "XGDEL": "xgroup-destroy",
+                  "XCDEL": "xgroup-delconsumer"}
+
+
+def _stream_seen(eff: tuple, data: dict) -> _Seen:
+    """A stream effect about to apply: was its key, group or consumer there before it."""
+    op, key = eff[0], eff[1]
+    value = data.get(key)
+    fresh = False
+    groups = getattr(value, "groups", None)
+    if op == "XGROUP":
+        fresh = groups is None or eff[2] not in groups
+    elif op == "XCONSUMER":
+        g = groups.get(eff[2]) if groups is not None else None
+        fresh = g is not None and eff[3] not in g.consumers
+    return _Seen(eff, False, op in _STREAM_CREATES and value is None, fresh)
 
 
 @dataclass
@@ -143,6 +166,9 @@ class Notifier:
             self.pending.append(_Seen(eff, False, False))
             return
         key = eff[1]
+        if op in STREAM_OPS:
+            self.pending.append(_stream_seen(eff, data))
+            return
         if op == "DEL":
             exp = expires.get(key)
             self.pending.append(_Seen(eff, exp is not None and exp <= now_ms and key in data, False))
@@ -164,6 +190,9 @@ class Notifier:
         event, cls = _EVENTS.get(name, (name, G))
         if name == "rename" or name == "renamenx":
             self._rename(seen)
+            return
+        if name in _STREAM_COMMANDS:
+            self._stream(seen, name)
             return
         sent: set[tuple[bytes, str]] = set()
         for s in seen:
@@ -207,6 +236,29 @@ class Notifier:
             self.event(G, "rename_from", dels[0])
         if sets:
             self.event(G, "rename_to", sets[0])
+
+    def _stream(self, seen: list[_Seen], name: str) -> None:
+        """Stream commands: events as Redis 7.0 names them (xadd, xtrim, xdel, xsetid, xgroup-create,
+        xgroup-setid, xgroup-destroy, xgroup-createconsumer, xgroup-delconsumer); the group and PEL
+        bookkeeping of XREADGROUP/XCLAIM/XACK publishes nothing, as in Redis."""
+        for s in seen:
+            op, key = s.eff[0], s.eff[1]
+            if s.expired:
+                self.event(EXPIRED, "expired", key)
+                continue
+            if s.new:
+                self.event(NEW, "new", key)
+            event = _STREAM_EVENTS.get(op)
+            if op == "XSETID" and name == "xsetid":
+                event = "xsetid"
+            elif op == "XGROUP":
+                event = "xgroup-create" if s.fresh else ("xgroup-setid" if name == "xgroup" else None)
+            elif op == "XCONSUMER":
+                event = "xgroup-createconsumer" if s.fresh else None
+            elif op == "DEL":
+                event = None if name != "del" else "del"
+            if event is not None:
+                self.event(STREAM if op != "DEL" else G, event, key)
 
     def _once(self, sent: set[tuple[bytes, str]], key: bytes, event: str, cls: int) -> None:
         if (key, event) not in sent:

@@ -83,10 +83,11 @@ class Node:
 
 
 class Stream:
-    __slots__ = ("entries", "last_id", "entries_added", "max_deleted", "groups", "nodes")
+    __slots__ = ("entries", "last_id", "entries_added", "max_deleted", "groups", "nodes", "nbytes")
 
     def __init__(self) -> None:
         self.entries: SortedDict = SortedDict()  # id -> [field, value, ...]
+        self.nbytes = 0  # the fields' and values' bytes, kept so a memory estimate costs O(1)
         self.last_id: StreamID = ZERO
         self.entries_added = 0
         self.max_deleted: StreamID = ZERO
@@ -174,6 +175,8 @@ def _xadd(s: Stream, eff: tuple) -> Undo:
     s.entries[sid] = fields
     s.last_id = sid
     s.entries_added += 1
+    size = sum(map(len, fields))
+    s.nbytes += size
     node_state: tuple | None = None
     if s.nodes:
         master, node = s.nodes.peekitem(-1)
@@ -187,6 +190,7 @@ def _xadd(s: Stream, eff: tuple) -> Undo:
 
     def undo() -> None:
         del s.entries[sid]
+        s.nbytes -= size
         s.last_id, s.entries_added = old
         if node_state is None:
             del s.nodes[sid]
@@ -196,7 +200,7 @@ def _xadd(s: Stream, eff: tuple) -> Undo:
 
 
 def _delete_entry(s: Stream, sid: StreamID, gone_nodes: list, touched: list) -> None:
-    del s.entries[sid]
+    s.nbytes -= sum(map(len, s.entries.pop(sid)))
     found = s.node_of(sid)
     if found is None:  # pragma: no cover - every entry belongs to a node
         return
@@ -233,6 +237,7 @@ def _xdel(s: Stream, eff: tuple) -> Undo:
         _restore_nodes(s, gone, touched)
         for sid, fields in removed:
             s.entries[sid] = fields
+            s.nbytes += sum(map(len, fields))
         s.max_deleted = old_max
     return undo
 
@@ -241,6 +246,8 @@ def _xtrim(s: Stream, eff: tuple) -> Undo:
     """Drop the first n live entries: whole nodes, then entries inside the next one (as streamTrim)."""
     n = min(eff[2], len(s.entries))
     removed = [s.entries.popitem(0) for _ in range(n)]
+    size = sum(len(x) for _, fields in removed for x in fields)
+    s.nbytes -= size
     gone: list = []
     touched: list = []
     left = n
@@ -259,6 +266,7 @@ def _xtrim(s: Stream, eff: tuple) -> Undo:
         _restore_nodes(s, gone, touched)
         for sid, fields in removed:
             s.entries[sid] = fields
+        s.nbytes += size
     return undo
 
 
@@ -441,6 +449,7 @@ def from_plain(plain: list) -> Stream:
     ms, seqs, fields, counters, nodes, groups = plain
     s = Stream()
     s.entries.update(zip(zip(ms, seqs, strict=True), (list(f) for f in fields), strict=True))
+    s.nbytes = sum(len(x) for f in fields for x in f)
     s.last_id = (counters[0], counters[1])
     s.entries_added = counters[2]
     s.max_deleted = (counters[3], counters[4])
