@@ -89,8 +89,9 @@ def value_size(value: Any) -> int:
     if t is deque:
         return CONTAINER + sum(len(i) + LIST_ITEM for i in value)
     if t is Stream:  # O(groups): the stream keeps its entries' byte count
-        return (CONTAINER + value.nbytes + len(value.entries) * STREAM_ENTRY
-                + sum(CONTAINER + len(g.pel) * STREAM_NACK for g in value.groups.values()))
+        size: int = (CONTAINER + value.nbytes + len(value.entries) * STREAM_ENTRY
+                     + sum(CONTAINER + len(g.pel) * STREAM_NACK for g in value.groups.values()))
+        return size
     return CONTAINER
 
 

@@ -285,7 +285,10 @@ def _xgroup(s: Stream, eff: tuple) -> Undo:
     g = s.groups.get(name)
     if g is None:
         s.groups[name] = Group(last, read)
-        return lambda: s.groups.pop(name, None) and None
+
+        def drop() -> None:
+            s.groups.pop(name, None)
+        return drop
     old = (g.last_id, g.entries_read)
     g.last_id, g.entries_read = last, read
 
@@ -313,7 +316,10 @@ def _xconsumer(s: Stream, eff: tuple) -> Undo | None:
     c = g.consumers.get(cname)
     if c is None:
         g.consumers[cname] = Consumer(cname, seen)
-        return lambda: g.consumers.pop(cname, None) and None
+
+        def forget() -> None:
+            g.consumers.pop(cname, None)
+        return forget
     old = c.seen
     c.seen = seen
 

@@ -285,9 +285,9 @@ def xadd(ctx: Ctx, args: list[bytes]) -> Any:
         raise err("ERR The ID specified in XADD is equal or smaller than the target stream top item")
     ctx.emit(("XADD", key, sid, argv[field_pos:]))
     if a.strategy:
-        s = ctx.ks.data.get(key)
-        assert type(s) is Stream
-        _trim(ctx, key, s, a)
+        after = ctx.ks.data.get(key)
+        assert type(after) is Stream
+        _trim(ctx, key, after, a)
     signal(ctx, key)
     return fmt_id(sid)
 
@@ -974,7 +974,7 @@ def xinfo(ctx: Ctx, args: list[bytes]) -> Any:
         info[b"first-entry"] = _entry(s, s.entries.peekitem(0)[0]) if s.entries else None
         info[b"last-entry"] = _entry(s, s.entries.peekitem(-1)[0]) if s.entries else None
         return info
-    entries = []
+    entries: list = []
     for sid in s.entries:
         if count and len(entries) >= count:
             break
@@ -982,14 +982,14 @@ def xinfo(ctx: Ctx, args: list[bytes]) -> Any:
     info[b"entries"] = entries
     groups = []
     for name, g in sorted(s.groups.items()):
-        pel = []
+        pel: list = []
         for sid, nack in g.pel.items():
             if count and len(pel) >= count:
                 break
             pel.append([fmt_id(sid), nack.consumer, nack.time, nack.count])
         consumers = []
         for _, c in sorted(g.consumers.items()):
-            cpel = []
+            cpel: list = []
             for sid, nack in c.pel.items():
                 if count and len(cpel) >= count:
                     break
