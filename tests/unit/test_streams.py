@@ -77,7 +77,7 @@ def test_star_ids_come_from_the_clock_and_never_go_back(a: Atlas) -> None:
     assert a("XADD", "s", "*", "f", "v") == b"%d-2" % T0
     a.now = T0 + 7
     assert a("XADD", "s", "*", "f", "v") == b"%d-0" % (T0 + 7)
-    assert a("XADD", "s", "%d-*" % (T0 + 7), "f", "v") == b"%d-1" % (T0 + 7)
+    assert a("XADD", "s", f"{T0 + 7}-*", "f", "v") == b"%d-1" % (T0 + 7)
 
 
 def test_writes_are_logged_as_what_they_decided(a: Atlas) -> None:
@@ -85,7 +85,7 @@ def test_writes_are_logged_as_what_they_decided(a: Atlas) -> None:
     a("XADD", "s", "MAXLEN", "1", "*", "g", "w")
     a("XGROUP", "CREATE", "s", "grp", "0")
     a("XREADGROUP", "GROUP", "grp", "c", "STREAMS", "s", ">")
-    a("XACK", "s", "grp", "%d-1" % T0)
+    a("XACK", "s", "grp", f"{T0}-1")
     assert a.aof() == [
         ("XADD", b"s", (T0, 0), [b"f", b"v"]),
         ("MULTI", [("XADD", b"s", (T0, 1), [b"g", b"w"]), ("XTRIM", b"s", 1)]),
