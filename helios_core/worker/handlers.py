@@ -323,12 +323,21 @@ class ExecRunner:
         return env
 
     async def run(self, payload: Any, ctx: JobContext) -> Outcome:
+        # The spawn is shielded: asyncio forks the command first and connects its pipes after, and a
+        # cancel landing in between would have asyncio SIGKILL the group leader alone, leaving whatever
+        # the command already started alive in its group (seen under load).  So a cancel waits for
+        # the spawn to finish and then kills the whole group, as a cancel during the run does.
+        spawn = asyncio.ensure_future(asyncio.create_subprocess_shell(
+            self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self._env(ctx), start_new_session=True))
         try:
-            proc = await asyncio.create_subprocess_shell(
-                self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self._env(ctx), start_new_session=True)
+            proc = await asyncio.shield(spawn)
         except OSError as e:
             return Outcome.failure(f"cannot start the command: {e}")
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self._kill(await spawn)
+            raise
         if proc.stdin is None or proc.stdout is None or proc.stderr is None:  # not with PIPE; for the type checker
             raise RuntimeError("subprocess pipes missing")
         feed = asyncio.create_task(_feed(proc.stdin, orjson.dumps(payload) + b"\n"))
