@@ -311,12 +311,13 @@ async def enqueue(store: Store, jobs: list[Job], dedup_keys: list[str | None], q
 
 
 async def lease(store: Store, queues: list[str], max_jobs: int, now_ms: int, worker: str, visibility_s: int | None,
-                dlq_ms: int, *, wake: bool) -> tuple[list[Job], int | None]:
-    """The leased jobs, and (with `wake`) when the next delayed job or lease deadline of `queues` is due."""
+                dlq_ms: int, *, wake: bool, tokens: list[str] | None = None) -> tuple[list[Job], int | None]:
+    """The leased jobs, and (with `wake`) when the next delayed job or lease deadline of `queues` is due.
+    `tokens`: the lease tokens to hand out, max_jobs of them (default: fresh random ones)."""
     keys: list[Key] = [k for q in queues for k in (leased_key(q), delayed_key(q), ready_key(q), dlq_key(q))]
     args: list[Key | int | float] = [now_ms, max_jobs, orjson.dumps(worker), visibility_s or 0,
                                      "+inf" if wake else now_ms, dlq_ms, MAINTENANCE_BATCH]
-    args += [new_token() for _ in range(max_jobs)]
+    args += tokens if tokens is not None else [new_token() for _ in range(max_jobs)]
     reply = await store.run_script(LEASE_OP, keys, args)
     due = int(reply[0])
     return [Job.decode(raw) for raw in reply[1:]], (None if due < 0 else due)
