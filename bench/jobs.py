@@ -15,9 +15,16 @@ workers, client; from /proc) is shown too: it drifts less on a shared machine.
   and always with --fsync everysec,always), W `helios worker --handler
   bench_noop:run` processes, enqueued through POST /api/v1/jobs/batch
   (100 jobs per request, one keep-alive connection).
-- Dramatiq: RedisBroker on a redis-server the bench starts (unused port, no
-  persistence), W `dramatiq --processes 1 --threads T bench_noop` commands,
-  enqueued with `broker.enqueue` (Dramatiq has no batch enqueue).
+- HELIOS on a store (--store redis,atlasd or a URL): the same, the gateway
+  started with `--store URL` on a redis-server the bench starts (appendonly
+  yes, appendfsync everysec: as persistent as Dramatiq's) or on `helios
+  atlasd` (appendfsync everysec) over TCP; or on the empty store a URL names
+  (its server's CPU is then not counted).  The store server's CPU counts as
+  server CPU.
+- Dramatiq: RedisBroker on a redis-server the bench starts (unused port,
+  appendonly yes, appendfsync everysec: the persistence HELIOS has), W
+  `dramatiq --processes 1 --threads T bench_noop` commands, enqueued with
+  `broker.enqueue` (Dramatiq has no batch enqueue).
 - RQ: the same redis-server setup, W `rq worker --worker-class
   rq.worker.SimpleWorker` processes (no fork per job), enqueued with
   `Queue.enqueue_many` in pipelines of 1,000.
@@ -30,6 +37,7 @@ acked), which may have run twice.
     .venv/bin/python bench/jobs.py                 # N=20000, 2 workers, 3 rounds + kill run (~6 min)
     .venv/bin/python bench/jobs.py --quick         # N=2000, one round: a smoke run
     .venv/bin/python bench/jobs.py --n 50000 --workers 2 --fsync everysec,always --json
+    .venv/bin/python bench/jobs.py --store redis,atlasd --systems helios,dramatiq --no-kill
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import functools
 import http.client
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -65,6 +74,9 @@ HELIOS, DRAMATIQ, RQ = str(BIN / "helios"), str(BIN / "dramatiq"), str(BIN / "rq
 QUEUE = "bench"
 WARMUP_PER_WORKER = 4
 ENQUEUE_BATCH = 100  # the jobs API's largest batch
+# A redis-server as durable as HELIOS's default (an AOF fsynced every second): Dramatiq's broker and the
+# redis store HELIOS runs on in --store redis.
+PERSISTENT = {"appendonly": "yes", "appendfsync": "everysec"}
 
 
 # -- processes and counting --------------------------------------------------------------
@@ -210,7 +222,7 @@ def run_dramatiq(n: int, workers: int, threads: int, timeout: float) -> dict[str
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
-    with scratch_dir("jobs-dramatiq") as d, RedisServer(d / "redis") as rs, processes() as procs:
+    with scratch_dir("jobs-dramatiq") as d, RedisServer(d / "redis", **PERSISTENT) as rs, processes() as procs:
         rs.start()
         url = f"redis://127.0.0.1:{rs.port}/0"
         out = d / "out"
@@ -290,17 +302,24 @@ def _ran_twice(out: Path, n: int) -> int:
 # -- HELIOS ------------------------------------------------------------------------------
 
 class Gateway:
-    """`helios gateway` on a fresh data directory and an unused port, with an admin token."""
+    """`helios gateway` on a fresh data directory (or an empty store: `store_url`) and an unused port,
+    with an admin token."""
 
-    def __init__(self, procs: Procs, data: Path, appendfsync: str) -> None:
+    def __init__(self, procs: Procs, data: Path, appendfsync: str, store_url: str | None = None) -> None:
         self.port = unused_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
         # Defaults otherwise, as an operator runs it: rate limits on, one access-log line per request.
         env.update({"HELIOS_ATLAS__APPENDFSYNC": appendfsync})
-        data.mkdir()
-        self.proc = procs.spawn([HELIOS, "gateway", "--data", str(data), "--port", str(self.port)], env,
-                                data.parent / "gateway.log")
+        log = data.parent / "gateway.log"
+        if store_url is None:
+            data.mkdir()
+            where = ["--data", str(data)]
+        else:
+            where = ["--store", store_url]
+            # No data directory to keep a generated signing key in: the gateways sharing a store share one.
+            env["HELIOS_AUTH__JWT_KEYS"] = "k1=" + secrets.token_urlsafe(48)
+        self.proc = procs.spawn([HELIOS, "gateway", *where, "--port", str(self.port)], env, log)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -311,7 +330,8 @@ class Gateway:
                 if time.monotonic() > deadline:
                     raise RuntimeError("gateway did not start") from None
                 time.sleep(0.05)
-        password = (data / "initial_admin_password").read_text().strip()
+        password = (data / "initial_admin_password").read_text().strip() if store_url is None else \
+            _printed_password(log)
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
         self.token = ""
         self.token = self.call("POST", "/api/v1/auth/login", {"username": "admin", "password": password})[
@@ -352,6 +372,79 @@ class Gateway:
             cursor = page.get("cursor")
             if not cursor:
                 return out
+
+
+def _printed_password(log: Path) -> str:
+    """The admin password a gateway on an empty remote store prints once (it is kept nowhere else)."""
+    lines = log.read_text(errors="replace").splitlines()
+    for i, line in enumerate(lines):
+        if 'created the user "admin"' in line and i + 1 < len(lines):
+            return lines[i + 1].strip()
+    raise RuntimeError(f"the gateway printed no admin password (is the store at --store not empty?): {log}")
+
+
+@contextlib.contextmanager
+def store_server(kind: str, d: Path, procs: Procs) -> Iterator[tuple[str, int | None]]:
+    """A fresh store for a gateway: its URL and its server's pid (None: a URL given, not ours)."""
+    if kind == "redis":
+        with RedisServer(d / "redis", **PERSISTENT) as rs:
+            rs.start()
+            assert rs.proc is not None
+            yield f"redis://127.0.0.1:{rs.port}/0", rs.proc.pid
+        return
+    if kind == "atlasd":
+        port = unused_port()
+        data = d / "atlasd"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
+        proc = procs.spawn([HELIOS, "atlasd", "--data", str(data), "--port", str(port), "--appendfsync",
+                            "everysec"], env, d / "atlasd.log")
+        deadline = time.monotonic() + 60
+        while not (data / "atlasd.password").exists() or not _listening(port):
+            procs.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError("atlasd did not start")
+            time.sleep(0.05)
+        # (a loopback atlas:// URL finds this atlasd's password in DATA/atlasd.password)
+        yield f"atlas://127.0.0.1:{port}", proc.pid
+        return
+    yield kind, None
+
+
+def _listening(port: int) -> bool:
+    import socket
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def store_label(kind: str) -> str:
+    return f"HELIOS ({kind} store)" if kind in ("redis", "atlasd") else "HELIOS (store URL)"
+
+
+def run_helios_store(n: int, workers: int, concurrency: int, kind: str, timeout: float,
+                     profile: Path | None = None) -> dict[str, Any]:
+    """HELIOS with its gateway on a store server (`kind`: redis, atlasd, or a URL of an empty store)."""
+    with scratch_dir("jobs-helios-store") as d, processes() as procs, store_server(kind, d, procs) as (url, pid):
+        out = d / "out"
+        out.mkdir()
+        gw = Gateway(procs, d / "data", "everysec", store_url=url)
+        ws = spawn_helios_workers(procs, gw, d, out, workers, concurrency)
+        warm = workers * WARMUP_PER_WORKER
+        gw.enqueue(range(n, n + warm))
+        wait_executed(out, warm, procs, 60)
+        cpu = CpuMeter(gw.proc.pid, ws)
+        if pid is not None:
+            cpu.server.append(pid)
+        targets = [("gateway", gw.proc.pid), ("worker", ws[0].pid)]
+        with profiling(profile, targets, kind if pid is not None else "url") as prof:
+            cpu.start()
+            t0 = time.perf_counter()
+            gw.enqueue(range(n))
+            t_enq = time.perf_counter()
+            t_done = wait_executed(out, warm + n, procs, timeout)
+            used = cpu.stop()
+        return result(store_label(kind), n, t0, t_enq, t_done, store=kind if pid is not None else "url",
+                      concurrency=concurrency, ran_twice=_ran_twice(out, n), profile=prof, **used)
 
 
 PY_SPY = str(BIN / "py-spy")
@@ -530,7 +623,8 @@ def summarize(res: dict[str, Any], args: argparse.Namespace, n: int) -> None:
     for name in names:
         if not name.startswith("HELIOS"):
             continue
-        for peer, goal in (("Dramatiq", 1.0), ("RQ", 10.0)):
+        # Issue 14: on a redis store, HELIOS's jobs at 1.5x Dramatiq on the same (persistent) redis-server.
+        for peer, goal in (("Dramatiq", 1.5 if "store" in name else 1.0), ("RQ", 10.0)):
             per_round = [a["jobs_per_s"] / b["jobs_per_s"] for rnd in range(args.rounds)
                          for a in res["runs"] if a["system"] == name and a["round"] == rnd
                          for b in res["runs"] if b["system"] == peer and b["round"] == rnd]
@@ -560,6 +654,10 @@ def main() -> None:
     p.add_argument("--fsync", default="everysec", help="HELIOS appendfsync policies to run, comma-separated "
                    "(default everysec; e.g. everysec,always)")
     p.add_argument("--systems", default="helios,dramatiq,rq", help="which systems (default all three)")
+    p.add_argument("--store", default="", metavar="KINDS",
+                   help="also run HELIOS with its gateway on a store, comma-separated: redis (a redis-server "
+                        "started here, appendonly everysec), atlasd (helios atlasd, appendfsync everysec), or the "
+                        "URL of an empty store (e.g. --store redis,atlasd)")
     p.add_argument("--no-kill", action="store_true", help="skip the kill run")
     p.add_argument("--visibility-timeout", type=int, default=5,
                    help="kill run: lease length in seconds (the killed worker's jobs come back after it)")
@@ -579,6 +677,9 @@ def main() -> None:
     if "helios" in systems:
         for policy in args.fsync.split(","):
             plan.append((policy, functools.partial(run_helios, n, args.workers, args.concurrency, policy, timeout)))
+    for kind in filter(None, args.store.split(",")):
+        plan.append((f"store:{kind}", functools.partial(run_helios_store, n, args.workers, args.concurrency, kind,
+                                                        timeout)))
     if "dramatiq" in systems:
         plan.append(("dramatiq", functools.partial(run_dramatiq, n, args.workers, args.threads, timeout)))
     if "rq" in systems:
