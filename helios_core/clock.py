@@ -46,9 +46,8 @@ What runs on which clock, and why:
   leaves between them); a token minted on a clock that lags the wall by the
   unslewed part of a step would be "issued in the future" or already expired
   everywhere else.  Minting and checking must stay on the same clock, so both
-  stay on the wall.  Until the gateway hands the auth path a wall clock of its
-  own it reads the service clock, which equals the wall clock except while a
-  step is being slewed.  Logs, the HTTP ``Date`` header (Tornado's own) and
+  stay on the wall: the gateway hands its auth path ``Gateway.wall_clock``
+  (``BaseHandler.wall_ms``) beside the service clock.  Logs, the HTTP ``Date`` header (Tornado's own) and
   the access log's times are wall time too.
 - atlasd, and the ATLAS engine embedded in a gateway, keep key TTLs on the
   wall clock, as Redis does: expiry times are absolute in the AOF and

@@ -136,7 +136,8 @@ class JobReaper:
 
 class GatewayService:
     def __init__(self, config: HeliosConfig, store: Store, *, key_specs: list[str],
-                 clock: Callable[[], int] = service_clock, hasher: PasswordHasher | None = None) -> None:
+                 clock: Callable[[], int] = service_clock, hasher: PasswordHasher | None = None,
+                 wall_clock: Callable[[], int] | None = None) -> None:
         a = config.auth
         self.config = config
         self.store = store
@@ -148,7 +149,7 @@ class GatewayService:
         auth = AuthService(store, a, keys, self.hasher, limiter, audit)
         self.gateway = Gateway(config, store, auth, limiter, audit, StoreOps(store),
                                TrustedProxies(config.gateway.trusted_proxies), JobQueue(store, config.jobs),
-                               clock)
+                               clock, wall_clock=wall_clock)
         self.reaper = JobReaper(self.gateway)
         # proxy.enabled: every path outside /api/ and /admin/ goes through the proxy's routes; the
         # catch-all comes last, so the gateway's own paths (the ops endpoints too) match first.
@@ -169,7 +170,7 @@ class GatewayService:
     async def start(self) -> str | None:
         """Seed roles, create the first admin on an empty store, expire the leases that ran out while
         the gateway was down and start the reaper; returns the new admin's password (once)."""
-        password = await self.gateway.auth.bootstrap(self.gateway.clock())
+        password = await self.gateway.auth.bootstrap(self.gateway.wall())
         await self.hasher.warm_up()
         await self.reaper.tick()
         self.reaper.start()

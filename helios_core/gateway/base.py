@@ -201,7 +201,12 @@ class BaseHandler(RequestHandler):
         return self.principal
 
     def now_ms(self) -> int:
+        """The service clock (never steps): job deadlines, rate-limit buckets."""
         return self.gw.clock()
+
+    def wall_ms(self) -> int:
+        """The wall clock: token and session times, audit entries (see Gateway.wall_clock)."""
+        return self.gw.wall()
 
     def sticky_header(self, name: str, value: str) -> None:
         """A header that survives an error response (send_error clears the others).
@@ -311,7 +316,7 @@ class BaseHandler(RequestHandler):
                                       code="unauthenticated")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationError("Authorization must be 'Bearer <access token>'", code="invalid_token")
-        self.principal = await self.gw.auth.authenticate(token.strip(), self.now_ms())
+        self.principal = await self.gw.auth.authenticate(token.strip(), self.wall_ms())
 
     async def _rate_limit(self) -> None:
         p = self.principal

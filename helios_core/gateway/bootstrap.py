@@ -268,7 +268,7 @@ async def _bootstrap(config: HeliosConfig, store_url: str, data_dir: Path | None
     try:
         service = GatewayService(config, store, key_specs=keys)
         try:
-            password = await service.gateway.auth.bootstrap(service.gateway.clock())
+            password = await service.gateway.auth.bootstrap(service.gateway.wall())
         finally:
             service.hasher.close()
     finally:

@@ -12,7 +12,7 @@ from tornado.web import RequestHandler
 
 from helios_core.auth.audit import AuditLog
 from helios_core.auth.service import AuthService
-from helios_core.clock import service_clock
+from helios_core.clock import service_clock, wall_ms
 from helios_core.config import HeliosConfig
 from helios_core.gateway.accesslog import AccessLog
 from helios_core.gateway.limits import TrustedProxies
@@ -103,6 +103,10 @@ class Gateway:
     proxies: TrustedProxies
     jobs: JobQueue
     clock: Callable[[], int] = service_clock  # never steps: lease deadlines and buckets (helios_core/clock.py)
+    # Tokens, sessions and audit times: the real wall clock, as the other gateways minting and checking
+    # the same tokens read it (a token from an unstepped peer must not look issued in the future).
+    # None: wall_ms beside the service clock, else the clock given (tests pass one fake time for both).
+    wall_clock: Callable[[], int] | None = None
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     job_metrics: JobMetrics = field(default_factory=JobMetrics)
     inflight: int = 0
@@ -112,8 +116,14 @@ class Gateway:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
+        if self.wall_clock is None:
+            self.wall_clock = wall_ms if self.clock is service_clock else self.clock
         if self.access is None:
             self.access = AccessLog(self.config.log.level, self.config.log.format)
+
+    def wall(self) -> int:
+        """Milliseconds on the wall clock (see wall_clock)."""
+        return (self.wall_clock or wall_ms)()
 
     def drain(self) -> None:
         """Shutting down: /readyz answers 503 and long polls return what they have."""

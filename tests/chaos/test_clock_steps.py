@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from helios_core.clock import ServiceClock
@@ -224,6 +225,36 @@ def test_gateway_reaper_on_its_service_clock(tmp_path: Path) -> None:
     asyncio.run(run())
     record("clock steps forward and back by 1 h (gateway over HTTP, its reaper on the service clock)",
            "no lease expired by the step, acks land, no job delivered twice", 1)
+
+
+def test_tokens_stay_on_the_wall_clock_while_a_step_is_slewed(tmp_path: Path) -> None:
+    """Two gateways share a store; this one's wall clock stepped an hour forward (its service clock now
+    lags the wall), the peer's did not.  A token the peer mints at wall time is accepted here (checked
+    on the wall clock, not as "issued in the future"), and this gateway's own login mints at wall time
+    too, while its job deadlines stay on the service clock."""
+    from helios_core.auth.audit import Actor
+    from tests.unit.test_gateway_harness import gateway
+
+    async def run() -> None:
+        src = Sources(wall_ns=time.time_ns())
+        clock = ServiceClock(src.wall, src.mono)
+        wall = lambda: src.wall() // 1_000_000  # noqa: E731
+        async with gateway(tmp_path, clock=clock, wall_clock=wall) as api:  # type: ignore[arg-type]
+            src.step(HOUR)
+            src.run(1000)
+            assert wall() - clock() > HOUR // 2, "the service clock lags the stepped wall clock"
+            peer = await api.service.gateway.auth.login("admin", api.admin_password, wall(), Actor(client="peer"))
+            r = await api.call("GET", "/api/v1/auth/me", token=peer.access_token)
+            assert r.code == 200, r.body
+            login = {"username": "admin", "password": api.admin_password}
+            mine = await api.call("POST", "/api/v1/auth/login", json=login)
+            assert mine.code == 200, mine.body
+            claims = jwt.decode(mine.json()["access_token"], options={"verify_signature": False})
+            assert abs(claims["iat"] * 1000 - wall()) < 5000, "a login mints at wall time"
+
+    asyncio.run(run())
+    record("wall clock stepped 1 h forward on one of two gateways (tokens)",
+           "tokens minted by either are accepted by both: auth reads the wall clock", 1)
 
 
 def test_rate_limit_forward_and_back_steps() -> None:

@@ -104,11 +104,13 @@ test_config.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 @asynccontextmanager
-async def gateway(tmp_path: Path, *, clock: Clock | None = None, **overrides: Any) -> AsyncIterator[Api]:
+async def gateway(tmp_path: Path, *, clock: Clock | None = None, wall_clock: Callable[[], int] | None = None,
+                  **overrides: Any) -> AsyncIterator[Api]:
     config = test_config(**overrides)
     store = await EmbeddedStore.open(tmp_path / "data", config.atlas)
     clock = clock or Clock()
-    service = GatewayService(config, store, key_specs=list(config.auth.jwt_keys), clock=clock)
+    service = GatewayService(config, store, key_specs=list(config.auth.jwt_keys), clock=clock,
+                             wall_clock=wall_clock)
     sock, port = bind_unused_port()
     api = None
     try:

@@ -43,7 +43,7 @@ class UsersHandler(BaseHandler):
         body = self.json_body()
         roles = _str_list(body, "roles", ["user"])
         user, generated = await self.gw.auth.create_user(body.get("username"), _opt_str(body, "password"), roles,
-                                                         self.now_ms(), self.actor(), by=self.me())
+                                                         self.wall_ms(), self.actor(), by=self.me())
         out = await self.gw.auth.describe(user)
         if generated is not None:
             out["password"] = generated
@@ -66,11 +66,11 @@ class UserHandler(BaseHandler):
         disabled = body.get("disabled")
         if not isinstance(disabled, bool):
             raise InvalidInputError("disabled: expected true or false")
-        user = await self.gw.auth.set_disabled(username, disabled, self.now_ms(), self.actor(), by=self.me())
+        user = await self.gw.auth.set_disabled(username, disabled, self.wall_ms(), self.actor(), by=self.me())
         self.write_json(await self.gw.auth.describe(user))
 
     async def delete(self, username: str) -> None:
-        await self.gw.auth.remove_user(username, self.now_ms(), self.actor(), by=self.me())
+        await self.gw.auth.remove_user(username, self.wall_ms(), self.actor(), by=self.me())
         self.set_status(204)
         self.finish()
 
@@ -81,7 +81,7 @@ class UserPasswordHandler(BaseHandler):
 
     async def post(self, username: str) -> None:
         body = self.json_body() if self.body else {}
-        user, generated = await self.gw.auth.set_password(username, _opt_str(body, "password"), self.now_ms(),
+        user, generated = await self.gw.auth.set_password(username, _opt_str(body, "password"), self.wall_ms(),
                                                           self.actor(), by=self.me())
         out = await self.gw.auth.describe(user)
         if generated is not None:
@@ -94,12 +94,12 @@ class UserRoleHandler(BaseHandler):
     needs = {"PUT": perm("admin:roles"), "DELETE": perm("admin:roles")}
 
     async def put(self, username: str, role: str) -> None:
-        changed = await self.gw.auth.grant(username, role, self.now_ms(), self.actor(), by=self.me())
+        changed = await self.gw.auth.grant(username, role, self.wall_ms(), self.actor(), by=self.me())
         user = await self.gw.auth.users.require(username)
         self.write_json({**await self.gw.auth.describe(user), "changed": changed})
 
     async def delete(self, username: str, role: str) -> None:
-        changed = await self.gw.auth.revoke(username, role, self.now_ms(), self.actor(), by=self.me())
+        changed = await self.gw.auth.revoke(username, role, self.wall_ms(), self.actor(), by=self.me())
         user = await self.gw.auth.users.require(username)
         self.write_json({**await self.gw.auth.describe(user), "changed": changed})
 
@@ -113,7 +113,7 @@ class UserSessionsHandler(BaseHandler):
         self.write_json({"sessions": [s.public() for s in sessions]})
 
     async def delete(self, username: str) -> None:
-        n = await self.gw.auth.revoke_all_sessions(username, self.now_ms(), self.actor(), by=self.me())
+        n = await self.gw.auth.revoke_all_sessions(username, self.wall_ms(), self.actor(), by=self.me())
         self.write_json({"sessions_revoked": n})
 
 
@@ -123,7 +123,7 @@ class UserSessionHandler(BaseHandler):
 
     async def delete(self, username: str, session_id: str) -> None:
         user = await self.gw.auth.users.require(username)
-        await self.gw.auth.revoke_session(user.id, session_id, self.now_ms(), self.actor(), user.username,
+        await self.gw.auth.revoke_session(user.id, session_id, self.wall_ms(), self.actor(), user.username,
                                           by=self.me())
         self.set_status(204)
         self.finish()
@@ -142,7 +142,7 @@ class UserTokensHandler(BaseHandler):
             raise InvalidInputError(f"unknown field(s) {', '.join(sorted(unknown))}; allowed: ttl_seconds, label")
         if "ttl_seconds" not in body:
             raise InvalidInputError("ttl_seconds: required (the token's lifetime in seconds)")
-        token = await self.gw.auth.issue_api_token(username, body["ttl_seconds"], body.get("label"), self.now_ms(),
+        token = await self.gw.auth.issue_api_token(username, body["ttl_seconds"], body.get("label"), self.wall_ms(),
                                                    self.actor(), issuer=self.me())
         self.write_json(token.to_json(), 201)
 
@@ -169,7 +169,7 @@ class RolesHandler(BaseHandler):
         if not isinstance(name, str):
             raise InvalidInputError("name: expected a string")
         role = _role_from(body, name)
-        await self.gw.auth.put_role(role, self.now_ms(), self.actor(), create_only=True, by=self.me())
+        await self.gw.auth.put_role(role, self.wall_ms(), self.actor(), create_only=True, by=self.me())
         self.write_json((await self.gw.auth.roles.get(role.name)).to_json(), 201)
 
 
@@ -185,11 +185,11 @@ class RoleHandler(BaseHandler):
         if body.get("name", role) != role:
             raise InvalidInputError("name: must match the role in the path (roles cannot be renamed)")
         new = _role_from(body, role)
-        created = await self.gw.auth.put_role(new, self.now_ms(), self.actor(), by=self.me())
+        created = await self.gw.auth.put_role(new, self.wall_ms(), self.actor(), by=self.me())
         self.write_json((await self.gw.auth.roles.get(role)).to_json(), 201 if created else 200)
 
     async def delete(self, role: str) -> None:
-        await self.gw.auth.delete_role(role, self.now_ms(), self.actor(), by=self.me())
+        await self.gw.auth.delete_role(role, self.wall_ms(), self.actor(), by=self.me())
         self.set_status(204)
         self.finish()
 
@@ -210,7 +210,7 @@ class RateLimitHandler(BaseHandler):
     async def put(self) -> None:
         change = self.json_body()
         await self.gw.limiter.update_overrides(change)
-        await self.gw.audit.record(self.now_ms(), "ratelimit.update", self.actor(), detail=change)
+        await self.gw.audit.record(self.wall_ms(), "ratelimit.update", self.actor(), detail=change)
         await self._show()
 
 
@@ -223,10 +223,10 @@ class SnapshotHandler(BaseHandler):
         try:
             info = await self.run()
         except Exception as e:
-            await self.gw.audit.record(self.now_ms(), self.action, self.actor(), result="failed",
+            await self.gw.audit.record(self.wall_ms(), self.action, self.actor(), result="failed",
                                        detail={"error": str(e)})
             raise
-        await self.gw.audit.record(self.now_ms(), self.action, self.actor(),
+        await self.gw.audit.record(self.wall_ms(), self.action, self.actor(),
                                    detail={k: info[k] for k in ("seq", "lastsave") if k in info})
         self.write_json(info)
 

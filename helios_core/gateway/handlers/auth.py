@@ -15,7 +15,7 @@ class RegisterHandler(BaseHandler):
 
     async def post(self) -> None:
         body = self.json_body()
-        user = await self.gw.auth.register(body.get("username"), body.get("password"), self.now_ms(), self.actor())
+        user = await self.gw.auth.register(body.get("username"), body.get("password"), self.wall_ms(), self.actor())
         self.write_json(await self.gw.auth.describe(user), 201)
 
 
@@ -25,7 +25,7 @@ class LoginHandler(BaseHandler):
 
     async def post(self) -> None:
         body = self.json_body()
-        now = self.now_ms()
+        now = self.wall_ms()
         try:
             pair = await self.gw.auth.login(body.get("username"), body.get("password"), now, self.actor(),
                                             self.request.headers.get("User-Agent"))
@@ -41,7 +41,7 @@ class RefreshHandler(BaseHandler):
 
     async def post(self) -> None:
         body = self.json_body()
-        now = self.now_ms()
+        now = self.wall_ms()
         pair = await self.gw.auth.refresh(body.get("refresh_token"), now, self.actor())
         self.write_json(pair.to_json(now))
 
@@ -51,7 +51,7 @@ class LogoutHandler(BaseHandler):
     needs = {"POST": AUTHENTICATED}
 
     async def post(self) -> None:
-        await self.gw.auth.logout(self.me(), self.now_ms(), self.actor())
+        await self.gw.auth.logout(self.me(), self.wall_ms(), self.actor())
         self.set_status(204)
         self.finish()
 
@@ -75,7 +75,7 @@ class PasswordHandler(BaseHandler):
     async def post(self) -> None:
         body = self.json_body()
         n = await self.gw.auth.change_password(self.me(), body.get("current_password"),
-                                               body.get("new_password"), self.now_ms(), self.actor())
+                                               body.get("new_password"), self.wall_ms(), self.actor())
         self.write_json({"sessions_revoked": n})
 
 
@@ -95,6 +95,6 @@ class SessionHandler(BaseHandler):
 
     async def delete(self, session_id: str) -> None:
         p = self.me()
-        await self.gw.auth.revoke_session(p.user_id, session_id, self.now_ms(), self.actor(), p.username)
+        await self.gw.auth.revoke_session(p.user_id, session_id, self.wall_ms(), self.actor(), p.username)
         self.set_status(204)
         self.finish()

@@ -64,7 +64,7 @@ class _Collection(BaseHandler):
 
     async def post(self) -> None:
         record = await self.ops.add(self.gw.store, self.json_body())
-        await self.gw.audit.record(self.now_ms(), f"proxy.{self.ops.kind}.add", self.actor(), target=record["id"],
+        await self.gw.audit.record(self.wall_ms(), f"proxy.{self.ops.kind}.add", self.actor(), target=record["id"],
                                    detail=record)
         self.write_json(record, 201)
 
@@ -84,13 +84,13 @@ class _Item(BaseHandler):
             raise InvalidInputError(f"id: must match the {self.ops.kind} in the path ({self.ops.kind}s cannot "
                                     f"be renamed: add the new one, then remove {id!r})")
         created = await self.ops.put(self.gw.store, body)
-        await self.gw.audit.record(self.now_ms(), f"proxy.{self.ops.kind}.put", self.actor(), target=id,
+        await self.gw.audit.record(self.wall_ms(), f"proxy.{self.ops.kind}.put", self.actor(), target=id,
                                    detail=body)
         self.write_json(await self.ops.get(self.gw.store, id), 201 if created else 200)
 
     async def delete(self, id: str) -> None:
         await self.ops.remove(self.gw.store, sc.validate_id(id))
-        await self.gw.audit.record(self.now_ms(), f"proxy.{self.ops.kind}.remove", self.actor(), target=id)
+        await self.gw.audit.record(self.wall_ms(), f"proxy.{self.ops.kind}.remove", self.actor(), target=id)
         self.set_status(204)
         self.finish()
 
