@@ -1,4 +1,4 @@
-"""The job queue's domain logic: every transition is one Store transaction.
+"""The job queue's domain logic: every transition is one atomic step on the Store.
 
 Pure logic over the `Store` interface; time (`now_ms`) and randomness (`rng`)
 are passed in, so a test can drive it through any schedule.  Nothing here
@@ -11,19 +11,21 @@ that nobody has expired yet is still honoured: the job was not handed to
 anyone else.)  A lease that runs out returns the job to PENDING (the attempt
 counted), or to the DLQ once it has used its `max_attempts`.  There is no
 background reaper: expired leases of a queue are handled by the next lease
-on it (and by `expire`, which a service may call on a timer), inside the
-same transaction.
+on it (and by `expire`, which a service may call on a timer), in the same step.
 
-Where things live: the state changes inside a transaction in transitions.py,
-listing and its cursor in listing.py, input checks in checks.py, queue
-settings and backoff in policy.py, the long poll's wake-up in waker.py.
+Where things live: the hot transitions (enqueue, lease, ack, nack, extend) as
+named atomic operations in ops.py (Lua on a server, its Python model on the
+embedded store); the state changes in transitions.py (the models, and the
+colder transitions here: cancel, redrive, expire, forget, which stay Store
+transactions); listing and its cursor in listing.py, input checks in checks.py,
+queue settings and backoff in policy.py, the long poll's wake-up in waker.py,
+the record format's migration in migrate.py.
 
-Cost per call on a remote store, where each read inside a transaction is a
-round trip (WATCH + read): `lease` reads three sorted sets per queue (the due
-leases and delayed jobs, the best ready ones) and then the records in one
-MGET; `ack`, `nack`, `extend` read one record; `ack_batch` reads all its
-records in one MGET; `enqueue` reads nothing unless it has a dedup id (or is
-the first to a queue in this process).  Index pruning adds one read now and then.
+Cost per call on a remote store: `enqueue_batch`, `lease` and `ack_batch` are
+one EVALSHA each (no WATCH, nothing retried under contention); `ack_batch`
+and `extend` first read the records of jobs whose queue this process does
+not know yet (one MGET; a job leased through this process is known); `nack`
+reads its record first (its queue's backoff needs its attempts), then runs.
 """
 
 from __future__ import annotations
