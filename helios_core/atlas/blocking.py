@@ -33,7 +33,24 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # (commands import this module: no import of the command package at run time)
     from helios_core.atlas.commands.table import Ctx
 
-__all__ = ["Block", "Waiter", "Registry", "registry", "signal", "may_block", "blocked_count"]
+__all__ = ["Block", "Gone", "Waiter", "Registry", "registry", "signal", "may_block", "blocked_count"]
+
+
+class Gone:
+    """A `Block.kind` meaning the opposite: the key is ready when it no longer holds `type` (a
+    blocked XREADGROUP gets Redis's "UNBLOCKED the stream key no longer exists" at once when its
+    stream is deleted or replaced, and DEL/SET/RENAME do not signal)."""
+
+    __slots__ = ("type",)
+
+    def __init__(self, t: type) -> None:
+        self.type = t
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Gone and other.type is self.type
+
+    def __hash__(self) -> int:
+        return hash((Gone, self.type))
 
 
 class Block:
@@ -46,7 +63,7 @@ class Block:
 
     __slots__ = ("keys", "deadline_ms", "kind", "argv", "reads")
 
-    def __init__(self, keys: list[bytes], deadline_ms: int, kind: type | None = None,
+    def __init__(self, keys: list[bytes], deadline_ms: int, kind: type | Gone | None = None,
                  argv: list[bytes] | None = None, reads: bool = False) -> None:
         self.keys = list(dict.fromkeys(keys))
         self.deadline_ms = deadline_ms
@@ -88,7 +105,7 @@ class Registry:
         self.ready: dict[bytes, None] = {}  # an ordered set: keys are served in the order they became ready
         self.count = 0
         self.kicked = False
-        self.polled: dict[tuple[bytes, type], int] = {}  # (key, kind) -> waiters looking for it (Block.kind)
+        self.polled: dict[tuple[bytes, type | Gone], int] = {}  # (key, kind) -> waiters looking for it (Block.kind)
         self.ks = ks  # the keyspace polled keys are looked up in
 
     def park(self, conn: _Parkable, argv: list[bytes], block: Block) -> Waiter:
@@ -172,7 +189,7 @@ class Registry:
         create a sorted set, so no second look is needed)."""
         data = self.ks.data if self.ks is not None else {}
         for key, kind in list(self.polled):
-            if type(data.get(key)) is kind:
+            if (type(data.get(key)) is not kind.type) if type(kind) is Gone else (type(data.get(key)) is kind):
                 self.ready[key] = None
 
 

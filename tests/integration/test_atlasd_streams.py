@@ -127,6 +127,25 @@ def test_timeouts_answer_nil_and_multi_never_blocks(connect: Callable[[], redis.
     assert a.info("clients")["blocked_clients"] == 0
 
 
+def test_a_parked_xreadgroup_whose_group_or_stream_goes_gets_redis_errors(
+        connect: Callable[[], redis.Redis]) -> None:
+    a, b, c = connect(), connect(), connect()
+    a.xgroup_create("q", "g", "$", mkstream=True)
+    call = Call(lambda: b.xreadgroup("g", "w", {"q": ">"}, block=0))
+    wait_blocked(a, 1)
+    assert a.xgroup_destroy("q", "g") == 1
+    with pytest.raises(redis.ResponseError, match="^NOGROUP the consumer group this client was blocked on no longer "
+                                                  "exists$"):
+        call.result()
+    a.xgroup_create("q", "g", "$")
+    call = Call(lambda: c.xreadgroup("g", "w", {"q": ">"}, block=0))
+    wait_blocked(a, 1)
+    a.delete("q")
+    with pytest.raises(redis.ResponseError, match="^UNBLOCKED the stream key no longer exists"):
+        call.result()
+    wait_blocked(a, 0)
+
+
 def test_a_reader_that_hangs_up_stops_waiting(connect: Callable[[], redis.Redis]) -> None:
     a, b = connect(), connect()
     Call(lambda: b.xread({"s": "$"}, block=0))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from helios_core.atlas.blocking import Block, may_block, signal
+from helios_core.atlas.blocking import Block, Gone, may_block, signal
 from helios_core.atlas.commands.table import NOT_INT, OK, SYNTAX, WRONGTYPE, Ctx, Simple, command, err, parse_int
 from helios_core.atlas.resp import NULL_ARRAY
 from helios_core.atlas.streamtype import (
@@ -420,8 +420,16 @@ def _xread(ctx: Ctx, args: list[bytes], group_mode: bool) -> Any:
     ids: list[StreamID] = []
     groups: list[Group | None] = []
     resolved = list(argv)
+    # Run again for a parked XREADGROUP (blocking.py): its stream or group may have gone meanwhile.
+    rerun = group_mode and getattr(ctx.conn, "blocked", None) is not None
     for n, raw in enumerate(argv[streams_arg + streams_count:]):
         key = keys[n]
+        if rerun:
+            value = ctx.lookup(key)
+            if type(value) is not Stream:
+                raise err("UNBLOCKED the stream key no longer exists")
+            if gname not in value.groups:
+                raise err("NOGROUP the consumer group this client was blocked on no longer exists")
         s = get_stream(ctx, key)
         g = None
         if group_mode:
@@ -479,7 +487,8 @@ def _xread(ctx: Ctx, args: list[bytes], group_mode: bool) -> Any:
         return [[k, v] for k, v in served]
     if timeout != -1 and may_block(ctx, name, len(args)):
         deadline = ctx.now_ms + timeout if timeout else 0
-        return Block(keys, deadline, argv=resolved, reads=True)
+        # (a parked XREADGROUP also wakes when its stream goes: Redis answers it with an error)
+        return Block(keys, deadline, Gone(Stream) if group_mode else None, argv=resolved, reads=True)
     return NULL_ARRAY
 
 
