@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from helios_core.errors import ConfigError, HeliosError, InvalidInputError
-from helios_core.store.base import Store, Txn
+from helios_core.store.base import Key, Store, Txn
 from helios_core.store.scripts import RATE_TAKE, Write
 
 __all__ = [
@@ -249,7 +249,7 @@ def take_model(keys: list[bytes], values: list[bytes | None], args: list[bytes])
     policy = _policy_of(int(args[0]), int(args[1]))
     now_ms = int(args[2])
     d, new = take(Bucket.decode(values[0]), policy, now_ms, int(args[3]))
-    reply = [int(d.allowed), d.remaining, d.reset_ms, d.retry_after_ms]
+    reply = [int(d.allowed), d.remaining, d.reset_ms, d.retry_after_ms, *values[2:]]
     return reply, ([] if new is None else [(keys[0], new.encode(), max(1, d.reset_ms))])
 
 
@@ -270,7 +270,7 @@ RATE_TAKE_OP = replace(RATE_TAKE, model=take_model)
 
 
 def _decision(reply: list[Any], policy: Policy) -> Decision:
-    allowed, remaining, reset_ms, retry_ms = reply
+    allowed, remaining, reset_ms, retry_ms = reply[:4]
     return Decision(bool(allowed), policy, int(remaining), int(reset_ms), int(retry_ms))
 
 
@@ -331,6 +331,19 @@ class RateLimiter:
             settings = self.settings_from(raw)
         raise HeliosError("the rate-limit settings kept changing while a request was being decided",
                           code="ratelimit_settings_changing", status=503)
+
+    async def hit_reading(self, client_id: str, choose: Callable[[RateLimitSettings], Policy], now_ms: int,
+                          reads: list[Key], cost: int = 1) -> tuple[Decision, list[bytes | None]] | None:
+        """`hit`, and the values of `reads` read in the same atomic step (one round trip on a server).
+        None when the settings changed since they were last seen (nothing taken): call `hit` instead."""
+        raw, settings = self._cached
+        policy = choose(settings)
+        seen = b"-" if raw is None else b"=" + raw
+        reply = await self.store.run_script(RATE_TAKE_OP, [self.prefix + client_id, SETTINGS_KEY, *reads],
+                                            [policy.limit, policy.window_s, now_ms, cost, seen], durable=False)
+        if reply[0] == -1:
+            return None
+        return _decision(reply, policy), list(reply[4:])
 
     async def hit_policy(self, client_id: str, policy: Policy, now_ms: int, cost: int = 1) -> Decision:
         """Take from a bucket with a fixed policy (login throttling), ignoring the settings."""

@@ -123,6 +123,14 @@ class AuthService:
 
     # -- per request -------------------------------------------------------------------
 
+    def remembered(self, token: str, now_ms: int) -> tuple[list[Key], list[bytes | None], Principal] | None:
+        """Check `token` itself (signature, times: no store read) and return what its last
+        authentication was made from: the keys read, their bytes then, and the Principal they made.
+        The caller may read those keys itself (with other work, in one round trip): the same bytes
+        mean the same Principal, else it calls `authenticate`.  None: no such memory."""
+        self.keys.verify(token, now_ms)
+        return self._principals.get(token)
+
     async def authenticate(self, token: str, now_ms: int) -> Principal:
         """The caller a bearer token stands for; AuthenticationError (401) if it does not stand."""
         claims = self.keys.verify(token, now_ms)

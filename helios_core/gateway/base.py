@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from helios_core.gateway.context import Gateway
+    from helios_core.ratelimit import Decision
 
 __all__ = ["BaseHandler", "Need", "PUBLIC", "PROBE", "AUTHENTICATED", "perm", "NotFoundHandler", "error_body",
            "request_id_of"]
@@ -233,7 +234,10 @@ class BaseHandler(RequestHandler):
         limited = need.rate_limited and gw.config.ratelimit.enabled
         if need.authenticate:
             try:
-                await self._authenticate()
+                if limited and await self._authenticate_and_limit():
+                    limited = False  # done, in one round trip
+                else:
+                    await self._authenticate()
             except AuthenticationError:
                 # A 401 costs a bucket token too: unauthenticated work is drawn from the
                 # caller's address bucket, so guessing tokens is as limited as anything else.
@@ -308,7 +312,7 @@ class BaseHandler(RequestHandler):
             raise HeliosError(f"request body of {length} bytes exceeds the limit of {limit} bytes "
                               f"(gateway.max_body_bytes)", code="payload_too_large", status=413)
 
-    async def _authenticate(self) -> None:
+    def _bearer(self) -> str:
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if not header:
@@ -316,7 +320,45 @@ class BaseHandler(RequestHandler):
                                       code="unauthenticated")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationError("Authorization must be 'Bearer <access token>'", code="invalid_token")
-        self.principal = await self.gw.auth.authenticate(token.strip(), self.wall_ms())
+        return token.strip()
+
+    async def _authenticate(self) -> None:
+        self.principal = await self.gw.auth.authenticate(self._bearer(), self.wall_ms())
+
+    async def _authenticate_and_limit(self) -> bool:
+        """The common case in one store round trip: a token seen before.  Its bucket is taken under the
+        policy of the principal it made last time, and the keys that principal was made from are read in
+        the same atomic step; the same bytes mean the same principal (no stale answer: a revoked token,
+        a disabled user or a changed role changes a byte read here).  False: not done (a token not seen
+        yet, the settings changed, the store refusing writes): the caller takes the usual two steps."""
+        gw = self.gw
+        token = self._bearer()
+        memo = gw.auth.remembered(token, self.wall_ms())
+        if memo is None:
+            return False
+        keys, last, p = memo
+        names, roles = (f"user:{p.username}",), p.roles
+        try:
+            got = await gw.limiter.hit_reading(f"user:{p.user_id}", lambda s: s.policy_for(names, roles),
+                                               self.now_ms(), keys)
+        except (CommandError, AofWriteError):
+            return False  # _rate_limit says so, and lets the request through
+        if got is None:
+            return False
+        d, raws = got
+        if raws == last:
+            self.principal = p
+        else:
+            # Something it was made from changed: authenticate afresh (a 401 raises from here).  The
+            # bucket taken stands when the principal is the same person with the same roles; else
+            # the policy may differ: take again under the right one (this request counts twice).
+            self.principal = await gw.auth.authenticate(token, self.wall_ms())
+            fresh = self.principal
+            if (fresh.user_id, fresh.username, fresh.roles) != (p.user_id, p.username, p.roles):
+                await self._rate_limit()
+                return True
+        self._limit_decided(d)
+        return True
 
     async def _rate_limit(self) -> None:
         p = self.principal
@@ -332,6 +374,10 @@ class BaseHandler(RequestHandler):
             # The store refuses writes (disk full): serve reads rather than refuse everyone.
             log.warning("rate limiter unavailable; request let through", error=str(e))
             return
+        self._limit_decided(d)
+
+    def _limit_decided(self, d: Decision) -> None:
+        """The rate-limit headers of decision `d`; RateLimitedError when it refused."""
         pol = d.policy
         reset_s = -(-d.reset_ms // 1000)
         self.sticky_header("RateLimit-Policy", f'"{pol.name}";q={pol.limit};w={pol.window_s}')

@@ -85,6 +85,31 @@ def test_a_settings_change_is_seen_by_the_next_hit(run_store) -> None:
     run_store(body)
 
 
+def test_a_hit_reads_other_keys_in_the_same_step(run_store) -> None:
+    """hit_reading: the bucket taken and the caller's keys read in one script (the gateway's token, user
+    and roles beside its bucket); missing keys read as None, in order, Lua and model alike; a settings
+    change since last seen answers None and takes nothing."""
+    async def body(s: Store) -> None:
+        await s.set("auth:a", b"one")
+        await s.set("auth:c", b"three")
+        limiter = RateLimiter(s, RateLimitSettings(Policy(2, 3600)))
+        reads = ["auth:a", "auth:b", "auth:c"]
+        for i, op in enumerate((RATE_TAKE, RATE_TAKE_OP)):
+            got = await s.run_script(op, [f"rate:r{i}", "ratelimit:none", *reads], [2, 3600, T0, 1, b"-"])
+            assert got == [1, 1, 1800_000, 0, b"one", None, b"three"], op
+        first = await limiter.hit_reading("user:r", lambda st_: st_.default, T0, reads)
+        assert first is not None and first[0].allowed and first[1] == [b"one", None, b"three"]
+        second = await limiter.hit_reading("user:r", lambda st_: st_.default, T0, reads)
+        assert second is not None and second[0].allowed and second[0].remaining == 0
+        third = await limiter.hit_reading("user:r", lambda st_: st_.default, T0, reads)
+        assert third is not None and not third[0].allowed and third[1] == [b"one", None, b"three"]
+        other = RateLimiter(s, RateLimitSettings(Policy(2, 3600)))
+        await other.update_overrides({"clients": {"user:r": {"limit": 9, "window": 3600}}})
+        assert await limiter.hit_reading("user:r", lambda st_: st_.default, T0, reads) is None
+
+    run_store(body)
+
+
 def test_script_errors_and_noscript_fallback(run_store) -> None:
     async def body(s: Store) -> None:
         op = ScriptOp("test_incr", b"return redis.call('incrby', KEYS[1], ARGV[1])")

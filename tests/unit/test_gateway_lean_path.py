@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import time
 from pathlib import Path
+from typing import Any
 
 from helios_core.gateway.base import http_date
 from tests.unit.test_gateway_harness import Api, run_gateway
@@ -54,3 +55,45 @@ def test_a_logged_out_token_fails_on_its_next_request(tmp_path: Path) -> None:
         assert r.code == 401 and r.error_code == "token_revoked"
 
     run_gateway(tmp_path, body)
+
+
+def test_a_known_token_costs_one_store_step_and_a_change_is_seen_at_once(tmp_path: Path) -> None:
+    """A token seen before: its bucket taken and its principal's keys read in ONE store call (a script;
+    no MGET of its own).  A role granted changes the policy on the very next request, a disabled
+    account is refused on the very next request."""
+    async def body(api: Api) -> None:
+        store = api.store
+        calls = {"mget": 0, "run_script": 0}
+        for name in calls:
+            real = getattr(store, name)
+
+            def counted(*a: Any, _real: Any = real, _name: str = name, **k: Any) -> Any:
+                calls[_name] += 1
+                return _real(*a, **k)
+            setattr(store, name, counted)
+
+        admin = await api.admin_token()
+        carol = await api.make_user("carol", ["user"])
+        for _ in range(2):
+            r = await api.call("GET", "/api/v1/auth/me", token=carol)
+            assert r.code == 200 and r.headers["RateLimit-Policy"] == '"user";q=50;w=60'
+        before = dict(calls)
+        r = await api.call("GET", "/api/v1/auth/me", token=carol)
+        assert r.code == 200 and r.headers["RateLimit-Policy"] == '"user";q=50;w=60'
+        assert (calls["mget"] - before["mget"], calls["run_script"] - before["run_script"]) == (0, 1)
+        remaining = int(r.headers["X-RateLimit-Remaining"])
+
+        assert (await api.call("PUT", "/admin/users/carol/roles/worker", token=admin)).code in (200, 201, 204)
+        r = await api.call("GET", "/api/v1/auth/me", token=carol)
+        assert r.code == 200 and r.headers["RateLimit-Policy"] == '"worker";q=500;w=60', r.headers
+        r = await api.call("GET", "/api/v1/auth/me", token=carol)
+        assert r.headers["RateLimit-Policy"] == '"worker";q=500;w=60'
+        r = await api.call("GET", "/api/v1/auth/me", token=carol)
+        assert int(r.headers["X-RateLimit-Remaining"]) < remaining + 450  # the same bucket, a new policy
+
+        r = await api.call("PATCH", "/admin/users/carol", token=admin, json={"disabled": True})
+        assert r.code == 200, r.body
+        r = await api.call("GET", "/api/v1/auth/me", token=carol)
+        assert r.code == 401 and r.error_code == "token_revoked"  # disabling ends the sessions too
+
+    run_gateway(tmp_path, body, **{"ratelimit.roles": ["user 50 60", "worker 500 60"]})
