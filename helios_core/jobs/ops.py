@@ -136,6 +136,23 @@ def _earliest(a: int, b: int) -> int:
 # -- the models (what the embedded store runs; the Lua's reply, value for value) -------------------
 
 
+class _Record(bytes):
+    """A record in a model's reply: the bytes the Lua would reply, carrying the Job they encode, so
+    that the caller in the same process need not decode them again."""
+
+    job: Job
+
+
+def _record(tx: Transitions, job: Job) -> _Record:
+    raw = _Record(tx.encoded[job.id])  # (as flush wrote it: call after _commit)
+    raw.job = job
+    return raw
+
+
+def _job_of(raw: bytes) -> Job:
+    return raw.job if isinstance(raw, _Record) else Job.decode(raw)
+
+
 def _holder(job: Job | None, token: str, queue: str) -> tuple[Job | None, list[Any]]:
     if job is None or (queue and job.queue != queue):
         return None, [0, None, b""]
@@ -222,7 +239,7 @@ async def _lease_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[A
                 leased.append(tx.lease(job, worker, visibility, tokens[len(leased)].decode()))
         due = _earliest(due, _earliest(next_due(expiring, now, batch), next_due(later, now, batch)))
     await _commit(tx)
-    return [due, *(job.encode() for job in leased)]
+    return [due, *(_record(tx, job) for job in leased)]
 
 
 async def _ack_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any]:
@@ -237,9 +254,9 @@ async def _ack_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any
         if job is None:
             out += refused
             continue
-        out += [1, tx.finish(job, State.DONE, orjson.loads(result)).encode(), b""]
+        out += [1, tx.finish(job, State.DONE, orjson.loads(result)), b""]
     await _commit(tx)
-    return out
+    return [_record(tx, v) if isinstance(v, Job) else v for v in out]
 
 
 async def _nack_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any]:
@@ -256,7 +273,7 @@ async def _nack_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[An
     else:
         new = tx.to_pending(job, now + delay, last_error=error)
     await _commit(tx)
-    return [1, new.encode(), b""]
+    return [1, _record(tx, new), b""]
 
 
 async def _extend_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any]:
@@ -267,7 +284,7 @@ async def _extend_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[
         return refused
     new = tx.extend(job, visibility)
     await _commit(tx)
-    return [1, new.encode(), b""]
+    return [1, _record(tx, new), b""]
 
 
 ENQUEUE_OP: ScriptOp = replace(JOB_ENQUEUE, txn_model=_enqueue_model)
@@ -282,7 +299,7 @@ EXTEND_OP: ScriptOp = replace(JOB_EXTEND, txn_model=_extend_model)
 
 def _outcome(job_id: str, code: Any, value: Any, why: Any) -> Job | Refused:
     if int(code) == 1:
-        return Job.decode(value)
+        return _job_of(value)
     if int(code) == 0:
         return Refused(job_id, "missing")
     return Refused(job_id, why.decode() if isinstance(why, bytes) else str(why), orjson.loads(value))
@@ -306,7 +323,7 @@ async def enqueue(store: Store, jobs: list[Job], dedup_keys: list[str | None], q
     reply = await store.run_script(ENQUEUE_OP, keys, args)
     if int(reply[0]) == -2:
         return QueueCapped(reply[1].decode(), int(reply[2]))
-    return [(job, True) if int(reply[1 + 2 * i]) == 1 else (Job.decode(reply[2 + 2 * i]), False)
+    return [(job, True) if int(reply[1 + 2 * i]) == 1 else (_job_of(reply[2 + 2 * i]), False)
             for i, job in enumerate(jobs)]
 
 
@@ -320,7 +337,7 @@ async def lease(store: Store, queues: list[str], max_jobs: int, now_ms: int, wor
     args += tokens if tokens is not None else [new_token() for _ in range(max_jobs)]
     reply = await store.run_script(LEASE_OP, keys, args)
     due = int(reply[0])
-    return [Job.decode(raw) for raw in reply[1:]], (None if due < 0 else due)
+    return [_job_of(raw) for raw in reply[1:]], (None if due < 0 else due)
 
 
 async def ack(store: Store, items: list[tuple[str, str, Any, str]], now_ms: int, done_ms: int) -> list[Job | Refused]:

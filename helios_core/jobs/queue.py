@@ -95,7 +95,7 @@ MAX_ERROR_CHARS = 4096  # a nack's error text is cut to this (a traceback must n
 MAX_NAME_CHARS = 200  # worker names, trace context
 # Job id -> queue remembered per process (a job's queue never changes), so that ack and extend
 # know the keys and the permission scope of a job without reading its record first.
-QUEUE_OF_ENTRIES = 100_000
+QUEUE_OF_ENTRIES = 20_000
 # An enqueue refused for jobs.max_queues first looks for empty queues to forget, at most this often.
 FORGET_EVERY_MS = 1000
 

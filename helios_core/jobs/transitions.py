@@ -106,6 +106,7 @@ class Transitions:
         self._fresh: set[tuple[str, str]] = set()  # added here to an index it was not in before
         self._finished: set[str] = set()  # done/dlq indexes that got members: prune them
         self._clean: dict[str, float] = {}
+        self.encoded: dict[str, bytes] = {}  # id -> the record as flush wrote it
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -212,8 +213,10 @@ class Transitions:
     def flush(self) -> None:
         """Queue the collected writes on the txn."""
         txn = self.txn
+        encoded = self.encoded
         for job, ttl in self._records.values():
-            txn.set(job_key(job.id), job.encode(), px=ttl)
+            raw = encoded[job.id] = job.encode()
+            txn.set(job_key(job.id), raw, px=ttl)
         for key, ops in self._index.items():
             gone = [m for m, s in ops.items() if s is None]
             txn.zrem(key, *gone)
