@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_types import Pair, Raw, Side, Tree, norm
+from tests.integration.test_differential_types import Pair, Raw, Side, Tree, close_pair, make_pair, norm
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(300)
@@ -45,15 +45,11 @@ def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def pair(atlasd: Daemon, own_redis: RedisServer) -> Iterator[Pair]:
-    pw = atlasd.password
-    p = Pair(Side(Raw(atlasd.port, pw, False), Raw(atlasd.port, pw, True)),
-             Side(Raw(own_redis.port, None, False), Raw(own_redis.port, None, True)))
+    p = make_pair(atlasd, own_redis)
     try:
         yield p
     finally:
-        for side in (p.atlas, p.redis):
-            side.r2.close()
-            side.r3.close()
+        close_pair(p)
 
 
 def _w(*words: str) -> list[bytes]:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_types import Pair, Raw, Side, cased, cmd, norm, some
+from tests.integration.test_differential_types import Pair, Side, cased, close_pair, cmd, make_pair, norm, some
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,15 +34,11 @@ def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
-    pw = atlasd.password
-    p = Pair(Side(Raw(atlasd.port, pw, False), Raw(atlasd.port, pw, True)),
-             Side(Raw(redis_server.port, None, False), Raw(redis_server.port, None, True)))
+    p = make_pair(atlasd, redis_server)
     try:
         yield p
     finally:
-        for side in (p.atlas, p.redis):
-            side.r2.close()
-            side.r3.close()
+        close_pair(p)
 
 
 LKEYS = [b"l1", b"l2", b"l3"]

@@ -143,17 +143,26 @@ def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield d
 
 
+def make_pair(atlasd: Daemon, redis: RedisServer) -> Pair:
+    """Raw RESP2 and RESP3 connections to both servers (every differential module's `pair`)."""
+    pw = atlasd.password
+    return Pair(Side(Raw(atlasd.port, pw, False), Raw(atlasd.port, pw, True)),
+                Side(Raw(redis.port, None, False), Raw(redis.port, None, True)))
+
+
+def close_pair(p: Pair) -> None:
+    for side in (p.atlas, p.redis):
+        side.r2.close()
+        side.r3.close()
+
+
 @pytest.fixture(scope="module")
 def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
-    pw = atlasd.password
-    p = Pair(Side(Raw(atlasd.port, pw, False), Raw(atlasd.port, pw, True)),
-             Side(Raw(redis_server.port, None, False), Raw(redis_server.port, None, True)))
+    p = make_pair(atlasd, redis_server)
     try:
         yield p
     finally:
-        for side in (p.atlas, p.redis):
-            side.r2.close()
-            side.r3.close()
+        close_pair(p)
 
 
 # -- normalising ---------------------------------------------------------------------------------

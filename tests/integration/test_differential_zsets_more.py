@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_types import Pair, Raw, Side, cased, cmd, norm, some
+from tests.integration.test_differential_types import Pair, Side, cased, close_pair, cmd, make_pair, norm, some
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
@@ -29,18 +29,6 @@ pytestmark = pytest.mark.timeout(300)
 def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     with running_daemon(tmp_path_factory.mktemp("zsets")) as d:
         yield d
-
-
-def make_pair(atlasd: Daemon, redis: RedisServer) -> Pair:
-    pw = atlasd.password
-    return Pair(Side(Raw(atlasd.port, pw, False), Raw(atlasd.port, pw, True)),
-                Side(Raw(redis.port, None, False), Raw(redis.port, None, True)))
-
-
-def close_pair(p: Pair) -> None:
-    for side in (p.atlas, p.redis):
-        side.r2.close()
-        side.r3.close()
 
 
 @pytest.fixture(scope="module")
