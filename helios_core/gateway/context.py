@@ -12,7 +12,7 @@ from tornado.web import RequestHandler
 
 from helios_core.auth.audit import AuditLog
 from helios_core.auth.service import AuthService
-from helios_core.clock import service_clock, wall_ms
+from helios_core.clock import ServiceClock, service_clock, wall_ms
 from helios_core.config import HeliosConfig
 from helios_core.gateway.accesslog import AccessLog
 from helios_core.gateway.limits import TrustedProxies
@@ -35,6 +35,10 @@ class GatewayMetrics:
         "helios_request_duration_seconds", "Time from request head to response, by route.", ("route",)))
     rate_denied: Counter = field(default_factory=lambda: metrics.counter(
         "rate_limiter_denied", "Requests refused by a rate limiter (429).", ("limiter",)))
+    # 0 unless the wall clock stepped and the service clock is slewing toward it (helios_core/clock.py).
+    clock_behind: Gauge = field(default_factory=lambda: metrics.gauge(
+        "helios_service_clock_behind_wall_seconds", "How far the service clock (job deadlines, rate limits) "
+        "is behind the wall clock; 0 unless a wall-clock step is being slewed (negative: ahead)."))
     # labels() takes a lock and builds a key on every call: keep the children.
     _children: dict[tuple[str, str, int], tuple[Any, Any]] = field(default_factory=dict)
 
@@ -61,6 +65,10 @@ class JobMetrics:
     depth: Gauge = field(default_factory=lambda: metrics.gauge(
         "worker_job_queue_depth", "Jobs per queue and state (refreshed every 15 s by the gateway's reaper).",
         ("queue", "state")))
+    # 0 unless the wall clock stepped and the service clock is slewing toward it (helios_core/clock.py).
+    clock_behind: Gauge = field(default_factory=lambda: metrics.gauge(
+        "helios_service_clock_behind_wall_seconds", "How far the service clock (job deadlines, rate limits) "
+        "is behind the wall clock; 0 unless a wall-clock step is being slewed (negative: ahead)."))
     # labels() takes a lock and builds a key on every call: keep the children.
     _enqueued: dict[str, Any] = field(default_factory=dict)
     _finished: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -118,6 +126,9 @@ class Gateway:
     def __post_init__(self) -> None:
         if self.wall_clock is None:
             self.wall_clock = wall_ms if self.clock is service_clock else self.clock
+        if isinstance(self.clock, ServiceClock):
+            clock = self.clock
+            self.metrics.clock_behind.set_function(lambda: clock.behind_wall_ms() / 1000)
         if self.access is None:
             self.access = AccessLog(self.config.log.level, self.config.log.format)
 

@@ -243,6 +243,10 @@ def test_tokens_stay_on_the_wall_clock_while_a_step_is_slewed(tmp_path: Path) ->
             src.step(HOUR)
             src.run(1000)
             assert wall() - clock() > HOUR // 2, "the service clock lags the stepped wall clock"
+            r = await api.call("GET", "/metrics")
+            [line] = [ln for ln in r.body.decode().splitlines()
+                      if ln.startswith("helios_service_clock_behind_wall_seconds ")]
+            assert HOUR / 2000 < float(line.split()[1]) <= HOUR / 1000, line  # what operators alert on
             peer = await api.service.gateway.auth.login("admin", api.admin_password, wall(), Actor(client="peer"))
             r = await api.call("GET", "/api/v1/auth/me", token=peer.access_token)
             assert r.code == 200, r.body
