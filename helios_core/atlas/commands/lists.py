@@ -195,8 +195,15 @@ def _move(ctx: Ctx, src: bytes, dst: bytes, wherefrom: bytes, whereto: bytes) ->
     target = ctx.lookup(dst)
     if target is not None and type(target) is not deque:
         raise err(WRONGTYPE)
+    if src == dst and len(lst) == 1:
+        # Rotating a one-item list onto itself: push the copy first, then pop the original, so
+        # the key never empties on the way (an emptied key would lose its TTL; Redis keeps it).
+        item = lst[0]
+        ctx.emit(("LPUSH" if whereto == LEFT else "RPUSH", dst, [item]))
+        ctx.emit(("LPOP" if wherefrom == LEFT else "RPOP", src, 1))
+        return item
     item = _pop_items(ctx, src, lst, wherefrom, 1)[0]
-    created = type(ctx.ks.data.get(dst)) is not deque  # (src == dst: the pop may have emptied it)
+    created = type(ctx.ks.data.get(dst)) is not deque
     ctx.emit(("LPUSH" if whereto == LEFT else "RPUSH", dst, [item]))
     if created:
         signal(ctx, dst)
