@@ -19,7 +19,9 @@ Ops/s: `redis-benchmark -c 50 -n --requests -r 100000` without pipelining, one
 custom command at a time (HSET, LPUSH, SADD, EVALSHA of a one-line INCR
 script), atlasd and redis-server alternating (which goes first alternates by
 round) for --rounds rounds; each cell is the median, the ratio the median of
-per-round ratios.  Goal: >= 0.8x redis-server.
+per-round ratios.  Goal: >= 0.8x redis-server.  Each server's CPU time per request is
+shown too (median over rounds; from /proc, threads included): on a shared machine ops/s
+moves with everyone else's load, the server's own cost much less.
 
 The machine is small (2 cores, shared): redis-benchmark takes one core, the
 server the other.  Read the ratios, not the absolute numbers.
@@ -192,6 +194,13 @@ def _benchmark(port: int, password: str | None, requests: int, command: list[str
     return float(rows[-1].split('","')[1])
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (its threads included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure_ops(requests: int, rounds: int) -> list[dict[str, Any]]:
     commands: dict[str, Callable[[str], list[str]]] = {
         "HSET": lambda sha: ["HSET", "h:__rand_int__", "f:__rand_int__", "v"],
@@ -199,23 +208,31 @@ def measure_ops(requests: int, rounds: int) -> list[dict[str, Any]]:
         "SADD": lambda sha: ["SADD", "s:__rand_int__", "m:__rand_int__"],
         "EVALSHA": lambda sha: ["EVALSHA", sha, "1", "n:__rand_int__"],
     }
-    samples: dict[str, dict[str, list[float]]] = {c: {"atlasd": [], "redis": [], "ratio": []} for c in commands}
+    # Besides ops/s, each server's CPU time per request: on a shared machine the client and other
+    # load take turns with the server, which moves ops/s far more than the server's own cost.
+    samples: dict[str, dict[str, list[float]]] = {
+        c: {"atlasd": [], "redis": [], "ratio": [], "atlasd_cpu": [], "redis_cpu": []} for c in commands}
     with servers("ops") as (a, r):
         shas = set()
         for c in (a.client(), r.client()):
             with c:
                 shas.add(c.script_load(SCRIPT))
         (sha,) = shas  # the SHA1 of the script text: the same on both, or one of them is wrong
-        targets = [("atlasd", a.port, a.password), ("redis", r.port, None)]
+        assert a.proc is not None and r.proc is not None
+        targets = [("atlasd", a.port, a.password, a.proc.pid), ("redis", r.port, None, r.proc.pid)]
         for rnd in range(rounds):
             for name, make in commands.items():
                 got: dict[str, float] = {}
-                for who, port, pw in (targets if rnd % 2 == 0 else targets[::-1]):
+                for who, port, pw, pid in (targets if rnd % 2 == 0 else targets[::-1]):
+                    cpu0 = _cpu_seconds(pid)
                     got[who] = _benchmark(port, pw, requests, make(sha))
+                    samples[name][f"{who}_cpu"].append((_cpu_seconds(pid) - cpu0) / requests * 1e6)
                     samples[name][who].append(got[who])
                 samples[name]["ratio"].append(got["atlasd"] / got["redis"])
     return [{"command": c, "atlasd_ops": statistics.median(s["atlasd"]), "redis_ops": statistics.median(s["redis"]),
-             "ratio": statistics.median(s["ratio"]), "rounds": rounds} for c, s in samples.items()]
+             "ratio": statistics.median(s["ratio"]), "rounds": rounds,
+             "atlasd_cpu_us": statistics.median(s["atlasd_cpu"]), "redis_cpu_us": statistics.median(s["redis_cpu"])}
+            for c, s in samples.items()]
 
 
 # -- main --------------------------------------------------------------------------
@@ -242,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                   b(m["redis_used_per_el"]), b(m["redis_rss_per_el"]), f"{m['ratio']:.2f}x"] for m in mem])
     ops = measure_ops(args.requests, args.rounds)
     print_table(f"Unpipelined ops/s (-c 50, {args.requests} requests, median of {args.rounds}; goal: >= 0.8x)",
-                ["command", "atlasd", "redis-server", "ratio"],
-                [[o["command"], f"{o['atlasd_ops']:.0f}", f"{o['redis_ops']:.0f}", f"{o['ratio']:.2f}x"]
-                 for o in ops])
+                ["command", "atlasd", "redis-server", "ratio", "server CPU us/request (atlasd / redis)"],
+                [[o["command"], f"{o['atlasd_ops']:.0f}", f"{o['redis_ops']:.0f}", f"{o['ratio']:.2f}x",
+                  f"{o['atlasd_cpu_us']:.1f} / {o['redis_cpu_us']:.1f}"] for o in ops])
     if args.json:
         emit_json({"machine": machine_note(), "memory": mem, "ops": ops,
                    "host": socket.gethostname()})
