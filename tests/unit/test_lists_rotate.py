@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def test_rotating_a_one_item_list_keeps_its_ttl(engine: Engine, cmd: list[bytes]
     engine.flush_sync()
     ks = Keyspace()
     recover(engine.dir, ks, now_ms=NOW, truncate_torn_tail=True)  # replay gives the same list and TTL
-    assert list(ks.data[b"l"]) == [b"a"] and ks.expires  # type: ignore[arg-type][b"l"] == NOW + 100_000
+    value = ks.data[b"l"]
+    assert isinstance(value, deque) and list(value) == [b"a"] and ks.expires[b"l"] == NOW + 100_000
 
 
 def test_rotating_longer_lists_is_unchanged(engine: Engine) -> None:
