@@ -6,9 +6,10 @@ keeps (last id, entries added, max deleted id), its consumer groups (each with a
 PEL and consumers) and a model of Redis's listpack nodes: a node takes up to
 `NODE_MAX_ENTRIES` appended entries (deleted ones still count) and goes when its
 last live entry does.  Approximate trimming (`MAXLEN ~`, `MINID ~`) removes whole
-nodes only, so keeping the same node boundaries as Redis gives the same results.
-(Redis also starts a node at 4096 bytes; that bound is not modelled, so with large
-entries `~` trims later than Redis would.)
+nodes only, so keeping the same node boundaries as Redis gives the same results:
+a node also ends where its listpack would reach `NODE_MAX_BYTES`, its size counted
+with listpack.c's encodings (integers, strings, back-lengths, the master entry's
+shared field names).
 
 Only the stream effects (effects.py) mutate a stream, through the `apply_*`
 functions below; each returns an undo callable so a batch whose AOF write fails
@@ -72,14 +73,84 @@ class Group:
 
 
 class Node:
-    """One of Redis's listpack nodes, as far as trimming can tell: live and total entries, last id."""
+    """One of Redis's listpack nodes, as far as trimming and node splitting can tell: live and total
+    entries, last id, the master entry's fields and the listpack's size in bytes (deletions only flag
+    entries, so a node's size grows with its appends alone)."""
 
-    __slots__ = ("live", "total", "last")
+    __slots__ = ("live", "total", "last", "fields", "nbytes")
 
-    def __init__(self, live: int, total: int, last: StreamID) -> None:
+    def __init__(self, live: int, total: int, last: StreamID, fields: tuple[bytes, ...] = (),
+                 nbytes: int = 0) -> None:
         self.live = live
         self.total = total
         self.last = last
+        self.fields = fields
+        self.nbytes = nbytes
+
+
+# -- listpack sizes (Redis's listpack.c encodings), for the 4096-byte node limit ----------------------
+
+def _backlen_size(n: int) -> int:
+    return 1 if n <= 127 else 2 if n < 16383 else 3 if n < 2097151 else 4 if n < 268435455 else 5
+
+
+def _lp_int_size(v: int) -> int:
+    if 0 <= v <= 127:
+        enc = 1
+    elif -4096 <= v <= 4095:
+        enc = 2
+    elif -(1 << 15) <= v < 1 << 15:
+        enc = 3
+    elif -(1 << 23) <= v < 1 << 23:
+        enc = 4
+    elif -(1 << 31) <= v < 1 << 31:
+        enc = 5
+    else:
+        enc = 9
+    return enc + 1
+
+
+def _lp_str_size(s: bytes) -> int:
+    """An element as lpAppend stores it: canonical integers as integers, else a string."""
+    if 0 < len(s) <= 20 and (s[:1].isdigit() or (s[:1] == b"-" and s[1:2].isdigit())):
+        try:
+            v = int(s)
+        except ValueError:
+            v = None
+        if v is not None and b"%d" % v == s and -(1 << 63) <= v < 1 << 63:
+            return _lp_int_size(v)
+    n = len(s)
+    enc = 1 + n if n < 64 else 2 + n if n < 4096 else 5 + n
+    return enc + _backlen_size(enc)
+
+
+def _i64(v: int) -> int:
+    """A difference of two uint64s as the int64 C stores it."""
+    v &= U64
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _entry_size(sid: StreamID, master: StreamID, fields: list[bytes], same: bool) -> int:
+    """flags, ms-diff, seq-diff, [num-fields, field, value ...] or the values alone, lp-count."""
+    n = len(fields) // 2
+    size = 2 + _lp_int_size(_i64(sid[0] - master[0])) + _lp_int_size(_i64(sid[1] - master[1]))  # flags: 2
+    if same:
+        size += sum(_lp_str_size(v) for v in fields[1::2])
+        lp_count = n + 3
+    else:
+        size += _lp_int_size(n) + sum(_lp_str_size(x) for x in fields)
+        lp_count = 2 * n + 4
+    return size + _lp_int_size(lp_count)
+
+
+def _new_node(sid: StreamID, fields: list[bytes]) -> Node:
+    names = tuple(fields[0::2])
+    # header (6) and end byte, then the master entry: count, deleted, num-fields, the fields, 0
+    master = 7 + 2 + 2 + _lp_int_size(len(names)) + sum(_lp_str_size(f) for f in names) + 2
+    return Node(1, 1, sid, names, master + _entry_size(sid, sid, fields, True))
+
+
+NODE_MAX_BYTES = 4096  # stream-node-max-bytes' default
 
 
 class Stream:
@@ -180,13 +251,17 @@ def _xadd(s: Stream, eff: tuple) -> Undo:
     node_state: tuple | None = None
     if s.nodes:
         master, node = s.nodes.peekitem(-1)
-        if node.total < NODE_MAX_ENTRIES:
-            node_state = (node, node.live, node.total, node.last)
+        # streamAppendItem: a new node once the tail's listpack would reach the byte limit or
+        # holds the maximum number of entries (deleted ones count)
+        if node.nbytes + size < NODE_MAX_BYTES and node.total < NODE_MAX_ENTRIES:
+            node_state = (node, node.live, node.total, node.last, node.nbytes)
+            same = tuple(fields[0::2]) == node.fields
             node.live += 1
             node.total += 1
             node.last = sid
+            node.nbytes += _entry_size(sid, master, fields, same)
     if node_state is None:
-        s.nodes[sid] = Node(1, 1, sid)
+        s.nodes[sid] = _new_node(sid, fields)
 
     def undo() -> None:
         del s.entries[sid]
@@ -195,7 +270,7 @@ def _xadd(s: Stream, eff: tuple) -> Undo:
         if node_state is None:
             del s.nodes[sid]
         else:
-            node_state[0].live, node_state[0].total, node_state[0].last = node_state[1:]
+            node_state[0].live, node_state[0].total, node_state[0].last, node_state[0].nbytes = node_state[1:]
     return undo
 
 
@@ -445,7 +520,7 @@ def to_plain(s: Stream) -> list:
     return [
         [i[0] for i in ids], [i[1] for i in ids], [s.entries[i] for i in ids],
         [s.last_id[0], s.last_id[1], s.entries_added, s.max_deleted[0], s.max_deleted[1]],
-        [[m[0], m[1], n.live, n.total, n.last[0], n.last[1]] for m, n in s.nodes.items()],
+        [[m[0], m[1], n.live, n.total, n.last[0], n.last[1], n.nbytes, list(n.fields)] for m, n in s.nodes.items()],
         groups,
     ]
 
@@ -459,8 +534,8 @@ def from_plain(plain: list) -> Stream:
     s.last_id = (counters[0], counters[1])
     s.entries_added = counters[2]
     s.max_deleted = (counters[3], counters[4])
-    for m0, m1, live, total, l0, l1 in nodes:
-        s.nodes[(m0, m1)] = Node(live, total, (l0, l1))
+    for m0, m1, live, total, l0, l1, nbytes, names in nodes:
+        s.nodes[(m0, m1)] = Node(live, total, (l0, l1), tuple(names), nbytes)
     for name, l0, l1, read, consumers in groups:
         g = s.groups[name] = Group((l0, l1), read)
         for cname, seen, pel in consumers:

@@ -483,13 +483,25 @@ def _xread(ctx: Ctx, args: list[bytes], group_mode: bool) -> Any:
         served.append((key, out))
     if served:
         if _resp3(ctx):
-            return dict(served)
+            reply: dict = {}
+            for k, v in served:  # (a key named twice is in Redis's map twice)
+                reply[_DupKey(k) if k in reply else k] = v
+            return reply
         return [[k, v] for k, v in served]
     if timeout != -1 and may_block(ctx, name, len(args)):
         deadline = ctx.now_ms + timeout if timeout else 0
         # (a parked XREADGROUP also wakes when its stream goes: Redis answers it with an error)
         return Block(keys, deadline, Gone(Stream) if group_mode else None, argv=resolved, reads=True)
     return NULL_ARRAY
+
+
+class _DupKey(bytes):
+    """A map key equal only to itself: XREAD STREAMS k k ... answers a RESP3 map holding k twice."""
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
 
 
 def _in_script(ctx: Ctx) -> bool:
