@@ -9,7 +9,8 @@ listpacks (16, 17), sets of integers as intsets (11), small lists as one quickli
 so their payloads are Redis's too; larger ones in the plain RDB encodings Redis still loads
 (list 1, set 2, zset 5 with binary scores, hash 4), whose element order is ATLAS's own.  Reading accepts those and what
 Redis 7.0 itself dumps: LZF strings, intsets (11), listpack hashes and zsets (16, 17)
-and quicklist-2 lists (18).  Anything else is refused with Redis's own errors.
+and quicklist-2 lists (18).  Streams both ways in Redis 7.0's encoding (19).  Anything else
+is refused with Redis's own errors.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import struct
 from collections import deque
 from typing import Any
 
-from helios_core.atlas.streamtype import Stream
+from helios_core.atlas.streamtype import NACK, U64, Consumer, Group, Node, Stream
 from helios_core.atlas.zset import ZSet
-from helios_core.errors import CommandError
 
 __all__ = ["dump_value", "load_payload", "PayloadError", "BadFormat", "RDB_VERSION", "crc64", "lzf_compress",
            "lzf_decompress"]
@@ -30,6 +30,7 @@ RDB_VERSION = 10
 
 T_STRING, T_LIST, T_SET, T_ZSET, T_HASH, T_ZSET_2 = 0, 1, 2, 3, 4, 5
 T_SET_INTSET, T_HASH_LISTPACK, T_ZSET_LISTPACK, T_LIST_QUICKLIST_2 = 11, 16, 17, 18
+T_STREAM_LISTPACKS_2 = 19  # Redis 7.0's stream encoding
 
 
 class PayloadError(ValueError):
@@ -282,6 +283,143 @@ def _collection(value: Any) -> bytes:
     return bytes((T_LIST,)) + _len(len(value)) + b"".join(_string(x) for x in value)
 
 
+# -- streams (RDB type 19, Redis 7.0) ---------------------------------------------------------
+# Nodes: the 16-byte big-endian master id and a listpack: count, deleted, the master fields, 0,
+# then per entry flags, ms-diff, seq-diff, [num-fields, field, value ... | the values when its
+# fields are the master's], lp-count.  Then length, last id, first id, max deleted id, entries
+# added, and the groups: name, last id, entries read, PEL (16-byte raw ids, delivery time as 8
+# bytes little-endian, count), consumers (name, seen time, the ids of their PEL).  ATLAS writes
+# each node's live entries only (deleted 0): Redis keeps deleted ones until a node goes.
+
+_SAMEFIELDS, _DELETED = 2, 1
+
+
+def _i64(v: int) -> int:
+    v &= U64
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _stream_node(s: Stream, master: tuple[int, int], node: Node) -> bytes:
+    names = list(node.fields)
+    items: list[bytes] = [b"%d" % node.live, b"0", b"%d" % len(names), *names, b"0"]
+    for sid in s.entries.irange(master, node.last):
+        fields = s.entries[sid]
+        n = len(fields) // 2
+        same = fields[0::2] == names
+        items += [b"%d" % (_SAMEFIELDS if same else 0), b"%d" % _i64(sid[0] - master[0]),
+                  b"%d" % _i64(sid[1] - master[1])]
+        if same:
+            items += fields[1::2]
+            items.append(b"%d" % (n + 3))
+        else:
+            items.append(b"%d" % n)
+            items += fields
+            items.append(b"%d" % (2 * n + 4))
+    return listpack(items)
+
+
+def _raw_string(b: bytes) -> bytes:
+    return _len(len(b)) + b
+
+
+def _stream(s: Stream) -> bytes:
+    out = [_len(len(s.nodes))]
+    for master, node in s.nodes.items():
+        out.append(_raw_string(struct.pack(">QQ", *master)))
+        out.append(_raw_string(_stream_node(s, master, node)))
+    first = s.first_id
+    for v in (len(s), *s.last_id, *first, *s.max_deleted, s.entries_added, len(s.groups)):
+        out.append(_len(v))
+    for name, g in sorted(s.groups.items()):
+        out += [_raw_string(name), _len(g.last_id[0]), _len(g.last_id[1]), _len(g.entries_read & U64),
+                _len(len(g.pel))]
+        for sid, nack in g.pel.items():
+            out += [struct.pack(">QQ", *sid), struct.pack("<q", nack.time), _len(nack.count)]
+        out.append(_len(len(g.consumers)))
+        for cname, c in sorted(g.consumers.items()):
+            out += [_raw_string(cname), struct.pack("<q", c.seen), _len(len(c.pel))]
+            out += [struct.pack(">QQ", *sid) for sid in c.pel]
+    return b"".join(out)
+
+
+def _load_stream(r: _Reader) -> Stream:
+    s = Stream()
+    prev: tuple[int, int] | None = None
+    for _ in range(r.plain_length()):
+        key = r.string()
+        if len(key) != 16:
+            raise BadFormat("stream node key")
+        master = struct.unpack(">QQ", key)
+        blob = r.string()
+        ints = _listpack(blob)
+        try:
+            count, deleted, nfields = int(ints[0]), int(ints[1]), int(ints[2])
+            names = ints[3:3 + nfields]
+            if len(names) != nfields or ints[3 + nfields] != b"0":
+                raise BadFormat("stream master entry")
+            i = 4 + nfields
+            live = total = 0
+            last = master
+            while i < len(ints):
+                flags, dms, dseq = int(ints[i]), int(ints[i + 1]), int(ints[i + 2])
+                i += 3
+                if flags & _SAMEFIELDS:
+                    values = ints[i:i + nfields]
+                    i += nfields
+                    fields = [x for pair in zip(names, values, strict=True) for x in pair]
+                else:
+                    n = int(ints[i])
+                    fields = ints[i + 1:i + 1 + 2 * n]
+                    if len(fields) != 2 * n:
+                        raise BadFormat("stream entry")
+                    i += 1 + 2 * n
+                i += 1  # lp-count
+                sid = ((master[0] + dms) & U64, (master[1] + dseq) & U64)
+                if prev is not None and sid <= prev:
+                    raise BadFormat("stream ids out of order")
+                prev = last = sid
+                total += 1
+                if not flags & _DELETED:
+                    live += 1
+                    s.entries[sid] = fields
+                    s.nbytes += sum(map(len, fields))
+        except (ValueError, IndexError) as e:
+            raise BadFormat(f"stream listpack ({e})") from None
+        if i != len(ints) or live != count or total != count + deleted or not live:
+            raise BadFormat("stream node counts")
+        s.nodes[master] = Node(live, total, last, tuple(names), len(blob))
+    length = r.plain_length()
+    last_id = (r.plain_length(), r.plain_length())
+    r.plain_length(), r.plain_length()  # the first id: computed from the entries here
+    s.max_deleted = (r.plain_length(), r.plain_length())
+    s.entries_added = r.plain_length()
+    s.last_id = last_id
+    if length != len(s.entries) or (s.entries and s.entries.peekitem(-1)[0] > last_id):
+        raise BadFormat("stream length or last id")
+    for _ in range(r.plain_length()):
+        name = r.string()
+        g_last = (r.plain_length(), r.plain_length())
+        read = r.plain_length()
+        g = s.groups[name] = Group(g_last, -1 if read == U64 else read)
+        for _ in range(r.plain_length()):
+            sid = struct.unpack(">QQ", r.take(16))
+            time = struct.unpack("<q", r.take(8))[0]
+            g.pel[sid] = NACK(b"", time, r.plain_length())
+        for _ in range(r.plain_length()):
+            cname = r.string()
+            c = g.consumers[cname] = Consumer(cname, struct.unpack("<q", r.take(8))[0])
+            for _ in range(r.plain_length()):
+                sid = struct.unpack(">QQ", r.take(16))
+                nack = g.pel.get(sid)
+                if nack is None or nack.consumer:
+                    raise BadFormat("consumer PEL entry not in the group PEL")
+                nack.consumer = cname
+                c.pel[sid] = nack
+        if any(not n.consumer for n in g.pel.values()):
+            raise BadFormat("group PEL entry without a consumer")
+    return s
+
+
 def dump_value(value: Any) -> bytes:
     """The DUMP payload of a keyspace value."""
     t = type(value)
@@ -290,9 +428,7 @@ def dump_value(value: Any) -> bytes:
     elif t is dict or t is set or t is deque or t is ZSet:
         body = _collection(value)
     elif t is Stream:
-        # Redis's RDB stream encoding (listpacks in a rax, type 19) is not written yet: a clear
-        # refusal rather than a payload Redis would misread.
-        raise CommandError("ERR DUMP of a stream is not supported by atlasd yet")
+        body = bytes((T_STREAM_LISTPACKS_2,)) + _stream(value)
     else:  # pragma: no cover - every keyspace type is above
         raise TypeError(f"cannot dump {t.__name__}")
     body += struct.pack("<H", RDB_VERSION)
@@ -513,6 +649,8 @@ def _load(r: _Reader, t: int) -> Any:
         for m, s in zip(entries[::2], entries[1::2], strict=True):
             z.add(m, _score(s) + 0.0)
         return _nonempty(z)
+    if t == T_STREAM_LISTPACKS_2:
+        return _load_stream(r)
     if t == T_LIST_QUICKLIST_2:
         lst: deque[bytes] = deque()
         for _ in range(r.plain_length()):

@@ -6,7 +6,7 @@ it, before the writer's next command), `$` means "after what was there when I bl
 several readers (and several groups) are all served by one XADD, a timeout answers nil,
 and inside MULTI nothing blocks.  The atlasd-only tests: kill -9 keeps streams, groups,
 consumers and PELs (delivery times and counts included) through the AOF, and a snapshot
-plus the AOF tail keeps them too; DUMP of a stream is refused with a clear error.
+plus the AOF tail keeps them too; DUMP/RESTORE copies a stream whole.
 """
 
 from __future__ import annotations
@@ -221,9 +221,12 @@ def test_snapshot_and_tail_keep_streams(tmp_path: Path) -> None:
             assert (data / "dump.rdb").exists()
             r.xadd("s", {"after": "snapshot"}, id="900-1")
             r.xreadgroup("g", "c9", {"s": ">"}, count=2)
+            # DUMP/RESTORE: the copy is the same stream (its groups and PELs too)
+            assert r.restore("s-copy", 0, r.dump("s"))
+            got = r.execute_command("XINFO", "STREAM", "s-copy", "FULL")
+            assert got == r.execute_command("XINFO", "STREAM", "s", "FULL")
+            r.delete("s-copy")
             want = _state(r)
-            with pytest.raises(redis.ResponseError, match="DUMP of a stream is not supported"):
-                r.dump("s")
         assert d.stop(signal.SIGTERM) == 0
     finally:
         d.kill()
