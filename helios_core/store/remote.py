@@ -475,7 +475,8 @@ class RemoteStore(_RemoteReads, Store):
         """
         ks = [to_bytes(k) for k in keys]
         tail = [b"%d" % len(ks), *ks, *map(to_bytes, args)]
-        announce = [[b"PUBLISH", CHANNEL_PREFIX + k, b""] for k in ks
+        # Each key once: a batch names its queue's ready set once per job.
+        announce = [[b"PUBLISH", CHANNEL_PREFIX + k, b""] for k in dict.fromkeys(ks)
                     if not op.notify_only or k.startswith(op.notify_only)] if self.notify and op.notify else []
         if announce:
             await self._feed.settled()
