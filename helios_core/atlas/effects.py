@@ -38,6 +38,8 @@ Stream effects (streamtype.py applies them; ids are (ms, seq) tuples, written "m
     ("XCDEL", key, group, consumer)          delete a consumer and its pending entries
     ("XNACK", key, group, consumer, [(id, delivery_ms, count)])  set pending entries' owner/time/count
     ("XACK", key, group, [id])               drop pending entries
+    ("XNODES", key, [(master, live, total, last, bytes, [names])])  the node layout (RENAME, COPY,
+                                             RESTORE keep their source's)
 
 List effects are positional, not idempotent: each record is replayed exactly
 once after the snapshot it follows, on the same list it was computed against.

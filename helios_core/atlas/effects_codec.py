@@ -22,7 +22,7 @@ __all__ = ["Effect", "LIST_CMDS", "KNOWN_CMDS", "RecordError", "encode_record", 
 Effect = tuple
 LIST_CMDS = frozenset({"LPUSH", "RPUSH", "LPOP", "RPOP", "LSET", "LINSERT", "LREM", "LTRIM"})
 STREAM_CMDS = frozenset({"XADD", "XDEL", "XTRIM", "XSETID", "XGROUP", "XGDEL", "XCONSUMER", "XCDEL", "XNACK",
-                         "XACK"})
+                         "XACK", "XNODES"})
 KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
                         "FLUSHALL", "MULTI", "SETRANGE"}) | LIST_CMDS | STREAM_CMDS
 
@@ -123,6 +123,14 @@ def _stream_to_obj(rec: dict, eff: Effect) -> None:
     elif op == "XSETID":
         rec["id"], rec["added"], rec["maxdel"] = _sid(eff[2]), eff[3], _sid(eff[4])
         return
+    elif op == "XNODES":
+        # [master, live, total, last, bytes, [field names]] (names as text or base64, like items)
+        nodes = []
+        for m, live, total, last, nbytes, names in eff[2]:
+            row: dict[str, Any] = {"id": _sid(m), "live": live, "total": total, "last": _sid(last), "bytes": nbytes}
+            _put_list(row, "names", names)
+            nodes.append(row)
+        rec["nodes"] = nodes
     else:
         _put_bytes(rec, "group", eff[2])
         if op == "XGROUP":
@@ -358,6 +366,13 @@ def _stream_effect(rec: dict, op: str) -> Effect:
         return (op, key, _int_field(rec, op, "count"))
     if op == "XSETID":
         return (op, key, _id_in(rec.get("id"), op), _int_field(rec, op, "added"), _id_in(rec.get("maxdel"), op))
+    if op == "XNODES":
+        raw = rec.get("nodes")
+        if not isinstance(raw, list) or not all(isinstance(n, dict) for n in raw):
+            raise RecordError("XNODES record without a 'nodes' list")
+        return (op, key, [(_id_in(n.get("id"), op), _int_field(n, op, "live", 1), _int_field(n, op, "total", 1),
+                           _id_in(n.get("last"), op), _int_field(n, op, "bytes"), _get_list(n, op, "names"))
+                          for n in raw])
     group = _get_bytes(rec, "group")
     if op == "XGROUP":
         return (op, key, group, _id_in(rec.get("id"), op), _int_field(rec, op, "read", -1))

@@ -483,9 +483,20 @@ def _xack(s: Stream, eff: tuple) -> Undo | None:
     return undo
 
 
+def _xnodes(s: Stream, eff: tuple) -> Undo:
+    """Set the node layout (a copied or restored stream keeps its source's boundaries)."""
+    old = s.nodes
+    s.nodes = SortedDict((master, Node(live, total, last, tuple(names), nbytes))
+                         for master, live, total, last, nbytes, names in eff[2])
+
+    def undo() -> None:
+        s.nodes = old
+    return undo
+
+
 _APPLY: dict[str, Callable[[Stream, tuple], Undo | None]] = {
     "XADD": _xadd, "XDEL": _xdel, "XTRIM": _xtrim, "XSETID": _xsetid, "XGROUP": _xgroup, "XGDEL": _xgdel,
-    "XCONSUMER": _xconsumer, "XCDEL": _xcdel, "XNACK": _xnack, "XACK": _xack,
+    "XCONSUMER": _xconsumer, "XCDEL": _xcdel, "XNACK": _xnack, "XACK": _xack, "XNODES": _xnodes,
 }
 STREAM_OPS = frozenset(_APPLY)
 
@@ -551,6 +562,7 @@ def stream_effects(key: bytes, s: Stream) -> list[tuple]:
     """Effects that rebuild `s` under `key` (RENAME, COPY): its entries, counters, groups and PELs."""
     out: list[tuple] = [("XADD", key, sid, list(f)) for sid, f in s.entries.items()]
     out.append(("XSETID", key, s.last_id, s.entries_added, s.max_deleted))
+    out.append(("XNODES", key, [(m, n.live, n.total, n.last, n.nbytes, list(n.fields)) for m, n in s.nodes.items()]))
     for name, g in s.groups.items():
         out.append(("XGROUP", key, name, g.last_id, g.entries_read))
         for c in g.consumers.values():

@@ -127,6 +127,13 @@ def test_snapshot_codec_round_trip(tmp_path: Path, a: Atlas) -> None:
     assert {k: to_plain(v) if type(v) is Stream else v for k, v in got.items()} == state(a.engine)
 
 
+def test_copies_keep_the_node_layout(a: Atlas) -> None:
+    workload(a)
+    src, copy = a.engine.ks.data[b"s"], a.engine.ks.data[b"s-copy"]
+    assert type(src) is Stream and type(copy) is Stream
+    assert to_plain(copy) == to_plain(src)
+
+
 def test_dump_payload_round_trip(a: Atlas) -> None:
     workload(a)
     for key in (b"s", b"e", b"s-copy"):
@@ -161,6 +168,7 @@ def test_values_are_bounded_like_other_writes(tmp_path: Path) -> None:
     ("XGROUP", b"k", BIN, (0, 0), -1), ("XGROUP", b"k", b"g", (3, 3), 12), ("XGDEL", b"k", b"g"),
     ("XCONSUMER", b"k", b"g", BIN, T0), ("XCDEL", b"k", b"g", b"c"),
     ("XNACK", b"k", b"g", b"c", [((1, 1), T0, 1), ((2, 0), T0 - 5, 4)]), ("XACK", b"k", b"g", [(1, 1)]),
+    ("XNODES", b"k", [((1, 1), 3, 5, (4, 0), 120, [b"a", BIN]), ((9, 0), 1, 1, (9, 0), 30, [])]),
     ("MULTI", [("XADD", b"s", (1, 1), [b"a", b"b"]), ("XTRIM", b"s", 1)]),
 ])
 def test_effect_codec_round_trip(eff: tuple) -> None:
