@@ -489,7 +489,7 @@ def _xread(ctx: Ctx, args: list[bytes], group_mode: bool) -> Any:
             return reply
         return [[k, v] for k, v in served]
     if timeout != -1 and may_block(ctx, name, len(args)):
-        deadline = ctx.now_ms + timeout if timeout else 0
+        deadline = min(ctx.now_ms + timeout, LLONG_MAX) if timeout else 0
         # (a parked XREADGROUP also wakes when its stream goes: Redis answers it with an error)
         return Block(keys, deadline, Gone(Stream) if group_mode else None, argv=resolved, reads=True)
     return NULL_ARRAY
