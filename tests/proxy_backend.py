@@ -6,7 +6,7 @@ prints ``PORT <n>`` once listening.  Endpoints (any method):
 
 - ``/echo...`` and any unlisted path: JSON ``{name, method, path, headers, body_bytes}`` (the body is
   read in chunks and counted, never held);
-- ``/stream?n=BYTES[&chunked=1]``: N bytes, with Content-Length or chunked;
+- ``/stream?n=BYTES[&chunked=1][&body_after=S]``: N bytes, with Content-Length or chunked;
 - ``/sink``: reads the body in chunks, answers ``{"bytes": n}``;
 - ``/slow?delay=S``: answers after S seconds;
 - ``/status/CODE``: answers CODE;
@@ -147,6 +147,9 @@ def _serve(port: int, name: str, delay: float, fail: int | None, healthy: bool) 
                 resp.content_length = n
             resp.content_type = "application/octet-stream"
             await resp.prepare(request)
+            # body_after=S: wait S seconds between the head and the body (a HEAD gets the body
+            # too: aiohttp's StreamResponse writes it, as careless backends do).
+            await asyncio.sleep(float(request.query.get("body_after", "0")))
             block = b"x" * 65536
             left = n
             while left > 0:

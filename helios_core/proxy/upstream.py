@@ -5,7 +5,9 @@ An `UpstreamConnection` is an `asyncio.Protocol` that parses responses with
 using it (a `ResponseSink`: the server's exchange).  It carries one exchange
 at a time; a fresh parser per exchange keeps one bad response from poisoning
 the next (and lets a HEAD response end at its headers, which llhttp cannot
-know by itself).
+know by itself).  A connection that carried a HEAD is closed after its answer:
+a backend may write the body anyway, and those bytes must not be read as the
+next request's answer.
 
 An `UpstreamPool` caps the connections open to one backend
 (`pool.max_connections`): past the cap a caller waits for a connection to be
@@ -303,8 +305,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = None
         self._spare = self._parser if clean else None
         self._parser = None
+        # Not after a HEAD answer: backends that write a body to HEAD anyway are common
+        # (aiohttp's StreamResponse does), and those bytes, arriving late, would be read as
+        # the answer to the next request on the connection (a 502 for a good request).
         reusable = (self._framing != "close" and self._keep_alive and self.request_done
-                    and not self.closed)
+                    and not self.closed and not self._head)
         if reusable:
             self.pool.release(self)
         else:

@@ -140,7 +140,7 @@ def test_legacy_lower_case_commands() -> None:
 # -- refused lines -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line, why", [
-    (b'{"cmd":"XADD","key":"k"}', "unknown command 'XADD'"),
+    (b'{"cmd":"XFOO","key":"k"}', "unknown command 'XFOO'"),
     (b'{"key":"k","value":"v"}', "without 'cmd'"),
     (b'{"cmd":"SET","key":"k"}', "without 'value'"),
     (b'{"cmd":"SET","value":"v"}', "without 'key'"),

@@ -125,7 +125,19 @@ def test_bodies_both_ways_chunked_and_sized(proxy: ProxyProcess) -> None:
     r = c.getresponse()
     assert r.status == 200 and r.read() == b""
     c.request("GET", "/echo")
-    assert c.getresponse().status == 200
+    r = c.getresponse()
+    assert r.status == 200 and r.read()
+    # The test backend writes the body to a HEAD anyway (aiohttp's StreamResponse does, as
+    # careless backends do): the upstream connection that carried the HEAD is not reused, so
+    # those late bytes never become the answer to the next request.
+    # Route "strip" has one backend, so the GET would go on that very connection.
+    for _ in range(3):
+        c.request("HEAD", "/strip/stream?n=1000&body_after=0.1")
+        r = c.getresponse()
+        assert r.status == 200 and r.read() == b""
+        c.request("GET", "/strip/status/204")
+        r = c.getresponse()
+        assert r.status == 204 and r.read() == b""
     c.close()
 
 
