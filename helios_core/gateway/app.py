@@ -168,10 +168,12 @@ class GatewayService:
         self.server: HTTPServer | None = None
 
     async def start(self) -> str | None:
-        """Seed roles, create the first admin on an empty store, expire the leases that ran out while
-        the gateway was down and start the reaper; returns the new admin's password (once)."""
+        """Seed roles, create the first admin on an empty store, bring job records to the current form,
+        expire the leases that ran out while the gateway was down and start the reaper; returns the
+        new admin's password (once)."""
         password = await self.gateway.auth.bootstrap(self.gateway.wall())
         await self.hasher.warm_up()
+        await self.gateway.jobs.prepare()  # jobs/migrate.py, off the first request's path
         await self.reaper.tick()
         self.reaper.start()
         if self.proxy is not None:
