@@ -59,6 +59,7 @@ from helios_core import __version__
 from helios_core.atlas.client_connection import Connection
 from helios_core.atlas.commands.server import REDIS_COMPAT_VERSION
 from helios_core.atlas.datadir import DataDir, register_port, unregister_port
+from helios_core.atlas.effects import LIBRARY_CMDS
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.glob import Glob, compile_glob
 from helios_core.atlas.metrics import EngineCollector
@@ -526,6 +527,8 @@ class AtlasServer:
             op = eff[0]
             if op == "MULTI":
                 self._touch_effects(eff[1], exists)
+            elif op in LIBRARY_CMDS:
+                continue  # function libraries are no key a client can WATCH
             elif op == "FLUSHALL":
                 for key, conns in watched.items():
                     if not exists.get(key, self.watched_exists.get(key, False)):

@@ -24,7 +24,13 @@ downtime would restart its countdown.
     ("LTRIM", key, left, right)       drop `left` items from the head, `right` from the tail
     ("SETRANGE", key, offset, bytes)  overwrite a string from offset (zero-padded; created without
                                       expiry if missing; the expiry kept): SETRANGE, SETBIT, BITFIELD
-    ("FLUSHALL",)
+    ("FLUSHALL",)                     (function libraries stay, as in Redis)
+
+Function library effects (server state, no key; functions.py registers what they store):
+
+    ("FLOAD", name, code)             store a library's code (FUNCTION LOAD, RESTORE)
+    ("FDEL", name)                    delete a library
+    ("FFLUSH",)                       delete every library
 
 Stream effects (streamtype.py applies them; ids are (ms, seq) tuples, written "ms-seq"):
 
@@ -55,14 +61,22 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from helios_core.atlas.effects_codec import KNOWN_CMDS, LIST_CMDS, Effect, RecordError, decode_line, encode_record
+from helios_core.atlas.effects_codec import (
+    KNOWN_CMDS,
+    LIBRARY_CMDS,
+    LIST_CMDS,
+    Effect,
+    RecordError,
+    decode_line,
+    encode_record,
+)
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.streamtype import STREAM_OPS, apply_stream
 from helios_core.atlas.zset import ZSet
 
 __all__ = [
     "Effect", "apply_effect", "undo_effects", "encode_record", "decode_line", "RecordError",
-    "effect_keys", "KNOWN_CMDS",
+    "effect_keys", "KNOWN_CMDS", "LIBRARY_CMDS",
 ]
 
 
@@ -130,6 +144,16 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         if undo is not None:
             undo.append(("swap", ks.data, ks.expires))
         ks.clear()
+    elif op in LIBRARY_CMDS:
+        if op == "FFLUSH":
+            if undo is not None:
+                undo.append(("libs", ks.functions))
+            ks.swap_libraries({})
+        else:
+            name = eff[1]
+            if undo is not None:
+                undo.append(("lib", name, ks.functions.get(name)))
+            ks.put_library(name, eff[2] if op == "FLOAD" else None)
     elif op == "MULTI":
         for sub in eff[1]:
             apply_effect(ks, sub, undo)
@@ -336,6 +360,10 @@ def undo_effects(ks: Keyspace, undo: list) -> None:
             ks.swap_in(entry[1], entry[2])
         elif kind == "xcall":
             entry[1]()
+        elif kind == "lib":
+            ks.put_library(entry[1], entry[2])
+        elif kind == "libs":
+            ks.swap_libraries(entry[1])
         else:
             _undo_list(ks, entry)
 
@@ -364,6 +392,6 @@ def _undo_list(ks: Keyspace, entry: tuple) -> None:
 def effect_keys(eff: Effect) -> list[bytes]:
     if eff[0] == "MULTI":
         return [k for sub in eff[1] for k in effect_keys(sub)]
-    if eff[0] == "FLUSHALL":
+    if eff[0] == "FLUSHALL" or eff[0] in LIBRARY_CMDS:
         return []
     return [eff[1]]

@@ -16,15 +16,17 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Effect", "LIST_CMDS", "KNOWN_CMDS", "RecordError", "encode_record", "decode_line"]
+__all__ = ["Effect", "LIST_CMDS", "LIBRARY_CMDS", "KNOWN_CMDS", "RecordError", "encode_record", "decode_line"]
 
 # An effect is a plain tuple, ("SET", key, value, exp) and so on (listed in `effects`).
 Effect = tuple
 LIST_CMDS = frozenset({"LPUSH", "RPUSH", "LPOP", "RPOP", "LSET", "LINSERT", "LREM", "LTRIM"})
 STREAM_CMDS = frozenset({"XADD", "XDEL", "XTRIM", "XSETID", "XGROUP", "XGDEL", "XCONSUMER", "XCDEL", "XNACK",
                          "XACK", "XNODES"})
+# The function libraries (FUNCTION LOAD/DELETE/FLUSH/RESTORE): server state, no key.
+LIBRARY_CMDS = frozenset({"FLOAD", "FDEL", "FFLUSH"})
 KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
-                        "FLUSHALL", "MULTI", "SETRANGE"}) | LIST_CMDS | STREAM_CMDS
+                        "FLUSHALL", "MULTI", "SETRANGE"}) | LIST_CMDS | STREAM_CMDS | LIBRARY_CMDS
 
 
 # -- AOF line codec -----------------------------------------------------------------
@@ -52,7 +54,13 @@ def _score_out(score: float) -> float | str:
 def _effect_to_obj(eff: Effect) -> dict:
     op = eff[0]
     rec: dict[str, Any] = {"cmd": op}
-    if op == "FLUSHALL":
+    if op == "FLUSHALL" or op == "FFLUSH":
+        return rec
+    if op == "FLOAD" or op == "FDEL":
+        # The library's whole code (its `#!lua name=` line included): replay registers it again.
+        _put_bytes(rec, "name", eff[1])
+        if op == "FLOAD":
+            _put_bytes(rec, "code", eff[2])
         return rec
     if op == "MULTI":
         rec["ops"] = [_effect_to_obj(e) for e in eff[1]]
@@ -307,12 +315,28 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
         return _stream_effect(rec, op)
     if op == "FLUSHALL":
         return ("FLUSHALL",)
+    if op in LIBRARY_CMDS:
+        return _library_effect(rec, op)
     if op == "MULTI":
         ops = rec.get("ops")
         if not isinstance(ops, list):
             raise RecordError("MULTI record without 'ops' list")
         return ("MULTI", [_obj_to_effect(o, now_ms) for o in ops])
     raise RecordError(f"unknown command '{op}'")
+
+
+def _library_effect(rec: dict, op: str) -> Effect:
+    if op == "FFLUSH":
+        return (op,)
+    name = _get_bytes(rec, "name")
+    if not name:
+        raise RecordError(f"{op} record with an empty library 'name'")
+    if op == "FDEL":
+        return (op, name)
+    code = _get_bytes(rec, "code")
+    if code is None or not code.startswith(b"#!"):
+        raise RecordError("FLOAD 'code' must start with a '#!' library metadata line")
+    return (op, name, code)
 
 
 def _int_field(rec: dict, op: str, name: str, lo: int = 0) -> int:

@@ -32,7 +32,7 @@ from helios_core.atlas.commands import TABLE, Command, Ctx
 from helios_core.atlas.commands.keys import ScanCursors
 from helios_core.atlas.commands.table import unknown_command
 from helios_core.atlas.datadir import DataDir, DirLock
-from helios_core.atlas.effects import apply_effect, effect_keys, undo_effects
+from helios_core.atlas.effects import LIBRARY_CMDS, apply_effect, effect_keys, undo_effects
 from helios_core.atlas.evict import OOM, Evictor, Memory
 from helios_core.atlas.fsops import REAL_FS, Fs
 from helios_core.atlas.keyspace import Keyspace
@@ -420,7 +420,8 @@ class Engine:
         pending = self._pending_keys
         for eff in effects:
             op = eff[0]
-            if op == "FLUSHALL":
+            if op == "FLUSHALL" or op in LIBRARY_CMDS:
+                # (a function library is no key: every reply may reveal it, through FCALL or LIST)
                 self._all_seq = seq
             elif op == "MULTI":
                 self._mark_pending(eff[1], seq)

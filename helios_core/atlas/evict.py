@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from helios_core.atlas.effects_codec import LIBRARY_CMDS
 from helios_core.atlas.streamtype import Stream
 from helios_core.atlas.zset import ZSet
 
@@ -131,7 +132,7 @@ class Memory:
             undo()
             self.recount(ks.data, ks.expires)
             return
-        keys = {e[1] for e in effects}
+        keys = {e[1] for e in effects if e[0] not in LIBRARY_CMDS}
         data, expires = ks.data, ks.expires
         self.used -= sum(estimate(k, data[k], k in expires) for k in keys if k in data)
         undo()
@@ -146,12 +147,14 @@ class Memory:
             if any(e[0] in ("FLUSHALL", "MULTI") for e in inner):
                 self.recount_after = True
                 return
-            keys = {e[1] for e in inner}
+            keys = {e[1] for e in inner if e[0] not in LIBRARY_CMDS}
             self.used -= sum(estimate(k, data[k], k in expires) for k in keys if k in data)
             self.after.extend(keys)
             return
         if op == "FLUSHALL":
             self.used = 0
+            return
+        if op in LIBRARY_CMDS:  # (function libraries are not keys: maxmemory does not count them)
             return
         key = eff[1]
         old = data.get(key)

@@ -10,6 +10,11 @@ is tracked twice on purpose: `expires` (key -> ms) is the truth, and a heap of
 go stale when a key's expiry changes; they are skipped when popped, and the
 heap is rebuilt when stale entries outnumber live ones, so its size stays
 within a constant factor of `expires`.
+
+It also holds the one piece of server state that is not keys but persists with
+them: the function libraries (FUNCTION LOAD), library name -> code.  FLUSHALL
+leaves them, as in Redis; `functions_version` changes whenever they do, so the
+Lua runtime (functions.py) knows when to register them again.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ Value = bytes | ZSet | dict[bytes, bytes] | set[bytes]
 
 
 class Keyspace:
-    __slots__ = ("data", "expires", "_heap", "_index")
+    __slots__ = ("data", "expires", "_heap", "_index", "functions", "functions_version")
 
     def __init__(self) -> None:
         self.data: dict[bytes, Value] = {}
@@ -35,6 +40,8 @@ class Keyspace:
         self._heap: list[tuple[int, bytes]] = []
         # Sorted key index for SCAN/KEYS/prefix scans: built on first use, then maintained.
         self._index: SortedList | None = None
+        self.functions: dict[bytes, bytes] = {}
+        self.functions_version = 0
 
     def __len__(self) -> int:
         return len(self.data)
@@ -97,6 +104,21 @@ class Keyspace:
         self.expires = expires
         self._index = None
         self._rebuild_heap()
+
+    # -- function libraries ----------------------------------------------------------
+
+    def put_library(self, name: bytes, code: bytes | None) -> None:
+        """Store a library's code (None: delete it)."""
+        if code is None:
+            self.functions.pop(name, None)
+        else:
+            self.functions[name] = code
+        self.functions_version += 1
+
+    def swap_libraries(self, libraries: dict[bytes, bytes]) -> None:
+        """Replace every library (FUNCTION FLUSH, its undo, and loading a snapshot)."""
+        self.functions = libraries
+        self.functions_version += 1
 
     def _bound_heap(self) -> None:
         # Amortised O(1): a rebuild costs len(expires), and the next one needs about

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from helios_core.atlas.effects import effect_keys
+from helios_core.atlas.effects import LIBRARY_CMDS, effect_keys
 from helios_core.atlas.streamtype import STREAM_OPS
 
 __all__ = ["Notifier", "parse_flags", "flags_to_string", "BAD_FLAGS", "CLASS"]
@@ -164,6 +164,8 @@ class Notifier:
             return
         if op == "FLUSHALL":
             self.pending.append(_Seen(eff, False, False))
+            return
+        if op in LIBRARY_CMDS:  # (no key: Redis 7.0 publishes nothing for FUNCTION LOAD and kin)
             return
         key = eff[1]
         if op in STREAM_OPS:

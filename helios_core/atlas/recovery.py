@@ -50,8 +50,10 @@ def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: boo
     rep = RecoveryReport()
     snap = ddir.snapshot_path
     if snap.exists():
-        info, data, expires = load_snapshot(snap)
+        libraries: dict[bytes, bytes] = {}
+        info, data, expires = load_snapshot(snap, libraries)
         ks.swap_in(data, expires)
+        ks.swap_libraries(libraries)
         rep.snapshot_seq = rep.last_seq = info.seq
         rep.snapshot_keys = len(data)
     parts = ddir.aof_parts()

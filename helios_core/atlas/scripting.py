@@ -1,4 +1,4 @@
-"""Lua scripting for ATLAS: the runtime behind EVAL, EVALSHA and SCRIPT (Redis 7.0 semantics).
+"""Lua scripting for ATLAS: the runtime behind EVAL, EVALSHA, SCRIPT and FCALL (Redis 7.0 semantics).
 
 One Lua 5.1 state per engine (lupa.lua51, the dialect Redis embeds), holding
 every script compiled once and cached by its SHA1.  A script runs as one
@@ -17,7 +17,8 @@ What a script sees, as in Redis 7.0:
   true -> 1, false -> nil, {ok=}/{err=} -> status/error, tables -> arrays up to
   the first nil).
 - Errors are shaped as Redis 7.0 shapes them: "<err> script: <sha>, on
-  @user_script:<line>.".
+  @user_script:<line>."; a function's (FCALL, functions.py) "<err> script: <name>, on
+  @user_function:<line>.".
 
 Differences from Redis, because one Python thread runs everything: a script
 running past `time_limit_ms` (Redis's lua-time-limit / busy-reply-threshold) is
@@ -150,7 +151,7 @@ local function handler(err)
   repeat
     info = dbg.getinfo(level, 'Sl')
     level = level + 1
-  until info == nil or info.source == '@user_script'
+  until info == nil or info.source == '@user_script' or info.source == '@user_function'
   if type(err) ~= 'table' then
     if where and info then err = info.source:sub(2) .. ':' .. info.currentline .. ': ' .. tostring(err) end
     err = {err = 'ERR ' .. tostring(err)}
@@ -195,7 +196,109 @@ local function run(fn, seconds, nkeys, ...)
   if killed or (not ok and res == KILL) then return false, 'KILL' end
   return ok, res
 end
-return run
+
+-- Functions (FUNCTION LOAD, FCALL; functions.py).  A library's top-level code runs with nothing
+-- but the load API, as in Redis 7.0: `redis` holds register_function, log, the log levels and
+-- the version; any other global is an error.  The functions it registers run later with the
+-- globals scripts see (the library's environment switches over once its code returned), KEYS
+-- and ARGV excepted: a function gets those as its two arguments.
+local function strict(tbl)
+  return setmetatable({}, {__index = function(t, k)
+    local v = tbl[k]
+    if v == nil then error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2) end
+    return v
+  end, __newindex = readonly, __metatable = false})
+end
+local FLAGS = {['no-writes'] = true, ['allow-oom'] = true, ['allow-stale'] = true, ['no-cluster'] = true,
+               ['allow-cross-slot-keys'] = true}
+local registering = nil  -- the registrations of the library being loaded
+local function reg_error(msg) error({err = 'ERR ' .. msg}, 0) end
+local function isstr(v) local t = type(v) return t == 'string' or t == 'number' end
+local function register_function(...)
+  local reg = registering
+  if reg == nil then reg_error('redis.register_function can only be called on FUNCTION LOAD command') end
+  local n = select('#', ...)
+  if n < 1 or n > 2 then reg_error('wrong number of arguments to redis.register_function') end
+  local name, fn, desc, flags = nil, nil, false, {}
+  if n == 1 then
+    local args = ...
+    if type(args) ~= 'table' then
+      reg_error('calling redis.register_function with a single argument is only applicable to Lua table '
+                .. '(representing named arguments).')
+    end
+    for k, v in next, args do
+      if not isstr(k) then reg_error('named argument key given to redis.register_function is not a string') end
+      k = string.lower(tostring(k))
+      if k == 'function_name' then
+        if not isstr(v) then reg_error('function_name argument given to redis.register_function must be a string') end
+        name = tostring(v)
+      elseif k == 'description' then
+        if not isstr(v) then reg_error('description argument given to redis.register_function must be a string') end
+        desc = tostring(v)
+      elseif k == 'callback' then
+        if type(v) ~= 'function' then
+          reg_error('callback argument given to redis.register_function must be a function')
+        end
+        fn = v
+      elseif k == 'flags' then
+        if type(v) ~= 'table' then
+          reg_error('flags argument to redis.register_function must be a table representing function flags')
+        end
+        for _, f in next, v do
+          if not isstr(f) or not FLAGS[tostring(f)] then reg_error('unknown flag given') end
+          flags[#flags + 1] = tostring(f)
+        end
+      else
+        reg_error('unknown argument given to redis.register_function')
+      end
+    end
+    if name == nil then reg_error('redis.register_function must get a function name argument') end
+    if fn == nil then reg_error('redis.register_function must get a callback argument') end
+  else
+    local a, b = ...
+    if not isstr(a) then reg_error('first argument to redis.register_function must be a string') end
+    if type(b) ~= 'function' then reg_error('second argument to redis.register_function must be a function') end
+    name, fn = tostring(a), b
+  end
+  if not string.find(name, '^[%w_]+$') then
+    reg_error('Library names can only contain letters, numbers, or underscores(_) and must be at least one '
+              .. 'character long')
+  end
+  if reg.names[name] then reg_error('Function already exists in the library') end
+  reg.names[name] = true
+  reg.list[#reg.list + 1] = {name, fn, desc, flags}
+end
+local load_redis = {register_function = register_function, log = redis.log, LOG_DEBUG = redis.LOG_DEBUG,
+                    LOG_VERBOSE = redis.LOG_VERBOSE, LOG_NOTICE = redis.LOG_NOTICE,
+                    LOG_WARNING = redis.LOG_WARNING, REDIS_VERSION = redis.REDIS_VERSION,
+                    REDIS_VERSION_NUM = redis.REDIS_VERSION_NUM}
+local load_globals = strict({redis = strict(load_redis)})
+
+-- Run a library's code: (true, {{name, fn, description or false, {flags}}, ...}) or (false, error).
+local function load_library(chunk, seconds)
+  local lib_mt = {__index = load_globals, __newindex = readonly, __metatable = false}
+  setfenv(chunk, setmetatable({}, lib_mt))
+  registering = {names = {}, list = {}}
+  started, limit, wall_deadline, killed = false, seconds, wall() + math.ceil(seconds), false
+  local ok, res = xpcall(chunk, handler)
+  local reg = registering
+  registering = nil
+  if killed or (not ok and res == KILL) then return false, 'KILL' end
+  if not ok then return false, res end
+  lib_mt.__index = base
+  return true, reg.list
+end
+
+-- Call a registered function with its keys and arguments (one vararg list, as `run`).
+local function call_function(fn, seconds, nkeys, ...)
+  local keys, argv, n = {...}, {}, select('#', ...)
+  for i = nkeys + 1, n do argv[i - nkeys] = keys[i]; keys[i] = nil end
+  started, limit, wall_deadline, killed = false, seconds, wall() + math.ceil(seconds), false
+  local ok, res = xpcall(function() return fn(keys, argv) end, handler)
+  if killed or (not ok and res == KILL) then return false, 'KILL' end
+  return ok, res
+end
+return run, load_library, call_function
 """
 
 
@@ -225,17 +328,18 @@ class Scripting:
         self.time_limit_ms = time_limit_ms
         self.lua = lua51.LuaRuntime(encoding=None, max_memory=max_memory, register_eval=False,
                                     register_builtins=False, unpack_returned_tuples=True)
-        self._run = self.lua.execute(_BOOT.replace("HOOK_EVERY", str(_HOOK_EVERY)),
-                                     self._call_raise, self._call, self._unwrap, _sha1, _log,
-                                     *lua_libs(self.lua))
+        self._run, self._load_library, self._call_function = self.lua.execute(
+            _BOOT.replace("HOOK_EVERY", str(_HOOK_EVERY)), self._call_raise, self._call, self._unwrap, _sha1, _log,
+            *lua_libs(self.lua))
         self._new_table = self.lua.table_from
         self._load = self.lua.eval(
-            "function(src) local f, e = loadstring(src, '@user_script') if f then return f, '' end return false, e end")
+            "function(src, name) local f, e = loadstring(src, name) if f then return f, '' end return false, e end")
         self._gc = self.lua.eval("function() collectgarbage() end")
         self.max_memory = max_memory
         self.scripts: dict[str, Any] = {}      # sha -> compiled chunk
         self._checked: dict[bytes, tuple[Command | None, str | None, str | None]] = {}
         self.readonly_scripts: set[str] = set()  # shebang flags=no-writes
+        self.registry: Any = None  # the function libraries (functions.py), made on first use
         # The running script: read-only?, and the newest pending record its commands saw.
         self._readonly = False
         self.seen = 0
@@ -250,7 +354,7 @@ class Scripting:
             return sha
         src, no_writes = _shebang(body)
         try:
-            fn, message = self._load(src)
+            fn, message = self._load(src, b"@user_script")
         except lua51.LuaMemoryError:
             raise CommandError("ERR Error compiling script (new function): not enough memory") from None
         if not fn:
@@ -280,13 +384,55 @@ class Scripting:
         fn = self.scripts.get(sha)
         if not fn:
             raise CommandError(NOSCRIPT)
-        if self.running:  # (EVAL is flagged noscript, so this is a bug elsewhere)
+        return self._run_lua(self._run, fn, sha, keys, argv, readonly or sha in self.readonly_scripts)
+
+    def call_function(self, name: str, fn: Any, keys: list[bytes], argv: list[bytes], *, readonly: bool) -> Any:
+        """Run a registered function (functions.py), as `run` runs a script; errors name the function."""
+        return self._run_lua(self._call_function, fn, name, keys, argv, readonly)
+
+    def load_library(self, src: bytes) -> list[tuple[bytes, Any, bytes | None, list[bytes]]]:
+        """Compile a library's Lua source and run its top-level code: what it registered,
+        [(name, function, description or None, [flags])], or Redis 7.0's error."""
+        try:
+            chunk, message = self._load(src, b"@user_function")
+        except lua51.LuaMemoryError:
+            raise CommandError("ERR Error compiling function: not enough memory") from None
+        if not chunk:
+            raise CommandError(f"ERR Error compiling function: {_text(message)}")
+        if self.running:
             raise CommandError("ERR a script is already running")
-        self._readonly = readonly or sha in self.readonly_scripts
+        self.running = True
+        try:
+            # (Redis 7.0 gives a library's code 500 ms to register its functions)
+            ok, res = self._load_library(chunk, min(self.time_limit_ms, 500) / 1000)
+        except lua51.LuaMemoryError:
+            self._collect()
+            raise CommandError("ERR Error registering functions: not enough memory") from None
+        finally:
+            self.running = False
+        if not ok and res == b"KILL":
+            raise CommandError("ERR Error registering functions: ERR FUNCTION LOAD timeout")
+        if not ok:
+            err = res[b"err"] if lua51.lua_type(res) == "table" else res
+            raise CommandError(f"ERR Error registering functions: {_text(err) if type(err) is bytes else err}")
+        out = []
+        for i in range(1, len(res) + 1):
+            row = res[i]
+            desc, flags = row[3], row[4]
+            out.append((row[1], row[2], desc if type(desc) is bytes else None,
+                        [flags[j] for j in range(1, len(flags) + 1)]))
+        return out
+
+    def _run_lua(self, runner: Any, fn: Any, ident: str, keys: list[bytes], argv: list[bytes],
+                 readonly: bool) -> Any:
+        if self.running:  # (EVAL and FCALL are flagged noscript, so this is a bug elsewhere)
+            raise CommandError("ERR a script is already running")
+        sha = ident
+        self._readonly = readonly
         self.seen = 0
         self.running = True
         try:
-            ok, res = self._run(fn, self.time_limit_ms / 1000, len(keys), *keys, *argv)
+            ok, res = runner(fn, self.time_limit_ms / 1000, len(keys), *keys, *argv)
         except lua51.LuaMemoryError:
             self._collect()
             raise ScriptKilled(f"ERR Script used more memory than ATLAS scripts may ({self.max_memory} bytes) "
@@ -438,8 +584,11 @@ class Scripting:
 
 
 def _refused(cmd: Command, readonly: bool) -> str | None:
-    # (SCRIPT has no flags in Redis 7.0: its subcommands are the noscript ones.)
-    if (cmd.name == "script" or "noscript" in cmd.flags or "blocking" in cmd.flags
+    # (SCRIPT and FUNCTION have no flags in Redis 7.0: their subcommands are the noscript ones.)
+    # A blocking command is not refused for being one: from a script it runs as its non-blocking
+    # form (BLMPOP on an empty list answers nil at once), as in MULTI.  Redis 7.0 flags BLPOP,
+    # BRPOP, BLMOVE, BRPOPLPUSH and BZPOPMIN/MAX `noscript`, and refuses them for that.
+    if (cmd.name in ("script", "function") or "noscript" in cmd.flags
             or cmd.conn & {"multi_control", "no_multi"}):
         return "ERR This Redis command is not allowed from script"
     if readonly and cmd.is_write:

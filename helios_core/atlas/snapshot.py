@@ -13,14 +13,17 @@ Layout (never pickle):
         ["L", key, [items]]                one list, head first
         ["X", key, [...]]                  one stream (streamtype.to_plain: entries, counters,
                                            node layout, groups with their consumers and PELs)
+        ["F", [names], [codes]]            the function libraries (FUNCTION LOAD), when any
         ["END", key_count]
     footer: b"CRC" + u32 big-endian CRC-32 of everything before the footer
 
 Version 1 readers written before hashes, sets and lists existed refuse "H", "SET"
 and "L" chunks by name ("unknown chunk"), and every older file loads here unchanged,
-so the version stays 1.  Chunks of parallel lists let loading run at C speed (dict.update(zip(...)))
-instead of a Python-level loop per key.  Files are written to a temp name,
-fsynced, renamed into place and the directory fsynced, so a reader only ever
+so the version stays 1.  The same holds for "F": it is written only when libraries
+exist, so a build without functions still reads every snapshot that holds none, and
+refuses (rather than silently drops) one that holds some.  Chunks of parallel lists let
+loading run at C speed (dict.update(zip(...))) instead of a Python-level loop per key.
+Files are written to a temp name, fsynced, renamed into place and the directory fsynced, so a reader only ever
 sees a complete snapshot or the previous one.
 """
 
@@ -50,7 +53,7 @@ MAGIC = b"HELIOS-SNAPSHOT\n"
 VERSION = 1
 CHUNK = 4096
 FOOTER = struct.Struct(">3sI")
-_TAGS = frozenset({"S", "E", "Z", "H", "SET", "L", "X", "END"})
+_TAGS = frozenset({"S", "E", "Z", "H", "SET", "L", "X", "F", "END"})
 
 
 @dataclass
@@ -107,8 +110,10 @@ def publish(tmp: Path, final_path: Path, fs: Fs = REAL_FS) -> None:
 
 
 def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, created_ms: int | None = None,
-                   fs: Fs = REAL_FS, *, rename: bool = True) -> int:
+                   fs: Fs = REAL_FS, *, rename: bool = True, functions: dict[bytes, bytes] | None = None) -> int:
     """Write a complete snapshot atomically (owner-only file); returns its size in bytes.
+
+    `functions` are the function libraries (name -> code) to keep with the keys.
 
     With rename=False the fsynced image stays at `temp_path(final_path, getpid())`
     for the caller to `publish` (or delete).  Runs in a forked child during
@@ -149,6 +154,9 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
             exp_keys = list(expires)
             for part in _chunks(exp_keys, CHUNK):
                 w.write(packer.pack(["E", part, [expires[k] for k in part]]))
+            if functions:
+                names = list(functions)
+                w.write(packer.pack(["F", names, [functions[n] for n in names]]))
             w.write(packer.pack(["END", len(data)]))
             raw.write(FOOTER.pack(b"CRC", w.crc))
             raw.flush()
@@ -204,8 +212,9 @@ def _verify(path: Path, blob: bytes) -> tuple[SnapshotInfo, int]:
     return info, body_at
 
 
-def load_snapshot(path: Path) -> tuple[SnapshotInfo, dict, dict]:
-    """Verify and load a snapshot: (info, data, expires)."""
+def load_snapshot(path: Path, functions: dict | None = None) -> tuple[SnapshotInfo, dict, dict]:
+    """Verify and load a snapshot: (info, data, expires); its function libraries go into
+    `functions` when given (name -> code)."""
     blob = path.read_bytes()
     info, body_at = _verify(path, blob)
     data: dict = {}
@@ -235,6 +244,12 @@ def load_snapshot(path: Path) -> tuple[SnapshotInfo, dict, dict]:
                 data[chunk[1]] = deque(chunk[2])
             elif tag == "X":
                 data[chunk[1]] = from_plain(chunk[2])
+            elif tag == "F":
+                libraries = dict(zip(chunk[1], chunk[2], strict=True))
+                if not all(type(k) is bytes and type(v) is bytes for k, v in libraries.items()):
+                    raise ValueError("a function library's name or code is not bytes")
+                if functions is not None:
+                    functions.update(libraries)
             elif tag == "END":
                 if chunk[1] != len(data):
                     raise _corrupt(path, f"holds {len(data)} keys, its trailer says {chunk[1]}")

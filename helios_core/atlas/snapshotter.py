@@ -193,8 +193,9 @@ class Snapshotter:
             os.closerange(write_fd + 1, 1 << 20)
             _die_with_parent(parent)
             os.nice(10)  # the loop (same cores) comes first; the image can take longer
+            # (rename=False: the parent publishes it once `upto` is durable)
             size = write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, created_ms, self.fs,
-                                  rename=False)  # the parent publishes it once `upto` is durable
+                                  rename=False, functions=self.ks.functions)
             os.write(write_fd, f"OK {cow_bytes()} {size}".encode())
             code = 0
         except BaseException as e:  # noqa: BLE001 - report anything to the parent
@@ -369,7 +370,8 @@ class Snapshotter:
             w.rotate_sync()
             t0 = time.perf_counter()
             self._meta = (self.clock(), len(self.ks.data))
-            write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, self._meta[0], self.fs)
+            write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, self._meta[0], self.fs,
+                           functions=self.ks.functions)
             info = self._record(upto, time.perf_counter() - t0, self._drop_parts(upto))
         except (OSError, HeliosError) as e:
             reason = getattr(e, "strerror", None) or str(e)

@@ -5,6 +5,7 @@ from helios_core.atlas.commands import (  # noqa: F401  (registration side effec
     config,
     connection,
     docs,
+    functions,
     hashes,
     keys,
     lists,

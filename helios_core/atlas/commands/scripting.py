@@ -12,13 +12,14 @@ killed by the time limit or the memory cap has them undone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import helios_core.atlas.scripting as lua  # (a module reference: the runtime imports this package too)
-from helios_core.atlas.commands.table import OK, Ctx, Simple, command, err, parse_int
+from helios_core.atlas.commands.table import NOT_INT, OK, Ctx, Simple, command, err, parse_int
 from helios_core.errors import CommandError
 
-__all__ = ["scripting_of"]
+__all__ = ["scripting_of", "run_step", "split_keys"]
 
 _EVAL_FLAGS = "noscript stale skip_monitor no_mandatory_keys movablekeys"
 _EVAL_RO_FLAGS = "noscript stale skip_monitor no_mandatory_keys readonly movablekeys"
@@ -41,11 +42,12 @@ def scripting_of(engine: Any) -> lua.Scripting:
 _SMALL_COUNTS = {b"%d" % i: i for i in range(64)}
 
 
-def _split(args: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-    """KEYS and ARGV from `script numkeys key... arg...`, with Redis's checks in Redis's order."""
+def split_keys(args: list[bytes], not_int: str = NOT_INT) -> tuple[list[bytes], list[bytes]]:
+    """KEYS and ARGV from `script numkeys key... arg...`, with Redis's checks in Redis's order
+    (`not_int`: the error for a numkeys that is no integer; FCALL's has its own words)."""
     numkeys = _SMALL_COUNTS.get(args[1])
     if numkeys is None:
-        numkeys = parse_int(args[1])
+        numkeys = parse_int(args[1], not_int)
     if numkeys > len(args) - 2:
         raise err("ERR Number of keys can't be greater than number of args")
     if numkeys < 0:
@@ -60,12 +62,18 @@ def _keeps_writes(error: BaseException) -> bool:
 
 def run_script(ctx: Ctx, sha: str, keys: list[bytes], argv: list[bytes], readonly: bool) -> Any:
     """Run a loaded script as one engine step; its reply, or raise its error."""
+    scripting = scripting_of(ctx.engine)
+    return run_step(ctx, lambda: scripting.run(sha, keys, argv, readonly=readonly))
+
+
+def run_step(ctx: Ctx, run: Callable[[], Any]) -> Any:
+    """`run()` a script or function (FCALL) as one engine step; its reply, or raise its error."""
     engine = ctx.engine
     scripting = scripting_of(engine)
     nested = engine.in_batch  # inside MULTI/EXEC: the transaction's record holds the effects
     with engine.script_step(keep=_keeps_writes):
         try:
-            reply = scripting.run(sha, keys, argv, readonly=readonly)
+            reply = run()
         except lua.ScriptKilled:
             raise
         except CommandError as e:
@@ -80,13 +88,13 @@ def run_script(ctx: Ctx, sha: str, keys: list[bytes], argv: list[bytes], readonl
 
 
 def _eval(ctx: Ctx, args: list[bytes], readonly: bool) -> Any:
-    keys, argv = _split(args)
+    keys, argv = split_keys(args)
     sha = scripting_of(ctx.engine).load(args[0])
     return run_script(ctx, sha, keys, argv, readonly)
 
 
 def _evalsha(ctx: Ctx, args: list[bytes], readonly: bool) -> Any:
-    keys, argv = _split(args)
+    keys, argv = split_keys(args)
     sha = args[0].decode(errors="replace").lower()
     if len(sha) != 40:
         raise err(lua.NOSCRIPT)

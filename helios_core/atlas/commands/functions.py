@@ -1,0 +1,230 @@
+"""Functions commands: FUNCTION LOAD/LIST/DELETE/FLUSH/STATS/KILL/HELP, FCALL and FCALL_RO,
+with Redis 7.0's replies and error texts.
+
+The libraries and their registration are in helios_core/atlas/functions.py.
+A FUNCTION LOAD, DELETE or FLUSH is logged as an effect holding the library's
+code (FLOAD, FDEL, FFLUSH), in a record of its own whose reply waits for it as
+any write's does; an FCALL runs like EVAL (commands/scripting.py): its writes
+are logged as the effects they made, in one record, never as the call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helios_core.atlas.commands.scripting import run_step, scripting_of, split_keys
+from helios_core.atlas.commands.server import subcommand_error
+from helios_core.atlas.commands.table import OK, Ctx, Simple, command, err
+from helios_core.atlas.functions import Library, Registry, parse_metadata
+from helios_core.atlas.glob import compile_glob
+from helios_core.errors import CommandError
+
+__all__ = ["registry_of"]
+
+_FCALL_FLAGS = "noscript stale skip_monitor no_mandatory_keys movablekeys"
+_FCALL_RO_FLAGS = "noscript stale skip_monitor no_mandatory_keys readonly movablekeys"
+
+
+def registry_of(engine: Any) -> Registry:
+    """The engine's function registry, following the stored libraries."""
+    scripting = scripting_of(engine)
+    registry: Registry | None = scripting.registry
+    if registry is None:
+        registry = scripting.registry = Registry(scripting)
+    registry.sync(engine.ks)
+    return registry
+
+
+# -- FCALL -------------------------------------------------------------------------------
+
+def _fcall(ctx: Ctx, args: list[bytes], readonly: bool) -> Any:
+    fn = registry_of(ctx.engine).functions.get(args[0])
+    if fn is None:
+        raise err("ERR Function not found")
+    keys, argv = split_keys(args, "ERR Bad number of keys provided")
+    if readonly and not fn.no_writes:
+        raise err("ERR Can not execute a script with write flag using *_ro command.")
+    scripting = scripting_of(ctx.engine)
+    name = fn.name.decode(errors="replace")
+    return run_step(ctx, lambda: scripting.call_function(name, fn.callback, keys, argv, readonly=fn.no_writes))
+
+
+@command("fcall", -3, _FCALL_FLAGS, keys=(0, 0, 0))
+def fcall(ctx: Ctx, args: list[bytes]) -> Any:
+    return _fcall(ctx, args, False)
+
+
+@command("fcall_ro", -3, _FCALL_RO_FLAGS, keys=(0, 0, 0))
+def fcall_ro(ctx: Ctx, args: list[bytes]) -> Any:
+    return _fcall(ctx, args, True)
+
+
+# -- FUNCTION ----------------------------------------------------------------------------
+
+_FUNCTION_HELP = [
+    "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "LOAD [REPLACE] <FUNCTION CODE>",
+    "    Create a new library with the given library name and code.",
+    "DELETE <LIBRARY NAME>",
+    "    Delete the given library.",
+    "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+    "    Return general information on all the libraries:",
+    "    * Library name",
+    "    * The engine used to run the Library",
+    "    * Library description",
+    "    * Functions list",
+    "    * Library code (if WITHCODE is given)",
+    "    It also possible to get only function that matches a pattern using LIBRARYNAME argument.",
+    "STATS",
+    "    Return information about the current function running:",
+    "    * Function name",
+    "    * Command used to run the function",
+    "    * Duration in MS that the function is running",
+    "    If no function is running, return nil",
+    "    In addition, returns a list of available engines.",
+    "KILL",
+    "    Kill the current running function.",
+    "FLUSH [ASYNC|SYNC]",
+    "    Delete all the libraries.",
+    "    When called without the optional mode argument, the behavior is determined by the",
+    "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+    "    * ASYNC: Asynchronously flush the libraries.",
+    "    * SYNC: Synchronously flush the libraries.",
+    "DUMP",
+    "    Return a serialized payload representing the current libraries, can be restored using FUNCTION "
+    "RESTORE command",
+    "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+    "    Restore the libraries represented by the given payload, it is possible to give a restore policy to",
+    "    control how to handle existing libraries (default APPEND):",
+    "    * FLUSH: delete all existing libraries.",
+    "    * APPEND: appends the restored libraries to the existing libraries. On collision, abort.",
+    "    * REPLACE: appends the restored libraries to the existing libraries, On collision, replace the old",
+    "      libraries with the new libraries (notice that even on this option there is a chance of failure",
+    "      in case of functions name collision with another library).",
+    "HELP",
+    "    Prints this help.",
+]
+
+# Subcommand arities as Redis 7.0 has them (the container's name included).
+_ARITY = {b"load": -3, b"delete": 3, b"list": -2, b"flush": -2, b"stats": 2, b"kill": 2, b"help": 2}
+
+
+class _Flags(frozenset):
+    """A function's flags: a set reply (RESP3 `~`) listed in Redis's order, not hash order."""
+
+    order: tuple[str, ...]
+
+    def __new__(cls, flags: tuple[str, ...]) -> _Flags:
+        obj = super().__new__(cls, flags)
+        obj.order = flags
+        return obj
+
+    def __iter__(self) -> Any:
+        return iter(self.order)
+
+
+def _store(ctx: Ctx, effects: list[tuple]) -> None:
+    """Log and apply library effects as a write of their own (FUNCTION is no `write` command in
+    Redis's table, so the engine would not make its reply wait): one record, durable before the
+    reply, refused while the AOF cannot be written."""
+    engine = ctx.engine
+    if engine.aof_error is not None:
+        raise err(engine.writer.misconf())
+    with engine.batch():
+        for eff in effects:
+            ctx.emit(eff)
+
+
+def _load(ctx: Ctx, args: list[bytes]) -> bytes:
+    replace = False
+    for opt in args[1:-1]:
+        if opt.lower() != b"replace":
+            raise err(f"ERR Unknown option given: {opt.decode(errors='replace')}")
+        replace = True
+    code = args[-1]
+    registry = registry_of(ctx.engine)
+    # (the metadata's checks come first, then whether the library exists, then its code runs)
+    name, _ = parse_metadata(code)
+    if name in ctx.ks.functions and not replace:
+        raise err(f"ERR Library '{name.decode(errors='replace')}' already exists")
+    lib = registry.compile(code)
+    registry.check_load(lib, replace)
+    _store(ctx, [("FLOAD", name, code)])
+    registry.adopt(lib)
+    return name
+
+
+def _list(ctx: Ctx, args: list[bytes]) -> list:
+    with_code, pattern = False, None
+    i = 1
+    while i < len(args):
+        a = args[i].lower()
+        if not with_code and a == b"withcode":
+            with_code = True
+        elif pattern is None and a == b"libraryname":
+            if i >= len(args) - 1:
+                raise err("ERR library name argument was not given")
+            i += 1
+            pattern = compile_glob(args[i])
+        else:
+            raise err(f"ERR Unknown argument {args[i].decode(errors='replace')}")
+        i += 1
+    out = []
+    for lib in registry_of(ctx.engine).libraries.values():
+        if pattern is not None and not pattern.match(lib.name):
+            continue
+        out.append(_library_info(lib, with_code))
+    return out
+
+
+def _library_info(lib: Library, with_code: bool) -> dict:
+    info: dict[bytes, Any] = {
+        b"library_name": lib.name,
+        b"engine": b"LUA",
+        b"functions": [{b"name": f.name, b"description": f.description, b"flags": _Flags(f.flags)}
+                       for f in lib.functions.values()],
+    }
+    if with_code:
+        info[b"library_code"] = lib.code
+    return info
+
+
+def _stats(ctx: Ctx) -> dict:
+    registry = registry_of(ctx.engine)
+    # Functions run on the loop thread, one command at a time: none is running when this is read.
+    return {b"running_script": None,
+            b"engines": {b"LUA": {b"libraries_count": len(registry.libraries),
+                                  b"functions_count": len(registry.functions)}}}
+
+
+@command("function", -2, "", keys=(0, 0, 0))  # (no flags, as Redis 7.0: a container)
+def function(ctx: Ctx, args: list[bytes]) -> Any:
+    sub = args[0].lower()
+    n = len(args) + 1
+    arity = _ARITY.get(sub)
+    if arity is None or (n != arity if arity > 0 else n < -arity):
+        raise subcommand_error("FUNCTION", args[0], " ".join(k.decode() for k in _ARITY))
+    if sub == b"load":
+        return _load(ctx, args)
+    if sub == b"list":
+        return _list(ctx, args)
+    if sub == b"delete":
+        if args[1] not in ctx.ks.functions:
+            raise err("ERR Library not found")
+        _store(ctx, [("FDEL", args[1])])
+        return OK
+    if sub == b"flush":
+        if n > 3:
+            raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
+                               f"'{args[0].decode(errors='replace')}'. Try FUNCTION HELP.")
+        if n == 3 and args[1].upper() not in (b"ASYNC", b"SYNC"):
+            raise err("ERR FUNCTION FLUSH only supports SYNC|ASYNC option")
+        if ctx.ks.functions:
+            _store(ctx, [("FFLUSH",)])
+        return OK
+    if sub == b"stats":
+        return _stats(ctx)
+    if sub == b"kill":
+        raise err("NOTBUSY No scripts in execution right now.")
+    return [Simple(line) for line in _FUNCTION_HELP]  # help: status lines, as Redis sends them
+
