@@ -397,6 +397,32 @@ def test_command_info_matches(pair: Pair) -> None:
             w6[2].remove(("+", "blocking"))
         assert g6 == w6, name
         assert norm(g)[1][6] == norm(w)[1][6], (name, "ACL categories")
+        if name in ("xread", "xreadgroup"):  # (atlasd reports key specs only where they find movable keys)
+            assert norm(g)[1][8] == norm(w)[1][8], (name, "key specs")
+
+
+# COMMAND GETKEYS as Redis 7.0 finds XREAD/XREADGROUP's keys: the STREAMS key spec (the first half of
+# what follows the first STREAMS from argument 1, or 4 for XREADGROUP), and where the spec does not fit
+# the command line, xreadGetKeys (which parses the options to find its STREAMS).
+GETKEYS = _words([["COMMAND", "GETKEYS", *c.split()] for c in (
+    "XREAD STREAMS a 0", "XREAD STREAMS a b 0 0", "XREAD COUNT 1 BLOCK 0 STREAMS a b 0 0", "XREAD streams a 0",
+    "XREAD STREAMS a b 0", "XREAD STREAMS a b c", "XREAD STREAMS a", "XREAD COUNT 1 STREAMS", "XREAD COUNT 1 STREAMS a",
+    "XREAD FOO STREAMS a 0", "XREAD STREAMS STREAMS a 0", "XREAD COUNT STREAMS STREAMS a 0", "XREAD a b c d",
+    "XREAD BLOCK STREAMS STREAMS x", "XREADGROUP GROUP g c STREAMS a 0", "XREADGROUP GROUP g c STREAMS a b > >",
+    "XREADGROUP GROUP g c NOACK STREAMS a b 1 2", "XREADGROUP GROUP g STREAMS c STREAMS a 0",
+    "XREADGROUP GROUP g c STREAMS a 0 b", "XREADGROUP GROUP g c COUNT 1 STREAMS a", "XREADGROUP GROUP g c d e f",
+    "XREADGROUP GROUP g c STREAMS STREAMS", "XREADGROUP GROUP", "XREADGROUP STREAMS a b c d STREAMS x",
+    "XREADGROUP STREAMS a b c d STREAMS x y", "XREADGROUP NOACK STREAMS a b c STREAMS x",
+    "XREADGROUP STREAMS a b c STREAMS x", "XREADGROUP COUNT STREAMS a b c STREAMS x",
+    "XREADGROUP BLOCK 1 STREAMS a b STREAMS x", "XREADGROUP FOO STREAMS a b c d STREAMS x",
+)]) + [[b"COMMAND", b"GETKEYS", b"XREAD", b"streams\0x", b"a", b"0"],
+       [b"COMMAND", b"GETKEYS", b"XREADGROUP", b"STREAMS\0x", b"a", b"b", b"c", b"d", b"STREAMS", b"x"]]
+
+
+@pytest.mark.parametrize("resp3", [False, True], ids=["resp2", "resp3"])
+def test_command_getkeys_finds_the_stream_keys(pair: Pair, resp3: bool) -> None:
+    for args in GETKEYS:
+        run(pair, args, resp3)
 
 
 _ID = re.compile(rb"\A([0-9]+)-([0-9]+)\Z")

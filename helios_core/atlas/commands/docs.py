@@ -8,6 +8,8 @@ ACL categories.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from helios_core.atlas.commands.server import subcommand_error
@@ -30,7 +32,7 @@ _EXTRA_ACL: dict[str, tuple[str, ...]] = {
     "dbsize": ("@keyspace",), "flushall": ("@keyspace", "@dangerous"), "flushdb": ("@keyspace", "@dangerous"),
     "keys": ("@dangerous",), "restore": ("@dangerous",), "info": ("@dangerous",),
     "lastsave": ("@admin", "@dangerous"), "role": ("@admin", "@dangerous"), "command": ("@connection",),
-    # (XREAD/XREADGROUP lack the "blocking" flag here so that scripts may call them: see streams.py)
+    # (XREAD/XREADGROUP lack the "blocking" flag here so that scripts may call them: see streams/read.py)
     "xread": ("@blocking",), "xreadgroup": ("@blocking",),
 }
 # Container commands: in Redis 7.0 their flags and categories are their subcommands'; the container
@@ -69,7 +71,9 @@ def command_info(cmd: Command) -> list:
     """One COMMAND / COMMAND INFO entry, shaped as Redis 7 sends it."""
     flags = [Simple(f) for f in sorted(cmd.flags)]
     acl = [Simple(c) for c in acl_categories(cmd)]
-    return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step, acl, [], [], []]
+    spec = _KEYWORD_KEYS.get(cmd.name)
+    key_specs = [spec.reply()] if spec is not None else []
+    return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step, acl, [], key_specs, []]
 
 
 def _command_docs(cmd: Command) -> dict:
@@ -145,17 +149,99 @@ _NUMKEYS: dict[str, tuple[int, int]] = {
 }
 
 
+def _xread_getkeys(argv: list[bytes]) -> list[bytes]:
+    """Redis's xreadGetKeys: the first half of what follows the STREAMS its options lead to
+    (BLOCK/COUNT take one argument, GROUP two, NOACK none; anything else ends the search)."""
+    at = 0
+    i = 1
+    while i < len(argv):
+        opt = _c_str(argv[i]).lower()
+        if opt in (b"block", b"count"):
+            i += 1
+        elif opt == b"group":
+            i += 2
+        elif opt == b"streams":
+            at = i
+            break
+        elif opt != b"noack":
+            break
+        i += 1
+    rest = len(argv) - at - 1
+    if not at or not rest or rest % 2:
+        return []
+    return argv[at + 1:at + 1 + rest // 2]
+
+
+def _c_str(arg: bytes) -> bytes:
+    """An argument as Redis's strcasecmp sees it: up to its first NUL."""
+    return arg.split(b"\0", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _KeywordSpec:
+    """A Redis 7 key spec that finds the keys after a keyword (begin_search "keyword", find_keys
+    "range"), with the command's own getkeys function for a command line the spec does not fit.
+    Only a forward search (startfrom > 0) is modelled: no command here searches backwards."""
+
+    keyword: bytes
+    startfrom: int
+    lastkey: int
+    keystep: int
+    limit: int
+    flags: tuple[str, ...]
+    getkeys: Callable[[list[bytes]], list[bytes]]
+
+    def keys(self, argv: list[bytes]) -> list[bytes]:
+        """getKeysUsingKeySpecs for this one spec, falling back to `getkeys` where Redis does."""
+        argc = len(argv)
+        # (the search stops before the last argument: a keyword there has nothing after it)
+        first = next((i + 1 for i in range(self.startfrom, argc - 1) if _c_str(argv[i]).upper() == self.keyword), 0)
+        if not first:
+            return []
+        if self.lastkey >= 0:
+            last = first + self.lastkey
+        elif not self.limit:
+            last = argc + self.lastkey
+        else:  # (Redis allows a limit only with lastkey -1: the first 1/limit of what follows)
+            last = first + (argc - first) // self.limit + self.lastkey
+        if last >= argc or last < first:
+            return self.getkeys(argv)
+        return argv[first:last + 1:self.keystep]
+
+    def reply(self) -> dict:
+        """The key spec as COMMAND INFO shows it."""
+        return {b"flags": [Simple(f) for f in self.flags],
+                b"begin_search": {b"type": b"keyword",
+                                  b"spec": {b"keyword": self.keyword, b"startfrom": self.startfrom}},
+                b"find_keys": {b"type": b"range",
+                               b"spec": {b"lastkey": self.lastkey, b"keystep": self.keystep, b"limit": self.limit}}}
+
+
+# Commands whose keys follow a keyword, with Redis 7.0's key specs.  XREAD/XREADGROUP: the keys are
+# the first half of the arguments after STREAMS (the ids are the other half).
+_KEYWORD_KEYS: dict[str, _KeywordSpec] = {
+    "xread": _KeywordSpec(b"STREAMS", 1, -1, 1, 2, ("RO", "access"), _xread_getkeys),
+    "xreadgroup": _KeywordSpec(b"STREAMS", 4, -1, 1, 2, ("RO", "access"), _xread_getkeys),
+}
+
+
 def _getkeys(argv: list[bytes]) -> list[bytes]:
     """COMMAND GETKEYS: the key arguments of `argv` (a whole command line)."""
     c = TABLE.get(argv[0])
     if c is None:
         raise err("ERR Invalid command specified")
     movable = _NUMKEYS.get(c.name)
-    if c.first_key <= 0 and movable is None:
+    spec = _KEYWORD_KEYS.get(c.name)
+    if c.first_key <= 0 and movable is None and spec is None:
         raise err("ERR The command has no key arguments")
     n = len(argv)
     if (c.arity > 0 and n != c.arity) or n < -c.arity:
         raise err("ERR Invalid number of arguments specified for command")
+    if spec is not None:
+        keys = spec.keys(argv)
+        if not keys:
+            raise err("ERR Invalid arguments specified for command")
+        return keys
     if movable is not None:
         at, before = movable
         try:
