@@ -80,12 +80,16 @@ def parse_metadata(code: bytes) -> tuple[bytes, bytes]:
 
 
 class Registry:
-    """The registered libraries and functions of one engine, following `Keyspace.functions`."""
+    """The registered libraries and functions of one engine, following `Keyspace.functions`.
+
+    Library names are case-sensitive, function names are not (FCALL, and a name taken by another
+    library), as in Redis 7.0: `functions` is keyed by the lower-cased name.
+    """
 
     def __init__(self, scripting: Any) -> None:
         self.scripting = scripting  # scripting.Scripting: compiles and runs the Lua
         self.libraries: dict[bytes, Library] = {}
-        self.functions: dict[bytes, Function] = {}
+        self.functions: dict[bytes, Function] = {}  # lower-cased name -> function
         self._version = -1
 
     def compile(self, code: bytes) -> Library:
@@ -103,7 +107,7 @@ class Registry:
         if not lib.functions:
             raise CommandError("ERR No functions registered")
         for fname in lib.functions:
-            other = self.functions.get(fname)
+            other = self.functions.get(fname.lower())
             if other is not None and not (replace and other.library == lib.name):
                 raise CommandError(f"ERR Function {fname.decode(errors='replace')} already exists")
 
@@ -127,5 +131,5 @@ class Registry:
                     continue
             libraries[name] = lib
         self.libraries = libraries
-        self.functions = {f: fn for lib in libraries.values() for f, fn in lib.functions.items()}
+        self.functions = {f.lower(): fn for lib in libraries.values() for f, fn in lib.functions.items()}
         self._version = ks.functions_version

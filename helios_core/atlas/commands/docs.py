@@ -38,7 +38,7 @@ _EXTRA_ACL: dict[str, tuple[str, ...]] = {
 # Container commands: in Redis 7.0 their flags and categories are their subcommands'; the container
 # itself reports no flags and only @slow.
 _CONTAINERS = frozenset({"client", "config", "latency", "memory", "slowlog", "object", "pubsub", "script", "xgroup",
-                         "xinfo"})
+                         "xinfo", "function"})
 _ACL_ORDER = ("@keyspace", "@read", "@write", "@set", "@sortedset", "@list", "@hash", "@string", "@bitmap",
               "@hyperloglog", "@geo", "@stream", "@pubsub", "@admin", "@fast", "@slow", "@blocking", "@dangerous",
               "@connection", "@transaction", "@scripting")
@@ -72,7 +72,7 @@ def command_info(cmd: Command) -> list:
     flags = [Simple(f) for f in sorted(cmd.flags)]
     acl = [Simple(c) for c in acl_categories(cmd)]
     spec = _KEYWORD_KEYS.get(cmd.name)
-    key_specs = [spec.reply()] if spec is not None else []
+    key_specs = [spec.reply()] if spec is not None else _NUMKEYS_SPECS.get(cmd.name, [])
     return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step, acl, [], key_specs, []]
 
 
@@ -216,6 +216,22 @@ class _KeywordSpec:
                 b"find_keys": {b"type": b"range",
                                b"spec": {b"lastkey": self.lastkey, b"keystep": self.keystep, b"limit": self.limit}}}
 
+
+
+def _numkeys_spec(notes: str, flags: tuple[str, ...]) -> list[dict]:
+    """Redis 7.0's key spec of a script call: numkeys at index 2, the keys after it."""
+    return [{b"notes": notes.encode(), b"flags": [Simple(f) for f in flags],
+             b"begin_search": {b"type": b"index", b"spec": {b"index": 2}},
+             b"find_keys": {b"type": b"keynum", b"spec": {b"keynumidx": 0, b"firstkey": 1, b"keystep": 1}}}]
+
+
+# Key specs COMMAND INFO reports for commands whose keys follow their count (FCALL, FCALL_RO).
+_NUMKEYS_SPECS: dict[str, list[dict]] = {
+    "fcall": _numkeys_spec("We cannot tell how the keys will be used so we assume the worst, RW and UPDATE",
+                           ("RW", "access", "update")),
+    "fcall_ro": _numkeys_spec("We cannot tell how the keys will be used so we assume the worst, RO and ACCESS",
+                              ("RO", "access")),
+}
 
 # Commands whose keys follow a keyword, with Redis 7.0's key specs.  XREAD/XREADGROUP: the keys are
 # the first half of the arguments after STREAMS (the ids are the other half).
@@ -598,4 +614,8 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "evalsha_ro": ("scripting", "7.0.0", "sha1 numkeys [key [key ...]] [arg [arg ...]]",
                    "Execute a read-only Lua script server side"),
     "script": ("scripting", "2.6.0", "DEBUG|EXISTS|FLUSH|KILL|LOAD", "A container for Lua scripts management commands"),
+    "fcall": ("scripting", "7.0.0", "function numkeys [key [key ...]] [arg [arg ...]]", "Invoke a function"),
+    "fcall_ro": ("scripting", "7.0.0", "function numkeys [key [key ...]] [arg [arg ...]]",
+                 "Invoke a read-only function"),
+    "function": ("scripting", "7.0.0", "DELETE|FLUSH|HELP|KILL|LIST|LOAD|STATS", "A container for function commands"),
 }

@@ -38,7 +38,7 @@ def registry_of(engine: Any) -> Registry:
 # -- FCALL -------------------------------------------------------------------------------
 
 def _fcall(ctx: Ctx, args: list[bytes], readonly: bool) -> Any:
-    fn = registry_of(ctx.engine).functions.get(args[0])
+    fn = registry_of(ctx.engine).functions.get(args[0].lower())
     if fn is None:
         raise err("ERR Function not found")
     keys, argv = split_keys(args, "ERR Bad number of keys provided")
@@ -110,13 +110,15 @@ _ARITY = {b"load": -3, b"delete": 3, b"list": -2, b"flush": -2, b"stats": 2, b"k
 
 
 class _Flags(frozenset):
-    """A function's flags: a set reply (RESP3 `~`) listed in Redis's order, not hash order."""
+    """A function's flags: a set reply (RESP3 `~`) of status strings, listed in Redis's order
+    rather than hash order."""
 
-    order: tuple[str, ...]
+    order: tuple[Simple, ...]
 
     def __new__(cls, flags: tuple[str, ...]) -> _Flags:
-        obj = super().__new__(cls, flags)
-        obj.order = flags
+        order = tuple(Simple(f) for f in flags)
+        obj = super().__new__(cls, order)
+        obj.order = order
         return obj
 
     def __iter__(self) -> Any:
@@ -165,7 +167,7 @@ def _list(ctx: Ctx, args: list[bytes]) -> list:
             if i >= len(args) - 1:
                 raise err("ERR library name argument was not given")
             i += 1
-            pattern = compile_glob(args[i])
+            pattern = compile_glob(args[i], nocase=True)
         else:
             raise err(f"ERR Unknown argument {args[i].decode(errors='replace')}")
         i += 1
