@@ -18,7 +18,8 @@ from helios_core.atlas.snapshot import check_snapshot, load_snapshot, write_snap
 from tests.unit.atlas_harness import Atlas
 
 NOW = 1_700_000_000_000
-LIB = b"#!lua name=lib\nredis.register_function('f', function(keys, args) return redis.call('set', keys[1], args[1]) end)"
+LIB = (b"#!lua name=lib\n"
+       b"redis.register_function('f', function(keys, args) return redis.call('set', keys[1], args[1]) end)")
 
 
 @pytest.fixture
