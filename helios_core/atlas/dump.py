@@ -24,7 +24,7 @@ from helios_core.atlas.streamtype import NACK, U64, Consumer, Group, Node, Strea
 from helios_core.atlas.zset import ZSet
 
 __all__ = ["dump_value", "load_payload", "PayloadError", "BadFormat", "RDB_VERSION", "crc64", "lzf_compress",
-           "lzf_decompress"]
+           "lzf_decompress", "dump_functions", "load_functions"]
 
 RDB_VERSION = 10
 
@@ -670,3 +670,39 @@ def _nonempty(value: Any) -> Any:
     if not value:
         raise BadFormat("empty collection")
     return value
+
+
+# -- function libraries (FUNCTION DUMP / FUNCTION RESTORE) ---------------------------------------
+
+RDB_OPCODE_FUNCTION2, RDB_OPCODE_FUNCTION_PRE_GA = 245, 246
+
+
+def dump_functions(codes: list[bytes]) -> bytes:
+    """FUNCTION DUMP's payload, as Redis 7.0's rdbSaveFunctions writes it: each library's code
+    after an RDB_OPCODE_FUNCTION2, then the RDB version and the CRC-64."""
+    body = b"".join(bytes((RDB_OPCODE_FUNCTION2,)) + _string(code) for code in codes)
+    body += struct.pack("<H", RDB_VERSION)
+    return body + struct.pack("<Q", crc64(body))
+
+
+def load_functions(payload: bytes) -> list[bytes]:
+    """The library codes of a FUNCTION DUMP payload; PayloadError for its version or checksum,
+    BadFormat with Redis 7.0's words ("given type is not a function", ...) for its content."""
+    if len(payload) < 10:
+        raise PayloadError("too short")
+    version, crc = struct.unpack("<H", payload[-10:-8])[0], payload[-8:]
+    if version > RDB_VERSION or struct.pack("<Q", crc64(payload[:-8])) != crc:
+        raise PayloadError("version or checksum")
+    r = _Reader(payload)  # (the whole payload, footer included, as Redis reads it)
+    codes = []
+    while len(payload) - r.pos > 10:
+        t = r.byte()
+        if t == RDB_OPCODE_FUNCTION_PRE_GA:
+            raise BadFormat("Pre-GA function format not supported")
+        if t != RDB_OPCODE_FUNCTION2:
+            raise BadFormat("given type is not a function")
+        try:
+            codes.append(r.string())
+        except (BadFormat, IndexError, struct.error):
+            raise BadFormat("Failed loading library payload") from None
+    return codes

@@ -403,3 +403,55 @@ def test_libraries_live_in_snapshots_and_flush_is_durable(tmp_path: Path) -> Non
             assert r.function_list() == [] and r.get("after") == b"1"
     finally:
         d.kill()
+
+
+def test_function_dump_and_restore_move_libraries_both_ways(sides: tuple[Side, Side]) -> None:
+    """FUNCTION DUMP payloads are Redis's own: one library's dump is byte for byte Redis's, and a
+    payload from either server restores on the other, with RESTORE's policies and errors."""
+    atlas, redis_ = sides
+    two = _lib("two", _ONE.format("t2"))
+    for side in (atlas, redis_):
+        side.r2.call(_load(MYLIB))
+    one_a, one_r = atlas.r2.call([b"FUNCTION", b"DUMP"]), redis_.r2.call([b"FUNCTION", b"DUMP"])
+    assert one_a == one_r and one_a[0] == "$"
+    for side in (atlas, redis_):
+        side.r2.call(_load(two))
+    dumps = {"atlas": atlas.r2.call([b"FUNCTION", b"DUMP"])[1], "redis": redis_.r2.call([b"FUNCTION", b"DUMP"])[1]}
+    key_dump = redis_.r2.call_many([[b"SET", b"k", b"v"], [b"DUMP", b"k"]])[1][1]
+    redis_.r2.call([b"DEL", b"k"])
+    for origin, payload in dumps.items():
+        steps: list[list[bytes]] = [
+            # (which of two taken names an error names is hash order: one is taken here)
+            [b"FUNCTION", b"DELETE", b"two"],
+            [b"FUNCTION", b"RESTORE", payload],  # APPEND: mylib is there
+            [b"FUNCTION", b"RESTORE", payload, b"bogus"],
+            [b"FUNCTION", b"RESTORE", payload, b"append", b"x"],
+            [b"FUNCTION", b"RESTORE", payload[:-1] + bytes([payload[-1] ^ 1])],
+            [b"FUNCTION", b"RESTORE", b"short"],
+            [b"FUNCTION", b"RESTORE", key_dump],
+            [b"FUNCTION", b"RESTORE", payload, b"REPLACE"],
+            [b"FUNCTION", b"LIST"],
+            [b"FUNCTION", b"DELETE", b"two"],
+            _load(_lib("clash", _ONE.format("t2"))),
+            [b"FUNCTION", b"RESTORE", payload, b"replace"],  # t2 is taken by another library
+            [b"FUNCTION", b"RESTORE", payload, b"FLUSH"],
+            [b"FUNCTION", b"LIST", b"WITHCODE"],
+            [b"FCALL", b"t2", b"0"],
+            [b"FUNCTION", b"FLUSH"],
+            [b"FUNCTION", b"RESTORE", one_r[1]],
+            [b"FUNCTION", b"LIST"],
+            [b"FUNCTION", b"FLUSH"],
+            [b"FUNCTION", b"DUMP"],
+        ]
+        for argv in steps:
+            for resp3 in (False, True):
+                try:
+                    compare(atlas, redis_, argv, resp3)
+                except AssertionError as e:
+                    raise AssertionError(f"payload from {origin}: {e}") from None
+        empty_a, empty_r = atlas.r2.call([b"FUNCTION", b"DUMP"]), redis_.r2.call([b"FUNCTION", b"DUMP"])
+        assert empty_a == empty_r
+        for side in (atlas, redis_):
+            assert side.r2.call([b"FUNCTION", b"RESTORE", empty_r[1], b"FLUSH"]) == ("+", "OK")
+            side.r2.call(_load(MYLIB))
+            side.r2.call(_load(two))

@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helios_core.atlas import effects_codec
-from helios_core.atlas.commands.scripting import _split
+from helios_core.atlas.commands.scripting import split_keys
 from helios_core.atlas.daemon import GC_GEN0_THRESHOLD, tune_gc
 from helios_core.atlas.effects import decode_line, encode_record
 from helios_core.atlas.engine import Engine
@@ -127,16 +127,16 @@ def test_numkeys_lookup_accepts_what_parse_int_accepts(raw: bytes) -> None:
         n = parse_int(raw)
     except CommandError as e:
         with pytest.raises(CommandError, match=str(e)):
-            _split(args)
+            split_keys(args)
         return
     if n > 3:
         with pytest.raises(CommandError, match="greater than"):
-            _split(args)
+            split_keys(args)
     elif n < 0:
         with pytest.raises(CommandError, match="negative"):
-            _split(args)
+            split_keys(args)
     else:
-        assert _split(args) == (args[2:2 + n], args[2 + n:])
+        assert split_keys(args) == (args[2:2 + n], args[2 + n:])
 
 
 # -- gc ------------------------------------------------------------------------------

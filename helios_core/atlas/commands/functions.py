@@ -1,8 +1,9 @@
-"""Functions commands: FUNCTION LOAD/LIST/DELETE/FLUSH/STATS/KILL/HELP, FCALL and FCALL_RO,
-with Redis 7.0's replies and error texts.
+"""Functions commands: FUNCTION LOAD/LIST/DELETE/FLUSH/DUMP/RESTORE/STATS/KILL/HELP, FCALL and
+FCALL_RO, with Redis 7.0's replies and error texts (FUNCTION DUMP's payload is Redis's: each
+library's code in RDB form, see dump.py, so payloads move both ways between atlasd and Redis).
 
 The libraries and their registration are in helios_core/atlas/functions.py.
-A FUNCTION LOAD, DELETE or FLUSH is logged as an effect holding the library's
+A FUNCTION LOAD, DELETE, FLUSH or RESTORE is logged as an effect holding the library's
 code (FLOAD, FDEL, FFLUSH), in a record of its own whose reply waits for it as
 any write's does; an FCALL runs like EVAL (commands/scripting.py): its writes
 are logged as the effects they made, in one record, never as the call.
@@ -15,6 +16,7 @@ from typing import Any
 from helios_core.atlas.commands.scripting import run_step, scripting_of, split_keys
 from helios_core.atlas.commands.server import subcommand_error
 from helios_core.atlas.commands.table import OK, Ctx, Simple, command, err
+from helios_core.atlas.dump import BadFormat, PayloadError, dump_functions, load_functions
 from helios_core.atlas.functions import Library, Registry, parse_metadata
 from helios_core.atlas.glob import compile_glob
 from helios_core.errors import CommandError
@@ -106,7 +108,8 @@ _FUNCTION_HELP = [
 ]
 
 # Subcommand arities as Redis 7.0 has them (the container's name included).
-_ARITY = {b"load": -3, b"delete": 3, b"list": -2, b"flush": -2, b"stats": 2, b"kill": 2, b"help": 2}
+_ARITY = {b"load": -3, b"delete": 3, b"list": -2, b"flush": -2, b"dump": 2, b"restore": -3, b"stats": 2,
+          b"kill": 2, b"help": 2}
 
 
 class _Flags(frozenset):
@@ -154,6 +157,55 @@ def _load(ctx: Ctx, args: list[bytes]) -> bytes:
     _store(ctx, [("FLOAD", name, code)])
     registry.adopt(lib)
     return name
+
+
+def _syntax(sub: bytes) -> CommandError:
+    return err(f"ERR unknown subcommand or wrong number of arguments for '{sub.decode(errors='replace')}'. "
+               f"Try FUNCTION HELP.")
+
+
+def _restore(ctx: Ctx, args: list[bytes]) -> Any:
+    if len(args) > 3:
+        raise _syntax(args[0])
+    policy = args[2].lower() if len(args) == 3 else b"append"
+    if policy not in (b"append", b"replace", b"flush"):
+        raise err("ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.")
+    try:
+        codes = load_functions(args[1])
+    except PayloadError:
+        raise err("ERR DUMP payload version or checksum are wrong") from None
+    except BadFormat as e:
+        raise err(f"ERR {e}") from None
+    registry = registry_of(ctx.engine)
+    # The payload's libraries on their own first (as FUNCTION LOAD checks one), then joined.
+    new: dict[bytes, Library] = {}
+    names: set[bytes] = set()
+    for code in codes:
+        name, _ = parse_metadata(code)
+        if name in new:
+            raise err(f"ERR Library '{name.decode(errors='replace')}' already exists")
+        lib = registry.compile(code)
+        if not lib.functions:
+            raise err("ERR No functions registered")
+        for fname in lib.functions:
+            if fname.lower() in names:
+                raise err(f"ERR Function {fname.decode(errors='replace')} already exists")
+            names.add(fname.lower())
+        new[name] = lib
+    effects: list[tuple] = [("FFLUSH",)] if policy == b"flush" and ctx.ks.functions else []
+    if policy != b"flush":
+        for name in new:
+            if name in registry.libraries and policy == b"append":
+                raise err(f"ERR Library {name.decode(errors='replace')} already exists")
+        for fname, fn in registry.functions.items():
+            if fname in names and not (policy == b"replace" and fn.library in new):
+                raise err(f"ERR Function {fn.name.decode(errors='replace')} already exists")
+    effects += [("FLOAD", name, lib.code) for name, lib in new.items()]
+    if effects:
+        _store(ctx, effects)
+    for lib in new.values():
+        registry.adopt(lib)
+    return OK
 
 
 def _list(ctx: Ctx, args: list[bytes]) -> list:
@@ -217,13 +269,16 @@ def function(ctx: Ctx, args: list[bytes]) -> Any:
         return OK
     if sub == b"flush":
         if n > 3:
-            raise CommandError(f"ERR unknown subcommand or wrong number of arguments for "
-                               f"'{args[0].decode(errors='replace')}'. Try FUNCTION HELP.")
+            raise _syntax(args[0])
         if n == 3 and args[1].upper() not in (b"ASYNC", b"SYNC"):
             raise err("ERR FUNCTION FLUSH only supports SYNC|ASYNC option")
         if ctx.ks.functions:
             _store(ctx, [("FFLUSH",)])
         return OK
+    if sub == b"dump":
+        return dump_functions(list(ctx.ks.functions.values()))
+    if sub == b"restore":
+        return _restore(ctx, args)
     if sub == b"stats":
         return _stats(ctx)
     if sub == b"kill":
