@@ -92,10 +92,12 @@ class Registry:
         self.functions: dict[bytes, Function] = {}  # lower-cased name -> function
         self._version = -1
 
-    def compile(self, code: bytes) -> Library:
-        """Run a library's code (its registration only): the library, or Redis's error."""
+    def compile(self, code: bytes, stored: bool = False) -> Library:
+        """Run a library's code (its registration only): the library, or Redis's error.  A stored
+        library (loaded before, now brought back by replay or a snapshot) gets the whole script
+        time limit rather than FUNCTION LOAD's 500 ms: a busy machine must not lose it."""
         name, src = parse_metadata(code)
-        registered = self.scripting.load_library(src)
+        registered = self.scripting.load_library(src, self.scripting.time_limit_ms if stored else None)
         lib = Library(name, code)
         for fname, callback, desc, flags in registered:
             lib.functions[fname] = Function(fname, name, callback, desc,
@@ -124,8 +126,8 @@ class Registry:
             lib = self.libraries.get(name)
             if lib is None or lib.code != code:
                 try:
-                    lib = self.compile(code)
-                except CommandError as e:  # (it registered when it was loaded: a time limit hit now?)
+                    lib = self.compile(code, stored=True)
+                except CommandError as e:  # (it registered when it was loaded: out of Lua memory now?)
                     log.warning("a stored function library does not register", library=name.decode(errors="replace"),
                                 error=str(e))
                     continue

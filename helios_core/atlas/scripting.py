@@ -390,9 +390,11 @@ class Scripting:
         """Run a registered function (functions.py), as `run` runs a script; errors name the function."""
         return self._run_lua(self._call_function, fn, name, keys, argv, readonly)
 
-    def load_library(self, src: bytes) -> list[tuple[bytes, Any, bytes | None, list[bytes]]]:
+    def load_library(self, src: bytes,
+                     limit_ms: int | None = None) -> list[tuple[bytes, Any, bytes | None, list[bytes]]]:
         """Compile a library's Lua source and run its top-level code: what it registered,
-        [(name, function, description or None, [flags])], or Redis 7.0's error."""
+        [(name, function, description or None, [flags])], or Redis 7.0's error.  Its code may run
+        `limit_ms` (by default 500 ms, or the script time limit if lower, as Redis 7.0 allows)."""
         try:
             chunk, message = self._load(src, b"@user_function")
         except lua51.LuaMemoryError:
@@ -403,8 +405,8 @@ class Scripting:
             raise CommandError("ERR a script is already running")
         self.running = True
         try:
-            # (Redis 7.0 gives a library's code 500 ms to register its functions)
-            ok, res = self._load_library(chunk, min(self.time_limit_ms, 500) / 1000)
+            limit = min(self.time_limit_ms, 500) if limit_ms is None else limit_ms
+            ok, res = self._load_library(chunk, limit / 1000)
         except lua51.LuaMemoryError:
             self._collect()
             raise CommandError("ERR Error registering functions: not enough memory") from None
