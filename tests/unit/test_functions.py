@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helios_core.atlas.commands.scripting import scripting_of
 from helios_core.atlas.effects import RecordError, apply_effect, decode_line, encode_record, undo_effects
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.snapshot import check_snapshot, load_snapshot, write_snapshot
@@ -130,3 +131,16 @@ def test_a_failed_transaction_takes_its_library_back(a: Atlas) -> None:
             raise RuntimeError("boom")
     assert a.error("FCALL", "f", 1, "k", "v") == "ERR Function not found"
     assert a("GET", "k") is None and a("FUNCTION", "LIST") == []
+
+
+def test_a_runaway_function_is_killed_and_its_writes_undone(a: Atlas) -> None:
+    a("FUNCTION", "LOAD", b"#!lua name=spin\nredis.register_function('spin', function(keys, args)\n"
+                          b"  redis.call('set', 'undone', '1') while true do end end)")
+    scripting_of(a.engine).time_limit_ms = 50
+    assert "Script killed" in a.error("FCALL", "spin", 0) and "script: spin" in a.error("FCALL", "spin", 0)
+    assert a("GET", "undone") is None
+    assert a.error("FUNCTION", "KILL") == "NOTBUSY No scripts in execution right now."
+    # A library whose top-level code does not return in time is refused, as Redis refuses it.
+    assert a.error("FUNCTION", "LOAD", b"#!lua name=loop\nwhile true do end") == (
+        "ERR Error registering functions: ERR FUNCTION LOAD timeout")
+    assert a("FUNCTION", "LIST", "LIBRARYNAME", "loop") == []
