@@ -138,16 +138,20 @@ def _connection_kwargs(target: StoreURL) -> dict[str, Any]:
     return kw
 
 
+def _transport_closed(e: RuntimeError) -> RedisConnectionError:
+    """uvloop's answer to a write on a transport the peer reset ("unable to perform operation on
+    <TCPTransport closed=True>"), as the ConnectionError it means; any other RuntimeError is raised."""
+    if "closed=True" not in str(e):
+        raise e
+    return RedisConnectionError(f"connection lost: {e}")
+
+
 async def _roundtrip(conn: AbstractConnection, commands: list[list[bytes]]) -> list[Any]:
     """Send commands in one write; every reply, an error reply as a ResponseError in its place."""
     try:
         await conn.send_packed_command(conn.pack_commands(commands))
     except RuntimeError as e:
-        # uvloop's answer to a write on a transport the peer reset ("unable to perform operation on
-        # <TCPTransport closed=True>"): the connection is lost, as a ConnectionError would say.
-        if "closed=True" not in str(e):
-            raise
-        raise RedisConnectionError(f"connection lost: {e}") from e
+        raise _transport_closed(e) from e
     replies: list[Any] = []
     for _ in commands:
         try:
@@ -328,6 +332,8 @@ class RemoteStore(_RemoteReads, Store):
                               status=503) from e
         except _LOST as e:
             raise self._unavailable(e) from e
+        except RuntimeError as e:  # reset during the connect's AUTH/HELLO/PING (uvloop)
+            raise self._unavailable(_transport_closed(e)) from e
 
     async def _release(self, conn: AbstractConnection, *, clean: bool) -> None:
         if not clean:  # unknown protocol state (a reply unread, WATCH or MULTI open): start over

@@ -272,6 +272,55 @@ def test_nothing_listening() -> None:
     run(f"atlas://127.0.0.1:{unused_port()}?connect_timeout=2", body)
 
 
+def test_a_connection_reset_while_connecting_is_store_unavailable_on_uvloop() -> None:
+    """A peer that resets each connection at once (a partition's "reset" fault): under uvloop, the
+    connect's handshake can hit "unable to perform operation on <TCPTransport closed=True>", a
+    RuntimeError; it must still be the 503 store_unavailable, never a 500 (found by make chaos)."""
+    import struct
+    import threading
+
+    import uvloop
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    stop = threading.Event()
+
+    def resetter() -> None:
+        lsock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                continue
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # RST, not FIN
+
+    t = threading.Thread(target=resetter, daemon=True)
+    t.start()
+
+    async def main() -> list[str]:
+        store = RemoteStore(f"redis://127.0.0.1:{lsock.getsockname()[1]}/?timeout=2&connect_timeout=2")
+        codes = []
+        try:
+            for _ in range(30):
+                with pytest.raises(HeliosError) as e:
+                    await store.mget(["a"])
+                codes.append(e.value.code)
+                await asyncio.sleep(0.005)
+        finally:
+            await store.close()
+        return codes
+
+    try:
+        codes = uvloop.run(main())
+    finally:
+        stop.set()
+        t.join(5)
+        lsock.close()
+    assert set(codes) == {"store_unavailable"}, codes
+
+
 def _self_signed(dirpath: Path) -> tuple[Path, Path]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
