@@ -455,3 +455,18 @@ def test_function_dump_and_restore_move_libraries_both_ways(sides: tuple[Side, S
             assert side.r2.call([b"FUNCTION", b"RESTORE", empty_r[1], b"FLUSH"]) == ("+", "OK")
             side.r2.call(_load(MYLIB))
             side.r2.call(_load(two))
+
+
+def test_info_counts_functions_and_libraries(sides: tuple[Side, Side]) -> None:
+    def counts(side: Side) -> dict[str, str]:
+        text = side.r2.call([b"INFO", b"memory"])[1].decode()
+        return {k: v for k, _, v in (line.partition(":") for line in text.split("\r\n"))
+                if k in ("number_of_functions", "number_of_libraries")}
+
+    atlas, redis_ = sides
+    assert counts(atlas) == counts(redis_) == {"number_of_functions": "0", "number_of_libraries": "0"}
+    for side in (atlas, redis_):
+        side.r2.call(_load(MYLIB))
+        side.r2.call(_load(RTLIB))
+    assert counts(atlas) == counts(redis_) == {"number_of_functions": str(2 + len({c[0] for c in CALLS})),
+                                               "number_of_libraries": "2"}

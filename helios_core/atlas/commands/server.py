@@ -56,6 +56,15 @@ def _error_text(exc: BaseException) -> str:
     return text if head.isupper() and head.isalpha() else f"ERR {text}"
 
 
+def _function_count(engine: Any) -> int:
+    """Functions registered (commands/functions.py); none to count when no library is stored."""
+    if not engine.ks.functions:
+        return 0
+    from helios_core.atlas.commands.functions import registry_of  # (it imports this module)
+
+    return len(registry_of(engine).functions)
+
+
 def subcommand_error(container: str, sub: bytes, known: str) -> Exception:
     """Redis 7's error for a container command (CLIENT, CONFIG, ...): the wrong arity of a known
     subcommand (`known`: its names, space-separated), else an unknown subcommand."""
@@ -281,6 +290,8 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("total_system_memory", total_mem),
         ("total_system_memory_human", _human(total_mem)),
         ("number_of_cached_scripts", len(getattr(scripts, "scripts", {}) or {}) if scripts is not None else 0),
+        ("number_of_functions", _function_count(engine)),
+        ("number_of_libraries", len(engine.ks.functions)),
         ("maxmemory", ev.maxmemory),
         ("maxmemory_human", _human(ev.maxmemory)),
         ("maxmemory_policy", ev.policy),
