@@ -61,7 +61,11 @@ def parse_metadata(code: bytes) -> tuple[bytes, bytes]:
     line, nl, rest = code.partition(b"\n")
     if not nl:
         raise CommandError("ERR Invalid library metadata")
-    parts = line.split()
+    from helios_core.atlas.resp import split_inline  # (resp imports the command package, which imports this)
+
+    parts = split_inline(line)  # (sdssplitargs, as Redis splits it: name="x" is name=x)
+    if not parts:
+        raise CommandError("ERR Invalid library metadata")
     engine, name = parts[0][2:], None
     for part in parts[1:]:
         if part[:5].lower() == b"name=":

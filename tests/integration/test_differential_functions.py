@@ -470,3 +470,12 @@ def test_info_counts_functions_and_libraries(sides: tuple[Side, Side]) -> None:
         side.r2.call(_load(RTLIB))
     assert counts(atlas) == counts(redis_) == {"number_of_functions": str(2 + len({c[0] for c in CALLS})),
                                                "number_of_libraries": "2"}
+
+
+@pytest.mark.parametrize("shebang", [b'#!lua name="qx"', b'#!lua "name=x', b'#!lua name="a b"', b"#!  ",
+                                     b"#!lua name=qz\t", b"#!LUA name=up", b"#!lua NAME=cased"])
+def test_library_metadata_is_split_as_redis_splits_it(sides: tuple[Side, Side], shebang: bytes) -> None:
+    atlas, redis_ = sides
+    for resp3 in (False, True):
+        compare(atlas, redis_, _load(shebang + b"\n" + _ONE.format("q1").encode(), b"REPLACE"), resp3)
+    compare(atlas, redis_, [b"FUNCTION", b"LIST"], False)
