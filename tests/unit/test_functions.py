@@ -144,3 +144,16 @@ def test_a_runaway_function_is_killed_and_its_writes_undone(a: Atlas) -> None:
     assert a.error("FUNCTION", "LOAD", b"#!lua name=loop\nwhile true do end") == (
         "ERR Error registering functions: ERR FUNCTION LOAD timeout")
     assert a("FUNCTION", "LIST", "LIBRARYNAME", "loop") == []
+
+
+def test_libraries_are_not_keys_to_maxmemory(a: Atlas) -> None:
+    a("CONFIG", "SET", "maxmemory", "100mb")
+    a("SET", "lib", "a key named like the library")
+    used = a.engine.memory.used
+    a("FUNCTION", "LOAD", LIB)
+    with pytest.raises(RuntimeError):
+        with a.engine.batch():
+            a("FUNCTION", "FLUSH")
+            raise RuntimeError("undone")
+    a("FUNCTION", "RESTORE", a("FUNCTION", "DUMP"), "FLUSH")
+    assert a.engine.memory.used == used and a("FCALL", "f", 1, "k", "v") == "OK"
