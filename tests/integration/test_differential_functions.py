@@ -4,7 +4,8 @@ real redis-server, byte for byte, RESP2 and RESP3.
 The same raw-socket client and typed reply trees as test_differential_types.py.
 Redis lists libraries, and a library's functions, in hash-table order: those
 two levels of FUNCTION LIST are compared as multisets; everything else, error
-texts included, must be equal.  Then durability: a kill -9 after an
+texts included, must be equal, FUNCTION DUMP payloads too (and each server
+restores the other's).  Then durability: a kill -9 after an
 acknowledged FUNCTION LOAD (appendfsync always) finds the library after
 restart, from the AOF (an FLOAD record holding the code, never an FCALL) and
 from a snapshot.
