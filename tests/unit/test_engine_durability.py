@@ -401,3 +401,17 @@ def test_always_failed_lazy_fsync_undoes_the_unwaited_records(tmp_path: Path) ->
         await e.aclose()
 
     asyncio.run(main())
+
+
+def test_xgroup_a_container_whose_subcommands_write_waits_for_its_record(tmp_path: Path) -> None:
+    # COMMAND reports no flags for XGROUP (a container, as Redis 7.0), yet XGROUP CREATE writes: its
+    # reply must wait for its own record, as any write's (it was released with the record before).
+    e = Engine.open(tmp_path, AtlasConfig(appendfsync="always"))
+    e.execute([b"XADD", b"s", b"1-1", b"f", b"v"])
+    e.flush_sync()
+    assert e.execute([b"XGROUP", b"CREATE", b"s", b"g", b"0"]) == "OK"
+    assert e.pending_seq() == 2
+    e.flush_sync()
+    e.execute([b"XGROUP", b"CREATECONSUMER", b"s", b"g", b"alice"])
+    assert e.pending_seq() == 3
+    e.close()

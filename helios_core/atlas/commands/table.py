@@ -73,11 +73,14 @@ class Command:
     #   subscribed_ok  may run on a RESP2 connection in subscribed mode
     #   multi_control  runs at once inside MULTI instead of being queued (EXEC, DISCARD, ...)
     #   no_multi       refused inside MULTI (where Redis has no flag saying so, e.g. SUBSCRIBE)
+    #   writes         a container whose subcommands write (XGROUP CREATE): it runs as a write (refused
+    #                  while the AOF fails, its reply waits for its record) though COMMAND reports no
+    #                  flags for it, as Redis 7.0 does for containers
     conn: frozenset[str] = frozenset()
 
     @property
     def is_write(self) -> bool:
-        return "write" in self.flags
+        return "write" in self.flags or "writes" in self.conn
 
 
 @dataclass

@@ -69,7 +69,7 @@ _XGROUP_HELP = [
 ]
 
 
-@command("xgroup", -2, "", keys=(0, 0, 0))
+@command("xgroup", -2, "", keys=(0, 0, 0), conn="writes")
 def xgroup(ctx: Ctx, args: list[bytes]) -> Any:
     argv = [b"xgroup", *args]
     sub = check_subcommand("XGROUP", _XGROUP_ARITY, argv)
