@@ -31,6 +31,7 @@ reads its record first (its queue's backoff needs its attempts), then runs.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -94,7 +95,8 @@ MAX_DELAY_MS = 366 * 86_400_000  # a delay, run_at or retry delay at most a year
 MAX_ERROR_CHARS = 4096  # a nack's error text is cut to this (a traceback must not make the nack fail)
 MAX_NAME_CHARS = 200  # worker names, trace context
 # Job id -> queue remembered per process (a job's queue never changes), so that ack and extend
-# know the keys and the permission scope of a job without reading its record first.
+# know the keys and the permission scope of a job without reading its record first.  An ack
+# forgets its job, so what stays is jobs not finished yet (and, past the cap, one MGET each).
 QUEUE_OF_ENTRIES = 20_000
 # An enqueue refused for jobs.max_queues first looks for empty queues to forget, at most this often.
 FORGET_EVERY_MS = 1000
@@ -171,7 +173,7 @@ class JobQueue:
     def _remember(self, jobs: Sequence[Job]) -> None:
         known = self._queue_of
         for job in jobs:
-            known[job.id] = job.queue
+            known[job.id] = sys.intern(job.queue)  # one string per queue, not one per job
         while len(known) > QUEUE_OF_ENTRIES:
             del known[next(iter(known))]
 
@@ -376,9 +378,12 @@ class JobQueue:
             out.append(problem)
         if calls:
             await self._ensure_current()
+            known = self._queue_of
             for i, outcome in zip(where, await ops.ack(self.store, calls, now_ms, self._retention.done_ms),
                                   strict=True):
-                out[i] = _settled(outcome, "ack")
+                out[i] = settled = _settled(outcome, "ack")
+                if isinstance(settled, Job):  # DONE for good: its queue need not be remembered
+                    known.pop(settled.id, None)
         return [o if o is not None else _not_found("?") for o in out]  # (no None is left)
 
     def _ack_problem(self, item: AckItem) -> HeliosError | None:

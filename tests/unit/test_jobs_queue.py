@@ -276,6 +276,25 @@ def test_lease_hands_out_each_job_once_with_a_token(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_the_id_to_queue_memory_holds_only_unfinished_jobs(tmp_path: Path) -> None:
+    # A long-running gateway must not grow with every job it ever saw (make soak): an ack forgets
+    # its job; a second ack of it still reads the record and is refused as before.
+    async def body(env: Env) -> None:
+        for i in range(50):
+            await env.put(i)
+        jobs = await env.lease(50)
+        for job in jobs[:40]:
+            assert job.lease is not None
+            await env.q.ack(job.id, job.lease.token, None, env.now)
+        assert len(env.q._queue_of) == 10
+        done = jobs[0]
+        assert done.lease is not None
+        with pytest.raises(LeaseLostError, match="it is DONE, not leased"):
+            await env.q.ack(done.id, done.lease.token, None, env.now)
+
+    run(tmp_path, body)
+
+
 def test_lease_order_priority_then_availability_and_queue_order(tmp_path: Path) -> None:
     async def body(env: Env) -> None:
         low = await env.put("low", priority=-5)
