@@ -471,6 +471,8 @@ def main() -> int:
                         "are the defaults: RSS then grows with every job kept)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.md")
     args = p.parse_args()
+    # A SIGTERM (a stopped make, a CI timeout) unwinds like Ctrl-C, so the daemons are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     kinds = {n: Kind(n) for n in ("kv_get", "kv_put", "enqueue", "proxy_get", "atlas_set", "atlas_get")}
     samples: list[Sample] = []

@@ -57,6 +57,12 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("return redis.call('get', 'nokey')", [], []),
     ("return type(redis.call('get', 'nokey'))", [], []),
     ("return redis.call('ping')", [], []),
+    # XREAD/XREADGROUP are flagged "blocking" (as Redis): a script may call them, but not with BLOCK.
+    ("redis.call('XADD', KEYS[1], '1-1', 'f', 'v'); return redis.call('XREAD', 'STREAMS', KEYS[1], '0')",
+     ["xs"], []),
+    ("return redis.call('XREAD', 'COUNT', '1', 'STREAMS', 'nostream', '0')", [], []),
+    ("return redis.call('XREAD', 'BLOCK', '0', 'STREAMS', 'nostream', '0')", [], []),
+    ("return redis.pcall('XREADGROUP', 'GROUP', 'g', 'c', 'BLOCK', '10', 'STREAMS', 'nostream', '>')", [], []),
     ("return redis.call('ping').ok", [], []),
     ("return redis.call('incr', 'n')", [], []),
     ("return redis.call('incrbyfloat', 'n', 1.5)", [], []),

@@ -391,10 +391,6 @@ def test_command_info_matches(pair: Pair) -> None:
     for g, w, name in zip(got[1], want[1], NEW_COMMANDS + ["xgroup", "xinfo"], strict=True):
         g6, w6 = norm(g)[1][:6], norm(w)[1][:6]
         g6[2], w6[2] = sorted(g6[2][1]), sorted(w6[2][1])
-        if name in ("xread", "xreadgroup"):
-            # Known difference: atlasd's scripting refuses every command flagged "blocking", where
-            # Redis lets a script call XREAD (without BLOCK); the flag is left off until it does not.
-            w6[2].remove(("+", "blocking"))
         assert g6 == w6, name
         assert norm(g)[1][6] == norm(w)[1][6], (name, "ACL categories")
         if name in ("xread", "xreadgroup"):  # (atlasd reports key specs only where they find movable keys)

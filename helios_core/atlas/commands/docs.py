@@ -32,8 +32,6 @@ _EXTRA_ACL: dict[str, tuple[str, ...]] = {
     "dbsize": ("@keyspace",), "flushall": ("@keyspace", "@dangerous"), "flushdb": ("@keyspace", "@dangerous"),
     "keys": ("@dangerous",), "restore": ("@dangerous",), "info": ("@dangerous",),
     "lastsave": ("@admin", "@dangerous"), "role": ("@admin", "@dangerous"), "command": ("@connection",),
-    # (XREAD/XREADGROUP lack the "blocking" flag here so that scripts may call them: see streams/read.py)
-    "xread": ("@blocking",), "xreadgroup": ("@blocking",),
 }
 # Container commands: in Redis 7.0 their flags and categories are their subcommands'; the container
 # itself reports no flags and only @slow.

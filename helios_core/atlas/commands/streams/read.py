@@ -221,11 +221,11 @@ def _in_script(ctx: Ctx) -> bool:
     return bool(getattr(scripting, "running", False))
 
 
-@command("xread", -4, "readonly movablekeys", keys=(0, 0, 0))
+@command("xread", -4, "readonly blocking movablekeys", keys=(0, 0, 0))
 def xread(ctx: Ctx, args: list[bytes]) -> Any:
     return _xread(ctx, args, False)
 
 
-@command("xreadgroup", -7, "write movablekeys", keys=(0, 0, 0))
+@command("xreadgroup", -7, "write blocking movablekeys", keys=(0, 0, 0))
 def xreadgroup(ctx: Ctx, args: list[bytes]) -> Any:
     return _xread(ctx, args, True)
