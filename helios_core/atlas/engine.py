@@ -234,7 +234,9 @@ class Engine:
         if evictor.tracks_access:
             evictor.touch_command(cmd.first_key, cmd.last_key, cmd.step, args[1:], ctx.now_ms)
         if self._effects and self._batch_depth == 0:  # (a handler that batches has committed already)
-            if is_write:
+            if is_write or not _only_dels(self._effects):
+                # (a command not flagged as a write that wrote anyway, a table mistake as XGROUP's
+                # was, still makes its reply wait for its record: memory never ahead of disk)
                 self._commit(False)
                 self._reply_seq = writer.seq
             else:  # a read's effects are lazy-expiry DELs: they reveal nothing new
@@ -643,3 +645,11 @@ class _ScriptStep:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.engine._script_exit(self.state, exc, self.keep)
+
+
+def _only_dels(effects: list[tuple]) -> bool:
+    """Whether a read's effects are what a read may make: DELs of keys it found expired."""
+    for eff in effects:
+        if eff[0] != "DEL":
+            return False
+    return True

@@ -415,3 +415,26 @@ def test_xgroup_a_container_whose_subcommands_write_waits_for_its_record(tmp_pat
     e.execute([b"XGROUP", b"CREATECONSUMER", b"s", b"g", b"alice"])
     assert e.pending_seq() == 3
     e.close()
+
+
+def test_a_command_not_flagged_as_a_write_that_writes_still_waits_for_its_record(tmp_path: Path) -> None:
+    # The engine's net under the table: only lazy-expiry DELs may ride a read's reply unawaited.
+    from helios_core.atlas.commands.table import TABLE, Command, Ctx
+
+    def sneaky(ctx: Ctx, args: list[bytes]) -> str:
+        ctx.emit(("SET", args[0], args[1], None))
+        return "OK"
+
+    TABLE.register(Command("test-sneaky-write", 3, frozenset(["readonly"]), sneaky))
+    try:
+        e = Engine.open(tmp_path, AtlasConfig(appendfsync="always"))
+        e.execute([b"SET", b"a", b"1"])
+        e.flush_sync()
+        e.execute([b"test-sneaky-write", b"b", b"2"])
+        assert e.pending_seq() == 2
+        e.flush_sync()
+        e.execute([b"GET", b"b"])
+        assert e.pending_seq() == 0
+        e.close()
+    finally:
+        del TABLE.commands[b"test-sneaky-write"]
