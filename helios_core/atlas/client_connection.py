@@ -49,6 +49,7 @@ from helios_core.observability.logging import get_logger
 
 if TYPE_CHECKING:
     from helios_core.atlas.daemon import AtlasServer
+    from helios_core.atlas.tracking import Tracker
 
 __all__ = ["Connection"]
 
@@ -95,7 +96,7 @@ class Connection(asyncio.Protocol):
         "special", "closing", "queue", "out", "waiting_seq", "deferred", "read_paused",
         "write_paused", "addr", "laddr", "is_unix", "created", "last_active", "last_cmd", "_durable_cb",
         "net_in", "net_out", "sniff", "is_json", "enc", "enc_err", "futures", "auth_failures",
-        "auth_retry_at", "auth_paused", "current", "blocked", "parked_rest", "blocks",
+        "auth_retry_at", "auth_paused", "current", "blocked", "parked_rest", "blocks", "tracking",
     )
 
     def __init__(self, server: AtlasServer, is_unix: bool) -> None:
@@ -144,6 +145,7 @@ class Connection(asyncio.Protocol):
         self.blocked: Waiter | None = None       # set while parked by a blocking command
         self.parked_rest: list[list[bytes]] = []  # commands parsed after the blocking one
         self.blocks = blocking.registry(self.engine)
+        self.tracking: Tracker | None = None  # set while CLIENT TRACKING is on (tracking.py)
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -279,6 +281,9 @@ class Connection(asyncio.Protocol):
                     log.opt(exception=e).error("command failed", cmd=argv[0][:64].decode(errors="replace"))
                     payload = self.enc_err(f"ERR internal error running '{argv[0][:64].decode(errors='replace')}': "
                                            f"{type(e).__name__}: {e}")
+                tracker = self.tracking
+                if tracker is not None and tracker.caching and type(argv) is list:
+                    tracker.command_done(argv[0], self.multi is not None)
                 # The reveal rule (aof_writer.py), the same one the embedded Store keeps: the reply
                 # waits for the newest not-yet-durable record it observed (a write its own record).
                 seq = pending_seq()
@@ -632,6 +637,7 @@ class Connection(asyncio.Protocol):
         server.unwatch(self)
         server.unsubscribe(self, [], pattern=False)
         server.unsubscribe(self, [], pattern=True)
+        self.engine.tracking.disable(self)
         self.name = b""
         self.resp3 = False
         self.set_authed(self.is_unix or not server.requirepass)

@@ -399,6 +399,7 @@ class AtlasServer:
         if self.clients.get(conn.id) is conn:
             del self.clients[conn.id]
         self.unwatch(conn)
+        self.engine.tracking.disable(conn)
         if conn.channels:
             self.unsubscribe(conn, [], pattern=False)
         if conn.patterns:
@@ -493,8 +494,8 @@ class AtlasServer:
             self.watched.setdefault(key, set()).add(conn)
             if key not in self.watched_exists:
                 self.watched_exists[key] = key in ks.data
-        if self.watched:
-            self.engine.commit_hook = self._touch
+        if self.watched and self._touch not in self.engine.commit_hooks:
+            self.engine.commit_hooks.append(self._touch)
 
     def watch_expired(self, conn: Connection) -> bool:
         """Did a watched key's TTL run out since WATCH (even if nothing deleted it yet)?"""
@@ -511,8 +512,8 @@ class AtlasServer:
                     self.watched_exists.pop(key, None)
         conn.watching = {}
         conn.watch_dirty = False
-        if not self.watched:
-            self.engine.commit_hook = None
+        if not self.watched and self._touch in self.engine.commit_hooks:
+            self.engine.commit_hooks.remove(self._touch)
 
     def _touch(self, effects: list[tuple]) -> None:
         exists: dict[bytes, bool] = {}  # watched keys this record changed: there after each effect?

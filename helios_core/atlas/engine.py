@@ -41,6 +41,7 @@ from helios_core.atlas.recovery import RecoveryReport, recover
 from helios_core.atlas.slowlog import SlowLog
 from helios_core.atlas.snapshot import SnapshotInfo
 from helios_core.atlas.snapshotter import SnapshotStats, Snapshotter
+from helios_core.atlas.tracking import Tracking
 from helios_core.clock import wall_ms
 from helios_core.config import AtlasConfig
 from helios_core.errors import CommandError
@@ -96,9 +97,10 @@ class Engine:
         self._undo: list = []          # undo log of the command (or batch) running now
         self._batch_depth = 0
         self._listeners: list[tuple[bytes, Callable[[bytes | None], None]]] = []
-        # Called synchronously with each committed record's effects (atlasd's WATCH
-        # needs to see a change before the next command runs; `subscribe` is deferred).
-        self.commit_hook: Callable[[list[tuple]], None] | None = None
+        # Called synchronously with each committed record's effects (atlasd's WATCH and client
+        # tracking need to see a change before the next command runs; `subscribe` is deferred).
+        # Installed only while someone watches or tracks, so plain traffic pays nothing.
+        self.commit_hooks: list[Callable[[list[tuple]], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._io: ThreadPoolExecutor | None = None
         self._timers: list[asyncio.TimerHandle] = []
@@ -109,6 +111,7 @@ class Engine:
         # or memory accounting are on (`observers_changed`), so by default effects pay nothing.
         self.slowlog = SlowLog()
         self.notifier = Notifier()
+        self.tracking = Tracking(self)  # CLIENT TRACKING's table (tracking.py)
         self.memory = Memory()
         self.evictor = Evictor()
         self._on_effect: Callable[[tuple], None] | None = None
@@ -215,11 +218,15 @@ class Engine:
         except BaseException:
             self._rollback(mark, undo_mark)
             del pending[nmark:]
+            if self.tracking.readers and "readonly" in cmd.flags:  # (Redis tracks a failed read too)
+                self.tracking.read(ctx.conn, cmd, args)
             self._reply_seq = self._seen_seq(cmd)  # an error may reveal state too (WRONGTYPE)
             if notifier.outbox and self._batch_depth == 0:  # (a failed script keeps its writes)
                 self._release_notifications()
             raise
         took_us = (_clock_ns() - t0) // 1000
+        if self.tracking.readers and "readonly" in cmd.flags:
+            self.tracking.read(ctx.conn, cmd, args)
         stats = self.stats.commands
         name = cmd.name
         stats[name] = stats.get(name, 0) + 1
@@ -415,8 +422,8 @@ class Engine:
                 self._mark_pending(effects, seq)
         if self._listeners:
             self._notify(effects)
-        if self.commit_hook is not None:
-            self.commit_hook(effects)
+        for hook in self.commit_hooks:
+            hook(effects)
 
     def _mark_pending(self, effects: list[tuple], seq: int) -> None:
         pending = self._pending_keys

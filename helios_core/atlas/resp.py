@@ -30,7 +30,7 @@ from helios_core.atlas.commands.table import Simple
 from helios_core.atlas.commands.zsets import Pairs
 
 __all__ = [
-    "RespParser", "Push", "Replies", "NULL_ARRAY", "encode", "encode_error", "split_inline",
+    "RespParser", "Push", "Replies", "OrderedSet", "NULL_ARRAY", "encode", "encode_error", "split_inline",
     "MAX_MULTIBULK", "MAX_INLINE", "MAX_QUERY_BUFFER", "QUERY_BUFFER_EXCEEDED",
 ]
 
@@ -356,6 +356,10 @@ class Push(list):
     """An out-of-band message (pub/sub): a RESP3 push, a plain array in RESP2."""
 
 
+class OrderedSet(list):
+    """A set reply (`~` in RESP3) whose members go out in this order (CLIENT TRACKINGINFO's flags)."""
+
+
 class Replies(list):
     """Several replies to one command (SUBSCRIBE a b: one confirmation per channel)."""
 
@@ -447,7 +451,7 @@ def _encode_into(r: Any, resp3: bool, out: list[bytes]) -> None:
         out.append(_NIL3 if resp3 else b"*-1\r\n")
     elif isinstance(r, BaseException):
         out.append(encode_error(r))
-    elif isinstance(r, set | frozenset):
+    elif isinstance(r, set | frozenset | OrderedSet):
         out.append(b"%c%d\r\n" % (126 if resp3 else 42, len(r)))
         for item in r:
             _encode_into(item, resp3, out)

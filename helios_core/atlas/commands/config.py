@@ -53,6 +53,7 @@ def _get_params(ctx: Ctx) -> dict[str, Callable[[], bytes]]:
         "maxmemory": lambda: b"%d" % engine.evictor.maxmemory,
         "maxmemory-policy": lambda: engine.evictor.policy.encode(),
         "maxmemory-samples": lambda: b"%d" % engine.evictor.samples,
+        "tracking-table-max-keys": lambda: b"%d" % engine.tracking.max_keys,
         "notify-keyspace-events": lambda: flags_to_string(engine.notifier.flags).encode(),
         "slowlog-log-slower-than": lambda: b"%d" % engine.slowlog.slower_than_us,
         "slowlog-max-len": lambda: b"%d" % engine.slowlog.max_len,
@@ -225,6 +226,10 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
                 start_idle_reaper(server)
         return apply
 
+    def tracking_max_keys(v: bytes) -> Callable[[], None]:
+        n = _int_in(v, 0, _LONG_MAX)
+        return lambda: setattr(engine.tracking, "max_keys", n)
+
     def latency_threshold(v: bytes) -> Callable[[], None]:
         _int_in(v, 0, _LONG_MAX)
         return lambda: None  # latency monitoring is not implemented: LATENCY answers empty
@@ -242,6 +247,7 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
         "slowlog-max-len": slow_len,
         "timeout": timeout,
         "latency-monitor-threshold": latency_threshold,
+        "tracking-table-max-keys": tracking_max_keys,
     }
     for name in _ENCODING:
         setters[name] = encoding(name)

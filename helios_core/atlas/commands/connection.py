@@ -29,12 +29,13 @@ from helios_core.atlas.commands.table import (
     parse_int,
 )
 from helios_core.atlas.glob import compile_glob
-from helios_core.atlas.resp import Replies
+from helios_core.atlas.resp import OrderedSet, Replies
+from helios_core.atlas.tracking import check_prefixes
 
 if TYPE_CHECKING:
     from helios_core.atlas.client_connection import Connection
 
-__all__ = ["PONG", "QUEUED", "check_password", "valid_client_name", "client_line", "TRACKING_ON"]
+__all__ = ["PONG", "QUEUED", "check_password", "valid_client_name", "client_line"]
 
 PONG = Simple("PONG")
 QUEUED = Simple("QUEUED")
@@ -192,8 +193,6 @@ _CLIENT_HELP = [
     "NO-EVICT (ON|OFF)", "    Protect current client connection from eviction.",
     "HELP", "    Prints this help.",
 ]
-TRACKING_ON = ("ERR CLIENT TRACKING ON is not supported by atlasd: it has no server-assisted client-side caching "
-               "(no invalidation messages); keep client-side caching off")
 # Commands with subcommands: CLIENT LIST shows them as `name|sub`, as Redis 7 does.
 _CONTAINERS = frozenset({b"client", b"config", b"command", b"memory", b"slowlog", b"latency", b"pubsub", b"script",
                          b"function", b"object", b"acl", b"cluster", b"module", b"xinfo"})
@@ -246,19 +245,16 @@ def client(ctx: Ctx, args: list[bytes]) -> Any:
         target = server.clients.get(cid)
         return int(target is not None and target.unblock(mode == b"ERROR"))
     if sub == b"TRACKING" and rest:
-        mode = rest[0].upper()
-        if mode == b"OFF":
-            return OK
-        if mode == b"ON":
-            raise err(TRACKING_ON)
-        raise err(SYNTAX)
+        return _client_tracking(ctx, conn, rest)
     if sub == b"TRACKINGINFO" and not rest:
-        return {b"flags": [b"off"], b"redirect": -1, b"prefixes": []}
+        t = conn.tracking
+        if t is None:
+            return {b"flags": OrderedSet([b"off"]), b"redirect": -1, b"prefixes": []}
+        return {b"flags": OrderedSet(t.flags()), b"redirect": t.redirect, b"prefixes": sorted(t.prefixes)}
     if sub == b"GETREDIR" and not rest:
-        return -1
+        return conn.tracking.redirect if conn.tracking is not None else -1
     if sub == b"CACHING" and len(rest) == 1:
-        raise err("ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or "
-                  "OPTOUT mode enabled")
+        return _client_caching(conn, rest[0].lower())
     if sub in (b"NO-EVICT", b"NO-TOUCH") and len(rest) == 1:
         if rest[0].upper() not in (b"ON", b"OFF"):
             raise err(SYNTAX)
@@ -267,11 +263,90 @@ def client(ctx: Ctx, args: list[bytes]) -> Any:
                                               "setname setinfo unblock tracking trackinginfo no-evict no-touch help")
 
 
+def _client_tracking(ctx: Ctx, conn: Connection, rest: list[bytes]) -> Any:
+    """CLIENT TRACKING ON|OFF [REDIRECT id] [BCAST] [PREFIX p ...] [OPTIN] [OPTOUT] [NOLOOP]: the
+    checks of Redis 7.0's clientCommand in its order (and its words); the table is tracking.py's."""
+    redirect = 0
+    bcast = optin = optout = noloop = False
+    prefixes: list[bytes] = []
+    j, n = 1, len(rest)
+    while j < n:
+        opt = rest[j].lower()
+        more = j + 1 < n
+        if opt == b"redirect" and more:
+            j += 1
+            if redirect:
+                raise err("ERR A client can only redirect to a single other client")
+            redirect = parse_int(rest[j])
+            if redirect not in conn.server.clients:
+                raise err("ERR The client ID you want redirect to does not exist")
+        elif opt == b"bcast":
+            bcast = True
+        elif opt == b"optin":
+            optin = True
+        elif opt == b"optout":
+            optout = True
+        elif opt == b"noloop":
+            noloop = True
+        elif opt == b"prefix" and more:
+            j += 1
+            prefixes.append(rest[j])
+        else:
+            raise err(SYNTAX)
+        j += 1
+    mode = rest[0].lower()
+    tracking = ctx.engine.tracking
+    t = conn.tracking
+    if mode == b"on":
+        if prefixes and not bcast:
+            raise err("ERR PREFIX option requires BCAST mode to be enabled")
+        if t is not None and t.bcast != bcast:
+            raise err("ERR You can't switch BCAST mode on/off before disabling tracking for this client, "
+                      "and then re-enabling it with a different mode.")
+        if bcast and (optin or optout):
+            raise err("ERR OPTIN and OPTOUT are not compatible with BCAST")
+        if optin and optout:
+            raise err("ERR You can't specify both OPTIN mode and OPTOUT mode")
+        if t is not None and ((optin and t.optout) or (optout and t.optin)):
+            raise err("ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, "
+                      "and then re-enabling it with a different mode.")
+        if bcast:
+            collision = check_prefixes(t.prefixes if t is not None else [], prefixes)
+            if collision is not None:
+                raise err(collision)
+        tracking.enable(conn, redirect, bcast, optin, optout, noloop, prefixes)
+    elif mode == b"off":
+        tracking.disable(conn)
+    else:
+        raise err(SYNTAX)
+    return OK
+
+
+def _client_caching(conn: Connection, opt: bytes) -> Any:
+    t = conn.tracking
+    if t is None:
+        raise err("ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or "
+                  "OPTOUT mode enabled")
+    if opt == b"yes":
+        if not t.optin:
+            raise err("ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.")
+    elif opt == b"no":
+        if not t.optout:
+            raise err("ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.")
+    else:
+        raise err(SYNTAX)
+    t.caching = True
+    return OK
+
+
 def client_line(c: Connection, caller: Connection) -> str:
     """One CLIENT LIST / CLIENT INFO line with Redis 7.0's fields (then 7.2's lib-name and lib-ver)."""
     now = time.monotonic()
+    t = c.tracking
     flags = ("P" if c.subscribed else "") + ("x" if c.multi is not None else "") + \
-            ("b" if c.blocked is not None else "") + ("U" if c.is_unix else "")
+            ("b" if c.blocked is not None else "") + \
+            (("t" + ("R" if t.broken else "") + ("B" if t.bcast else "")) if t is not None else "") + \
+            ("U" if c.is_unix else "")
     current = c.current if c is caller else None
     if current:
         name = current[0].lower()
@@ -293,7 +368,8 @@ def client_line(c: Connection, caller: Connection) -> str:
             f"flags={flags or 'N'} db=0 sub={len(c.channels)} psub={len(c.patterns)} ssub=0 "
             f"multi={len(c.multi) if c.multi is not None else -1} qbuf={qbuf} qbuf-free=0 argv-mem=0 "
             f"multi-mem=0 rbs=0 rbp=0 obl=0 oll={len(c.queue)} omem={omem} tot-mem={omem + qbuf} "
-            f"events={events} cmd={cmd} user=default redir=-1 resp={3 if c.resp3 else 2} "
+            f"events={events} cmd={cmd} user=default redir={t.redirect if t is not None else -1} "
+            f"resp={3 if c.resp3 else 2} "
             f"lib-name={c.lib_name.decode(errors='replace')} lib-ver={c.lib_ver.decode(errors='replace')}")
 
 

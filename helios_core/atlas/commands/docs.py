@@ -15,8 +15,9 @@ from typing import Any
 from helios_core.atlas.commands.server import subcommand_error
 from helios_core.atlas.commands.table import SYNTAX, TABLE, Command, Ctx, Simple, command, err
 from helios_core.atlas.glob import compile_glob
+from helios_core.errors import CommandError
 
-__all__ = ["DOCS", "command_info", "acl_categories"]
+__all__ = ["DOCS", "command_info", "acl_categories", "command_keys"]
 
 
 # -- COMMAND ---------------------------------------------------------------------------
@@ -237,6 +238,18 @@ _KEYWORD_KEYS: dict[str, _KeywordSpec] = {
     "xread": _KeywordSpec(b"STREAMS", 1, -1, 1, 2, ("RO", "access"), _xread_getkeys),
     "xreadgroup": _KeywordSpec(b"STREAMS", 4, -1, 1, 2, ("RO", "access"), _xread_getkeys),
 }
+
+
+def command_keys(c: Command, argv: list[bytes]) -> list[bytes]:
+    """The key arguments of a command line `c` accepted (client tracking's reads); [] where
+    COMMAND GETKEYS would answer an error."""
+    if c.first_key > 0 and "movablekeys" not in c.flags:
+        last = c.last_key if c.last_key >= 0 else len(argv) + c.last_key
+        return argv[c.first_key:last + 1:c.step]
+    try:
+        return _getkeys(argv)
+    except CommandError:
+        return []
 
 
 def _getkeys(argv: list[bytes]) -> list[bytes]:

@@ -265,7 +265,7 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("client_recent_max_input_buffer", 0),
         ("client_recent_max_output_buffer", 0),
         ("blocked_clients", blocked_count(engine)),
-        ("tracking_clients", 0),
+        ("tracking_clients", len(engine.tracking.trackers)),
         ("clients_in_timeout_table", 0),
         ("pubsub_clients", sum(1 for c in clients.values() if c.subscribed)),
         ("watching_clients", len({c for conns in getattr(server, "watched", {}).values() for c in conns})),
@@ -352,7 +352,7 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("pubsub_patterns", len(getattr(server, "patterns", {}))),
         ("latest_fork_usec", 0),
         ("total_forks", 0),
-        ("tracking_total_keys", 0),
+        *engine.tracking.info().items(),
         ("total_error_replies", 0),
         ("total_aof_bytes", stats.aof_bytes_total),
     ])
