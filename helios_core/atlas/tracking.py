@@ -129,6 +129,7 @@ class Tracking:
         if t is None:
             t = conn.tracking = Tracker(conn)
             self.trackers[t] = None
+            self.readers += not bcast  # (a client cannot switch BCAST while tracking: CLIENT TRACKING checks)
         t.redirect = redirect
         t.broken = False
         t.bcast, t.optin, t.optout, t.noloop = bcast, optin, optout, noloop
@@ -163,11 +164,12 @@ class Tracking:
                 p.trackers.pop(t, None)
                 if not p.trackers:
                     del self.prefixes[prefix]
-        self.trackers.pop(t, None)
+        del self.trackers[t]
+        self.readers -= not t.bcast
         self._changed_clients()
 
     def _changed_clients(self) -> None:
-        self.readers = sum(1 for t in self.trackers if not t.bcast)
+        """The commit hook is installed while anyone tracks (a flush concerns every tracker)."""
         hooks = self.engine.commit_hooks
         if self.trackers and self.committed not in hooks:
             hooks.append(self.committed)

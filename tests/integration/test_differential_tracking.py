@@ -15,15 +15,20 @@ lazily), and redis-py's own client-side cache running against atlasd.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from redis.cache import CacheConfig
 from redis.connection import CacheProxyConnection
 
+from helios_core.atlas.daemon import AtlasServer
+from helios_core.atlas.fsops import FaultyFs
+from tests.integration.test_atlasd_inprocess import Raw, run, wire
 from tests.integration.test_atlasd_support import Daemon, running_daemon
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
@@ -160,6 +165,9 @@ def test_default_mode_resp3_invalidates_once(atlasd: Daemon, redis_server: Redis
         t += [b.call("SET", "k2", "x"), a.drain()]
         t += [a.call("GET", "k"), a.call("SET", "k", "mine"), a.drain()]  # its own write: reply, then push
         t += [b.call("SET", "other", "1"), a.drain()]
+        # A script's reads count for the client that ran it (EVAL_RO's own keys do not: its commands do).
+        t += [a.call("EVAL", "return redis.call('get', KEYS[1])", "1", "s1"),
+              a.call("EVAL_RO", "return 1", "1", "s2"), b.call("MSET", "s1", "1", "s2", "2"), a.drain()]
         t += [a.call("CLIENT", "TRACKINGINFO"), a.call("CLIENT", "GETREDIR")]
         t += [field(a.call("CLIENT", "INFO"), b"flags"), field(a.call("CLIENT", "INFO"), b"redir")]
         return t
@@ -348,3 +356,27 @@ def test_redis_py_client_side_cache_is_invalidated(atlasd: Daemon, monkeypatch: 
     finally:
         cached.close()
         other.close()
+
+
+def test_invalidation_waits_for_the_write_to_be_durable(tmp_path: Path) -> None:
+    """While the write's fsync is held, neither its reply nor its invalidation goes out."""
+    fs = FaultyFs()
+
+    async def body(server: AtlasServer, connect: Callable[[], Awaitable[Raw]]) -> None:
+        c, a, b = await connect(), await connect(), await connect()
+        cid = await c.call("CLIENT", "ID")
+        assert await c.call("SUBSCRIBE", "__redis__:invalidate") == [b"subscribe", b"__redis__:invalidate", 1]
+        assert await a.call("CLIENT", "TRACKING", "ON", "REDIRECT", str(cid)) == "OK"
+        assert await a.call("GET", "k") is None
+        gate = fs.block("fsync")
+        await b.send(wire("SET", "k", "v"))
+        try:
+            message = asyncio.ensure_future(c.reply())
+            done, _ = await asyncio.wait([message], timeout=0.3)
+            assert not done, "an invalidation went out before its write was durable"
+        finally:
+            gate.set()
+        assert await asyncio.wait_for(message, 5) == [b"message", b"__redis__:invalidate", [b"k"]]
+        assert await b.reply() == "OK"
+
+    run(tmp_path, body, fs=fs)
