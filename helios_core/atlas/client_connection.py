@@ -301,6 +301,8 @@ class Connection(asyncio.Protocol):
                     queue.append((0, payload))
                 else:
                     out.append(payload)
+                if tracker is not None and tracker.own:  # (its own write's invalidations: after the reply)
+                    engine.tracking.send_own(tracker)
                 if self.closing:
                     break
         finally:

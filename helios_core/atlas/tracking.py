@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Tracker", "Tracking", "DEFAULT_MAX_KEYS"]
 
+Invalidation = tuple["Tracker", "list[bytes] | None"]
+
 DEFAULT_MAX_KEYS = 1_000_000
 CHANNEL = b"__redis__:invalidate"
 _PUSH_HEAD = b">2\r\n$10\r\ninvalidate\r\n"
@@ -58,7 +60,8 @@ _EVICT_EFFORT = 1000  # most keys invalidated per read when over the cap (after 
 class Tracker:
     """One client's tracking state (Connection.tracking while CLIENT TRACKING is on)."""
 
-    __slots__ = ("conn", "redirect", "bcast", "optin", "optout", "noloop", "caching", "broken", "prefixes", "keys")
+    __slots__ = ("conn", "redirect", "bcast", "optin", "optout", "noloop", "caching", "broken", "prefixes", "keys",
+                 "own")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -68,6 +71,7 @@ class Tracker:
         self.broken = False   # the redirect target went away
         self.prefixes: list[bytes] = []
         self.keys: set[bytes] = set()  # default mode: the keys in the table for this client
+        self.own: list[Invalidation] = []  # of its own write, sent right after that write's reply
 
     def flags(self) -> list[bytes]:
         """CLIENT TRACKINGINFO's flags, in Redis's order."""
@@ -103,7 +107,6 @@ class _Prefix:
         self.changed: dict[bytes, Any] = {}      # key changed this pass -> the connection that changed it
 
 
-Invalidation = tuple[Tracker, "list[bytes] | None"]
 
 
 class Tracking:
@@ -222,8 +225,19 @@ class Tracking:
         writer = engine.ctx.conn
         out: list[Invalidation] = []
         self._walk(effects, writer, out)
-        if out:
-            engine.add_waiter(engine.seq, lambda error: self._send(out))
+        if not out:
+            return
+        if writer is not None and writer.current is not None and writer.tracking is not None:
+            # The writer's own invalidations (Redis 7.0's tracking_pending_keys): queued right behind
+            # the reply of the command running now (Connection._run), which waits for this record;
+            # a waiter would put them behind the replies of the commands pipelined after it.
+            own = [item for item in out if item[0].conn is writer and not item[0].redirect]
+            if own:
+                writer.tracking.own += own
+                out = [item for item in out if item[0].conn is not writer or item[0].redirect]
+                if not out:
+                    return
+        engine.add_waiter(engine.seq, lambda error: self._send(out))
 
     def _walk(self, effects: list[tuple], writer: Any, out: list[Invalidation]) -> None:
         for eff in effects:
@@ -284,6 +298,11 @@ class Tracking:
             self.engine.add_waiter(self._bcast_seq, lambda error: self._send(out))
 
     # -- sending -----------------------------------------------------------------------------
+
+    def send_own(self, t: Tracker) -> None:
+        """Connection._run placed the reply of `t`'s command: its own invalidations follow it."""
+        out, t.own = t.own, []
+        self._send(out)
 
     def _send(self, out: list[Invalidation]) -> None:
         for t, keys in out:

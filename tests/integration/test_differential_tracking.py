@@ -54,8 +54,15 @@ class Wire:
         self.sock.close()
 
     def send(self, *args: bytes | str) -> None:
-        parts = [a.encode() if isinstance(a, str) else a for a in args]
-        self.sock.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in parts))
+        self.pipeline([args])
+
+    def pipeline(self, commands: list[tuple[bytes | str, ...]]) -> None:
+        """Send commands in one write (the server reads them as one batch)."""
+        out = b""
+        for args in commands:
+            parts = [a.encode() if isinstance(a, str) else a for a in args]
+            out += b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in parts)
+        self.sock.sendall(out)
 
     def call(self, *args: bytes | str) -> bytes:
         self.send(*args)
@@ -165,6 +172,10 @@ def test_default_mode_resp3_invalidates_once(atlasd: Daemon, redis_server: Redis
         t += [b.call("SET", "k2", "x"), a.drain()]
         t += [a.call("GET", "k"), a.call("SET", "k", "mine"), a.drain()]  # its own write: reply, then push
         t += [b.call("SET", "other", "1"), a.drain()]
+        # Pipelined: its own invalidation comes right after the write's reply, before the next reply.
+        a.call("GET", "k")
+        a.pipeline([("SET", "k", "again"), ("GET", "other")])
+        t += [[a.frame() for _ in range(3)], a.drain()]
         # A script's reads count for the client that ran it (EVAL_RO's own keys do not: its commands do).
         t += [a.call("EVAL", "return redis.call('get', KEYS[1])", "1", "s1"),
               a.call("EVAL_RO", "return 1", "1", "s2"), b.call("MSET", "s1", "1", "s2", "2"), a.drain()]
