@@ -107,8 +107,6 @@ class _Prefix:
         self.changed: dict[bytes, Any] = {}      # key changed this pass -> the connection that changed it
 
 
-
-
 class Tracking:
     """The tracking table of one engine, and the invalidations it sends."""
 
