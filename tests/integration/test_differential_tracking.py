@@ -10,7 +10,9 @@ the servers and are written as `<id>` in the transcripts.
 
 What is not differential: the tracking-table-max-keys cap (Redis invalidates
 random keys, atlasd the oldest), the memory freed at disconnect (Redis forgets
-lazily), and redis-py's own client-side cache running against atlasd.
+lazily), redis-py's own client-side cache running against atlasd, and two
+in-process cases (an invalidation held while its write's fsync is; active
+expiry under the engine's own clock).
 """
 
 from __future__ import annotations
@@ -391,3 +393,21 @@ def test_invalidation_waits_for_the_write_to_be_durable(tmp_path: Path) -> None:
         assert await b.reply() == "OK"
 
     run(tmp_path, body, fs=fs)
+
+
+def test_active_expiry_of_a_tracked_key_invalidates_it(tmp_path: Path) -> None:
+    """Nobody reads the key again: the active expiry cycle deletes it, and the tracker hears of it."""
+    now = [1_700_000_000_000]
+
+    async def body(server: AtlasServer, connect: Callable[[], Awaitable[Raw]]) -> None:
+        c, a = await connect(), await connect()
+        cid = await c.call("CLIENT", "ID")
+        assert await c.call("SUBSCRIBE", "__redis__:invalidate") == [b"subscribe", b"__redis__:invalidate", 1]
+        assert await a.call("CLIENT", "TRACKING", "ON", "REDIRECT", str(cid)) == "OK"
+        assert await a.call("SET", "k", "v", "PX", "100") == "OK"
+        assert await a.call("GET", "k") == b"v"
+        now[0] += 150  # (time is the engine's clock here: no sleeping for the TTL)
+        assert await asyncio.wait_for(c.reply(), 10) == [b"message", b"__redis__:invalidate", [b"k"]]
+        assert server.engine.stats.expired_keys == 1
+
+    run(tmp_path, body, clock=lambda: now[0], fs=FaultyFs())
