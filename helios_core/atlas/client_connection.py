@@ -731,21 +731,6 @@ class Connection(asyncio.Protocol):
             self._write(payload)
             self.transport.close()
 
-    def describe(self) -> str:
-        """One CLIENT LIST line."""
-        now = time.monotonic()
-        flags = ("P" if self.subscribed else "") + ("x" if self.multi is not None else "") + \
-                ("b" if self.blocked is not None else "") + ("U" if self.is_unix else "")
-        return (f"id={self.id} addr={self.addr} laddr={self.laddr} fd={_fd(self.transport)} "
-                f"name={self.name.decode(errors='replace')} age={int(now - self.created)} "
-                f"idle={int(now - self.last_active)} flags={flags or 'N'} db=0 sub={len(self.channels)} "
-                f"psub={len(self.patterns)} ssub=0 multi={len(self.multi) if self.multi is not None else -1} "
-                f"qbuf={self.parser.buffered()} obl=0 oll={len(self.queue)} "
-                f"omem={self.transport.get_write_buffer_size() if self.transport else 0} "
-                f"cmd={self.last_cmd.decode(errors='replace').lower()} user=default "
-                f"lib-name={self.lib_name.decode(errors='replace')} "
-                f"lib-ver={self.lib_ver.decode(errors='replace')} resp={3 if self.resp3 else 2}")
-
 
 def _render_future(fut: asyncio.Future, render: Callable[[Any], Any], resp3: bool,
                    enc: Callable[[Any, bool], bytes], enc_err: Callable[[BaseException | str], bytes]) -> bytes | None:

@@ -224,17 +224,6 @@ class Stream:
         read = self.estimate_read(g.last_id)
         return None if read == INVALID_READ else self.entries_added - read
 
-    def advance_group(self, g: Group, sid: StreamID) -> tuple[StreamID, int]:
-        """The group's (last id, entries read) after delivering `sid` (XREADGROUP's update rule)."""
-        last, read = g.last_id, g.entries_read
-        if sid > last:
-            if read != INVALID_READ and not self.has_tombstones(sid):
-                read += 1
-            elif self.entries_added:
-                read = self.estimate_read(sid)
-            last = sid
-        return last, read
-
 
 # -- applying the stream effects ---------------------------------------------------------------
 # Each takes the stream (None when the key holds no stream) and the effect, and returns
