@@ -353,16 +353,20 @@ class Scripting:
         if sha in self.scripts:
             return sha
         src, no_writes = _shebang(body)
-        try:
-            fn, message = self._load(src, b"@user_script")
-        except lua51.LuaMemoryError:
-            raise CommandError("ERR Error compiling script (new function): not enough memory") from None
-        if not fn:
-            raise CommandError(f"ERR Error compiling script (new function): {_text(message)}")
-        self.scripts[sha] = fn
+        self.scripts[sha] = self._compile(src, b"@user_script", "script (new function)")
         if no_writes:
             self.readonly_scripts.add(sha)
         return sha
+
+    def _compile(self, src: bytes, chunk_name: bytes, what: str) -> Any:
+        """The compiled chunk of `src`, or Redis's "Error compiling <what>" error."""
+        try:
+            fn, message = self._load(src, chunk_name)
+        except lua51.LuaMemoryError:
+            raise CommandError(f"ERR Error compiling {what}: not enough memory") from None
+        if not fn:
+            raise CommandError(f"ERR Error compiling {what}: {_text(message)}")
+        return fn
 
     def exists(self, sha: bytes) -> bool:
         return sha.decode(errors="replace").lower() in self.scripts
@@ -395,12 +399,7 @@ class Scripting:
         """Compile a library's Lua source and run its top-level code: what it registered,
         [(name, function, description or None, [flags])], or Redis 7.0's error.  Its code may run
         `limit_ms` (by default 500 ms, or the script time limit if lower, as Redis 7.0 allows)."""
-        try:
-            chunk, message = self._load(src, b"@user_function")
-        except lua51.LuaMemoryError:
-            raise CommandError("ERR Error compiling function: not enough memory") from None
-        if not chunk:
-            raise CommandError(f"ERR Error compiling function: {_text(message)}")
+        chunk = self._compile(src, b"@user_function", "function")
         if self.running:
             raise CommandError("ERR a script is already running")
         self.running = True

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_types import Raw, Side, norm
+from tests.integration.test_differential_types import Raw, Side, close_pair, make_pair, norm
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
@@ -156,18 +156,14 @@ def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def sides(atlasd: Daemon, redis_server: RedisServer) -> Iterator[tuple[Side, Side]]:  # noqa: F811
-    pw = atlasd.password
-    a = Side(Raw(atlasd.port, pw, False), Raw(atlasd.port, pw, True))
-    r = Side(Raw(redis_server.port, None, False), Raw(redis_server.port, None, True))
-    for side in (a, r):
+    p = make_pair(atlasd, redis_server)
+    for side in (p.atlas, p.redis):
         side.r2.call([b"FLUSHALL"])
         side.r2.call([b"SCRIPT", b"FLUSH"])
     try:
-        yield a, r
+        yield p.atlas, p.redis
     finally:
-        for side in (a, r):
-            side.r2.close()
-            side.r3.close()
+        close_pair(p)
 
 
 def keyspace(conn: Raw) -> list:

@@ -129,15 +129,14 @@ class _Flags(frozenset):
 
 
 def _store(ctx: Ctx, effects: list[tuple]) -> None:
-    """Log and apply library effects as a write of their own (FUNCTION is no `write` command in
-    Redis's table, so the engine would not make its reply wait): one record, durable before the
-    reply, refused while the AOF cannot be written."""
+    """Apply library effects, refused while the AOF cannot be written.  FUNCTION is no `write`
+    command in Redis's table (LIST and DUMP are reads), but the engine commits and awaits any
+    command's effects beyond lazy-expiry DELs as a write's: one record, durable before the reply."""
     engine = ctx.engine
     if engine.aof_error is not None:
         raise err(engine.writer.misconf())
-    with engine.batch():
-        for eff in effects:
-            ctx.emit(eff)
+    for eff in effects:
+        ctx.emit(eff)
 
 
 def _load(ctx: Ctx, args: list[bytes]) -> bytes:
