@@ -157,3 +157,19 @@ def test_libraries_are_not_keys_to_maxmemory(a: Atlas) -> None:
             raise RuntimeError("undone")
     a("FUNCTION", "RESTORE", a("FUNCTION", "DUMP"), "FLUSH")
     assert a.engine.memory.used == used and a("FCALL", "f", 1, "k", "v") == "OK"
+
+
+def test_a_library_is_capped_like_a_value(tmp_path: Path) -> None:
+    # What one caller can make the server store: a library (and a RESTORE payload) is held to
+    # atlas.max_value_bytes as a value is; nothing is stored or logged when it is refused.
+    from helios_core.config import AtlasConfig
+
+    atlas = Atlas(tmp_path / "data", AtlasConfig(max_value_bytes=len(LIB) + 10))
+    try:
+        assert atlas("FUNCTION", "LOAD", LIB) == b"lib"
+        big = LIB.replace(b"name=lib", b"name=big") + b"\n--" + b"x" * 20
+        assert "atlas.max_value_bytes" in atlas.error("FUNCTION", "LOAD", big)
+        assert "atlas.max_value_bytes" in atlas.error("FUNCTION", "RESTORE", b"x" * (len(LIB) + 11))
+        assert [lib[b"library_name"] for lib in atlas("FUNCTION", "LIST")] == [b"lib"]
+    finally:
+        atlas.engine.close()

@@ -146,6 +146,7 @@ def _load(ctx: Ctx, args: list[bytes]) -> bytes:
             raise err(f"ERR Unknown option given: {opt.decode(errors='replace')}")
         replace = True
     code = args[-1]
+    ctx.engine.check_value_size(len(code))  # a library is stored like a value: the same cap
     registry = registry_of(ctx.engine)
     # (the metadata's checks come first, then whether the library exists, then its code runs)
     name, _ = parse_metadata(code)
@@ -166,6 +167,7 @@ def _syntax(sub: bytes) -> CommandError:
 def _restore(ctx: Ctx, args: list[bytes]) -> Any:
     if len(args) > 3:
         raise _syntax(args[0])
+    ctx.engine.check_value_size(len(args[1]))
     policy = args[2].lower() if len(args) == 3 else b"append"
     if policy not in (b"append", b"replace", b"flush"):
         raise err("ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.")
