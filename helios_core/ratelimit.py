@@ -249,7 +249,7 @@ def take_model(keys: list[bytes], values: list[bytes | None], args: list[bytes])
     policy = _policy_of(int(args[0]), int(args[1]))
     now_ms = int(args[2])
     d, new = take(Bucket.decode(values[0]), policy, now_ms, int(args[3]))
-    reply = [int(d.allowed), d.remaining, d.reset_ms, d.retry_after_ms, *values[2:]]
+    reply = [int(d.allowed), d.remaining, d.reset_ms, d.retry_after_ms]
     return reply, ([] if new is None else [(keys[0], new.encode(), max(1, d.reset_ms))])
 
 
@@ -333,17 +333,21 @@ class RateLimiter:
                           code="ratelimit_settings_changing", status=503)
 
     async def hit_reading(self, client_id: str, choose: Callable[[RateLimitSettings], Policy], now_ms: int,
-                          reads: list[Key], cost: int = 1) -> tuple[Decision, list[bytes | None]] | None:
-        """`hit`, and the values of `reads` read in the same atomic step (one round trip on a server).
-        None when the settings changed since they were last seen (nothing taken): call `hit` instead."""
+                          reads: list[Key], cost: int = 1) -> tuple[Decision, list[bytes | None]]:
+        """`hit`, and the values of `reads` read in the same step (`Store.read_and_run_script`: one round
+        trip on a server).  The values come back whatever the decision: a caller that may not see
+        them when refused (the gateway's speculative read of a value) must drop them itself."""
         raw, settings = self._cached
         policy = choose(settings)
         seen = b"-" if raw is None else b"=" + raw
-        reply = await self.store.run_script(RATE_TAKE_OP, [self.prefix + client_id, SETTINGS_KEY, *reads],
-                                            [policy.limit, policy.window_s, now_ms, cost, seen], durable=False)
-        if reply[0] == -1:
-            return None
-        return _decision(reply, policy), list(reply[4:])
+        values, reply = await self.store.read_and_run_script(
+            reads, RATE_TAKE_OP, [self.prefix + client_id, SETTINGS_KEY],
+            [policy.limit, policy.window_s, now_ms, cost, seen], durable=False)
+        if reply[0] != -1:
+            return _decision(reply, policy), values
+        # The settings changed since they were last seen (nothing was taken): choose again.
+        self.settings_from(reply[1] if len(reply) > 1 else None)
+        return await self.hit(client_id, choose, now_ms, cost), values
 
     async def hit_policy(self, client_id: str, policy: Policy, now_ms: int, cost: int = 1) -> Decision:
         """Take from a bucket with a fixed policy (login throttling), ignoring the settings."""

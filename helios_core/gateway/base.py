@@ -13,6 +13,13 @@
 4. rate limiting (token bucket per user or address, 429);
 5. the permission the handler declares for the method (403).
 
+For a token seen before, 3 and 4 are one store step, and a method that reads
+one key (`Need.prefetch`) has that read in the same step when the caller it
+remembers may read the key: one round trip on a store server instead of two.
+That value is speculative until every check has passed: a refused request (a
+401, 403 or 429, or a principal that changed) drops it unlooked-at, so it is
+never sent or logged; the handler takes it through `read()`.
+
 `write_error()` renders every error, including 404, 405, 413 and 500, as
 ``{"error": {"code", "message", "request_id"}}``; a stack trace is logged,
 never sent.  Requests too malformed to reach a handler (a bad request line,
@@ -82,6 +89,9 @@ class Need:
     resource: str | None = None  # path argument the permission's key scope applies to
     resource_query: str | None = None  # ... or query argument (a listing prefix)
     rate_limited: bool = True
+    # The method reads the store key `prefetch + resource` (a KV GET): for a token seen before, that
+    # read goes out with the checks, in the same round trip (`BaseHandler.read`).
+    prefetch: str | None = None
 
 
 PUBLIC = Need(authenticate=False)  # anyone, rate-limited per address (login, register, refresh)
@@ -164,6 +174,7 @@ class BaseHandler(RequestHandler):
         self._sticky: dict[str, str] = {}
         self._client: str | None = None
         self._tracked = False
+        self._prefetched: tuple[str, bytes | None] | None = None  # (store key, value) read with the checks
 
     # -- identity of the request -------------------------------------------------------
 
@@ -232,22 +243,32 @@ class BaseHandler(RequestHandler):
             raise HTTPError(405)
         self._check_length()
         limited = need.rate_limited and gw.config.ratelimit.enabled
-        if need.authenticate:
-            try:
-                if limited and await self._authenticate_and_limit():
-                    limited = False  # done, in one round trip
-                else:
-                    await self._authenticate()
-            except AuthenticationError:
-                # A 401 costs a bucket token too: unauthenticated work is drawn from the
-                # caller's address bucket, so guessing tokens is as limited as anything else.
-                if limited:
-                    await self._rate_limit()
-                raise
-        if limited:
-            await self._rate_limit()
-        if need.permission is not None:
-            self._authorize(need)
+        read: tuple[str, bytes | None] | None = None
+        try:
+            if need.authenticate:
+                try:
+                    if limited:
+                        done, read = await self._authenticate_and_limit(need)
+                        if done:
+                            limited = False  # done, in one round trip
+                        else:
+                            await self._authenticate()
+                    else:
+                        await self._authenticate()
+                except AuthenticationError:
+                    # A 401 costs a bucket token too: unauthenticated work is drawn from the
+                    # caller's address bucket, so guessing tokens is as limited as anything else.
+                    if limited:
+                        await self._rate_limit()
+                    raise
+            if limited:
+                await self._rate_limit()
+            if need.permission is not None:
+                self._authorize(need)
+        except BaseException:
+            read = None  # refused: the speculative read is dropped (not even kept in the traceback's frame)
+            raise
+        self._prefetched = read
 
     def _start_trace(self) -> None:
         """This hop's trace context: a child of the caller's ``traceparent`` or a new trace, sent back
@@ -325,30 +346,36 @@ class BaseHandler(RequestHandler):
     async def _authenticate(self) -> None:
         self.principal = await self.gw.auth.authenticate(self._bearer(), self.wall_ms())
 
-    async def _authenticate_and_limit(self) -> bool:
+    async def _authenticate_and_limit(self, need: Need) -> tuple[bool, tuple[str, bytes | None] | None]:
         """The common case in one store round trip: a token seen before.  Its bucket is taken under the
         policy of the principal it made last time, and the keys that principal was made from are read in
-        the same atomic step; the same bytes mean the same principal (no stale answer: a revoked token,
-        a disabled user or a changed role changes a byte read here).  False: not done (a token not seen
-        yet, the settings changed, the store refusing writes): the caller takes the usual two steps."""
+        the same step; the same bytes mean the same principal (no stale answer: a revoked token, a
+        disabled user or a changed role changes a byte read here).  With them goes the method's own read
+        (`Need.prefetch`) when that principal may read the key.
+
+        Returns (done, (key, value) or None).  The value is returned only when every check made here
+        passed (the same principal, within its limit); the caller still authorizes before using it.
+        Not done (a token not seen yet, the store refusing writes): the caller takes the usual steps."""
         gw = self.gw
         token = self._bearer()
         memo = gw.auth.remembered(token, self.wall_ms())
         if memo is None:
-            return False
+            return False, None
         keys, last, p = memo
+        extra = self._prefetch_key(need, p)
         names, roles = (f"user:{p.username}",), p.roles
         try:
-            got = await gw.limiter.hit_reading(f"user:{p.user_id}", lambda s: s.policy_for(names, roles),
-                                               self.now_ms(), keys)
+            d, values = await gw.limiter.hit_reading(f"user:{p.user_id}", lambda s: s.policy_for(names, roles),
+                                                     self.now_ms(), keys if extra is None else [*keys, extra])
         except (CommandError, AofWriteError):
-            return False  # _rate_limit says so, and lets the request through
-        if got is None:
-            return False
-        d, raws = got
+            return False, None  # _rate_limit says so, and lets the request through
+        n = len(keys)
+        read = None if extra is None else (extra, values[n])
+        raws, values = values[:n], []
         if raws == last:
             self.principal = p
         else:
+            read = None  # read for someone it may no longer be: never used
             # Something it was made from changed: authenticate afresh (a 401 raises from here).  The
             # bucket taken stands when the principal is the same person with the same roles; else
             # the policy may differ: take again under the right one (this request counts twice).
@@ -356,9 +383,27 @@ class BaseHandler(RequestHandler):
             fresh = self.principal
             if (fresh.user_id, fresh.username, fresh.roles) != (p.user_id, p.username, p.roles):
                 await self._rate_limit()
-                return True
+                return True, None
+        if not d.allowed:
+            read = None
         self._limit_decided(d)
-        return True
+        return True, read
+
+    def _prefetch_key(self, need: Need, p: Principal) -> str | None:
+        """The store key the method will read, if it declares one and `p` may read it."""
+        if need.prefetch is None or need.resource is None:
+            return None
+        resource = self.path_kwargs.get(need.resource)
+        if not resource or (need.permission is not None and not p.can(need.permission, resource)):
+            return None
+        return need.prefetch + resource
+
+    async def read(self, key: str) -> bytes | None:
+        """`store.get(key)`, or the value read with this request's checks (once)."""
+        got, self._prefetched = self._prefetched, None
+        if got is not None and got[0] == key:
+            return got[1]
+        return await self.gw.store.get(key)
 
     async def _rate_limit(self) -> None:
         p = self.principal

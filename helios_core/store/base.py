@@ -15,6 +15,9 @@ embedded ATLAS engine, atlasd over a socket, and a real Redis or Valkey:
 - `run_script(op, keys, args)`: a named atomic operation (store/scripts.py),
   one Lua definition run on the server in one step: for hot read-modify-write
   state (rate-limit buckets, job leases) where a WATCH retry loop contends.
+- `read_and_run_script(reads, op, ...)`: plain reads and such an operation in
+  one round trip (the gateway reads a caller's keys and the requested value
+  beside its rate-limit bucket).
 - `subscribe(prefix)`: change notification for keys under a prefix, so long
   polls and config reloads need no busy loop.
 
@@ -200,6 +203,20 @@ class Store(Reads):
         """Run `op` atomically on `keys` and `args`; its reply as a Redis client reads it (int,
         bytes, None, nested lists).  An error the script raises is a CommandError.  `durable`
         as for `transact`: False returns once the writes are logged, not waiting for them."""
+
+    @abstractmethod
+    async def read_and_run_script(self, reads: list[Key], op: ScriptOp, keys: list[Key],
+                                  args: list[Key | int | float], *,
+                                  durable: bool = True) -> tuple[list[bytes | None], Any]:
+        """`mget(reads)`, then `run_script(op, keys, args)`, in one step: one round trip on a server
+        (MGET and EVALSHA written together), one engine step embedded (nothing runs between them).
+        Returns (the values of `reads`, the operation's reply).
+
+        The reads are plain reads, not part of the operation: on a server another client's command
+        may run between the MGET and the script, and the script cannot fail them.  If the
+        operation raises, so does this call, and the values are dropped.  The values are revealed
+        as `mget`'s are (embedded: once every not-yet-durable write they observed is durable);
+        the operation's own writes wait as `durable` says (False: not at all)."""
 
     @abstractmethod
     def subscribe(self, prefix: Key) -> Subscription: ...

@@ -25,7 +25,7 @@ from helios_core.store.base import (
     range_args,
     to_bytes,
 )
-from helios_core.store.scripts import ScriptOp
+from helios_core.store.scripts import Model, ScriptOp
 
 __all__ = ["EmbeddedStore"]
 
@@ -155,29 +155,15 @@ class EmbeddedStore(_EmbeddedReads, Store):
     async def run_script(self, op: ScriptOp, keys: list[Key], args: list[Key | int | float], *,
                          durable: bool = True) -> Any:
         """The operation in one engine step, one record: its Python model (`txn_model` or `model`)
-        inside one transaction when it has one (cheaper in process), else its Lua source through the
-        engine's EVALSHA."""
+        when it has one (cheaper in process), else its Lua source through the engine's EVALSHA.
+        Nothing here suspends before the operation has run (read_and_run_script relies on it)."""
         txn_model = op.txn_model
         if txn_model is not None:  # an operation that reads more than string keys (jobs/ops.py)
             tk, ta = [to_bytes(k) for k in keys], [to_bytes(a) for a in args]
             return await self.transact(lambda txn: txn_model(txn, tk, ta), durable=durable)
         model = op.model
         if model is not None:
-            kb = [to_bytes(k) for k in keys]
-            ks: list[Key] = list(kb)  # (mget takes keys of either kind)
-            av = [to_bytes(a) for a in args]
-
-            async def step(txn: Txn) -> Any:
-                values = await txn.mget(ks)
-                reply, writes = model(kb, values, av)
-                for key, value, px in writes:
-                    if value is None:
-                        txn.delete(key)
-                    else:
-                        txn.set(key, value, px=px)
-                return reply
-
-            return await self.transact(step, durable=durable)
+            return await self._run_model(model, keys, args, durable)
         engine = self.engine
         argv = [b"EVALSHA", op.sha, b"%d" % len(keys), *map(to_bytes, keys), *map(to_bytes, args)]
         try:
@@ -191,6 +177,47 @@ class EmbeddedStore(_EmbeddedReads, Store):
         finally:
             if durable:
                 await reveal(engine, engine.pending_seq())
+
+    async def _run_model(self, model: Model, keys: list[Key], args: list[Key | int | float], durable: bool) -> Any:
+        """A string-keyed model as `transact` would run it (an MGET of its KEYS, then its writes as one
+        record, a MULTI when several), without a Txn and a coroutine per call: this runs for every
+        rate-limited request."""
+        engine = self.engine
+        kb = [to_bytes(k) for k in keys]
+        observed = 0
+        try:
+            values = engine.execute([b"MGET", *kb])
+            observed = engine.pending_seq()
+            reply, writes = model(kb, values, [to_bytes(a) for a in args])
+            if writes:
+                argvs = [[b"DEL", key] if value is None else
+                         [b"SET", key, value] if px is None else [b"SET", key, value, b"PX", b"%d" % px]
+                         for key, value, px in writes]
+                if len(argvs) == 1:  # one command is one record already: no MULTI wrapper needed
+                    engine.execute(argvs[0])
+                else:
+                    with engine.batch():
+                        for argv in argvs:
+                            engine.execute(argv)
+                observed = max(observed, engine.pending_seq())
+        finally:
+            if durable and observed > engine.released_seq:
+                await engine.wait_durable(observed)
+        return reply
+
+    async def read_and_run_script(self, reads: list[Key], op: ScriptOp, keys: list[Key],
+                                  args: list[Key | int | float], *,
+                                  durable: bool = True) -> tuple[list[bytes | None], Any]:
+        engine = self.engine
+        values: list[bytes | None] = engine.execute([b"MGET", *map(to_bytes, reads)]) if reads else []
+        seen = engine.pending_seq() if reads else 0
+        # run_script does not suspend before the operation has run: the reads and the operation are
+        # one engine step.  The reads wait only for what they observed, never for the operation's
+        # own writes (a rate-limit bucket's are not waited for at all).
+        reply = await self.run_script(op, keys, args, durable=durable)
+        if seen > engine.released_seq:
+            await engine.wait_durable(seen)
+        return values, reply
 
     def subscribe(self, prefix: Key) -> Subscription:
         p = to_bytes(prefix)

@@ -340,11 +340,12 @@ class RemoteStore(_RemoteReads, Store):
             await conn.disconnect()
         await self._pool.release(conn)
 
-    async def _call(self, commands: list[list[bytes]]) -> list[Any]:
-        """One round trip, as a client span when tracing (Redis carries no trace context: nothing is sent)."""
+    async def _call(self, commands: list[list[bytes]], name: str | None = None) -> list[Any]:
+        """One round trip, as a client span when tracing (Redis carries no trace context: nothing is sent);
+        the span is named `name`, else by the first command."""
         if not tracing.state.on:
             return await self._roundtrips(commands)
-        name = commands[0][0].decode(errors="replace").upper()
+        name = name or commands[0][0].decode(errors="replace").upper()
         with tracing.client_span(f"atlas {name}", {**self._span_attrs, "db.operation.name": name}):
             return await self._roundtrips(commands)
 
@@ -479,6 +480,16 @@ class RemoteStore(_RemoteReads, Store):
         One round trip either way: no WATCH, nothing to retry on contention, since the server
         runs the script atomically.  `durable` is the server's business, as for transact().
         """
+        return (await self._script([], op, keys, args, durable))[1]
+
+    async def read_and_run_script(self, reads: list[Key], op: ScriptOp, keys: list[Key],
+                                  args: list[Key | int | float], *,
+                                  durable: bool = True) -> tuple[list[bytes | None], Any]:
+        """MGET written together with run_script's EVALSHA: one round trip (two on a NOSCRIPT)."""
+        return await self._script([to_bytes(k) for k in reads], op, keys, args, durable)
+
+    async def _script(self, reads: list[bytes], op: ScriptOp, keys: list[Key], args: list[Key | int | float],
+                      durable: bool) -> tuple[list[bytes | None], Any]:
         ks = [to_bytes(k) for k in keys]
         tail = [b"%d" % len(ks), *ks, *map(to_bytes, args)]
         # Each key once: a batch names its queue's ready set once per job.
@@ -487,14 +498,21 @@ class RemoteStore(_RemoteReads, Store):
         if announce:
             await self._feed.settled()
         wait = self._wait if durable else []
-        replies = await self._call([[b"EVALSHA", op.sha, *tail], *announce, *wait])
+        before = [[b"MGET", *reads]] if reads else []
+        replies = await self._call([*before, [b"EVALSHA", op.sha, *tail], *announce, *wait], "EVALSHA")
+        values: list[bytes | None] = []
+        if before:
+            got = replies.pop(0)
+            if isinstance(got, ResponseError):
+                raise CommandError(f"MGET: {got}")
+            values = list(got)
         if isinstance(replies[0], NoScriptError):
             replies = await self._call([[b"EVAL", op.source, *tail], *announce, *wait])
         if isinstance(replies[0], ResponseError):
             raise CommandError(f"{op.name}: {replies[0]}")
         if wait:
             self._waited(replies[-1])
-        return replies[0]
+        return values, replies[0]
 
     def subscribe(self, prefix: Key) -> Subscription:
         p = to_bytes(prefix)

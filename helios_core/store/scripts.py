@@ -71,10 +71,10 @@ class ScriptOp:
 #            chose its policy from (ratelimit.SETTINGS_KEY)
 #   ARGV     limit, window_s, now_ms, cost, and with KEYS[2] the settings as the caller saw
 #            them ('-' absent, '=' .. document)
-#            KEYS[3..], optional: keys only read, their values appended to the reply (the gateway
-#            reads a caller's token, user and roles in the same round trip as its bucket)
-#   reply    {allowed 1|0, remaining, reset_ms, retry_after_ms, KEYS[3..] values}, or
+#   reply    {allowed 1|0, remaining, reset_ms, retry_after_ms}, or
 #            {-1, document or nil} when the settings changed: choose the policy again and retry.
+# (The gateway reads a caller's token, user and roles, and the value it asked for, in the same
+# round trip: Store.read_and_run_script's MGET, beside the script, not in it.)
 # Precision: milli-token amounts stay below limit * 1000 * window_s, and elapsed time is
 # capped at window_s * 1000 before it is multiplied, so all products stay exact for any
 # policy with limit * window_s below 9e12.
@@ -111,11 +111,11 @@ if milli >= need then
   local left = milli - need
   local reset = math.max(0, last + ms_for(cap - left) - now)
   redis.call('set', KEYS[1], string.format('%d:%d', left, last), 'PX', string.format('%d', math.max(1, reset)))
-  return {1, math.floor(left / 1000), reset, 0, unpack(got, 3)}
+  return {1, math.floor(left / 1000), reset, 0}
 end
 local retry = 0
 if need <= cap then retry = math.max(1, last + ms_for(need - milli) - now) end
-return {0, math.floor(milli / 1000), math.max(0, last + ms_for(cap - milli) - now), retry, unpack(got, 3)}
+return {0, math.floor(milli / 1000), math.max(0, last + ms_for(cap - milli) - now), retry}
 """)
 
 

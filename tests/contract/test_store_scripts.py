@@ -85,27 +85,60 @@ def test_a_settings_change_is_seen_by_the_next_hit(run_store) -> None:
     run_store(body)
 
 
+def test_read_and_run_script_reads_then_runs_in_one_call(run_store) -> None:
+    """Store.read_and_run_script: the values of `reads` (as mget: missing keys None, in order, binary
+    safe) as they were just before the operation ran, and the operation's reply, for a Lua op (its first
+    run is a NOSCRIPT on a server), the rate take as Lua and as its model; no reads is the op alone."""
+    async def body(s: Store) -> None:
+        await s.set("auth:a", b"one")
+        await s.set("kv:c", b"\x00\xff three")
+        await s.set("n", b"2")
+        op = ScriptOp("test_incr_reading", b"return redis.call('incrby', KEYS[1], ARGV[1])")
+        assert await s.read_and_run_script(["n", "auth:a", "auth:b"], op, ["n"], [3]) == ([b"2", b"one", None], 5)
+        assert await s.read_and_run_script(["n"], op, ["n"], [1]) == ([b"5"], 6)
+        assert await s.read_and_run_script([], op, ["n"], [1]) == ([], 7)
+        reads = ["auth:a", "auth:b", "kv:c"]
+        for i, rate_op in enumerate((RATE_TAKE, RATE_TAKE_OP)):
+            got = await s.read_and_run_script(reads, rate_op, [f"rate:r{i}", "ratelimit:none"],
+                                              [2, 3600, T0, 1, b"-"], durable=False)
+            assert got == ([b"one", None, b"\x00\xff three"], [1, 1, 1800_000, 0]), rate_op
+            assert await s.get(f"rate:r{i}") == Bucket(1000, T0).encode()  # the script wrote, the reads did not
+
+    run_store(body)
+
+
+def test_read_and_run_script_raises_what_the_operation_raises(run_store) -> None:
+    """An operation that fails fails the call (its reads are dropped); the store stays usable."""
+    async def body(s: Store) -> None:
+        await s.set("str", "x")
+        op = ScriptOp("test_incr_failing", b"return redis.call('incrby', KEYS[1], ARGV[1])")
+        with pytest.raises(CommandError, match="not an integer"):
+            await s.read_and_run_script(["str"], op, ["str"], [1])
+        assert await s.read_and_run_script(["str"], op, ["m"], [1]) == ([b"x"], 1)
+
+    run_store(body)
+
+
 def test_a_hit_reads_other_keys_in_the_same_step(run_store) -> None:
-    """hit_reading: the bucket taken and the caller's keys read in one script (the gateway's token, user
-    and roles beside its bucket); missing keys read as None, in order, Lua and model alike; a settings
-    change since last seen answers None and takes nothing."""
+    """hit_reading: the bucket taken and the caller's keys read in one call (the gateway's token, user,
+    roles and requested value beside its bucket); the values come back with a refusal too (the caller
+    drops them); a settings change since last seen is taken under the new policy, reads kept."""
     async def body(s: Store) -> None:
         await s.set("auth:a", b"one")
         await s.set("auth:c", b"three")
         limiter = RateLimiter(s, RateLimitSettings(Policy(2, 3600)))
         reads = ["auth:a", "auth:b", "auth:c"]
-        for i, op in enumerate((RATE_TAKE, RATE_TAKE_OP)):
-            got = await s.run_script(op, [f"rate:r{i}", "ratelimit:none", *reads], [2, 3600, T0, 1, b"-"])
-            assert got == [1, 1, 1800_000, 0, b"one", None, b"three"], op
         first = await limiter.hit_reading("user:r", lambda st_: st_.default, T0, reads)
-        assert first is not None and first[0].allowed and first[1] == [b"one", None, b"three"]
+        assert first[0].allowed and first[1] == [b"one", None, b"three"]
         second = await limiter.hit_reading("user:r", lambda st_: st_.default, T0, reads)
-        assert second is not None and second[0].allowed and second[0].remaining == 0
+        assert second[0].allowed and second[0].remaining == 0
         third = await limiter.hit_reading("user:r", lambda st_: st_.default, T0, reads)
-        assert third is not None and not third[0].allowed and third[1] == [b"one", None, b"three"]
+        assert not third[0].allowed and third[1] == [b"one", None, b"three"]
         other = RateLimiter(s, RateLimitSettings(Policy(2, 3600)))
         await other.update_overrides({"clients": {"user:r": {"limit": 9, "window": 3600}}})
-        assert await limiter.hit_reading("user:r", lambda st_: st_.default, T0, reads) is None
+        # (the empty bucket has gained one token of the new policy 400 s on)
+        d, values = await limiter.hit_reading("user:r", lambda st_: st_.policy_for(["user:r"]), T0 + 400_000, reads)
+        assert d.allowed and d.policy.limit == 9 and values == [b"one", None, b"three"]
 
     run_store(body)
 

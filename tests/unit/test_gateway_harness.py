@@ -19,7 +19,7 @@ from tornado.testing import bind_unused_port
 
 from helios_core.config import HeliosConfig, load_config
 from helios_core.gateway import GatewayService
-from helios_core.store import EmbeddedStore
+from helios_core.store import EmbeddedStore, Store
 
 SECRET = "k1=" + "t" * 48
 
@@ -56,7 +56,7 @@ class Api:
     base: str
     port: int
     service: GatewayService
-    store: EmbeddedStore
+    store: Any  # EmbeddedStore unless the test gave another Store
     admin_password: str
     clock: Clock
     client: AsyncHTTPClient = field(default_factory=lambda: AsyncHTTPClient(force_instance=True, max_clients=300))
@@ -105,9 +105,12 @@ test_config.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 @asynccontextmanager
 async def gateway(tmp_path: Path, *, clock: Clock | None = None, wall_clock: Callable[[], int] | None = None,
-                  **overrides: Any) -> AsyncIterator[Api]:
+                  store: Store | None = None, **overrides: Any) -> AsyncIterator[Api]:
+    """`store`: a store of the caller's (an empty keyspace, left open), instead of an embedded one in tmp_path."""
     config = test_config(**overrides)
-    store = await EmbeddedStore.open(tmp_path / "data", config.atlas)
+    own = store is None
+    if store is None:
+        store = await EmbeddedStore.open(tmp_path / "data", config.atlas)
     clock = clock or Clock()
     service = GatewayService(config, store, key_specs=list(config.auth.jwt_keys), clock=clock,
                              wall_clock=wall_clock)
@@ -123,7 +126,8 @@ async def gateway(tmp_path: Path, *, clock: Clock | None = None, wall_clock: Cal
         if api is not None:
             api.client.close()
         await service.shutdown(1)
-        await store.close()
+        if own:
+            await store.close()
 
 
 def run_gateway(tmp_path: Path, body: Callable[[Api], Awaitable[None]], timeout: float = 120,

@@ -58,12 +58,12 @@ def test_a_logged_out_token_fails_on_its_next_request(tmp_path: Path) -> None:
 
 
 def test_a_known_token_costs_one_store_step_and_a_change_is_seen_at_once(tmp_path: Path) -> None:
-    """A token seen before: its bucket taken and its principal's keys read in ONE store call (a script;
-    no MGET of its own).  A role granted changes the policy on the very next request, a disabled
-    account is refused on the very next request."""
+    """A token seen before: its bucket taken and its principal's keys read in ONE store call
+    (read_and_run_script; no MGET or GET of its own), a KV GET's value with them.  A role granted
+    changes the policy on the very next request, a disabled account is refused on the very next request."""
     async def body(api: Api) -> None:
         store = api.store
-        calls = {"mget": 0, "run_script": 0}
+        calls = {"mget": 0, "get": 0, "read_and_run_script": 0}
         for name in calls:
             real = getattr(store, name)
 
@@ -80,7 +80,13 @@ def test_a_known_token_costs_one_store_step_and_a_change_is_seen_at_once(tmp_pat
         before = dict(calls)
         r = await api.call("GET", "/api/v1/auth/me", token=carol)
         assert r.code == 200 and r.headers["RateLimit-Policy"] == '"user";q=50;w=60'
-        assert (calls["mget"] - before["mget"], calls["run_script"] - before["run_script"]) == (0, 1)
+        assert (calls["mget"] - before["mget"], calls["read_and_run_script"] - before["read_and_run_script"]) == (0, 1)
+        assert (await api.call("PUT", "/api/v1/kv/shared", token=admin, body=b"v")).code == 201
+        before = dict(calls)
+        r = await api.call("GET", "/api/v1/kv/shared", token=admin)
+        assert r.code == 200 and r.body == b"v"
+        assert {k: calls[k] - before[k] for k in calls} == {"mget": 0, "get": 0, "read_and_run_script": 1}
+        r = await api.call("GET", "/api/v1/auth/me", token=carol)
         remaining = int(r.headers["X-RateLimit-Remaining"])
 
         assert (await api.call("PUT", "/admin/users/carol/roles/worker", token=admin)).code in (200, 201, 204)

@@ -21,6 +21,7 @@ from helios_core.atlas.fsops import FaultyFs
 from helios_core.config import AtlasConfig, JobsConfig
 from helios_core.errors import AofWriteError, ConflictError
 from helios_core.jobs import EnqueueRequest, JobQueue, LeaseLostError
+from helios_core.ratelimit import RATE_TAKE_OP
 from helios_core.rbac import Role, RoleStore
 from helios_core.store import EmbeddedStore
 from helios_core.store.base import Txn
@@ -134,5 +135,29 @@ def test_a_durable_observation_is_not_delayed_or_replaced(tmp_path: Path) -> Non
 
         with pytest.raises(ConflictError, match="name taken"):
             await store.transact(refuse_if_taken)
+
+    run(tmp_path, body)
+
+
+def test_read_and_run_script_waits_for_the_value_it_read(tmp_path: Path) -> None:
+    """The gateway's one-step read (a value beside the rate-limit bucket) reveals nothing a failed
+    fsync rolls back; the bucket write itself (durable=False) is not waited for."""
+    async def body(store: EmbeddedStore, fs: FaultyFs) -> None:
+        take = [2, 3600, T0, 1]
+        fs.fail("fsync")
+        wrote, seen = await both(store.set("kv:x", b"secret"),
+                                 store.read_and_run_script(["kv:x"], RATE_TAKE_OP, ["rate:u"], take, durable=False))
+        assert isinstance(wrote, AofWriteError)
+        assert isinstance(seen, AofWriteError), f"returned {seen!r} built on a rolled-back write"
+
+    run(tmp_path, body)
+
+
+def test_read_and_run_script_does_not_wait_for_its_own_bucket(tmp_path: Path) -> None:
+    async def body(store: EmbeddedStore, fs: FaultyFs) -> None:
+        await store.set("kv:x", b"durable")
+        fs.fail("fsync")  # the bucket's record will never be durable: not waited for (durable=False)
+        got = await store.read_and_run_script(["kv:x"], RATE_TAKE_OP, ["rate:u"], [2, 3600, T0, 1], durable=False)
+        assert got == ([b"durable"], [1, 1, 1800_000, 0])
 
     run(tmp_path, body)

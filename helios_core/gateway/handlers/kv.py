@@ -42,13 +42,13 @@ def check_key(key: str) -> str:
 class KvItemHandler(BaseHandler):
     route = "/api/v1/kv/{key}"
     needs = {
-        "GET": perm("kv:read", resource="key"),
+        "GET": perm("kv:read", resource="key", prefetch=PREFIX),  # read with the checks (BaseHandler.read)
         "PUT": perm("kv:write", resource="key"),
         "DELETE": perm("kv:write", resource="key"),
     }
 
     async def get(self, key: str) -> None:
-        value = await self.gw.store.get(PREFIX + check_key(key))
+        value = await self.read(PREFIX + check_key(key))
         if value is None:
             raise NotFoundError(f"key {key!r} does not exist", code="key_not_found")
         etag = etag_of(value)
