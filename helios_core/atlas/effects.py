@@ -58,7 +58,6 @@ and writer have always found them).
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from helios_core.atlas.effects_codec import (
@@ -70,7 +69,9 @@ from helios_core.atlas.effects_codec import (
     decode_line,
     encode_record,
 )
+from helios_core.atlas.hashtype import Hash
 from helios_core.atlas.keyspace import Keyspace
+from helios_core.atlas.listvalue import List
 from helios_core.atlas.streamtype import STREAM_OPS, apply_stream
 from helios_core.atlas.zset import ZSet
 
@@ -164,15 +165,15 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
 def _apply_add(ks: Keyspace, eff: Effect, undo: list | None) -> None:
     """HSET / SADD: create the hash or set if the key holds nothing of that type."""
     op, key, items = eff
-    kind = dict if op == "HSET" else set
-    value = ks.data.get(key)
+    kind = Hash if op == "HSET" else set
+    value: Any = ks.data.get(key)  # (keyspace.Value does not name Hash)
     if type(value) is not kind:
         if undo is not None:
             undo.append(("put", key, value, ks.expires.get(key)))
             undo = None  # the new value is dropped whole on undo
         value = kind()
         ks.put(key, value, None)
-    if type(value) is dict:
+    if type(value) is Hash:
         if undo is not None:
             undo.append(("hrestore", key, [(f, value.get(f)) for f, _ in items]))
         value.update(items)
@@ -187,7 +188,7 @@ def _apply_remove(ks: Keyspace, eff: Effect, undo: list | None) -> None:
     """HDEL / SREM: the key goes when its hash or set empties (Redis never keeps an empty one)."""
     op, key, items = eff
     value = ks.data.get(key)
-    if op == "HDEL" and type(value) is dict:
+    if op == "HDEL" and type(value) is Hash:
         olds = [(f, value.pop(f, None)) for f in items]
         if undo is not None:
             undo.append(("hrestore", key, olds))
@@ -205,15 +206,15 @@ def _apply_remove(ks: Keyspace, eff: Effect, undo: list | None) -> None:
 
 
 def _apply_list(ks: Keyspace, eff: Effect, undo: list | None) -> None:
-    """The list effects (a list is a deque; see listtype.py)."""
+    """The list effects (a list is a listvalue.List)."""
     op, key = eff[0], eff[1]
     value: Any = ks.data.get(key)  # (keyspace.Value does not name deque yet)
     if op == "LPUSH" or op == "RPUSH":
-        if type(value) is not deque:
+        if type(value) is not List:
             if undo is not None:
                 undo.append(("put", key, value, ks.expires.get(key)))
                 undo = None  # the new list is dropped whole on undo
-            value = deque()
+            value = List()
             ks.put(key, value, None)
         if op == "LPUSH":
             value.extendleft(eff[2])
@@ -222,7 +223,7 @@ def _apply_list(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         if undo is not None:
             undo.append(("lunpush", key, op == "LPUSH", len(eff[2])))
         return
-    if type(value) is not deque:
+    if type(value) is not List:
         return
     if op == "LPOP" or op == "RPOP":
         n = min(eff[2], len(value))
@@ -258,7 +259,7 @@ def _apply_list(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         ks.remove(key)
 
 
-def _lrem(value: deque, count: int, item: bytes) -> int:
+def _lrem(value: List, count: int, item: bytes) -> int:
     """Remove up to |count| items equal to `item` (all when 0; from the tail when negative)."""
     if count >= 0:
         kept = []
@@ -345,7 +346,7 @@ def undo_effects(ks: Keyspace, undo: list) -> None:
                         z.add(member, old)
         elif kind == "hrestore":
             h = ks.data.get(entry[1])
-            if type(h) is dict:
+            if type(h) is Hash:
                 for f, old in reversed(entry[2]):
                     if old is None:
                         h.pop(f, None)
@@ -371,7 +372,7 @@ def undo_effects(ks: Keyspace, undo: list) -> None:
 def _undo_list(ks: Keyspace, entry: tuple) -> None:
     kind, key = entry[0], entry[1]
     value: Any = ks.data.get(key)
-    if type(value) is not deque:
+    if type(value) is not List:
         return
     if kind == "lunpush":
         _, _, head, n = entry
