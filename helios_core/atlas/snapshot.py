@@ -41,6 +41,8 @@ from typing import BinaryIO
 import msgpack
 
 from helios_core.atlas.fsops import REAL_FS, Fs, open_data_file
+from helios_core.atlas.hashtype import Hash
+from helios_core.atlas.listvalue import List
 from helios_core.atlas.streamtype import Stream, from_plain, to_plain
 from helios_core.atlas.zset import ZSet
 from helios_core.clock import wall_ms
@@ -136,11 +138,11 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
                 if t is ZSet:
                     members = list(value.scores)
                     w.write(packer.pack(["Z", key, members, [value.scores[m] for m in members]]))
-                elif t is dict:
+                elif t is Hash or t is dict:
                     w.write(packer.pack(["H", key, list(value), list(value.values())]))
                 elif t is set:
                     w.write(packer.pack(["SET", key, list(value)]))
-                elif t is deque:
+                elif t is List or t is deque:
                     w.write(packer.pack(["L", key, list(value)]))
                 elif t is Stream:
                     w.write(packer.pack(["X", key, to_plain(value)]))
@@ -237,11 +239,11 @@ def load_snapshot(path: Path, functions: dict | None = None) -> tuple[SnapshotIn
                 z.order.update(zip(chunk[3], chunk[2], strict=True))
                 data[chunk[1]] = z
             elif tag == "H":
-                data[chunk[1]] = dict(zip(chunk[2], chunk[3], strict=True))
+                data[chunk[1]] = Hash(zip(chunk[2], chunk[3], strict=True))  # the encoding Redis would load
             elif tag == "SET":
                 data[chunk[1]] = set(chunk[2])
             elif tag == "L":
-                data[chunk[1]] = deque(chunk[2])
+                data[chunk[1]] = List(chunk[2])
             elif tag == "X":
                 data[chunk[1]] = from_plain(chunk[2])
             elif tag == "F":
