@@ -20,6 +20,8 @@ from helios_core.atlas.commands.table import (
 from helios_core.atlas.dump import BadFormat, PayloadError, dump_value, load_payload
 from helios_core.atlas.evict import LFU_DECAY_MS, LFU_INIT
 from helios_core.atlas.glob import compile_glob
+from helios_core.atlas.hashtype import Hash
+from helios_core.atlas.listvalue import List
 from helios_core.atlas.streamtype import Stream, stream_effects
 from helios_core.atlas.zset import ZSet
 from helios_core.errors import CommandError
@@ -155,7 +157,7 @@ def persist(ctx: Ctx, args: list[bytes]) -> Any:
     return 1
 
 
-_TYPE_NAMES = {bytes: "string", ZSet: "zset", dict: "hash", set: "set", deque: "list", Stream: "stream"}
+_TYPE_NAMES = {bytes: "string", ZSet: "zset", Hash: "hash", set: "set", List: "list", Stream: "stream"}
 
 
 def type_name(value: Any) -> str:
@@ -302,16 +304,16 @@ def log_value(ctx: Ctx, dst: bytes, value: Any, exp: int | None) -> None:
         if exp is not None:
             ctx.emit(("EXPIRE", dst, exp))
         return
-    if t is ZSet or t is dict or t is set or t is deque:
+    if t is ZSet or t is Hash or t is dict or t is set or t is List or t is deque:  # (dict, deque: RESTORE's)
         # A collection is logged whole under its new name: DEL clears what dst held
         # (a collection of the same type would otherwise be merged into).
         if dst in ctx.ks.data:
             ctx.emit(("DEL", dst))
         if t is ZSet:
             ctx.emit(("ZADD", dst, list(value.items())))
-        elif t is dict:
+        elif t is Hash or t is dict:
             ctx.emit(("HSET", dst, list(value.items())))
-        elif t is deque:
+        elif t is List or t is deque:
             ctx.emit(("RPUSH", dst, list(value)))
             signal(ctx, dst)  # a list appeared under dst: clients blocked on it are served
         else:
@@ -430,7 +432,7 @@ def encoding_name(value: Any) -> str:
         if _as_long(value) is not None:
             return "int"
         return "embstr" if len(value) <= EMBSTR_LIMIT else "raw"
-    if t is deque:
+    if t is List:
         return "quicklist"
     if t is Stream:
         return "stream"
@@ -438,11 +440,8 @@ def encoding_name(value: Any) -> str:
         if len(value) <= INTSET_ENTRIES and all(_as_long(m) is not None for m in value):
             return "intset"
         return "hashtable"
-    if t is dict:
-        if len(value) <= HASH_ENTRIES and all(len(f) <= LISTPACK_VALUE and len(v) <= LISTPACK_VALUE
-                                                   for f, v in value.items()):
-            return "listpack"
-        return "hashtable"
+    if t is Hash:
+        return str(value.encoding)  # (its history counts, as in Redis: hashtype.py)
     if len(value) <= ZSET_ENTRIES and all(len(m) <= LISTPACK_VALUE for m in value.scores):
         return "listpack"
     return "skiplist"
