@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from helios_core.atlas.effects_codec import LIBRARY_CMDS
+from helios_core.atlas.hashtype import Hash
+from helios_core.atlas.listvalue import List
 from helios_core.atlas.streamtype import Stream
 from helios_core.atlas.zset import ZSet
 
@@ -81,13 +83,13 @@ def value_size(value: Any) -> int:
     t = type(value)
     if t is bytes:
         return STR + len(value)
-    if t is dict:
+    if t is Hash or t is dict:
         return CONTAINER + sum(len(f) + len(v) + HASH_FIELD for f, v in value.items())
     if t is set:
         return CONTAINER + sum(len(m) + SET_MEMBER for m in value)
     if t is ZSet:
         return CONTAINER + sum(len(m) + ZSET_MEMBER for m in value.scores)
-    if t is deque:
+    if t is List or t is deque:
         return CONTAINER + sum(len(i) + LIST_ITEM for i in value)
     if t is Stream:  # O(groups): the stream keeps its entries' byte count
         size: int = (CONTAINER + value.nbytes + len(value.entries) * STREAM_ENTRY
@@ -188,12 +190,12 @@ class Memory:
         d = 0
         base = KEY + len(key) + CONTAINER
         if op == "HSET":
-            h = old if type(old) is dict else {}
+            h: Any = old if type(old) is Hash else {}
             d += base if old is None else 0
             for f, v in eff[2]:
                 prev = h.get(f)
                 d += len(v) - len(prev) if prev is not None else len(f) + len(v) + HASH_FIELD
-        elif op == "HDEL" and type(old) is dict:
+        elif op == "HDEL" and type(old) is Hash:
             gone = [f for f in set(eff[2]) if f in old]
             d -= sum(len(f) + len(old[f]) + HASH_FIELD for f in gone)
             if len(gone) == len(old):
@@ -220,7 +222,7 @@ class Memory:
             items = eff[2] if op != "LINSERT" else [eff[3]]
             d += base if old is None else 0
             d += sum(len(i) + LIST_ITEM for i in items)
-        elif (op == "LPOP" or op == "RPOP") and type(old) is deque:
+        elif (op == "LPOP" or op == "RPOP") and type(old) is List:
             n = min(eff[2], len(old))
             gone = list(old)[:n] if op == "LPOP" else list(old)[len(old) - n:]
             d -= sum(len(i) + LIST_ITEM for i in gone)
