@@ -20,6 +20,8 @@ import struct
 from collections import deque
 from typing import Any
 
+from helios_core.atlas.hashtype import Hash
+from helios_core.atlas.listvalue import List
 from helios_core.atlas.streamtype import NACK, U64, Consumer, Group, Node, Stream
 from helios_core.atlas.zset import ZSet
 
@@ -255,7 +257,7 @@ HASH_LISTPACK, ZSET_LISTPACK, LISTPACK_VALUE, INTSET_MAX, LIST_NODE_BYTES = 512,
 
 def _collection(value: Any) -> bytes:
     t = type(value)
-    if t is dict:
+    if t is Hash:
         if len(value) <= HASH_LISTPACK and all(len(f) <= LISTPACK_VALUE and len(v) <= LISTPACK_VALUE
                                                for f, v in value.items()):
             return bytes((T_HASH_LISTPACK,)) + _string(listpack([x for fv in value.items() for x in fv]))
@@ -425,7 +427,7 @@ def dump_value(value: Any) -> bytes:
     t = type(value)
     if t is bytes:
         body = bytes((T_STRING,)) + _string(value)
-    elif t is dict or t is set or t is deque or t is ZSet:
+    elif t is Hash or t is set or t is List or t is ZSet:
         body = _collection(value)
     elif t is Stream:
         body = bytes((T_STREAM_LISTPACKS_2,)) + _stream(value)
