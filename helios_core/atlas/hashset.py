@@ -1,7 +1,7 @@
 """What the hash and set commands share: typed lookups, random picks and HSCAN/SSCAN.
 
-A hash is stored as a plain `dict[bytes, bytes]` and a set as a plain
-`set[bytes]` (see keyspace.py); the effects (HSET/HDEL/SADD/SREM) are the only
+A hash is a `Hash` (hashtype.py: listpack or hashtable, as Redis encodes it)
+and a set a plain `set[bytes]`; the effects (HSET/HDEL/SADD/SREM) are the only
 code that mutates them, and they delete a key whose hash or set empties.
 """
 
@@ -16,21 +16,23 @@ from typing import Any, TypeVar
 
 from helios_core.atlas.commands.table import SYNTAX, WRONGTYPE, Ctx, err, parse_int
 from helios_core.atlas.glob import compile_glob
+from helios_core.atlas.hashtype import Hash
 
 __all__ = ["get_hash", "get_set", "pick_one", "pick_distinct", "pick_repeating", "parse_cursor", "scan_items", "resp3",
            "SMALL"]
 
 T = TypeVar("T")
 
-# Redis keeps a hash of up to 128 entries (hash-max-listpack-entries) and a small set in one
-# compact block that HSCAN/SSCAN return whole, cursor 0, whatever the COUNT; ATLAS does the same
-# up to this size, so a client iterating a small collection sees Redis's exact reply.
+# Redis keeps a small hash (listpack) and a small set of integers (intset) in one compact block
+# that HSCAN/SSCAN return whole, cursor 0, whatever the COUNT.  A listpack hash is returned whole
+# here too; other collections up to this size as well, so a client iterating a small collection
+# sees Redis's reply.
 SMALL = 128
 
 
-def get_hash(ctx: Ctx, key: bytes) -> dict[bytes, bytes] | None:
+def get_hash(ctx: Ctx, key: bytes) -> Hash | None:
     value = ctx.lookup(key)
-    if value is not None and type(value) is not dict:
+    if value is not None and type(value) is not Hash:
         raise err(WRONGTYPE)
     return value
 
@@ -76,13 +78,13 @@ def parse_cursor(raw: bytes) -> int:
 
 
 def scan_items(ctx: Ctx, cursor: int, items: list[bytes], options: list[bytes],
-               emit: Callable[[bytes, list[Any]], None]) -> list[Any]:
+               emit: Callable[[bytes, list[Any]], None], whole: bool = False) -> list[Any]:
     """HSCAN/SSCAN over `items` (fields or members): [next cursor, flat replies from `emit`].
 
-    Small collections come back whole with cursor 0, as Redis answers for its compact
-    encodings.  Larger ones are walked in sorted order and the cursor stands for the last
-    item returned (the engine's SCAN cursor table), so every item present during the whole
-    iteration is returned once, as with SCAN.
+    Small collections (and any with `whole`: a listpack hash) come back whole with cursor 0,
+    as Redis answers for its compact encodings.  Larger ones are walked in sorted order and
+    the cursor stands for the last item returned (the engine's SCAN cursor table), so every
+    item present during the whole iteration is returned once, as with SCAN.
     """
     count, pattern = 10, None
     i = 0
@@ -101,7 +103,7 @@ def scan_items(ctx: Ctx, cursor: int, items: list[bytes], options: list[bytes],
         i += 2
     rx = compile_glob(pattern) if pattern is not None else None
     next_cursor = 0
-    if len(items) > SMALL:
+    if len(items) > SMALL and not whole:
         ordered = sorted(items)
         cursors = ctx.engine.scan_cursors
         last = cursors.resolve(cursor)

@@ -1,22 +1,21 @@
-"""The list value type: a `collections.deque[bytes]`, and the lookups and index rules lists share.
+"""The list lookups and index rules the list commands share; the value type is listvalue.List.
 
-A list is stored as a plain deque (see keyspace.py): O(1) at both ends, which is
-what LPUSH/RPOP and the blocking pops use; LINDEX/LSET/LINSERT walk from the
-nearer end, O(n) like Redis's quicklist.  Only the list effects (effects.py)
-mutate one, and they delete the key when its list empties: Redis never keeps an
-empty list, and a blocked client waits on an absent key.
+A list is a `List` (listvalue.py): one packed buffer while small, a deque past
+that, so O(1) at both ends for large lists, which is what LPUSH/RPOP and the
+blocking pops use; LINDEX/LSET/LINSERT walk from the nearer end, O(n) like
+Redis's quicklist.  Only the list effects (effects.py) mutate one, and they
+delete the key when its list empties: Redis never keeps an empty list, and a
+blocked client waits on an absent key.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from helios_core.atlas.commands.table import SYNTAX, WRONGTYPE, Ctx, err
+from helios_core.atlas.listvalue import List
 
 __all__ = ["List", "get_list", "is_list", "norm_range", "norm_index", "parse_side", "LEFT", "RIGHT"]
-
-List = deque  # the value type; tell it apart with `type(v) is List`
 
 LEFT = b"LEFT"
 RIGHT = b"RIGHT"
@@ -26,7 +25,7 @@ def is_list(value: Any) -> bool:
     return type(value) is List
 
 
-def get_list(ctx: Ctx, key: bytes) -> deque[bytes] | None:
+def get_list(ctx: Ctx, key: bytes) -> List | None:
     """The list at `key`, None when absent, WRONGTYPE when the key holds another type."""
     value = ctx.lookup(key)
     if value is not None and type(value) is not List:

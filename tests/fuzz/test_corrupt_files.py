@@ -38,7 +38,9 @@ from hypothesis import strategies as st
 from helios_cli.aof_check import TORN_TAIL, check_parts, check_snapshot
 from helios_core.atlas.datadir import DataDir
 from helios_core.atlas.engine import Engine
+from helios_core.atlas.hashtype import Hash
 from helios_core.atlas.keyspace import Keyspace
+from helios_core.atlas.listvalue import List
 from helios_core.atlas.recovery import recover
 from helios_core.atlas.zset import ZSet
 from helios_core.config import AtlasConfig
@@ -73,11 +75,11 @@ def state(ks: Keyspace) -> tuple[dict, dict]:
     def plain(v: Any) -> Any:
         if isinstance(v, ZSet):
             return ("z", sorted(v.scores.items()))
-        if isinstance(v, dict):
+        if isinstance(v, (dict, Hash)):
             return ("h", sorted(v.items()))
         if isinstance(v, set):
             return ("s", sorted(v))
-        if isinstance(v, deque):
+        if isinstance(v, (deque, List)):
             return ("l", list(v))
         return v
     return {k: plain(v) for k, v in ks.data.items()}, dict(ks.expires)

@@ -8,6 +8,7 @@ import pytest
 
 from helios_core.atlas.effects import RecordError, decode_line, encode_record
 from helios_core.atlas.engine import Engine
+from helios_core.atlas.hashtype import Hash
 from helios_core.atlas.snapshot import _first_unreadable_chunk, check_snapshot, load_snapshot, write_snapshot
 from helios_core.config import AtlasConfig
 from tests.unit.atlas_harness import Atlas
@@ -40,7 +41,7 @@ def workload(a: Atlas) -> None:
 
 def state(engine: Engine) -> tuple[dict, dict]:
     ks = engine.ks
-    data = {k: (dict(v) if type(v) is dict else set(v) if type(v) is set else v) for k, v in ks.data.items()}
+    data = {k: (v.to_dict() if type(v) is Hash else set(v) if type(v) is set else v) for k, v in ks.data.items()}
     return data, dict(ks.expires)
 
 
@@ -74,7 +75,7 @@ def test_snapshot_codec_round_trip_and_damage(tmp_path: Path) -> None:
     data = {b"h": {b"f": b"v", BIN: b""}, b"s": {b"a", BIN}, b"str": b"x"}
     write_snapshot(path, data, {b"s": 1_800_000_000_000}, seq=3, created_ms=1)
     info, got, expires = load_snapshot(path)
-    assert got == data and type(got[b"h"]) is dict and type(got[b"s"]) is set
+    assert got == data and type(got[b"h"]) is Hash and type(got[b"s"]) is set
     assert expires == {b"s": 1_800_000_000_000} and info.keys == 3
     assert check_snapshot(path).ok
     blob = bytearray(path.read_bytes())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from helios_core.atlas.commands.lists import parse_timeout
 from helios_core.atlas.effects import RecordError, apply_effect, decode_line, encode_record, undo_effects
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.keyspace import Keyspace
+from helios_core.atlas.listvalue import List
 from helios_core.atlas.resp import NULL_ARRAY
 from helios_core.atlas.snapshot import check_snapshot, load_snapshot, write_snapshot
 from helios_core.config import AtlasConfig
@@ -48,7 +48,7 @@ def workload(a: Atlas) -> None:
 
 def state(engine: Engine) -> tuple[dict, dict]:
     ks = engine.ks
-    return {k: (list(v) if type(v) is deque else v) for k, v in ks.data.items()}, dict(ks.expires)
+    return {k: (list(v) if type(v) is List else v) for k, v in ks.data.items()}, dict(ks.expires)
 
 
 def reopen(a: Atlas) -> Engine:
@@ -84,7 +84,7 @@ def test_aof_replay_rebuilds_lists(a: Atlas) -> None:
     want = state(a.engine)
     a.engine = reopen(a)
     assert state(a.engine) == want
-    assert type(a.engine.ks.data[b"l2"]) is deque
+    assert type(a.engine.ks.data[b"l2"]) is List
 
 
 def test_snapshot_then_aof_tail(a: Atlas) -> None:
@@ -100,10 +100,10 @@ def test_snapshot_then_aof_tail(a: Atlas) -> None:
 
 def test_snapshot_codec_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "snap"
-    data = {b"l": deque([b"a", BIN, b"", b"a"]), b"str": b"x"}
+    data = {b"l": List([b"a", BIN, b"", b"a"]), b"str": b"x"}
     write_snapshot(path, data, {b"l": 1_800_000_000_000}, seq=3, created_ms=1)
     info, got, expires = load_snapshot(path)
-    assert got == data and type(got[b"l"]) is deque and expires == {b"l": 1_800_000_000_000} and info.keys == 2
+    assert got == data and type(got[b"l"]) is List and expires == {b"l": 1_800_000_000_000} and info.keys == 2
 
 
 @pytest.mark.parametrize("eff", [
@@ -140,11 +140,11 @@ effect = st.one_of(
 def test_undo_restores_exactly(start: list[bytes], effs: list[tuple]) -> None:
     ks = Keyspace()
     if start:
-        ks.put(b"k", deque(start), 123)
+        ks.put(b"k", List(start), 123)
     undo: list = []
     for op, *rest in effs:
         value = ks.data.get(b"k")
-        n = len(value) if type(value) is deque else 0
+        n = len(value) if type(value) is List else 0
         if op in ("LSET",) and not rest[0] < n:
             continue  # commands only emit positions inside the list
         if op == "LINSERT" and not rest[0] <= n:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.keyspace import Keyspace
+from helios_core.atlas.listvalue import List
 from helios_core.atlas.recovery import recover
 
 NOW = 1_700_000_000_000
@@ -40,7 +40,7 @@ def test_rotating_a_one_item_list_keeps_its_ttl(engine: Engine, cmd: list[bytes]
     ks = Keyspace()
     recover(engine.dir, ks, now_ms=NOW, truncate_torn_tail=True)  # replay gives the same list and TTL
     value = ks.data[b"l"]
-    assert isinstance(value, deque) and list(value) == [b"a"] and ks.expires[b"l"] == NOW + 100_000
+    assert isinstance(value, List) and list(value) == [b"a"] and ks.expires[b"l"] == NOW + 100_000
 
 
 def test_rotating_longer_lists_is_unchanged(engine: Engine) -> None:

@@ -2,7 +2,8 @@
 
 Every write compiles to HSET/HDEL effects (HINCRBY is logged as the HSET of
 its result), so AOF replay never recomputes anything.  HGETALL returns a dict:
-a map in RESP3, a flat array in RESP2, as Redis replies.
+a map in RESP3, a flat array in RESP2, as Redis replies; for a listpack hash
+in insertion order, as Redis's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from helios_core.atlas.hashset import (
     resp3,
     scan_items,
 )
+from helios_core.atlas.hashtype import LISTPACK
 from helios_core.errors import CommandError
 
 __all__: list[str] = []
@@ -78,26 +80,28 @@ def hget(ctx: Ctx, args: list[bytes]) -> Any:
 
 @command("hmget", -3, "readonly fast")
 def hmget(ctx: Ctx, args: list[bytes]) -> Any:
-    h = get_hash(ctx, args[0]) or {}
+    h = get_hash(ctx, args[0])
+    if h is None:
+        return [None] * (len(args) - 1)
     return [h.get(f) for f in args[1:]]
 
 
 @command("hgetall", 2, "readonly")
 def hgetall(ctx: Ctx, args: list[bytes]) -> Any:
     h = get_hash(ctx, args[0])
-    return {} if h is None else dict(h)
+    return {} if h is None else h.to_dict()
 
 
 @command("hkeys", 2, "readonly")
 def hkeys(ctx: Ctx, args: list[bytes]) -> Any:
     h = get_hash(ctx, args[0])
-    return [] if h is None else list(h)
+    return [] if h is None else h.keys()
 
 
 @command("hvals", 2, "readonly")
 def hvals(ctx: Ctx, args: list[bytes]) -> Any:
     h = get_hash(ctx, args[0])
-    return [] if h is None else list(h.values())
+    return [] if h is None else h.values()
 
 
 @command("hlen", 2, "readonly fast")
@@ -187,13 +191,14 @@ def hrandfield(ctx: Ctx, args: list[bytes]) -> Any:
     h = get_hash(ctx, args[0])
     if h is None or count == 0:
         return []
-    fields = list(h)
+    d = h.to_dict()
+    fields = list(d)
     chosen = pick_distinct(fields, count) if count > 0 else pick_repeating(fields, -count)
     if not withvalues:
         return chosen
     if resp3(ctx):  # RESP3: an array of [field, value] pairs; RESP2: flat
-        return [[f, h[f]] for f in chosen]
-    return [x for f in chosen for x in (f, h[f])]
+        return [[f, d[f]] for f in chosen]
+    return [x for f in chosen for x in (f, d[f])]
 
 
 @command("hscan", -3, "readonly")
@@ -203,9 +208,11 @@ def hscan(ctx: Ctx, args: list[bytes]) -> Any:
     if h is None:
         return [b"0", []]
 
+    d = h.to_dict()
+
     def emit(field: bytes, out: list[Any]) -> None:
         out.append(field)
-        out.append(h[field])
+        out.append(d[field])
 
-    return scan_items(ctx, cursor, list(h), args[2:], emit)
+    return scan_items(ctx, cursor, list(d), args[2:], emit, whole=h.encoding == LISTPACK)
 

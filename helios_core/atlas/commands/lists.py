@@ -11,14 +11,13 @@ non-blocking form and returns a `Block` when it may park its client.
 from __future__ import annotations
 
 import math
-from collections import deque
 from itertools import islice
 from typing import Any
 
 from helios_core.atlas.blocking import Block, may_block, signal
 from helios_core.atlas.commands.longdouble import ld_parse
 from helios_core.atlas.commands.table import OK, SYNTAX, WRONGTYPE, Ctx, command, err, parse_int
-from helios_core.atlas.listtype import LEFT, get_list, norm_index, norm_range, parse_side
+from helios_core.atlas.listtype import LEFT, List, get_list, norm_index, norm_range, parse_side
 from helios_core.atlas.resp import NULL_ARRAY
 from helios_core.errors import CommandError
 
@@ -114,7 +113,7 @@ def linsert(ctx: Ctx, args: list[bytes]) -> Any:
 
 # -- popping ------------------------------------------------------------------------------
 
-def _pop_items(ctx: Ctx, key: bytes, lst: deque[bytes], side: bytes, count: int) -> list[bytes]:
+def _pop_items(ctx: Ctx, key: bytes, lst: List, side: bytes, count: int) -> list[bytes]:
     """Pop up to `count` items from one end (the key goes when the list empties)."""
     n = min(count, len(lst))
     if side == LEFT:
@@ -193,7 +192,7 @@ def _move(ctx: Ctx, src: bytes, dst: bytes, wherefrom: bytes, whereto: bytes) ->
     if lst is None:
         return None
     target = ctx.lookup(dst)
-    if target is not None and type(target) is not deque:
+    if target is not None and type(target) is not List:
         raise err(WRONGTYPE)
     if src == dst and len(lst) == 1:
         # Rotating a one-item list onto itself: push the copy first, then pop the original, so
@@ -203,7 +202,7 @@ def _move(ctx: Ctx, src: bytes, dst: bytes, wherefrom: bytes, whereto: bytes) ->
         ctx.emit(("LPOP" if wherefrom == LEFT else "RPOP", src, 1))
         return item
     item = _pop_items(ctx, src, lst, wherefrom, 1)[0]
-    created = type(ctx.ks.data.get(dst)) is not deque
+    created = type(ctx.ks.data.get(dst)) is not List
     ctx.emit(("LPUSH" if whereto == LEFT else "RPUSH", dst, [item]))
     if created:
         signal(ctx, dst)
@@ -305,15 +304,7 @@ def lrange(ctx: Ctx, args: list[bytes]) -> Any:
     span = norm_range(start, stop, len(lst))
     if span is None:
         return []
-    a, b = span
-    n = len(lst)
-    if a == 0 and b == n - 1:
-        return list(lst)
-    if a > n - 1 - b:  # nearer the tail: walk from there (a deque has no O(1) middle)
-        out = list(islice(reversed(lst), n - 1 - b, n - a))
-        out.reverse()
-        return out
-    return list(islice(lst, a, b + 1))
+    return lst.range(*span)
 
 
 @command("lpos", -3, "readonly")
@@ -367,7 +358,7 @@ def lset(ctx: Ctx, args: list[bytes]) -> Any:
     lst = ctx.lookup(args[0])
     if lst is None:
         raise err("ERR no such key")
-    if type(lst) is not deque:
+    if type(lst) is not List:
         raise err(WRONGTYPE)
     i = norm_index(parse_int(args[1]), len(lst))
     if i is None:
