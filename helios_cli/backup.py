@@ -240,7 +240,7 @@ def restore_dir(source: Path, ddir: DataDir, replace: bool, config: HeliosConfig
     bar.stage(f"loading {ddir.path} to check it")
     engine = Engine.open(ddir.path, config.atlas, tool="helios restore")
     try:
-        seq, keys = engine.seq, len(engine.ks)
+        seq, keys = engine.seq, engine.dbs.keys()
     finally:
         engine.close()
     if seq != (check.seq or 0):

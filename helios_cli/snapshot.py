@@ -180,7 +180,7 @@ def snapshot_dir(ddir: DataDir, config: HeliosConfig, output: Path | None,
     bar.stage(f"loading {ddir.path}")
     engine = Engine.open(ddir.path, config.atlas, tool="helios snapshot")
     try:
-        bar.stage(f"writing the snapshot of {len(engine.ks):,} keys")
+        bar.stage(f"writing the snapshot of {engine.dbs.keys():,} keys")
         with _bytes_written(ddir, bar):
             info = engine.snapshot_sync()
         # Copy while the lock is still held: once released, a daemon could start and

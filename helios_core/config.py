@@ -193,6 +193,11 @@ class AtlasdConfig(_Section):
                          choices=("noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu",
                                   "allkeys-random", "volatile-random", "volatile-ttl")),
     )
+    databases: int = field(
+        default=16,
+        metadata=setting("Numbered databases (SELECT 0..N-1), as Redis's `databases`; an unused one costs "
+                         "a list slot.", minimum=1, maximum=10000),
+    )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,11 @@ How blocking works, as in Redis 7.0:
 
 The registry knows nothing of sockets: a waiter's `conn` provides
 `serve_blocked(waiter) -> seq | None` (None: still nothing to pop).
+
+Keys are waited on in the waiter's database (its connection's SELECT): the
+registry's keys are (database, key) pairs, and a write signals the key in
+the database it was made in.  SWAPDB makes the keys now present in the two
+databases ready (`signal_databases`), as Redis's scanDatabaseForReadyKeys.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # (commands import this module: no import of the command package at run time)
     from helios_core.atlas.commands.table import Ctx
 
-__all__ = ["Block", "Gone", "Waiter", "Registry", "registry", "signal", "may_block", "blocked_count"]
+__all__ = ["Block", "Gone", "Waiter", "Registry", "registry", "signal", "signal_databases", "may_block",
+           "blocked_count"]
 
 
 class Gone:
@@ -82,10 +88,11 @@ class _Parkable(Protocol):
 class Waiter:
     """One parked command: who, what to re-run, on which keys; `timer` is the connection's."""
 
-    __slots__ = ("conn", "argv", "keys", "deadline_ms", "kind", "reads", "timer", "active")
+    __slots__ = ("conn", "argv", "keys", "deadline_ms", "kind", "reads", "timer", "active", "db")
 
     def __init__(self, conn: _Parkable, argv: list[bytes], block: Block) -> None:
         self.conn = conn
+        self.db: int = getattr(conn, "db", 0)
         self.argv = block.argv if block.argv is not None else argv
         self.keys = block.keys
         self.deadline_ms = block.deadline_ms
@@ -98,19 +105,23 @@ class Waiter:
 class Registry:
     """Waiters by key (FIFO) and the keys made ready since the last `serve()`."""
 
-    __slots__ = ("by_key", "ready", "count", "kicked", "polled", "ks", "__weakref__")
+    __slots__ = ("by_key", "ready", "count", "kicked", "polled", "dbs", "__weakref__")
 
-    def __init__(self, ks: Any = None) -> None:
-        self.by_key: dict[bytes, deque[Waiter]] = {}
-        self.ready: dict[bytes, None] = {}  # an ordered set: keys are served in the order they became ready
+    def __init__(self, dbs: Any = None) -> None:
+        # Keys are (database, key).
+        self.by_key: dict[tuple[int, bytes], deque[Waiter]] = {}
+        self.ready: dict[tuple[int, bytes], None] = {}  # an ordered set: served in the order they became ready
         self.count = 0
         self.kicked = False
-        self.polled: dict[tuple[bytes, type | Gone], int] = {}  # (key, kind) -> waiters looking for it (Block.kind)
-        self.ks = ks  # the keyspace polled keys are looked up in
+        # ((database, key), kind) -> waiters looking for it (Block.kind)
+        self.polled: dict[tuple[tuple[int, bytes], type | Gone], int] = {}
+        self.dbs = dbs  # the databases polled keys are looked up in
 
     def park(self, conn: _Parkable, argv: list[bytes], block: Block) -> Waiter:
         w = Waiter(conn, argv, block)
-        for key in w.keys:
+        db = w.db
+        for name in w.keys:
+            key = (db, name)
             self.by_key.setdefault(key, deque()).append(w)
             if w.kind is not None:
                 self.polled[(key, w.kind)] = self.polled.get((key, w.kind), 0) + 1
@@ -123,7 +134,9 @@ class Registry:
             return
         w.active = False
         self.count -= 1
-        for key in w.keys:
+        db = w.db
+        for name in w.keys:
+            key = (db, name)
             if w.kind is not None:
                 n = self.polled.get((key, w.kind), 0) - 1
                 if n > 0:
@@ -141,7 +154,7 @@ class Registry:
                 del self.by_key[key]
                 self.ready.pop(key, None)
 
-    def signal(self, key: bytes) -> None:
+    def signal(self, key: tuple[int, bytes]) -> None:
         if key in self.by_key:
             self.ready[key] = None
             if not self.kicked:
@@ -187,9 +200,11 @@ class Registry:
     def _poll(self) -> None:
         """Polled keys now holding their kind are ready (once per serve(): woken clients never
         create a sorted set, so no second look is needed)."""
-        data = self.ks.data if self.ks is not None else {}
+        dbs = self.dbs
         for key, kind in list(self.polled):
-            if (type(data.get(key)) is not kind.type) if type(kind) is Gone else (type(data.get(key)) is kind):
+            db, name = key
+            value = dbs[db].data.get(name) if dbs is not None else None
+            if (type(value) is not kind.type) if type(kind) is Gone else (type(value) is kind):
                 self.ready[key] = None
 
 
@@ -200,7 +215,7 @@ def registry(engine: Any) -> Registry:
     """The engine's registry (one per engine, created on first use)."""
     reg = _REGISTRIES.get(engine)
     if reg is None:
-        reg = _REGISTRIES[engine] = Registry(getattr(engine, "ks", None))
+        reg = _REGISTRIES[engine] = Registry(getattr(engine, "dbs", None))
     return reg
 
 
@@ -211,6 +226,20 @@ def signal(ctx: Ctx, key: bytes) -> None:
     if engine is not None:
         reg = _REGISTRIES.get(engine)
         if reg is not None and reg.by_key:
+            reg.signal((engine.db, key))
+
+
+def signal_databases(ctx: Ctx, indexes: tuple[int, ...]) -> None:
+    """Every key waited on in these databases that now holds a value is ready (SWAPDB); a waiter
+    that still finds nothing it can take keeps waiting."""
+    engine = ctx.engine
+    reg = _REGISTRIES.get(engine) if engine is not None else None
+    if reg is None or not reg.by_key:
+        return
+    dbs = engine.dbs
+    for key in list(reg.by_key):
+        db, name = key
+        if db in indexes and name in dbs[db].data:
             reg.signal(key)
 
 

@@ -96,7 +96,7 @@ class Connection(asyncio.Protocol):
         "special", "closing", "queue", "out", "waiting_seq", "deferred", "read_paused",
         "write_paused", "addr", "laddr", "is_unix", "created", "last_active", "last_cmd", "_durable_cb",
         "net_in", "net_out", "sniff", "is_json", "enc", "enc_err", "futures", "auth_failures",
-        "auth_retry_at", "auth_paused", "current", "blocked", "parked_rest", "blocks", "tracking",
+        "auth_retry_at", "auth_paused", "current", "blocked", "parked_rest", "blocks", "tracking", "db",
     )
 
     def __init__(self, server: AtlasServer, is_unix: bool) -> None:
@@ -121,7 +121,7 @@ class Connection(asyncio.Protocol):
             self.parser.set_unauthenticated(True, server.max_bulk)
         self.multi: list[list[bytes]] | None = None
         self.multi_error = False
-        self.watching: dict[bytes, int | None] = {}   # key -> its expiry when watched
+        self.watching: dict[tuple[int, bytes], int | None] = {}   # (db, key) -> its expiry when watched
         self.watch_dirty = False
         self.channels: set[bytes] = set()
         self.patterns: set[bytes] = set()
@@ -146,6 +146,7 @@ class Connection(asyncio.Protocol):
         self.parked_rest: list[list[bytes]] = []  # commands parsed after the blocking one
         self.blocks = blocking.registry(self.engine)
         self.tracking: Tracker | None = None  # set while CLIENT TRACKING is on (tracking.py)
+        self.db = 0  # SELECT's database: the engine works in it for this connection's commands
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -642,6 +643,7 @@ class Connection(asyncio.Protocol):
         self.engine.tracking.disable(self)
         self.name = b""
         self.resp3 = False
+        self.db = 0
         self.set_authed(self.is_unix or not server.requirepass)
 
     def try_auth(self, user: bytes, password: bytes) -> bool:

@@ -154,8 +154,8 @@ class AtlasServer:
         self.channels: dict[bytes, set[Connection]] = {}
         self.patterns: dict[bytes, set[Connection]] = {}
         self._pattern_rx: dict[bytes, Glob] = {}
-        self.watched: dict[bytes, set[Connection]] = {}
-        self.watched_exists: dict[bytes, bool] = {}  # is a watched key in the keyspace (for FLUSHALL)
+        self.watched: dict[tuple[int, bytes], set[Connection]] = {}  # (db, key) -> its watchers
+        self.watched_exists: dict[tuple[int, bytes], bool] = {}  # is a watched key there (for FLUSHDB/ALL)
         self.counters = Counters()
         self.run_id = secrets.token_hex(20)
         self.closing = False
@@ -186,8 +186,8 @@ class AtlasServer:
                               f"use a data directory with a shorter path", code="bad_config")
         port = config.atlasd.port
         ctx = tls_context(config.atlasd)  # a bad certificate fails before the directory is locked
-        engine = Engine.open(path, config.atlas, component="atlasd", socket=str(sock),
-                             port=port or None, bind=config.atlasd.bind if port else None,
+        engine = Engine.open(path, config.atlas, databases=config.atlasd.databases, component="atlasd",
+                             socket=str(sock), port=port or None, bind=config.atlasd.bind if port else None,
                              tls=bool(ctx) if port else None)
         server = cls(engine, config, sock, ctx)
         try:
@@ -235,7 +235,7 @@ class AtlasServer:
         log.info("atlasd ready", data=str(self.engine.data_path()), bind=self.bind if self.port else None,
                  port=self.port or None, tls=self.ssl is not None if self.port else None,
                  socket=str(self.socket_path), appendfsync=self.engine.policy,
-                 metrics_port=self.config.atlasd.metrics_port or None, keys=len(self.engine.ks),
+                 metrics_port=self.config.atlasd.metrics_port or None, keys=self.engine.dbs.keys(),
                  version=__version__, pid=os.getpid())
 
     async def _listen_unix(self, path: Path) -> None:
@@ -477,23 +477,26 @@ class AtlasServer:
     # A per-key registry of watchers, marked dirty by a synchronous engine commit
     # hook (as Redis's touchWatchedKey): any committed change to a watched key,
     # including expiry, fails the watcher's EXEC.  FLUSHALL changes only the
-    # watched keys that were there (Redis 7.0's touchAllWatchedKeysInDb): the hook
+    # watched keys that were there (Redis 7.0's touchAllWatchedKeysInDb; keys are watched in
+    # their connection's database, and SWAPDB changes a watched key that either side held): the hook
     # runs after the effects are applied, so whether each watched key exists is
     # kept up to date as records pass.  The hook is only installed while some key
     # is watched, so plain traffic pays nothing.
 
     def watch(self, conn: Connection, keys: list[bytes], now_ms: int) -> None:
-        ks = self.engine.ks
-        for key in keys:
+        db = conn.db
+        ks = self.engine.dbs[db]
+        for name in keys:
+            key = (db, name)
             if key in conn.watching:
                 continue
-            exp = ks.expires.get(key) if key in ks.data else None
+            exp = ks.expires.get(name) if name in ks.data else None
             # Remember the TTL, to notice it running out before anything deletes the key.  A key
             # already expired when watched is logically absent: its deletion is no change (Redis 7).
             conn.watching[key] = _EXPIRED_WHEN_WATCHED if exp is not None and exp <= now_ms else exp
             self.watched.setdefault(key, set()).add(conn)
             if key not in self.watched_exists:
-                self.watched_exists[key] = key in ks.data
+                self.watched_exists[key] = name in ks.data
         if self.watched and self._touch not in self.engine.commit_hooks:
             self.engine.commit_hooks.append(self._touch)
 
@@ -516,33 +519,29 @@ class AtlasServer:
             self.engine.commit_hooks.remove(self._touch)
 
     def _touch(self, effects: list[tuple]) -> None:
-        exists: dict[bytes, bool] = {}  # watched keys this record changed: there after each effect?
-        self._touch_effects(effects, exists)
-        data = self.engine.ks.data  # the record is applied: the truth for the records that follow
+        exists: dict[tuple[int, bytes], bool] = {}  # watched keys this record changed: there after each effect?
+        self._touch_effects(effects, exists, [0])
+        dbs = self.engine.dbs  # the record is applied: the truth for the records that follow
         for key in exists:
-            self.watched_exists[key] = key in data
+            self.watched_exists[key] = key[1] in dbs[key[0]].data
 
-    def _touch_effects(self, effects: list[tuple], exists: dict[bytes, bool]) -> None:
+    def _touch_effects(self, effects: list[tuple], exists: dict[tuple[int, bytes], bool], db: list[int]) -> None:
+        """`db`: the record's database so far (a record starts in 0; SELECT moves it)."""
         watched = self.watched
         for eff in effects:
             op = eff[0]
             if op == "MULTI":
-                self._touch_effects(eff[1], exists)
+                self._touch_effects(eff[1], exists, db)
+            elif op == "SELECT":
+                db[0] = eff[1]
             elif op in LIBRARY_CMDS:
                 continue  # function libraries are no key a client can WATCH
-            elif op == "FLUSHALL":
-                for key, conns in watched.items():
-                    if not exists.get(key, self.watched_exists.get(key, False)):
-                        continue  # a key that was not there: no change
-                    for conn in conns:
-                        if conn.watching.get(key) == _EXPIRED_WHEN_WATCHED:
-                            conn.watching[key] = None  # the dead key went; a later change counts
-                        else:
-                            conn.watch_dirty = True
-                for key in watched:
-                    exists[key] = False
+            elif op == "FLUSHALL" or op == "FLUSHDB":
+                self._flushed(None if op == "FLUSHALL" else db[0], exists)
+            elif op == "SWAPDB":
+                self._swapped(eff[1], eff[2], exists)
             else:
-                key = eff[1]
+                key = (db[0], eff[1])
                 touched = watched.get(key)
                 if touched:
                     for conn in touched:
@@ -553,6 +552,39 @@ class AtlasServer:
                     # ZREM may have emptied (deleted) the key: then it is dirty already, and a
                     # FLUSHALL after it changes nothing either way.
                     exists[key] = op != "DEL"
+
+    def _flushed(self, db: int | None, exists: dict[tuple[int, bytes], bool]) -> None:
+        """FLUSHDB (of `db`) or FLUSHALL (None): only the watched keys that were there changed."""
+        for key, conns in self.watched.items():
+            if db is not None and key[0] != db:
+                continue
+            if not exists.get(key, self.watched_exists.get(key, False)):
+                continue  # a key that was not there: no change
+            for conn in conns:
+                if conn.watching.get(key) == _EXPIRED_WHEN_WATCHED:
+                    conn.watching[key] = None  # the dead key went; a later change counts
+                else:
+                    conn.watch_dirty = True
+            exists[key] = False
+
+    def _swapped(self, a: int, b: int, exists: dict[tuple[int, bytes], bool]) -> None:
+        """SWAPDB a b (Redis 7.0's touchAllWatchedKeysInDb both ways): a key watched in either
+        database changed if it was there before or is there now (brought by the swap)."""
+        dbs = self.engine.dbs
+        for key, conns in self.watched.items():
+            db, name = key
+            if db != a and db != b:
+                continue
+            was = exists.get(key, self.watched_exists.get(key, False))
+            now = name in dbs[db].data  # (the swap is applied: what the other database held)
+            if not (was or now):
+                continue
+            for conn in conns:
+                if conn.watching.get(key) == _EXPIRED_WHEN_WATCHED and not now:
+                    conn.watching[key] = None
+                else:
+                    conn.watch_dirty = True
+            exists[key] = now
 
     # -- pub/sub ----------------------------------------------------------------------------
 

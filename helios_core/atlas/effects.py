@@ -24,7 +24,15 @@ downtime would restart its countdown.
     ("LTRIM", key, left, right)       drop `left` items from the head, `right` from the tail
     ("SETRANGE", key, offset, bytes)  overwrite a string from offset (zero-padded; created without
                                       expiry if missing; the expiry kept): SETRANGE, SETBIT, BITFIELD
-    ("FLUSHALL",)                     (function libraries stay, as in Redis)
+    ("FLUSHALL",)                     every database (function libraries stay, as in Redis)
+
+Database effects (databases.py).  A record starts in database 0 on replay; SELECT moves the
+rest of it (the engine writes one before the effects of a command in another database, so
+the records of a connection that never selected hold none, and old records mean db 0):
+
+    ("SELECT", n)                     the effects after it (in this record) are in database n
+    ("FLUSHDB",)                      empty the current database
+    ("SWAPDB", a, b)                  exchange two databases' contents
 
 Function library effects (server state, no key; functions.py registers what they store):
 
@@ -61,6 +69,8 @@ from __future__ import annotations
 from typing import Any
 
 from helios_core.atlas.effects_codec import (
+    DB_CMDS,
+    KEYLESS_CMDS,
     KNOWN_CMDS,
     LIBRARY_CMDS,
     LIST_CMDS,
@@ -77,7 +87,7 @@ from helios_core.atlas.zset import ZSet
 
 __all__ = [
     "Effect", "apply_effect", "undo_effects", "encode_record", "decode_line", "RecordError",
-    "effect_keys", "KNOWN_CMDS", "LIBRARY_CMDS",
+    "effect_keys", "undo_start", "NoSuchDatabase", "KNOWN_CMDS", "LIBRARY_CMDS", "DB_CMDS", "KEYLESS_CMDS",
 ]
 
 
@@ -141,10 +151,21 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         _apply_setrange(ks, eff, undo)
     elif op in STREAM_OPS:
         _apply_stream(ks, eff, undo)
-    elif op == "FLUSHALL":
+    elif op == "FLUSHDB" or (op == "FLUSHALL" and ks.dbs is None):
         if undo is not None:
             undo.append(("swap", ks.data, ks.expires))
         ks.clear()
+    elif op == "FLUSHALL":
+        for _, db in ks.dbs.made():
+            if undo is not None:
+                undo.append(("swapin", db, db.data, db.expires))
+            db.clear()
+    elif op == "SWAPDB":
+        if undo is not None:
+            undo.append(("swapdb", ks.dbs, eff[1], eff[2]))
+        _selected(ks, eff[1])
+        _selected(ks, eff[2])
+        ks.dbs.swap(eff[1], eff[2])
     elif op in LIBRARY_CMDS:
         if op == "FFLUSH":
             if undo is not None:
@@ -156,10 +177,38 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
                 undo.append(("lib", name, ks.functions.get(name)))
             ks.put_library(name, eff[2] if op == "FLOAD" else None)
     elif op == "MULTI":
+        cur = ks  # (SELECT moves the rest of the MULTI: of the whole record, at the top level)
         for sub in eff[1]:
-            apply_effect(ks, sub, undo)
+            if sub[0] == "SELECT":
+                cur = _selected(ks, sub[1])
+                if undo is not None:
+                    undo.append(("ks", cur))
+            else:
+                apply_effect(cur, sub, undo)
+    elif op == "SELECT":
+        _selected(ks, eff[1])  # a record of one SELECT changes nothing (but must name a database)
     else:  # pragma: no cover - commands only emit known effects
         raise ValueError(f"unknown effect {op!r}")
+
+
+class NoSuchDatabase(IndexError):
+    """A record names a database beyond the server's `databases` (replay after lowering it)."""
+
+    def __init__(self, index: int, count: int) -> None:
+        super().__init__(f"database {index}, but this server has {count} (atlasd.databases)")
+        self.index, self.count = index, count
+
+
+def _selected(ks: Keyspace, index: int) -> Keyspace:
+    """Database `index` of the databases `ks` is one of."""
+    dbs = ks.dbs
+    count = dbs.count if dbs is not None else 1
+    if type(index) is not int or not 0 <= index < count:
+        raise NoSuchDatabase(index, count)
+    if dbs is None:
+        return ks
+    selected: Keyspace = dbs[index]
+    return selected
 
 
 def _apply_add(ks: Keyspace, eff: Effect, undo: list | None) -> None:
@@ -320,53 +369,88 @@ def _apply_setrange(ks: Keyspace, eff: Effect, undo: list | None) -> None:
 
 
 def undo_effects(ks: Keyspace, undo: list) -> None:
-    """Roll back, newest first, what `apply_effect` recorded."""
-    for entry in reversed(undo):
-        kind = entry[0]
-        if kind == "put":
-            _, key, value, exp = entry
-            if value is None:
-                ks.remove(key)
-            else:
-                ks.put(key, value, exp)
-        elif kind == "exp":
-            _, key, exp = entry
-            if exp is None:
-                ks.clear_expiry(key)
-            else:
-                ks.set_expiry(key, exp)
-        elif kind == "zrestore":
-            _, key, olds = entry
-            z = ks.data.get(key)
-            if isinstance(z, ZSet):
-                for member, old in reversed(olds):
-                    if old is None:
-                        z.remove(member)
-                    else:
-                        z.add(member, old)
-        elif kind == "hrestore":
-            h = ks.data.get(entry[1])
-            if type(h) is Hash:
-                for f, old in reversed(entry[2]):
-                    if old is None:
-                        h.pop(f, None)
-                    else:
-                        h[f] = old
-        elif kind == "srestore":
-            members = ks.data.get(entry[1])
-            if type(members) is set:
-                members.difference_update(entry[2])
-                members.update(entry[3])
-        elif kind == "swap":
-            ks.swap_in(entry[1], entry[2])
-        elif kind == "xcall":
-            entry[1]()
-        elif kind == "lib":
-            ks.put_library(entry[1], entry[2])
-        elif kind == "libs":
-            ks.swap_libraries(entry[1])
+    """Roll back, newest first, what `apply_effect` recorded.
+
+    A ("ks", keyspace) entry says the entries after it were made in that database (SELECT); the
+    ones before the first such entry were made in `ks`."""
+    for entry in undo:
+        if entry[0] == "ks":
+            break
+    else:
+        for entry in reversed(undo):
+            _undo_one(ks, entry)
+        return
+    owners: list[Keyspace] = []
+    cur = ks
+    for entry in undo:
+        if entry[0] == "ks":
+            cur = entry[1]
+        owners.append(cur)
+    for i in range(len(undo) - 1, -1, -1):
+        _undo_one(owners[i], undo[i])
+
+
+def undo_start(ks: Keyspace, undo: list, upto: int) -> Keyspace:
+    """The database undo entry `upto` was made in: the last ("ks", ...) entry before it, else `ks`."""
+    for i in range(min(upto, len(undo)) - 1, -1, -1):
+        if undo[i][0] == "ks":
+            found: Keyspace = undo[i][1]
+            return found
+    return ks
+
+
+def _undo_one(ks: Keyspace, entry: tuple) -> None:
+    kind = entry[0]
+    if kind == "put":
+        _, key, value, exp = entry
+        if value is None:
+            ks.remove(key)
         else:
-            _undo_list(ks, entry)
+            ks.put(key, value, exp)
+    elif kind == "exp":
+        _, key, exp = entry
+        if exp is None:
+            ks.clear_expiry(key)
+        else:
+            ks.set_expiry(key, exp)
+    elif kind == "zrestore":
+        _, key, olds = entry
+        z = ks.data.get(key)
+        if isinstance(z, ZSet):
+            for member, old in reversed(olds):
+                if old is None:
+                    z.remove(member)
+                else:
+                    z.add(member, old)
+    elif kind == "hrestore":
+        h = ks.data.get(entry[1])
+        if type(h) is Hash:
+            for f, old in reversed(entry[2]):
+                if old is None:
+                    h.pop(f, None)
+                else:
+                    h[f] = old
+    elif kind == "srestore":
+        members = ks.data.get(entry[1])
+        if type(members) is set:
+            members.difference_update(entry[2])
+            members.update(entry[3])
+    elif kind == "swap":
+        ks.swap_in(entry[1], entry[2])
+    elif kind == "swapin":
+        entry[1].swap_in(entry[2], entry[3])
+    elif kind == "swapdb":
+        entry[1].swap(entry[2], entry[3])
+    elif kind == "ks":
+        pass
+    elif kind == "xcall":
+        entry[1]()
+    elif kind == "lib":
+        ks.put_library(entry[1], entry[2])
+    elif kind == "libs":
+        ks.swap_libraries(entry[1])
+    else:
+        _undo_list(ks, entry)
 
 
 def _undo_list(ks: Keyspace, entry: tuple) -> None:
@@ -393,6 +477,6 @@ def _undo_list(ks: Keyspace, entry: tuple) -> None:
 def effect_keys(eff: Effect) -> list[bytes]:
     if eff[0] == "MULTI":
         return [k for sub in eff[1] for k in effect_keys(sub)]
-    if eff[0] == "FLUSHALL" or eff[0] in LIBRARY_CMDS:
+    if eff[0] in KEYLESS_CMDS:
         return []
     return [eff[1]]

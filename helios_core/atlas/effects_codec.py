@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Effect", "LIST_CMDS", "LIBRARY_CMDS", "KNOWN_CMDS", "RecordError", "encode_record", "decode_line"]
+__all__ = ["Effect", "LIST_CMDS", "LIBRARY_CMDS", "DB_CMDS", "KEYLESS_CMDS", "KNOWN_CMDS", "RecordError",
+           "encode_record", "decode_line"]
 
 # An effect is a plain tuple, ("SET", key, value, exp) and so on (listed in `effects`).
 Effect = tuple
@@ -25,8 +26,12 @@ STREAM_CMDS = frozenset({"XADD", "XDEL", "XTRIM", "XSETID", "XGROUP", "XGDEL", "
                          "XACK", "XNODES"})
 # The function libraries (FUNCTION LOAD/DELETE/FLUSH/RESTORE): server state, no key.
 LIBRARY_CMDS = frozenset({"FLOAD", "FDEL", "FFLUSH"})
+# Numbered databases (databases.py): {"cmd":"SELECT","db":N}, {"cmd":"FLUSHDB"}, {"cmd":"SWAPDB","db1":A,"db2":B}.
+DB_CMDS = frozenset({"SELECT", "FLUSHDB", "SWAPDB"})
+# Effects that name no key.
+KEYLESS_CMDS = frozenset({"FLUSHALL"}) | DB_CMDS | LIBRARY_CMDS
 KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
-                        "FLUSHALL", "MULTI", "SETRANGE"}) | LIST_CMDS | STREAM_CMDS | LIBRARY_CMDS
+                        "FLUSHALL", "MULTI", "SETRANGE"}) | LIST_CMDS | STREAM_CMDS | LIBRARY_CMDS | DB_CMDS
 
 
 # -- AOF line codec -----------------------------------------------------------------
@@ -54,7 +59,13 @@ def _score_out(score: float) -> float | str:
 def _effect_to_obj(eff: Effect) -> dict:
     op = eff[0]
     rec: dict[str, Any] = {"cmd": op}
-    if op == "FLUSHALL" or op == "FFLUSH":
+    if op == "FLUSHALL" or op == "FFLUSH" or op == "FLUSHDB":
+        return rec
+    if op == "SELECT":
+        rec["db"] = eff[1]
+        return rec
+    if op == "SWAPDB":
+        rec["db1"], rec["db2"] = eff[1], eff[2]
         return rec
     if op == "FLOAD" or op == "FDEL":
         # The library's whole code (its `#!lua name=` line included): replay registers it again.
@@ -313,8 +324,12 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
         return (op, _get_bytes(rec, "key"), _int_field(rec, op, "offset"), _get_bytes(rec, "value"))
     if op in STREAM_CMDS:
         return _stream_effect(rec, op)
-    if op == "FLUSHALL":
-        return ("FLUSHALL",)
+    if op == "FLUSHALL" or op == "FLUSHDB":
+        return (op,)
+    if op == "SELECT":
+        return (op, _int_field(rec, op, "db"))
+    if op == "SWAPDB":
+        return (op, _int_field(rec, op, "db1"), _int_field(rec, op, "db2"))
     if op in LIBRARY_CMDS:
         return _library_effect(rec, op)
     if op == "MULTI":

@@ -12,6 +12,15 @@ new (the key expired by time, on replay too), so nobody waits for it.
 
 Without a loop (CLI tools, tests) the same engine runs synchronously and the
 caller calls `flush_sync()`.
+
+Databases (databases.py): `ks` is the database the running command works in,
+chosen per command from its connection's SELECT (`db`; in-process callers
+have no connection and always work in database 0).  A record holds a
+("SELECT", n) before the first effect made outside database 0, so replay
+never needs to know which connection wrote it; the undo log holds a
+("ks", keyspace) entry at the same place, so a rollback knows which database
+each undo entry belongs to.  A connection that never selects pays one integer
+comparison per command and per effect.
 """
 
 from __future__ import annotations
@@ -31,8 +40,9 @@ from helios_core.atlas.aof_writer import AofWriter, WriterStats
 from helios_core.atlas.commands import TABLE, Command, Ctx
 from helios_core.atlas.commands.keys import ScanCursors
 from helios_core.atlas.commands.table import unknown_command
+from helios_core.atlas.databases import MAX_DATABASES, Databases
 from helios_core.atlas.datadir import DataDir, DirLock
-from helios_core.atlas.effects import LIBRARY_CMDS, apply_effect, effect_keys, undo_effects
+from helios_core.atlas.effects import LIBRARY_CMDS, apply_effect, effect_keys, undo_effects, undo_start
 from helios_core.atlas.evict import OOM, Evictor, Memory
 from helios_core.atlas.fsops import REAL_FS, Fs
 from helios_core.atlas.keyspace import Keyspace
@@ -73,12 +83,15 @@ class Engine:
     snapshots: Snapshotter
 
     def __init__(self, data_dir: str | os.PathLike[str], config: AtlasConfig | None = None, *,
-                 clock: Callable[[], int] = wall_ms, fs: Fs = REAL_FS) -> None:
+                 clock: Callable[[], int] = wall_ms, fs: Fs = REAL_FS, databases: int = MAX_DATABASES) -> None:
         self.dir = DataDir(data_dir)
         self.config = config or AtlasConfig()
         self.clock = clock
         self.fs = fs
-        self.ks = Keyspace()
+        self.dbs = Databases(databases, Keyspace())
+        self.ks = self.dbs[0]  # the running command's database
+        self.db = 0            # its index
+        self._rec_db = 0       # the database the record being built is in (its last SELECT, else 0)
         self.ctx = Ctx(self.ks, self._emit, self)
         # Keys whose newest record is not durable yet -> that record's seq (shared with ctx, which
         # notes what a command read), and the seq of a pending FLUSHALL: a reply waits only for
@@ -112,7 +125,7 @@ class Engine:
         self.slowlog = SlowLog()
         self.notifier = Notifier()
         self.tracking = Tracking(self)  # CLIENT TRACKING's table (tracking.py)
-        self.memory = Memory()
+        self.memory = Memory(dbs=self.dbs)
         self.evictor = Evictor()
         self._on_effect: Callable[[tuple], None] | None = None
         self._accounting = False
@@ -123,9 +136,13 @@ class Engine:
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str], config: AtlasConfig | None = None, *,
-             clock: Callable[[], int] = wall_ms, fs: Fs = REAL_FS, **lock_info: Any) -> Engine:
-        """Lock the data dir (one owner), recover, and open the AOF for appending."""
-        eng = cls(data_dir, config, clock=clock, fs=fs)
+             clock: Callable[[], int] = wall_ms, fs: Fs = REAL_FS, databases: int = MAX_DATABASES,
+             **lock_info: Any) -> Engine:
+        """Lock the data dir (one owner), recover, and open the AOF for appending.
+
+        `databases`: how many SELECT may reach (atlasd passes its setting); tools and the embedded
+        Store work in database 0 and take the most, so they load any data directory whole."""
+        eng = cls(data_dir, config, clock=clock, fs=fs, databases=databases)
         eng._lock = eng.dir.lock(**lock_info)
         try:
             eng.dir.remove_stale_temp_files()
@@ -134,7 +151,7 @@ class Engine:
             aof = AofFile(eng.dir.aof_path, fs)
             eng.writer = AofWriter(eng.dir, aof, eng.config.appendfsync, fs=fs, seq=rep.last_seq,
                                    on_lost=eng._undo_lost, on_durable=eng._durable_to, stats=eng.stats)
-            eng.snapshots = Snapshotter(eng.dir, eng.ks, eng.writer, fs=fs, clock=clock, stats=eng.stats)
+            eng.snapshots = Snapshotter(eng.dir, eng.dbs, eng.writer, fs=fs, clock=clock, stats=eng.stats)
             eng.writer.on_rewrite_needed = eng._rewrite
             if rep.needs_newline:
                 aof.write(b"\n")
@@ -145,7 +162,7 @@ class Engine:
         except BaseException:
             eng._lock.release()
             raise
-        log.info("atlas ready", data=str(eng.dir.path), keys=len(eng.ks), seq=eng.seq,
+        log.info("atlas ready", data=str(eng.dir.path), keys=eng.dbs.keys(), seq=eng.seq,
                  snapshot_seq=rep.snapshot_seq, replayed=rep.records_replayed,
                  seconds=round(rep.seconds, 3), appendfsync=eng.policy)
         return eng
@@ -191,6 +208,13 @@ class Engine:
         n = len(args)
         if n != arity and (arity > 0 or n < -arity):
             raise CommandError(f"ERR wrong number of arguments for '{cmd.name}' command")
+        ctx = self.ctx
+        conn = ctx.conn
+        if conn is None:
+            if self.db:
+                self.select(0)
+        elif conn.db != self.db:
+            self.select(conn.db)
         writer = self.writer
         # (the writer's attributes, not the engine's properties over them: this runs per command)
         aof_error = writer.error
@@ -200,7 +224,6 @@ class Engine:
             if max(map(len, args)) > self.config.max_value_bytes:
                 for a in args:
                     self.check_value_size(len(a))
-        ctx = self.ctx
         ctx.now_ms = self.clock()
         ctx.writable = aof_error is None
         ctx.seen = 0
@@ -289,14 +312,47 @@ class Engine:
         return entry
 
     def _rollback(self, mark: int, undo_mark: int) -> None:
-        if len(self._undo) > undo_mark:
+        undo = self._undo
+        if len(undo) > undo_mark:
             undone = self._effects[mark:]
+            start = undo_start(self.dbs[0], undo, undo_mark)  # the database the first undone entry is in
             if self.evictor.maxmemory:  # the estimate follows: recount the keys the undo puts back
-                self.memory.rollback(self.ks, undone, lambda: undo_effects(self.ks, self._undo[undo_mark:]))
+                self.memory.rollback(start, undone, lambda: undo_effects(start, undo[undo_mark:]))
             else:
-                undo_effects(self.ks, self._undo[undo_mark:])
-            del self._undo[undo_mark:]
-        del self._effects[mark:]
+                undo_effects(start, undo[undo_mark:])
+            del undo[undo_mark:]
+        effects = self._effects
+        if self._rec_db and any(e[0] == "SELECT" for e in effects[mark:]):
+            # The record goes on from the database it was in before the undone part.
+            self._rec_db = next((e[1] for e in reversed(effects[:mark]) if e[0] == "SELECT"), 0)
+        del effects[mark:]
+
+    # -- databases ------------------------------------------------------------------------
+
+    def select(self, index: int) -> None:
+        """Make database `index` the one commands work in (the caller checked the index)."""
+        ks = self.dbs[index]
+        self.db = index
+        self.ks = ks
+        self.ctx.ks = ks
+        self.notifier.db = index
+
+    @contextmanager
+    def in_db(self, index: int) -> Iterator[Keyspace]:
+        """Work in database `index` for a while (MOVE's and COPY ... DB's destination, active
+        expiry): effects emitted meanwhile are logged after a SELECT of it."""
+        before = self.db
+        self.select(index)
+        try:
+            yield self.ks
+        finally:
+            self.select(before)
+
+    def _record_select(self) -> None:
+        """The record being built moves to the running command's database."""
+        self._rec_db = db = self.db
+        self._effects.append(("SELECT", db))
+        self._undo.append(("ks", self.ks))
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -363,6 +419,8 @@ class Engine:
         return self.writer.misconf()
 
     def _emit(self, eff: tuple) -> None:
+        if self._rec_db != self.db:
+            self._record_select()
         if self._on_effect is not None:
             self._on_effect(eff)
             apply_effect(self.ks, eff, self._undo)
@@ -394,14 +452,21 @@ class Engine:
     def _make_room(self, cmd: Command) -> None:
         """Evict until the estimate is under maxmemory; Redis's OOM error for a denyoom command
         if the policy cannot get there."""
-        ev, mem, ks = self.evictor, self.memory, self.ks
+        ev, mem = self.evictor, self.memory
         victims: list[bytes] = []
+        volatile = ev.policy.startswith("volatile-")
         while mem.used > ev.maxmemory and self.aof_error is None:
-            key = ev.choose(ks, self.ctx.now_ms)
+            # Keys are sampled in the database holding the most candidates (Redis samples them all).
+            candidates = [(len(ks.expires if volatile else ks.data), i) for i, ks in self.dbs.made()]
+            most, index = max(candidates)
+            if not most:
+                break
+            key = ev.choose(self.dbs[index], self.ctx.now_ms)
             if key is None:
                 break
             ev.forget(key)
-            self.internal_effects([("DEL", key)], ("evicted", EVICTED))
+            with self.in_db(index):
+                self.internal_effects([("DEL", key)], ("evicted", EVICTED))
             victims.append(key)
         self.stats.evicted_keys += len(victims)
         if mem.used > ev.maxmemory and "denyoom" in cmd.flags:
@@ -412,6 +477,11 @@ class Engine:
         effects = self._effects
         self._effects = []
         undo, self._undo = self._undo, []
+        if self._rec_db:
+            # The next record starts in database 0 (on replay too); so does an undo of several
+            # records (the writer's, when the disk loses them) at this record's end.
+            self._rec_db = 0
+            undo.append(("ks", self.dbs[0]))
         seq = self.writer.append(effects, undo)
         self.snapshots.dirty += 1
         if not lazy:
@@ -429,8 +499,11 @@ class Engine:
         pending = self._pending_keys
         for eff in effects:
             op = eff[0]
-            if op == "FLUSHALL" or op in LIBRARY_CMDS:
-                # (a function library is no key: every reply may reveal it, through FCALL or LIST)
+            if op == "SELECT":
+                continue
+            if op == "FLUSHALL" or op == "FLUSHDB" or op == "SWAPDB" or op in LIBRARY_CMDS:
+                # (a function library is no key: every reply may reveal it, through FCALL or LIST;
+                # keys are marked by name, so a database-wide change may reveal any of them)
                 self._all_seq = seq
             elif op == "MULTI":
                 self._mark_pending(eff[1], seq)
@@ -528,7 +601,7 @@ class Engine:
     def _undo_lost(self, undo: list) -> None:
         """The writer gave up on records: memory goes back to what is on disk."""
         if undo:
-            undo_effects(self.ks, undo)
+            undo_effects(self.dbs[0], undo)  # (each record's undo starts and ends in database 0)
             if self._accounting:
                 self.memory.recount(self.ks.data, self.ks.expires)
         self._pending_keys.clear()
@@ -578,10 +651,19 @@ class Engine:
     def _active_expire(self) -> None:
         if self.aof_error is not None:
             return
-        keys = self.ks.due_keys(self.clock(), self.config.active_expire_budget)
-        if keys:
-            self.stats.expired_keys += len(keys)
-            self.internal_effects([("DEL", k) for k in keys], ("expired", EXPIRED))
+        budget = self.config.active_expire_budget
+        now = self.clock()
+        for index, ks in list(self.dbs.made()):
+            if not ks.expires:
+                continue
+            keys = ks.due_keys(now, budget)
+            if keys:
+                self.stats.expired_keys += len(keys)
+                with self.in_db(index):
+                    self.internal_effects([("DEL", k) for k in keys], ("expired", EXPIRED))
+                budget -= len(keys)
+                if budget <= 0:
+                    break
 
     def _cron(self) -> None:
         snaps = self.snapshots
@@ -606,8 +688,19 @@ class Engine:
         return lambda: self._listeners.remove(entry) if entry in self._listeners else None
 
     def _notify(self, effects: list[tuple]) -> None:
+        db = 0
         for eff in effects:
-            keys: list[bytes | None] = [None] if eff[0] == "FLUSHALL" else list(effect_keys(eff))
+            op = eff[0]
+            # (in-process listeners, the embedded Store's, watch database 0 only)
+            if op == "SELECT":
+                db = eff[1]
+                continue
+            if op == "SWAPDB" and 0 in eff[1:] and eff[1] != eff[2]:
+                keys: list[bytes | None] = [None]
+            elif db != 0 and op != "FLUSHALL":
+                continue
+            else:
+                keys = [None] if op == "FLUSHALL" or op == "FLUSHDB" else list(effect_keys(eff))
             for key in keys:
                 for prefix, cb in list(self._listeners):
                     if key is None or key.startswith(prefix):
@@ -657,6 +750,6 @@ class _ScriptStep:
 def _only_dels(effects: list[tuple]) -> bool:
     """Whether a read's effects are what a read may make: DELs of keys it found expired."""
     for eff in effects:
-        if eff[0] != "DEL":
+        if eff[0] != "DEL" and eff[0] != "SELECT":
             return False
     return True

@@ -103,6 +103,10 @@ def estimate(key: bytes, value: Any, has_expiry: bool) -> int:
     return KEY + len(key) + value_size(value) + (EXPIRY if has_expiry else 0)
 
 
+# Effects after which the estimate is counted again rather than followed key by key.
+_WHOLESALE = frozenset({"FLUSHALL", "MULTI", "FLUSHDB", "SWAPDB", "SELECT"})
+
+
 @dataclass
 class Memory:
     """The running estimate of the keyspace's size (see the module doc)."""
@@ -112,6 +116,8 @@ class Memory:
     # the new one is added by `settle` right after (the engine calls it).
     after: list[bytes] = field(default_factory=list)
     recount_after: bool = False
+    dbs: Any = None  # the engine's Databases: a recount counts every database
+
 
     def settle(self, data: dict, expires: dict) -> None:
         if self.recount_after:
@@ -126,11 +132,14 @@ class Memory:
         self.after.clear()
 
     def recount(self, data: dict, expires: dict) -> None:
-        self.used = sum(estimate(k, v, k in expires) for k, v in data.items())
+        if self.dbs is not None:
+            self.used = sum(estimate(k, v, k in ks.expires) for _, ks in self.dbs.made() for k, v in ks.data.items())
+        else:
+            self.used = sum(estimate(k, v, k in expires) for k, v in data.items())
 
     def rollback(self, ks: Any, effects: list[tuple], undo: Callable[[], None]) -> None:
         """Run `undo` (which puts back the state before `effects`) and follow it in the estimate."""
-        if any(e[0] in ("FLUSHALL", "MULTI") for e in effects):
+        if any(e[0] in _WHOLESALE for e in effects):
             undo()
             self.recount(ks.data, ks.expires)
             return
@@ -146,7 +155,7 @@ class Memory:
             # Nested effects apply one after the other (a later one sees the earlier ones applied):
             # take the keys' estimates off now and add them back once the whole MULTI applied.
             inner = eff[1]
-            if any(e[0] in ("FLUSHALL", "MULTI") for e in inner):
+            if any(e[0] in _WHOLESALE for e in inner):
                 self.recount_after = True
                 return
             keys = {e[1] for e in inner if e[0] not in LIBRARY_CMDS}
@@ -156,7 +165,10 @@ class Memory:
         if op == "FLUSHALL":
             self.used = 0
             return
-        if op in LIBRARY_CMDS:  # (function libraries are not keys: maxmemory does not count them)
+        if op == "FLUSHDB" or op == "SWAPDB":
+            self.recount_after = True
+            return
+        if op in LIBRARY_CMDS or op == "SELECT":  # (function libraries are not keys: maxmemory does not count them)
             return
         key = eff[1]
         old = data.get(key)

@@ -14,13 +14,16 @@ within a constant factor of `expires`.
 It also holds the one piece of server state that is not keys but persists with
 them: the function libraries (FUNCTION LOAD), library name -> code.  FLUSHALL
 leaves them, as in Redis; `functions_version` changes whenever they do, so the
-Lua runtime (functions.py) knows when to register them again.
+Lua runtime (functions.py) knows when to register them again.  They are server
+state, not a database's: every database's keyspace (databases.py) reads and
+writes the libraries of database 0's, its `root`.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from typing import Any
 
 from sortedcontainers import SortedList
 
@@ -32,16 +35,26 @@ Value = bytes | ZSet | dict[bytes, bytes] | set[bytes]
 
 
 class Keyspace:
-    __slots__ = ("data", "expires", "_heap", "_index", "functions", "functions_version")
+    __slots__ = ("data", "expires", "_heap", "_index", "_functions", "_functions_version", "root", "dbs")
 
-    def __init__(self) -> None:
+    def __init__(self, root: Keyspace | None = None, dbs: Any = None) -> None:
         self.data: dict[bytes, Value] = {}
         self.expires: dict[bytes, int] = {}
         self._heap: list[tuple[int, bytes]] = []
         # Sorted key index for SCAN/KEYS/prefix scans: built on first use, then maintained.
         self._index: SortedList | None = None
-        self.functions: dict[bytes, bytes] = {}
-        self.functions_version = 0
+        self._functions: dict[bytes, bytes] = {}
+        self._functions_version = 0
+        self.root: Keyspace = root if root is not None else self  # the keyspace holding the libraries
+        self.dbs: Any = dbs  # the Databases this keyspace is one of (None: a lone keyspace)
+
+    @property
+    def functions(self) -> dict[bytes, bytes]:
+        return self.root._functions
+
+    @property
+    def functions_version(self) -> int:
+        return self.root._functions_version
 
     def __len__(self) -> int:
         return len(self.data)
@@ -105,20 +118,30 @@ class Keyspace:
         self._index = None
         self._rebuild_heap()
 
+    def swap_with(self, other: Keyspace) -> None:
+        """Exchange contents with another database (SWAPDB): each keyspace object stays the one
+        database index, so whatever refers to a database by its object still means that index."""
+        self.data, other.data = other.data, self.data
+        self.expires, other.expires = other.expires, self.expires
+        self._heap, other._heap = other._heap, self._heap
+        self._index, other._index = other._index, self._index
+
     # -- function libraries ----------------------------------------------------------
 
     def put_library(self, name: bytes, code: bytes | None) -> None:
         """Store a library's code (None: delete it)."""
+        root = self.root
         if code is None:
-            self.functions.pop(name, None)
+            root._functions.pop(name, None)
         else:
-            self.functions[name] = code
-        self.functions_version += 1
+            root._functions[name] = code
+        root._functions_version += 1
 
     def swap_libraries(self, libraries: dict[bytes, bytes]) -> None:
         """Replace every library (FUNCTION FLUSH, its undo, and loading a snapshot)."""
-        self.functions = libraries
-        self.functions_version += 1
+        root = self.root
+        root._functions = libraries
+        root._functions_version += 1
 
     def _bound_heap(self) -> None:
         # Amortised O(1): a rebuild costs len(expires), and the next one needs about

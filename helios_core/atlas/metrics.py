@@ -77,8 +77,8 @@ class EngineCollector:
                                   value=stats.delayed_fsync)
         yield GaugeMetricFamily("atlas_snapshot_in_progress", "1 while a snapshot is being written.",
                                 value=int(engine.snapshot_in_progress))
-        yield GaugeMetricFamily("atlas_keys", "Keys in the keyspace.", value=len(engine.ks))
-        yield GaugeMetricFamily("atlas_keys_with_expiry", "Keys with a TTL.", value=len(engine.ks.expires))
+        yield GaugeMetricFamily("atlas_keys", "Keys in the keyspace (all databases).", value=engine.dbs.keys())
+        yield GaugeMetricFamily("atlas_keys_with_expiry", "Keys with a TTL.", value=engine.dbs.expires())
         yield CounterMetricFamily("atlas_expired_keys", "Keys removed by expiry.", value=stats.expired_keys)
         cmds = CounterMetricFamily("atlas_commands", "Commands executed, by command.", labels=["cmd"])
         for name, n in sorted(stats.commands.items()):

@@ -4,8 +4,11 @@ For an event E on key K in class C, when the configured flags include C and
 K (keyspace) and/or E (keyevent), atlasd publishes through its ordinary
 pub/sub:
 
-    __keyspace@0__:K   message E
-    __keyevent@0__:E   message K
+    __keyspace@N__:K   message E
+    __keyevent@N__:E   message K
+
+where N is the database the effect was made in (MOVE and COPY ... DB make
+events in two).
 
 Events come from what a command did, not from parsing its arguments: the
 engine shows every effect to `Notifier.before` just before applying it (so
@@ -28,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from helios_core.atlas.effects import LIBRARY_CMDS, effect_keys
+from helios_core.atlas.effects import KEYLESS_CMDS, effect_keys
 from helios_core.atlas.streamtype import STREAM_OPS
 
 __all__ = ["Notifier", "parse_flags", "flags_to_string", "BAD_FLAGS", "CLASS"]
@@ -111,6 +114,7 @@ class _Seen:
     expired: bool   # a DEL of a key whose TTL had run out (lazy expiry)
     new: bool       # the key was absent before this effect
     fresh: bool = False  # XGROUP / XCONSUMER: the group / consumer did not exist before it
+    db: int = 0          # the database it was made in
 
 
 _STREAM_CREATES = frozenset({"XADD", "XSETID"})
@@ -140,6 +144,7 @@ class Notifier:
     # Messages of commands that ran, held until their record is durable (the engine releases
     # them: a notification must not reveal a write the disk may still lose, like a reply).
     outbox: list[tuple[bytes, bytes]] = field(default_factory=list)
+    db: int = 0  # the database effects are made in now (the engine sets it)
 
     def take(self) -> list[tuple[bytes, bytes]]:
         out, self.outbox = self.outbox, []
@@ -162,20 +167,19 @@ class Notifier:
             for e in eff[1]:
                 self.before(e, data, expires, now_ms)
             return
-        if op == "FLUSHALL":
-            self.pending.append(_Seen(eff, False, False))
-            return
-        if op in LIBRARY_CMDS:  # (no key: Redis 7.0 publishes nothing for FUNCTION LOAD and kin)
+        if op in KEYLESS_CMDS:
+            # (no key: Redis 7.0 publishes nothing for FLUSHALL, FLUSHDB, SWAPDB, FUNCTION LOAD ...)
             return
         key = eff[1]
         if op in STREAM_OPS:
-            self.pending.append(_stream_seen(eff, data))
-            return
-        if op == "DEL":
+            seen = _stream_seen(eff, data)
+        elif op == "DEL":
             exp = expires.get(key)
-            self.pending.append(_Seen(eff, exp is not None and exp <= now_ms and key in data, False))
+            seen = _Seen(eff, exp is not None and exp <= now_ms and key in data, False)
         else:
-            self.pending.append(_Seen(eff, False, op in _CREATES and key not in data))
+            seen = _Seen(eff, False, op in _CREATES and key not in data)
+        seen.db = self.db
+        self.pending.append(seen)
 
     def mark(self) -> int:
         return len(self.pending)
@@ -189,19 +193,25 @@ class Notifier:
         del self.pending[mark:]
         if not seen or not self.on:
             return
+        db = self.db
+        try:
+            self._command_done(seen, name, data)
+        finally:
+            self.db = db
+
+    def _command_done(self, seen: list[_Seen], name: str, data: dict) -> None:
         event, cls = _EVENTS.get(name, (name, G))
-        if name == "rename" or name == "renamenx":
-            self._rename(seen)
+        if name == "rename" or name == "renamenx" or name == "move":
+            self._rename(seen, name == "move")
             return
         if name in _STREAM_COMMANDS:
             self._stream(seen, name)
             return
-        sent: set[tuple[bytes, str]] = set()
+        sent: set[tuple[int, bytes, str]] = set()
         for s in seen:
             eff = s.eff
             op = eff[0]
-            if op == "FLUSHALL":
-                continue  # Redis 7.0 publishes nothing for FLUSHALL/FLUSHDB
+            self.db = s.db
             key = eff[1]
             if s.expired:
                 self.event(EXPIRED, "expired", key)
@@ -225,19 +235,23 @@ class Notifier:
             if op in _EMPTIES and key not in data:
                 self._once(sent, key, "del", G)
 
-    def _rename(self, seen: list[_Seen]) -> None:
-        # RENAME src dst: DEL src, SET dst (and maybe EXPIRE dst).
+    def _rename(self, seen: list[_Seen], move: bool) -> None:
+        # RENAME src dst: DEL src, SET dst (and maybe EXPIRE dst).  MOVE key db: the value written
+        # in db (after a lookup there), then DEL in the source database.
         for s in seen:
+            self.db = s.db
             if s.expired:
                 self.event(EXPIRED, "expired", s.eff[1])
             elif s.new:
                 self.event(NEW, "new", s.eff[1])
-        dels = [s.eff[1] for s in seen if s.eff[0] == "DEL" and not s.expired]
-        sets = [s.eff[1] for s in seen if s.eff[0] not in ("DEL", "FLUSHALL")]
+        dels = [s for s in seen if s.eff[0] == "DEL" and not s.expired]
+        sets = [s for s in seen if s.eff[0] != "DEL"]
         if dels:
-            self.event(G, "rename_from", dels[0])
+            self.db = dels[0].db
+            self.event(G, "move_from" if move else "rename_from", dels[0].eff[1])
         if sets:
-            self.event(G, "rename_to", sets[0])
+            self.db = sets[0].db
+            self.event(G, "move_to" if move else "rename_to", sets[0].eff[1])
 
     def _stream(self, seen: list[_Seen], name: str) -> None:
         """Stream commands: events as Redis 7.0 names them (xadd, xtrim, xdel, xsetid, xgroup-create,
@@ -245,6 +259,7 @@ class Notifier:
         bookkeeping of XREADGROUP/XCLAIM/XACK publishes nothing, as in Redis."""
         for s in seen:
             op, key = s.eff[0], s.eff[1]
+            self.db = s.db
             if s.expired:
                 self.event(EXPIRED, "expired", key)
                 continue
@@ -262,9 +277,9 @@ class Notifier:
             if event is not None:
                 self.event(STREAM if op != "DEL" else G, event, key)
 
-    def _once(self, sent: set[tuple[bytes, str]], key: bytes, event: str, cls: int) -> None:
-        if (key, event) not in sent:
-            sent.add((key, event))
+    def _once(self, sent: set[tuple[int, bytes, str]], key: bytes, event: str, cls: int) -> None:
+        if (self.db, key, event) not in sent:
+            sent.add((self.db, key, event))
             self.event(cls, event, key)
 
     def internal(self, event: str, cls: int, effects: list[tuple]) -> None:
@@ -280,7 +295,8 @@ class Notifier:
         if not flags & cls or self.publish is None or key is None:
             return
         ev = event.encode()
+        db = self.db
         if flags & K:
-            self.outbox.append((b"__keyspace@0__:" + key, ev))
+            self.outbox.append((b"__keyspace@%d__:%s" % (db, key), ev))
         if flags & E:
-            self.outbox.append((b"__keyevent@0__:" + ev, key))
+            self.outbox.append((b"__keyevent@%d__:%s" % (db, ev), key))

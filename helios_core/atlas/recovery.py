@@ -21,7 +21,7 @@ from pathlib import Path
 
 from helios_core.atlas.aof import DECODE_ERRORS, damaged_newline_reason, newline_damaged, scan_lines
 from helios_core.atlas.datadir import DataDir
-from helios_core.atlas.effects import apply_effect, decode_line
+from helios_core.atlas.effects import NoSuchDatabase, apply_effect, decode_line
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.snapshot import load_snapshot
 from helios_core.errors import CorruptFileError
@@ -46,16 +46,25 @@ class RecoveryReport:
 
 
 def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: bool) -> RecoveryReport:
+    """Load the snapshot and replay the AOF into `ks`, database 0 (its other databases, when it has
+    them: Keyspace.dbs, are reached through the snapshot's "DB" chunks and the records' SELECTs)."""
     started = time.perf_counter()
     rep = RecoveryReport()
     snap = ddir.snapshot_path
     if snap.exists():
         libraries: dict[bytes, bytes] = {}
-        info, data, expires = load_snapshot(snap, libraries)
+        others: dict[int, tuple[dict, dict]] = {}
+        info, data, expires = load_snapshot(snap, libraries, others)
         ks.swap_in(data, expires)
         ks.swap_libraries(libraries)
+        count = ks.dbs.count if ks.dbs is not None else 1
+        for index, (db_data, db_expires) in sorted(others.items()):
+            if index >= count:
+                raise _too_few_databases(snap, index, count)
+            assert ks.dbs is not None
+            ks.dbs[index].swap_in(db_data, db_expires)
         rep.snapshot_seq = rep.last_seq = info.seq
-        rep.snapshot_keys = len(data)
+        rep.snapshot_keys = len(data) + sum(len(d) for d, _ in others.values())
     parts = ddir.aof_parts()
     last_seq = rep.last_seq if not parts else 0
     snap_seq = rep.snapshot_seq
@@ -90,6 +99,8 @@ def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: boo
             else:
                 try:
                     apply_effect(ks, eff, None)
+                except NoSuchDatabase as e:
+                    raise _too_few_databases(path, e.index, e.count, offset) from None
                 except _APPLY_ERRORS as e:
                     raise _unappliable(path, offset, e) from None
                 data, expires = ks.data, ks.expires  # FLUSHALL replaces them
@@ -159,6 +170,16 @@ def _unappliable(path: Path, offset: int, e: Exception) -> CorruptFileError:
         f"edited or comes from elsewhere. Start-up stopped so nothing is lost; keep a copy of the file, "
         f"then remove that record (or cut the file at byte {offset}) and start again",
         path=str(path), offset=offset)
+
+
+def _too_few_databases(path: Path, index: int, count: int, offset: int | None = None) -> CorruptFileError:
+    """Redis refuses to load data of a database beyond its `databases` setting; so does atlasd,
+    rather than drop those keys."""
+    where = f" at byte {offset}" if offset is not None else ""
+    return CorruptFileError(
+        f"{path}{where} holds database {index}, but atlasd.databases is {count} (databases 0..{count - 1}); "
+        f"start-up stopped so nothing is dropped: set atlasd.databases (HELIOS_ATLASD__DATABASES) to at least "
+        f"{index + 1}", path=str(path), offset=offset)
 
 
 def _damage(path: Path, offset: int, ddir: DataDir, why: str, *, force: bool = True) -> CorruptFileError:

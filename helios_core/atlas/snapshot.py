@@ -14,14 +14,18 @@ Layout (never pickle):
         ["X", key, [...]]                  one stream (streamtype.to_plain: entries, counters,
                                            node layout, groups with their consumers and PELs)
         ["F", [names], [codes]]            the function libraries (FUNCTION LOAD), when any
-        ["END", key_count]
+        ["DB", index]                      the chunks after it (up to the next "DB") hold database
+                                           `index` (SELECT); those before the first hold database 0
+        ["END", key_count]                 (keys in all databases)
     footer: b"CRC" + u32 big-endian CRC-32 of everything before the footer
 
 Version 1 readers written before hashes, sets and lists existed refuse "H", "SET"
 and "L" chunks by name ("unknown chunk"), and every older file loads here unchanged,
 so the version stays 1.  The same holds for "F": it is written only when libraries
 exist, so a build without functions still reads every snapshot that holds none, and
-refuses (rather than silently drops) one that holds some.  Chunks of parallel lists let
+refuses (rather than silently drops) one that holds some.  "DB" likewise: database 0 is
+written first with no marker, so a snapshot of database 0 alone is what it always was, and
+an older build refuses one holding other databases.  Chunks of parallel lists let
 loading run at C speed (dict.update(zip(...))) instead of a Python-level loop per key.
 Files are written to a temp name, fsynced, renamed into place and the directory fsynced, so a reader only ever
 sees a complete snapshot or the previous one.
@@ -55,7 +59,7 @@ MAGIC = b"HELIOS-SNAPSHOT\n"
 VERSION = 1
 CHUNK = 4096
 FOOTER = struct.Struct(">3sI")
-_TAGS = frozenset({"S", "E", "Z", "H", "SET", "L", "X", "F", "END"})
+_TAGS = frozenset({"S", "E", "Z", "H", "SET", "L", "X", "F", "DB", "END"})
 
 
 @dataclass
@@ -112,10 +116,13 @@ def publish(tmp: Path, final_path: Path, fs: Fs = REAL_FS) -> None:
 
 
 def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, created_ms: int | None = None,
-                   fs: Fs = REAL_FS, *, rename: bool = True, functions: dict[bytes, bytes] | None = None) -> int:
+                   fs: Fs = REAL_FS, *, rename: bool = True, functions: dict[bytes, bytes] | None = None,
+                   others: list[tuple[int, dict, dict]] | None = None) -> int:
     """Write a complete snapshot atomically (owner-only file); returns its size in bytes.
 
-    `functions` are the function libraries (name -> code) to keep with the keys.
+    `data`/`expires` are database 0's; `others` the (index, data, expires) of other databases
+    (empty ones are skipped).  `functions` are the function libraries (name -> code) to keep with
+    the keys.
 
     With rename=False the fsynced image stays at `temp_path(final_path, getpid())`
     for the caller to `publish` (or delete).  Runs in a forked child during
@@ -130,36 +137,18 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
         with os.fdopen(fd, "wb", buffering=1 << 20) as raw:
             w = _CrcWriter(raw)
             w.write(MAGIC)
-            header = packer.pack({"version": VERSION, "seq": seq, "created_ms": created_ms, "keys": len(data)})
+            dbs = [(i, d, e) for i, d, e in (others or []) if d]
+            total = len(data) + sum(len(d) for _, d, _ in dbs)
+            header = packer.pack({"version": VERSION, "seq": seq, "created_ms": created_ms, "keys": total})
             w.write(struct.pack(">I", len(header)) + header)
-            strings: list[bytes] = []
-            for key, value in data.items():
-                t = type(value)
-                if t is ZSet:
-                    members = list(value.scores)
-                    w.write(packer.pack(["Z", key, members, [value.scores[m] for m in members]]))
-                elif t is Hash or t is dict:
-                    w.write(packer.pack(["H", key, list(value), list(value.values())]))
-                elif t is set:
-                    w.write(packer.pack(["SET", key, list(value)]))
-                elif t is List or t is deque:
-                    w.write(packer.pack(["L", key, list(value)]))
-                elif t is Stream:
-                    w.write(packer.pack(["X", key, to_plain(value)]))
-                else:
-                    strings.append(key)
-                    if len(strings) == CHUNK:
-                        w.write(packer.pack(["S", strings, [data[k] for k in strings]]))
-                        strings = []
-            if strings:
-                w.write(packer.pack(["S", strings, [data[k] for k in strings]]))
-            exp_keys = list(expires)
-            for part in _chunks(exp_keys, CHUNK):
-                w.write(packer.pack(["E", part, [expires[k] for k in part]]))
+            _write_db(w, packer, data, expires)
+            for index, db_data, db_expires in dbs:
+                w.write(packer.pack(["DB", index]))
+                _write_db(w, packer, db_data, db_expires)
             if functions:
                 names = list(functions)
                 w.write(packer.pack(["F", names, [functions[n] for n in names]]))
-            w.write(packer.pack(["END", len(data)]))
+            w.write(packer.pack(["END", total]))
             raw.write(FOOTER.pack(b"CRC", w.crc))
             raw.flush()
             fs.fsync(raw.fileno())
@@ -170,6 +159,34 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_db(w: _CrcWriter, packer: msgpack.Packer, data: dict, expires: dict) -> None:
+    """One database's chunks."""
+    strings: list[bytes] = []
+    for key, value in data.items():
+        t = type(value)
+        if t is ZSet:
+            members = list(value.scores)
+            w.write(packer.pack(["Z", key, members, [value.scores[m] for m in members]]))
+        elif t is Hash or t is dict:
+            w.write(packer.pack(["H", key, list(value), list(value.values())]))
+        elif t is set:
+            w.write(packer.pack(["SET", key, list(value)]))
+        elif t is List or t is deque:
+            w.write(packer.pack(["L", key, list(value)]))
+        elif t is Stream:
+            w.write(packer.pack(["X", key, to_plain(value)]))
+        else:
+            strings.append(key)
+            if len(strings) == CHUNK:
+                w.write(packer.pack(["S", strings, [data[k] for k in strings]]))
+                strings = []
+    if strings:
+        w.write(packer.pack(["S", strings, [data[k] for k in strings]]))
+    exp_keys = list(expires)
+    for part in _chunks(exp_keys, CHUNK):
+        w.write(packer.pack(["E", part, [expires[k] for k in part]]))
 
 
 def _corrupt(path: Path, why: str, offset: int | None = None) -> CorruptFileError:
@@ -214,13 +231,18 @@ def _verify(path: Path, blob: bytes) -> tuple[SnapshotInfo, int]:
     return info, body_at
 
 
-def load_snapshot(path: Path, functions: dict | None = None) -> tuple[SnapshotInfo, dict, dict]:
-    """Verify and load a snapshot: (info, data, expires); its function libraries go into
-    `functions` when given (name -> code)."""
+def load_snapshot(path: Path, functions: dict | None = None,
+                  others: dict[int, tuple[dict, dict]] | None = None) -> tuple[SnapshotInfo, dict, dict]:
+    """Verify and load a snapshot: (info, data, expires) of database 0; its function libraries go
+    into `functions` when given (name -> code), its other databases into `others` (index ->
+    (data, expires))."""
     blob = path.read_bytes()
     info, body_at = _verify(path, blob)
     data: dict = {}
     expires: dict = {}
+    db0 = (data, expires)
+    dbs: dict[int, tuple[dict, dict]] = {}
+    total = 0
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(blob) + 1)
     unpacker.feed(memoryview(blob)[body_at:len(blob) - FOOTER.size])
     ended = False
@@ -252,9 +274,17 @@ def load_snapshot(path: Path, functions: dict | None = None) -> tuple[SnapshotIn
                     raise ValueError("a function library's name or code is not bytes")
                 if functions is not None:
                     functions.update(libraries)
+            elif tag == "DB":
+                index = chunk[1]
+                if type(index) is not int or index < 1 or index in dbs:
+                    raise ValueError(f"bad database marker {index!r}")
+                total += len(data)
+                data, expires = {}, {}
+                dbs[index] = (data, expires)
             elif tag == "END":
-                if chunk[1] != len(data):
-                    raise _corrupt(path, f"holds {len(data)} keys, its trailer says {chunk[1]}")
+                total += len(data)
+                if chunk[1] != total:
+                    raise _corrupt(path, f"holds {total} keys, its trailer says {chunk[1]}")
                 ended = True
             else:
                 raise _corrupt(path, f"unknown chunk {tag!r}")
@@ -262,7 +292,9 @@ def load_snapshot(path: Path, functions: dict | None = None) -> tuple[SnapshotIn
         raise _corrupt(path, f"unreadable body ({e})") from None
     if not ended:
         raise _corrupt(path, "body ends before its END marker")
-    return info, data, expires
+    if others is not None:
+        others.update(dbs)
+    return info, db0[0], db0[1]
 
 
 # -- checking a snapshot (helios aof-check, helios snapshot --verify) --------------------

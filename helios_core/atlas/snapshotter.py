@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from helios_core.atlas.aof_writer import AofWriter
+from helios_core.atlas.databases import Databases
 from helios_core.atlas.datadir import DataDir
 from helios_core.atlas.fsops import Fs
-from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.snapshot import VERSION as SNAPSHOT_VERSION
 from helios_core.atlas.snapshot import SnapshotInfo, publish, temp_path, write_snapshot
 from helios_core.errors import HeliosError, SnapshotError
@@ -92,10 +92,11 @@ def _die_with_parent(parent: int) -> None:
 
 
 class Snapshotter:
-    def __init__(self, ddir: DataDir, ks: Keyspace, writer: AofWriter, *, fs: Fs, clock: Callable[[], int],
+    def __init__(self, ddir: DataDir, dbs: Databases, writer: AofWriter, *, fs: Fs, clock: Callable[[], int],
                  stats: SnapshotStats) -> None:
         self.dir = ddir
-        self.ks = ks
+        self.dbs = dbs
+        self.ks = dbs[0]
         self.writer = writer
         self.fs = fs
         self.clock = clock
@@ -155,7 +156,7 @@ class Snapshotter:
         upto = self.writer.seq  # memory at the fork: every record up to here, written or buffered
         self._upto, self._t0, self._dirty_at_start = upto, time.perf_counter(), self.dirty
         created_ms = self.clock()
-        self._meta = (created_ms, len(self.ks.data))
+        self._meta = (created_ms, self.dbs.keys())
         try:
             read_fd, write_fd = self.fs.pipe()
         except OSError as e:
@@ -177,7 +178,7 @@ class Snapshotter:
         os.close(write_fd)
         self.child, self._pid, self._pipe, self._abort, self._exit = pid, pid, read_fd, "", None
         self._resets_at_fork = self.writer.resets
-        log.info("snapshot started", seq=upto, pid=pid, keys=len(self.ks))
+        log.info("snapshot started", seq=upto, pid=pid, keys=self._meta[1])
         assert self._loop is not None
         fut = self._loop.run_in_executor(None, self.fs.waitpid, pid, 0)
         fut.add_done_callback(self._reaped)
@@ -195,7 +196,7 @@ class Snapshotter:
             os.nice(10)  # the loop (same cores) comes first; the image can take longer
             # (rename=False: the parent publishes it once `upto` is durable)
             size = write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, created_ms, self.fs,
-                                  rename=False, functions=self.ks.functions)
+                                  rename=False, functions=self.ks.functions, others=self._others())
             os.write(write_fd, f"OK {cow_bytes()} {size}".encode())
             code = 0
         except BaseException as e:  # noqa: BLE001 - report anything to the parent
@@ -205,6 +206,11 @@ class Snapshotter:
                 pass
         finally:
             os._exit(code)
+
+    def _others(self) -> list[tuple[int, dict, dict]]:
+        """Every database but 0 that holds keys, for the image (all databases go in each snapshot,
+        which is also what the AOF is rewritten to)."""
+        return [(i, ks.data, ks.expires) for i, ks in self.dbs.non_empty() if i]
 
     def _rotated(self, err: BaseException | None) -> None:
         self._rotating = False
@@ -369,9 +375,9 @@ class Snapshotter:
             upto = w.seq
             w.rotate_sync()
             t0 = time.perf_counter()
-            self._meta = (self.clock(), len(self.ks.data))
+            self._meta = (self.clock(), self.dbs.keys())
             write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, self._meta[0], self.fs,
-                           functions=self.ks.functions)
+                           functions=self.ks.functions, others=self._others())
             info = self._record(upto, time.perf_counter() - t0, self._drop_parts(upto))
         except (OSError, HeliosError) as e:
             reason = getattr(e, "strerror", None) or str(e)

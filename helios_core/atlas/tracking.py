@@ -38,7 +38,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from helios_core.atlas.commands.docs import command_keys
-from helios_core.atlas.effects import LIBRARY_CMDS
+from helios_core.atlas.effects import KEYLESS_CMDS
 from helios_core.atlas.resp import Push
 
 if TYPE_CHECKING:
@@ -242,9 +242,9 @@ class Tracking:
             op = eff[0]
             if op == "MULTI":
                 self._walk(eff[1], writer, out)
-            elif op == "FLUSHALL":
-                self._flushed(out)
-            elif op not in LIBRARY_CMDS:
+            elif op == "FLUSHALL" or op == "FLUSHDB":
+                self._flushed(out)  # (FLUSHDB of any database: every tracking client, as Redis 7.0)
+            elif op not in KEYLESS_CMDS:  # (keys by name, whatever their database, as Redis 7.0)
                 key = eff[1]
                 if self.prefixes:
                     self._changed_under_prefix(key, writer)

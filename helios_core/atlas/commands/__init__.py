@@ -4,6 +4,7 @@ from helios_core.atlas.commands import (  # noqa: F401  (registration side effec
     bitmaps,
     config,
     connection,
+    databases,
     docs,
     functions,
     hashes,

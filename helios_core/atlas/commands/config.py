@@ -49,7 +49,7 @@ def _get_params(ctx: Ctx) -> dict[str, Callable[[], bytes]]:
         "dir": lambda: str(engine.data_path()).encode(),
         "dbfilename": lambda: b"dump.rdb",
         "appendfilename": lambda: b"appendonly.aof",
-        "databases": lambda: b"1",
+        "databases": lambda: b"%d" % engine.dbs.count,
         "hz": lambda: b"%d" % cfg.active_expire_hz,
         "maxmemory": lambda: b"%d" % engine.evictor.maxmemory,
         "maxmemory-policy": lambda: engine.evictor.policy.encode(),

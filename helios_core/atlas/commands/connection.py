@@ -1,4 +1,5 @@
-"""Connection commands: PING ECHO QUIT SELECT AUTH HELLO CLIENT RESET, transactions, pub/sub.
+"""Connection commands: PING ECHO QUIT AUTH HELLO CLIENT RESET, transactions, pub/sub (SELECT is
+in databases.py).
 
 These act on the client connection (`ctx.conn`, set by the RESP server before
 each command; None for in-process callers).  State lives on the connection and
@@ -92,13 +93,6 @@ def echo(ctx: Ctx, args: list[bytes]) -> Any:
 def quit_(ctx: Ctx, args: list[bytes]) -> Any:
     if ctx.conn is not None:
         ctx.conn.closing = True
-    return OK
-
-
-@command("select", 2, "loading stale fast", keys=(0, 0, 0))
-def select(ctx: Ctx, args: list[bytes]) -> Any:
-    if parse_int(args[0]) != 0:
-        raise err("ERR DB index is out of range")
     return OK
 
 
@@ -365,7 +359,7 @@ def client_line(c: Connection, caller: Connection) -> str:
     events = "r" + ("w" if omem else "")
     return (f"id={c.id} addr={c.addr} laddr={c.laddr} fd={fd} name={c.name.decode(errors='replace')} "
             f"age={int(now - c.created)} idle={max(0, int(now - max(c.last_active, c.created)))} "
-            f"flags={flags or 'N'} db=0 sub={len(c.channels)} psub={len(c.patterns)} ssub=0 "
+            f"flags={flags or 'N'} db={c.db} sub={len(c.channels)} psub={len(c.patterns)} ssub=0 "
             f"multi={len(c.multi) if c.multi is not None else -1} qbuf={qbuf} qbuf-free=0 argv-mem=0 "
             f"multi-mem=0 rbs=0 rbp=0 obl=0 oll={len(c.queue)} omem={omem} tot-mem={omem + qbuf} "
             f"events={events} cmd={cmd} user=default redir={t.redirect if t is not None else -1} "

@@ -30,7 +30,8 @@ _GROUP_ACL = {"string": "@string", "generic": "@keyspace", "sorted-set": "@sorte
               "list": "@list", "bitmap": "@bitmap", "connection": "@connection", "transactions": "@transaction",
               "pubsub": "@pubsub", "scripting": "@scripting", "stream": "@stream"}
 _EXTRA_ACL: dict[str, tuple[str, ...]] = {
-    "dbsize": ("@keyspace",), "flushall": ("@keyspace", "@dangerous"), "flushdb": ("@keyspace", "@dangerous"),
+    "dbsize": ("@keyspace",), "swapdb": ("@keyspace", "@dangerous"), "flushall": ("@keyspace", "@dangerous"),
+    "flushdb": ("@keyspace", "@dangerous"),
     "keys": ("@dangerous",), "restore": ("@dangerous",), "info": ("@dangerous",),
     "lastsave": ("@admin", "@dangerous"), "role": ("@admin", "@dangerous"), "command": ("@connection",),
 }
@@ -347,6 +348,8 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "dbsize": ("server", "1.0.0", "", "Returns the number of keys in the database."),
     "flushdb": ("server", "1.0.0", "[ASYNC|SYNC]", "Remove all keys from the current database."),
     "flushall": ("server", "1.0.0", "[ASYNC|SYNC]", "Removes all keys from all databases."),
+    "move": ("generic", "1.0.0", "key db", "Moves a key to another database."),
+    "swapdb": ("server", "4.0.0", "index1 index2", "Swaps two Redis databases."),
     # sorted sets
     "zadd": ("sorted-set", "1.2.0", "key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]",
              "Adds one or more members to a sorted set, or updates their scores."),
@@ -431,7 +434,7 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "ping": ("connection", "1.0.0", "[message]", "Returns the server's liveliness response."),
     "echo": ("connection", "1.0.0", "message", "Returns the given string."),
     "quit": ("connection", "1.0.0", "", "Closes the connection."),
-    "select": ("connection", "1.0.0", "index", "Changes the selected database (only 0 exists)."),
+    "select": ("connection", "1.0.0", "index", "Changes the selected database."),
     "auth": ("connection", "1.0.0", "[username] password", "Authenticates the connection."),
     "hello": ("connection", "6.0.0", "[protover [AUTH username password] [SETNAME clientname]]",
               "Handshakes with the server."),

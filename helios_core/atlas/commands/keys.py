@@ -16,6 +16,7 @@ from helios_core.atlas.commands.table import (
     err,
     literal_prefix,
     parse_int,
+    parse_int32,
 )
 from helios_core.atlas.dump import BadFormat, PayloadError, dump_value, load_payload
 from helios_core.atlas.evict import LFU_DECAY_MS, LFU_INIT
@@ -339,52 +340,43 @@ def dbsize(ctx: Ctx, args: list[bytes]) -> Any:
     return len(ctx.ks.data)
 
 
-def _flush(ctx: Ctx, args: list[bytes]) -> Any:
-    if len(args) > 1 or (args and args[0].upper() not in (b"ASYNC", b"SYNC")):
-        raise err(SYNTAX)
-    ctx.emit(("FLUSHALL",))
-    return OK
-
-
-@command("flushall", -1, "write", keys=(0, 0, 0))
-def flushall(ctx: Ctx, args: list[bytes]) -> Any:
-    return _flush(ctx, args)
-
-
-@command("flushdb", -1, "write", keys=(0, 0, 0))
-def flushdb(ctx: Ctx, args: list[bytes]) -> Any:
-    return _flush(ctx, args)
-
-
 # -- COPY, OBJECT, DUMP/RESTORE ---------------------------------------------------------------
 
 @command("copy", -3, "write denyoom", keys=(1, 2, 1))
 def copy(ctx: Ctx, args: list[bytes]) -> Any:
     src, dst = args[0], args[1]
+    engine = ctx.engine
     replace = False
+    db = engine.db if engine is not None else 0
     j = 2
     while j < len(args):
         opt = args[j].upper()
         if opt == b"REPLACE":
             replace = True
         elif opt == b"DB" and j + 1 < len(args):
-            db = parse_int(args[j + 1])
-            if not -(1 << 31) <= db < 1 << 31:
-                raise err("ERR value is out of range, value must between -2147483648 and 2147483647")
-            if db != 0:  # one database until SELECT knows more
+            db = parse_int32(args[j + 1])
+            if engine is None or not 0 <= db < engine.dbs.count:
                 raise err("ERR DB index is out of range")
             j += 1
         else:
             raise err(SYNTAX)
         j += 1
-    if src == dst:
+    same_db = engine is None or db == engine.db
+    if src == dst and same_db:
         raise err("ERR source and destination objects are the same")
     value = ctx.lookup(src)
     if value is None:
         return 0
-    if ctx.lookup(dst) is not None and not replace:
-        return 0
-    log_value(ctx, dst, value, ctx.expiry(src))
+    exp = ctx.expiry(src)
+    if same_db:
+        if ctx.lookup(dst) is not None and not replace:
+            return 0
+        log_value(ctx, dst, value, exp)
+        return 1
+    with engine.in_db(db):  # (the value is built again there: nothing is shared between databases)
+        if ctx.lookup(dst) is not None and not replace:
+            return 0
+        log_value(ctx, dst, value, exp)
     return 1
 
 

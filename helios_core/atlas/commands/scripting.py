@@ -71,6 +71,7 @@ def run_step(ctx: Ctx, run: Callable[[], Any]) -> Any:
     engine = ctx.engine
     scripting = scripting_of(engine)
     nested = engine.in_batch  # inside MULTI/EXEC: the transaction's record holds the effects
+    conn, db = ctx.conn, engine.db
     with engine.script_step(keep=_keeps_writes):
         try:
             reply = run()
@@ -80,6 +81,10 @@ def run_step(ctx: Ctx, run: Callable[[], Any]) -> Any:
             reply = e  # the script failed: the writes before the error stand, as in Redis
         finally:
             ctx.seen = max(ctx.seen, scripting.seen)
+            if engine.db != db:  # a script's SELECT was its own: the caller keeps its database (Redis 7)
+                if conn is not None:
+                    conn.db = db
+                engine.select(db)
         # Raising would undo the enclosing transaction's part of them: there the error is
         # EXEC's reply item instead.
         if isinstance(reply, CommandError) and not nested:

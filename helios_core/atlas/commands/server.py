@@ -384,8 +384,8 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
     section("Errorstats", [])
     section("Latencystats", [])
     section("Cluster", [("cluster_enabled", 0)])
-    ks = engine.ks
-    section("Keyspace", [("db0", f"keys={len(ks)},expires={len(ks.expires)},avg_ttl=0")] if len(ks) else [])
+    section("Keyspace", [(f"db{i}", f"keys={len(ks)},expires={len(ks.expires)},avg_ttl=0")
+                         for i, ks in engine.dbs.non_empty()])
     return "\r\n".join(out)
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TABLE", "Command", "Ctx", "Simple", "OK", "command", "err", "unknown_command", "WRONGTYPE", "NOT_INT",
-    "SYNTAX", "parse_int", "parse_float",
+    "SYNTAX", "parse_int", "parse_int32", "parse_float",
 ]
 
 
@@ -184,6 +184,18 @@ def parse_int(raw: bytes, what: str = NOT_INT) -> int:
     v = int(raw)
     if not -(1 << 63) <= v < (1 << 63):
         raise CommandError(what)
+    return v
+
+
+def parse_int32(raw: bytes, what: str | None = None) -> int:
+    """Redis's getIntFromObjectOrReply: a C int, with `what` (when given) as the error for anything
+    else, or Redis's two texts (not an integer / out of int range)."""
+    try:
+        v = parse_int(raw)
+    except CommandError:
+        raise CommandError(what or NOT_INT) from None
+    if not -(1 << 31) <= v < 1 << 31:
+        raise CommandError(what or "ERR value is out of range, value must between -2147483648 and 2147483647")
     return v
 
 
