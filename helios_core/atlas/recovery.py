@@ -58,9 +58,9 @@ def recover(ddir: DataDir, ks: Keyspace, *, now_ms: int, truncate_torn_tail: boo
         ks.swap_in(data, expires)
         ks.swap_libraries(libraries)
         count = ks.dbs.count if ks.dbs is not None else 1
-        for index, (db_data, db_expires) in sorted(others.items()):
-            if index >= count:
-                raise _too_few_databases(snap, index, count)
+        if others and max(others) >= count:
+            raise _too_few_databases(snap, max(others), count)
+        for index, (db_data, db_expires) in others.items():
             assert ks.dbs is not None
             ks.dbs[index].swap_in(db_data, db_expires)
         rep.snapshot_seq = rep.last_seq = info.seq
