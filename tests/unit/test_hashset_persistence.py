@@ -9,6 +9,7 @@ import pytest
 from helios_core.atlas.effects import RecordError, decode_line, encode_record
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.hashtype import Hash
+from helios_core.atlas.listvalue import List
 from helios_core.atlas.snapshot import _first_unreadable_chunk, check_snapshot, load_snapshot, write_snapshot
 from helios_core.config import AtlasConfig
 from tests.unit.atlas_harness import Atlas
@@ -118,3 +119,44 @@ def test_effect_codec_refuses_bad_records(line: bytes) -> None:
 
 def test_original_format_lines_without_seq_load() -> None:
     assert decode_line(b'{"cmd":"SADD","key":"k","members":["a"]}', 0) == (None, ("SADD", b"k", [b"a"]))
+
+
+def encoded(engine: Engine) -> dict:
+    """{key: (encoding, content)} of the hashes and lists (a listpack hash's content in its order)."""
+    out: dict = {}
+    for k, v in engine.ks.data.items():
+        if type(v) is Hash:
+            out[k] = (v.encoding, v.items() if v.encoding == "listpack" else sorted(v.items()))
+        elif type(v) is List:
+            out[k] = ("quicklist", list(v))
+    return out
+
+
+def encodings_workload(a: Atlas) -> None:
+    a("HSET", "small", "b", 1, "a", 2, BIN, BIN)
+    a("HSET", "small", "b", 3)  # an update keeps its place in a listpack
+    a("HSET", "large", *[x for i in range(600) for x in (f"f{i}", i)])
+    a("HSET", "longval", "f", "v" * 65)
+    a("HSET", "shrunk", *[x for i in range(513) for x in (f"f{i}", i)])
+    a("HDEL", "shrunk", *[f"f{i}" for i in range(1, 513)])
+    a("RPUSH", "l", "a", BIN, "c")
+    a("RPUSH", "biglist", *[f"item{i}" for i in range(300)])
+
+
+@pytest.mark.parametrize("via", ["aof", "snapshot"])
+def test_small_and_large_hashes_and_lists_reload_in_the_encoding_redis_picks(a: Atlas, via: str) -> None:
+    encodings_workload(a)
+    before = encoded(a.engine)
+    assert [before[k][0] for k in (b"small", b"large", b"longval", b"shrunk")] == [
+        "listpack", "hashtable", "hashtable", "hashtable"]
+    assert before[b"small"][1] == [(b"b", b"3"), (b"a", b"2"), (BIN, BIN)]
+    assert not a.engine.ks.data[b"biglist"].packed and a.engine.ks.data[b"l"].packed
+    if via == "snapshot":
+        a.engine.snapshot_sync()
+    a.engine = reopen(a)
+    after = encoded(a.engine)
+    # Redis loads a snapshot's hash by its content (rdbLoadObject): the hash that shrank to one
+    # field after converting comes back a listpack.  Replaying the AOF's writes repeats its history.
+    shrunk = ("listpack", [(b"f0", b"0")]) if via == "snapshot" else ("hashtable", [(b"f0", b"0")])
+    assert after.pop(b"shrunk") == shrunk and before.pop(b"shrunk")
+    assert after == before
