@@ -276,3 +276,55 @@ def test_writes_the_disk_lost_are_undone_in_their_databases(tmp_path: Path) -> N
         await eng.aclose()
 
     asyncio.run(main())
+
+
+def test_aof_check_reads_records_that_select(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from helios_cli.main import cli
+
+    eng = Engine.open(tmp_path, AtlasConfig(), databases=16)
+    try:
+        run(eng, Conn(3), "SET", "a", "1")
+        run(eng, Conn(3), "SWAPDB", "3", "4")
+        run(eng, Conn(4), "FLUSHDB")
+        eng.flush_sync()
+    finally:
+        eng.close()
+    result = CliRunner().invoke(cli, ["aof-check", "--data", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "records    3" in result.output and "OK" in result.output
+
+
+def test_active_expiry_reaches_every_database_and_logs_where(tmp_path: Path) -> None:
+    clock = [NOW]
+    eng = Engine.open(tmp_path, AtlasConfig(), clock=lambda: clock[0], databases=16)
+    try:
+        run(eng, Conn(4), "SET", "t", "v", "PX", "10")
+        run(eng, Conn(9), "SET", "t", "v", "PX", "10")
+        run(eng, None, "SET", "t", "kept")
+        clock[0] += 100
+        eng._active_expire()
+        assert everything(eng) == {0: ({b"t": b"kept"}, {})}
+        eng.flush_sync()
+        lines = (tmp_path / "appendonly.aof").read_bytes().splitlines()
+        assert b'{"cmd":"SELECT","db":4},{"cmd":"DEL","key":"t"}' in lines[-2]
+        assert b'{"cmd":"SELECT","db":9},{"cmd":"DEL","key":"t"}' in lines[-1]
+    finally:
+        eng.close()
+
+
+def test_eviction_finds_keys_in_any_database(tmp_path: Path) -> None:
+    eng = Engine.open(tmp_path, AtlasConfig(), databases=16)
+    try:
+        for i in range(50):
+            run(eng, Conn(6), "SET", f"k{i}", "x" * 100)
+        eng.evictor.maxmemory = 3000
+        eng.evictor.set_policy("allkeys-random", NOW)
+        eng.observers_changed()
+        assert eng.memory.used > 3000
+        run(eng, None, "SET", "new", "v")  # (database 0 holds nothing to evict)
+        assert eng.memory.used <= 3000 + 200
+        assert 0 < len(eng.dbs[6].data) < 50 and eng.dbs[0].data == {b"new": b"v"}
+    finally:
+        eng.close()
