@@ -193,11 +193,11 @@ def test_registry_wakes_fifo_and_stops_when_the_key_empties_again() -> None:
     conns = [FakeConn(n, items, reg, log) for n in ("first", "second", "third")]
     for c in conns:
         c.waiter = reg.park(c, [b"BLPOP", b"k", b"0"], Block([b"k", b"k"], 0))
-    assert reg.count == 3 and len(reg.by_key[b"k"]) == 3  # a key named twice waits once
-    reg.signal(b"other")
+    assert reg.count == 3 and len(reg.by_key[(0, b"k")]) == 3  # a key named twice waits once (keys: (db, key))
+    reg.signal((0, b"other"))
     assert not reg.ready
     items += [b"1", b"2"]
-    reg.signal(b"k")
+    reg.signal((0, b"k"))
     assert reg.serve() == 2
     assert log == [("first", b"1"), ("second", b"2")] and reg.count == 1 and not reg.ready
     assert conns[2].waiter is not None
