@@ -15,11 +15,14 @@ its INFO used_memory growth when it reports one; redis-server: used_memory
 growth (what its allocator handed out) and RSS growth.  The ratio is atlasd
 RSS / redis used_memory, as in bench/memory.py.  Goal: <= 2x per element.
 
-Ops/s: `redis-benchmark -c 50 -n --requests -r 100000` without pipelining, one
-custom command at a time (HSET, LPUSH, SADD, EVALSHA of a one-line INCR
-script), atlasd and redis-server alternating (which goes first alternates by
-round) for --rounds rounds; each cell is the median, the ratio the median of
-per-round ratios.  Goal: >= 0.8x redis-server.  Each server's CPU time per request is
+Ops/s: `redis-benchmark -c 50 -n --requests` without pipelining, one custom
+command at a time: HSET, LPUSH, SADD (-r 100000: mostly new keys, so each
+creates a small hash, list or set), EVALSHA of a one-line INCR script, and
+reads of small collections filled beforehand on both servers: HGET of one of
+16 fields in one of 16 hashes (listpack) and LRANGE 0 15 of one of 16 lists
+of 16 items (-r 16).  atlasd and redis-server alternate (which goes first
+alternates by round) for --rounds rounds; each cell is the median, the ratio
+the median of per-round ratios.  Goal: >= 0.8x redis-server.  Each server's CPU time per request is
 shown too (median over rounds; from /proc, threads included): on a shared machine ops/s
 moves with everyone else's load, the server's own cost much less.
 
@@ -182,9 +185,9 @@ def measure_memory(kind: str, elements: int, per_key: int) -> dict[str, Any]:
 
 # -- ops/s -------------------------------------------------------------------------
 
-def _benchmark(port: int, password: str | None, requests: int, command: list[str]) -> float:
+def _benchmark(port: int, password: str | None, requests: int, command: list[str], rand: int = 100_000) -> float:
     args = [REDIS_BENCHMARK, "-h", "127.0.0.1", "-p", str(port), "-c", "50", "-n", str(requests),
-            "-r", "100000", "--csv"]
+            "-r", str(rand), "--csv"]
     if password:
         args += ["-a", password]
     proc = subprocess.run([*args, *command], capture_output=True, text=True, timeout=600)
@@ -201,12 +204,28 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# The small collections HGET and LRANGE read: 16 of each, 16 fields/items, the names redis-benchmark's
+# __rand_int__ (12 digits) gives with -r 16.
+READ_KEYS = 16
+
+
+def _fill_reads(client: redis.Redis) -> None:
+    pipe = client.pipeline(transaction=False)
+    for k in range(READ_KEYS):
+        pipe.hset(f"hb:{k:012d}", mapping={f"f:{i:012d}": f"v:{i:014d}" for i in range(16)})
+        pipe.rpush(f"lb:{k:012d}", *[f"i:{i:014d}" for i in range(16)])
+    pipe.execute()
+
+
 def measure_ops(requests: int, rounds: int) -> list[dict[str, Any]]:
-    commands: dict[str, Callable[[str], list[str]]] = {
-        "HSET": lambda sha: ["HSET", "h:__rand_int__", "f:__rand_int__", "v"],
-        "LPUSH": lambda sha: ["LPUSH", "l:__rand_int__", "v"],
-        "SADD": lambda sha: ["SADD", "s:__rand_int__", "m:__rand_int__"],
-        "EVALSHA": lambda sha: ["EVALSHA", sha, "1", "n:__rand_int__"],
+    # name -> (the command, given the script's SHA1; redis-benchmark's -r)
+    commands: dict[str, tuple[Callable[[str], list[str]], int]] = {
+        "HSET": (lambda sha: ["HSET", "h:__rand_int__", "f:__rand_int__", "v"], 100_000),
+        "LPUSH": (lambda sha: ["LPUSH", "l:__rand_int__", "v"], 100_000),
+        "SADD": (lambda sha: ["SADD", "s:__rand_int__", "m:__rand_int__"], 100_000),
+        "EVALSHA": (lambda sha: ["EVALSHA", sha, "1", "n:__rand_int__"], 100_000),
+        "HGET": (lambda sha: ["HGET", "hb:__rand_int__", "f:__rand_int__"], READ_KEYS),
+        "LRANGE": (lambda sha: ["LRANGE", "lb:__rand_int__", "0", "15"], READ_KEYS),
     }
     # Besides ops/s, each server's CPU time per request: on a shared machine the client and other
     # load take turns with the server, which moves ops/s far more than the server's own cost.
@@ -217,15 +236,16 @@ def measure_ops(requests: int, rounds: int) -> list[dict[str, Any]]:
         for c in (a.client(), r.client()):
             with c:
                 shas.add(c.script_load(SCRIPT))
+                _fill_reads(c)
         (sha,) = shas  # the SHA1 of the script text: the same on both, or one of them is wrong
         assert a.proc is not None and r.proc is not None
         targets = [("atlasd", a.port, a.password, a.proc.pid), ("redis", r.port, None, r.proc.pid)]
         for rnd in range(rounds):
-            for name, make in commands.items():
+            for name, (make, rand) in commands.items():
                 got: dict[str, float] = {}
                 for who, port, pw, pid in (targets if rnd % 2 == 0 else targets[::-1]):
                     cpu0 = _cpu_seconds(pid)
-                    got[who] = _benchmark(port, pw, requests, make(sha))
+                    got[who] = _benchmark(port, pw, requests, make(sha), rand)
                     samples[name][f"{who}_cpu"].append((_cpu_seconds(pid) - cpu0) / requests * 1e6)
                     samples[name][who].append(got[who])
                 samples[name]["ratio"].append(got["atlasd"] / got["redis"])
@@ -244,24 +264,28 @@ def main(argv: list[str] | None = None) -> int:
                    help="elements per key (repeatable; default 16 and 1000)")
     p.add_argument("--requests", type=parse_count, default=50_000, help="requests per redis-benchmark run")
     p.add_argument("--rounds", type=parse_count, default=3)
+    p.add_argument("--only", choices=("memory", "ops"), help="run only the memory or only the ops/s part")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON object")
     args = p.parse_args(argv)
     shapes = args.per_key or [16, 1000]
 
-    mem = [measure_memory(kind, args.elements, per_key) for per_key in shapes for kind in TYPES]
+    mem = [] if args.only == "ops" else [measure_memory(kind, args.elements, per_key)
+                                         for per_key in shapes for kind in TYPES]
 
     def b(x: float | None) -> str:
         return "-" if x is None else f"{x:.1f}"
 
-    print_table(f"Memory per element ({args.elements} elements; bytes; goal: ratio <= 2x)",
-                ["type", "per key", "atlasd RSS", "atlasd used", "redis used", "redis RSS", "ratio"],
-                [[m["type"], m["per_key"], b(m["atlasd_rss_per_el"]), b(m["atlasd_used_per_el"]),
-                  b(m["redis_used_per_el"]), b(m["redis_rss_per_el"]), f"{m['ratio']:.2f}x"] for m in mem])
-    ops = measure_ops(args.requests, args.rounds)
-    print_table(f"Unpipelined ops/s (-c 50, {args.requests} requests, median of {args.rounds}; goal: >= 0.8x)",
-                ["command", "atlasd", "redis-server", "ratio", "server CPU us/request (atlasd / redis)"],
-                [[o["command"], f"{o['atlasd_ops']:.0f}", f"{o['redis_ops']:.0f}", f"{o['ratio']:.2f}x",
-                  f"{o['atlasd_cpu_us']:.1f} / {o['redis_cpu_us']:.1f}"] for o in ops])
+    if mem:
+        print_table(f"Memory per element ({args.elements} elements; bytes; goal: ratio <= 2x)",
+                    ["type", "per key", "atlasd RSS", "atlasd used", "redis used", "redis RSS", "ratio"],
+                    [[m["type"], m["per_key"], b(m["atlasd_rss_per_el"]), b(m["atlasd_used_per_el"]),
+                      b(m["redis_used_per_el"]), b(m["redis_rss_per_el"]), f"{m['ratio']:.2f}x"] for m in mem])
+    ops = [] if args.only == "memory" else measure_ops(args.requests, args.rounds)
+    if ops:
+        print_table(f"Unpipelined ops/s (-c 50, {args.requests} requests, median of {args.rounds}; goal: >= 0.8x)",
+                    ["command", "atlasd", "redis-server", "ratio", "server CPU us/request (atlasd / redis)"],
+                    [[o["command"], f"{o['atlasd_ops']:.0f}", f"{o['redis_ops']:.0f}", f"{o['ratio']:.2f}x",
+                      f"{o['atlasd_cpu_us']:.1f} / {o['redis_cpu_us']:.1f}"] for o in ops])
     if args.json:
         emit_json({"machine": machine_note(), "memory": mem, "ops": ops,
                    "host": socket.gethostname()})
