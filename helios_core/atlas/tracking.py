@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from helios_core.atlas.commands.docs import command_keys
+from helios_core.atlas.commands.keyfind import command_keys
 from helios_core.atlas.effects import KEYLESS_CMDS
 from helios_core.atlas.resp import Push
 

@@ -83,7 +83,7 @@ def ping(ctx: Ctx, args: list[bytes]) -> Any:
     return args[0] if args else PONG
 
 
-@command("echo", 2, "fast", keys=(0, 0, 0))
+@command("echo", 2, "loading stale fast", keys=(0, 0, 0))
 def echo(ctx: Ctx, args: list[bytes]) -> Any:
     return args[0]
 

@@ -8,14 +8,14 @@ ACL categories.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from helios_core.atlas.commands.keyfind import command_keys, key_spec_reply, keys_and_flags
+from helios_core.atlas.commands.keyspecs import KEY_SPECS, TIPS
 from helios_core.atlas.commands.server import subcommand_error
 from helios_core.atlas.commands.table import SYNTAX, TABLE, Command, Ctx, Simple, command, err
 from helios_core.atlas.glob import compile_glob
-from helios_core.errors import CommandError
+from helios_core.atlas.resp import OrderedSet
 
 __all__ = ["DOCS", "command_info", "acl_categories", "command_keys"]
 
@@ -67,13 +67,20 @@ def acl_categories(cmd: Command) -> list[str]:
     return [c for c in _ACL_ORDER if c in cats]
 
 
+# The order Redis 7.0 lists a command's flags in (addReplyCommandFlags).
+_FLAG_ORDER = ("write", "readonly", "denyoom", "module", "admin", "pubsub", "noscript", "blocking", "loading",
+               "stale", "skip_monitor", "skip_slowlog", "asking", "fast", "no_auth", "no_mandatory_keys",
+               "no_async_loading", "no_multi", "movablekeys", "allow_busy")
+
+
 def command_info(cmd: Command) -> list:
-    """One COMMAND / COMMAND INFO entry, shaped as Redis 7 sends it."""
-    flags = [Simple(f) for f in sorted(cmd.flags)]
-    acl = [Simple(c) for c in acl_categories(cmd)]
-    spec = _KEYWORD_KEYS.get(cmd.name)
-    key_specs = [spec.reply()] if spec is not None else _NUMKEYS_SPECS.get(cmd.name, [])
-    return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step, acl, [], key_specs, []]
+    """One COMMAND / COMMAND INFO entry, shaped as Redis 7 sends it (its sets are RESP3 sets)."""
+    flags = OrderedSet(Simple(f) for f in _FLAG_ORDER if f in cmd.flags and cmd.name not in _CONTAINERS)
+    acl = OrderedSet(Simple(c) for c in acl_categories(cmd))
+    tips = OrderedSet(t.encode() for t in TIPS.get(cmd.name, ()))
+    specs = OrderedSet(key_spec_reply(s, Simple, OrderedSet) for s in KEY_SPECS.get(cmd.name, ()))
+    return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step, acl, tips, specs,
+            OrderedSet()]
 
 
 def _command_docs(cmd: Command) -> dict:
@@ -85,7 +92,7 @@ def _command_docs(cmd: Command) -> dict:
     return doc
 
 
-# Redis 7.0's text, byte for byte (GETKEYSANDFLAGS is listed although atlasd does not answer it).
+# Redis 7.0's text, byte for byte.
 _COMMAND_HELP = (
     "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "(no subcommand)", "    Return details about all Redis commands.",
@@ -130,157 +137,16 @@ def command_(ctx: Ctx, args: list[bytes]) -> Any:
         elif rest:
             raise err(SYNTAX)
         return names
-    if sub == b"GETKEYS" and len(rest) >= 2:
-        return _getkeys(rest)
-    if sub == b"GETKEYS":
-        raise err("ERR wrong number of arguments for 'command|getkeys' command")
+    if sub in (b"GETKEYS", b"GETKEYSANDFLAGS") and len(rest) >= 2:
+        keys = keys_and_flags(rest)
+        if sub == b"GETKEYS":
+            return [k for k, _ in keys]
+        return [[k, OrderedSet(Simple(f) for f in flags)] for k, flags in keys]
+    if sub in (b"GETKEYS", b"GETKEYSANDFLAGS"):
+        raise err(f"ERR wrong number of arguments for 'command|{sub.decode().lower()}' command")
     if sub == b"HELP" and not rest:
         return [Simple(s) for s in _COMMAND_HELP]
     raise subcommand_error("COMMAND", args[0], "count info docs list getkeys getkeysandflags help")
-
-
-# Where the keys are in commands whose key count is an argument: name -> (index of numkeys in the
-# command line, keys before it (a destination)).
-_NUMKEYS: dict[str, tuple[int, int]] = {
-    "eval": (2, 0), "evalsha": (2, 0), "eval_ro": (2, 0), "evalsha_ro": (2, 0), "fcall": (2, 0),
-    "fcall_ro": (2, 0), "zunion": (1, 0), "zinter": (1, 0), "zdiff": (1, 0), "zintercard": (1, 0),
-    "sintercard": (1, 0), "lmpop": (1, 0), "zmpop": (1, 0), "blmpop": (2, 0), "bzmpop": (2, 0),
-    "zunionstore": (2, 1), "zinterstore": (2, 1), "zdiffstore": (2, 1),
-}
-
-
-def _xread_getkeys(argv: list[bytes]) -> list[bytes]:
-    """Redis's xreadGetKeys: the first half of what follows the STREAMS its options lead to
-    (BLOCK/COUNT take one argument, GROUP two, NOACK none; anything else ends the search)."""
-    at = 0
-    i = 1
-    while i < len(argv):
-        opt = _c_str(argv[i]).lower()
-        if opt in (b"block", b"count"):
-            i += 1
-        elif opt == b"group":
-            i += 2
-        elif opt == b"streams":
-            at = i
-            break
-        elif opt != b"noack":
-            break
-        i += 1
-    rest = len(argv) - at - 1
-    if not at or not rest or rest % 2:
-        return []
-    return argv[at + 1:at + 1 + rest // 2]
-
-
-def _c_str(arg: bytes) -> bytes:
-    """An argument as Redis's strcasecmp sees it: up to its first NUL."""
-    return arg.split(b"\0", 1)[0]
-
-
-@dataclass(frozen=True, slots=True)
-class _KeywordSpec:
-    """A Redis 7 key spec that finds the keys after a keyword (begin_search "keyword", find_keys
-    "range"), with the command's own getkeys function for a command line the spec does not fit.
-    Only a forward search (startfrom > 0) is modelled: no command here searches backwards."""
-
-    keyword: bytes
-    startfrom: int
-    lastkey: int
-    keystep: int
-    limit: int
-    flags: tuple[str, ...]
-    getkeys: Callable[[list[bytes]], list[bytes]]
-
-    def keys(self, argv: list[bytes]) -> list[bytes]:
-        """getKeysUsingKeySpecs for this one spec, falling back to `getkeys` where Redis does."""
-        argc = len(argv)
-        # (the search stops before the last argument: a keyword there has nothing after it)
-        first = next((i + 1 for i in range(self.startfrom, argc - 1) if _c_str(argv[i]).upper() == self.keyword), 0)
-        if not first:
-            return []
-        if self.lastkey >= 0:
-            last = first + self.lastkey
-        elif not self.limit:
-            last = argc + self.lastkey
-        else:  # (Redis allows a limit only with lastkey -1: the first 1/limit of what follows)
-            last = first + (argc - first) // self.limit + self.lastkey
-        if last >= argc or last < first:
-            return self.getkeys(argv)
-        return argv[first:last + 1:self.keystep]
-
-    def reply(self) -> dict:
-        """The key spec as COMMAND INFO shows it."""
-        return {b"flags": [Simple(f) for f in self.flags],
-                b"begin_search": {b"type": b"keyword",
-                                  b"spec": {b"keyword": self.keyword, b"startfrom": self.startfrom}},
-                b"find_keys": {b"type": b"range",
-                               b"spec": {b"lastkey": self.lastkey, b"keystep": self.keystep, b"limit": self.limit}}}
-
-
-
-def _numkeys_spec(notes: str, flags: tuple[str, ...]) -> list[dict]:
-    """Redis 7.0's key spec of a script call: numkeys at index 2, the keys after it."""
-    return [{b"notes": notes.encode(), b"flags": [Simple(f) for f in flags],
-             b"begin_search": {b"type": b"index", b"spec": {b"index": 2}},
-             b"find_keys": {b"type": b"keynum", b"spec": {b"keynumidx": 0, b"firstkey": 1, b"keystep": 1}}}]
-
-
-# Key specs COMMAND INFO reports for commands whose keys follow their count (FCALL, FCALL_RO).
-_NUMKEYS_SPECS: dict[str, list[dict]] = {
-    "fcall": _numkeys_spec("We cannot tell how the keys will be used so we assume the worst, RW and UPDATE",
-                           ("RW", "access", "update")),
-    "fcall_ro": _numkeys_spec("We cannot tell how the keys will be used so we assume the worst, RO and ACCESS",
-                              ("RO", "access")),
-}
-
-# Commands whose keys follow a keyword, with Redis 7.0's key specs.  XREAD/XREADGROUP: the keys are
-# the first half of the arguments after STREAMS (the ids are the other half).
-_KEYWORD_KEYS: dict[str, _KeywordSpec] = {
-    "xread": _KeywordSpec(b"STREAMS", 1, -1, 1, 2, ("RO", "access"), _xread_getkeys),
-    "xreadgroup": _KeywordSpec(b"STREAMS", 4, -1, 1, 2, ("RO", "access"), _xread_getkeys),
-}
-
-
-def command_keys(c: Command, argv: list[bytes]) -> list[bytes]:
-    """The key arguments of a command line `c` accepted (client tracking's reads); [] where
-    COMMAND GETKEYS would answer an error."""
-    if c.first_key > 0 and "movablekeys" not in c.flags:
-        last = c.last_key if c.last_key >= 0 else len(argv) + c.last_key
-        return argv[c.first_key:last + 1:c.step]
-    try:
-        return _getkeys(argv)
-    except CommandError:
-        return []
-
-
-def _getkeys(argv: list[bytes]) -> list[bytes]:
-    """COMMAND GETKEYS: the key arguments of `argv` (a whole command line)."""
-    c = TABLE.get(argv[0])
-    if c is None:
-        raise err("ERR Invalid command specified")
-    movable = _NUMKEYS.get(c.name)
-    spec = _KEYWORD_KEYS.get(c.name)
-    if c.first_key <= 0 and movable is None and spec is None:
-        raise err("ERR The command has no key arguments")
-    n = len(argv)
-    if (c.arity > 0 and n != c.arity) or n < -c.arity:
-        raise err("ERR Invalid number of arguments specified for command")
-    if spec is not None:
-        keys = spec.keys(argv)
-        if not keys:
-            raise err("ERR Invalid arguments specified for command")
-        return keys
-    if movable is not None:
-        at, before = movable
-        try:
-            numkeys = int(argv[at])
-        except ValueError:
-            return []
-        if numkeys < 0 or at + 1 + numkeys > n:
-            return []
-        return [*argv[at - before:at], *argv[at + 1:at + 1 + numkeys]]
-    last = c.last_key if c.last_key >= 0 else n + c.last_key
-    return argv[c.first_key:last + 1:c.step]
 
 
 # -- COMMAND DOCS data ----------------------------------------------------------------
