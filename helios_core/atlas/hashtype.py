@@ -148,13 +148,16 @@ class Hash:
             if len(f) > limit or len(v) > limit:
                 self._convert().update(pairs)
                 return
-        if len(pairs) > _BATCH:
+        if len(pairs) > _BATCH or (len(pairs) > 1 and not self._n):  # (a new hash: loading, RENAME, COPY)
             d = self.to_dict()
             d.update(pairs)
-            self._encode(d)
-        else:
-            for f, v in pairs:
-                self._set(f, v)
+            if len(d) > LIMITS.hash_entries:
+                self._v, self._n = d, -1
+            else:
+                self._encode(d)
+            return
+        for f, v in pairs:
+            self._set(f, v)
         if self._n > LIMITS.hash_entries:
             self._convert()
 
