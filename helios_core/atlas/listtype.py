@@ -1,11 +1,11 @@
 """The list lookups and index rules the list commands share; the value type is listvalue.List.
 
-A list is a `List` (listvalue.py): one packed buffer while small, a deque past
-that, so O(1) at both ends for large lists, which is what LPUSH/RPOP and the
-blocking pops use; LINDEX/LSET/LINSERT walk from the nearer end, O(n) like
-Redis's quicklist.  Only the list effects (effects.py) mutate one, and they
-delete the key when its list empties: Redis never keeps an empty list, and a
-blocked client waits on an absent key.
+A list is a `List` (listvalue.py): a quicklist of packed nodes, as Redis's, so
+LPUSH/RPOP and the blocking pops rewrite one end node (at most 8 KiB or 128
+items); LINDEX/LSET/LINSERT count nodes from the nearer end, then walk one.
+Only the list effects (effects.py) mutate one, and they delete the key when
+its list empties: Redis never keeps an empty list, and a blocked client waits
+on an absent key.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helios_core.atlas.hashtype import Hash
-from helios_core.atlas.listvalue import List
+from helios_core.atlas.listvalue import List, _fits
 from helios_core.atlas.packed import ESC, LIMITS, SEP, VSEP, Limits, escape, set_limit, unescape
 
 POOL = [b"", b"a", b"b", b"\xff", b"\xfe", b"\xfd", b"\xfd\x01", b"\xfd\x03\xff", b"a\xfeb", b"\x00\xff\x00",
@@ -161,31 +161,63 @@ def _step(lst: List, model: deque[bytes], op: tuple) -> None:
         getattr(model, name)(*op[1:])
 
 
+def check_nodes(lst: List) -> None:
+    """The quicklist's invariants: no empty node, every node within the limits (or one item alone),
+    counts that match the nodes, one node held as a plain node."""
+    nodes, counts = ([lst._v], [lst._n]) if lst.packed else (lst._v.nodes, lst._v.counts)
+    if not lst.packed:
+        assert len(nodes) > 1 and lst._v.total == sum(counts)
+    for node, n in zip(nodes, counts, strict=True):
+        assert node[:1] == SEP and node[-1:] == SEP and node.count(SEP) == n + 1
+        assert n <= 1 or _fits(n, len(node))
+        assert n > 0 or len(nodes) == 1
+
+
 @settings(max_examples=400, deadline=None)
-@given(size=st.sampled_from([1, 3, 6, -1]), ops=st.lists(list_op, max_size=30))
+@given(size=st.sampled_from([1, 3, 6, -1]), ops=st.lists(list_op, max_size=40))
 def test_list_behaves_like_a_deque(size: int, ops: list[tuple]) -> None:
     LIMITS.list_size = size
     lst, model = List(), deque()
     for op in ops:
-        was_packed = lst.packed
         _step(lst, model, op)
         assert len(lst) == len(model) and lst == model and list(lst) == list(model)
         assert list(reversed(lst)) == list(reversed(model))
-        if op[0] == "clear":
-            assert lst.packed
-        elif not was_packed:
-            assert not lst.packed  # a deque stays one until cleared
-        elif lst.packed:
-            assert len(lst) <= (size if size > 0 else 128)
+        check_nodes(lst)
+        for i in (0, len(model) // 2, len(model) - 1):
+            if 0 <= i < len(model):
+                assert lst[i] == model[i] and lst.range(i, len(model) - 1) == list(model)[i:]
 
 
-def test_list_packs_up_to_128_items_or_one_node() -> None:
+def test_list_nodes_hold_up_to_128_items_or_8_kib() -> None:
     lst = List([b"x"] * 128)
     assert lst.packed
     lst.append(b"x")
-    assert not lst.packed and len(lst) == 129
+    assert not lst.packed and len(lst) == 129 and lst._v.counts == [128, 1]
+    for _ in range(2):
+        lst.pop()
+    assert lst.packed and len(lst) == 127  # back to one node
     big = List([b"y" * 100] * 40)  # 4 KiB: one 8 KiB node
     assert big.packed
     big.extend([b"y" * 100] * 50)
-    assert not big.packed and list(big) == [b"y" * 100] * 90
-    assert not List([b"z" * 9000]).packed
+    assert not big.packed and list(big) == [b"y" * 100] * 90 and len(big._v.nodes) == 2
+    huge = List([b"z" * 9000])  # an item larger than a node: a node of its own
+    assert huge.packed
+    huge.appendleft(b"a")
+    assert huge._v.counts == [1, 1] and list(huge) == [b"a", b"z" * 9000]
+    check_nodes(huge)
+
+
+def test_a_large_list_is_a_quicklist_of_full_nodes() -> None:
+    lst = List(b"%d" % i for i in range(1000))
+    assert lst._v.counts == [128] * 7 + [104] and lst[500] == b"500" and lst.range(126, 130) == [
+        b"126", b"127", b"128", b"129", b"130"]
+    lst.extendleft([b"a", b"b"])
+    lst.insert(300, b"mid")
+    del lst[700]
+    lst[999] = b"set"
+    model = [b"b", b"a", *(b"%d" % i for i in range(1000))]
+    model.insert(300, b"mid")
+    del model[700]
+    model[999] = b"set"
+    assert list(lst) == model and len(lst) == len(model)
+    check_nodes(lst)

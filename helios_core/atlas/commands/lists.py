@@ -11,7 +11,6 @@ non-blocking form and returns a `Block` when it may park its client.
 from __future__ import annotations
 
 import math
-from itertools import islice
 from typing import Any
 
 from helios_core.atlas.blocking import Block, may_block, signal
@@ -115,12 +114,14 @@ def linsert(ctx: Ctx, args: list[bytes]) -> Any:
 
 def _pop_items(ctx: Ctx, key: bytes, lst: List, side: bytes, count: int) -> list[bytes]:
     """Pop up to `count` items from one end (the key goes when the list empties)."""
-    n = min(count, len(lst))
+    total = len(lst)
+    n = min(count, total)
     if side == LEFT:
-        items = list(islice(lst, n))
+        items = lst.range(0, n - 1)
         ctx.emit(("LPOP", key, n))
     else:
-        items = list(islice(reversed(lst), n))
+        items = lst.range(total - n, total - 1)
+        items.reverse()
         ctx.emit(("RPOP", key, n))
     return items
 
