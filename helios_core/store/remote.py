@@ -86,6 +86,7 @@ from helios_core.store.base import (
     range_args,
     to_bytes,
 )
+from helios_core.store.resp import RespConnection, RespPool
 from helios_core.store.scripts import ScriptOp
 from helios_core.store.url import StoreURL, parse_store_url, with_local_password
 
@@ -102,6 +103,11 @@ POOL_WAIT_SECONDS = 30.0
 # must not stall writes, which fail or succeed on their own connections.
 _SUBSCRIBE_WAIT_SECONDS = 5.0
 _LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+# A pooled connection: our own lean one (store/resp.py) for TCP and unix sockets, redis-py's for
+# TLS and Sentinel.
+Conn = AbstractConnection | RespConnection
 
 
 def _connection_class(target: StoreURL) -> type[AbstractConnection]:
@@ -146,8 +152,10 @@ def _transport_closed(e: RuntimeError) -> RedisConnectionError:
     return RedisConnectionError(f"connection lost: {e}")
 
 
-async def _roundtrip(conn: AbstractConnection, commands: list[list[bytes]]) -> list[Any]:
+async def _roundtrip(conn: Conn, commands: list[list[bytes]]) -> list[Any]:
     """Send commands in one write; every reply, an error reply as a ResponseError in its place."""
+    if isinstance(conn, RespConnection):
+        return await conn.roundtrip(commands)
     try:
         await conn.send_packed_command(conn.pack_commands(commands))
     except RuntimeError as e:
@@ -235,7 +243,7 @@ class _RemoteReads:
 class RemoteTxn(_RemoteReads, Txn):
     """A transaction attempt on its own connection: a read WATCHes its keys in the same round trip."""
 
-    def __init__(self, conn: AbstractConnection) -> None:
+    def __init__(self, conn: Conn) -> None:
         Txn.__init__(self)
         self.conn = conn
         self.watched: set[bytes] = set()
@@ -282,6 +290,11 @@ class RemoteStore(_RemoteReads, Store):
             self._pool = BlockingConnectionPool(connection_class=_connection_class(self.target),
                                                 max_connections=POOL_CONNECTIONS,
                                                 timeout=self.target.timeout or POOL_WAIT_SECONDS, **self._kwargs)
+        # The round trips' connections: our lean ones where we can (store/resp.py says why), else
+        # redis-py's pool above (which also makes the change feed's connection).
+        self._lean: RespPool | None = None
+        if self.target.kind in ("tcp", "unix"):
+            self._lean = RespPool(self._open_lean, POOL_CONNECTIONS, self.target.timeout or POOL_WAIT_SECONDS)
         if wait_replicas < 0 or wait_timeout_ms < 1:
             raise ConfigError("wait_replicas must be 0 or more and wait_timeout_ms 1 or more",
                               key="store.wait_replicas")
@@ -323,8 +336,16 @@ class RemoteStore(_RemoteReads, Store):
                                f"the URL (redis://:PASSWORD@HOST or ?password=...)", code="store_auth", status=503)
         return HeliosError(f"cannot reach the store at {self.where}: {e}", code="store_unavailable", status=503)
 
-    async def _acquire(self) -> AbstractConnection:
+    async def _open_lean(self) -> RespConnection:
+        t = self.target
+        return await RespConnection.open(host=t.host, port=t.port, path=t.path if t.kind == "unix" else "",
+                                         username=t.username, password=t.password, db=t.db,
+                                         connect_timeout=t.connect_timeout or 10.0, timeout=t.timeout)
+
+    async def _acquire(self) -> Conn:
         try:
+            if self._lean is not None:
+                return await self._lean.get()
             conn: AbstractConnection = await self._pool.get_connection()
             return conn
         except ResponseError as e:  # e.g. NOAUTH / WRONGPASS while connecting
@@ -335,7 +356,11 @@ class RemoteStore(_RemoteReads, Store):
         except RuntimeError as e:  # reset during the connect's AUTH/HELLO/PING (uvloop)
             raise self._unavailable(_transport_closed(e)) from e
 
-    async def _release(self, conn: AbstractConnection, *, clean: bool) -> None:
+    async def _release(self, conn: Conn, *, clean: bool) -> None:
+        if isinstance(conn, RespConnection):
+            assert self._lean is not None
+            self._lean.release(conn, clean=clean)
+            return
         if not clean:  # unknown protocol state (a reply unread, WATCH or MULTI open): start over
             await conn.disconnect()
         await self._pool.release(conn)
@@ -520,6 +545,8 @@ class RemoteStore(_RemoteReads, Store):
 
     async def close(self) -> None:
         await self._feed.close()
+        if self._lean is not None:
+            self._lean.disconnect()
         await self._pool.disconnect()
         if self._sentinel is not None:
             await self._sentinel.aclose()
