@@ -295,7 +295,8 @@ class List:
     def range(self, start: int, stop: int) -> list[bytes]:
         """Items start..stop inclusive (0 <= start <= stop < len: LRANGE's normalised span)."""
         if self._n < 0:
-            return self._v.range(start, stop)
+            items: list[bytes] = self._v.range(start, stop)
+            return items
         return _items(self._v, self._n)[start:stop + 1]
 
     def _index(self, i: int) -> int:
@@ -309,7 +310,8 @@ class List:
     def __getitem__(self, i: int) -> bytes:
         i = self._index(i)
         if self._n < 0:
-            return self._v.get(i)
+            item: bytes = self._v.get(i)
+            return item
         p, q = _span(self._v, self._n, i)
         return unescape(self._v[p + 1:q])
 
@@ -373,7 +375,7 @@ class List:
 
     def popleft(self) -> bytes:
         if self._n < 0:
-            item = self._v.pop_head()
+            item: bytes = self._v.pop_head()
             self._settle()
             return item
         if not self._n:
@@ -386,7 +388,7 @@ class List:
 
     def pop(self) -> bytes:
         if self._n < 0:
-            item = self._v.pop_tail()
+            item: bytes = self._v.pop_tail()
             self._settle()
             return item
         if not self._n:
