@@ -644,6 +644,7 @@ class Connection(asyncio.Protocol):
         self.name = b""
         self.resp3 = False
         self.db = 0
+        self.engine.conn_db_changed(self)
         self.set_authed(self.is_unix or not server.requirepass)
 
     def try_auth(self, user: bytes, password: bytes) -> bool:

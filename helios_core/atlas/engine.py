@@ -19,8 +19,10 @@ have no connection and always work in database 0).  A record holds a
 ("SELECT", n) before the first effect made outside database 0, so replay
 never needs to know which connection wrote it; the undo log holds a
 ("ks", keyspace) entry at the same place, so a rollback knows which database
-each undo entry belongs to.  A connection that never selects pays one integer
-comparison per command and per effect.
+each undo entry belongs to.  The engine remembers whose database is selected
+(`_db_conn`), so commands of the same client cost one identity test, and an
+effect one integer comparison; SELECT, RESET and a script's end tell it
+(`conn_db_changed`).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ _ONE_KEY = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET",
                       "LPUSH", "RPUSH", "LPOP", "RPOP", "LSET", "LINSERT", "LREM", "LTRIM", "SETRANGE"})
 _DISPATCH_CACHE = 512  # most command-name spellings remembered by `execute`
 _clock_ns = time.perf_counter_ns  # times each command for the slow log
+_UNKNOWN = object()  # Engine._db_conn: no client's database is known to be selected
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Engine:
         self.ks = self.dbs[0]  # the running command's database
         self.db = 0            # its index
         self._rec_db = 0       # the database the record being built is in (its last SELECT, else 0)
+        self._db_conn: Any = None  # the connection (None: in process) whose database `db` is
         self.ctx = Ctx(self.ks, self._emit, self)
         # Keys whose newest record is not durable yet -> that record's seq (shared with ctx, which
         # notes what a command read), and the seq of a pending FLUSHALL: a reply waits only for
@@ -209,12 +213,8 @@ class Engine:
         if n != arity and (arity > 0 or n < -arity):
             raise CommandError(f"ERR wrong number of arguments for '{cmd.name}' command")
         ctx = self.ctx
-        conn = ctx.conn
-        if conn is None:
-            if self.db:
-                self.select(0)
-        elif conn.db != self.db:
-            self.select(conn.db)
+        if ctx.conn is not self._db_conn:  # (one identity test while the same client goes on)
+            self._use(ctx.conn)
         writer = self.writer
         # (the writer's attributes, not the engine's properties over them: this runs per command)
         aof_error = writer.error
@@ -328,6 +328,18 @@ class Engine:
         del effects[mark:]
 
     # -- databases ------------------------------------------------------------------------
+
+    def _use(self, conn: Any) -> None:
+        """Commands now come from `conn` (None: in-process callers, database 0)."""
+        self._db_conn = conn
+        db = conn.db if conn is not None else 0
+        if db != self.db:
+            self.select(db)
+
+    def conn_db_changed(self, conn: Any) -> None:
+        """`conn.db` changed (SELECT, RESET, the end of a script): its next command selects it."""
+        if self._db_conn is conn:
+            self._db_conn = _UNKNOWN
 
     def select(self, index: int) -> None:
         """Make database `index` the one commands work in (the caller checked the index)."""

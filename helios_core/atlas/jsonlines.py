@@ -323,6 +323,10 @@ def request_argv(obj: Any) -> list[bytes]:
         argv += _list(obj, "fields") or []
     elif name == "HSET" and ("fields" in obj or "fields_b64" in obj):
         argv += _pairs(obj, "fields", ("field", "value"), b64_first=True)
+    elif name == "SELECT" and "db" in obj:  # (the AOF's database records, as requests)
+        argv.append(_arg(obj["db"], "db"))
+    elif name == "SWAPDB" and "db1" in obj and "db2" in obj:
+        argv += [_arg(obj["db1"], "db1"), _arg(obj["db2"], "db2")]
     return argv
 
 

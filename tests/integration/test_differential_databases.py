@@ -61,7 +61,9 @@ ERRORS_AND_REPLIES = script(
     ("FLUSHDB", "x"), ("FLUSHDB", "ASYNC", "SYNC"), ("FLUSHDB", "sync"), ("DBSIZE",), ("GET", "k"),
     ("SELECT", "5"), ("DBSIZE",), ("FLUSHDB", "ASYNC"), ("DBSIZE",), ("SELECT", "4"), ("DBSIZE",),
     ("FLUSHALL", "x"), ("FLUSHALL",), ("DBSIZE",), ("SELECT", "6"), ("DBSIZE",),
-    ("CONFIG", "GET", "databases"),
+    ("CONFIG", "GET", "databases"), ("CONFIG", "SET", "databases", "4"),
+    ("COMMAND", "INFO", "select", "move", "swapdb", "flushdb", "flushall", "copy", "dbsize"),
+    ("COMMAND", "GETKEYS", "MOVE", "k", "1"), ("COMMAND", "GETKEYS", "COPY", "a", "b", "DB", "1"),
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,21 @@ def test_sixteen_unused_databases_cost_a_list_of_slots() -> None:
         Databases(0)
 
 
+def test_sixteen_empty_databases_cost_next_to_nothing() -> None:
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        dbs = Databases(16)
+        one = tracemalloc.get_traced_memory()[0] - before
+        for i in range(16):
+            _ = dbs[i]  # every one selected once: a keyspace each
+        all16 = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert one < 1024, one        # a list of slots and database 0's empty keyspace
+    assert all16 < 16 * 1024, all16
+
+
 def test_libraries_are_server_state_whatever_the_database() -> None:
     dbs = Databases(4)
     dbs[2].put_library(b"lib", b"#!lua name=lib\n")
@@ -232,11 +248,11 @@ def test_a_failed_command_in_another_database_undoes_only_itself(tmp_path: Path)
         run(eng, c, "SET", "s", "str")
         with eng.batch():  # (MULTI/EXEC: one record; the failing command's part goes)
             run(eng, c, "SET", "a", "1")
-            c.db = 6
+            run(eng, c, "SELECT", "6")
             run(eng, c, "SET", "b", "2")
             with pytest.raises(CommandError):
                 run(eng, c, "SWAPDB", "6", "99")
-            c.db = 4
+            run(eng, c, "SELECT", "4")
             with pytest.raises(CommandError, match="WRONGTYPE"):
                 run(eng, c, "LPUSH", "s", "x")
             run(eng, c, "SET", "c", "3")
@@ -328,3 +344,11 @@ def test_eviction_finds_keys_in_any_database(tmp_path: Path) -> None:
         assert 0 < len(eng.dbs[6].data) < 50 and eng.dbs[0].data == {b"new": b"v"}
     finally:
         eng.close()
+
+
+def test_json_lines_take_the_aofs_database_records_as_requests() -> None:
+    from helios_core.atlas.jsonlines import request_argv
+
+    assert request_argv({"cmd": "SELECT", "db": 3}) == [b"SELECT", b"3"]
+    assert request_argv({"cmd": "SWAPDB", "db1": 1, "db2": 2}) == [b"SWAPDB", b"1", b"2"]
+    assert request_argv({"cmd": "FLUSHDB"}) == [b"FLUSHDB"]

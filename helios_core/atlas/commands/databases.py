@@ -41,7 +41,7 @@ def select(ctx: Ctx, args: list[bytes]) -> Any:
     # (inside a script this changes the database of the script's own commands; EVAL and FCALL
     # give the caller its database back afterwards, as Redis 7 does)
     conn.db = index
-    ctx.engine.select(index)
+    ctx.engine.conn_db_changed(conn)
     return OK
 
 

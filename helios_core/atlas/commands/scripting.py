@@ -84,6 +84,7 @@ def run_step(ctx: Ctx, run: Callable[[], Any]) -> Any:
             if engine.db != db:  # a script's SELECT was its own: the caller keeps its database (Redis 7)
                 if conn is not None:
                     conn.db = db
+                    engine.conn_db_changed(conn)
                 engine.select(db)
         # Raising would undo the enclosing transaction's part of them: there the error is
         # EXEC's reply item instead.
