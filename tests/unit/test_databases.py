@@ -352,3 +352,13 @@ def test_json_lines_take_the_aofs_database_records_as_requests() -> None:
     assert request_argv({"cmd": "SELECT", "db": 3}) == [b"SELECT", b"3"]
     assert request_argv({"cmd": "SWAPDB", "db1": 1, "db2": 2}) == [b"SWAPDB", b"1", b"2"]
     assert request_argv({"cmd": "FLUSHDB"}) == [b"FLUSHDB"]
+
+
+@pytest.mark.parametrize("value", ["0", "10001", "-1", "many"])
+def test_databases_setting_is_bounded(value: str) -> None:
+    from helios_core.config import load_config
+    from helios_core.errors import ConfigError
+
+    assert load_config(env={"HELIOS_ATLASD__DATABASES": "64"}).atlasd.databases == 64
+    with pytest.raises(ConfigError, match="atlasd.databases"):
+        load_config(env={"HELIOS_ATLASD__DATABASES": value})

@@ -556,7 +556,8 @@ def monitor(ctx: Ctx, args: list[bytes]) -> Any:
         us = time.time_ns() // 1000
         if argv[0].lower() in (b"auth", b"hello"):  # never show a password (Redis redacts them too)
             argv = [argv[0], *(b"(redacted)" for _ in argv[1:])]
-        line = Simple(f"{us // 1_000_000}.{us % 1_000_000:06d} [0 {where}] " + " ".join(_repr_arg(a) for a in argv))
+        db = who.db if who is not None else engine.db  # (after the command, as Redis 7.0: SELECT's new one)
+        line = Simple(f"{us // 1_000_000}.{us % 1_000_000:06d} [{db} {where}] " + " ".join(_repr_arg(a) for a in argv))
         for c in live:
             c.push(c.enc(line, c.resp3))
 
