@@ -322,7 +322,7 @@ class Engine:
                 undo_effects(start, undo[undo_mark:])
             del undo[undo_mark:]
         effects = self._effects
-        if self._rec_db and any(e[0] == "SELECT" for e in effects[mark:]):
+        if len(effects) > mark and any(e[0] == "SELECT" for e in effects[mark:]):
             # The record goes on from the database it was in before the undone part.
             self._rec_db = next((e[1] for e in reversed(effects[:mark]) if e[0] == "SELECT"), 0)
         del effects[mark:]

@@ -362,3 +362,31 @@ def test_databases_setting_is_bounded(value: str) -> None:
     assert load_config(env={"HELIOS_ATLASD__DATABASES": "64"}).atlasd.databases == 64
     with pytest.raises(ConfigError, match="atlasd.databases"):
         load_config(env={"HELIOS_ATLASD__DATABASES": value})
+
+
+def test_a_rollback_back_to_db0_keeps_the_record_in_the_right_database(tmp_path: Path) -> None:
+    # A record in database 3, then a command in database 0 whose effects are undone (a lazy-expiry
+    # DEL, then an error): the next effect in database 0 must be logged after a SELECT 0 again.
+    clock = [NOW]
+    eng = Engine.open(tmp_path, AtlasConfig(), clock=lambda: clock[0], databases=16)
+    try:
+        c = Conn(0)
+        run(eng, c, "SET", "gone", "x", "PX", "5")
+        run(eng, c, "SET", "s", "str")
+        clock[0] += 10
+        with eng.batch():
+            run(eng, c, "SELECT", "3")
+            run(eng, c, "SET", "a", "3")
+            run(eng, c, "SELECT", "0")
+            with pytest.raises(CommandError, match="no such key"):
+                run(eng, c, "RENAME", "gone", "x")  # (finds "gone" expired: a DEL, then "no such key")
+            run(eng, c, "SET", "b", "0")
+        want = everything(eng)
+        eng.flush_sync()
+    finally:
+        eng.close()
+    again = Engine.open(tmp_path, AtlasConfig(), clock=lambda: clock[0], databases=16)
+    try:
+        assert everything(again) == want and b"b" in want[0][0] and b"b" not in want[3][0]
+    finally:
+        again.close()
