@@ -9,6 +9,10 @@ Accepted URLs (see `FORMS`)::
     redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]
                                          the primary Redis Sentinel names for SERVICE
                                          (sentinels' port 26379 unless given)
+    redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]
+                                         a Redis Cluster, reached through any of the
+                                         nodes listed (port 6379 unless given)
+    rediss+cluster://...                 the same over TLS
 
 A `redis+sentinel://` URL lists sentinels, not the primary: every new
 connection asks them where SERVICE's primary is (redis-py's asyncio
@@ -20,6 +24,13 @@ primary's, as `master_for(..., password=)` takes them; the sentinels' own
 credentials, if they need any, go in `sentinel_password` /
 `sentinel_username` query parameters; DB may also be given as `?db=N`.
 
+A `redis+cluster://` URL lists startup nodes of a Redis Cluster: redis-py's
+asyncio `RedisCluster` asks the first that answers for the slot map and
+follows MOVED/ASK from then on, so one reachable node is enough (list a few
+in case one is down).  A cluster has one database: a path or `db` other
+than 0 is refused.  See store/cluster.py for what a cluster store does
+differently (per-slot transactions and scripts).
+
 With no password given, an `atlas://` URL on a loopback address uses the
 password in force of this user's atlasd on that port (its DATA/atlasd.password,
 found through the record atlasd keeps in the runtime directory), else
@@ -29,7 +40,7 @@ which needs none.
 Every form takes query parameters `password`, `username`, `db`, `timeout`
 (seconds a reply may take) and `connect_timeout`; `rediss://` also
 `ssl_cert_reqs` (none|optional|required), `ssl_ca_certs`, `ssl_certfile`,
-`ssl_keyfile` and `ssl_check_hostname`; `redis+sentinel://` also
+`ssl_keyfile` and `ssl_check_hostname` (as does `rediss+cluster://`); `redis+sentinel://` also
 `sentinel_password` and `sentinel_username`.  A password never appears in an
 error message: URLs are shown redacted.
 
@@ -60,10 +71,12 @@ __all__ = ["StoreURL", "parse_store_url", "open_store", "FORMS"]
 
 FORMS = ("atlas://HOST[:PORT], redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS), "
          "unix:///PATH/TO/atlas.sock[?password=...] "
-         "or redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]")
+         "redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB] "
+         "or redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...] (rediss+cluster:// for TLS)")
 DEFAULT_PORTS = {"atlas": 6380, "redis": 6379, "rediss": 6379}
 SENTINEL_PORT = 26379
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 _SENTINEL_PARAMS = frozenset({"sentinel_password", "sentinel_username"})
 _COMMON_PARAMS = frozenset({"password", "username", "db", "timeout", "connect_timeout"})
 _TLS_PARAMS = frozenset({"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"})
@@ -75,10 +88,12 @@ OWNER_CONNECT_SECONDS = 5.0
 
 @dataclass(frozen=True, repr=False)
 class StoreURL:
-    """A parsed store URL.  `kind` is "tcp", "tls", "unix" or "sentinel".
+    """A parsed store URL.  `kind` is "tcp", "tls", "unix", "sentinel" or "cluster".
 
     For "sentinel", `sentinels` lists the sentinels' (host, port), `service` the
     name they monitor the primary under, and `host`/`port` are the first sentinel's.
+    For "cluster", `sentinels` lists the startup nodes (host, port), `host`/`port`
+    are the first's, and `ssl` says whether to use TLS (`tls` then holds its options).
     """
 
     url: str
@@ -96,6 +111,7 @@ class StoreURL:
     sentinels: tuple[tuple[str, int], ...] = ()
     sentinel_username: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
+    ssl: bool = False
 
     def __repr__(self) -> str:
         return f"StoreURL({self.redacted!r})"
@@ -109,6 +125,8 @@ class StoreURL:
     def where(self) -> str:
         if self.kind == "sentinel":
             return f"{self.service} via sentinels " + ",".join(_hostport(h, p) for h, p in self.sentinels)
+        if self.kind == "cluster":
+            return "cluster " + ",".join(_hostport(h, p) for h, p in self.sentinels)
         return self.path if self.kind == "unix" else f"{self.host}:{self.port}"
 
 
@@ -141,12 +159,14 @@ def parse_store_url(url: str) -> StoreURL:
         raise _bad(str(url), "not a URL")
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
-    if scheme not in ("atlas", "redis", "rediss", "unix", SENTINEL_SCHEME):
+    if scheme not in ("atlas", "redis", "rediss", "unix", SENTINEL_SCHEME, *CLUSTER_SCHEMES):
         raise _bad(url, f"unknown scheme {scheme!r}")
     if scheme == "unix":
         return _parse_unix(url, rest)
     if scheme == SENTINEL_SCHEME:
         return _parse_sentinel(url, rest)
+    if scheme in CLUSTER_SCHEMES:
+        return _parse_cluster(url, rest, tls=scheme == "rediss+cluster")
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -209,25 +229,49 @@ def _parse_sentinel(url: str, rest: str) -> StoreURL:
                    sentinel_username=params.pop("sentinel_username", "") or None)
 
 
-def _sentinel_address(url: str, item: str) -> tuple[str, int]:
+def _parse_cluster(url: str, rest: str, *, tls: bool) -> StoreURL:
+    # By hand, as a sentinel URL: a comma-separated host list.
+    rest, _, query = rest.partition("?")
+    if "#" in rest or "#" in query:
+        raise _bad(url, "a URL fragment ('#...') means nothing here")
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, _, pw = userinfo.partition(":")
+        username, password = unquote(user) or None, unquote(pw) or None
+    nodes = tuple(_sentinel_address(url, item, what="cluster node", default_port=DEFAULT_PORTS["redis"])
+                  for item in hosts.split(","))
+    params = _params(url, query, tls=tls)
+    db = _db_from_path(url, path)
+    if "db" in params:
+        db = _int_param(url, "db", params.pop("db"))
+    if db:
+        raise _bad(url, "a Redis Cluster has one database, db 0 (drop the /DB path)")
+    return _finish(url, "cluster", params, host=nodes[0][0], port=nodes[0][1], sentinels=nodes,
+                   username=username, password=password, ssl=tls)
+
+
+def _sentinel_address(url: str, item: str, *, what: str = "sentinel",
+                      default_port: int = SENTINEL_PORT) -> tuple[str, int]:
     item = item.strip()
     if item.startswith("["):  # [IPv6]:PORT
         host, sep, tail = item[1:].partition("]")
         if not sep or (tail and not tail.startswith(":")):
-            raise _bad(url, f"bad sentinel address {item!r}")
+            raise _bad(url, f"bad {what} address {item!r}")
         port_text = tail[1:]
     else:
         host, _, port_text = item.partition(":")
     if not host:
-        raise _bad(url, "a sentinel without a host (give HOST[:PORT], comma-separated)")
+        raise _bad(url, f"a {what} without a host (give HOST[:PORT], comma-separated)")
     if not port_text:
-        return host, SENTINEL_PORT
+        return host, default_port
     try:
         port = int(port_text)
     except ValueError:
-        raise _bad(url, f"sentinel port must be a number, not {port_text!r}") from None
+        raise _bad(url, f"{what} port must be a number, not {port_text!r}") from None
     if not 0 < port < 65536:
-        raise _bad(url, f"sentinel port {port} is out of range 1-65535")
+        raise _bad(url, f"{what} port {port} is out of range 1-65535")
     return host, port
 
 
@@ -367,12 +411,14 @@ async def _via_owner(ddir: DataDir, owner: dict, config: HeliosConfig) -> Store:
 
 async def _remote(target: StoreURL, config: HeliosConfig | None = None) -> Store:
     try:
+        from helios_core.store.cluster import ClusterStore
         from helios_core.store.remote import RemoteStore
     except ImportError as e:  # redis-py is what speaks the protocol
         raise HeliosError(f"store URLs need the redis package (pip install redis): {e}",
                           code="missing_dependency") from e
-    store = (RemoteStore(target, wait_replicas=config.store.wait_replicas,
-                         wait_timeout_ms=config.store.wait_timeout_ms) if config else RemoteStore(target))
+    kind = ClusterStore if target.kind == "cluster" else RemoteStore
+    store = (kind(target, wait_replicas=config.store.wait_replicas,
+                  wait_timeout_ms=config.store.wait_timeout_ms) if config else kind(target))
     try:
         await store.ping()
     except BaseException:

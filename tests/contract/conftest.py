@@ -4,8 +4,13 @@ A backend opens a Store on a fresh, empty keyspace as an async context
 manager.  "embedded" opens the engine in a tmp dir; "atlasd" is the real
 daemon (`helios atlasd`, a subprocess, over TCP with `appendfsync always`)
 and "redis" a real redis-server, each on an unused port, started once per
-session and FLUSHALLed before every test.  A backend whose server cannot be
-started here skips its tests.
+session and FLUSHALLed before every test; "cluster" a local three-primary
+Redis Cluster (tests/redis_cluster.py) behind a `redis+cluster://` URL.  A
+backend whose server cannot be started here skips its tests.
+
+On "cluster" a transaction or script must keep to one hash slot: tests whose
+keys do not yet (the domain key layout, issue 14 section 5) are listed in
+NOT_ON_CLUSTER and skipped there with the reason.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import redis
 
 from helios_core.config import AtlasConfig
 from helios_core.store import EmbeddedStore, RemoteStore, Store
+from helios_core.store.cluster import ClusterStore
 from tests.integration.test_atlasd_support import Daemon
+from tests.redis_cluster import RedisClusterGroup, redis_cluster  # noqa: F401  (the "cluster" backend's)
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (a fixture used by the "redis" backend)
 
 
@@ -60,10 +67,39 @@ def real_redis(tmp_path: Path, server: RedisServer) -> AbstractAsyncContextManag
     return remote(f"redis://{server.host}:{server.port}/0")
 
 
+@asynccontextmanager
+async def cluster(tmp_path: Path, group: RedisClusterGroup) -> AsyncIterator[Store]:
+    store = ClusterStore(group.url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 BACKENDS: dict[str, Backend] = {
     "embedded": Backend(embedded),
     "atlasd": Backend(atlasd, server="atlasd_daemon"),
     "redis": Backend(real_redis, server="redis_server"),
+    "cluster": Backend(cluster, server="redis_cluster"),
+}
+
+# Test modules whose keys are not laid out for Redis Cluster yet: a transaction or script of
+# theirs touches keys in several hash slots (CrossSlotError).  Skipped on "cluster" only.
+# A module's name skips all its tests, "module::test" one test.
+_JOBS = ("a job operation's KEYS span job:queues, job:<id> and the queue's indexes: the job key layout "
+         "(one hash tag per queue) and its migration are not done yet")
+_AUTH = ("auth keys (tokens, users, roles, buckets, config:ratelimit) share no hash tag yet: their "
+         "transactions and RATE_TAKE cross slots")
+NOT_ON_CLUSTER: dict[str, str] = {
+    "test_jobs_backends": _JOBS,
+    "test_jobs_ops": _JOBS,
+    "test_jobs_stats_snapshot": _JOBS,
+    "test_auth_backends": _AUTH,
+    "test_auth_principal_memo": _AUTH,
+    "test_gateway_one_step_read": _AUTH,
+    "test_store_scripts::test_two_hundred_concurrent_hits_admit_exactly_capacity": _AUTH,
+    "test_store_scripts::test_a_settings_change_is_seen_by_the_next_hit": _AUTH,
+    "test_store_scripts::test_a_hit_reads_other_keys_in_the_same_step": _AUTH,
 }
 
 
@@ -78,6 +114,9 @@ def atlasd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 
 def _flushall(server: Any) -> None:
+    if isinstance(server, RedisClusterGroup):
+        server.flushall()
+        return
     host = getattr(server, "host", "127.0.0.1")
     password = getattr(server, "password", None)  # atlasd requires its password on TCP
     with redis.Redis(host=host, port=server.port, socket_timeout=10, password=password) as r:
@@ -105,6 +144,11 @@ class RunStore:
 @pytest.fixture(params=sorted(BACKENDS))
 def run_store(request: pytest.FixtureRequest, tmp_path: Path) -> RunStore:
     backend = BACKENDS[request.param]
+    if request.param == "cluster":
+        module = request.node.module.__name__.rsplit(".", 1)[-1]
+        why = NOT_ON_CLUSTER.get(module) or NOT_ON_CLUSTER.get(f"{module}::{request.node.originalname}")
+        if why:
+            pytest.skip(f"not on Redis Cluster yet: {why}")
     server = None
     if backend.server is not None:
         server = request.getfixturevalue(backend.server)

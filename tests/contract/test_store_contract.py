@@ -41,18 +41,19 @@ def test_ttl(run_store) -> None:
 
 def test_transaction_reads_then_writes_atomically(run_store) -> None:
     async def body(s: Store) -> None:
-        await s.set("counter", 10)
+        # A transaction's keys share a hash tag ({t}): one slot on Redis Cluster.
+        await s.set("{t}counter", 10)
 
         async def bump(t):
-            cur = int(await t.get("counter") or 0)
-            t.set("counter", cur + 1)
-            t.zadd("idx", {"m": cur})
+            cur = int(await t.get("{t}counter") or 0)
+            t.set("{t}counter", cur + 1)
+            t.zadd("{t}idx", {"m": cur})
             return cur
 
         results = await asyncio.gather(*(s.transact(bump) for _ in range(20)))
         assert sorted(results) == list(range(10, 30)), "no lost update"
-        assert await s.get("counter") == b"30"
-        assert await s.zscore("idx", "m") == 29.0
+        assert await s.get("{t}counter") == b"30"
+        assert await s.zscore("{t}idx", "m") == 29.0
 
     run_store(body)
 
@@ -71,8 +72,8 @@ def test_transaction_writes_are_invisible_to_its_own_reads(run_store) -> None:
 
 def test_sync_transaction_function(run_store) -> None:
     async def body(s: Store) -> None:
-        assert await s.transact(lambda t: (t.set("a", "1"), t.incrby("n", 5))) is not None
-        assert await s.get("n") == b"5"
+        assert await s.transact(lambda t: (t.set("{t}a", "1"), t.incrby("{t}n", 5))) is not None
+        assert await s.get("{t}n") == b"5"
 
     run_store(body)
 
@@ -93,7 +94,10 @@ def test_sorted_set_reads(run_store) -> None:
 
 def test_scan_by_prefix_pages_through_everything_once(run_store) -> None:
     async def body(s: Store) -> None:
-        await s.transact(lambda t: [t.set(f"user:{i}", "x") for i in range(250)] + [t.set("other:1", "y")])
+        # One key per transaction: these keys are spread over every node of a Redis Cluster.
+        for i in range(250):
+            await s.set(f"user:{i}", "x")
+        await s.set("other:1", "y")
         await s.set("user*weird[", "z")
         seen: list[bytes] = []
         cursor = "0"
@@ -132,15 +136,15 @@ def test_subscribe_wakes_on_changes_under_prefix(run_store) -> None:
 
 def test_a_failing_write_raises(run_store) -> None:
     async def body(s: Store) -> None:
-        await s.set("text", "abc")
+        await s.set("{t}text", "abc")
         with pytest.raises(HeliosError, match="not an integer"):
-            await s.transact(lambda t: (t.set("before", "1"), t.incrby("text", 1)))
-        assert await s.get("text") == b"abc"
+            await s.transact(lambda t: (t.set("{t}before", "1"), t.incrby("{t}text", 1)))
+        assert await s.get("{t}text") == b"abc"
         # Where backends legitimately differ: the embedded engine applies a transaction all or
         # nothing; over the Redis protocol EXEC has no rollback (Redis and atlasd alike), so the
         # other writes were applied.  RemoteStore's error says so.
         expected = None if run_store.backend == "embedded" else b"1"
-        assert await s.get("before") == expected
+        assert await s.get("{t}before") == expected
 
     run_store(body)
 
