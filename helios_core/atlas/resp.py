@@ -30,7 +30,8 @@ from helios_core.atlas.commands.table import Simple
 from helios_core.atlas.commands.zsets import Pairs
 
 __all__ = [
-    "RespParser", "Push", "Replies", "OrderedSet", "NULL_ARRAY", "encode", "encode_error", "split_inline",
+    "RespParser", "Push", "Replies", "OrderedSet", "BigNumber", "Verbatim", "NULL_ARRAY", "encode", "encode_error",
+    "split_inline",
     "MAX_MULTIBULK", "MAX_INLINE", "MAX_QUERY_BUFFER", "QUERY_BUFFER_EXCEEDED",
 ]
 
@@ -360,6 +361,21 @@ class OrderedSet(list):
     """A set reply (`~` in RESP3) whose members go out in this order (CLIENT TRACKINGINFO's flags)."""
 
 
+class BigNumber(bytes):
+    """A RESP3 big number (`(`); a bulk string to a RESP2 client (a script's {big_number=})."""
+
+
+class Verbatim(bytes):
+    """A RESP3 verbatim string (`=`, with its 3-character format); a bulk string in RESP2."""
+
+    fmt: bytes
+
+    def __new__(cls, text: bytes, fmt: bytes) -> Verbatim:
+        self = super().__new__(cls, text)
+        self.fmt = (fmt[:3] + b"   ")[:3]
+        return self
+
+
 class Replies(list):
     """Several replies to one command (SUBSCRIBE a b: one confirmation per channel)."""
 
@@ -465,6 +481,13 @@ def _encode_into(r: Any, resp3: bool, out: list[bytes]) -> None:
         out.append(b":%d\r\n" % r)
     elif isinstance(r, float):
         _encode_into(float(r), resp3, out)
+    elif t is BigNumber:
+        out.append(b"(%s\r\n" % r if resp3 else b"$%d\r\n%s\r\n" % (len(r), r))
+    elif t is Verbatim:
+        if resp3:
+            out.append(b"=%d\r\n%s:%s\r\n" % (len(r) + 4, r.fmt, r))
+        else:
+            out.append(b"$%d\r\n%s\r\n" % (len(r), r))
     elif isinstance(r, bytes | bytearray | memoryview):
         _encode_into(bytes(r), resp3, out)
     else:

@@ -26,8 +26,13 @@ killed with an error and its writes undone (Redis would answer BUSY to others
 until SCRIPT KILL or SHUTDOWN NOSAVE, which also drops those writes); memory
 is capped (`max_memory`); `coroutine` is absent (a coroutine escapes the
 instruction hook that enforces the time limit), and so are cmsgpack and
-struct; cjson.decode's error texts are Python's, not lua-cjson's; only RESP2
-conversions (redis.setresp(3) is refused).
+struct; cjson.decode's error texts are Python's, not lua-cjson's.
+
+`redis.setresp(3)` switches what `redis.call` gives back to Redis 7.0's RESP3 -> Lua rules for the
+rest of the run (map -> {map=...}, set -> {set={member=true}}, null -> nil, booleans, double ->
+{double=n}, big number -> {big_number=s}, verbatim -> {verbatim_string={format=, string=}}), and
+a returned boolean is then a RESP3 boolean (`:1`/`:0` to a RESP2 client).  Whatever the setting, a
+script may return {double=}, {big_number=}, {verbatim_string=}, {map=} and {set=} tables.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import lupa.lua51 as lua51  # type: ignore[import-untyped]
 
 from helios_core.atlas.commands.table import TABLE, Command, Simple
 from helios_core.atlas.lua_libs import LibError, lua_libs
-from helios_core.atlas.resp import encode
+from helios_core.atlas.resp import BigNumber, OrderedSet, Verbatim, encode
 from helios_core.errors import CommandError, HeliosError
 
 __all__ = ["Scripting", "ScriptKilled", "script_sha", "DEFAULT_TIME_LIMIT_MS", "DEFAULT_MAX_MEMORY"]
@@ -53,7 +58,7 @@ _HOOK_EVERY = 50_000  # Lua instructions between two looks at the clock
 NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
 
 _BOOT = r"""
-local py_call, py_pcall, py_unwrap, py_sha1, py_log, py_json, py_bit = ...
+local py_call, py_pcall, py_unwrap, py_sha1, py_log, py_setresp, py_json, py_bit = ...
 local clock, wall = os.clock, os.time
 local dbg, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget, rawset =
       debug, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget, rawset
@@ -103,8 +108,11 @@ redis.status_reply = function(...)
   return {ok = s}
 end
 redis.log = function(level, ...) py_log(level, ...) end
-redis.setresp = function(n)
-  if n ~= 2 then error({err = 'ERR ATLAS scripts speak RESP2 only (redis.setresp(3) is not supported)'}, 0) end
+redis.setresp = function(...)
+  if select('#', ...) ~= 1 then error({err = 'ERR redis.setresp() requires one argument.'}, 0) end
+  local n = tonumber((...)) or 0
+  if n ~= 2 and n ~= 3 then error({err = 'ERR RESP version must be 2 or 3.'}, 0) end
+  py_setresp(n)
 end
 redis.replicate_commands = function() return true end
 redis.set_repl = function() end
@@ -330,7 +338,7 @@ class Scripting:
                                     register_builtins=False, unpack_returned_tuples=True)
         self._run, self._load_library, self._call_function = self.lua.execute(
             _BOOT.replace("HOOK_EVERY", str(_HOOK_EVERY)), self._call_raise, self._call, self._unwrap, _sha1, _log,
-            *lua_libs(self.lua))
+            self._setresp, *lua_libs(self.lua))
         self._new_table = self.lua.table_from
         self._load = self.lua.eval(
             "function(src, name) local f, e = loadstring(src, name) if f then return f, '' end return false, e end")
@@ -342,6 +350,7 @@ class Scripting:
         self.registry: Any = None  # the function libraries (functions.py), made on first use
         # The running script: read-only?, and the newest pending record its commands saw.
         self._readonly = False
+        self._resp = 2  # redis.setresp: the protocol of redis.call's replies and of a returned boolean
         self.seen = 0
         self.running = False
 
@@ -430,6 +439,7 @@ class Scripting:
             raise CommandError("ERR a script is already running")
         sha = ident
         self._readonly = readonly
+        self._resp = 2
         self.seen = 0
         self.running = True
         try:
@@ -468,6 +478,10 @@ class Scripting:
     def _call(self, *args: Any) -> Any:
         """redis.pcall: the reply as a Lua value, an error as an {err=...} table."""
         return self._run_command(args)[1]
+
+    def _setresp(self, n: Any) -> None:
+        """redis.setresp(2|3) (checked in Lua): the running script's protocol from now on."""
+        self._resp = int(n)
 
     def _unwrap(self, exc: Any) -> tuple[Any, bool]:
         """The Lua error value for a Python exception raised through Lua, and whether it still
@@ -516,6 +530,9 @@ class Scripting:
             seq = self._pending_seq()
             if seq > self.seen:
                 self.seen = seq
+        if self._resp == 3:
+            value, _ = self._parse_resp3(encode(reply, True), 0)
+            return True, value
         return True, self._to_lua(reply)
 
     def _check(self, name: bytes) -> tuple[Command | None, str | None, str | None]:
@@ -547,6 +564,50 @@ class Scripting:
         value, _ = _parse_resp2(encode(reply, False), 0)
         return self._from_parsed(value)
 
+    def _parse_resp3(self, data: bytes, i: int) -> tuple[Any, int]:
+        """One RESP3 reply from data[i:] as a Lua value, by Redis 7.0's RESP3 -> Lua rules."""
+        end = data.index(b"\r\n", i)
+        kind, rest = data[i:i + 1], data[i + 1:end]
+        i = end + 2
+        if kind in (b"$", b"="):
+            n = int(rest)
+            if n < 0:
+                return None, i
+            body = data[i:i + n]
+            if kind == b"$":
+                return body, i + n + 2
+            verbatim = self._new_table({b"format": body[:3], b"string": body[4:]})
+            return self._new_table({b"verbatim_string": verbatim}), i + n + 2
+        if kind == b":":
+            return int(rest), i
+        if kind == b"+":
+            return self._new_table({b"ok": rest}), i
+        if kind == b"-":
+            return self._err(_error_table_text(rest.decode("utf-8", "replace"))), i
+        if kind == b"_":
+            return None, i
+        if kind == b"#":
+            return rest == b"t", i
+        if kind == b",":
+            return self._new_table({b"double": float(rest)}), i
+        if kind == b"(":
+            return self._new_table({b"big_number": rest}), i
+        if kind in (b"*", b"~", b"%", b">"):
+            n = int(rest)
+            if n < 0:
+                return None, i
+            items = []
+            for _ in range(2 * n if kind == b"%" else n):
+                item, i = self._parse_resp3(data, i)
+                items.append(item)
+            if kind == b"%":
+                pairs = dict(zip(items[::2], items[1::2], strict=True))
+                return self._new_table({b"map": self._new_table(pairs)}), i
+            if kind == b"~":
+                return self._new_table({b"set": self._new_table(dict.fromkeys(items, True))}), i
+            return self._new_table(items), i
+        raise ValueError(f"unexpected reply {kind!r}")
+
     def _from_parsed(self, v: Any) -> Any:
         if type(v) is list:
             return self._new_table([self._from_parsed(x) for x in v])
@@ -564,6 +625,8 @@ class Scripting:
         if t is float:
             return int(v) if math.isfinite(v) else 0
         if t is bool:
+            if self._resp == 3:
+                return v  # a RESP3 boolean (:1 / :0 to a RESP2 client)
             return 1 if v else None
         if v is None or lua51.lua_type(v) != "table":
             return None
@@ -573,6 +636,9 @@ class Scripting:
         ok = v[b"ok"]
         if type(ok) is bytes:
             return Simple(_text(ok))
+        typed = self._typed_reply(v)
+        if typed is not None:
+            return typed
         out = []
         i = 1
         while True:
@@ -582,6 +648,33 @@ class Scripting:
             out.append(self._from_lua(item))
             i += 1
         return out
+
+
+    def _typed_reply(self, v: Any) -> Any:
+        """A returned {double=}, {big_number=}, {verbatim_string=}, {map=} or {set=} table as its
+        reply (checked in Redis's order), else None."""
+        double = v[b"double"]
+        if type(double) in (int, float):
+            return float(double)
+        big = v[b"big_number"]
+        if type(big) is bytes:
+            return BigNumber(big.replace(b"\r", b" ").replace(b"\n", b" "))
+        verbatim = v[b"verbatim_string"]
+        if verbatim is not None and lua51.lua_type(verbatim) == "table":
+            fmt, text = verbatim[b"format"], verbatim[b"string"]
+            if type(fmt) is bytes and type(text) is bytes:
+                return Verbatim(text, fmt)
+        mapping = v[b"map"]
+        if mapping is not None and lua51.lua_type(mapping) == "table":
+            out: dict[Any, Any] = {}
+            for key, value in mapping.items():
+                k = self._from_lua(key)
+                out[tuple(k) if type(k) is list else k] = self._from_lua(value)
+            return out
+        members = v[b"set"]
+        if members is not None and lua51.lua_type(members) == "table":
+            return OrderedSet(self._from_lua(key) for key in members.keys())
+        return None
 
 
 def _refused(cmd: Command, readonly: bool) -> str | None:
