@@ -86,7 +86,7 @@ from helios_core.store.base import (
     range_args,
     to_bytes,
 )
-from helios_core.store.resp import RespConnection, RespPool
+from helios_core.store.resp import RespConnection, RespMux, RespPool
 from helios_core.store.scripts import ScriptOp
 from helios_core.store.url import StoreURL, parse_store_url, with_local_password
 
@@ -293,8 +293,10 @@ class RemoteStore(_RemoteReads, Store):
         # The round trips' connections: our lean ones where we can (store/resp.py says why), else
         # redis-py's pool above (which also makes the change feed's connection).
         self._lean: RespPool | None = None
+        self._mux: RespMux | None = None  # reads and scripts of every caller, pipelined on one connection
         if self.target.kind in ("tcp", "unix"):
             self._lean = RespPool(self._open_lean, POOL_CONNECTIONS, self.target.timeout or POOL_WAIT_SECONDS)
+            self._mux = RespMux(self._open_lean)
         if wait_replicas < 0 or wait_timeout_ms < 1:
             raise ConfigError("wait_replicas must be 0 or more and wait_timeout_ms 1 or more",
                               key="store.wait_replicas")
@@ -365,18 +367,31 @@ class RemoteStore(_RemoteReads, Store):
             await conn.disconnect()
         await self._pool.release(conn)
 
-    async def _call(self, commands: list[list[bytes]], name: str | None = None) -> list[Any]:
+    async def _call(self, commands: list[list[bytes]], name: str | None = None, *, shared: bool = False) -> list[Any]:
         """One round trip, as a client span when tracing (Redis carries no trace context: nothing is sent);
-        the span is named `name`, else by the first command."""
+        the span is named `name`, else by the first command.  `shared`: the commands never block the
+        connection (reads, scripts): they may go out on the multiplexed one with other callers'."""
         if not tracing.state.on:
-            return await self._roundtrips(commands)
+            return await self._roundtrips(commands, shared)
         name = name or commands[0][0].decode(errors="replace").upper()
         with tracing.client_span(f"atlas {name}", {**self._span_attrs, "db.operation.name": name}):
-            return await self._roundtrips(commands)
+            return await self._roundtrips(commands, shared)
 
-    async def _roundtrips(self, commands: list[list[bytes]]) -> list[Any]:
-        """One round trip on a pooled connection; retried once on a fresh one if the connection was lost."""
+    async def _roundtrips(self, commands: list[list[bytes]], shared: bool = False) -> list[Any]:
+        """One round trip on a pooled connection (the multiplexed one when `shared`); retried once on a
+        fresh one if the connection was lost."""
+        mux = self._mux if shared else None
         for attempt in (1, 2):
+            if mux is not None:
+                try:
+                    return await mux.roundtrip(commands)
+                except _LOST as e:
+                    if attempt == 2 or _is_auth_failure(e):
+                        raise self._unavailable(e) from e
+                except ResponseError as e:  # refused while connecting (SELECT of a db it lacks ...)
+                    raise HeliosError(f"the store at {self.where} refused the connection: {e}", code="store_auth",
+                                      status=503) from e
+                continue
             conn = await self._acquire()
             clean = False
             try:
@@ -391,14 +406,17 @@ class RemoteStore(_RemoteReads, Store):
         raise AssertionError("unreachable")
 
     async def _read(self, argv: list[bytes], keys: list[bytes]) -> Any:
-        (reply,) = await self._call([argv])
+        (reply,) = await self._call([argv], shared=True)
         if isinstance(reply, ResponseError):
             raise CommandError(str(reply))
         return reply
 
     async def execute(self, *args: Key | int | float) -> Any:
         """Run any command the server knows; the raw reply (bytes, int, list, None)."""
-        return await self._read([to_bytes(a) for a in args], [])
+        (reply,) = await self._call([[to_bytes(a) for a in args]])  # (on a connection of its own: it may block)
+        if isinstance(reply, ResponseError):
+            raise CommandError(str(reply))
+        return reply
 
     async def ping(self) -> None:
         """Raise HeliosError unless the server answers (and accepts our credentials)."""
@@ -524,7 +542,10 @@ class RemoteStore(_RemoteReads, Store):
             await self._feed.settled()
         wait = self._wait if durable else []
         before = [[b"MGET", *reads]] if reads else []
-        replies = await self._call([*before, [b"EVALSHA", op.sha, *tail], *announce, *wait], "EVALSHA")
+        # WAIT blocks its connection until replicas answer: not on the shared one.
+        shared = not wait
+        replies = await self._call([*before, [b"EVALSHA", op.sha, *tail], *announce, *wait], "EVALSHA",
+                                   shared=shared)
         values: list[bytes | None] = []
         if before:
             got = replies.pop(0)
@@ -532,7 +553,7 @@ class RemoteStore(_RemoteReads, Store):
                 raise CommandError(f"MGET: {got}")
             values = list(got)
         if isinstance(replies[0], NoScriptError):
-            replies = await self._call([[b"EVAL", op.source, *tail], *announce, *wait])
+            replies = await self._call([[b"EVAL", op.source, *tail], *announce, *wait], shared=shared)
         if isinstance(replies[0], ResponseError):
             raise CommandError(f"{op.name}: {replies[0]}")
         if wait:
@@ -547,6 +568,8 @@ class RemoteStore(_RemoteReads, Store):
         await self._feed.close()
         if self._lean is not None:
             self._lean.disconnect()
+        if self._mux is not None:
+            self._mux.disconnect()
         await self._pool.disconnect()
         if self._sentinel is not None:
             await self._sentinel.aclose()

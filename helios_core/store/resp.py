@@ -28,7 +28,7 @@ from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArg
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["RespConnection", "RespPool", "pack"]
+__all__ = ["RespConnection", "RespPool", "RespMux", "pack"]
 
 _CRLF = b"\r\n"
 
@@ -92,10 +92,12 @@ def _parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
 class RespConnection(asyncio.Protocol):
     """One connection; `roundtrip(commands)` writes them at once and returns their replies.
 
-    One round trip at a time (the pool hands a connection to one caller).  Error replies are
-    ResponseError instances in their places; one that means the connection is unusable (redis-py
-    maps e.g. LOADING and "max number of clients" to ConnectionError) is raised.  A lost
-    connection fails the round trip in flight with a redis-py ConnectionError.
+    Round trips may overlap (the multiplexer's do): each is answered in the order it was sent.
+    With `coalesce`, a round trip's commands wait for the end of the loop pass and go out in one
+    write with every other round trip queued in that pass.  Error replies are ResponseError
+    instances in their places; one that means the connection is unusable (redis-py maps e.g.
+    LOADING and "max number of clients" to ConnectionError) is raised.  A lost connection fails
+    every round trip in flight with a redis-py ConnectionError.
     """
 
     def __init__(self) -> None:
@@ -105,14 +107,15 @@ class RespConnection(asyncio.Protocol):
         self._buf = bytearray()
         self._pos = 0
         self._need = 0
-        self._replies: list[Any] = []
-        self._count = 0
-        self._waiter: asyncio.Future[list[Any]] | None = None
+        self._replies: list[Any] = []  # the replies of the oldest round trip in flight, so far
+        self._pending: deque[tuple[int, asyncio.Future[list[Any]]]] = deque()  # (replies owed, waiter)
+        self._out: list[bytes] = []  # coalesced writes not flushed yet
+        self._flush_scheduled = False
 
     @property
     def usable(self) -> bool:
-        """Connected, and no reply owed to a round trip that was given up on."""
-        return self.lost is None and self.transport is not None and self._waiter is None
+        """Connected, and no reply owed (to a round trip that was given up on, say)."""
+        return self.lost is None and self.transport is not None and not self._pending
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -120,11 +123,13 @@ class RespConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = RedisConnectionError(f"connection lost: {exc}" if exc else "connection closed by the server")
+        if self.lost is None:
+            self.lost = RedisConnectionError(f"connection lost: {exc}" if exc else "connection closed by the server")
         self._fail(self.lost)
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # nothing asked for: this connection is out of step
+        pending = self._pending
+        if not pending:  # nothing asked for: this connection is out of step
             self.close()
             return
         buf = self._buf
@@ -133,9 +138,16 @@ class RespConnection(asyncio.Protocol):
             return
         pos, replies = self._pos, self._replies
         try:
-            while len(replies) < self._count:
-                reply, pos = _parse(buf, pos)
-                replies.append(reply)
+            while pending:
+                count, waiter = pending[0]
+                while len(replies) < count:
+                    reply, pos = _parse(buf, pos)
+                    replies.append(reply)
+                pending.popleft()
+                self._replies = []
+                if not waiter.done():  # (a caller that gave up: its replies are read and dropped)
+                    waiter.set_result(replies)
+                replies = self._replies
         except _Incomplete as e:
             self._need = e.need
             self._pos = pos
@@ -144,34 +156,51 @@ class RespConnection(asyncio.Protocol):
             self._fail(RedisConnectionError(f"protocol error: {e}"))
             self.close()
             return
-        # Every reply of the round trip is in: the buffer holds nothing more (one at a time).
+        # Every round trip in flight is answered: the buffer holds nothing more.
         del buf[:pos]
         self._pos = self._need = 0
-        waiter, self._waiter, self._replies = self._waiter, None, []
-        if not waiter.done():
-            waiter.set_result(replies)
 
     def _fail(self, exc: BaseException) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        pending, self._pending = self._pending, deque()
+        self._replies = []
+        for _, waiter in pending:
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out or self.lost is not None or self.transport is None:
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        try:
+            self.transport.write(data)
+        except RuntimeError as e:  # uvloop: a transport the peer reset ("closed=True")
+            self.lost = RedisConnectionError(f"connection lost: {e}")
+            self.close()
 
     # -- use ---------------------------------------------------------------------------
 
-    async def roundtrip(self, commands: list[list[bytes]], timeout: float | None = None) -> list[Any]:
+    async def roundtrip(self, commands: list[list[bytes]], timeout: float | None = None, *,
+                        coalesce: bool = False) -> list[Any]:
         timeout = timeout or self.timeout
         transport = self.transport
         if self.lost is not None or transport is None or transport.is_closing():
             raise RedisConnectionError(str(self.lost or "not connected"))
-        if self._waiter is not None:
-            raise RedisConnectionError("a round trip is already in flight on this connection")
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
-        self._count = len(commands)
-        try:
-            transport.write(pack(commands))
-        except RuntimeError as e:  # uvloop: a transport the peer reset ("closed=True")
-            self.close()
-            raise RedisConnectionError(f"connection lost: {e}") from e
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending.append((len(commands), waiter))
+        if coalesce:
+            self._out.append(pack(commands))
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+        else:
+            try:
+                transport.write(pack(commands))
+            except RuntimeError as e:  # uvloop: a transport the peer reset ("closed=True")
+                self.close()
+                raise RedisConnectionError(f"connection lost: {e}") from e
         replies: list[Any]
         try:
             if timeout is None:
@@ -180,11 +209,8 @@ class RespConnection(asyncio.Protocol):
                 async with asyncio.timeout(timeout):
                     replies = await waiter
         except TimeoutError:
-            self.close()  # replies may still come: this connection is out of step for good
+            self.close()  # the server is not answering: every round trip on it is given up
             raise RedisTimeoutError(f"no reply within {timeout} s") from None
-        except asyncio.CancelledError:
-            self.close()
-            raise
         for reply in replies:
             if isinstance(reply, RedisConnectionError):
                 self.close()
@@ -194,6 +220,7 @@ class RespConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.lost is None:
             self.lost = RedisConnectionError("connection closed")
+        self._out.clear()
         self._fail(self.lost)
         if self.transport is not None:
             self.transport.close()
@@ -325,3 +352,49 @@ class RespPool:
         self._all.clear()
         self._idle.clear()
         self._slots = 0
+
+
+class RespMux:
+    """One connection shared by every caller's independent round trips (reads, scripts), pipelined.
+
+    The round trips queued during one pass of the event loop go out in one write, and their
+    replies come back in one read: on a busy gateway that is one send and one receive for many
+    requests instead of one of each per request, and system calls, not Python, were the larger
+    part of a store round trip's cost (loopback, a small VM).  Only commands that never block
+    the connection belong here: no WATCH/MULTI (they hold state for one caller), no WAIT or
+    blocking pops (they would hold up everyone behind them).  A connection that is lost or
+    times out fails every round trip in flight; the next one opens a new connection.
+    """
+
+    def __init__(self, opener: Callable[[], Awaitable[RespConnection]]) -> None:
+        self._open = opener
+        self._conn: RespConnection | None = None
+        self._opening: asyncio.Task[RespConnection] | None = None
+
+    async def roundtrip(self, commands: list[list[bytes]]) -> list[Any]:
+        conn = self._conn
+        if conn is None or conn.lost is not None:
+            conn = await self._connect()
+        return await conn.roundtrip(commands, coalesce=True)
+
+    async def _connect(self) -> RespConnection:
+        """A connection, opened once for every caller waiting for it."""
+        task = self._opening
+        if task is None:
+            task = self._opening = asyncio.ensure_future(self._open())
+            task.add_done_callback(self._opened)
+        return await asyncio.shield(task)
+
+    def _opened(self, task: asyncio.Task[RespConnection]) -> None:
+        self._opening = None
+        if not task.cancelled() and task.exception() is None:
+            old, self._conn = self._conn, task.result()
+            if old is not None:
+                old.close()
+
+    def disconnect(self) -> None:
+        if self._opening is not None:
+            self._opening.cancel()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
