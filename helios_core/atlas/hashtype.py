@@ -84,12 +84,14 @@ class Hash:
         if self._n < 0:
             return self._v.get(field, default)
         blob: bytes = self._v
-        needle = SEP + escape(field) + VSEP
+        # (The isascii() tests are the fast path of escape/unescape, inlined: this is HGET's.)
+        needle = SEP + (field if field.isascii() else escape(field)) + VSEP
         i = blob.find(needle)
         if i < 0:
             return default
         j = i + len(needle)
-        return unescape(blob[j:blob.find(SEP, j)])
+        v = blob[j:blob.find(SEP, j)]
+        return v if v.isascii() else unescape(v)
 
     def __getitem__(self, field: bytes) -> bytes:
         v = self.get(field)
@@ -101,7 +103,7 @@ class Hash:
     def __contains__(self, field: object) -> bool:
         if self._n < 0:
             return field in self._v
-        return type(field) is bytes and (SEP + escape(field) + VSEP) in self._v
+        return type(field) is bytes and (SEP + (field if field.isascii() else escape(field)) + VSEP) in self._v
 
     def _flat(self) -> list[bytes]:
         """The listpack's elements in order: field, value, field, value ..."""
@@ -109,7 +111,7 @@ class Hash:
         if not self._n:
             return []
         flat = blob[1:-1].replace(VSEP, SEP).split(SEP)
-        if ESC in blob:
+        if not blob.isascii() and ESC in blob:
             flat = [unescape(x) for x in flat]
         return flat
 
@@ -142,8 +144,18 @@ class Hash:
         if self._n < 0:
             self._v.update(pairs)
             return
-        pairs = pairs if isinstance(pairs, list) else list(pairs)
-        limit = LIMITS.hash_value
+        pairs = pairs if type(pairs) is list else list(pairs)
+        limits = LIMITS
+        if len(pairs) == 1:  # the usual HSET: one pair, no loops
+            f, v = pairs[0]
+            if len(f) > limits.hash_value or len(v) > limits.hash_value:
+                self._convert()[f] = v
+                return
+            self._set(f, v)
+            if self._n > limits.hash_entries:
+                self._convert()
+            return
+        limit = limits.hash_value
         for f, v in pairs:
             if len(f) > limit or len(v) > limit:
                 self._convert().update(pairs)
@@ -166,15 +178,16 @@ class Hash:
 
     def _set(self, field: bytes, value: bytes) -> None:
         blob: bytes = self._v
-        ef = escape(field)
+        ef = field if field.isascii() else escape(field)
+        ev = value if value.isascii() else escape(value)
         needle = SEP + ef + VSEP
         i = blob.find(needle)
         if i < 0:
-            self._v = b"".join((blob, ef, VSEP, escape(value), SEP))
+            self._v = b"".join((blob, ef, VSEP, ev, SEP))
             self._n += 1
         else:
             j = i + len(needle)
-            self._v = b"".join((blob[:j], escape(value), blob[blob.find(SEP, j):]))
+            self._v = b"".join((blob[:j], ev, blob[blob.find(SEP, j):]))
 
     def pop(self, field: bytes, default: Any = None) -> Any:
         if self._n < 0:

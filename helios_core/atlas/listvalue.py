@@ -55,8 +55,10 @@ def _raw_items(node: bytes, n: int) -> list[bytes]:
 
 
 def _items(node: bytes, n: int) -> list[bytes]:
-    items = _raw_items(node, n)
-    if ESC in node:
+    if not n:
+        return []
+    items = node[1:-1].split(SEP)
+    if not node.isascii() and ESC in node:
         return [unescape(x) for x in items]
     return items
 
@@ -297,7 +299,8 @@ class List:
         if self._n < 0:
             items: list[bytes] = self._v.range(start, stop)
             return items
-        return _items(self._v, self._n)[start:stop + 1]
+        items = _items(self._v, self._n)
+        return items if start == 0 and stop == self._n - 1 else items[start:stop + 1]
 
     def _index(self, i: int) -> int:
         n = len(self)
@@ -325,6 +328,8 @@ class List:
         n = self._n
         if n >= 0:
             node: bytes = self._v
+            if n <= 1 or (n <= 16 and len(node) <= 1024 and not 0 < LIMITS.list_size < 16):
+                return  # (within any limit: the common small list skips the full test)
             if not _fits(n, len(node)):
                 nodes, counts = _pack(_raw_items(node, n))
                 if len(nodes) > 1:  # (one item too large for any node stays a node of its own)
@@ -334,18 +339,20 @@ class List:
             self._v, self._n = (ql.nodes[0], ql.counts[0]) if ql.nodes else (_EMPTY, 0)
 
     def append(self, item: bytes) -> None:
+        ei = item if item.isascii() else escape(item)
         if self._n < 0:
-            self._v.push_tail([escape(item)])
+            self._v.push_tail([ei])
             return
-        self._v = self._v + escape(item) + SEP
+        self._v = self._v + ei + SEP
         self._n += 1
         self._settle()
 
     def appendleft(self, item: bytes) -> None:
+        ei = item if item.isascii() else escape(item)
         if self._n < 0:
-            self._v.push_head([escape(item)])
+            self._v.push_head([ei])
             return
-        self._v = SEP + escape(item) + self._v
+        self._v = SEP + ei + self._v
         self._n += 1
         self._settle()
 
@@ -384,7 +391,8 @@ class List:
         j = node.find(SEP, 1)
         self._v = node[j:]
         self._n -= 1
-        return unescape(node[1:j])
+        item = node[1:j]
+        return item if item.isascii() else unescape(item)
 
     def pop(self) -> bytes:
         if self._n < 0:
@@ -397,7 +405,8 @@ class List:
         j = node.rfind(SEP, 0, len(node) - 1)
         self._v = node[:j + 1]
         self._n -= 1
-        return unescape(node[j + 1:-1])
+        item = node[j + 1:-1]
+        return item if item.isascii() else unescape(item)
 
     def __setitem__(self, i: int, item: bytes) -> None:
         i = self._index(i)
