@@ -44,8 +44,8 @@ def _fits(n: int, nbytes: int) -> bool:
     if n > NODE_MAX_ITEMS:
         return False
     size = LIMITS.list_size
-    if size > 0:
-        return n <= size and nbytes <= _SAFETY_BYTES
+    if size >= 0:  # (0: one item per node, as quicklist's fill 0)
+        return n <= max(size, 1) and nbytes <= _SAFETY_BYTES
     return nbytes <= list_node_bytes(size)
 
 
@@ -328,7 +328,7 @@ class List:
         n = self._n
         if n >= 0:
             node: bytes = self._v
-            if n <= 1 or (n <= 16 and len(node) <= 1024 and not 0 < LIMITS.list_size < 16):
+            if n <= 1 or (n <= 16 and len(node) <= 1024 and not 0 <= LIMITS.list_size < 16):
                 return  # (within any limit: the common small list skips the full test)
             if not _fits(n, len(node)):
                 nodes, counts = _pack(_raw_items(node, n))

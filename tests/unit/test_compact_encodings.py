@@ -174,7 +174,7 @@ def check_nodes(lst: List) -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(size=st.sampled_from([1, 3, 6, -1]), ops=st.lists(list_op, max_size=40))
+@given(size=st.sampled_from([0, 1, 3, 6, -1]), ops=st.lists(list_op, max_size=40))
 def test_list_behaves_like_a_deque(size: int, ops: list[tuple]) -> None:
     LIMITS.list_size = size
     lst, model = List(), deque()
