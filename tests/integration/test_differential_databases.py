@@ -173,11 +173,13 @@ def test_monitor_names_the_database(atlasd: Daemon, redis_server: RedisServer) -
 
 # -- keyspace notifications --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("resp3", [False, True], ids=["resp2", "resp3"])
-def test_notifications_name_the_database(atlasd: Daemon, redis_server: RedisServer, resp3: bool) -> None:  # noqa: F811
+@pytest.mark.parametrize("resp3, flags", [(False, "KEA"), (True, "KEA"), (False, "KEAn"), (True, "Kgn$l")],
+                         ids=["resp2", "resp3", "resp2-new", "resp3-some"])
+def test_notifications_name_the_database(atlasd: Daemon, redis_server: RedisServer, resp3: bool,  # noqa: F811
+                                         flags: str) -> None:
     def scenario(connect: Connect) -> list:
         w, sub = connect(False), connect(resp3)
-        t = [w.call("CONFIG", "SET", "notify-keyspace-events", "KEA")]
+        t = [w.call("CONFIG", "SET", "notify-keyspace-events", flags)]
         t.append(sub.call("PSUBSCRIBE", "__key*@*__:*"))
         t += transcript(w, script(
             ("SET", "a", "1"), ("SELECT", "4"), ("SET", "a", "2"), ("LPUSH", "l", "x"), ("MOVE", "a", "5"),

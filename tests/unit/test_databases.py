@@ -461,3 +461,22 @@ def test_memory_is_what_replay_gives_back(steps: list) -> None:
             again.close()
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_active_expiry_notifies_in_the_keys_database(tmp_path: Path) -> None:
+    from helios_core.atlas.notify import parse_flags
+
+    clock = [NOW]
+    eng = Engine.open(tmp_path, AtlasConfig(), clock=lambda: clock[0], databases=16)
+    try:
+        sent: list[tuple[bytes, bytes]] = []
+        eng.notifier.publish = lambda channel, message: sent.append((channel, message)) or 0
+        eng.notifier.flags = parse_flags("KEA")
+        eng.observers_changed()
+        run(eng, Conn(7), "SET", "t", "v", "PX", "10")
+        sent.clear()
+        clock[0] += 100
+        eng._active_expire()
+        assert sent == [(b"__keyspace@7__:t", b"expired"), (b"__keyevent@7__:expired", b"t")]
+    finally:
+        eng.close()
