@@ -43,7 +43,10 @@ def transcript(w: Wire, commands: list[tuple[bytes, ...]]) -> list[bytes]:
 ERRORS_AND_REPLIES = script(
     ("SELECT", "1"), ("SELECT", "15"), ("SELECT", "16"), ("SELECT", "-1"), ("SELECT", "x"), ("SELECT", "1.5"),
     ("SELECT", "99999999999"), ("SELECT", "2147483648"), ("SELECT", ""), ("SELECT", " 1"), ("SELECT",),
-    ("SELECT", "1", "2"), ("SELECT", "3"),
+    ("SELECT", "1", "2"), ("SELECT", "01"), ("SELECT", "+1"), ("SELECT", "-0"), ("SELECT", "2147483647"),
+    ("SELECT", "-2147483649"), ("SELECT", "0x1"), ("SELECT", "1e1"), ("select", "3"),
+    ("MOVE", "k", "01"), ("SWAPDB", "01", "1"), ("SWAPDB", "-2147483649", "0"), ("SWAPDB", "0", "-0"),
+    ("COPY", "k", "x", "DB", "01"), ("COPY", "k", "x", "DB", "-2147483649"), ("COPY", "k", "x", "db", "2"),
     ("SET", "k", "v3"), ("DBSIZE",), ("GET", "k"),
     ("MOVE", "k", "3"), ("MOVE", "k", "16"), ("MOVE", "k", "-1"), ("MOVE", "k", "x"), ("MOVE", "k", "99999999999"),
     ("MOVE", "nope", "4"), ("MOVE", "nope", "3"), ("MOVE", "k"),
