@@ -466,16 +466,11 @@ class Engine:
         if the policy cannot get there."""
         ev, mem = self.evictor, self.memory
         victims: list[bytes] = []
-        volatile = ev.policy.startswith("volatile-")
         while mem.used > ev.maxmemory and self.aof_error is None:
-            # Keys are sampled in the database holding the most candidates (Redis samples them all).
-            candidates = [(len(ks.expires if volatile else ks.data), i) for i, ks in self.dbs.made()]
-            most, index = max(candidates)
-            if not most:
+            choice = ev.choose_across(list(self.dbs.made()), self.ctx.now_ms)
+            if choice is None:
                 break
-            key = ev.choose(self.dbs[index], self.ctx.now_ms)
-            if key is None:
-                break
+            index, key = choice
             ev.forget(key)
             with self.in_db(index):
                 self.internal_effects([("DEL", key)], ("evicted", EVICTED))

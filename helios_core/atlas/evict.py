@@ -255,6 +255,7 @@ class Evictor:
     pool: list[tuple[float, bytes]] = field(default_factory=list)
     since_ms: int = 0  # when the policy was set: untouched keys count as idle since then
     tracks_access: bool = False  # an LRU/LFU policy: the engine records each command's keys (a flag: hot path)
+    next_db: int = 0  # the random policies take their key from the databases in turn
 
     def set_policy(self, policy: str, now_ms: int) -> None:
         if policy != self.policy:
@@ -288,6 +289,29 @@ class Evictor:
         if policy.endswith("-lru"):
             return float(now_ms - last)
         return 255.0 - _lfu_decay(counter, last, now_ms)
+
+    def choose_across(self, dbs: list[tuple[int, Any]], now_ms: int) -> tuple[int, bytes] | None:
+        """(database, key) to evict next from several databases, as Redis chooses: the random
+        policies take a key of the next database (in turn) that has a candidate; the others
+        sample each database and take the best sampled key of all.  One database: `choose`."""
+        volatile = self.policy.startswith("volatile-")
+        live = [(i, ks) for i, ks in dbs if (ks.expires if volatile else ks.data)]
+        if len(live) <= 1 or self.policy == "noeviction":
+            if not live:
+                return None
+            key = self.choose(live[0][1], now_ms)
+            return None if key is None else (live[0][0], key)
+        if self.policy.endswith("-random"):
+            self.next_db += 1
+            index, ks = live[self.next_db % len(live)]
+            return index, self._sample(ks, volatile, 1)[0]
+        best: tuple[float, int, bytes] | None = None
+        for index, ks in live:
+            for key in self._sample(ks, volatile, self.samples):
+                score = self._score(key, ks.expires, now_ms)
+                if best is None or score > best[0]:
+                    best = (score, index, key)
+        return None if best is None else (best[1], best[2])
 
     def choose(self, ks: Any, now_ms: int) -> bytes | None:
         """The key to evict next, or None when the policy has no candidate (noeviction, no TTLs)."""

@@ -480,3 +480,24 @@ def test_active_expiry_notifies_in_the_keys_database(tmp_path: Path) -> None:
         assert sent == [(b"__keyspace@7__:t", b"expired"), (b"__keyevent@7__:expired", b"t")]
     finally:
         eng.close()
+
+
+def test_lru_eviction_takes_the_idlest_keys_of_all_databases(tmp_path: Path) -> None:
+    clock = [NOW]
+    eng = Engine.open(tmp_path, AtlasConfig(), clock=lambda: clock[0], databases=16)
+    try:
+        eng.evictor.set_policy("allkeys-lru", clock[0])
+        eng.evictor.samples = 10
+        old, fresh = Conn(5), Conn(2)
+        for i in range(5):  # (fewer: the idle keys are not where most keys are)
+            run(eng, old, "SET", f"o{i}", "x" * 100)
+        clock[0] += 60_000
+        for i in range(10):
+            run(eng, fresh, "SET", f"f{i}", "x" * 100)
+        eng.evictor.maxmemory = 1 << 40
+        eng.observers_changed()  # (counts the keyspace)
+        eng.evictor.maxmemory = eng.memory.used - 500  # room for a few keys less
+        run(eng, fresh, "GET", "f0")
+        assert len(eng.dbs[2].data) == 10 and len(eng.dbs[5].data) < 5  # the idle database's keys went
+    finally:
+        eng.close()
