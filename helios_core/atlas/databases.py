@@ -5,14 +5,13 @@ databases of the default configuration cost a list of sixteen slots until
 something selects one.  A keyspace object *is* its index for as long as the
 server runs: SWAPDB exchanges the contents of two of them (Keyspace.swap_with)
 rather than the objects, so whatever names a database by its object (the
-engine's current database, an undo record, a connection's choice) keeps
-meaning the same index.  Function libraries are server state: every keyspace
-reads and writes database 0's (Keyspace.root).
+engine's current keyspace, an undo entry) keeps meaning the same index.
+Function libraries are server state: every keyspace reads and writes database
+0's (Keyspace.root).
 
 AOF records are self-contained: replay starts every record in database 0 and a
-("SELECT", n) effect moves it, so a record never depends on
-the record before it, on a connection, or on where a rewrite cut the file
-(effects.apply_effect applies a record that way).
+("SELECT", n) effect moves it (effects.apply_effect), so a record never depends
+on the record before it, on a connection, or on where a rewrite cut the file.
 Records written before databases existed hold no SELECT and so replay into
 database 0, as they always did.
 """
@@ -27,6 +26,7 @@ __all__ = ["Databases", "MAX_DATABASES", "DB_OUT_OF_RANGE"]
 
 # Redis accepts any positive int; a bound keeps `databases` from making the server hold a
 # slot list of absurd size (each database costs a slot until used, a keyspace once used).
+# (config.py's AtlasdConfig.databases holds the same bound.)
 MAX_DATABASES = 10000
 DB_OUT_OF_RANGE = "ERR DB index is out of range"
 
