@@ -151,7 +151,11 @@ class Hash:
             if len(f) > limits.hash_value or len(v) > limits.hash_value:
                 self._convert()[f] = v
                 return
-            self._set(f, v)
+            if self._n:
+                self._set(f, v)
+            else:  # a new hash
+                self._v = b"".join((SEP, f if f.isascii() else escape(f), VSEP, v if v.isascii() else escape(v), SEP))
+                self._n = 1
             if self._n > limits.hash_entries:
                 self._convert()
             return

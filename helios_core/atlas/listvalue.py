@@ -57,7 +57,7 @@ def _raw_items(node: bytes, n: int) -> list[bytes]:
 def _items(node: bytes, n: int) -> list[bytes]:
     if not n:
         return []
-    items = node[1:-1].split(SEP)
+    items = node.split(SEP)[1:-1]
     if not node.isascii() and ESC in node:
         return [unescape(x) for x in items]
     return items
@@ -299,8 +299,11 @@ class List:
         if self._n < 0:
             items: list[bytes] = self._v.range(start, stop)
             return items
-        items = _items(self._v, self._n)
-        return items if start == 0 and stop == self._n - 1 else items[start:stop + 1]
+        node: bytes = self._v  # (inlined _items: LRANGE's path)
+        items = node.split(SEP)  # ['', item, ..., item, '']
+        if not node.isascii() and ESC in node:
+            items = [unescape(x) for x in items]
+        return items[start + 1:stop + 2]
 
     def _index(self, i: int) -> int:
         n = len(self)
@@ -357,7 +360,7 @@ class List:
         self._settle()
 
     def extend(self, items: Iterable[bytes]) -> None:
-        escaped = [escape(x) for x in items]
+        escaped = [x if type(x) is bytes and x.isascii() else escape(x) for x in items]
         if not escaped:
             return
         if self._n < 0:
@@ -365,20 +368,23 @@ class List:
             return
         self._v = b"".join((self._v, SEP.join(escaped), SEP))
         self._n += len(escaped)
-        self._settle()
+        if self._n > 1:
+            self._settle()
 
     def extendleft(self, items: Iterable[bytes]) -> None:
         """Push each item at the head in turn (so they end up reversed), as deque.extendleft."""
-        escaped = [escape(x) for x in items]
+        escaped = [x if type(x) is bytes and x.isascii() else escape(x) for x in items]
         if not escaped:
             return
-        escaped.reverse()
+        if len(escaped) > 1:
+            escaped.reverse()
         if self._n < 0:
             self._v.push_head(escaped)
             return
         self._v = b"".join((SEP, SEP.join(escaped), self._v))
         self._n += len(escaped)
-        self._settle()
+        if self._n > 1:
+            self._settle()
 
     def popleft(self) -> bytes:
         if self._n < 0:
