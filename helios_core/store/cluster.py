@@ -88,12 +88,14 @@ from helios_core.store.remote import (
     _roundtrip,
     _written_keys,
 )
+from helios_core.store.resp import RespConnection, RespMux, RespPool
 from helios_core.store.scripts import ScriptOp
 from helios_core.store.url import StoreURL, parse_store_url
 
 __all__ = ["ClusterStore", "CrossSlotError", "slot_of", "same_slot"]
 
 T = TypeVar("T")
+Conn = Connection | RespConnection
 
 REDIRECTS = 5  # MOVED/ASK/TRYAGAIN followed per round trip before giving up
 _PAUSE = 0.05  # seconds before retrying TRYAGAIN / CLUSTERDOWN (a migration or failover in progress)
@@ -153,7 +155,7 @@ class ClusterTxn(_RemoteReads, Txn):
         self.slot: int | None = None
         self.first = b""
         self.node: ClusterNode | None = None
-        self.conn: Connection | None = None
+        self.conn: Conn | None = None
         self.watched: set[bytes] = set()
         self.lock = asyncio.Lock()
         self.in_flight = False
@@ -164,7 +166,7 @@ class ClusterTxn(_RemoteReads, Txn):
         if self.slot is None and slot is not None:
             self.slot, self.first = slot, keys[0]
 
-    async def connect(self) -> Connection:
+    async def connect(self) -> Conn:
         if self.conn is None:
             assert self.slot is not None
             self.node, self.conn = await self.store._acquire(self.slot)
@@ -216,7 +218,10 @@ class ClusterStore(_RemoteReads, Store):
                                      max_connections=POOL_CONNECTIONS, **kwargs)
         self._ready_lock = asyncio.Lock()
         self._initialized = False
-        # redis-py's node pools raise at max_connections instead of queueing: queue here.
+        # Round trips go over our lean connections (store/resp.py says why), one pool per node; over
+        # TLS over redis-py's node pools, which raise at max_connections instead of queueing: queue here.
+        self._lean: dict[str, RespPool] = {}
+        self._muxes: dict[str, RespMux] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         # The feed only calls _new_connection on its store (see _new_connection).
         self._feed = _ChangeFeed(cast(RemoteStore, self))
@@ -251,20 +256,43 @@ class ClusterStore(_RemoteReads, Store):
         except (*_LOST, RedisError, RedisClusterException) as e:
             raise self._unavailable(e) from e
 
-    async def _acquire(self, slot: int) -> tuple[ClusterNode, Connection]:
+    async def _node_of(self, slot: int) -> tuple[ClusterNode, None]:
         await self._ready()
         try:
-            node = self._cluster.nodes_manager.get_node_from_slot(slot)
+            return self._cluster.nodes_manager.get_node_from_slot(slot), None
         except RedisClusterException as e:  # SlotNotCoveredError: a primary is down and not replaced yet
             raise self._unavailable(e) from e
+
+    async def _acquire(self, slot: int) -> tuple[ClusterNode, Conn]:
+        node, _ = await self._node_of(slot)
         return node, await self._node_connection(node)
 
-    async def _node_connection(self, node: ClusterNode) -> Connection:
+    def _mux_of(self, node: ClusterNode) -> RespMux:
+        mux = self._muxes.get(node.name)
+        if mux is None:
+            mux = self._muxes[node.name] = RespMux(self._opener(node))
+        return mux
+
+    def _opener(self, node: ClusterNode) -> Callable[[], Awaitable[RespConnection]]:
+        t, host, port = self.target, node.host, int(node.port)
+
+        async def opener() -> RespConnection:
+            return await RespConnection.open(host=host, port=port, username=t.username, password=t.password,
+                                             connect_timeout=t.connect_timeout or 10.0, timeout=t.timeout)
+
+        return opener
+
+    async def _node_connection(self, node: ClusterNode) -> Conn:
+        if not self.target.ssl:
+            return await self._lean_connection(node)
         sem = self._slots.get(node.name)
         if sem is None:
             sem = self._slots[node.name] = asyncio.Semaphore(POOL_CONNECTIONS)
         try:
-            await asyncio.wait_for(sem.acquire(), self.target.timeout or POOL_WAIT_SECONDS)
+            if sem.locked():  # (wait_for costs a task: only when there is something to wait for)
+                await asyncio.wait_for(sem.acquire(), self.target.timeout or POOL_WAIT_SECONDS)
+            else:
+                await sem.acquire()
         except TimeoutError as e:
             raise HeliosError(f"no free connection to {node.name} of {self.where} within "
                               f"{self.target.timeout or POOL_WAIT_SECONDS} s", code="store_unavailable",
@@ -280,8 +308,24 @@ class ClusterStore(_RemoteReads, Store):
             raise
         return conn
 
-    async def _release(self, node: ClusterNode | None, conn: Connection | None, *, clean: bool) -> None:
+    async def _lean_connection(self, node: ClusterNode) -> RespConnection:
+        pool = self._lean.get(node.name)
+        if pool is None:
+            pool = self._lean[node.name] = RespPool(self._opener(node), POOL_CONNECTIONS,
+                                                    self.target.timeout or POOL_WAIT_SECONDS)
+        try:
+            return await pool.get()
+        except ResponseError as e:  # NOAUTH / WRONGPASS while connecting
+            raise HeliosError(f"the cluster at {self.where} refused the connection to {node.name}: {e}",
+                              code="store_auth", status=503) from e
+        except _LOST as e:
+            raise self._unavailable(e) from e
+
+    async def _release(self, node: ClusterNode | None, conn: Conn | None, *, clean: bool) -> None:
         if node is None or conn is None:
+            return
+        if isinstance(conn, RespConnection):
+            self._lean[node.name].release(conn, clean=clean)
             return
         if not clean:  # a reply unread, WATCH or MULTI open: start over on a new socket
             await conn.disconnect()
@@ -304,12 +348,32 @@ class ClusterStore(_RemoteReads, Store):
         cls = SSLConnection if self.target.ssl else Connection
         return cls(host=host, port=port, **{**self._kwargs, **overrides})
 
-    async def _on_slot(self, slot: int, commands: list[list[bytes]]) -> list[Any]:
+    async def _on_slot(self, slot: int, commands: list[list[bytes]], *, shared: bool = False) -> list[Any]:
         """One round trip to the primary owning `slot`, following MOVED/ASK/TRYAGAIN; every reply, an
-        error reply as a ResponseError in its place.  Retried once on a fresh connection when lost."""
+        error reply as a ResponseError in its place.  Retried once on a fresh connection when lost.
+        `shared`: the commands never block a connection (reads, scripts without WAIT): they go out on
+        the node's multiplexed connection with other callers' (store/resp.py's RespMux)."""
         asking: ClusterNode | None = None
         lost = 0
         for _ in range(REDIRECTS + 2):
+            if asking is None and shared and not self.target.ssl:
+                node, _ = await self._node_of(slot)
+                try:
+                    replies = await self._mux_of(node).roundtrip(commands)
+                except _LOST as e:
+                    lost += 1
+                    if lost > 1 or _is_auth_failure(e):
+                        raise self._unavailable(e) from e
+                    await self._refresh()
+                    continue
+                except ResponseError as e:  # refused while connecting
+                    raise HeliosError(f"the cluster at {self.where} refused the connection to {node.name}: {e}",
+                                      code="store_auth", status=503) from e
+                moved = _redirect(replies)
+                if moved is None:
+                    return replies
+                asking = await self._follow(moved)
+                continue
             if asking is not None:
                 node = asking
                 conn = await self._node_connection(node)
@@ -362,7 +426,7 @@ class ClusterStore(_RemoteReads, Store):
 
     async def _read(self, argv: list[bytes], keys: list[bytes]) -> Any:
         slot = same_slot(keys, argv[0].decode(), self.where)
-        (reply,) = await self._on_slot(0 if slot is None else slot, [argv])
+        (reply,) = await self._on_slot(0 if slot is None else slot, [argv], shared=True)
         if isinstance(reply, ResponseError):
             raise CommandError(str(reply))
         return reply
@@ -575,7 +639,8 @@ class ClusterStore(_RemoteReads, Store):
         wait = self._wait if durable else []
         before = [[b"MGET", *reads]] if reads else []
         where = 0 if slot is None else slot
-        replies = await self._on_slot(where, [*before, [b"EVALSHA", op.sha, *tail], *announce, *wait])
+        replies = await self._on_slot(where, [*before, [b"EVALSHA", op.sha, *tail], *announce, *wait],
+                                      shared=not wait)
         values: list[bytes | None] = []
         if before:
             got = replies.pop(0)
@@ -583,7 +648,7 @@ class ClusterStore(_RemoteReads, Store):
                 raise CommandError(f"MGET: {got}")
             values = list(got)
         if isinstance(replies[0], NoScriptError):
-            replies = await self._on_slot(where, [[b"EVAL", op.source, *tail], *announce, *wait])
+            replies = await self._on_slot(where, [[b"EVAL", op.source, *tail], *announce, *wait], shared=not wait)
         if isinstance(replies[0], ResponseError):
             raise CommandError(f"{op.name}: {replies[0]}")
         if wait:
@@ -596,4 +661,8 @@ class ClusterStore(_RemoteReads, Store):
 
     async def close(self) -> None:
         await self._feed.close()
+        for pool in self._lean.values():
+            pool.disconnect()
+        for mux in self._muxes.values():
+            mux.disconnect()
         await self._cluster.aclose()
