@@ -174,6 +174,25 @@ def test_monitor_names_the_database(atlasd: Daemon, redis_server: RedisServer) -
     run_both(atlasd, redis_server, scenario)
 
 
+@pytest.mark.parametrize("resp3", [False, True], ids=["resp2", "resp3"])
+def test_transactions_that_swap_move_and_flush(atlasd: Daemon, redis_server: RedisServer, resp3: bool) -> None:  # noqa: F811
+    def scenario(connect: Connect) -> list:
+        w, other = connect(resp3), connect(False)
+        t = transcript(w, script(
+            ("MULTI",), ("SET", "a", "0"), ("SWAPDB", "0", "1"), ("GET", "a"), ("SELECT", "1"), ("GET", "a"),
+            ("MOVE", "a", "2"), ("SELECT", "2"), ("RPUSH", "a", "x"), ("FLUSHDB",), ("DBSIZE",), ("EXEC",),
+            ("DBSIZE",), ("SELECT", "1"), ("EXISTS", "a"), ("SELECT", "0"),
+            ("WATCH", "a"),
+        ))
+        t.append(other.call("SELECT", "0"))
+        t.append(other.call("SET", "a", "other"))  # the watched key changes: EXEC fails, nothing runs
+        t += transcript(w, script(("MULTI",), ("SELECT", "3"), ("SET", "b", "1"), ("EXEC",), ("SELECT", "3"),
+                                  ("GET", "b"), ("DBSIZE",)))
+        t.append(field(w.call("CLIENT", "INFO"), b"db"))
+        return t
+    run_both(atlasd, redis_server, scenario)
+
+
 # -- keyspace notifications --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("resp3, flags", [(False, "KEA"), (True, "KEA"), (False, "KEAn"), (True, "Kgn$l")],
