@@ -369,3 +369,16 @@ def test_hash_and_set_requests_in_the_aof_shape(jl: JsonLines) -> None:
     assert jl.call({"cmd": "SREM", "key": "s", "members_b64": ["eA=="]}) == {"ok": 1}
     assert jl.call({"cmd": "SCARD", "key": "s"}) == {"ok": 1}
     assert "error" in jl.call({"cmd": "HSET", "key": "h", "fields": [["only-one"]]})
+
+
+def test_a_json_lines_connection_selects_as_the_aof_records_say(jl: JsonLines, daemon: Daemon) -> None:
+    # The AOF's own database records, sent as requests: {"cmd":"SELECT","db":N} moves this connection.
+    assert jl.call({"cmd": "SELECT", "db": 3}) == {"ok": "OK"}
+    assert jl.call({"cmd": "SET", "key": "k", "value": "three"}) == {"ok": "OK"}
+    assert jl.call({"cmd": "SWAPDB", "db1": 3, "db2": 4}) == {"ok": "OK"}
+    assert jl.call({"cmd": "GET", "key": "k"}) == {"ok": None}
+    assert jl.call({"cmd": "SELECT", "db": 16}) == {"error": "ERR DB index is out of range"}
+    with daemon.client(db=4) as r:
+        assert r.get("k") == b"three"
+    last = orjson.loads((daemon.data / "appendonly.aof").read_bytes().splitlines()[-1])
+    assert last["cmd"] == "MULTI" and last["ops"] == [{"cmd": "SELECT", "db": 3}, {"cmd": "SWAPDB", "db1": 3, "db2": 4}]
