@@ -6,7 +6,7 @@ Without a subcommand the group runs the daemon:
   file; SIGHUP re-reads it (an invalid file is logged with file:line:key and
   the running config stays);
 - ``helios proxy --data DIR`` or ``--store URL``: from the store
-  (``proxy:route:*``, ``proxy:backend:*``); a change made with ``helios proxy
+  (``proxy:{proxy}:route:*``, ``proxy:{proxy}:backend:*``); a change made with ``helios proxy
   route|backend add|rm`` or the gateway's admin API applies within a second.
   A free data directory is opened by the proxy, which then serves its unix
   socket as atlasd would: ``helios snapshot --data DIR`` and ``helios proxy

@@ -1,12 +1,18 @@
 """The proxy's config kept in the Store, changed one record at a time, watched live.
 
-Keys (values are JSON objects):
+Keys (values are JSON objects), all under one hash tag, ``{proxy}``, so that a
+change (its record and the version, in one transaction) stays in one slot on
+Redis Cluster (DESIGN.md section 7):
 
-- ``proxy:route:{id}``   a route, in the YAML shape (``id``, ``prefix``, ``pool``, ...);
-- ``proxy:backend:{id}`` a backend (``id``, ``url``, ``weight``) and the ``pool`` it belongs to;
-- ``proxy:pool:{id}``    a pool's settings (``balancer``, ``health``, ``outlier``, ``breaker``, ...).
+- ``proxy:{proxy}:route:ID``   a route, in the YAML shape (``id``, ``prefix``, ``pool``, ...);
+- ``proxy:{proxy}:backend:ID`` a backend (``id``, ``url``, ``weight``) and the ``pool`` it belongs to;
+- ``proxy:{proxy}:pool:ID``    a pool's settings (``balancer``, ``health``, ``outlier``, ``breaker``, ...).
   Optional: a pool exists once a backend names it, with the model's defaults;
-- ``proxy:version``      an integer, incremented in the same transaction as every change.
+- ``proxy:{proxy}:version``    an integer, incremented in the same transaction as every change.
+
+Stores written before the tag (``proxy:route:ID`` ... ``proxy:version``) are
+moved to these names by the first read or change in a process
+(`ensure_current`; see its doc for what it promises).
 
 The records are assembled into the YAML document's shape and validated with
 the model's ``parse_config``, so the store form and ``proxy.yaml`` cannot
@@ -32,6 +38,7 @@ import asyncio
 import contextlib
 import dataclasses
 import re
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -43,7 +50,7 @@ from helios_core.proxy.model import ProxyConfig, parse_config
 from helios_core.store.base import Store, Subscription, Txn
 
 __all__ = [
-    "PREFIX", "VERSION_KEY", "MAX_ROUTES", "MAX_BACKENDS", "MAX_POOLS", "MAX_RECORD_BYTES", "KINDS",
+    "PREFIX", "VERSION_KEY", "ensure_current", "MAX_ROUTES", "MAX_BACKENDS", "MAX_POOLS", "MAX_RECORD_BYTES", "KINDS",
     "StoreConfigSource", "StoreRecords", "read_records", "assemble", "record_key", "validate_id",
     "add_route", "put_route", "get_route", "remove_route", "list_routes",
     "add_backend", "put_backend", "get_backend", "remove_backend", "list_backends",
@@ -52,8 +59,11 @@ __all__ = [
 
 log = get_logger("proxy")
 
-PREFIX = "proxy:"
-VERSION_KEY = "proxy:version"
+PREFIX = "proxy:{proxy}:"
+VERSION_KEY = PREFIX + "version"
+# The names before the hash tag (moved by ensure_current).
+OLD_PREFIX = "proxy:"
+OLD_VERSION_KEY = "proxy:version"
 Kind = Literal["route", "backend", "pool"]
 KINDS: tuple[Kind, ...] = ("route", "backend", "pool")
 
@@ -149,8 +159,70 @@ async def _read_once(store: Store) -> StoreRecords | None:
     return out
 
 
+# Stores this process has seen in the current layout (ensure_current).
+_CURRENT: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+async def ensure_current(store: Store) -> int:
+    """Move records of the layout before the `{proxy}` hash tag to their current names, once per
+    store per process; returns how many keys moved.
+
+    Each record moves in a transaction that reads its old and its new name: the one of two
+    processes migrating at once that commits second finds the old key gone and does nothing, and
+    a record already under its new name (written since by a current process) wins over the old
+    one, which is dropped.  Every move increments the version, and the old version is folded into
+    it last (the new one ends above both), so a proxy watching the store reloads.  A migration
+    cut short is done again by the next process.  Not covered: a process of the older version
+    still writing meanwhile (stop those first).  On Redis Cluster no old record can exist (its
+    change transaction was cross-slot and refused), so there is nothing to move.
+    """
+    if store in _CURRENT:
+        return 0
+    moved = 0
+    old = [k for k in await _keys(store, OLD_PREFIX) if _old_record(k)]
+    for key in old:
+        one: int = await store.transact(_mover(key))
+        moved += one
+    if await store.get(OLD_VERSION_KEY) is not None:
+        folded: int = await store.transact(_fold_version)
+        moved += folded
+    _CURRENT.add(store)
+    return moved
+
+
+def _old_record(key: bytes) -> bool:
+    kind, _, rid = key.decode(errors="replace")[len(OLD_PREFIX):].partition(":")
+    return kind in KINDS and bool(rid) and ":" not in rid and not key.startswith(PREFIX.encode())
+
+
+def _mover(old: bytes) -> Callable[[Txn], Awaitable[int]]:
+    new = PREFIX.encode() + old[len(OLD_PREFIX):]
+
+    async def move(txn: Txn) -> int:
+        raw, current = await txn.mget([old, new])
+        if raw is None:
+            return 0  # moved by another process meanwhile
+        if current is None:
+            txn.set(new, raw)
+        txn.delete(old)
+        txn.incrby(VERSION_KEY, 1)
+        return 1
+
+    return move
+
+
+async def _fold_version(txn: Txn) -> int:
+    before, now = await txn.mget([OLD_VERSION_KEY, VERSION_KEY])
+    if before is None:
+        return 0
+    txn.set(VERSION_KEY, max(_version_of(before), _version_of(now)) + 1)
+    txn.delete(OLD_VERSION_KEY)
+    return 1
+
+
 async def read_records(store: Store) -> StoreRecords:
     """Every proxy record, as one consistent snapshot (re-read while writers move the version)."""
+    await ensure_current(store)
     for _ in range(_ATTEMPTS):
         got = await _read_once(store)
         if got is not None:

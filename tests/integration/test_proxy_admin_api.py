@@ -99,7 +99,7 @@ def test_without_admin_proxy_every_operation_is_forbidden(tmp_path: Path) -> Non
         for method, path in ENDPOINTS[:2]:
             assert (await api.call(method, path, json={} if method == "POST" else None)).code == 401
         # Nothing was written by any of it.
-        assert await api.store.get("proxy:version") is None
+        assert await api.store.get("proxy:{proxy}:version") is None
 
     run_gateway(tmp_path, body)
 
@@ -136,7 +136,7 @@ def test_bad_bodies_are_400_and_change_nothing(tmp_path: Path, method: str, path
         r = await api.call(method, path, token=t, body=raw, headers={"Content-Type": "application/json"})
         assert r.code == 400 and r.error_code == code, r.body
         assert words in r.json()["error"]["message"], r.body
-        assert await api.store.get("proxy:version") == b"2"
+        assert await api.store.get("proxy:{proxy}:version") == b"2"
 
     run_gateway(tmp_path, body)
 

@@ -142,7 +142,7 @@ def test_store_url_on_a_real_redis(redis_server: RedisServer) -> None:  # noqa: 
     assert run("route", "add", "--id", "r", "--prefix", "/", "--pool", "p", *at).exit_code == 0
     assert [x["id"] for x in orjson.loads(run("route", "list", "--json", *at).stdout)] == ["r"]
     with redis.Redis(host=redis_server.host, port=redis_server.port) as r:
-        assert r.get("proxy:version") == b"2" and orjson.loads(r.get("proxy:route:r"))["pool"] == "p"
+        assert r.get("proxy:{proxy}:version") == b"2" and orjson.loads(r.get("proxy:{proxy}:route:r"))["pool"] == "p"
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def test_crud_and_every_change_increments_the_version(tmp_path: Path) -> None:
         assert await version(store) == 2
         assert await sc.add_route(store, API) == API
         assert await version(store) == 3
-        assert orjson.loads(await store.get("proxy:route:api") or b"") == API
+        assert orjson.loads(await store.get("proxy:{proxy}:route:api") or b"") == API
         assert await sc.get_route(store, "api") == API
         assert [b["id"] for b in await sc.list_backends(store)] == ["web1", "web2"]
         assert await sc.get_backend(store, "web1") == WEB1
@@ -88,7 +88,8 @@ def test_crud_and_every_change_increments_the_version(tmp_path: Path) -> None:
         assert "backends name it" in nf.value.message
         await sc.remove_backend(store, "web2")
         assert await version(store) == 9
-        assert await store.get("proxy:route:all") is None and await store.get("proxy:backend:web2") is None
+        assert await store.get("proxy:{proxy}:route:all") is None
+        assert await store.get("proxy:{proxy}:backend:web2") is None
 
     run(tmp_path, body)
 
@@ -220,7 +221,7 @@ def test_concurrent_changes_all_land_each_validated(tmp_path: Path) -> None:
 def test_a_removal_is_allowed_from_an_already_invalid_config(tmp_path: Path) -> None:
     async def body(store: EmbeddedStore) -> None:
         # Written around the CRUD (by hand, or by an older release): a route with no pool.
-        await store.set("proxy:route:lost", orjson.dumps({"id": "lost", "prefix": "/", "pool": "gone"}))
+        await store.set("proxy:{proxy}:route:lost", orjson.dumps({"id": "lost", "prefix": "/", "pool": "gone"}))
         with pytest.raises(ConfigError) as e:
             await sc.StoreConfigSource(store).load()
         assert "route 'lost': pool: unknown pool 'gone'" in e.value.message
@@ -308,12 +309,12 @@ def test_watch_skips_an_invalid_stored_config_and_keeps_going(tmp_path: Path) ->
         task = asyncio.ensure_future(source.watch(got))
         await asyncio.sleep(0)
         # Around the CRUD: invalid, and announced by a version bump.
-        await store.transact(lambda t: (t.set("proxy:route:bad", b'{"prefix": "/", "pool": "gone"}'),
+        await store.transact(lambda t: (t.set("proxy:{proxy}:route:bad", b'{"prefix": "/", "pool": "gone"}'),
                                         t.incrby(sc.VERSION_KEY, 1)))
         with pytest.raises(TimeoutError):
             await got.next(timeout=0.3)
         assert source.config is not None and source.config.routes == ()  # the running config stays
-        await store.delete("proxy:route:bad")
+        await store.delete("proxy:{proxy}:route:bad")
         await sc.add_route(store, API)
         assert [r.id for r in (await got.next()).routes] == ["api"]
         source.close()
@@ -330,14 +331,14 @@ def test_watch_outlives_unreadable_records_and_applies_the_repair(tmp_path: Path
         got = _Deliveries()
         task = asyncio.ensure_future(source.watch(got))
         await asyncio.sleep(0)
-        await store.set("proxy:route:junk", b"not json")  # written around the CRUD
+        await store.set("proxy:{proxy}:route:junk", b"not json")  # written around the CRUD
         with pytest.raises(HeliosError) as e:
             await sc.list_routes(store)
-        assert e.value.code == "bad_proxy_store" and "proxy:route:junk" in e.value.message
+        assert e.value.code == "bad_proxy_store" and "proxy:{proxy}:route:junk" in e.value.message
         with pytest.raises(TimeoutError):
             await got.next(timeout=0.3)
         assert not task.done()  # logged, still watching
-        await store.delete("proxy:route:junk")
+        await store.delete("proxy:{proxy}:route:junk")
         await sc.add_route(store, API)
         assert [r.id for r in (await got.next()).routes] == ["api"]
         source.close()
