@@ -45,8 +45,10 @@ def _pairs(ctx: Ctx, name: str, args: list[bytes]) -> list[tuple[bytes, bytes]]:
 def hset(ctx: Ctx, args: list[bytes]) -> Any:
     pairs = _pairs(ctx, "hset", args)
     h = get_hash(ctx, args[0])
-    if h is None:
-        new = len(pairs) if len(pairs) == 1 else len({f for f, _ in pairs})
+    if len(pairs) == 1:  # (no set comprehension: its frame costs more than the lookup)
+        new = 1 if h is None or pairs[0][0] not in h else 0
+    elif h is None:
+        new = len({f for f, _ in pairs})
     else:
         new = len({f for f, _ in pairs if f not in h})
     ctx.emit(("HSET", args[0], pairs))
