@@ -1,8 +1,12 @@
 """RemoteStore: the Store contract over the Redis protocol (atlasd, Redis, Valkey).
 
-Built on redis-py's asyncio connections, used raw (no reply callbacks,
-`decode_responses=False`), so every reply is parsed here once, the same way
-for every server.
+Connections: over TCP and unix sockets, our own lean RESP2 connections
+(store/resp.py: a pool of them for transactions, WAIT and execute(), and one
+shared, pipelined connection for every caller's reads and scripts, whose
+round trips queued in one loop pass go out in one write); over TLS and
+Sentinel, redis-py's asyncio connections.  Either way replies are read raw
+(no reply callbacks, `decode_responses=False`, redis-py's exception classes),
+the same way for every server.
 
 Transactions are optimistic, as redis-py's `transaction()` helper: each
 attempt takes a connection of its own from the pool, every txn read first
