@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.redis_server import RedisServer, _ask
+from tests.redis_server import RedisServer, _ask, unused_port
 
 __all__ = ["RedisClusterGroup", "redis_cluster"]
 
@@ -48,10 +48,7 @@ class RedisClusterGroup:
     def start(self) -> RedisClusterGroup:
         try:
             for _ in range(self.size):
-                # (the config file is the node's own, in its own temp dir)
-                self.nodes.append(RedisServer(self.redis_server, args=(
-                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", "5000", "--appendonly", "yes", "--appendfsync", "everysec")).start())
+                self.nodes.append(self._node())
             atexit.register(self.stop)
             out = subprocess.run(
                 [self.redis_cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
@@ -64,6 +61,21 @@ class RedisClusterGroup:
             self.stop()
             raise
         return self
+
+    def _node(self) -> RedisServer:
+        # The cluster bus listens on a port of its own: by default the client port + 10000, which
+        # may be taken (or past 65535) for an unused client port; so it gets an unused one too.
+        # (The config file is the node's own, in its own temp dir.)
+        for attempt in range(3):
+            try:
+                return RedisServer(self.redis_server, args=(
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-port", str(unused_port()), "--cluster-node-timeout", "5000",
+                    "--appendonly", "yes", "--appendfsync", "everysec")).start()
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _ok(self) -> bool:
         for port in self.ports:
