@@ -401,7 +401,7 @@ _OBJECT_ARITY = {b"ENCODING": 2, b"FREQ": 2, b"IDLETIME": 2, b"REFCOUNT": 2, b"H
 
 # Redis 7.0's defaults: hash-max-listpack-entries 512, zset-max-listpack-entries 128, *-max-listpack-value
 # 64, set-max-intset-entries 512, strings up to 44 bytes in one allocation with their header (embstr).
-HASH_ENTRIES, ZSET_ENTRIES, LISTPACK_VALUE, INTSET_ENTRIES, EMBSTR_LIMIT = 512, 128, 64, 512, 44
+ZSET_ENTRIES, LISTPACK_VALUE, INTSET_ENTRIES, EMBSTR_LIMIT = 128, 64, 512, 44
 SHARED_INTEGERS = 10000
 INT_MAX = (1 << 31) - 1
 
