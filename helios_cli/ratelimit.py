@@ -31,6 +31,7 @@ from helios_cli.context import CliContext, pass_cli
 from helios_cli.target import GatewayApi, cli_actor, open_data_store, run_on_target
 from helios_cli.target import target_options as shared_target_options
 from helios_core.auth import AuditLog
+from helios_core.auth.migrate import ensure_current
 from helios_core.gateway.app import rate_limit_settings
 from helios_core.ratelimit import RateLimiter
 
@@ -88,6 +89,7 @@ async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Limits], 
     cfg = obj.config
     store = await open_data_store(obj, data_dir, "helios ratelimit", TOKEN_HINT)
     try:
+        await ensure_current(store)  # auth keys of the older names moved (helios_core/auth/migrate.py)
         limiter = RateLimiter(store, rate_limit_settings(cfg))
         return await work(StoreLimits(limiter, cfg.ratelimit.enabled, AuditLog(store, cfg.auth.audit_max_entries)))
     finally:

@@ -32,6 +32,7 @@ from helios_cli.context import CliContext, pass_cli
 from helios_cli.target import GatewayApi, cli_actor, open_data_store, run_on_target
 from helios_cli.target import target_options as shared_target_options
 from helios_core.auth import AuditLog, AuthService, KeyRing, PasswordHasher
+from helios_core.auth.migrate import ensure_current
 from helios_core.auth.tokens import generate_secret
 from helios_core.errors import HeliosError, InvalidInputError
 from helios_core.gateway.app import rate_limit_settings
@@ -168,6 +169,7 @@ async def _with_store(obj: CliContext, data_dir: Path, work: Callable[[Users], A
         keys = _key_ring(obj, data_dir, signing)
         svc = AuthService(store, cfg.auth, keys, hasher, RateLimiter(store, rate_limit_settings(cfg)),
                           AuditLog(store, cfg.auth.audit_max_entries))
+        await ensure_current(store)  # auth keys of the older names moved (helios_core/auth/migrate.py)
         await svc.roles.seed()
         return await work(StoreUsers(svc))
     finally:

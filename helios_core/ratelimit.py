@@ -5,7 +5,7 @@ A bucket of `limit` tokens refills at `limit` tokens per `window_s` seconds
 integer milli-tokens and milliseconds, so no float rounding ever admits a
 request the bucket does not hold.
 
-State lives at ``rate:{clientId}`` as ``b"<milli>:<last_ms>"`` with a TTL of
+State lives at ``rate:{auth}:CLIENT`` (BUCKET_PREFIX) as ``b"<milli>:<last_ms>"`` with a TTL of
 the time it takes to fill up again: an absent key is a full bucket, so idle
 clients cost nothing.  Each decision is one atomic store operation,
 `store.scripts.RATE_TAKE` (read, decide, write on the server: one EVALSHA
@@ -48,7 +48,10 @@ __all__ = [
     "apply_overrides",
 ]
 
-SETTINGS_KEY = "config:ratelimit"
+# The settings and every bucket share the auth keys' hash tag {auth}: RATE_TAKE reads both (one slot
+# on Redis Cluster), and the gateway reads a caller's token, user and roles beside them.
+SETTINGS_KEY = "config:{auth}:ratelimit"
+BUCKET_PREFIX = "rate:{auth}:"
 MILLI = 1000
 # A decision retried because the settings document changed between choosing the policy and
 # taking the token; only a storm of admin changes could use them all.
@@ -277,7 +280,7 @@ def _decision(reply: list[Any], policy: Policy) -> Decision:
 class RateLimiter:
     """Decisions on buckets in a Store; `base` is the configured settings."""
 
-    def __init__(self, store: Store, base: RateLimitSettings, *, prefix: str = "rate:") -> None:
+    def __init__(self, store: Store, base: RateLimitSettings, *, prefix: str = BUCKET_PREFIX) -> None:
         self.store = store
         self.base = base
         self.prefix = prefix

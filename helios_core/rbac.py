@@ -9,8 +9,8 @@ A permission is a string such as ``kv:read``, ``jobs:enqueue`` or
   ``kv:write`` only on keys under that prefix, where ``{user}`` expands to the
   caller's user id, so one role gives every user a private namespace.
 
-Roles live at ``rbac:role:{role}`` (JSON: name, description, permissions,
-builtin) and a user's roles at ``rbac:user_roles:{userId}`` (a JSON list).
+Roles live at ``rbac:{auth}:role:ROLE`` (JSON: name, description, permissions,
+builtin) and a user's roles at ``rbac:{auth}:user_roles:USER`` (a JSON list).
 Nothing is cached between requests, so a role change applies to the next one
 (AuthService.authenticate reuses a Principal only while the stored bytes it was
 made from, re-read on every request, are unchanged).
@@ -57,8 +57,9 @@ __all__ = [
     "is_superuser",
 ]
 
-ROLE_PREFIX = "rbac:role:"
-USER_ROLES_PREFIX = "rbac:user_roles:"
+# Under the auth keys' hash tag {auth}: a user's roles are read beside its token and record (one slot).
+ROLE_PREFIX = "rbac:{auth}:role:"
+USER_ROLES_PREFIX = "rbac:{auth}:user_roles:"
 
 # What the built-in services check.  Custom roles may name others (a later
 # service's), but these are the ones documented in the admin API.

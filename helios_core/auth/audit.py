@@ -1,6 +1,6 @@
 """The audit log: who did what, when, from where, and with what result.
 
-Events are members of one sorted set, ``audit:log``, scored by the negated
+Events are members of one sorted set, ``audit:{auth}:log``, scored by the negated
 time in ms, so an ascending range read (the one the Store offers) walks them
 newest first.  Each is written with a durable transaction: an event the
 caller was told about survives a crash.  The set is trimmed to
@@ -25,7 +25,7 @@ from helios_core.store.base import Store, Txn
 
 __all__ = ["AuditLog", "Actor", "AUDIT_KEY", "MAX_EVENT_BYTES", "bounded"]
 
-AUDIT_KEY = "audit:log"
+AUDIT_KEY = "audit:{auth}:log"  # under the auth keys' hash tag: written beside them
 _PAGE = 500
 MAX_EVENT_BYTES = 4096
 _FIELD_CHARS = 128  # of actor, actor_id, client, target (at most 4 bytes each in UTF-8)

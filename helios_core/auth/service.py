@@ -51,7 +51,8 @@ ADMIN_USERNAME = "admin"
 _LABEL_MAX = 100  # characters of an API token's label
 # Changes that may take `*` from its last holder run one at a time, across every gateway on the
 # store: they hold this lease while they count the holders and write (see `_superuser_guard`).
-SUPERUSER_GUARD_KEY = "auth:guard:superusers"
+SUPERUSER_GUARD_KEY = "auth:{auth}:guard:superusers"
+LOGIN_FAILURES_PREFIX = "auth:{auth}:login_failures:"
 _GUARD_LEASE_MS = 10_000
 _GUARD_WAIT_S = 5.0
 MAX_USERNAME_CHARS = 128  # checked before anything else; a valid username has at most 64
@@ -107,8 +108,12 @@ class AuthService:
     async def bootstrap(self, now_ms: int) -> str | None:
         """Seed the built-in roles; on a store without users, create `admin`.
 
-        Returns the admin's generated password (to be shown once), or None.
+        Returns the admin's generated password (to be shown once), or None.  First, keys stored
+        under their names before the {auth} hash tag are moved (auth/migrate.py).
         """
+        from helios_core.auth.migrate import ensure_current  # (it imports this module)
+
+        await ensure_current(self.store)
         await self.roles.seed()
         if await self.users.any_exist():
             return None
@@ -190,7 +195,7 @@ class AuthService:
     # Per address over all usernames: a token bucket (password spraying).
 
     def _pair_key(self, name: str, client: str | None) -> str:
-        return f"auth:login_failures:{client or '-'}:{name}"
+        return f"{LOGIN_FAILURES_PREFIX}{client or '-'}:{name}"
 
     async def _throttle(self, name: str, client: str | None, now_ms: int) -> str:
         """Refuse (429) an attempt that must wait; returns the pair's state key."""

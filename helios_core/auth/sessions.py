@@ -1,9 +1,9 @@
 """Sessions: the access and refresh tokens of one login, and their revocation.
 
 A login opens a session (a refresh-token *family*).  Every token issued has a
-record at ``auth:token:{sha256(token)}`` whose TTL is the token's lifetime; a
+record at ``auth:{auth}:token:SHA256(token)`` whose TTL is the token's lifetime; a
 token whose record is gone is refused, so deleting the record revokes it at
-once.  The session record ``auth:session:{userId}:{sessionId}`` lists the
+once.  The session record ``auth:{auth}:session:USER:SESSION`` lists the
 family's live tokens, so revoking a session deletes exactly those records.
 
 Refresh tokens are opaque random strings that rotate on every use: the used
@@ -34,8 +34,9 @@ from helios_core.store.base import Store, Txn
 __all__ = ["Session", "TokenPair", "ApiToken", "Sessions", "token_key", "session_key", "TOKEN_PREFIX",
            "SESSION_PREFIX", "LOGIN", "API_TOKEN"]
 
-TOKEN_PREFIX = "auth:token:"
-SESSION_PREFIX = "auth:session:"
+# Every auth key carries the hash tag {auth} (one Redis Cluster slot: see helios_core/auth/migrate.py).
+TOKEN_PREFIX = "auth:{auth}:token:"
+SESSION_PREFIX = "auth:{auth}:session:"
 REFRESH_PREFIX = "rt_"
 LOGIN = "login"  # session kinds
 API_TOKEN = "api_token"

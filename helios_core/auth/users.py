@@ -1,6 +1,6 @@
 """User accounts in the Store.
 
-``auth:user:{userId}`` holds the user (JSON), ``auth:username:{username}``
+``auth:{auth}:user:ID`` holds the user (JSON), ``auth:{auth}:username:NAME``
 maps a username to its id.  Both change in one transaction, so a username is
 never taken twice and never points at a missing user.  Usernames are
 case-insensitive (stored lower-case) so ``Admin`` and ``admin`` are one account.
@@ -16,13 +16,14 @@ from typing import Any
 import orjson
 
 from helios_core.errors import ConflictError, InvalidInputError, NotFoundError
-from helios_core.rbac import user_roles_key
+from helios_core.rbac import role_key, user_roles_key
 from helios_core.store.base import Store, Txn
 
 __all__ = ["User", "UserDirectory", "normalize_username", "user_key", "username_key"]
 
-USER_PREFIX = "auth:user:"
-USERNAME_PREFIX = "auth:username:"
+# Every auth key carries the hash tag {auth} (one Redis Cluster slot: see helios_core/auth/migrate.py).
+USER_PREFIX = "auth:{auth}:user:"
+USERNAME_PREFIX = "auth:{auth}:username:"
 _USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9_.@-]{0,63}")  # fullmatch: `$` lets a trailing "\n" through
 
 
@@ -81,7 +82,7 @@ class UserDirectory:
         async def fn(txn: Txn) -> str:
             if await txn.exists(username_key(name)):
                 raise ConflictError(f"user {name!r} already exists", code="user_exists")
-            found = await txn.mget([f"rbac:role:{r}" for r in roles]) if roles else []
+            found = await txn.mget([role_key(r) for r in roles]) if roles else []
             missing = [r for r, raw in zip(roles, found, strict=True) if raw is None]
             if missing:
                 raise NotFoundError(f"role(s) {', '.join(missing)} do not exist", code="role_not_found")

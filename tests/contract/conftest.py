@@ -88,18 +88,10 @@ BACKENDS: dict[str, Backend] = {
 # A module's name skips all its tests, "module::test" one test.
 _JOBS = ("a job operation's KEYS span job:queues, job:<id> and the queue's indexes: the job key layout "
          "(one hash tag per queue) and its migration are not done yet")
-_AUTH = ("auth keys (tokens, users, roles, buckets, config:ratelimit) share no hash tag yet: their "
-         "transactions and RATE_TAKE cross slots")
 NOT_ON_CLUSTER: dict[str, str] = {
     "test_jobs_backends": _JOBS,
     "test_jobs_ops": _JOBS,
     "test_jobs_stats_snapshot": _JOBS,
-    "test_auth_backends": _AUTH,
-    "test_auth_principal_memo": _AUTH,
-    "test_gateway_one_step_read": _AUTH,
-    "test_store_scripts::test_two_hundred_concurrent_hits_admit_exactly_capacity": _AUTH,
-    "test_store_scripts::test_a_settings_change_is_seen_by_the_next_hit": _AUTH,
-    "test_store_scripts::test_a_hit_reads_other_keys_in_the_same_step": _AUTH,
 }
 
 

@@ -108,8 +108,8 @@ def _calls() -> dict[str, Callable[[Any], Awaitable[Any]]]:
     }
 
 
-_LAYOUT = "the domain key layout (one hash tag per queue, one for auth) is not done yet: issue 14 section 5"
-_NOT_YET = {"rate_take (gateway hit: bucket + settings)", "job_enqueue", "job_lease", "job_ack", "job_nack",
+_LAYOUT = "the job key layout (one hash tag per queue) is not done yet: issue 14 section 5"
+_NOT_YET = {"job_enqueue", "job_lease", "job_ack", "job_nack",
             "job_extend", "queue_stats"}
 
 

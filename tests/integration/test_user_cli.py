@@ -83,7 +83,7 @@ def test_add_list_passwd_grant_revoke_disable_remove(data: Path) -> None:
     # Every change is in the durable audit log, attributed to the CLI.
     eng = Engine.open(data, AtlasConfig())
     try:
-        log = [orjson.loads(m) for m in eng.execute([b"ZRANGE", b"audit:log", b"0", b"-1"])]
+        log = [orjson.loads(m) for m in eng.execute([b"ZRANGE", b"audit:{auth}:log", b"0", b"-1"])]
     finally:
         eng.close()
     assert log and all(e["actor"].startswith("cli:") for e in log)
@@ -210,7 +210,7 @@ def test_token_through_the_data_directory(data: Path) -> None:
             authenticate_on(data, t)
     eng = Engine.open(data, AtlasConfig())
     try:
-        log = [orjson.loads(m) for m in eng.execute([b"ZRANGE", b"audit:log", b"0", b"-1"])]
+        log = [orjson.loads(m) for m in eng.execute([b"ZRANGE", b"audit:{auth}:log", b"0", b"-1"])]
     finally:
         eng.close()
     issued = [e for e in log if e["action"] == "token.issue"]

@@ -50,7 +50,7 @@ def test_show_set_reset_on_a_data_directory(tmp_path: Path) -> None:
     # Audited like the admin API's changes, attributed to the shell user.
     eng = Engine.open(data, AtlasConfig())
     try:
-        log = [orjson.loads(m) for m in eng.execute([b"ZRANGE", b"audit:log", b"0", b"-1"])]
+        log = [orjson.loads(m) for m in eng.execute([b"ZRANGE", b"audit:{auth}:log", b"0", b"-1"])]
     finally:
         eng.close()
     assert [e["action"] for e in log] == ["ratelimit.update"] * 3 and log[0]["actor"].startswith("cli:")

@@ -159,9 +159,9 @@ def test_two_hundred_concurrent_hits_admit_exactly_capacity(tmp_path: Path) -> N
         limiter = RateLimiter(store, RateLimitSettings(Policy(37, 3600)))
         decisions = await asyncio.gather(*(limiter.hit("ip:1.1.1.1", lambda s: s.default, T0) for _ in range(200)))
         assert sum(d.allowed for d in decisions) == 37
-        state = await store.get("rate:ip:1.1.1.1")
+        state = await store.get("rate:{auth}:ip:1.1.1.1")
         assert state == b"0:%d" % T0
-        assert 0 < await store.pttl("rate:ip:1.1.1.1") <= 3600_000
+        assert 0 < await store.pttl("rate:{auth}:ip:1.1.1.1") <= 3600_000
 
     run(tmp_path, body)
 
@@ -193,6 +193,6 @@ def test_credit_and_reset(tmp_path: Path) -> None:
         await limiter.credit("login-ip:x", p, T0)
         assert (await limiter.hit_policy("login-ip:x", p, T0)).allowed
         await limiter.reset("login-ip:x")
-        assert await store.get("rate:login-ip:x") is None
+        assert await store.get("rate:{auth}:login-ip:x") is None
 
     run(tmp_path, body)

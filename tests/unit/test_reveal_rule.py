@@ -59,7 +59,7 @@ def test_role_exists_409_waits_for_the_write_it_saw(tmp_path: Path) -> None:
                                    roles.put(Role.build("ops", ["admin:audit"]), create_only=True))
         assert isinstance(made, AofWriteError)
         assert isinstance(refused, AofWriteError), f"revealed a write that was rolled back: {refused!r}"
-        assert await store.get("rbac:role:ops") is None
+        assert await store.get("rbac:{auth}:role:ops") is None
 
     run(tmp_path, body)
 
