@@ -3,7 +3,8 @@
 One workload, run against each: C concurrent coroutines (default 50) in this
 process share OPS rounds (default 20,000); a round is what a rate-limited KV
 request costs the store: a RATE_TAKE script on the caller's bucket
-(`rate:{user:N}`, its own hash tag), a GET of a value (`kv:N`, any slot), and
+(`rate:{auth}:user:N`, as the gateway names it: every bucket under the auth
+keys' tag, so all on one primary), a GET of a value (`kv:N`, any slot), and
 every tenth round a SET of one.  Both servers run `appendonly yes`,
 `appendfsync everysec`, on unused loopback ports; the cluster is made by
 `redis-cli --cluster create` (tests/redis_cluster.py), the single server is
@@ -32,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from helios_core.ratelimit import RATE_TAKE_OP  # noqa: E402
+from helios_core.ratelimit import BUCKET_PREFIX, RATE_TAKE_OP  # noqa: E402
 from helios_core.store.base import Store  # noqa: E402
 from helios_core.store.cluster import ClusterStore  # noqa: E402
 from helios_core.store.remote import RemoteStore  # noqa: E402
@@ -57,7 +58,7 @@ async def workload(store: Store, ops: int, clients: int) -> float:
         while left > 0:
             left -= 1
             n += 7919
-            await store.run_script(RATE_TAKE_OP, [f"rate:{{user:{n % USERS}}}"], [1_000_000, 60, now, 1],
+            await store.run_script(RATE_TAKE_OP, [f"{BUCKET_PREFIX}user:{n % USERS}"], [1_000_000, 60, now, 1],
                                    durable=False)
             await store.get(f"kv:{n % VALUES}")
             if n % 10 == 0:
