@@ -149,7 +149,7 @@ def test_watch_multi_exec_in_process(tmp_path: Path) -> None:
         assert await a.call("SET", "w", "from-a") == "QUEUED"
         assert await b.call("SET", "w", "from-b") == "OK"
         assert await a.call("EXEC") is None  # nil array: the watched key changed
-        assert server.watches._touch not in server.engine.commit_hooks  # nothing watched any more: no hook on the hot path
+        assert server.watches._touch not in server.engine.commit_hooks  # nothing watched: no hook
         assert await a.call("MULTI") == "OK"
         assert await a.call("INCR", "n") == "QUEUED"
         assert await a.call("INCR", "n") == "QUEUED"
