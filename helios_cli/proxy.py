@@ -50,7 +50,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 @click.option("--data", "data_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
               help="Instead of --config: the config in this data directory's store.")
 @click.option("--store", "store_url", metavar="URL",
-              help="Instead of --config: the config in atlas://, redis://, rediss:// or unix:// store.")
+              help="Instead of --config: the config in an atlas://, redis://, rediss://, unix://, "
+                   "redis+sentinel:// or redis+cluster:// store.")
 @click.option("--bind", default="127.0.0.1", show_default=True, metavar="ADDR", help="Listen address.")
 @click.option("--port", default=8000, show_default=True, type=int, metavar="PORT",
               help="TCP port (0: any free one; the chosen port is printed).")

@@ -158,7 +158,8 @@ def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--data", "data_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
                   help="Data directory (free, or owned by atlasd).")
     @click.option("--store", "store_url", metavar="URL",
-                  help="Instead of --data: atlas://HOST:PORT, redis://..., rediss://... or unix:///PATH.")
+                  help="Instead of --data: atlas://HOST:PORT, redis://..., rediss://..., unix:///PATH, "
+                       "redis+sentinel://... or redis+cluster://....")
     @click.option("--gateway", metavar="URL", envvar="HELIOS_URL",
                   help="Instead: a running gateway's admin API (env HELIOS_URL).")
     @click.option("--token", metavar="TOKEN", envvar="HELIOS_TOKEN",
