@@ -200,8 +200,9 @@ def _parse_unix(url: str, rest: str) -> StoreURL:
     return _finish(url, "unix", params, path=os.path.abspath(unquote(path)), db=db)
 
 
-def _parse_sentinel(url: str, rest: str) -> StoreURL:
-    # Parsed by hand: urlsplit's .hostname/.port cannot read a comma-separated host list.
+def _split_host_list(url: str, rest: str) -> tuple[str, str, str, str | None, str | None]:
+    """(hosts, path, query, username, password) of a URL naming several hosts, comma-separated
+    (sentinels, cluster nodes): parsed by hand, as urlsplit's .hostname/.port cannot read a list."""
     rest, _, query = rest.partition("?")
     if "#" in rest or "#" in query:
         raise _bad(url, "a URL fragment ('#...') means nothing here")
@@ -211,6 +212,11 @@ def _parse_sentinel(url: str, rest: str) -> StoreURL:
     if userinfo:
         user, _, pw = userinfo.partition(":")  # read as redis:// reads it (urlsplit's username/password)
         username, password = unquote(user) or None, unquote(pw) or None
+    return hosts, path, query, username, password
+
+
+def _parse_sentinel(url: str, rest: str) -> StoreURL:
+    hosts, path, query, username, password = _split_host_list(url, rest)
     sentinels = tuple(_sentinel_address(url, item) for item in hosts.split(","))
     service, _, db_part = path.partition("/")
     service = unquote(service)
@@ -230,16 +236,7 @@ def _parse_sentinel(url: str, rest: str) -> StoreURL:
 
 
 def _parse_cluster(url: str, rest: str, *, tls: bool) -> StoreURL:
-    # By hand, as a sentinel URL: a comma-separated host list.
-    rest, _, query = rest.partition("?")
-    if "#" in rest or "#" in query:
-        raise _bad(url, "a URL fragment ('#...') means nothing here")
-    netloc, _, path = rest.partition("/")
-    userinfo, _, hosts = netloc.rpartition("@")
-    username = password = None
-    if userinfo:
-        user, _, pw = userinfo.partition(":")
-        username, password = unquote(user) or None, unquote(pw) or None
+    hosts, path, query, username, password = _split_host_list(url, rest)
     nodes = tuple(_sentinel_address(url, item, what="cluster node", default_port=DEFAULT_PORTS["redis"])
                   for item in hosts.split(","))
     params = _params(url, query, tls=tls)
