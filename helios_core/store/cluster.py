@@ -66,7 +66,6 @@ from redis.exceptions import (
     ClusterDownError,
     MaxConnectionsError,
     MovedError,
-    NoScriptError,
     RedisClusterException,
     RedisError,
     ResponseError,
@@ -87,6 +86,7 @@ from helios_core.store.remote import (
     _RemoteReads,
     _roundtrip,
     _written_keys,
+    script_roundtrip,
 )
 from helios_core.store.resp import RespConnection, RespMux, RespPool
 from helios_core.store.scripts import ScriptOp
@@ -631,29 +631,12 @@ class ClusterStore(_RemoteReads, Store):
                       durable: bool) -> tuple[list[bytes | None], Any]:
         ks = [to_bytes(k) for k in keys]
         slot = same_slot(ks, f"script {op.name}", self.where)
-        tail = [b"%d" % len(ks), *ks, *map(to_bytes, args)]
-        announce = [[b"PUBLISH", CHANNEL_PREFIX + k, b""] for k in dict.fromkeys(ks)
-                    if not op.notify_only or k.startswith(op.notify_only)] if self.notify and op.notify else []
-        if announce:
-            await self._feed.settled()
-        wait = self._wait if durable else []
-        before = [[b"MGET", *reads]] if reads else []
         where = 0 if slot is None else slot
-        replies = await self._on_slot(where, [*before, [b"EVALSHA", op.sha, *tail], *announce, *wait],
-                                      shared=not wait)
-        values: list[bytes | None] = []
-        if before:
-            got = replies.pop(0)
-            if isinstance(got, ResponseError):
-                raise CommandError(f"MGET: {got}")
-            values = list(got)
-        if isinstance(replies[0], NoScriptError):
-            replies = await self._on_slot(where, [[b"EVAL", op.source, *tail], *announce, *wait], shared=not wait)
-        if isinstance(replies[0], ResponseError):
-            raise CommandError(f"{op.name}: {replies[0]}")
-        if wait:
-            self._waited(replies[-1])
-        return values, replies[0]
+
+        async def send(commands: list[list[bytes]], name: str | None, *, shared: bool) -> list[Any]:
+            return await self._on_slot(where, commands, shared=shared)
+
+        return await script_roundtrip(self, send, reads, op, ks, args, durable)
 
     def subscribe(self, prefix: Key) -> Subscription:
         p = to_bytes(prefix)

@@ -537,32 +537,7 @@ class RemoteStore(_RemoteReads, Store):
 
     async def _script(self, reads: list[bytes], op: ScriptOp, keys: list[Key], args: list[Key | int | float],
                       durable: bool) -> tuple[list[bytes | None], Any]:
-        ks = [to_bytes(k) for k in keys]
-        tail = [b"%d" % len(ks), *ks, *map(to_bytes, args)]
-        # Each key once: a batch names its queue's ready set once per job.
-        announce = [[b"PUBLISH", CHANNEL_PREFIX + k, b""] for k in dict.fromkeys(ks)
-                    if not op.notify_only or k.startswith(op.notify_only)] if self.notify and op.notify else []
-        if announce:
-            await self._feed.settled()
-        wait = self._wait if durable else []
-        before = [[b"MGET", *reads]] if reads else []
-        # WAIT blocks its connection until replicas answer: not on the shared one.
-        shared = not wait
-        replies = await self._call([*before, [b"EVALSHA", op.sha, *tail], *announce, *wait], "EVALSHA",
-                                   shared=shared)
-        values: list[bytes | None] = []
-        if before:
-            got = replies.pop(0)
-            if isinstance(got, ResponseError):
-                raise CommandError(f"MGET: {got}")
-            values = list(got)
-        if isinstance(replies[0], NoScriptError):
-            replies = await self._call([[b"EVAL", op.source, *tail], *announce, *wait], shared=shared)
-        if isinstance(replies[0], ResponseError):
-            raise CommandError(f"{op.name}: {replies[0]}")
-        if wait:
-            self._waited(replies[-1])
-        return values, replies[0]
+        return await script_roundtrip(self, self._call, reads, op, [to_bytes(k) for k in keys], args, durable)
 
     def subscribe(self, prefix: Key) -> Subscription:
         p = to_bytes(prefix)
@@ -715,3 +690,36 @@ class _ChangeFeed:
         self.tasks = []
         for pattern in list(self.pending):
             self._confirmed(pattern)
+
+
+async def script_roundtrip(store: Any, send: Callable[..., Awaitable[list[Any]]], reads: list[bytes], op: ScriptOp,
+                           ks: list[bytes], args: list[Key | int | float],
+                           durable: bool) -> tuple[list[bytes | None], Any]:
+    """run_script / read_and_run_script's round trip, for RemoteStore and ClusterStore alike:
+    the MGET of `reads`, EVALSHA (EVAL once when the server lacks the script), the change
+    announcements and, when durable, WAIT; sent by `send(commands, span name, shared=...)`.
+    (values of `reads`, the script's reply)."""
+    tail = [b"%d" % len(ks), *ks, *map(to_bytes, args)]
+    # Each key once: a batch names its queue's ready set once per job.
+    announce = [[b"PUBLISH", CHANNEL_PREFIX + k, b""] for k in dict.fromkeys(ks)
+                if not op.notify_only or k.startswith(op.notify_only)] if store.notify and op.notify else []
+    if announce:
+        await store._feed.settled()
+    wait = store._wait if durable else []
+    before = [[b"MGET", *reads]] if reads else []
+    # WAIT blocks its connection until replicas answer: not on the shared one.
+    shared = not wait
+    replies = await send([*before, [b"EVALSHA", op.sha, *tail], *announce, *wait], "EVALSHA", shared=shared)
+    values: list[bytes | None] = []
+    if before:
+        got = replies.pop(0)
+        if isinstance(got, ResponseError):
+            raise CommandError(f"MGET: {got}")
+        values = list(got)
+    if isinstance(replies[0], NoScriptError):
+        replies = await send([[b"EVAL", op.source, *tail], *announce, *wait], None, shared=shared)
+    if isinstance(replies[0], ResponseError):
+        raise CommandError(f"{op.name}: {replies[0]}")
+    if wait:
+        store._waited(replies[-1])
+    return values, replies[0]
