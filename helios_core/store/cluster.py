@@ -462,17 +462,22 @@ class ClusterStore(_RemoteReads, Store):
         """Raise HeliosError unless every primary answers (and accepts our credentials)."""
         await self._ready()
         for node in self._primaries():
-            conn = await self._node_connection(node)
-            clean = False
-            try:
-                (reply,) = await _roundtrip(conn, [[b"PING"]])
-                clean = True
-            except _LOST as e:
-                raise self._unavailable(e) from e
-            finally:
-                await self._release(node, conn, clean=clean)
+            reply = await self._node_call(node, [b"PING"])
             if isinstance(reply, ResponseError):
                 raise self._unavailable(reply)
+
+    async def _node_call(self, node: ClusterNode, argv: list[bytes]) -> Any:
+        """One command on `node` itself (not routed by slot): its reply, an error reply as a value."""
+        conn = await self._node_connection(node)
+        clean = False
+        try:
+            (reply,) = await _roundtrip(conn, [argv])
+            clean = True
+        except _LOST as e:
+            raise self._unavailable(e) from e
+        finally:
+            await self._release(node, conn, clean=clean)
+        return reply
 
     def _primaries(self) -> list[ClusterNode]:
         return sorted(self._cluster.get_primaries(), key=lambda n: n.name)
@@ -506,15 +511,7 @@ class ClusterStore(_RemoteReads, Store):
         return "0", list(page)
 
     async def _scan_node(self, node: ClusterNode, cursor: str, pattern: bytes, count: int) -> tuple[str, list[bytes]]:
-        conn = await self._node_connection(node)
-        clean = False
-        try:
-            (reply,) = await _roundtrip(conn, [[b"SCAN", cursor.encode(), b"MATCH", pattern, b"COUNT", b"%d" % count]])
-            clean = True
-        except _LOST as e:
-            raise self._unavailable(e) from e
-        finally:
-            await self._release(node, conn, clean=clean)
+        reply = await self._node_call(node, [b"SCAN", cursor.encode(), b"MATCH", pattern, b"COUNT", b"%d" % count])
         if isinstance(reply, ResponseError):
             raise CommandError(str(reply))
         nxt, keys = reply
