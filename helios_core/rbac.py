@@ -276,14 +276,7 @@ class RoleStore:
         return self._role(raw)
 
     async def list(self) -> list[Role]:
-        names: list[bytes] = []
-        cursor = "0"
-        while True:
-            cursor, keys = await self.store.scan(ROLE_PREFIX, cursor, 500)
-            names.extend(keys)
-            if cursor == "0":
-                break
-        raws = await self.store.mget(list(names))
+        raws = await self.store.mget(list(await self.store.scan_all(ROLE_PREFIX)))
         return sorted((self._role(r) for r in raws if r is not None), key=lambda r: r.name)
 
     async def put(self, role: Role, *, create_only: bool = False, by: Grantor | None = None) -> bool:

@@ -85,7 +85,7 @@ async def migrate(store: Store) -> int:
     """Move every key of the older names (see the module doc); returns how many moved."""
     moved = 0
     for scan_prefix in ("auth:", "rbac:"):
-        for key in await _keys(store, scan_prefix):
+        for key in await store.scan_all(scan_prefix):
             new = _new_name(key.decode(errors="replace"))
             if new is not None:
                 n: int = await store.transact(_move_string(key, new.encode()))
@@ -106,16 +106,6 @@ def _new_name(key: str) -> str | None:
         if key.startswith(old) and len(old) > len(best):
             best = old
     return MOVES[best] + key[len(best):] if best else None
-
-
-async def _keys(store: Store, prefix: str) -> list[bytes]:
-    seen: dict[bytes, None] = {}
-    cursor = "0"
-    while True:
-        cursor, page = await store.scan(prefix, cursor, 500)
-        seen.update(dict.fromkeys(page))  # over Redis a key may come again in a later page
-        if cursor == "0":
-            return list(seen)
 
 
 def _move_string(old: bytes, new: bytes) -> Callable[[Txn], Awaitable[int]]:

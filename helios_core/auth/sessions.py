@@ -246,13 +246,7 @@ class Sessions:
         return await self.store.transact(fn)
 
     async def _keys(self, uid: str) -> list[bytes]:
-        keys: list[bytes] = []
-        cursor = "0"
-        while True:
-            cursor, page = await self.store.scan(f"{SESSION_PREFIX}{uid}:", cursor, 500)
-            keys.extend(page)
-            if cursor == "0":
-                return keys
+        return await self.store.scan_all(f"{SESSION_PREFIX}{uid}:")
 
     async def revoke_all(self, uid: str) -> int:
         """Revoke every session of the user; returns how many there were."""

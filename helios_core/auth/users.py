@@ -113,13 +113,7 @@ class UserDirectory:
         return user
 
     async def list(self) -> list[User]:
-        keys: list[bytes] = []
-        cursor = "0"
-        while True:
-            cursor, page = await self.store.scan(USER_PREFIX, cursor, 500)
-            keys.extend(page)
-            if cursor == "0":
-                break
+        keys = await self.store.scan_all(USER_PREFIX)
         raws = await self.store.mget(list(keys)) if keys else []
         return sorted((User.decode(r) for r in raws if r is not None), key=lambda u: u.username)
 

@@ -124,13 +124,7 @@ def _version_of(raw: bytes | None) -> int:
 
 
 async def _keys(store: Store, prefix: str) -> list[bytes]:
-    seen: set[bytes] = set()
-    cursor = "0"
-    while True:
-        cursor, page = await store.scan(prefix, cursor, 500)
-        seen.update(page)  # over Redis a key may come twice across pages
-        if cursor == "0":
-            return sorted(seen)
+    return sorted(await store.scan_all(prefix))
 
 
 async def _read_once(store: Store) -> StoreRecords | None:

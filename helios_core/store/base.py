@@ -194,6 +194,16 @@ class Store(Reads):
         across pages if that matters.
         """
 
+    async def scan_all(self, prefix: Key = b"", count: int = 500) -> list[bytes]:
+        """Every key starting with `prefix`, each once (scan's pages, de-duplicated), in the order met."""
+        seen: dict[bytes, None] = {}
+        cursor = "0"
+        while True:
+            cursor, page = await self.scan(prefix, cursor, count)
+            seen.update(dict.fromkeys(page))
+            if cursor == "0":
+                return list(seen)
+
     @abstractmethod
     async def transact(self, fn: Callable[[Txn], Awaitable[T] | T], *, durable: bool = True) -> T: ...
 
