@@ -106,12 +106,13 @@ def _bitfield_keys(argv: list[bytes]) -> Found:
     return [(1, ("RO", "access"))]
 
 
-def _numkeys_keys(at: int, dest: bool) -> Callable[[list[bytes]], Found]:
-    """The getkeys function of a command whose key count is at `at` (EVAL, ZUNIONSTORE, LMPOP, ...),
-    with a destination key before it when `dest`: what Redis's answers when the spec does not fit
-    (a count out of range: no keys)."""
+def _numkeys_keys(name: str, at: int, dest: bool) -> Callable[[list[bytes]], Found]:
+    """The getkeys function of command `name`, whose key count is at `at` (EVAL, ZUNIONSTORE, LMPOP,
+    ...), with a destination key before it when `dest`: what Redis's answers when the spec does not
+    fit (a count out of range: no keys)."""
+    specs = KEY_SPECS.get(name, ())
+
     def keys(argv: list[bytes]) -> Found:
-        specs = KEY_SPECS.get(TABLE.get(argv[0]).name, ())  # type: ignore[union-attr]
         try:
             numkeys = int(_c_str(argv[at]))
         except (ValueError, IndexError):
@@ -150,11 +151,11 @@ def _xread_keys(argv: list[bytes]) -> Found:
 
 _PROCS: dict[str, Callable[[list[bytes]], Found]] = {
     "set": _set_keys, "bitfield": _bitfield_keys, "xread": _xread_keys, "xreadgroup": _xread_keys,
-    **{name: _numkeys_keys(2, False) for name in ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro",
-                                                  "blmpop", "bzmpop")},
-    **{name: _numkeys_keys(1, False) for name in ("zunion", "zinter", "zdiff", "zintercard", "sintercard",
-                                                  "lmpop", "zmpop")},
-    **{name: _numkeys_keys(2, True) for name in ("zunionstore", "zinterstore", "zdiffstore")},
+    **{name: _numkeys_keys(name, 2, False) for name in ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall",
+                                                        "fcall_ro", "blmpop", "bzmpop")},
+    **{name: _numkeys_keys(name, 1, False) for name in ("zunion", "zinter", "zdiff", "zintercard", "sintercard",
+                                                        "lmpop", "zmpop")},
+    **{name: _numkeys_keys(name, 2, True) for name in ("zunionstore", "zinterstore", "zdiffstore")},
 }
 
 
