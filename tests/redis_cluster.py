@@ -17,13 +17,12 @@ from __future__ import annotations
 import atexit
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
-from tests.redis_server import RedisServer, _ask, unused_port
+from tests.redis_server import RedisServer, SentinelGroup, _ask, unused_port
 
 __all__ = ["RedisClusterGroup", "redis_cluster"]
 
@@ -56,7 +55,7 @@ class RedisClusterGroup:
                 capture_output=True, text=True, timeout=60)
             if out.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
-            self._wait_until(self._ok, READY_SECONDS, "cluster_state:ok on every node")
+            SentinelGroup.wait_until(self._ok, READY_SECONDS, "cluster_state:ok on every node")
         except BaseException:
             self.stop()
             raise
@@ -85,15 +84,6 @@ class RedisClusterGroup:
             if f"cluster_known_nodes:{self.size}" not in info:
                 return False
         return True
-
-    @staticmethod
-    def _wait_until(check: object, seconds: float, what: str) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if check():  # type: ignore[operator]
-                return
-            time.sleep(0.05)  # polling processes we started for a state change, not a TTL
-        raise RuntimeError(f"timed out after {seconds} s waiting for {what}")
 
     def flushall(self) -> None:
         for port in self.ports:
