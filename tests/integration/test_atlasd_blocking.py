@@ -27,7 +27,7 @@ from helios_core.atlas.blocking import blocked_count
 from helios_core.atlas.fsops import FaultyFs
 from tests.integration.test_atlasd_inprocess import run as run_in_process
 from tests.integration.test_atlasd_inprocess import wire
-from tests.integration.test_atlasd_support import Daemon, running_daemon
+from tests.integration.test_atlasd_support import Daemon, running_daemon, wait_for_snapshot
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -297,11 +297,7 @@ def test_kill_9_then_snapshot_and_tail_keep_lists(tmp_path: Path) -> None:
         with d.client() as r:
             assert lists(r) | {"woken": r.lrange("woken", 0, -1), "gone": r.exists("gone")} == want
             assert r.bgsave()
-            for _ in range(400):  # the snapshot runs in a child: wait for it to be published
-                if (data / "dump.rdb").exists():
-                    break
-                time.sleep(0.05)
-            assert (data / "dump.rdb").exists()
+            wait_for_snapshot(data)
             r.rpush("a", "after-snapshot")
             r.rpop("b")
             want = lists(r)

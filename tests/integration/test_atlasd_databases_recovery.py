@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.test_atlasd_support import Daemon
+from tests.integration.test_atlasd_support import Daemon, wait_for_snapshot
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -48,15 +48,6 @@ def everything(d: Daemon) -> dict[int, dict]:
             if keys:
                 out[index] = keys
     return out
-
-
-def wait_for_snapshot(data: Path, since: float) -> None:
-    snap = data / "dump.rdb"
-    for _ in range(400):  # the snapshot runs in a child: wait for it to be published
-        if snap.exists() and snap.stat().st_mtime >= since:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the snapshot was not published")
 
 
 def test_kill_9_keeps_every_database_then_snapshot_and_tail(tmp_path: Path) -> None:

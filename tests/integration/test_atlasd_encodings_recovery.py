@@ -4,13 +4,12 @@ with the same content and the encoding Redis 7.0 would load them in (listpack / 
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.integration.test_atlasd_support import Daemon
+from tests.integration.test_atlasd_support import Daemon, wait_for_snapshot
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -58,11 +57,7 @@ def test_kill_9_replay_then_bgsave_and_restart(tmp_path: Path) -> None:
         with d.client() as r:
             assert contents(r) == want
             assert r.bgsave()
-            for _ in range(400):  # the snapshot runs in a child: wait for it to be published
-                if (data / "dump.rdb").exists():
-                    break
-                time.sleep(0.05)
-            assert (data / "dump.rdb").exists()
+            wait_for_snapshot(data)
         assert d.stop(signal.SIGTERM) == 0
     finally:
         d.kill()

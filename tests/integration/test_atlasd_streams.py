@@ -12,7 +12,6 @@ plus the AOF tail keeps them too; DUMP/RESTORE copies a stream whole.
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 import redis
 
 from tests.integration.test_atlasd_blocking import WAIT, Call, wait_blocked
-from tests.integration.test_atlasd_support import Daemon, running_daemon
+from tests.integration.test_atlasd_support import Daemon, running_daemon, wait_for_snapshot
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -214,11 +213,7 @@ def test_snapshot_and_tail_keep_streams(tmp_path: Path) -> None:
         with d.client() as r:
             _fill(r)
             assert r.bgsave()
-            for _ in range(400):  # the snapshot runs in a child: wait for it to be published
-                if (data / "dump.rdb").exists():
-                    break
-                time.sleep(0.05)
-            assert (data / "dump.rdb").exists()
+            wait_for_snapshot(data)
             r.xadd("s", {"after": "snapshot"}, id="900-1")
             r.xreadgroup("g", "c9", {"s": ">"}, count=2)
             # DUMP/RESTORE: the copy is the same stream (its groups and PELs too)

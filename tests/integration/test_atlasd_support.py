@@ -133,3 +133,13 @@ def running_daemon(tmp_path: Path, *extra: str) -> Iterator[Daemon]:
         yield d
     finally:
         d.kill()
+
+
+def wait_for_snapshot(data: Path, since: float = 0.0) -> None:
+    """Wait until DATA/dump.rdb is published (written by BGSAVE's child at or after `since`)."""
+    snap = data / "dump.rdb"
+    for _ in range(400):  # the snapshot runs in a child: wait for it to be published
+        if snap.exists() and snap.stat().st_mtime >= since:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the snapshot was not published")
