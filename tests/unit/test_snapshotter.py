@@ -119,6 +119,17 @@ def test_automatic_snapshots_back_off_5s_after_a_failure(tmp_path: Path) -> None
     run(body)
 
 
+def _fd_links(pid: int) -> set[str]:
+    """What the process's open descriptors point at; one it closes while being listed is skipped."""
+    links = set()
+    for n in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            links.add(os.readlink(f"/proc/{pid}/fd/{n}"))
+        except FileNotFoundError:  # closed between the listing and the readlink (the child closes what it inherited)
+            pass
+    return links
+
+
 def test_child_holds_no_inherited_socket(tmp_path: Path) -> None:
     async def body() -> None:
         fs = FaultyFs()
@@ -134,7 +145,7 @@ def test_child_holds_no_inherited_socket(tmp_path: Path) -> None:
         try:
             deadline = asyncio.get_running_loop().time() + 5
             while True:  # wait until the child has started its image (its temp file is open)
-                links = {os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
+                links = _fd_links(pid)
                 if any(".tmp-" in link for link in links) or asyncio.get_running_loop().time() > deadline:
                     break
                 await asyncio.sleep(0.005)
