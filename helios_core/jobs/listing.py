@@ -69,7 +69,7 @@ async def list_jobs(store: Store, queue: str, state: State | None, cursor: str |
         want = min(limit - len(jobs), budget)
         entries, more = await _entries_after(store, key, pos, want)
         budget -= len(entries)
-        raws = await store.mget([job_key(m.decode()) for m, _ in entries])
+        raws = await store.mget([job_key(queue, m.decode()) for m, _ in entries])
         for (member, score), raw in zip(entries, raws, strict=True):
             pos = _Position(pos.index, score, member)
             job = None if raw is None else Job.decode(raw)  # None: expired, not yet pruned

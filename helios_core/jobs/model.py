@@ -1,4 +1,4 @@
-"""A job and its life: the record stored at ``job:{id}`` and the names of its indexes.
+"""A job and its life: the record stored at ``job:{Q}:<id>`` and the names of its indexes.
 
 States::
 
@@ -12,20 +12,35 @@ States::
 a fresh random token (a fencing token); ack, nack and extend must present it,
 so a worker whose lease expired can never finish a job someone else holds.
 
-Store layout (all under ``job:``; ``Q`` is a queue name, members are job ids):
+Store layout: every key of a queue ``Q`` (its indexes and its jobs' records and
+dedup keys) is under ``job:{Q}:``, so that they share the hash tag ``{Q}``: on
+Redis Cluster one queue's keys are in one hash slot, and every operation on a
+queue (a script, a transaction) runs on the one node that serves it.  On one
+server the tag is just part of the name; the layout is the same on every store.
+(Queue names are ``[A-Za-z0-9_-]``: never a brace or a colon.)  Members of the
+indexes are job ids:
 
-- ``job:{id}``            the job record (JSON), with a TTL once DONE/CANCELLED/FAILED
-- ``job:ready:{Q}``       sorted set of PENDING jobs that are due, by `ready_score`
-                          (priority first, then availability time)
-- ``job:delayed:{Q}``     PENDING jobs not yet due, by available_ms
-- ``job:leased:{Q}``      IN_PROGRESS jobs by lease deadline_ms
-- ``job:dlq:{Q}``         FAILED jobs by finished_ms
-- ``job:done:{Q}``        DONE and CANCELLED jobs by finished_ms (pruned past retention)
-- ``job:queues``          the live queues (those holding jobs in any index), scored by last
-                          enqueue; a queue whose indexes are all empty is forgotten (`JobQueue.forget_empty`)
-- ``job:dedup:{Q}:{producer}:{dedup_id}``  the job id a producer's dedup id made, TTL = the dedup
-                          window (producer: the enqueuing user's id, empty for the local CLI)
-- ``job:format``          "2" once every record is in the current form (jobs/migrate.py)
+- ``job:{Q}:<id>``         the job record (JSON), with a TTL once DONE/CANCELLED/FAILED
+- ``job:{Q}:ready``        sorted set of PENDING jobs that are due, by `ready_score`
+                           (priority first, then availability time)
+- ``job:{Q}:delayed``      PENDING jobs not yet due, by available_ms
+- ``job:{Q}:leased``       IN_PROGRESS jobs by lease deadline_ms
+- ``job:{Q}:dlq``          FAILED jobs by finished_ms
+- ``job:{Q}:done``         DONE and CANCELLED jobs by finished_ms (pruned past retention)
+- ``job:{Q}:dedup:{producer}:{dedup_id}``  the job id a producer's dedup id made, TTL = the dedup
+                           window (producer: the enqueuing user's id, empty for the local CLI)
+- ``job:{Q}:listed``       present while Q is in job:queues (what lets an enqueue in Q's slot know
+                           that its queue is registered; jobs/registry.py)
+- ``job:queues``           the registry: every queue that may hold jobs, scored by when it was
+                           registered; a slot of its own, so it is written by a call of its own
+                           (jobs/registry.py: once per process per queue), and a queue whose
+                           indexes are all empty is forgotten (`JobQueue.forget_empty`)
+- ``job:format``           "3" once every key is in this layout and every record in the current
+                           form (jobs/migrate.py)
+
+A job is found by its id alone (GET /api/v1/jobs/ID, an ack from a worker that
+leased it through another gateway) by reading ``job:{Q}:<id>`` for every queue
+Q the registry lists (queue.py: `JobQueue._queues_of`).
 
 The record is JSON (any JSON reader takes it), written one member per line in
 a fixed order (RECORD_FIELDS) after a version member, ``{"v":2,``.  That is
@@ -50,8 +65,8 @@ import orjson
 __all__ = [
     "State", "Lease", "Job", "new_job_id", "ready_score", "PRIORITY_MIN", "PRIORITY_MAX",
     "QUEUE_NAME_RE", "RECORD_FIELDS", "RECORD_HEAD", "encode_record", "is_current_record",
-    "job_key", "ready_key", "delayed_key", "leased_key", "dlq_key", "done_key",
-    "QUEUES_KEY", "dedup_key", "is_job_id", "job_id_ms", "JobIds",
+    "queue_prefix", "job_key", "ready_key", "delayed_key", "leased_key", "dlq_key", "done_key", "listed_key",
+    "QUEUES_KEY", "dedup_key", "queue_of_key", "id_of_key", "is_job_id", "job_id_ms", "JobIds",
 ]
 
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
@@ -124,28 +139,37 @@ def ready_score(priority: int, available_ms: int) -> float:
     return float((PRIORITY_MAX - priority) << 42 | (available_ms & (1 << 42) - 1))
 
 
-def job_key(job_id: str) -> str:
-    return "job:" + job_id
+def queue_prefix(queue: str) -> str:
+    """What every key of `queue` starts with: its hash tag (see the module doc)."""
+    return "job:{" + queue + "}:"
+
+
+def job_key(queue: str, job_id: str) -> str:
+    return "job:{" + queue + "}:" + job_id
 
 
 def ready_key(queue: str) -> str:
-    return "job:ready:" + queue
+    return "job:{" + queue + "}:ready"
 
 
 def delayed_key(queue: str) -> str:
-    return "job:delayed:" + queue
+    return "job:{" + queue + "}:delayed"
 
 
 def leased_key(queue: str) -> str:
-    return "job:leased:" + queue
+    return "job:{" + queue + "}:leased"
 
 
 def dlq_key(queue: str) -> str:
-    return "job:dlq:" + queue
+    return "job:{" + queue + "}:dlq"
 
 
 def done_key(queue: str) -> str:
-    return "job:done:" + queue
+    return "job:{" + queue + "}:done"
+
+
+def listed_key(queue: str) -> str:
+    return "job:{" + queue + "}:listed"
 
 
 QUEUES_KEY = "job:queues"
@@ -155,7 +179,18 @@ def dedup_key(queue: str, producer: str, dedup_id: str) -> str:
     # Per queue, as in SQS: the same dedup id sent to two queues makes two jobs.  And per producer:
     # otherwise one user's dedup id returns another's job (their payload, their job id).  A producer
     # never holds ':' (checks.producer), so two (producer, dedup id) pairs never make one key.
-    return f"job:dedup:{queue}:{producer}:{dedup_id}"
+    return f"job:{{{queue}}}:dedup:{producer}:{dedup_id}"
+
+
+def queue_of_key(key: str | bytes) -> str:
+    """The queue of a key of the layout (``job:{Q}:...`` -> Q)."""
+    k = key.decode() if isinstance(key, bytes) else key
+    return k[k.index("{") + 1:k.index("}")]
+
+
+def id_of_key(key: bytes) -> bytes:
+    """The job id of a record's key (``job:{Q}:<id>`` -> id)."""
+    return key[key.rindex(b":") + 1:]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,15 @@ since only a lease changes both), and which queue a job must be on (the
 caller's permission scope, `allow`; a job's queue never changes, so knowing it
 once is knowing it for good).
 
+Every key an operation touches is of the queues it names (``job:{Q}:...``,
+model.py), so that on Redis Cluster it runs on the node of their one slot.
+An operation over several queues (a lease on several, a batch of enqueues
+or acks) is one script on a store where any keys go together (one server:
+one round trip, atomic as before) and one script per slot on a cluster
+(`by_slot`): a lease then asks the queues' slots in turn, in the order given,
+until it has its jobs; enqueues and acks of different slots go concurrently,
+each slot's all or nothing.
+
 Models keep one difference from the Lua on purpose: they read records in the
 older, compact JSON form too, where the Lua refuses them (jobs/migrate.py
 rewrites them before the first operation).
@@ -23,20 +32,25 @@ rewrites them before the first operation).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from helios_core.jobs.model import (
-    QUEUES_KEY,
     Job,
     State,
     delayed_key,
     dlq_key,
     done_key,
+    id_of_key,
     job_key,
     leased_key,
+    listed_key,
+    queue_of_key,
+    queue_prefix,
     ready_key,
     ready_score,
 )
@@ -45,9 +59,12 @@ from helios_core.store.base import Key, Store, Txn
 from helios_core.store.scripts import JOB_ACK, JOB_ENQUEUE, JOB_EXTEND, JOB_LEASE, JOB_NACK, ScriptOp
 
 __all__ = [
-    "ENQUEUE_OP", "LEASE_OP", "ACK_OP", "NACK_OP", "EXTEND_OP", "MAINTENANCE_BATCH", "Refused", "QueueCapped",
+    "ENQUEUE_OP", "LEASE_OP", "ACK_OP", "NACK_OP", "EXTEND_OP", "MAINTENANCE_BATCH", "Refused",
     "enqueue", "lease", "ack", "nack", "extend", "return_expired", "promote_due", "still_ready", "next_due",
+    "by_slot",
 ]
+
+T = TypeVar("T")
 
 # Expired leases and due delayed jobs handled per queue in one lease; the rest go in the next one.
 MAINTENANCE_BATCH = 100
@@ -63,14 +80,6 @@ class Refused:
     job_id: str
     why: str
     state: str | None = None
-
-
-@dataclass(frozen=True)
-class QueueCapped:
-    """An enqueue refused: `queue` would be one more than the cap allows, `live` queues exist."""
-
-    queue: str
-    live: int
 
 
 # -- shared pieces of the lease (and of JobQueue.expire, a transaction) -------------------------
@@ -170,36 +179,36 @@ async def _commit(tx: Transitions) -> None:
 
 
 async def _enqueue_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any]:
-    now, window, cap, nq = int(args[0]), int(args[1]), int(args[2]), int(args[3])
-    queues = [(args[4 + 2 * i], args[5 + 2 * i] == b"1") for i in range(nq)]
-    capped = [q for q, configured in queues if not configured and await txn.zscore(keys[0], q) is None]
-    if capped:
-        live = await txn.zcard(keys[0])
-        if live + len(capped) > cap:
-            return [-2, capped[0], live]
+    window, nq = int(args[0]), int(args[1])
+    fresh = [args[2 + i] == b"1" for i in range(nq)]
+    unlisted = [i + 1 for i in range(nq) if not fresh[i] and not await txn.exists(keys[i])]
+    if unlisted:
+        return [-3, *unlisted]
+    for i in range(nq):
+        if fresh[i]:
+            txn.set(keys[i], b"1")
     entries: list[tuple[bytes, bytes, bytes | None, bytes, bytes]] = []
-    k, a = 1, 4 + 2 * nq
+    k, a = nq, 2 + nq
     while a < len(args):
         dedup = keys[k + 2] if args[a] == b"1" else None
         entries.append((keys[k], keys[k + 1], dedup, args[a + 1], args[a + 2]))
         k, a = k + (2 if dedup is None else 3), a + 3
-    dedups: list[Key] = [e[2] for e in entries if e[2] is not None]
-    seen = dict(zip(dedups, await txn.mget(dedups), strict=True)) if dedups else {}
-    ids = [i for i in seen.values() if i is not None]
-    records = dict(zip(ids, await txn.mget([b"job:" + i for i in ids]), strict=True)) if ids else {}
+    dedups = [e[2] for e in entries if e[2] is not None]
+    seen = dict(zip(dedups, await txn.mget(list[Key](dedups)), strict=True)) if dedups else {}
+    # A dedup key's job is on the dedup key's queue: its record is under the same prefix.
+    firsts = [(d, d[:d.index(b"}:") + 2] + i) for d, i in seen.items() if i is not None]
+    records = dict(zip([d for d, _ in firsts], await txn.mget([r for _, r in firsts]), strict=True)) \
+        if firsts else {}
     out: list[Any] = [1]
     made: dict[Key, bytes] = {}
     index: dict[bytes, dict[Key, float]] = {}
     for rec_key, index_key, dedup, score, record in entries:
         if dedup is not None:
-            existing = made.get(dedup)
-            if existing is None:
-                first = seen.get(dedup)
-                existing = None if first is None else records.get(first)
+            existing = made.get(dedup) or records.get(dedup)
             if existing is not None:
                 out += [0, existing]
                 continue
-        job_id = rec_key[4:]
+        job_id = id_of_key(rec_key)
         txn.set(rec_key, record)
         index.setdefault(index_key, {})[job_id] = float(score)
         if dedup is not None:
@@ -208,7 +217,6 @@ async def _enqueue_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list
         out += [1, None]
     for key, members in index.items():
         txn.zadd(key, members)
-    txn.zadd(keys[0], {q: now for q, _ in queues})
     return out
 
 
@@ -220,10 +228,10 @@ async def _lease_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[A
     due = -1
     for qi in range(len(keys) // 4):
         lk, dk, rk = (k.decode() for k in keys[4 * qi:4 * qi + 3])
-        q = lk[len(leased_key("")):]
+        q = queue_of_key(lk)
         expiring = await txn.zrangebyscore(lk, "-inf", upto, count=batch)
         later = await txn.zrangebyscore(dk, "-inf", upto, count=batch)
-        await tx.load([m.decode() for m, score in [*expiring, *later] if score <= now])
+        await tx.load(q, [m.decode() for m, score in [*expiring, *later] if score <= now])
         returned = [(ready_score(j.priority, j.available_ms), j.id, j)
                     for j in return_expired(tx, q, expiring) if j.state is State.PENDING]
         promoted = promote_due(tx, q, later)
@@ -232,7 +240,7 @@ async def _lease_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[A
             # The best `room` of the ready set as the Lua sees it (after the returns and promotions
             # above were added to it): the best of those just added and the set's best `room` before.
             ready = await txn.zrangebyscore(rk, count=room)
-            await tx.load([m.decode() for m, _ in ready])
+            await tx.load(q, [m.decode() for m, _ in ready])
             candidates = sorted(returned + promoted + still_ready(tx, q, ready), key=lambda c: (c[0], c[1]))
             for _, _, job in candidates[:room]:
                 visibility = vis_over or job.visibility_timeout_s
@@ -245,8 +253,12 @@ async def _lease_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[A
 async def _ack_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any]:
     now, done_ms = int(args[0]), int(args[1])
     tx = Transitions(txn, now, Retention(done_ms, done_ms))
-    ids = [keys[3 * i][4:].decode() for i in range(len(keys) // 3)]
-    await tx.load(ids)
+    ids = [id_of_key(keys[3 * i]).decode() for i in range(len(keys) // 3)]
+    by_queue: dict[str, list[str]] = {}
+    for i, job_id in enumerate(ids):
+        by_queue.setdefault(queue_of_key(keys[3 * i]), []).append(job_id)
+    for q, some in by_queue.items():
+        await tx.load(q, some)
     out: list[Any] = []
     for i, job_id in enumerate(ids):
         token, result, queue = args[2 + 3 * i].decode(), args[3 + 3 * i], args[4 + 3 * i].decode()
@@ -263,7 +275,7 @@ async def _nack_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[An
     now, token, queue, mode = int(args[0]), args[1].decode(), args[2].decode(), args[3]
     error, delay, dlq_ms = orjson.loads(args[4]), int(args[5]), int(args[6])
     tx = Transitions(txn, now, Retention(dlq_ms, dlq_ms))
-    job, refused = _holder(await tx.load_one(keys[0][4:].decode()), token, queue)
+    job, refused = _holder(await tx.load_one(queue_of_key(keys[0]), id_of_key(keys[0]).decode()), token, queue)
     if job is None:
         return refused
     if mode == b"release":
@@ -279,7 +291,7 @@ async def _nack_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[An
 async def _extend_model(txn: Txn, keys: list[bytes], args: list[bytes]) -> list[Any]:
     now, token, queue, visibility = int(args[0]), args[1].decode(), args[2].decode(), int(args[3])
     tx = Transitions(txn, now, Retention(0, 0))
-    job, refused = _holder(await tx.load_one(keys[0][4:].decode()), token, queue)
+    job, refused = _holder(await tx.load_one(queue_of_key(keys[0]), id_of_key(keys[0]).decode()), token, queue)
     if job is None:
         return refused
     new = tx.extend(job, visibility)
@@ -305,60 +317,106 @@ def _outcome(job_id: str, code: Any, value: Any, why: Any) -> Job | Refused:
     return Refused(job_id, why.decode() if isinstance(why, bytes) else str(why), orjson.loads(value))
 
 
-async def enqueue(store: Store, jobs: list[Job], dedup_keys: list[str | None], queues: list[tuple[str, bool]],
-                  now_ms: int, window_ms: int, max_queues: int) -> list[tuple[Job, bool]] | QueueCapped:
-    """Write `jobs` (skipping those whose dedup key names a live job: that job comes back instead, with
-    False) and register `queues` (name, configured) in job:queues, or refuse the whole batch."""
-    keys: list[Key] = [QUEUES_KEY]
-    args: list[Key | int | float] = [now_ms, window_ms, max_queues, len(queues)]
-    for q, configured in queues:
-        args += [q, int(configured)]
-    for job, dedup in zip(jobs, dedup_keys, strict=True):
-        due = job.available_ms <= now_ms
-        keys += [job_key(job.id), ready_key(job.queue) if due else delayed_key(job.queue)]
-        score = int(ready_score(job.priority, job.available_ms)) if due else job.available_ms
-        if dedup is not None:
-            keys.append(dedup)
-        args += [0 if dedup is None else 1, score, job.encode()]
-    reply = await store.run_script(ENQUEUE_OP, keys, args)
-    if int(reply[0]) == -2:
-        return QueueCapped(reply[1].decode(), int(reply[2]))
-    return [(job, True) if int(reply[1 + 2 * i]) == 1 else (_job_of(reply[2 + 2 * i]), False)
-            for i, job in enumerate(jobs)]
+def by_slot(store: Store, items: Sequence[T], queue: Callable[[T], str]) -> list[list[T]]:
+    """`items` in groups that one script may cover: all of them on one server, those of queues in one
+    hash slot on Redis Cluster (Store.slot of the queue's prefix); groups and items in their first order."""
+    groups: dict[int, list[T]] = {}
+    for item in items:
+        groups.setdefault(store.slot(queue_prefix(queue(item))), []).append(item)
+    return list(groups.values())
+
+
+async def enqueue(store: Store, jobs: list[Job], dedup_keys: list[str | None], now_ms: int, window_ms: int,
+                  fresh: frozenset[str] = frozenset()) -> tuple[list[tuple[Job, bool] | None], list[str]]:
+    """Write `jobs`, skipping those whose dedup key names a live job (that job comes back instead, with
+    False).  Each queue must be listed (registered: jobs/registry.py), or be in `fresh` (just registered
+    by the caller: it is marked listed).  Returns per job (job, created), or None when its queue's slot
+    wrote nothing because a queue there was not listed; and the queues found not listed."""
+    order = {id(job): i for i, job in enumerate(jobs)}
+    out: list[tuple[Job, bool] | None] = [None] * len(jobs)
+    unlisted: list[str] = []
+
+    async def one(group: list[tuple[Job, str | None]]) -> None:
+        queues = list(dict.fromkeys(job.queue for job, _ in group))
+        keys: list[Key] = [listed_key(q) for q in queues]
+        args: list[Key | int | float] = [window_ms, len(queues), *(int(q in fresh) for q in queues)]
+        for job, dedup in group:
+            due = job.available_ms <= now_ms
+            keys += [job_key(job.queue, job.id), ready_key(job.queue) if due else delayed_key(job.queue)]
+            score = int(ready_score(job.priority, job.available_ms)) if due else job.available_ms
+            if dedup is not None:
+                keys.append(dedup)
+            args += [0 if dedup is None else 1, score, job.encode()]
+        reply = await store.run_script(ENQUEUE_OP, keys, args)
+        if int(reply[0]) == -3:
+            unlisted.extend(queues[int(i) - 1] for i in reply[1:])
+            return
+        for i, (job, _) in enumerate(group):
+            created = int(reply[1 + 2 * i]) == 1
+            out[order[id(job)]] = (job, True) if created else (_job_of(reply[2 + 2 * i]), False)
+
+    await _each(one, by_slot(store, list(zip(jobs, dedup_keys, strict=True)), lambda jd: jd[0].queue))
+    return out, unlisted
+
+
+async def _each(fn: Callable[[list[T]], Any], groups: list[list[T]]) -> None:
+    """fn on each group: concurrently when there are several (Redis Cluster: one node each)."""
+    if len(groups) == 1:
+        await fn(groups[0])
+    else:
+        await asyncio.gather(*(fn(g) for g in groups))
 
 
 async def lease(store: Store, queues: list[str], max_jobs: int, now_ms: int, worker: str, visibility_s: int | None,
                 dlq_ms: int, *, wake: bool, tokens: list[str] | None = None) -> tuple[list[Job], int | None]:
     """The leased jobs, and (with `wake`) when the next delayed job or lease deadline of `queues` is due.
-    `tokens`: the lease tokens to hand out, max_jobs of them (default: fresh random ones)."""
-    keys: list[Key] = [k for q in queues for k in (leased_key(q), delayed_key(q), ready_key(q), dlq_key(q))]
-    args: list[Key | int | float] = [now_ms, max_jobs, orjson.dumps(worker), visibility_s or 0,
-                                     "+inf" if wake else now_ms, dlq_ms, MAINTENANCE_BATCH]
-    args += tokens if tokens is not None else [new_token() for _ in range(max_jobs)]
-    reply = await store.run_script(LEASE_OP, keys, args)
-    due = int(reply[0])
-    return [_job_of(raw) for raw in reply[1:]], (None if due < 0 else due)
+    `tokens`: the lease tokens to hand out, max_jobs of them (default: fresh random ones).  On Redis
+    Cluster the queues' slots are asked in turn until the batch is full (the next due time is then
+    of the slots asked: it only matters when no job was leased, and then every slot was asked)."""
+    tokens = tokens if tokens is not None else [new_token() for _ in range(max_jobs)]
+    leased: list[Job] = []
+    due = -1
+    for group in by_slot(store, queues, str):
+        room = max_jobs - len(leased)
+        if room <= 0:
+            break
+        keys: list[Key] = [k for q in group for k in (leased_key(q), delayed_key(q), ready_key(q), dlq_key(q))]
+        args: list[Key | int | float] = [now_ms, room, orjson.dumps(worker), visibility_s or 0,
+                                         "+inf" if wake else now_ms, dlq_ms, MAINTENANCE_BATCH]
+        args += tokens[len(leased):]
+        reply = await store.run_script(LEASE_OP, keys, args)
+        due = _earliest(due, int(reply[0]))
+        leased += [_job_of(raw) for raw in reply[1:]]
+    return leased, (None if due < 0 else due)
 
 
 async def ack(store: Store, items: list[tuple[str, str, Any, str]], now_ms: int, done_ms: int) -> list[Job | Refused]:
-    """Ack (job id, token, result, its queue) items in one step; each its Job or why not."""
-    keys: list[Key] = []
-    args: list[Key | int | float] = [now_ms, done_ms]
-    for job_id, token, result, queue in items:
-        keys += [job_key(job_id), leased_key(queue), done_key(queue)]
-        args += [token, orjson.dumps(result), queue]
-    reply = await store.run_script(ACK_OP, keys, args)
-    return [_outcome(item[0], *reply[3 * i:3 * i + 3]) for i, item in enumerate(items)]
+    """Ack (job id, token, result, its queue) items (one step per slot); each its Job or why not."""
+    out: list[Job | Refused | None] = [None] * len(items)
+
+    async def one(group: list[tuple[int, tuple[str, str, Any, str]]]) -> None:
+        keys: list[Key] = []
+        args: list[Key | int | float] = [now_ms, done_ms]
+        for _, (job_id, token, result, queue) in group:
+            keys += [job_key(queue, job_id), leased_key(queue), done_key(queue)]
+            args += [token, orjson.dumps(result), queue]
+        reply = await store.run_script(ACK_OP, keys, args)
+        for n, (i, item) in enumerate(group):
+            out[i] = _outcome(item[0], *reply[3 * n:3 * n + 3])
+
+    await _each(one, by_slot(store, list(enumerate(items)), lambda it: it[1][3]))
+    return [o if o is not None else Refused(items[i][0], "missing") for i, o in enumerate(out)]
 
 
 async def nack(store: Store, job_id: str, token: str, queue: str, now_ms: int, *, release: bool, error: str,
                delay_ms: int, dlq_ms: int) -> Job | Refused:
-    keys: list[Key] = [job_key(job_id), leased_key(queue), ready_key(queue), delayed_key(queue), dlq_key(queue)]
+    keys: list[Key] = [job_key(queue, job_id), leased_key(queue), ready_key(queue), delayed_key(queue),
+                       dlq_key(queue)]
     args: list[Key | int | float] = [now_ms, token, queue, "release" if release else "retry", orjson.dumps(error),
                                      delay_ms, dlq_ms]
     return _outcome(job_id, *await store.run_script(NACK_OP, keys, args))
 
 
 async def extend(store: Store, job_id: str, token: str, queue: str, visibility_s: int, now_ms: int) -> Job | Refused:
-    keys: list[Key] = [job_key(job_id), leased_key(queue)]
+    keys: list[Key] = [job_key(queue, job_id), leased_key(queue)]
     return _outcome(job_id, *await store.run_script(EXTEND_OP, keys, [now_ms, token, queue, visibility_s]))

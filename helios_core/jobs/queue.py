@@ -22,10 +22,28 @@ queue settings and backoff in policy.py, the long poll's wake-up in waker.py,
 the record format's migration in migrate.py.
 
 Cost per call on a remote store: `enqueue_batch`, `lease` and `ack_batch` are
-one EVALSHA each (no WATCH, nothing retried under contention); `ack_batch`
-and `extend` first read the records of jobs whose queue this process does
-not know yet (one MGET; a job leased through this process is known); `nack`
-reads its record first (its queue's backoff needs its attempts), then runs.
+one EVALSHA each (no WATCH, nothing retried under contention; on Redis
+Cluster one per hash slot of the queues named: ops.py); `ack_batch` and
+`extend` first find the queue of jobs this process does not know yet (see
+below; a job leased or enqueued through this process is known); `nack` reads
+its record first (its queue's backoff needs its attempts), then runs.  The
+first enqueue to a queue in a process also registers the queue in job:queues
+(two more round trips, once: registry.py).
+
+Finding a job by its id alone (`get`, `cancel`, `redrive`, `ack`/`nack`/
+`extend` of a job leased through another process): a record's key names its
+queue (``job:{Q}:<id>``: on Redis Cluster the record must share its queue's
+slot), so this reads ``job:{Q}:<id>`` for each queue Q the caller may touch,
+in one MGET (split per slot by ClusterStore): first over the queues this
+process knows (configured, registered or seen here), then over the rest of
+the registry (`_find`).  Chosen over a locator key per job (``job:at:<id>`` ->
+queue) because a locator is one more write per enqueue, in another slot (one
+more round trip on a cluster, on the hot path), and must live exactly as long
+as its record, whose TTL is set by transitions in the queue's slot: locators
+would outlive their records or need cross-slot writes on every finish.  The
+MGET costs nothing on the hot path and one round trip per miss, growing with
+the number of queues (jobs.max_queues bounds it; at most FIND_KEYS keys per
+MGET); a job id is remembered with its queue once found (QUEUE_OF_ENTRIES).
 """
 
 from __future__ import annotations
@@ -61,14 +79,14 @@ from helios_core.jobs.model import (
     dedup_key,
     delayed_key,
     dlq_key,
-    done_key,
     is_job_id,
     job_key,
     leased_key,
     ready_key,
 )
-from helios_core.jobs.ops import MAINTENANCE_BATCH, QueueCapped, Refused, return_expired
+from helios_core.jobs.ops import MAINTENANCE_BATCH, Refused, return_expired
 from helios_core.jobs.policy import ATTEMPTS_RANGE, VISIBILITY_RANGE, QueuePolicy, parse_queue_policies
+from helios_core.jobs.registry import forget, register
 from helios_core.jobs.stats import read_counts
 from helios_core.jobs.transitions import Retention, Transitions
 from helios_core.jobs.waker import Waker
@@ -100,6 +118,10 @@ MAX_NAME_CHARS = 200  # worker names, trace context
 QUEUE_OF_ENTRIES = 20_000
 # An enqueue refused for jobs.max_queues first looks for empty queues to forget, at most this often.
 FORGET_EVERY_MS = 1000
+# Finding jobs by id alone reads job:{Q}:<id> of every queue: at most this many keys per MGET.
+FIND_KEYS = 2000
+# Registering again a queue forgotten meanwhile by another process, at most this many times per enqueue.
+REGISTER_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -150,10 +172,12 @@ class JobQueue:
         self.policies = parse_queue_policies(config)
         self._default = QueuePolicy.defaults(config)
         self._retention = Retention(config.done_retention_seconds * 1000, config.dlq_retention_seconds * 1000)
-        # Queues this process saw registered in job:queues, so that enqueue and check_queue read
-        # job:queues only the first time.  Advisory: another process may have forgotten one since,
-        # which is why every enqueue registers its queues again (a write, no read).
+        # Queues this process registered (or saw registered) in job:queues, so that enqueue registers
+        # and check_queue reads job:queues only the first time.  Advisory: another process may have
+        # forgotten one since; the enqueue script then refuses it, and it is registered again
+        # (registry.py).
         self._registered: set[str] = set()
+        self._seen: dict[str, None] = {}  # queues of jobs seen here, first seen first (where _find looks first)
         self._forgot_ms: int | None = None  # when forget_empty last ran on an enqueue refused for the cap
         self._ids = JobIds()
         self.labels = QueueLabels(self.policies)  # a queue's name as a metric label (bounded)
@@ -172,18 +196,44 @@ class JobQueue:
 
     def _remember(self, jobs: Sequence[Job]) -> None:
         known = self._queue_of
+        seen = self._seen
         for job in jobs:
-            known[job.id] = sys.intern(job.queue)  # one string per queue, not one per job
+            q = known[job.id] = sys.intern(job.queue)  # one string per queue, not one per job
+            if q not in seen:
+                seen[q] = None
         while len(known) > QUEUE_OF_ENTRIES:
             del known[next(iter(known))]
 
-    async def _queues_of(self, ids: Sequence[str]) -> dict[str, str]:
-        """The queue of each of `ids` that has a record: remembered, else read (one MGET)."""
+    async def _queues_of(self, ids: Sequence[str], allow: Allow = None) -> dict[str, str]:
+        """The queue of each of `ids` that has a record (on a queue `allow` lets through): remembered,
+        else found (`_find`)."""
         missing = [i for i in dict.fromkeys(ids) if i not in self._queue_of]
         if missing:
-            raws = await self.store.mget([job_key(i) for i in missing])
-            self._remember([Job.decode(raw) for raw in raws if raw is not None])
+            await self._find(missing, allow)
         return {i: self._queue_of[i] for i in ids if i in self._queue_of}
+
+    async def _find(self, ids: list[str], allow: Allow = None) -> list[Job]:
+        """The jobs of `ids` that exist on a queue `allow` lets through (remembered): job:{Q}:<id> read
+        for each such queue Q, first those this process knows, then the rest of the registry; at most
+        FIND_KEYS keys per MGET, stopping once every id is found (see the module doc)."""
+        await self._ensure_current()
+        found: list[Job] = []
+        tried: set[str] = set()
+        for stage in range(2):
+            names = [*self.policies, *self._registered, *self._seen] if stage == 0 else await self.queues()
+            todo = [q for q in dict.fromkeys(names) if q not in tried and (allow is None or allow(q))]
+            tried.update(todo)
+            per = max(1, FIND_KEYS // len(ids))
+            for start in range(0, len(todo), per):
+                chunk = todo[start:start + per]
+                raws = await self.store.mget([job_key(q, i) for q in chunk for i in ids])
+                jobs = [Job.decode(raw) for raw in raws if raw is not None]
+                self._remember(jobs)
+                found += jobs
+                ids = [i for i in ids if i not in self._queue_of]
+                if not ids:
+                    return found
+        return found
 
     def policy(self, queue: str) -> QueuePolicy:
         return self.policies.get(queue, self._default)
@@ -224,33 +274,58 @@ class JobQueue:
             for job in jobs:
                 await self.check_queue(job.queue)
         window_ms = self.config.dedup_window_seconds * 1000
-        queues = [(q, q in self.policies) for q in sorted({j.queue for j in jobs})]
         await self._ensure_current()
+        result: list[tuple[Job, bool] | None] = [None] * len(jobs)
+        todo = list(range(len(jobs)))
+        fresh = frozenset(j.queue for j in jobs if j.queue not in self._registered)
+        for _ in range(REGISTER_ATTEMPTS):
+            if fresh:
+                await self._register(fresh, now_ms)  # r1 (registry.py)
+            out, unlisted = await ops.enqueue(self.store, [jobs[i] for i in todo], [keys[i] for i in todo], now_ms,
+                                              window_ms, fresh)
+            if fresh:
+                await register(self.store, self._configured(fresh), now_ms, None)  # r3
+                self._registered.update(fresh)
+            for i, outcome in zip(todo, out, strict=True):
+                result[i] = outcome
+            todo = [i for i in todo if result[i] is None]
+            if not todo:
+                break
+            # Forgotten by another process since this one registered them (registry.py): register
+            # them again, with the queues of the jobs their slot's refusal left unwritten.
+            self._registered.difference_update(unlisted)
+            fresh = frozenset(unlisted) | (fresh & {jobs[i].queue for i in todo})
+        else:
+            raise HeliosError("the job queue's registry kept forgetting the queues of this enqueue while it "
+                              "ran (every queue found empty by another process's sweep at that moment); nothing "
+                              "more was enqueued: try again", code="unavailable", status=503,
+                              detail={"queues": sorted(fresh)})
+        done = [r for r in result if r is not None]
+        self._remember([job for job, _ in done])
+        return done
 
-        async def run() -> list[tuple[Job, bool]]:
-            out = await ops.enqueue(self.store, jobs, keys, queues, now_ms, window_ms, self.config.max_queues)
-            if isinstance(out, QueueCapped):
-                raise TooManyQueuesError(
-                    f"cannot create queue {out.queue!r}: {out.live} queues hold jobs and jobs.max_queues is "
-                    f"{self.config.max_queues}; enqueue to an existing queue, let empty queues be forgotten (their "
-                    f"jobs done and past retention), or raise jobs.max_queues",
-                    detail={"queue": out.queue, "limit": self.config.max_queues})
-            return out
+    def _configured(self, queues: frozenset[str]) -> list[tuple[str, bool]]:
+        return [(q, q in self.policies) for q in sorted(queues)]
 
-        try:
-            result = await run()
-        except TooManyQueuesError:
+    async def _register(self, queues: frozenset[str], now_ms: int) -> None:
+        """Add `queues` to the registry, refused (TooManyQueuesError) past jobs.max_queues."""
+        capped = await register(self.store, self._configured(queues), now_ms, self.config.max_queues)
+        if capped is not None:
             # Queues emptied since the last sweep still count: forget them (at most once a
             # second, so a caller at the cap cannot make every enqueue a sweep), then try again.
-            if self._forgot_ms is not None and now_ms - self._forgot_ms < FORGET_EVERY_MS:
-                raise
-            self._forgot_ms = now_ms
-            if not await self.forget_empty(now_ms):
-                raise
-            result = await run()
-        self._registered.update(q for q, _ in queues)
-        self._remember([job for job, _ in result])
-        return result
+            if (self._forgot_ms is None or now_ms - self._forgot_ms >= FORGET_EVERY_MS) and \
+                    await self._forget_for_room(now_ms):
+                capped = await register(self.store, self._configured(queues), now_ms, self.config.max_queues)
+        if capped is not None:
+            raise TooManyQueuesError(
+                f"cannot create queue {capped.queue!r}: {capped.live} queues hold jobs and jobs.max_queues is "
+                f"{self.config.max_queues}; enqueue to an existing queue, let empty queues be forgotten (their "
+                f"jobs done and past retention), or raise jobs.max_queues",
+                detail={"queue": capped.queue, "limit": self.config.max_queues})
+
+    async def _forget_for_room(self, now_ms: int) -> bool:
+        self._forgot_ms = now_ms
+        return bool(await self.forget_empty(now_ms))
 
     def _new_job(self, req: EnqueueRequest, now_ms: int, where: str) -> Job:
         if not isinstance(req, EnqueueRequest):
@@ -446,7 +521,7 @@ class JobQueue:
 
         async def body(q: str, tx: Transitions) -> tuple[int, bool]:
             expiring = await tx.txn.zrangebyscore(leased_key(q), "-inf", now_ms, count=MAINTENANCE_BATCH)
-            await tx.load([m.decode() for m, _ in expiring])
+            await tx.load(q, [m.decode() for m, _ in expiring])
             return len(return_expired(tx, q, expiring)), len(expiring) == MAINTENANCE_BATCH
 
         return await self._drain(now_ms, names, body)
@@ -473,9 +548,12 @@ class JobQueue:
                           change: Callable[[Transitions, Job], Job], allow: Allow) -> Job:
         """One job's transition that only a job in `state` may take (JobStateError otherwise)."""
         _check_id(job_id)
+        q = (await self._queues_of([job_id], allow)).get(job_id)
+        if q is None or (allow is not None and not allow(q)):
+            raise _not_found(job_id)
 
         async def body(tx: Transitions) -> Job:
-            job = _found(job_id, await tx.load_one(job_id), allow)
+            job = _found(job_id, await tx.load_one(q, job_id), allow)
             if job.state is not state:
                 raise JobStateError(f"job {job_id} is {job.state}: only a {state} job can be {done}",
                                     detail={"state": str(job.state)})
@@ -494,7 +572,7 @@ class JobQueue:
             # Only jobs that failed before this call: one failing again meanwhile stays in the DLQ.
             entries = await tx.txn.zrangebyscore(dlq_key(q), "-inf", now_ms, count=MAINTENANCE_BATCH)
             moved = 0
-            for (member, _), job in zip(entries, await tx.load([m.decode() for m, _ in entries]), strict=True):
+            for (member, _), job in zip(entries, await tx.load(q, [m.decode() for m, _ in entries]), strict=True):
                 if job is None or job.state is not State.FAILED:
                     tx.drop(dlq_key(q), member.decode())
                     continue
@@ -514,8 +592,14 @@ class JobQueue:
     async def get(self, job_id: str, allow: Allow = None) -> Job:
         """NotFoundError when unknown (or expired by retention)."""
         _check_id(job_id)
-        raw = await self.store.get(job_key(job_id))
-        job = _found(job_id, None if raw is None else Job.decode(raw), allow)
+        q = self._queue_of.get(job_id)
+        if q is None:
+            job = next(iter(await self._find([job_id], allow)), None)
+        else:
+            await self._ensure_current()
+            raw = await self.store.get(job_key(q, job_id))
+            job = None if raw is None else Job.decode(raw)
+        job = _found(job_id, job, allow)
         self._remember([job])
         return job
 
@@ -542,23 +626,14 @@ class JobQueue:
         """Drop from job:queues each queue (of `queues`; all registered when None) that holds no job:
         nothing ready, delayed or leased, and nothing in its done or DLQ index younger than the
         retention (those older are records already expired: the index keys go too).  A queue
-        forgotten comes back with its next enqueue.  One transaction per queue; returns the names."""
+        forgotten comes back with its next enqueue; one that gets a job while it is forgotten is
+        kept (registry.py).  Three round trips per empty queue; returns the names."""
+        await self._ensure_current()
         names = [m.decode() for m, _ in await self.store.zrangebyscore(QUEUES_KEY)] if queues is None else queues
-        gone = [q for q in names if await self._run(now_ms, partial(self._forget, q))]
+        gone = [q for q in names
+                if await forget(self.store, q, now_ms, self._retention.done_ms, self._retention.dlq_ms)]
         self._registered.difference_update(gone)
         return gone
-
-    async def _forget(self, q: str, tx: Transitions) -> bool:
-        txn = tx.txn
-        for key in (ready_key(q), delayed_key(q), leased_key(q)):
-            if await txn.zcard(key):
-                return False
-        for key in (done_key(q), dlq_key(q)):
-            if await txn.zrangebyscore(key, tx.now - self._retention.of(key), "+inf", count=1):
-                return False
-        txn.delete(done_key(q), dlq_key(q))
-        txn.zrem(QUEUES_KEY, q)
-        return True
 
     async def _stats(self, q: str, now_ms: int) -> QueueStats:
         # One snapshot (jobs/stats.py): separate reads of a busy queue did not add up.

@@ -12,7 +12,7 @@ Every job sits in exactly one index, the one its state names (model.py):
 a transition removes it from the old index and adds it to the new one.
 
 Retention: DONE/CANCELLED/FAILED records get a TTL, and the indexes that list
-them (``job:done:Q``, ``job:dlq:Q``) are pruned of members older than the
+them (``job:{Q}:done``, ``job:{Q}:dlq``) are pruned of members older than the
 retention by the transactions that add to them, at most PRUNE_BATCH at a time.
 A member older than the retention is safe to remove without watching it: its
 record has expired, so that job can never come back under the same id.
@@ -77,7 +77,7 @@ class Retention:
         self.clean_below: dict[str, float] = {}
 
     def of(self, key: str) -> int:
-        return self.dlq_ms if key.startswith("job:dlq:") else self.done_ms
+        return self.dlq_ms if key.endswith(":dlq") else self.done_ms
 
     def due(self, key: str, now_ms: int) -> bool:
         return now_ms - self.of(key) > self.clean_below.get(key, -math.inf) + PRUNE_SLACK_MS
@@ -110,17 +110,17 @@ class Transitions:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def load(self, ids: list[str]) -> list[Job | None]:
-        """The jobs with these ids (None: no record), reading the ones not yet seen in one MGET."""
+    async def load(self, queue: str, ids: list[str]) -> list[Job | None]:
+        """The jobs of `queue` with these ids (None: no record), reading the ones not yet seen in one MGET."""
         missing = list(dict.fromkeys(i for i in ids if i not in self.jobs))
         if missing:
-            raws = await self.txn.mget([job_key(i) for i in missing])
+            raws = await self.txn.mget([job_key(queue, i) for i in missing])
             for job_id, raw in zip(missing, raws, strict=True):
                 self.jobs[job_id] = None if raw is None else Job.decode(raw)
         return [self.jobs[i] for i in ids]
 
-    async def load_one(self, job_id: str) -> Job | None:
-        return (await self.load([job_id]))[0]
+    async def load_one(self, queue: str, job_id: str) -> Job | None:
+        return (await self.load(queue, [job_id]))[0]
 
     # -- transitions (each returns the job as it now is) ------------------------------------
 
@@ -216,7 +216,7 @@ class Transitions:
         encoded = self.encoded
         for job, ttl in self._records.values():
             raw = encoded[job.id] = job.encode()
-            txn.set(job_key(job.id), raw, px=ttl)
+            txn.set(job_key(job.queue, job.id), raw, px=ttl)
         for key, ops in self._index.items():
             gone = [m for m, s in ops.items() if s is None]
             txn.zrem(key, *gone)

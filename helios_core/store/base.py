@@ -228,6 +228,11 @@ class Store(Reads):
         as `mget`'s are (embedded: once every not-yet-durable write they observed is durable);
         the operation's own writes wait as `durable` says (False: not at all)."""
 
+    def slot(self, key: Key) -> int:
+        """Keys of the same slot may be touched by one transaction or script together: every key on
+        one server (0 here), the keys of one hash slot on Redis Cluster (ClusterStore)."""
+        return 0
+
     @abstractmethod
     def subscribe(self, prefix: Key) -> Subscription: ...
 

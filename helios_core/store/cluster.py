@@ -635,6 +635,9 @@ class ClusterStore(_RemoteReads, Store):
 
         return await script_roundtrip(self, send, reads, op, ks, args, durable)
 
+    def slot(self, key: Key) -> int:
+        return slot_of(key)
+
     def subscribe(self, prefix: Key) -> Subscription:
         p = to_bytes(prefix)
         return self._feed.add(CHANNEL_PREFIX + glob_escape(p) + b"*", Subscription(p))

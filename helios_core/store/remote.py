@@ -702,7 +702,7 @@ async def script_roundtrip(store: Any, send: Callable[..., Awaitable[list[Any]]]
     tail = [b"%d" % len(ks), *ks, *map(to_bytes, args)]
     # Each key once: a batch names its queue's ready set once per job.
     announce = [[b"PUBLISH", CHANNEL_PREFIX + k, b""] for k in dict.fromkeys(ks)
-                if not op.notify_only or k.startswith(op.notify_only)] if store.notify and op.notify else []
+                if not op.notify_only or k.endswith(op.notify_only)] if store.notify and op.notify else []
     if announce:
         await store._feed.settled()
     wait = store._wait if durable else []

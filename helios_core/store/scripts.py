@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from helios_core.store.base import Txn
 
-__all__ = ["ScriptOp", "Model", "TxnModel", "Write", "RATE_TAKE", "JOB_ENQUEUE", "JOB_LEASE", "JOB_ACK",
-           "JOB_NACK", "JOB_EXTEND", "JOB_PRUNE_BATCH"]
+__all__ = ["ScriptOp", "Model", "TxnModel", "Write", "RATE_TAKE", "JOB_REGISTER", "JOB_ENQUEUE", "JOB_LEASE",
+           "JOB_ACK", "JOB_NACK", "JOB_EXTEND", "JOB_PRUNE_BATCH"]
 
 # (key, new value or None to delete, PX milliseconds or None)
 Write = tuple[bytes, bytes | None, int | None]
@@ -57,7 +57,7 @@ class ScriptOp:
     # definition servers run; tests hold the two to each other over random inputs.
     model: Model | None = field(default=None, compare=False)
     txn_model: TxnModel | None = field(default=None, compare=False)
-    # With notify: announce only the KEYS starting with one of these (empty: all of them); a job
+    # With notify: announce only the KEYS ending with one of these (empty: all of them); a job
     # enqueue announces the ready/delayed sets long polls wait on, not every record it wrote.
     notify_only: tuple[bytes, ...] = ()
     sha: bytes = field(init=False)
@@ -130,9 +130,12 @@ return {0, math.floor(milli / 1000), math.max(0, last + ms_for(cap - milli) - no
 #   15 finished_ms  16 updated_ms  17 payload
 # States are JSON strings ('"PENDING"'), a missing lease or finish time is 'null'.
 # Numbers: ms times (< 2^42), attempts and priorities; a ready score is below 2^53 (model.ready_score).
-# Job records are named 'job:' .. id: the lease finds its jobs in the ready set, and a dedup hit
-# finds its job by the id the dedup key holds, so those two read (and the lease writes) records
-# it cannot name in KEYS before it runs; all other keys are KEYS.
+# Every key of a queue Q is under job:{Q}: (one hash tag: one slot on Redis Cluster), a record is
+# job:{Q}:<id>.  The lease finds its jobs in the ready set, and a dedup hit finds its job by the id
+# the dedup key holds, so those two read (and the lease writes) records they cannot name in KEYS
+# before they run: they name them from the queue's prefix (its index key's name up to the last
+# ':'), in the slot of the KEYS.  A script may cover several queues when the store runs it on one
+# server (Store.slot: jobs/ops.py groups queues by it); all other keys are KEYS.
 JOB_PRUNE_BATCH = 100  # transitions.PRUNE_BATCH
 
 _JOB_LIB = b"""\
@@ -141,10 +144,12 @@ local FIELDS = {'id', 'queue', 'state', 'created_ms', 'available_ms', 'max_attem
   'payload'}
 local HEAD = '{"v":2,\\n'
 local function d(n) return string.format('%d', n) end
-local function parse(id, raw)
+-- A key of a queue -> its queue's prefix (job:{Q}:) and what follows it (a job id, 'ready', ...).
+local function split(key) return string.match(key, '^(.*:)([^:]*)$') end
+local function parse(key, raw)
   if not raw then return nil end
   if string.sub(raw, 1, #HEAD) ~= HEAD then
-    return redis.error_reply('job record ' .. id .. ' is in an older format: run jobs.migrate first')
+    return redis.error_reply('job record ' .. key .. ' is in an older format: run jobs.migrate first')
   end
   local f, pos = {}, #HEAD + 1
   for n = 1, #FIELDS - 1 do
@@ -155,8 +160,8 @@ local function parse(id, raw)
   f[#FIELDS] = string.sub(raw, pos + #FIELDS[#FIELDS] + 3, -2)
   return f
 end
-local function load(id)
-  local f = parse(id, redis.call('get', 'job:' .. id))
+local function load(key)
+  local f = parse(key, redis.call('get', key))
   if f and f.err then error(f) end
   return f
 end
@@ -165,8 +170,8 @@ local function enc(f)
   for n = 1, #FIELDS do parts[n] = '"' .. FIELDS[n] .. '":' .. f[n] end
   return HEAD .. table.concat(parts, ',\\n') .. '}'
 end
-local function put(id, f, px)
-  if px then redis.call('set', 'job:' .. id, enc(f), 'PX', d(px)) else redis.call('set', 'job:' .. id, enc(f)) end
+local function put(key, f, px)
+  if px then redis.call('set', key, enc(f), 'PX', d(px)) else redis.call('set', key, enc(f)) end
 end
 local function ready_score(f)
   return (1000 - tonumber(f[8])) * 4398046511104 + tonumber(f[5]) % 4398046511104
@@ -183,24 +188,24 @@ local function prune(key, cutoff)
   local stale = redis.call('zrangebyscore', key, '-inf', '(' .. d(cutoff), 'LIMIT', 0, PRUNE_BATCH)
   if #stale > 0 then redis.call('zrem', key, unpack(stale)) end
 end
--- -> PENDING due at `at` (ready now, or delayed); the record is kept without TTL.
-local function to_pending(id, f, at, now, ready, delayed)
+-- Record `key` of job `id` -> PENDING due at `at` (ready now, or delayed); kept without TTL.
+local function to_pending(key, id, f, at, now, ready, delayed)
   f[3], f[5], f[10], f[15], f[16] = '"PENDING"', d(at), 'null', 'null', d(now)
-  put(id, f)
+  put(key, f)
   if at <= now then redis.call('zadd', ready, d(ready_score(f)), id)
   else redis.call('zadd', delayed, d(at), id) end
 end
 -- -> FAILED into the DLQ, kept for its retention.
-local function to_failed(id, f, err, now, dlq, dlq_ms)
+local function to_failed(key, id, f, err, now, dlq, dlq_ms)
   f[3], f[10], f[11], f[15], f[16] = '"FAILED"', 'null', err, d(now), d(now)
-  put(id, f, dlq_ms)
+  put(key, f, dlq_ms)
   redis.call('zadd', dlq, d(now), id)
 end
 -- The holder check of ack, nack, extend: the record if `token` holds its lease, else a reply
 -- {0, false, ''} (no such job, or on another queue than `queue` when one is given) or
 -- {2, state, 'state'|'token'}.
-local function holder(id, token, queue)
-  local f = load(id)
+local function holder(key, token, queue)
+  local f = load(key)
   if not f or (queue ~= '' and f[2] ~= '"' .. queue .. '"') then return nil, {0, false, ''} end
   local held = lease_of(f)
   if f[3] ~= '"IN_PROGRESS"' or not held then return nil, {2, f[3], 'state'} end
@@ -214,46 +219,70 @@ def _job_op(name: str, body: bytes, **kw: Any) -> ScriptOp:
     return ScriptOp(name, _JOB_LIB + body, **kw)
 
 
-_WAKES = (b"job:ready:", b"job:delayed:")  # what a long poll waits on (jobs/waker.py)
+_WAKES = (b":ready", b":delayed")  # what a long poll waits on (jobs/waker.py): job:{Q}:ready, job:{Q}:delayed
 
-# Enqueue a batch: register its queues (refusing one more than the cap), skip the jobs whose
-# dedup key already names a live job, write the rest.
-#   KEYS   job:queues, then per job: its record, its index (ready or delayed), its dedup key if any
-#   ARGV   now, dedup window ms, max queues, number of queues, then per queue: name, configured 0|1,
-#          then per job: has dedup 0|1, index score, record
-#   reply  {1, created 1|0, the existing record (a dedup hit) or false, ...}, or {-2, queue, live}
-#          when a new queue would pass the cap
-JOB_ENQUEUE = _job_op("job_enqueue", b"""\
-local now, window, cap, nq = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local capped, first = 0, nil
-for i = 0, nq - 1 do
-  local q = ARGV[5 + 2 * i]
-  if ARGV[6 + 2 * i] == '0' and not redis.call('zscore', KEYS[1], q) then
-    capped = capped + 1
-    first = first or q
+# Register queues in the registry job:queues (a slot of its own: jobs/registry.py), refusing one
+# more than the cap allows.
+#   KEYS   job:queues
+#   ARGV   now, max queues (-1: no cap: a queue registered again after a race with forgetting it),
+#          then per queue: name, configured 0|1 (configured queues do not count against the cap)
+#   reply  {1} | {-2, first queue refused, live queues} (nothing registered)
+JOB_REGISTER = ScriptOp("job_register", b"""\
+local now, cap = ARGV[1], tonumber(ARGV[2])
+if cap >= 0 then
+  local capped, first = 0, nil
+  for i = 3, #ARGV, 2 do
+    if ARGV[i + 1] == '0' and not redis.call('zscore', KEYS[1], ARGV[i]) then
+      capped = capped + 1
+      first = first or ARGV[i]
+    end
+  end
+  if capped > 0 then
+    local live = redis.call('zcard', KEYS[1])
+    if live + capped > cap then return {-2, first, live} end
   end
 end
-if capped > 0 then
-  local live = redis.call('zcard', KEYS[1])
-  if live + capped > cap then return {-2, first, live} end
+for i = 3, #ARGV, 2 do redis.call('zadd', KEYS[1], now, ARGV[i]) end
+return {1}
+""")
+
+# Enqueue a batch (of the queues of one slot): check that each queue is still registered (its
+# job:{Q}:listed key; or mark it so, for queues the caller has just registered), skip the jobs
+# whose dedup key already names a live job, write the rest.
+#   KEYS   per queue: its listed key; then per job: its record, its index (ready or delayed), its
+#          dedup key if any
+#   ARGV   dedup window ms, number of queues, then per queue: 1 (just registered: mark it listed)
+#          or 0 (must be listed), then per job: has dedup 0|1, index score, record
+#   reply  {1, created 1|0, the existing record (a dedup hit) or false, ...}, or {-3, i...} when
+#          the i-th queues (1-based) are not listed (forgotten since: register them again); then
+#          nothing was written
+JOB_ENQUEUE = _job_op("job_enqueue", b"""\
+local window, nq = ARGV[1], tonumber(ARGV[2])
+local unlisted = {-3}
+for i = 1, nq do
+  if ARGV[2 + i] ~= '1' and redis.call('exists', KEYS[i]) == 0 then unlisted[#unlisted + 1] = i end
+end
+if #unlisted > 1 then return unlisted end
+for i = 1, nq do
+  if ARGV[2 + i] == '1' then redis.call('set', KEYS[i], '1') end
 end
 local out, made = {1}, {}
-local k, a = 2, 5 + 2 * nq
+local k, a = nq + 1, 3 + nq
 while a <= #ARGV do
   local rec_key, index = KEYS[k], KEYS[k + 1]
   local dedup = ARGV[a] == '1' and KEYS[k + 2] or nil
+  local pre, id = split(rec_key)
   local existing = nil
   if dedup then
     existing = made[dedup]
     if not existing then
-      local id = redis.call('get', dedup)
-      if id then existing = redis.call('get', 'job:' .. id) or nil end
+      local first = redis.call('get', dedup)
+      if first then existing = redis.call('get', pre .. first) or nil end
     end
   end
   if existing then
     out[#out + 1], out[#out + 2] = 0, existing
   else
-    local id = string.sub(rec_key, 5)
     redis.call('set', rec_key, ARGV[a + 2])
     redis.call('zadd', index, ARGV[a + 1], id)
     if dedup then
@@ -265,7 +294,6 @@ while a <= #ARGV do
   k = k + (dedup and 3 or 2)
   a = a + 3
 end
-for i = 0, nq - 1 do redis.call('zadd', KEYS[1], d(now), ARGV[5 + 2 * i]) end
 return out
 """, notify=True, notify_only=_WAKES)
 
@@ -296,13 +324,14 @@ local function earliest(a, b)
 end
 for qi = 0, #KEYS / 4 - 1 do
   local leased, delayed, ready, dlq = KEYS[4 * qi + 1], KEYS[4 * qi + 2], KEYS[4 * qi + 3], KEYS[4 * qi + 4]
+  local pre = split(leased)
   local expiring = redis.call('zrangebyscore', leased, '-inf', upto, 'WITHSCORES', 'LIMIT', 0, batch)
   local later = redis.call('zrangebyscore', delayed, '-inf', upto, 'WITHSCORES', 'LIMIT', 0, batch)
   local failed = false
   for i = 1, #expiring, 2 do
     local id = expiring[i]
     if tonumber(expiring[i + 1]) > now then break end
-    local f = load(id)
+    local f = load(pre .. id)
     local token, _, deadline = nil, nil, nil
     if f then token, _, deadline = lease_of(f) end
     if not f or f[3] ~= '"IN_PROGRESS"' or not token then
@@ -317,18 +346,18 @@ for qi = 0, #KEYS / 4 - 1 do
       local err = '"lease expired after ' .. d(math.max(1, held)) .. ' s (attempt ' .. f[9] .. ' of ' .. f[6] .. ')"'
       redis.call('zrem', leased, id)
       if tonumber(f[9]) >= tonumber(f[6]) then
-        to_failed(id, f, err, now, dlq, dlq_ms)
+        to_failed(pre .. id, id, f, err, now, dlq, dlq_ms)
         failed = true
       else
         f[11] = err
-        to_pending(id, f, now, now, ready, delayed)
+        to_pending(pre .. id, id, f, now, now, ready, delayed)
       end
     end
   end
   for i = 1, #later, 2 do
     local id = later[i]
     if tonumber(later[i + 1]) > now then break end
-    local f = load(id)
+    local f = load(pre .. id)
     redis.call('zrem', delayed, id)
     if f and f[3] == '"PENDING"' then redis.call('zadd', ready, d(ready_score(f)), id) end
   end
@@ -336,14 +365,14 @@ for qi = 0, #KEYS / 4 - 1 do
   local room = max - #out
   if room > 0 then
     for _, id in ipairs(redis.call('zrange', ready, 0, room - 1)) do
-      local f = load(id)
+      local f = load(pre .. id)
       redis.call('zrem', ready, id)
       if f and f[3] == '"PENDING"' then
         local vis = vis_over > 0 and vis_over or tonumber(f[7])
         local deadline = now + vis * 1000
         f[3], f[9], f[16] = '"IN_PROGRESS"', d(tonumber(f[9]) + 1), d(now)
         f[10] = lease_json(ARGV[8 + #out], worker, deadline)
-        put(id, f)
+        put(pre .. id, f)
         redis.call('zadd', leased, d(deadline), id)
         out[#out + 1] = enc(f)
       end
@@ -365,11 +394,11 @@ local now, done_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out, finished = {}, {}
 for i = 0, #KEYS / 3 - 1 do
   local rec_key, leased, done = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local id = string.sub(rec_key, 5)
-  local f, refused = holder(id, ARGV[3 + 3 * i], ARGV[5 + 3 * i])
+  local _, id = split(rec_key)
+  local f, refused = holder(rec_key, ARGV[3 + 3 * i], ARGV[5 + 3 * i])
   if f then
     f[3], f[10], f[12], f[15], f[16] = '"DONE"', 'null', ARGV[4 + 3 * i], d(now), d(now)
-    put(id, f, done_ms)
+    put(rec_key, f, done_ms)
     redis.call('zrem', leased, id)
     redis.call('zadd', done, d(now), id)
     finished[done] = true
@@ -389,19 +418,19 @@ return out
 #   reply  {1, record, ''} | {0, false, ''} | {2, state, 'state'|'token'} (as JOB_ACK's per item)
 JOB_NACK = _job_op("job_nack", b"""\
 local now = tonumber(ARGV[1])
-local id = string.sub(KEYS[1], 5)
-local f, refused = holder(id, ARGV[2], ARGV[3])
+local _, id = split(KEYS[1])
+local f, refused = holder(KEYS[1], ARGV[2], ARGV[3])
 if not f then return refused end
 redis.call('zrem', KEYS[2], id)
 if ARGV[4] == 'release' then
   f[9] = d(math.max(0, tonumber(f[9]) - 1))
-  to_pending(id, f, now, now, KEYS[3], KEYS[4])
+  to_pending(KEYS[1], id, f, now, now, KEYS[3], KEYS[4])
 elseif tonumber(f[9]) >= tonumber(f[6]) then
-  to_failed(id, f, ARGV[5], now, KEYS[5], tonumber(ARGV[7]))
+  to_failed(KEYS[1], id, f, ARGV[5], now, KEYS[5], tonumber(ARGV[7]))
   prune(KEYS[5], now - tonumber(ARGV[7]))
 else
   f[11] = ARGV[5]
-  to_pending(id, f, now + tonumber(ARGV[6]), now, KEYS[3], KEYS[4])
+  to_pending(KEYS[1], id, f, now + tonumber(ARGV[6]), now, KEYS[3], KEYS[4])
 end
 return {1, enc(f), ''}
 """, notify=True, notify_only=_WAKES)
@@ -412,13 +441,13 @@ return {1, enc(f), ''}
 #   reply  {1, record, ''} | {0, false, ''} | {2, state, 'state'|'token'} (as JOB_ACK's per item)
 JOB_EXTEND = _job_op("job_extend", b"""\
 local now = tonumber(ARGV[1])
-local id = string.sub(KEYS[1], 5)
-local f, refused = holder(id, ARGV[2], ARGV[3])
+local _, id = split(KEYS[1])
+local f, refused = holder(KEYS[1], ARGV[2], ARGV[3])
 if not f then return refused end
 local token, worker = lease_of(f)
 local deadline = now + tonumber(ARGV[4]) * 1000
 f[10], f[16] = lease_json(token, worker, deadline), d(now)
-put(id, f)
+put(KEYS[1], f)
 redis.call('zadd', KEYS[2], d(deadline), id)
 return {1, enc(f), ''}
 """)

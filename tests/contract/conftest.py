@@ -8,9 +8,9 @@ session and FLUSHALLed before every test; "cluster" a local three-primary
 Redis Cluster (tests/redis_cluster.py) behind a `redis+cluster://` URL.  A
 backend whose server cannot be started here skips its tests.
 
-On "cluster" a transaction or script must keep to one hash slot: tests whose
-keys do not yet (the domain key layout, issue 14 section 5) are listed in
-NOT_ON_CLUSTER and skipped there with the reason.
+On "cluster" a transaction or script must keep to one hash slot: a test
+module whose keys do not (none today: auth, proxy and jobs keys are tagged)
+is listed in NOT_ON_CLUSTER and skipped there with the reason.
 """
 
 from __future__ import annotations
@@ -83,16 +83,10 @@ BACKENDS: dict[str, Backend] = {
     "cluster": Backend(cluster, server="redis_cluster"),
 }
 
-# Test modules whose keys are not laid out for Redis Cluster yet: a transaction or script of
+# Test modules whose keys are not laid out for Redis Cluster: a transaction or script of
 # theirs touches keys in several hash slots (CrossSlotError).  Skipped on "cluster" only.
 # A module's name skips all its tests, "module::test" one test.
-_JOBS = ("a job operation's KEYS span job:queues, job:<id> and the queue's indexes: the job key layout "
-         "(one hash tag per queue) and its migration are not done yet")
-NOT_ON_CLUSTER: dict[str, str] = {
-    "test_jobs_backends": _JOBS,
-    "test_jobs_ops": _JOBS,
-    "test_jobs_stats_snapshot": _JOBS,
-}
+NOT_ON_CLUSTER: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")

@@ -9,16 +9,20 @@ on atlasd and redis-server, the engine's own Lua on the embedded store) and
 once through the Python model (the op's `txn_model`, run as one
 `Store.transact`).  After every step the replies and everything stored
 under ``job:`` (values, TTLs present, index members and scores) must be equal.
+On Redis Cluster the operations over several queues run one script per slot.
 
-Also here: records of the older compact form are migrated once, and the
-queue works on them (`jobs.migrate`).
+Also here: a store written in the layouts before one hash tag per queue (and
+records of the older compact form) is migrated once, and the queue works on
+it (`jobs.migrate`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import random
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -26,16 +30,27 @@ from hypothesis import strategies as st
 
 from helios_core.clock import wall_ms
 from helios_core.config import JobsConfig
-from helios_core.jobs import AckItem, EnqueueRequest, JobQueue, State
+from helios_core.jobs import EnqueueRequest, JobQueue, State, registry
 from helios_core.jobs import ops as jobops
-from helios_core.jobs.migrate import FORMAT_KEY, ensure_current
-from helios_core.jobs.model import Job, dedup_key, is_current_record, is_job_id, job_key, new_job_id
+from helios_core.jobs.migrate import CURRENT, FORMAT_KEY, ensure_current, migrate
+from helios_core.jobs.model import (
+    QUEUES_KEY,
+    Job,
+    Lease,
+    dedup_key,
+    id_of_key,
+    is_current_record,
+    is_job_id,
+    job_key,
+    new_job_id,
+    ready_score,
+)
 from helios_core.store import Store
-from helios_core.store.base import to_bytes
+from helios_core.store.base import Key, to_bytes
 from helios_core.store.scripts import ScriptOp
 
 QUEUES = ["qa", "qb"]
-ZSETS = ("job:ready:", "job:delayed:", "job:leased:", "job:dlq:", "job:done:")
+ZSETS = (b":ready", b":delayed", b":leased", b":dlq", b":done")
 DONE_MS, DLQ_MS, WINDOW_MS = 50_000, 80_000, 30_000
 
 
@@ -44,6 +59,9 @@ class LuaStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def slot(self, key: Key) -> int:
+        return self.store.slot(key)
 
     async def run_script(self, op: ScriptOp, keys: list[Any], args: list[Any], *, durable: bool = True) -> Any:
         return await self.store.run_script(dataclasses.replace(op, txn_model=None), keys, args, durable=durable)
@@ -54,6 +72,9 @@ class ModelStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def slot(self, key: Key) -> int:
+        return self.store.slot(key)
 
     async def run_script(self, op: ScriptOp, keys: list[Any], args: list[Any], *, durable: bool = True) -> Any:
         model = op.txn_model
@@ -85,11 +106,11 @@ async def dump(s: Store) -> dict[bytes, Any]:
             break
     out: dict[bytes, Any] = {}
     for key in sorted(keys):
-        if key.startswith(tuple(z.encode() for z in ZSETS)) or key == b"job:queues":
+        if key.endswith(ZSETS) or key == QUEUES_KEY.encode():
             out[key] = await s.zrangebyscore(key)
         else:
             raw = await s.get(key)
-            if raw is not None and is_job_id(key[4:].decode()):
+            if raw is not None and is_job_id(id_of_key(key).decode()):
                 assert is_current_record(raw), raw  # (whichever wrote it: the Lua or the model)
                 out[key] = (orjson.loads(raw), await s.pttl(key) > 0)
             else:
@@ -129,6 +150,7 @@ async def play(s: Store, runner: Any, steps: list[tuple[Any, ...]], t0: int) -> 
     now = t0
     jobs: list[Job] = []  # every job made, in order (what a step's index picks from)
     tokens: dict[str, list[str]] = {}  # job id -> its lease tokens, oldest first
+    listed: set[str] = set()  # queues registered (and so marked listed by their first enqueue)
     out: list[Any] = []
 
     def token(i: int, kind: str) -> tuple[str, str]:
@@ -154,9 +176,13 @@ async def play(s: Store, runner: Any, steps: list[tuple[Any, ...]], t0: int) -> 
                                  visibility_timeout_s=vis, priority=prio, dedup_id=dedup, updated_ms=now))
                 keys.append(None if dedup is None else dedup_key(q, "p", dedup))
             queues = sorted({(j.queue, j.queue == "qa") for j in batch})
-            reply = await jobops.enqueue(runner, batch, keys, queues, now, WINDOW_MS, 10)
-            if isinstance(reply, list):
-                jobs += [j for j, created in reply if created]
+            fresh = frozenset(q for q, _ in queues if q not in listed)
+            capped = await registry.register(runner, queues, now, 10)
+            made, unlisted = await jobops.enqueue(runner, batch, keys, now, WINDOW_MS, fresh)
+            listed.update(fresh)
+            assert capped is None and unlisted == []
+            jobs += [j for j, created in made if created]  # type: ignore[misc]
+            reply = made
         elif kind == "lease":
             _, qs, k, vis, wake = st_
             got, due = await jobops.lease(runner, qs, k, now, "w", vis or None, DLQ_MS, wake=wake,
@@ -197,40 +223,131 @@ def test_the_lua_and_the_model_agree(run_store, steps: list) -> None:
     run_store(body)
 
 
-def test_a_queue_on_old_records_migrates_them_once(run_store) -> None:
-    """Records as the code before the operations wrote them (one compact JSON object) are rewritten
-    on first use, TTLs kept; the queue then leases, acks and nacks them; a second run changes nothing."""
+def _old_store_jobs(now: int) -> list[Job]:
+    """Jobs in every state, as a store of the layout before one tag per queue holds them."""
+    def job(n: int, q: str, state: State, **kw: Any) -> Job:
+        return Job(id=new_job_id(now - 10_000 + n, n.to_bytes(10, "big")), queue=q, payload={"n": n, "é": 1.5},
+                   state=state, created_ms=now - 10_000 + n, available_ms=now - 10_000 + n, max_attempts=3,
+                   visibility_timeout_s=30, updated_ms=now - 5000, **kw)
+
+    return [
+        job(0, "qa", State.PENDING, priority=5),
+        job(1, "qa", State.PENDING),
+        job(2, "qa", State.IN_PROGRESS, attempts=1, lease=Lease("tok-2", "w1", now + 20_000)),
+        job(3, "qa", State.DONE, attempts=1, result={"ok": True}, finished_ms=now - 1000),
+        job(4, "qb", State.FAILED, attempts=3, last_error="boom", finished_ms=now - 2000),
+        job(5, "qb", State.PENDING, attempts=1, dedup_id="order-17").with_(available_ms=now + 60_000),
+    ]
+
+
+async def _write_old_layout(s: Store, jobs: list[Job], now: int) -> dict[bytes, int]:
+    """The keys as the code before format "3" wrote them: job:<id>, job:ready:Q ..., job:dedup:Q:P:D;
+    job 1's record in the compact JSON of format "1".  Returns the TTL (ms) given to each key with one."""
+    ttls = {b"job:" + jobs[3].id.encode(): 600_000, b"job:" + jobs[4].id.encode(): 900_000,
+            b"job:dedup:qb:u1:order-17": 300_000}
+    index = {0: "ready", 1: "ready", 2: "leased", 3: "done", 4: "dlq", 5: "delayed"}
+    scores = {0: ready_score(5, jobs[0].available_ms), 1: ready_score(0, jobs[1].available_ms), 2: now + 20_000,
+              3: now - 1000, 4: now - 2000, 5: now + 60_000}
+
+    for n, job in enumerate(jobs):
+        key = b"job:" + job.id.encode()
+        await s.set(key, orjson.dumps(job.to_dict()) if n == 1 else job.encode(), px=ttls.get(key))
+    await s.set(b"job:dedup:qb:u1:order-17", jobs[5].id, px=ttls[b"job:dedup:qb:u1:order-17"])
+    await s.set(FORMAT_KEY, b"2")
+    for n, job in enumerate(jobs):
+        await s.transact(lambda t, n=n, job=job: t.zadd(f"job:{index[n]}:{job.queue}", {job.id: scores[n]}))
+    await s.transact(lambda t: t.zadd(QUEUES_KEY, {"qa": now - 9000, "qb": now - 9000}))
+    return ttls
+
+
+def test_a_store_in_the_old_layout_is_migrated_once(run_store) -> None:
+    """Format "3": every key of the older layout moves under its queue's tag, values, TTLs, leases
+    and dedup keys kept; the queue then works on them; a second run changes nothing."""
     async def body(s: Store) -> None:
         await clear(s)
-        await s.delete(FORMAT_KEY)
         now = wall_ms()
-        old = JobQueue(s, JobsConfig(), random.Random(1))
-        await old.prepare()
-        made = [job for job, _ in await old.enqueue_batch([EnqueueRequest("qa", {"i": i}) for i in range(4)], now)]
-        leased = await old.lease(["qa"], 1, now, worker="w")
-        assert leased[0].lease is not None
-        await old.ack(leased[0].id, leased[0].lease.token, "r", now)
-        # Rewrite every record as the older code encoded it, and forget that the store was migrated.
-        for job in made:
-            raw = await s.get(job_key(job.id))
-            assert raw is not None and is_current_record(raw)
-            ttl = await s.pttl(job_key(job.id))
-            await s.set(job_key(job.id), orjson.dumps(Job.decode(raw).to_dict()), px=ttl if ttl > 0 else None)
-        await s.delete(FORMAT_KEY)
+        jobs = _old_store_jobs(now)
+        ttls = await _write_old_layout(s, jobs, now)
         q = JobQueue(s, JobsConfig(), random.Random(1))
-        assert (await q.get(made[1].id)).payload == {"i": 1}  # (read either form)
-        got = await q.lease(["qa"], 2, now + 1, worker="w2")
-        assert [j.id for j in got] == [made[1].id, made[2].id]
-        for job in made:
-            raw = await s.get(job_key(job.id))
-            assert raw is not None and is_current_record(raw), raw
-        assert await s.pttl(job_key(made[0].id)) > 0, "the DONE record keeps its retention TTL"
-        assert await s.get(FORMAT_KEY) == b"2"
-        assert got[0].lease is not None and got[1].lease is not None
-        out = await q.ack_batch([AckItem(got[0].id, got[0].lease.token, {"x": "ü"})], now + 2)
-        assert isinstance(out[0], Job) and out[0].state is State.DONE and out[0].result == {"x": "ü"}
-        nacked = await q.nack(got[1].id, got[1].lease.token, "e", now + 2, retry_delay_ms=0)
-        assert nacked.state is State.PENDING and nacked.last_error == "e"
-        assert await ensure_current(s) == 0
+        await q.prepare()
+        assert await s.get(FORMAT_KEY) == CURRENT
+        keys = sorted(k.decode() for k in await s.scan_all(b"job:"))
+        assert keys == sorted(["job:format", "job:queues", "job:{qb}:dedup:u1:order-17",
+                               "job:{qa}:ready", "job:{qa}:leased", "job:{qa}:done", "job:{qb}:dlq",
+                               "job:{qb}:delayed", *(job_key(j.queue, j.id) for j in jobs)]), keys
+        for n, job in enumerate(jobs):
+            raw = await s.get(job_key(job.queue, job.id))
+            assert raw is not None and is_current_record(raw) and Job.decode(raw) == job
+            if n != 1:
+                assert raw == job.encode(), "a record of the current form is copied byte for byte"
+            ttl = await s.pttl(job_key(job.queue, job.id))
+            old_ttl = ttls.get(b"job:" + job.id.encode())
+            assert (ttl == -1) if old_ttl is None else (0 < ttl <= old_ttl), (n, ttl)
+        assert 0 < await s.pttl("job:{qb}:dedup:u1:order-17") <= 300_000
+        assert await s.zrangebyscore("job:{qa}:leased") == [(jobs[2].id.encode(), now + 20_000)]
+        assert [m for m, _ in await s.zrangebyscore("job:{qa}:ready")] == [jobs[0].id.encode(), jobs[1].id.encode()]
+        assert await q.queues() == ["qa", "qb"]
+
+        # The queue works on what moved: the leased job's worker acks with its token, the ready jobs
+        # lease in their order, the dedup id still names its job, the stats add up.
+        assert (await q.ack(jobs[2].id, "tok-2", "done", now)).state is State.DONE
+        got = await q.lease(["qa"], 5, now, worker="w2")
+        assert [j.id for j in got] == [jobs[0].id, jobs[1].id]
+        again, created = await q.enqueue(EnqueueRequest("qb", "dup", dedup_id="order-17", producer="u1"), now)
+        assert not created and again.id == jobs[5].id
+        assert (await q.redrive(jobs[4].id, now)).state is State.PENDING
+        stats = {st.queue: (st.pending, st.delayed, st.in_progress, st.done, st.failed) for st in await q.stats(now)}
+        assert stats == {"qa": (0, 0, 2, 2, 0), "qb": (1, 1, 0, 0, 0)}
+        assert await ensure_current(s) == 0 and await migrate(s, now) == 0
+
+    run_store(body)
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAfter:
+    """A Store that fails its n-th transaction: a migration cut short."""
+
+    def __init__(self, store: Store, n: int) -> None:
+        self._store, self._n = store, n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def transact(self, fn: Any, **kw: Any) -> Any:
+        self._n -= 1
+        if self._n == 0:
+            raise _Crash
+        return await self._store.transact(fn, **kw)
+
+
+def test_the_migration_cut_short_or_run_twice_at_once_moves_each_key_once(run_store) -> None:
+    async def body(s: Store) -> None:
+        now = wall_ms()
+        jobs = _old_store_jobs(now)
+        await clear(s)
+        await _write_old_layout(s, jobs, now)
+        with contextlib.suppress(_Crash):
+            await ensure_current(cast(Store, _CrashAfter(s, 4)), now)  # three keys moved, then a crash
+        assert await s.get(FORMAT_KEY) == b"2", "the format is written last"
+        assert len([k for k in await s.scan_all(b"job:{") if not k.endswith((b":ready", b":listed"))]) >= 3
+        # A record moved, then changed under its new name, before its old name was deleted: the new wins.
+        await s.set(b"job:" + jobs[0].id.encode(), orjson.dumps(jobs[0].to_dict()))
+        changed = jobs[0].with_(priority=-5).encode()
+        await s.set(job_key("qa", jobs[0].id), changed)
+        old = [k for k in await s.scan_all(b"job:") if k[4:5] != b"{" and k.count(b":") != 2
+               and k not in (QUEUES_KEY.encode(), FORMAT_KEY.encode())]
+        # Two processes finish it at once: each key moves once (job 0's new name is taken).
+        moved = await asyncio.gather(migrate(s, now), migrate(s, now))
+        assert sum(moved) == len(old) - 1, (moved, old)
+        assert await s.get(job_key("qa", jobs[0].id)) == changed
+        assert not [k for k in await s.scan_all(b"job:") if k[4:5] != b"{" and
+                    k not in (QUEUES_KEY.encode(), FORMAT_KEY.encode())]
+        for job in jobs[1:]:
+            raw = await s.get(job_key(job.queue, job.id))
+            assert raw is not None and Job.decode(raw) == job
+        assert await ensure_current(s, now) == 0 and await s.get(FORMAT_KEY) == CURRENT
 
     run_store(body)

@@ -230,7 +230,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 def test_an_atlasd_owned_data_dir_goes_through_its_socket(daemon: Daemon) -> None:
     job_id = enqueue(daemon.data, "emails", '{"via": "atlasd"}')
     with daemon.client() as r:
-        assert orjson.loads(r.get(f"job:{job_id}"))["payload"] == {"via": "atlasd"}
+        assert orjson.loads(r.get(f"job:{{emails}}:{job_id}"))["payload"] == {"via": "atlasd"}
     assert orjson.loads(run("show", job_id, "--json", "--data", str(daemon.data)).stdout)["state"] == "PENDING"
 
 

@@ -1,24 +1,31 @@
 """The store on Redis Cluster (`redis+cluster://`, store/cluster.py) against a local three-primary cluster.
 
 The Store contract itself runs on the cluster in tests/contract (backend
-"cluster"); here is what is particular to a cluster: URLs, which keys share a
-slot (every named operation's KEYS, as its caller builds them), the clear
-error a cross-slot transaction or script gets, per-slot MGET/DEL, a read
-beside a script in another slot, a slot moved under a running store (MOVED
-and ASK), WAIT, and a concurrent workload over keys on every node.
+"cluster"), and so do the job queue's contract tests; here is what is
+particular to a cluster: URLs, which keys share a slot (every named
+operation's KEYS, as its caller builds them), the clear error a cross-slot
+transaction or script gets, per-slot MGET/DEL, a read beside a script in
+another slot, a slot moved under a running store (MOVED and ASK), WAIT, a
+concurrent workload over keys on every node, and a job workload over queues
+on every node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from helios_core.clock import wall_ms
+from helios_core.config import JobsConfig
 from helios_core.errors import HeliosError
-from helios_core.jobs import ops
-from helios_core.jobs.model import Job, State, dedup_key, new_job_id
+from helios_core.jobs import AckItem, EnqueueRequest, JobQueue, ops
+from helios_core.jobs.model import Job, State, dedup_key, new_job_id, queue_prefix
+from helios_core.jobs.registry import register
 from helios_core.jobs.stats import read_counts
 from helios_core.ratelimit import Policy, RateLimiter, RateLimitSettings
 from helios_core.store import open_store, parse_store_url
@@ -72,6 +79,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[bytes]]] = []
 
+    def slot(self, key: Key) -> int:  # (as a cluster groups keys: callers split their calls by it)
+        return slot_of(key)
+
     async def run_script(self, op: ScriptOp, keys: list[Key], args: list[Any], *, durable: bool = True) -> Any:
         self.calls.append((op.name, [to_bytes(k) for k in keys]))
         raise _Captured
@@ -96,9 +106,12 @@ def _calls() -> dict[str, Callable[[Any], Awaitable[Any]]]:
             "user:alice", lambda st: Policy(10, 60), NOW),
         "rate_take (login throttle: bucket alone)": lambda s: limiter(s, RateLimitSettings(Policy(10, 60))).hit_policy(
             "ip:10.0.0.7", Policy(5, 60), NOW),
+        "job_register": lambda s: register(s, [("emails", False), ("reports", True)], NOW, 100),
         "job_enqueue": lambda s: ops.enqueue(s, jobs, [dedup_key("emails", "u1", "order-17"), None, None],
-                                             [("emails", False)], NOW, 60_000, 100),
+                                             NOW, 60_000, frozenset({"emails"})),
         "job_lease": lambda s: ops.lease(s, ["emails"], 10, NOW, "w1", None, 60_000, wake=False),
+        "job_lease (several queues: a script per slot)": lambda s: ops.lease(
+            s, ["emails", "reports"], 10, NOW, "w1", None, 60_000, wake=True),
         "job_ack": lambda s: ops.ack(s, [(jobs[0].id, "tok", None, "emails"), (jobs[1].id, "tok", None, "emails")],
                                      NOW, 60_000),
         "job_nack": lambda s: ops.nack(s, jobs[0].id, "tok", "emails", NOW, release=False, error="x", delay_ms=0,
@@ -108,17 +121,9 @@ def _calls() -> dict[str, Callable[[Any], Awaitable[Any]]]:
     }
 
 
-_LAYOUT = "the job key layout (one hash tag per queue) is not done yet: issue 14 section 5"
-_NOT_YET = {"job_enqueue", "job_lease", "job_ack", "job_nack",
-            "job_extend", "queue_stats"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, raises=CrossSlotError, reason=_LAYOUT)) if n in _NOT_YET
-    else n for n in _calls()])
+@pytest.mark.parametrize("name", list(_calls()))
 def test_every_named_operation_keeps_its_keys_in_one_slot(name: str) -> None:
-    """Redis Cluster runs a script on the node of its KEYS' one slot.  (strict xfail: when the layout
-    lands, these pass and the marks must go.)"""
+    """Redis Cluster runs a script on the node of its KEYS' one slot."""
     rec = _Recorder()
     with pytest.raises(_Captured):
         asyncio.run(_calls()[name](rec))  # type: ignore[arg-type]
@@ -319,5 +324,98 @@ def test_concurrent_transactions_over_every_node_lose_no_update(cluster: RedisCl
         assert await s.mget(counters) == [b"25"] * len(counters)
         for key in counters:
             assert await s.zcard(key[:key.index("}") + 1] + "log") == 5
+
+    _run(cluster, body)
+
+
+# -- the job queue on a cluster -----------------------------------------------------------------
+
+
+def _queues_on_every_node(group: RedisClusterGroup, n: int = 4) -> list[str]:
+    """`n` queue names whose tags land on every primary."""
+    names = [f"q{i}" for i in range(n)]
+    assert len({_slot_port(group, slot_of(queue_prefix(q))) for q in names}) == 3, names
+    return names
+
+
+def test_a_job_workload_over_queues_on_every_node(cluster: RedisClusterGroup) -> None:
+    """A producer enqueues N jobs over four queues (their slots on all three primaries); six workers,
+    each its own JobQueue (a process of its own), lease over all the queues and ack through another
+    JobQueue than the one that leased (the job found by its id), two of them long-polling; every job
+    runs exactly once.  Then stats, listing, get, cancel and redrive on the same cluster."""
+    names = _queues_on_every_node(cluster)
+    total = 240
+
+    async def body(s: ClusterStore) -> None:
+        cfg = JobsConfig()
+        producer = JobQueue(s, cfg, random.Random(0))
+        await producer.prepare()
+        for start in range(0, total, 60):
+            reqs = [EnqueueRequest(names[i % len(names)], {"i": i}) for i in range(start, start + 60)]
+            assert all(created for _, created in await producer.enqueue_batch(reqs, wall_ms()))
+        ran: Counter[int] = Counter()
+        acker = JobQueue(s, cfg, random.Random(9))  # never leased anything: finds each job by id
+
+        async def worker(n: int) -> None:
+            mine = JobQueue(s, cfg, random.Random(n + 1))
+            order = names[n % len(names):] + names[:n % len(names)]
+            while sum(ran.values()) < total:
+                if n < 2:
+                    got = await mine.lease_wait(order, 5, wall_ms, 200, worker=f"w{n}")
+                else:
+                    got = await mine.lease(order, 5, wall_ms(), worker=f"w{n}")
+                if not got:
+                    await asyncio.sleep(0.01)
+                    continue
+                for job in got:
+                    ran[job.payload["i"]] += 1
+                out = await acker.ack_batch([AckItem(j.id, j.lease.token, n) for j in got if j.lease], wall_ms())
+                assert all(isinstance(r, Job) and r.state is State.DONE for r in out), out
+
+        await asyncio.gather(*(worker(n) for n in range(6)))
+        assert sorted(ran) == list(range(total)) and set(ran.values()) == {1}, "each job ran exactly once"
+        stats = {st.queue: st for st in await producer.stats(wall_ms())}
+        assert sorted(stats) == names
+        assert sum(st.done for st in stats.values()) == total
+        assert all(st.pending == st.in_progress == st.failed == 0 for st in stats.values())
+
+        jobs, cursor = await producer.list(names[1], State.DONE, wall_ms(), limit=1000)
+        assert len(jobs) == total // len(names) and cursor is None
+        assert all(j.state is State.DONE and j.result in range(6) for j in jobs)
+        other = JobQueue(s, cfg)  # another process
+        assert (await other.get(jobs[0].id)).result == jobs[0].result
+
+        (keep, _), (drop, _), (fail, _) = await producer.enqueue_batch(
+            [EnqueueRequest(names[2], "keep"), EnqueueRequest(names[3], "drop"),
+             EnqueueRequest(names[0], "fail", max_attempts=1)], wall_ms())
+        assert (await other.cancel(drop.id, wall_ms())).state is State.CANCELLED
+        (leased,) = await other.lease([names[0]], 1, wall_ms(), worker="w")
+        assert leased.id == fail.id and leased.lease
+        assert (await JobQueue(s, cfg).nack(fail.id, leased.lease.token, "boom", wall_ms())).state is State.FAILED
+        assert (await JobQueue(s, cfg).redrive(fail.id, wall_ms())).state is State.PENDING
+        (again,) = await other.lease([names[0]], 1, wall_ms(), worker="w")
+        assert again.lease
+        await JobQueue(s, cfg).nack(again.id, again.lease.token, "boom", wall_ms())
+        assert await JobQueue(s, cfg).redrive_all(wall_ms()) == 1
+        after = {st.queue: (st.pending, st.done) for st in await other.stats(wall_ms())}
+        assert after[names[0]][0] == 1 and after[names[2]][0] == 1 and after[names[3]][1] == total // 4 + 1
+        assert (await other.get(keep.id)).state is State.PENDING
+
+    _run(cluster, body)
+
+
+def test_the_job_queue_migrates_a_cluster_store_too(cluster: RedisClusterGroup) -> None:
+    """Format "3" runs key by key, each step in one slot: an older layout's keys on a cluster (which no
+    older process could have written there, but a copied dataset may hold) move like elsewhere."""
+    async def body(s: ClusterStore) -> None:
+        now = wall_ms()
+        job = Job(id=new_job_id(now), queue="emails", payload={"n": 1}, state=State.PENDING, created_ms=now,
+                  available_ms=now, max_attempts=3, visibility_timeout_s=30, updated_ms=now)
+        await s.set(b"job:" + job.id.encode(), job.encode())
+        await s.transact(lambda t: t.zadd("job:ready:emails", {job.id: 1.0}))
+        q = JobQueue(s, JobsConfig())
+        (got,) = await q.lease(["emails"], 1, now, worker="w")
+        assert got.id == job.id and await s.get(b"job:" + job.id.encode()) is None
+        assert await s.exists("job:{emails}:" + job.id) and not await s.exists("job:ready:emails")
 
     _run(cluster, body)

@@ -174,7 +174,7 @@ async def _run(setup: Setup, prefix: str, wait_replicas: int) -> Tally:
     try:
         values = await store.mget(list(tally.kv_acked))
         tally.failures["lost kv"] = sum(v is None for v in values)
-        jobs = await store.mget([job_key(j) for j in tally.jobs_acked])
+        jobs = await store.mget([job_key(f"{prefix}-q", j) for j in tally.jobs_acked])
         tally.failures["lost jobs"] = sum(v is None for v in jobs)
     finally:
         await store.close()

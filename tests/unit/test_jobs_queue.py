@@ -46,6 +46,7 @@ from helios_core.jobs.model import (
     done_key,
     job_key,
     leased_key,
+    listed_key,
     ready_key,
 )
 from helios_core.jobs.policy import full_jitter_ms
@@ -93,9 +94,9 @@ class Env:
                 out[index(queue)] = score
         return out
 
-    async def snapshot(self, job_id: str) -> tuple[bytes | None, int, dict[str, float]]:
+    async def snapshot(self, job_id: str, queue: str = Q) -> tuple[bytes | None, int, dict[str, float]]:
         """Everything stored about a job: its record, the record's TTL, and its index entries."""
-        return await self.store.get(job_key(job_id)), await self.store.pttl(job_key(job_id)), \
+        return await self.store.get(job_key(queue, job_id)), await self.store.pttl(job_key(queue, job_id)), \
             await self.where(job_id)
 
 
@@ -131,14 +132,31 @@ def test_enqueue_stores_a_pending_job_and_registers_the_queue(tmp_path: Path) ->
         assert job.state is State.PENDING and job.attempts == 0 and job.lease is None
         assert (job.created_ms, job.available_ms, job.max_attempts, job.visibility_timeout_s) == (T0, T0, 5, 30)
         assert await env.q.get(job.id) == job
-        assert await env.store.pttl(job_key(job.id)) == -1  # kept until it finishes
+        assert await env.store.pttl(job_key(Q, job.id)) == -1  # kept until it finishes
         assert list(await env.where(job.id)) == [ready_key(Q)]
         assert await env.q.queues() == [Q]
         assert await env.store.zscore(QUEUES_KEY, Q) == T0
+        assert await env.store.exists(listed_key(Q))  # what tells an enqueue in Q's slot it is registered
         env.tick(1000)
+        seq = env.seq
         await env.put(2)
-        # Every enqueue registers its queue again (another process may have forgotten it meanwhile).
-        assert await env.store.zscore(QUEUES_KEY, Q) == T0 + 1000, "scored by last enqueue"
+        # Registered once per process: a later enqueue writes its record and index alone (one step).
+        assert await env.store.zscore(QUEUES_KEY, Q) == T0, "scored by when it was registered"
+        assert env.seq == seq + 1
+
+    run(tmp_path, body)
+
+
+def test_every_key_of_a_queue_shares_its_hash_tag(tmp_path: Path) -> None:
+    """One tag per queue (model.py): a queue's indexes, records and dedup keys are job:{Q}:..., and
+    the registry and the format key are the only other job keys."""
+    async def body(env: Env) -> None:
+        job = await env.put(1, dedup_id="d-1")
+        leased = await env.lease_one()
+        assert leased.id == job.id
+        keys = sorted(k.decode() for k in await env.store.scan_all(b"job:"))
+        assert keys == sorted(["job:format", "job:queues", f"job:{{{Q}}}:{job.id}", f"job:{{{Q}}}:leased",
+                               f"job:{{{Q}}}:listed", f"job:{{{Q}}}:dedup::d-1"]), keys
 
     run(tmp_path, body)
 
@@ -146,7 +164,12 @@ def test_enqueue_stores_a_pending_job_and_registers_the_queue(tmp_path: Path) ->
 def test_enqueue_batch_is_one_transaction_and_all_or_nothing(tmp_path: Path) -> None:
     async def body(env: Env) -> None:
         seq = env.seq
-        out = await env.q.enqueue_batch([EnqueueRequest(Q, i) for i in range(100)], env.now)
+        out = await env.q.enqueue_batch([EnqueueRequest(Q, i) for i in range(50)], env.now)
+        # The queue's first enqueue in this process registers it too, before and after (registry.py;
+        # the second registration changes nothing here: no record).
+        assert env.seq == seq + 2
+        seq = env.seq
+        out += await env.q.enqueue_batch([EnqueueRequest(Q, i) for i in range(50, 100)], env.now)
         assert env.seq == seq + 1
         assert [j.payload for j, created in out] == list(range(100)) and all(c for _, c in out)
         with pytest.raises(InvalidInputError, match=r"jobs\[1\]\.priority must be -1000\.\.1000"):
@@ -390,7 +413,7 @@ def test_ack_finishes_the_job_with_its_result(tmp_path: Path) -> None:
         assert done.state is State.DONE and done.result == {"sent": True} and done.lease is None
         assert done.finished_ms == env.now and done.attempts == 1
         assert await env.where(job.id) == {done_key(Q): env.now}
-        assert await env.store.pttl(job_key(job.id)) == 7 * 86_400_000  # jobs.done_retention_seconds
+        assert await env.store.pttl(job_key(Q, job.id)) == 7 * 86_400_000  # jobs.done_retention_seconds
         with pytest.raises(LeaseLostError, match="it is DONE, not leased; nothing changed") as e:
             await env.q.ack(job.id, job.lease.token, None, env.now)
         assert e.value.status == 409 and e.value.code == "lease_lost"
@@ -505,7 +528,7 @@ def test_nack_retries_with_jittered_backoff_then_fails_into_the_dlq(tmp_path: Pa
         failed = await env.q.nack(job.id, last.lease.token, "gave up", env.now)
         assert failed.state is State.FAILED and failed.last_error == "gave up" and failed.finished_ms == env.now
         assert await env.where(job.id) == {dlq_key(Q): env.now}
-        assert await env.store.pttl(job_key(job.id)) == 14 * 86_400_000  # jobs.dlq_retention_seconds
+        assert await env.store.pttl(job_key(Q, job.id)) == 14 * 86_400_000  # jobs.dlq_retention_seconds
 
     run(tmp_path, body, backoff_base_ms=1000, backoff_cap_ms=5000)
 
@@ -641,7 +664,7 @@ def test_redrive_and_redrive_all(tmp_path: Path) -> None:
         assert back.state is State.PENDING and back.attempts == 0 and back.finished_ms is None
         assert back.available_ms == env.now and back.last_error == "broken"
         assert list(await env.where(failed.id)) == [ready_key(Q)]
-        assert await env.store.pttl(job_key(failed.id)) == -1, "the record is kept again"
+        assert await env.store.pttl(job_key(Q, failed.id)) == -1, "the record is kept again"
         with pytest.raises(JobStateError, match="is PENDING: only a FAILED job can be redriven") as e:
             await env.q.redrive(failed.id, env.now)
         assert e.value.status == 409 and e.value.code == "job_state"
@@ -679,7 +702,7 @@ def test_cancel(tmp_path: Path) -> None:
             cancelled = await env.q.cancel(job.id, env.now)
             assert cancelled.state is State.CANCELLED and cancelled.finished_ms == env.now
             assert await env.where(job.id) == {done_key(Q): env.now}
-            assert await env.store.pttl(job_key(job.id)) == 7 * 86_400_000
+            assert await env.store.pttl(job_key(Q, job.id)) == 7 * 86_400_000
         env.tick(60_000)
         assert await env.lease(10) == []
         leased_job = await env.put("l")

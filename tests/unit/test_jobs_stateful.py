@@ -307,7 +307,7 @@ class JobQueueMachine(RuleBasedStateMachine):
                     assert job_id not in where, f"{job_id} in two indexes: {where[job_id]} and {name}"
                     where[job_id] = name
         assert set(where) == set(m.jobs), "every job is in an index, and only known jobs are"
-        raws = await s.mget([job_key(i) for i in m.jobs])
+        raws = await s.mget([job_key(j.queue, i) for i, j in m.jobs.items()])
         for j, raw in zip(m.jobs.values(), raws, strict=True):
             assert raw is not None, f"job {j.id} lost"
             job = Job.decode(raw)
