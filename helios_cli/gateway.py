@@ -64,7 +64,7 @@ def _check_workers(ctx: click.Context, param: click.Parameter, value: int | None
               help="Data directory (created if missing; reached through atlasd's socket when atlasd owns it).")
 @click.option("--store", "store_url", metavar="URL",
               help="Instead of --data: atlas://HOST:PORT, redis://..., rediss://..., unix:///PATH, "
-                   "redis+sentinel://... or redis+cluster://... (the job queue does not run on a cluster yet).")
+                   "redis+sentinel://... or redis+cluster://....")
 @click.option("--bind", metavar="ADDR", help="Listen address (gateway.bind, default 127.0.0.1).")
 @click.option("--port", type=int, metavar="PORT", help="TCP port (gateway.port, default 8080; 0: any free).")
 @click.option("--tls-cert", metavar="FILE", help="PEM certificate: serve HTTPS (gateway.tls_cert).")

@@ -34,7 +34,7 @@ class Waker:
 
     async def _pump(self, sub: Subscription) -> None:
         async for key in sub:
-            # A subscription is by prefix: job:ready:a also hears job:ready:ab.
+            # A subscription is by prefix: only the exact keys wake the poll.
             if key is None or key in self.keys:
                 self.event.set()
 
