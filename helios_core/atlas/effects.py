@@ -223,12 +223,26 @@ def _apply_add(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         value = kind()
         ks.put(key, value, None)
     if type(value) is Hash:
+        if len(items) == 1:  # one field, the usual HSET: one search of the listpack
+            f, v = items[0]
+            old = value.put(f, v)
+            if undo is not None:
+                undo.append(("hrestore", key, [(f, old)]))
+            return
         if undo is not None:
             undo.append(("hrestore", key, [(f, value.get(f)) for f, _ in items]))
         value.update(items)
     elif type(value) is set:
-        added = [m for m in items if m not in value]
-        value.update(added)
+        if len(items) == 1:  # one member, the usual SADD
+            m = items[0]
+            if m in value:
+                added = []
+            else:
+                value.add(m)
+                added = [m]
+        else:
+            added = [m for m in items if m not in value]
+            value.update(added)
         if undo is not None:
             undo.append(("srestore", key, added, ()))
 

@@ -187,9 +187,13 @@ def encode_record(seq: int, effects: list[Effect]) -> bytes:
         # HSET/SADD/LPUSH and kin, the same way (atlasd's per-type write path): same fields, same order.
         op, key, items = effects[0]
         try:
-            rec = {"seq": seq, "cmd": op, "key": key.decode(),
-                   _ITEMS_FIELD[op]: [[f.decode(), v.decode()] for f, v in items] if op == "HSET"
-                   else [m.decode() for m in items]}
+            if len(items) == 1:  # one field or member, the usual case: no comprehension's frame
+                item = items[0]
+                one = [[item[0].decode(), item[1].decode()]] if op == "HSET" else [item.decode()]
+            else:
+                one = ([[f.decode(), v.decode()] for f, v in items] if op == "HSET"
+                       else [m.decode() for m in items])
+            rec = {"seq": seq, "cmd": op, "key": key.decode(), _ITEMS_FIELD[op]: one}
         except UnicodeDecodeError:
             pass  # a _b64 field: the general path
         else:

@@ -177,6 +177,38 @@ class Hash:
         if self._n > LIMITS.hash_entries:
             self._convert()
 
+    def put(self, field: bytes, value: bytes) -> bytes | None:
+        """Set one field, as update([(field, value)]) does; the value it replaced (None: a new field).
+        (HSET's effect: one `find` gives the undo's old value and the place to write.)"""
+        n = self._n
+        limits = LIMITS
+        if n < 0 or len(field) > limits.hash_value or len(value) > limits.hash_value:
+            d: dict[bytes, bytes] = self._v if n < 0 else self._convert()
+            old = d.get(field)
+            d[field] = value
+            return old
+        ef = field if field.isascii() else escape(field)
+        ev = value if value.isascii() else escape(value)
+        blob: bytes = self._v
+        if n:
+            needle = SEP + ef + VSEP
+            i = blob.find(needle)
+            if i >= 0:
+                j = i + len(needle)
+                end = blob.find(SEP, j)
+                was = blob[j:end]
+                self._v = b"".join((blob[:j], ev, blob[end:]))
+                if n > limits.hash_entries:  # (a lowered limit converts on the next write, an update too)
+                    self._convert()
+                return was if was.isascii() else unescape(was)
+            self._v = b"".join((blob, ef, VSEP, ev, SEP))
+        else:  # a new hash
+            self._v = b"".join((SEP, ef, VSEP, ev, SEP))
+        self._n = n + 1
+        if n + 1 > limits.hash_entries:
+            self._convert()
+        return None
+
     def __setitem__(self, field: bytes, value: bytes) -> None:
         self.update([(field, value)])
 

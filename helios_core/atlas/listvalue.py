@@ -76,6 +76,11 @@ def _span(node: bytes, n: int, i: int) -> tuple[int, int]:
     return node.rfind(SEP, 0, q), q
 
 
+def _plain(item: Any) -> bool:
+    """Bytes that need no escaping: stored as they are."""
+    return type(item) is bytes and item.isascii()
+
+
 def _node(escaped: list[bytes]) -> bytes:
     return b"".join((SEP, SEP.join(escaped), SEP))
 
@@ -360,6 +365,15 @@ class List:
         self._settle()
 
     def extend(self, items: Iterable[bytes]) -> None:
+        if type(items) is list and len(items) == 1 and _plain(items[0]):  # RPUSH of one item
+            if self._n < 0:
+                self._v.push_tail(items)
+                return
+            self._v = self._v + items[0] + SEP
+            self._n += 1
+            if self._n > 1:
+                self._settle()
+            return
         escaped = [x if type(x) is bytes and x.isascii() else escape(x) for x in items]
         if not escaped:
             return
@@ -373,6 +387,15 @@ class List:
 
     def extendleft(self, items: Iterable[bytes]) -> None:
         """Push each item at the head in turn (so they end up reversed), as deque.extendleft."""
+        if type(items) is list and len(items) == 1 and _plain(items[0]):  # LPUSH of one item
+            if self._n < 0:
+                self._v.push_head(items)
+                return
+            self._v = SEP + items[0] + self._v
+            self._n += 1
+            if self._n > 1:
+                self._settle()
+            return
         escaped = [x if type(x) is bytes and x.isascii() else escape(x) for x in items]
         if not escaped:
             return

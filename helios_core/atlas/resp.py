@@ -416,7 +416,15 @@ def encode(reply: Any, resp3: bool = False) -> bytes:
     if t is int:
         return b":%d\r\n" % reply
     out: list[bytes] = []
-    _encode_into(reply, resp3, out)
+    if t is list:  # (LRANGE, HGETALL in RESP2 ...: bulk items without a call each)
+        out.append(b"*%d\r\n" % len(reply))
+        for item in reply:
+            if type(item) is bytes:
+                out.append(b"$%d\r\n%s\r\n" % (len(item), item))
+            else:
+                _encode_into(item, resp3, out)
+    else:
+        _encode_into(reply, resp3, out)
     return b"".join(out)
 
 
@@ -449,7 +457,10 @@ def _encode_into(r: Any, resp3: bool, out: list[bytes]) -> None:
     elif t is list or t is tuple or t is Push:
         out.append(b"%c%d\r\n" % (62 if resp3 and t is Push else 42, len(r)))
         for item in r:
-            _encode_into(item, resp3, out)
+            if type(item) is bytes:
+                out.append(b"$%d\r\n%s\r\n" % (len(item), item))
+            else:
+                _encode_into(item, resp3, out)
     elif t is Replies:
         for item in r:
             _encode_into(item, resp3, out)
