@@ -120,6 +120,8 @@ QUEUE_OF_ENTRIES = 20_000
 FORGET_EVERY_MS = 1000
 # Finding jobs by id alone reads job:{Q}:<id> of every queue: at most this many keys per MGET.
 FIND_KEYS = 2000
+# Queues of jobs seen here, looked at first when finding a job by id (the oldest dropped past this).
+SEEN_QUEUES = 1000
 # Registering again a queue forgotten meanwhile by another process, at most this many times per enqueue.
 REGISTER_ATTEMPTS = 3
 
@@ -177,7 +179,7 @@ class JobQueue:
         # forgotten one since; the enqueue script then refuses it, and it is registered again
         # (registry.py).
         self._registered: set[str] = set()
-        self._seen: dict[str, None] = {}  # queues of jobs seen here, first seen first (where _find looks first)
+        self._seen: dict[str, None] = {}  # queues of jobs seen here (SEEN_QUEUES; where _find looks first)
         self._forgot_ms: int | None = None  # when forget_empty last ran on an enqueue refused for the cap
         self._ids = JobIds()
         self.labels = QueueLabels(self.policies)  # a queue's name as a metric label (bounded)
@@ -201,6 +203,8 @@ class JobQueue:
             q = known[job.id] = sys.intern(job.queue)  # one string per queue, not one per job
             if q not in seen:
                 seen[q] = None
+                if len(seen) > SEEN_QUEUES:
+                    del seen[next(iter(seen))]
         while len(known) > QUEUE_OF_ENTRIES:
             del known[next(iter(known))]
 
@@ -441,7 +445,8 @@ class JobQueue:
         calls: list[tuple[str, str, Any, str]] = []
         where: list[int] = []
         problems = [self._ack_problem(item) for item in items]
-        queues = await self._queues_of([it.job_id for it, p in zip(items, problems, strict=True) if p is None])
+        queues = await self._queues_of([it.job_id for it, p in zip(items, problems, strict=True) if p is None],
+                                       allow)
         for item, problem in zip(items, problems, strict=True):
             if problem is None:
                 q = queues.get(item.job_id)
@@ -504,7 +509,7 @@ class JobQueue:
         checks.text_field(lease_token, "lease_token", MAX_NAME_CHARS)
         checks.int_field(visibility_timeout_s, "visibility_timeout", *VISIBILITY_RANGE, "seconds")
 
-        q = (await self._queues_of([job_id])).get(job_id)
+        q = (await self._queues_of([job_id], allow)).get(job_id)
         if q is None or (allow is not None and not allow(q)):
             raise _not_found(job_id)
         await self._ensure_current()

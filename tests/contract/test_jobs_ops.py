@@ -25,7 +25,7 @@ import random
 from typing import Any, cast
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from helios_core.clock import wall_ms
@@ -42,6 +42,7 @@ from helios_core.jobs.model import (
     is_current_record,
     is_job_id,
     job_key,
+    listed_key,
     new_job_id,
     ready_score,
 )
@@ -141,6 +142,7 @@ step = st.one_of(
     st.tuples(st.just("nack"), st.integers(0, 50), token_kind, st.booleans(), st.sampled_from([0, 700, 3000])),
     st.tuples(st.just("extend"), st.integers(0, 50), token_kind, st.sampled_from([1, 5])),
     st.tuples(st.just("tick"), st.sampled_from([300, 1000, 2500, 11_000, 60_000])),
+    st.tuples(st.just("unlist"), st.sampled_from(QUEUES)),  # as a sweep's f1 would (registry.py)
 )
 
 
@@ -179,10 +181,21 @@ async def play(s: Store, runner: Any, steps: list[tuple[Any, ...]], t0: int) -> 
             fresh = frozenset(q for q, _ in queues if q not in listed)
             capped = await registry.register(runner, queues, now, 10)
             made, unlisted = await jobops.enqueue(runner, batch, keys, now, WINDOW_MS, fresh)
-            listed.update(fresh)
-            assert capped is None and unlisted == []
+            reply = [capped, made, unlisted]
+            if unlisted:  # refused, nothing written in its slot: as the queue does, register them again
+                assert None in made
+                todo = [i for i, m in enumerate(made) if m is None]
+                again, still = await jobops.enqueue(runner, [batch[i] for i in todo], [keys[i] for i in todo], now,
+                                                    WINDOW_MS, fresh | frozenset(unlisted))
+                assert still == [] and None not in again
+                made = [m for m in made if m is not None] + again
+                reply.append(again)
+            listed.update(q for q, _ in queues)
+            assert capped is None
             jobs += [j for j, created in made if created]  # type: ignore[misc]
-            reply = made
+        elif kind == "unlist":
+            await s.delete(listed_key(st_[1]))  # (`listed` keeps it: the next enqueue finds it unlisted)
+            continue
         elif kind == "lease":
             _, qs, k, vis, wake = st_
             got, due = await jobops.lease(runner, qs, k, now, "w", vis or None, DLQ_MS, wake=wake,
@@ -212,6 +225,8 @@ async def play(s: Store, runner: Any, steps: list[tuple[Any, ...]], t0: int) -> 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(step, min_size=3, max_size=14))
+@example(steps=[("enqueue", [("qa", 0, None, 0, 0, 1, 1)]), ("unlist", "qa"),  # (an enqueue refused, then again)
+                ("enqueue", [("qa", 1, "d1", 0, 0, 1, 1), ("qb", 2, None, 500, 1, 2, 1)])])
 def test_the_lua_and_the_model_agree(run_store, steps: list) -> None:
     async def body(s: Store) -> None:
         t0 = wall_ms()
