@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from helios_core.observability.logformat import console_line, json_line, local_stamp, utc_stamp
+from helios_core.observability.logformat import console_value, json_line, local_stamp, utc_stamp
 from helios_core.observability.logwriter import WRITER, LogWriter
-from helios_core.observability.redact import safe_fields
+from helios_core.observability.redact import plain as redact_plain
+from helios_core.observability.redact import safe, safe_fields
 
 __all__ = ["AccessLog", "ENABLED_AT"]
 
@@ -57,7 +58,30 @@ class AccessLog:
         return self._render(fields, now, self.json)
 
     def _render(self, fields: dict[str, Any], now: float, as_json: bool) -> str:
-        fields = safe_fields(fields)
         if as_json:
-            return json_line(utc_stamp(now), "info", self.component, self.message, fields)
-        return console_line(local_stamp(now), "info", self.component, self.message, fields)
+            return json_line(utc_stamp(now), "info", self.component, self.message, safe_fields(fields))
+        return _console(f"{local_stamp(now)} INFO  {self.component} {self.message}", fields)
+
+
+_NUMBERS = (int, float, bool, type(None))
+
+
+def _console(head: str, fields: dict[str, Any]) -> str:
+    """`console_line(stamp, "info", ..., safe_fields(fields))`, in one pass over the fields: a value
+    that `redact` finds plain (most of an access line's) needs neither escaping nor quoting, and a
+    number is its repr; anything else takes the general path."""
+    parts = [head]
+    for key, value in fields.items():
+        kind = type(value)
+        if kind is str:
+            if value and '"' not in value and redact_plain(value):
+                parts.append(f"{key}={value}")
+                continue
+            value = safe(value)
+        elif kind in _NUMBERS:
+            parts.append(f"{key}={value!r}")
+            continue
+        else:
+            value = safe(value)
+        parts.append(f"{key}={console_value(value)}")
+    return " ".join(parts) + "\n"

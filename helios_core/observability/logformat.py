@@ -37,14 +37,30 @@ _LEVEL_COLOUR = {
 }
 
 
+# The seconds part of each stamp, formatted once per second (an access line is written per request,
+# and strftime over a struct_time cost more than the rest of the stamp).
+_utc_second: tuple[int, str] = (-1, "")
+_local_second: tuple[int, str] = (-1, "")
+
+
 def utc_stamp(now: float) -> str:
     """``2026-01-02T03:04:05.678Z`` for `now` (seconds since the epoch)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+    global _utc_second
+    ms = int(now * 1000)
+    sec = ms // 1000
+    if _utc_second[0] != sec:
+        _utc_second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{_utc_second[1]}.{ms % 1000:03d}Z"
 
 
 def local_stamp(now: float) -> str:
     """``03:04:05.678`` (local time) for `now`."""
-    return time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
+    global _local_second
+    ms = int(now * 1000)
+    sec = ms // 1000
+    if _local_second[0] != sec:
+        _local_second = (sec, time.strftime("%H:%M:%S", time.localtime(sec)))
+    return f"{_local_second[1]}.{ms % 1000:03d}"
 
 
 def json_line(stamp: str, level: str, component: str, message: str, fields: dict[str, Any],

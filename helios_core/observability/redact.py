@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["scrub", "escape", "safe", "safe_fields"]
+__all__ = ["scrub", "escape", "safe", "safe_fields", "plain"]
 
 # Whatever a caller passes (a message, a field, an error text quoting a header), these are cut
 # out before rendering: header values of credential headers, bearer/basic credentials, JWTs, and
@@ -54,7 +54,7 @@ def safe(value: Any) -> Any:
     return value
 
 
-def _plain(text: str) -> bool:
+def plain(text: str) -> bool:
     """True when no secret pattern nor unsafe character can be in `text`: printable ASCII without
     a space, ':' or '=' (every credential pattern needs one of them) and without a JWT's "eyJ".
     Checked first on the access logs' fast path, so a usual path costs a few C-level scans
@@ -68,7 +68,7 @@ def safe_fields(fields: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in fields.items():
         if type(v) is str:
-            if not _plain(v):
+            if not plain(v):
                 v = escape(v)
         elif v is not None and type(v) not in (int, float, bool):
             v = safe(v)
