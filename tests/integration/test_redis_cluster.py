@@ -13,9 +13,18 @@ on every node.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +45,7 @@ from tests.redis_cluster import RedisClusterGroup, redis_cluster  # noqa: F401
 from tests.redis_server import _ask
 
 NOW = 1_800_000_000_000
+_HELIOS = str(Path(sys.executable).parent / "helios")
 
 # -- URLs -------------------------------------------------------------------------------------
 
@@ -419,3 +429,78 @@ def test_the_job_queue_migrates_a_cluster_store_too(cluster: RedisClusterGroup) 
         assert await s.exists("job:{emails}:" + job.id) and not await s.exists("job:ready:emails")
 
     _run(cluster, body)
+
+
+_TASKS = """
+def run(payload, ctx):
+    return {"i": payload["i"], "attempt": ctx.attempt}
+"""
+
+
+@pytest.mark.slow
+def test_a_gateway_and_workers_on_the_cluster(cluster: RedisClusterGroup, tmp_path: Path) -> None:
+    """As an operator runs it: `helios gateway --store redis+cluster://...` (users and jobs on the
+    cluster) and two `helios worker --burst` processes over three queues on every primary; every job
+    ends DONE after one delivery, and the API's stats, listing, get and cancel answer."""
+    cluster.flushall()
+    names = _queues_on_every_node(cluster, 3)
+    (tmp_path / "ctasks.py").write_text(_TASKS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
+    env.update({"HELIOS_AUTH__BCRYPT_COST": "4", "HELIOS_RATELIMIT__ENABLED": "false",
+                "HELIOS_AUTH__JWT_KEYS": "k1=" + "s" * 48})
+    with tempfile.TemporaryFile("w+") as log:
+        gw = subprocess.Popen([_HELIOS, "gateway", "--store", cluster.url, "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=log, text=True, env=env)
+        workers: list[subprocess.Popen[bytes]] = []
+        try:
+            assert gw.stdout is not None
+            lines: list[str] = []
+            deadline = time.monotonic() + 60
+            while "listening on" not in (lines[-1] if lines else ""):
+                line = gw.stdout.readline()
+                assert line and time.monotonic() < deadline, f"gateway did not start: {lines}"
+                lines.append(line.rstrip("\n"))
+            url = lines[-1].split("listening on ")[1].split()[0]
+            password = lines[lines.index(next(ln for ln in lines if "created the user" in ln)) + 1].strip()
+            token = _api(url, "POST", "/api/v1/auth/login", {"username": "admin", "password": password})[
+                "access_token"]
+            jobs = [{"queue": names[i % 3], "payload": {"i": i}} for i in range(150)]
+            ids = [j["job"]["id"] for start in range(0, 150, 50)
+                   for j in _api(url, "POST", "/api/v1/jobs/batch", {"jobs": jobs[start:start + 50]}, token)["jobs"]]
+            assert len(set(ids)) == 150
+            for n in range(2):
+                args = [_HELIOS, "worker", "--name", f"w{n}", "--handler", "ctasks:run", "--burst", "-c", "4"]
+                args += [a for q in names for a in ("-q", q)]
+                wenv = {**env, "HELIOS_URL": url, "HELIOS_TOKEN": token, "PYTHONPATH": str(tmp_path)}
+                workers.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                cwd=tmp_path, env=wenv))
+            assert [w.wait(120) for w in workers] == [0, 0]
+            stats = {s["queue"]: s for s in _api(url, "GET", "/api/v1/jobs/stats", token=token)["queues"]}
+            assert {q: (stats[q]["done"], stats[q]["pending"], stats[q]["in_progress"]) for q in names} == \
+                {q: (50, 0, 0) for q in names}
+            for job_id in ids[::7]:
+                job = _api(url, "GET", f"/api/v1/jobs/{job_id}", token=token)["job"]
+                assert job["state"] == "DONE" and job["attempts"] == 1 and job["result"]["attempt"] == 1, job
+            listed = _api(url, "GET", f"/api/v1/jobs?queue={names[0]}&state=DONE&limit=100", token=token)["jobs"]
+            assert len(listed) == 50
+            extra = _api(url, "POST", "/api/v1/jobs", {"queue": names[1], "payload": {"i": -1}}, token)["job"]
+            assert _api(url, "POST", f"/api/v1/jobs/{extra['id']}/cancel", {}, token)["job"]["state"] == "CANCELLED"
+        finally:
+            for w in workers:
+                if w.poll() is None:
+                    w.kill()
+                    w.wait()
+            gw.send_signal(signal.SIGTERM)
+            code = gw.wait(30)
+            log.seek(0)
+            out = log.read()
+            assert code == 0 and "cross_slot" not in out and "Traceback" not in out, out[-3000:]
+
+
+def _api(url: str, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+    req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
+                                 method=method, headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
