@@ -56,7 +56,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from helios_core.config import JobsConfig
-from helios_core.errors import HeliosError, InvalidInputError
+from helios_core.errors import ConflictError, HeliosError, InvalidInputError
 from helios_core.jobs import checks, ops
 from helios_core.jobs.errors import (
     JobNotFoundError,
@@ -269,7 +269,8 @@ class JobQueue:
         return (await self.enqueue_batch([req], now_ms))[0]
 
     async def enqueue_batch(self, reqs: Sequence[EnqueueRequest], now_ms: int) -> list[tuple[Job, bool]]:
-        """Up to MAX_ENQUEUE_BATCH jobs in ONE transaction (all or nothing; validation first)."""
+        """Up to MAX_ENQUEUE_BATCH jobs in ONE transaction (all or nothing; validation first).  On Redis
+        Cluster one per hash slot of the batch's queues: each slot's jobs all or nothing (ops.py)."""
         checks.int_field(len(reqs), "number of jobs", 1, MAX_ENQUEUE_BATCH)
         jobs = [self._new_job(r, now_ms, f"jobs[{i}]." if len(reqs) > 1 else "") for i, r in enumerate(reqs)]
         keys = [None if j.dedup_id is None else dedup_key(j.queue, checks.producer(r.producer), j.dedup_id)
@@ -300,10 +301,9 @@ class JobQueue:
             self._registered.difference_update(unlisted)
             fresh = frozenset(unlisted) | (fresh & {jobs[i].queue for i in todo})
         else:
-            raise HeliosError("the job queue's registry kept forgetting the queues of this enqueue while it "
-                              "ran (every queue found empty by another process's sweep at that moment); nothing "
-                              "more was enqueued: try again", code="unavailable", status=503,
-                              detail={"queues": sorted(fresh)})
+            raise ConflictError("the job queue's registry kept forgetting the queues of this enqueue while it "
+                                "ran (found empty by another process's sweep each time); the jobs of these queues "
+                                "were not enqueued: try again", detail={"queues": sorted(fresh)})
         done = [r for r in result if r is not None]
         self._remember([job for job, _ in done])
         return done
@@ -365,7 +365,8 @@ class JobQueue:
     async def lease(self, queues: Sequence[str], max_jobs: int, now_ms: int, *, worker: str,
                     visibility_timeout_s: int | None = None) -> list[Job]:
         """Lease up to max_jobs due jobs from `queues` (in the order given, highest priority first within
-        a queue) in one transaction.  Expired leases of these queues are returned to PENDING first and
+        a queue) in one transaction (on Redis Cluster one per slot, in turn, until max_jobs are leased).
+        Expired leases of these queues are returned to PENDING first and
         due delayed jobs promoted.  Each leased job: IN_PROGRESS, attempts + 1, a fresh lease token,
         deadline now + visibility (the request's, else the job's)."""
         qs = await self._lease_args(queues, max_jobs, worker, visibility_timeout_s)
@@ -439,7 +440,8 @@ class JobQueue:
         return outcome
 
     async def ack_batch(self, items: Sequence[AckItem], now_ms: int, allow: Allow = None) -> list[Job | HeliosError]:
-        """Many acks in ONE transaction; each item gets its Job or its error, in order."""
+        """Many acks in ONE transaction (on Redis Cluster one per slot of their queues); each item gets
+        its Job or its error, in order."""
         checks.int_field(len(items), "number of acks", 1, MAX_LEASE_BATCH)
         out: list[Job | HeliosError | None] = []  # None: its outcome comes from the operation
         calls: list[tuple[str, str, Any, str]] = []
