@@ -41,6 +41,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,7 +89,8 @@ class AofWriter:
                  stats: WriterStats | None = None, mono: Callable[[], float] = time.monotonic) -> None:
         self.dir = ddir
         self.aof = aof
-        self.policy = policy
+        self._policy = policy
+        self._written = self._synced = self.durable_seq = seq
         self.fs = fs
         self.stats = stats or WriterStats()
         self.mono = mono
@@ -109,7 +111,11 @@ class AofWriter:
         self._bg_fsync_t0: float | None = None  # everysec: when the running background fsync began
         self._postponed = False
         self._sync_requests: list[Waiter] = []
-        self._waiters: list[tuple[int, int, Waiter]] = []  # a heap: released in seq order
+        # Waiters are released in seq order.  They nearly always come in that order (each reply
+        # waits for the newest record), so a deque holds them; one for a lower seq than the
+        # deque's last goes to the `_late` heap instead.
+        self._waiters: deque[tuple[int, Waiter]] = deque()
+        self._late: list[tuple[int, int, Waiter]] = []
         self._order = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._io: ThreadPoolExecutor | None = None
@@ -120,10 +126,41 @@ class AofWriter:
 
     # -- the one notion ---------------------------------------------------------------
 
+    # `durable_seq`: records 1..durable_seq are on disk as the policy promises (see the module
+    # docstring).  A plain attribute, since every reply reads it: the setters of the three things
+    # it follows from keep it up to date.
+
+    def _moved(self) -> None:
+        self.durable_seq = self._synced if self._policy == "always" else self._written
+
     @property
-    def durable_seq(self) -> int:
-        """Records 1..durable_seq are on disk as the policy promises (see the module docstring)."""
-        return self.synced_seq if self.policy == "always" else self.written_seq
+    def policy(self) -> str:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: str) -> None:
+        self._policy = policy
+        self._moved()
+
+    @property
+    def written_seq(self) -> int:
+        """Records 1..written_seq are written to the file (not necessarily fsynced)."""
+        return self._written
+
+    @written_seq.setter
+    def written_seq(self, seq: int) -> None:
+        self._written = seq
+        self._moved()
+
+    @property
+    def synced_seq(self) -> int:
+        """Records 1..synced_seq are fsynced."""
+        return self._synced
+
+    @synced_seq.setter
+    def synced_seq(self, seq: int) -> None:
+        self._synced = seq
+        self._moved()
 
     @property
     def busy(self) -> bool:
@@ -156,7 +193,11 @@ class AofWriter:
         if seq <= self.durable_seq:
             callback(None)
             return
-        heapq.heappush(self._waiters, (seq, next(self._order), callback))
+        waiters = self._waiters
+        if not waiters or seq >= waiters[-1][0]:
+            waiters.append((seq, callback))
+        else:
+            heapq.heappush(self._late, (seq, next(self._order), callback))
         if (self._unsynced is not None and seq <= self.written_seq and not self.busy
                 and not self._flush_scheduled and self._loop is not None):
             # A read saw a record written lazily (no fsync yet): sync it now.
@@ -169,14 +210,20 @@ class AofWriter:
 
     def _release(self) -> None:
         rel = self.durable_seq
-        waiters = self._waiters
+        waiters, late = self._waiters, self._late
         while waiters and waiters[0][0] <= rel:
-            heapq.heappop(waiters)[2](None)
+            if late and late[0][0] < waiters[0][0]:
+                heapq.heappop(late)[2](None)
+            else:
+                waiters.popleft()[1](None)
+        while late and late[0][0] <= rel:
+            heapq.heappop(late)[2](None)
         self.on_durable(rel)
 
     def _fail_waiters(self, err: BaseException) -> None:
-        waiters, self._waiters = self._waiters, []
-        for _, _, cb in sorted(waiters):
+        waiters, late = self._waiters, self._late
+        self._waiters, self._late = deque(), []
+        for _, cb in sorted([*waiters, *((seq, cb) for seq, _, cb in late)], key=lambda w: w[0]):
             cb(err)
         requests, self._sync_requests = self._sync_requests, []
         for cb in requests:
@@ -203,7 +250,7 @@ class AofWriter:
                 self._start_sync(forced=True)
             return
         if not self._buffer:
-            if self._unsynced is not None and self._waiters:
+            if self._unsynced is not None and (self._waiters or self._late):
                 self._start_sync()
             return
         if (self.policy == "everysec" and self._bg_fsync_t0 is not None
@@ -218,7 +265,7 @@ class AofWriter:
             return
         if self.policy != "always":
             self._release()
-        elif self._waiters:
+        elif self._waiters or self._late:
             self._start_sync()
         elif self._lazy_fsync is None:
             # Nobody waits for these records (durable=False writes): under `always` they still
@@ -285,7 +332,8 @@ class AofWriter:
         self._release()
         for cb in sync.then:
             cb(None)
-        if not self._busy and (self._buffer or self._sync_requests or (self._unsynced is not None and self._waiters)):
+        waited = self._unsynced is not None and (self._waiters or self._late)
+        if not self._busy and (self._buffer or self._sync_requests or waited):
             self._flush_pass()
 
     def _lazy_fsync_due(self) -> None:

@@ -31,7 +31,6 @@ databases ready (`signal_databases`), as Redis's scanDatabaseForReadyKeys.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -208,14 +207,12 @@ class Registry:
                 self.ready[key] = None
 
 
-_REGISTRIES: weakref.WeakKeyDictionary[Any, Registry] = weakref.WeakKeyDictionary()
-
-
 def registry(engine: Any) -> Registry:
-    """The engine's registry (one per engine, created on first use)."""
-    reg = _REGISTRIES.get(engine)
+    """The engine's registry (one per engine, created on first use and kept as `engine.blocks`:
+    every push that creates a list looks for it, so it is an attribute, not a weak-keyed lookup)."""
+    reg: Registry | None = getattr(engine, "blocks", None)
     if reg is None:
-        reg = _REGISTRIES[engine] = Registry(getattr(engine, "dbs", None))
+        reg = engine.blocks = Registry(getattr(engine, "dbs", None))
     return reg
 
 
@@ -224,7 +221,7 @@ def signal(ctx: Ctx, key: bytes) -> None:
     this command."""
     engine = ctx.engine
     if engine is not None:
-        reg = _REGISTRIES.get(engine)
+        reg = getattr(engine, "blocks", None)
         if reg is not None and reg.by_key:
             reg.signal((engine.db, key))
 
@@ -233,7 +230,7 @@ def signal_databases(ctx: Ctx, indexes: tuple[int, ...]) -> None:
     """Every key waited on in these databases that now holds a value is ready (SWAPDB); a waiter
     that still finds nothing it can take keeps waiting."""
     engine = ctx.engine
-    reg = _REGISTRIES.get(engine) if engine is not None else None
+    reg = getattr(engine, "blocks", None)
     if reg is None or not reg.by_key:
         return
     dbs = engine.dbs
@@ -256,5 +253,5 @@ def may_block(ctx: Ctx, name: bytes, nargs: int) -> bool:
 
 def blocked_count(engine: Any) -> int:
     """Clients parked right now (INFO's blocked_clients)."""
-    reg = _REGISTRIES.get(engine)
+    reg = getattr(engine, "blocks", None)
     return 0 if reg is None else reg.count

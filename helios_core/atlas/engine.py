@@ -127,6 +127,7 @@ class Engine:
         self._timer_ids = itertools.count()
         self._closed = False
         self.scripting: Any = None  # the Lua runtime (atlas/scripting.py), made by the first EVAL
+        self.blocks: Any = None     # the clients parked by blocking commands (blocking.registry)
         # Introspection, keyspace notifications and maxmemory (slowlog.py, notify.py, evict.py).
         # `_observe` sees each effect before it applies; it is installed only while notifications
         # or memory accounting are on (`observers_changed`), so by default effects pay nothing.
@@ -217,8 +218,13 @@ class Engine:
         if n != arity and (arity > 0 or n < -arity):
             raise CommandError(f"ERR wrong number of arguments for '{cmd.name}' command")
         ctx = self.ctx
-        if ctx.conn is not self._db_conn:  # (one identity test while the same client goes on)
-            self._use(ctx.conn)
+        conn = ctx.conn
+        if conn is not self._db_conn:  # (one identity test while the same client goes on)
+            # Commands now come from `conn` (None: in-process callers, database 0).
+            self._db_conn = conn
+            db = conn.db if conn is not None else 0
+            if db != self.db:
+                self.select(db)
         writer = self.writer
         # (the writer's attributes, not the engine's properties over them: this runs per command)
         aof_error = writer.error
@@ -332,13 +338,6 @@ class Engine:
         del effects[mark:]
 
     # -- databases ------------------------------------------------------------------------
-
-    def _use(self, conn: Any) -> None:
-        """Commands now come from `conn` (None: in-process callers, database 0)."""
-        self._db_conn = conn
-        db = conn.db if conn is not None else 0
-        if db != self.db:
-            self.select(db)
 
     def conn_db_changed(self, conn: Any) -> None:
         """`conn.db` changed (SELECT, RESET, the end of a script): its next command selects it."""

@@ -450,17 +450,18 @@ class Scripting:
                                f"script: {sha}") from None
         finally:
             self.running = False
-        if not ok and type(res) is bytes and res != b"KILL":
+        if ok:
+            t = type(res)
+            return res if t is bytes or t is int else self._from_lua(res, top=True)
+        if type(res) is bytes and res != b"KILL":
             # Only a memory error skips the error handler (which makes every other error a table).
             self._collect()
             raise ScriptKilled(f"ERR Script used more memory than ATLAS scripts may ({self.max_memory} bytes) "
                                f"script: {sha}")
-        if not ok and res == b"KILL":
+        if res == b"KILL":
             raise ScriptKilled(f"ERR Script killed: it ran longer than lua-time-limit "
                                f"({self.time_limit_ms} ms) script: {sha}")
-        if not ok:
-            raise CommandError(_raised_text(res, sha))
-        return self._from_lua(res, top=True)
+        raise CommandError(_raised_text(res, sha))
 
     def _collect(self) -> None:
         try:
@@ -497,16 +498,19 @@ class Scripting:
         if not args:
             return False, self._err("ERR Please specify at least one argument for this redis lib call")
         argv = list(args)
-        for i, a in enumerate(args):
-            t = type(a)
-            if t is bytes:
-                continue
-            if t is int:
-                argv[i] = b"%d" % a if -(1 << 53) <= a <= (1 << 53) else b"%.17g" % a
-            elif t is float:
-                argv[i] = b"%.17g" % a
-            else:
-                return False, self._err("ERR Lua redis lib command arguments must be strings or integers")
+        for a in args:
+            if type(a) is not bytes:  # (Lua numbers: converted here, off the path of plain strings)
+                for i, a in enumerate(args):
+                    t = type(a)
+                    if t is bytes:
+                        continue
+                    if t is int:
+                        argv[i] = b"%d" % a if -(1 << 53) <= a <= (1 << 53) else b"%.17g" % a
+                    elif t is float:
+                        argv[i] = b"%.17g" % a
+                    else:
+                        return False, self._err("ERR Lua redis lib command arguments must be strings or integers")
+                break
         name = argv[0]
         checked = self._checked.get(name)
         if checked is None:
@@ -533,7 +537,8 @@ class Scripting:
         if self._resp == 3:
             value, _ = self._parse_resp3(encode(reply, True), 0)
             return True, value
-        return True, self._to_lua(reply)
+        t = type(reply)
+        return True, reply if t is bytes or t is int else self._to_lua(reply)
 
     def _check(self, name: bytes) -> tuple[Command | None, str | None, str | None]:
         """(the command, why a script may not call it, why a read-only one may not), remembered by

@@ -61,6 +61,10 @@ def get(ctx: Ctx, args: list[bytes]) -> Any:
 @command("set", -3, "write denyoom")
 def set_(ctx: Ctx, args: list[bytes]) -> Any:
     key, value = args[0], args[1]
+    if len(args) == 2:  # no options, the common case: what the general path below does for it
+        ctx.lookup(key)  # (a key found expired is deleted first, as Redis's lookupKeyWrite does)
+        ctx.emit(("SET", key, value, None))
+        return OK
     nx = xx = want_get = keepttl = False
     exp: int | None = None
     exp_opt: bytes | None = None
