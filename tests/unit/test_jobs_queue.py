@@ -37,6 +37,7 @@ from helios_core.jobs import (
     TooManyQueuesError,
     parse_queue_policies,
 )
+from helios_core.jobs import queue as queue_module
 from helios_core.jobs.model import (
     PRIORITY_MAX,
     QUEUES_KEY,
@@ -1031,3 +1032,39 @@ def test_a_refused_enqueue_forgets_empty_queues_first(tmp_path: Path) -> None:
         assert await env.lease(queues=("new",)) == []  # a worker still on it waits for its next enqueue
 
     run(tmp_path, body, max_queues=1, max_attempts=1, dlq_retention_seconds=60)
+
+
+def test_a_job_is_found_by_id_over_every_registered_queue_a_few_keys_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process knows nothing of a job but its id: it reads job:{Q}:<id> for each registered
+    queue (the queues it knows first), in MGETs of at most FIND_KEYS keys, and stops once found."""
+    monkeypatch.setattr(queue_module, "FIND_KEYS", 2)
+
+    async def body(env: Env) -> None:
+        made = {q: await env.put(q, queue=q) for q in ("q1", "q2", "q3", "q4", "q5")}
+        other = JobQueue(env.store, JobsConfig(), random.Random(1))
+        reads: list[int] = []
+        mget = env.store.mget
+
+        async def counted(keys: list[Any]) -> list[bytes | None]:
+            reads.append(len(keys))
+            return await mget(keys)
+
+        monkeypatch.setattr(env.store, "mget", counted)
+        assert (await other.get(made["q4"].id)).payload == "q4"
+        assert reads == [2, 2], "q1..q4 two at a time, then found"
+        reads.clear()
+        assert (await other.get(made["q4"].id)).queue == "q4" and reads == [], "remembered: a GET of its key"
+        # The queues this process has seen (q4) are read first; two ids at once: a queue per MGET.
+        assert await other._queues_of([made["q5"].id]) == {made["q5"].id: "q5"} and reads == [1, 2, 2]
+        reads.clear()
+        third = JobQueue(env.store, JobsConfig())
+        found = await third._queues_of([made["q5"].id, made["q3"].id])
+        assert found == {made["q5"].id: "q5", made["q3"].id: "q3"} and reads == [2, 2, 2, 1, 1]
+        # A queue the caller may not touch is not read at all.
+        reads.clear()
+        with pytest.raises(JobNotFoundError):
+            await JobQueue(env.store, JobsConfig()).get(made["q2"].id, allow=lambda q: q != "q2")
+        assert sum(reads) == 4
+
+    run(tmp_path, body)
