@@ -158,6 +158,33 @@ def test_a_malformed_request_after_a_good_one_on_a_keep_alive_connection(tmp_pat
     run_gateway(tmp_path, body)
 
 
+def test_pipelined_requests_are_all_answered_in_order_and_do_not_hold_up_another_connection(tmp_path: Path) -> None:
+    """The request loop does not yield between requests (limits._ServerConnection): each request's
+    handler task is what lets other connections in, while a pipelining client is answered in order."""
+    async def body(api: Api) -> None:
+        n = 300
+        reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+        writer.write(b"".join(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: p%d\r\n\r\n" % i
+                              for i in range(n)))
+        await writer.drain()
+        other_r, other_w = await asyncio.open_connection("127.0.0.1", api.port)
+        other_w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: other\r\n\r\n")
+        await other_w.drain()
+        head = await asyncio.wait_for(other_r.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200") and b"x-request-id: other" in head.lower()
+        other_w.close()
+        ids = []
+        for _ in range(n):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            fields = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:] if line)
+            await reader.readexactly(int(fields[b"content-length"]))
+            ids.append(fields[b"x-request-id"])
+        writer.close()
+        assert ids == [b"p%d" % i for i in range(n)]
+
+    run_gateway(tmp_path, body)
+
+
 def test_a_head_beyond_what_the_server_reads_is_still_cut_off(tmp_path: Path) -> None:
     # Past max_header_bytes + 64 KiB Tornado's stream closes the socket by itself (see
     # limits._HEAD_SLACK): no answer, but never a served request either.
