@@ -272,6 +272,14 @@ def _policy_of(limit: int, window_s: int) -> Policy:
 RATE_TAKE_OP = replace(RATE_TAKE, model=take_model)
 
 
+_SETTINGS_KEY = SETTINGS_KEY.encode()
+
+
+def _take_args(policy: Policy, now_ms: int, cost: int, seen: bytes) -> list[Key | int | float]:
+    """RATE_TAKE's ARGV, as the bytes every store would make of them (made here: once per request)."""
+    return [b"%d" % policy.limit, b"%d" % policy.window_s, b"%d" % now_ms, b"%d" % cost, seen]
+
+
 def _decision(reply: list[Any], policy: Policy) -> Decision:
     allowed, remaining, reset_ms, retry_ms = reply[:4]
     return Decision(bool(allowed), policy, int(remaining), int(reset_ms), int(retry_ms))
@@ -321,13 +329,13 @@ class RateLimiter:
         The policy is chosen from the settings document last seen; the script checks that
         document is still the stored one (else it answers with the new one, and we choose again).
         """
-        key = self.prefix + client_id
+        keys: list[Key] = [(self.prefix + client_id).encode(), _SETTINGS_KEY]
         raw, settings = self._cached
         for _ in range(_SETTINGS_RETRIES):
             policy = choose(settings)
             seen = b"-" if raw is None else b"=" + raw
-            reply = await self.store.run_script(
-                RATE_TAKE_OP, [key, SETTINGS_KEY], [policy.limit, policy.window_s, now_ms, cost, seen], durable=False)
+            reply = await self.store.run_script(RATE_TAKE_OP, keys, _take_args(policy, now_ms, cost, seen),
+                                                durable=False)
             if reply[0] != -1:
                 return _decision(reply, policy)
             raw = reply[1] if len(reply) > 1 else None
@@ -344,8 +352,8 @@ class RateLimiter:
         policy = choose(settings)
         seen = b"-" if raw is None else b"=" + raw
         values, reply = await self.store.read_and_run_script(
-            reads, RATE_TAKE_OP, [self.prefix + client_id, SETTINGS_KEY],
-            [policy.limit, policy.window_s, now_ms, cost, seen], durable=False)
+            reads, RATE_TAKE_OP, [(self.prefix + client_id).encode(), _SETTINGS_KEY],
+            _take_args(policy, now_ms, cost, seen), durable=False)
         if reply[0] != -1:
             return _decision(reply, policy), values
         # The settings changed since they were last seen (nothing was taken): choose again.
