@@ -106,6 +106,12 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         if undo is not None:
             undo.append(("put", key, ks.data.get(key), ks.expires.get(key)))
         ks.remove(key)
+    elif op == "HSET" or op == "SADD":  # (the common writes first: HSET, SADD, the pushes)
+        _apply_add(ks, eff, undo)
+    elif op in LIST_CMDS:
+        _apply_list(ks, eff, undo)
+    elif op == "HDEL" or op == "SREM":
+        _apply_remove(ks, eff, undo)
     elif op == "EXPIRE":
         key = eff[1]
         if key in ks.data:
@@ -141,12 +147,6 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
                 if undo is not None:
                     undo.append(("put", key, z, ks.expires.get(key)))
                 ks.remove(key)
-    elif op == "HSET" or op == "SADD":
-        _apply_add(ks, eff, undo)
-    elif op == "HDEL" or op == "SREM":
-        _apply_remove(ks, eff, undo)
-    elif op in LIST_CMDS:
-        _apply_list(ks, eff, undo)
     elif op == "SETRANGE":
         _apply_setrange(ks, eff, undo)
     elif op in STREAM_OPS:

@@ -170,7 +170,8 @@ _ITEMS_FIELD = {"HSET": "fields", "HDEL": "fields", "SADD": "members", "SREM": "
 
 def encode_record(seq: int, effects: list[Effect]) -> bytes:
     """One AOF line (with trailing newline) holding `effects` atomically."""
-    if len(effects) == 1 and effects[0][0] == "SET":
+    op = effects[0][0] if len(effects) == 1 else ""  # (a record of one effect: the fast paths below)
+    if op == "SET":
         # The most common record, built directly: the same fields in the same order
         # as the general path below gives it.
         _, key, value, exp = effects[0]
@@ -183,9 +184,9 @@ def encode_record(seq: int, effects: list[Effect]) -> bytes:
                 rec["exp"] = exp
             body = orjson.dumps(rec)
             return b"%s,\"crc\":%d}\n" % (body[:-1], zlib.crc32(body))
-    elif len(effects) == 1 and effects[0][0] in _ITEMS_FIELD:
+    elif op in _ITEMS_FIELD:
         # HSET/SADD/LPUSH and kin, the same way (atlasd's per-type write path): same fields, same order.
-        op, key, items = effects[0]
+        _, key, items = effects[0]
         try:
             if len(items) == 1:  # one field or member, the usual case: no comprehension's frame
                 item = items[0]

@@ -43,7 +43,7 @@ def _pairs(ctx: Ctx, name: str, args: list[bytes]) -> list[tuple[bytes, bytes]]:
 
 @command("hset", -4, "write denyoom fast")
 def hset(ctx: Ctx, args: list[bytes]) -> Any:
-    pairs = _pairs(ctx, "hset", args)
+    pairs = [(args[1], args[2])] if len(args) == 3 else _pairs(ctx, "hset", args)
     h = get_hash(ctx, args[0])
     if len(pairs) == 1:  # (no set comprehension: its frame costs more than the lookup)
         new = 1 if h is None or pairs[0][0] not in h else 0
