@@ -176,6 +176,7 @@ class BaseHandler(RequestHandler):
         self._client: str | None = None
         self._tracked = False
         self._prefetched: tuple[str, bytes | None] | None = None  # (store key, value) read with the checks
+        self._granted: tuple[Principal, str] | None = None  # (who, resource): need.permission checked already
 
     # -- identity of the request -------------------------------------------------------
 
@@ -397,6 +398,7 @@ class BaseHandler(RequestHandler):
         resource = self.path_kwargs.get(need.resource)
         if not resource or (need.permission is not None and not p.can(need.permission, resource)):
             return None
+        self._granted = (p, resource)  # `_authorize` need not ask again for this very principal
         return need.prefetch + resource
 
     async def read(self, key: str) -> bytes | None:
@@ -445,6 +447,9 @@ class BaseHandler(RequestHandler):
             resource = self.path_kwargs.get(need.resource)
         elif need.resource_query is not None:
             resource = self.get_query_argument(need.resource_query, "")
+        granted = self._granted
+        if granted is not None and granted[0] is p and granted[1] == resource:
+            return  # asked in `_prefetch_key`, of the same Principal object (a re-authenticated caller is another)
         if not p.can(need.permission, resource):
             where = f" on {resource!r}" if resource is not None else ""
             raise PermissionDeniedError(f"permission {need.permission}{where} is not granted to "

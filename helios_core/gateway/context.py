@@ -15,6 +15,7 @@ from helios_core.auth.service import AuthService
 from helios_core.clock import ServiceClock, service_clock, wall_ms
 from helios_core.config import HeliosConfig
 from helios_core.gateway.accesslog import AccessLog
+from helios_core.gateway.base import BaseHandler
 from helios_core.gateway.limits import TrustedProxies
 from helios_core.gateway.storeops import StoreOps
 from helios_core.jobs.queue import JobQueue, QueueStats
@@ -146,17 +147,18 @@ class Gateway:
 
     def request_done(self, handler: RequestHandler) -> None:
         """Tornado's log_function: one metrics update and one log line per request."""
-        from helios_core.gateway.base import BaseHandler
-
+        if not isinstance(handler, BaseHandler):
+            return
+        request = handler.request
+        method = request.method or ""
         status = handler.get_status()
-        method = handler.request.method or ""
-        if isinstance(handler, BaseHandler):
-            route = handler.route or "unmatched"
-            seconds = handler.request.request_time()
-            self.metrics.observe(method, route, status, seconds)
-            if self.config.gateway.access_log and self.access is not None:
-                p = handler.principal
-                self.access.write({"request_id": handler.request_id, "method": method, "route": route,
-                                   "path": handler.request.path, "status": status,
-                                   "duration_ms": round(seconds * 1000, 3), "user": p.username if p else None,
-                                   "client": handler.client, "trace_id": handler.trace_id})
+        route = handler.route or "unmatched"
+        seconds = request.request_time()
+        self.metrics.observe(method, route, status, seconds)
+        access = self.access
+        if access is not None and self.config.gateway.access_log:
+            p = handler.principal
+            access.write({"request_id": handler.request_id, "method": method, "route": route,
+                          "path": request.path, "status": status,
+                          "duration_ms": round(seconds * 1000, 3), "user": p.username if p else None,
+                          "client": handler.client, "trace_id": handler.trace_id})
