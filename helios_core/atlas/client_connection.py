@@ -323,7 +323,7 @@ class Connection(asyncio.Protocol):
             if len(queue) > _QUEUE_PAUSE and not self.read_paused:
                 self.read_paused = True
                 self.transport.pause_reading()
-            if type(queue[0][1]) is bytes and queue[0][0] == 0:
+            if queue[0][0] == 0 and type(queue[0][1]) is bytes:  # (a write's reply: seq > 0, it waits)
                 self._drain()
         elif self.closing:
             self.transport.close()
