@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
+from tornado.web import Application
 
 from helios_core.atlas.daemon import SOCKET_NAME, UNIX_PATH_MAX, AtlasServer
 from helios_core.atlas.metrics import EngineCollector
@@ -30,7 +31,7 @@ from helios_core.auth import AuditLog, AuthService, KeyRing, PasswordHasher
 from helios_core.clock import service_clock
 from helios_core.config import HeliosConfig
 from helios_core.errors import ConfigError
-from helios_core.gateway.base import GatewayApplication, NotFoundHandler
+from helios_core.gateway.base import NotFoundHandler
 from helios_core.gateway.bootstrap import signing_key_specs, write_initial_password
 from helios_core.gateway.context import Gateway
 from helios_core.gateway.limits import GatewayHTTPServer, TrustedProxies, server_settings
@@ -157,7 +158,7 @@ class GatewayService:
         specs = url_specs(self.gateway)
         if self.proxy is not None:
             specs.append(proxied_url_spec(self.gateway, self.proxy))
-        self.app = GatewayApplication(
+        self.app = Application(
             specs,
             default_handler_class=NotFoundHandler,
             default_handler_args={"gateway": self.gateway},

@@ -30,7 +30,6 @@ also what the RBAC matrix test and the OpenAPI document read.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import functools
 import random
@@ -42,8 +41,8 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
-from tornado.httputil import HTTPHeaders, RequestStartLine, ResponseStartLine
-from tornado.web import Application, HTTPError, RequestHandler, _HandlerDelegate, stream_request_body
+from tornado.httputil import HTTPHeaders
+from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from helios_core.auth.audit import Actor
 from helios_core.auth.service import Principal
@@ -66,7 +65,7 @@ if TYPE_CHECKING:
     from helios_core.ratelimit import Decision
 
 __all__ = ["BaseHandler", "Need", "PUBLIC", "PROBE", "AUTHENTICATED", "perm", "NotFoundHandler", "error_body",
-           "request_id_of", "GatewayApplication"]
+           "request_id_of"]
 
 log = get_logger("gateway")
 
@@ -591,36 +590,3 @@ class NotFoundHandler(BaseHandler):
         self.sticky_header("X-Request-ID", self.request_id)
         raise HTTPError(404)
 
-
-class _Delegate(_HandlerDelegate):
-    """Tornado's per-request delegate, without the streaming round trip when there is no body.
-
-    `BaseHandler` streams bodies in (``@stream_request_body``), so an oversized or unauthorized
-    body is refused before it is read.  For such a handler Tornado runs ``prepare()`` as soon as
-    the head is in and makes the method wait for the end of the body, which the connection
-    signals on its next turn: two more event-loop passes per request, also when there is no body
-    at all.  A request head with neither Content-Length nor Transfer-Encoding has no body
-    (RFC 9112, 6.3), so such a request runs as Tornado runs a handler that does not stream: once
-    the (empty) message is complete, with the body's future already done.  Handlers with a
-    `data_received` of their own (the proxied one) always stream.
-    """
-
-    def headers_received(self, start_line: RequestStartLine | ResponseStartLine,
-                         headers: HTTPHeaders) -> Awaitable[None] | None:
-        if (self.stream_request_body and "Content-Length" not in headers and "Transfer-Encoding" not in headers
-                and self.handler_class.data_received is BaseHandler.data_received):
-            self.stream_request_body = False
-            done = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            self.request._body_future = done  # what _execute awaits: done, so it does not wait
-            return None
-        return super().headers_received(start_line, headers)
-
-
-class GatewayApplication(Application):
-    """Tornado's Application, serving each request through `_Delegate`."""
-
-    def get_handler_delegate(self, request: Any, target_class: type[RequestHandler],
-                             target_kwargs: dict[str, Any] | None = None, path_args: list[bytes] | None = None,
-                             path_kwargs: dict[str, bytes] | None = None) -> _HandlerDelegate:
-        return _Delegate(self, request, target_class, target_kwargs, path_args, path_kwargs)
