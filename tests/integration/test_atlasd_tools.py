@@ -149,7 +149,8 @@ def test_client_that_never_reads_is_bounded(daemon: Daemon) -> None:
     """A pipelining client that does not read its replies is paused, not buffered without bound."""
     with socket.create_connection(("127.0.0.1", daemon.port)) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        password = (daemon.password or "").encode()  # an authenticated client: a stranger's buffer has its own, smaller caps
+        # An authenticated client: a stranger's buffers have their own, smaller caps.
+        password = (daemon.password or "").encode()
         s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password))
         assert s.recv(5) == b"+OK\r\n"
         s.setblocking(False)
