@@ -22,6 +22,7 @@ writes the libraries of database 0's, its `root`.
 from __future__ import annotations
 
 import heapq
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -154,6 +155,20 @@ class Keyspace:
         heapq.heapify(self._heap)
 
     # -- expiry ------------------------------------------------------------------
+
+    def avg_ttl(self, now_ms: int, samples: int = 32) -> int:
+        """INFO keyspace's avg_ttl: the mean time to live, in ms, of keys with an expiry, estimated
+        from a few random ones (Redis estimates it by sampling too); 0 when none has one."""
+        heap, expires = self._heap, self.expires
+        if not expires or not heap:
+            return 0
+        total = n = 0
+        for _ in range(samples):
+            exp, key = heap[random.randrange(len(heap))]
+            if expires.get(key) == exp and exp > now_ms:  # (stale heap entries are skipped)
+                total += exp - now_ms
+                n += 1
+        return total // n if n else 0
 
     def due_keys(self, now_ms: int, limit: int) -> list[bytes]:
         """Up to `limit` keys whose expiry is <= now_ms, cheapest first; does not remove them."""

@@ -70,6 +70,18 @@ def test_due_keys_skips_stale_heap_entries() -> None:
     assert ks.due_keys(5000, 10) == [b"moved"]
 
 
+def test_avg_ttl_estimates_live_expiries_and_skips_stale_ones() -> None:
+    ks = Keyspace()
+    assert ks.avg_ttl(0) == 0
+    ks.put(b"plain", b"v", None)
+    assert ks.avg_ttl(0) == 0  # no key has an expiry
+    for i in range(50):
+        ks.put(b"k%d" % i, b"v", 10_000)
+        ks.set_expiry(b"k%d" % i, 20_000)  # each leaves a stale (10000, k) entry in the heap
+    assert ks.avg_ttl(1_000) == 19_000  # every live expiry is 19 s away; stale entries never count
+    assert ks.avg_ttl(25_000) == 0      # all due: none has time left
+
+
 def test_due_keys_offers_a_key_once_after_its_expiry_came_back() -> None:
     # EXPIREAT k T; PERSIST k; EXPIREAT k T pushes (T, k) twice, both matching `expires`.
     ks = Keyspace()

@@ -384,7 +384,8 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
     section("Errorstats", [])
     section("Latencystats", [])
     section("Cluster", [("cluster_enabled", 0)])
-    section("Keyspace", [(f"db{i}", f"keys={len(ks)},expires={len(ks.expires)},avg_ttl=0")
+    now = engine.clock()
+    section("Keyspace", [(f"db{i}", f"keys={len(ks)},expires={len(ks.expires)},avg_ttl={ks.avg_ttl(now)}")
                          for i, ks in engine.dbs.non_empty()])
     return "\r\n".join(out)
 
