@@ -295,7 +295,7 @@ async def _serve_worker(config: HeliosConfig, store_url: str, sock: socket.socke
                         ready: Callable[[], None]) -> None:
     """One of the N gateway processes: its own store connection, its own socket on the shared port;
     serve until SIGTERM, then drain as a single gateway does."""
-    from helios_core.gateway.app import GatewayService
+    from helios_core.gateway.app import GatewayService, tune_gc
 
     g = config.gateway
     tracing.configure(config, "helios-gateway")  # a fresh provider (the parent's exporter state is not ours)
@@ -311,6 +311,7 @@ async def _serve_worker(config: HeliosConfig, store_url: str, sock: socket.socke
         await service.start()  # the bootstrap already ran: this only finds the admin there
         sock.listen(1024)
         service.listen([sock])
+        tune_gc()  # as a single gateway does once started
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
