@@ -22,20 +22,36 @@ pytestmark = pytest.mark.slow
 
 
 def start(data: Path) -> tuple[subprocess.Popen[str], str, list[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
-    proc = subprocess.Popen([HELIOS, "gateway", "--data", str(data), "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return start_gateway(["--data", str(data)])
+
+
+def start_gateway(args: list[str], env: dict[str, str] | None = None, stderr: Any = subprocess.PIPE,
+                  timeout: float = 30) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """`helios gateway ARGS --port 0` (in an environment without the caller's HELIOS_ settings unless
+    `env` is given), once it listens: the process, its URL and the lines it printed on the way."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
+    proc = subprocess.Popen([HELIOS, "gateway", *args, "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=stderr, text=True, env=env)
     assert proc.stdout is not None
     lines: list[str] = []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
-            raise AssertionError(f"gateway exited: {proc.wait()} {proc.stderr.read() if proc.stderr else ''}")
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"gateway exited: {proc.wait()} {err} {lines}")
         lines.append(line.rstrip("\n"))
         if "listening on" in line:  # the last line of the start-up message
             return proc, line.split("listening on ")[1].split()[0], lines
-    raise AssertionError("gateway did not start")
+    proc.kill()
+    proc.wait()
+    raise AssertionError(f"gateway did not start: {lines}")
+
+
+def first_password(lines: list[str]) -> str:
+    """The first admin's password, from the start-up lines of a gateway on a new store."""
+    return lines[lines.index(next(ln for ln in lines if "created the user" in ln)) + 1].strip()
 
 
 def call(url: str, method: str = "GET", body: Any = None, token: str | None = None,

@@ -11,13 +11,12 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_atlasd_support import HELIOS, running_daemon
-from tests.integration.test_gateway_process import call, start
+from tests.integration.test_gateway_process import call, first_password, start, start_gateway
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -71,23 +70,16 @@ def test_admin_store_ops_on_redis(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELIOS_")}
     env["HELIOS_AUTH__JWT_KEYS"] = "k1=" + "s" * 40
     env["HELIOS_AUTH__BCRYPT_COST"] = "4"
-    proc = subprocess.Popen([HELIOS, "gateway", "--store", f"redis://127.0.0.1:{server.port}", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 30
-        while "listening on" not in (lines[-1] if lines else ""):
-            line = proc.stdout.readline()
-            assert line and time.monotonic() < deadline, f"gateway did not start: {lines}"
-            lines.append(line.rstrip("\n"))
-        url = lines[-1].split("listening on ")[1].split()[0]
-        password = lines[lines.index(next(ln for ln in lines if "created the user" in ln)) + 1].strip()
-        status, body = call(f"{url}/api/v1/auth/login", "POST", {"username": "admin", "password": password})
-        assert status == 200, body
-        exercise(url, json.loads(body)["access_token"])
-        assert server.workdir is not None and (server.workdir / "dump.rdb").exists()
+        proc, url, lines = start_gateway(["--store", f"redis://127.0.0.1:{server.port}"], env)
+        try:
+            status, body = call(f"{url}/api/v1/auth/login", "POST",
+                                {"username": "admin", "password": first_password(lines)})
+            assert status == 200, body
+            exercise(url, json.loads(body)["access_token"])
+            assert server.workdir is not None and (server.workdir / "dump.rdb").exists()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
         server.stop()

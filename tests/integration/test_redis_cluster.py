@@ -18,9 +18,7 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -41,11 +39,11 @@ from helios_core.store import open_store, parse_store_url
 from helios_core.store.base import Key, to_bytes
 from helios_core.store.cluster import ClusterStore, CrossSlotError, same_slot, slot_of
 from helios_core.store.scripts import ScriptOp
+from tests.integration.test_gateway_process import HELIOS, first_password, start_gateway
 from tests.redis_cluster import RedisClusterGroup, redis_cluster  # noqa: F401
 from tests.redis_server import _ask
 
 NOW = 1_800_000_000_000
-_HELIOS = str(Path(sys.executable).parent / "helios")
 
 # -- URLs -------------------------------------------------------------------------------------
 
@@ -449,19 +447,10 @@ def test_a_gateway_and_workers_on_the_cluster(cluster: RedisClusterGroup, tmp_pa
     env.update({"HELIOS_AUTH__BCRYPT_COST": "4", "HELIOS_RATELIMIT__ENABLED": "false",
                 "HELIOS_AUTH__JWT_KEYS": "k1=" + "s" * 48})
     with tempfile.TemporaryFile("w+") as log:
-        gw = subprocess.Popen([_HELIOS, "gateway", "--store", cluster.url, "--port", "0"], stdout=subprocess.PIPE,
-                              stderr=log, text=True, env=env)
+        gw, url, lines = start_gateway(["--store", cluster.url], env, stderr=log, timeout=60)
         workers: list[subprocess.Popen[bytes]] = []
         try:
-            assert gw.stdout is not None
-            lines: list[str] = []
-            deadline = time.monotonic() + 60
-            while "listening on" not in (lines[-1] if lines else ""):
-                line = gw.stdout.readline()
-                assert line and time.monotonic() < deadline, f"gateway did not start: {lines}"
-                lines.append(line.rstrip("\n"))
-            url = lines[-1].split("listening on ")[1].split()[0]
-            password = lines[lines.index(next(ln for ln in lines if "created the user" in ln)) + 1].strip()
+            password = first_password(lines)
             token = _api(url, "POST", "/api/v1/auth/login", {"username": "admin", "password": password})[
                 "access_token"]
             jobs = [{"queue": names[i % 3], "payload": {"i": i}} for i in range(150)]
@@ -469,7 +458,7 @@ def test_a_gateway_and_workers_on_the_cluster(cluster: RedisClusterGroup, tmp_pa
                    for j in _api(url, "POST", "/api/v1/jobs/batch", {"jobs": jobs[start:start + 50]}, token)["jobs"]]
             assert len(set(ids)) == 150
             for n in range(2):
-                args = [_HELIOS, "worker", "--name", f"w{n}", "--handler", "ctasks:run", "--burst", "-c", "4"]
+                args = [HELIOS, "worker", "--name", f"w{n}", "--handler", "ctasks:run", "--burst", "-c", "4"]
                 args += [a for q in names for a in ("-q", q)]
                 wenv = {**env, "HELIOS_URL": url, "HELIOS_TOKEN": token, "PYTHONPATH": str(tmp_path)}
                 workers.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
