@@ -32,7 +32,7 @@ import orjson
 
 from helios_core.errors import ConfigError, HeliosError, InvalidInputError
 from helios_core.store.base import Key, Store, Txn
-from helios_core.store.scripts import RATE_TAKE, Write
+from helios_core.store.scripts import RATE_MIN_TTL_MS, RATE_TAKE, Write
 
 __all__ = [
     "Policy",
@@ -253,7 +253,7 @@ def take_model(keys: list[bytes], values: list[bytes | None], args: list[bytes])
     now_ms = int(args[2])
     d, new = take(Bucket.decode(values[0]), policy, now_ms, int(args[3]))
     reply = [int(d.allowed), d.remaining, d.reset_ms, d.retry_after_ms]
-    return reply, ([] if new is None else [(keys[0], new.encode(), max(1, d.reset_ms))])
+    return reply, ([] if new is None else [(keys[0], new.encode(), max(RATE_MIN_TTL_MS, d.reset_ms))])
 
 
 _POLICIES: dict[tuple[int, int], Policy] = {}

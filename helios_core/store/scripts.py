@@ -66,6 +66,12 @@ class ScriptOp:
         object.__setattr__(self, "sha", hashlib.sha1(self.source).hexdigest().encode())
 
 
+# How long a bucket's record lives at least, in ms, although it is full sooner.  A bucket found
+# after its refill time reads as full, as a missing one does, so keeping it changes no decision (for
+# the same policy); and a caller whose bucket refills in a few ms (a generous limit) rewrites one
+# record per request instead of having it expire, logged as a DEL, and written anew.
+RATE_MIN_TTL_MS = 1000
+
 # The token-bucket decision of helios_core/ratelimit.py's take(), on the server.
 #   KEYS[1]  the bucket (rate:{clientId}); KEYS[2], optional, the settings document the caller
 #            chose its policy from (ratelimit.SETTINGS_KEY)
@@ -78,7 +84,7 @@ class ScriptOp:
 # Precision: milli-token amounts stay below limit * 1000 * window_s, and elapsed time is
 # capped at window_s * 1000 before it is multiplied, so all products stay exact for any
 # policy with limit * window_s below 9e12.
-RATE_TAKE = ScriptOp("rate_take", b"""\
+RATE_TAKE = ScriptOp("rate_take", b"local MIN_TTL = %d\n" % RATE_MIN_TTL_MS + b"""\
 local got = redis.call('mget', unpack(KEYS))  -- one call for the bucket and the settings
 if #KEYS > 1 then
   local doc = got[2]
@@ -110,7 +116,7 @@ local need = cost * 1000
 if milli >= need then
   local left = milli - need
   local reset = math.max(0, last + ms_for(cap - left) - now)
-  redis.call('set', KEYS[1], string.format('%d:%d', left, last), 'PX', string.format('%d', math.max(1, reset)))
+  redis.call('set', KEYS[1], string.format('%d:%d', left, last), 'PX', string.format('%d', math.max(MIN_TTL, reset)))
   return {1, math.floor(left / 1000), reset, 0}
 end
 local retry = 0

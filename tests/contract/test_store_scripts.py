@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from helios_core.errors import CommandError
 from helios_core.ratelimit import RATE_TAKE_OP, Bucket, Policy, RateLimiter, RateLimitSettings, take
 from helios_core.store import Store
-from helios_core.store.scripts import RATE_TAKE, ScriptOp
+from helios_core.store.scripts import RATE_MIN_TTL_MS, RATE_TAKE, ScriptOp
 
 T0 = 1_800_000_000_000
 
@@ -53,6 +53,24 @@ def test_rate_take_agrees_with_the_model(run_store, batch: list) -> None:
                     assert stored == (None if bucket is None else bucket.encode())
                 else:  # (a short TTL may be over by now on a real server, on a busy machine)
                     assert stored == new.encode() or (stored is None and want.reset_ms < 30_000)
+
+    run_store(body)
+
+
+def test_a_bucket_that_refills_in_a_few_ms_lives_a_second(run_store) -> None:
+    """A generous limit refills one token in 1 ms; the record stays (RATE_MIN_TTL_MS) rather than
+    expiring between a caller's requests (one write a request, not an expiry's DEL and a new write),
+    and found later it decides as a missing bucket does: full."""
+    async def body(s: Store) -> None:
+        policy = Policy(1000, 1)
+        for i, op in enumerate((RATE_TAKE, RATE_TAKE_OP)):
+            key = f"rate:{{fast}}{i}"
+            got = await s.run_script(op, [key], [policy.limit, policy.window_s, T0, 1])
+            assert got == [1, 999, 1, 0], op  # the reply still says: full again in 1 ms
+            assert 500 < await s.pttl(key) <= RATE_MIN_TTL_MS
+            d = take(None, policy, T0 + 5)[0]  # what a missing bucket decides 5 ms later
+            later = await s.run_script(op, [key], [policy.limit, policy.window_s, T0 + 5, 1])
+            assert later == [int(d.allowed), d.remaining, d.reset_ms, d.retry_after_ms] == [1, 999, 1, 0], op
 
     run_store(body)
 
