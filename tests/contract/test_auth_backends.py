@@ -22,12 +22,15 @@ ME = Actor("tester", None, "10.0.0.1")
 PASSWORD = "correct-horse-battery-staple"
 
 
-def _service(store: Store) -> tuple[AuthService, PasswordHasher]:
+FAST = Policy(100, 1)  # the default policy of these tests' limiter
+
+
+def _service(store: Store, policy: Policy = FAST) -> tuple[AuthService, PasswordHasher]:
     cfg = AuthConfig(bcrypt_cost=4)
     keys = KeyRing.from_specs(["k1=" + "s" * 40], cfg.jwt_algorithms, issuer=cfg.jwt_issuer,
                               audience=cfg.jwt_audience, leeway_s=0)
     hasher = PasswordHasher(cfg.bcrypt_cost, workers=2)
-    return AuthService(store, cfg, keys, hasher, RateLimiter(store, RateLimitSettings(Policy(100, 1))),
+    return AuthService(store, cfg, keys, hasher, RateLimiter(store, RateLimitSettings(policy)),
                        AuditLog(store, cfg.audit_max_entries)), hasher
 
 

@@ -17,12 +17,12 @@ import asyncio
 import orjson
 import pytest
 
-from helios_core.auth import Actor, AuditLog, AuthService, KeyRing, PasswordHasher, migrate
+from helios_core.auth import Actor, migrate
 from helios_core.auth.audit import AUDIT_KEY
-from helios_core.config import AuthConfig
 from helios_core.errors import AuthenticationError
-from helios_core.ratelimit import SETTINGS_KEY, Policy, RateLimiter, RateLimitSettings
+from helios_core.ratelimit import SETTINGS_KEY, Policy
 from helios_core.store import Store
+from tests.contract.test_auth_backends import _service
 
 NOW = 1_800_000_000_000
 ME = Actor("tester", None, "10.0.0.1")
@@ -30,29 +30,10 @@ PASSWORD = "correct-horse-battery-staple"
 TAG = b"{auth}:"
 
 
-def _service(store: Store) -> tuple[AuthService, PasswordHasher]:
-    cfg = AuthConfig(bcrypt_cost=4)
-    keys = KeyRing.from_specs(["k1=" + "s" * 40], cfg.jwt_algorithms, issuer=cfg.jwt_issuer,
-                              audience=cfg.jwt_audience, leeway_s=0)
-    hasher = PasswordHasher(cfg.bcrypt_cost, workers=2)
-    return AuthService(store, cfg, keys, hasher, RateLimiter(store, RateLimitSettings(Policy(100, 60))),
-                       AuditLog(store, cfg.audit_max_entries)), hasher
-
-
-async def _keys(s: Store, prefix: str) -> list[bytes]:
-    out: dict[bytes, None] = {}
-    cursor = "0"
-    while True:
-        cursor, page = await s.scan(prefix, cursor, 500)
-        out.update(dict.fromkeys(page))
-        if cursor == "0":
-            return list(out)
-
-
 async def _back_to_older_names(s: Store) -> int:
     """Every tagged auth key under the name the previous version gave it (TTL kept); how many."""
     n = 0
-    for key in [*await _keys(s, "auth:{auth}:"), *await _keys(s, "rbac:{auth}:"), *await _keys(s, "rate:{auth}:"),
+    for key in [*await s.scan_all("auth:{auth}:"), *await s.scan_all("rbac:{auth}:"), *await s.scan_all("rate:{auth}:"),
                 SETTINGS_KEY.encode()]:
         if key == migrate.FORMAT_KEY.encode():
             await s.delete(key)
@@ -78,7 +59,7 @@ def test_an_older_store_is_moved_at_the_gateways_start(run_store) -> None:  # ty
     _skip_on_cluster(run_store)
 
     async def body(s: Store) -> None:
-        svc, hasher = _service(s)
+        svc, hasher = _service(s, Policy(100, 60))
         try:
             password = await svc.bootstrap(NOW)
             assert password is not None
@@ -93,15 +74,15 @@ def test_an_older_store_is_moved_at_the_gateways_start(run_store) -> None:  # ty
             assert await s.zcard("audit:log") >= 2
 
             assert await svc.bootstrap(NOW) is None  # the older store: moved, and not empty
-            assert [k for k in await _keys(s, "auth:") if TAG not in k] == []
-            assert [k for k in await _keys(s, "rbac:") if TAG not in k] == []
+            assert [k for k in await s.scan_all("auth:") if TAG not in k] == []
+            assert [k for k in await s.scan_all("rbac:") if TAG not in k] == []
             assert await s.get("config:ratelimit") is None and await s.zcard("audit:log") == 0
             assert orjson.loads(await s.get(SETTINGS_KEY) or b"")["default"]["limit"] == 5
             assert await s.zcard(AUDIT_KEY) >= 2
-            failures = await _keys(s, "auth:{auth}:login_failures:")
+            failures = await s.scan_all("auth:{auth}:login_failures:")
             assert failures and 0 < await s.pttl(failures[0])
             assert await s.get("kv:users/x") == b"data"
-            assert await _keys(s, "rate:") and not await _keys(s, "rate:{auth}:")  # buckets: left to expire
+            assert await s.scan_all("rate:") and not await s.scan_all("rate:{auth}:")  # buckets: left to expire
 
             assert (await svc.authenticate(pair.access_token, NOW)).username == "admin"  # issued before
             assert (await svc.authenticate((await svc.login("bob", PASSWORD, NOW, ME)).access_token,
@@ -118,7 +99,7 @@ def test_two_migrations_at_once_move_each_key_once(run_store) -> None:  # type: 
     _skip_on_cluster(run_store)
 
     async def body(s: Store) -> None:
-        svc, hasher = _service(s)
+        svc, hasher = _service(s, Policy(100, 60))
         try:
             password = await svc.bootstrap(NOW)
             assert password is not None
@@ -126,7 +107,7 @@ def test_two_migrations_at_once_move_each_key_once(run_store) -> None:  # type: 
             moved_back = await _back_to_older_names(s)
             moved = await asyncio.gather(migrate.ensure_current(s), migrate.ensure_current(s))
             # Each string key once (rate buckets are not moved), and the audit log once.
-            buckets = len(await _keys(s, "rate:"))
+            buckets = len(await s.scan_all("rate:"))
             assert sum(moved) == moved_back - buckets + 1
             assert (await svc.authenticate(pair.access_token, NOW)).username == "admin"
         finally:
@@ -137,7 +118,7 @@ def test_two_migrations_at_once_move_each_key_once(run_store) -> None:  # type: 
 
 def test_auth_runs_on_every_backend(run_store) -> None:  # type: ignore[no-untyped-def]
     async def body(s: Store) -> None:
-        svc, hasher = _service(s)
+        svc, hasher = _service(s, Policy(100, 60))
         try:
             password = await svc.bootstrap(NOW)
             assert password is not None

@@ -85,28 +85,15 @@ class ModelStore:
 
 
 async def clear(s: Store) -> None:
-    keys: list[bytes] = []
-    cursor = "0"
-    while True:
-        cursor, page = await s.scan(b"job:", cursor, 500)
-        keys += page
-        if cursor == "0":
-            break
+    keys = await s.scan_all(b"job:")
     if keys:
-        await s.delete(*set(keys))
+        await s.delete(*keys)
 
 
 async def dump(s: Store) -> dict[bytes, Any]:
     """Everything under job:, as comparable values (a TTL only as present or not: servers keep real time)."""
-    keys: set[bytes] = set()
-    cursor = "0"
-    while True:
-        cursor, page = await s.scan(b"job:", cursor, 500)
-        keys.update(page)
-        if cursor == "0":
-            break
     out: dict[bytes, Any] = {}
-    for key in sorted(keys):
+    for key in sorted(await s.scan_all(b"job:")):
         if key.endswith(ZSETS) or key == QUEUES_KEY.encode():
             out[key] = await s.zrangebyscore(key)
         else:
