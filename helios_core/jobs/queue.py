@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -178,7 +178,7 @@ class JobQueue:
         # and check_queue reads job:queues only the first time.  Advisory: another process may have
         # forgotten one since; the enqueue script then refuses it, and it is registered again
         # (registry.py).
-        self._registered: set[str] = set()
+        self._registered: dict[str, None] = {}  # (oldest dropped past SEEN_QUEUES: see _note_registered)
         self._seen: dict[str, None] = {}  # queues of jobs seen here (SEEN_QUEUES; where _find looks first)
         self._forgot_ms: int | None = None  # when forget_empty last ran on an enqueue refused for the cap
         self._ids = JobIds()
@@ -259,7 +259,7 @@ class JobQueue:
             raise QueueNotFoundError(
                 f"queue {queue!r} does not exist: nothing was ever enqueued to it; enqueue a job to create it, "
                 f"or name it in jobs.queues", detail={"queue": queue})
-        self._registered.add(queue)
+        self._note_registered([queue])
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -290,7 +290,7 @@ class JobQueue:
                                               window_ms, fresh)
             if fresh:
                 await register(self.store, self._configured(fresh), now_ms, None)  # r3
-                self._registered.update(fresh)
+                self._note_registered(fresh)
             for i, outcome in zip(todo, out, strict=True):
                 result[i] = outcome
             todo = [i for i in todo if result[i] is None]
@@ -298,7 +298,7 @@ class JobQueue:
                 break
             # Forgotten by another process since this one registered them (registry.py): register
             # them again, with the queues of the jobs their slot's refusal left unwritten.
-            self._registered.difference_update(unlisted)
+            self._unnote_registered(unlisted)
             fresh = frozenset(unlisted) | (fresh & {jobs[i].queue for i in todo})
         else:
             raise ConflictError("the job queue's registry kept forgetting the queues of this enqueue while it "
@@ -639,8 +639,21 @@ class JobQueue:
         names = [m.decode() for m, _ in await self.store.zrangebyscore(QUEUES_KEY)] if queues is None else queues
         gone = [q for q in names
                 if await forget(self.store, q, now_ms, self._retention.done_ms, self._retention.dlq_ms)]
-        self._registered.difference_update(gone)
+        self._unnote_registered(gone)
         return gone
+
+    def _note_registered(self, queues: Iterable[str]) -> None:
+        """Remember `queues` as registered.  Bounded: names a caller invents, forgotten by another
+        process's sweep, would otherwise pile up here; one dropped costs its next enqueue a
+        registration call again."""
+        registered = self._registered
+        registered.update(dict.fromkeys(queues))
+        while len(registered) > SEEN_QUEUES:
+            del registered[next(iter(registered))]
+
+    def _unnote_registered(self, queues: Iterable[str]) -> None:
+        for q in queues:
+            self._registered.pop(q, None)
 
     async def _stats(self, q: str, now_ms: int) -> QueueStats:
         # One snapshot (jobs/stats.py): separate reads of a busy queue did not add up.

@@ -1068,3 +1068,19 @@ def test_a_job_is_found_by_id_over_every_registered_queue_a_few_keys_at_a_time(
         assert sum(reads) == 4
 
     run(tmp_path, body)
+
+
+def test_the_queues_a_process_remembers_as_registered_are_bounded(tmp_path: Path, monkeypatch) -> None:
+    """Queue names come from callers: past SEEN_QUEUES the oldest are dropped (each dropped one costs
+    its next enqueue a registration again, nothing more)."""
+    monkeypatch.setattr(queue_module, "SEEN_QUEUES", 3)
+
+    async def body(env: Env) -> None:
+        for n in range(5):
+            await env.q.enqueue(EnqueueRequest(f"q{n}", {"n": n}), env.now)
+        assert list(env.q._registered) == ["q2", "q3", "q4"]
+        job, created = await env.q.enqueue(EnqueueRequest("q0", {"n": 5}), env.now)  # registered again
+        assert created and list(env.q._registered) == ["q3", "q4", "q0"]
+        assert sorted(await env.q.queues()) == ["q0", "q1", "q2", "q3", "q4"]
+
+    run(tmp_path, body)
