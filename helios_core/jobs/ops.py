@@ -356,7 +356,9 @@ async def enqueue(store: Store, jobs: list[Job], dedup_keys: list[str | None], n
             out[order[id(job)]] = (job, True) if created else (_job_of(reply[2 + 2 * i]), False)
 
     await _each(one, by_slot(store, list(zip(jobs, dedup_keys, strict=True)), lambda jd: jd[0].queue))
-    return out, unlisted
+    # (On a cluster the slots' scripts finish in any order: the queues in the order of the jobs.)
+    found = set(unlisted)
+    return out, [q for q in dict.fromkeys(job.queue for job in jobs) if q in found]
 
 
 async def _each(fn: Callable[[list[T]], Any], groups: list[list[T]]) -> None:
