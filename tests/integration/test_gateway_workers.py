@@ -46,7 +46,9 @@ class Gateway:
                                      stderr=self.log, text=True, env={**base, **FAST, **(env or {})})
         assert self.proc.stdout is not None
         self.lines: list[str] = []
-        self.seen: set[int] = set()  # every gateway pid this test saw (all must be gone at the end)
+        # Every gateway pid this test saw (all must be gone at the end), with its start time: a pid
+        # that died mid-test may belong to another process by cleanup time (pids wrap at pid_max).
+        self.seen: dict[int, int | None] = {}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
@@ -86,7 +88,7 @@ class Gateway:
         assert status == 200
         found = WORKER_INFO.findall(body.decode())
         assert len(found) == 1, body[-2000:]
-        self.seen.add(int(found[0][0]))
+        self.seen.setdefault(int(found[0][0]), start_time(int(found[0][0])))
         return int(found[0][0])
 
     def token(self, password: str) -> str:
@@ -109,17 +111,29 @@ class Gateway:
 
     def kill(self) -> None:
         """Cleanup after a failed test: the parent, then any child left (PDEATHSIG sends them SIGTERM too)."""
-        left = self.children() | self.seen
+        left = {pid: start_time(pid) for pid in self.children()} | self.seen
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
             log = [line for line in self.stderr().splitlines() if "gateway.access" not in line]
             print("\n".join(log[-200:]))  # shown with a failed test's output
-        for pid in left:
+        for pid, started in left.items():
+            if started is None or start_time(pid) != started:
+                continue  # gone, or the pid is another process's now: SIGKILL only what we started
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot, /proc/PID/stat field 22), None if it is gone:
+    with the pid it names one process, whatever later reuses the number."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
