@@ -4,10 +4,12 @@ little-endian) and a CRC-64 (Jones, reflected; 8 bytes, little-endian) of everyt
 ATLAS writes RDB version 10 (Redis 7.0's), so its payloads restore on Redis 7.0 and later:
 strings byte for byte as Redis 7.0 dumps them (small integers as RDB integers, strings over
 20 bytes LZF-compressed by the same algorithm when that pays), and collections in the
-encoding Redis 7.0 would hold them in by its default thresholds: small hashes and zsets as
-listpacks (16, 17), sets of integers as intsets (11), small lists as one quicklist node (18),
-so their payloads are Redis's too; larger ones in the plain RDB encodings Redis still loads
-(list 1, set 2, zset 5 with binary scores, hash 4), whose element order is ATLAS's own.  Reading accepts those and what
+encoding Redis 7.0 holds them in: hashes and sets in the one they have (hashtype.py,
+packed.set_encoding: a hashtable that shrank is dumped as one, as Redis dumps it), zsets by
+its default thresholds; listpack hashes and zsets (16, 17), intsets (11), small lists as one
+quicklist node (18), so their payloads are Redis's too; the others in the plain RDB encodings
+Redis still loads (list 1, set 2, zset 5 with binary scores, hash 4), whose element order is
+ATLAS's own.  Reading accepts those and what
 Redis 7.0 itself dumps: LZF strings, intsets (11), listpack hashes and zsets (16, 17)
 and quicklist-2 lists (18).  Streams both ways in Redis 7.0's encoding (19).  Anything else
 is refused with Redis's own errors.
@@ -20,8 +22,9 @@ import struct
 from collections import deque
 from typing import Any
 
-from helios_core.atlas.hashtype import Hash
+from helios_core.atlas.hashtype import LISTPACK, Hash
 from helios_core.atlas.listvalue import List
+from helios_core.atlas.packed import INTSET, set_encoding
 from helios_core.atlas.streamtype import NACK, U64, Consumer, Group, Node, Stream
 from helios_core.atlas.zset import ZSet
 
@@ -251,15 +254,14 @@ def _score_text(score: float) -> bytes:
     return b"%.17g" % score
 
 
-# Redis 7.0's defaults for its compact encodings (what DUMP writes is what the value is stored as).
-HASH_LISTPACK, ZSET_LISTPACK, LISTPACK_VALUE, INTSET_MAX, LIST_NODE_BYTES = 512, 128, 64, 512, 8192
+# Redis 7.0's defaults for the zset and list encodings (what DUMP writes is what the value is stored as).
+ZSET_LISTPACK, LISTPACK_VALUE, LIST_NODE_BYTES = 128, 64, 8192
 
 
 def _collection(value: Any) -> bytes:
     t = type(value)
     if t is Hash:
-        if len(value) <= HASH_LISTPACK and all(len(f) <= LISTPACK_VALUE and len(v) <= LISTPACK_VALUE
-                                               for f, v in value.items()):
+        if value.encoding == LISTPACK:
             return bytes((T_HASH_LISTPACK,)) + _string(listpack([x for fv in value.items() for x in fv]))
         return bytes((T_HASH,)) + _len(len(value)) + b"".join(_string(f) + _string(v) for f, v in value.items())
     if t is ZSet:
@@ -269,9 +271,8 @@ def _collection(value: Any) -> bytes:
         return bytes((T_ZSET_2,)) + _len(len(value)) + b"".join(
             _string(m) + struct.pack("<d", s) for s, m in value.items())
     if t is set:
-        ints = [_as_int64(m) for m in value] if len(value) <= INTSET_MAX else [None]
-        if all(i is not None for i in ints):
-            nums = sorted(i for i in ints if i is not None)
+        if set_encoding(value) == INTSET:
+            nums = sorted(int(m) for m in value)
             width = 2 if all(-(1 << 15) <= i < 1 << 15 for i in nums) else (
                 4 if all(-(1 << 31) <= i < 1 << 31 for i in nums) else 8)
             blob = struct.pack("<II", width, len(nums)) + b"".join(i.to_bytes(width, "little", signed=True)

@@ -24,6 +24,10 @@ downtime would restart its countdown.
     ("LTRIM", key, left, right)       drop `left` items from the head, `right` from the tail
     ("SETRANGE", key, offset, bytes)  overwrite a string from offset (zero-padded; created without
                                       expiry if missing; the expiry kept): SETRANGE, SETBIT, BITFIELD
+    ("ENCODING", key, name)           the hash or set at key is held as `name` (hashtable, listpack,
+                                      intset) from now on: a rebuilt copy keeps its source's (RENAME,
+                                      COPY, MOVE) and a set built as Redis builds it its own (SPOP,
+                                      SDIFFSTORE); nothing when the key holds neither
     ("FLUSHALL",)                     every database (function libraries stay, as in Redis)
 
 Database effects (databases.py).  A record starts in database 0 on replay; SELECT moves the
@@ -79,9 +83,10 @@ from helios_core.atlas.effects_codec import (
     decode_line,
     encode_record,
 )
-from helios_core.atlas.hashtype import Hash
+from helios_core.atlas.hashtype import HASHTABLE, LISTPACK, Hash
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.listvalue import List
+from helios_core.atlas.packed import INTSET, is_int64, keep_set_encoding, set_added, set_encoding, set_removed
 from helios_core.atlas.streamtype import STREAM_OPS, apply_stream
 from helios_core.atlas.zset import ZSet
 
@@ -149,6 +154,8 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
                 ks.remove(key)
     elif op == "SETRANGE":
         _apply_setrange(ks, eff, undo)
+    elif op == "ENCODING":
+        _apply_encoding(ks, eff, undo)
     elif op in STREAM_OPS:
         _apply_stream(ks, eff, undo)
     elif op == "FLUSHDB" or (op == "FLUSHALL" and ks.dbs is None):
@@ -245,6 +252,8 @@ def _apply_add(ks: Keyspace, eff: Effect, undo: list | None) -> None:
             value.update(added)
         if undo is not None:
             undo.append(("srestore", key, added, ()))
+        if added and set_added(value) is not None and undo is not None:
+            undo.append(("xcall", lambda s=value: keep_set_encoding(s, INTSET)))
 
 
 def _apply_remove(ks: Keyspace, eff: Effect, undo: list | None) -> None:
@@ -257,15 +266,34 @@ def _apply_remove(ks: Keyspace, eff: Effect, undo: list | None) -> None:
             undo.append(("hrestore", key, olds))
     elif op == "SREM" and type(value) is set:
         removed = [m for m in dict.fromkeys(items) if m in value]
+        size = len(value)
         value.difference_update(removed)
         if undo is not None:
             undo.append(("srestore", key, (), removed))
+        if value and removed:
+            set_removed(value, removed, size)  # (a hashtable it was stays one)
     else:
         return
     if not value:
         if undo is not None:
             undo.append(("put", key, value, ks.expires.get(key)))
         ks.remove(key)
+
+
+def _apply_encoding(ks: Keyspace, eff: Effect, undo: list | None) -> None:
+    """How the hash or set at the key is held; a name that cannot be its (an intset of strings,
+    a listpack set: not what atlasd writes) changes nothing."""
+    _, key, name = eff
+    value: Any = ks.data.get(key)
+    if type(value) is Hash and (name == LISTPACK or name == HASHTABLE):
+        was = value.with_encoding(name)
+        if undo is not None:
+            undo.append(("xcall", lambda: value.with_encoding(was)))
+    elif type(value) is set and (name == HASHTABLE or (name == INTSET and all(map(is_int64, value)))):
+        was = set_encoding(value)
+        keep_set_encoding(value, name)
+        if undo is not None:
+            undo.append(("xcall", lambda: keep_set_encoding(value, was)))
 
 
 def _apply_list(ks: Keyspace, eff: Effect, undo: list | None) -> None:

@@ -30,8 +30,10 @@ LIBRARY_CMDS = frozenset({"FLOAD", "FDEL", "FFLUSH"})
 DB_CMDS = frozenset({"SELECT", "FLUSHDB", "SWAPDB"})
 # Effects that name no key.
 KEYLESS_CMDS = frozenset({"FLUSHALL"}) | DB_CMDS | LIBRARY_CMDS
+# {"cmd":"ENCODING","key":K,"encoding":"hashtable"}: how the hash or set at K is held (effects.py).
+ENCODINGS = frozenset({"hashtable", "listpack", "intset"})
 KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
-                        "FLUSHALL", "MULTI", "SETRANGE"}) | LIST_CMDS | STREAM_CMDS | LIBRARY_CMDS | DB_CMDS
+                        "FLUSHALL", "MULTI", "SETRANGE", "ENCODING"}) | LIST_CMDS | STREAM_CMDS | LIBRARY_CMDS | DB_CMDS
 
 
 # -- AOF line codec -----------------------------------------------------------------
@@ -107,6 +109,8 @@ def _effect_to_obj(eff: Effect) -> dict:
     elif op == "SETRANGE":
         rec["offset"] = eff[2]
         _put_bytes(rec, "value", eff[3])
+    elif op == "ENCODING":
+        rec["encoding"] = eff[2]
     elif op in STREAM_CMDS:
         _stream_to_obj(rec, eff)
     elif op == "HSET":
@@ -331,6 +335,11 @@ def _obj_to_effect(rec: Any, now_ms: int) -> Effect:
         return _stream_effect(rec, op)
     if op == "FLUSHALL" or op == "FLUSHDB":
         return (op,)
+    if op == "ENCODING":
+        name = rec.get("encoding")
+        if name not in ENCODINGS:
+            raise RecordError(f"ENCODING field 'encoding' must be one of {sorted(ENCODINGS)}, got {name!r}")
+        return (op, _get_bytes(rec, "key"), name)
     if op == "SELECT":
         return (op, _int_field(rec, op, "db"))
     if op == "SWAPDB":

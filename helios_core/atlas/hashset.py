@@ -24,9 +24,9 @@ __all__ = ["get_hash", "get_set", "pick_one", "pick_distinct", "pick_repeating",
 T = TypeVar("T")
 
 # Redis keeps a small hash (listpack) and a small set of integers (intset) in one compact block
-# that HSCAN/SSCAN return whole, cursor 0, whatever the COUNT.  A listpack hash is returned whole
-# here too; other collections up to this size as well, so a client iterating a small collection
-# sees Redis's reply.
+# that HSCAN/SSCAN return whole, cursor 0, whatever the COUNT.  A listpack hash and an intset are
+# returned whole here too; other collections up to this size as well, so a client iterating a
+# small collection sees Redis's reply.
 SMALL = 128
 
 
@@ -81,7 +81,7 @@ def scan_items(ctx: Ctx, cursor: int, items: list[bytes], options: list[bytes],
                emit: Callable[[bytes, list[Any]], None], whole: bool = False) -> list[Any]:
     """HSCAN/SSCAN over `items` (fields or members): [next cursor, flat replies from `emit`].
 
-    Small collections (and any with `whole`: a listpack hash) come back whole with cursor 0,
+    Small collections (and any with `whole`: a listpack hash, an intset) come back whole with cursor 0,
     as Redis answers for its compact encodings.  Larger ones are walked in sorted order and
     the cursor stands for the last item returned (the engine's SCAN cursor table), so every
     item present during the whole iteration is returned once, as with SCAN.

@@ -14,7 +14,9 @@ field can match.
 hashtable: a plain dict.  A hash converts to it, for good, exactly where
 Redis 7.0 converts (t_hash.c): when a field or value longer than
 hash-max-listpack-value is set, and when an HSET leaves more than
-hash-max-listpack-entries fields.  Like Redis it never converts back.
+hash-max-listpack-entries fields.  Like Redis it never converts back, and a
+copy keeps the encoding (`with_encoding`: RENAME, COPY and MOVE rebuild the
+hash under its new name), where RDB loading and RESTORE choose by content.
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ from typing import Any
 
 from helios_core.atlas.packed import ESC, LIMITS, SEP, VSEP, escape, unescape
 
-__all__ = ["Hash", "LISTPACK", "HASHTABLE"]
+__all__ = ["Hash", "LISTPACK", "HASHTABLE", "content_encoding"]
 
 LISTPACK = "listpack"
 HASHTABLE = "hashtable"
 _EMPTY = SEP
 _BATCH = 8  # an HSET of more pairs than this decodes, merges and re-encodes once instead of pair by pair
+
+
+def content_encoding(fields: list[bytes], values: list[bytes]) -> str:
+    """The encoding a hash of these fields and values gets when built in one go (loading, HSET)."""
+    if len(fields) > LIMITS.hash_entries or max(map(len, fields), default=0) > LIMITS.hash_value:
+        return HASHTABLE
+    return HASHTABLE if max(map(len, values), default=0) > LIMITS.hash_value else LISTPACK
 
 
 class Hash:
@@ -60,6 +69,21 @@ class Hash:
     def encoding(self) -> str:
         """OBJECT ENCODING's answer."""
         return HASHTABLE if self._n < 0 else LISTPACK
+
+    def loaded_encoding(self) -> str:
+        """The encoding Redis would give this content when loading it (RDB, RESTORE), as a new
+        hash built by one HSET of all of it gets here."""
+        return content_encoding(self.keys(), self.values())
+
+    def with_encoding(self, encoding: str) -> str:
+        """Hold the content as `encoding` from now on (the source's, on a rebuilt copy); the
+        encoding it had, for an undo."""
+        was = self.encoding
+        if encoding == HASHTABLE and self._n >= 0:
+            self._convert()
+        elif encoding == LISTPACK and self._n < 0:
+            self._encode(self._v)
+        return was
 
     def __len__(self) -> int:
         n = self._n

@@ -1,4 +1,4 @@
-"""What the compact encodings of hashes and lists share: the byte escaping and the limits.
+"""What the compact encodings share: the byte escaping, the limits, and a set's encoding.
 
 A small hash or list is kept in one `bytes` object instead of a Python
 container of `bytes` objects: each element of a dict or deque costs a 33-byte
@@ -17,15 +17,30 @@ holds FD only as the start of one of those pairs, so each replace matches
 exactly the pairs it means.
 
 `LIMITS` are Redis's conversion thresholds (CONFIG SET hash-max-listpack-*,
-list-max-listpack-size), process-wide as Redis's are server-wide: atlasd runs
+list-max-listpack-size, set-max-intset-entries), process-wide as Redis's are server-wide: atlasd runs
 one engine per process.  Tests that change them put them back.
+
+A set is a plain `set` whatever Redis would hold it as, so its encoding is
+derived from its content (intset: every member an integer, at most
+set-max-intset-entries of them) except where Redis's history says otherwise:
+a set that became a hashtable stays one when SREM leaves it small and
+all-integer, and a CONFIG SET of the limit converts no existing set.  Those
+few sets are noted in `_SET_MARKS` with the encoding Redis holds them in, by
+identity through a weak reference, so the note goes with the object (an undo,
+SWAPDB) and dies with it.  A flag on every set would cost memory per set, and
+a set subclass would fail the `type(v) is set` tests all over the server.
 """
 
 from __future__ import annotations
 
+import re
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["SEP", "VSEP", "ESC", "escape", "unescape", "Limits", "LIMITS", "set_limit", "list_node_bytes"]
+__all__ = ["SEP", "VSEP", "ESC", "escape", "unescape", "Limits", "LIMITS", "set_limit", "list_node_bytes",
+           "INTSET", "HASHTABLE", "is_int64", "set_encoding", "set_content_encoding", "keep_set_encoding",
+           "set_added", "set_removed", "pin_set_encodings", "set_note"]
 
 SEP = b"\xff"   # before every hash field and list item, and once more at the end
 VSEP = b"\xfe"  # between a hash field and its value
@@ -56,13 +71,15 @@ class Limits:
     hash_entries: int = 512   # hash-max-listpack-entries
     hash_value: int = 64      # hash-max-listpack-value
     list_size: int = -2       # list-max-listpack-size: >0 entries per node, -1..-5 a node of 4..64 KiB
+    set_entries: int = 512    # set-max-intset-entries
 
 
 LIMITS = Limits()
 
 _NAMES = {"hash-max-listpack-entries": "hash_entries", "hash-max-ziplist-entries": "hash_entries",
           "hash-max-listpack-value": "hash_value", "hash-max-ziplist-value": "hash_value",
-          "list-max-listpack-size": "list_size", "list-max-ziplist-size": "list_size"}
+          "list-max-listpack-size": "list_size", "list-max-ziplist-size": "list_size",
+          "set-max-intset-entries": "set_entries"}
 
 
 def set_limit(name: str, value: int) -> None:
@@ -79,3 +96,105 @@ _NODE_BYTES = (4096, 8192, 16384, 32768, 65536)
 def list_node_bytes(size: int) -> int:
     """The most bytes one quicklist node holds for a negative list-max-listpack-size (past -5: -5's)."""
     return _NODE_BYTES[min(-size, 5) - 1]
+
+
+# -- a set's encoding ---------------------------------------------------------------------
+
+INTSET = "intset"
+HASHTABLE = "hashtable"
+_INT64 = re.compile(rb"(?:-?[1-9][0-9]{0,18}|0)\Z")  # string2ll's canonical text (no +, no leading 0, no -0)
+
+
+def is_int64(m: bytes) -> bool:
+    """Whether an intset could hold `m` (Redis's isSdsRepresentableAsLongLong)."""
+    if _INT64.match(m) is None:
+        return False
+    return len(m) < 19 or -(1 << 63) <= int(m) < 1 << 63
+
+
+def _intset_max() -> int:
+    return min(LIMITS.set_entries, 1 << 30)  # (setTypeAdd caps it: an intset holds at most 2**30)
+
+
+def set_content_encoding(s: Iterable[bytes]) -> str:
+    """The encoding Redis gives a set built from this content (SADD to a new key, *STORE, RDB load)."""
+    members = s if isinstance(s, set | frozenset) else set(s)
+    if len(members) <= _intset_max() and all(map(is_int64, members)):
+        return INTSET
+    return HASHTABLE
+
+
+class _Mark(weakref.ref[set[bytes]]):
+    __slots__ = ("key", "encoding")
+    key: int
+    encoding: str
+
+
+def _forget(mark: _Mark) -> None:  # (the set is being freed: its id may be reused next)
+    _SET_MARKS.pop(mark.key, None)
+
+
+_SET_MARKS: dict[int, _Mark] = {}
+
+
+def _mark(s: set[bytes]) -> str | None:
+    mark = _SET_MARKS.get(id(s))
+    return mark.encoding if mark is not None and mark() is s else None
+
+
+def set_note(s: set[bytes]) -> str | None:
+    """The encoding `s` is held in where its history, not its content, decides it (else None)."""
+    return _mark(s)
+
+
+def set_encoding(s: set[bytes]) -> str:
+    """OBJECT ENCODING's answer for a set: what its history made it, else what its content makes it."""
+    return _mark(s) or set_content_encoding(s)
+
+
+def keep_set_encoding(s: set[bytes], encoding: str) -> None:
+    """From now on `s` is held as `encoding` (noted only where its content would say otherwise)."""
+    if encoding == set_content_encoding(s):
+        _SET_MARKS.pop(id(s), None)
+    else:
+        mark = _Mark(s, _forget)
+        mark.key, mark.encoding = id(s), encoding
+        _SET_MARKS[id(s)] = mark
+
+
+def set_added(s: set[bytes]) -> str | None:
+    """Members were just added to `s`: an intset kept past its limit converts now (setTypeAdd).
+    Returns the note it dropped (for an undo to put back), else None."""
+    if _mark(s) == INTSET:
+        del _SET_MARKS[id(s)]
+        return INTSET
+    return None
+
+
+def set_removed(s: set[bytes], removed: list[bytes], size_before: int) -> None:
+    """Members were just removed from `s` (a non-empty set): a hashtable stays one.
+
+    The content before was a hashtable's if it was over the limit or one of the removed members
+    was not an integer; only then, and only if the members left would make an intset, is a note
+    needed.  So the all-integer walk over the rest runs at most once per conversion, not per SREM."""
+    if id(s) in _SET_MARKS:
+        return
+    limit = _intset_max()
+    if len(s) > limit:
+        return
+    if (size_before > limit or not all(map(is_int64, removed))) and all(map(is_int64, s)):
+        keep_set_encoding(s, HASHTABLE)
+
+
+def pin_set_encodings(sets: Iterable[set[bytes]], new_limit: int) -> None:
+    """Before set-max-intset-entries changes to `new_limit`: Redis converts no existing set then
+    (only a later SADD does), so every set whose content would read differently under the new
+    limit keeps its current encoding as a note.  O(sets) once per CONFIG SET of the limit."""
+    old = _intset_max()
+    lo, hi = sorted((old, min(new_limit, 1 << 30)))
+    if lo == hi:
+        return
+    keep = [(s, set_encoding(s)) for s in sets if lo < len(s) <= hi and all(map(is_int64, s))]
+    LIMITS.set_entries = new_limit
+    for s, encoding in keep:
+        keep_set_encoding(s, encoding)

@@ -8,8 +8,10 @@ Layout (never pickle):
         ["S", [keys], [values]]            string keys, in chunks of CHUNK
         ["E", [keys], [exp_ms]]            expiry times
         ["Z", key, [members], [scores]]    one sorted set
-        ["H", key, [fields], [values]]     one hash
-        ["SET", key, [members]]            one set
+        ["H", key, [fields], [values]]     one hash; a 5th element, "hashtable" or "listpack", where
+                                           its encoding is not what loading would choose (a hash
+                                           that shrank stays a hashtable, as Redis's AOF replays it)
+        ["SET", key, [members]]            one set; a 4th element, "hashtable" or "intset", likewise
         ["L", key, [items]]                one list, head first
         ["X", key, [...]]                  one stream (streamtype.to_plain: entries, counters,
                                            node layout, groups with their consumers and PELs)
@@ -21,7 +23,8 @@ Layout (never pickle):
 
 Version 1 readers written before hashes, sets and lists existed refuse "H", "SET"
 and "L" chunks by name ("unknown chunk"), and every older file loads here unchanged,
-so the version stays 1.  The same holds for "F": it is written only when libraries
+so the version stays 1.  Older readers ignore the encoding elements (they choose by content,
+as before).  The same holds for "F": it is written only when libraries
 exist, so a build without functions still reads every snapshot that holds none, and
 refuses (rather than silently drops) one that holds some.  "DB" likewise: database 0 is
 written first with no marker, so a snapshot of database 0 alone is what it always was, and
@@ -45,8 +48,9 @@ from typing import BinaryIO
 import msgpack
 
 from helios_core.atlas.fsops import REAL_FS, Fs, open_data_file
-from helios_core.atlas.hashtype import Hash
+from helios_core.atlas.hashtype import HASHTABLE, LISTPACK, Hash, content_encoding
 from helios_core.atlas.listvalue import List
+from helios_core.atlas.packed import INTSET, is_int64, keep_set_encoding, set_note
 from helios_core.atlas.streamtype import Stream, from_plain, to_plain
 from helios_core.atlas.zset import ZSet
 from helios_core.clock import wall_ms
@@ -117,12 +121,16 @@ def publish(tmp: Path, final_path: Path, fs: Fs = REAL_FS) -> None:
 
 def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, created_ms: int | None = None,
                    fs: Fs = REAL_FS, *, rename: bool = True, functions: dict[bytes, bytes] | None = None,
-                   others: list[tuple[int, dict, dict]] | None = None) -> int:
+                   others: list[tuple[int, dict, dict]] | None = None, rederive: bool = False) -> int:
     """Write a complete snapshot atomically (owner-only file); returns its size in bytes.
 
     `data`/`expires` are database 0's; `others` the (index, data, expires) of other databases
     (empty ones are skipped).  `functions` are the function libraries (name -> code) to keep with
     the keys.
+
+    With rederive=True no hash or set encoding is noted: loading chooses each by its content,
+    as after Redis's AOF rewrite (the right image for BGREWRITEAOF); by default a hashtable
+    that shrank is noted as one, as Redis's AOF replay of its commands keeps it at a restart.
 
     With rename=False the fsynced image stays at `temp_path(final_path, getpid())`
     for the caller to `publish` (or delete).  Runs in a forked child during
@@ -141,10 +149,10 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
             total = len(data) + sum(len(d) for _, d, _ in dbs)
             header = packer.pack({"version": VERSION, "seq": seq, "created_ms": created_ms, "keys": total})
             w.write(struct.pack(">I", len(header)) + header)
-            _write_db(w, packer, data, expires)
+            _write_db(w, packer, data, expires, rederive)
             for index, db_data, db_expires in dbs:
                 w.write(packer.pack(["DB", index]))
-                _write_db(w, packer, db_data, db_expires)
+                _write_db(w, packer, db_data, db_expires, rederive)
             if functions:
                 names = list(functions)
                 w.write(packer.pack(["F", names, [functions[n] for n in names]]))
@@ -161,7 +169,7 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
         raise
 
 
-def _write_db(w: _CrcWriter, packer: msgpack.Packer, data: dict, expires: dict) -> None:
+def _write_db(w: _CrcWriter, packer: msgpack.Packer, data: dict, expires: dict, rederive: bool) -> None:
     """One database's chunks."""
     strings: list[bytes] = []
     for key, value in data.items():
@@ -170,9 +178,14 @@ def _write_db(w: _CrcWriter, packer: msgpack.Packer, data: dict, expires: dict) 
             members = list(value.scores)
             w.write(packer.pack(["Z", key, members, [value.scores[m] for m in members]]))
         elif t is Hash or t is dict:
-            w.write(packer.pack(["H", key, list(value), list(value.values())]))
+            fields, values = list(value), list(value.values())
+            if t is Hash and not rederive and value.encoding != content_encoding(fields, values):
+                w.write(packer.pack(["H", key, fields, values, value.encoding]))
+            else:
+                w.write(packer.pack(["H", key, fields, values]))
         elif t is set:
-            w.write(packer.pack(["SET", key, list(value)]))
+            note = None if rederive else set_note(value)
+            w.write(packer.pack(["SET", key, list(value)] if note is None else ["SET", key, list(value), note]))
         elif t is List or t is deque:
             w.write(packer.pack(["L", key, list(value)]))
         elif t is Stream:
@@ -261,9 +274,17 @@ def load_snapshot(path: Path, functions: dict | None = None,
                 z.order.update(zip(chunk[3], chunk[2], strict=True))
                 data[chunk[1]] = z
             elif tag == "H":
-                data[chunk[1]] = Hash(zip(chunk[2], chunk[3], strict=True))  # the encoding Redis would load
+                h = data[chunk[1]] = Hash(zip(chunk[2], chunk[3], strict=True))  # the encoding Redis would load
+                if len(chunk) > 4:  # ... unless its history says otherwise
+                    if chunk[4] != HASHTABLE and chunk[4] != LISTPACK:
+                        raise ValueError(f"a hash's encoding is {chunk[4]!r}")
+                    h.with_encoding(chunk[4])
             elif tag == "SET":
-                data[chunk[1]] = set(chunk[2])
+                members = data[chunk[1]] = set(chunk[2])
+                if len(chunk) > 3:
+                    if chunk[3] != HASHTABLE and not (chunk[3] == INTSET and all(map(is_int64, members))):
+                        raise ValueError(f"a set's encoding is {chunk[3]!r}")
+                    keep_set_encoding(members, chunk[3])
             elif tag == "L":
                 data[chunk[1]] = List(chunk[2])
             elif tag == "X":

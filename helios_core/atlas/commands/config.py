@@ -19,7 +19,7 @@ from helios_core.atlas.commands.table import OK, Ctx, Simple, command, err
 from helios_core.atlas.evict import POLICIES, parse_bytes
 from helios_core.atlas.glob import compile_glob
 from helios_core.atlas.notify import flags_to_string, parse_flags
-from helios_core.atlas.packed import set_limit
+from helios_core.atlas.packed import pin_set_encodings, set_limit
 from helios_core.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -84,8 +84,8 @@ def _get_params(ctx: Ctx) -> dict[str, Callable[[], bytes]]:
     return params
 
 
-# Encoding parameters: stored and returned; the hash-* and list-* ones set packed.LIMITS, which the
-# hash and list types convert by (hashtype.py, listvalue.py), the others have no effect.
+# Encoding parameters: stored and returned; the hash-*, list-* and set-* ones set packed.LIMITS, which the
+# hash, list and set types convert by (hashtype.py, listvalue.py, packed.py), the others have no effect.
 # name -> (min, max, default); the ziplist names are aliases of the listpack ones, as in Redis 7.0.
 _LONG_MAX = (1 << 63) - 1
 _INT_MAX = (1 << 31) - 1
@@ -181,7 +181,9 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
             n = _int_in(v, lo, hi)
             def apply() -> None:
                 engine.settings[_ALIASES.get(name, name)] = b"%d" % n
-                set_limit(name, n)  # the hash and list encodings follow (packed.py)
+                if name == "set-max-intset-entries":  # (no existing set converts: Redis's do at their next SADD)
+                    pin_set_encodings((v for _, db in engine.dbs.made() for v in db.data.values() if type(v) is set), n)
+                set_limit(name, n)  # the hash, list and set encodings follow (packed.py)
             return apply
         return check
 

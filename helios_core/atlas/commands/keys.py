@@ -23,6 +23,7 @@ from helios_core.atlas.evict import LFU_DECAY_MS, LFU_INIT
 from helios_core.atlas.glob import compile_glob
 from helios_core.atlas.hashtype import Hash
 from helios_core.atlas.listvalue import List
+from helios_core.atlas.packed import set_content_encoding, set_encoding
 from helios_core.atlas.streamtype import Stream, stream_effects
 from helios_core.atlas.zset import ZSet
 from helios_core.errors import CommandError
@@ -295,7 +296,12 @@ def _rename(ctx: Ctx, args: list[bytes], nx: bool) -> Any:
 
 def log_value(ctx: Ctx, dst: bytes, value: Any, exp: int | None) -> None:
     """Put `value` (any type) under `dst` with expiry `exp`, replacing what dst held (RENAME, COPY,
-    RESTORE).  The effects build a new value, so the source is never shared with dst."""
+    RESTORE).  The effects build a new value, so the source is never shared with dst.
+
+    The copy is held as the source is (RENAME and MOVE move Redis's object, COPY duplicates it in
+    its encoding): where rebuilding would choose otherwise (a hashtable that shrank, a listpack
+    past a lowered limit), an ENCODING effect says which.  RESTORE's dict or set (just loaded)
+    keeps the encoding chosen by content, as Redis's RDB loading does."""
     t = type(value)
     if t is Stream:
         if dst in ctx.ks.data:
@@ -314,11 +320,16 @@ def log_value(ctx: Ctx, dst: bytes, value: Any, exp: int | None) -> None:
             ctx.emit(("ZADD", dst, list(value.items())))
         elif t is Hash or t is dict:
             ctx.emit(("HSET", dst, list(value.items())))
+            if t is Hash and value.encoding != value.loaded_encoding():
+                ctx.emit(("ENCODING", dst, value.encoding))
         elif t is List or t is deque:
             ctx.emit(("RPUSH", dst, list(value)))
             signal(ctx, dst)  # a list appeared under dst: clients blocked on it are served
         else:
             ctx.emit(("SADD", dst, list(value)))
+            held = set_encoding(value)
+            if held != set_content_encoding(value):
+                ctx.emit(("ENCODING", dst, held))
         if exp is not None:
             ctx.emit(("EXPIRE", dst, exp))
     else:
@@ -399,9 +410,9 @@ _OBJECT_HELP = [
 ]
 _OBJECT_ARITY = {b"ENCODING": 2, b"FREQ": 2, b"IDLETIME": 2, b"REFCOUNT": 2, b"HELP": 1}
 
-# Redis 7.0's defaults: hash-max-listpack-entries 512, zset-max-listpack-entries 128, *-max-listpack-value
-# 64, set-max-intset-entries 512, strings up to 44 bytes in one allocation with their header (embstr).
-ZSET_ENTRIES, LISTPACK_VALUE, INTSET_ENTRIES, EMBSTR_LIMIT = 128, 64, 512, 44
+# Redis 7.0's defaults: zset-max-listpack-entries 128, zset-max-listpack-value 64, strings up to 44 bytes
+# in one allocation with their header (embstr).  (Hashes and sets follow CONFIG SET: packed.LIMITS.)
+ZSET_ENTRIES, LISTPACK_VALUE, EMBSTR_LIMIT = 128, 64, 44
 SHARED_INTEGERS = 10000
 INT_MAX = (1 << 31) - 1
 
@@ -416,9 +427,10 @@ def _as_long(v: bytes) -> int | None:
 
 
 def encoding_name(value: Any) -> str:
-    """The encoding Redis 7.0 would report for this value, judged from its content now (Redis also
-    remembers history: a string grown by APPEND/SETRANGE/SETBIT says raw however short, and a
-    collection never converts back to its compact form after shrinking)."""
+    """The encoding Redis 7.0 would report for this value.  Hashes and sets remember their history
+    as Redis's do (hashtype.py, packed.set_encoding); strings and zsets are judged from their
+    content now (Redis says raw for a string grown by APPEND/SETRANGE/SETBIT however short, and
+    a zset never converts back to a listpack after shrinking)."""
     t = type(value)
     if t is bytes:
         if _as_long(value) is not None:
@@ -429,11 +441,9 @@ def encoding_name(value: Any) -> str:
     if t is Stream:
         return "stream"
     if t is set:
-        if len(value) <= INTSET_ENTRIES and all(_as_long(m) is not None for m in value):
-            return "intset"
-        return "hashtable"
+        return set_encoding(value)
     if t is Hash:
-        return str(value.encoding)  # (its history counts, as in Redis: hashtype.py)
+        return str(value.encoding)
     if len(value) <= ZSET_ENTRIES and all(len(m) <= LISTPACK_VALUE for m in value.scores):
         return "listpack"
     return "skiplist"

@@ -2,7 +2,10 @@
 
 Writes compile to SADD/SREM effects (the *STORE forms to a DEL and an SADD of
 the result), and the random ones log what they chose: SPOP is logged as the
-SREM of the members it popped, so replay never draws a random number.
+SREM of the members it popped, so replay never draws a random number.  Where
+Redis builds the result as a new set whose encoding is not the one these
+effects leave (SPOP keeping few members, SDIFFSTORE's second algorithm), an
+ENCODING effect follows (packed.py keeps a set's encoding).
 Replies that Redis sends as a set in RESP3 (SMEMBERS, SINTER, SPOP with a
 count, ...) are Python sets: `~` in RESP3, an array in RESP2.
 """
@@ -20,11 +23,13 @@ from helios_core.atlas.hashset import (
     pick_repeating,
     scan_items,
 )
+from helios_core.atlas.packed import INTSET, set_content_encoding, set_encoding
 from helios_core.errors import CommandError
 
 __all__: list[str] = []
 
 LONG_MAX = (1 << 63) - 1
+SPOP_MOVE_STRATEGY_MUL = 5  # t_set.c: SPOP with a count that keeps at most 1/5 of it builds a new set
 NOT_POSITIVE = "ERR value is out of range, must be positive"
 
 
@@ -103,7 +108,15 @@ def spop(ctx: Ctx, args: list[bytes]) -> Any:
         ctx.emit(("DEL", key))
         return out
     chosen = pick_distinct(list(s), count)
+    renew = None
+    if (len(s) - count) * SPOP_MOVE_STRATEGY_MUL <= count:
+        # Redis moves the few members it keeps to a new set (encoded by their content) and
+        # replies with the old one, where fewer pops are done in place (the encoding stays).
+        kept = set_content_encoding(s.difference(chosen))
+        renew = kept if kept != set_encoding(s) else None
     ctx.emit(("SREM", key, chosen))
+    if renew is not None:
+        ctx.emit(("ENCODING", key, renew))
     return set(chosen)
 
 
@@ -219,7 +232,21 @@ def sunionstore(ctx: Ctx, args: list[bytes]) -> Any:
 
 @command("sdiffstore", -3, "write denyoom", keys=(1, -1, 1))
 def sdiffstore(ctx: Ctx, args: list[bytes]) -> Any:
-    return _store(ctx, args[0], _diff(_sets(ctx, args[1:])))
+    sets = _sets(ctx, args[1:])
+    result = _diff(sets)
+    n = _store(ctx, args[0], result)
+    first = sets[0]
+    if n and first is not None:
+        # Redis's second algorithm (chosen when it looks cheaper: the first set's size times the
+        # sets present, halved, against all their sizes) adds the whole first set to the new set
+        # and removes the others' members from it: a hashtable the first set's content made
+        # stays one, however few integers are left.
+        present = [len(x) for x in sets if x is not None]
+        if len(first) * len(present) // 2 > sum(present):
+            built = set_content_encoding(first)
+            if built != set_content_encoding(result):
+                ctx.emit(("ENCODING", args[0], built))
+    return n
 
 
 @command("sintercard", -3, "readonly movablekeys", keys=(0, 0, 0))
@@ -255,4 +282,5 @@ def sscan(ctx: Ctx, args: list[bytes]) -> Any:
     s = get_set(ctx, args[0])
     if s is None:
         return [b"0", []]
-    return scan_items(ctx, cursor, list(s), args[2:], lambda m, out: out.append(m))
+    # An intset is returned whole, cursor 0, whatever the COUNT (as a listpack hash by HSCAN).
+    return scan_items(ctx, cursor, list(s), args[2:], lambda m, out: out.append(m), whole=set_encoding(s) == INTSET)
