@@ -444,6 +444,7 @@ class Connection(asyncio.Protocol):
         ctx = engine.ctx
         lender = ctx.conn
         ctx.conn = self
+        engine.retrying = True  # (MONITOR showed the command when it blocked)
         try:
             reply = engine.execute(w.argv)
             if reply is None or reply is NULL_ARRAY:
@@ -454,6 +455,7 @@ class Connection(asyncio.Protocol):
         except HeliosError as e:
             payload = self.enc_err(f"ERR {e}")
         finally:
+            engine.retrying = False
             ctx.conn = lender
         seq = engine.pending_seq()
         self._unpark()
@@ -469,14 +471,17 @@ class Connection(asyncio.Protocol):
         # The nil says the keys were empty: it waits for what it reveals, as a read would.
         pending = self.engine.ctx.pending
         seq = max([pending.get(k, 0) for k in w.keys])
+        self.engine.ran(w.argv, 0, False)  # (counted once, as Redis: when it timed out)
         self._unpark()
         self._deliver(self.enc(NULL_ARRAY, self.resp3), seq)
         self._resume_after_block()
 
     def unblock(self, error: bool) -> bool:
         """CLIENT UNBLOCK: end the wait now, with the timeout's nil or (error) Redis's UNBLOCKED error."""
-        if self.blocked is None:
+        w = self.blocked
+        if w is None:
             return False
+        self.engine.ran(w.argv, 0, error)
         self._unpark()
         payload = (self.enc_err("UNBLOCKED client unblocked via CLIENT UNBLOCK") if error
                    else self.enc(NULL_ARRAY, self.resp3))
@@ -520,22 +525,40 @@ class Connection(asyncio.Protocol):
         name = argv[0].lower()
         if not self.authed and name not in _NO_AUTH:
             self._flag_multi()
+            self.engine.reject(argv)
             raise CommandError(NOAUTH)
         if self.multi is not None and name not in _MULTI_NOW:
             return self._queue_multi(name, argv)
         if self.multi is not None:
             if name == b"exec":
-                return self._exec()
+                return self._timed(argv, self._exec)
             if name == b"discard":
-                self.end_multi()
-                self.server.unwatch(self)
-                return OK
+                return self._timed(argv, self._discard)
         if self.channels or self.patterns:
             if not self.resp3 and not self.is_json and name not in _SUBSCRIBED_OK:
+                self.engine.reject(argv)
                 raise CommandError(
                     f"ERR Can't execute '{name.decode(errors='replace')}': only (P|S)SUBSCRIBE / "
                     f"(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
         return self.engine.execute(argv)
+
+    def _timed(self, argv: list[bytes], run: Callable[[], Any]) -> Any:
+        """EXEC or DISCARD, which this connection runs itself inside MULTI: counted in INFO
+        commandstats (EXEC's time holds its commands') and shown to MONITOR after the commands
+        EXEC ran, as Redis does."""
+        failed = True
+        t0 = time.perf_counter_ns()
+        try:
+            reply = run()
+            failed = False
+        finally:
+            self.engine.ran(argv, time.perf_counter_ns() - t0, failed, self)
+        return reply
+
+    def _discard(self) -> Any:
+        self.end_multi()
+        self.server.unwatch(self)
+        return OK
 
     def _json_special(self, item: list[bytes]) -> Any:
         if type(item) is JsonBad:
@@ -556,6 +579,7 @@ class Connection(asyncio.Protocol):
         with engine.batch():
             for argv in queued:
                 if argv[0].lower() in _NO_MULTI or argv[0].lower() in _MULTI_NOW:
+                    engine.reject(argv)
                     results.append(CommandError("ERR Command not allowed inside a transaction"))
                     continue
                 try:
@@ -574,9 +598,11 @@ class Connection(asyncio.Protocol):
         n = cmd.arity
         if (n > 0 and len(argv) != n) or (n < 0 and len(argv) < -n):
             self.multi_error = True
+            self.engine.reject(argv[:1])  # (the container's arity: counted under its own name)
             raise CommandError(f"ERR wrong number of arguments for '{cmd.name}' command")
         if name in _NO_MULTI:
             self.multi_error = True
+            self.engine.reject(argv)
             raise CommandError("ERR Command not allowed inside a transaction")
         assert self.multi is not None
         self.multi.append(argv)

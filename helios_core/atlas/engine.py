@@ -40,8 +40,11 @@ from typing import Any
 
 from helios_core.atlas.aof import AofFile
 from helios_core.atlas.aof_writer import AofWriter, WriterStats
+from helios_core.atlas.blocking import Block
+from helios_core.atlas.cmdstats import REJECTED, CommandStats, add, new_record
 from helios_core.atlas.commands import TABLE, Command, Ctx
 from helios_core.atlas.commands.keys import ScanCursors
+from helios_core.atlas.commands.keyspecs import SUBCOMMANDS
 from helios_core.atlas.commands.table import unknown_command
 from helios_core.atlas.databases import MAX_DATABASES, Databases
 from helios_core.atlas.datadir import DataDir, DirLock
@@ -68,8 +71,15 @@ log = get_logger("atlas.engine")
 _ONE_KEY = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
                       "LPUSH", "RPUSH", "LPOP", "RPOP", "LSET", "LINSERT", "LREM", "LTRIM", "SETRANGE"})
 _DISPATCH_CACHE = 512  # most command-name spellings remembered by `execute`
-_clock_ns = time.perf_counter_ns  # times each command for the slow log
+_clock_ns = time.perf_counter_ns  # times each command: INFO commandstats, latencystats, the slow log
 _UNKNOWN = object()  # Engine._db_conn: no client's database is known to be selected
+# Container commands (CLIENT, CONFIG, ...): subcommand, lower case -> (its commandstats name, its arity).
+_SUBS: dict[str, dict[bytes, tuple[str, int]]] = {}
+for _full, _arity in SUBCOMMANDS.items():
+    _SUBS.setdefault(_full.split("|", 1)[0], {})[_full.split("|", 1)[1].encode()] = (_full, _arity)
+_Entry = tuple[Command, int, bool, dict[bytes, tuple[str, int]] | None, list[int]]
+_NOT_MONITORED = frozenset({"admin", "skip_monitor"})  # MONITOR never shows these after they run
+_SUB_MAX = max(len(s) for subs in _SUBS.values() for s in subs)
 
 
 @dataclass
@@ -77,7 +87,7 @@ class EngineStats(WriterStats, SnapshotStats):
     """One object the writer, the snapshotter and INFO share."""
 
     started_ms: int = 0
-    commands: dict[str, int] = field(default_factory=dict)
+    commands: CommandStats = field(default_factory=CommandStats)  # INFO commandstats (cmdstats.py)
     expired_keys: int = 0
     evicted_keys: int = 0
 
@@ -111,7 +121,10 @@ class Engine:
         self.recovery: RecoveryReport | None = None
         self._lock: DirLock | None = None
         self._effects: list[tuple] = []
-        self._dispatch: dict[bytes, tuple[Command, int, bool]] = {}  # command name as sent -> table entry
+        # command name as sent -> (table entry, arity, writes?, its subcommands if a container,
+        # its INFO commandstats record)
+        self._dispatch: dict[bytes, _Entry] = {}
+        self._uncounted = new_record()  # an unknown subcommand's numbers: counted here, shown nowhere
         self._undo: list = []          # undo log of the command (or batch) running now
         self._batch_depth = 0
         self._listeners: list[tuple[bytes, Callable[[bytes | None], None]]] = []
@@ -140,6 +153,7 @@ class Engine:
         self._accounting = False
         self.settings: dict[str, bytes] = {}  # CONFIG parameters stored for clients (commands/server.py)
         self.monitor: Callable[[list[bytes], Any, int], None] | None = None  # MONITOR's feed, while someone watches
+        self.retrying = False  # a blocked client's command runs again (MONITOR saw it the first time)
 
     # -- opening and closing --------------------------------------------------------
 
@@ -211,12 +225,15 @@ class Engine:
         # The hot path of every protocol: one dict hit on the name as sent ("SET", "get")
         # instead of a case-folding table lookup and a property per call.
         try:
-            cmd, arity, is_write = self._dispatch[args[0]]
+            cmd, arity, is_write, subs, rec = self._dispatch[args[0]]
         except (KeyError, IndexError):
-            cmd, arity, is_write = self._resolve(args)
+            cmd, arity, is_write, subs, rec = self._resolve(args)
         n = len(args)
         if n != arity and (arity > 0 or n < -arity):
+            rec[REJECTED] += 1
             raise CommandError(f"ERR wrong number of arguments for '{cmd.name}' command")
+        if subs is not None and n > 1:  # a container: CONFIG GET counts as config|get
+            rec = self._subcommand(subs, args)
         ctx = self.ctx
         conn = ctx.conn
         if conn is not self._db_conn:  # (one identity test while the same client goes on)
@@ -230,8 +247,10 @@ class Engine:
         aof_error = writer.error
         if is_write:
             if aof_error is not None:
+                rec[REJECTED] += 1
                 raise CommandError(self._misconf())
             if max(map(len, args)) > self.config.max_value_bytes:
+                rec[REJECTED] += 1
                 for a in args:
                     self.check_value_size(len(a))
         ctx.now_ms = self.clock()
@@ -239,16 +258,27 @@ class Engine:
         ctx.seen = 0
         evictor = self.evictor
         if evictor.maxmemory and self.memory.used > evictor.maxmemory:
-            self._make_room(cmd)
+            try:
+                self._make_room(cmd)
+            except CommandError:
+                rec[REJECTED] += 1
+                raise
         mark, undo_mark = len(self._effects), len(self._undo)
         seq_before = writer.seq
         notifier = self.notifier
         pending = notifier.pending
         nmark = len(pending)
+        if self.monitor is not None and "skip_monitor" in cmd.flags:
+            # A script's EVAL/FCALL line goes before the lines of the commands it runs (Redis's
+            # scripts feed MONITOR themselves before running; call() skips them afterwards).
+            self.monitor(args, conn, ctx.now_ms)
         t0 = _clock_ns()
         try:
             reply = cmd.handler(ctx, args[1:])
         except BaseException:
+            add(rec, _clock_ns() - t0, True)
+            if self.monitor is not None and cmd.flags.isdisjoint(_NOT_MONITORED) and not self.retrying:
+                self.monitor(args, ctx.conn, ctx.now_ms)
             self._rollback(mark, undo_mark)
             del pending[nmark:]
             if self.tracking.readers and "readonly" in cmd.flags:  # (Redis tracks a failed read too)
@@ -257,19 +287,22 @@ class Engine:
             if notifier.outbox and self._batch_depth == 0:  # (a failed script keeps its writes)
                 self._release_notifications()
             raise
-        took_us = (_clock_ns() - t0) // 1000
+        took = _clock_ns() - t0
+        if type(reply) is not Block:  # (a parked command counts once, when served or timed out)
+            # cmdstats.add, inlined: this runs per command (0: CALLS, 1: NS, 4: HIST, as literals)
+            rec[0] += 1
+            rec[1] += took
+            rec[4 + (took * took).bit_length()] += 1
         if self.tracking.readers and "readonly" in cmd.flags:
             self.tracking.read(ctx.conn, cmd, args)
-        stats = self.stats.commands
-        name = cmd.name
-        stats[name] = stats.get(name, 0) + 1
-        if took_us >= self.slowlog.slower_than_us >= 0 and "skip_slowlog" not in cmd.flags:
+        slower_us = self.slowlog.slower_than_us
+        if took >= slower_us * 1000 and slower_us >= 0 and "skip_slowlog" not in cmd.flags:
             conn = ctx.conn
-            self.slowlog.maybe_record(args, took_us, ctx.now_ms, conn.addr if conn is not None else "",
+            self.slowlog.maybe_record(args, took // 1000, ctx.now_ms, conn.addr if conn is not None else "",
                                       conn.name if conn is not None else b"")
         if len(pending) > nmark:
-            notifier.command_done(nmark, name, self.ks.data)
-        if self.monitor is not None and "admin" not in cmd.flags:
+            notifier.command_done(nmark, cmd.name, self.ks.data)
+        if self.monitor is not None and cmd.flags.isdisjoint(_NOT_MONITORED) and not self.retrying:
             self.monitor(args, ctx.conn, ctx.now_ms)
         if evictor.tracks_access:
             evictor.touch_command(cmd.first_key, cmd.last_key, cmd.step, args[1:], ctx.now_ms)
@@ -300,6 +333,48 @@ class Engine:
         else:
             self.add_waiter(seq, lambda error: notifier.deliver(messages) if error is None else None)
 
+    def _subcommand(self, subs: dict[bytes, tuple[str, int]], args: list[bytes]) -> list[int]:
+        """The commandstats record of a container's call (`config|get`'s; an unknown subcommand's
+        goes nowhere), after Redis's arity check of the subcommand, which refuses before running."""
+        sub = args[1]
+        found = subs.get(sub.lower()) if len(sub) <= _SUB_MAX else None
+        if found is None:
+            return self._uncounted
+        name, arity = found
+        rec = self.stats.commands.record_for(name)
+        n = len(args)
+        if n != arity and (arity > 0 or n < -arity):
+            rec[REJECTED] += 1
+            raise CommandError(f"ERR wrong number of arguments for '{name}' command")
+        return rec
+
+    def reject(self, args: list[bytes]) -> None:
+        """Count a call refused before it reached `execute` (NOAUTH, inside MULTI, from a script):
+        INFO commandstats' rejected_calls, under the command's or subcommand's name.  An unknown
+        name counts nowhere."""
+        cmd = TABLE.get(args[0]) if args else None
+        if cmd is None:
+            return
+        subs = _SUBS.get(cmd.name)
+        if subs is not None and len(args) > 1:
+            sub = args[1]
+            found = subs.get(sub.lower()) if len(sub) <= _SUB_MAX else None
+            if found is None:
+                return
+            self.stats.commands.reject(found[0])
+        else:
+            self.stats.commands.reject(cmd.name)
+
+    def ran(self, args: list[bytes], took_ns: int, failed: bool, conn: Any = _UNKNOWN) -> None:
+        """A command run outside `execute` (EXEC and DISCARD inside MULTI, a blocked command's
+        timeout): count it, and show it to MONITOR (`conn`: who ran it)."""
+        cmd = TABLE.get(args[0])
+        if cmd is None:
+            return
+        add(self.stats.commands.record_for(cmd.name), took_ns, failed)
+        if conn is not _UNKNOWN and self.monitor is not None and cmd.flags.isdisjoint(_NOT_MONITORED):
+            self.monitor(args, conn, self.clock())
+
     def _seen_seq(self, cmd: Command) -> int:
         """The newest not-yet-durable record a read may have seen."""
         # Keyless (KEYS, SCAN, DBSIZE, ...): it may have seen anything.  A command whose keys move
@@ -309,14 +384,14 @@ class Engine:
         seen = self.ctx.seen
         return seen if seen > self._all_seq else self._all_seq
 
-    def _resolve(self, args: list[bytes]) -> tuple[Command, int, bool]:
+    def _resolve(self, args: list[bytes]) -> _Entry:
         """The table entry for args[0] (remembered under that spelling), or Redis's error."""
         if not args:
             raise CommandError("ERR empty command")
         cmd = TABLE.get(args[0])
         if cmd is None:
             raise unknown_command(args)
-        entry = (cmd, cmd.arity, cmd.is_write)
+        entry = (cmd, cmd.arity, cmd.is_write, _SUBS.get(cmd.name), self.stats.commands.record_for(cmd.name))
         if len(self._dispatch) < _DISPATCH_CACHE:  # bounded: clients may spell names in any case
             self._dispatch[bytes(args[0])] = entry
         return entry

@@ -330,9 +330,11 @@ class Scripting:
     """The Lua state of one engine: compiled scripts by SHA1, and running one of them."""
 
     def __init__(self, execute: Callable[[list[bytes]], Any], pending_seq: Callable[[], int], *,
-                 time_limit_ms: int = DEFAULT_TIME_LIMIT_MS, max_memory: int = DEFAULT_MAX_MEMORY) -> None:
+                 time_limit_ms: int = DEFAULT_TIME_LIMIT_MS, max_memory: int = DEFAULT_MAX_MEMORY,
+                 reject: Callable[[list[bytes]], None] = lambda argv: None) -> None:
         self._execute = execute          # Engine.execute: a nested command of the running script
         self._pending_seq = pending_seq  # Engine.pending_seq: what that command's reply may reveal
+        self._reject = reject            # Engine.reject: a call refused here counts as rejected (INFO)
         self.time_limit_ms = time_limit_ms
         self.lua = lua51.LuaRuntime(encoding=None, max_memory=max_memory, register_eval=False,
                                     register_builtins=False, unpack_returned_tuples=True)
@@ -520,9 +522,11 @@ class Scripting:
             return False, self._err("ERR Unknown Redis command called from script")
         n = len(argv)
         if n != cmd.arity and (cmd.arity > 0 or n < -cmd.arity):
+            self._reject(argv)
             return False, self._err("ERR Wrong number of args calling Redis command from script")
         refused = refused_ro if self._readonly else refused_rw
         if refused:
+            self._reject(argv)
             return False, self._err(refused)
         try:
             reply = self._execute(argv)

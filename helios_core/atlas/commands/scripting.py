@@ -33,7 +33,8 @@ def scripting_of(engine: Any) -> lua.Scripting:
         # (AtlasConfig has no lua_time_limit_ms / lua_max_memory yet: the defaults apply until it does.)
         s = lua.Scripting(engine.execute, engine.pending_seq,
                           time_limit_ms=int(getattr(cfg, "lua_time_limit_ms", lua.DEFAULT_TIME_LIMIT_MS)),
-                          max_memory=int(getattr(cfg, "lua_max_memory", lua.DEFAULT_MAX_MEMORY)))
+                          max_memory=int(getattr(cfg, "lua_max_memory", lua.DEFAULT_MAX_MEMORY)),
+                          reject=engine.reject)
         engine.scripting = s
     return s
 

@@ -379,10 +379,13 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("used_cpu_user_main_thread", f"{ru.ru_utime:.6f}"),
     ])
     section("Modules", [])
-    section("Commandstats", [(f"cmdstat_{name}", f"calls={n},usec=0,usec_per_call=0.00,rejected_calls=0,"
-                                                 f"failed_calls=0") for name, n in sorted(stats.commands.items())])
+    # (cmdstats.py: per command and subcommand, the handler's own time; Redis lists them in its
+    # hash table's order, ATLAS by name)
+    if "commandstats" in want:
+        section("Commandstats", stats.commands.info())
     section("Errorstats", [])
-    section("Latencystats", [])
+    if "latencystats" in want:
+        section("Latencystats", stats.commands.latency())
     section("Cluster", [("cluster_enabled", 0)])
     now = engine.clock()
     section("Keyspace", [(f"db{i}", f"keys={len(ks)},expires={len(ks.expires)},avg_ttl={ks.avg_ttl(now)}")
@@ -536,8 +539,13 @@ def _repr_arg(a: bytes) -> str:
 
 @command("monitor", 1, "admin noscript loading stale", keys=(0, 0, 0), conn="no_multi")
 def monitor(ctx: Ctx, args: list[bytes]) -> Any:
-    """Stream every command the server runs to this connection, as Redis's MONITOR lines (admin
-    commands are not shown, as in Redis).  A monitor stops when its connection closes."""
+    """Stream every command the server runs to this connection, as Redis 7.0's MONITOR lines.
+
+    As in Redis: a line is fed once the command ran (failed ones too; refused ones, and admin
+    commands, never), so EXEC's line follows its commands'; EVAL, EVALSHA and FCALL (flagged
+    skip_monitor) are fed as they start, so their line comes first and the commands their script
+    runs follow as `[<db> lua]` lines.  A blocked command shows once, when it blocks.  A monitor
+    stops when its connection closes."""
     conn = ctx.conn
     if conn is None:
         raise err("ERR MONITOR needs a client connection")
@@ -553,11 +561,15 @@ def monitor(ctx: Ctx, args: list[bytes]) -> Any:
         if not live:
             engine.monitor = None
             return
-        where = "lua" if who is None else who.addr
+        # A command a script runs: "[<db> lua]", in the database the script is in after it (its
+        # SELECT's).  The script's own line came before it: EVAL and FCALL are fed as they start.
+        scripting = engine.scripting
+        in_lua = who is None or (scripting is not None and scripting.running)
+        where = "lua" if in_lua else who.addr
         us = time.time_ns() // 1000
         if argv[0].lower() in (b"auth", b"hello"):  # never show a password (Redis redacts them too)
             argv = [argv[0], *(b"(redacted)" for _ in argv[1:])]
-        db = who.db if who is not None else engine.db  # (after the command, as Redis 7.0: SELECT's new one)
+        db = engine.db if in_lua else who.db  # (after the command, as Redis 7.0: SELECT's new one)
         line = Simple(f"{us // 1_000_000}.{us % 1_000_000:06d} [{db} {where}] " + " ".join(_repr_arg(a) for a in argv))
         for c in live:
             c.push(c.enc(line, c.resp3))
