@@ -9,8 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helios_core.atlas import packed, snapshot
+from helios_core.atlas.commands.table import parse_int
 from helios_core.atlas.effects import RecordError, apply_effect, decode_line, encode_record, undo_effects
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.hashtype import Hash
@@ -18,6 +21,7 @@ from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.packed import LIMITS, keep_set_encoding, set_encoding
 from helios_core.atlas.snapshot import check_snapshot, load_snapshot, write_snapshot
 from helios_core.config import AtlasConfig
+from helios_core.errors import CommandError
 from tests.unit.atlas_harness import Atlas
 
 
@@ -177,3 +181,15 @@ def test_snapshot_with_an_impossible_note_is_damaged(tmp_path: Path, monkeypatch
     write_snapshot(path, {b"s": {b"a"}}, {}, seq=1, created_ms=1)
     check = check_snapshot(path)
     assert not check.ok and "encoding" in (check.reason or "")
+
+
+@given(st.one_of(st.text("-+0123456789 a", max_size=22).map(str.encode), st.integers(-(1 << 64), 1 << 64).map(
+    lambda n: b"%d" % n), st.binary(max_size=4)))
+def test_is_int64_is_string2ll(m: bytes) -> None:
+    """What an intset holds: the integers Redis's string2ll reads (parse_int's rule)."""
+    try:
+        parse_int(m)
+    except CommandError:
+        assert not packed.is_int64(m)
+    else:
+        assert packed.is_int64(m)
