@@ -38,6 +38,9 @@ def roundtrip(effects: list[tuple], seq: int = 1) -> tuple:
     ("ZADD", b"z", [(-0.0, b"neg zero"), (1e308, b"big"), (5e-324, b"tiny")]),
     ("ZREM", b"z", [b"a", b"b"]),
     ("ZREM", b"z", [b"a", b"\xff"]),
+    ("ENCODING", b"s", "hashtable"),
+    ("ENCODING", b"\xff", "listpack"),
+    ("ENCODING", b"s", "intset"),
     ("FLUSHALL",),
 ])
 def test_single_effect_round_trips(eff: tuple) -> None:
@@ -72,6 +75,7 @@ effects = st.one_of(
     st.tuples(st.just("PERSIST"), keys),
     st.tuples(st.just("ZADD"), keys, st.lists(st.tuples(scores, keys), min_size=1, max_size=4)),
     st.tuples(st.just("ZREM"), keys, st.lists(keys, min_size=1, max_size=4)),
+    st.tuples(st.just("ENCODING"), keys, st.sampled_from(["hashtable", "listpack", "intset"])),
     st.just(("FLUSHALL",)),
 )
 
