@@ -562,14 +562,15 @@ def monitor(ctx: Ctx, args: list[bytes]) -> Any:
             engine.monitor = None
             return
         # A command a script runs: "[<db> lua]", in the database the script is in after it (its
-        # SELECT's).  The script's own line came before it: EVAL and FCALL are fed as they start.
+        # SELECT's: the connection's, until the script ends).  The script's own line came before
+        # it: EVAL and FCALL are fed as they start.
         scripting = engine.scripting
         in_lua = who is None or (scripting is not None and scripting.running)
         where = "lua" if in_lua else who.addr
         us = time.time_ns() // 1000
         if argv[0].lower() in (b"auth", b"hello"):  # never show a password (Redis redacts them too)
             argv = [argv[0], *(b"(redacted)" for _ in argv[1:])]
-        db = engine.db if in_lua else who.db  # (after the command, as Redis 7.0: SELECT's new one)
+        db = who.db if who is not None else engine.db  # (after the command, as Redis 7.0: SELECT's new one)
         line = Simple(f"{us // 1_000_000}.{us % 1_000_000:06d} [{db} {where}] " + " ".join(_repr_arg(a) for a in argv))
         for c in live:
             c.push(c.enc(line, c.resp3))
