@@ -41,7 +41,6 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
-from tornado.httputil import HTTPHeaders
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from helios_core.auth.audit import Actor
@@ -55,6 +54,7 @@ from helios_core.errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
+from helios_core.gateway import headers as hdr
 from helios_core.observability import tracing
 from helios_core.observability.logging import get_logger
 
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from helios_core.gateway.context import Gateway
-    from helios_core.ratelimit import Decision
+    from helios_core.ratelimit import Decision, Policy
 
 __all__ = ["BaseHandler", "Need", "PUBLIC", "PROBE", "AUTHENTICATED", "perm", "NotFoundHandler", "error_body",
            "request_id_of"]
@@ -119,6 +119,8 @@ def error_body(code: str, message: str, request_id: str) -> bytes:
 
 
 _date: tuple[int, str] = (0, "")
+# Per rate-limit policy, its RateLimit-Policy and X-RateLimit-Limit values (made once).
+_POLICY_HEADERS: dict[Policy, tuple[str, str]] = {}
 
 
 def http_date() -> str:
@@ -182,7 +184,7 @@ class BaseHandler(RequestHandler):
     @property
     def request_id(self) -> str:
         if self._request_id is None:
-            self._request_id = request_id_of(self.request.headers.get("X-Request-ID"))
+            self._request_id = request_id_of(hdr.get(self.request.headers, "X-Request-ID"))
         return self._request_id
 
     @property
@@ -227,8 +229,9 @@ class BaseHandler(RequestHandler):
         Only for values this module makes (ids, numbers): they are set without
         set_header's per-value checks, which showed up in profiles of the hot path.
         """
+        name = hdr.normalized(name)
         self._sticky[name] = value
-        self._headers[name] = value
+        hdr.put(self._headers, name, value)
 
     # -- the pipeline ------------------------------------------------------------------
 
@@ -294,11 +297,13 @@ class BaseHandler(RequestHandler):
             if self._trace is not None:
                 self.sticky_header("traceparent", self.traceparent)
                 return
-        m = _TRACEPARENT_RE.fullmatch(headers.get("traceparent", ""))
+        given = hdr.get(headers, "traceparent")
+        m = _TRACEPARENT_RE.fullmatch(given) if given else None
         if m and m.group(1) != "0" * 32:
             self._trace = (m.group(1), _hex(64), m.group(3))
         else:
-            self._trace = (_hex(128), _hex(64), "01")
+            ids = _hex(192)  # a new trace id and this hop's span id, from one draw
+            self._trace = (ids[:32], ids[32:], "01")
         self.sticky_header("traceparent", self.traceparent)
 
     def _end_trace(self) -> None:
@@ -322,7 +327,7 @@ class BaseHandler(RequestHandler):
 
     def _check_length(self) -> None:
         limit = self.gw.config.gateway.max_body_bytes
-        length = self.request.headers.get("Content-Length")
+        length = hdr.get(self.request.headers, "Content-Length")
         if length is None:
             return
         if not length.isdigit():
@@ -335,7 +340,7 @@ class BaseHandler(RequestHandler):
                               f"(gateway.max_body_bytes)", code="payload_too_large", status=413)
 
     def _bearer(self) -> str:
-        header = self.request.headers.get("Authorization", "")
+        header = hdr.get(self.request.headers, "Authorization") or ""
         scheme, _, token = header.partition(" ")
         if not header:
             raise AuthenticationError("authentication required: send Authorization: Bearer <access token>",
@@ -427,11 +432,18 @@ class BaseHandler(RequestHandler):
         """The rate-limit headers of decision `d`; RateLimitedError when it refused."""
         pol = d.policy
         reset_s = -(-d.reset_ms // 1000)
-        self.sticky_header("RateLimit-Policy", f'"{pol.name}";q={pol.limit};w={pol.window_s}')
-        self.sticky_header("RateLimit", f'"{pol.name}";r={d.remaining};t={reset_s}')
-        self.sticky_header("X-RateLimit-Limit", str(pol.limit))
-        self.sticky_header("X-RateLimit-Remaining", str(d.remaining))
-        self.sticky_header("X-RateLimit-Reset", str(reset_s))
+        fixed = _POLICY_HEADERS.get(pol)
+        if fixed is None:
+            if len(_POLICY_HEADERS) > 1024:  # policies come from config: a handful
+                _POLICY_HEADERS.clear()
+            fixed = _POLICY_HEADERS[pol] = (f'"{pol.name}";q={pol.limit};w={pol.window_s}', str(pol.limit))
+        # Each header set as sticky_header would, by its name already in Tornado's case.
+        sticky, headers, remaining, reset = self._sticky, self._headers, str(d.remaining), str(reset_s)
+        for name, value in (("Ratelimit-Policy", fixed[0]), ("Ratelimit", f'"{pol.name}";r={remaining};t={reset}'),
+                            ("X-Ratelimit-Limit", fixed[1]), ("X-Ratelimit-Remaining", remaining),
+                            ("X-Ratelimit-Reset", reset)):
+            sticky[name] = value
+            hdr.put(headers, name, value)
         if not d.allowed:
             self.gw.metrics.rate_denied.labels("request").inc()
             raise RateLimitedError(f"rate limit of {pol.limit} requests per {pol.window_s} s exceeded",
@@ -501,8 +513,8 @@ class BaseHandler(RequestHandler):
         if type(self).set_default_headers is not BaseHandler.set_default_headers:
             super().clear()
             return
-        self._headers = HTTPHeaders({"Content-Type": "text/html; charset=UTF-8", "Date": http_date(),
-                                     "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+        self._headers = hdr.fresh({"Content-Type": "text/html; charset=UTF-8", "Date": http_date(),
+                                   "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
         self._write_buffer: list[bytes] = []
         self._status_code = 200
         self._reason = "OK"
@@ -515,7 +527,7 @@ class BaseHandler(RequestHandler):
 
     def write_json(self, doc: Any, status: int = 200) -> None:
         self.set_status(status)
-        self._headers["Content-Type"] = "application/json"  # a constant: no set_header checks
+        hdr.put(self._headers, "Content-Type", "application/json")  # a constant: no set_header checks
         self.finish(orjson.dumps(doc))
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:

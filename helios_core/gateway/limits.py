@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import time
 from collections.abc import Awaitable, Iterable
 from http import HTTPStatus
@@ -57,6 +58,7 @@ from tornado.log import gen_log
 
 from helios_core.config import GatewayConfig
 from helios_core.errors import ConfigError
+from helios_core.gateway import headers as hdr
 from helios_core.gateway.base import error_body, request_id_of
 from helios_core.observability.logging import get_logger
 
@@ -228,26 +230,31 @@ class _Connection(HTTP1Connection):
         self._response_start_line = start_line
         code = start_line.code
         http11 = req.version == "HTTP/1.1"
+        # (HTTPHeaders' own dict of name -> values: its names are in Http-Header-Case already,
+        # and ``in``/``[]`` on the HTTPHeaders would normalize the name again each time; see headers.py)
+        values = headers._as_list
+        length = values.get("Content-Length")
         self._chunking_output = (http11 and req.method != "HEAD" and code not in (204, 304)
-                                 and (code < 100 or code >= 200) and "Content-Length" not in headers)
+                                 and (code < 100 or code >= 200) and length is None)
         if http11 and self._disconnect_on_finish:
             headers["Connection"] = "close"
         if (req.version == "HTTP/1.0" and self._request_headers is not None
-                and self._request_headers.get("Connection", "").lower() == "keep-alive"):
+                and (hdr.get(self._request_headers, "Connection") or "").lower() == "keep-alive"):
             headers["Connection"] = "Keep-Alive"
         if self._chunking_output:
             headers["Transfer-Encoding"] = "chunked"
         if req.method == "HEAD" or code == 304:
             self._expected_content_remaining = 0
-        elif "Content-Length" in headers:
-            self._expected_content_remaining = parse_int(headers["Content-Length"])
+        elif length is not None:
+            self._expected_content_remaining = parse_int(",".join(length))
         else:
             self._expected_content_remaining = None
         lines = [f"HTTP/1.1 {code:d} {start_line.reason}"]
-        for name, value in headers.get_all():
-            if type(value) is not str or type(name) is not str:  # bytes slipped in: Tornado's way
-                return super().write_headers(start_line, headers, chunk)
-            lines.append(f"{name}: {value}")
+        for name, vals in values.items():
+            for value in vals:
+                if type(value) is not str or type(name) is not str:  # bytes slipped in: Tornado's way
+                    return super().write_headers(start_line, headers, chunk)
+                lines.append(f"{name}: {value}")
         head = "\r\n".join(lines)
         if head.count("\r") != len(lines) - 1 or head.count("\n") != len(lines) - 1:
             bad = next(line for line in lines if "\r" in line or "\n" in line)
@@ -330,6 +337,20 @@ class _ServerConnection(HTTP1ServerConnection):
             delegate.on_close(self)
 
 
+class _NoDelayStream(IOStream):
+    """A TCP connection with Nagle's algorithm off for good (set once, by `handle_stream`).
+
+    HTTP1Connection turns it off when a response is finished (so the last bytes leave at once)
+    and back on after it: two setsockopt calls per request, and two socket.family lookups
+    through an enum, for a setting that only matters between the writes of one response.  A
+    gateway answer is one write at finish; a streamed one (the proxy) is better sent as it
+    comes than held back for an ACK.  What goes on the wire is the same bytes.
+    """
+
+    def set_nodelay(self, value: bool) -> None:
+        pass
+
+
 class GatewayHTTPServer(HTTPServer):
     """Tornado's HTTPServer whose connections answer malformed requests in the gateway's JSON shape.
 
@@ -344,6 +365,9 @@ class GatewayHTTPServer(HTTPServer):
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         # HTTPServer.handle_stream, with our server connection.
+        if type(stream) is IOStream and stream.socket.family in (socket.AF_INET, socket.AF_INET6):
+            stream.set_nodelay(True)
+            stream.__class__ = _NoDelayStream
         context = _HTTPRequestContext(stream, address, self.protocol, self.trusted_downstream)
         conn = _ServerConnection(stream, self.conn_params, context, self.head_limit)
         self._connections.add(conn)

@@ -183,26 +183,33 @@ class EmbeddedStore(_EmbeddedReads, Store):
         record, a MULTI when several), without a Txn and a coroutine per call: this runs for every
         rate-limited request."""
         engine = self.engine
-        kb = [to_bytes(k) for k in keys]
-        observed = 0
+        observed = [0]
         try:
-            values = engine.execute([b"MGET", *kb])
-            observed = engine.pending_seq()
-            reply, writes = model(kb, values, [to_bytes(a) for a in args])
-            if writes:
-                argvs = [[b"DEL", key] if value is None else
-                         [b"SET", key, value] if px is None else [b"SET", key, value, b"PX", b"%d" % px]
-                         for key, value, px in writes]
-                if len(argvs) == 1:  # one command is one record already: no MULTI wrapper needed
-                    engine.execute(argvs[0])
-                else:
-                    with engine.batch():
-                        for argv in argvs:
-                            engine.execute(argv)
-                observed = max(observed, engine.pending_seq())
+            reply = self._model_step(model, keys, args, observed)
         finally:
-            if durable and observed > engine.released_seq:
-                await engine.wait_durable(observed)
+            if durable and observed[0] > engine.released_seq:
+                await engine.wait_durable(observed[0])
+        return reply
+
+    def _model_step(self, model: Model, keys: list[Key], args: list[Key | int | float], observed: list[int]) -> Any:
+        """`_run_model`'s engine step, never suspending; ``observed[0]``: the newest record its reply
+        may not be shown before (set even when it raises: an error may reveal state too)."""
+        engine = self.engine
+        kb = [k if type(k) is bytes else to_bytes(k) for k in keys]
+        values = engine.execute([b"MGET", *kb])
+        observed[0] = engine.pending_seq()
+        reply, writes = model(kb, values, [a if type(a) is bytes else to_bytes(a) for a in args])
+        if writes:
+            argvs = [[b"DEL", key] if value is None else
+                     [b"SET", key, value] if px is None else [b"SET", key, value, b"PX", b"%d" % px]
+                     for key, value, px in writes]
+            if len(argvs) == 1:  # one command is one record already: no MULTI wrapper needed
+                engine.execute(argvs[0])
+            else:
+                with engine.batch():
+                    for argv in argvs:
+                        engine.execute(argv)
+            observed[0] = max(observed[0], engine.pending_seq())
         return reply
 
     async def read_and_run_script(self, reads: list[Key], op: ScriptOp, keys: list[Key],
@@ -214,7 +221,16 @@ class EmbeddedStore(_EmbeddedReads, Store):
         # run_script does not suspend before the operation has run: the reads and the operation are
         # one engine step.  The reads wait only for what they observed, never for the operation's
         # own writes (a rate-limit bucket's are not waited for at all).
-        reply = await self.run_script(op, keys, args, durable=durable)
+        if op.txn_model is None and op.model is not None:
+            # The gateway's rate-limit step (every request): `_run_model` without its coroutine.
+            observed = [0]
+            try:
+                reply = self._model_step(op.model, keys, args, observed)
+            finally:
+                if durable and observed[0] > engine.released_seq:
+                    await engine.wait_durable(observed[0])
+        else:
+            reply = await self.run_script(op, keys, args, durable=durable)
         if seen > engine.released_seq:
             await engine.wait_durable(seen)
         return values, reply

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -112,3 +113,24 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
     assert tp.client(request_from("10.1.1.1", "not-an-ip")) == "10.1.1.1"
     with pytest.raises(ConfigError, match="trusted_proxies"):
         TrustedProxies(["nope"])
+
+
+def test_nagle_stays_off_on_a_keep_alive_connection(tmp_path: Path) -> None:
+    """Tornado turns TCP_NODELAY on at each response's end and off after it (two setsockopt calls a
+    request); the gateway sets it once per connection, and every answer still arrives whole."""
+    async def body(api: Api) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+        for _ in range(3):
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(HTTPHeaders.parse(head.split(b"\r\n", 1)[1].decode())["Content-Length"])
+            await reader.readexactly(length)
+            server = api.service.server
+            assert server is not None
+            (conn,) = server._connections  # type: ignore[attr-defined]
+            sock = conn.stream.socket
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        writer.close()
+
+    run_gateway(tmp_path, body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from helios_core.errors import CommandError, HeliosError, InvalidInputError, NotFoundError
+from helios_core.gateway import headers as hdr
 from helios_core.gateway.base import BaseHandler, perm
 from helios_core.store.base import Txn
 
@@ -54,21 +55,21 @@ class KvItemHandler(BaseHandler):
         etag = etag_of(value)
         # Values made here (a hex digest, a constant): set without set_header's per-value checks.
         headers = self._headers
-        headers["ETag"] = etag
-        inm = self.request.headers.get("If-None-Match")
+        hdr.put(headers, "ETag", etag)
+        inm = hdr.get(self.request.headers, "If-None-Match")
         if inm is not None and etag in _etags(inm):
             self.set_status(304)
             self.finish()
             return
-        headers["Content-Type"] = "application/octet-stream"
+        hdr.put(headers, "Content-Type", "application/octet-stream")
         self.finish(value)
 
     async def put(self, key: str) -> None:
         k = PREFIX + check_key(key)
         value = self.body
         ttl_ms = self._ttl_ms()
-        if_match = self.request.headers.get("If-Match")
-        if_none_match = self.request.headers.get("If-None-Match")
+        if_match = hdr.get(self.request.headers, "If-Match")
+        if_none_match = hdr.get(self.request.headers, "If-None-Match")
         if if_none_match is not None and if_none_match.strip() != "*":
             raise InvalidInputError("If-None-Match: only '*' (create only if absent) is supported on PUT")
 
@@ -88,7 +89,7 @@ class KvItemHandler(BaseHandler):
         if outcome == "mismatch":
             raise _precondition(f"key {key!r} does not match If-Match")
         etag = etag_of(value)
-        self._headers["ETag"] = etag  # a hex digest made here: no set_header checks
+        hdr.put(self._headers, "ETag", etag)  # a hex digest made here: no set_header checks
         body = {"key": key, "etag": etag, "size": len(value), "ttl_seconds": ttl_ms // 1000 if ttl_ms else None}
         if outcome == "created":
             self.set_header("Location", self.request.path)
