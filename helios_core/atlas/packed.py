@@ -182,10 +182,9 @@ def set_removed(s: set[bytes], removed: list[bytes], size_before: int) -> None:
 
     The content before was a hashtable's if it was over the limit or one of the removed members
     was not an integer; only then, and only if the members left would make an intset, is a note
-    needed.  So the all-integer walk over the rest runs at most once per conversion, not per SREM."""
-    limit = LIMITS.set_entries
-    if limit > 1 << 30:
-        limit = 1 << 30
+    needed.  The walk over the members left stops at the first string, so on a set of strings
+    it is one step."""
+    limit = _intset_max()
     if len(s) > limit or id(s) in _SET_MARKS:
         return
     if size_before <= limit and all(map(is_int64, removed)):
@@ -195,9 +194,9 @@ def set_removed(s: set[bytes], removed: list[bytes], size_before: int) -> None:
 
 
 def pin_set_encodings(sets: Iterable[set[bytes]], new_limit: int) -> None:
-    """Before set-max-intset-entries changes to `new_limit`: Redis converts no existing set then
-    (only a later SADD does), so every set whose content would read differently under the new
-    limit keeps its current encoding as a note.  O(sets) once per CONFIG SET of the limit."""
+    """Change set-max-intset-entries to `new_limit` (CONFIG SET).  Redis converts no existing set
+    then (a later SADD does), so every set of `sets` whose content reads differently under the
+    new limit keeps its current encoding as a note.  O(sets), once per CONFIG SET of the limit."""
     old = _intset_max()
     lo, hi = sorted((old, min(new_limit, 1 << 30)))
     if lo == hi:

@@ -29,7 +29,7 @@ from helios_core.errors import CommandError
 __all__: list[str] = []
 
 LONG_MAX = (1 << 63) - 1
-SPOP_MOVE_STRATEGY_MUL = 5  # t_set.c: SPOP with a count that keeps at most 1/5 of it builds a new set
+SPOP_MOVE_STRATEGY_MUL = 5  # t_set.c: an SPOP count >= 5x the members it leaves moves those to a new set
 NOT_POSITIVE = "ERR value is out of range, must be positive"
 
 
