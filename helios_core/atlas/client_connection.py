@@ -14,7 +14,10 @@ error: every queued reply above the durable point becomes that error.
 Connection state that changes how commands are dispatched (not
 authenticated, inside MULTI, RESP2 subscribed mode, JSON lines) sets
 `special`, which sends commands through `_dispatch_special` instead of
-straight to the engine.
+straight to the engine.  What it refuses there (NOAUTH, an arity error or a
+no_multi command inside MULTI, a command in subscribed mode) counts as
+rejected in INFO commandstats (`Engine.reject`); EXEC and DISCARD, which it
+runs itself inside MULTI, are counted and shown to MONITOR by `_timed`.
 
 A blocking command with nothing to pop parks its connection (blocking.py):
 the commands parsed after it wait in `parked_rest` (reading goes on, so a

@@ -23,6 +23,15 @@ each undo entry belongs to.  The engine remembers whose database is selected
 (`_db_conn`), so commands of the same client cost one identity test, and an
 effect one integer comparison; SELECT, RESET and a script's end tell it
 (`conn_db_changed`).
+
+Introspection rides on `execute` too: one perf_counter_ns pair around the
+handler times the command (its execution, not the network's time) for INFO
+commandstats and latencystats (cmdstats.py: the record sits in the dispatch
+cache beside the command, so counting is three list increments) and the slow
+log; a command refused before its handler counts as rejected, one whose
+handler raised as failed.  MONITOR is fed after the handler, failed commands
+included, except EVAL/FCALL (skip_monitor), fed before it so their script's
+commands follow them, as in Redis.
 """
 
 from __future__ import annotations
@@ -220,7 +229,9 @@ class Engine:
         """Run one command; returns its reply or raises CommandError.
 
         The reply may not be shown to anyone before `pending_seq()` is durable
-        (see `add_waiter`).
+        (see `add_waiter`).  The call is counted in INFO commandstats under its
+        command's or subcommand's name (`config|get`): rejected when refused here
+        (arity, MISCONF, OOM, the value size limit), else timed, and failed if it raised.
         """
         # The hot path of every protocol: one dict hit on the name as sent ("SET", "get")
         # instead of a case-folding table lookup and a property per call.
