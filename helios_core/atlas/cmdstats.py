@@ -26,11 +26,15 @@ HdrHistogram does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from math import isqrt
+from typing import Any
+
+from helios_core.atlas.commands.keyspecs import SUBCOMMANDS
 
 __all__ = ["CommandStats", "new_record", "CALLS", "NS", "REJECTED", "FAILED", "HIST", "PERCENTILES"]
 
+_CONTAINERS = frozenset(name.split("|", 1)[0] for name in SUBCOMMANDS)
 PERCENTILES = (50.0, 99.0, 99.9)  # latency-tracking-info-percentiles' default
 # A record: [calls, total ns, rejected, failed, then the histogram: slot HIST + (t*t).bit_length()]
 CALLS, NS, REJECTED, FAILED, HIST = 0, 1, 2, 3, 4
@@ -103,6 +107,36 @@ class CommandStats(Mapping[str, int]):
             if total:
                 parts = [f"p{p:g}={_at_percentile(rec, total, p) / 1000:.3f}" for p in percentiles]
                 out.append((f"latency_percentiles_usec_{name}", ",".join(parts)))
+        return out
+
+    def histograms(self, names: Iterable[str] | None) -> dict[bytes, Any]:
+        """LATENCY HISTOGRAM's reply: for each command named (a container: its subcommands too;
+        None: every command) that ran since the last reset, its calls and the cumulative count of
+        calls under each power of two of microseconds from 1 (Redis's log iteration from 1024 ns)."""
+        if names is None:
+            wanted = sorted(self.records)
+        else:
+            wanted = []
+            for name in names:
+                wanted.append(name)
+                if name in _CONTAINERS:
+                    wanted.extend(sorted(n for n in self.records if n.startswith(name + "|")))
+        out: dict[bytes, Any] = {}
+        for name in dict.fromkeys(wanted):
+            rec = self.records.get(name)  # (never record_for: the names come from the client)
+            if rec is None or not rec[CALLS]:
+                continue
+            buckets: dict[int, int] = {}
+            seen = 0
+            for k in range(10, 65):
+                # durations under 2**k ns: t*t < 2**(2k), the slots up to bit length 2k
+                count = sum(rec[HIST:HIST + 2 * k + 1])
+                if count > seen:
+                    buckets[((1 << k) - 1) // 1000] = count
+                    seen = count
+                if seen == rec[CALLS]:
+                    break
+            out[name.encode()] = {b"calls": rec[CALLS], b"histogram_usec": buckets}
         return out
 
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from tests.integration.test_atlasd_support import Daemon, running_daemon
 from tests.integration.test_differential_tracking import Connect, Wire, run_both
@@ -183,3 +184,41 @@ def test_monitor_shows_a_script_before_its_commands(atlasd: Daemon, redis_server
             t.append(b"%s %s %s" % (db, where if where == b"lua" else b"client", command))
         return t
     run_both(atlasd, redis_server, scenario)
+
+
+def _histograms(reply: dict) -> list:
+    """LATENCY HISTOGRAM's reply (as redis-py parses it) with each histogram checked (powers of two
+    of usec, counts growing to the calls) and replaced by "ok": timings differ between the servers."""
+    out = []
+    for name, entry in reply.items():
+        hist = entry[b"histogram_usec"]
+        keys, counts = list(hist), list(hist.values())
+        assert keys == sorted(keys) and counts == sorted(counts) and counts[-1] == entry[b"calls"], (name, hist)
+        out.append([name, entry[b"calls"], "ok"])
+    return out
+
+
+def test_latency_histogram(atlasd: Daemon, redis_server: RedisServer) -> None:  # noqa: F811
+    def scenario(connect: Connect) -> list:
+        w = connect(False)
+        w.call("CONFIG", "RESETSTAT")
+        for c in [("SET", "k", "v")] * 5 + [("GET", "k")] * 3 + [("CONFIG", "GET", "timeout"), ("GET",)]:
+            w.call(*c)
+        return [w.call("LATENCY", "HISTOGRAM", "nosuch", "x" * 3000, "hset")]
+    run_both(atlasd, redis_server, scenario)
+    for port, password in ((atlasd.port, atlasd.password), (redis_server.port, None)):
+        r = redis.Redis(port=port, password=password)
+        try:
+            r.config_resetstat()
+            for _ in range(5):
+                r.set("k", "v")
+            r.get("k")
+            r.config_get("timeout")
+            by_name = _histograms(r.execute_command("LATENCY", "HISTOGRAM", "set", "GET", "config", "nosuch"))
+            # (a container's subcommands follow it in Redis's hash order: compared as a set)
+            assert by_name[:2] == [[b"set", 5, "ok"], [b"get", 1, "ok"]], port
+            assert sorted(by_name[2:]) == [[b"config|get", 1, "ok"], [b"config|resetstat", 1, "ok"]], port
+            every = {row[0] for row in _histograms(r.execute_command("LATENCY", "HISTOGRAM"))}
+            assert every == {b"set", b"get", b"config|get", b"config|resetstat", b"latency|histogram"}, port
+        finally:
+            r.close()

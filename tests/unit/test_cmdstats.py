@@ -121,3 +121,17 @@ def test_percentiles_are_the_highest_value_of_their_bucket() -> None:
     assert sum(rec[HIST:]) == 100
     empty = CommandStats()
     assert empty.info() == [] and empty.latency() == [] and dict(empty) == {}
+
+
+def test_latency_histogram_buckets_are_powers_of_two_of_usec() -> None:
+    cs = CommandStats()
+    for ns in (100, 1023, 1024, 7000, 9000, 9000):
+        add(cs.record_for("get"), ns, False)
+    add(cs.record_for("config|get"), 5000, False)
+    cs.record_for("set")  # (made by the dispatch cache, never called: not listed)
+    # under 1024 ns -> 1, under 2048 -> 2, under 8192 -> 8, under 16384 -> 16 (Redis's keys)
+    assert cs.histograms(["get"]) == {b"get": {b"calls": 6, b"histogram_usec": {1: 2, 2: 3, 8: 4, 16: 6}}}
+    assert list(cs.histograms(["config", "set", "nosuch" * 1000])) == [b"config|get"]
+    assert list(cs.histograms(None)) == [b"config|get", b"get"]
+    cs.clear()
+    assert cs.histograms(None) == {}

@@ -483,7 +483,8 @@ def memory(ctx: Ctx, args: list[bytes]) -> Any:
 @command("latency", -2, "admin noscript loading stale", keys=(0, 0, 0))
 def latency(ctx: Ctx, args: list[bytes]) -> Any:
     """Latency monitoring is not implemented: no event is ever recorded, so LATEST and HISTORY are
-    empty and RESET resets nothing (0), as in a Redis with latency-monitor-threshold 0."""
+    empty and RESET resets nothing (0), as in a Redis with latency-monitor-threshold 0.  HISTOGRAM
+    is latency tracking, the per-command histograms of INFO latencystats (cmdstats.py)."""
     sub, rest = args[0].upper(), args[1:]
     if sub == b"LATEST" and not rest:
         return []
@@ -497,7 +498,8 @@ def latency(ctx: Ctx, args: list[bytes]) -> Any:
                 b"If we weren't in a deep space mission I'd suggest to take a look at "
                 b"https://redis.io/topics/latency-monitor.\n")
     if sub == b"HISTOGRAM":
-        return {}
+        names = [a.decode(errors="replace").lower() for a in rest] if rest else None
+        return ctx.engine.stats.commands.histograms(names)
     if sub == b"HELP" and not rest:
         return _help("LATENCY", ["DOCTOR", "    Return a human readable latency analysis report.", "GRAPH <event>",
                                  "    Return an ASCII latency graph for the <event> class.", "HISTORY <event>",
