@@ -192,10 +192,12 @@ class _Connection(HTTP1Connection):
     """One request on a server connection; malformed input is answered in JSON, not with a bare 400."""
 
     def __init__(self, stream: IOStream, params: HTTP1ConnectionParameters, context: object,
-                 head_limit: int) -> None:
+                 head_limit: int, fields_memo: list[Any] | None = None) -> None:
         super().__init__(stream, False, params, context)
         self.head_limit = head_limit
         self.refusal: _Refused | None = None
+        # [header text, {name: values}] of the last request on this TCP connection (_ServerConnection's)
+        self.fields_memo = fields_memo if fields_memo is not None else []
 
     async def read_response(self, delegate: HTTPMessageDelegate) -> bool:
         try:
@@ -208,10 +210,28 @@ class _Connection(HTTP1Connection):
         if len(data) > self.head_limit:
             raise _Refused(431, "headers_too_large", f"request head of {len(data)} bytes is larger than "
                                                      f"gateway.max_header_bytes ({self.head_limit} bytes)")
-        try:
-            start_line, headers = super()._parse_headers(data)
-        except HTTPInputError as e:
-            raise _malformed(f"malformed header line ({_what_tornado_said(e)}); expected 'Name: value'") from None
+        # HTTP1Connection._parse_headers (Tornado 6.6): the request line, then the header lines
+        # (from the first newline on) through HTTPHeaders.parse.
+        text = data.decode("latin1").lstrip("\r\n")
+        eol = text.find("\n")
+        start_line, fields = text[:eol].rstrip("\r"), text[eol:]
+        memo = self.fields_memo
+        if memo and memo[0] == fields:
+            # The same header lines as the previous request on this connection (a client on a
+            # keep-alive connection sends the same Host, Authorization, User-Agent ... each time):
+            # the same HTTPHeaders, without parsing and checking each line again (~5 us a line in
+            # Tornado, most of it the header-value regex over a bearer token).  A copy: a handler
+            # may change its request's headers.
+            headers = HTTPHeaders.__new__(HTTPHeaders)
+            headers._as_list = {name: list(values) for name, values in memo[1].items()}
+            headers._combined_cache = {}
+        else:
+            try:
+                headers = HTTPHeaders.parse(fields)
+            except HTTPInputError as e:
+                raise _malformed(f"malformed header line ({_what_tornado_said(e)}); "
+                                 f"expected 'Name: value'") from None
+            memo[:] = [fields, {name: list(values) for name, values in headers._as_list.items()}]
         try:
             parse_request_start_line(start_line)  # Tornado parses it again next: a failure is ours to answer
         except HTTPInputError:
@@ -319,9 +339,10 @@ class _ServerConnection(HTTP1ServerConnection):
         # per request, there so that a client pipelining requests cannot keep the loop to itself.
         # Here every request yields anyway: its handler runs as a task of its own, which the
         # connection waits for (`_finish_future`, or the prepared future of a streamed body).
+        fields_memo: list[Any] = []  # the last request's header lines (`_Connection._parse_headers`)
         try:
             while True:
-                conn = _Connection(self.stream, self.params, self.context, self.head_limit)
+                conn = _Connection(self.stream, self.params, self.context, self.head_limit, fields_memo)
                 request_delegate = delegate.start_request(self, conn)
                 try:
                     ret = await conn.read_response(request_delegate)

@@ -7,6 +7,7 @@ import pytest
 from tornado.httputil import HTTPHeaders, _normalize_header
 
 from helios_core.gateway import headers as hdr
+from tests.unit.test_gateway_write_headers import _Stream
 
 NAMES = ["X-Request-ID", "traceparent", "content-length", "ETag", "RateLimit-Policy", "X-RateLimit-Limit",
          "If-None-Match", "authorization", "WWW-Authenticate", "a", "x--y"]
@@ -53,3 +54,49 @@ def test_fresh_as_tornado() -> None:
     assert ours["Cache-Control"] == theirs["Cache-Control"] == "no-store,private"
     del ours["Date"], theirs["Date"]
     assert list(ours.get_all()) == list(theirs.get_all())
+
+
+HEADS = [
+    b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc\r\n\r\n",
+    b"GET /b HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc\r\n\r\n",  # same lines, another path
+    b"\r\nPUT /c HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc\r\n\r\n",  # (a stray CRLF before it)
+    b"GET /d HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer xyz\r\n\r\n",  # another token
+    b"GET /e HTTP/1.1\nHost: x\nX-A: 1\nX-A: 2\n\n",
+    b"GET /f HTTP/1.1\nHost: x\nX-A: 1\nX-A: 2\n\n",
+    b"GET /g HTTP/1.1\r\nHost: x\r\n\r\n",
+]
+
+
+def test_a_connection_parses_each_head_as_tornado_even_when_the_lines_repeat() -> None:
+    """_Connection remembers the last header lines of its TCP connection; each request still gets
+    what Tornado's parser makes of its head, in an HTTPHeaders of its own."""
+    from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+
+    from helios_core.gateway.limits import _Connection
+
+    memo: list[object] = []
+    for head in HEADS:
+        ours = _Connection(_Stream(), HTTP1ConnectionParameters(), None, 65536, memo)  # type: ignore[arg-type]
+        theirs = HTTP1Connection(_Stream(), False, HTTP1ConnectionParameters(), None)  # type: ignore[arg-type]
+        line, headers = ours._parse_headers(head)
+        line_t, headers_t = theirs._parse_headers(head)
+        assert line == line_t
+        assert list(headers.get_all()) == list(headers_t.get_all())
+        assert headers.get("X-A") == headers_t.get("X-A")
+        headers["Authorization"] = "changed by a handler"  # never seen by the next request
+        headers.add("X-A", "3")
+
+
+def test_a_malformed_head_after_a_remembered_one_is_still_refused() -> None:
+    from tornado.http1connection import HTTP1ConnectionParameters
+
+    from helios_core.gateway.limits import _Connection, _Refused
+
+    memo: list[object] = []
+    conn = _Connection(_Stream(), HTTP1ConnectionParameters(), None, 65536, memo)  # type: ignore[arg-type]
+    conn._parse_headers(HEADS[0])
+    with pytest.raises(_Refused) as e:
+        conn._parse_headers(b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc\r\nBad header\r\n\r\n")
+    assert e.value.status == 400 and "no colon in header line" in e.value.message
+    with pytest.raises(_Refused):
+        conn._parse_headers(b"GET /a HTTP/1.1\r\n Host: x\r\nAuthorization: Bearer abc\r\n\r\n")
