@@ -3,6 +3,8 @@ own methods (pinned here, so a Tornado that keeps its headers otherwise fails th
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from tornado.httputil import HTTPHeaders, _normalize_header
 
@@ -74,17 +76,20 @@ def test_a_connection_parses_each_head_as_tornado_even_when_the_lines_repeat() -
 
     from helios_core.gateway.limits import _Connection
 
-    memo: list[object] = []
-    for head in HEADS:
-        ours = _Connection(_Stream(), HTTP1ConnectionParameters(), None, 65536, memo)  # type: ignore[arg-type]
-        theirs = HTTP1Connection(_Stream(), False, HTTP1ConnectionParameters(), None)  # type: ignore[arg-type]
-        line, headers = ours._parse_headers(head)
-        line_t, headers_t = theirs._parse_headers(head)
-        assert line == line_t
-        assert list(headers.get_all()) == list(headers_t.get_all())
-        assert headers.get("X-A") == headers_t.get("X-A")
-        headers["Authorization"] = "changed by a handler"  # never seen by the next request
-        headers.add("X-A", "3")
+    async def main() -> None:  # (an HTTP1Connection makes futures: it wants a loop)
+        memo: list[object] = []
+        for head in HEADS:
+            ours = _Connection(_Stream(), HTTP1ConnectionParameters(), None, 65536, memo)  # type: ignore[arg-type]
+            theirs = HTTP1Connection(_Stream(), False, HTTP1ConnectionParameters(), None)  # type: ignore[arg-type]
+            line, headers = ours._parse_headers(head)
+            line_t, headers_t = theirs._parse_headers(head)
+            assert line == line_t
+            assert list(headers.get_all()) == list(headers_t.get_all())
+            assert headers.get("X-A") == headers_t.get("X-A")
+            headers["Authorization"] = "changed by a handler"  # never seen by the next request
+            headers.add("X-A", "3")
+
+    asyncio.run(main())
 
 
 def test_a_malformed_head_after_a_remembered_one_is_still_refused() -> None:
@@ -92,11 +97,14 @@ def test_a_malformed_head_after_a_remembered_one_is_still_refused() -> None:
 
     from helios_core.gateway.limits import _Connection, _Refused
 
-    memo: list[object] = []
-    conn = _Connection(_Stream(), HTTP1ConnectionParameters(), None, 65536, memo)  # type: ignore[arg-type]
-    conn._parse_headers(HEADS[0])
-    with pytest.raises(_Refused) as e:
-        conn._parse_headers(b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc\r\nBad header\r\n\r\n")
-    assert e.value.status == 400 and "no colon in header line" in e.value.message
-    with pytest.raises(_Refused):
-        conn._parse_headers(b"GET /a HTTP/1.1\r\n Host: x\r\nAuthorization: Bearer abc\r\n\r\n")
+    async def main() -> None:
+        memo: list[object] = []
+        conn = _Connection(_Stream(), HTTP1ConnectionParameters(), None, 65536, memo)  # type: ignore[arg-type]
+        conn._parse_headers(HEADS[0])
+        with pytest.raises(_Refused) as e:
+            conn._parse_headers(b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc\r\nBad header\r\n\r\n")
+        assert e.value.status == 400 and "no colon in header line" in e.value.message
+        with pytest.raises(_Refused):
+            conn._parse_headers(b"GET /a HTTP/1.1\r\n Host: x\r\nAuthorization: Bearer abc\r\n\r\n")
+
+    asyncio.run(main())
