@@ -88,6 +88,14 @@ for _full, _arity in SUBCOMMANDS.items():
     _SUBS.setdefault(_full.split("|", 1)[0], {})[_full.split("|", 1)[1].encode()] = (_full, _arity)
 _Entry = tuple[Command, int, bool, dict[bytes, tuple[str, int]] | None, list[int]]
 _NOT_MONITORED = frozenset({"admin", "skip_monitor"})  # MONITOR never shows these after they run
+# The subcommands Redis 7.0 flags admin: MONITOR judges a container's call by its subcommand, so
+# CLIENT ID shows and CLIENT LIST does not, CONFIG HELP shows and CONFIG GET does not.
+_ADMIN_SUBS = frozenset({
+    "client|kill", "client|list", "client|no-evict", "client|pause", "client|unblock", "client|unpause",
+    "config|get", "config|resetstat", "config|rewrite", "config|set",
+    "latency|doctor", "latency|graph", "latency|histogram", "latency|history", "latency|latest", "latency|reset",
+    "slowlog|get", "slowlog|len", "slowlog|reset",
+})
 _SUB_MAX = max(len(s) for subs in _SUBS.values() for s in subs)
 
 
@@ -288,7 +296,7 @@ class Engine:
             reply = cmd.handler(ctx, args[1:])
         except BaseException:
             add(rec, _clock_ns() - t0, True)
-            if self.monitor is not None and cmd.flags.isdisjoint(_NOT_MONITORED) and not self.retrying:
+            if self.monitor is not None and not self.retrying and _monitored(cmd, subs, args):
                 self.monitor(args, ctx.conn, ctx.now_ms)
             self._rollback(mark, undo_mark)
             del pending[nmark:]
@@ -313,7 +321,7 @@ class Engine:
                                       conn.name if conn is not None else b"")
         if len(pending) > nmark:
             notifier.command_done(nmark, cmd.name, self.ks.data)
-        if self.monitor is not None and cmd.flags.isdisjoint(_NOT_MONITORED) and not self.retrying:
+        if self.monitor is not None and not self.retrying and _monitored(cmd, subs, args):
             self.monitor(args, ctx.conn, ctx.now_ms)
         if evictor.tracks_access:
             evictor.touch_command(cmd.first_key, cmd.last_key, cmd.step, args[1:], ctx.now_ms)
@@ -844,6 +852,16 @@ class _ScriptStep:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.engine._script_exit(self.state, exc, self.keep)
+
+
+def _monitored(cmd: Command, subs: dict[bytes, tuple[str, int]] | None, args: list[bytes]) -> bool:
+    """Whether MONITOR shows a call once it ran: not admin nor skip_monitor, a container's call
+    judged by its subcommand (an unknown one was refused: not shown)."""
+    if subs is not None and len(args) > 1:
+        sub = args[1]
+        found = subs.get(sub.lower()) if len(sub) <= _SUB_MAX else None
+        return found is not None and found[0] not in _ADMIN_SUBS
+    return cmd.flags.isdisjoint(_NOT_MONITORED)
 
 
 def _only_dels(effects: list[tuple]) -> bool:

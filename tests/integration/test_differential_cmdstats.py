@@ -171,7 +171,12 @@ def test_monitor_shows_a_script_before_its_commands(atlasd: Daemon, redis_server
                   ("FUNCTION", "DELETE", "cslib"),
                   ("SELECT", "3"), ("EVAL", "return redis.call('get', 'k')", "0"), ("SELECT", "0"),
                   ("MULTI",), ("EVAL", "return redis.call('set', 'm', '1')", "0"), ("EXEC",),
-                  ("BLPOP", "nolist", "0.05")]:
+                  ("BLPOP", "nolist", "0.05"),
+                  # a container's line is shown or not as its subcommand is admin or not
+                  ("CLIENT", "ID"), ("CLIENT", "GETNAME"), ("CLIENT", "LIST"), ("CLIENT", "INFO"),
+                  ("CONFIG", "GET", "timeout"), ("OBJECT", "ENCODING", "k"), ("MEMORY", "USAGE", "k"),
+                  ("SLOWLOG", "LEN"), ("COMMAND", "COUNT"), ("FUNCTION", "LIST"), ("SCRIPT", "EXISTS", "x"),
+                  ("PUBSUB", "NUMPAT"), ("LATENCY", "LATEST"), ("XINFO", "HELP"), ("INFO", "server")]:
             t.append(w.call(*c)[:1])
         w.call("PING", "sync")
         lines = []
