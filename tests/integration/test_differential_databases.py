@@ -160,10 +160,11 @@ def test_monitor_names_the_database(atlasd: Daemon, redis_server: RedisServer) -
     def scenario(connect: Connect) -> list:
         mon, w = connect(False), connect(False)
         t = [mon.call("MONITOR")]
-        # (no script or EXEC here: Redis 7.0 shows EVAL before the commands its script ran, atlasd after
-        # them, and atlasd does not show EXEC)
+        # A script's lines name the database its SELECT chose; EXEC follows the commands it ran.
         t += transcript(w, script(("SET", "a", "1"), ("SELECT", "3"), ("SET", "a", "3"), ("MOVE", "a", "4"),
-                                  ("SELECT", "5"), ("DBSIZE",), ("SWAPDB", "5", "3"), ("GET", "a")))
+                                  ("SELECT", "5"), ("DBSIZE",), ("SWAPDB", "5", "3"), ("GET", "a"),
+                                  ("EVAL", "redis.call('SELECT', '2'); return redis.call('SET', 'b', '1')", "0"),
+                                  ("MULTI",), ("SELECT", "6"), ("SET", "c", "1"), ("EXEC",), ("GET", "c")))
         w.call("PING", "sync")
         lines = []
         while b'"sync"' not in (f := mon.frame()):
