@@ -17,37 +17,22 @@ DUMP the payload's RDB type byte) after every step.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_atlasd_support import Daemon, running_daemon, wait_for_snapshot
-from tests.integration.test_differential_encodings import DEFAULTS, both, config, encoding, many, same
-from tests.integration.test_differential_types import Pair, Raw, Tree, close_pair, make_pair
+from tests.integration import test_differential_encodings as _encodings
+from tests.integration.test_atlasd_support import Daemon, wait_for_snapshot
+from tests.integration.test_differential_encodings import both, config, encoding, many, same
+from tests.integration.test_differential_types import Pair, Raw, Tree
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(tmp_path_factory.mktemp("encoding-history")) as d:
-        yield d
-
-
-@pytest.fixture
-def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
-    p = make_pair(atlasd, redis_server)
-    try:
-        p.reset()
-        yield p
-    finally:
-        for side in (p.atlas, p.redis):
-            side.r2.call([b"SELECT", b"0"])
-            for name, value in DEFAULTS:
-                side.r2.call([b"CONFIG", b"SET", name, value])
-        close_pair(p)
+# The same servers and pair as test_differential_encodings (limits put back after each test).
+atlasd = _encodings.atlasd
+pair = _encodings.pair
 
 
 def ints(lo: int, hi: int) -> list[bytes]:

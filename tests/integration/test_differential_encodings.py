@@ -43,6 +43,7 @@ def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: 
         yield p
     finally:
         for side in (p.atlas, p.redis):
+            side.r2.call([b"SELECT", b"0"])
             for name, value in DEFAULTS:
                 side.r2.call([b"CONFIG", b"SET", name, value])
         close_pair(p)
