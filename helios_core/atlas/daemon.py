@@ -171,7 +171,7 @@ class AtlasServer:
         engine.notifier.publish = self.publish
         if owner is None:
             engine.evictor.maxmemory = cfg.maxmemory
-            engine.evictor.set_policy(cfg.maxmemory_policy, engine.clock())
+            engine.evictor.set_policy(cfg.maxmemory_policy, engine.clock(), (db for _, db in engine.dbs.made()))
         engine.observers_changed()
 
     @classmethod

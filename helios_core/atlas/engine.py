@@ -324,7 +324,7 @@ class Engine:
         if self.monitor is not None and not self.retrying and _monitored(cmd, subs, args):
             self.monitor(args, ctx.conn, ctx.now_ms)
         if evictor.tracks_access:
-            evictor.touch_command(cmd.first_key, cmd.last_key, cmd.step, args[1:], ctx.now_ms)
+            evictor.touch_command(ctx.ks, cmd.first_key, cmd.last_key, cmd.step, args[1:], ctx.now_ms)
         if self._effects and self._batch_depth == 0:  # (a handler that batches has committed already)
             if is_write or not _only_dels(self._effects):
                 # (a command not flagged as a write that wrote anyway, a table mistake as XGROUP's
@@ -568,7 +568,6 @@ class Engine:
             if choice is None:
                 break
             index, key = choice
-            ev.forget(key)
             with self.in_db(index):
                 self.internal_effects([("DEL", key)], ("evicted", EVICTED))
             victims.append(key)

@@ -23,8 +23,9 @@ across rounds, goes: idle longest (LRU), least frequently used (LFU, Redis's
 logarithmic counter with decay), nearest expiry (volatile-ttl) or any
 (random).  `allkeys-*` sample the whole keyspace, `volatile-*` only keys with
 a TTL.  Access times are recorded per command key (the command table's key
-positions) only under an LRU/LFU policy; a key not touched since the policy
-was set counts as idle since then.  Evictions are logged DEL effects.
+positions) only under an LRU/LFU policy, in the key's database
+(`Keyspace.access`, dropped with the key, swapped by SWAPDB); a key not
+touched since the policy was set counts as idle since then.  Evictions are logged DEL effects.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,24 +252,26 @@ class Evictor:
     policy: str = "noeviction"
     samples: int = 5
     rng: random.Random = field(default_factory=random.Random)
-    access: dict[bytes, tuple[int, int]] = field(default_factory=dict)  # key -> (last ms, LFU counter)
     pool: list[tuple[float, bytes]] = field(default_factory=list)
     since_ms: int = 0  # when the policy was set: untouched keys count as idle since then
     tracks_access: bool = False  # an LRU/LFU policy: the engine records each command's keys (a flag: hot path)
     next_db: int = 0  # the random policies take their key from the databases in turn
 
-    def set_policy(self, policy: str, now_ms: int) -> None:
+    def set_policy(self, policy: str, now_ms: int, keyspaces: Iterable[Any] = ()) -> None:
+        """Switch policy; the access data of `keyspaces` (every database's) starts over."""
         if policy != self.policy:
             self.policy = policy
-            self.access.clear()
+            for ks in keyspaces:
+                ks.access = {}
             self.pool.clear()
             self.since_ms = now_ms
             self.tracks_access = policy.endswith(("-lru", "-lfu"))
 
-    def touch(self, key: bytes, now_ms: int) -> None:
-        prev = self.access.get(key)
+    def touch(self, access: dict[bytes, tuple[int, int]], key: bytes, now_ms: int) -> None:
+        """Record an access to `key` in its database's `access` (Keyspace.access)."""
+        prev = access.get(key)
         if prev is None:
-            self.access[key] = (now_ms, LFU_INIT)
+            access[key] = (now_ms, LFU_INIT)
             return
         last, counter = prev
         counter = _lfu_decay(counter, last, now_ms)
@@ -276,16 +279,22 @@ class Evictor:
             p = 1.0 / ((max(counter - LFU_INIT, 0)) * LFU_LOG_FACTOR + 1)
             if self.rng.random() < p:
                 counter += 1
-        self.access[key] = (now_ms, counter)
+        access[key] = (now_ms, counter)
 
-    def _score(self, key: bytes, expires: dict, now_ms: int) -> float:
+    def last_access(self, ks: Any, key: bytes) -> tuple[int, int]:
+        """(last access ms, LFU counter) of `key` in `ks`; a key not touched since the policy was
+        set counts as idle since then."""
+        found: tuple[int, int] = ks.access.get(key, (self.since_ms, LFU_INIT))
+        return found
+
+    def _score(self, key: bytes, ks: Any, now_ms: int) -> float:
         """Higher is a better victim."""
         policy = self.policy
         if policy.endswith("-ttl"):
-            return -float(expires.get(key, math.inf))
+            return -float(ks.expires.get(key, math.inf))
         if policy.endswith("-random"):
             return 0.0
-        last, counter = self.access.get(key, (self.since_ms, LFU_INIT))
+        last, counter = self.last_access(ks, key)
         if policy.endswith("-lru"):
             return float(now_ms - last)
         return 255.0 - _lfu_decay(counter, last, now_ms)
@@ -308,7 +317,7 @@ class Evictor:
         best: tuple[float, int, bytes] | None = None
         for index, ks in live:
             for key in self._sample(ks, volatile, self.samples):
-                score = self._score(key, ks.expires, now_ms)
+                score = self._score(key, ks, now_ms)
                 if best is None or score > best[0]:
                     best = (score, index, key)
         return None if best is None else (best[1], best[2])
@@ -329,7 +338,7 @@ class Evictor:
         for key in self._sample(ks, volatile, self.samples):
             if key not in have:
                 have.add(key)
-                pool.append((self._score(key, expires, now_ms), key))
+                pool.append((self._score(key, ks, now_ms), key))
         pool.sort(key=lambda sk: sk[0])
         del pool[:-POOL_SIZE]
         if not pool:
@@ -360,16 +369,17 @@ class Evictor:
             out.append(index[rng.randrange(size)])
         return out
 
-    def forget(self, key: bytes) -> None:
-        self.access.pop(key, None)
-
-    def touch_command(self, first: int, last: int, step: int, args: list[bytes], now_ms: int) -> None:
-        """Record an access to the keys of a command (its table key positions; args without the name)."""
+    def touch_command(self, ks: Any, first: int, last: int, step: int, args: list[bytes], now_ms: int) -> None:
+        """Record an access to the keys of a command (its table key positions; args without the name)
+        in `ks`, the database it ran in.  Only keys that exist are recorded: a record goes with its
+        key (Keyspace.remove), so a name looked up but never stored leaves nothing behind."""
         if first <= 0:
             return
         end = last if last >= 0 else len(args) + last + 1
+        data, access = ks.data, ks.access
         for key in args[first - 1:end:step]:
-            self.touch(key, now_ms)
+            if key in data:
+                self.touch(access, key, now_ms)
 
 
 def _lfu_decay(counter: int, last_ms: int, now_ms: int) -> int:

@@ -36,11 +36,14 @@ Value = bytes | ZSet | dict[bytes, bytes] | set[bytes]
 
 
 class Keyspace:
-    __slots__ = ("data", "expires", "_heap", "_index", "_functions", "_functions_version", "root", "dbs")
+    __slots__ = ("data", "expires", "access", "_heap", "_index", "_functions", "_functions_version", "root", "dbs")
 
     def __init__(self, root: Keyspace | None = None, dbs: Any = None) -> None:
         self.data: dict[bytes, Value] = {}
         self.expires: dict[bytes, int] = {}
+        # key -> (last access ms, LFU counter), recorded under an LRU/LFU maxmemory policy only
+        # (evict.py); an entry goes with its key, as Redis keeps it on the key's object.
+        self.access: dict[bytes, tuple[int, int]] = {}
         self._heap: list[tuple[int, bytes]] = []
         # Sorted key index for SCAN/KEYS/prefix scans: built on first use, then maintained.
         self._index: SortedList | None = None
@@ -104,11 +107,14 @@ class Keyspace:
             self.clear_expiry(key)
             if self._index is not None:
                 self._index.discard(key)
+            if self.access:
+                self.access.pop(key, None)
         return value
 
     def clear(self) -> None:
         self.data = {}
         self.expires = {}
+        self.access = {}
         self._heap = []
         self._index = None
 
@@ -116,6 +122,7 @@ class Keyspace:
         """Replace the whole content (used to undo a FLUSHALL and to load snapshots)."""
         self.data = data
         self.expires = expires
+        self.access = {}  # (untouched keys count as idle since the policy was set)
         self._index = None
         self._rebuild_heap()
 
@@ -124,6 +131,7 @@ class Keyspace:
         database index, so whatever refers to a database by its object still means that index."""
         self.data, other.data = other.data, self.data
         self.expires, other.expires = other.expires, self.expires
+        self.access, other.access = other.access, self.access
         self._heap, other._heap = other._heap, self._heap
         self._index, other._index = other._index, self._index
 

@@ -209,3 +209,55 @@ def test_notify_flags_round_trip() -> None:
     with pytest.raises(ValueError, match="Invalid event class"):
         parse_flags("Q")
     assert BAD_FLAGS.endswith("'Ag$lshzxeKEtmdn'.")
+
+
+def test_access_data_does_not_outlive_its_keys(a: Atlas) -> None:
+    """A cache's keys come and go: under an LRU/LFU policy the access record of a key deleted,
+    expired, evicted or flushed goes with it, so key names a client never reuses cost nothing."""
+    limit(a, 1 << 40, "allkeys-lru")
+    for i in range(2000):
+        a("SET", f"gone{i}", "v")
+        a("GET", f"gone{i}")
+        a("DEL", f"gone{i}")
+    for i in range(500):
+        a("SET", f"ttl{i}", "v", "PX", "5")
+    a.now += 10
+    for i in range(500):
+        assert a("GET", f"ttl{i}") is None  # expired on access
+    a("SET", "flushed", "v")
+    a("FLUSHALL")
+    a("SET", "kept", "v")
+    assert set(a.engine.ks.access) <= {b"kept"}
+
+
+def test_each_database_keeps_its_own_access_data(a: Atlas) -> None:
+    """A GET of database 1's k does not make database 0's k recent (Redis keeps it on the object);
+    OBJECT IDLETIME answers for the selected database's key, and SWAPDB moves the data with the keys."""
+    limit(a, 1 << 40, "allkeys-lru")
+    a("SET", "k", "zero")
+    with a.engine.in_db(1):
+        a("SET", "k", "one")
+    a.now += 20_000
+    with a.engine.in_db(1):
+        a("GET", "k")                  # database 1's k, just now
+        assert a("OBJECT", "IDLETIME", "k") == 0
+    assert a("OBJECT", "IDLETIME", "k") == 20
+    a("SWAPDB", "0", "1")
+    assert a("OBJECT", "IDLETIME", "k") == 0
+    with a.engine.in_db(1):
+        assert a("OBJECT", "IDLETIME", "k") == 20
+
+
+def test_move_takes_the_keys_access_data_along(a: Atlas) -> None:
+    """MOVE moves Redis's object, its LFU counter with it, after its lookup touched it: the moved
+    key is not idle since the policy was set (which would make it the next victim)."""
+    limit(a, 1 << 40, "allkeys-lfu")
+    a("SET", "k", "v")
+    for _ in range(200):
+        a("GET", "k")
+    freq = a("OBJECT", "FREQ", "k")
+    assert freq > 5
+    assert a("MOVE", "k", "2") == 1
+    with a.engine.in_db(2):
+        assert a("OBJECT", "FREQ", "k") >= freq
+    assert a.engine.ks.access == {}

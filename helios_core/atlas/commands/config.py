@@ -210,7 +210,7 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
         if name not in POLICIES:
             raise ValueError("argument(s) must be one of the following: volatile-lru, volatile-lfu, "
                              "volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, noeviction")
-        return lambda: engine.evictor.set_policy(name, engine.clock())
+        return lambda: engine.evictor.set_policy(name, engine.clock(), (db for _, db in engine.dbs.made()))
 
     def samples(v: bytes) -> Callable[[], None]:
         n = _int_in(v, 1, _INT_MAX)

@@ -56,10 +56,16 @@ def move(ctx: Ctx, args: list[bytes]) -> Any:
     if value is None:
         return 0
     exp = ctx.expiry(key)
+    seen = ctx.ks.access.get(key)  # (LRU/LFU data: Redis moves the object, which holds it)
     with engine.in_db(dst):
         if ctx.lookup(key) is not None:
             return 0
         log_value(ctx, key, value, exp)
+        evictor = engine.evictor
+        if evictor.tracks_access:  # the moved key's record, touched as Redis's lookup touches it
+            if seen is not None:
+                ctx.ks.access[key] = seen
+            evictor.touch(ctx.ks.access, key, ctx.now_ms)
     ctx.emit(("DEL", key))
     return 1
 

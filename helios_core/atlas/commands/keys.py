@@ -473,8 +473,8 @@ def object_(ctx: Ctx, args: list[bytes]) -> Any:
     evictor = getattr(ctx.engine, "evictor", None)
     policy: str = getattr(evictor, "policy", "noeviction")
     lfu = policy.endswith("-lfu")
-    last, counter = (evictor.access.get(args[1], (evictor.since_ms, LFU_INIT)) if evictor is not None
-                     and evictor.tracks_access else (ctx.now_ms, LFU_INIT))
+    last, counter = (evictor.last_access(ctx.ks, args[1]) if evictor is not None and evictor.tracks_access
+                     else (ctx.now_ms, LFU_INIT))
     if sub == b"IDLETIME":
         if lfu:
             raise err("ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when "
