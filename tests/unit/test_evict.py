@@ -132,7 +132,9 @@ def test_allkeys_policies_evict_until_under_the_limit(a: Atlas, policy: str) -> 
     limit(a, one * 100, policy)
     a("SET", "new", "v")
     assert a.engine.memory.used <= one * 100 + estimate(b"new", b"v", False)
-    assert a("EXISTS", "new") == 1
+    # Looked at directly: the SET left the estimate over by its own key, so the next command evicts
+    # once more (as Redis's does, before any command), and under LFU or random "new" is a candidate.
+    assert b"new" in a.engine.ks.data
     assert 98 <= a("DBSIZE") <= 101
     assert a.engine.stats.evicted_keys == 201 - a("DBSIZE")
     # Evictions are logged DEL effects: the AOF, replayed, gives the same keyspace.

@@ -53,10 +53,11 @@ def test_sigterm_drains_every_worker_and_exits_zero(backend: BackendProcess, tmp
         def slow() -> None:
             result["answer"] = request(p.port, "GET", "/slow?delay=1", timeout=30)
 
+        # In flight at one worker: the backend has the request (its counter moved; read before the
+        # request is sent, or a quick one may already be counted in `before` and never seen to move).
+        before = backend.stats()["requests"]
         t = threading.Thread(target=slow)
         t.start()
-        # In flight at one worker: the backend has the request (its counter moved past the status calls).
-        before = backend.stats()["requests"]
         wait_until(lambda: backend.stats()["requests"] > before, 20)
         p.signal(signal.SIGTERM)
         t.join(30)
