@@ -42,6 +42,7 @@ from helios_core.atlas.hashtype import Hash
 from helios_core.atlas.listvalue import List
 from helios_core.atlas.streamtype import Stream
 from helios_core.atlas.zset import ZSet
+from helios_core.digits import plain_int
 
 __all__ = ["Memory", "Evictor", "POLICIES", "estimate", "OOM", "parse_bytes"]
 
@@ -73,10 +74,12 @@ def parse_bytes(text: str) -> int:
     t = text.strip().lower()
     units = {"b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
     for suffix in ("kb", "mb", "gb", "k", "m", "g", "b"):
-        if t.endswith(suffix) and t[:-len(suffix)].isdigit():
-            return int(t[:-len(suffix)]) * units[suffix]
-    if t.isdigit():
-        return int(t)
+        n = plain_int(t[:-len(suffix)]) if t.endswith(suffix) else None
+        if n is not None:
+            return n * units[suffix]
+    n = plain_int(t)
+    if n is not None:
+        return n
     raise ValueError("argument must be a memory value")
 
 

@@ -45,6 +45,7 @@ from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from helios_core.auth.audit import Actor
 from helios_core.auth.service import Principal
+from helios_core.digits import plain_int
 from helios_core.errors import (
     AofWriteError,
     AuthenticationError,
@@ -330,12 +331,13 @@ class BaseHandler(RequestHandler):
         length = hdr.get(self.request.headers, "Content-Length")
         if length is None:
             return
-        if not length.isdigit():
-            raise InvalidInputError("Content-Length: not a number")
-        if int(length) > limit:
+        declared = plain_int(length, 18)
+        if declared is None:
+            raise InvalidInputError("Content-Length: not a number (ASCII digits, at most 18)")
+        if declared > limit:
             # Let the server drain the declared body quietly instead of answering a second
             # (raw) 400 after ours; the connection closes as soon as our 413 is out.
-            self.request.connection.set_max_body_size(int(length))  # type: ignore[union-attr]
+            self.request.connection.set_max_body_size(declared)  # type: ignore[union-attr]
             raise HeliosError(f"request body of {length} bytes exceeds the limit of {limit} bytes "
                               f"(gateway.max_body_bytes)", code="payload_too_large", status=413)
 

@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from tornado.web import URLSpec, stream_request_body
 
+from helios_core.digits import plain_int
 from helios_core.errors import (
     AofWriteError,
     AuthenticationError,
@@ -332,7 +333,7 @@ class ProxiedHandler(BaseHandler):
         te = headers.get("Transfer-Encoding")
         length = headers.get("Content-Length")
         req.chunked = te is not None
-        req.length = int(length) if length is not None and length.isdigit() else None
+        req.length = plain_int(length, 18)
         limit = service.config.max_body_bytes
         if limit is not None and req.length is not None and req.length > limit:
             request.connection.set_max_body_size(req.length)  # type: ignore[union-attr]  # drained, not 400

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from helios_core.digits import plain_int
 from helios_core.errors import ConfigError
 
 __all__ = [
@@ -66,8 +67,9 @@ def _split_location(location: str | None) -> tuple[str | None, int | None]:
     if not location:
         return None, None
     head, sep, tail = location.rpartition(":")
-    if sep and tail.isdigit():
-        return head, int(tail)
+    port = plain_int(tail, 5) if sep else None
+    if port is not None:
+        return head, port
     return location, None
 
 

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import aiohttp
 import orjson
 
+from helios_core.digits import plain_int
 from helios_core.errors import (
     AuthenticationError,
     ConflictError,
@@ -208,8 +209,9 @@ class JobsClient:
         else:  # not the gateway's shape: a proxy in front of it, most likely
             code, message = "http_error", f"{self.url}{path}: HTTP {status} {raw[:200].decode(errors='replace')}"
         retry_ms = 1000
-        if retry_after and retry_after.isdigit():
-            retry_ms = int(retry_after) * 1000
+        seconds = plain_int(retry_after, 9)
+        if seconds is not None:
+            retry_ms = seconds * 1000
         raise error_from(status, code, message, {**where, "status": status}, retry_after_ms=retry_ms)
 
     # -- producers ----------------------------------------------------------------------------

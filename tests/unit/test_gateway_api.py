@@ -262,6 +262,18 @@ def test_kv_listing_pages_with_a_cursor(tmp_path: Path) -> None:
         assert r.code == 400 and "cursor" in r.json()["error"]["message"]
         for bad in ("limit=0", "limit=100000", "limit=x", "cursor=-1"):
             assert (await api.call("GET", f"/api/v1/kv?{bad}", token=t)).code == 400
+        # Digits str.isdigit() takes and int() refuses or reads otherwise (schemathesis sent
+        # limit=%C2%B3 and got a 500), and more digits than int() converts: each a 400.
+        too_long = "1" * 5000
+        for bad in ("limit=%C2%B3", "limit=%D9%A3", "cursor=%C3%A6f1", "cursor=%C2%B2",
+                    f"limit={too_long}", f"cursor={too_long}"):
+            r = await api.call("GET", f"/api/v1/kv?{bad}", token=t)
+            assert r.code == 400, (bad, r.code)
+        for bad in ("ttl=%C2%B3", f"ttl={too_long}"):
+            assert (await api.call("PUT", f"/api/v1/kv/x?{bad}", token=t, body=b"v")).code == 400
+        for bad in ("limit=%C2%B3", "since_ms=%C2%B9"):
+            assert (await api.call("GET", f"/admin/audit?{bad}", token=t)).code == 400
+        assert (await api.call("GET", "/api/v1/jobs?limit=%C2%B3", token=t)).code == 400
 
     run_gateway(tmp_path, body)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from helios_core.digits import plain_int
 from helios_core.errors import InvalidInputError
 from helios_core.gateway.base import BaseHandler, perm
 from helios_core.rbac import Role, validate_role_name
@@ -260,9 +261,9 @@ class AuditHandler(BaseHandler):
         q = self.get_query_argument
         limit = q("limit", "100")
         since = q("since_ms", None)
-        if not limit.isdigit():
+        if plain_int(limit) is None:
             raise InvalidInputError("limit: expected 1..1000")
-        if since is not None and not since.isdigit():
+        if since is not None and plain_int(since) is None:
             raise InvalidInputError("since_ms: expected a time in ms since the epoch")
         events, cursor = await self.gw.audit.query(
             limit=int(limit), cursor=q("cursor", None) or None, since_ms=int(since) if since else None,

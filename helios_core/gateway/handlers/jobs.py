@@ -21,6 +21,7 @@ import math
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from helios_core.digits import plain_int
 from helios_core.errors import HeliosError, InvalidInputError, NotFoundError, PermissionDeniedError
 from helios_core.gateway.base import BaseHandler, Need, perm
 from helios_core.jobs.checks import MAX_DEDUP_ID_CHARS
@@ -209,9 +210,10 @@ class _JobsBase(BaseHandler):
         if cursor is not None and len(cursor) > 512:
             raise InvalidInputError("cursor: not a cursor this API returned")
         raw = q("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= LIST_LIMIT_MAX:
+        limit = plain_int(raw)
+        if limit is None or not 1 <= limit <= LIST_LIMIT_MAX:
             raise InvalidInputError(f"limit: expected an integer from 1 to {LIST_LIMIT_MAX}, got {_show(raw)}")
-        return queue, cursor, int(raw)
+        return queue, cursor, limit
 
     def _page(self, jobs: list[Job], cursor: str | None) -> None:
         self.write_json({"jobs": [j.public() for j in jobs], "cursor": cursor})

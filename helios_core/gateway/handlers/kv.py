@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
+from helios_core.digits import plain_int
 from helios_core.errors import CommandError, HeliosError, InvalidInputError, NotFoundError
 from helios_core.gateway import headers as hdr
 from helios_core.gateway.base import BaseHandler, perm
@@ -120,9 +121,10 @@ class KvItemHandler(BaseHandler):
         raw = self.get_query_argument("ttl", None)
         if raw is None or raw == "":
             return None
-        if not raw.isdigit() or not 1 <= int(raw) <= 10 * 365 * 86400:
+        ttl = plain_int(raw)
+        if ttl is None or not 1 <= ttl <= 10 * 365 * 86400:
             raise InvalidInputError("ttl: expected whole seconds from 1 to 315360000")
-        return int(raw) * 1000
+        return ttl * 1000
 
     async def _write(self, fn: object) -> str:
         try:
@@ -143,9 +145,10 @@ class KvListHandler(BaseHandler):
         cursor = self.get_query_argument("cursor", "0") or "0"
         limit_raw = self.get_query_argument("limit", "100")
         page_max = self.gw.config.gateway.kv_page_max
-        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= page_max:
+        limit = plain_int(limit_raw)
+        if limit is None or not 1 <= limit <= page_max:
             raise InvalidInputError(f"limit: expected 1..{page_max}")
-        if not cursor.isdigit() or len(cursor) > 20:
+        if plain_int(cursor, 20) is None:
             raise InvalidInputError("cursor: not a cursor this API returned")
         try:
             nxt, keys = await self.gw.store.scan(PREFIX + prefix, cursor, int(limit_raw))
