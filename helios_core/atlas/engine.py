@@ -355,8 +355,7 @@ class Engine:
     def _subcommand(self, subs: dict[bytes, tuple[str, int]], args: list[bytes]) -> list[int]:
         """The commandstats record of a container's call (`config|get`'s; an unknown subcommand's
         goes nowhere), after Redis's arity check of the subcommand, which refuses before running."""
-        sub = args[1]
-        found = subs.get(sub.lower()) if len(sub) <= _SUB_MAX else None
+        found = _find_sub(subs, args[1])
         if found is None:
             return self._uncounted
         name, arity = found
@@ -376,8 +375,7 @@ class Engine:
             return
         subs = _SUBS.get(cmd.name)
         if subs is not None and len(args) > 1:
-            sub = args[1]
-            found = subs.get(sub.lower()) if len(sub) <= _SUB_MAX else None
+            found = _find_sub(subs, args[1])
             if found is None:
                 return
             self.stats.commands.reject(found[0])
@@ -853,12 +851,17 @@ class _ScriptStep:
         self.engine._script_exit(self.state, exc, self.keep)
 
 
+def _find_sub(subs: dict[bytes, tuple[str, int]], sub: bytes) -> tuple[str, int] | None:
+    """A container's subcommand as sent -> (its commandstats name, its arity); None if unknown (a
+    name longer than any subcommand is not even lower-cased: clients choose its length)."""
+    return subs.get(sub.lower()) if len(sub) <= _SUB_MAX else None
+
+
 def _monitored(cmd: Command, subs: dict[bytes, tuple[str, int]] | None, args: list[bytes]) -> bool:
     """Whether MONITOR shows a call once it ran: not admin nor skip_monitor, a container's call
     judged by its subcommand (an unknown one was refused: not shown)."""
     if subs is not None and len(args) > 1:
-        sub = args[1]
-        found = subs.get(sub.lower()) if len(sub) <= _SUB_MAX else None
+        found = _find_sub(subs, args[1])
         return found is not None and found[0] not in _ADMIN_SUBS
     return cmd.flags.isdisjoint(_NOT_MONITORED)
 

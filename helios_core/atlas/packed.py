@@ -143,19 +143,15 @@ def _forget(mark: _Mark) -> None:  # (the set is being freed: its id may be reus
 _SET_MARKS: dict[int, _Mark] = {}
 
 
-def _mark(s: set[bytes]) -> str | None:
+def set_note(s: set[bytes]) -> str | None:
+    """The encoding `s` is held in where its history, not its content, decides it (else None)."""
     mark = _SET_MARKS.get(id(s))
     return mark.encoding if mark is not None and mark() is s else None
 
 
-def set_note(s: set[bytes]) -> str | None:
-    """The encoding `s` is held in where its history, not its content, decides it (else None)."""
-    return _mark(s)
-
-
 def set_encoding(s: set[bytes]) -> str:
     """OBJECT ENCODING's answer for a set: what its history made it, else what its content makes it."""
-    return _mark(s) or set_content_encoding(s)
+    return set_note(s) or set_content_encoding(s)
 
 
 def keep_set_encoding(s: set[bytes], encoding: str) -> None:
@@ -171,7 +167,7 @@ def keep_set_encoding(s: set[bytes], encoding: str) -> None:
 def set_added(s: set[bytes]) -> str | None:
     """Members were just added to `s`: an intset kept past its limit converts now (setTypeAdd).
     Returns the note it dropped (for an undo to put back), else None."""
-    if _SET_MARKS and _mark(s) == INTSET:  # (SADD's path: usually no set is noted at all)
+    if _SET_MARKS and set_note(s) == INTSET:  # (SADD's path: usually no set is noted at all)
         del _SET_MARKS[id(s)]
         return INTSET
     return None
