@@ -80,11 +80,20 @@ class RedisServer:
         )
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline and self.proc.poll() is None:
-            if _ping(self.host, self.port):
+            # Another test's server may have taken the port meanwhile (a restart reuses it):
+            # the answer counts only if it comes from the process just started.
+            if _ping(self.host, self.port) and _server_pid(self.port) == self.proc.pid:
                 atexit.register(self.stop)  # even if the caller dies before stop()
                 return True
             time.sleep(0.02)  # waiting for a child process to come up, not for a TTL
         return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of this server's log, for a failing test's message."""
+        log = self.workdir / "redis.log" if self.workdir is not None else None
+        if log is None or not log.exists():
+            return f"(no log for the server on port {self.port})"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
     def kill(self) -> None:
         """SIGKILL, as a crash: no shutdown save, no goodbye to replicas; the directory is kept."""
@@ -126,6 +135,11 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def _server_pid(port: int) -> int | None:
+    info = _ask(port, "INFO", "server")
+    return info.get("process_id") if isinstance(info, dict) else None
 
 
 def _ask(port: int, *command: str) -> object:
@@ -222,6 +236,15 @@ class SentinelGroup:
             if named is not None:
                 return named
         return None
+
+    def log_tails(self, lines: int = 40) -> str:
+        """The end of every server's and sentinel's log, for a failing test's message."""
+        parts = [f"--- redis-server :{s.port}\n{s.log_tail(lines)}" for s in (self.primary, self.replica) if s]
+        for port, _, tmp in self.sentinels:
+            log = Path(tmp.name) / "sentinel.log"
+            text = "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
+            parts.append(f"--- sentinel :{port}\n{text}")
+        return "\n".join(parts)
 
     def all_agree_on(self, port: int) -> bool:
         return all(self._named(sport) == port for sport, _, _ in self.sentinels)

@@ -27,14 +27,15 @@ A record the disk lost still sends its invalidations: the key was forgotten
 here, and a needless invalidation is harmless where a missing one is not.
 
 Cost is bounded: `max_keys` (tracking-table-max-keys) caps the table; over
-it, the oldest keys are invalidated and forgotten (Redis picks random ones).
+it, keys picked at random are invalidated and forgotten, as Redis's
+trackingLimitUsedSlots does (`order` holds the table's keys for an O(1) pick).
 Unlike Redis, which forgets lazily, each client's keys are kept in a reverse
 index so that turning tracking off, RESET or disconnecting frees them at once.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import random
 from typing import TYPE_CHECKING, Any
 
 from helios_core.atlas.commands.keyfind import command_keys
@@ -113,7 +114,9 @@ class Tracking:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.max_keys = DEFAULT_MAX_KEYS
-        self.table: OrderedDict[bytes, set[Tracker]] = OrderedDict()  # (ordered: the oldest go first)
+        self.table: dict[bytes, set[Tracker]] = {}
+        self.order: list[bytes] = []     # the table's keys, for a random pick when over max_keys
+        self.slot: dict[bytes, int] = {}  # key -> its index in `order`
         self.items = 0  # (key, client) pairs in the table
         self.prefixes: dict[bytes, _Prefix] = {}
         self.trackers: dict[Tracker, None] = {}
@@ -158,6 +161,7 @@ class Tracking:
                 self.items -= 1
                 if not readers:
                     del table[key]
+                    self._forget(key)
         t.keys = set()
         for prefix in t.prefixes:
             p = self.prefixes.get(prefix)
@@ -191,6 +195,8 @@ class Tracking:
             readers = table.get(key)
             if readers is None:
                 readers = table[key] = set()
+                self.slot[key] = len(self.order)
+                self.order.append(key)
             if t not in readers:
                 readers.add(t)
                 t.keys.add(key)
@@ -199,15 +205,14 @@ class Tracking:
             self._shed()
 
     def _shed(self) -> None:
-        """Over tracking-table-max-keys: invalidate the oldest keys until under it (bounded work
+        """Over tracking-table-max-keys: invalidate random keys until under it (bounded work
         per call; a cap lowered by CONFIG SET is reached over the next reads)."""
         out: list[Invalidation] = []
-        table = self.table
+        table, order = self.table, self.order
         for _ in range(_EVICT_EFFORT):
             if len(table) <= self.max_keys:
                 break
-            key = next(iter(table))
-            self._invalidate(key, None, out)
+            self._invalidate(order[random.randrange(len(order))], None, out)
         # No write to wait for; sent after the replies of the reads running now.
         loop = self.engine._loop
         if loop is not None:
@@ -253,6 +258,7 @@ class Tracking:
 
     def _invalidate(self, key: bytes, writer: Any, out: list[Invalidation]) -> None:
         readers = self.table.pop(key)
+        self._forget(key)
         self.items -= len(readers)
         for t in readers:
             t.keys.discard(key)
@@ -265,7 +271,17 @@ class Tracking:
             out.append((t, None))
             t.keys = set()
         self.table.clear()
+        self.order.clear()
+        self.slot.clear()
         self.items = 0
+
+    def _forget(self, key: bytes) -> None:
+        """`key` left the table: out of `order` too (the last key takes its place)."""
+        i = self.slot.pop(key)
+        last = self.order.pop()
+        if i < len(self.order):  # (it was not the last one)
+            self.order[i] = last
+            self.slot[last] = i
 
     def _changed_under_prefix(self, key: bytes, writer: Any) -> None:
         for prefix, p in self.prefixes.items():

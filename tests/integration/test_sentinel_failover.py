@@ -159,12 +159,12 @@ async def _run(setup: Setup, prefix: str, wait_replicas: int) -> Tally:
                              "writes acknowledged during the stall")
         primary.kill()
         tally.killed_at = time.monotonic()
-        await _until(lambda: group.all_agree_on(replica.port), "the sentinels to promote the replica")
+        await _until(lambda: group.all_agree_on(replica.port), "the sentinels to promote the replica", group)
         tally.failed_over = True
         # The killed server comes back, as an operator (or its supervisor) brings it back, as a
         # replica of the new primary: until then, with wait_replicas 1, writes cannot be acknowledged.
         primary.restart("--replicaof", "127.0.0.1", str(replica.port))
-        await _until(lambda: _linked(primary), "the old primary to resync as a replica")
+        await _until(lambda: _linked(primary), "the old primary to resync as a replica", group)
         start = tally.acked_after_failover
         await _until(lambda: tally.acked_after_failover - start >= 50, "writes after the failover")
         await asyncio.sleep(LOAD_SECONDS)
@@ -181,11 +181,12 @@ async def _run(setup: Setup, prefix: str, wait_replicas: int) -> Tally:
     return tally
 
 
-async def _until(check: object, what: str) -> None:
+async def _until(check: object, what: str, group: SentinelGroup | None = None) -> None:
     deadline = time.monotonic() + CHANGE_SECONDS
     while not await asyncio.to_thread(check):  # type: ignore[arg-type]
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            logs = f"\n{group.log_tails()}" if group is not None else ""
+            raise AssertionError(f"timed out waiting for {what}{logs}")
         await asyncio.sleep(0.05)
 
 
