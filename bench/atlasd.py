@@ -7,6 +7,11 @@ find their keys), both without pipelining and with `-P 16`:
   atlasd        `helios atlasd --appendfsync P`, automatic snapshots off
   redis-server  `appendonly yes`, `appendfsync P`, RDB saves and AOF rewrites off
   fakeredis     `fakeredis.TcpFakeServer` in its own interpreter (no persistence)
+  python floor  the least a Python server on uvloop can do per request: an
+                asyncio Protocol that splits RESP arrays and keeps SET values in
+                a dict (no AUTH, no persistence, no command table); it joins the
+                everysec rounds without pipelining, as the ceiling any
+                interpreted request path here can reach (--no-floor skips it)
 
 Under everysec atlasd and redis-server alternate run by run (which one goes
 first alternates too), for --rounds rounds; under `always` the same without
@@ -68,6 +73,61 @@ CLIENTS = 50
 PIPELINES = (1, 16)
 GOALS = {("everysec", 1): 0.9, ("everysec", 16): 0.35, ("always", 1): 0.5}
 FAKE_GOAL = 3.0
+
+# The python floor: the least per request a Python server on asyncio/uvloop pays (a transport's
+# read and write, one pass over the bytes, a dict), against which atlasd's own work is measured.
+_FLOOR_SERVER = r"""
+import asyncio, sys
+import uvloop
+
+store = {}
+
+class Resp(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buf = transport, b""
+
+    def data_received(self, data):
+        buf, out = self.buf + data, []
+        while buf[:1] == b"*":
+            end = buf.find(b"\r\n")
+            if end < 0:
+                break
+            pos, args = end + 2, []
+            for _ in range(int(buf[1:end])):
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    break
+                start = end + 2
+                stop = start + int(buf[pos + 1:end])
+                if len(buf) < stop + 2:
+                    break
+                args.append(buf[start:stop])
+                pos = stop + 2
+            else:
+                buf = buf[pos:]
+                name = args[0].upper()
+                if name == b"SET":
+                    store[args[1]] = args[2]
+                    out.append(b"+OK\r\n")
+                elif name == b"GET":
+                    v = store.get(args[1])
+                    out.append(b"$-1\r\n" if v is None else b"$%d\r\n%s\r\n" % (len(v), v))
+                elif name == b"PING":
+                    out.append(b"+PONG\r\n")
+                else:
+                    out.append(b"+OK\r\n")
+                continue
+            break
+        self.buf = buf
+        if out:
+            self.transport.write(b"".join(out))
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Resp, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+
+uvloop.run(main())
+"""
 
 _FAKE_SERVER = """
 import sys
@@ -148,6 +208,17 @@ class FakeRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class PythonFloor(FakeRedis):
+    """_FLOOR_SERVER in a fresh interpreter."""
+
+    def start(self) -> PythonFloor:
+        self.port = unused_port()
+        self.proc = subprocess.Popen([PYTHON, "-c", _FLOOR_SERVER, str(self.port)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        _wait_ping(self.port, self.proc, "python floor")
+        return self
 
 
 def fakeredis_available() -> str | None:
@@ -242,6 +313,7 @@ def run(args: Any) -> dict[str, Any]:
             atlas = Atlasd(tmp / "atlas", policy).start()
             # fakeredis joins the everysec rounds, so each of its runs has an atlasd run beside it.
             fake = FakeRedis().start() if policy == "everysec" and not args.no_fakeredis and not fake_missing else None
+            floor = PythonFloor().start() if policy == "everysec" and not args.no_floor else None
             try:
                 with RedisServer(tmp / "redis", appendonly="yes", appendfsync=policy) as redis_srv:
                     redis_srv.start()
@@ -249,14 +321,17 @@ def run(args: Any) -> dict[str, Any]:
                         n = args.requests * (args.pipeline_factor if p > 1 else 1)
                         runners = {"atlasd": bench("atlasd", policy, atlas.port, p, n),
                                    "redis-server": bench("redis-server", policy, redis_srv.port, p, n)}
+                        if floor is not None and p == 1:
+                            runners["python floor"] = bench("python floor", policy, floor.port, p, n)
                         if fake is not None:
                             n_fake = args.fake_requests * (args.pipeline_factor if p > 1 else 1)
                             runners["fakeredis"] = bench_fake(fake.port, p, n_fake)
                         _alternate(args.rounds, runners, f"{policy} -P {p}")
             finally:
                 atlas.stop()
-                if fake is not None:
-                    fake.stop()
+                for other in (fake, floor):
+                    if other is not None:
+                        other.stop()
     return {"samples": {"|".join(map(str, k)): v for k, v in samples.items()}, "fakeredis_missing": fake_missing,
             "fakeredis_hung": hung, "_samples": samples}
 
@@ -298,6 +373,22 @@ def report(args: Any, result: dict[str, Any]) -> dict[str, Any]:
                 f"{args.rounds} alternating rounds (requests/s)",
                 ["workload", "atlasd", "redis-server", "ratio", "of medians", "goal", "", "p50 ms (atlasd / redis)",
                  "atlasd runs", "redis runs"], rows)
+    floor_rows = []
+    for test in ("SET", "GET"):
+        a = samples.get(("atlasd", "everysec", 1, test))
+        r = samples.get(("redis-server", "everysec", 1, test))
+        f = samples.get(("python floor", "everysec", 1, test))
+        if not a or not r or not f:
+            continue
+        floor_rows.append([test, f"{_median(f):,.0f}", f"{_paired_ratio(f, r):.2f}x", f"{_paired_ratio(a, f):.2f}x",
+                           _runs(f)])
+        result.setdefault("python_floor", []).append({"test": test, "floor_rps": _median(f),
+                                                      "floor_vs_redis": _paired_ratio(f, r),
+                                                      "atlasd_vs_floor": _paired_ratio(a, f)})
+    if floor_rows:
+        print_table("the python floor (a bare RESP Protocol on uvloop: no AUTH, persistence or command table) "
+                    "in the same everysec rounds, without pipelining",
+                    ["workload", "floor", "floor / redis-server", "atlasd / floor", "floor runs"], floor_rows)
     fake_rows = []
     for pipeline in PIPELINES:
         for test in ("SET", "GET"):
@@ -340,6 +431,7 @@ def main() -> None:
     p.add_argument("--fake-timeout", type=float, default=60.0,
                    help="seconds before a fakeredis run counts as hung and is repeated (default 60)")
     p.add_argument("--no-fakeredis", action="store_true", help="skip fakeredis")
+    p.add_argument("--no-floor", action="store_true", help="skip the python floor (a bare RESP server on uvloop)")
     args = p.parse_args()
     t0 = time.monotonic()
     result = report(args, run(args))
