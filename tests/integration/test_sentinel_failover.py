@@ -31,6 +31,7 @@ import asyncio
 import os
 import shutil
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ KV_WRITERS = 6
 JOB_WRITERS = 2
 OP_TIMEOUT = 30.0  # an operation still unanswered after this long is a hang
 CHANGE_SECONDS = 90.0  # generous: failover and resync on two busy cores
+RESYNC_NUDGE_SECONDS = 40.0  # a resync normally takes ~6 s (repl-diskless-sync-delay 5)
 
 
 @dataclass
@@ -164,7 +166,7 @@ async def _run(setup: Setup, prefix: str, wait_replicas: int) -> Tally:
         # The killed server comes back, as an operator (or its supervisor) brings it back, as a
         # replica of the new primary: until then, with wait_replicas 1, writes cannot be acknowledged.
         primary.restart("--replicaof", "127.0.0.1", str(replica.port))
-        await _until(lambda: _linked(primary), "the old primary to resync as a replica", group)
+        await _resynced(group, primary, replica)
         start = tally.acked_after_failover
         await _until(lambda: tally.acked_after_failover - start >= 50, "writes after the failover")
         await asyncio.sleep(LOAD_SECONDS)
@@ -181,8 +183,33 @@ async def _run(setup: Setup, prefix: str, wait_replicas: int) -> Tally:
     return tally
 
 
-async def _until(check: object, what: str, group: SentinelGroup | None = None) -> None:
-    deadline = time.monotonic() + CHANGE_SECONDS
+async def _resynced(group: SentinelGroup, old: RedisServer, new: RedisServer) -> None:
+    """Wait for the restarted old primary to link to the new one.  CI saw it not link within 90 s
+    twice in many runs (cause not known: not seen here in 14 loaded runs).  Redis's replication is the
+    scaffolding here, not what is tested: after RESYNC_NUDGE_SECONDS the operator's next step is
+    taken (the server started again if it died, else REPLICAOF sent again), and the logs of that
+    moment go out as a warning, which pytest prints even when the test passes."""
+    from tests.redis_server import _ask
+
+    try:
+        await _until(lambda: _linked(old), "the old primary to resync as a replica", seconds=RESYNC_NUDGE_SECONDS)
+        return
+    except AssertionError:
+        pass
+    died = old.proc is None or old.proc.poll() is not None
+    warnings.warn(f"the old primary had not resynced after {RESYNC_NUDGE_SECONDS:.0f} s "
+                  f"({'it had exited: restarting it' if died else 'sending REPLICAOF again'}):\n{group.log_tails()}",
+                  stacklevel=1)
+    if died:
+        old.restart()
+    else:
+        await asyncio.to_thread(_ask, old.port, "REPLICAOF", "127.0.0.1", str(new.port))
+    await _until(lambda: _linked(old), "the old primary to resync as a replica", group)
+
+
+async def _until(check: object, what: str, group: SentinelGroup | None = None,
+                 seconds: float = CHANGE_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
     while not await asyncio.to_thread(check):  # type: ignore[arg-type]
         if time.monotonic() > deadline:
             logs = f"\n{group.log_tails()}" if group is not None else ""
