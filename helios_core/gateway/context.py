@@ -158,7 +158,5 @@ class Gateway:
         access = self.access
         if access is not None and self.config.gateway.access_log:
             p = handler.principal
-            access.write({"request_id": handler.request_id, "method": method, "route": route,
-                          "path": request.path, "status": status,
-                          "duration_ms": round(seconds * 1000, 3), "user": p.username if p else None,
-                          "client": handler.client, "trace_id": handler.trace_id})
+            access.request(handler.request_id, method, route, request.path, status, round(seconds * 1000, 3),
+                           p.username if p else None, handler.client, handler.trace_id)
