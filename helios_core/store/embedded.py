@@ -216,7 +216,9 @@ class EmbeddedStore(_EmbeddedReads, Store):
                                   args: list[Key | int | float], *,
                                   durable: bool = True) -> tuple[list[bytes | None], Any]:
         engine = self.engine
-        values: list[bytes | None] = engine.execute([b"MGET", *map(to_bytes, reads)]) if reads else []
+        # (str keys, the gateway's, encoded here: to_bytes is a call per key on every request)
+        values: list[bytes | None] = engine.execute(
+            [b"MGET", *[k.encode() if type(k) is str else to_bytes(k) for k in reads]]) if reads else []
         seen = engine.pending_seq() if reads else 0
         # run_script does not suspend before the operation has run: the reads and the operation are
         # one engine step.  The reads wait only for what they observed, never for the operation's
