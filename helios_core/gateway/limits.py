@@ -341,7 +341,7 @@ class _HeadWait:
     connection instead of one per request.
 
     Tornado wraps each head read in `gen.with_timeout` (a future chained to the read, a timer set and
-    cancelled, four callbacks): ~10 % of a KV GET's Python calls, for a timer that almost never fires.
+    cancelled, four callbacks): ~40 Python calls, 5 % of a KV GET's, for a timer that almost never fires.
     Here each wait only notes its deadline; the timer, set when a wait finds none pending, checks
     when it fires whether a head is still awaited, and if that wait's deadline is later (a newer
     wait) sets itself again for it.  A head not in by its deadline closes the connection, unanswered,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import time
 
 import pytest
@@ -63,3 +64,15 @@ def test_plain_request_skips_the_general_path(monkeypatch: pytest.MonkeyPatch) -
     assert out.getvalue().endswith(" INFO  gateway.access request request_id=" + "0" * 32 + " method=GET "
                                    "route=/api/v1/kv/{key} path=/api/v1/kv/bench/key status=200 duration_ms=0.25 "
                                    "user=admin client=127.0.0.1 trace_id=" + "ab" * 16 + "\n")
+
+
+def test_plain_json_request_skips_the_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    log = AccessLog("info", "json", lambda: out)
+    monkeypatch.setattr(log, "write", lambda fields: pytest.fail("took the general path"))
+    log.request("0" * 32, "GET", "/api/v1/kv/{key}", "/api/v1/kv/bench/key", 200, 0.25, None, "127.0.0.1", "ab")
+    log.writer.flush()
+    line = json.loads(out.getvalue())
+    assert {k: line[k] for k in ("level", "component", "message", "path", "status", "user", "trace_id")} == {
+        "level": "info", "component": "gateway.access", "message": "request", "path": "/api/v1/kv/bench/key",
+        "status": 200, "user": None, "trace_id": "ab"}
