@@ -16,8 +16,11 @@ authenticated, inside MULTI, RESP2 subscribed mode, JSON lines) sets
 `special`, which sends commands through `_dispatch_special` instead of
 straight to the engine.  What it refuses there (NOAUTH, an arity error or a
 no_multi command inside MULTI, a command in subscribed mode) counts as
-rejected in INFO commandstats (`Engine.reject`); EXEC and DISCARD, which it
-runs itself inside MULTI, are counted and shown to MONITOR by `_timed`.
+rejected in INFO commandstats and its error in INFO errorstats (`Engine.reject`);
+EXEC and DISCARD, which it runs itself inside MULTI, are counted and shown to
+MONITOR by `_timed`.  The engine counts the errors of what it runs; the other
+error replies made here (EXECABORT, UNBLOCKED, a failed SAVE's, a protocol
+error) are counted where they are made (`_error`).
 
 A blocking command with nothing to pop parks its connection (blocking.py):
 the commands parsed after it wait in `parked_rest` (reading goes on, so a
@@ -342,6 +345,10 @@ class Connection(asyncio.Protocol):
             rel = self.engine.released_seq
             text = self.enc_err(error)
             items = [(0, text) if seq > rel else (seq, p) for seq, p in self.queue]
+            errors = self.engine.stats.commands.errors
+            for seq, _ in self.queue:  # (each reply the failed write took becomes this error)
+                if seq > rel:
+                    errors.add(str(error))
             self.queue.clear()
             self.queue.extend(items)
             self.waiting_seq = 0
@@ -385,6 +392,9 @@ class Connection(asyncio.Protocol):
                 fut, render, resp3 = payload
                 if not fut.done():
                     break
+                error = _future_error(fut)
+                if error is not None:  # (SAVE's, SHUTDOWN's failure)
+                    self.engine.stats.commands.errors.add(error)
                 payload = _render_future(fut, render, resp3, self.enc, self.enc_err)
                 self.futures -= 1
                 if payload is None:  # e.g. SHUTDOWN went ahead: nothing to say
@@ -486,7 +496,7 @@ class Connection(asyncio.Protocol):
             return False
         self.engine.ran(w.argv, 0, error)
         self._unpark()
-        payload = (self.enc_err("UNBLOCKED client unblocked via CLIENT UNBLOCK") if error
+        payload = (self.enc_err(self._error("UNBLOCKED client unblocked via CLIENT UNBLOCK")) if error
                    else self.enc(NULL_ARRAY, self.resp3))
         self._deliver(payload, 0)
         asyncio.get_running_loop().call_soon(self._resume_after_block)
@@ -528,8 +538,7 @@ class Connection(asyncio.Protocol):
         name = argv[0].lower()
         if not self.authed and name not in _NO_AUTH:
             self._flag_multi()
-            self.engine.reject(argv)
-            raise CommandError(NOAUTH)
+            raise self.engine.reject(argv, NOAUTH)
         if self.multi is not None and name not in _MULTI_NOW:
             return self._queue_multi(name, argv)
         if self.multi is not None:
@@ -539,10 +548,9 @@ class Connection(asyncio.Protocol):
                 return self._timed(argv, self._discard)
         if self.channels or self.patterns:
             if not self.resp3 and not self.is_json and name not in _SUBSCRIBED_OK:
-                self.engine.reject(argv)
-                raise CommandError(
+                raise self.engine.reject(argv, (
                     f"ERR Can't execute '{name.decode(errors='replace')}': only (P|S)SUBSCRIBE / "
-                    f"(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+                    f"(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"))
         return self.engine.execute(argv)
 
     def _timed(self, argv: list[bytes], run: Callable[[], Any]) -> Any:
@@ -566,12 +574,12 @@ class Connection(asyncio.Protocol):
     def _json_special(self, item: list[bytes]) -> Any:
         if type(item) is JsonBad:
             self._flag_multi()
-            raise CommandError(item.error)
+            raise self._error(item.error)
         if not self.authed:
-            raise CommandError(NOAUTH)
+            raise self._error(NOAUTH)
         if self.multi is not None:
             self.multi_error = True
-            raise CommandError("ERR MULTI with ops inside MULTI is not allowed")
+            raise self._error("ERR MULTI with ops inside MULTI is not allowed")
         assert type(item) is JsonBatch
         return self._run_batch(item.ops)
 
@@ -582,11 +590,13 @@ class Connection(asyncio.Protocol):
         with engine.batch():
             for argv in queued:
                 if argv[0].lower() in _NO_MULTI or argv[0].lower() in _MULTI_NOW:
-                    engine.reject(argv)
-                    results.append(CommandError("ERR Command not allowed inside a transaction"))
+                    results.append(engine.reject(argv, "ERR Command not allowed inside a transaction"))
                     continue
                 try:
-                    results.append(engine.execute(argv))
+                    reply = engine.execute(argv)
+                    if isinstance(reply, CommandError):  # a script's error, returned (not raised) inside MULTI
+                        engine.returned_error(argv, reply)
+                    results.append(reply)
                 except CommandError as e:
                     results.append(e)
                 except HeliosError as e:
@@ -594,22 +604,33 @@ class Connection(asyncio.Protocol):
         return results
 
     def _queue_multi(self, name: bytes, argv: list[bytes]) -> Any:
+        """Queue a command, or refuse it as Redis does before queueing (then EXEC aborts): an unknown
+        command or subcommand, a wrong arity (a container's or its subcommand's), a no_multi one."""
+        engine = self.engine
         cmd = TABLE.get(argv[0])
         if cmd is None:
             self.multi_error = True
-            raise unknown_command(argv)
+            raise engine.reject(argv, unknown_command(argv))
         n = cmd.arity
         if (n > 0 and len(argv) != n) or (n < 0 and len(argv) < -n):
             self.multi_error = True
-            self.engine.reject(argv[:1])  # (the container's arity: counted under its own name)
-            raise CommandError(f"ERR wrong number of arguments for '{cmd.name}' command")
+            # (the container's arity: counted under its own name)
+            raise engine.reject(argv[:1], f"ERR wrong number of arguments for '{cmd.name}' command")
+        refusal = engine.queue_refusal(cmd, argv)
+        if refusal is not None:
+            self.multi_error = True
+            raise engine.reject(argv, refusal)
         if name in _NO_MULTI:
             self.multi_error = True
-            self.engine.reject(argv)
-            raise CommandError("ERR Command not allowed inside a transaction")
+            raise engine.reject(argv, "ERR Command not allowed inside a transaction")
         assert self.multi is not None
         self.multi.append(argv)
         return QUEUED
+
+    def _error(self, text: str) -> CommandError:
+        """An error reply made here, not by a command the engine ran: counted in INFO errorstats."""
+        self.engine.stats.commands.errors.add(text)
+        return CommandError(text)
 
     def _flag_multi(self) -> None:
         if self.multi is not None:
@@ -621,7 +642,7 @@ class Connection(asyncio.Protocol):
         dirty = self.watch_dirty or self.server.watch_expired(self)
         self.server.unwatch(self)
         if failed:
-            raise CommandError("EXECABORT Transaction discarded because of previous errors.")
+            raise self._error("EXECABORT Transaction discarded because of previous errors.")
         if dirty:
             return NULL_ARRAY
         # One batch: every effect of the transaction becomes one atomic AOF record.
@@ -753,7 +774,7 @@ class Connection(asyncio.Protocol):
             self.kill()
             return
         log.debug("protocol error", id=self.id, addr=self.addr, error=text)
-        payload = self.enc_err(text)
+        payload = self.enc_err(self._error(text))
         self.closing = True
         self.transport.pause_reading()
         if self.queue:
@@ -764,15 +785,23 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _future_error(fut: asyncio.Future) -> str | None:
+    """The error a deferred reply's future ended with, as the client is told it (None: no error)."""
+    if fut.cancelled():
+        return "ERR cancelled"
+    exc = fut.exception()
+    if exc is None:
+        return None
+    text = str(exc)
+    head = text.split(" ", 1)[0]
+    return text if head.isupper() and head.isalpha() else f"ERR {text}"
+
+
 def _render_future(fut: asyncio.Future, render: Callable[[Any], Any], resp3: bool,
                    enc: Callable[[Any, bool], bytes], enc_err: Callable[[BaseException | str], bytes]) -> bytes | None:
-    if fut.cancelled():
-        return enc_err("ERR cancelled")
-    exc = fut.exception()
-    if exc is not None:
-        text = str(exc)
-        head = text.split(" ", 1)[0]
-        return enc_err(text if head.isupper() and head.isalpha() else f"ERR {text}")
+    error = _future_error(fut)
+    if error is not None:
+        return enc_err(error)
     reply = render(fut.result())
     return None if reply is None else enc(reply, resp3)
 

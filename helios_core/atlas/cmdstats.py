@@ -22,6 +22,13 @@ The histogram buckets a duration t (ns) by the bit length of t*t: two buckets pe
 (a value is known within a factor of 1.42; Redis's HdrHistogram keeps two significant digits),
 for one multiplication per call.  A percentile is reported as its bucket's highest value, as
 HdrHistogram does.
+
+INFO errorstats (`ErrorStats`, kept beside the records: CONFIG RESETSTAT clears both) counts every
+error reply sent, once, under its code, the first word of its text (`error_code`), as Redis 7.0's
+afterErrorReply does.  The engine counts on its error paths only (a refused or failed command, EXEC's
+failed items, a script's failed calls); a connection counts the errors it makes itself (NOAUTH,
+EXECABORT, a command refused while MULTI queues).  A script's reply carrying an error one of its
+calls made is that error, counted already (`CountedError`: Redis's ignore_error_stats_update).
 """
 
 from __future__ import annotations
@@ -31,8 +38,13 @@ from math import isqrt
 from typing import Any
 
 from helios_core.atlas.commands.keyspecs import SUBCOMMANDS
+from helios_core.errors import CommandError
+from helios_core.observability.logging import get_logger
 
-__all__ = ["CommandStats", "new_record", "CALLS", "NS", "REJECTED", "FAILED", "HIST", "PERCENTILES"]
+__all__ = ["CommandStats", "ErrorStats", "CountedError", "error_code", "new_record", "CALLS", "NS", "REJECTED",
+           "FAILED", "HIST", "PERCENTILES", "ERRORSTATS_LIMIT", "ERRORSTATS_DISABLED"]
+
+log = get_logger("atlas.cmdstats")
 
 _CONTAINERS = frozenset(name.split("|", 1)[0] for name in SUBCOMMANDS)
 PERCENTILES = (50.0, 99.0, 99.9)  # latency-tracking-info-percentiles' default
@@ -59,6 +71,7 @@ class CommandStats(Mapping[str, int]):
 
     def __init__(self) -> None:
         self.records: dict[str, list[int]] = {}  # bounded by the command table: names never come from clients
+        self.errors = ErrorStats()  # INFO errorstats and total_error_replies
 
     def record_for(self, name: str) -> list[int]:
         rec = self.records.get(name)
@@ -82,6 +95,7 @@ class CommandStats(Mapping[str, int]):
         """CONFIG RESETSTAT: every number back to 0 (in place: the dispatch cache holds the records)."""
         for rec in self.records.values():
             rec[:] = new_record()
+        self.errors.clear()
 
     def reject(self, name: str) -> None:
         self.record_for(name)[REJECTED] += 1
@@ -138,6 +152,79 @@ class CommandStats(Mapping[str, int]):
                     break
             out[name.encode()] = {b"calls": rec[CALLS], b"histogram_usec": buckets}
         return out
+
+
+# -- INFO errorstats ---------------------------------------------------------------------------------
+
+# Error codes come from clients (a script's `redis.error_reply('X1 boom')`, `{err='...'}`): the table
+# keeps at most this many, Redis's ERROR_STATS_NUMBER.  Redis 7.0.15 has no bound (a script could grow
+# its table for ever); 7.2 added this one and what happens at it, which ATLAS does: the 129th code
+# logs the codes seen, empties the table but for ERRORSTATS_DISABLED:count=1 and counts no code more
+# until CONFIG RESETSTAT (total_error_replies goes on counting).
+ERRORSTATS_LIMIT = 128
+ERRORSTATS_DISABLED = "ERRORSTATS_DISABLED"
+
+
+class CountedError(CommandError):
+    """An error reply whose code was counted where it arose: a script's call that failed, whose error
+    the script raised or returned (Redis's ignore_error_stats_update)."""
+
+
+def error_code(error: BaseException | str) -> str:
+    """The code an error reply counts under: the first word of "-CODE text", looked for in the line's
+    first 32 bytes as Redis does (no space there: ERR).  An error that is no CommandError goes out as
+    "ERR ..." (the connection's wording for a HeliosError or a handler's bug)."""
+    if not isinstance(error, str | CommandError):
+        return "ERR"
+    text = str(error)[:31]  # (the 31 bytes after "-" are at most 31 characters)
+    if "\r" in text or "\n" in text:  # (sent as spaces: encode_error)
+        text = text.replace("\r", " ").replace("\n", " ")
+    head = text.encode("utf-8", "replace")
+    space = head.find(b" ", 0, 31)
+    if space < 0:
+        return "ERR"
+    return head[:space].decode("utf-8", "replace")
+
+
+class ErrorStats:
+    """Error replies sent, by code (INFO errorstats) and in all (total_error_replies)."""
+
+    __slots__ = ("codes", "total", "enabled")
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}  # at most ERRORSTATS_LIMIT: codes come from clients
+        self.total = 0
+        self.enabled = True
+
+    def add(self, error: BaseException | str) -> None:
+        """One error reply sent (`error`: the exception or text it was made from)."""
+        self.total += 1
+        if not self.enabled:
+            return
+        code = error_code(error)
+        codes = self.codes
+        n = codes.get(code)
+        if n is not None:
+            codes[code] = n + 1
+        elif len(codes) < ERRORSTATS_LIMIT:
+            codes[code] = 1
+        else:
+            log.warning("errorstats stopped counting error codes: there are more than the limit (may be a misuse "
+                        "of a script's error_reply); see INFO errorstats, CONFIG RESETSTAT counts again",
+                        limit=ERRORSTATS_LIMIT, codes=", ".join(sorted(codes)))
+            self.codes = {ERRORSTATS_DISABLED: 1}
+            self.enabled = False
+
+    def clear(self) -> None:
+        """CONFIG RESETSTAT."""
+        self.codes = {}
+        self.total = 0
+        self.enabled = True
+
+    def info(self) -> list[tuple[str, str]]:
+        """INFO errorstats' fields, in Redis's order (its radix tree's: by the codes' bytes)."""
+        return [(f"errorstat_{code}", f"count={n}")
+                for code, n in sorted(self.codes.items(), key=lambda item: item[0].encode("utf-8", "replace"))]
 
 
 def _at_percentile(rec: list[int], total: int, percentile: float) -> int:

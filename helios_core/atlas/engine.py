@@ -29,7 +29,9 @@ handler times the command (its execution, not the network's time) for INFO
 commandstats and latencystats (cmdstats.py: the record sits in the dispatch
 cache beside the command, so counting is three list increments) and the slow
 log; a command refused before its handler counts as rejected, one whose
-handler raised as failed.  MONITOR is fed after the handler, failed commands
+handler raised as failed.  Each of those error replies counts in INFO errorstats
+(cmdstats.ErrorStats), on the error path only; `reject` does both for the refusals
+a connection or a script makes before `execute`.  MONITOR is fed after the handler, failed commands
 included, except EVAL/FCALL (skip_monitor), fed before it so their script's
 commands follow them, as in Redis.
 """
@@ -50,7 +52,7 @@ from typing import Any
 from helios_core.atlas.aof import AofFile
 from helios_core.atlas.aof_writer import AofWriter, WriterStats
 from helios_core.atlas.blocking import Block
-from helios_core.atlas.cmdstats import REJECTED, CommandStats, add, new_record
+from helios_core.atlas.cmdstats import FAILED, REJECTED, CommandStats, CountedError, add, new_record
 from helios_core.atlas.commands import TABLE, Command, Ctx
 from helios_core.atlas.commands.keys import ScanCursors
 from helios_core.atlas.commands.keyspecs import SUBCOMMANDS
@@ -249,8 +251,7 @@ class Engine:
             cmd, arity, is_write, subs, rec = self._resolve(args)
         n = len(args)
         if n != arity and (arity > 0 or n < -arity):
-            rec[REJECTED] += 1
-            raise CommandError(f"ERR wrong number of arguments for '{cmd.name}' command")
+            raise self._refuse(rec, f"ERR wrong number of arguments for '{cmd.name}' command")
         if subs is not None and n > 1:  # a container: CONFIG GET counts as config|get
             rec = self._subcommand(subs, args)
         ctx = self.ctx
@@ -266,12 +267,10 @@ class Engine:
         aof_error = writer.error
         if is_write:
             if aof_error is not None:
-                rec[REJECTED] += 1
-                raise CommandError(self._misconf())
+                raise self._refuse(rec, self._misconf())
             if max(map(len, args)) > self.config.max_value_bytes:
-                rec[REJECTED] += 1
-                for a in args:
-                    self.check_value_size(len(a))
+                limit = self.config.max_value_bytes
+                raise self._refuse(rec, _too_big(next(len(a) for a in args if len(a) > limit), limit))
         ctx.now_ms = self.clock()
         ctx.writable = aof_error is None
         ctx.seen = 0
@@ -279,9 +278,8 @@ class Engine:
         if evictor.maxmemory and self.memory.used > evictor.maxmemory:
             try:
                 self._make_room(cmd)
-            except CommandError:
-                rec[REJECTED] += 1
-                raise
+            except CommandError as e:
+                raise self._refuse(rec, e) from None
         mark, undo_mark = len(self._effects), len(self._undo)
         seq_before = writer.seq
         notifier = self.notifier
@@ -294,8 +292,10 @@ class Engine:
         t0 = _clock_ns()
         try:
             reply = cmd.handler(ctx, args[1:])
-        except BaseException:
+        except BaseException as e:
             add(rec, _clock_ns() - t0, True)
+            if type(e) is not CountedError:  # (a script's error that one of its calls made is counted)
+                self.stats.commands.errors.add(e)
             if self.monitor is not None and not self.retrying and _monitored(cmd, subs, args):
                 self.monitor(args, ctx.conn, ctx.now_ms)
             self._rollback(mark, undo_mark)
@@ -362,25 +362,51 @@ class Engine:
         rec = self.stats.commands.record_for(name)
         n = len(args)
         if n != arity and (arity > 0 or n < -arity):
-            rec[REJECTED] += 1
-            raise CommandError(f"ERR wrong number of arguments for '{name}' command")
+            raise self._refuse(rec, f"ERR wrong number of arguments for '{name}' command")
         return rec
 
-    def reject(self, args: list[bytes]) -> None:
-        """Count a call refused before it reached `execute` (NOAUTH, inside MULTI, from a script):
-        INFO commandstats' rejected_calls, under the command's or subcommand's name.  An unknown
-        name counts nowhere."""
-        cmd = TABLE.get(args[0]) if args else None
-        if cmd is None:
-            return
+    def _refuse(self, rec: list[int], error: CommandError | str) -> CommandError:
+        """A command refused before its handler ran: counted as rejected and its error reply counted."""
+        rec[REJECTED] += 1
+        self.stats.commands.errors.add(error)
+        return error if isinstance(error, CommandError) else CommandError(error)
+
+    def reject(self, args: list[bytes], error: CommandError | str) -> CommandError:
+        """A call refused before it reached `execute` (NOAUTH, while MULTI queues, from a script):
+        counted in INFO commandstats' rejected_calls, under the command's or subcommand's name (an
+        unknown name counts nowhere), and its error reply in INFO errorstats.  Returns the error,
+        for the caller to raise or reply with."""
+        self.stats.commands.errors.add(error)
+        name = _stats_name(args)
+        if name is not None:
+            self.stats.commands.reject(name)
+        return error if isinstance(error, CommandError) else CommandError(error)
+
+    def returned_error(self, args: list[bytes], error: CommandError) -> None:
+        """A command inside EXEC whose reply is an error it returned instead of raising (a script's:
+        raising would undo the transaction's writes): failed in INFO commandstats, as one that raised,
+        and its error counted in INFO errorstats unless the script's call counted it already."""
+        name = _stats_name(args)
+        if name is not None:
+            self.stats.commands.record_for(name)[FAILED] += 1
+        if type(error) is not CountedError:
+            self.stats.commands.errors.add(error)
+
+    def queue_refusal(self, cmd: Command, args: list[bytes]) -> str | None:
+        """Why Redis refuses a container's call before running it, as MULTI queues it: an unknown
+        subcommand, or a known one's wrong arity (None: neither, or no container)."""
         subs = _SUBS.get(cmd.name)
-        if subs is not None and len(args) > 1:
-            found = _find_sub(subs, args[1])
-            if found is None:
-                return
-            self.stats.commands.reject(found[0])
-        else:
-            self.stats.commands.reject(cmd.name)
+        if subs is None or len(args) < 2:
+            return None
+        found = _find_sub(subs, args[1])
+        if found is None:  # (Redis shows the first 128 bytes of the subcommand as sent)
+            return (f"ERR unknown subcommand '{args[1][:128].decode(errors='replace')}'. "
+                    f"Try {cmd.name.upper()} HELP.")
+        name, arity = found
+        n = len(args)
+        if n != arity and (arity > 0 or n < -arity):
+            return f"ERR wrong number of arguments for '{name}' command"
+        return None
 
     def ran(self, args: list[bytes], took_ns: int, failed: bool, conn: Any = _UNKNOWN) -> None:
         """A command run outside `execute` (EXEC and DISCARD inside MULTI, a blocked command's
@@ -404,10 +430,10 @@ class Engine:
     def _resolve(self, args: list[bytes]) -> _Entry:
         """The table entry for args[0] (remembered under that spelling), or Redis's error."""
         if not args:
-            raise CommandError("ERR empty command")
+            raise self.reject(args, "ERR empty command")
         cmd = TABLE.get(args[0])
         if cmd is None:
-            raise unknown_command(args)
+            raise self.reject(args, unknown_command(args))
         entry = (cmd, cmd.arity, cmd.is_write, _SUBS.get(cmd.name), self.stats.commands.record_for(cmd.name))
         if len(self._dispatch) < _DISPATCH_CACHE:  # bounded: clients may spell names in any case
             self._dispatch[bytes(args[0])] = entry
@@ -519,8 +545,7 @@ class Engine:
     def check_value_size(self, n: int) -> None:
         limit = self.config.max_value_bytes
         if n > limit:
-            raise CommandError(f"ERR value of {n} bytes exceeds the maximum of {limit} bytes "
-                               f"(atlas.max_value_bytes); send a smaller value or raise the limit")
+            raise CommandError(_too_big(n, limit))
 
     def _misconf(self) -> str:
         return self.writer.misconf()
@@ -849,6 +874,24 @@ class _ScriptStep:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.engine._script_exit(self.state, exc, self.keep)
+
+
+def _stats_name(args: list[bytes]) -> str | None:
+    """The name INFO commandstats counts a call under (`config|get`); None for an unknown command
+    or subcommand, which count nowhere."""
+    cmd = TABLE.get(args[0]) if args else None
+    if cmd is None:
+        return None
+    subs = _SUBS.get(cmd.name)
+    if subs is None or len(args) < 2:
+        return cmd.name
+    found = _find_sub(subs, args[1])
+    return found[0] if found is not None else None
+
+
+def _too_big(n: int, limit: int) -> str:
+    return (f"ERR value of {n} bytes exceeds the maximum of {limit} bytes (atlas.max_value_bytes); "
+            f"send a smaller value or raise the limit")
 
 
 def _find_sub(subs: dict[bytes, tuple[str, int]], sub: bytes) -> tuple[str, int] | None:

@@ -44,6 +44,7 @@ from typing import Any
 
 import lupa.lua51 as lua51  # type: ignore[import-untyped]
 
+import helios_core.atlas.cmdstats as cmdstats  # (a module reference: cmdstats imports the command table)
 from helios_core.atlas.commands.table import TABLE, Command, Simple
 from helios_core.atlas.lua_libs import LibError, lua_libs
 from helios_core.atlas.resp import BigNumber, OrderedSet, Verbatim, encode
@@ -314,6 +315,10 @@ def script_sha(body: bytes) -> str:
     return hashlib.sha1(body).hexdigest()
 
 
+# The mark of an {err=} table whose error INFO errorstats counted already (Redis's field).
+_COUNTED = b"ignore_error_stats_update"
+
+
 class _CallError(Exception):
     """redis.call's error on its way through Lua to the script's error handler."""
 
@@ -331,10 +336,12 @@ class Scripting:
 
     def __init__(self, execute: Callable[[list[bytes]], Any], pending_seq: Callable[[], int], *,
                  time_limit_ms: int = DEFAULT_TIME_LIMIT_MS, max_memory: int = DEFAULT_MAX_MEMORY,
-                 reject: Callable[[list[bytes]], None] = lambda argv: None) -> None:
+                 reject: Callable[[list[bytes], str], Any] = lambda argv, text: None,
+                 count_error: Callable[[str], None] = lambda text: None) -> None:
         self._execute = execute          # Engine.execute: a nested command of the running script
         self._pending_seq = pending_seq  # Engine.pending_seq: what that command's reply may reveal
         self._reject = reject            # Engine.reject: a call refused here counts as rejected (INFO)
+        self._count_error = count_error  # INFO errorstats: an error reply the script returns
         self.time_limit_ms = time_limit_ms
         self.lua = lua51.LuaRuntime(encoding=None, max_memory=max_memory, register_eval=False,
                                     register_builtins=False, unpack_returned_tuples=True)
@@ -463,7 +470,9 @@ class Scripting:
         if res == b"KILL":
             raise ScriptKilled(f"ERR Script killed: it ran longer than lua-time-limit "
                                f"({self.time_limit_ms} ms) script: {sha}")
-        raise CommandError(_raised_text(res, sha))
+        # (an error one of its calls made is counted already: the connection must not count it again)
+        counted = lua51.lua_type(res) == "table" and res[_COUNTED] is True
+        raise (cmdstats.CountedError if counted else CommandError)(_raised_text(res, sha))
 
     def _collect(self) -> None:
         try:
@@ -518,22 +527,22 @@ class Scripting:
         if checked is None:
             checked = self._check(name)
         cmd, refused_rw, refused_ro = checked
+        # A refused or failed call's error counts in INFO errorstats here, as Redis counts it (the
+        # engine's reject and execute count it), whether or not the script then returns it.
         if cmd is None:
-            return False, self._err("ERR Unknown Redis command called from script")
+            return False, self._refused(argv, "ERR Unknown Redis command called from script")
         n = len(argv)
         if n != cmd.arity and (cmd.arity > 0 or n < -cmd.arity):
-            self._reject(argv)
-            return False, self._err("ERR Wrong number of args calling Redis command from script")
+            return False, self._refused(argv, "ERR Wrong number of args calling Redis command from script")
         refused = refused_ro if self._readonly else refused_rw
         if refused:
-            self._reject(argv)
-            return False, self._err(refused)
+            return False, self._refused(argv, refused)
         try:
             reply = self._execute(argv)
         except CommandError as e:
-            return False, self._err(_error_table_text(str(e)))
+            return False, self._counted_err(_error_table_text(str(e)))
         except HeliosError as e:
-            return False, self._err(f"ERR {e}")
+            return False, self._counted_err(f"ERR {e}")
         finally:
             seq = self._pending_seq()
             if seq > self.seen:
@@ -555,6 +564,17 @@ class Scripting:
 
     def _err(self, text: str) -> Any:
         return self._new_table({b"err": text.encode()})
+
+    def _counted_err(self, text: str) -> Any:
+        """The {err=} table of an error counted already, marked as Redis marks it (a script sees the
+        mark too: cjson.encode(redis.pcall(...)) shows it in Redis)."""
+        table = self._err(text)
+        table[_COUNTED] = True
+        return table
+
+    def _refused(self, argv: list[bytes], text: str) -> Any:
+        self._reject(argv, text)
+        return self._counted_err(text)
 
     # -- conversions ------------------------------------------------------------------------
 
@@ -641,7 +661,10 @@ class Scripting:
             return None
         err = v[b"err"]
         if type(err) is bytes:
-            return CommandError(_text(err))
+            if v[_COUNTED] is True:
+                return cmdstats.CountedError(_text(err))
+            self._count_error(_text(err))  # (each error in the reply counts, as nested ones do in Redis)
+            return cmdstats.CountedError(_text(err))
         ok = v[b"ok"]
         if type(ok) is bytes:
             return Simple(_text(ok))

@@ -34,7 +34,7 @@ def scripting_of(engine: Any) -> lua.Scripting:
         s = lua.Scripting(engine.execute, engine.pending_seq,
                           time_limit_ms=int(getattr(cfg, "lua_time_limit_ms", lua.DEFAULT_TIME_LIMIT_MS)),
                           max_memory=int(getattr(cfg, "lua_max_memory", lua.DEFAULT_MAX_MEMORY)),
-                          reject=engine.reject)
+                          reject=engine.reject, count_error=engine.stats.commands.errors.add)
         engine.scripting = s
     return s
 

@@ -353,7 +353,7 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("latest_fork_usec", 0),
         ("total_forks", 0),
         *engine.tracking.info().items(),
-        ("total_error_replies", 0),
+        ("total_error_replies", stats.commands.errors.total),
         ("total_aof_bytes", stats.aof_bytes_total),
     ])
     section("Replication", [
@@ -383,7 +383,7 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
     # hash table's order, ATLAS by name)
     if "commandstats" in want:
         section("Commandstats", stats.commands.info())
-    section("Errorstats", [])
+    section("Errorstats", stats.commands.errors.info())  # (cmdstats.ErrorStats)
     if "latencystats" in want:
         section("Latencystats", stats.commands.latency())
     section("Cluster", [("cluster_enabled", 0)])
