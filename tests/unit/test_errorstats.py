@@ -163,6 +163,7 @@ def test_multi_s_queue_check_names_what_redis_refuses(a: Atlas) -> None:
     assert refusal("CONFIG", "help") is None
     assert refusal("GET", "k") is None               # no container
     assert refusal("COMMAND") is None                # a container called alone
+    assert refusal("client", "SETINFO", "lib-name", "x") is None   # atlasd takes Redis 7.2's, in MULTI too
 
 
 def test_a_script_s_errors_count_where_redis_counts_them(a: Atlas) -> None:
