@@ -4,9 +4,9 @@ little-endian) and a CRC-64 (Jones, reflected; 8 bytes, little-endian) of everyt
 ATLAS writes RDB version 10 (Redis 7.0's), so its payloads restore on Redis 7.0 and later:
 strings byte for byte as Redis 7.0 dumps them (small integers as RDB integers, strings over
 20 bytes LZF-compressed by the same algorithm when that pays), and collections in the
-encoding Redis 7.0 holds them in: hashes and sets in the one they have (hashtype.py,
-packed.set_encoding: a hashtable that shrank is dumped as one, as Redis dumps it), zsets by
-its default thresholds; listpack hashes and zsets (16, 17), intsets (11), small lists as one
+encoding Redis 7.0 holds them in: hashes, sets and zsets in the one they have (hashtype.py,
+packed.set_encoding, zset.py: a hashtable or skiplist that shrank is dumped as one, as Redis
+dumps it); listpack hashes and zsets (16, 17), intsets (11), small lists as one
 quicklist node (18), so their payloads are Redis's too; the others in the plain RDB encodings
 Redis still loads (list 1, set 2, zset 5 with binary scores, hash 4), whose element order is
 ATLAS's own.  Reading accepts those and what
@@ -24,9 +24,10 @@ from typing import Any
 
 from helios_core.atlas.hashtype import LISTPACK, Hash
 from helios_core.atlas.listvalue import List
-from helios_core.atlas.packed import INTSET, set_encoding
+from helios_core.atlas.packed import INTSET, LIMITS, set_encoding
 from helios_core.atlas.streamtype import NACK, U64, Consumer, Group, Node, Stream
-from helios_core.atlas.zset import ZSet
+from helios_core.atlas.zset import LISTPACK as ZSET_LP
+from helios_core.atlas.zset import SKIPLIST, ZSet
 
 __all__ = ["dump_value", "load_payload", "PayloadError", "BadFormat", "RDB_VERSION", "crc64", "lzf_compress",
            "lzf_decompress", "dump_functions", "load_functions"]
@@ -254,8 +255,8 @@ def _score_text(score: float) -> bytes:
     return b"%.17g" % score
 
 
-# Redis 7.0's defaults for the zset and list encodings (what DUMP writes is what the value is stored as).
-ZSET_LISTPACK, LISTPACK_VALUE, LIST_NODE_BYTES = 128, 64, 8192
+# Redis 7.0's default for the list encoding (what DUMP writes is what the value is stored as).
+LIST_NODE_BYTES = 8192
 
 
 def _collection(value: Any) -> bytes:
@@ -265,7 +266,7 @@ def _collection(value: Any) -> bytes:
             return bytes((T_HASH_LISTPACK,)) + _string(listpack([x for fv in value.items() for x in fv]))
         return bytes((T_HASH,)) + _len(len(value)) + b"".join(_string(f) + _string(v) for f, v in value.items())
     if t is ZSet:
-        if len(value) <= ZSET_LISTPACK and all(len(m) <= LISTPACK_VALUE for m in value.scores):
+        if value.encoding == ZSET_LP:
             entries = [x for s, m in value.items() for x in (m, _score_text(s))]
             return bytes((T_ZSET_LISTPACK,)) + _string(listpack(entries))
         return bytes((T_ZSET_2,)) + _len(len(value)) + b"".join(
@@ -639,6 +640,7 @@ def _load(r: _Reader, t: int) -> Any:
                     raise BadFormat("NaN score")
                 s = float("inf") if n == 254 else float("-inf") if n == 255 else _score(r.take(n))
             z.add(m, s + 0.0)
+        z.skiplist = z.loaded_encoding() == SKIPLIST  # (rdbLoadObject converts by content)
         return _nonempty(z)
     if t == T_SET_INTSET:
         return _nonempty(set(_intset(r.string())))
@@ -651,6 +653,7 @@ def _load(r: _Reader, t: int) -> Any:
         z = ZSet()
         for m, s in zip(entries[::2], entries[1::2], strict=True):
             z.add(m, _score(s) + 0.0)
+        z.skiplist = len(z) > LIMITS.zset_entries  # (a listpack payload converts by its length alone)
         return _nonempty(z)
     if t == T_STREAM_LISTPACKS_2:
         return _load_stream(r)

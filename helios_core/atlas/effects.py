@@ -24,10 +24,14 @@ downtime would restart its countdown.
     ("LTRIM", key, left, right)       drop `left` items from the head, `right` from the tail
     ("SETRANGE", key, offset, bytes)  overwrite a string from offset (zero-padded; created without
                                       expiry if missing; the expiry kept): SETRANGE, SETBIT, BITFIELD
-    ("ENCODING", key, name)           the hash or set at key is held as `name` (hashtable, listpack,
-                                      intset) from now on: a rebuilt copy keeps its source's (RENAME,
-                                      COPY, MOVE) and a set built as Redis builds it its own (SPOP,
-                                      SDIFFSTORE); nothing when the key holds neither
+    ("ENCODING", key, name)           the hash, set or zset at key is held as `name` (hashtable,
+                                      listpack, intset, skiplist) from now on: a rebuilt copy keeps
+                                      its source's (RENAME, COPY, MOVE) and a set built as Redis
+                                      builds it its own (SPOP, SDIFFSTORE); nothing when the key
+                                      holds none of them
+    ("ENCODING", key, name, restart)  (live only) a set held as `name` that a restart holds as
+                                      `restart`: SPOP's new set, which Redis logs as SREMs of the
+                                      old one; its AOF line is ("ENCODING", key, restart)
     ("FLUSHALL",)                     every database (function libraries stay, as in Redis)
 
 Database effects (databases.py).  A record starts in database 0 on replay; SELECT moves the
@@ -86,9 +90,18 @@ from helios_core.atlas.effects_codec import (
 from helios_core.atlas.hashtype import HASHTABLE, LISTPACK, Hash
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.listvalue import List
-from helios_core.atlas.packed import INTSET, is_int64, keep_set_encoding, set_added, set_encoding, set_removed
+from helios_core.atlas.packed import (
+    INTSET,
+    is_int64,
+    keep_restart_encoding,
+    keep_set_encoding,
+    restart_note,
+    set_added,
+    set_encoding,
+    set_removed,
+)
 from helios_core.atlas.streamtype import STREAM_OPS, apply_stream
-from helios_core.atlas.zset import ZSet
+from helios_core.atlas.zset import SKIPLIST, ZSet
 
 __all__ = [
     "Effect", "apply_effect", "undo_effects", "encode_record", "decode_line", "RecordError",
@@ -141,6 +154,8 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
         olds = [(member, z.add(member, score)) for score, member in pairs]
         if undo is not None:
             undo.append(("zrestore", key, olds))
+        if not z.skiplist and z.added([m for m, old in olds if old is None]) and undo is not None:
+            undo.append(("xcall", lambda z=z: setattr(z, "skiplist", False)))
     elif op == "ZREM":
         _, key, members = eff
         z = ks.data.get(key)
@@ -281,19 +296,30 @@ def _apply_remove(ks: Keyspace, eff: Effect, undo: list | None) -> None:
 
 
 def _apply_encoding(ks: Keyspace, eff: Effect, undo: list | None) -> None:
-    """How the hash or set at the key is held; a name that cannot be its (an intset of strings,
-    a listpack set: not what atlasd writes) changes nothing."""
-    _, key, name = eff
+    """How the hash, set or zset at the key is held; a name that cannot be its (an intset of
+    strings, a listpack set: not what atlasd writes) changes nothing.  A 4th element, a set's
+    only, is the encoding a restart holds it in (packed.keep_restart_encoding; the AOF line
+    holds that one)."""
+    key, name = eff[1], eff[2]
     value: Any = ks.data.get(key)
     if type(value) is Hash and (name == LISTPACK or name == HASHTABLE):
         was = value.with_encoding(name)
         if undo is not None:
             undo.append(("xcall", lambda: value.with_encoding(was)))
+    elif type(value) is ZSet and (name == SKIPLIST or name == LISTPACK):
+        was_skiplist = value.skiplist
+        value.skiplist = name == SKIPLIST
+        if undo is not None:
+            undo.append(("xcall", lambda: setattr(value, "skiplist", was_skiplist)))
     elif type(value) is set and (name == HASHTABLE or (name == INTSET and all(map(is_int64, value)))):
-        was = set_encoding(value)
+        was, was_restart = set_encoding(value), restart_note(value)
         keep_set_encoding(value, name)
+        if len(eff) > 3:
+            keep_restart_encoding(value, eff[3])
         if undo is not None:
             undo.append(("xcall", lambda: keep_set_encoding(value, was)))
+            if len(eff) > 3:  # (undone first: the undo log runs backwards)
+                undo.append(("xcall", lambda: keep_restart_encoding(value, was_restart)))
 
 
 def _apply_list(ks: Keyspace, eff: Effect, undo: list | None) -> None:

@@ -30,8 +30,8 @@ LIBRARY_CMDS = frozenset({"FLOAD", "FDEL", "FFLUSH"})
 DB_CMDS = frozenset({"SELECT", "FLUSHDB", "SWAPDB"})
 # Effects that name no key.
 KEYLESS_CMDS = frozenset({"FLUSHALL"}) | DB_CMDS | LIBRARY_CMDS
-# {"cmd":"ENCODING","key":K,"encoding":"hashtable"}: how the hash or set at K is held (effects.py).
-ENCODINGS = frozenset({"hashtable", "listpack", "intset"})
+# {"cmd":"ENCODING","key":K,"encoding":"hashtable"}: how the hash, set or zset at K is held (effects.py).
+ENCODINGS = frozenset({"hashtable", "listpack", "intset", "skiplist"})
 KNOWN_CMDS = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET", "HDEL", "SADD", "SREM",
                         "FLUSHALL", "MULTI", "SETRANGE", "ENCODING"}) | LIST_CMDS | STREAM_CMDS | LIBRARY_CMDS | DB_CMDS
 
@@ -110,7 +110,7 @@ def _effect_to_obj(eff: Effect) -> dict:
         rec["offset"] = eff[2]
         _put_bytes(rec, "value", eff[3])
     elif op == "ENCODING":
-        rec["encoding"] = eff[2]
+        rec["encoding"] = eff[-1]  # (of a live-only 4-tuple, the encoding a restart holds: effects.py)
     elif op in STREAM_CMDS:
         _stream_to_obj(rec, eff)
     elif op == "HSET":

@@ -17,8 +17,8 @@ holds FD only as the start of one of those pairs, so each replace matches
 exactly the pairs it means.
 
 `LIMITS` are Redis's conversion thresholds (CONFIG SET hash-max-listpack-*,
-list-max-listpack-size, set-max-intset-entries), process-wide as Redis's are server-wide: atlasd runs
-one engine per process.  Tests that change them put them back.
+list-max-listpack-size, set-max-intset-entries, zset-max-listpack-*), process-wide
+as Redis's are server-wide: atlasd runs one engine per process.  Tests that change them put them back.
 
 A set is a plain `set` whatever Redis would hold it as, so its encoding is
 derived from its content (intset: every member an integer, at most
@@ -29,6 +29,9 @@ few sets are noted in `_SET_MARKS` with the encoding Redis holds them in, by
 identity through a weak reference, so the note goes with the object (an undo,
 SWAPDB) and dies with it.  A flag on every set would cost memory per set, and
 a set subclass would fail the `type(v) is set` tests all over the server.
+`_RESTART_MARKS` notes, the same way, the few sets a restart would hold in
+another encoding than they are held in now (SPOP's new set: `restart_note`);
+snapshots write that one, as the AOF does.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from dataclasses import dataclass
 
 __all__ = ["SEP", "VSEP", "ESC", "escape", "unescape", "Limits", "LIMITS", "set_limit", "list_node_bytes",
            "INTSET", "HASHTABLE", "is_int64", "set_encoding", "set_content_encoding", "keep_set_encoding",
-           "set_added", "set_removed", "pin_set_encodings", "set_note"]
+           "set_added", "set_removed", "pin_set_encodings", "set_note", "restart_note", "keep_restart_encoding",
+           "restart_encoding", "set_copy_effect"]
 
 SEP = b"\xff"   # before every hash field and list item, and once more at the end
 VSEP = b"\xfe"  # between a hash field and its value
@@ -71,6 +75,8 @@ class Limits:
     hash_value: int = 64      # hash-max-listpack-value
     list_size: int = -2       # list-max-listpack-size: >0 entries per node, -1..-5 a node of 4..64 KiB
     set_entries: int = 512    # set-max-intset-entries
+    zset_entries: int = 128   # zset-max-listpack-entries
+    zset_value: int = 64      # zset-max-listpack-value
 
 
 LIMITS = Limits()
@@ -78,7 +84,9 @@ LIMITS = Limits()
 _NAMES = {"hash-max-listpack-entries": "hash_entries", "hash-max-ziplist-entries": "hash_entries",
           "hash-max-listpack-value": "hash_value", "hash-max-ziplist-value": "hash_value",
           "list-max-listpack-size": "list_size", "list-max-ziplist-size": "list_size",
-          "set-max-intset-entries": "set_entries"}
+          "set-max-intset-entries": "set_entries",
+          "zset-max-listpack-entries": "zset_entries", "zset-max-ziplist-entries": "zset_entries",
+          "zset-max-listpack-value": "zset_value", "zset-max-ziplist-value": "zset_value"}
 
 
 def set_limit(name: str, value: int) -> None:
@@ -137,10 +145,16 @@ class _Mark(weakref.ref[set[bytes]]):
 
 
 def _forget(mark: _Mark) -> None:  # (the set is being freed: its id may be reused next)
-    _SET_MARKS.pop(mark.key, None)
+    for marks in (_SET_MARKS, _RESTART_MARKS):
+        if marks.get(mark.key) is mark:
+            del marks[mark.key]
 
 
 _SET_MARKS: dict[int, _Mark] = {}
+# Sets a restart would hold in another encoding than the one they are held in now: an SPOP
+# that kept few members of a hashtable made a new intset, but Redis logs it as SREMs, which
+# its AOF replays on the hashtable.  (Rare: only such sets and their RENAMEd/COPYd copies.)
+_RESTART_MARKS: dict[int, _Mark] = {}
 
 
 def set_note(s: set[bytes]) -> str | None:
@@ -162,6 +176,36 @@ def keep_set_encoding(s: set[bytes], encoding: str) -> None:
         mark = _Mark(s, _forget)
         mark.key, mark.encoding = id(s), encoding
         _SET_MARKS[id(s)] = mark
+
+
+def restart_note(s: set[bytes]) -> str | None:
+    """The encoding a restart (Redis's AOF replay) holds `s` in where it is not the one held now."""
+    mark = _RESTART_MARKS.get(id(s))
+    return mark.encoding if mark is not None and mark() is s else None
+
+
+def keep_restart_encoding(s: set[bytes], encoding: str | None) -> None:
+    """A restart holds `s` as `encoding` (None, or the encoding held now: as it is held)."""
+    if encoding is None or encoding == set_encoding(s):
+        _RESTART_MARKS.pop(id(s), None)
+    else:
+        mark = _Mark(s, _forget)
+        mark.key, mark.encoding = id(s), encoding
+        _RESTART_MARKS[id(s)] = mark
+
+
+def restart_encoding(s: set[bytes]) -> str:
+    """The encoding a restart replaying what Redis's AOF holds gives `s`."""
+    return restart_note(s) or set_encoding(s)
+
+
+def set_copy_effect(dst: bytes, s: set[bytes]) -> tuple | None:
+    """The ENCODING effect that makes a copy of `s` built under `dst` by an SADD (RENAME, COPY,
+    MOVE) held as `s` is, now and after a restart; None where the SADD does that alone."""
+    held, restart = set_encoding(s), restart_note(s)
+    if restart is not None and restart != held:
+        return ("ENCODING", dst, held, restart)
+    return ("ENCODING", dst, held) if held != set_content_encoding(s) else None
 
 
 def set_added(s: set[bytes]) -> str | None:

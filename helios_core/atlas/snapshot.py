@@ -7,11 +7,13 @@ Layout (never pickle):
     msgpack body: a stream of chunks
         ["S", [keys], [values]]            string keys, in chunks of CHUNK
         ["E", [keys], [exp_ms]]            expiry times
-        ["Z", key, [members], [scores]]    one sorted set
+        ["Z", key, [members], [scores]]    one sorted set; a 5th element, "skiplist" or "listpack",
+                                           where its encoding is not what loading would choose
         ["H", key, [fields], [values]]     one hash; a 5th element, "hashtable" or "listpack", where
                                            its encoding is not what loading would choose (a hash
                                            that shrank stays a hashtable, as Redis's AOF replays it)
         ["SET", key, [members]]            one set; a 4th element, "hashtable" or "intset", likewise
+                                           (the one a restart of Redis would give: packed.restart_note)
         ["L", key, [items]]                one list, head first
         ["X", key, [...]]                  one stream (streamtype.to_plain: entries, counters,
                                            node layout, groups with their consumers and PELs)
@@ -50,9 +52,10 @@ import msgpack
 from helios_core.atlas.fsops import REAL_FS, Fs, open_data_file
 from helios_core.atlas.hashtype import HASHTABLE, LISTPACK, Hash, content_encoding
 from helios_core.atlas.listvalue import List
-from helios_core.atlas.packed import INTSET, is_int64, keep_set_encoding, set_note
+from helios_core.atlas.packed import INTSET, is_int64, keep_set_encoding, restart_note, set_note
 from helios_core.atlas.streamtype import Stream, from_plain, to_plain
-from helios_core.atlas.zset import ZSet
+from helios_core.atlas.zset import SKIPLIST, ZSet
+from helios_core.atlas.zset import content_encoding as content_encoding_z
 from helios_core.clock import wall_ms
 from helios_core.errors import CorruptFileError
 
@@ -128,9 +131,10 @@ def write_snapshot(final_path: Path, data: dict, expires: dict, seq: int, create
     (empty ones are skipped).  `functions` are the function libraries (name -> code) to keep with
     the keys.
 
-    With rederive=True no hash or set encoding is noted: loading chooses each by its content,
-    as after Redis's AOF rewrite (the right image for BGREWRITEAOF); by default a hashtable
-    that shrank is noted as one, as Redis's AOF replay of its commands keeps it at a restart.
+    With rederive=True no hash, set or zset encoding is noted: loading chooses each by its
+    content, as after Redis's AOF rewrite (the right image for BGREWRITEAOF); by default a
+    hashtable or skiplist that shrank is noted as one, as Redis's AOF replay of its commands
+    keeps it at a restart.
 
     With rename=False the fsynced image stays at `temp_path(final_path, getpid())`
     for the caller to `publish` (or delete).  Runs in a forked child during
@@ -176,7 +180,10 @@ def _write_db(w: _CrcWriter, packer: msgpack.Packer, data: dict, expires: dict, 
         t = type(value)
         if t is ZSet:
             members = list(value.scores)
-            w.write(packer.pack(["Z", key, members, [value.scores[m] for m in members]]))
+            chunk = ["Z", key, members, [value.scores[m] for m in members]]
+            if not rederive and value.encoding != content_encoding_z(members, len(members)):
+                chunk.append(value.encoding)
+            w.write(packer.pack(chunk))
         elif t is Hash or t is dict:
             fields, values = list(value), list(value.values())
             if t is Hash and not rederive and value.encoding != content_encoding(fields, values):
@@ -184,7 +191,7 @@ def _write_db(w: _CrcWriter, packer: msgpack.Packer, data: dict, expires: dict, 
             else:
                 w.write(packer.pack(["H", key, fields, values]))
         elif t is set:
-            note = None if rederive else set_note(value)
+            note = None if rederive else restart_note(value) or set_note(value)
             w.write(packer.pack(["SET", key, list(value)] if note is None else ["SET", key, list(value), note]))
         elif t is List or t is deque:
             w.write(packer.pack(["L", key, list(value)]))
@@ -272,6 +279,12 @@ def load_snapshot(path: Path, functions: dict | None = None,
                 z = ZSet()
                 z.scores = dict(zip(chunk[2], chunk[3], strict=True))
                 z.order.update(zip(chunk[3], chunk[2], strict=True))
+                if len(chunk) > 4:  # its history's encoding
+                    if chunk[4] != SKIPLIST and chunk[4] != LISTPACK:
+                        raise ValueError(f"a sorted set's encoding is {chunk[4]!r}")
+                    z.skiplist = chunk[4] == SKIPLIST
+                else:  # the encoding Redis would load
+                    z.skiplist = content_encoding_z(z.scores, len(z.scores)) == SKIPLIST
                 data[chunk[1]] = z
             elif tag == "H":
                 h = data[chunk[1]] = Hash(zip(chunk[2], chunk[3], strict=True))  # the encoding Redis would load

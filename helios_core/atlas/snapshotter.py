@@ -113,6 +113,7 @@ class Snapshotter:
         self._exit: tuple[int | None, str] | None = None  # the child's end, held while rotating
         self._abort: str = ""            # why the parent gave up on the running child
         self._pipe = -1
+        self._rederive = False           # the image is a rewrite's (snapshot.write_snapshot)
         self._upto = 0
         self._meta = (0, 0)
         self._t0 = 0.0
@@ -128,14 +129,23 @@ class Snapshotter:
 
     # -- starting ---------------------------------------------------------------------
 
-    def request(self) -> asyncio.Future:
-        """Start a snapshot (or join the one starting); the future gives SnapshotInfo or SnapshotError."""
+    def request(self, rederive: bool = False) -> asyncio.Future:
+        """Start a snapshot (or join the one starting); the future gives SnapshotInfo or SnapshotError.
+
+        rederive=True writes the image an AOF rewrite leaves (BGREWRITEAOF): a restart from it
+        chooses each hash's, set's and zset's encoding by its content, as Redis loading its
+        rewritten AOF does; otherwise the encodings their history gave are noted, as Redis's
+        replay of its AOF's commands keeps them (a BGSAVE's RDB is not what Redis with
+        appendonly yes restarts from).  Joining a snapshot not yet forked can ask for it."""
         assert self._loop is not None, "bgsave needs attach(); use snapshot_sync() without a loop"
         fut = self._loop.create_future()
         self._waiters.append(fut)
         if not self.in_progress:
             self._requested = True
+            self._rederive = rederive
             self.writer.sync_then(self._synced)
+        elif rederive and self._requested:
+            self._rederive = True
         return fut
 
     def cron(self, seconds_since_last: float, due: bool) -> None:
@@ -196,7 +206,8 @@ class Snapshotter:
             os.nice(10)  # the loop (same cores) comes first; the image can take longer
             # (rename=False: the parent publishes it once `upto` is durable)
             size = write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, created_ms, self.fs,
-                                  rename=False, functions=self.ks.functions, others=self._others())
+                                  rename=False, functions=self.ks.functions, others=self._others(),
+                                  rederive=self._rederive)
             os.write(write_fd, f"OK {cow_bytes()} {size}".encode())
             code = 0
         except BaseException as e:  # noqa: BLE001 - report anything to the parent
@@ -367,8 +378,9 @@ class Snapshotter:
 
     # -- without a loop ---------------------------------------------------------------
 
-    def snapshot_sync(self) -> SnapshotInfo:
-        """Snapshot in this process and thread (no loop): for tools working on an unowned dir."""
+    def snapshot_sync(self, rederive: bool = False) -> SnapshotInfo:
+        """Snapshot in this process and thread (no loop): for tools working on an unowned dir
+        (rederive: as request's)."""
         w = self.writer
         try:
             w.flush_sync(fsync=True)
@@ -377,7 +389,7 @@ class Snapshotter:
             t0 = time.perf_counter()
             self._meta = (self.clock(), self.dbs.keys())
             write_snapshot(self.dir.snapshot_path, self.ks.data, self.ks.expires, upto, self._meta[0], self.fs,
-                           functions=self.ks.functions, others=self._others())
+                           functions=self.ks.functions, others=self._others(), rederive=rederive)
             info = self._record(upto, time.perf_counter() - t0, self._drop_parts(upto))
         except (OSError, HeliosError) as e:
             reason = getattr(e, "strerror", None) or str(e)

@@ -1,4 +1,13 @@
-"""Sorted set: members (bytes) with float scores, ordered by (score, member) like Redis."""
+"""Sorted set: members (bytes) with float scores, ordered by (score, member) like Redis.
+
+Whatever Redis would hold it as, a zset is a dict and a SortedList here; `skiplist` is
+the encoding Redis 7.0 would report (t_zset.c): a zset is made a listpack, converts to a
+skiplist when an add of a new member leaves more than zset-max-listpack-entries members
+or brings one longer than zset-max-listpack-value, and never converts back (ZREM, the
+pops, ZREMRANGEBY*).  A zset built in one go (RDB loading, RESTORE, the *STORE
+commands) gets the encoding of its content; RENAME, COPY and MOVE keep the source's
+(an ENCODING effect: keys.log_value).  CONFIG SET of the limits converts none that exists.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +15,47 @@ from collections.abc import Iterable, Iterator
 
 from sortedcontainers import SortedList
 
-__all__ = ["ZSet"]
+from helios_core.atlas.packed import LIMITS
+
+__all__ = ["ZSet", "LISTPACK", "SKIPLIST", "content_encoding"]
+
+LISTPACK = "listpack"
+SKIPLIST = "skiplist"
+
+
+def content_encoding(members: Iterable[bytes], n: int) -> str:
+    """The encoding Redis gives a zset of these `n` members built in one go (RDB load, *STORE)."""
+    if n > LIMITS.zset_entries or max(map(len, members), default=0) > LIMITS.zset_value:
+        return SKIPLIST
+    return LISTPACK
 
 
 class ZSet:
-    __slots__ = ("scores", "order")
+    __slots__ = ("scores", "order", "skiplist")
 
     def __init__(self) -> None:
         self.scores: dict[bytes, float] = {}
         self.order: SortedList = SortedList()
+        self.skiplist = False  # (Redis's encoding: its history, see the module's docstring)
+
+    @property
+    def encoding(self) -> str:
+        """OBJECT ENCODING's answer."""
+        return SKIPLIST if self.skiplist else LISTPACK
+
+    def loaded_encoding(self) -> str:
+        """The encoding Redis would give this content when loading it (RDB, RESTORE)."""
+        return content_encoding(self.scores, len(self.scores))
+
+    def added(self, new: list[bytes]) -> bool:
+        """`new` members were just added (zsetAdd): a listpack converts if it is now past a limit.
+        Whether it converted (for an undo to put back)."""
+        if self.skiplist or not new:
+            return False
+        if len(self.scores) > LIMITS.zset_entries or max(map(len, new)) > LIMITS.zset_value:
+            self.skiplist = True
+            return True
+        return False
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -29,6 +70,7 @@ class ZSet:
         z = ZSet()
         z.scores = dict(self.scores)
         z.order = SortedList(self.order)
+        z.skiplist = self.skiplist
         return z
 
     def add(self, member: bytes, score: float) -> float | None:
@@ -127,9 +169,11 @@ class ZSet:
         def lte_max(m: bytes) -> bool:
             return (0, m) < hi if hi_excl else (0, m) <= hi
 
-        if not gte_min(order[-1][1]) or not lte_max(order[0][1]):
-            return []
         if offset < 0 or (offset > 0 and offset >= n):
+            return []
+        if order[0][0] == order[-1][0]:
+            return self._lex_slice(lo, lo_excl, hi, hi_excl, rev, offset, count)
+        if not gte_min(order[-1][1]) or not lte_max(order[0][1]):
             return []
         if rev:
             i = n - 1
@@ -156,6 +200,32 @@ class ZSet:
             i += 1
             count -= 1
         return out
+
+    def _lex_slice(self, lo: tuple[int, bytes], lo_excl: bool, hi: tuple[int, bytes], hi_excl: bool,
+                   rev: bool, offset: int, count: int) -> list[tuple[float, bytes]]:
+        """lex_walk's answer when every score is equal (the members are then in lexicographic
+        order): found by bisection, so a range costs O(log n + its length), not a walk from an end."""
+        order = self.order
+        score = order[0][0]
+        start = self._lex_index(lo, lo_excl, score)
+        end = self._lex_index(hi, not hi_excl, score)
+        if rev:
+            top = end - 1 - offset
+            bottom = start if count < 0 else max(start, top - count + 1)
+            got = list(order.islice(bottom, top + 1)) if bottom <= top else []
+            got.reverse()
+            return got
+        first = start + offset
+        last = end if count < 0 else min(end, first + count)
+        return list(order.islice(first, last)) if first < last else []
+
+    def _lex_index(self, bound: tuple[int, bytes], past: bool, score: float) -> int:
+        """Where the members at or past a lex bound start (`past`: after members equal to it)."""
+        rank, value = bound
+        if rank:
+            return 0 if rank < 0 else len(self.order)
+        index: int = self.order.bisect_right((score, value)) if past else self.order.bisect_left((score, value))
+        return index
 
     def pop_min(self, count: int) -> list[tuple[float, bytes]]:
         got = list(self.order.islice(0, count))

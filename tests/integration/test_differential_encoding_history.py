@@ -17,6 +17,8 @@ DUMP the payload's RDB type byte) after every step.
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -238,6 +240,128 @@ def test_a_listpack_past_a_lowered_limit_is_renamed_as_a_listpack(pair: Pair) ->
     assert dump_type(pair, b"h3") == 16
 
 
+# -- sorted sets -----------------------------------------------------------------------------
+
+ZSET_DEFAULTS = [(b"zset-max-listpack-entries", b"128"), (b"zset-max-listpack-value", b"64")]
+
+
+@pytest.fixture
+def zpair(pair: Pair) -> Iterator[Pair]:
+    """The pair, with the zset limits put back afterwards (the shared fixture knows the others)."""
+    try:
+        yield pair
+    finally:
+        for name, value in ZSET_DEFAULTS:
+            config(pair, name, value)
+
+
+def shrunk_zset(pair: Pair, key: bytes, n: int = 5) -> None:
+    """`key`: a skiplist zset of n members (it held 130 once)."""
+    many(pair, [[b"ZADD", key, *[x for i in range(130) for x in (b"%d" % i, b"m%03d" % i)]],
+                [b"ZREMRANGEBYRANK", key, b"0", b"%d" % (129 - n)]])
+    assert encoding(pair, key) == b"skiplist"
+
+
+def test_a_zset_that_became_a_skiplist_stays_one(pair: Pair) -> None:
+    shrunk_zset(pair, b"z", 20)
+    for step in ([b"ZREM", b"z", b"m129"], [b"ZPOPMIN", b"z"], [b"ZPOPMAX", b"z", b"2"],
+                 [b"ZREMRANGEBYSCORE", b"z", b"0", b"112"], [b"ZREMRANGEBYRANK", b"z", b"0", b"1"],
+                 [b"ZMPOP", b"1", b"z", b"MIN"], [b"BZPOPMIN", b"z", b"0"], [b"BZMPOP", b"0", b"1", b"z", b"MAX"],
+                 [b"ZADD", b"z", b"1", b"m117"], [b"ZINCRBY", b"z", b"1", b"new"]):
+        same(pair, step)
+        assert encoding(pair, b"z") == b"skiplist", step
+    same(pair, [b"ZRANGE", b"z", b"0", b"-1", b"WITHSCORES"], ordered=True)
+    many(pair, [[b"ZADD", b"long", b"1", b"x" * 65, b"2", b"b"], [b"ZREM", b"long", b"x" * 65]])
+    assert encoding(pair, b"long") == b"skiplist"
+    many(pair, [[b"ZADD", b"lp", *[x for i in range(128) for x in (b"%d" % i, b"m%d" % i)]],
+                [b"ZADD", b"lp", b"5", b"m0", b"XX", b"INCR", b"1", b"m1"]])
+    assert encoding(pair, b"lp") == b"listpack"  # 128 members, scores changed: still a listpack
+    many(pair, [[b"ZADD", b"lp", b"NX", b"0", b"m128"]])
+    assert encoding(pair, b"lp") == b"skiplist"
+
+
+@pytest.mark.parametrize("start", ["skiplist", "listpack"])
+def test_rename_move_and_copy_keep_a_zsets_encoding(zpair: Pair, start: str) -> None:
+    pair = zpair
+    if start == "skiplist":
+        shrunk_zset(pair, b"z")
+    else:  # a listpack past a lowered limit
+        many(pair, [[b"ZADD", b"z", *[x for i in range(6) for x in (b"%d" % i, b"m%d" % i)]]])
+        config(pair, b"zset-max-listpack-entries", b"3")
+    enc = start.encode()
+    for step in ([b"RENAME", b"z", b"z2"], [b"RENAMENX", b"z2", b"z3"], [b"COPY", b"z3", b"c"],
+                 [b"COPY", b"z3", b"c", b"REPLACE"], [b"COPY", b"z3", b"far", b"DB", b"2"], [b"MOVE", b"c", b"1"]):
+        same(pair, step)
+    assert encoding(pair, b"z3") == enc
+    for db, key in ((b"1", b"c"), (b"2", b"far")):
+        same(pair, [b"SELECT", db])
+        assert encoding(pair, key) == enc
+        same(pair, [b"SELECT", b"0"])
+    assert dump_type(pair, b"z3") == (5 if start == "skiplist" else 17)
+    same(pair, [b"ZRANGE", b"z3", b"0", b"-1", b"WITHSCORES"], ordered=True)
+
+
+def test_dump_and_restore_rederive_a_zset(pair: Pair) -> None:
+    shrunk_zset(pair, b"z")
+    assert dump_type(pair, b"z") == 5  # a skiplist is dumped as a plain zset
+    payload = both(pair, [b"DUMP", b"z"])[1][1]
+    same(pair, [b"RESTORE", b"r", b"0", payload])
+    assert encoding(pair, b"r") == b"listpack"
+    assert dump_type(pair, b"r") == 17
+    same(pair, [b"RESTORE", b"z", b"0", payload, b"REPLACE"])
+    assert encoding(pair, b"z") == b"listpack"
+
+
+@pytest.mark.parametrize("step", [[b"ZUNIONSTORE", b"out", b"1", b"z"], [b"ZINTERSTORE", b"out", b"2", b"z", b"z"],
+                                  [b"ZDIFFSTORE", b"out", b"1", b"z"], [b"ZRANGESTORE", b"out", b"z", b"0", b"-1"],
+                                  [b"ZRANGESTORE", b"out", b"z", b"[m", b"+", b"BYLEX"],
+                                  [b"ZUNIONSTORE", b"z", b"1", b"z"]])
+def test_zset_store_commands_build_a_new_zset(zpair: Pair, step: list[bytes]) -> None:
+    pair = zpair
+    shrunk_zset(pair, b"z")
+    same(pair, step)
+    assert encoding(pair, step[1]) == b"listpack"
+    config(pair, b"zset-max-listpack-entries", b"4")  # a new zset: by its content, under the limits now
+    same(pair, step)
+    assert encoding(pair, step[1]) == b"skiplist"
+
+
+def test_config_set_converts_no_existing_zset(zpair: Pair) -> None:
+    pair = zpair
+    many(pair, [[b"ZADD", b"z", b"1", b"a", b"2", b"b", b"3", b"c"], [b"ZADD", b"v", b"1", b"aa"]])
+    config(pair, b"zset-max-listpack-entries", b"2")
+    config(pair, b"zset-max-ziplist-value", b"1")
+    assert [encoding(pair, k) for k in (b"z", b"v")] == [b"listpack", b"listpack"]
+    many(pair, [[b"ZADD", b"z", b"9", b"a"], [b"ZADD", b"v", b"5", b"aa"], [b"ZADD", b"n", b"1", b"a", b"2", b"b"],
+                [b"ZADD", b"n3", b"1", b"a", b"2", b"b", b"3", b"c"], [b"ZADD", b"nv", b"1", b"ab"]])
+    assert [encoding(pair, k) for k in (b"z", b"v", b"n", b"n3", b"nv")] == [
+        b"listpack", b"listpack", b"listpack", b"skiplist", b"skiplist"]
+    many(pair, [[b"ZADD", b"z", b"4", b"d"]])  # a new member: it converts now
+    assert encoding(pair, b"z") == b"skiplist"
+    config(pair, b"zset-max-listpack-entries", b"0")
+    many(pair, [[b"ZADD", b"zero", b"1", b"a"]])
+    assert encoding(pair, b"zero") == b"skiplist"
+
+
+def test_bylex_on_a_skiplist(pair: Pair) -> None:
+    """BYLEX over equal scores answers the lexicographic range whatever the encoding (atlasd
+    finds it by bisection); with unequal scores Redis's skiplist answer depends on its nodes'
+    random levels, so only equal scores are compared."""
+    members = [b"%c%d" % (c, i) for c in b"abcdefgh" for i in range(40)]
+    many(pair, [[b"ZADD", b"z", *[x for m in members for x in (b"0", m)]]])
+    assert encoding(pair, b"z") == b"skiplist"
+    for lo, hi in ((b"-", b"+"), (b"[b", b"(c"), (b"(b1", b"[b3"), (b"[c", b"-"), (b"+", b"+"), (b"(a", b"[h9")):
+        same(pair, [b"ZRANGEBYLEX", b"z", lo, hi], ordered=True)
+        same(pair, [b"ZREVRANGEBYLEX", b"z", hi, lo], ordered=True)
+        same(pair, [b"ZLEXCOUNT", b"z", lo, hi])
+        for offset, count in ((b"0", b"5"), (b"3", b"-1"), (b"10", b"7"), (b"500", b"1"), (b"-1", b"2")):
+            same(pair, [b"ZRANGEBYLEX", b"z", lo, hi, b"LIMIT", offset, count], ordered=True)
+            same(pair, [b"ZREVRANGEBYLEX", b"z", hi, lo, b"LIMIT", offset, count], ordered=True)
+            same(pair, [b"ZRANGE", b"z", lo, hi, b"BYLEX", b"LIMIT", offset, count], ordered=True)
+    same(pair, [b"ZREMRANGEBYLEX", b"z", b"[c", b"(e"])
+    same(pair, [b"ZRANGE", b"z", b"0", b"-1"], ordered=True)
+
+
 # -- a restart -------------------------------------------------------------------------------
 
 RESTART_WORKLOAD: list[list[bytes]] = [
@@ -251,10 +375,18 @@ RESTART_WORKLOAD: list[list[bytes]] = [
     *[[b"SADD", b"o%d" % i, b"m%d" % (2 * i), b"m%d" % (2 * i + 1)] for i in range(4)],
     [b"SDIFFSTORE", b"d", b"a", b"o0", b"o1", b"o2", b"o3"],
     [b"SADD", b"p", *ints(0, 20), b"x"], [b"SREM", b"p", b"x"], [b"SPOP", b"p", b"17"],
+    [b"SADD", b"pr", *ints(0, 20), b"x"], [b"SREM", b"pr", b"x"], [b"SPOP", b"pr", b"17"], [b"RENAME", b"pr", b"pr2"],
+    [b"ZADD", b"z", *[x for i in range(130) for x in (b"%d" % i, b"m%d" % i)]],
+    [b"ZREMRANGEBYRANK", b"z", b"0", b"120"],
+    [b"ZPOPMIN", b"z"], [b"COPY", b"z", b"zcopy"], [b"ZADD", b"zl", b"1", b"x" * 65, b"2", b"b"],
+    [b"ZREM", b"zl", b"x" * 65], [b"RENAME", b"zl", b"zl2"], [b"ZADD", b"zsmall", b"1", b"a"],
+    [b"ZUNIONSTORE", b"zu", b"1", b"z"],
 ]
 AFTER_SNAPSHOT: list[list[bytes]] = [
     [b"SADD", b"s2", b"4"], [b"RENAME", b"s2", b"s3"], [b"MOVE", b"h3", b"1"],
     [b"SADD", b"late", b"1", b"y"], [b"SREM", b"late", b"y"],
+    [b"SADD", b"q", *ints(0, 20), b"x"], [b"SREM", b"q", b"x"], [b"SPOP", b"q", b"17"], [b"MOVE", b"zcopy", b"1"],
+    [b"ZADD", b"zlate", *[x for i in range(130) for x in (b"%d" % i, b"m%d" % i)]], [b"ZPOPMAX", b"zlate", b"128"],
 ]
 
 
@@ -262,8 +394,10 @@ def test_a_restart_keeps_what_redis_with_appendonly_keeps(tmp_path: Path) -> Non
     """Both servers killed (-9) and started again on their own files.  Redis with appendonly yes
     replays its AOF's commands (its RDB file, written by the BGSAVE here, is not read), so every
     history comes back; atlasd replays its snapshot, which notes the encodings, and the AOF after
-    it.  One difference is Redis's own: SPOP keeping few members of a hashtable set answers an
-    intset (a new set) but is logged as SREMs, which a restart replays on the hashtable."""
+    it.  One change is Redis's own: SPOP keeping few members of a hashtable set answers an
+    intset (a new set) but is logged as SREMs, which a restart replays on the hashtable (a
+    RENAME after it renames the hashtable): atlasd's snapshot and AOF hold what Redis's replay
+    gives."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed")
@@ -283,11 +417,64 @@ def test_a_restart_keeps_what_redis_with_appendonly_keeps(tmp_path: Path) -> Non
         atlas.start()
         redis.restart()
         after = [all_encodings(port, password) for port, password in zip(ports, passwords, strict=True)]
-        assert after[0] == before[0]
-        assert after[1] == {**before[1], (0, b"p"): b"hashtable"}
+        assert after[0] == after[1]
+        assert after[1] == {**before[1], (0, b"p"): b"hashtable", (0, b"pr2"): b"hashtable", (0, b"q"): b"hashtable"}
     finally:
         atlas.kill()
         redis.stop()
+
+
+# Changes in place after the rewrite (RENAME, COPY and MOVE after it are not compared: atlasd logs
+# the encoding the value is held in, where Redis's replay moves the object its rewrite re-derived).
+AFTER_REWRITE: list[list[bytes]] = [
+    [b"SADD", b"s2", b"4"], [b"SADD", b"big", b"y"], [b"SREM", b"big", b"y"], [b"HSET", b"h3", b"f0", b"x"],
+    [b"ZADD", b"zcopy", b"1", b"new"], [b"SADD", b"q", *ints(0, 20), b"x"], [b"SREM", b"q", b"x"],
+    [b"SPOP", b"q", b"17"], [b"ZADD", b"zlate", *[x for i in range(130) for x in (b"%d" % i, b"m%d" % i)]],
+    [b"ZPOPMAX", b"zlate", b"128"],
+]
+
+
+@pytest.mark.xfail(strict=True, reason="BGREWRITEAOF (commands/server.py, through Engine.bgsave) does not yet ask "
+                                       "for a rewrite's image: Snapshotter.request(rederive=True) writes it")
+def test_a_restart_after_bgrewriteaof_chooses_encodings_by_content(tmp_path: Path) -> None:
+    """Redis's rewritten AOF (an RDB preamble) loads every hash, set and zset by its content, as
+    RDB loading does; atlasd's rewrite is a snapshot written without the history's notes."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed")
+    redis = RedisServer(exe, args=("--appendonly", "yes", "--appendfsync", "always")).start()
+    atlas = Daemon(tmp_path / "data", "--appendfsync", "always").start()
+    try:
+        ports = (atlas.port, redis.port)
+        passwords = (atlas.password, None)
+        since = time.time() - 1
+        for port, password in zip(ports, passwords, strict=True):
+            assert all(r[0] != "-" for r in run(port, password, [*RESTART_WORKLOAD, [b"BGREWRITEAOF"]]))
+        wait_for_snapshot(atlas.data, since)
+        wait_for_rewrite(redis.port)
+        for port, password in zip(ports, passwords, strict=True):
+            assert all(r[0] != "-" for r in run(port, password, AFTER_REWRITE))
+        before = [all_encodings(port, password) for port, password in zip(ports, passwords, strict=True)]
+        assert before[0] == before[1]
+        atlas.kill()
+        atlas.start()
+        redis.restart()
+        after = [all_encodings(port, password) for port, password in zip(ports, passwords, strict=True)]
+        rederived = [after[1][0, k] for k in (b"bigcopy", b"p", b"z", b"h2")]
+        assert rederived == [b"intset", b"intset", b"listpack", b"listpack"]
+        assert after[0] == after[1]
+    finally:
+        atlas.kill()
+        redis.stop()
+
+
+def wait_for_rewrite(port: int) -> None:
+    for _ in range(400):
+        info = run(port, None, [[b"INFO", b"persistence"]])[0][1]
+        if b"aof_rewrite_in_progress:0" in info and b"aof_rewrite_scheduled:0" in info:
+            return
+        time.sleep(0.05)
+    raise AssertionError("redis-server's AOF rewrite did not finish")
 
 
 def run(port: int, password: str | None, commands: list[list[bytes]]) -> list[Tree]:

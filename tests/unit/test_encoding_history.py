@@ -1,5 +1,5 @@
-"""A hash's and a set's encoding history (OBJECT ENCODING) in process: what the effects, the
-AOF replay, snapshots and undo keep.  test_differential_encoding_history compares the same
+"""A hash's, a set's and a sorted set's encoding history (OBJECT ENCODING) in process: what the
+effects, the AOF replay, snapshots and undo keep.  test_differential_encoding_history compares the same
 histories with a real redis-server."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from helios_core.atlas.hashtype import Hash
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.packed import LIMITS, keep_set_encoding, set_encoding
 from helios_core.atlas.snapshot import check_snapshot, load_snapshot, write_snapshot
+from helios_core.atlas.zset import ZSet
 from helios_core.config import AtlasConfig
 from helios_core.errors import CommandError
 from tests.unit.atlas_harness import Atlas
@@ -29,6 +30,7 @@ from tests.unit.atlas_harness import Atlas
 def default_limits() -> Iterator[None]:
     yield
     LIMITS.set_entries, LIMITS.hash_entries, LIMITS.hash_value = 512, 512, 64
+    LIMITS.zset_entries, LIMITS.zset_value = 128, 64
 
 
 def reopen(a: Atlas) -> Engine:
@@ -53,10 +55,19 @@ def history(a: Atlas) -> None:
     a("RENAME", "h", "h2")
     a("COPY", "h2", "h3")
     a("HSET", "small", "a", 1)
+    a("ZADD", "z", *[x for i in range(130) for x in (i, f"m{i}")])
+    a("ZREMRANGEBYRANK", "z", 0, 120)
+    a("ZPOPMIN", "z")                          # skiplist by its past size
+    a("ZADD", "zl", 1, "x" * 65, 2, "b")
+    a("ZREM", "zl", "x" * 65)                  # skiplist by a long member it had
+    a("RENAME", "zl", "zl2")
+    a("COPY", "z", "zcopy")
+    a("ZADD", "zsmall", 1, "a")
 
 
 WANT = {b"big": b"hashtable", b"bigcopy": b"hashtable", b"h2": b"hashtable", b"h3": b"hashtable",
-        b"s2": b"hashtable", b"small": b"listpack", b"t": b"intset"}
+        b"s2": b"hashtable", b"small": b"listpack", b"t": b"intset", b"z": b"skiplist", b"zcopy": b"skiplist",
+        b"zl2": b"skiplist", b"zsmall": b"listpack"}
 
 
 @pytest.mark.parametrize("via", ["aof", "snapshot", "snapshot-then-aof"])
@@ -101,7 +112,8 @@ def test_config_set_of_the_intset_limit_converts_nothing(a: Atlas) -> None:
     assert a("DUMP", "over")[0] == 2  # a plain set, as Redis dumps a hashtable
 
 
-def test_spop_and_sdiffstore_encode_the_set_they_build(a: Atlas) -> None:
+@pytest.mark.parametrize("via", ["aof", "snapshot", "rewrite"])
+def test_spop_and_sdiffstore_encode_the_set_they_build(a: Atlas, via: str) -> None:
     a("SADD", "p", *range(20), "x")
     a("SREM", "p", "x")
     a("SPOP", "p", 17)  # 3 left: a new set
@@ -115,8 +127,97 @@ def test_spop_and_sdiffstore_encode_the_set_they_build(a: Atlas) -> None:
         a("SADD", f"o{i}", f"m{2 * i}", f"m{2 * i + 1}")
     a("SDIFFSTORE", "d", "first", "o0", "o1", "o2", "o3")
     assert a("OBJECT", "ENCODING", "d") == b"hashtable"
+    a("SADD", "q", "y")
+    a("SREM", "q", "y")
+    a("SPOP", "q", 15)  # 3 left: a new set
+    a("RENAME", "q", "q2")
+    a("COPY", "q2", "qcopy")
+    a("SADD", "q2", 100)
+    assert encodings(a)[b"q2"] == encodings(a)[b"qcopy"] == b"intset"
+    # Redis logs SPOP as SREMs: its restart replays them on the hashtable, so the set is one again
+    after = {b"d": b"hashtable", b"first": b"hashtable", b"p": b"hashtable", b"q2": b"hashtable",
+             b"qcopy": b"hashtable", **{b"o%d" % i: b"hashtable" for i in range(4)}}
+    if via == "snapshot":
+        a.engine.snapshot_sync()
+    elif via == "rewrite":  # the AOF rewritten from memory: every encoding by content
+        a.engine.snapshots.snapshot_sync(rederive=True)
+        after.update({b"d": b"intset", b"p": b"intset", b"q2": b"intset", b"qcopy": b"intset"})
     a.engine = reopen(a)
-    assert [a("OBJECT", "ENCODING", k) for k in ("p", "q", "d")] == [b"intset", b"hashtable", b"hashtable"]
+    assert encodings(a) == after
+
+
+def test_a_zset_converts_as_redis_and_never_back(a: Atlas) -> None:
+    a("ZADD", "z", *[x for i in range(128) for x in (i, f"m{i}")])
+    assert a("OBJECT", "ENCODING", "z") == b"listpack"
+    a("ZADD", "z", 0, "m0", 1, "m1")  # only scores change: no conversion
+    assert a("OBJECT", "ENCODING", "z") == b"listpack"
+    a("ZINCRBY", "z", 1, "m128")  # the 129th member
+    assert a("OBJECT", "ENCODING", "z") == b"skiplist"
+    for step in (("ZREM", "z", "m0"), ("ZPOPMIN", "z", 5), ("ZPOPMAX", "z"), ("ZREMRANGEBYSCORE", "z", 0, 100),
+                 ("ZREMRANGEBYLEX", "z", "[m99", "[m99"), ("ZREMRANGEBYRANK", "z", 0, 10)):
+        a(*step)
+        assert a("OBJECT", "ENCODING", "z") == b"skiplist", step
+    assert a("DUMP", "z")[0] == 5  # a plain zset, as Redis dumps a skiplist
+    a("RESTORE", "r", 0, a("DUMP", "z"))
+    assert a("OBJECT", "ENCODING", "r") == b"listpack"  # loading chooses by content
+    for op in ("ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE"):
+        a(op, f"{op}-out", 1, "z")
+        assert a("OBJECT", "ENCODING", f"{op}-out") == b"listpack", op
+    a("ZRANGESTORE", "rs", "z", 0, -1)
+    assert a("OBJECT", "ENCODING", "rs") == b"listpack"
+    a("ZADD", "long", 1, "x" * 65)
+    assert a("OBJECT", "ENCODING", "long") == b"skiplist"
+
+
+def test_config_set_of_the_zset_limits_converts_nothing(a: Atlas) -> None:
+    a("ZADD", "z", 1, "a", 2, "b", 3, "c")
+    a("CONFIG", "SET", "zset-max-listpack-entries", 2)
+    assert a("OBJECT", "ENCODING", "z") == b"listpack"
+    a("ZADD", "z", 4, "a")  # an update: still no conversion
+    a("RENAME", "z", "z2")
+    assert a("OBJECT", "ENCODING", "z2") == b"listpack"
+    assert a("DUMP", "z2")[0] == 17
+    a("ZADD", "z2", 5, "d")  # a new member: now it converts
+    assert a("OBJECT", "ENCODING", "z2") == b"skiplist"
+    a("ZADD", "n", 1, "a", 2, "b", 3, "c")
+    a("CONFIG", "SET", "zset-max-ziplist-value", 1)
+    a("ZADD", "v", 1, "a", 2, "bb")
+    assert [a("OBJECT", "ENCODING", k) for k in ("n", "v")] == [b"skiplist", b"skiplist"]
+
+
+@pytest.mark.parametrize("via", ["aof", "snapshot", "rewrite"])
+def test_a_zsets_history_survives_a_restart_but_not_a_rewrite(a: Atlas, via: str) -> None:
+    a("ZADD", "z", *[x for i in range(130) for x in (i, f"m{i}")])
+    a("ZREMRANGEBYRANK", "z", 0, 120)
+    a("ZADD", "long", 1, "x" * 65, 2, "b")
+    a("ZREM", "long", "x" * 65)
+    a("RENAME", "long", "long2")
+    a("COPY", "z", "zcopy")
+    a("ZADD", "small", 1, "a")
+    if via == "snapshot":
+        a.engine.snapshot_sync()
+    elif via == "rewrite":
+        a.engine.snapshots.snapshot_sync(rederive=True)
+    a.engine = reopen(a)
+    kept = b"listpack" if via == "rewrite" else b"skiplist"
+    assert encodings(a) == {b"long2": kept, b"small": b"listpack", b"z": kept, b"zcopy": kept}
+
+
+def test_undo_puts_a_zsets_encoding_back() -> None:
+    ks = Keyspace()
+    LIMITS.zset_entries = 1
+    undo: list = []
+    apply_effect(ks, ("ZADD", b"z", [(1.0, b"a")]), None)
+    z = ks.data[b"z"]
+    apply_effect(ks, ("ZADD", b"z", [(2.0, b"b")]), undo)
+    assert z.encoding == "skiplist"
+    undo_effects(ks, undo)
+    assert z.encoding == "listpack" and z.scores == {b"a": 1.0}
+    undo = []
+    apply_effect(ks, ("ENCODING", b"z", "skiplist"), undo)
+    assert z.encoding == "skiplist"
+    undo_effects(ks, undo)
+    assert z.encoding == "listpack"
 
 
 def test_undo_puts_the_encoding_back() -> None:
@@ -151,9 +252,12 @@ def test_a_note_dies_with_its_set() -> None:
 
 
 def test_encoding_effect_codec() -> None:
-    eff = ("ENCODING", b"k\xff", "hashtable")
-    line = encode_record(4, [eff])
-    assert decode_line(line[:-1], 0) == (4, eff)
+    for eff in (("ENCODING", b"k\xff", "hashtable"), ("ENCODING", b"z", "skiplist")):
+        line = encode_record(4, [eff])
+        assert decode_line(line[:-1], 0) == (4, eff)
+    # SPOP's live-only form: the AOF holds the encoding a restart gives
+    assert decode_line(encode_record(4, [("ENCODING", b"p", "intset", "hashtable")])[:-1], 0) == (
+        4, ("ENCODING", b"p", "hashtable"))
     with pytest.raises(RecordError):
         decode_line(b'{"cmd":"ENCODING","key":"k","encoding":"ziplist"}', 0)
 
@@ -163,15 +267,23 @@ def test_snapshot_notes_and_rederive(tmp_path: Path) -> None:
     keep_set_encoding(s, "hashtable")
     h = Hash([(b"f", b"v")])
     h.with_encoding("hashtable")
-    data = {b"s": s, b"h": h, b"plain": {b"1"}}
+    z, lp = ZSet(), ZSet()
+    z.add(b"a", 1.0)
+    z.skiplist = True
+    for i in range(3):
+        lp.add(b"%d" % i, i)
+    data = {b"s": s, b"h": h, b"plain": {b"1"}, b"z": z, b"lp": lp}
     path = tmp_path / "snap"
+    LIMITS.zset_entries = 2  # (lp was made under a higher limit: a CONFIG SET converts nothing)
     write_snapshot(path, data, {}, seq=1, created_ms=1)
     _, got, _ = load_snapshot(path)
     assert (set_encoding(got[b"s"]), got[b"h"].encoding, set_encoding(got[b"plain"])) == (
         "hashtable", "hashtable", "intset")
+    assert (got[b"z"].encoding, got[b"lp"].encoding) == ("skiplist", "listpack")
     write_snapshot(path, data, {}, seq=1, created_ms=1, rederive=True)  # as an AOF rewrite loads
     _, got, _ = load_snapshot(path)
     assert (set_encoding(got[b"s"]), got[b"h"].encoding) == ("intset", "listpack")
+    assert (got[b"z"].encoding, got[b"lp"].encoding) == ("listpack", "skiplist")
     assert check_snapshot(path).ok
 
 
@@ -193,3 +305,39 @@ def test_is_int64_is_string2ll(m: bytes) -> None:
         assert not packed.is_int64(m)
     else:
         assert packed.is_int64(m)
+
+
+def test_a_restart_note_dies_with_its_set() -> None:
+    s = {b"1", b"2"}
+    packed.keep_restart_encoding(s, "hashtable")
+    assert packed.restart_encoding(s) == "hashtable" and set_encoding(s) == "intset"
+    key = id(s)
+    del s
+    gc.collect()
+    assert key not in packed._RESTART_MARKS
+
+
+_BOUND = st.one_of(st.just((-1, b"")), st.just((1, b"")), st.sampled_from([b"", b"a", b"ab", b"b", b"c", b"d"]).map(
+    lambda v: (0, v)))
+
+
+@given(st.sets(st.sampled_from([b"a", b"aa", b"ab", b"b", b"ba", b"c"]), min_size=1), _BOUND, st.booleans(), _BOUND,
+       st.booleans(), st.booleans(), st.integers(-1, 7), st.integers(-1, 4))
+def test_bylex_over_equal_scores_is_the_lexicographic_range(members: set[bytes], lo: tuple[int, bytes], lo_excl: bool,
+                                                            hi: tuple[int, bytes], hi_excl: bool, rev: bool,
+                                                            offset: int, count: int) -> None:
+    """With every score equal (a skiplist's BYLEX, found by bisection) the walk's answer is the
+    plain range: members inside both bounds, reversed for REV, then LIMIT offset count."""
+    z = ZSet()
+    for m in members:
+        z.add(m, 1.0)
+
+    def inside(m: bytes) -> bool:
+        return ((0, m) > lo if lo_excl else (0, m) >= lo) and ((0, m) < hi if hi_excl else (0, m) <= hi)
+
+    want: list = []
+    if not (lo > hi or (lo == hi and (lo_excl or hi_excl))) and not (offset < 0 or 0 < len(members) <= offset):
+        found = [(1.0, m) for m in sorted(members) if inside(m)]
+        found = (found[::-1] if rev else found)[offset:]
+        want = found if count < 0 else found[:count]
+    assert z.lex_walk(lo, lo_excl, hi, hi_excl, rev, offset, count) == want

@@ -23,7 +23,7 @@ from helios_core.atlas.evict import LFU_DECAY_MS, LFU_INIT
 from helios_core.atlas.glob import compile_glob
 from helios_core.atlas.hashtype import Hash
 from helios_core.atlas.listvalue import List
-from helios_core.atlas.packed import set_content_encoding, set_encoding
+from helios_core.atlas.packed import set_copy_effect, set_encoding
 from helios_core.atlas.streamtype import Stream, stream_effects
 from helios_core.atlas.zset import ZSet
 from helios_core.errors import CommandError
@@ -318,6 +318,8 @@ def log_value(ctx: Ctx, dst: bytes, value: Any, exp: int | None) -> None:
             ctx.emit(("DEL", dst))
         if t is ZSet:
             ctx.emit(("ZADD", dst, list(value.items())))
+            if value.encoding != value.loaded_encoding():
+                ctx.emit(("ENCODING", dst, value.encoding))
         elif t is Hash or t is dict:
             ctx.emit(("HSET", dst, list(value.items())))
             if t is Hash and value.encoding != value.loaded_encoding():
@@ -327,9 +329,9 @@ def log_value(ctx: Ctx, dst: bytes, value: Any, exp: int | None) -> None:
             signal(ctx, dst)  # a list appeared under dst: clients blocked on it are served
         else:
             ctx.emit(("SADD", dst, list(value)))
-            held = set_encoding(value)
-            if held != set_content_encoding(value):
-                ctx.emit(("ENCODING", dst, held))
+            held = set_copy_effect(dst, value)
+            if held is not None:
+                ctx.emit(held)
         if exp is not None:
             ctx.emit(("EXPIRE", dst, exp))
     else:
@@ -410,9 +412,9 @@ _OBJECT_HELP = [
 ]
 _OBJECT_ARITY = {b"ENCODING": 2, b"FREQ": 2, b"IDLETIME": 2, b"REFCOUNT": 2, b"HELP": 1}
 
-# Redis 7.0's defaults: zset-max-listpack-entries 128, zset-max-listpack-value 64, strings up to 44 bytes
-# in one allocation with their header (embstr).  (Hashes and sets follow CONFIG SET: packed.LIMITS.)
-ZSET_ENTRIES, LISTPACK_VALUE, EMBSTR_LIMIT = 128, 64, 44
+# Redis 7.0's strings up to 44 bytes in one allocation with their header (embstr).  (Hashes, sets
+# and zsets follow CONFIG SET: packed.LIMITS.)
+EMBSTR_LIMIT = 44
 SHARED_INTEGERS = 10000
 INT_MAX = (1 << 31) - 1
 
@@ -427,10 +429,9 @@ def _as_long(v: bytes) -> int | None:
 
 
 def encoding_name(value: Any) -> str:
-    """The encoding Redis 7.0 would report for this value.  Hashes and sets remember their history
-    as Redis's do (hashtype.py, packed.set_encoding); strings and zsets are judged from their
-    content now (Redis says raw for a string grown by APPEND/SETRANGE/SETBIT however short, and
-    a zset never converts back to a listpack after shrinking)."""
+    """The encoding Redis 7.0 would report for this value.  Hashes, sets and zsets remember their
+    history as Redis's do (hashtype.py, packed.set_encoding, zset.py); strings are judged from
+    their content now (Redis says raw for a string grown by APPEND/SETRANGE/SETBIT however short)."""
     t = type(value)
     if t is bytes:
         if _as_long(value) is not None:
@@ -442,11 +443,7 @@ def encoding_name(value: Any) -> str:
         return "stream"
     if t is set:
         return set_encoding(value)
-    if t is Hash:
-        return str(value.encoding)
-    if len(value) <= ZSET_ENTRIES and all(len(m) <= LISTPACK_VALUE for m in value.scores):
-        return "listpack"
-    return "skiplist"
+    return str(value.encoding)  # (a Hash or a ZSet)
 
 
 @command("object", -2, "", keys=(0, 0, 0))

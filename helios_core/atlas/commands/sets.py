@@ -5,7 +5,8 @@ the result), and the random ones log what they chose: SPOP is logged as the
 SREM of the members it popped, so replay never draws a random number.  Where
 Redis builds the result as a new set whose encoding is not the one these
 effects leave (SPOP keeping few members, SDIFFSTORE's second algorithm), an
-ENCODING effect follows (packed.py keeps a set's encoding).
+ENCODING effect follows (packed.py keeps a set's encoding; SPOP's also names the
+encoding a restart gives, as Redis logs SPOP as SREMs of the old set).
 Replies that Redis sends as a set in RESP3 (SMEMBERS, SINTER, SPOP with a
 count, ...) are Python sets: `~` in RESP3, an array in RESP2.
 """
@@ -23,7 +24,7 @@ from helios_core.atlas.hashset import (
     pick_repeating,
     scan_items,
 )
-from helios_core.atlas.packed import INTSET, set_content_encoding, set_encoding
+from helios_core.atlas.packed import INTSET, restart_encoding, set_content_encoding, set_encoding
 from helios_core.errors import CommandError
 
 __all__: list[str] = []
@@ -114,9 +115,12 @@ def spop(ctx: Ctx, args: list[bytes]) -> Any:
         # replies with the old one, where fewer pops are done in place (the encoding stays).
         kept = set_content_encoding(s.difference(chosen))
         renew = kept if kept != set_encoding(s) else None
+    # (Redis logs either as SREMs, so its restart replays them on the old set, in its encoding:
+    # the ENCODING effect says so, and its AOF line holds that encoding.)
+    restart = restart_encoding(s)
     ctx.emit(("SREM", key, chosen))
     if renew is not None:
-        ctx.emit(("ENCODING", key, renew))
+        ctx.emit(("ENCODING", key, renew) if renew == restart else ("ENCODING", key, renew, restart))
     return set(chosen)
 
 
