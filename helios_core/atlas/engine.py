@@ -849,9 +849,10 @@ class Engine:
     def snapshot_in_progress(self) -> bool:
         return self.snapshots.in_progress
 
-    def bgsave(self) -> asyncio.Future:
-        """Start a background snapshot; the future gives SnapshotInfo, or SnapshotError."""
-        return self.snapshots.request()
+    def bgsave(self, rederive: bool = False) -> asyncio.Future:
+        """Start a background snapshot; the future gives SnapshotInfo, or SnapshotError (rederive:
+        a rewrite's image, Snapshotter.request)."""
+        return self.snapshots.request(rederive)
 
     def snapshot_sync(self) -> SnapshotInfo:
         """Snapshot in this process and thread (no loop): for tools working on an unowned dir."""
