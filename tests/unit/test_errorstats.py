@@ -209,7 +209,7 @@ def test_a_script_s_counted_error_is_marked_for_the_caller(a: Atlas) -> None:
     assert b'"ignore_error_stats_update":true' in cjson   # (a script sees Redis's mark too)
 
 
-def test_counting_costs_nothing_on_success(a: Atlas) -> None:
+def test_a_successful_command_counts_no_error(a: Atlas) -> None:
     a("SET", "k", "v")
     errors = a.engine.stats.commands.errors
     before = (dict(errors.codes), errors.total)
