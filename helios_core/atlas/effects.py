@@ -151,11 +151,12 @@ def apply_effect(ks: Keyspace, eff: Effect, undo: list | None) -> None:
                 undo = None  # the new zset is dropped whole on undo
             z = ZSet()
             ks.put(key, z, None)
-        olds = [(member, z.add(member, score)) for score, member in pairs]
+        was_skiplist = z.skiplist
+        olds = [(member, z.add(member, score)) for score, member in pairs]  # (a listpack may convert)
         if undo is not None:
             undo.append(("zrestore", key, olds))
-        if not z.skiplist and z.added([m for m, old in olds if old is None]) and undo is not None:
-            undo.append(("xcall", lambda z=z: setattr(z, "skiplist", False)))
+            if z.skiplist is not was_skiplist:
+                undo.append(("xcall", lambda z=z: setattr(z, "skiplist", False)))
     elif op == "ZREM":
         _, key, members = eff
         z = ks.data.get(key)
@@ -485,11 +486,13 @@ def _undo_one(ks: Keyspace, entry: tuple) -> None:
         _, key, olds = entry
         z = ks.data.get(key)
         if isinstance(z, ZSet):
+            was_skiplist = z.skiplist  # (members put back convert nothing)
             for member, old in reversed(olds):
                 if old is None:
                     z.remove(member)
                 else:
                     z.add(member, old)
+            z.skiplist = was_skiplist
     elif kind == "hrestore":
         h = ks.data.get(entry[1])
         if type(h) is Hash:

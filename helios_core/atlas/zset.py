@@ -47,16 +47,6 @@ class ZSet:
         """The encoding Redis would give this content when loading it (RDB, RESTORE)."""
         return content_encoding(self.scores, len(self.scores))
 
-    def added(self, new: list[bytes]) -> bool:
-        """`new` members were just added (zsetAdd): a listpack converts if it is now past a limit.
-        Whether it converted (for an undo to put back)."""
-        if self.skiplist or not new:
-            return False
-        if len(self.scores) > LIMITS.zset_entries or max(map(len, new)) > LIMITS.zset_value:
-            self.skiplist = True
-            return True
-        return False
-
     def __len__(self) -> int:
         return len(self.scores)
 
@@ -74,12 +64,15 @@ class ZSet:
         return z
 
     def add(self, member: bytes, score: float) -> float | None:
-        """Set member's score; returns the previous score (None if it was new)."""
+        """Set member's score; returns the previous score (None if it was new).  A new member
+        that leaves a listpack past a limit converts it (zsetAdd); a new score never does."""
         old = self.scores.get(member)
         if old is not None:
             if old == score:
                 return old
             self.order.remove((old, member))
+        elif not self.skiplist and (len(self.scores) >= LIMITS.zset_entries or len(member) > LIMITS.zset_value):
+            self.skiplist = True
         self.scores[member] = score
         self.order.add((score, member))
         return old
