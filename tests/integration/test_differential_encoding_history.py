@@ -434,8 +434,6 @@ AFTER_REWRITE: list[list[bytes]] = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="BGREWRITEAOF (commands/server.py, through Engine.bgsave) does not yet ask "
-                                       "for a rewrite's image: Snapshotter.request(rederive=True) writes it")
 def test_a_restart_after_bgrewriteaof_chooses_encodings_by_content(tmp_path: Path) -> None:
     """Redis's rewritten AOF (an RDB preamble) loads every hash, set and zset by its content, as
     RDB loading does; atlasd's rewrite is a snapshot written without the history's notes."""

@@ -96,16 +96,19 @@ def _background(ctx: Ctx, args: list[bytes], started: str, scheduled: str, what:
     engine: Engine = ctx.engine
     if ctx.conn is None:
         raise err(f"ERR {what.upper()} needs a client connection")
+    # A rewrite's image chooses every encoding by content, as Redis's rewritten AOF loads; a
+    # BGSAVE's keeps their history, as Redis with appendonly yes restarts from its AOF.
+    rederive = what == "bgrewriteaof"
     if engine.snapshot_in_progress:
         if what == "bgsave" and not (args and args[0].upper() == b"SCHEDULE"):
             raise err("ERR Background save already in progress")
         def then_start(fut: Any) -> None:  # the running snapshot ended: start the scheduled one
             _log_failure(what)(fut)
-            engine.bgsave().add_done_callback(_log_failure(what))
+            engine.bgsave(rederive=rederive).add_done_callback(_log_failure(what))
 
-        engine.bgsave().add_done_callback(then_start)
+        engine.bgsave(rederive=rederive).add_done_callback(then_start)
         return Simple(scheduled)
-    engine.bgsave().add_done_callback(_log_failure(what))
+    engine.bgsave(rederive=rederive).add_done_callback(_log_failure(what))
     return Simple(started)
 
 
