@@ -58,6 +58,7 @@ from common import (  # noqa: E402
     PYTHON,
     REDIS_BENCHMARK,
     ROOT,
+    PythonFloor,
     RedisServer,
     emit_json,
     machine_note,
@@ -73,61 +74,6 @@ CLIENTS = 50
 PIPELINES = (1, 16)
 GOALS = {("everysec", 1): 0.9, ("everysec", 16): 0.35, ("always", 1): 0.5}
 FAKE_GOAL = 3.0
-
-# The python floor: the least per request a Python server on asyncio/uvloop pays (a transport's
-# read and write, one pass over the bytes, a dict), against which atlasd's own work is measured.
-_FLOOR_SERVER = r"""
-import asyncio, sys
-import uvloop
-
-store = {}
-
-class Resp(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport, self.buf = transport, b""
-
-    def data_received(self, data):
-        buf, out = self.buf + data, []
-        while buf[:1] == b"*":
-            end = buf.find(b"\r\n")
-            if end < 0:
-                break
-            pos, args = end + 2, []
-            for _ in range(int(buf[1:end])):
-                end = buf.find(b"\r\n", pos)
-                if end < 0:
-                    break
-                start = end + 2
-                stop = start + int(buf[pos + 1:end])
-                if len(buf) < stop + 2:
-                    break
-                args.append(buf[start:stop])
-                pos = stop + 2
-            else:
-                buf = buf[pos:]
-                name = args[0].upper()
-                if name == b"SET":
-                    store[args[1]] = args[2]
-                    out.append(b"+OK\r\n")
-                elif name == b"GET":
-                    v = store.get(args[1])
-                    out.append(b"$-1\r\n" if v is None else b"$%d\r\n%s\r\n" % (len(v), v))
-                elif name == b"PING":
-                    out.append(b"+PONG\r\n")
-                else:
-                    out.append(b"+OK\r\n")
-                continue
-            break
-        self.buf = buf
-        if out:
-            self.transport.write(b"".join(out))
-
-async def main():
-    server = await asyncio.get_running_loop().create_server(Resp, "127.0.0.1", int(sys.argv[1]))
-    await server.serve_forever()
-
-uvloop.run(main())
-"""
 
 _FAKE_SERVER = """
 import sys
@@ -208,17 +154,6 @@ class FakeRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-
-class PythonFloor(FakeRedis):
-    """_FLOOR_SERVER in a fresh interpreter."""
-
-    def start(self) -> PythonFloor:
-        self.port = unused_port()
-        self.proc = subprocess.Popen([PYTHON, "-c", _FLOOR_SERVER, str(self.port)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        _wait_ping(self.port, self.proc, "python floor")
-        return self
 
 
 def fakeredis_available() -> str | None:

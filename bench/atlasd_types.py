@@ -22,7 +22,10 @@ reads of small collections filled beforehand on both servers: HGET of one of
 16 fields in one of 16 hashes (listpack) and LRANGE 0 15 of one of 16 lists
 of 16 items (-r 16).  atlasd and redis-server alternate (which goes first
 alternates by round) for --rounds rounds; each cell is the median, the ratio
-the median of per-round ratios.  Goal: >= 0.8x redis-server.  Each server's CPU time per request is
+the median of per-round ratios.  Goal: >= 0.8x redis-server.  The python floor
+(common.PythonFloor: a bare RESP Protocol on uvloop, no AUTH, persistence or
+command table) runs beside them for every command but EVALSHA (it has no Lua),
+unless --no-floor: how close any interpreted request path can come here.  Each server's CPU time per request is
 shown too (median over rounds; from /proc, threads included): on a shared machine ops/s
 moves with everyone else's load, the server's own cost much less.
 
@@ -55,6 +58,7 @@ from common import (  # noqa: E402
     PYTHON,
     REDIS_BENCHMARK,
     ROOT,
+    PythonFloor,
     RedisServer,
     emit_json,
     machine_note,
@@ -217,7 +221,23 @@ def _fill_reads(client: redis.Redis) -> None:
     pipe.execute()
 
 
-def measure_ops(requests: int, rounds: int) -> list[dict[str, Any]]:
+def _fill_reads_raw(port: int) -> None:
+    """_fill_reads over a bare socket, for the python floor (it has no HELLO for redis-py)."""
+    def resp(*args: str) -> bytes:
+        return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a.encode()) for a in args)
+
+    commands = []
+    for k in range(READ_KEYS):
+        commands.append(resp("HSET", f"hb:{k:012d}", *[x for i in range(16) for x in (f"f:{i:012d}", f"v:{i:014d}")]))
+        commands.append(resp("RPUSH", f"lb:{k:012d}", *[f"i:{i:014d}" for i in range(16)]))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"".join(commands))
+        got = b""
+        while got.count(b"\r\n") < len(commands):
+            got += s.recv(65536)
+
+
+def measure_ops(requests: int, rounds: int, floor: bool = True) -> list[dict[str, Any]]:
     # name -> (the command, given the script's SHA1; redis-benchmark's -r)
     commands: dict[str, tuple[Callable[[str], list[str]], int]] = {
         "HSET": (lambda sha: ["HSET", "h:__rand_int__", "f:__rand_int__", "v"], 100_000),
@@ -230,8 +250,9 @@ def measure_ops(requests: int, rounds: int) -> list[dict[str, Any]]:
     # Besides ops/s, each server's CPU time per request: on a shared machine the client and other
     # load take turns with the server, which moves ops/s far more than the server's own cost.
     samples: dict[str, dict[str, list[float]]] = {
-        c: {"atlasd": [], "redis": [], "ratio": [], "atlasd_cpu": [], "redis_cpu": []} for c in commands}
-    with servers("ops") as (a, r):
+        c: {"atlasd": [], "redis": [], "ratio": [], "atlasd_cpu": [], "redis_cpu": [], "floor": [],
+            "floor_cpu": [], "floor_ratio": []} for c in commands}
+    with servers("ops") as (a, r), _floor(floor) as f:
         shas = set()
         for c in (a.client(), r.client()):
             with c:
@@ -240,19 +261,39 @@ def measure_ops(requests: int, rounds: int) -> list[dict[str, Any]]:
         (sha,) = shas  # the SHA1 of the script text: the same on both, or one of them is wrong
         assert a.proc is not None and r.proc is not None
         targets = [("atlasd", a.port, a.password, a.proc.pid), ("redis", r.port, None, r.proc.pid)]
+        if f is not None:
+            assert f.proc is not None
+            _fill_reads_raw(f.port)
+            targets.insert(1, ("floor", f.port, None, f.proc.pid))
         for rnd in range(rounds):
             for name, (make, rand) in commands.items():
                 got: dict[str, float] = {}
                 for who, port, pw, pid in (targets if rnd % 2 == 0 else targets[::-1]):
+                    if who == "floor" and name == "EVALSHA":
+                        continue
                     cpu0 = _cpu_seconds(pid)
                     got[who] = _benchmark(port, pw, requests, make(sha), rand)
                     samples[name][f"{who}_cpu"].append((_cpu_seconds(pid) - cpu0) / requests * 1e6)
                     samples[name][who].append(got[who])
                 samples[name]["ratio"].append(got["atlasd"] / got["redis"])
+                if "floor" in got:
+                    samples[name]["floor_ratio"].append(got["floor"] / got["redis"])
     return [{"command": c, "atlasd_ops": statistics.median(s["atlasd"]), "redis_ops": statistics.median(s["redis"]),
              "ratio": statistics.median(s["ratio"]), "rounds": rounds,
-             "atlasd_cpu_us": statistics.median(s["atlasd_cpu"]), "redis_cpu_us": statistics.median(s["redis_cpu"])}
+             "atlasd_cpu_us": statistics.median(s["atlasd_cpu"]), "redis_cpu_us": statistics.median(s["redis_cpu"]),
+             **({"floor_ops": statistics.median(s["floor"]), "floor_ratio": statistics.median(s["floor_ratio"]),
+                 "floor_cpu_us": statistics.median(s["floor_cpu"])} if s["floor"] else {})}
             for c, s in samples.items()]
+
+
+@contextmanager
+def _floor(wanted: bool) -> Iterator[PythonFloor | None]:
+    f = PythonFloor().start() if wanted else None
+    try:
+        yield f
+    finally:
+        if f is not None:
+            f.stop()
 
 
 # -- main --------------------------------------------------------------------------
@@ -265,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=parse_count, default=50_000, help="requests per redis-benchmark run")
     p.add_argument("--rounds", type=parse_count, default=3)
     p.add_argument("--only", choices=("memory", "ops"), help="run only the memory or only the ops/s part")
+    p.add_argument("--no-floor", action="store_true", help="skip the python floor in the ops/s part")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON object")
     args = p.parse_args(argv)
     shapes = args.per_key or [16, 1000]
@@ -280,12 +322,17 @@ def main(argv: list[str] | None = None) -> int:
                     ["type", "per key", "atlasd RSS", "atlasd used", "redis used", "redis RSS", "ratio"],
                     [[m["type"], m["per_key"], b(m["atlasd_rss_per_el"]), b(m["atlasd_used_per_el"]),
                       b(m["redis_used_per_el"]), b(m["redis_rss_per_el"]), f"{m['ratio']:.2f}x"] for m in mem])
-    ops = [] if args.only == "memory" else measure_ops(args.requests, args.rounds)
+    ops = [] if args.only == "memory" else measure_ops(args.requests, args.rounds, not args.no_floor)
     if ops:
+        def fl(o: dict[str, Any], what: str) -> str:
+            return "-" if "floor_ops" not in o else what.format(**o)
+
         print_table(f"Unpipelined ops/s (-c 50, {args.requests} requests, median of {args.rounds}; goal: >= 0.8x)",
-                    ["command", "atlasd", "redis-server", "ratio", "server CPU us/request (atlasd / redis)"],
+                    ["command", "atlasd", "redis-server", "ratio", "server CPU us/request (atlasd / redis)",
+                     "python floor", "floor ratio", "floor CPU us"],
                     [[o["command"], f"{o['atlasd_ops']:.0f}", f"{o['redis_ops']:.0f}", f"{o['ratio']:.2f}x",
-                      f"{o['atlasd_cpu_us']:.1f} / {o['redis_cpu_us']:.1f}"] for o in ops])
+                      f"{o['atlasd_cpu_us']:.1f} / {o['redis_cpu_us']:.1f}", fl(o, "{floor_ops:.0f}"),
+                      fl(o, "{floor_ratio:.2f}x"), fl(o, "{floor_cpu_us:.1f}")] for o in ops])
     if args.json:
         emit_json({"machine": machine_note(), "memory": mem, "ops": ops,
                    "host": socket.gethostname()})

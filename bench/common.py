@@ -36,7 +36,8 @@ from redis.retry import Retry
 
 __all__ = [
     "HIDDEN", "ROOT", "PYTHON", "REDIS_BENCHMARK", "KEY_BYTES", "VALUE_BYTES", "key", "value", "pairs",
-    "resp_set", "RedisServer", "scratch_dir", "dir_bytes", "fill_helios", "snapshot_helios", "run_child",
+    "resp_set", "RedisServer", "PythonFloor", "PYTHON_FLOOR_SERVER",
+    "scratch_dir", "dir_bytes", "fill_helios", "snapshot_helios", "run_child",
     "child_result", "rss_bytes", "percentiles", "fmt_ms", "print_table", "make_parser", "parse_count",
     "emit_json", "quiet_helios_logs", "machine_note",
 ]
@@ -251,6 +252,128 @@ class RedisServer:
             else:
                 self.stop()
         self.proc = None
+
+
+# -- the python floor ----------------------------------------------------------------
+
+# The least per request a Python server on asyncio/uvloop pays: a transport's read and write, one
+# pass over the bytes, a dict.  No AUTH, persistence, command table, expiry or type checks.  It
+# answers what the benchmarks send (SET GET HSET HGET LPUSH RPUSH LRANGE SADD PING; +OK to the
+# rest), so a run shows how close any interpreted request path can come to redis-server on this
+# machine, and atlasd's own share of the gap.
+PYTHON_FLOOR_SERVER = r"""
+import asyncio, sys
+import uvloop
+
+db = {}
+
+
+def bulk(v):
+    return b"$-1\r\n" if v is None else b"$%d\r\n%s\r\n" % (len(v), v)
+
+
+def run(a):
+    name = a[0].upper()
+    if name == b"SET":
+        db[a[1]] = a[2]
+        return b"+OK\r\n"
+    if name == b"GET":
+        return bulk(db.get(a[1]))
+    if name == b"HSET":
+        h = db.setdefault(a[1], {})
+        n = len(h)
+        for i in range(2, len(a) - 1, 2):
+            h[a[i]] = a[i + 1]
+        return b":%d\r\n" % (len(h) - n)
+    if name == b"HGET":
+        return bulk(db.get(a[1], {}).get(a[2]))
+    if name in (b"LPUSH", b"RPUSH"):
+        items = db.setdefault(a[1], [])
+        if name == b"LPUSH":
+            items[:0] = a[:1:-1]
+        else:
+            items.extend(a[2:])
+        return b":%d\r\n" % len(items)
+    if name == b"LRANGE":
+        got = db.get(a[1], [])[int(a[2]):int(a[3]) + 1 or None]
+        return b"*%d\r\n" % len(got) + b"".join(bulk(v) for v in got)
+    if name == b"SADD":
+        s = db.setdefault(a[1], set())
+        n = len(s)
+        s.update(a[2:])
+        return b":%d\r\n" % (len(s) - n)
+    if name == b"PING":
+        return b"+PONG\r\n"
+    return b"+OK\r\n"
+
+
+class Resp(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buf = transport, b""
+
+    def data_received(self, data):
+        buf, out = self.buf + data, []
+        while buf[:1] == b"*":
+            end = buf.find(b"\r\n")
+            if end < 0:
+                break
+            pos, args = end + 2, []
+            for _ in range(int(buf[1:end])):
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    break
+                start = end + 2
+                stop = start + int(buf[pos + 1:end])
+                if len(buf) < stop + 2:
+                    break
+                args.append(buf[start:stop])
+                pos = stop + 2
+            else:
+                buf = buf[pos:]
+                out.append(run(args))
+                continue
+            break
+        self.buf = buf
+        if out:
+            self.transport.write(b"".join(out))
+
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Resp, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+
+uvloop.run(main())
+"""
+
+
+class PythonFloor:
+    """PYTHON_FLOOR_SERVER in a fresh interpreter on an unused loopback port."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> PythonFloor:
+        self.port = unused_port()
+        self.proc = subprocess.Popen([PYTHON, "-c", PYTHON_FLOOR_SERVER, str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the python floor exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"the python floor did not answer PING within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class _PortTaken(Exception):
