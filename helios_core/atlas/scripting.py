@@ -45,6 +45,7 @@ from typing import Any
 import lupa.lua51 as lua51  # type: ignore[import-untyped]
 
 import helios_core.atlas.cmdstats as cmdstats  # (a module reference: cmdstats imports the command table)
+from helios_core.atlas.commands.keyspecs import SUBCOMMANDS
 from helios_core.atlas.commands.table import TABLE, Command, Simple
 from helios_core.atlas.lua_libs import LibError, lua_libs
 from helios_core.atlas.resp import BigNumber, OrderedSet, Verbatim, encode
@@ -89,12 +90,8 @@ end
 local redis = {}
 -- Python callables, not Lua functions: `return redis.call(...)` must not be a tail call that
 -- drops the script's frame (its line goes into the error text), and a C call is not one.
-redis.call, redis.pcall = py_call, py_pcall
-redis.sha1hex = function(...)
-  if select('#', ...) ~= 1 then error({err = 'ERR wrong number of arguments'}, 0) end
-  local s = ...
-  return py_sha1(tostring(s))
-end
+-- sha1hex and setresp too: `return redis.setresp(5)`'s error names the script's line.
+redis.call, redis.pcall, redis.sha1hex, redis.setresp = py_call, py_pcall, py_sha1, py_setresp
 redis.error_reply = function(...)
   local s = ...
   if select('#', ...) ~= 1 or type(s) ~= 'string' then return {err = 'ERR wrong number or type of arguments'} end
@@ -109,12 +106,6 @@ redis.status_reply = function(...)
   return {ok = s}
 end
 redis.log = function(level, ...) py_log(level, ...) end
-redis.setresp = function(...)
-  if select('#', ...) ~= 1 then error({err = 'ERR redis.setresp() requires one argument.'}, 0) end
-  local n = tonumber((...)) or 0
-  if n ~= 2 and n ~= 3 then error({err = 'ERR RESP version must be 2 or 3.'}, 0) end
-  py_setresp(n)
-end
 redis.replicate_commands = function() return true end
 redis.set_repl = function() end
 redis.breakpoint = function() return false end
@@ -315,6 +306,13 @@ def script_sha(body: bytes) -> str:
     return hashlib.sha1(body).hexdigest()
 
 
+# Containers' subcommands as a script's call is checked against them: {"config": {b"get": -3}}.
+_SUBS: dict[str, dict[bytes, int]] = {}
+for _full, _arity in SUBCOMMANDS.items():
+    _container, _sub = _full.split("|", 1)
+    _SUBS.setdefault(_container, {})[_sub.encode()] = _arity
+_SUB_MAX = max(len(sub) for subs in _SUBS.values() for sub in subs)
+
 # The mark of an {err=} table whose error INFO errorstats counted already (Redis's field).
 _COUNTED = b"ignore_error_stats_update"
 
@@ -346,8 +344,9 @@ class Scripting:
         self.lua = lua51.LuaRuntime(encoding=None, max_memory=max_memory, register_eval=False,
                                     register_builtins=False, unpack_returned_tuples=True)
         self._run, self._load_library, self._call_function = self.lua.execute(
-            _BOOT.replace("HOOK_EVERY", str(_HOOK_EVERY)), self._call_raise, self._call, self._unwrap, _sha1, _log,
-            self._setresp, *lua_libs(self.lua))
+            _BOOT.replace("HOOK_EVERY", str(_HOOK_EVERY)), self._call_raise, self._call, self._unwrap, self._sha1hex,
+            _log, self._setresp, *lua_libs(self.lua))
+        self._tonumber = self.lua.eval("tonumber")
         self._new_table = self.lua.table_from
         self._load = self.lua.eval(
             "function(src, name) local f, e = loadstring(src, name) if f then return f, '' end return false, e end")
@@ -491,9 +490,26 @@ class Scripting:
         """redis.pcall: the reply as a Lua value, an error as an {err=...} table."""
         return self._run_command(args)[1]
 
-    def _setresp(self, n: Any) -> None:
-        """redis.setresp(2|3) (checked in Lua): the running script's protocol from now on."""
-        self._resp = int(n)
+    def _setresp(self, *args: Any) -> None:
+        """redis.setresp(2|3): the running script's protocol from now on.  The argument is read as
+        Redis reads it (lua_tonumber, truncated: '0x3' and 3.7 are 3; what is no number is 0)."""
+        if len(args) != 1:
+            raise _CallError(self._err("ERR redis.setresp() requires one argument."))
+        n = self._tonumber(args[0])
+        resp = int(n) if type(n) in (int, float) and math.isfinite(n) else 0
+        if resp != 2 and resp != 3:
+            raise _CallError(self._err("ERR RESP version must be 2 or 3."))
+        self._resp = resp
+
+    def _sha1hex(self, *args: Any) -> bytes:
+        """redis.sha1hex(s): a string as it is, a number as Lua prints it (%.14g), anything else as
+        the empty string (Redis's lua_tolstring gives it no bytes)."""
+        if len(args) != 1:
+            raise _CallError(self._err("ERR wrong number of arguments"))
+        s = args[0]
+        t = type(s)
+        data = s if t is bytes else b"%.14g" % s if (t is int or t is float) else b""
+        return _sha1(data)
 
     def _unwrap(self, exc: Any) -> tuple[Any, bool]:
         """The Lua error value for a Python exception raised through Lua, and whether it still
@@ -534,6 +550,14 @@ class Scripting:
         n = len(argv)
         if n != cmd.arity and (cmd.arity > 0 or n < -cmd.arity):
             return False, self._refused(argv, "ERR Wrong number of args calling Redis command from script")
+        if n > 1 and cmd.name in _SUBS:
+            # Redis 7.0's lookup finds the subcommand: an unknown one is an unknown command, and
+            # its own arity is checked, both before the noscript refusal (SCRIPT FLUSH's).
+            arity = _SUBS[cmd.name].get(argv[1].lower()) if len(argv[1]) <= _SUB_MAX else None
+            if arity is None:
+                return False, self._refused(argv, "ERR Unknown Redis command called from script")
+            if n != arity and (arity > 0 or n < -arity):
+                return False, self._refused(argv, "ERR Wrong number of args calling Redis command from script")
         refused = refused_ro if self._readonly else refused_rw
         if refused:
             return False, self._refused(argv, refused)

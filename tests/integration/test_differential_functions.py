@@ -58,12 +58,21 @@ redis.register_function('e17', function(keys, args) redis.call('set', 'new', 'ke
 redis.register_function('e18', function(keys, args) return redis.call('blpop', 'l', 0) end)
 redis.register_function('e19', function(keys, args) return redis.call('fcall_ro', 'e8', 0) end)
 redis.register_function('e20', function(keys, args) return {1, 'two', {3}, redis.status_reply('ok'), false} end)
+redis.register_function('e21', function(keys, args) return redis.call('config', 'get') end)
+redis.register_function('e22', function(keys, args) return redis.call('config', 'nosuch') end)
+redis.register_function('e23', function(keys, args) return redis.pcall('config', 'get') end)
+redis.register_function('e24', function(keys, args) return redis.pcall('config', 'nosuch') end)
+redis.register_function('e25', function(keys, args) return redis.sha1hex() end)
+redis.register_function('e26', function(keys, args) return redis.setresp(5) end)
+redis.register_function('e27', function(keys, args) local ok, e = pcall(redis.setresp); return e end)
 """
 CALLS: list[tuple[bytes, list[bytes], list[bytes]]] = [
     (b"w_in_ro", [], []), (b"e1", [], []), (b"e2", [], []), (b"e3", [], []),
     (b"e4", [b"a", b"b"], [b"c", b"d"]), (b"e4", [], []), (b"e5", [], []), (b"e6", [], []), (b"e7", [], []),
     (b"e8", [], []), (b"e9", [], []), (b"e10", [], []), (b"e11", [], []), (b"e13", [], []), (b"e14", [], []),
     (b"e15", [], []), (b"e16", [], []), (b"e17", [], []), (b"e18", [], []), (b"e19", [], []), (b"e20", [], []),
+    (b"e21", [], []), (b"e22", [], []), (b"e23", [], []), (b"e24", [], []), (b"e25", [], []), (b"e26", [], []),
+    (b"e27", [], []),
 ]
 
 
