@@ -14,8 +14,9 @@ error: every queued reply above the durable point becomes that error.
 Connection state that changes how commands are dispatched (not
 authenticated, inside MULTI, RESP2 subscribed mode, JSON lines) sets
 `special`, which sends commands through `_dispatch_special` instead of
-straight to the engine.  What it refuses there (NOAUTH, an arity error or a
-no_multi command inside MULTI, a command in subscribed mode) counts as
+straight to the engine.  What it refuses there (an unknown command or an arity
+error, before NOAUTH and before MULTI queues, as Redis's processCommand; NOAUTH; a
+no_multi command inside MULTI; a command in subscribed mode) counts as
 rejected in INFO commandstats and its error in INFO errorstats (`Engine.reject`);
 EXEC and DISCARD, which it runs itself inside MULTI, are counted and shown to
 MONITOR by `_timed`.  The engine counts the errors of what it runs; the other
@@ -537,11 +538,17 @@ class Connection(asyncio.Protocol):
             return self._json_special(argv)
         name = argv[0].lower()
         if not self.authed and name not in _NO_AUTH:
-            self._flag_multi()
-            raise self.engine.reject(argv, NOAUTH)
+            # Redis 7.0's processCommand refuses an unknown command or subcommand and a wrong arity
+            # before it asks for authentication (it shows no more than the command table, as Redis
+            # does); nothing runs either way.
+            raise self._table_refusal(argv) or self._reject(argv, NOAUTH)
         if self.multi is not None and name not in _MULTI_NOW:
             return self._queue_multi(name, argv)
         if self.multi is not None:
+            refusal = self._table_refusal(argv)  # (EXEC x, DISCARD x, MULTI x: refused, EXEC aborts)
+            if refusal is not None:
+                self._flag_multi()
+                raise refusal
             if name == b"exec":
                 return self._timed(argv, self._exec)
             if name == b"discard":
@@ -606,26 +613,41 @@ class Connection(asyncio.Protocol):
     def _queue_multi(self, name: bytes, argv: list[bytes]) -> Any:
         """Queue a command, or refuse it as Redis does before queueing (then EXEC aborts): an unknown
         command or subcommand, a wrong arity (a container's or its subcommand's), a no_multi one."""
-        engine = self.engine
-        cmd = TABLE.get(argv[0])
-        if cmd is None:
-            self.multi_error = True
-            raise engine.reject(argv, unknown_command(argv))
-        n = cmd.arity
-        if (n > 0 and len(argv) != n) or (n < 0 and len(argv) < -n):
-            self.multi_error = True
-            # (the container's arity: counted under its own name)
-            raise engine.reject(argv[:1], f"ERR wrong number of arguments for '{cmd.name}' command")
-        refusal = engine.queue_refusal(cmd, argv)
+        refusal = self._table_refusal(argv)
+        if refusal is None and name in _NO_MULTI:
+            refusal = self.engine.reject(argv, "ERR Command not allowed inside a transaction")
         if refusal is not None:
             self.multi_error = True
-            raise engine.reject(argv, refusal)
-        if name in _NO_MULTI:
-            self.multi_error = True
-            raise engine.reject(argv, "ERR Command not allowed inside a transaction")
+            raise refusal
         assert self.multi is not None
         self.multi.append(argv)
         return QUEUED
+
+    def _table_refusal(self, argv: list[bytes]) -> CommandError | None:
+        """Redis 7.0's first refusals, from the command table alone (processCommand's lookup and arity
+        check, before authentication and MULTI's queueing): an unknown command or subcommand, a wrong
+        arity (a container's or its subcommand's).  Counted, and returned; None if there is none."""
+        cmd = TABLE.get(argv[0])
+        if cmd is None:
+            return self._reject(argv, unknown_command(argv))
+        n = cmd.arity
+        if (n > 0 and len(argv) != n) or (n < 0 and len(argv) < -n):
+            # (the container's arity: counted under its own name)
+            return self._reject(argv[:1], f"ERR wrong number of arguments for '{cmd.name}' command")
+        refusal = self.engine.queue_refusal(cmd, argv)
+        return None if refusal is None else self._reject(argv, refusal)
+
+    def _reject(self, argv: list[bytes], error: CommandError | str) -> CommandError:
+        """`Engine.reject`, except that a refused EXEC aborts the transaction, as Redis's rejectCommand
+        does (execCommandAbort): MULTI ends, the keys are unwatched, and the reply is EXECABORT with
+        the refusal's text, its ERR dropped (counted in INFO errorstats as EXECABORT)."""
+        if argv[0].lower() != b"exec":
+            return self.engine.reject(argv, error)
+        self.end_multi()
+        self.server.unwatch(self)
+        text = str(error)
+        return self.engine.reject(argv, "EXECABORT Transaction discarded because of: "
+                                  + (text[4:] if text.startswith("ERR ") else text))
 
     def _error(self, text: str) -> CommandError:
         """An error reply made here, not by a command the engine ran: counted in INFO errorstats."""

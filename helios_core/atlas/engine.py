@@ -254,7 +254,7 @@ class Engine:
             cmd, arity, is_write, subs, rec = self._resolve(args)
         n = len(args)
         if n != arity and (arity > 0 or n < -arity):
-            raise self._refuse(rec, f"ERR wrong number of arguments for '{cmd.name}' command")
+            raise self._refuse(rec, self._arity_error(cmd))
         if subs is not None and n > 1:  # a container: CONFIG GET counts as config|get
             rec = self._subcommand(subs, args)
         ctx = self.ctx
@@ -367,6 +367,17 @@ class Engine:
         if n != arity and (arity > 0 or n < -arity):
             raise self._refuse(rec, f"ERR wrong number of arguments for '{name}' command")
         return rec
+
+    def _arity_error(self, cmd: Command) -> str:
+        """Redis's refusal of a wrong arity.  EXEC's aborts the transaction even outside MULTI, as
+        Redis's rejectCommand does (execCommandAbort): the keys are unwatched and the reply is EXECABORT
+        (inside MULTI and before AUTH the connection refuses it: Connection._reject)."""
+        if cmd.name != "exec":
+            return f"ERR wrong number of arguments for '{cmd.name}' command"
+        conn = self.ctx.conn
+        if conn is not None:
+            conn.server.unwatch(conn)
+        return "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command"
 
     def _refuse(self, rec: list[int], error: CommandError | str) -> CommandError:
         """A command refused before its handler ran: counted as rejected and its error reply counted."""

@@ -3,14 +3,16 @@ redis-server (7.0), as test_differential_cmdstats does.
 
 The same commands run on both servers (`run_both`, raw sockets) and every reply is compared byte for
 byte, then INFO errorstats and the total_error_replies line (atlasd's INFO stats has fewer fields).
-What is not differential: NOAUTH (the shared redis-server has no password) and the bound on distinct
-error codes (Redis 7.0.15 has none; atlasd keeps Redis 7.2's, see cmdstats.ERRORSTATS_LIMIT).
+What is not differential: the bound on distinct error codes (Redis 7.0.15 has none; atlasd keeps Redis
+7.2's, see cmdstats.ERRORSTATS_LIMIT).  NOAUTH is compared with a redis-server of this module's own
+(`locked_redis`) that takes atlasd's password: the shared one has none.
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -26,6 +28,54 @@ pytestmark = pytest.mark.timeout(120)
 def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     with running_daemon(tmp_path_factory.mktemp("errorstats")) as d:
         yield d
+
+
+@pytest.fixture(scope="module")
+def locked_redis(atlasd: Daemon) -> Iterator[RedisServer]:
+    """A redis-server of this module's own whose clients need atlasd's password.  The password is set
+    once it runs (RedisServer's readiness check is a PING without AUTH, which --requirepass refuses)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(exe).start()
+    try:
+        w = Wire.__new__(Wire)
+        w.sock, w.buf = socket.create_connection(("127.0.0.1", server.port), timeout=10), b""
+        assert w.call("CONFIG", "SET", "requirepass", atlasd.password or "") == b"+OK\r\n"
+        w.close()
+        yield server
+    finally:
+        server.stop()
+
+
+def bare_wire(port: int) -> Wire:
+    """A raw connection that has not authenticated."""
+    w = Wire.__new__(Wire)
+    w.sock, w.buf = socket.create_connection(("127.0.0.1", port), timeout=10), b""
+    return w
+
+
+def run_locked(atlasd: Daemon, locked: RedisServer, scenario: Callable[[Callable[[], Wire], Connect], list]) -> None:
+    """Run `scenario(bare, connect)` on atlasd and on `locked` (same password) and compare the transcripts:
+    `bare()` opens a connection that has not authenticated, `connect(resp3)` one that has."""
+    out = []
+    for port in (atlasd.port, locked.port):
+        wires: list[Wire] = []
+
+        def bare(port: int = port, wires: list[Wire] = wires) -> Wire:
+            wires.append(bare_wire(port))
+            return wires[-1]
+
+        def connect(resp3: bool, port: int = port, wires: list[Wire] = wires) -> Wire:
+            wires.append(Wire(port, atlasd.password, resp3))
+            return wires[-1]
+        try:
+            assert connect(False).call("FLUSHALL") == b"+OK\r\n"
+            out.append(scenario(bare, connect))
+        finally:
+            for w in wires:
+                w.close()
+    assert out[0] == out[1]
 
 
 def errorstats(w: Wire) -> list[bytes]:
@@ -66,6 +116,46 @@ def test_noauth_counts(atlasd: Daemon) -> None:
     finally:
         w.close()
         bare.close()
+
+
+def test_table_refusals_come_before_noauth(atlasd: Daemon, locked_redis: RedisServer) -> None:
+    """Redis 7.0's processCommand refuses an unknown command or subcommand and a wrong arity before it
+    asks for authentication; a refused EXEC is EXECABORT (rejectCommand's execCommandAbort).  Nothing
+    runs: GET k's key is not read, and each refusal counts as redis-server counts it."""
+    def scenario(bare: Callable[[], Wire], connect: Connect) -> list:
+        info, b = connect(False), bare()
+        t = [info.call("SET", "k", "v"), info.call("CONFIG", "RESETSTAT")]
+        for c in [("GET",), ("nosuch", "a", "b"), ("CONFIG",), ("CONFIG", "GET"), ("config", "GeT"),
+                  ("CONFIG", "NOSUCH"), ("CLIENT", "x" * 300), ("OBJECT", "ENCODING"), ("SET", "k"),
+                  ("GET", "k"), ("PING",), ("CONFIG", "GET", "maxmemory"), ("COMMAND", "COUNT"),
+                  ("MULTI",), ("EXEC",), ("EXEC", "x"), ("DISCARD",), ("AUTH",), ("HELLO", "4"),
+                  ("EVAL", "return redis.call('set', 'k', 'changed')", "0")]:
+            t.append(b.call(*c))
+        t.append(info.call("GET", "k"))
+        t.append(errorstats(info))
+        t.append(commandstats(info, drop=(b"info", b"client|id", b"hello", b"auth", b"set", b"get")))
+        return t
+    run_locked(atlasd, locked_redis, scenario)
+
+
+@pytest.mark.parametrize("resp3", [False, True], ids=["resp2", "resp3"])
+def test_exec_refused_aborts_and_unwatches(atlasd: Daemon, redis_server: RedisServer, resp3: bool) -> None:  # noqa: F811
+    """A refused EXEC (EXEC x) ends the transaction and unwatches the keys, inside MULTI or not; DISCARD x
+    and MULTI x inside MULTI are refused and EXEC aborts."""
+    def scenario(connect: Connect) -> list:
+        w, other, info = connect(resp3), connect(False), connect(False)
+        t = [info.call("CONFIG", "RESETSTAT")]
+        t += [w.call("WATCH", "k"), w.call("EXEC", "x"), other.call("SET", "k", "1"),
+              w.call("MULTI"), w.call("GET", "k"), w.call("EXEC")]  # unwatched: EXEC runs
+        t += [w.call("WATCH", "k"), w.call("MULTI"), w.call("SET", "a", "b"), w.call("EXEC", "x"),
+              other.call("SET", "k", "2"), w.call("EXEC"), w.call("MULTI"), w.call("GET", "a"), w.call("EXEC")]
+        for bad in [("DISCARD", "x"), ("MULTI", "x"), ("RESET", "x")]:
+            t += [w.call("MULTI"), w.call(*bad), w.call("SET", "a", "c"), w.call("EXEC")]
+        t += [w.call("DISCARD", "x"), w.call("MULTI", "x")]
+        t.append(errorstats(info))
+        t.append(commandstats(info, drop=(b"info", b"client|id", b"hello", b"auth")))
+        return t
+    run_both(atlasd, redis_server, scenario)
 
 
 # -- what counts, as redis-server counts it ----------------------------------------------------------
