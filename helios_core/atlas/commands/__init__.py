@@ -10,6 +10,7 @@ from helios_core.atlas.commands import (  # noqa: F401  (registration side effec
     hashes,
     keys,
     lists,
+    modules,
     scripting,
     server,
     sets,

@@ -38,7 +38,7 @@ _EXTRA_ACL: dict[str, tuple[str, ...]] = {
 # Container commands: in Redis 7.0 their flags and categories are their subcommands'; the container
 # itself reports no flags and only @slow.
 _CONTAINERS = frozenset({"client", "config", "latency", "memory", "slowlog", "object", "pubsub", "script", "xgroup",
-                         "xinfo", "function"})
+                         "xinfo", "function", "module"})
 _ACL_ORDER = ("@keyspace", "@read", "@write", "@set", "@sortedset", "@list", "@hash", "@string", "@bitmap",
               "@hyperloglog", "@geo", "@stream", "@pubsub", "@admin", "@fast", "@slow", "@blocking", "@dangerous",
               "@connection", "@transaction", "@scripting")
@@ -347,6 +347,9 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "monitor": ("server", "1.0.0", "", "Listens for all requests received by the server in real-time."),
     "shutdown": ("server", "1.0.0", "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]",
                  "Synchronously saves the database(s) to disk and shuts down the server."),
+    "module": ("server", "4.0.0", "LIST|LOAD path [arg ...]|LOADEX path|UNLOAD name",
+               "A container for module commands (atlasd loads none: LOAD is refused)."),
+    "debug": ("server", "1.0.0", "", "A container for debugging commands (refused, as with enable-debug-command no)."),
     # -- added with issue 15: groups, versions, syntax and summaries as Redis 7.0's COMMAND DOCS has them
     # lists
     "blmove": ("list", "6.2.0", "source destination LEFT|RIGHT LEFT|RIGHT timeout",
