@@ -169,7 +169,6 @@ class CountedError(CommandError):
     """An error reply whose code was counted where it arose: a script's call that failed, whose error
     the script raised or returned (Redis's ignore_error_stats_update)."""
 
-
 def error_code(error: BaseException | str) -> str:
     """The code an error reply counts under: the first word of "-CODE text", looked for in the line's
     first 32 bytes as Redis does (no space there: ERR).  An error that is no CommandError goes out as

@@ -56,7 +56,8 @@ from helios_core.atlas.cmdstats import FAILED, REJECTED, CommandStats, CountedEr
 from helios_core.atlas.commands import TABLE, Command, Ctx
 from helios_core.atlas.commands.keys import ScanCursors
 from helios_core.atlas.commands.keyspecs import SUBCOMMANDS
-from helios_core.atlas.commands.table import unknown_command
+from helios_core.atlas.commands.modules import protected_refusal
+from helios_core.atlas.commands.table import Refused, unknown_command
 from helios_core.atlas.databases import MAX_DATABASES, Databases
 from helios_core.atlas.datadir import DataDir, DirLock
 from helios_core.atlas.effects import LIBRARY_CMDS, apply_effect, effect_keys, undo_effects, undo_start
@@ -89,6 +90,7 @@ _SUBS: dict[str, dict[bytes, tuple[str, int]]] = {}
 for _full, _arity in SUBCOMMANDS.items():
     _SUBS.setdefault(_full.split("|", 1)[0], {})[_full.split("|", 1)[1].encode()] = (_full, _arity)
 _Entry = tuple[Command, int, bool, dict[bytes, tuple[str, int]] | None, list[int]]
+_PROTECTED = frozenset({"debug", "module"})  # commands with calls Redis flags protected (modules.py)
 _NOT_MONITORED = frozenset({"admin", "skip_monitor"})  # MONITOR never shows these after they run
 # The subcommands Redis 7.0 flags admin: MONITOR judges a container's call by its subcommand, so
 # CLIENT ID shows and CLIENT LIST does not, CONFIG HELP shows and CONFIG GET does not.
@@ -96,6 +98,7 @@ _ADMIN_SUBS = frozenset({
     "client|kill", "client|list", "client|no-evict", "client|pause", "client|unblock", "client|unpause",
     "config|get", "config|resetstat", "config|rewrite", "config|set",
     "latency|doctor", "latency|graph", "latency|histogram", "latency|history", "latency|latest", "latency|reset",
+    "module|list", "module|load", "module|loadex", "module|unload",
     "slowlog|get", "slowlog|len", "slowlog|reset",
 })
 _SUB_MAX = max(len(s) for subs in _SUBS.values() for s in subs)
@@ -296,10 +299,14 @@ class Engine:
         try:
             reply = cmd.handler(ctx, args[1:])
         except BaseException as e:
-            add(rec, _clock_ns() - t0, True)
+            refused = type(e) is Refused  # (refused before running, in Redis: not a call, nor MONITOR's)
+            if refused:
+                rec[REJECTED] += 1
+            else:
+                add(rec, _clock_ns() - t0, True)
             if type(e) is not CountedError:  # (a script's error that one of its calls made is counted)
                 self.stats.commands.errors.add(e)
-            if self.monitor is not None and not self.retrying and _monitored(cmd, subs, args):
+            if self.monitor is not None and not self.retrying and not refused and _monitored(cmd, subs, args):
                 self.monitor(args, ctx.conn, ctx.now_ms)
             self._rollback(mark, undo_mark)
             del pending[nmark:]
@@ -407,8 +414,15 @@ class Engine:
             self.stats.commands.errors.add(error)
 
     def queue_refusal(self, cmd: Command, args: list[bytes]) -> str | None:
-        """Why Redis refuses a container's call before running it, as MULTI queues it: an unknown
-        subcommand, or a known one's wrong arity (None: neither, or no container)."""
+        """Why Redis refuses a call before running it, after the command's own arity check (before
+        authentication, as MULTI queues it): a container's unknown subcommand or a known one's wrong
+        arity, then a protected call (DEBUG, MODULE LOAD: modules.py).  None: none of them."""
+        refusal = self._sub_refusal(cmd, args)
+        if refusal is None and cmd.name in _PROTECTED:
+            return protected_refusal(args)
+        return refusal
+
+    def _sub_refusal(self, cmd: Command, args: list[bytes]) -> str | None:
         subs = _SUBS.get(cmd.name)
         if subs is None or len(args) < 2:
             return None

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_cmdstats import _lines
+from tests.integration.test_differential_cmdstats import _lines, commandstats
 from tests.integration.test_differential_errorstats import errorstats, locked_redis, run_locked  # noqa: F401
 from tests.integration.test_differential_tracking import Connect, Wire
 from tests.integration.test_differential_types import Raw, norm
@@ -174,10 +174,6 @@ def test_before_auth_table_refusals_and_noauth(atlasd: Daemon, locked_redis: Red
     run_locked(atlasd, locked_redis, scenario)
 
 
-@pytest.mark.xfail(strict=True, reason="Redis refuses a protected call (DEBUG, MODULE LOAD/LOADEX/UNLOAD) "
-                   "in processCommand, before NOAUTH and before MULTI queues it; atlasd makes that refusal in "
-                   "the handler, after NOAUTH, at EXEC, counted as failed not rejected: it needs "
-                   "Engine.queue_refusal to ask modules.protected_refusal (engine.py)")
 def test_protected_refusal_before_auth_and_when_queued(atlasd: Daemon,
                                                        locked_redis: RedisServer) -> None:  # noqa: F811
     def scenario(bare: Callable[[], Wire], connect: Connect) -> list:
@@ -196,3 +192,23 @@ def test_an_unauthenticated_module_load_never_runs(atlasd: Daemon) -> None:
         assert b.recv(4096).startswith(b"-")
     finally:
         b.close()
+
+
+def test_a_protected_call_counts_as_rejected_and_is_not_monitored(atlasd: Daemon,
+                                                                  locked_redis: RedisServer) -> None:  # noqa: F811
+    """Authenticated, outside MULTI: refused before it runs, as Redis's processCommand refuses it, so
+    INFO commandstats counts a rejected call (not a call that failed) and MONITOR shows nothing of it;
+    MODULE LIST runs, and MONITOR hides it too (module|list is an admin subcommand)."""
+    def scenario(bare: Callable[[], Wire], connect: Connect) -> list:
+        w, m = connect(False), connect(False)
+        t = [w.call("CONFIG", "RESETSTAT"), m.call("MONITOR")]
+        t += [w.call("DEBUG", "SLEEP", "0"), w.call("MODULE", "LOAD", "/x.so"), w.call("MODULE", "LIST"),
+              w.call("MODULE", "HELP")[:40], w.call("SET", "after", "1")]
+        stats = commandstats(w)
+        t.append({k: v for k, v in stats.items() if k.startswith((b"debug", b"module", b"set"))})
+        t.append(errorstats(w))
+        line = m.frame()  # the first line MONITOR shows: MODULE HELP's, then the SET's
+        t.append(line.split(b"] ", 1)[1])
+        t.append(m.frame().split(b"] ", 1)[1])
+        return t
+    run_locked(atlasd, locked_redis, scenario)

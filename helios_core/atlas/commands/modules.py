@@ -11,16 +11,16 @@ refusal is the one those clients already handle.
 `protected_refusal` is Redis's refusal of a protected call.  Redis makes it in
 processCommand, after the lookup and arity checks and before asking for
 authentication (an unauthenticated DEBUG SLEEP 0 gets it, not NOAUTH) and
-before MULTI queues (EXEC then aborts).  atlasd makes it in the handlers, so
-for now it comes after NOAUTH and at EXEC: the connection's early checks
-(Engine.queue_refusal) do not ask it yet.
+before MULTI queues (EXEC then aborts): atlasd's connection asks it there too
+(Engine.queue_refusal), and otherwise the handlers raise it as `Refused`, so
+it counts as a rejected call, as in Redis.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from helios_core.atlas.commands.table import Ctx, Simple, command, err
+from helios_core.atlas.commands.table import Ctx, Refused, Simple, command, err
 
 __all__ = ["protected_refusal", "DEBUG_NOT_ALLOWED", "MODULE_NOT_ALLOWED"]
 
@@ -76,7 +76,7 @@ def module(ctx: Ctx, args: list[bytes]) -> Any:
         return [Simple(line) for line in _MODULE_HELP]
     refusal = protected_refusal([b"module", *args])
     if refusal is not None:
-        raise err(refusal)
+        raise Refused(refusal)
     if sub in (b"list", b"help", b"load", b"loadex", b"unload"):  # (the engine checks arity first: a fallback)
         raise err(f"ERR wrong number of arguments for 'module|{sub.decode()}' command")
     raise err(f"ERR unknown subcommand '{args[0][:128].decode(errors='replace')}'. Try MODULE HELP.")
@@ -86,4 +86,4 @@ def module(ctx: Ctx, args: list[bytes]) -> Any:
 def debug(ctx: Ctx, args: list[bytes]) -> Any:
     """Refused, every subcommand, as a default Redis 7.0 refuses DEBUG (enable-debug-command no).
     atlasd has no such setting and implements none of DEBUG's subcommands."""
-    raise err(DEBUG_NOT_ALLOWED)  # (protected_refusal's answer for every DEBUG call)
+    raise Refused(DEBUG_NOT_ALLOWED)  # (protected_refusal's answer for every DEBUG call)

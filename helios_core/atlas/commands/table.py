@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from helios_core.atlas.keyspace import Keyspace
 
 __all__ = [
-    "TABLE", "Command", "Ctx", "Simple", "OK", "command", "err", "unknown_command", "WRONGTYPE", "NOT_INT",
+    "TABLE", "Command", "Ctx", "Simple", "OK", "Refused", "command", "err", "unknown_command", "WRONGTYPE", "NOT_INT",
     "SYNTAX", "parse_int", "parse_int32", "parse_float",
 ]
 
@@ -45,6 +45,11 @@ SYNTAX = "ERR syntax error"
 
 def err(text: str) -> CommandError:
     return CommandError(text)
+
+
+class Refused(CommandError):
+    """A handler's refusal that Redis makes before running the command (a protected call: DEBUG,
+    MODULE LOAD): the engine counts it as rejected, not failed, and does not show it to MONITOR."""
 
 
 def unknown_command(argv: list[bytes]) -> CommandError:
