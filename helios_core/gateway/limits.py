@@ -183,9 +183,11 @@ class _HostGuard(HTTPMessageDelegate):
         return self.inner.data_received(chunk)
 
     def finish(self) -> None:
+        self.conn.body_read()
         self.inner.finish()
 
     def on_connection_close(self) -> None:
+        self.conn.body_read()
         self.inner.on_connection_close()
 
 
@@ -201,6 +203,8 @@ class _Connection(HTTP1Connection):
         self.fields_memo = fields_memo if fields_memo is not None else []
         # The connection's timer on the wait for this request's head (params.header_timeout is None then)
         self.head_wait = head_wait
+        self.own_body_timeout = False  # the handler set this request's body timeout (the proxy)
+        self.body_timer: asyncio.TimerHandle | None = None  # the body's deadline (`_read_body`)
 
     async def read_response(self, delegate: HTTPMessageDelegate) -> bool:
         try:
@@ -310,11 +314,47 @@ class _Connection(HTTP1Connection):
             body = super()._read_body(code, headers, delegate)
         except HTTPInputError as e:
             raise _framing(e) from None
-        if body is None or "Content-Length" in headers._as_list:
+        if body is None:
+            return None
+        if "Content-Length" not in headers._as_list:
             # A body of a declared length is read as it comes, nothing in it parsed: no
             # HTTPInputError can come from reading it (Tornado 6.6 `_read_fixed_body`).
-            return body
-        return self._framed(body)
+            body = self._framed(body)
+        timeout = self._body_timeout
+        if timeout is not None and not self.own_body_timeout:
+            # Tornado (6.6 `_read_message_inner`) awaits the body, right after this returns, through
+            # `gen.with_timeout`: a Task made for the body's coroutine (one more event-loop pass), a
+            # chained future, a timer set and cancelled and three callbacks, ~45 Python calls per PUT.
+            # Here one timer from the same moment to the same deadline does that job, and Tornado
+            # awaits the coroutine itself.  At the deadline the stream is closed, as Tornado closes it
+            # (with its log line): the pending read fails and the connection's loop ends, the
+            # handler told through on_connection_close.  That is the same only for a handler whose
+            # data_received never waits (BaseHandler's): a read must be pending for the close to end
+            # the body at once.  The proxy's data_received waits on the backend, and Tornado's
+            # timeout abandons that wait at the deadline: a handler that sets its own body timeout
+            # (the proxy does, per route: `set_body_timeout`) keeps Tornado's way.
+            self._body_timeout = None
+            loop = asyncio.get_running_loop()
+            self.body_timer = loop.call_at(loop.time() + timeout, self._body_due)
+        return body
+
+    def set_body_timeout(self, timeout: float) -> None:
+        super().set_body_timeout(timeout)
+        self.own_body_timeout = True
+
+    def _body_due(self) -> None:
+        self.body_timer = None
+        if self._read_finished or self.stream is None or self.stream.closed():
+            return
+        gen_log.info("Timeout reading body from %s", self.context)
+        self.stream.close()
+
+    def body_read(self) -> None:
+        """The body is in, or the request is over (the delegate's finish or on_connection_close)."""
+        timer = self.body_timer
+        if timer is not None:
+            self.body_timer = None
+            timer.cancel()
 
     async def _framed(self, body: Awaitable[None]) -> None:
         try:
