@@ -8,10 +8,12 @@ ACL categories.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from helios_core.atlas.commands.container_docs import CONTAINER_DOCS
 from helios_core.atlas.commands.keyfind import command_keys, key_spec_reply, keys_and_flags
-from helios_core.atlas.commands.keyspecs import KEY_SPECS, TIPS
+from helios_core.atlas.commands.keyspecs import KEY_SPECS, SUBCOMMAND_INFO, SUBCOMMANDS, TIPS
 from helios_core.atlas.commands.server import subcommand_error
 from helios_core.atlas.commands.table import SYNTAX, TABLE, Command, Ctx, Simple, command, err
 from helios_core.atlas.glob import compile_glob
@@ -73,19 +75,73 @@ _FLAG_ORDER = ("write", "readonly", "denyoom", "module", "admin", "pubsub", "nos
                "no_async_loading", "no_multi", "movablekeys", "allow_busy")
 
 
+# A container's subcommands as atlasd has them ("config" -> ["config|get", ...]), in name order: the
+# generated tables leave out the ones atlasd does not implement (scripts/gen_keyspecs.py UNIMPLEMENTED).
+_SUBS: dict[str, list[str]] = {}
+for _full in sorted(SUBCOMMANDS):
+    _SUBS.setdefault(_full.split("|", 1)[0], []).append(_full)
+
+
+def _tips_and_specs(name: str) -> tuple[OrderedSet, OrderedSet]:
+    return (OrderedSet(t.encode() for t in TIPS.get(name, ())),
+            OrderedSet(key_spec_reply(s, Simple, OrderedSet) for s in KEY_SPECS.get(name, ())))
+
+
+def _subcommand_info(full: str) -> list:
+    """A subcommand's entry (element 10 of its container's, or COMMAND INFO config|get), from
+    redis-server's own (keyspecs.SUBCOMMAND_INFO)."""
+    flags, first, last, step, cats = SUBCOMMAND_INFO[full]
+    tips, specs = _tips_and_specs(full)
+    return [full.encode(), SUBCOMMANDS[full], OrderedSet(Simple(f) for f in flags), first, last, step,
+            OrderedSet(Simple(c) for c in cats), tips, specs, OrderedSet()]
+
+
 def command_info(cmd: Command) -> list:
-    """One COMMAND / COMMAND INFO entry, shaped as Redis 7 sends it (its sets are RESP3 sets)."""
+    """One COMMAND / COMMAND INFO entry, shaped as Redis 7 sends it (its sets are RESP3 sets).
+
+    A container's subcommands (element 10) are in name order; Redis's follow its dict's order, which
+    changes from one redis-server process to the next, so no client can rely on it."""
     flags = OrderedSet(Simple(f) for f in _FLAG_ORDER if f in cmd.flags and cmd.name not in _CONTAINERS)
     acl = OrderedSet(Simple(c) for c in acl_categories(cmd))
-    tips = OrderedSet(t.encode() for t in TIPS.get(cmd.name, ()))
-    specs = OrderedSet(key_spec_reply(s, Simple, OrderedSet) for s in KEY_SPECS.get(cmd.name, ()))
-    return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step, acl, tips, specs,
-            OrderedSet()]
+    tips, specs = _tips_and_specs(cmd.name)
+    # Redis's addReplyCommandSubCommands: an array of entries, or an empty *set* for a plain command.
+    subs: list = [_subcommand_info(full) for full in _SUBS.get(cmd.name, ())] or OrderedSet()
+    return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step, acl, tips, specs, subs]
+
+
+def _lookup(name: bytes) -> tuple[Command, str | None] | None:
+    """Redis's lookupCommandBySds, as COMMAND INFO and DOCS use it: a command, or `container|sub`
+    (one level, case-insensitive) with the subcommand's full name."""
+    parts = name.split(b"|")
+    cmd = TABLE.get(parts[0])
+    if cmd is None or len(parts) > 2:
+        return None
+    if len(parts) == 1:
+        return cmd, None
+    full = f"{cmd.name}|{parts[1].decode('utf-8', 'replace').lower()}"
+    return (cmd, full) if full in SUBCOMMAND_INFO else None
+
+
+def _docs_reply(v: Any) -> Any:
+    """A generated docs value (container_docs.py) as a reply: tuples are sets, their str members
+    status replies (flags); other str are bulk strings."""
+    if isinstance(v, dict):
+        return {k.encode(): _docs_reply(x) for k, x in v.items()}
+    if isinstance(v, tuple):
+        return OrderedSet(Simple(x) if isinstance(x, str) else _docs_reply(x) for x in v)
+    if isinstance(v, list):
+        return [_docs_reply(x) for x in v]
+    if isinstance(v, str):
+        return v.encode()
+    return v
 
 
 def _command_docs(cmd: Command) -> dict:
+    if cmd.name in CONTAINER_DOCS:
+        doc: dict = _docs_reply(CONTAINER_DOCS[cmd.name])
+        return doc
     group, since, syntax, summary = DOCS.get(cmd.name, ("generic", "1.0.0", "", cmd.doc.strip()))
-    doc: dict[bytes, Any] = {b"summary": summary.encode(), b"since": since.encode(), b"group": group.encode(),
+    doc = {b"summary": summary.encode(), b"since": since.encode(), b"group": group.encode(),
                              b"complexity": b"", b"doc_flags": set()}
     if syntax:
         doc[b"arguments"] = [{b"name": syntax.encode(), b"type": b"string"}]
@@ -119,24 +175,32 @@ def command_(ctx: Ctx, args: list[bytes]) -> Any:
     if sub == b"INFO":
         if not rest:
             return [command_info(c) for c in cmds.values()]
-        found = [TABLE.get(name) for name in rest]
-        return [command_info(c) if c is not None else None for c in found]
+        out_info: list[Any] = []
+        for name in rest:
+            found = _lookup(name)
+            if found is None:
+                out_info.append(None)
+            else:
+                out_info.append(command_info(found[0]) if found[1] is None else _subcommand_info(found[1]))
+        return out_info
     if sub == b"DOCS":
-        names = rest or list(cmds)
         out: dict[bytes, Any] = {}
-        for name in names:
-            c = TABLE.get(name)
-            if c is not None:
+        if not rest:
+            for c in cmds.values():
                 out[c.name.encode()] = _command_docs(c)
+            return out
+        for name in rest:
+            found = _lookup(name)
+            if found is None:
+                continue
+            c, full = found
+            if full is None:
+                out[c.name.encode()] = _command_docs(c)
+            else:
+                out[full.encode()] = _docs_reply(CONTAINER_DOCS[c.name]["subcommands"][full])
         return out
     if sub == b"LIST":
-        names = [c.encode() for c in (cmd.name for cmd in cmds.values())]
-        if len(rest) == 3 and rest[0].upper() == b"FILTERBY" and rest[1].upper() == b"PATTERN":
-            rx = compile_glob(rest[2], nocase=True)
-            names = [n for n in names if rx.match(n)]
-        elif rest:
-            raise err(SYNTAX)
-        return names
+        return _command_list(rest)
     if sub in (b"GETKEYS", b"GETKEYSANDFLAGS") and len(rest) >= 2:
         keys = keys_and_flags(rest)
         if sub == b"GETKEYS":
@@ -147,6 +211,32 @@ def command_(ctx: Ctx, args: list[bytes]) -> Any:
     if sub == b"HELP" and not rest:
         return [Simple(s) for s in _COMMAND_HELP]
     raise subcommand_error("COMMAND", args[0], "count info docs list getkeys getkeysandflags help")
+
+
+def _command_list(rest: list[bytes]) -> list[bytes]:
+    """COMMAND LIST [FILTERBY MODULE name|ACLCAT category|PATTERN pattern]: every command and, after
+    each container, its subcommands (`config|get`), as Redis 7.0's commandListWithFilter walks them."""
+    keep: Any = None
+    if rest:
+        if len(rest) != 3 or rest[0].upper() != b"FILTERBY":
+            raise err(SYNTAX)
+        kind, arg = rest[1].upper(), rest[2]
+        if kind == b"MODULE":  # atlasd loads no modules: no command is a module's
+            return []
+        if kind == b"ACLCAT":
+            cat = "@" + arg.decode("utf-8", "replace").lower()  # (Redis: strcasecmp with a name, no '@')
+            keep = lambda name, cats: cat in cats  # noqa: E731
+        elif kind == b"PATTERN":
+            rx = compile_glob(arg, nocase=True)
+            keep = lambda name, cats: rx.match(name)  # noqa: E731
+        else:
+            raise err(SYNTAX)
+    names: list[bytes] = []
+    for cmd in TABLE.commands.values():
+        entries: list[tuple[str, Sequence[str]]] = [(cmd.name, acl_categories(cmd))]
+        entries += [(full, SUBCOMMAND_INFO[full][4]) for full in _SUBS.get(cmd.name, ())]
+        names += [n.encode() for n, cats in entries if keep is None or keep(n.encode(), cats)]
+    return names
 
 
 # -- COMMAND DOCS data ----------------------------------------------------------------
