@@ -1,9 +1,11 @@
 """COMMAND and the command metadata it reports: COMMAND COUNT/INFO/DOCS/LIST/GETKEYS.
 
 `DOCS` holds each command's group, first version, syntax and summary (what
-COMMAND DOCS answers and redis-cli builds its help from); `command_info` shapes
-a COMMAND INFO entry from the command table and that group, with Redis 7.0's
-ACL categories.
+COMMAND DOCS answers and redis-cli builds its help from); a container's docs are
+Redis's own, subcommands included (container_docs.py, generated).  `command_info`
+shapes a COMMAND INFO entry from the command table and that group, with Redis
+7.0's ACL categories, and a container's subcommands from keyspecs.py (generated
+from redis-server: flags, key specs, ACL categories and tips as Redis reports them).
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def _command_docs(cmd: Command) -> dict:
         return doc
     group, since, syntax, summary = DOCS.get(cmd.name, ("generic", "1.0.0", "", cmd.doc.strip()))
     doc = {b"summary": summary.encode(), b"since": since.encode(), b"group": group.encode(),
-                             b"complexity": b"", b"doc_flags": set()}
+           b"complexity": b"", b"doc_flags": set()}
     if syntax:
         doc[b"arguments"] = [{b"name": syntax.encode(), b"type": b"string"}]
     return doc
