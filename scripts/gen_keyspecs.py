@@ -39,10 +39,7 @@ DOCS_TARGET = ROOT / "helios_core" / "atlas" / "commands" / "container_docs.py"
 # Subcommands Redis 7.0 has that atlasd does not implement: the handler refuses every call, so atlasd
 # must not list them (COMMAND, COMMAND INFO/DOCS/LIST) nor take them past its lookup.
 UNIMPLEMENTED = {
-    "latency|graph": "atlasd keeps no latency samples (latency-monitor-threshold is 0 and fixed)",
     "script|debug": "atlasd has no Lua debugger (LDB)",
-    "pubsub|shardchannels": "atlasd has no sharded pub/sub (SSUBSCRIBE, SPUBLISH)",
-    "pubsub|shardnumsub": "atlasd has no sharded pub/sub (SSUBSCRIBE, SPUBLISH)",
 }
 
 HEADER = '''"""Redis 7.0's key specifications and command tips for the commands atlasd has.

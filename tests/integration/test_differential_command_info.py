@@ -64,10 +64,7 @@ LATER = {b"zrank", b"zrevrank"}
 # Subcommands Redis 7.0 has that atlasd does not implement, so it does not advertise them (left out of
 # keyspecs.py and container_docs.py by scripts/gen_keyspecs.py's UNIMPLEMENTED, the same list).
 UNIMPLEMENTED = {
-    b"latency|graph": "atlasd keeps no latency samples (latency-monitor-threshold is 0 and fixed)",
     b"script|debug": "atlasd has no Lua debugger (LDB)",
-    b"pubsub|shardchannels": "atlasd has no sharded pub/sub (SSUBSCRIBE, SPUBLISH)",
-    b"pubsub|shardnumsub": "atlasd has no sharded pub/sub (SSUBSCRIBE, SPUBLISH)",
 }
 
 
@@ -187,7 +184,6 @@ def test_unimplemented_subcommands_are_refused_as_unknown(pair: Pair, daemon_por
             unknown = ("-", f"ERR unknown subcommand '{sub.decode()}'. Try {container.decode().upper()} HELP.")
             assert bare.call([container, sub, b"x"]) == unknown
             got = pair.atlas.r2.call([container, sub, b"x"])
-            # (PUBSUB's handler says wrong number of arguments instead: connection.py names them as known)
             assert got[0] == "-" and got[1].startswith("ERR "), got
             assert pair.atlas.r2.call([b"COMMAND", b"GETKEYS", container, sub, b"x"]) == (
                 "-", "ERR Invalid command specified")

@@ -142,6 +142,10 @@ def test_runtime_parameters_round_trip(pair: Pair) -> None:
 @pytest.mark.parametrize("args", [
     ["SLOWLOG", "GET", "x"], ["SLOWLOG", "GET", "-2"], ["SLOWLOG", "FOO"], ["SLOWLOG", "LEN", "x"],
     ["LATENCY", "LATEST"], ["LATENCY", "HISTORY", "command"], ["LATENCY", "RESET"], ["LATENCY", "FOO"],
+    ["LATENCY", "GRAPH", "command"], ["LATENCY", "GRAPH", "a b"], ["LATENCY", "GRAPH"], ["LATENCY", "graph", "a", "b"],
+    ["PUBSUB", "SHARDCHANNELS"], ["PUBSUB", "SHARDCHANNELS", "x*"], ["PUBSUB", "shardchannels", "x*", "y"],
+    ["PUBSUB", "SHARDNUMSUB"], ["PUBSUB", "SHARDNUMSUB", "a", "b"], ["PUBSUB", "CHANNELS", "x*", "y"],
+    ["PUBSUB", "channels", "x*", "y"],
     ["MEMORY", "USAGE", "nokey"], ["MEMORY", "USAGE", "nokey", "SAMPLES", "x"], ["MEMORY", "USAGE", "a", "FOO", "1"],
     ["MEMORY", "FOO"], ["MEMORY", "USAGE"], ["ROLE"], ["ROLE", "x"],
 ])

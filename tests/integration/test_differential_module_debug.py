@@ -104,8 +104,8 @@ def test_module_and_debug_replies_match_redis(atlasd: Daemon, locked_redis: Redi
 
 @pytest.mark.parametrize("resp3", [False, True], ids=["resp2", "resp3"])
 def test_command_info_of_module(atlasd: Daemon, locked_redis: RedisServer, resp3: bool) -> None:  # noqa: F811
-    """MODULE's entry but its subcommands (element 9: atlasd lists none for any container, as
-    test_differential_command_info says), and COMMAND DOCS' group and version."""
+    """MODULE's entry but its subcommands (element 9, in a different order in every Redis process:
+    test_differential_command_info compares them sorted), and COMMAND DOCS' group and version."""
     got, want = (Raw(port, atlasd.password, resp3) for port in (atlasd.port, locked_redis.port))
     try:
         for args in ([b"COMMAND", b"INFO", b"module"], [b"COMMAND", b"INFO", b"MODULE", b"debug", b"nosuch"]):

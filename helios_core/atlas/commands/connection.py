@@ -648,6 +648,15 @@ def pubsub(ctx: Ctx, args: list[bytes]) -> Any:
         return out
     if sub == b"NUMPAT" and len(args) == 1:
         return len(server.patterns)
+    # Sharded channels (SSUBSCRIBE) do not exist here: none is active, none has a subscriber, as a
+    # Redis 7.0 where nobody used them answers.
+    if sub == b"SHARDCHANNELS" and len(args) <= 2:
+        return []
+    if sub == b"SHARDNUMSUB":
+        return [x for ch in args[1:] for x in (ch, 0)]
     if sub == b"HELP" and len(args) == 1:
         return [Simple(line) for line in _PUBSUB_HELP]
+    if sub in (b"CHANNELS", b"SHARDCHANNELS"):  # (too many arguments: Redis's addReplySubcommandSyntaxError)
+        raise err(f"ERR unknown subcommand or wrong number of arguments for "
+                  f"'{args[0][:128].decode(errors='replace')}'. Try PUBSUB HELP.")
     raise subcommand_error("PUBSUB", args[0], "channels numsub numpat shardchannels shardnumsub help")

@@ -534,6 +534,13 @@ CONTAINER_DOCS: dict[str, dict[str, Any]] = {
                 'group': 'server',
                 'complexity': 'O(1)',
             },
+            'latency|graph': {
+                'summary': 'Return a latency graph for the event.',
+                'since': '2.8.13',
+                'group': 'server',
+                'complexity': 'O(1)',
+                'arguments': [{'name': 'event', 'type': 'string'}],
+            },
             'latency|help': {
                 'summary': 'Show helpful text about the different subcommands.',
                 'since': '2.8.13',
@@ -753,6 +760,23 @@ CONTAINER_DOCS: dict[str, dict[str, Any]] = {
                 'group': 'pubsub',
                 'complexity': 'O(N) for the NUMSUB subcommand, where N is the number of requested channels',
                 'arguments': [{'name': 'channel', 'type': 'string', 'flags': ('optional', 'multiple')}],
+            },
+            'pubsub|shardchannels': {
+                'summary': 'List active shard channels',
+                'since': '7.0.0',
+                'group': 'pubsub',
+                'complexity': (
+                    'O(N) where N is the number of active shard channels, and assuming constant time pattern '
+                    'matching (relatively short shard channels).'
+                ),
+                'arguments': [{'name': 'pattern', 'type': 'pattern', 'flags': ('optional',)}],
+            },
+            'pubsub|shardnumsub': {
+                'summary': 'Get the count of subscribers for shard channels',
+                'since': '7.0.0',
+                'group': 'pubsub',
+                'complexity': 'O(N) for the SHARDNUMSUB subcommand, where N is the number of requested shard channels',
+                'arguments': [{'name': 'shardchannel', 'type': 'string', 'flags': ('optional', 'multiple')}],
             },
         },
     },

@@ -486,7 +486,8 @@ def memory(ctx: Ctx, args: list[bytes]) -> Any:
 @command("latency", -2, "admin noscript loading stale", keys=(0, 0, 0))
 def latency(ctx: Ctx, args: list[bytes]) -> Any:
     """Latency monitoring is not implemented: no event is ever recorded, so LATEST and HISTORY are
-    empty and RESET resets nothing (0), as in a Redis with latency-monitor-threshold 0.  HISTOGRAM
+    empty, GRAPH has no samples and RESET resets nothing (0), as in a Redis with
+    latency-monitor-threshold 0.  HISTOGRAM
     is latency tracking, the per-command histograms of INFO latencystats (cmdstats.py)."""
     sub, rest = args[0].upper(), args[1:]
     if sub == b"LATEST" and not rest:
@@ -495,6 +496,8 @@ def latency(ctx: Ctx, args: list[bytes]) -> Any:
         return []
     if sub == b"RESET":
         return 0
+    if sub == b"GRAPH" and len(rest) == 1:
+        raise err(f"ERR No samples available for event '{rest[0].decode(errors='replace')}'")
     if sub == b"DOCTOR" and not rest:
         return (b"I'm sorry, Dave, I can't do that. Latency monitoring is disabled in this Redis instance. "
                 b"You may use \"CONFIG SET latency-monitor-threshold <milliseconds>.\" in order to enable it. "
@@ -515,7 +518,7 @@ def latency(ctx: Ctx, args: list[bytes]) -> Any:
                                  "    Return a cumulative distribution of latencies in the format of a histogram "
                                  "for the specified command names.",
                                  "    If no commands are specified then all histograms are replied."])
-    if sub in (b"LATEST", b"HISTORY", b"DOCTOR", b"HELP"):
+    if sub in (b"LATEST", b"HISTORY", b"GRAPH", b"DOCTOR", b"HELP"):
         raise err(f"ERR wrong number of arguments for 'latency|{sub.decode().lower()}' command")
     raise _unknown_sub("LATENCY", args[0])
 
