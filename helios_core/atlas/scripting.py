@@ -45,7 +45,7 @@ from typing import Any
 import lupa.lua51 as lua51  # type: ignore[import-untyped]
 
 import helios_core.atlas.cmdstats as cmdstats  # (a module reference: cmdstats imports the command table)
-from helios_core.atlas.commands.keyspecs import SUBCOMMANDS
+from helios_core.atlas.commands.keyspecs import SUBCOMMAND_INFO, SUBCOMMANDS
 from helios_core.atlas.commands.table import TABLE, Command, Simple
 from helios_core.atlas.lua_libs import LibError, lua_libs
 from helios_core.atlas.resp import BigNumber, OrderedSet, Verbatim, encode
@@ -306,11 +306,14 @@ def script_sha(body: bytes) -> str:
     return hashlib.sha1(body).hexdigest()
 
 
-# Containers' subcommands as a script's call is checked against them: {"config": {b"get": -3}}.
+# Containers' subcommands as a script's call is checked against them: {"config": {b"get": -3}}, and
+# their own flags, which decide as a command's do (CONFIG HELP may run in a script, CONFIG GET not).
 _SUBS: dict[str, dict[bytes, int]] = {}
+_SUB_FLAGS: dict[tuple[str, bytes], tuple[str, ...]] = {}
 for _full, _arity in SUBCOMMANDS.items():
     _container, _sub = _full.split("|", 1)
     _SUBS.setdefault(_container, {})[_sub.encode()] = _arity
+    _SUB_FLAGS[(_container, _sub.encode())] = SUBCOMMAND_INFO[_full][0]
 _SUB_MAX = max(len(sub) for subs in _SUBS.values() for sub in subs)
 
 # The mark of an {err=} table whose error INFO errorstats counted already (Redis's field).
@@ -558,7 +561,9 @@ class Scripting:
                 return False, self._refused(argv, "ERR Unknown Redis command called from script")
             if n != arity and (arity > 0 or n < -arity):
                 return False, self._refused(argv, "ERR Wrong number of args calling Redis command from script")
-        refused = refused_ro if self._readonly else refused_rw
+            refused = _sub_refused(cmd, _SUB_FLAGS[(cmd.name, argv[1].lower())], self._readonly)
+        else:
+            refused = refused_ro if self._readonly else refused_rw
         if refused:
             return False, self._refused(argv, refused)
         try:
@@ -742,6 +747,15 @@ def _refused(cmd: Command, readonly: bool) -> str | None:
             or cmd.conn & {"multi_control", "no_multi"}):
         return "ERR This Redis command is not allowed from script"
     if readonly and cmd.is_write:
+        return "ERR Write commands are not allowed from read-only scripts."
+    return None
+
+
+def _sub_refused(cmd: Command, flags: tuple[str, ...], readonly: bool) -> str | None:
+    """_refused for a container's call, by its subcommand's flags, as Redis 7.0's scriptCall judges it."""
+    if "noscript" in flags or cmd.conn & {"multi_control", "no_multi"}:
+        return "ERR This Redis command is not allowed from script"
+    if readonly and "write" in flags:
         return "ERR Write commands are not allowed from read-only scripts."
     return None
 
