@@ -55,7 +55,7 @@ from helios_core.atlas.blocking import Block
 from helios_core.atlas.cmdstats import FAILED, REJECTED, CommandStats, CountedError, add, new_record
 from helios_core.atlas.commands import TABLE, Command, Ctx
 from helios_core.atlas.commands.keys import ScanCursors
-from helios_core.atlas.commands.keyspecs import SUBCOMMANDS
+from helios_core.atlas.commands.keyspecs import SUBCOMMAND_INFO, SUBCOMMANDS
 from helios_core.atlas.commands.modules import protected_refusal
 from helios_core.atlas.commands.table import Refused, unknown_command
 from helios_core.atlas.databases import MAX_DATABASES, Databases
@@ -94,13 +94,7 @@ _PROTECTED = frozenset({"debug", "module"})  # commands with calls Redis flags p
 _NOT_MONITORED = frozenset({"admin", "skip_monitor"})  # MONITOR never shows these after they run
 # The subcommands Redis 7.0 flags admin: MONITOR judges a container's call by its subcommand, so
 # CLIENT ID shows and CLIENT LIST does not, CONFIG HELP shows and CONFIG GET does not.
-_ADMIN_SUBS = frozenset({
-    "client|kill", "client|list", "client|no-evict", "client|pause", "client|unblock", "client|unpause",
-    "config|get", "config|resetstat", "config|rewrite", "config|set",
-    "latency|doctor", "latency|graph", "latency|histogram", "latency|history", "latency|latest", "latency|reset",
-    "module|list", "module|load", "module|loadex", "module|unload",
-    "slowlog|get", "slowlog|len", "slowlog|reset",
-})
+_ADMIN_SUBS = frozenset(name for name, info in SUBCOMMAND_INFO.items() if "admin" in info[0])
 _SUB_MAX = max(len(s) for subs in _SUBS.values() for s in subs)
 # Subcommands a handler takes beyond Redis 7.0's table (CLIENT SETINFO came with 7.2; client libraries
 # send it): MULTI queues them, as the handler takes them outside MULTI.
