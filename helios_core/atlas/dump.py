@@ -24,7 +24,7 @@ from typing import Any
 
 from helios_core.atlas.hashtype import LISTPACK, Hash
 from helios_core.atlas.listvalue import List
-from helios_core.atlas.packed import INTSET, LIMITS, set_encoding
+from helios_core.atlas.packed import INTSET, LIMITS, as_int64, set_encoding
 from helios_core.atlas.streamtype import NACK, U64, Consumer, Group, Node, Stream
 from helios_core.atlas.zset import LISTPACK as ZSET_LP
 from helios_core.atlas.zset import SKIPLIST, ZSet
@@ -196,17 +196,6 @@ def _string(s: bytes) -> bytes:
     return _len(len(s)) + s
 
 
-def _as_int64(s: bytes) -> int | None:
-    """The integer a listpack/intset stores for `s` (lpStringToInt64/string2ll: canonical text only)."""
-    if not 0 < len(s) <= 20 or not (s[:1].isdigit() or (s[:1] == b"-" and s[1:2].isdigit())):
-        return None
-    try:
-        v = int(s)
-    except ValueError:
-        return None
-    return v if b"%d" % v == s and -(1 << 63) <= v < 1 << 63 else None
-
-
 def _backlen(n: int) -> bytes:
     """lpEncodeBacklen: 1 to 5 bytes, the high 7-bit group first, the ones after it flagged 128."""
     if n <= 127:
@@ -216,7 +205,7 @@ def _backlen(n: int) -> bytes:
 
 
 def _lp_entry(s: bytes) -> bytes:
-    v = _as_int64(s)
+    v = as_int64(s)
     if v is not None:
         if 0 <= v <= 127:
             enc = bytes((v,))

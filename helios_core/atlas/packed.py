@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["SEP", "VSEP", "ESC", "escape", "unescape", "Limits", "LIMITS", "set_limit", "list_node_bytes",
-           "INTSET", "HASHTABLE", "is_int64", "set_encoding", "set_content_encoding", "keep_set_encoding",
+           "INTSET", "HASHTABLE", "is_int64", "as_int64", "set_encoding", "set_content_encoding", "keep_set_encoding",
            "set_added", "set_removed", "pin_set_encodings", "set_note", "restart_note", "keep_restart_encoding",
            "restart_encoding", "set_copy_effect"]
 
@@ -124,6 +124,12 @@ def is_int64(m: bytes) -> bool:
     if digits[0] == 48:  # b"0"
         return m == b"0"
     return len(digits) < 19 or -(1 << 63) <= int(m) < 1 << 63
+
+
+def as_int64(m: bytes) -> int | None:
+    """The integer Redis stores for `m` in an intset, a listpack or an int-encoded string (string2ll:
+    canonical text of a 64-bit integer only), or None."""
+    return int(m) if is_int64(m) else None
 
 
 def _intset_max() -> int:

@@ -23,10 +23,9 @@ from helios_core.atlas.evict import LFU_DECAY_MS, LFU_INIT
 from helios_core.atlas.glob import compile_glob
 from helios_core.atlas.hashtype import Hash
 from helios_core.atlas.listvalue import List
-from helios_core.atlas.packed import set_copy_effect, set_encoding
+from helios_core.atlas.packed import as_int64, set_copy_effect, set_encoding
 from helios_core.atlas.streamtype import Stream, stream_effects
 from helios_core.atlas.zset import ZSet
-from helios_core.errors import CommandError
 
 MAX_MS = (1 << 63) - 1
 
@@ -419,22 +418,13 @@ SHARED_INTEGERS = 10000
 INT_MAX = (1 << 31) - 1
 
 
-def _as_long(v: bytes) -> int | None:
-    if len(v) > 20:
-        return None
-    try:
-        return parse_int(v)
-    except CommandError:
-        return None
-
-
 def encoding_name(value: Any) -> str:
     """The encoding Redis 7.0 would report for this value.  Hashes, sets and zsets remember their
     history as Redis's do (hashtype.py, packed.set_encoding, zset.py); strings are judged from
     their content now (Redis says raw for a string grown by APPEND/SETRANGE/SETBIT however short)."""
     t = type(value)
     if t is bytes:
-        if _as_long(value) is not None:
+        if as_int64(value) is not None:
             return "int"
         return "embstr" if len(value) <= EMBSTR_LIMIT else "raw"
     if t is List:
@@ -463,7 +453,7 @@ def object_(ctx: Ctx, args: list[bytes]) -> Any:
         return encoding_name(value).encode()
     if sub == b"REFCOUNT":
         # Small integers are shared objects in Redis (refcount INT_MAX); everything else has its own.
-        n = _as_long(value) if type(value) is bytes else None
+        n = as_int64(value) if type(value) is bytes else None
         return INT_MAX if n is not None and 0 <= n < SHARED_INTEGERS else 1
     # Access times and LFU counters exist only while an LRU/LFU maxmemory policy tracks them
     # (evict.py); under any other policy IDLETIME is 0, where Redis would count from the last access.
