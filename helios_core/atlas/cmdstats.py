@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from math import isqrt
 from typing import Any
 
-from helios_core.atlas.commands.keyspecs import SUBCOMMANDS
+from helios_core.atlas.commands.subcommands import BY_CONTAINER
 from helios_core.errors import CommandError
 from helios_core.observability.logging import get_logger
 
@@ -46,7 +46,7 @@ __all__ = ["CommandStats", "ErrorStats", "CountedError", "error_code", "new_reco
 
 log = get_logger("atlas.cmdstats")
 
-_CONTAINERS = frozenset(name.split("|", 1)[0] for name in SUBCOMMANDS)
+_CONTAINERS = frozenset(BY_CONTAINER)
 PERCENTILES = (50.0, 99.0, 99.9)  # latency-tracking-info-percentiles' default
 # A record: [calls, total ns, rejected, failed, then the histogram: slot HIST + (t*t).bit_length()]
 CALLS, NS, REJECTED, FAILED, HIST = 0, 1, 2, 3, 4

@@ -55,8 +55,9 @@ from helios_core.atlas.blocking import Block
 from helios_core.atlas.cmdstats import FAILED, REJECTED, CommandStats, CountedError, add, new_record
 from helios_core.atlas.commands import TABLE, Command, Ctx
 from helios_core.atlas.commands.keys import ScanCursors
-from helios_core.atlas.commands.keyspecs import SUBCOMMAND_INFO, SUBCOMMANDS
 from helios_core.atlas.commands.modules import protected_refusal
+from helios_core.atlas.commands.subcommands import ADMIN as ADMIN_SUBS
+from helios_core.atlas.commands.subcommands import BY_CONTAINER, find_sub
 from helios_core.atlas.commands.table import Refused, unknown_command
 from helios_core.atlas.databases import MAX_DATABASES, Databases
 from helios_core.atlas.datadir import DataDir, DirLock
@@ -85,17 +86,9 @@ _ONE_KEY = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET",
 _DISPATCH_CACHE = 512  # most command-name spellings remembered by `execute`
 _clock_ns = time.perf_counter_ns  # times each command: INFO commandstats, latencystats, the slow log
 _UNKNOWN = object()  # Engine._db_conn: no client's database is known to be selected
-# Container commands (CLIENT, CONFIG, ...): subcommand, lower case -> (its commandstats name, its arity).
-_SUBS: dict[str, dict[bytes, tuple[str, int]]] = {}
-for _full, _arity in SUBCOMMANDS.items():
-    _SUBS.setdefault(_full.split("|", 1)[0], {})[_full.split("|", 1)[1].encode()] = (_full, _arity)
 _Entry = tuple[Command, int, bool, dict[bytes, tuple[str, int]] | None, list[int]]
 _PROTECTED = frozenset({"debug", "module"})  # commands with calls Redis flags protected (modules.py)
 _NOT_MONITORED = frozenset({"admin", "skip_monitor"})  # MONITOR never shows these after they run
-# The subcommands Redis 7.0 flags admin: MONITOR judges a container's call by its subcommand, so
-# CLIENT ID shows and CLIENT LIST does not, CONFIG HELP shows and CONFIG GET does not.
-_ADMIN_SUBS = frozenset(name for name, info in SUBCOMMAND_INFO.items() if "admin" in info[0])
-_SUB_MAX = max(len(s) for subs in _SUBS.values() for s in subs)
 # Subcommands a handler takes beyond Redis 7.0's table (CLIENT SETINFO came with 7.2; client libraries
 # send it): MULTI queues them, as the handler takes them outside MULTI.
 _EXTRA_SUBS = frozenset({("client", b"setinfo")})
@@ -359,7 +352,7 @@ class Engine:
     def _subcommand(self, subs: dict[bytes, tuple[str, int]], args: list[bytes]) -> list[int]:
         """The commandstats record of a container's call (`config|get`'s; an unknown subcommand's
         goes nowhere), after Redis's arity check of the subcommand, which refuses before running."""
-        found = _find_sub(subs, args[1])
+        found = find_sub(subs, args[1])
         if found is None:
             return self._uncounted
         name, arity = found
@@ -417,11 +410,11 @@ class Engine:
         return refusal
 
     def _sub_refusal(self, cmd: Command, args: list[bytes]) -> str | None:
-        subs = _SUBS.get(cmd.name)
+        subs = BY_CONTAINER.get(cmd.name)
         if subs is None or len(args) < 2:
             return None
-        found = _find_sub(subs, args[1])
-        if found is None and (cmd.name, args[1][:_SUB_MAX + 1].lower()) in _EXTRA_SUBS:
+        found = find_sub(subs, args[1])
+        if found is None and len(args[1]) <= 16 and (cmd.name, args[1].lower()) in _EXTRA_SUBS:
             return None
         if found is None:  # (Redis shows the first 128 bytes of the subcommand as sent)
             return (f"ERR unknown subcommand '{args[1][:128].decode(errors='replace')}'. "
@@ -458,7 +451,7 @@ class Engine:
         cmd = TABLE.get(args[0])
         if cmd is None:
             raise self.reject(args, unknown_command(args))
-        entry = (cmd, cmd.arity, cmd.is_write, _SUBS.get(cmd.name), self.stats.commands.record_for(cmd.name))
+        entry = (cmd, cmd.arity, cmd.is_write, BY_CONTAINER.get(cmd.name), self.stats.commands.record_for(cmd.name))
         if len(self._dispatch) < _DISPATCH_CACHE:  # bounded: clients may spell names in any case
             self._dispatch[bytes(args[0])] = entry
         return entry
@@ -907,10 +900,10 @@ def _stats_name(args: list[bytes]) -> str | None:
     cmd = TABLE.get(args[0]) if args else None
     if cmd is None:
         return None
-    subs = _SUBS.get(cmd.name)
+    subs = BY_CONTAINER.get(cmd.name)
     if subs is None or len(args) < 2:
         return cmd.name
-    found = _find_sub(subs, args[1])
+    found = find_sub(subs, args[1])
     return found[0] if found is not None else None
 
 
@@ -919,18 +912,13 @@ def _too_big(n: int, limit: int) -> str:
             f"send a smaller value or raise the limit")
 
 
-def _find_sub(subs: dict[bytes, tuple[str, int]], sub: bytes) -> tuple[str, int] | None:
-    """A container's subcommand as sent -> (its commandstats name, its arity); None if unknown (a
-    name longer than any subcommand is not even lower-cased: clients choose its length)."""
-    return subs.get(sub.lower()) if len(sub) <= _SUB_MAX else None
-
-
 def _monitored(cmd: Command, subs: dict[bytes, tuple[str, int]] | None, args: list[bytes]) -> bool:
     """Whether MONITOR shows a call once it ran: not admin nor skip_monitor, a container's call
-    judged by its subcommand (an unknown one was refused: not shown)."""
+    judged by its subcommand (an unknown one was refused: not shown): CLIENT ID shows and CLIENT
+    LIST, an admin one, does not."""
     if subs is not None and len(args) > 1:
-        found = _find_sub(subs, args[1])
-        return found is not None and found[0] not in _ADMIN_SUBS
+        found = find_sub(subs, args[1])
+        return found is not None and found[0] not in ADMIN_SUBS
     return cmd.flags.isdisjoint(_NOT_MONITORED)
 
 

@@ -45,7 +45,7 @@ from typing import Any
 import lupa.lua51 as lua51  # type: ignore[import-untyped]
 
 import helios_core.atlas.cmdstats as cmdstats  # (a module reference: cmdstats imports the command table)
-from helios_core.atlas.commands.keyspecs import SUBCOMMAND_INFO, SUBCOMMANDS
+from helios_core.atlas.commands.subcommands import BY_CONTAINER, find_sub, sub_flags
 from helios_core.atlas.commands.table import TABLE, Command, Simple
 from helios_core.atlas.lua_libs import LibError, lua_libs
 from helios_core.atlas.resp import BigNumber, OrderedSet, Verbatim, encode
@@ -306,16 +306,6 @@ def script_sha(body: bytes) -> str:
     return hashlib.sha1(body).hexdigest()
 
 
-# Containers' subcommands as a script's call is checked against them: {"config": {b"get": -3}}, and
-# their own flags, which decide as a command's do (CONFIG HELP may run in a script, CONFIG GET not).
-_SUBS: dict[str, dict[bytes, int]] = {}
-_SUB_FLAGS: dict[tuple[str, bytes], tuple[str, ...]] = {}
-for _full, _arity in SUBCOMMANDS.items():
-    _container, _sub = _full.split("|", 1)
-    _SUBS.setdefault(_container, {})[_sub.encode()] = _arity
-    _SUB_FLAGS[(_container, _sub.encode())] = SUBCOMMAND_INFO[_full][0]
-_SUB_MAX = max(len(sub) for subs in _SUBS.values() for sub in subs)
-
 # The mark of an {err=} table whose error INFO errorstats counted already (Redis's field).
 _COUNTED = b"ignore_error_stats_update"
 
@@ -553,15 +543,18 @@ class Scripting:
         n = len(argv)
         if n != cmd.arity and (cmd.arity > 0 or n < -cmd.arity):
             return False, self._refused(argv, "ERR Wrong number of args calling Redis command from script")
-        if n > 1 and cmd.name in _SUBS:
+        subs = BY_CONTAINER.get(cmd.name) if n > 1 else None
+        if subs is not None:
             # Redis 7.0's lookup finds the subcommand: an unknown one is an unknown command, and
-            # its own arity is checked, both before the noscript refusal (SCRIPT FLUSH's).
-            arity = _SUBS[cmd.name].get(argv[1].lower()) if len(argv[1]) <= _SUB_MAX else None
-            if arity is None:
+            # its own arity is checked, both before the noscript refusal (SCRIPT FLUSH's); its own
+            # flags decide as a command's do (CONFIG HELP may run in a script, CONFIG GET not).
+            found = find_sub(subs, argv[1])
+            if found is None:
                 return False, self._refused(argv, "ERR Unknown Redis command called from script")
+            full, arity = found
             if n != arity and (arity > 0 or n < -arity):
                 return False, self._refused(argv, "ERR Wrong number of args calling Redis command from script")
-            refused = _sub_refused(cmd, _SUB_FLAGS[(cmd.name, argv[1].lower())], self._readonly)
+            refused = _sub_refused(cmd, sub_flags(full), self._readonly)
         else:
             refused = refused_ro if self._readonly else refused_rw
         if refused:

@@ -17,6 +17,7 @@ from helios_core.atlas.commands.container_docs import CONTAINER_DOCS
 from helios_core.atlas.commands.keyfind import command_keys, key_spec_reply, keys_and_flags
 from helios_core.atlas.commands.keyspecs import KEY_SPECS, SUBCOMMAND_INFO, SUBCOMMANDS, TIPS
 from helios_core.atlas.commands.server import subcommand_error
+from helios_core.atlas.commands.subcommands import BY_CONTAINER
 from helios_core.atlas.commands.table import SYNTAX, TABLE, Command, Ctx, Simple, command, err
 from helios_core.atlas.glob import compile_glob
 from helios_core.atlas.resp import OrderedSet
@@ -79,9 +80,7 @@ _FLAG_ORDER = ("write", "readonly", "denyoom", "module", "admin", "pubsub", "nos
 
 # A container's subcommands as atlasd has them ("config" -> ["config|get", ...]), in name order: the
 # generated tables leave out the ones atlasd does not implement (scripts/gen_keyspecs.py UNIMPLEMENTED).
-_SUBS: dict[str, list[str]] = {}
-for _full in sorted(SUBCOMMANDS):
-    _SUBS.setdefault(_full.split("|", 1)[0], []).append(_full)
+_SUBS: dict[str, list[str]] = {name: [full for full, _ in subs.values()] for name, subs in BY_CONTAINER.items()}
 
 
 def _tips_and_specs(name: str) -> tuple[OrderedSet, OrderedSet]:
