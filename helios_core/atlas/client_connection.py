@@ -47,7 +47,7 @@ from helios_core.atlas import blocking
 from helios_core.atlas.blocking import Block, Waiter
 from helios_core.atlas.commands import TABLE
 from helios_core.atlas.commands.connection import NOAUTH, QUEUED, check_password
-from helios_core.atlas.commands.table import OK, unknown_command
+from helios_core.atlas.commands.table import OK, exec_abort, unknown_command
 from helios_core.atlas.jsonlines import JsonBad, JsonBatch, JsonLinesParser, encode_json, encode_json_error
 from helios_core.atlas.resp import NULL_ARRAY, QUERY_BUFFER_EXCEEDED, RespParser, encode, encode_error
 from helios_core.errors import CommandError, HeliosError
@@ -645,9 +645,7 @@ class Connection(asyncio.Protocol):
             return self.engine.reject(argv, error)
         self.end_multi()
         self.server.unwatch(self)
-        text = str(error)
-        return self.engine.reject(argv, "EXECABORT Transaction discarded because of: "
-                                  + (text[4:] if text.startswith("ERR ") else text))
+        return self.engine.reject(argv, exec_abort(error))
 
     def _error(self, text: str) -> CommandError:
         """An error reply made here, not by a command the engine ran: counted in INFO errorstats."""

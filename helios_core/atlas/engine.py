@@ -58,7 +58,7 @@ from helios_core.atlas.commands.keys import ScanCursors
 from helios_core.atlas.commands.modules import protected_refusal
 from helios_core.atlas.commands.subcommands import ADMIN as ADMIN_SUBS
 from helios_core.atlas.commands.subcommands import BY_CONTAINER, find_sub
-from helios_core.atlas.commands.table import Refused, unknown_command
+from helios_core.atlas.commands.table import Refused, exec_abort, unknown_command
 from helios_core.atlas.databases import MAX_DATABASES, Databases
 from helios_core.atlas.datadir import DataDir, DirLock
 from helios_core.atlas.effects import LIBRARY_CMDS, apply_effect, effect_keys, undo_effects, undo_start
@@ -371,7 +371,7 @@ class Engine:
         conn = self.ctx.conn
         if conn is not None:
             conn.server.unwatch(conn)
-        return "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command"
+        return exec_abort("wrong number of arguments for 'exec' command")
 
     def _refuse(self, rec: list[int], error: CommandError | str) -> CommandError:
         """A command refused before its handler ran: counted as rejected and its error reply counted."""

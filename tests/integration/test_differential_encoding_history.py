@@ -82,6 +82,22 @@ def test_a_set_past_the_entries_limit_stays_a_hashtable(pair: Pair) -> None:
     same(pair, [b"SMEMBERS", b"s"])
 
 
+def renamed_copied_moved(pair: Pair, key: bytes, enc: bytes, replace: bool = True) -> None:
+    """RENAME key to key2, RENAMENX to key3, COPY key3 to c (again with REPLACE) and to far in db 2,
+    MOVE c to db 1, each the same on both servers; key3, c and far are all held as `enc`."""
+    steps = [[b"RENAME", key, key + b"2"], [b"RENAMENX", key + b"2", key + b"3"], [b"COPY", key + b"3", b"c"]]
+    if replace:
+        steps.append([b"COPY", key + b"3", b"c", b"REPLACE"])
+    steps += [[b"COPY", key + b"3", b"far", b"DB", b"2"], [b"MOVE", b"c", b"1"]]
+    for step in steps:
+        same(pair, step)
+    assert encoding(pair, key + b"3") == enc
+    for db, name in ((b"1", b"c"), (b"2", b"far")):
+        same(pair, [b"SELECT", db])
+        assert encoding(pair, name) == enc
+        same(pair, [b"SELECT", b"0"])
+
+
 @pytest.mark.parametrize("start", ["hashtable", "intset"])
 def test_rename_move_and_copy_keep_a_sets_encoding(pair: Pair, start: str) -> None:
     if start == "hashtable":
@@ -89,14 +105,7 @@ def test_rename_move_and_copy_keep_a_sets_encoding(pair: Pair, start: str) -> No
     else:
         many(pair, [[b"SADD", b"s", *ints(0, 5)]])
     enc = start.encode()
-    for step in ([b"RENAME", b"s", b"s2"], [b"RENAMENX", b"s2", b"s3"], [b"COPY", b"s3", b"c"],
-                 [b"COPY", b"s3", b"c", b"REPLACE"], [b"COPY", b"s3", b"far", b"DB", b"2"], [b"MOVE", b"c", b"1"]):
-        same(pair, step)
-    assert encoding(pair, b"s3") == enc
-    for db, key in ((b"1", b"c"), (b"2", b"far")):
-        same(pair, [b"SELECT", db])
-        assert encoding(pair, key) == enc
-        same(pair, [b"SELECT", b"0"])
+    renamed_copied_moved(pair, b"s", enc)
     many(pair, [[b"SADD", b"s3", b"100"]])
     assert encoding(pair, b"s3") == enc
 
@@ -206,14 +215,7 @@ def test_config_set_converts_no_existing_set(pair: Pair) -> None:
 
 def test_rename_move_and_copy_keep_a_shrunk_hashs_hashtable(pair: Pair) -> None:
     shrunk_hash(pair, b"h")
-    for step in ([b"RENAME", b"h", b"h2"], [b"RENAMENX", b"h2", b"h3"], [b"COPY", b"h3", b"c"],
-                 [b"COPY", b"h3", b"far", b"DB", b"2"], [b"MOVE", b"c", b"1"]):
-        same(pair, step)
-    assert encoding(pair, b"h3") == b"hashtable"
-    for db, key in ((b"1", b"c"), (b"2", b"far")):
-        same(pair, [b"SELECT", db])
-        assert encoding(pair, key) == b"hashtable"
-        same(pair, [b"SELECT", b"0"])
+    renamed_copied_moved(pair, b"h", b"hashtable", replace=False)
     many(pair, [[b"HSET", b"h3", b"new", b"1"]])
     assert encoding(pair, b"h3") == b"hashtable"
     same(pair, [b"HGETALL", b"h3"])
@@ -289,14 +291,7 @@ def test_rename_move_and_copy_keep_a_zsets_encoding(zpair: Pair, start: str) -> 
         many(pair, [[b"ZADD", b"z", *[x for i in range(6) for x in (b"%d" % i, b"m%d" % i)]]])
         config(pair, b"zset-max-listpack-entries", b"3")
     enc = start.encode()
-    for step in ([b"RENAME", b"z", b"z2"], [b"RENAMENX", b"z2", b"z3"], [b"COPY", b"z3", b"c"],
-                 [b"COPY", b"z3", b"c", b"REPLACE"], [b"COPY", b"z3", b"far", b"DB", b"2"], [b"MOVE", b"c", b"1"]):
-        same(pair, step)
-    assert encoding(pair, b"z3") == enc
-    for db, key in ((b"1", b"c"), (b"2", b"far")):
-        same(pair, [b"SELECT", db])
-        assert encoding(pair, key) == enc
-        same(pair, [b"SELECT", b"0"])
+    renamed_copied_moved(pair, b"z", enc)
     assert dump_type(pair, b"z3") == (5 if start == "skiplist" else 17)
     same(pair, [b"ZRANGE", b"z3", b"0", b"-1", b"WITHSCORES"], ordered=True)
 

@@ -39,8 +39,7 @@ def locked_redis(atlasd: Daemon) -> Iterator[RedisServer]:
         pytest.skip("redis-server is not installed")
     server = RedisServer(exe).start()
     try:
-        w = Wire.__new__(Wire)
-        w.sock, w.buf = socket.create_connection(("127.0.0.1", server.port), timeout=10), b""
+        w = bare_wire(server.port)
         assert w.call("CONFIG", "SET", "requirepass", atlasd.password or "") == b"+OK\r\n"
         w.close()
         yield server

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from helios_core.atlas.keyspace import Keyspace
 
 __all__ = [
-    "TABLE", "Command", "Ctx", "Simple", "OK", "Refused", "command", "err", "unknown_command", "WRONGTYPE", "NOT_INT",
-    "SYNTAX", "parse_int", "parse_int32", "parse_float",
+    "TABLE", "Command", "Ctx", "Simple", "OK", "Refused", "command", "err", "exec_abort", "unknown_command",
+    "WRONGTYPE", "NOT_INT", "SYNTAX", "parse_int", "parse_int32", "parse_float",
 ]
 
 
@@ -45,6 +45,13 @@ SYNTAX = "ERR syntax error"
 
 def err(text: str) -> CommandError:
     return CommandError(text)
+
+
+def exec_abort(refusal: CommandError | str) -> str:
+    """EXECABORT for a refused EXEC, as Redis's rejectCommand words it (execCommandAbort): the
+    refusal's text, its ERR dropped."""
+    text = str(refusal)
+    return "EXECABORT Transaction discarded because of: " + (text[4:] if text.startswith("ERR ") else text)
 
 
 class Refused(CommandError):
