@@ -67,6 +67,7 @@ from common import (  # noqa: E402
     print_table,
     scratch_dir,
     unused_port,
+    wait_ping,
 )
 
 HELIOS = str(Path(PYTHON).with_name("helios"))
@@ -86,24 +87,6 @@ server.serve_forever()
 
 # -- servers --------------------------------------------------------------------------
 
-def _wait_ping(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"*1\r\n$4\r\nPING\r\n")
-                if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # atlasd's TCP needs its password
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not answer PING within {timeout}s")
-
-
 class Atlasd:
     """`helios atlasd` as an operator starts it, with automatic snapshots off (as redis's saves are)."""
 
@@ -122,7 +105,7 @@ class Atlasd:
         self.proc = subprocess.Popen([HELIOS, "--log-level", "warn", "atlasd", "--data", str(self.dir),
                                       "--port", str(self.port), "--appendfsync", self.policy],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        _wait_ping(self.port, self.proc, "atlasd")
+        wait_ping(self.port, self.proc, "atlasd")
         return self
 
     def stop(self) -> None:
@@ -147,7 +130,7 @@ class FakeRedis:
         self.port = unused_port()
         self.proc = subprocess.Popen([PYTHON, "-c", _FAKE_SERVER, str(self.port)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        _wait_ping(self.port, self.proc, "fakeredis")
+        wait_ping(self.port, self.proc, "fakeredis")
         return self
 
     def stop(self) -> None:

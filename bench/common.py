@@ -36,7 +36,7 @@ from redis.retry import Retry
 
 __all__ = [
     "HIDDEN", "ROOT", "PYTHON", "REDIS_BENCHMARK", "KEY_BYTES", "VALUE_BYTES", "key", "value", "pairs",
-    "resp_set", "RedisServer", "PythonFloor", "PYTHON_FLOOR_SERVER",
+    "resp_set", "RedisServer", "PythonFloor", "PYTHON_FLOOR_SERVER", "wait_ping",
     "scratch_dir", "dir_bytes", "fill_helios", "snapshot_helios", "run_child",
     "child_result", "rss_bytes", "percentiles", "fmt_ms", "print_table", "make_parser", "parse_count",
     "emit_json", "quiet_helios_logs", "machine_note",
@@ -254,6 +254,24 @@ class RedisServer:
         self.proc = None
 
 
+def wait_ping(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    """Until the server `proc` started answers PING on 127.0.0.1:port (NOAUTH counts: atlasd's TCP
+    needs its password); an error if it exits first or does not answer within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not answer PING within {timeout}s")
+
+
 # -- the python floor ----------------------------------------------------------------
 
 # The least per request a Python server on asyncio/uvloop pays: a transport's read and write, one
@@ -357,18 +375,8 @@ class PythonFloor:
         self.port = unused_port()
         self.proc = subprocess.Popen([PYTHON, "-c", PYTHON_FLOOR_SERVER, str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the python floor exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"*1\r\n$4\r\nPING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"the python floor did not answer PING within {timeout}s")
+        wait_ping(self.port, self.proc, "the python floor", timeout)
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
