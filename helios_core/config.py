@@ -141,6 +141,14 @@ class AtlasConfig(_Section):
     active_expire_budget: int = field(
         default=200, metadata=setting("Most keys one active expiry cycle examines.", minimum=1)
     )
+    script_kill_after_ms: int = field(
+        default=60000,
+        metadata=setting(
+            "A Lua script (EVAL, FCALL) still running after this many ms is killed and its writes undone, "
+            "even one SCRIPT KILL cannot stop; 0: never.  (Others get BUSY from busy-reply-threshold on.)",
+            minimum=0,
+        ),
+    )
 
 
 @dataclass(frozen=True)

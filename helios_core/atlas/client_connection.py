@@ -553,12 +553,17 @@ class Connection(asyncio.Protocol):
                 return self._timed(argv, self._exec)
             if name == b"discard":
                 return self._timed(argv, self._discard)
-        if self.channels or self.patterns:
-            if not self.resp3 and not self.is_json and name not in _SUBSCRIBED_OK:
-                raise self.engine.reject(argv, (
-                    f"ERR Can't execute '{name.decode(errors='replace')}': only (P|S)SUBSCRIBE / "
-                    f"(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"))
+        not_subscribed = self.subscribed_refusal(name)
+        if not_subscribed is not None:
+            raise self.engine.reject(argv, not_subscribed)
         return self.engine.execute(argv)
+
+    def subscribed_refusal(self, name: bytes) -> str | None:
+        """Redis's refusal of a command a RESP2 subscriber may not send (None: it may)."""
+        if (self.channels or self.patterns) and not self.resp3 and not self.is_json and name not in _SUBSCRIBED_OK:
+            return (f"ERR Can't execute '{name.decode(errors='replace')}': only (P|S)SUBSCRIBE / "
+                    f"(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+        return None
 
     def _timed(self, argv: list[bytes], run: Callable[[], Any]) -> Any:
         """EXEC or DISCARD, which this connection runs itself inside MULTI: counted in INFO

@@ -56,6 +56,7 @@ from tornado.httpserver import HTTPServer
 from tornado.web import Application, RequestHandler
 
 from helios_core import __version__
+from helios_core.atlas.busy import BusyServer
 from helios_core.atlas.client_connection import Connection
 from helios_core.atlas.commands.server import REDIS_COMPAT_VERSION
 from helios_core.atlas.datadir import DataDir, register_port, unregister_port
@@ -159,6 +160,7 @@ class AtlasServer:
         self.closing = False
         self._next_id = 1
         self._listeners: list[asyncio.AbstractServer] = []
+        self.busy = BusyServer(self)  # serves clients while a script is busy (busy.py)
         self._stop: asyncio.Future[bool] | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._ops: tuple[float, int, float] = (time.monotonic(), 0, 0.0)
@@ -366,6 +368,10 @@ class AtlasServer:
             unregister_port(self.port, self.engine.data_path())
         await self.engine.aclose()
         log.info("atlasd stopped", seq=self.engine.seq)
+
+    def listeners(self) -> list[asyncio.AbstractServer]:
+        """The listening servers (TCP, the unix socket)."""
+        return list(self._listeners)
 
     async def _close_listeners(self) -> None:
         for srv in self._listeners:

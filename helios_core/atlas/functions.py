@@ -98,10 +98,10 @@ class Registry:
 
     def compile(self, code: bytes, stored: bool = False) -> Library:
         """Run a library's code (its registration only): the library, or Redis's error.  A stored
-        library (loaded before, now brought back by replay or a snapshot) gets the whole script
-        time limit rather than FUNCTION LOAD's 500 ms: a busy machine must not lose it."""
+        library (loaded before, now brought back by replay or a snapshot) gets the whole hard
+        script limit rather than FUNCTION LOAD's 500 ms: a busy machine must not lose it."""
         name, src = parse_metadata(code)
-        registered = self.scripting.load_library(src, self.scripting.time_limit_ms if stored else None)
+        registered = self.scripting.load_library(src, self.scripting.kill_after_ms if stored else None)
         lib = Library(name, code)
         for fname, callback, desc, flags in registered:
             lib.functions[fname] = Function(fname, name, callback, desc,

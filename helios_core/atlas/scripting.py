@@ -20,13 +20,19 @@ What a script sees, as in Redis 7.0:
   @user_script:<line>."; a function's (FCALL, functions.py) "<err> script: <name>, on
   @user_function:<line>.".
 
-Differences from Redis, because one Python thread runs everything: a script
-running past `time_limit_ms` (Redis's lua-time-limit / busy-reply-threshold) is
-killed with an error and its writes undone (Redis would answer BUSY to others
-until SCRIPT KILL or SHUTDOWN NOSAVE, which also drops those writes); memory
-is capped (`max_memory`); `coroutine` is absent (a coroutine escapes the
-instruction hook that enforces the time limit), and so are cmsgpack and
-struct; cjson.decode's error texts are Python's, not lua-cjson's.
+A long script, as in Redis 7.0: past busy-reply-threshold (lua-time-limit,
+`busy_after_ms`) the instruction hook lets atlasd serve other clients from
+inside the script (`BusyHost`, busy.py): they get BUSY, except for AUTH,
+HELLO, QUIT, SCRIPT KILL, FUNCTION KILL, SHUTDOWN NOSAVE and the few others
+Redis allows.  SCRIPT KILL ends a script that has not called a write command
+(ScriptKilledByUser, Redis's error); one that has is UNKILLABLE.  SHUTDOWN
+NOSAVE ends it with its writes undone (they reach the AOF only when a script
+ends).  Beyond Redis, a HELIOS cap: a script still running after
+`kill_after_ms` (atlas.script_kill_after_ms; 0: never) is killed with its
+writes undone, whether it wrote or not, so one client cannot hold the server
+forever; memory is capped too (`max_memory`).  `coroutine` is absent (a
+coroutine escapes the instruction hook that enforces both limits), and so are
+cmsgpack and struct; cjson.decode's error texts are Python's, not lua-cjson's.
 
 `redis.setresp(3)` switches what `redis.call` gives back to Redis 7.0's RESP3 -> Lua rules for the
 rest of the run (map -> {map=...}, set -> {set={member=true}}, null -> nil, booleans, double ->
@@ -39,8 +45,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import lupa.lua51 as lua51  # type: ignore[import-untyped]
 
@@ -51,17 +58,22 @@ from helios_core.atlas.lua_libs import LibError, lua_libs
 from helios_core.atlas.resp import BigNumber, OrderedSet, Verbatim, encode
 from helios_core.errors import CommandError, HeliosError
 
-__all__ = ["Scripting", "ScriptKilled", "script_sha", "DEFAULT_TIME_LIMIT_MS", "DEFAULT_MAX_MEMORY"]
+__all__ = ["Scripting", "BusyHost", "ScriptKilled", "ScriptKilledByUser", "script_sha", "DEFAULT_BUSY_AFTER_MS",
+           "DEFAULT_KILL_AFTER_MS", "DEFAULT_MAX_MEMORY", "LOAD_TIMEOUT_MS"]
 
-DEFAULT_TIME_LIMIT_MS = 5000
+DEFAULT_BUSY_AFTER_MS = 5000   # busy-reply-threshold (lua-time-limit), as Redis 7.0's default
+DEFAULT_KILL_AFTER_MS = 60000  # atlas.script_kill_after_ms
 DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
+LOAD_TIMEOUT_MS = 500  # FUNCTION LOAD: a library's top-level code, as Redis 7.0
 _HOOK_EVERY = 50_000  # Lua instructions between two looks at the clock
+_SERVE_EVERY = 0.002  # CPU seconds between two calls of the busy host while a script is busy
+_SERVE_ROOM = 1024 * 1024  # no call into Python within this many bytes of the memory cap
 
 NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
 
 _BOOT = r"""
-local py_call, py_pcall, py_unwrap, py_sha1, py_log, py_setresp, py_json, py_bit = ...
-local clock, wall = os.clock, os.time
+local py_call, py_pcall, py_unwrap, py_sha1, py_log, py_setresp, py_serve, py_json, py_bit = ...
+local clock, wall, gc_count, huge = os.clock, os.time, collectgarbage, math.huge
 local dbg, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget, rawset =
       debug, error, type, tostring, select, setmetatable, setfenv, xpcall, pcall, rawget, rawset
 
@@ -160,19 +172,65 @@ local function handler(err)
   return err
 end
 
--- The time limit: a count hook in Lua (a call into Python from a hook may abort the process
--- when the memory cap is hit).  os.clock is CPU time, which a busy script spends 1:1 on an
--- idle machine; on a crowded one the wall clock (whole seconds: os.time) stops it too, one
--- second or so past the limit.  The CPU clock is first read by the hook, not when the script
--- starts: os.clock is a system call (no vDSO for CPU clocks) costing more than the rest of a
--- short script's set-up, and a script the hook never sees ran under HOOK_EVERY instructions.
--- So the CPU limit counts from the first hook (under a millisecond in); the wall one from the start.
+-- Where a script is, for the error of one killed by SCRIPT KILL: the first frame of its own code.
+local function locate(level)
+  local info
+  repeat
+    info = dbg.getinfo(level, 'Sl')
+    level = level + 1
+  until info == nil or info.source == '@user_script' or info.source == '@user_function'
+  if info then return info.source, info.currentline end
+  return false, false
+end
+
+-- The clock: a count hook in Lua.  os.clock is CPU time, which a busy script spends 1:1 on an idle
+-- machine; on a crowded one the wall clock (whole seconds: os.time) stops it too, one second or so
+-- past the hard limit.  The CPU clock is first read by the hook, not when the script starts:
+-- os.clock is a system call (no vDSO for CPU clocks) costing more than the rest of a short
+-- script's set-up, and a script the hook never sees ran under HOOK_EVERY instructions.  So the
+-- limits count from the first hook (under a millisecond in); the wall one from the start.
+--
+-- Two limits: past `serve_after` seconds (busy-reply-threshold) the hook lets atlasd serve other
+-- clients (py_serve, busy.py), at most every SERVE_EVERY seconds, and py_serve's answer may kill
+-- the script (SCRIPT KILL, SHUTDOWN NOSAVE); past `limit` (atlas.script_kill_after_ms) it is
+-- killed.  The hook calls into Python only then, and only with room under the memory cap: a Lua
+-- allocation that fails inside a call out of a hook may abort the process, so within SERVE_ROOM
+-- bytes of the cap nobody is served that time round.
 local started, limit, wall_deadline, killed = false, 0, 0, false
+local serve_after, serve_at, serve_room, kill_source, kill_line = huge, huge, 0, false, false
 dbg.sethook(function()
   local now = clock()
-  if not started then started = now end
-  if killed or now - started > limit or wall() > wall_deadline then killed = true; error(KILL, 0) end
+  if not started then started = now; serve_at = now + serve_after end
+  if killed or now - started > limit or wall() > wall_deadline then
+    if not killed then killed = 'KILL' end
+    error(KILL, 0)
+  end
+  if now >= serve_at then
+    serve_at = now + SERVE_EVERY
+    if gc_count('count') < serve_room then
+      local verdict = py_serve()
+      if verdict then
+        killed = verdict
+        kill_source, kill_line = locate(2)
+        error(KILL, 0)
+      end
+    end
+  end
 end, '', HOOK_EVERY)
+
+-- A run's limits (seconds; a negative one: none) and the memory, in KB, below which Python is called.
+local function arm(seconds, serve, room)
+  if seconds < 0 then
+    limit, wall_deadline = huge, huge
+  else
+    limit, wall_deadline = seconds, wall() + math.ceil(seconds)
+  end
+  started, killed, serve_at, kill_source, kill_line = false, false, huge, false, false
+  if serve < 0 then serve_after = huge else serve_after = serve end
+  serve_room = room
+end
+
+local function kill_info() return killed, kill_source, kill_line end
 
 -- Each script gets its environment once (globals are read-only, so nothing a run leaves in it
 -- outlives the next run's KEYS and ARGV); weak keys let a flushed script go.
@@ -180,10 +238,10 @@ local envs = setmetatable({}, {__mode = 'k'})
 
 -- KEYS and ARGV arrive as one vararg list (building them here is cheaper than two tables
 -- made from Python).
-local function run(fn, seconds, nkeys, ...)
+local function run(fn, seconds, serve, room, nkeys, ...)
   local keys, argv, n = {...}, {}, select('#', ...)
   for i = nkeys + 1, n do argv[i - nkeys] = keys[i]; keys[i] = nil end
-  started, limit, wall_deadline, killed = false, seconds, wall() + math.ceil(seconds), false
+  arm(seconds, serve, room)
   local env = envs[fn]
   if env == nil then
     env = setmetatable({}, env_mt)
@@ -193,7 +251,7 @@ local function run(fn, seconds, nkeys, ...)
   rawset(env, 'KEYS', keys)
   rawset(env, 'ARGV', argv)
   local ok, res = xpcall(fn, handler)
-  if killed or (not ok and res == KILL) then return false, 'KILL' end
+  if killed or (not ok and res == KILL) then return false, killed or 'KILL' end
   return ok, res
 end
 
@@ -279,7 +337,7 @@ local function load_library(chunk, seconds)
   local lib_mt = {__index = load_globals, __newindex = readonly, __metatable = false}
   setfenv(chunk, setmetatable({}, lib_mt))
   registering = {names = {}, list = {}}
-  started, limit, wall_deadline, killed = false, seconds, wall() + math.ceil(seconds), false
+  arm(seconds, -1, 0)
   local ok, res = xpcall(chunk, handler)
   local reg = registering
   registering = nil
@@ -290,15 +348,15 @@ local function load_library(chunk, seconds)
 end
 
 -- Call a registered function with its keys and arguments (one vararg list, as `run`).
-local function call_function(fn, seconds, nkeys, ...)
+local function call_function(fn, seconds, serve, room, nkeys, ...)
   local keys, argv, n = {...}, {}, select('#', ...)
   for i = nkeys + 1, n do argv[i - nkeys] = keys[i]; keys[i] = nil end
-  started, limit, wall_deadline, killed = false, seconds, wall() + math.ceil(seconds), false
+  arm(seconds, serve, room)
   local ok, res = xpcall(function() return fn(keys, argv) end, handler)
-  if killed or (not ok and res == KILL) then return false, 'KILL' end
+  if killed or (not ok and res == KILL) then return false, killed or 'KILL' end
   return ok, res
 end
-return run, load_library, call_function
+return run, load_library, call_function, kill_info
 """
 
 
@@ -319,26 +377,46 @@ class _CallError(Exception):
 
 
 class ScriptKilled(CommandError):
-    """A script ran past the time limit or the memory cap; its writes are undone."""
+    """A script ran past the hard time limit or the memory cap, or SHUTDOWN NOSAVE ended it; its
+    writes are undone."""
+
+
+class ScriptKilledByUser(CommandError):
+    """SCRIPT KILL or FUNCTION KILL ended a script, which had not written (one that wrote is
+    UNKILLABLE): nothing to undo, an error like any other failed script's."""
+
+
+class BusyHost(Protocol):
+    """Who serves other clients while a script is busy (busy.py, atlasd's): `serve` is called from
+    the script's hook, every few milliseconds past the threshold, and answers None to go on or
+    the kill's kind (b"USER": SCRIPT/FUNCTION KILL, b"SHUTDOWN": SHUTDOWN NOSAVE); `finish` once
+    the script ended, if `serve` was called."""
+
+    def serve(self, script: Scripting) -> bytes | None: ...
+
+    def finish(self, script: Scripting) -> None: ...
 
 
 class Scripting:
     """The Lua state of one engine: compiled scripts by SHA1, and running one of them."""
 
     def __init__(self, execute: Callable[[list[bytes]], Any], pending_seq: Callable[[], int], *,
-                 time_limit_ms: int = DEFAULT_TIME_LIMIT_MS, max_memory: int = DEFAULT_MAX_MEMORY,
+                 kill_after_ms: int = DEFAULT_KILL_AFTER_MS, busy_after_ms: int = DEFAULT_BUSY_AFTER_MS,
+                 max_memory: int = DEFAULT_MAX_MEMORY,
                  reject: Callable[[list[bytes], str], Any] = lambda argv, text: None,
                  count_error: Callable[[str], None] = lambda text: None) -> None:
         self._execute = execute          # Engine.execute: a nested command of the running script
         self._pending_seq = pending_seq  # Engine.pending_seq: what that command's reply may reveal
         self._reject = reject            # Engine.reject: a call refused here counts as rejected (INFO)
         self._count_error = count_error  # INFO errorstats: an error reply the script returns
-        self.time_limit_ms = time_limit_ms
+        self.kill_after_ms = kill_after_ms  # the hard limit (0: none); writes undone
+        self.busy_after_ms = busy_after_ms  # busy-reply-threshold: the host serves others past it
         self.lua = lua51.LuaRuntime(encoding=None, max_memory=max_memory, register_eval=False,
                                     register_builtins=False, unpack_returned_tuples=True)
-        self._run, self._load_library, self._call_function = self.lua.execute(
-            _BOOT.replace("HOOK_EVERY", str(_HOOK_EVERY)), self._call_raise, self._call, self._unwrap, self._sha1hex,
-            _log, self._setresp, *lua_libs(self.lua))
+        boot = _BOOT.replace("HOOK_EVERY", str(_HOOK_EVERY)).replace("SERVE_EVERY", repr(_SERVE_EVERY))
+        self._run, self._load_library, self._call_function, self._kill_info = self.lua.execute(
+            boot, self._call_raise, self._call, self._unwrap, self._sha1hex, _log, self._setresp, self._serve,
+            *lua_libs(self.lua))
         self._tonumber = self.lua.eval("tonumber")
         self._new_table = self.lua.table_from
         self._load = self.lua.eval(
@@ -354,6 +432,15 @@ class Scripting:
         self._resp = 2  # redis.setresp: the protocol of redis.call's replies and of a returned boolean
         self.seen = 0
         self.running = False
+        # The running script, as the busy host sees it (set per run by commands/scripting.py).
+        self.host: BusyHost | None = None  # None: nobody to serve (an embedded engine, a test)
+        self.caller: Any = None            # the connection that runs it (never served while busy)
+        self.command: list[bytes] = []     # what it runs as (FUNCTION STATS shows it)
+        self.kind = "eval"                 # or "function": which KILL ends it, which BUSY text
+        self.name = ""                     # its sha or function name
+        self.wrote = False                 # it called a write command: SCRIPT KILL refuses (UNKILLABLE)
+        self.started = 0.0                 # time.monotonic() when it started
+        self._served = False               # the host was called during this run
 
     # -- the cache ----------------------------------------------------------------------
 
@@ -392,30 +479,34 @@ class Scripting:
         """Run a loaded script; its reply (an error reply as a CommandError *value*), or raise.
 
         Raises CommandError for an error the script raised (its writes stand, as
-        in Redis) and ScriptKilled past the time limit or memory cap (the caller
-        undoes its writes).
+        in Redis), ScriptKilledByUser after SCRIPT KILL (it wrote nothing) and
+        ScriptKilled past the hard time limit, the memory cap or on SHUTDOWN
+        NOSAVE (the caller undoes its writes).
         """
         fn = self.scripts.get(sha)
         if not fn:
             raise CommandError(NOSCRIPT)
+        self.kind = "eval"
         return self._run_lua(self._run, fn, sha, keys, argv, readonly or sha in self.readonly_scripts)
 
     def call_function(self, name: str, fn: Any, keys: list[bytes], argv: list[bytes], *, readonly: bool) -> Any:
         """Run a registered function (functions.py), as `run` runs a script; errors name the function."""
+        self.kind = "function"
         return self._run_lua(self._call_function, fn, name, keys, argv, readonly)
 
     def load_library(self, src: bytes,
                      limit_ms: int | None = None) -> list[tuple[bytes, Any, bytes | None, list[bytes]]]:
         """Compile a library's Lua source and run its top-level code: what it registered,
         [(name, function, description or None, [flags])], or Redis 7.0's error.  Its code may run
-        `limit_ms` (by default 500 ms, or the script time limit if lower, as Redis 7.0 allows)."""
+        `limit_ms` (by default 500 ms, as Redis 7.0 allows, or the hard limit if lower; 0: none)."""
         chunk = self._compile(src, b"@user_function", "function")
         if self.running:
             raise CommandError("ERR a script is already running")
         self.running = True
         try:
-            limit = min(self.time_limit_ms, 500) if limit_ms is None else limit_ms
-            ok, res = self._load_library(chunk, limit / 1000)
+            if limit_ms is None:
+                limit_ms = min(self.kill_after_ms or LOAD_TIMEOUT_MS, LOAD_TIMEOUT_MS)
+            ok, res = self._load_library(chunk, limit_ms / 1000 if limit_ms else -1)
         except lua51.LuaMemoryError:
             self._collect()
             raise CommandError("ERR Error registering functions: not enough memory") from None
@@ -443,28 +534,59 @@ class Scripting:
         self._resp = 2
         self.seen = 0
         self.running = True
+        self.name = ident
+        self.wrote = False
+        self.started = time.monotonic()
+        self._served = False
+        kill_after = self.kill_after_ms / 1000 if self.kill_after_ms else -1
+        serve_after = self.busy_after_ms / 1000 if self.host is not None else -1
         try:
-            ok, res = runner(fn, self.time_limit_ms / 1000, len(keys), *keys, *argv)
+            ok, res = runner(fn, kill_after, serve_after, (self.max_memory - _SERVE_ROOM) / 1024, len(keys),
+                             *keys, *argv)
         except lua51.LuaMemoryError:
             self._collect()
             raise ScriptKilled(f"ERR Script used more memory than ATLAS scripts may ({self.max_memory} bytes) "
                                f"script: {sha}") from None
         finally:
             self.running = False
+            if self._served:
+                self._served = False
+                if self.host is not None:
+                    self.host.finish(self)
         if ok:
             t = type(res)
             return res if t is bytes or t is int else self._from_lua(res, top=True)
-        if type(res) is bytes and res != b"KILL":
+        if res == b"USER":
+            _, source, line = self._kill_info()
+            where = f", on {_text(source)}:{int(line)}." if type(source) is bytes else ""
+            raise ScriptKilledByUser(f"ERR Script killed by user with SCRIPT KILL... script: {sha}{where}")
+        if res == b"SHUTDOWN":
+            raise ScriptKilled(f"ERR Script killed by SHUTDOWN NOSAVE script: {sha}")
+        if res == b"KILL":
+            raise ScriptKilled(f"ERR Script killed: it ran longer than atlas.script_kill_after_ms "
+                               f"({self.kill_after_ms} ms) script: {sha}")
+        if type(res) is bytes:
             # Only a memory error skips the error handler (which makes every other error a table).
             self._collect()
             raise ScriptKilled(f"ERR Script used more memory than ATLAS scripts may ({self.max_memory} bytes) "
                                f"script: {sha}")
-        if res == b"KILL":
-            raise ScriptKilled(f"ERR Script killed: it ran longer than lua-time-limit "
-                               f"({self.time_limit_ms} ms) script: {sha}")
         # (an error one of its calls made is counted already: the connection must not count it again)
         counted = lua51.lua_type(res) == "table" and res[_COUNTED] is True
         raise (cmdstats.CountedError if counted else CommandError)(_raised_text(res, sha))
+
+    def _serve(self) -> bytes | None:
+        """The hook's call past busy-reply-threshold: let the host serve others; its verdict."""
+        host = self.host
+        if host is None:
+            return None
+        self._served = True
+        try:
+            return host.serve(self)
+        except Exception as e:  # (raising into the hook would surface as the script's own error)
+            from helios_core.observability.logging import get_logger
+
+            get_logger("atlasd").opt(exception=e).error("serving clients while a script is busy failed")
+            return None
 
     def _collect(self) -> None:
         try:
@@ -559,6 +681,8 @@ class Scripting:
             refused = refused_ro if self._readonly else refused_rw
         if refused:
             return False, self._refused(argv, refused)
+        if cmd.is_write or (subs is not None and "write" in sub_flags(full)):
+            self.wrote = True  # (as Redis marks it, before the call: a write that fails counts too)
         try:
             reply = self._execute(argv)
         except CommandError as e:

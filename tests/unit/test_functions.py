@@ -136,7 +136,7 @@ def test_a_failed_transaction_takes_its_library_back(a: Atlas) -> None:
 def test_a_runaway_function_is_killed_and_its_writes_undone(a: Atlas) -> None:
     a("FUNCTION", "LOAD", b"#!lua name=spin\nredis.register_function('spin', function(keys, args)\n"
                           b"  redis.call('set', 'undone', '1') while true do end end)")
-    scripting_of(a.engine).time_limit_ms = 50
+    scripting_of(a.engine).kill_after_ms = 50
     assert "Script killed" in a.error("FCALL", "spin", 0) and "script: spin" in a.error("FCALL", "spin", 0)
     assert a("GET", "undone") is None
     assert a.error("FUNCTION", "KILL") == "NOTBUSY No scripts in execution right now."

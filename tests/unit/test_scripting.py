@@ -32,7 +32,7 @@ def test_a_script_is_one_record_of_its_effects(a: Atlas) -> None:
 def test_a_failed_script_keeps_its_writes_and_a_killed_one_does_not(a: Atlas) -> None:
     assert "after the write" in a.error("EVAL", "redis.call('set', 'kept', '1'); error('after the write')", 0)
     assert a("GET", "kept") == b"1"
-    scripting_of(a.engine).time_limit_ms = 50
+    scripting_of(a.engine).kill_after_ms = 50
     assert "Script killed" in a.error("EVAL", "redis.call('set', 'undone', '1'); while true do end", 0)
     assert a("GET", "undone") is None
     # pcall does not catch the kill

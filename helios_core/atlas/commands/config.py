@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from helios_core.atlas.commands.scripting import busy_after_ms
 from helios_core.atlas.commands.server import subcommand_error
 from helios_core.atlas.commands.table import OK, Ctx, Simple, command, err
 from helios_core.atlas.evict import POLICIES, parse_bytes
@@ -62,6 +63,8 @@ def _get_params(ctx: Ctx) -> dict[str, Callable[[], bytes]]:
         "timeout": lambda: b"%d" % idle_timeout(engine),
         "daemonize": lambda: b"no",
         "cluster-enabled": lambda: b"no",
+        "busy-reply-threshold": lambda: b"%d" % busy_after_ms(engine),
+        "lua-time-limit": lambda: b"%d" % busy_after_ms(engine),  # (its 7.0 alias, listed under its own name)
     }
     settings = engine.settings
     def stored(name: str) -> Callable[[], bytes]:
@@ -237,6 +240,15 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
         n = _int_in(v, 0, _LONG_MAX)
         return lambda: setattr(engine.tracking, "max_keys", n)
 
+    def busy_threshold(v: bytes) -> Callable[[], None]:
+        n = _int_in(v, 0, _LONG_MAX)
+
+        def apply() -> None:
+            engine.settings["busy-reply-threshold"] = b"%d" % n
+            if engine.scripting is not None:
+                engine.scripting.busy_after_ms = n
+        return apply
+
     def latency_threshold(v: bytes) -> Callable[[], None]:
         _int_in(v, 0, _LONG_MAX)
         return lambda: None  # latency monitoring is not implemented: LATENCY answers empty
@@ -254,6 +266,8 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
         "slowlog-max-len": slow_len,
         "timeout": timeout,
         "latency-monitor-threshold": latency_threshold,
+        "busy-reply-threshold": busy_threshold,
+        "lua-time-limit": busy_threshold,
         "tracking-table-max-keys": tracking_max_keys,
     }
     for name in _ENCODING:

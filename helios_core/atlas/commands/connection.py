@@ -141,7 +141,7 @@ def hello(ctx: Ctx, args: list[bytes]) -> Any:
         conn.set_authed(True)
     elif not conn.authed:
         raise err("NOAUTH HELLO must be called with the client already authenticated, otherwise the "
-                  "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+                  "HELLO AUTH <user> <pass> option can be used to authenticate the client and "
                   "select the RESP protocol version at the same time")
     if name is not None:
         _set_name(conn, name)

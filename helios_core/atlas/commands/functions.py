@@ -21,7 +21,7 @@ from helios_core.atlas.functions import Library, Registry, parse_metadata
 from helios_core.atlas.glob import compile_glob
 from helios_core.errors import CommandError
 
-__all__ = ["registry_of"]
+__all__ = ["registry_of", "stats_reply"]
 
 _FCALL_FLAGS = "noscript stale skip_monitor no_mandatory_keys movablekeys"
 _FCALL_RO_FLAGS = "noscript stale skip_monitor no_mandatory_keys readonly movablekeys"
@@ -245,9 +245,14 @@ def _library_info(lib: Library, with_code: bool) -> dict:
 
 
 def _stats(ctx: Ctx) -> dict:
-    registry = registry_of(ctx.engine)
-    # Functions run on the loop thread, one command at a time: none is running when this is read.
-    return {b"running_script": None,
+    # Functions run on the loop thread, one command at a time: none is running when this is read
+    # (a busy one's FUNCTION STATS is answered by busy.py, from inside it).
+    return stats_reply(registry_of(ctx.engine), None)
+
+
+def stats_reply(registry: Registry, running: dict | None) -> dict:
+    """FUNCTION STATS's reply: the running function ({name, command, duration_ms}) and the counts."""
+    return {b"running_script": running,
             b"engines": {b"LUA": {b"libraries_count": len(registry.libraries),
                                   b"functions_count": len(registry.functions)}}}
 

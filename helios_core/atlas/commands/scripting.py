@@ -7,7 +7,10 @@ logged, so replay is deterministic), and the reply waits for that record, or
 for the newest pending record the script read, by the engine's reveal rule.
 
 A script that fails keeps the writes it made before failing, as in Redis; one
-killed by the time limit or the memory cap has them undone.
+killed by the hard time limit (atlas.script_kill_after_ms), the memory cap or
+SHUTDOWN NOSAVE has them undone.  SCRIPT KILL and FUNCTION KILL reach a script
+only while it is busy (past busy-reply-threshold, served by busy.py); outside
+that no script is running, so here they answer NOTBUSY.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import helios_core.atlas.scripting as lua  # (a module reference: the runtime im
 from helios_core.atlas.commands.table import NOT_INT, OK, Ctx, Simple, command, err, parse_int
 from helios_core.errors import CommandError
 
-__all__ = ["scripting_of", "run_step", "split_keys"]
+__all__ = ["scripting_of", "run_step", "split_keys", "busy_after_ms"]
 
 _EVAL_FLAGS = "noscript stale skip_monitor no_mandatory_keys movablekeys"
 _EVAL_RO_FLAGS = "noscript stale skip_monitor no_mandatory_keys readonly movablekeys"
@@ -30,13 +33,18 @@ def scripting_of(engine: Any) -> lua.Scripting:
     s: lua.Scripting | None = engine.scripting
     if s is None:
         cfg = engine.config
-        # (AtlasConfig has no lua_time_limit_ms / lua_max_memory yet: the defaults apply until it does.)
-        s = lua.Scripting(engine.execute, engine.pending_seq,
-                          time_limit_ms=int(getattr(cfg, "lua_time_limit_ms", lua.DEFAULT_TIME_LIMIT_MS)),
+        # (AtlasConfig has no lua_max_memory yet: the default applies until it does.)
+        s = lua.Scripting(engine.execute, engine.pending_seq, kill_after_ms=cfg.script_kill_after_ms,
+                          busy_after_ms=busy_after_ms(engine),
                           max_memory=int(getattr(cfg, "lua_max_memory", lua.DEFAULT_MAX_MEMORY)),
                           reject=engine.reject, count_error=engine.stats.commands.errors.add)
         engine.scripting = s
     return s
+
+
+def busy_after_ms(engine: Any) -> int:
+    """busy-reply-threshold (alias lua-time-limit), CONFIG SET's or the default."""
+    return int(engine.settings.get("busy-reply-threshold", b"%d" % lua.DEFAULT_BUSY_AFTER_MS))
 
 
 # numkeys as clients send it, parsed once (parse_int's regex is most of _split's cost).
@@ -57,7 +65,9 @@ def split_keys(args: list[bytes], not_int: str = NOT_INT) -> tuple[list[bytes], 
 
 
 def _keeps_writes(error: BaseException) -> bool:
-    """A failed script's writes stand (as in Redis), except a killed one's."""
+    """A failed script's writes stand (as in Redis), except those of one killed by the hard limit,
+    the memory cap or SHUTDOWN NOSAVE (ScriptKilled).  One SCRIPT KILL ended (ScriptKilledByUser)
+    had called no write command: it has nothing to undo but the expired keys its reads deleted."""
     return not isinstance(error, lua.ScriptKilled)
 
 
@@ -67,12 +77,18 @@ def run_script(ctx: Ctx, sha: str, keys: list[bytes], argv: list[bytes], readonl
     return run_step(ctx, lambda: scripting.run(sha, keys, argv, readonly=readonly))
 
 
-def run_step(ctx: Ctx, run: Callable[[], Any]) -> Any:
-    """`run()` a script or function (FCALL) as one engine step; its reply, or raise its error."""
+def run_step(ctx: Ctx, run: Callable[[], Any], command: list[bytes] | None = None) -> Any:
+    """`run()` a script or function (FCALL) as one engine step; its reply, or raise its error.
+    `command`: what FUNCTION STATS shows it runs, if the connection's command is not it."""
     engine = ctx.engine
     scripting = scripting_of(engine)
     nested = engine.in_batch  # inside MULTI/EXEC: the transaction's record holds the effects
     conn, db = ctx.conn, engine.db
+    # With a server to serve (atlasd), other clients are served while the script is busy; with
+    # none (an embedded engine, a test) it runs until it ends or the hard limit kills it.
+    scripting.host = getattr(conn.server, "busy", None) if conn is not None else None
+    scripting.caller = conn
+    scripting.command = command or (conn.current if conn is not None and conn.current else [])
     with engine.script_step(keep=_keeps_writes):
         try:
             reply = run()
@@ -81,6 +97,7 @@ def run_step(ctx: Ctx, run: Callable[[], Any]) -> Any:
         except CommandError as e:
             reply = e  # the script failed: the writes before the error stand, as in Redis
         finally:
+            scripting.host = scripting.caller = None
             ctx.seen = max(ctx.seen, scripting.seen)
             if engine.db != db:  # a script's SELECT was its own: the caller keeps its database (Redis 7)
                 if conn is not None:
@@ -165,7 +182,7 @@ def script(ctx: Ctx, args: list[bytes]) -> Any:
         scripting_of(ctx.engine).flush()
         return OK
     if sub == b"kill" and n == 1:
-        # Scripts run on the one loop thread, so none is ever running when this is read.
+        # A busy script's SCRIPT KILL is answered by busy.py, from inside the script: here none runs.
         raise err("NOTBUSY No scripts in execution right now.")
     if sub == b"help" and n == 1:
         return [Simple(line.decode()) for line in _SCRIPT_HELP]  # status lines, as Redis sends them

@@ -33,7 +33,7 @@ from helios_core.observability.logging import get_logger
 if TYPE_CHECKING:
     from helios_core.atlas.engine import Engine
 
-__all__ = ["REDIS_COMPAT_VERSION", "info_text", "subcommand_error"]
+__all__ = ["REDIS_COMPAT_VERSION", "info_text", "subcommand_error", "shutdown_options"]
 
 log = get_logger("atlasd")
 
@@ -132,8 +132,9 @@ def lastsave(ctx: Ctx, args: list[bytes]) -> Any:
     return ctx.engine.stats.last_snapshot_ms // 1000
 
 
-@command("shutdown", -1, "admin noscript loading stale no_multi allow_busy", keys=(0, 0, 0))
-def shutdown(ctx: Ctx, args: list[bytes]) -> Any:
+def shutdown_options(args: list[bytes]) -> tuple[bool | None, bool, bool]:
+    """SHUTDOWN's options as Redis 7.0 checks them: (SAVE, NOSAVE or neither: True/False/None, ABORT,
+    FORCE); a syntax error for anything else or a bad mix."""
     save_opt: bool | None = None
     abort = force = False
     for raw in args:
@@ -150,6 +151,12 @@ def shutdown(ctx: Ctx, args: list[bytes]) -> Any:
             abort = True
         else:
             raise err(SYNTAX)
+    return save_opt, abort, force
+
+
+@command("shutdown", -1, "admin noscript loading stale no_multi allow_busy", keys=(0, 0, 0))
+def shutdown(ctx: Ctx, args: list[bytes]) -> Any:
+    save_opt, abort, force = shutdown_options(args)
     conn = ctx.conn
     if conn is None:
         raise err("ERR SHUTDOWN needs a client connection; stop the process instead")
