@@ -102,7 +102,7 @@ class BusyServer:
             conn = self.conns.get(fd)
             if conn is not None:
                 self._read(fd, conn, events)
-        for raw in self.raw:
+        for raw in list(self.raw):  # (a flush may close one: it leaves the list)
             raw.flush()
         return self.verdict
 

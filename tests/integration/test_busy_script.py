@@ -329,3 +329,42 @@ def test_the_hard_cap_kills_a_script_that_wrote_and_undoes_its_writes(tmp_path: 
         probe.close()
     finally:
         d.kill()
+
+
+def test_json_lines_get_busy_in_their_own_encoding(atlasd: Daemon) -> None:
+    with busy_script(atlasd.port, atlasd.password):
+        jl = Wire(path=atlasd.socket_path)
+        jl.sock.sendall(b'{"cmd":"GET","key":"k"}\n')
+        while b"\n" not in jl.buf:
+            jl._fill()
+        assert jl.buf == b'{"error":"' + BUSY[1:-2] + b'"}\n'
+        jl.close()
+
+
+def test_tls_clients_wait_for_the_script_to_end(tmp_path: Path) -> None:
+    """TLS bytes need the loop's TLS layer: a TLS client is not served while busy, only after."""
+    from tests.integration.test_atlasd_tls import make_cert
+
+    cert, key = make_cert(tmp_path)
+    d = Daemon(tmp_path / "data", "--appendfsync", "everysec", "--tls-cert", str(cert), "--tls-key", str(key)).start()
+    try:
+        tls = d.client()
+        assert tls.ping()
+        caller, probe = Wire(path=d.socket_path), Wire(path=d.socket_path)  # the unix socket stays plain
+        assert probe.call("CONFIG", "SET", "busy-reply-threshold", "200") == b"+OK\r\n"
+        caller.send("EVAL", SPIN, 0)
+        wait_busy(probe)
+        answers: list[object] = []
+        t = threading.Thread(target=lambda: answers.append(tls.ping()))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not answers  # waiting, not BUSY: its bytes are the loop's to read
+        assert probe.call("SCRIPT", "KILL") == b"+OK\r\n"
+        assert caller.reply().startswith(KILLED)
+        t.join(30)
+        assert answers == [True]
+        tls.close()
+        caller.close()
+        probe.close()
+    finally:
+        d.kill()
