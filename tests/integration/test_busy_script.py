@@ -208,13 +208,13 @@ def test_no_script_kill_before_auth_and_a_failed_auth_still_slows(atlasd: Daemon
 def test_a_flood_from_many_connections_while_busy_stays_bounded(atlasd: Daemon) -> None:
     assert atlasd.proc is not None
     pid = atlasd.proc.pid
-    flooders = [Wire(atlasd.port, atlasd.password, timeout=2) for _ in range(40)]
+    flooders = [Wire(atlasd.port, atlasd.password, timeout=1) for _ in range(24)]
     chunk = enc("PING") * 20_000  # 280 KB of PINGs: ~1.8 MB of BUSY replies each, never read
     sent = [0] * len(flooders)
 
     def flood(i: int) -> None:
         sock = flooders[i].sock
-        for _ in range(20):  # 5.6 MB each, 224 MB in all, if atlasd kept reading
+        for _ in range(20):  # 5.6 MB each, 134 MB in all, if atlasd kept reading
             try:
                 sock.sendall(chunk)
             except OSError:  # (timeout: atlasd stopped reading this one)
@@ -230,9 +230,9 @@ def test_a_flood_from_many_connections_while_busy_stays_bounded(atlasd: Daemon) 
             t.join()
         assert probe.call("PING") == BUSY  # still serving
         grown_mb = (rss_kb(pid) - base) / 1024
-        # Unbounded, atlasd would hold ~1.4 GB of replies here; bounded, a few MB per connection.
+        # Unbounded, atlasd would hold ~870 MB of replies here; bounded, well under 1 MB per connection.
         assert grown_mb < 200, (grown_mb, sum(sent))
-        assert sum(sent) < 224 * 1024 * 1024  # it stopped reading clients that do not read
+        assert all(n < 20 * len(chunk) for n in sent), sent  # it stopped reading each client that does not read
     for f in flooders:
         f.close()
     with atlasd.client() as r:
