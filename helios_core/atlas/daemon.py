@@ -29,6 +29,11 @@ A failed AUTH is logged (at most once a second, with a count) and slows its
 connection: the next read waits 0.1 s, doubling per failure up to 2 s, and the
 tenth failure closes it.  Before AUTH the parser hands out one command at a
 time, so guesses pipelined behind a failure wait their turn too.
+
+A Lua script that runs past busy-reply-threshold stops the loop, as it stops
+Redis: `BusyServer` (busy.py) then serves the other plain (not TLS) clients
+and accepts new ones from inside the script, as Redis 7.0's BUSY state does,
+until SCRIPT KILL, SHUTDOWN NOSAVE, the script's end or atlas.script_kill_after_ms.
 """
 
 from __future__ import annotations
