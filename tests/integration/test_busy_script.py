@@ -368,3 +368,21 @@ def test_tls_clients_wait_for_the_script_to_end(tmp_path: Path) -> None:
         probe.close()
     finally:
         d.kill()
+
+
+def test_protected_mode_holds_for_connections_accepted_while_busy(tmp_path: Path) -> None:
+    from tests.integration.test_atlasd_clients import _external_ip
+
+    ip = _external_ip()
+    if ip is None:
+        pytest.skip("no non-loopback address to connect from")
+    d = Daemon(tmp_path / "data", "--appendfsync", "everysec", "--bind", f"127.0.0.1 {ip}").start()
+    try:
+        with busy_script(d.port, d.password):
+            with socket.create_connection((ip, d.port), timeout=5) as s:
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+            assert data.startswith(b"-DENIED") and b"protected mode" in data
+    finally:
+        d.kill()
