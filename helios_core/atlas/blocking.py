@@ -66,10 +66,10 @@ class Block:
     ZUNIONSTORE, RENAME, ...) do not signal, so after each command the keys such waiters want
     are looked at (only while someone waits on them)."""
 
-    __slots__ = ("keys", "deadline_ms", "kind", "argv", "reads")
+    __slots__ = ("keys", "deadline_ms", "kind", "argv", "reads", "timeout_reply")
 
     def __init__(self, keys: list[bytes], deadline_ms: int, kind: type | Gone | None = None,
-                 argv: list[bytes] | None = None, reads: bool = False) -> None:
+                 argv: list[bytes] | None = None, reads: bool = False, timeout_reply: Any = None) -> None:
         self.keys = list(dict.fromkeys(keys))
         self.deadline_ms = deadline_ms
         self.kind = kind
@@ -78,6 +78,9 @@ class Block:
         # one that still finds nothing does not stop the others on the key from being served.
         self.argv = argv
         self.reads = reads
+        # What the timeout (and CLIENT UNBLOCK without ERROR) answers, if not the nil: WAIT, which
+        # parks on no key at all, answers the replicas that acknowledged (0: atlasd has none).
+        self.timeout_reply = timeout_reply
 
 
 class _Parkable(Protocol):
@@ -87,7 +90,7 @@ class _Parkable(Protocol):
 class Waiter:
     """One parked command: who, what to re-run, on which keys; `timer` is the connection's."""
 
-    __slots__ = ("conn", "argv", "keys", "deadline_ms", "kind", "reads", "timer", "active", "db")
+    __slots__ = ("conn", "argv", "keys", "deadline_ms", "kind", "reads", "timer", "active", "db", "timeout_reply")
 
     def __init__(self, conn: _Parkable, argv: list[bytes], block: Block) -> None:
         self.conn = conn
@@ -97,6 +100,7 @@ class Waiter:
         self.deadline_ms = block.deadline_ms
         self.kind = block.kind
         self.reads = block.reads
+        self.timeout_reply = block.timeout_reply
         self.timer: Any = None
         self.active = True
 

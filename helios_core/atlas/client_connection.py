@@ -484,10 +484,10 @@ class Connection(asyncio.Protocol):
         w.timer = None
         # The nil says the keys were empty: it waits for what it reveals, as a read would.
         pending = self.engine.ctx.pending
-        seq = max([pending.get(k, 0) for k in w.keys])
+        seq = max([pending.get(k, 0) for k in w.keys], default=0)
         self.engine.ran(w.argv, 0, False)  # (counted once, as Redis: when it timed out)
         self._unpark()
-        self._deliver(self.enc(NULL_ARRAY, self.resp3), seq)
+        self._deliver(self.enc(NULL_ARRAY if w.timeout_reply is None else w.timeout_reply, self.resp3), seq)
         self._resume_after_block()
 
     def unblock(self, error: bool) -> bool:
@@ -498,7 +498,7 @@ class Connection(asyncio.Protocol):
         self.engine.ran(w.argv, 0, error)
         self._unpark()
         payload = (self.enc_err(self._error("UNBLOCKED client unblocked via CLIENT UNBLOCK")) if error
-                   else self.enc(NULL_ARRAY, self.resp3))
+                   else self.enc(NULL_ARRAY if w.timeout_reply is None else w.timeout_reply, self.resp3))
         self._deliver(payload, 0)
         asyncio.get_running_loop().call_soon(self._resume_after_block)
         return True

@@ -1,7 +1,9 @@
 """ATLAS commands. Importing this package fills the one command table, `TABLE`."""
 
 from helios_core.atlas.commands import (  # noqa: F401  (registration side effects)
+    acl,
     bitmaps,
+    cluster,
     config,
     connection,
     databases,

@@ -96,6 +96,14 @@ def quit_(ctx: Ctx, args: list[bytes]) -> Any:
     return OK
 
 
+def _log_failed_auth(ctx: Ctx, conn: Connection, name: bytes, user: bytes) -> None:
+    """ACL LOG's entry for a failed AUTH (acl.py; imported here, on the failure path, because acl.py
+    uses this module's client_line).  The password is not passed: it is never recorded."""
+    from helios_core.atlas.commands.acl import record_auth_failure
+
+    record_auth_failure(ctx, conn, name, user)
+
+
 @command("auth", -2, "noscript loading stale fast no_auth allow_busy", keys=(0, 0, 0))
 def auth(ctx: Ctx, args: list[bytes]) -> Any:
     if len(args) > 2:
@@ -107,6 +115,7 @@ def auth(ctx: Ctx, args: list[bytes]) -> Any:
                   "Are you sure your configuration is correct?")
     user = args[0] if len(args) == 2 else b"default"
     if not conn.try_auth(user, args[-1]):
+        _log_failed_auth(ctx, conn, b"auth", user)
         raise err(WRONGPASS)
     conn.set_authed(True)
     return OK
@@ -137,6 +146,7 @@ def hello(ctx: Ctx, args: list[bytes]) -> Any:
             raise err(f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'")
     if user is not None and password is not None:
         if not conn.try_auth(user, password):
+            _log_failed_auth(ctx, conn, b"hello", user)
             raise err(WRONGPASS)
         conn.set_authed(True)
     elif not conn.authed:

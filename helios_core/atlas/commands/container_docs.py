@@ -13,6 +13,130 @@ from __future__ import annotations
 from typing import Any
 
 CONTAINER_DOCS: dict[str, dict[str, Any]] = {
+    'acl': {
+        'summary': 'A container for Access List Control commands ',
+        'since': '6.0.0',
+        'group': 'server',
+        'complexity': 'Depends on subcommand.',
+        'subcommands': {
+            'acl|cat': {
+                'summary': 'List the ACL categories or the commands inside a category',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(1) since the categories and commands are a fixed set.',
+                'arguments': [{'name': 'categoryname', 'type': 'string', 'flags': ('optional',)}],
+            },
+            'acl|deluser': {
+                'summary': 'Remove the specified ACL users and the associated rules',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(1) amortized time considering the typical user.',
+                'arguments': [{'name': 'username', 'type': 'string', 'flags': ('multiple',)}],
+            },
+            'acl|dryrun': {
+                'summary': 'Returns whether the user can execute the given command without executing the command.',
+                'since': '7.0.0',
+                'group': 'server',
+                'complexity': 'O(1).',
+                'arguments': [
+                    {'name': 'username', 'type': 'string'},
+                    {'name': 'command', 'type': 'string'},
+                    {'name': 'arg', 'type': 'string', 'flags': ('optional', 'multiple')},
+                ],
+            },
+            'acl|genpass': {
+                'summary': 'Generate a pseudorandom secure password to use for ACL users',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(1)',
+                'arguments': [{'name': 'bits', 'type': 'integer', 'flags': ('optional',)}],
+            },
+            'acl|getuser': {
+                'summary': 'Get the rules for a specific ACL user',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(N). Where N is the number of password, command and pattern rules that the user has.',
+                'history': (
+                    ['6.2.0', 'Added Pub/Sub channel patterns.'],
+                    [
+                        '7.0.0',
+                        (
+                            'Added selectors and changed the format of key and channel patterns from a list to '
+                            'their rule representation.'
+                        ),
+                    ],
+                ),
+                'arguments': [{'name': 'username', 'type': 'string'}],
+            },
+            'acl|help': {
+                'summary': 'Show helpful text about the different subcommands',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(1)',
+            },
+            'acl|list': {
+                'summary': 'List the current ACL rules in ACL config file format',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(N). Where N is the number of configured users.',
+            },
+            'acl|load': {
+                'summary': 'Reload the ACLs from the configured ACL file',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(N). Where N is the number of configured users.',
+            },
+            'acl|log': {
+                'summary': 'List latest events denied because of ACLs in place',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(N) with N being the number of entries shown.',
+                'arguments': [
+                    {
+                        'name': 'operation',
+                        'type': 'oneof',
+                        'flags': ('optional',),
+                        'arguments': [
+                            {'name': 'count', 'type': 'integer'},
+                            {'name': 'reset', 'type': 'pure-token', 'token': 'RESET'},
+                        ],
+                    },
+                ],
+            },
+            'acl|save': {
+                'summary': 'Save the current ACL rules in the configured ACL file',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(N). Where N is the number of configured users.',
+            },
+            'acl|setuser': {
+                'summary': 'Modify or create the rules for a specific ACL user',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(N). Where N is the number of rules provided.',
+                'history': (
+                    ['6.2.0', 'Added Pub/Sub channel patterns.'],
+                    ['7.0.0', 'Added selectors and key based permissions.'],
+                ),
+                'arguments': [
+                    {'name': 'username', 'type': 'string'},
+                    {'name': 'rule', 'type': 'string', 'flags': ('optional', 'multiple')},
+                ],
+            },
+            'acl|users': {
+                'summary': 'List the username of all the configured ACL rules',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(N). Where N is the number of configured users.',
+            },
+            'acl|whoami': {
+                'summary': 'Return the name of the user associated to the current connection',
+                'since': '6.0.0',
+                'group': 'server',
+                'complexity': 'O(1)',
+            },
+        },
+    },
     'client': {
         'summary': 'A container for client connection commands',
         'since': '2.4.0',
@@ -297,6 +421,260 @@ CONTAINER_DOCS: dict[str, dict[str, Any]] = {
                 'since': '6.2.0',
                 'group': 'connection',
                 'complexity': 'O(N) Where N is the number of paused clients',
+            },
+        },
+    },
+    'cluster': {
+        'summary': 'A container for cluster commands',
+        'since': '3.0.0',
+        'group': 'cluster',
+        'complexity': 'Depends on subcommand.',
+        'subcommands': {
+            'cluster|addslots': {
+                'summary': 'Assign new hash slots to receiving node',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(N) where N is the total number of hash slot arguments',
+                'arguments': [{'name': 'slot', 'type': 'integer', 'flags': ('multiple',)}],
+            },
+            'cluster|addslotsrange': {
+                'summary': 'Assign new hash slots to receiving node',
+                'since': '7.0.0',
+                'group': 'cluster',
+                'complexity': 'O(N) where N is the total number of the slots between the start slot and end slot arguments.',
+                'arguments': [
+                    {
+                        'name': 'start-slot_end-slot',
+                        'type': 'block',
+                        'flags': ('multiple',),
+                        'arguments': [
+                            {'name': 'start-slot', 'type': 'integer'},
+                            {'name': 'end-slot', 'type': 'integer'},
+                        ],
+                    },
+                ],
+            },
+            'cluster|bumpepoch': {
+                'summary': 'Advance the cluster config epoch',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+            },
+            'cluster|count-failure-reports': {
+                'summary': 'Return the number of failure reports active for a given node',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(N) where N is the number of failure reports',
+                'arguments': [{'name': 'node-id', 'type': 'string'}],
+            },
+            'cluster|countkeysinslot': {
+                'summary': 'Return the number of local keys in the specified hash slot',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+                'arguments': [{'name': 'slot', 'type': 'integer'}],
+            },
+            'cluster|delslots': {
+                'summary': 'Set hash slots as unbound in receiving node',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(N) where N is the total number of hash slot arguments',
+                'arguments': [{'name': 'slot', 'type': 'integer', 'flags': ('multiple',)}],
+            },
+            'cluster|delslotsrange': {
+                'summary': 'Set hash slots as unbound in receiving node',
+                'since': '7.0.0',
+                'group': 'cluster',
+                'complexity': 'O(N) where N is the total number of the slots between the start slot and end slot arguments.',
+                'arguments': [
+                    {
+                        'name': 'start-slot_end-slot',
+                        'type': 'block',
+                        'flags': ('multiple',),
+                        'arguments': [
+                            {'name': 'start-slot', 'type': 'integer'},
+                            {'name': 'end-slot', 'type': 'integer'},
+                        ],
+                    },
+                ],
+            },
+            'cluster|failover': {
+                'summary': 'Forces a replica to perform a manual failover of its master.',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+                'arguments': [
+                    {
+                        'name': 'options',
+                        'type': 'oneof',
+                        'flags': ('optional',),
+                        'arguments': [
+                            {'name': 'force', 'type': 'pure-token', 'token': 'FORCE'},
+                            {'name': 'takeover', 'type': 'pure-token', 'token': 'TAKEOVER'},
+                        ],
+                    },
+                ],
+            },
+            'cluster|flushslots': {
+                'summary': "Delete a node's own slots information",
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+            },
+            'cluster|forget': {
+                'summary': 'Remove a node from the nodes table',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+                'arguments': [{'name': 'node-id', 'type': 'string'}],
+            },
+            'cluster|getkeysinslot': {
+                'summary': 'Return local key names in the specified hash slot',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(log(N)) where N is the number of requested keys',
+                'arguments': [{'name': 'slot', 'type': 'integer'}, {'name': 'count', 'type': 'integer'}],
+            },
+            'cluster|help': {
+                'summary': 'Show helpful text about the different subcommands',
+                'since': '5.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+            },
+            'cluster|info': {
+                'summary': 'Provides info about Redis Cluster node state',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+            },
+            'cluster|keyslot': {
+                'summary': 'Returns the hash slot of the specified key',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(N) where N is the number of bytes in the key',
+                'arguments': [{'name': 'key', 'type': 'string'}],
+            },
+            'cluster|links': {
+                'summary': 'Returns a list of all TCP links to and from peer nodes in cluster',
+                'since': '7.0.0',
+                'group': 'cluster',
+                'complexity': 'O(N) where N is the total number of Cluster nodes',
+            },
+            'cluster|meet': {
+                'summary': 'Force a node cluster to handshake with another node',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+                'history': (['4.0.0', 'Added the optional `cluster_bus_port` argument.'],),
+                'arguments': [
+                    {'name': 'ip', 'type': 'string'},
+                    {'name': 'port', 'type': 'integer'},
+                    {'name': 'cluster_bus_port', 'type': 'integer', 'since': '4.0.0', 'flags': ('optional',)},
+                ],
+            },
+            'cluster|myid': {
+                'summary': 'Return the node id',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+            },
+            'cluster|nodes': {
+                'summary': 'Get Cluster config for the node',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(N) where N is the total number of Cluster nodes',
+            },
+            'cluster|replicas': {
+                'summary': 'List replica nodes of the specified master node',
+                'since': '5.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+                'arguments': [{'name': 'node-id', 'type': 'string'}],
+            },
+            'cluster|replicate': {
+                'summary': 'Reconfigure a node as a replica of the specified master node',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+                'arguments': [{'name': 'node-id', 'type': 'string'}],
+            },
+            'cluster|reset': {
+                'summary': 'Reset a Redis Cluster node',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': (
+                    'O(N) where N is the number of known nodes. The command may execute a FLUSHALL as a side '
+                    'effect.'
+                ),
+                'arguments': [
+                    {
+                        'name': 'hard_soft',
+                        'type': 'oneof',
+                        'flags': ('optional',),
+                        'arguments': [
+                            {'name': 'hard', 'type': 'pure-token', 'token': 'HARD'},
+                            {'name': 'soft', 'type': 'pure-token', 'token': 'SOFT'},
+                        ],
+                    },
+                ],
+            },
+            'cluster|saveconfig': {
+                'summary': 'Forces the node to save cluster state on disk',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+            },
+            'cluster|set-config-epoch': {
+                'summary': 'Set the configuration epoch in a new node',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+                'arguments': [{'name': 'config-epoch', 'type': 'integer'}],
+            },
+            'cluster|setslot': {
+                'summary': 'Bind a hash slot to a specific node',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+                'arguments': [
+                    {'name': 'slot', 'type': 'integer'},
+                    {
+                        'name': 'subcommand',
+                        'type': 'oneof',
+                        'arguments': [
+                            {'name': 'node-id', 'type': 'string', 'token': 'IMPORTING'},
+                            {'name': 'node-id', 'type': 'string', 'token': 'MIGRATING'},
+                            {'name': 'node-id', 'type': 'string', 'token': 'NODE'},
+                            {'name': 'stable', 'type': 'pure-token', 'token': 'STABLE'},
+                        ],
+                    },
+                ],
+            },
+            'cluster|shards': {
+                'summary': 'Get array of cluster slots to node mappings',
+                'since': '7.0.0',
+                'group': 'cluster',
+                'complexity': 'O(N) where N is the total number of cluster nodes',
+            },
+            'cluster|slaves': {
+                'summary': 'List replica nodes of the specified master node',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(1)',
+                'doc_flags': ('deprecated',),
+                'deprecated_since': '5.0.0',
+                'replaced_by': '`CLUSTER REPLICAS`',
+                'arguments': [{'name': 'node-id', 'type': 'string'}],
+            },
+            'cluster|slots': {
+                'summary': 'Get array of Cluster slot to node mappings',
+                'since': '3.0.0',
+                'group': 'cluster',
+                'complexity': 'O(N) where N is the total number of Cluster nodes',
+                'doc_flags': ('deprecated',),
+                'deprecated_since': '7.0.0',
+                'replaced_by': '`CLUSTER SHARDS`',
+                'history': (['4.0.0', 'Added node IDs.'], ['7.0.0', 'Added additional networking metadata field.']),
             },
         },
     },

@@ -39,11 +39,15 @@ _EXTRA_ACL: dict[str, tuple[str, ...]] = {
     "flushdb": ("@keyspace", "@dangerous"),
     "keys": ("@dangerous",), "restore": ("@dangerous",), "info": ("@dangerous",),
     "lastsave": ("@admin", "@dangerous"), "role": ("@admin", "@dangerous"), "command": ("@connection",),
+    "wait": ("@connection",), "readonly": ("@connection",), "readwrite": ("@connection",),
+    "asking": ("@connection",),
 }
+# Commands whose group gives them no category: WAIT is "generic" in COMMAND DOCS but not @keyspace.
+_NO_GROUP_ACL = frozenset({"wait"})
 # Container commands: in Redis 7.0 their flags and categories are their subcommands'; the container
 # itself reports no flags and only @slow.
 _CONTAINERS = frozenset({"client", "config", "latency", "memory", "slowlog", "object", "pubsub", "script", "xgroup",
-                         "xinfo", "function", "module"})
+                         "xinfo", "function", "module", "cluster", "acl"})
 _ACL_ORDER = ("@keyspace", "@read", "@write", "@set", "@sortedset", "@list", "@hash", "@string", "@bitmap",
               "@hyperloglog", "@geo", "@stream", "@pubsub", "@admin", "@fast", "@slow", "@blocking", "@dangerous",
               "@connection", "@transaction", "@scripting")
@@ -55,7 +59,7 @@ def acl_categories(cmd: Command) -> list[str]:
         return ["@slow"]
     group = DOCS.get(cmd.name, ("generic",))[0]
     cats = set(_EXTRA_ACL.get(cmd.name, ()))
-    if group in _GROUP_ACL:
+    if group in _GROUP_ACL and cmd.name not in _NO_GROUP_ACL:
         cats.add(_GROUP_ACL[group])
     flags = cmd.flags
     if "write" in flags:
@@ -441,6 +445,14 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "module": ("server", "4.0.0", "LIST|LOAD path [arg ...]|LOADEX path|UNLOAD name",
                "A container for module commands (atlasd loads none: LOAD is refused)."),
     "debug": ("server", "1.0.0", "", "A container for debugging commands (refused, as with enable-debug-command no)."),
+    "wait": ("generic", "3.0.0", "numreplicas timeout", "Blocks until the asynchronous replication of all preceding "
+             "write commands sent by the connection is completed (atlasd has no replicas: it answers 0)."),
+    "readonly": ("cluster", "3.0.0", "", "Enables read-only queries for a connection to a Redis Cluster replica "
+                 "node (refused: cluster support disabled)."),
+    "readwrite": ("cluster", "3.0.0", "", "Enables read-write queries for a connection to a Redis Cluster replica "
+                  "node (refused: cluster support disabled)."),
+    "asking": ("cluster", "3.0.0", "", "Signals that a cluster client is following an -ASK redirect (refused: "
+               "cluster support disabled)."),
     # -- added with issue 15: groups, versions, syntax and summaries as Redis 7.0's COMMAND DOCS has them
     # lists
     "blmove": ("list", "6.2.0", "source destination LEFT|RIGHT LEFT|RIGHT timeout",
