@@ -413,3 +413,26 @@ def test_a_store_that_waits_for_replicas_gets_an_honest_zero(atlasd: Daemon) -> 
     asyncio.run(run())
 
 
+
+
+# -- redis-py's RedisCluster: its probe fails the same way on both ---------------------------------------
+
+def test_redis_py_cluster_client_falls_back_as_on_redis(atlasd: Daemon,
+                                                        locked_redis: RedisServer) -> None:  # noqa: F811
+    """RedisCluster's first call (CLUSTER SLOTS) meets "cluster support disabled" on both servers and
+    gives up with the same exception, so code that falls back to a plain client on it works on atlasd."""
+    import redis
+    from redis.cluster import RedisCluster
+    from redis.exceptions import RedisClusterException
+
+    errors = []
+    for port in (atlasd.port, locked_redis.port):
+        with pytest.raises(RedisClusterException, match="Cluster mode is not enabled on this node") as e:
+            RedisCluster(host="127.0.0.1", port=port, password=atlasd.password, socket_timeout=5)
+        errors.append((type(e.value), str(e.value).replace(str(port), "PORT")))
+    assert errors[0] == errors[1]
+    plain = redis.Redis(host="127.0.0.1", port=atlasd.port, password=atlasd.password)
+    try:
+        assert plain.ping() is True
+    finally:
+        plain.close()
