@@ -61,6 +61,7 @@ from helios_core.config import GatewayConfig
 from helios_core.errors import ConfigError
 from helios_core.gateway import headers as hdr
 from helios_core.gateway.base import error_body, request_id_of
+from helios_core.gateway.stream import ServerStream
 from helios_core.observability.logging import get_logger
 
 __all__ = ["server_settings", "GatewayHTTPServer", "TrustedProxies"]
@@ -467,20 +468,6 @@ class _ServerConnection(HTTP1ServerConnection):
             delegate.on_close(self)
 
 
-class _NoDelayStream(IOStream):
-    """A TCP connection with Nagle's algorithm off for good (set once, by `handle_stream`).
-
-    HTTP1Connection turns it off when a response is finished (so the last bytes leave at once)
-    and back on after it: two setsockopt calls per request, and two socket.family lookups
-    through an enum, for a setting that only matters between the writes of one response.  A
-    gateway answer is one write at finish; a streamed one (the proxy) is better sent as it
-    comes than held back for an ACK.  What goes on the wire is the same bytes.
-    """
-
-    def set_nodelay(self, value: bool) -> None:
-        pass
-
-
 class GatewayHTTPServer(HTTPServer):
     """Tornado's HTTPServer whose connections answer malformed requests in the gateway's JSON shape.
 
@@ -495,9 +482,10 @@ class GatewayHTTPServer(HTTPServer):
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         # HTTPServer.handle_stream, with our server connection.
-        if type(stream) is IOStream and stream.socket.family in (socket.AF_INET, socket.AF_INET6):
-            stream.set_nodelay(True)
-            stream.__class__ = _NoDelayStream
+        if type(stream) is IOStream:  # (not a TLS one)
+            if stream.socket.family in (socket.AF_INET, socket.AF_INET6):
+                stream.set_nodelay(True)
+            stream.__class__ = ServerStream  # Nagle off for good, read interest kept (stream.py)
         context = _HTTPRequestContext(stream, address, self.protocol, self.trusted_downstream)
         conn = _ServerConnection(stream, self.conn_params, context, self.head_limit)
         self._connections.add(conn)
