@@ -40,14 +40,16 @@ is followed, in the same round trip and on the same connection, by `WAIT
 wait_replicas wait_timeout_ms`.  When fewer replicas acknowledge in time the
 write fails with a 503 `store_replication` HeliosError saying the primary
 applied it but it may be lost if the primary fails now; the caller sees the
-write as failed although it usually persists.  A server that does not answer
-WAIT (atlasd) fails such a write with ConfigError naming the setting.  WAIT
+write as failed although it usually persists; atlasd, which has no replicas,
+answers WAIT 0 after its timeout as a lone Redis does, so it fails that way.  A
+server that refuses WAIT fails such a write with ConfigError naming the setting.  WAIT
 makes acknowledged writes much harder to lose on failover but not impossible
 (Redis replication stays asynchronous: a replica that acknowledged may still
 not be the one promoted).  `durable=False` writes (rate-limit buckets) never wait.
 
-Change notification: atlasd has no keyspace notifications, so a
-RemoteStore announces its own writes.  Each transaction that writes also
+Change notification: keyspace notifications are off by default on Redis and
+atlasd (`notify-keyspace-events`) and a store must not reconfigure the server
+it is given, so a RemoteStore announces its own writes.  Each transaction that writes also
 PUBLISHes, inside the same MULTI, an empty message on
 `helios:changes:<key>` for every key it wrote; `subscribe(prefix)`
 PSUBSCRIBEs `helios:changes:<glob-escaped prefix>*` over one pub/sub

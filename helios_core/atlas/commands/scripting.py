@@ -86,7 +86,8 @@ def run_step(ctx: Ctx, run: Callable[[], Any], command: list[bytes] | None = Non
     conn, db = ctx.conn, engine.db
     # With a server to serve (atlasd), other clients are served while the script is busy; with
     # none (an embedded engine, a test) it runs until it ends or the hard limit kills it.
-    scripting.host = getattr(conn.server, "busy", None) if conn is not None else None
+    # (a connection with no server, an in-process caller or a test's, has no one else to serve)
+    scripting.host = getattr(getattr(conn, "server", None), "busy", None)
     scripting.caller = conn
     scripting.command = command or (conn.current if conn is not None and conn.current else [])
     with engine.script_step(keep=_keeps_writes):
