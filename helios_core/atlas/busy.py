@@ -183,9 +183,7 @@ class BusyServer:
             return
         conn.net_in += len(data)
         if conn.sniff:
-            conn.sniff = False
-            if data[:1] == b"{":
-                conn._speak_json()
+            conn._sniffed(data)
         parser = conn.parser
         cmds = parser.feed(data)
         while cmds:

@@ -201,9 +201,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.sniff:
-            self.sniff = False
-            if data[:1] == b"{":
-                self._speak_json()
+            self._sniffed(data)
         parser = self.parser
         cmds = parser.feed(data)
         self.net_in += len(data)
@@ -236,6 +234,12 @@ class Connection(asyncio.Protocol):
             self.closing = True
             return True
         return False
+
+    def _sniffed(self, data: bytes) -> None:
+        """The connection's first bytes decide its protocol: "{" starts JSON lines, anything else RESP."""
+        self.sniff = False
+        if data[:1] == b"{":
+            self._speak_json()
 
     def _speak_json(self) -> None:
         parser = JsonLinesParser(self.server.max_bulk)
