@@ -99,6 +99,8 @@ _EVENTS: dict[str, tuple[str, int]] = {
     "bzpopmin": ("zpopmin", ZSET), "bzpopmax": ("zpopmax", ZSET),
     "zunionstore": ("zunionstore", ZSET), "zinterstore": ("zinterstore", ZSET), "zdiffstore": ("zdiffstore", ZSET),
     "zrangestore": ("zrangestore", ZSET),
+    # PFMERGE publishes "pfadd" as Redis does; PFCOUNT's cache write and PFDEBUG's conversion publish nothing.
+    "pfadd": ("pfadd", STR), "pfmerge": ("pfadd", STR), "pfcount": ("pfcount", 0), "pfdebug": ("pfdebug", 0),
 }
 _CREATES = frozenset({"SET", "SETRANGE", "ZADD", "HSET", "SADD", "LPUSH", "RPUSH"})
 _EMPTIES = frozenset({"ZREM", "HDEL", "SREM", "LPOP", "RPOP", "LREM", "LTRIM"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -133,6 +134,19 @@ def _int_in(v: bytes, lo: int, hi: int) -> int:
     return n
 
 
+def _memory_in(v: bytes, hi: int) -> int:
+    """A size parameter in Redis's memory notation (memtoull: digits, then b/k/kb/m/mb/g/gb; "" is 0)."""
+    m = re.fullmatch(rb"([0-9]*)(b|kb?|mb?|gb?)?", v, re.IGNORECASE)
+    if m is None or len(m[1]) >= 128:
+        raise ValueError("argument must be a memory value")
+    unit = (m[2] or b"b").lower()
+    mul = {b"b": 1, b"k": 1000, b"kb": 1024, b"m": 1000**2, b"mb": 1024**2, b"g": 1000**3, b"gb": 1024**3}[unit]
+    n = (min(int(m[1] or b"0"), (1 << 64) - 1) * mul) & ((1 << 64) - 1)  # (strtoull saturates, C wraps)
+    if n > hi:
+        raise ValueError(f"argument must be between 0 and {hi} inclusive")
+    return n
+
+
 def _set_failed(name: str, why: str) -> Exception:
     return err(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {why}")
 
@@ -181,7 +195,7 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
         lo, hi, _ = _ENCODING[name]
 
         def check(v: bytes) -> Callable[[], None]:
-            n = _int_in(v, lo, hi)
+            n = _memory_in(v, hi) if name == "hll-sparse-max-bytes" else _int_in(v, lo, hi)
             def apply() -> None:
                 engine.settings[_ALIASES.get(name, name)] = b"%d" % n
                 if name == "set-max-intset-entries":  # (no existing set converts: Redis's do at their next SADD)
