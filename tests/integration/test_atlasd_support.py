@@ -97,8 +97,8 @@ class Daemon:
 
     def client(self, **kw: object) -> redis.Redis:
         """A TCP client that knows the password (pass password=None to connect without one)."""
-        return redis.Redis(port=self.port, socket_timeout=10,  # type: ignore[arg-type]
-                           **{**self.tls_kw, "password": self.password, **kw})
+        return redis.Redis(port=self.port,  # type: ignore[arg-type]
+                           **{"socket_timeout": 10, **self.tls_kw, "password": self.password, **kw})
 
     def send(self, sig: int) -> None:
         assert self.proc is not None

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.integration.test_atlasd_support import Daemon, running_daemon
 from tests.integration.test_differential_types import Raw, Side, close_pair, make_pair, norm
@@ -314,7 +316,11 @@ def test_runaway_script_is_killed_and_server_answers(atlasd: Daemon) -> None:
     """Past busy-reply-threshold others get BUSY and SCRIPT KILL ends a script that has not written
     (the busy state byte for byte against redis-server: test_differential_busy.py; a script that
     wrote, which only the hard cap or SHUTDOWN NOSAVE ends: test_busy_script.py)."""
-    with atlasd.client() as r, atlasd.client() as other:
+    # No client-side timeout and no retry: on a crowded box the script may take a while to become
+    # busy, and redis-py's default retry would send the EVAL again after a timeout (a second script,
+    # which then gets BUSY behind the first).
+    once = Retry(NoBackoff(), 0)
+    with atlasd.client(socket_timeout=None, retry=once) as r, atlasd.client(socket_timeout=60, retry=once) as other:
         r.config_set("busy-reply-threshold", 100)
         errors: list[Exception] = []
 
@@ -327,7 +333,8 @@ def test_runaway_script_is_killed_and_server_answers(atlasd: Daemon) -> None:
         t = threading.Thread(target=runaway)
         t.start()
         try:
-            for _ in range(1000):  # poll until the script is busy
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # poll until the script is busy
                 try:
                     other.ping()
                 except redis.ResponseError as e:
