@@ -231,7 +231,8 @@ def raw_max(a: bytes, b: bytes) -> bytes:
 
 _SPAN = [(c & 0x3F) + 1 if c < 0x40 else (c & 3) + 1 if 0x80 <= c < 0x100 else (c & 0x3FFF) + 1
          for c in range(0x8000)]
-_XZERO_RE = re.compile(rb"[\x40-\x7f].", re.S)
+_XZERO_RE = re.compile(rb"([\x40-\x7f].)", re.S)
+_BYTE = [bytes((b,)) for b in range(256)]
 
 
 def _zero(n: int) -> int:
@@ -246,6 +247,11 @@ def _is_val(op: int) -> bool:
     return 0x80 <= op < 0x100
 
 
+# The last sparse value written, with its opcodes: (value, ops, starts, nbytes, cut).  Checked by
+# identity, never by content, and holding the value keeps its identity from being reused.
+_last_written: tuple[bytes, list[int], list[int], int, bool] | None = None
+
+
 class Sparse:
     """A sparse value being edited: `ops`, the register each starts at (`starts`), and its byte length
     as Redis counts it (`nbytes`: a value cut inside its last XZERO is one byte shorter than its ops)."""
@@ -254,17 +260,23 @@ class Sparse:
 
     def __init__(self, value: bytes) -> None:
         self.header = bytearray(value[:HDR])
-        self._parse(value[HDR:])
+        last = _last_written
+        if last is not None and last[0] is value:
+            # The value this process wrote last (a run of PFADDs to one key): its opcodes are known.
+            _, ops, starts, self.nbytes, self.cut = last
+            self.ops, self.starts = ops[:], starts[:]
+        else:
+            self._parse(value[HDR:])
 
     def _parse(self, payload: bytes) -> None:
-        ops: list[int] = []
-        pos = 0
-        for m in _XZERO_RE.finditer(payload):
-            s = m.start()
-            ops.extend(payload[pos:s])
-            ops.append((payload[s] << 8) | payload[s + 1])
-            pos = s + 2
-        ops.extend(payload[pos:])
+        # The XZEROs split the payload into runs of one-byte opcodes.
+        parts = _XZERO_RE.split(payload)
+        ops = list(parts[0])
+        it = iter(parts)
+        next(it)
+        for xzero, run in zip(it, it, strict=True):
+            ops.append((xzero[0] << 8) | xzero[1])
+            ops += run
         # A last byte 01xxxxxx is an XZERO whose second byte is missing: Redis reads the string's
         # terminating NUL there.
         self.cut = bool(ops) and 0x40 <= ops[-1] < 0x80
@@ -275,17 +287,20 @@ class Sparse:
         self.starts.pop()
         self.nbytes = len(payload)
 
+    def written(self) -> bytes:
+        """The value, remembered with its opcodes for the next command on it (`Sparse(value)` then
+        copies two lists instead of parsing): the keyspace holds this very object until it changes."""
+        global _last_written
+        value = self.value()
+        _last_written = (value, self.ops[:], self.starts[:], self.nbytes, self.cut)
+        return value
+
     def payload(self) -> bytes:
         ops = self.ops
         if not ops or max(ops) <= 0xFF:
             return bytes(ops)
-        out = bytearray()
-        for op in ops:
-            if op > 0xFF:
-                out += op.to_bytes(2, "big")
-            else:
-                out.append(op)
-        return bytes(out[:self.nbytes])
+        out = b"".join([_BYTE[op] if op <= 0xFF else op.to_bytes(2, "big") for op in ops])
+        return out[:self.nbytes] if self.cut else out
 
     def value(self) -> bytes:
         return bytes(self.header) + self.payload()

@@ -62,16 +62,21 @@ def _registers(value: bytes) -> bytes:
         raise err(INVALID) from None
 
 
-def _write(ctx: Ctx, key: bytes, old: bytes | None, new: bytes) -> None:
-    """Log `new` replacing `old` at key: the changed byte ranges of a same-length value, else a SET."""
+def _write(ctx: Ctx, key: bytes, old: bytes | None, new: bytes, touched: list[int] | None = None) -> None:
+    """Log `new` replacing `old` at key: the changed byte ranges of a same-length value (`touched`, the
+    positions written, when the caller knows them), else a SET."""
     if old is not None and len(old) == len(new):
-        diff = (int.from_bytes(old, "big") ^ int.from_bytes(new, "big")).to_bytes(len(new), "big")
+        if touched is None:
+            diff = (int.from_bytes(old, "big") ^ int.from_bytes(new, "big")).to_bytes(len(new), "big")
+            spans = [(m.start(), m.end()) for m in _CHANGED.finditer(diff)]
+        else:
+            spans = [(pos, pos + 1) for pos in sorted(set(touched))]
         runs: list[list[int]] = []
-        for m in _CHANGED.finditer(diff):
-            if runs and m.start() - runs[-1][1] <= _RANGE_COST:
-                runs[-1][1] = m.end()
+        for start, end in spans:
+            if runs and start - runs[-1][1] <= _RANGE_COST:
+                runs[-1][1] = end
             else:
-                runs.append([m.start(), m.end()])
+                runs.append([start, end])
         if sum(end - start + _RANGE_COST for start, end in runs) < len(new):
             for start, end in runs:
                 ctx.emit(("SETRANGE", key, start, new[start:end]))
@@ -113,7 +118,7 @@ def pfadd(ctx: Ctx, args: list[bytes]) -> Any:
         else:
             if updated:
                 sparse.header[15] |= 0x80
-                ctx.emit(("SET", key, sparse.value(), ctx.expiry(key) if old is not None else None))
+                ctx.emit(("SET", key, sparse.written(), ctx.expiry(key) if old is not None else None))
             return 1 if updated else 0
     else:
         buf = bytearray(value)
@@ -122,7 +127,8 @@ def pfadd(ctx: Ctx, args: list[bytes]) -> Any:
         updated += hll.dense_add(buf, index, count, touched)
     if updated:
         buf[15] |= 0x80
-        _write(ctx, key, old, bytes(buf))
+        touched.append(15)
+        _write(ctx, key, old, bytes(buf), touched if old is not None and old[4] == hll.DENSE else None)
     return 1 if updated else 0
 
 
@@ -186,7 +192,7 @@ def pfmerge(ctx: Ctx, args: list[bytes]) -> Any:
                 new[4] = hll.DENSE
                 break
         else:
-            new = bytearray(sparse.value())
+            new = bytearray(sparse.value())  # (its cache byte changes below: not remembered)
     new[15] |= 0x80
     _write(ctx, dest, old, bytes(new))
     return OK
