@@ -233,6 +233,9 @@ _SPAN = [(c & 0x3F) + 1 if c < 0x40 else (c & 3) + 1 if 0x80 <= c < 0x100 else (
          for c in range(0x8000)]
 _XZERO_RE = re.compile(rb"([\x40-\x7f].)", re.S)
 _BYTE = [bytes((b,)) for b in range(256)]
+# The registers a one-byte opcode stands for (ZERO: zeros, VAL: its value repeated).
+_RUN = [bytes(((c >> 2) & 0x1F) + 1 for _ in range((c & 3) + 1)) if c & 0x80 else bytes((c & 0x3F) + 1)
+        for c in range(256)]
 
 
 def _zero(n: int) -> int:
@@ -314,49 +317,39 @@ class Sparse:
         if count > VAL_MAX:
             return 2
         ops, starts = self.ops, self.starts
-        if not ops or index >= self.total():
+        if not ops or index >= starts[-1] + _SPAN[ops[-1]]:
             return -1
         k = bisect_right(starts, index) - 1
         op = ops[k]
         first = starts[k]
         runlen = _SPAN[op]
-        if _is_val(op):
-            cur = ((op >> 2) & 0x1F) + 1
-            if cur >= count:
-                return 0
-            if runlen == 1:
-                ops[k] = _val(count, 1)
-                self._merge(k)
-                self.header[15] |= 0x80
-                return 1
-        elif op < 0x40 and runlen == 1:
-            ops[k] = _val(count, 1)
+        is_val = 0x80 <= op < 0x100
+        if is_val and ((op >> 2) & 0x1F) + 1 >= count:
+            return 0
+        if runlen == 1 and op < 0x100:  # a VAL or ZERO of one register: rewritten in place
+            ops[k] = 0x80 | ((count - 1) << 2)
             self._merge(k)
             self.header[15] |= 0x80
             return 1
+        # Split the run into (before, our register, after): VALs of the old value around a VAL, or
+        # zero runs (ZERO up to 64, XZERO beyond) around it.
         last = first + runlen - 1
         seq: list[int] = []
         seq_starts: list[int] = []
-        if _is_val(op):
-            cur = ((op >> 2) & 0x1F) + 1
-            if index != first:
-                seq.append(_val(cur, index - first))
-                seq_starts.append(first)
-            seq.append(_val(count, 1))
-            seq_starts.append(index)
-            if index != last:
-                seq.append(_val(cur, last - index))
-                seq_starts.append(index + 1)
-        else:
-            if index != first:
-                seq.append(_zero(index - first))
-                seq_starts.append(first)
-            seq.append(_val(count, 1))
-            seq_starts.append(index)
-            if index != last:
-                seq.append(_zero(last - index))
-                seq_starts.append(index + 1)
-        delta = sum(2 if o > 0xFF else 1 for o in seq) - (2 if op > 0xFF else 1)
+        size = 1
+        if index != first:
+            n = index - first
+            seq.append(0x80 | (op & 0x7C) | (n - 1) if is_val else _zero(n))
+            seq_starts.append(first)
+            size += 2 if n > ZERO_MAX and not is_val else 1
+        seq.append(0x80 | ((count - 1) << 2))
+        seq_starts.append(index)
+        if index != last:
+            n = last - index
+            seq.append(0x80 | (op & 0x7C) | (n - 1) if is_val else _zero(n))
+            seq_starts.append(index + 1)
+            size += 2 if n > ZERO_MAX and not is_val else 1
+        delta = size - (2 if op > 0xFF else 1)
         if delta > 0 and HDR + self.nbytes + delta > max_bytes:
             return 2
         ops[k:k + 1] = seq
@@ -374,19 +367,19 @@ class Sparse:
         same value whose runs fit one VAL become one."""
         ops, starts = self.ops, self.starts
         p = k - 1 if k > 0 else 0
+        end = len(ops)
         scan = 5
-        while p < len(ops) and scan:
+        while p < end and scan:
             scan -= 1
             op = ops[p]
-            if _is_val(op) and p + 1 < len(ops):
+            if 0x80 <= op < 0x100 and p + 1 < end:
                 nxt = ops[p + 1]
-                if _is_val(nxt) and (op >> 2) == (nxt >> 2):
-                    n = (op & 3) + (nxt & 3) + 2
-                    if n <= VAL_MAX_LEN:
-                        ops[p:p + 2] = [_val(((op >> 2) & 0x1F) + 1, n)]
-                        del starts[p + 1]
-                        self.nbytes -= 1
-                        continue
+                if 0x80 <= nxt < 0x100 and (op >> 2) == (nxt >> 2) and (op & 3) + (nxt & 3) < VAL_MAX_LEN - 1:
+                    ops[p:p + 2] = [(op & 0xFC) | ((op & 3) + (nxt & 3) + 1)]
+                    del starts[p + 1]
+                    self.nbytes -= 1
+                    end -= 1
+                    continue
             p += 1
 
     def registers(self) -> bytes:
@@ -394,12 +387,7 @@ class Sparse:
         16384 registers, checked before anything is expanded."""
         if self.total() != REGISTERS:
             raise Corrupt
-        raw = bytearray(REGISTERS)
-        for op, start in zip(self.ops, self.starts, strict=True):
-            if 0x80 <= op < 0x100:
-                n = (op & 3) + 1
-                raw[start:start + n] = bytes((((op >> 2) & 0x1F) + 1,)) * n
-        return bytes(raw)
+        return b"".join([_RUN[op] if op <= 0xFF else bytes(_SPAN[op]) for op in self.ops])
 
     def histogram(self) -> list[int]:
         """hllSparseRegHisto: every run counted, valid only if they add up to 16384."""
