@@ -140,3 +140,26 @@ def test_is_hll() -> None:
     for bad in (b"", b"HYLL", b"hyll" + hll.EMPTY[4:], b"HYLL\x02" + hll.EMPTY[5:], hll.to_dense(hll.EMPTY) + b"x",
                 b"HYLL\x00" + hll.EMPTY[5:]):
         assert not hll.is_hll(bad)
+
+
+def test_histogram_kept_along_pfadd_and_pfcount() -> None:
+    """The cached histogram PFADD moves along stays the histogram of the value the keyspace holds."""
+    from helios_core.atlas.commands import hyperloglog as commands
+    from helios_core.atlas.commands.table import Ctx
+    from helios_core.atlas.effects import apply_effect
+    from helios_core.atlas.keyspace import Keyspace
+
+    ks = Keyspace()
+    ctx = Ctx(ks, lambda eff: apply_effect(ks, eff, None))
+    commands.pfadd(ctx, [b"k", *(b"a%d" % i for i in range(3000))])
+    rnd = random.Random(5)
+    for i in range(60):
+        commands.pfadd(ctx, [b"k", *(b"b%d" % rnd.randrange(10**6) for _ in range(rnd.randrange(1, 4)))])
+        if i % 3:
+            value = ks.data[b"k"]
+            want = hll.estimate(hll._hist_raw(hll.dense_registers(value)))
+            assert commands.pfcount(ctx, [b"k"]) == want
+            value = ks.data[b"k"]
+            cached = hll.cached_hist(value)
+            assert cached is None or cached == hll._hist_raw(hll.dense_registers(value))
+    assert hll.cached_hist(ks.data[b"k"]) is not None

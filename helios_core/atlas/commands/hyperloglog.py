@@ -122,13 +122,16 @@ def pfadd(ctx: Ctx, args: list[bytes]) -> Any:
             return 1 if updated else 0
     else:
         buf = bytearray(value)
+    hist = hll.cached_hist(value) if value[4] == hll.DENSE else None
     touched: list[int] = []
     for index, count in todo:
-        updated += hll.dense_add(buf, index, count, touched)
+        updated += hll.dense_add(buf, index, count, touched, hist)
     if updated:
         buf[15] |= 0x80
         touched.append(15)
         _write(ctx, key, old, bytes(buf), touched if old is not None and old[4] == hll.DENSE else None)
+        if hist is not None:
+            hll.remember_hist(ctx.ks.data.get(key), hist)
     return 1 if updated else 0
 
 
@@ -151,12 +154,19 @@ def pfcount(ctx: Ctx, args: list[bytes]) -> Any:
         return 0
     if not value[15] & 0x80:
         return int.from_bytes(value[8:16], "little")
+    hist = None
     try:
-        card = hll.count_value(value)
+        if value[4] == hll.DENSE:
+            hist = hll.dense_hist(value)
+            card = hll.estimate(hist)
+        else:
+            card = hll.count_value(value)
     except hll.Corrupt:
         raise err(INVALID) from None
     if ctx.writable:
         ctx.emit(("SETRANGE", key, 8, card.to_bytes(8, "little")))
+        if hist is not None:
+            hll.remember_hist(ctx.ks.data.get(key), hist)
     return card - (1 << 64) if card >> 63 else card  # (Redis replies with the uint64 as a long long)
 
 
@@ -201,7 +211,7 @@ def pfmerge(ctx: Ctx, args: list[bytes]) -> Any:
 @command("pfdebug", 3, "write denyoom admin", keys=(2, 2, 1))
 def pfdebug(ctx: Ctx, args: list[bytes]) -> Any:
     sub, key = args[0], args[1]
-    value = _hll(ctx, key) if ctx.lookup(key) is not None else None
+    value = _hll(ctx, key)
     if value is None:
         raise err("ERR The specified key does not exist")
     name = sub.lower()
