@@ -99,9 +99,11 @@ _EVENTS: dict[str, tuple[str, int]] = {
     "bzpopmin": ("zpopmin", ZSET), "bzpopmax": ("zpopmax", ZSET),
     "zunionstore": ("zunionstore", ZSET), "zinterstore": ("zinterstore", ZSET), "zdiffstore": ("zdiffstore", ZSET),
     "zrangestore": ("zrangestore", ZSET),
-    # PFMERGE publishes "pfadd" as Redis does; PFCOUNT's cache write and PFDEBUG's conversion publish nothing.
-    "pfadd": ("pfadd", STR), "pfmerge": ("pfadd", STR), "pfcount": ("pfcount", 0), "pfdebug": ("pfdebug", 0),
+    "sort": ("sortstore", LIST),
 }
+# Commands that replace their destination whole (a DEL, then the writes of the new value) where
+# Redis overwrites it in one step: no "del", and no "new" for a key that was there.
+_REPLACES = frozenset({"sort"})
 _CREATES = frozenset({"SET", "SETRANGE", "ZADD", "HSET", "SADD", "LPUSH", "RPUSH"})
 _EMPTIES = frozenset({"ZREM", "HDEL", "SREM", "LPOP", "RPOP", "LREM", "LTRIM"})
 _OP_CLASS = {"ZADD": ZSET, "ZREM": ZSET, "HSET": HASH, "HDEL": HASH, "SADD": SET, "SREM": SET, "SET": STR,
@@ -136,6 +138,22 @@ def _stream_seen(eff: tuple, data: dict) -> _Seen:
         g = groups.get(eff[2]) if groups is not None else None
         fresh = g is not None and eff[3] not in g.consumers
     return _Seen(eff, False, op in _STREAM_CREATES and value is None, fresh)
+
+
+def _replaced(seen: list[_Seen]) -> list[_Seen]:
+    """A destination's DEL followed by writes of the same key in the same database is an
+    overwrite: the DEL goes, and the key was not new (a DEL of an expired key stays: "expired")."""
+    out: list[_Seen] = []
+    for i, s in enumerate(seen):
+        if s.eff[0] == "DEL" and not s.expired:
+            key, db = s.eff[1], s.db
+            later = [t for t in seen[i + 1:] if t.db == db and t.eff[0] != "DEL" and t.eff[1] == key]
+            if later:
+                for t in later:
+                    t.new = False
+                continue
+        out.append(s)
+    return out
 
 
 @dataclass
@@ -209,6 +227,8 @@ class Notifier:
         if name in _STREAM_COMMANDS:
             self._stream(seen, name)
             return
+        if name in _REPLACES:
+            seen = _replaced(seen)
         sent: set[tuple[int, bytes, str]] = set()
         for s in seen:
             eff = s.eff

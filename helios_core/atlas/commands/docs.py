@@ -31,8 +31,7 @@ __all__ = ["DOCS", "command_info", "acl_categories", "command_keys"]
 # (`_GROUP_ACL`) and a few more named per command (`_EXTRA_ACL`, from Redis's command table), plus
 # the ones its flags imply (write, readonly, admin, pubsub, fast, blocking; @slow when not @fast),
 # listed in Redis's order of categories.
-_GROUP_ACL = {"hyperloglog": "@hyperloglog",
-              "string": "@string", "generic": "@keyspace", "sorted-set": "@sortedset", "hash": "@hash", "set": "@set",
+_GROUP_ACL = {"string": "@string", "generic": "@keyspace", "sorted-set": "@sortedset", "hash": "@hash", "set": "@set",
               "list": "@list", "bitmap": "@bitmap", "connection": "@connection", "transactions": "@transaction",
               "pubsub": "@pubsub", "scripting": "@scripting", "stream": "@stream"}
 _EXTRA_ACL: dict[str, tuple[str, ...]] = {
@@ -42,9 +41,11 @@ _EXTRA_ACL: dict[str, tuple[str, ...]] = {
     "lastsave": ("@admin", "@dangerous"), "role": ("@admin", "@dangerous"), "command": ("@connection",),
     "wait": ("@connection",), "readonly": ("@connection",), "readwrite": ("@connection",),
     "asking": ("@connection",),
+    "sort": ("@set", "@sortedset", "@list", "@dangerous"), "sort_ro": ("@set", "@sortedset", "@list", "@dangerous"),
 }
-# Commands whose group gives them no category: WAIT is "generic" in COMMAND DOCS but not @keyspace.
-_NO_GROUP_ACL = frozenset({"wait"})
+# Commands whose group gives them no category: WAIT and SORT are "generic" in COMMAND DOCS but not
+# @keyspace.
+_NO_GROUP_ACL = frozenset({"wait", "sort", "sort_ro"})
 # Container commands: in Redis 7.0 their flags and categories are their subcommands'; the container
 # itself reports no flags and only @slow.
 _CONTAINERS = frozenset({"client", "config", "latency", "memory", "slowlog", "object", "pubsub", "script", "xgroup",
@@ -287,6 +288,12 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "del": ("generic", "1.0.0", "key [key ...]", "Deletes one or more keys."),
     "unlink": ("generic", "4.0.0", "key [key ...]", "Asynchronously deletes one or more keys."),
     "exists": ("generic", "1.0.0", "key [key ...]", "Determines whether one or more keys exist."),
+    "touch": ("generic", "3.2.1", "key [key ...]",
+              "Alters the last access time of a key(s). Returns the number of existing keys specified."),
+    "sort": ("generic", "1.0.0", "key [BY pattern] [LIMIT offset count] [GET pattern [GET pattern ...]] [ASC|DESC] "
+             "[ALPHA] [STORE destination]", "Sort the elements in a list, set or sorted set"),
+    "sort_ro": ("generic", "7.0.0", "key [BY pattern] [LIMIT offset count] [GET pattern [GET pattern ...]] "
+                "[ASC|DESC] [ALPHA]", "Sort the elements in a list, set or sorted set. Read-only variant of SORT."),
     "type": ("generic", "1.0.0", "key", "Determines the type of value stored at a key."),
     "expire": ("generic", "1.0.0", "key seconds [NX|XX|GT|LT]", "Sets the expiration time of a key in seconds."),
     "pexpire": ("generic", "2.6.0", "key milliseconds [NX|XX|GT|LT]",
@@ -429,6 +436,7 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "config": ("server", "2.0.0", "GET parameter [parameter ...]|SET parameter value [parameter value ...]|"
                "RESETSTAT", "A container for server configuration commands."),
     "time": ("server", "2.6.0", "", "Returns the server time."),
+    "lolwut": ("server", "5.0.0", "[VERSION version]", "Display some computer art and the Redis version"),
     "save": ("server", "1.0.0", "", "Snapshots the dataset and waits until the snapshot is on disk."),
     "bgsave": ("server", "1.0.0", "[SCHEDULE]", "Asynchronously saves the database(s) to disk."),
     "bgrewriteaof": ("server", "1.0.0", "", "Asynchronously compacts the append-only file (a snapshot "
@@ -500,14 +508,6 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "getbit": ("bitmap", "2.2.0", "key offset", "Returns the bit value at offset in the string value stored at key"),
     "setbit": ("bitmap", "2.2.0", "key offset value",
                "Sets or clears the bit at offset in the string value stored at key"),
-    # hyperloglog
-    "pfadd": ("hyperloglog", "2.8.9", "key [element [element ...]]",
-              "Adds the specified elements to the specified HyperLogLog."),
-    "pfcount": ("hyperloglog", "2.8.9", "key [key ...]",
-                "Return the approximated cardinality of the set(s) observed by the HyperLogLog at key(s)."),
-    "pfmerge": ("hyperloglog", "2.8.9", "destkey [sourcekey [sourcekey ...]]",
-                "Merge N different HyperLogLogs into a single one."),
-    "pfdebug": ("hyperloglog", "2.8.9", "subcommand key", "Internal commands for debugging HyperLogLog values"),
     # streams
     "xack": ("stream", "5.0.0", "key group id [id ...]",
              "Marks a pending message as correctly processed, effectively removing it from the pending entries list "

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from helios_core.atlas.commands.keyspecs import KEY_SPECS, SUBCOMMANDS
+from helios_core.atlas.commands.sort import sort_keys, sort_ro_keys
 from helios_core.atlas.commands.table import TABLE, Command, err
 from helios_core.errors import CommandError
 
@@ -151,6 +152,7 @@ def _xread_keys(argv: list[bytes]) -> Found:
 
 _PROCS: dict[str, Callable[[list[bytes]], Found]] = {
     "set": _set_keys, "bitfield": _bitfield_keys, "xread": _xread_keys, "xreadgroup": _xread_keys,
+    "sort": sort_keys, "sort_ro": sort_ro_keys,
     **{name: _numkeys_keys(name, 2, False) for name in ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall",
                                                         "fcall_ro", "blmpop", "bzmpop")},
     **{name: _numkeys_keys(name, 1, False) for name in ("zunion", "zinter", "zdiff", "zintercard", "sintercard",

@@ -1,4 +1,4 @@
-"""Keyspace commands: DEL EXISTS EXPIRE* TTL* PERSIST TYPE KEYS SCAN RENAME DBSIZE FLUSHALL ..."""
+"""Keyspace commands: DEL EXISTS TOUCH EXPIRE* TTL* PERSIST TYPE KEYS SCAN RENAME DBSIZE FLUSHALL ..."""
 
 from __future__ import annotations
 
@@ -47,6 +47,13 @@ def unlink(ctx: Ctx, args: list[bytes]) -> Any:
 
 @command("exists", -2, "readonly fast", keys=(1, -1, 1))
 def exists(ctx: Ctx, args: list[bytes]) -> Any:
+    return sum(1 for key in args if ctx.lookup(key) is not None)
+
+
+@command("touch", -2, "readonly fast", keys=(1, -1, 1))
+def touch(ctx: Ctx, args: list[bytes]) -> Any:
+    """The keys that exist (a key named twice counts twice).  Their access time and LFU counter
+    are recorded by the engine after every command with keys, under an LRU/LFU policy (evict.py)."""
     return sum(1 for key in args if ctx.lookup(key) is not None)
 
 

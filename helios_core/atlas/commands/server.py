@@ -26,8 +26,10 @@ from helios_core.atlas.commands.table import (
     Simple,
     command,
     err,
+    parse_int,
 )
 from helios_core.atlas.evict import estimate
+from helios_core.atlas.resp import Verbatim
 from helios_core.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -173,6 +175,20 @@ def shutdown(ctx: Ctx, args: list[bytes]) -> Any:
     else:
         conn.defer(conn.server.request_shutdown(False), lambda _: None)
     return None
+
+
+@command("lolwut", -1, "readonly fast", keys=(0, 0, 0))
+def lolwut(ctx: Ctx, args: list[bytes]) -> Any:
+    """Redis 7.0's default LOLWUT: the version line.  VERSION 5 and 6 are Redis's generative art,
+    random on every call; atlasd checks their arguments as Redis does and answers the line."""
+    version = None
+    if len(args) >= 2 and args[0].split(b"\0", 1)[0].lower() == b"version":
+        version = parse_int(args[1]) & 0xFFFFFFFF  # (Redis prints it as an unsigned int)
+        args = args[2:]
+        if version == 5 or version == 6:
+            for raw in args[:3 if version == 5 else 2]:  # (columns, squares per row and column | rows)
+                parse_int(raw)
+    return Verbatim(b"Redis ver. %s\n" % REDIS_COMPAT_VERSION.encode(), b"txt")
 
 
 @command("time", 1, "loading stale fast", keys=(0, 0, 0))
