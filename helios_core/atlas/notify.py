@@ -99,6 +99,8 @@ _EVENTS: dict[str, tuple[str, int]] = {
     "bzpopmin": ("zpopmin", ZSET), "bzpopmax": ("zpopmax", ZSET),
     "zunionstore": ("zunionstore", ZSET), "zinterstore": ("zinterstore", ZSET), "zdiffstore": ("zdiffstore", ZSET),
     "zrangestore": ("zrangestore", ZSET),
+    # PFMERGE publishes "pfadd" as Redis does; PFCOUNT's cache write and PFDEBUG's conversion publish nothing.
+    "pfadd": ("pfadd", STR), "pfmerge": ("pfadd", STR), "pfcount": ("pfcount", 0), "pfdebug": ("pfdebug", 0),
     "sort": ("sortstore", LIST),
 }
 # Commands that replace their destination whole (a DEL, then the writes of the new value) where

@@ -10,6 +10,7 @@ from helios_core.atlas.commands import (  # noqa: F401  (registration side effec
     docs,
     functions,
     hashes,
+    hyperloglog,
     keys,
     lists,
     modules,

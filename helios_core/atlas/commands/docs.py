@@ -31,7 +31,8 @@ __all__ = ["DOCS", "command_info", "acl_categories", "command_keys"]
 # (`_GROUP_ACL`) and a few more named per command (`_EXTRA_ACL`, from Redis's command table), plus
 # the ones its flags imply (write, readonly, admin, pubsub, fast, blocking; @slow when not @fast),
 # listed in Redis's order of categories.
-_GROUP_ACL = {"string": "@string", "generic": "@keyspace", "sorted-set": "@sortedset", "hash": "@hash", "set": "@set",
+_GROUP_ACL = {"hyperloglog": "@hyperloglog",
+              "string": "@string", "generic": "@keyspace", "sorted-set": "@sortedset", "hash": "@hash", "set": "@set",
               "list": "@list", "bitmap": "@bitmap", "connection": "@connection", "transactions": "@transaction",
               "pubsub": "@pubsub", "scripting": "@scripting", "stream": "@stream"}
 _EXTRA_ACL: dict[str, tuple[str, ...]] = {
@@ -508,6 +509,14 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "getbit": ("bitmap", "2.2.0", "key offset", "Returns the bit value at offset in the string value stored at key"),
     "setbit": ("bitmap", "2.2.0", "key offset value",
                "Sets or clears the bit at offset in the string value stored at key"),
+    # hyperloglog
+    "pfadd": ("hyperloglog", "2.8.9", "key [element [element ...]]",
+              "Adds the specified elements to the specified HyperLogLog."),
+    "pfcount": ("hyperloglog", "2.8.9", "key [key ...]",
+                "Return the approximated cardinality of the set(s) observed by the HyperLogLog at key(s)."),
+    "pfmerge": ("hyperloglog", "2.8.9", "destkey [sourcekey [sourcekey ...]]",
+                "Merge N different HyperLogLogs into a single one."),
+    "pfdebug": ("hyperloglog", "2.8.9", "subcommand key", "Internal commands for debugging HyperLogLog values"),
     # streams
     "xack": ("stream", "5.0.0", "key group id [id ...]",
              "Marks a pending message as correctly processed, effectively removing it from the pending entries list "
