@@ -79,6 +79,8 @@ AUTH_MAX_FAILURES = 10
 _QUEUE_PAUSE = 20_000
 _QUEUE_RESUME = 2_000
 _PARKED_PAUSE = 1_000  # commands held behind a blocked one before reading pauses
+# Commands that may run a Lua script (EXEC: one queued), and so put the server in the busy state.
+_MAY_SCRIPT = frozenset({b"eval", b"evalsha", b"eval_ro", b"evalsha_ro", b"fcall", b"fcall_ro", b"exec"})
 
 _DENIED = (
     "DENIED ATLAS is running in protected mode because no password is set (atlasd --requirepass). "
@@ -108,6 +110,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, server: AtlasServer, is_unix: bool) -> None:
         self.server = server
+        server.accepting += 1  # (until connection_made)
         self.engine = server.engine
         self.id = 0
         self.transport: Any = None
@@ -160,6 +163,8 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         server = self.server
+        if server.accepting > 0:
+            server.accepting -= 1
         self.addr, self.laddr, loopback = _addresses(transport, self.is_unix)
         server.counters.connections += 1
         if server.closing:
@@ -207,6 +212,8 @@ class Connection(asyncio.Protocol):
         self.net_in += len(data)
         if cmds and (self.blocked is not None or self.parked_rest):  # (after those held back)
             self._park_more(cmds)
+        elif cmds and self.server.accepting and self.authed and _may_script(cmds):
+            self._after_accepts(cmds)
         elif cmds:
             unauthed = not self.authed
             if tracing.state.on:  # one span per batch; off, this one attribute is all tracing costs
@@ -522,6 +529,15 @@ class Connection(asyncio.Protocol):
             self._drain()
         else:
             self._write(payload)
+
+    def _after_accepts(self, cmds: list[list[bytes]]) -> None:
+        """Run `cmds`, which may start a script, one loop step later.  uvloop calls connection_made
+        one step after it accepts a connection; a script that went busy in between would leave that
+        client unserved until the script ended (the busy server serves clients and the listening
+        sockets' backlog, not a connection the loop holds and has not handed over).  Run after those
+        calls, the script finds them clients, as Redis, which makes a client as it accepts."""
+        self.parked_rest = list(cmds)  # (what arrives meanwhile queues behind them: _park_more)
+        asyncio.get_running_loop().call_soon(self._resume_after_block)
 
     def _resume_after_block(self) -> None:
         """Run the commands that arrived behind the blocking one, then read again."""
@@ -871,3 +887,7 @@ def _fmt(sockaddr: Any) -> str:
         host, port = sockaddr[0], sockaddr[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return str(sockaddr)
+
+
+def _may_script(cmds: list[Any]) -> bool:
+    return any(type(argv) is list and argv[0].lower() in _MAY_SCRIPT for argv in cmds)

@@ -156,6 +156,9 @@ class AtlasServer:
         self.pubsub_limit = cfg.pubsub_output_limit
         self.max_bulk = engine.config.max_value_bytes
         self.clients: dict[int, Connection] = {}
+        # Connections the loop accepted whose connection_made has not run yet (uvloop calls it one
+        # step later): a script must not start before they are clients (Connection.data_received).
+        self.accepting = 0
         self.channels: dict[bytes, set[Connection]] = {}
         self.patterns: dict[bytes, set[Connection]] = {}
         self._pattern_rx: dict[bytes, Glob] = {}

@@ -259,6 +259,27 @@ def test_connections_accepted_while_busy_keep_their_state(atlasd: Daemon) -> Non
         unix.close()
 
 
+def test_a_client_accepted_as_the_script_starts_is_served(atlasd: Daemon) -> None:
+    """A connection the loop accepts in the same step as a script's EVAL (uvloop makes it a client
+    one step later) is served while the script is busy, not left waiting for its end."""
+    setup = Wire(path=atlasd.socket_path)
+    assert setup.call("CONFIG", "SET", "busy-reply-threshold", "100") == b"+OK\r\n"
+    try:
+        for _ in range(5):
+            caller = Wire(path=atlasd.socket_path)
+            caller.send("EVAL", SPIN, 0)
+            late = Wire(path=atlasd.socket_path, timeout=30.0)  # (connects while the EVAL is read)
+            late.send("PING")
+            assert late.reply() == BUSY
+            assert setup.call("SCRIPT", "KILL") == b"+OK\r\n"
+            assert caller.reply().startswith(KILLED)
+            caller.close()
+            late.close()
+    finally:
+        setup.call("CONFIG", "SET", "busy-reply-threshold", "5000")
+        setup.close()
+
+
 def test_maxclients_holds_for_connections_accepted_while_busy(atlasd: Daemon) -> None:
     caller, probe = Wire(atlasd.port, atlasd.password), Wire(atlasd.port, atlasd.password)
     n = probe.call("CLIENT", "LIST").count(b"id=")
