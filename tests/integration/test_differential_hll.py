@@ -162,7 +162,7 @@ BASICS = [
     [b"PFADD", b"h3", b"x"],
     *growth(b"h1", 3000, 250), *growth(b"h3", 1200, 100),
     [b"PFMERGE", b"h2", b"h3"], [b"PFCOUNT", b"h2"], [b"PFMERGE", b"h3", b"h1", b"h2"], [b"PFCOUNT", b"h3"],
-    [b"PFCOUNT", b"h1", b"h2", b"h3"],
+    [b"PFCOUNT", b"h1", b"h2", b"h3"], [b"PFSELFTEST"], [b"PFSELFTEST", b"x"], [b"pfselftest"],
 ]
 
 
@@ -375,7 +375,7 @@ def test_aof_records_are_small_and_replay_to_redis_bytes(tmp_path_factory: pytes
 
 def test_command_info_matches(pair: Pair) -> None:
     from tests.integration.test_differential_types import norm
-    names = [b"pfadd", b"pfcount", b"pfmerge", b"pfdebug"]
+    names = [b"pfadd", b"pfcount", b"pfmerge", b"pfdebug", b"pfselftest"]
     got = pair.atlas.r2.call([b"COMMAND", b"INFO", *names])
     want = pair.redis.r2.call([b"COMMAND", b"INFO", *names])
     assert norm(got) == norm(want)

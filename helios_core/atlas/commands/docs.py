@@ -517,6 +517,7 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "pfmerge": ("hyperloglog", "2.8.9", "destkey [sourcekey [sourcekey ...]]",
                 "Merge N different HyperLogLogs into a single one."),
     "pfdebug": ("hyperloglog", "2.8.9", "subcommand key", "Internal commands for debugging HyperLogLog values"),
+    "pfselftest": ("hyperloglog", "2.8.9", "", "An internal command for testing HyperLogLog values"),
     # streams
     "xack": ("stream", "5.0.0", "key group id [id ...]",
              "Marks a pending message as correctly processed, effectively removing it from the pending entries list "
