@@ -282,6 +282,7 @@ class Engine:
             # A script's EVAL/FCALL line goes before the lines of the commands it runs (Redis's
             # scripts feed MONITOR themselves before running; call() skips them afterwards).
             self.monitor(args, conn, ctx.now_ms)
+        ctx.name = args[0]
         t0 = _clock_ns()
         try:
             reply = cmd.handler(ctx, args[1:])

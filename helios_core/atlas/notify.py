@@ -101,11 +101,13 @@ _EVENTS: dict[str, tuple[str, int]] = {
     "zrangestore": ("zrangestore", ZSET),
     # PFMERGE publishes "pfadd" as Redis does; PFCOUNT's cache write and PFDEBUG's conversion publish nothing.
     "pfadd": ("pfadd", STR), "pfmerge": ("pfadd", STR), "pfcount": ("pfcount", 0), "pfdebug": ("pfdebug", 0),
+    "geoadd": ("zadd", ZSET), "georadius": ("georadiusstore", ZSET), "georadiusbymember": ("georadiusstore", ZSET),
+    "geosearchstore": ("geosearchstore", ZSET),
     "sort": ("sortstore", LIST),
 }
 # Commands that replace their destination whole (a DEL, then the writes of the new value) where
 # Redis overwrites it in one step: no "del", and no "new" for a key that was there.
-_REPLACES = frozenset({"sort"})
+_REPLACES = frozenset({"sort", "georadius", "georadiusbymember", "geosearchstore"})
 _CREATES = frozenset({"SET", "SETRANGE", "ZADD", "HSET", "SADD", "LPUSH", "RPUSH"})
 _EMPTIES = frozenset({"ZREM", "HDEL", "SREM", "LPOP", "RPOP", "LREM", "LTRIM"})
 _OP_CLASS = {"ZADD": ZSET, "ZREM": ZSET, "HSET": HASH, "HDEL": HASH, "SADD": SET, "SREM": SET, "SET": STR,

@@ -30,8 +30,8 @@ from helios_core.atlas.commands.table import Simple
 from helios_core.atlas.commands.zsets import Pairs
 
 __all__ = [
-    "RespParser", "Push", "Replies", "OrderedSet", "BigNumber", "Verbatim", "NULL_ARRAY", "encode", "encode_error",
-    "split_inline",
+    "RespParser", "Push", "Replies", "OrderedSet", "BigNumber", "Verbatim", "HumanFloat", "NULL_ARRAY", "encode",
+    "encode_error", "split_inline",
     "MAX_MULTIBULK", "MAX_INLINE", "MAX_QUERY_BUFFER", "QUERY_BUFFER_EXCEEDED",
 ]
 
@@ -376,6 +376,17 @@ class Verbatim(bytes):
         return self
 
 
+class HumanFloat(float):
+    """A double Redis sends in its long double "human" form (GEOPOS's coordinates: %.17Lf, trailing
+    zeros cut): a bulk string in RESP2, a RESP3 double with that text."""
+
+    def text(self) -> bytes:
+        s = b"%.17f" % self
+        if b"." in s:
+            s = s.rstrip(b"0").rstrip(b".")
+        return b"0" if s == b"-0" else s
+
+
 class Replies(list):
     """Several replies to one command (SUBSCRIBE a b: one confirmation per channel)."""
 
@@ -490,6 +501,9 @@ def _encode_into(r: Any, resp3: bool, out: list[bytes]) -> None:
         _encode_into(dict(r), resp3, out)
     elif isinstance(r, int):
         out.append(b":%d\r\n" % r)
+    elif t is HumanFloat:
+        s = r.text()
+        out.append(b",%s\r\n" % s if resp3 else b"$%d\r\n%s\r\n" % (len(s), s))
     elif isinstance(r, float):
         _encode_into(float(r), resp3, out)
     elif t is BigNumber:

@@ -9,6 +9,7 @@ from helios_core.atlas.commands import (  # noqa: F401  (registration side effec
     databases,
     docs,
     functions,
+    geo,
     hashes,
     hyperloglog,
     keys,

@@ -34,7 +34,7 @@ __all__ = ["DOCS", "command_info", "acl_categories", "command_keys"]
 _GROUP_ACL = {"hyperloglog": "@hyperloglog",
               "string": "@string", "generic": "@keyspace", "sorted-set": "@sortedset", "hash": "@hash", "set": "@set",
               "list": "@list", "bitmap": "@bitmap", "connection": "@connection", "transactions": "@transaction",
-              "pubsub": "@pubsub", "scripting": "@scripting", "stream": "@stream"}
+              "pubsub": "@pubsub", "scripting": "@scripting", "stream": "@stream", "geo": "@geo"}
 _EXTRA_ACL: dict[str, tuple[str, ...]] = {
     "dbsize": ("@keyspace",), "swapdb": ("@keyspace", "@dangerous"), "flushall": ("@keyspace", "@dangerous"),
     "flushdb": ("@keyspace", "@dangerous"),
@@ -518,6 +518,36 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
                 "Merge N different HyperLogLogs into a single one."),
     "pfdebug": ("hyperloglog", "2.8.9", "subcommand key", "Internal commands for debugging HyperLogLog values"),
     "pfselftest": ("hyperloglog", "2.8.9", "", "An internal command for testing HyperLogLog values"),
+    # geo
+    "geoadd": ("geo", "3.2.0", "key [NX|XX] [CH] longitude latitude member [longitude latitude member ...]",
+               "Add one or more geospatial items in the geospatial index represented using a sorted set"),
+    "geodist": ("geo", "3.2.0", "key member1 member2 [M|KM|FT|MI]",
+                "Returns the distance between two members of a geospatial index"),
+    "geohash": ("geo", "3.2.0", "key member [member ...]",
+                "Returns members of a geospatial index as standard geohash strings"),
+    "geopos": ("geo", "3.2.0", "key member [member ...]",
+               "Returns longitude and latitude of members of a geospatial index"),
+    "georadius": ("geo", "3.2.0", "key longitude latitude radius M|KM|FT|MI [WITHCOORD] [WITHDIST] [WITHHASH] "
+                  "[COUNT count [ANY]] [ASC|DESC] [STORE key] [STOREDIST key]",
+                  "Query a sorted set representing a geospatial index to fetch members matching a given maximum "
+                  "distance from a point"),
+    "georadius_ro": ("geo", "3.2.10", "key longitude latitude radius M|KM|FT|MI [WITHCOORD] [WITHDIST] [WITHHASH] "
+                     "[COUNT count [ANY]] [ASC|DESC]", "A read-only variant for GEORADIUS"),
+    "georadiusbymember": ("geo", "3.2.0", "key member radius M|KM|FT|MI [WITHCOORD] [WITHDIST] [WITHHASH] "
+                          "[COUNT count [ANY]] [ASC|DESC] [STORE key] [STOREDIST key]",
+                          "Query a sorted set representing a geospatial index to fetch members matching a given "
+                          "maximum distance from a member"),
+    "georadiusbymember_ro": ("geo", "3.2.10", "key member radius M|KM|FT|MI [WITHCOORD] [WITHDIST] [WITHHASH] "
+                             "[COUNT count [ANY]] [ASC|DESC]", "A read-only variant for GEORADIUSBYMEMBER"),
+    "geosearch": ("geo", "6.2.0", "key FROMMEMBER member|FROMLONLAT longitude latitude BYRADIUS radius M|KM|FT|MI|"
+                  "BYBOX width height M|KM|FT|MI [ASC|DESC] [COUNT count [ANY]] [WITHCOORD] [WITHDIST] [WITHHASH]",
+                  "Query a sorted set representing a geospatial index to fetch members inside an area of a box or a "
+                  "circle."),
+    "geosearchstore": ("geo", "6.2.0", "destination source FROMMEMBER member|FROMLONLAT longitude latitude "
+                       "BYRADIUS radius M|KM|FT|MI|BYBOX width height M|KM|FT|MI [ASC|DESC] [COUNT count [ANY]] "
+                       "[STOREDIST]",
+                       "Query a sorted set representing a geospatial index to fetch members inside an area of a box "
+                       "or a circle, and store the result in another key."),
     # streams
     "xack": ("stream", "5.0.0", "key group id [id ...]",
              "Marks a pending message as correctly processed, effectively removing it from the pending entries list "

@@ -138,7 +138,7 @@ class Ctx:
     queues it for the AOF record of the current command or batch.
     """
 
-    __slots__ = ("ks", "now_ms", "emit", "writable", "engine", "conn", "pending", "seen")
+    __slots__ = ("ks", "now_ms", "emit", "writable", "engine", "conn", "pending", "seen", "name")
 
     def __init__(self, ks: Keyspace, emit: Callable[[tuple], None], engine: Any = None) -> None:
         self.ks = ks
@@ -151,6 +151,9 @@ class Ctx:
         # those a command looked at, so its reply waits for exactly what it may reveal.
         self.pending: dict[bytes, int] = {}
         self.seen = 0
+        # The command's name as the caller typed it (set by the engine): a few of Redis's error
+        # texts quote c->argv[0] (GEOSEARCH's "... can be specified for geosearch").
+        self.name = b""
 
     def lookup(self, key: bytes) -> Any:
         """The live value at key, or None; a key found expired is deleted (a logged DEL)."""
