@@ -243,7 +243,7 @@ class BusyServer:
         if refusal is None and conn.multi is not None and name in _NO_MULTI:
             refusal = conn._reject(argv, "ERR Command not allowed inside a transaction")
         if refusal is None:
-            text = conn.subscribed_refusal(name)
+            text = conn.subscribed_refusal(name, argv)
             if text is not None:
                 refusal = conn._reject(argv, text)
         if refusal is None and not _allow_busy(argv):

@@ -47,6 +47,7 @@ from helios_core.atlas import blocking
 from helios_core.atlas.blocking import Block, Waiter
 from helios_core.atlas.commands import TABLE
 from helios_core.atlas.commands.connection import NOAUTH, QUEUED, check_password
+from helios_core.atlas.commands.subcommands import BY_CONTAINER, find_sub
 from helios_core.atlas.commands.table import OK, exec_abort, unknown_command
 from helios_core.atlas.jsonlines import JsonBad, JsonBatch, JsonLinesParser, encode_json, encode_json_error
 from helios_core.atlas.resp import NULL_ARRAY, QUERY_BUFFER_EXCEEDED, RespParser, encode, encode_error
@@ -102,7 +103,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "server", "engine", "id", "transport", "parser", "resp3", "name", "lib_name", "lib_ver",
         "authed", "multi", "multi_error", "watching", "watch_dirty", "channels", "patterns",
-        "special", "closing", "queue", "out", "waiting_seq", "deferred", "read_paused",
+        "shard_channels", "special", "closing", "queue", "out", "waiting_seq", "deferred", "read_paused",
         "write_paused", "addr", "laddr", "is_unix", "created", "last_active", "last_cmd", "_durable_cb",
         "net_in", "net_out", "sniff", "is_json", "enc", "enc_err", "futures", "auth_failures",
         "auth_retry_at", "auth_paused", "current", "blocked", "parked_rest", "blocks", "tracking", "db",
@@ -135,6 +136,7 @@ class Connection(asyncio.Protocol):
         self.watch_dirty = False
         self.channels: set[bytes] = set()
         self.patterns: set[bytes] = set()
+        self.shard_channels: set[bytes] = set()  # SSUBSCRIBE's, a namespace of their own
         self.special = not self.authed
         self.closing = False
         self.queue: deque[tuple[int, Any]] = deque()  # (seq, bytes | (future, render, resp3))
@@ -573,15 +575,21 @@ class Connection(asyncio.Protocol):
                 return self._timed(argv, self._exec)
             if name == b"discard":
                 return self._timed(argv, self._discard)
-        not_subscribed = self.subscribed_refusal(name)
+        not_subscribed = self.subscribed_refusal(name, argv)
         if not_subscribed is not None:
             raise self.engine.reject(argv, not_subscribed)
         return self.engine.execute(argv)
 
-    def subscribed_refusal(self, name: bytes) -> str | None:
-        """Redis's refusal of a command a RESP2 subscriber may not send (None: it may)."""
-        if (self.channels or self.patterns) and not self.resp3 and not self.is_json and name not in _SUBSCRIBED_OK:
-            return (f"ERR Can't execute '{name.decode(errors='replace')}': only (P|S)SUBSCRIBE / "
+    def subscribed_refusal(self, name: bytes, argv: list[bytes] | None = None) -> str | None:
+        """Redis's refusal of a command a RESP2 subscriber may not send (None: it may), naming a
+        container's subcommand as Redis does ('client|list')."""
+        if self.subscribed and not self.resp3 and not self.is_json and name not in _SUBSCRIBED_OK:
+            shown = name.decode(errors="replace")
+            subs = BY_CONTAINER.get(shown) if argv is not None and len(argv) > 1 else None
+            found = find_sub(subs, argv[1]) if subs is not None and argv is not None else None
+            if found is not None:
+                shown = found[0]
+            return (f"ERR Can't execute '{shown}': only (P|S)SUBSCRIBE / "
                     f"(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
         return None
 
@@ -697,11 +705,12 @@ class Connection(asyncio.Protocol):
 
     def _update_special(self) -> None:
         self.special = (not self.authed or self.multi is not None or self.is_json
-                        or (not self.resp3 and bool(self.channels or self.patterns)))
+                        or (not self.resp3 and self.subscribed))
 
     @property
     def subscribed(self) -> bool:
-        return bool(self.channels or self.patterns)
+        """Redis's CLIENT_PUBSUB: subscribed to a channel, a pattern or a shard channel."""
+        return bool(self.channels or self.patterns or self.shard_channels)
 
     def set_authed(self, authed: bool) -> None:
         self.authed = authed
@@ -735,6 +744,7 @@ class Connection(asyncio.Protocol):
         server.unwatch(self)
         server.unsubscribe(self, [], pattern=False)
         server.unsubscribe(self, [], pattern=True)
+        server.unsubscribe(self, [], shard=True)
         self.engine.tracking.disable(self)
         self.name = b""
         self.resp3 = False

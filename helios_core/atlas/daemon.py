@@ -161,6 +161,7 @@ class AtlasServer:
         self.accepting = 0
         self.channels: dict[bytes, set[Connection]] = {}
         self.patterns: dict[bytes, set[Connection]] = {}
+        self.shard_channels: dict[bytes, set[Connection]] = {}  # SSUBSCRIBE/SPUBLISH's (one shard here)
         self._pattern_rx: dict[bytes, Glob] = {}
         self.watches = Watches(engine)
         self.counters = Counters()
@@ -416,6 +417,8 @@ class AtlasServer:
             self.unsubscribe(conn, [], pattern=False)
         if conn.patterns:
             self.unsubscribe(conn, [], pattern=True)
+        if conn.shard_channels:
+            self.unsubscribe(conn, [], shard=True)
 
     def set_requirepass(self, password: bytes | None) -> None:
         """Connected clients keep their state (as Redis); with no password left, all are in.
@@ -498,10 +501,21 @@ class AtlasServer:
 
     # -- pub/sub ----------------------------------------------------------------------------
 
-    def subscribe(self, conn: Connection, names: list[bytes], *, pattern: bool) -> Replies:
-        kind = b"psubscribe" if pattern else b"subscribe"
-        mine = conn.patterns if pattern else conn.channels
-        registry = self.patterns if pattern else self.channels
+    def _kind(self, conn: Connection, pattern: bool, shard: bool) -> tuple[set[bytes], dict[bytes, set[Connection]]]:
+        """The connection's names and the server's registry of a kind of subscription."""
+        if shard:
+            return conn.shard_channels, self.shard_channels
+        return (conn.patterns, self.patterns) if pattern else (conn.channels, self.channels)
+
+    @staticmethod
+    def _count(conn: Connection, shard: bool) -> int:
+        """The count a (un)subscribe reply carries: shard channels alone, or channels and patterns."""
+        return len(conn.shard_channels) if shard else len(conn.channels) + len(conn.patterns)
+
+    def subscribe(self, conn: Connection, names: list[bytes], *, pattern: bool = False,
+                  shard: bool = False) -> Replies:
+        kind = b"ssubscribe" if shard else b"psubscribe" if pattern else b"subscribe"
+        mine, registry = self._kind(conn, pattern, shard)
         replies = Replies()
         for name in names:
             if name not in mine:
@@ -509,14 +523,14 @@ class AtlasServer:
                 registry.setdefault(name, set()).add(conn)
                 if pattern and name not in self._pattern_rx:
                     self._pattern_rx[name] = compile_glob(name)
-            replies.append(Push([kind, name, len(conn.channels) + len(conn.patterns)]))
+            replies.append(Push([kind, name, self._count(conn, shard)]))
         conn.subscriptions_changed()
         return replies
 
-    def unsubscribe(self, conn: Connection, names: list[bytes], *, pattern: bool) -> Replies:
-        kind = b"punsubscribe" if pattern else b"unsubscribe"
-        mine = conn.patterns if pattern else conn.channels
-        registry = self.patterns if pattern else self.channels
+    def unsubscribe(self, conn: Connection, names: list[bytes], *, pattern: bool = False,
+                    shard: bool = False) -> Replies:
+        kind = b"sunsubscribe" if shard else b"punsubscribe" if pattern else b"unsubscribe"
+        mine, registry = self._kind(conn, pattern, shard)
         replies = Replies()
         targets = names or sorted(mine)
         for name in targets:
@@ -529,9 +543,9 @@ class AtlasServer:
                         del registry[name]
                         if pattern:
                             self._pattern_rx.pop(name, None)
-            replies.append(Push([kind, name, len(conn.channels) + len(conn.patterns)]))
+            replies.append(Push([kind, name, self._count(conn, shard)]))
         if not targets:
-            replies.append(Push([kind, None, len(conn.channels) + len(conn.patterns)]))
+            replies.append(Push([kind, None, self._count(conn, shard)]))
         conn.subscriptions_changed()
         return replies
 
@@ -544,6 +558,11 @@ class AtlasServer:
             if self._pattern_rx[pat].match(channel):
                 n += self._deliver(list(conns), Push([b"pmessage", pat, channel, message]))
         return n
+
+    def spublish(self, channel: bytes, message: bytes) -> int:
+        """A shard channel's message: to its own subscribers only (no patterns match shard channels)."""
+        subs = self.shard_channels.get(channel)
+        return self._deliver(list(subs), Push([b"smessage", channel, message])) if subs else 0
 
     @staticmethod
     def _deliver(conns: list[Connection], msg: Push) -> int:

@@ -369,7 +369,7 @@ def client_line(c: Connection, caller: Connection) -> str:
     events = "r" + ("w" if omem else "")
     return (f"id={c.id} addr={c.addr} laddr={c.laddr} fd={fd} name={c.name.decode(errors='replace')} "
             f"age={int(now - c.created)} idle={max(0, int(now - max(c.last_active, c.created)))} "
-            f"flags={flags or 'N'} db={c.db} sub={len(c.channels)} psub={len(c.patterns)} ssub=0 "
+            f"flags={flags or 'N'} db={c.db} sub={len(c.channels)} psub={len(c.patterns)} ssub={len(c.shard_channels)} "
             f"multi={len(c.multi) if c.multi is not None else -1} qbuf={qbuf} qbuf-free=0 argv-mem=0 "
             f"multi-mem=0 rbs=0 rbp=0 obl=0 oll={len(c.queue)} omem={omem} tot-mem={omem + qbuf} "
             f"events={events} cmd={cmd} user=default redir={t.redirect if t is not None else -1} "
@@ -618,6 +618,32 @@ def punsubscribe(ctx: Ctx, args: list[bytes]) -> Any:
     return conn.server.unsubscribe(conn, args, pattern=True)
 
 
+# Sharded pub/sub on a server that is not a cluster, as Redis 7.0 has it: one shard holding every
+# shard channel, a namespace apart from PUBLISH/SUBSCRIBE's.  SSUBSCRIBE runs queued in MULTI and then
+# refuses (Redis's DENY BLOCKING client); SUNSUBSCRIBE runs there.
+
+@command("ssubscribe", -2, "pubsub noscript loading stale", keys=(1, -1, 1), conn="subscribed_ok")
+def ssubscribe(ctx: Ctx, args: list[bytes]) -> Any:
+    conn = _conn(ctx)
+    if ctx.engine is not None and ctx.engine.in_batch:
+        raise err("ERR SSUBSCRIBE isn't allowed for a DENY BLOCKING client")
+    return conn.server.subscribe(conn, args, shard=True)
+
+
+@command("sunsubscribe", -1, "pubsub noscript loading stale", keys=(1, -1, 1), conn="subscribed_ok")
+def sunsubscribe(ctx: Ctx, args: list[bytes]) -> Any:
+    conn = _conn(ctx)
+    return conn.server.unsubscribe(conn, args, shard=True)
+
+
+@command("spublish", 3, "pubsub loading stale fast", keys=(1, 1, 1))
+def spublish(ctx: Ctx, args: list[bytes]) -> Any:
+    conn = ctx.conn
+    if conn is None:
+        return 0
+    return conn.server.spublish(args[0], args[1])
+
+
 @command("publish", 3, "pubsub loading stale fast may_replicate", keys=(0, 0, 0))
 def publish(ctx: Ctx, args: list[bytes]) -> Any:
     conn = ctx.conn
@@ -658,12 +684,17 @@ def pubsub(ctx: Ctx, args: list[bytes]) -> Any:
         return out
     if sub == b"NUMPAT" and len(args) == 1:
         return len(server.patterns)
-    # Sharded channels (SSUBSCRIBE) do not exist here: none is active, none has a subscriber, as a
-    # Redis 7.0 where nobody used them answers.
     if sub == b"SHARDCHANNELS" and len(args) <= 2:
-        return []
+        names = list(server.shard_channels)
+        if len(args) == 2:
+            rx = compile_glob(args[1])
+            names = [c for c in names if rx.match(c)]
+        return names
     if sub == b"SHARDNUMSUB":
-        return [x for ch in args[1:] for x in (ch, 0)]
+        out = []
+        for ch in args[1:]:
+            out += [ch, len(server.shard_channels.get(ch, ()))]
+        return out
     if sub == b"HELP" and len(args) == 1:
         return [Simple(line) for line in _PUBSUB_HELP]
     if sub in (b"CHANNELS", b"SHARDCHANNELS"):  # (too many arguments: Redis's addReplySubcommandSyntaxError)

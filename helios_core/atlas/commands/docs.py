@@ -428,6 +428,11 @@ DOCS: dict[str, tuple[str, str, str, str]] = {
     "punsubscribe": ("pubsub", "2.0.0", "[pattern [pattern ...]]",
                      "Stops listening to messages published to channels that match one or more patterns."),
     "publish": ("pubsub", "2.0.0", "channel message", "Posts a message to a channel."),
+    "spublish": ("pubsub", "7.0.0", "shardchannel message", "Post a message to a shard channel"),
+    "ssubscribe": ("pubsub", "7.0.0", "shardchannel [shardchannel ...]",
+                   "Listen for messages published to the given shard channels"),
+    "sunsubscribe": ("pubsub", "7.0.0", "[shardchannel [shardchannel ...]]",
+                     "Stop listening for messages posted to the given shard channels"),
     "pubsub": ("pubsub", "2.8.0", "CHANNELS [pattern]|NUMSUB [channel ...]|NUMPAT",
                "A container for Pub/Sub commands."),
     # server

@@ -166,6 +166,9 @@ _CONTAINERS = frozenset(name.split("|", 1)[0] + "|" for name in SUBCOMMANDS)
 
 
 def _has_keys(name: str, c: Command) -> bool:
+    specs = KEY_SPECS.get(name)
+    if specs is not None and all("not_key" in s[1] for s in specs):  # (SPUBLISH: its channels are no keys)
+        return False
     return name in KEY_SPECS or name in _PROCS or (name == c.name and c.first_key > 0)
 
 

@@ -376,6 +376,7 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("keyspace_misses", 0),
         ("pubsub_channels", len(getattr(server, "channels", {}))),
         ("pubsub_patterns", len(getattr(server, "patterns", {}))),
+        ("pubsubshard_channels", len(getattr(server, "shard_channels", {}))),
         ("latest_fork_usec", 0),
         ("total_forks", 0),
         *engine.tracking.info().items(),
