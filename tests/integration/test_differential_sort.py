@@ -114,6 +114,12 @@ SORTS = words([
     ["SORT", "nope", "LIMIT", "0", "1"], ["SORT", "nope", "BY", "nosort", "DESC", "LIMIT", "1", "1"],
     ["SORT_RO", "l"], ["SORT_RO", "l", "BY", "w_*", "GET", "#", "GET", "w_*", "LIMIT", "1", "2", "DESC"],
     ["SORT_RO", "z", "ALPHA", "DESC"],
+    ["EVAL", "return redis.call('sort', KEYS[1], 'BY', 'nosort')", "1", "s"],
+    ["EVAL", "return redis.call('sort_ro', KEYS[1], 'BY', 'nosort', 'DESC', 'LIMIT', '1', '2')", "1", "s"],
+    ["EVAL", "return redis.call('sort', KEYS[1], 'BY', 'nosort', 'GET', '#', 'GET', 'w_*')", "1", "is"],
+    ["EVAL_RO", "return redis.call('sort', KEYS[1])", "1", "l"],
+    ["EVAL_RO", "return redis.call('sort_ro', KEYS[1])", "1", "l"],
+    ["EVAL", "return redis.call('sort', KEYS[1], 'STORE', KEYS[2])", "2", "l", "d2"], ["LRANGE", "d2", "0", "-1"],
 ])
 
 STORES = words([
