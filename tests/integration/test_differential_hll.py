@@ -312,7 +312,7 @@ def _resync_partial_pfadd(pair: Pair, args: list[bytes]) -> None:
         pair.atlas.r2.call([b"SET", args[1], want[1], b"KEEPTTL"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(program=programs)
 def test_random_programs_match_redis_state_by_state(pair: Pair, program: list[tuple[list[bytes], bool]]) -> None:
