@@ -88,7 +88,7 @@ _EVENTS: dict[str, tuple[str, int]] = {
     "copy": ("copy_to", G), "move": ("move_to", G), "restore": ("restore", G),
     "hset": ("hset", HASH), "hmset": ("hset", HASH), "hsetnx": ("hset", HASH), "hdel": ("hdel", HASH),
     "hincrby": ("hincrby", HASH), "hincrbyfloat": ("hincrbyfloat", HASH),
-    "sadd": ("sadd", SET), "srem": ("srem", SET), "spop": ("spop", SET), "smove": ("srem", SET),
+    "sadd": ("sadd", SET), "srem": ("srem", SET), "spop": ("spop", SET),
     "sinterstore": ("sinterstore", SET), "sunionstore": ("sunionstore", SET), "sdiffstore": ("sdiffstore", SET),
     "lpush": ("lpush", LIST), "lpushx": ("lpush", LIST), "rpush": ("rpush", LIST), "rpushx": ("rpush", LIST),
     "lpop": ("lpop", LIST), "rpop": ("rpop", LIST), "blpop": ("lpop", LIST), "brpop": ("rpop", LIST),
@@ -106,8 +106,19 @@ _EVENTS: dict[str, tuple[str, int]] = {
     "sort": ("sortstore", LIST),
 }
 # Commands that replace their destination whole (a DEL, then the writes of the new value) where
-# Redis overwrites it in one step: no "del", and no "new" for a key that was there.
-_REPLACES = frozenset({"sort", "georadius", "georadiusbymember", "geosearchstore"})
+# Redis overwrites it in one step (setKey's dbOverwrite): no "del", and no "new" for a key that
+# was there.
+_REPLACES = frozenset({"sort", "georadius", "georadiusbymember", "geosearchstore", "sinterstore", "sunionstore",
+                       "sdiffstore", "zrangestore", "zunionstore", "zinterstore", "zdiffstore"})
+# Commands that Redis makes delete the destination silently and add it again (dbDelete, dbAdd):
+# no "del", but "new" even for a key that was there, and no "expire" for the TTL they give it.
+_RECREATES = frozenset({"copy", "restore"})
+# Commands whose events are named after each effect, in Redis's order: LMOVE's push onto the
+# destination before the pop from the source (then "del" if that emptied it), SMOVE's "srem"
+# (and "del") of the source before the "sadd" of the destination (none when it held the member).
+_MOVES = frozenset({"lmove", "rpoplpush", "blmove", "brpoplpush", "smove"})
+_OP_EVENTS = {"LPUSH": "lpush", "RPUSH": "rpush", "LPOP": "lpop", "RPOP": "rpop", "SADD": "sadd", "SREM": "srem"}
+_PUSHES = frozenset({"LPUSH", "RPUSH"})
 _CREATES = frozenset({"SET", "SETRANGE", "ZADD", "HSET", "SADD", "LPUSH", "RPUSH"})
 _EMPTIES = frozenset({"ZREM", "HDEL", "SREM", "LPOP", "RPOP", "LREM", "LTRIM"})
 _OP_CLASS = {"ZADD": ZSET, "ZREM": ZSET, "HSET": HASH, "HDEL": HASH, "SADD": SET, "SREM": SET, "SET": STR,
@@ -158,6 +169,30 @@ def _replaced(seen: list[_Seen]) -> list[_Seen]:
                 continue
         out.append(s)
     return out
+
+
+def _recreated(seen: list[_Seen]) -> list[_Seen]:
+    """A destination deleted and added again: the DEL of what it held goes (an expired one stays:
+    "expired"), its first write is "new" whatever was there, and the TTL given to it says nothing."""
+    out: list[_Seen] = []
+    written: set[tuple[int, bytes]] = set()
+    for i, s in enumerate(seen):
+        op, key = s.eff[0], s.eff[1]
+        if op == "DEL":
+            if not s.expired and any(t.db == s.db and t.eff[0] != "DEL" and t.eff[1] == key for t in seen[i + 1:]):
+                continue
+        elif op == "EXPIRE":
+            continue
+        elif (s.db, key) not in written:
+            written.add((s.db, key))
+            s.new = True
+        out.append(s)
+    return out
+
+
+def _moved(seen: list[_Seen]) -> list[_Seen]:
+    """LMOVE's effects in the order of Redis's events: the lookups' expiries, the push, the pop."""
+    return sorted(seen, key=lambda s: 0 if s.expired else (1 if s.eff[0] in _PUSHES else 2))
 
 
 @dataclass
@@ -233,6 +268,10 @@ class Notifier:
             return
         if name in _REPLACES:
             seen = _replaced(seen)
+        elif name in _RECREATES:
+            seen = _recreated(seen)
+        elif name in _MOVES:
+            seen = _moved(seen)
         sent: set[tuple[int, bytes, str]] = set()
         for s in seen:
             eff = s.eff
@@ -255,15 +294,17 @@ class Notifier:
                 self._once(sent, key, "persist", G)
                 continue
             ev_cls = cls if name in _EVENTS else _OP_CLASS.get(op, cls)
-            self._once(sent, key, event, ev_cls)
+            self._once(sent, key, _OP_EVENTS.get(op, event) if name in _MOVES else event, ev_cls)
             if op == "SET" and eff[3] is not None and name in ("set", "setex", "psetex", "getex"):
                 self._once(sent, key, "expire", G)
             if op in _EMPTIES and key not in data:
                 self._once(sent, key, "del", G)
 
     def _rename(self, seen: list[_Seen], move: bool) -> None:
-        # RENAME src dst: DEL src, SET dst (and maybe EXPIRE dst).  MOVE key db: the value written
-        # in db (after a lookup there), then DEL in the source database.
+        # RENAME src dst: DEL dst if it was there, the writes of dst (maybe an EXPIRE), DEL src;
+        # Redis deletes and adds dst ("new" even over a key).  MOVE key db: the value written in db
+        # (after a lookup there), then DEL in the source database.
+        seen = _recreated(seen)
         for s in seen:
             self.db = s.db
             if s.expired:

@@ -192,6 +192,7 @@ def bitop(ctx: Ctx, args: list[bytes]) -> Any:
             else:
                 acc ^= n
         out = acc.to_bytes(maxlen, "big")
+    ctx.lookup(dst)  # setKey's lookupKeyWrite: a destination whose TTL ran out is "expired" first
     ctx.emit(("SET", dst, out, None))
     return maxlen
 

@@ -66,9 +66,11 @@ def _registers(value: bytes) -> bytes:
         raise err(INVALID) from None
 
 
-def _write(ctx: Ctx, key: bytes, old: bytes | None, new: bytes, touched: list[int] | None = None) -> None:
+def _write(ctx: Ctx, key: bytes, old: bytes | None, new: bytes, touched: list[int] | None = None,
+           always: bool = False) -> None:
     """Log `new` replacing `old` at key: the changed byte ranges of a same-length value (`touched`, the
-    positions written, when the caller knows them), else a SET."""
+    positions written, when the caller knows them), else a SET.  `always`: log a write even when
+    nothing changed (PFMERGE, which Redis counts as a write whatever it merged: "pfadd", WATCH)."""
     if old is not None and len(old) == len(new):
         if touched is None:
             diff = (int.from_bytes(old, "big") ^ int.from_bytes(new, "big")).to_bytes(len(new), "big")
@@ -82,6 +84,8 @@ def _write(ctx: Ctx, key: bytes, old: bytes | None, new: bytes, touched: list[in
             else:
                 runs.append([start, end])
         if sum(end - start + _RANGE_COST for start, end in runs) < len(new):
+            if not runs and always:
+                runs.append([hll.HDR - 1, hll.HDR])  # (the cache byte, rewritten as it is)
             for start, end in runs:
                 ctx.emit(("SETRANGE", key, start, new[start:end]))
             return
@@ -208,7 +212,7 @@ def pfmerge(ctx: Ctx, args: list[bytes]) -> Any:
         else:
             new = bytearray(sparse.value())  # (its cache byte changes below: not remembered)
     new[15] |= 0x80
-    _write(ctx, dest, old, bytes(new))
+    _write(ctx, dest, old, bytes(new), always=True)
     return OK
 
 

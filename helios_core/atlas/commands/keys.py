@@ -291,10 +291,11 @@ def _rename(ctx: Ctx, args: list[bytes], nx: bool) -> Any:
     value = ctx.lookup(src)
     if value is None:
         raise err("ERR no such key")
-    if nx and ctx.lookup(dst) is not None:
-        return 0
     if src == dst:
         return 0 if nx else OK
+    # (Redis looks dst up for RENAME too: one whose TTL ran out is "expired" before it is replaced)
+    if ctx.lookup(dst) is not None and nx:
+        return 0
     log_value(ctx, dst, value, ctx.expiry(src))
     ctx.emit(("DEL", src))
     return 1 if nx else OK
