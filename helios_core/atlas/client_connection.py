@@ -50,6 +50,7 @@ from helios_core.atlas.commands.connection import NOAUTH, QUEUED, check_password
 from helios_core.atlas.commands.subcommands import BY_CONTAINER, find_sub
 from helios_core.atlas.commands.table import OK, exec_abort, unknown_command
 from helios_core.atlas.jsonlines import JsonBad, JsonBatch, JsonLinesParser, encode_json, encode_json_error
+from helios_core.atlas.lean import MISS
 from helios_core.atlas.resp import NULL_ARRAY, QUERY_BUFFER_EXCEEDED, RespParser, encode, encode_error
 from helios_core.errors import CommandError, HeliosError
 from helios_core.observability import tracing
@@ -264,6 +265,7 @@ class Connection(asyncio.Protocol):
     def _run(self, cmds: list[list[bytes]]) -> None:
         engine = self.engine
         execute = engine.execute
+        lean = engine.lean.get
         pending_seq = engine.pending_seq
         queue = self.queue
         out = self.out
@@ -279,7 +281,13 @@ class Connection(asyncio.Protocol):
             for i, argv in enumerate(cmds):
                 try:
                     self.current = argv
-                    reply = self._dispatch_special(argv) if self.special else execute(argv)
+                    if self.special:
+                        reply = self._dispatch_special(argv)
+                    else:
+                        fn = lean(argv[0])
+                        reply = MISS if fn is None else fn(argv)
+                        if reply is MISS:
+                            reply = execute(argv)
                     if type(reply) is Block:
                         self._park(argv, reply, cmds[i + 1:])
                         break

@@ -168,6 +168,8 @@ def _stream_to_obj(rec: dict, eff: Effect) -> None:
             rec["ids"] = [_sid(i) for i in eff[3]]
 
 
+# The bytes a JSON string holds as they are (orjson escapes '"', '\\' and controls; 0x7f it keeps).
+_JSON_PLAIN = bytes(b for b in range(0x20, 0x80) if b not in b'"\\')
 _ITEMS_FIELD = {"HSET": "fields", "HDEL": "fields", "SADD": "members", "SREM": "members", "LPUSH": "items",
                 "RPUSH": "items"}
 
@@ -179,6 +181,10 @@ def encode_record(seq: int, effects: list[Effect]) -> bytes:
         # The most common record, built directly: the same fields in the same order
         # as the general path below gives it.
         _, key, value, exp = effects[0]
+        if exp is None and not key.translate(None, _JSON_PLAIN) and not value.translate(None, _JSON_PLAIN):
+            # Printable ASCII without '"' or '\\': JSON holds it as it is (orjson's very bytes).
+            body = b'{"seq":%d,"cmd":"SET","key":"%s","value":"%s"}' % (seq, key, value)
+            return b'%s,"crc":%d}\n' % (body[:-1], zlib.crc32(body))
         try:
             rec: dict[str, Any] = {"seq": seq, "cmd": "SET", "key": key.decode(), "value": value.decode()}
         except UnicodeDecodeError:

@@ -65,6 +65,7 @@ from helios_core.atlas.effects import LIBRARY_CMDS, apply_effect, effect_keys, u
 from helios_core.atlas.evict import OOM, Evictor, Memory
 from helios_core.atlas.fsops import REAL_FS, Fs
 from helios_core.atlas.keyspace import Keyspace
+from helios_core.atlas.lean import LeanPath
 from helios_core.atlas.notify import EVICTED, EXPIRED, Notifier
 from helios_core.atlas.recovery import RecoveryReport, recover
 from helios_core.atlas.slowlog import SlowLog
@@ -166,6 +167,8 @@ class Engine:
         self.settings: dict[str, bytes] = {}  # CONFIG parameters stored for clients (commands/server.py)
         self.monitor: Callable[[list[bytes], Any, int], None] | None = None  # MONITOR's feed, while someone watches
         self.retrying = False  # a blocked client's command runs again (MONITOR saw it the first time)
+        # A connection's bare SET and GET, while nothing observes the keyspace (lean.py): name -> function
+        self.lean = LeanPath(self).table
 
     # -- opening and closing --------------------------------------------------------
 

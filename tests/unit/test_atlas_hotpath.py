@@ -71,6 +71,19 @@ def test_direct_hset_records_equal_the_general_path(key: bytes, pairs: list[tupl
     assert encode_record(7, [("HSET", key, pairs)]) == _general(7, ("HSET", key, pairs))
 
 
+@given(key=_bytes | st.binary(max_size=40), value=_bytes | st.binary(max_size=200),
+       exp=st.none() | st.integers(0, 1 << 50), seq=st.integers(1, 1 << 62))
+def test_direct_set_records_equal_the_general_path(key: bytes, value: bytes, exp: int | None, seq: int) -> None:
+    assert encode_record(seq, [("SET", key, value, exp)]) == _general(seq, ("SET", key, value, exp))
+
+
+@pytest.mark.parametrize("text", [b"", b"plain ascii ~!@#$%^&*()_+-=[]{};:,./<>?|`", b"\x7f", b'"', b"\\", b"\x1f",
+                                  b"\n", b"caf\xc3\xa9", b"\xff", bytes(range(128))])
+def test_direct_set_records_of_every_ascii_byte(text: bytes) -> None:
+    for eff in (("SET", text, b"v", None), ("SET", b"k", text, None), ("SET", text, text, None)):
+        assert encode_record(3, [eff]) == _general(3, eff)
+
+
 # -- script_step ---------------------------------------------------------------------
 
 @pytest.fixture
