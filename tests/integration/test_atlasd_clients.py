@@ -238,6 +238,11 @@ def test_config_get_set(client: redis.Redis) -> None:
     with pytest.raises(redis.ResponseError):
         client.set("v", "x" * 200)
     client.config_set("max-value-bytes", "1000000")
+    # Every argument of a request is held to the limit: one too small for the CONFIG SET that raises it
+    # again is refused (no client, the unix socket's included, could send that command any more).
+    with pytest.raises(redis.ResponseError, match="between 64 and"):
+        client.config_set("max-value-bytes", "10")
+    assert client.config_get("max-value-bytes") == {"max-value-bytes": "1000000"}
     with pytest.raises(redis.ResponseError, match="must be one of"):
         client.config_set("appendfsync", "sometimes")
     with pytest.raises(redis.ResponseError, match="immutable"):

@@ -110,6 +110,12 @@ def test_encoding_parameters_are_stored_and_returned(pair: Pair) -> None:
     ["CONFIG", "SET", "slowlog-log-slower-than", "-5"],
     ["CONFIG", "SET", "slowlog-max-len", "x"],
     ["CONFIG", "SET", "no-such-parameter", "1"],
+    ["CONFIG", "SET", "proto-max-bulk-len", "10"],     # below 1mb: the CONFIG SET raising it would not fit
+    ["CONFIG", "SET", "proto-max-bulk-len", "1kb"],
+    ["CONFIG", "SET", "proto-max-bulk-len", "0"],
+    ["CONFIG", "SET", "proto-max-bulk-len", "-1"],
+    ["CONFIG", "SET", "proto-max-bulk-len", "abc"],
+    ["CONFIG", "SET", "proto-max-bulk-len", "99999999999999999999"],
     ["CONFIG", "SET", "timeout"],
     ["CONFIG", "GET"],
     ["CONFIG", "RESETSTAT", "x"],
@@ -129,7 +135,8 @@ def test_notify_keyspace_events_round_trip(pair: Pair, flags: str) -> None:
 def test_runtime_parameters_round_trip(pair: Pair) -> None:
     sets = [("maxmemory", "0"), ("maxmemory-policy", "allkeys-lru"), ("maxmemory-policy", "noeviction"),
             ("maxmemory-samples", "7"), ("maxmemory-samples", "5"), ("timeout", "0"),
-            ("slowlog-max-len", "64"), ("slowlog-max-len", "128"), ("slowlog-log-slower-than", "10000")]
+            ("slowlog-max-len", "64"), ("slowlog-max-len", "128"), ("slowlog-log-slower-than", "10000"),
+            ("proto-max-bulk-len", "2mb"), ("proto-max-bulk-len", "1048576"), ("proto-max-bulk-len", "512mb")]
     for name, value in sets:
         same(pair, _w("CONFIG", "SET", name, value))
         same(pair, _w("CONFIG", "GET", name), config_get=True)

@@ -92,6 +92,10 @@ def _get_params(ctx: Ctx) -> dict[str, Callable[[], bytes]]:
 # hash, list and set types convert by (hashtype.py, listvalue.py, packed.py), the others have no effect.
 # name -> (min, max, default); the ziplist names are aliases of the listpack ones, as in Redis 7.0.
 _LONG_MAX = (1 << 63) - 1
+PROTO_MIN_BULK = 1024 * 1024  # proto-max-bulk-len's least, as Redis 7.0 has it
+# max-value-bytes (atlasd's own name for the same limit) may go lower, for tests and small values, but
+# not below what the CONFIG SET raising it again needs: every argument of a request is held to it.
+MIN_MAX_VALUE_BYTES = 64
 _INT_MAX = (1 << 31) - 1
 _ENCODING: dict[str, tuple[int, int, bytes]] = {
     "hash-max-listpack-entries": (0, _LONG_MAX, b"512"),
@@ -183,8 +187,18 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
         return lambda: replace_config(save=pairs)
 
     def max_bulk(v: bytes) -> Callable[[], None]:
-        n = _positive(v)
+        n = _int_in(v, MIN_MAX_VALUE_BYTES, _LONG_MAX)
+        return max_bulk_apply(n)
 
+    def proto_max_bulk_len(v: bytes) -> Callable[[], None]:
+        # Redis's proto-max-bulk-len: memory notation, at least 1mb (a smaller one could refuse the
+        # very CONFIG SET that raises it again)
+        n = _memory_in(v, (1 << 64) - 1)
+        if not PROTO_MIN_BULK <= n <= _LONG_MAX:
+            raise ValueError(f"argument must be between {PROTO_MIN_BULK} and {_LONG_MAX} inclusive")
+        return max_bulk_apply(n)
+
+    def max_bulk_apply(n: int) -> Callable[[], None]:
         def apply() -> None:
             replace_config(max_value_bytes=n)
             if server is not None:
@@ -271,7 +285,7 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
         "appendfsync": appendfsync,
         "save": save_points,
         "max-value-bytes": max_bulk,
-        "proto-max-bulk-len": max_bulk,
+        "proto-max-bulk-len": proto_max_bulk_len,
         "notify-keyspace-events": notify_events,
         "maxmemory": maxmemory,
         "maxmemory-policy": policy,
