@@ -110,6 +110,11 @@ def test_encoding_parameters_are_stored_and_returned(pair: Pair) -> None:
     ["CONFIG", "SET", "slowlog-log-slower-than", "-5"],
     ["CONFIG", "SET", "slowlog-max-len", "x"],
     ["CONFIG", "SET", "no-such-parameter", "1"],
+    ["CONFIG", "SET", "appendfsync", "sometimes"],
+    ["CONFIG", "SET", "hash-max-listpack-value", "-1"],  # the memory parameters: Redis's memory notation
+    ["CONFIG", "SET", "zset-max-ziplist-value", "abc"],
+    ["CONFIG", "SET", "stream-node-max-bytes", "1x"],
+    ["CONFIG", "SET", "stream-node-max-bytes", "99999999999999999999"],
     ["CONFIG", "SET", "proto-max-bulk-len", "10"],     # below 1mb: the CONFIG SET raising it would not fit
     ["CONFIG", "SET", "proto-max-bulk-len", "1kb"],
     ["CONFIG", "SET", "proto-max-bulk-len", "0"],
@@ -136,6 +141,8 @@ def test_runtime_parameters_round_trip(pair: Pair) -> None:
     sets = [("maxmemory", "0"), ("maxmemory-policy", "allkeys-lru"), ("maxmemory-policy", "noeviction"),
             ("maxmemory-samples", "7"), ("maxmemory-samples", "5"), ("timeout", "0"),
             ("slowlog-max-len", "64"), ("slowlog-max-len", "128"), ("slowlog-log-slower-than", "10000"),
+            ("hash-max-listpack-value", "1kb"), ("hash-max-ziplist-value", "64"), ("zset-max-listpack-value", "2k"),
+            ("zset-max-listpack-value", "64"), ("stream-node-max-bytes", "8kb"), ("stream-node-max-bytes", "4096"),
             ("proto-max-bulk-len", "2mb"), ("proto-max-bulk-len", "1048576"), ("proto-max-bulk-len", "512mb")]
     for name, value in sets:
         same(pair, _w("CONFIG", "SET", name, value))

@@ -110,6 +110,9 @@ _ENCODING: dict[str, tuple[int, int, bytes]] = {
     "hll-sparse-max-bytes": (0, _LONG_MAX, b"3000"),
     "active-expire-effort": (1, 10, b"1"),
 }
+# The ones Redis 7.0 declares MEMORY_CONFIG: they take its memory notation (1kb, 2k, 5mb).
+_MEMORY_PARAMS = frozenset({"hash-max-listpack-value", "zset-max-listpack-value", "stream-node-max-bytes",
+                            "hll-sparse-max-bytes"})
 _ALIASES = {"hash-max-ziplist-entries": "hash-max-listpack-entries",
             "hash-max-ziplist-value": "hash-max-listpack-value",
             "zset-max-ziplist-entries": "zset-max-listpack-entries",
@@ -166,7 +169,7 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
     def appendfsync(v: bytes) -> Callable[[], None]:
         policy = v.decode(errors="replace").lower()
         if policy not in ("always", "everysec", "no"):
-            raise ValueError("argument(s) must be one of the following: always, everysec, no")
+            raise ValueError("argument(s) must be one of the following: everysec, always, no")  # (Redis's order)
 
         def apply() -> None:
             engine.set_policy(policy)
@@ -209,7 +212,7 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
         lo, hi, _ = _ENCODING[name]
 
         def check(v: bytes) -> Callable[[], None]:
-            n = _memory_in(v, hi) if name == "hll-sparse-max-bytes" else _int_in(v, lo, hi)
+            n = _memory_in(v, hi) if _ALIASES.get(name, name) in _MEMORY_PARAMS else _int_in(v, lo, hi)
             def apply() -> None:
                 engine.settings[_ALIASES.get(name, name)] = b"%d" % n
                 if name == "set-max-intset-entries":  # (no existing set converts: Redis's do at their next SADD)
