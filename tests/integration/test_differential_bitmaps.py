@@ -10,15 +10,13 @@ the AOF, and a SETBIT far into a large value must log a small record.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_types import Pair, cased, cmd, some
-from tests.integration.test_differential_zsets_more import close_pair, compare_state, make_pair, run, words
+from tests.integration.test_atlasd_support import running_daemon
+from tests.integration.test_differential_types import Pair, cased, cmd, module_pair, some
+from tests.integration.test_differential_zsets_more import compare_state, run, words
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
@@ -26,19 +24,7 @@ pytestmark = pytest.mark.timeout(300)
 KEYS = [b"b1", b"b2", b"b3", b"d", b"z", b"nope"]
 
 
-@pytest.fixture(scope="module")
-def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(tmp_path_factory.mktemp("bitmaps")) as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
-    p = make_pair(atlasd, redis_server)
-    try:
-        yield p
-    finally:
-        close_pair(p)
+atlasd, pair = module_pair("bitmaps")  # the daemon and both servers' connections
 
 
 SETUP = words([["SET", "b1", "foobar"], ["SET", "b2", "\xff\xf0\x00"], ["ZADD", "z", "1", "a"]])

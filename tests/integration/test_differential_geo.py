@@ -16,15 +16,14 @@ zsets, and keyspace notifications name them as Redis does.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_types import Pair, Raw, cased, cmd, norm, some
-from tests.integration.test_differential_zsets_more import close_pair, compare_state, make_pair, run, words
+from tests.integration.test_differential_types import Pair, Raw, cased, cmd, module_pair, norm, some
+from tests.integration.test_differential_zsets_more import compare_state, run, words
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
@@ -32,19 +31,7 @@ pytestmark = pytest.mark.timeout(300)
 KEYS = [b"Sicily", b"g2", b"poles", b"dst", b"str", b"odd", b"nope"]
 
 
-@pytest.fixture(scope="module")
-def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(tmp_path_factory.mktemp("geo")) as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
-    p = make_pair(atlasd, redis_server)
-    try:
-        yield p
-    finally:
-        close_pair(p)
+atlasd, pair = module_pair("geo")  # the daemon and both servers' connections
 
 
 def check(pair: Pair, cases: list[list[bytes]], resp3: bool, keys: list[bytes] = KEYS) -> None:

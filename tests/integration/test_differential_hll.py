@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_types import Pair, cmd, some
-from tests.integration.test_differential_zsets_more import close_pair, compare_state, make_pair, run
+from tests.integration.test_differential_types import Pair, close_pair, cmd, make_pair, some
+from tests.integration.test_differential_zsets_more import compare_state, run
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)

@@ -11,16 +11,14 @@ written in one go (ATLAS judges the encoding from the value, see keys.encoding_n
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helios_core.atlas.dump import RDB_VERSION, crc64
-from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_types import Pair, cmd
-from tests.integration.test_differential_zsets_more import close_pair, compare_state, make_pair, run, words
+from tests.integration.test_differential_types import Pair, cmd, module_pair
+from tests.integration.test_differential_zsets_more import compare_state, run, words
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
@@ -28,19 +26,7 @@ pytestmark = pytest.mark.timeout(300)
 KEYS = [b"a", b"b", b"c", b"d", b"h", b"s", b"z", b"l", b"n", b"nope"]
 
 
-@pytest.fixture(scope="module")
-def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(tmp_path_factory.mktemp("keys")) as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
-    p = make_pair(atlasd, redis_server)
-    try:
-        yield p
-    finally:
-        close_pair(p)
+atlasd, pair = module_pair("keys")  # the daemon and both servers' connections
 
 
 SETUP = words([

@@ -12,15 +12,14 @@ must work against atlasd.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_types import Pair, cased, norm
-from tests.integration.test_differential_zsets_more import _where, close_pair, compare_state, make_pair, run, words
+from tests.integration.test_differential_types import Pair, cased, module_pair, norm
+from tests.integration.test_differential_zsets_more import _where, compare_state, run, words
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
@@ -29,19 +28,7 @@ KEYS = [b"l", b"s", b"is", b"z", b"str", b"h", b"ls", b"d", b"d2", b"nope", b"w_
         b"o_1", b"o_2", b"h_1", b"h_2", b"h_3", b"lb"]
 
 
-@pytest.fixture(scope="module")
-def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(tmp_path_factory.mktemp("sort")) as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
-    p = make_pair(atlasd, redis_server)
-    try:
-        yield p
-    finally:
-        close_pair(p)
+atlasd, pair = module_pair("sort")  # the daemon and both servers' connections
 
 
 SETUP = words([

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_types import Pair, Raw, Side, norm
-from tests.integration.test_differential_zsets_more import close_pair, compare_state, make_pair, words
+from tests.integration.test_atlasd_support import Daemon
+from tests.integration.test_differential_types import Pair, Raw, Side, module_pair, norm
+from tests.integration.test_differential_zsets_more import compare_state, words
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -105,19 +105,7 @@ def _cases() -> list[tuple[str, str]]:
             if not (where.startswith("empty") and empty is None)]
 
 
-@pytest.fixture(scope="module")
-def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(tmp_path_factory.mktemp("store_events")) as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
-    p = make_pair(atlasd, redis_server)
-    try:
-        yield p
-    finally:
-        close_pair(p)
+atlasd, pair = module_pair("store_events")  # the daemon and both servers' connections
 
 
 @pytest.fixture(scope="module")

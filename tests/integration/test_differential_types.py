@@ -137,12 +137,6 @@ class Pair:
             assert side.r2.call([b"FLUSHALL"]) == ("+", "OK")
 
 
-@pytest.fixture(scope="module")
-def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(tmp_path_factory.mktemp("types")) as d:
-        yield d
-
-
 def make_pair(atlasd: Daemon, redis: RedisServer) -> Pair:
     """Raw RESP2 and RESP3 connections to both servers (every differential module's `pair`)."""
     pw = atlasd.password
@@ -156,13 +150,27 @@ def close_pair(p: Pair) -> None:
         side.r3.close()
 
 
-@pytest.fixture(scope="module")
-def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
-    p = make_pair(atlasd, redis_server)
-    try:
-        yield p
-    finally:
-        close_pair(p)
+def module_pair(label: str) -> tuple[Any, Any]:
+    """A differential module's two fixtures: `atlasd` (a daemon of its own, for the module) and `pair`
+    (RESP2 and RESP3 connections to it and to the session's redis-server); `atlasd, pair = module_pair(..)`."""
+
+    @pytest.fixture(scope="module")
+    def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+        with running_daemon(tmp_path_factory.mktemp(label)) as d:
+            yield d
+
+    @pytest.fixture(scope="module")
+    def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
+        p = make_pair(atlasd, redis_server)
+        try:
+            yield p
+        finally:
+            close_pair(p)
+
+    return atlasd, pair
+
+
+atlasd, pair = module_pair("types")
 
 
 # -- normalising ---------------------------------------------------------------------------------

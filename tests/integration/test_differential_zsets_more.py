@@ -12,32 +12,25 @@ TTL is set) is compared too.  The helpers here (`run`, `compare_state`,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.test_atlasd_support import Daemon, running_daemon
-from tests.integration.test_differential_types import Pair, Side, cased, close_pair, cmd, make_pair, norm, some
+from tests.integration.test_differential_types import (
+    Pair,
+    Side,
+    cased,
+    cmd,
+    module_pair,
+    norm,
+    some,
+)
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def atlasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(tmp_path_factory.mktemp("zsets")) as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-def pair(atlasd: Daemon, redis_server: RedisServer) -> Iterator[Pair]:  # noqa: F811
-    p = make_pair(atlasd, redis_server)
-    try:
-        yield p
-    finally:
-        close_pair(p)
+atlasd, pair = module_pair("zsets")  # the daemon and both servers' connections
 
 
 def words(cases: list[list[str]]) -> list[list[bytes]]:
