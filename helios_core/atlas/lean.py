@@ -1,30 +1,33 @@
-"""The lean path: a plain `SET key value` or `GET key` while nothing observes the keyspace.
+"""The lean path: a connection's bare SET, GET, HSET, SADD, LPUSH and RPUSH while nothing observes.
 
-Most traffic a cache or a session store sends is these two commands, bare.  `Engine.execute`
-serves every command through the same steps (the dispatch entry, the arity, the database,
-MISCONF and the value size, maxmemory, MONITOR, the handler through `Ctx`, each effect applied
-with its undo entry and observed, the commit with its hooks, tracking, keyspace notifications,
-the reveal rule); for a bare SET or GET on an engine where none of the optional observers is on,
-most of those steps do nothing, and their checks cost more than the work itself.
+Most traffic a cache, a session store or a queue sends is these commands in their plainest form
+(`SET k v`, `GET k`, one field, one member, one item).  `Engine.execute` serves every command
+through the same steps (the dispatch entry, the arity, the database, MISCONF and the value size,
+maxmemory, MONITOR, the handler through `Ctx`, each effect observed, the commit with its hooks,
+tracking, keyspace notifications, the reveal rule); on an engine where none of the optional
+observers is on, most of those steps do nothing, and their checks cost more than the work itself.
 
-`LeanPath.table` maps the usual spellings of the two names to functions that do just the work
-that remains, with exactly the general path's outcome: the same value in the keyspace, the same
-undo entry and AOF record (`AofWriter.append` with the same effect), the same INFO commandstats
-and latencystats numbers, the slow log, the same seq for the reveal rule.  Whenever anything
-else could matter they return `MISS` before touching anything, and the connection runs
-`Engine.execute` instead:
+This is a shortcut past the dispatcher, not a second implementation of the commands (DESIGN.md:
+one command table): what a write does to the keyspace is the effect it emits, applied by the same
+`apply_effect` with the same undo entry and logged by the same `AofWriter.append`, so replay,
+snapshots and a failed write's undo cannot tell which path ran.  What is decided here is only
+when the shortcut applies and the reply (OK, the value, a count, a length).  INFO
+commandstats/latencystats, the slow log and the reveal rule's seq are kept as `execute` keeps them.
+
+`LeanPath.table` maps the usual spellings of the names to functions that return `MISS`, before
+touching anything, whenever anything else could matter, and the connection then runs
+`Engine.execute`:
 
 - an option or another arity (`SET k v EX 10`, `GET` with no key: the general path's errors);
 - anything observing: MONITOR, client tracking, keyspace notifications, memory accounting or an
   LRU/LFU policy (maxmemory), WATCH and the Store's subscriptions (commit hooks and listeners);
 - a database other than 0, an open batch (MULTI's), a write refused (MISCONF) or too big;
-- a key with a TTL on SET (the general path deletes an expired one first and logs it), an
-  expired key on GET (its lazy DEL), a value that is not a string on GET (WRONGTYPE).
+- a key whose TTL is due (the general path logs its lazy DEL first), a value of another type
+  (WRONGTYPE; SET replaces any type), clients parked on the key a push would create.
 
-The general path stays the reference: tests/unit/test_lean_path.py runs the same commands through
-both and compares every outcome listed above.
+tests/unit/test_lean_path.py runs the same commands on twin engines, one through the lean path and
+one through `Engine.execute` only, and compares every outcome listed above after each command.
 """
-
 from __future__ import annotations
 
 import time
@@ -61,37 +64,26 @@ class LeanPath:
     # -- the commands ----------------------------------------------------------------
 
     def set(self, argv: list[bytes]) -> Any:
-        e = self.engine
         if len(argv) != 3 or not self._writable(argv):
             return MISS
         key = argv[1]
-        ks = e.ks
-        if ks.expires and key in ks.expires:
+        if self._live(key) is MISS:
             return MISS
         t0 = _clock_ns()
-        value = argv[2]
-        data = ks.data
-        old = data.get(key)
-        if old is None and ks._index is not None:
-            ks._index.add(key)
-        data[key] = value
+        eff = ("SET", key, argv[2], None)
+        undo: list = []
+        apply_effect(self.engine.ks, eff, undo)  # (the old value, any type, and its TTL go)
         self._ran("set", argv, _clock_ns() - t0)
-        self._commit(key, ("SET", key, value, None), [("put", key, old, None)])
+        self._commit(key, eff, undo)
         return OK
 
     def get(self, argv: list[bytes]) -> Any:
-        e = self.engine
         if len(argv) != 2 or not self._readable():
             return MISS
         key = argv[1]
-        ks = e.ks
-        if ks.expires:
-            exp = ks.expires.get(key)
-            if exp is not None and exp <= e.clock():
-                return MISS
         t0 = _clock_ns()
-        value = ks.data.get(key)
-        if value is not None and type(value) is not bytes:
+        value = self._live(key)
+        if value is MISS or (value is not None and type(value) is not bytes):
             return MISS
         self._ran("get", argv, _clock_ns() - t0)
         self._seen(key)

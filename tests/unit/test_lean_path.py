@@ -137,7 +137,7 @@ def test_set_and_get_take_the_lean_path_with_the_same_outcome(twins: Twins) -> N
 
 def test_what_the_lean_path_leaves_to_the_general_one(twins: Twins) -> None:
     twins.run("SET", "k", "v", "EX", "10")        # an option
-    twins.run("SET", "k", "v2")                   # a key with a TTL: the general path clears it
+    twins.run("SET", "k", "v2")                   # a TTL not yet due: cleared by the same SET effect
     twins.run("SET", "t", "v", "PX", "5")
     twins.now += 10
     twins.run("GET", "t")                         # expired: the lazy DEL is logged
