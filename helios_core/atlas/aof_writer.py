@@ -166,6 +166,16 @@ class AofWriter:
     def busy(self) -> bool:
         return self._busy or self._bg_fsync_t0 is not None
 
+    @property
+    def fsync_pending(self) -> int:
+        """Fsyncs running in a worker thread now, 0 or 1 (INFO aof_pending_bio_fsync)."""
+        return int(self._inflight is not None or self._bg_fsync_t0 is not None)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of records appended in memory, not yet written to the file (INFO aof_buffer_length)."""
+        return len(self._buffer)
+
     def misconf(self) -> str:
         if self.lost:
             return (f"MISCONF Errors writing to the AOF file: {self.error}. Acknowledged writes may not be on "

@@ -182,6 +182,7 @@ class BusyServer:
                 transport.close()
             return
         conn.net_in += len(data)
+        conn.reads += 1
         if conn.sniff:
             conn._sniffed(data)
         parser = conn.parser

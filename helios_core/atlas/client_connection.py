@@ -106,7 +106,7 @@ class Connection(asyncio.Protocol):
         "authed", "multi", "multi_error", "watching", "watch_dirty", "channels", "patterns",
         "shard_channels", "special", "closing", "queue", "out", "waiting_seq", "deferred", "read_paused",
         "write_paused", "addr", "laddr", "is_unix", "created", "last_active", "last_cmd", "_durable_cb",
-        "net_in", "net_out", "sniff", "is_json", "enc", "enc_err", "futures", "auth_failures",
+        "net_in", "net_out", "reads", "writes", "sniff", "is_json", "enc", "enc_err", "futures", "auth_failures",
         "auth_retry_at", "auth_paused", "current", "blocked", "parked_rest", "blocks", "tracking", "db",
     )
 
@@ -154,6 +154,7 @@ class Connection(asyncio.Protocol):
         self.last_cmd = b"NULL"
         self._durable_cb = self._durable
         self.net_in = self.net_out = 0  # added to the server's totals when the connection ends
+        self.reads = self.writes = 0    # socket reads and writes: likewise (INFO total_reads_processed)
         self.current: list[bytes] | None = None  # the top-level command running (see blocking.may_block)
         self.blocked: Waiter | None = None       # set while parked by a blocking command
         self.parked_rest: list[list[bytes]] = []  # commands parsed after the blocking one
@@ -213,6 +214,7 @@ class Connection(asyncio.Protocol):
         parser = self.parser
         cmds = parser.feed(data)
         self.net_in += len(data)
+        self.reads += 1
         if cmds and (self.blocked is not None or self.parked_rest):  # (after those held back)
             self._park_more(cmds)
         elif cmds and self.server.accepting and self.authed and _may_script(cmds):
@@ -343,6 +345,7 @@ class Connection(asyncio.Protocol):
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             self.net_out += len(data)
+            self.writes += 1
             self.transport.write(data)
         if top > self.waiting_seq:
             self.waiting_seq = top
@@ -358,6 +361,7 @@ class Connection(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         self.net_out += len(data)
+        self.writes += 1
         self.transport.write(data)
 
     def _durable(self, error: BaseException | None) -> None:
@@ -397,12 +401,14 @@ class Connection(asyncio.Protocol):
                     if seq <= rel:
                         queue.clear()
                         self.net_out += len(payload)
+                        self.writes += 1
                         transport.write(payload)
                     return
             elif not self.futures and self.waiting_seq <= rel:
                 data = b"".join([p for _, p in queue])
                 queue.clear()
                 self.net_out += len(data)
+                self.writes += 1
                 transport.write(data)
                 return
         parts = []

@@ -116,6 +116,8 @@ class Counters:
     rejected: int = 0
     net_input_bytes: int = 0
     net_output_bytes: int = 0
+    reads: int = 0   # reads from and writes to client sockets (INFO total_reads/writes_processed)
+    writes: int = 0
 
 
 def tls_context(cfg: AtlasdConfig) -> ssl.SSLContext | None:
@@ -172,7 +174,10 @@ class AtlasServer:
         self.busy = BusyServer(self)  # serves clients while a script is busy (busy.py)
         self._stop: asyncio.Future[bool] | None = None
         self._stopped: asyncio.Future[None] | None = None
-        self._ops: tuple[float, int, float] = (time.monotonic(), 0, 0.0)
+        # The last per-second sample (_sample_ops): (when, commands, bytes in, bytes out), and the
+        # rates since the one before: commands, bytes in and bytes out per second.
+        self._ops: tuple[float, int, int, int] = (time.monotonic(), 0, 0, 0)
+        self._rates: tuple[float, float, float] = (0.0, 0.0, 0.0)
         self._metrics_server: Any = None
         self._sampler: asyncio.TimerHandle | None = None
         self.now = time.monotonic()  # refreshed every second: connections stamp activity with it
@@ -409,6 +414,8 @@ class AtlasServer:
         counters = self.counters
         counters.net_input_bytes += conn.net_in
         counters.net_output_bytes += conn.net_out
+        counters.reads += conn.reads
+        counters.writes += conn.writes
         if self.clients.get(conn.id) is conn:
             del self.clients[conn.id]
         self.unwatch(conn)
@@ -468,10 +475,14 @@ class AtlasServer:
                 b"id": conn.id, b"mode": b"standalone", b"role": b"master", b"modules": []}
 
     def _sample_ops(self) -> None:
-        t0, n0, _ = self._ops
+        t0, n0, in0, out0 = self._ops
         now, total = time.monotonic(), sum(self.engine.stats.commands.values())
+        net_in, net_out = self.net_bytes()
         self.now = now
-        self._ops = (now, total, (total - n0) / max(now - t0, 1e-6))
+        span = max(now - t0, 1e-6)
+        # (CONFIG RESETSTAT lowers the totals between two samples: no negative rate)
+        self._ops = (now, total, net_in, net_out)
+        self._rates = (max(total - n0, 0) / span, max(net_in - in0, 0) / span, max(net_out - out0, 0) / span)
         self._sampler = asyncio.get_running_loop().call_later(1.0, self._sample_ops)
 
     def net_bytes(self) -> tuple[int, int]:
@@ -480,13 +491,26 @@ class AtlasServer:
         return (self.counters.net_input_bytes + sum(c.net_in for c in live),
                 self.counters.net_output_bytes + sum(c.net_out for c in live))
 
+    def io_counts(self) -> tuple[int, int]:
+        """Reads from and writes to client sockets since start (or CONFIG RESETSTAT)."""
+        live = self.clients.values()
+        return (self.counters.reads + sum(c.reads for c in live),
+                self.counters.writes + sum(c.writes for c in live))
+
     def ops_per_sec(self) -> int:
-        return int(self._ops[2])
+        return int(self._rates[0])
+
+    def net_kbps(self) -> tuple[float, float]:
+        """KiB per second read and written over the last second's sample (INFO instantaneous_*_kbps)."""
+        return self._rates[1] / 1024, self._rates[2] / 1024
 
     def reset_stats(self) -> None:
         self.counters = Counters()
         for conn in self.clients.values():
-            conn.net_in = conn.net_out = 0
+            conn.net_in = conn.net_out = conn.reads = conn.writes = 0
+        # (config.py's RESETSTAT resets the engine's command, expiry and eviction counts; the
+        # active-expiry cycle's own, which Redis's RESETSTAT clears too, are reset here)
+        self.engine.stats.reset_expire_cycle()
 
     # -- WATCH (watch.py) -------------------------------------------------------------------
 

@@ -66,6 +66,7 @@ from helios_core.atlas.evict import OOM, Evictor, Memory
 from helios_core.atlas.fsops import REAL_FS, Fs
 from helios_core.atlas.keyspace import Keyspace
 from helios_core.atlas.lean import LeanPath
+from helios_core.atlas.meminfo import rss_bytes
 from helios_core.atlas.notify import EVICTED, EXPIRED, Notifier
 from helios_core.atlas.recovery import RecoveryReport, recover
 from helios_core.atlas.slowlog import SlowLog
@@ -103,6 +104,17 @@ class EngineStats(WriterStats, SnapshotStats):
     commands: CommandStats = field(default_factory=CommandStats)  # INFO commandstats (cmdstats.py)
     expired_keys: int = 0
     evicted_keys: int = 0
+    startup_memory: int = 0  # resident bytes before the data directory was loaded (used_memory_startup)
+    # The active-expiry cycle (INFO expired_stale_perc, expired_time_cap_reached_count,
+    # expire_cycle_cpu_milliseconds): a moving average of the share of keys with a TTL found
+    # due, the cycles that stopped at their budget with keys perhaps still due, and their time.
+    expired_stale_perc: float = 0.0
+    expire_cycle_cap_reached: int = 0
+    expire_cycle_seconds: float = 0.0
+
+    def reset_expire_cycle(self) -> None:
+        self.expired_stale_perc = self.expire_cycle_seconds = 0.0
+        self.expire_cycle_cap_reached = 0
 
 
 class Engine:
@@ -181,6 +193,7 @@ class Engine:
         `databases`: how many SELECT may reach (atlasd passes its setting); tools and the embedded
         Store work in database 0 and take the most, so they load any data directory whole."""
         eng = cls(data_dir, config, clock=clock, fs=fs, databases=databases)
+        eng.stats.startup_memory = rss_bytes()
         eng._lock = eng.dir.lock(**lock_info)
         try:
             eng.dir.remove_stale_temp_files()
@@ -197,6 +210,7 @@ class Engine:
             fs.fsync_dir(eng.dir.path)
             snap = eng.dir.snapshot_path
             eng.stats.last_snapshot_ms = int(snap.stat().st_mtime * 1000) if snap.exists() else eng.stats.started_ms
+            eng.stats.last_snapshot_bytes = snap.stat().st_size if snap.exists() else 0
         except BaseException:
             eng._lock.release()
             raise
@@ -801,19 +815,31 @@ class Engine:
     def _active_expire(self) -> None:
         if self.aof_error is not None:
             return
+        t0 = time.perf_counter()
         budget = self.config.active_expire_budget
         now = self.clock()
+        volatile = due = 0
         for index, ks in list(self.dbs.made()):
             if not ks.expires:
                 continue
+            volatile += len(ks.expires)
             keys = ks.due_keys(now, budget)
             if keys:
+                due += len(keys)
                 self.stats.expired_keys += len(keys)
                 with self.in_db(index):
                     self.internal_effects([("DEL", k) for k in keys], ("expired", EXPIRED))
                 budget -= len(keys)
                 if budget <= 0:
+                    self.stats.expire_cycle_cap_reached += 1
                     break
+        if volatile:
+            # Redis estimates the share of its keys with a TTL that are expired but still there
+            # by sampling them, and keeps a moving average (5% new, 95% old); here the heap gives
+            # the due ones themselves, a lower bound when the budget stopped the cycle.
+            stats = self.stats
+            stats.expired_stale_perc = due / volatile * 0.05 + stats.expired_stale_perc * 0.95
+            stats.expire_cycle_seconds += time.perf_counter() - t0
 
     def _cron(self) -> None:
         snaps = self.snapshots

@@ -424,6 +424,7 @@ class Scripting:
         self._gc = self.lua.eval("function() collectgarbage() end")
         self.max_memory = max_memory
         self.scripts: dict[str, Any] = {}      # sha -> compiled chunk
+        self.scripts_bytes = 0                 # their bodies' and SHA1s' bytes (INFO used_memory_scripts_eval)
         self._checked: dict[bytes, tuple[Command | None, str | None, str | None]] = {}
         self.readonly_scripts: set[str] = set()  # shebang flags=no-writes
         self.registry: Any = None  # the function libraries (functions.py), made on first use
@@ -451,6 +452,7 @@ class Scripting:
             return sha
         src, no_writes = _shebang(body)
         self.scripts[sha] = self._compile(src, b"@user_script", "script (new function)")
+        self.scripts_bytes += len(body) + len(sha)
         if no_writes:
             self.readonly_scripts.add(sha)
         return sha
@@ -470,8 +472,13 @@ class Scripting:
 
     def flush(self) -> None:
         self.scripts.clear()
+        self.scripts_bytes = 0
         self.readonly_scripts.clear()
         self._collect()
+
+    def memory_used(self) -> int:
+        """Bytes the Lua state holds now (its scripts, libraries and their data), as lupa counts them."""
+        return int(self.lua.get_memory_used())
 
     # -- running ------------------------------------------------------------------------
 

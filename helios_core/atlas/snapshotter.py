@@ -61,6 +61,8 @@ class SnapshotStats:
     last_snapshot_ms: int = 0
     last_cow_size: int = 0
     snapshot_failures: int = 0
+    consecutive_failures: int = 0  # since the last snapshot that worked (INFO aof_rewrites_consecutive_failures)
+    last_snapshot_bytes: int = 0   # the image the AOF parts replay onto (INFO aof_base_size)
 
 
 def cow_bytes() -> int:
@@ -123,6 +125,16 @@ class Snapshotter:
     @property
     def in_progress(self) -> bool:
         return self.child is not None or self._requested or self._finishing
+
+    @property
+    def pending(self) -> bool:
+        """Requested, waiting for the pre-fork AOF sync before it forks (INFO aof_pending_rewrite)."""
+        return self._requested
+
+    @property
+    def keys_at_fork(self) -> int:
+        """The keys the running child writes (INFO current_save_keys_total); 0 when none runs."""
+        return self._meta[1] if self.child is not None else 0
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -335,6 +347,7 @@ class Snapshotter:
         self.stats.last_snapshot_error = reason
         self.retry_at = self.clock() + RETRY_MS
         self.stats.snapshot_failures += 1
+        self.stats.consecutive_failures += 1
         err = SnapshotError(f"snapshot of {self.dir.path} failed: {reason}. The AOF still holds every write; "
                             f"fix the cause (memory, disk space, permissions) and run BGSAVE or helios snapshot "
                             f"again (automatic snapshots retry every {RETRY_MS // 1000} s)")
@@ -369,6 +382,8 @@ class Snapshotter:
         self.stats.last_snapshot_status = "ok"
         self.stats.last_snapshot_error = ""
         self.stats.last_snapshot_ms = self.clock()
+        self.stats.consecutive_failures = 0
+        self.stats.last_snapshot_bytes = size
         # Built from what the engine knows: re-reading a large file here would stall the loop.
         created_ms, keys = self._meta
         info = SnapshotInfo(str(self.dir.snapshot_path), SNAPSHOT_VERSION, upto, created_ms, keys, size)
@@ -396,6 +411,7 @@ class Snapshotter:
             self.stats.last_snapshot_status = "err"
             self.stats.last_snapshot_error = reason
             self.stats.snapshot_failures += 1
+            self.stats.consecutive_failures += 1
             raise SnapshotError(f"snapshot of {self.dir.path} failed: {reason}. The AOF still holds every "
                                 f"write; fix the cause (disk space, permissions) and run helios snapshot again") from e
         self.dirty = 0

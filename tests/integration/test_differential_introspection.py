@@ -4,8 +4,10 @@ Where replies are deterministic (CONFIG parameters and their errors, SLOWLOG
 with the log off, LATENCY, ROLE, MEMORY USAGE of a missing key, CLIENT
 subcommand errors, COMMAND GETKEYS) they must be equal, RESP2 and RESP3, with
 the raw-socket client of test_differential_types.py.  INFO is compared by its
-sections and the fields clients read.  Keyspace notifications are compared
-message by message: one subscriber per server, the same commands on both.
+sections and every section's field names, in Redis's order (atlasd's own extra
+fields aside), and its counters are checked to move as Redis's do.  Keyspace
+notifications are compared message by message: one subscriber per server, the
+same commands on both.
 
 The redis-server here is this module's own (CONFIG SET changes it), not the
 shared session one.
@@ -14,6 +16,7 @@ shared session one.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -30,7 +33,8 @@ def own_redis() -> Iterator[RedisServer]:
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed")
-    server = RedisServer(exe).start()
+    # appendonly yes: atlasd always has its AOF, and Redis prints the aof_* fields only with it.
+    server = RedisServer(exe, args=("--appendonly", "yes")).start()
     try:
         yield server
     finally:
@@ -282,6 +286,134 @@ def test_info_has_the_fields_clients_read(pair: Pair) -> None:
             assert name in got, f"atlasd's INFO lacks {section}.{name}"
     for name in SAME_VALUES:
         assert got[name] == want[name], name
+
+
+# atlasd's fields Redis 7.0 does not have (README: atlasd as a drop-in Redis); every other field of
+# these sections is Redis 7.0.15's, in its order.
+ATLAS_EXTRAS = {
+    "server": {"atlas_version", "python_version", "unix_socket", "data_dir"},
+    "clients": {"pubsub_clients", "watching_clients"},  # (Redis 7.2's)
+    "persistence": {"rdb_last_bgsave_error", "aof_last_error", "aof_fsync_policy", "aof_fsyncs",
+                    "aof_fsync_seconds_total", "aof_last_seq"},
+    "stats": {"total_aof_bytes"},
+}
+# Sections whose lines are per command, error or database: their names follow the traffic.
+TRAFFIC_SECTIONS = {"commandstats", "errorstats", "latencystats", "keyspace"}
+
+
+def _names(raw: Raw) -> dict[str, list[str]]:
+    kind, body = raw.call(_w("INFO", "everything"))
+    text = body.decode() if isinstance(body, bytes) else body
+    out: dict[str, list[str]] = {}
+    names: list[str] = []
+    for line in text.split("\r\n"):
+        if line.startswith("# "):
+            names = out.setdefault(line[2:].lower(), [])
+        elif line:
+            names.append(line.split(":", 1)[0])
+    return out
+
+
+def test_info_field_names_match_redis_in_order(pair: Pair) -> None:
+    got, want = _names(pair.atlas.r2), _names(pair.redis.r2)
+    assert list(got) == list(want)
+    for section, names in want.items():
+        if section in TRAFFIC_SECTIONS:
+            continue
+        extras = ATLAS_EXTRAS.get(section, set())
+        assert extras <= set(got[section]), f"{section}: documented extras gone: {extras - set(got[section])}"
+        assert [n for n in got[section] if n not in extras] == names, section
+
+
+def _stats(raw: Raw, section: str = "everything") -> dict[str, str]:
+    return _info(raw, section)[1]
+
+
+def test_info_reads_and_writes_grow_with_traffic(pair: Pair) -> None:
+    for side in (pair.atlas, pair.redis):
+        raw = side.r2
+        before = _stats(raw, "stats")
+        for _ in range(20):  # one request, one reply at a time: a read and a write each
+            assert raw.call(_w("PING")) == ("+", "PONG")
+        after = _stats(raw, "stats")
+        for name in ("total_reads_processed", "total_writes_processed"):
+            assert int(after[name]) >= int(before[name]) + 20, (side is pair.atlas, name, before[name], after[name])
+        assert after["io_threaded_reads_processed"] == "0"
+
+
+def test_info_network_rates_follow_traffic(pair: Pair) -> None:
+    """instantaneous_input/output_kbps: sampled every second (as instantaneous_ops_per_sec), so
+    they rise within a few seconds of traffic; polled with a deadline while the traffic runs."""
+    value = b"x" * 64 * 1024
+    for side in (pair.atlas, pair.redis):
+        raw = side.r2
+        deadline = time.monotonic() + 15
+        while True:
+            raw.call_many([[b"SET", b"ratekey", value], [b"GET", b"ratekey"]])
+            fields = _stats(raw, "stats")
+            if float(fields["instantaneous_input_kbps"]) > 0 and float(fields["instantaneous_output_kbps"]) > 0:
+                break
+            assert time.monotonic() < deadline, (side is pair.atlas, fields["instantaneous_input_kbps"],
+                                                 fields["instantaneous_output_kbps"])
+        assert fields["instantaneous_input_repl_kbps"] == fields["instantaneous_output_repl_kbps"] == "0.00"
+        raw.call(_w("DEL", "ratekey"))
+
+
+def _memory(raw: Raw) -> dict[str, int]:
+    fields = _stats(raw, "memory")
+    return {k: int(v) for k, v in fields.items() if k.startswith(("used_memory_scripts", "used_memory_functions",
+                                                                   "used_memory_lua", "used_memory_vm_"))
+            and not k.endswith("_human")}
+
+
+def test_info_script_memory_follows_the_caches(pair: Pair) -> None:
+    """used_memory_scripts_eval grows with SCRIPT LOAD and returns to its base after SCRIPT FLUSH;
+    used_memory_functions likewise with FUNCTION LOAD and FLUSH; used_memory_scripts is their sum."""
+    library = b"#!lua name=infolib\nredis.register_function('infofn', function() return 1 end)"
+    for side in (pair.atlas, pair.redis):
+        raw = side.r2
+        raw.call(_w("SCRIPT", "FLUSH"))
+        raw.call(_w("FUNCTION", "FLUSH"))
+        base = _memory(raw)
+        assert raw.call([b"SCRIPT", b"LOAD", b"return '" + b"y" * 500 + b"'"])[0] == "$"
+        loaded = _memory(raw)
+        assert loaded["used_memory_scripts_eval"] >= base["used_memory_scripts_eval"] + 500, side is pair.atlas
+        assert loaded["used_memory_lua"] > 0 and loaded["used_memory_vm_total"] >= loaded["used_memory_vm_eval"] > 0
+        assert raw.call([b"FUNCTION", b"LOAD", library]) == ("$", b"infolib")
+        with_lib = _memory(raw)
+        assert with_lib["used_memory_functions"] > base["used_memory_functions"], side is pair.atlas
+        assert with_lib["used_memory_scripts"] == (with_lib["used_memory_scripts_eval"]
+                                                   + with_lib["used_memory_functions"])
+        raw.call(_w("SCRIPT", "FLUSH"))
+        raw.call(_w("FUNCTION", "FLUSH"))
+        after = _memory(raw)
+        assert after["used_memory_scripts_eval"] == base["used_memory_scripts_eval"], side is pair.atlas
+        assert after["used_memory_functions"] == base["used_memory_functions"], side is pair.atlas
+    human = _stats(pair.atlas.r2, "memory")
+    for name in ("used_memory_lua_human", "used_memory_vm_total_human", "used_memory_scripts_human"):
+        value = human[name]
+        assert value.endswith("B") or (value[-1] in "KMGT" and value[:-1].count(".") == 1), (name, value)
+
+
+def test_info_counts_the_keys_loaded_at_startup(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """rdb_last_load_keys_loaded: the keys the snapshot gave back at the last start, as Redis counts
+    the keys of the RDB (or its AOF's RDB base) it loaded; aof_base_size is that snapshot's size."""
+    with running_daemon(tmp_path_factory.mktemp("keysloaded")) as d:
+        with d.client() as c:
+            assert c.info("persistence")["rdb_last_load_keys_loaded"] == 0
+            c.mset({f"k{i}": "v" for i in range(25)})
+            c.save()
+            c.set("after", "1")  # in the AOF only: replayed, not loaded from the snapshot
+            size = c.info("persistence")["aof_base_size"]
+            assert size == (d.data / "dump.rdb").stat().st_size > 0
+        d.stop()
+        d.start()
+        with d.client() as c:
+            fields = c.info("persistence")
+            assert c.dbsize() == 26
+            assert fields["rdb_last_load_keys_loaded"] == 25
+            assert fields["rdb_last_load_keys_expired"] == 0
+            assert fields["aof_base_size"] == size
 
 
 # -- keyspace notifications ------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from helios_core.atlas.commands.table import (
     parse_int,
 )
 from helios_core.atlas.evict import estimate
+from helios_core.atlas.meminfo import human as _human
+from helios_core.atlas.meminfo import peak_rss_bytes, rss_bytes
 from helios_core.atlas.resp import Verbatim
 from helios_core.observability.logging import get_logger
 
@@ -205,14 +207,6 @@ _DEFAULT_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "rep
 _ALL_SECTIONS = (*_DEFAULT_SECTIONS, "commandstats", "latencystats")
 
 
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _system_memory() -> int:
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -220,12 +214,15 @@ def _system_memory() -> int:
         return 0
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return f"{n:.2f}{unit}" if unit != "B" else f"{int(n)}B"
-        n /= 1024
-    return str(n)
+def _client_buffers(clients: Any) -> int:
+    """Bytes the clients' connections hold: requests not parsed yet, replies not sent yet (queued
+    behind durability, or in the transport's buffer) (INFO mem_clients_normal)."""
+    total = 0
+    for c in clients.values():
+        total += c.parser.buffered() + sum(len(p) for _, p in c.queue if type(p) is bytes)
+        if c.transport is not None:
+            total += c.transport.get_write_buffer_size()
+    return total
 
 
 def _sections(names: list[str]) -> list[str]:
@@ -296,12 +293,23 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("pubsub_clients", sum(1 for c in clients.values() if c.subscribed)),
         ("watching_clients", len({c for conns in getattr(server, "watched", {}).values() for c in conns})),
     ])
-    rss = _rss_bytes()
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss)
+    rss = rss_bytes()
+    peak = peak_rss_bytes()
     ev = engine.evictor
     dataset = engine.memory.used if ev.maxmemory else None
     total_mem = _system_memory()
     scripts = engine.scripting
+    lua = scripts.memory_used() if scripts is not None else 0  # (no Lua state until the first script)
+    scripts_eval = scripts.scripts_bytes if scripts is not None else 0
+    functions = sum(len(name) + len(code) for name, code in engine.ks.functions.items())
+    clients_mem = _client_buffers(clients)
+    writer = engine.writer
+    startup = stats.startup_memory
+    # Redis's overhead: its memory at startup, client and AOF buffers, the scripts' caches.
+    overhead = min(rss, startup + clients_mem + writer.buffered + scripts_eval + functions)
+    # Python's allocator gives no allocated/active/resident split: these are what Redis reports
+    # with an allocator that has none (libc), the resident size for all three, so every ratio
+    # between them is 1.00 and every difference 0.
     section("Memory", [
         ("used_memory", rss),
         ("used_memory_human", _human(rss)),
@@ -310,26 +318,69 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("used_memory_peak", peak),
         ("used_memory_peak_human", _human(peak)),
         ("used_memory_peak_perc", f"{100 * rss / peak:.2f}%" if peak else "0.00%"),
+        ("used_memory_overhead", overhead),
+        ("used_memory_startup", startup),
         # The keyspace estimate (evict.py) maxmemory limits; counted only while maxmemory is set.
         ("used_memory_dataset", dataset if dataset is not None else 0),
         ("used_memory_dataset_perc", f"{100 * dataset / rss:.2f}%" if dataset is not None and rss else "0.00%"),
+        ("allocator_allocated", rss),
+        ("allocator_active", rss),
+        ("allocator_resident", rss),
         ("total_system_memory", total_mem),
         ("total_system_memory_human", _human(total_mem)),
+        # One Lua state runs both EVAL's scripts and the function libraries: all of it is counted
+        # as EVAL's (Redis 7.0 has a second state for functions).
+        ("used_memory_lua", lua),
+        ("used_memory_vm_eval", lua),
+        ("used_memory_lua_human", _human(lua)),
+        ("used_memory_scripts_eval", scripts_eval),
         ("number_of_cached_scripts", len(getattr(scripts, "scripts", {}) or {}) if scripts is not None else 0),
         ("number_of_functions", _function_count(engine)),
         ("number_of_libraries", len(engine.ks.functions)),
+        ("used_memory_vm_functions", 0),
+        ("used_memory_vm_total", lua),
+        ("used_memory_vm_total_human", _human(lua)),
+        ("used_memory_functions", functions),
+        ("used_memory_scripts", scripts_eval + functions),
+        ("used_memory_scripts_human", _human(scripts_eval + functions)),
         ("maxmemory", ev.maxmemory),
         ("maxmemory_human", _human(ev.maxmemory)),
         ("maxmemory_policy", ev.policy),
+        ("allocator_frag_ratio", "1.00"),
+        ("allocator_frag_bytes", 0),
+        ("allocator_rss_ratio", "1.00"),
+        ("allocator_rss_bytes", 0),
+        ("rss_overhead_ratio", "1.00"),
+        ("rss_overhead_bytes", 0),
         ("mem_fragmentation_ratio", "1.00"),
+        ("mem_fragmentation_bytes", 0),
+        ("mem_not_counted_for_evict", 0),
+        ("mem_replication_backlog", 0),
+        ("mem_total_replication_buffers", 0),
+        ("mem_clients_slaves", 0),
+        ("mem_clients_normal", clients_mem),
+        ("mem_cluster_links", 0),
+        ("mem_aof_buffer", writer.buffered),
         ("mem_allocator", "libc"),
+        ("active_defrag_running", 0),
         ("lazyfree_pending_objects", 0),
+        ("lazyfreed_objects", 0),
     ])
     aof = engine.aof
+    snaps = engine.snapshots
     in_progress = int(engine.snapshot_in_progress)
+    recovery = engine.recovery
     section("Persistence", [
         ("loading", 0),
         ("async_loading", 0),
+        # The snapshot child reports its copy-on-write size once, when it ends (rdb_last_cow_size),
+        # and not its progress.
+        ("current_cow_peak", 0),
+        ("current_cow_size", 0),
+        ("current_cow_size_age", 0),
+        ("current_fork_perc", "0.00"),
+        ("current_save_keys_processed", 0),
+        ("current_save_keys_total", snaps.keys_at_fork),
         ("rdb_changes_since_last_save", engine.dirty),
         ("rdb_bgsave_in_progress", in_progress),
         ("rdb_last_save_time", stats.last_snapshot_ms // 1000),
@@ -338,6 +389,9 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("rdb_current_bgsave_time_sec", -1),
         ("rdb_saves", stats.snapshots),
         ("rdb_last_cow_size", stats.last_cow_size),
+        # At startup: expired keys in the snapshot are loaded (and expire after), none dropped.
+        ("rdb_last_load_keys_expired", 0),
+        ("rdb_last_load_keys_loaded", recovery.snapshot_keys if recovery is not None else 0),
         ("rdb_last_bgsave_error", stats.last_snapshot_error),
         ("aof_enabled", 1),
         ("aof_rewrite_in_progress", in_progress),
@@ -346,10 +400,17 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("aof_current_rewrite_time_sec", -1),
         ("aof_last_bgrewrite_status", "ok"),
         ("aof_rewrites", stats.snapshots),
+        ("aof_rewrites_consecutive_failures", stats.consecutive_failures),
         ("aof_last_write_status", "ok" if engine.aof_error is None else "err"),
         ("aof_last_error", engine.aof_error or ""),
+        ("aof_last_cow_size", stats.last_cow_size),  # (a rewrite is a snapshot here)
+        ("module_fork_in_progress", 0),
+        ("module_fork_last_cow_size", 0),
         ("aof_current_size", aof.size if aof is not None else 0),
-        ("aof_buffer_length", 0),
+        ("aof_base_size", stats.last_snapshot_bytes),  # the snapshot the AOF parts replay onto
+        ("aof_pending_rewrite", int(snaps.pending)),
+        ("aof_buffer_length", writer.buffered),
+        ("aof_pending_bio_fsync", writer.fsync_pending),
         ("aof_fsync_policy", engine.policy),
         ("aof_fsyncs", stats.fsync_count),
         ("aof_fsync_seconds_total", round(stats.fsync_seconds_total, 6)),
@@ -358,19 +419,32 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
     ])
     counters = getattr(server, "counters", None)
     net_in, net_out = server.net_bytes() if server is not None else (0, 0)
+    kbps_in, kbps_out = server.net_kbps() if server is not None else (0.0, 0.0)
+    reads, writes = server.io_counts() if server is not None else (0, 0)
     section("Stats", [
         ("total_connections_received", getattr(counters, "connections", 0)),
         ("total_commands_processed", sum(stats.commands.values())),
         ("instantaneous_ops_per_sec", server.ops_per_sec() if server is not None else 0),
         ("total_net_input_bytes", net_in),
         ("total_net_output_bytes", net_out),
+        ("total_net_repl_input_bytes", 0),
+        ("total_net_repl_output_bytes", 0),
+        ("instantaneous_input_kbps", f"{kbps_in:.2f}"),
+        ("instantaneous_output_kbps", f"{kbps_out:.2f}"),
+        ("instantaneous_input_repl_kbps", "0.00"),
+        ("instantaneous_output_repl_kbps", "0.00"),
         ("rejected_connections", getattr(counters, "rejected", 0)),
         ("sync_full", 0),
         ("sync_partial_ok", 0),
         ("sync_partial_err", 0),
         ("expired_keys", stats.expired_keys),
+        ("expired_stale_perc", f"{stats.expired_stale_perc * 100:.2f}"),
+        ("expired_time_cap_reached_count", stats.expire_cycle_cap_reached),
+        ("expire_cycle_cpu_milliseconds", int(stats.expire_cycle_seconds * 1000)),
         ("evicted_keys", stats.evicted_keys),
         ("evicted_clients", 0),
+        ("total_eviction_exceeded_time", 0),
+        ("current_eviction_exceeded_time", 0),
         # Hits and misses are not counted (a lookup does not know who asked): always 0.
         ("keyspace_hits", 0),
         ("keyspace_misses", 0),
@@ -379,8 +453,24 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("pubsubshard_channels", len(getattr(server, "shard_channels", {}))),
         ("latest_fork_usec", 0),
         ("total_forks", 0),
+        ("migrate_cached_sockets", 0),
+        ("slave_expires_tracked_keys", 0),
+        ("active_defrag_hits", 0),
+        ("active_defrag_misses", 0),
+        ("active_defrag_key_hits", 0),
+        ("active_defrag_key_misses", 0),
+        ("total_active_defrag_time", 0),
+        ("current_active_defrag_time", 0),
         *engine.tracking.info().items(),
+        ("unexpected_error_replies", 0),
         ("total_error_replies", stats.commands.errors.total),
+        ("dump_payload_sanitizations", 0),
+        ("total_reads_processed", reads),
+        ("total_writes_processed", writes),
+        ("io_threaded_reads_processed", 0),
+        ("io_threaded_writes_processed", 0),
+        ("reply_buffer_shrinks", 0),
+        ("reply_buffer_expands", 0),
         ("total_aof_bytes", stats.aof_bytes_total),
     ])
     section("Replication", [
@@ -491,7 +581,7 @@ def memory(ctx: Ctx, args: list[bytes]) -> Any:
         return b"Stats not supported for the current allocator"
     if sub == b"STATS" and not rest:
         engine: Engine = ctx.engine
-        rss = _rss_bytes()
+        rss = rss_bytes()
         return {b"peak.allocated": rss, b"total.allocated": rss, b"dataset.bytes": engine.memory.used,
                 b"keys.count": len(ctx.ks)}
     if sub == b"HELP" and not rest:
