@@ -164,6 +164,7 @@ class Engine:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._timer_ids = itertools.count()
         self._closed = False
+        self._expire_hz = 0  # the rate the active-expiry timer runs at (config.active_expire_hz when it started)
         self.scripting: Any = None  # the Lua runtime (atlas/scripting.py), made by the first EVAL
         self.blocks: Any = None     # the clients parked by blocking commands (blocking.registry)
         # Introspection, keyspace notifications and maxmemory (slowlog.py, notify.py, evict.py).
@@ -791,7 +792,8 @@ class Engine:
         """Drive flushing, fsync, expiry and automatic snapshots from an asyncio loop."""
         self._loop = loop or asyncio.get_running_loop()
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="atlas-io")
-        self._every(1.0 / self.config.active_expire_hz, self._active_expire)
+        self._expire_hz = self.config.active_expire_hz
+        self._every(1.0 / self._expire_hz, self._active_expire_tick)
         self._every(1.0, self._cron)
         self.writer.attach(self._loop, self._io, self._every)
         self.snapshots.attach(self._loop)
@@ -811,6 +813,16 @@ class Engine:
             self._timers[slot] = loop.call_later(seconds, tick)
 
         self._timers[slot] = loop.call_later(seconds, tick)
+
+    def _active_expire_tick(self) -> bool:
+        """One active-expiry cycle; after CONFIG SET hz the timer starts over at the new rate."""
+        self._active_expire()
+        hz = self.config.active_expire_hz
+        if hz != self._expire_hz and not self._closed and self._loop is not None:
+            self._expire_hz = hz
+            self._every(1.0 / hz, self._active_expire_tick)
+            return False  # (this timer stops: _every)
+        return True
 
     def _active_expire(self) -> None:
         if self.aof_error is not None:

@@ -115,6 +115,9 @@ def test_encoding_parameters_are_stored_and_returned(pair: Pair) -> None:
     ["CONFIG", "SET", "slowlog-max-len", "x"],
     ["CONFIG", "SET", "no-such-parameter", "1"],
     ["CONFIG", "SET", "appendfsync", "sometimes"],
+    ["CONFIG", "SET", "hz", "-1"],
+    ["CONFIG", "SET", "hz", "abc"],
+    ["CONFIG", "SET", "hz", "2147483648"],
     ["CONFIG", "SET", "hash-max-listpack-value", "-1"],  # the memory parameters: Redis's memory notation
     ["CONFIG", "SET", "zset-max-ziplist-value", "abc"],
     ["CONFIG", "SET", "stream-node-max-bytes", "1x"],
@@ -147,6 +150,7 @@ def test_runtime_parameters_round_trip(pair: Pair) -> None:
             ("slowlog-max-len", "64"), ("slowlog-max-len", "128"), ("slowlog-log-slower-than", "10000"),
             ("hash-max-listpack-value", "1kb"), ("hash-max-ziplist-value", "64"), ("zset-max-listpack-value", "2k"),
             ("zset-max-listpack-value", "64"), ("stream-node-max-bytes", "8kb"), ("stream-node-max-bytes", "4096"),
+            ("hz", "0"), ("hz", "1000"), ("hz", "50"), ("hz", "10"),  # (kept within 1..500, as Redis does)
             ("proto-max-bulk-len", "2mb"), ("proto-max-bulk-len", "1048576"), ("proto-max-bulk-len", "512mb")]
     for name, value in sets:
         same(pair, _w("CONFIG", "SET", name, value))

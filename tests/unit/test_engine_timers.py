@@ -7,6 +7,7 @@ one more handle (with its closure) per tick for as long as it ran: ~0.15 MiB a m
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 from pathlib import Path
 
@@ -29,5 +30,27 @@ def test_ticks_leave_no_handles_behind(tmp_path: Path) -> None:
         assert _live_timer_handles() <= after_start
         await e.aclose()
         assert _live_timer_handles() <= after_start
+
+    asyncio.run(main())
+
+
+def test_active_expiry_follows_a_new_hz(tmp_path: Path) -> None:
+    """CONFIG SET hz (config.active_expire_hz) changes how many cycles a second run, with one timer."""
+    cycles: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        e = Engine.open(tmp_path, AtlasConfig(appendfsync="everysec", active_expire_hz=1))
+        run = e._active_expire
+        e._active_expire = lambda: (cycles.append(loop.time()), run())[1]  # type: ignore[method-assign]
+        e.attach()
+        slots = len(e._timers)
+        e.config = dataclasses.replace(e.config, active_expire_hz=200)
+        deadline = loop.time() + 10
+        while len(cycles) < 40 and loop.time() < deadline:  # (1 Hz would take 40 s)
+            await asyncio.sleep(0.05)
+        assert len(cycles) >= 40
+        assert len(e._timers) == slots  # the 1 Hz timer stopped when the 200 Hz one started
+        await e.aclose()
 
     asyncio.run(main())

@@ -280,6 +280,12 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
                 engine.scripting.busy_after_ms = n
         return apply
 
+    def hz(v: bytes) -> Callable[[], None]:
+        # Redis takes 0..INT_MAX and keeps it within 1..500 (CONFIG GET shows what it kept); atlasd's
+        # active expiry runs that many cycles a second (Engine._active_expire_tick follows the change)
+        n = _int_in(v, 0, _INT_MAX)
+        return lambda: replace_config(active_expire_hz=min(max(n, 1), 500))
+
     def latency_threshold(v: bytes) -> Callable[[], None]:
         _int_in(v, 0, _LONG_MAX)
         return lambda: None  # latency monitoring is not implemented: LATENCY answers empty
@@ -297,6 +303,7 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
         "slowlog-max-len": slow_len,
         "timeout": timeout,
         "latency-monitor-threshold": latency_threshold,
+        "hz": hz,
         "busy-reply-threshold": busy_threshold,
         "lua-time-limit": busy_threshold,
         "tracking-table-max-keys": tracking_max_keys,
