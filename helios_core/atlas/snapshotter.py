@@ -63,6 +63,8 @@ class SnapshotStats:
     snapshot_failures: int = 0
     consecutive_failures: int = 0  # since the last snapshot that worked (INFO aof_rewrites_consecutive_failures)
     last_snapshot_bytes: int = 0   # the image the AOF parts replay onto (INFO aof_base_size)
+    forks: int = 0                 # snapshot children forked (INFO total_forks; CONFIG RESETSTAT: 0)
+    last_fork_usec: int = 0        # how long the last fork() held the loop (INFO latest_fork_usec)
 
 
 def cow_bytes() -> int:
@@ -186,6 +188,7 @@ class Snapshotter:
             return
         parent = os.getpid()
         gc.freeze()  # move every object to the permanent generation: the child's gc touches none
+        t_fork = time.perf_counter_ns()
         try:
             pid = self.fs.fork()
         except OSError as e:
@@ -196,6 +199,8 @@ class Snapshotter:
             return
         if pid == 0:  # pragma: no cover - the child; it leaves through os._exit only
             self._child(parent, write_fd, upto, created_ms)
+        self.stats.last_fork_usec = (time.perf_counter_ns() - t_fork) // 1000
+        self.stats.forks += 1
         gc.unfreeze()
         os.close(write_fd)
         self.child, self._pid, self._pipe, self._abort, self._exit = pid, pid, read_fd, "", None

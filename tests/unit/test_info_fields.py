@@ -75,6 +75,11 @@ def test_consecutive_rewrite_failures_count_until_one_works(tmp_path: Path) -> N
         assert int(fields["aof_base_size"]) == (tmp_path / "dump.rdb").stat().st_size > 0
         assert fields["aof_pending_rewrite"] == fields["aof_pending_bio_fsync"] == "0"
         assert fields["aof_last_cow_size"] == fields["rdb_last_cow_size"]
+        stats = info(e, "stats")  # (the failed forks are not counted, as in Redis)
+        assert stats["total_forks"] == "1" and int(stats["latest_fork_usec"]) > 0
+        e.execute([b"CONFIG", b"RESETSTAT"])
+        stats = info(e, "stats")
+        assert stats["total_forks"] == stats["latest_fork_usec"] == "0"
         await e.aclose()
 
     asyncio.run(asyncio.wait_for(body(), 20))

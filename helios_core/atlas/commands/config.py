@@ -387,7 +387,7 @@ def config(ctx: Ctx, args: list[bytes]) -> Any:
             server.reset_stats()
         stats = ctx.engine.stats
         stats.commands.clear()
-        stats.expired_keys = stats.evicted_keys = 0
+        stats.expired_keys = stats.evicted_keys = stats.forks = stats.last_fork_usec = 0
         return OK
     if sub == b"REWRITE" and not rest:
         raise err("ERR CONFIG REWRITE is not supported: atlasd settings come from the HELIOS config file "

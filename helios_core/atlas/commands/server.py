@@ -451,8 +451,8 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("pubsub_channels", len(getattr(server, "channels", {}))),
         ("pubsub_patterns", len(getattr(server, "patterns", {}))),
         ("pubsubshard_channels", len(getattr(server, "shard_channels", {}))),
-        ("latest_fork_usec", 0),
-        ("total_forks", 0),
+        ("latest_fork_usec", stats.last_fork_usec),  # (each snapshot forks its child)
+        ("total_forks", stats.forks),
         ("migrate_cached_sockets", 0),
         ("slave_expires_tracked_keys", 0),
         ("active_defrag_hits", 0),
