@@ -58,7 +58,7 @@ from helios_core.atlas.commands.keys import ScanCursors
 from helios_core.atlas.commands.modules import protected_refusal
 from helios_core.atlas.commands.subcommands import ADMIN as ADMIN_SUBS
 from helios_core.atlas.commands.subcommands import BY_CONTAINER, find_sub
-from helios_core.atlas.commands.table import Refused, exec_abort, unknown_command
+from helios_core.atlas.commands.table import NO_STATS_LOOKUPS, READ_LOOKUPS, Refused, exec_abort, unknown_command
 from helios_core.atlas.databases import MAX_DATABASES, Databases
 from helios_core.atlas.datadir import DataDir, DirLock
 from helios_core.atlas.effects import LIBRARY_CMDS, apply_effect, effect_keys, undo_effects, undo_start
@@ -88,7 +88,7 @@ _ONE_KEY = frozenset({"SET", "DEL", "EXPIRE", "PERSIST", "ZADD", "ZREM", "HSET",
 _DISPATCH_CACHE = 512  # most command-name spellings remembered by `execute`
 _clock_ns = time.perf_counter_ns  # times each command: INFO commandstats, latencystats, the slow log
 _UNKNOWN = object()  # Engine._db_conn: no client's database is known to be selected
-_Entry = tuple[Command, int, bool, dict[bytes, tuple[str, int]] | None, list[int]]
+_Entry = tuple[Command, int, bool, dict[bytes, tuple[str, int]] | None, list[int], bool]
 _PROTECTED = frozenset({"debug", "module"})  # commands with calls Redis flags protected (modules.py)
 _NOT_MONITORED = frozenset({"admin", "skip_monitor"})  # MONITOR never shows these after they run
 # Subcommands a handler takes beyond Redis 7.0's table (CLIENT SETINFO came with 7.2; client libraries
@@ -104,6 +104,7 @@ class EngineStats(WriterStats, SnapshotStats):
     commands: CommandStats = field(default_factory=CommandStats)  # INFO commandstats (cmdstats.py)
     expired_keys: int = 0
     evicted_keys: int = 0
+    keyspace: list[int] = field(default_factory=lambda: [0, 0])  # [keyspace_hits, keyspace_misses], in place
     startup_memory: int = 0  # resident bytes before the data directory was loaded (used_memory_startup)
     # The active-expiry cycle (INFO expired_stale_perc, expired_time_cap_reached_count,
     # expire_cycle_cpu_milliseconds): a moving average of the share of keys with a TTL found
@@ -143,6 +144,7 @@ class Engine:
         self._reveal_top = 0  # the newest record that reveals something (not a lazy-expiry DEL)
         self.scan_cursors = ScanCursors()
         self.stats = EngineStats(started_ms=clock())
+        self.ctx.hits = self.stats.keyspace  # (INFO keyspace_hits/misses)
         self.recovery: RecoveryReport | None = None
         self._lock: DirLock | None = None
         self._effects: list[tuple] = []
@@ -257,9 +259,9 @@ class Engine:
         # The hot path of every protocol: one dict hit on the name as sent ("SET", "get")
         # instead of a case-folding table lookup and a property per call.
         try:
-            cmd, arity, is_write, subs, rec = self._dispatch[args[0]]
+            cmd, arity, is_write, subs, rec, reads = self._dispatch[args[0]]
         except (KeyError, IndexError):
-            cmd, arity, is_write, subs, rec = self._resolve(args)
+            cmd, arity, is_write, subs, rec, reads = self._resolve(args)
         n = len(args)
         if n != arity and (arity > 0 or n < -arity):
             raise self._refuse(rec, self._arity_error(cmd))
@@ -285,6 +287,7 @@ class Engine:
         ctx.now_ms = self.clock()
         ctx.writable = aof_error is None
         ctx.seen = 0
+        ctx.reads = reads
         evictor = self.evictor
         if evictor.maxmemory and self.memory.used > evictor.maxmemory:
             try:
@@ -470,7 +473,8 @@ class Engine:
         cmd = TABLE.get(args[0])
         if cmd is None:
             raise self.reject(args, unknown_command(args))
-        entry = (cmd, cmd.arity, cmd.is_write, BY_CONTAINER.get(cmd.name), self.stats.commands.record_for(cmd.name))
+        entry = (cmd, cmd.arity, cmd.is_write, BY_CONTAINER.get(cmd.name), self.stats.commands.record_for(cmd.name),
+                 cmd.name in READ_LOOKUPS or ("readonly" in cmd.flags and cmd.name not in NO_STATS_LOOKUPS))
         if len(self._dispatch) < _DISPATCH_CACHE:  # bounded: clients may spell names in any case
             self._dispatch[bytes(args[0])] = entry
         return entry

@@ -85,6 +85,7 @@ class LeanPath:
         value = self._live(key)
         if value is MISS or (value is not None and type(value) is not bytes):
             return MISS
+        self.engine.stats.keyspace[value is None] += 1  # (INFO keyspace_hits, or _misses)
         self._ran("get", argv, _clock_ns() - t0)
         self._seen(key)
         return value

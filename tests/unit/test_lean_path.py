@@ -83,6 +83,7 @@ class Twins:
         assert a._pending_keys == b._pending_keys
         assert (a._reply_seq, a._all_seq, a._reveal_top) == (b._reply_seq, b._all_seq, b._reveal_top)
         assert (a.seq, a.snapshots.dirty) == (b.seq, b.snapshots.dirty)
+        assert a.stats.keyspace == b.stats.keyspace  # (INFO keyspace_hits/misses)
         assert _undo(a) == _undo(b)
         assert bytes(a.writer._buffer) == bytes(b.writer._buffer)
         ra, rb = a.stats.commands.records, b.stats.commands.records

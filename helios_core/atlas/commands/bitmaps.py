@@ -175,7 +175,7 @@ def bitop(ctx: Ctx, args: list[bytes]) -> Any:
     values = [ctx.get_str(k) for k in args[2:]]
     maxlen = max(len(v or b"") for v in values)
     if maxlen == 0:
-        if ctx.lookup(dst) is not None:
+        if ctx.lookup_write(dst) is not None:  # (dbDelete: no keyspace hit or miss)
             ctx.emit(("DEL", dst))
         return 0
     if op == b"NOT":
@@ -192,7 +192,7 @@ def bitop(ctx: Ctx, args: list[bytes]) -> Any:
             else:
                 acc ^= n
         out = acc.to_bytes(maxlen, "big")
-    ctx.lookup(dst)  # setKey's lookupKeyWrite: a destination whose TTL ran out is "expired" first
+    ctx.lookup_write(dst)  # setKey's lookupKeyWrite: a destination whose TTL ran out is "expired" first
     ctx.emit(("SET", dst, out, None))
     return maxlen
 

@@ -388,6 +388,7 @@ def config(ctx: Ctx, args: list[bytes]) -> Any:
         stats = ctx.engine.stats
         stats.commands.clear()
         stats.expired_keys = stats.evicted_keys = stats.forks = stats.last_fork_usec = 0
+        stats.keyspace[:] = [0, 0]  # (in place: the engine's Ctx holds this list)
         return OK
     if sub == b"REWRITE" and not rest:
         raise err("ERR CONFIG REWRITE is not supported: atlasd settings come from the HELIOS config file "

@@ -192,7 +192,7 @@ def pfmerge(ctx: Ctx, args: list[bytes]) -> Any:
     if raw is None:
         raw = bytes(hll.REGISTERS)
     dest = args[0]
-    old = ctx.lookup(dest)  # (checked above, as a source)
+    old = ctx.lookup_write(dest)  # (checked above, as a source)
     base = old if old is not None else hll.EMPTY
     new: bytes | bytearray
     if dense:

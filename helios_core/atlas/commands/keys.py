@@ -389,12 +389,12 @@ def copy(ctx: Ctx, args: list[bytes]) -> Any:
         return 0
     exp = ctx.expiry(src)
     if same_db:
-        if ctx.lookup(dst) is not None and not replace:
+        if ctx.lookup_write(dst) is not None and not replace:
             return 0
         log_value(ctx, dst, value, exp)
         return 1
     with engine.in_db(db):  # (the value is built again there: nothing is shared between databases)
-        if ctx.lookup(dst) is not None and not replace:
+        if ctx.lookup_write(dst) is not None and not replace:
             return 0
         log_value(ctx, dst, value, exp)
     return 1

@@ -445,9 +445,8 @@ def info_text(engine: Engine, server: Any, sections: list[str]) -> str:
         ("evicted_clients", 0),
         ("total_eviction_exceeded_time", 0),
         ("current_eviction_exceeded_time", 0),
-        # Hits and misses are not counted (a lookup does not know who asked): always 0.
-        ("keyspace_hits", 0),
-        ("keyspace_misses", 0),
+        ("keyspace_hits", stats.keyspace[0]),
+        ("keyspace_misses", stats.keyspace[1]),
         ("pubsub_channels", len(getattr(server, "channels", {}))),
         ("pubsub_patterns", len(getattr(server, "patterns", {}))),
         ("pubsubshard_channels", len(getattr(server, "shard_channels", {}))),

@@ -202,7 +202,7 @@ def _diff(sets: list[set[bytes] | None]) -> set[bytes]:
 
 def _store(ctx: Ctx, dst: bytes, result: set[bytes]) -> int:
     """Replace `dst` with `result` (deleting it when empty), dropping any TTL, as Redis does."""
-    if ctx.lookup(dst) is not None:
+    if ctx.lookup_write(dst) is not None:
         ctx.emit(("DEL", dst))
     if result:
         ctx.emit(("SADD", dst, list(result)))

@@ -230,7 +230,7 @@ def _sort(ctx: Ctx, args: list[bytes], readonly: bool) -> Any:
                 v = lookup_pattern(ctx, g, e)
                 out.append(b"" if v is None else v)
     dst = o.store
-    existed = ctx.lookup(dst) is not None
+    existed = ctx.lookup_write(dst) is not None
     if out:
         if existed:
             ctx.emit(("DEL", dst))

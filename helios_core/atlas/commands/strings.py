@@ -91,7 +91,14 @@ def set_(ctx: Ctx, args: list[bytes]) -> Any:
         i += 1
     if exp_opt is not None:
         exp = _expire_ms(ctx, exp_opt, exp_raw, "set")
-    old = ctx.get_str(key) if want_get else ctx.lookup(key)
+    if want_get:  # (getGenericCommand's lookupKeyRead: a keyspace hit or miss)
+        ctx.reads = True
+        try:
+            old = ctx.get_str(key)
+        finally:
+            ctx.reads = False
+    else:
+        old = ctx.lookup(key)
     exists = old is not None
     if (nx and exists) or (xx and not exists):
         return old if want_get else None

@@ -71,6 +71,17 @@ def unknown_command(argv: list[bytes]) -> CommandError:
                         f"with args beginning with: {shown}")
 
 
+# INFO keyspace_hits/misses count the key lookups Redis makes with lookupKeyRead: every lookup of a
+# command flagged readonly, and those of these writes; and none of these reads' (Redis looks their
+# keys up without counting).
+READ_LOOKUPS = frozenset({
+    "getset", "getdel", "getex", "copy", "object", "sort", "bitop", "pfmerge",
+    "sinterstore", "sunionstore", "sdiffstore", "zunionstore", "zinterstore", "zdiffstore", "zrangestore",
+    "georadius", "georadiusbymember", "geosearchstore", "xreadgroup", "xack", "xclaim", "xautoclaim", "xinfo",
+})
+NO_STATS_LOOKUPS = frozenset({"keys", "scan", "randomkey", "memory"})
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     name: str                     # lower case, as COMMAND reports it
@@ -138,7 +149,7 @@ class Ctx:
     queues it for the AOF record of the current command or batch.
     """
 
-    __slots__ = ("ks", "now_ms", "emit", "writable", "engine", "conn", "pending", "seen", "name")
+    __slots__ = ("ks", "now_ms", "emit", "writable", "engine", "conn", "pending", "seen", "name", "reads", "hits")
 
     def __init__(self, ks: Keyspace, emit: Callable[[tuple], None], engine: Any = None) -> None:
         self.ks = ks
@@ -154,6 +165,11 @@ class Ctx:
         # The command's name as the caller typed it (set by the engine): a few of Redis's error
         # texts quote c->argv[0] (GEOSEARCH's "... can be specified for geosearch").
         self.name = b""
+        # INFO keyspace_hits/keyspace_misses: [hits, misses], counted by `lookup` while `reads` (set
+        # by the engine per command: a read command's lookups are Redis's lookupKeyRead, a write's
+        # its lookupKeyWrite, which counts nothing)
+        self.reads = False
+        self.hits = [0, 0]
 
     def lookup(self, key: bytes) -> Any:
         """The live value at key, or None; a key found expired is deleted (a logged DEL)."""
@@ -163,13 +179,27 @@ class Ctx:
             self.seen = seq
         value = ks.data.get(key)
         if value is None:
+            if self.reads:
+                self.hits[1] += 1
             return None
         exp = ks.expires.get(key)
         if exp is not None and exp <= self.now_ms:
             if self.writable:
                 self.emit(("DEL", key))
+            if self.reads:
+                self.hits[1] += 1
             return None
+        if self.reads:
+            self.hits[0] += 1
         return value
+
+    def lookup_write(self, key: bytes) -> Any:
+        """`lookup` as Redis's lookupKeyWrite: a destination's, which counts no keyspace hit or miss."""
+        reads, self.reads = self.reads, False
+        try:
+            return self.lookup(key)
+        finally:
+            self.reads = reads
 
     def get_str(self, key: bytes) -> bytes | None:
         value = self.lookup(key)

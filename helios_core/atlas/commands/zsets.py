@@ -410,7 +410,7 @@ def zremrangebylex(ctx: Ctx, args: list[bytes]) -> Any:
 def store_zset(ctx: Ctx, dst: bytes, items: list[tuple[float, bytes]]) -> int:
     """Replace `dst` with a zset of `items` (deleting it when empty), dropping any TTL, as Redis's
     setKey/dbDelete do; logged as a DEL and one ZADD, so replay never recomputes the result."""
-    if ctx.lookup(dst) is not None:
+    if ctx.lookup_write(dst) is not None:
         ctx.emit(("DEL", dst))
     if items:
         ctx.emit(("ZADD", dst, [(s + 0.0, m) for s, m in items]))
