@@ -165,8 +165,11 @@ def _on_each(pair: Pair, subs: list[Raw], steps: list[list[str]], tag: bytes) ->
 def test_store_events_match_redis(pair: Pair, subs: list[Raw], name: str, where: str, flags: str) -> None:
     same, command, empty = COMMANDS[name]
     pair.reset()
-    for side in (pair.atlas, pair.redis):
+    for side, sub in zip((pair.atlas, pair.redis), subs, strict=True):
         assert side.r2.call([b"CONFIG", b"SET", b"notify-keyspace-events", flags.encode()]) == ("+", "OK")
+        # (drop what came before: the previous case's key whose TTL ran out may have been reaped by
+        # active expiry, on either server, before the FLUSHALL above, and its "expired" waits here)
+        _events(side, sub, b"drain")
     setup = [*SOURCES]
     if where in ("same", "ttl", "expired", "empty"):
         setup += same
@@ -198,6 +201,7 @@ def test_blmove_served_later_matches_redis(pair: Pair, subs: list[Raw], atlasd: 
     for side, sub, port, pw in ((pair.atlas, subs[0], atlasd.port, atlasd.password),
                                 (pair.redis, subs[1], redis_server.port, None)):
         assert side.r2.call([b"CONFIG", b"SET", b"notify-keyspace-events", b"KEAn"]) == ("+", "OK")
+        _events(side, sub, b"drain")  # (an earlier case's reaped key: see test_store_events_match_redis)
         side.r2.call([b"RPUSH", b"d", b"x"])
         blocked = Raw(port, pw, False)
         try:
