@@ -145,6 +145,34 @@ def test_garbage_never_crashes_the_daemon(daemon: Daemon) -> None:
     assert daemon.proc is not None and daemon.proc.poll() is None
 
 
+def test_subscriber_that_never_reads_is_dropped_past_the_pubsub_limit(daemon: Daemon) -> None:
+    """client-output-buffer-limit's pubsub hard limit, set at run time, is the one in force: a subscriber
+    that does not read is disconnected once its unsent messages pass it (and the publisher goes on)."""
+    with daemon.client() as r:
+        r.config_set("client-output-buffer-limit", "pubsub 64kb 0 0")
+        assert r.config_get("client-output-buffer-limit")["client-output-buffer-limit"].endswith(
+            "pubsub 65536 0 0")
+        try:
+            with socket.create_connection(("127.0.0.1", daemon.port)) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                password = (daemon.password or "").encode()
+                s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password))
+                assert s.recv(5) == b"+OK\r\n"
+                s.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n")
+                deadline = time.monotonic() + 30
+                while r.pubsub_numsub("ch")[0][1] != 1:  # (subscribed; the reply is left unread)
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                message = b"m" * 16384
+                receivers = 1
+                while receivers and time.monotonic() < deadline:  # until it is dropped
+                    receivers = r.publish("ch", message)
+                assert receivers == 0
+                assert not any(c["cmd"] == "subscribe" for c in r.client_list())
+        finally:
+            r.config_set("client-output-buffer-limit", "pubsub 32mb 0 0")
+
+
 def test_client_that_never_reads_is_bounded(daemon: Daemon) -> None:
     """A pipelining client that does not read its replies is paused, not buffered without bound."""
     with socket.create_connection(("127.0.0.1", daemon.port)) as s:

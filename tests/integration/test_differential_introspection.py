@@ -115,6 +115,11 @@ def test_encoding_parameters_are_stored_and_returned(pair: Pair) -> None:
     ["CONFIG", "SET", "slowlog-max-len", "x"],
     ["CONFIG", "SET", "no-such-parameter", "1"],
     ["CONFIG", "SET", "appendfsync", "sometimes"],
+    ["CONFIG", "SET", "client-output-buffer-limit", "normal 1 2"],
+    ["CONFIG", "SET", "client-output-buffer-limit", "foo 1 2 3"],
+    ["CONFIG", "SET", "client-output-buffer-limit", "pubsub x 1 1"],
+    ["CONFIG", "SET", "client-output-buffer-limit", "pubsub 1 1 -1"],
+    ["CONFIG", "SET", "client-output-buffer-limit", "pubsub 1 1 1.5"],
     ["CONFIG", "SET", "hz", "-1"],
     ["CONFIG", "SET", "hz", "abc"],
     ["CONFIG", "SET", "hz", "2147483648"],
@@ -151,6 +156,9 @@ def test_runtime_parameters_round_trip(pair: Pair) -> None:
             ("hash-max-listpack-value", "1kb"), ("hash-max-ziplist-value", "64"), ("zset-max-listpack-value", "2k"),
             ("zset-max-listpack-value", "64"), ("stream-node-max-bytes", "8kb"), ("stream-node-max-bytes", "4096"),
             ("hz", "0"), ("hz", "1000"), ("hz", "50"), ("hz", "10"),  # (kept within 1..500, as Redis does)
+            ("client-output-buffer-limit", "normal 0 0 0 replica 1mb 1mb 10 PUBSUB 64mb 16mb 120"),
+            ("client-output-buffer-limit", "pubsub 1kb 1kb 5 pubsub 2kb 2kb 6"),
+            ("client-output-buffer-limit", "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"),
             ("proto-max-bulk-len", "2mb"), ("proto-max-bulk-len", "1048576"), ("proto-max-bulk-len", "512mb")]
     for name, value in sets:
         same(pair, _w("CONFIG", "SET", name, value))

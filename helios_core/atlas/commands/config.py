@@ -82,8 +82,7 @@ def _get_params(ctx: Ctx) -> dict[str, Callable[[], bytes]]:
             "unixsocket": lambda: str(server.socket_path).encode(),
             "unixsocketperm": lambda: b"600",
             "protected-mode": lambda: _yesno(server.protected_mode),
-            "client-output-buffer-limit": lambda: (
-                b"normal 0 0 0 replica 0 0 0 pubsub %d %d 0" % (server.pubsub_limit, server.pubsub_limit)),
+            "client-output-buffer-limit": lambda: output_limits(engine, server.pubsub_limit),
         })
     return params
 
@@ -323,8 +322,66 @@ def _setters(ctx: Ctx) -> dict[str, Callable[[bytes], Callable[[], None]]]:
                 raise ValueError("argument must be 'yes' or 'no'")
             return lambda: setattr(server, "protected_mode", v.lower() == b"yes")
 
-        setters.update({"requirepass": requirepass, "maxclients": maxclients, "protected-mode": protected})
+        def output_limit(v: bytes) -> Callable[[], None]:
+            classes = parse_output_limits(v)
+
+            def apply() -> None:
+                current = _output_classes(engine, server.pubsub_limit)
+                current.update(classes)
+                engine.settings["client-output-buffer-limit"] = b" ".join(
+                    b"%s %d %d %d" % (name, *current[name]) for name in (b"normal", b"slave", b"pubsub"))
+                server.pubsub_limit = current[b"pubsub"][0]
+            return apply
+
+        setters.update({"requirepass": requirepass, "maxclients": maxclients, "protected-mode": protected,
+                        "client-output-buffer-limit": output_limit})
     return setters
+
+
+# client-output-buffer-limit: Redis 7.0's classes (CONFIG GET names the replica class "slave", as 7.0
+# does), each "hard soft soft_seconds".  atlasd enforces the pubsub class's hard limit (a subscriber
+# that does not read is disconnected past it, atlasd.pubsub_output_limit); the rest is kept and
+# reported (normal clients are paused, not dropped, when they do not read; there are no replicas).
+_OUTPUT_CLASSES = {b"normal": b"normal", b"slave": b"slave", b"replica": b"slave", b"pubsub": b"pubsub"}
+
+
+def _output_classes(engine: Engine, pubsub_limit: int) -> dict[bytes, tuple[int, int, int]]:
+    stored = engine.settings.get("client-output-buffer-limit")
+    if stored is None:
+        return {b"normal": (0, 0, 0), b"slave": (268435456, 67108864, 60), b"pubsub": (pubsub_limit, 0, 0)}
+    words = stored.split()
+    return {words[i]: (int(words[i + 1]), int(words[i + 2]), int(words[i + 3])) for i in range(0, len(words), 4)}
+
+
+def output_limits(engine: Engine, pubsub_limit: int) -> bytes:
+    classes = _output_classes(engine, pubsub_limit)
+    pubsub = classes[b"pubsub"]
+    classes[b"pubsub"] = (pubsub_limit, pubsub[1], pubsub[2])  # (the limit in force)
+    return b" ".join(b"%s %d %d %d" % (name, *classes[name]) for name in (b"normal", b"slave", b"pubsub"))
+
+
+def parse_output_limits(v: bytes) -> dict[bytes, tuple[int, int, int]]:
+    """Redis's `class hard soft soft_seconds ...` (sizes in its memory notation), with its errors."""
+    words = v.split()
+    if len(words) % 4:
+        raise ValueError("Wrong number of arguments in buffer limit configuration.")
+    out: dict[bytes, tuple[int, int, int]] = {}
+    for i in range(0, len(words), 4):
+        name = _OUTPUT_CLASSES.get(words[i].lower())
+        if name is None:
+            raise ValueError("Invalid client class specified in buffer limit configuration.")
+        try:
+            hard = _memory_in(words[i + 1], (1 << 64) - 1)
+            soft = _memory_in(words[i + 2], (1 << 64) - 1)
+            if re.fullmatch(rb"[+-]?[0-9]{1,18}", words[i + 3]) is None:  # (strtoll, all of it)
+                raise ValueError
+            secs = int(words[i + 3])
+        except ValueError:
+            raise ValueError("Error in hard, soft or soft_seconds setting in buffer limit configuration.") from None
+        if secs < 0:
+            raise ValueError("Error in hard, soft or soft_seconds setting in buffer limit configuration.")
+        out[name] = (hard, soft, secs)
+    return out
 
 
 def _positive(v: bytes) -> int:
