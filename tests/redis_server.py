@@ -170,7 +170,11 @@ class SentinelGroup:
     redis_server: str
     sentinel: str
     service: str = "helios"
-    down_after_ms: int = 1000
+    # 3 s, not 1: a sentinel makes a new record for the primary it switched to, and counts the time
+    # to its first PING reply against this; at 1 s a loaded CI box made the sentinels fail the new
+    # primary over too, a second after the first failover, back to the old primary that had just
+    # restarted as its replica (CI's "old primary had not resynced" on f03ec75, from the logs).
+    down_after_ms: int = 3000
     failover_timeout_ms: int = 60000
     link: Callable[[int], int] | None = None
     primary: RedisServer | None = None
