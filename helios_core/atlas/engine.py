@@ -181,7 +181,7 @@ class Engine:
         self._accounting = False
         self.settings: dict[str, bytes] = {}  # CONFIG parameters stored for clients (commands/server.py)
         self.monitor: Callable[[list[bytes], Any, int], None] | None = None  # MONITOR's feed, while someone watches
-        self.retrying = False  # a blocked client's command runs again (MONITOR saw it the first time)
+        self.retrying = False  # a blocked client's command runs again (MONITOR saw it, and its lookups counted, once)
         # A connection's bare SET and GET, while nothing observes the keyspace (lean.py): name -> function
         self.lean = LeanPath(self).table
 
@@ -287,7 +287,9 @@ class Engine:
         ctx.now_ms = self.clock()
         ctx.writable = aof_error is None
         ctx.seen = 0
-        ctx.reads = reads
+        # (a blocked client's command served after a wake-up looks its keys up again without
+        # counting them: Redis serves it with LOOKUP_NOSTATS)
+        ctx.reads = reads and not self.retrying
         evictor = self.evictor
         if evictor.maxmemory and self.memory.used > evictor.maxmemory:
             try:

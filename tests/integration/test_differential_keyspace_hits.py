@@ -12,6 +12,8 @@ moved by the same amounts on both.
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,6 +106,52 @@ def test_hits_and_misses_move_as_redis_counts_them(atlasd: Daemon, redis_server:
     finally:
         a.close()
         r.close()
+
+
+# A blocking command, the command that wakes it, and what to create first
+BLOCKED: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | None]] = [
+    (("XREAD", "BLOCK", "0", "STREAMS", "s", "$"), ("XADD", "s", "*", "f", "v"), None),
+    (("XREAD", "BLOCK", "0", "STREAMS", "s", "t", "$", "$"), ("XADD", "t", "*", "f", "v"), None),
+    (("XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"), ("XADD", "s", "*", "f", "v"),
+     ("XGROUP", "CREATE", "s", "g", "$", "MKSTREAM")),
+    (("BLPOP", "l", "0"), ("RPUSH", "l", "x"), None),
+    (("BLMOVE", "l", "d", "LEFT", "RIGHT", "0"), ("RPUSH", "l", "x"), None),
+    (("BLMPOP", "0", "2", "l", "m", "LEFT"), ("RPUSH", "m", "x"), None),
+    (("BZPOPMIN", "z", "0"), ("ZADD", "z", "1", "a"), None),
+]
+
+
+@pytest.mark.parametrize("blocked", BLOCKED, ids=[" ".join(b[0][:2]) for b in BLOCKED])
+def test_a_blocked_command_served_after_a_wake_up_counts_its_lookups_once(
+        atlasd: Daemon, redis_server: RedisServer, blocked: tuple) -> None:  # noqa: F811
+    """Redis counts a blocking command's lookups when it blocks, and serves it later without counting
+    (LOOKUP_NOSTATS); atlasd runs the command again after the wake-up, and must not count again."""
+    cmd, wake, setup = blocked
+    moved = []
+    for make in (atlasd.client, lambda: redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=10)):
+        waiter, other = make(), make()
+        try:
+            other.flushall()
+            if setup is not None:
+                other.execute_command(*setup)
+            other.config_resetstat()
+            reply: list = []
+            t = threading.Thread(target=lambda: reply.append(waiter.execute_command(*cmd)))  # noqa: B023
+            t.start()
+            deadline = time.monotonic() + 10
+            while other.info("clients")["blocked_clients"] < 1:
+                assert time.monotonic() < deadline, f"{cmd} did not block"
+                time.sleep(0.01)
+            blocked_at = _counts(other)
+            other.execute_command(*wake)
+            t.join(10)
+            assert reply, f"{cmd} was not served by {wake}"
+            served_at = _counts(other)
+            moved.append((blocked_at, (served_at[0] - blocked_at[0], served_at[1] - blocked_at[1])))
+        finally:
+            waiter.close()
+            other.close()
+    assert moved[0] == moved[1], f"{cmd}: atlasd (on blocking, on serving) {moved[0]}, redis {moved[1]}"
 
 
 def test_resetstat_zeroes_them(atlasd: Daemon) -> None:
