@@ -514,9 +514,12 @@ def restore(ctx: Ctx, args: list[bytes]) -> Any:
         else:
             raise err(SYNTAX)
         j += 1
-    exists = ctx.lookup(key) is not None
-    if exists and not replace:
+    if replace:  # (Redis deletes what key holds without looking it up: no lazy expiry, no "expired")
+        exists = key in ctx.ks.data
+    elif ctx.lookup(key) is not None:
         raise err("BUSYKEY Target key name already exists.")
+    else:
+        exists = False
     ttl = parse_int(args[1])
     if ttl < 0:
         raise err("ERR Invalid TTL value, must be >= 0")
@@ -532,6 +535,16 @@ def restore(ctx: Ctx, args: list[bytes]) -> Any:
         if exp <= ctx.now_ms:  # already expired: nothing is created (a replaced key is still gone)
             if exists:
                 ctx.emit(("DEL", key))
+                _replaced(ctx, key)
             return OK
     log_value(ctx, key, value, exp)
+    if exists:
+        _replaced(ctx, key)
     return OK
+
+
+def _replaced(ctx: Ctx, key: bytes) -> None:
+    """RESTORE ... REPLACE's DEL of `key` is a replacement, not an expiry (keyspace events)."""
+    engine = ctx.engine
+    if engine is not None and engine.notifier.on:
+        engine.notifier.replaced(key)
