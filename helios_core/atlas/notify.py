@@ -246,13 +246,12 @@ class Notifier:
     def discard(self, mark: int) -> None:
         del self.pending[mark:]
 
-    def replaced(self, key: bytes) -> None:
-        """The DEL of `key` just emitted deletes it without a lookup (RESTORE ... REPLACE, as Redis's
-        dbDelete): not an expiry, even if its TTL had run out."""
-        for s in reversed(self.pending):
+    def replaced(self, key: bytes, since: int) -> None:
+        """The DEL of `key` emitted after `mark()` was `since` deletes it without a lookup (RESTORE ...
+        REPLACE, as Redis's dbDelete): not an expiry, even if its TTL had run out."""
+        for s in self.pending[since:]:
             if s.eff[0] == "DEL" and s.eff[1] == key and s.db == self.db:
                 s.expired = False
-                return
 
     def command_done(self, mark: int, name: str, data: dict) -> None:
         """The command `name` returned: publish the events of the effects it emitted."""

@@ -514,6 +514,9 @@ def restore(ctx: Ctx, args: list[bytes]) -> Any:
         else:
             raise err(SYNTAX)
         j += 1
+    engine = ctx.engine
+    notifier = engine.notifier if engine is not None and engine.notifier.on else None
+    since = notifier.mark() if notifier is not None else 0  # (this command's own events start here)
     if replace:  # (Redis deletes what key holds without looking it up: no lazy expiry, no "expired")
         exists = key in ctx.ks.data
     elif ctx.lookup(key) is not None:
@@ -535,16 +538,10 @@ def restore(ctx: Ctx, args: list[bytes]) -> Any:
         if exp <= ctx.now_ms:  # already expired: nothing is created (a replaced key is still gone)
             if exists:
                 ctx.emit(("DEL", key))
-                _replaced(ctx, key)
+                if notifier is not None:
+                    notifier.replaced(key, since)
             return OK
     log_value(ctx, key, value, exp)
-    if exists:
-        _replaced(ctx, key)
+    if exists and notifier is not None:
+        notifier.replaced(key, since)
     return OK
-
-
-def _replaced(ctx: Ctx, key: bytes) -> None:
-    """RESTORE ... REPLACE's DEL of `key` is a replacement, not an expiry (keyspace events)."""
-    engine = ctx.engine
-    if engine is not None and engine.notifier.on:
-        engine.notifier.replaced(key)
