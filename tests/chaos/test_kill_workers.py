@@ -1,7 +1,8 @@
 """`helios worker` processes SIGKILLed while they run jobs: every job ends, and re-runs only after a kill.
 
 Two workers (``--exec``, concurrency 2) work a queue on a gateway while the
-test SIGKILLs one of them at random and starts a new one.  Each run of a job
+test SIGKILLs one of them at random, with the commands it is running (as systemd's
+stop or a container's end would), and starts a new one.  Each run of a job
 appends ``START id time`` and ``END id`` to a log.  The checker afterwards:
 
 - every job ends DONE or FAILED (the DLQ): none is left pending or leased;
@@ -12,6 +13,7 @@ appends ``START id time`` and ``END id`` to a log.  The checker afterwards:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -35,16 +37,38 @@ def start_worker(gw: Gateway, log: Path, tmp: Path) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen([HELIOS, "worker", "--url", gw.url, "-q", "chaos", "--exec", cmd, "-c", "2"],
                                 stdout=out, stderr=subprocess.STDOUT, env=clean_env(HELIOS_TOKEN=gw.token),
-                                start_new_session=True)  # its --exec children die with the group at the kill
+                                start_new_session=True)
     finally:
         out.close()
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                out.append(int(entry))
+    return out
+
+
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    """SIGKILL a worker with the commands it runs, as systemd's stop (KillMode=control-group) or a
+    container's end does.  Each --exec command runs in a session of its own (so that the worker can
+    kill its whole tree on a timeout): a SIGKILL of the worker's group alone would leave them running,
+    orphaned, and their START could come long after the kill on a loaded box.  The worker is stopped
+    first, so that it cannot start another command while its children are found and killed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGSTOP)
+        for child in _children(proc.pid):
+            for kill in (os.killpg, os.kill):  # (its session, or itself if it has not made one yet)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    kill(child, signal.SIGKILL)
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 
