@@ -38,6 +38,16 @@ def run(*args: str, stdin: str | None = None) -> Result:
     return CliRunner().invoke(cli, ["user", *args], input=stdin, env=ENV)
 
 
+@pytest.fixture(autouse=True)
+def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from an empty directory: with no --data and no --url the commands use ./data when it
+    exists, and a checkout where `make run` ran has one (these tests would pass or fail by that,
+    and write into it)."""
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+
+
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     d = tmp_path / "data"
