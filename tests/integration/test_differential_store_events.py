@@ -181,14 +181,25 @@ def test_store_events_match_redis(pair: Pair, subs: list[Raw], name: str, where:
         setup.append(["EXPIRE", "d", "100"])
     elif where == "expired":
         setup.append(["PEXPIRE", "d", "1"])
-    got, want = _on_each(pair, subs, setup, b"setup")
+    setup_events = _on_each(pair, subs, setup, b"setup")
+    # Active expiry may reap d between the PEXPIRE and the setup's marker, on either server (CI saw
+    # it, for zrangestore and georadius): that "expired" belongs with the command's, where a lookup
+    # (or active expiry a moment later) would have reported it, so it is carried over there.
+    carried: list[list] = [[], []]
+    if where == "expired":
+        for i, (replies, events) in enumerate(setup_events):
+            if events[-2:] == EXPIRED_D:
+                setup_events[i] = (replies, events[:-2])
+                carried[i] = EXPIRED_D
+    got, want = setup_events
     assert got == want
     if where == "expired":
         time.sleep(0.005)  # the brief's way to an expired-but-not-reaped key: the command's lookup expires it
     if where.startswith("empty"):
         assert empty is not None
         command = empty
-    got, want = _on_each(pair, subs, [command], b"command")
+    got, want = [(replies, carried[i] + events)
+                 for i, (replies, events) in enumerate(_on_each(pair, subs, [command], b"command"))]
     if name in NO_LOOKUP and where == "expired":
         got, want = [(e[0], e[1][2:] if e[1][:2] == EXPIRED_D else e[1]) for e in (got, want)]
     assert got == want, f"{name} / {where}: atlasd {got} redis {want}"
