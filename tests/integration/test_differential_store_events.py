@@ -92,7 +92,10 @@ SITUATIONS = ["absent", "same", "other", "ttl", "expired", "empty", "empty_absen
 # Commands that do not touch db 0's d: an expired d there would be reaped by active expiry at a
 # moment the two servers do not share.
 ONLY = {"copy_db": ["absent", "same"], "lmove_rotates": ["absent", "same"], "smove_self": ["absent", "same"],
-        "rename_self": ["absent", "same"]}
+        "rename_self": ["absent", "same"],
+        # (over an expired d: "del" if d is still held, nothing if active expiry reaped it first, on
+        # either server; tests/unit/test_restore_events.py checks it on the engine's own clock)
+        "restore_replace_past": ["absent", "same", "other", "ttl"]}
 
 # RESTORE ... REPLACE onto a key whose TTL ran out but which is still held: Redis deletes it
 # without looking it up (dbDelete, then dbAdd: "new", "restore", no "expired"), and so does atlasd.
