@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from loguru import logger
@@ -16,6 +17,16 @@ def _no_helios_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("HELIOS_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from an empty directory: with no --data and no --url the CLI uses ./data when it exists,
+    and a checkout where `make run` ran has one (a CLI test would pass or fail by that, and write
+    into it)."""
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
 
 
 @pytest.fixture

@@ -28,23 +28,13 @@ from tests.integration.test_gateway_process import start as start_gateway
 from tests.integration.test_gateway_process import stop as stop_gateway
 from tests.unit.test_gateway_harness import Api, gateway
 
-pytestmark = pytest.mark.usefixtures("restore_logging")
+pytestmark = pytest.mark.usefixtures("restore_logging", "empty_cwd")
 ENV = {"HELIOS_AUTH__BCRYPT_COST": "4"}
 UNKNOWN = "01JCDZ8Y6VAAAAAAAAAAAAAAAA"  # a well-formed job id that no test makes
 
 
 def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, ["job", *args], input=stdin, env={**ENV, **(env or {})})
-
-
-@pytest.fixture(autouse=True)
-def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run from an empty directory: with no --data and no --url the commands use ./data when it
-    exists, and a checkout where `make run` ran has one (these tests would pass or fail by that,
-    and write into it)."""
-    empty = tmp_path / "cwd"
-    empty.mkdir()
-    monkeypatch.chdir(empty)
 
 
 @pytest.fixture

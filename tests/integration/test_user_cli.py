@@ -30,22 +30,12 @@ from tests.integration.test_gateway_process import start as start_gateway
 from tests.integration.test_gateway_process import stop as stop_gateway
 from tests.unit.test_gateway_harness import Api, gateway
 
-pytestmark = pytest.mark.usefixtures("restore_logging")
+pytestmark = pytest.mark.usefixtures("restore_logging", "empty_cwd")
 ENV = {"HELIOS_AUTH__BCRYPT_COST": "4"}
 
 
 def run(*args: str, stdin: str | None = None) -> Result:
     return CliRunner().invoke(cli, ["user", *args], input=stdin, env=ENV)
-
-
-@pytest.fixture(autouse=True)
-def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run from an empty directory: with no --data and no --url the commands use ./data when it
-    exists, and a checkout where `make run` ran has one (these tests would pass or fail by that,
-    and write into it)."""
-    empty = tmp_path / "cwd"
-    empty.mkdir()
-    monkeypatch.chdir(empty)
 
 
 @pytest.fixture

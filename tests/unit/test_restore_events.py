@@ -19,6 +19,7 @@ from helios_core.atlas.commands.table import OK
 from helios_core.atlas.engine import Engine
 from helios_core.atlas.notify import parse_flags
 from helios_core.config import AtlasConfig
+from tests.unit.test_databases import run
 
 NOW = 1_700_000_000_000
 
@@ -42,10 +43,6 @@ def engine(tmp_path: Path) -> Iterator[tuple[Engine, list[int], list[tuple[bytes
         eng.close()
 
 
-def _run(eng: Engine, *args: str | bytes) -> object:
-    return eng.execute([a.encode() if isinstance(a, str) else a for a in args])
-
-
 @pytest.mark.parametrize("held", [("SADD", "d", "a"), ("SET", "d", "x")], ids=["set", "string"])
 @pytest.mark.parametrize(("options", "events"), [
     ((), EXPIRED + NEW_RESTORE),
@@ -55,18 +52,18 @@ def _run(eng: Engine, *args: str | bytes) -> object:
 def test_restore_over_a_key_whose_ttl_ran_out(engine: tuple, held: tuple[str, ...], options: tuple[str, ...],
                                                events: list) -> None:
     eng, clock, sent = engine
-    _run(eng, "SADD", "s1", "m")
-    payload = _run(eng, "DUMP", "s1")
+    run(eng, None, "SADD", "s1", "m")
+    payload = run(eng, None, "DUMP", "s1")
     assert isinstance(payload, bytes)
-    _run(eng, *held)
-    _run(eng, "PEXPIRE", "d", "10")
+    run(eng, None, *held)
+    run(eng, None, "PEXPIRE", "d", "10")
     clock[0] += 100
     assert b"d" in eng.ks.data  # (held still: nothing reaped it)
     eng.flush_sync()
     eng._durable_to(eng.seq)
     sent.clear()
     ttl = "1" if "ABSTTL" in options else "0"
-    assert _run(eng, "RESTORE", "d", ttl, payload, *options) is OK
+    assert run(eng, None, "RESTORE", "d", ttl, payload, *options) is OK
     eng.flush_sync()  # (messages are held until their record is durable, then published)
     eng._durable_to(eng.seq)
     assert sent == events
